@@ -1,0 +1,34 @@
+"""``ecluse config check`` and ``ecluse config reference``."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from ..config import effective_settings, load_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="validate and show the deployment configuration")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    check = csub.add_parser("check", help="validate and print the effective settings")
+    check.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
+    check.set_defaults(func=cmd_check)
+    ref = csub.add_parser("reference", help="print the configuration reference (Markdown)")
+    ref.set_defaults(func=cmd_reference)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    print(f"# {settings.config_file}: OK ({len(settings.projects)} projects)")
+    print(yaml.safe_dump(effective_settings(settings), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from ..docs import config_reference
+
+    print(config_reference())
+    return 0

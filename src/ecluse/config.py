@@ -1,0 +1,524 @@
+"""One validated settings model for an Écluse deployment.
+
+Two YAML files describe a deployment:
+
+* ``ecluse.yaml`` — the deployment: hub, state directory, database, LDAP,
+  sandbox backend and the default disclosure policy;
+* ``projects.yaml`` — the research projects: LDAP group, title, datasets,
+  quotas and per-project disclosure overrides.
+
+:func:`load_settings` reads both into one :class:`Settings`. Unknown keys are
+rejected and every error names the file, the key and what was expected, e.g.::
+
+    config/ecluse.yaml: ldap.connect_timeout: expected a number, got 'soon'
+
+Relative paths in a file are resolved against the directory of that file.
+Secrets are never stored in these files: the LDAP service password comes from
+an environment variable or a file named here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .sdc.policy import DisclosurePolicy
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+DEFAULT_CONFIG = Path("config/ecluse.yaml")
+CONFIG_ENV = "ECLUSE_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, malformed or invalid.
+
+    The message is meant for the operator: it names the file, the key and
+    what was expected.
+    """
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- deployment
+
+
+class HubSettings(_Model):
+    ip: str = Field("127.0.0.1", description="Address the proxy's public side binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the proxy's public side binds to.")
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="URL users type in their browser (used in links)."
+    )
+    hub_port: int = Field(
+        8081, ge=1, le=65535, description="Port of the hub's internal API (proxy and sandboxes)."
+    )
+    proxy_api_port: int = Field(8001, ge=1, le=65535, description="Port of the proxy's REST API.")
+    admin_users: list[str] = Field(
+        default_factory=list,
+        description="Usernames with full hub admin. Empty by default: staff get scoped roles.",
+    )
+    staff_are_admins: bool = Field(
+        False, description="Give members of the staff group full hub admin (not least privilege)."
+    )
+    auth_refresh_age: int = Field(
+        300, ge=0, description="Seconds after which LDAP groups are re-read for a signed-in user."
+    )
+    spawner: str = Field(
+        "ecluse",
+        description="Spawner class or entry-point name used for workspaces ('simple' for "
+        "a plain local process spawner with no isolation — development only).",
+    )
+
+
+class LDAPSettings(_Model):
+    embedded: bool = Field(
+        False,
+        description="Start a local slapd on loopback with a demo directory (development only).",
+    )
+    uri: str = Field(..., description="ldap:// or ldaps:// URI of the directory server.")
+    security: Literal["none", "starttls", "ldaps"] = Field(
+        "starttls", description="Transport security: none, starttls or ldaps."
+    )
+    ca_file: Path | None = Field(None, description="CA bundle used to verify the server.")
+    base_dn: str = Field(..., description="Base DN of the directory.")
+    bind_dn: str = Field(..., description="DN of the service account used for searches.")
+    bind_password_env: str | None = Field(
+        "ECLUSE_LDAP_BIND_PASSWORD",
+        description="Environment variable holding the service account password.",
+    )
+    bind_password_file: Path | None = Field(
+        None, description="File holding the service account password (used if the env is unset)."
+    )
+    user_search_base: str = Field(..., description="Where user entries are searched.")
+    user_object_class: str = Field("posixAccount", description="objectClass of user entries.")
+    username_attribute: str = Field("uid", description="Attribute holding the login name.")
+    username_pattern: str = Field(
+        r"^[a-z_][a-z0-9_.-]{0,31}$",
+        description="Login names must match this pattern before anything is sent to LDAP.",
+    )
+    group_search_base: str = Field(..., description="Where group entries are searched.")
+    group_name_attribute: str = Field("cn", description="Attribute holding a group's name.")
+    group_member_attributes: list[Literal["member", "uniqueMember", "memberUid"]] = Field(
+        default_factory=lambda: ["member", "uniqueMember", "memberUid"],
+        description="Group attributes that list members (DN-valued or uid-valued).",
+    )
+    output_checker_group: str = Field(
+        "ecluse-output-checkers", description="LDAP group whose members are output checkers."
+    )
+    staff_group: str = Field("ecluse-staff", description="LDAP group whose members are staff.")
+    connect_timeout: float = Field(3.0, gt=0, le=120, description="Seconds to open a connection.")
+    receive_timeout: float = Field(
+        5.0, gt=0, le=300, description="Seconds to wait for any LDAP answer."
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port for the embedded slapd (default: from uri)."
+    )
+
+    @field_validator("username_pattern")
+    @classmethod
+    def _pattern_compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from None
+        return v
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_scheme(cls, v: str) -> str:
+        if not re.match(r"^ldaps?://[^/\s]+/?$", v):
+            raise ValueError("expected ldap://host:port or ldaps://host:port")
+        return v
+
+    @model_validator(mode="after")
+    def _ldaps_consistent(self) -> LDAPSettings:
+        if self.security == "ldaps" and not self.uri.startswith("ldaps://"):
+            raise ValueError("security 'ldaps' needs an ldaps:// uri")
+        if self.security != "ldaps" and self.uri.startswith("ldaps://"):
+            raise ValueError("an ldaps:// uri needs security: ldaps")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.uri.split("://", 1)[1].rstrip("/").rsplit(":", 1)[0]
+
+    @property
+    def uri_port(self) -> int:
+        hostport = self.uri.split("://", 1)[1].rstrip("/")
+        if ":" in hostport:
+            return int(hostport.rsplit(":", 1)[1])
+        return 636 if self.uri.startswith("ldaps://") else 389
+
+    def bind_password(self) -> str:
+        """Return the service password from the environment or the password file.
+
+        Raises :class:`ConfigError` naming both sources when neither is set.
+        """
+        if self.bind_password_env and os.environ.get(self.bind_password_env):
+            return os.environ[self.bind_password_env]
+        if self.bind_password_file:
+            try:
+                return self.bind_password_file.read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"ldap.bind_password_file: cannot read {self.bind_password_file}: {e.strerror}"
+                ) from None
+        raise ConfigError(
+            "ldap: no service account password: set the environment variable "
+            f"{self.bind_password_env or '(none configured)'} or ldap.bind_password_file"
+        )
+
+
+class SandboxSettings(_Model):
+    backend: Literal["local", "docker", "kubernetes"] = Field(
+        "local", description="Sandbox backend: local (bubblewrap), docker or kubernetes."
+    )
+    projects_root: Path | None = Field(
+        None,
+        description="Where project shared folders and per-user homes live "
+        "(default: <state_dir>/projects).",
+    )
+    start_timeout: int = Field(120, ge=5, description="Seconds a workspace may take to start.")
+    stop_grace: float = Field(
+        10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a sandbox stops."
+    )
+    subnet: str = Field(
+        "10.213.0.0/16",
+        description="Private range carved into one /30 per sandbox (local backend only).",
+    )
+    python_env: Path | None = Field(
+        None,
+        description="Python environment mounted read-only in workspaces (default: the "
+        "environment running Écluse).",
+    )
+    idle_timeout: int = Field(
+        3600, ge=0, description="Seconds without activity before a workspace is culled (0: never)."
+    )
+    image: str = Field(
+        "ecluse/workspace:0.1.0", description="Workspace image (docker and kubernetes backends)."
+    )
+
+
+class Settings(_Model):
+    """The whole deployment, as read from ``ecluse.yaml`` and ``projects.yaml``."""
+
+    config_file: Path | None = Field(None, exclude=True)
+    state_dir: Path = Field(Path(".ecluse"), description="Secrets, databases and logs.")
+    database_url: str | None = Field(
+        None, description="Hub database URL (default: SQLite in the state dir)."
+    )
+    projects_file: Path = Field(Path("projects.yaml"), description="The projects definition.")
+    hub: HubSettings = Field(default_factory=HubSettings)
+    ldap: LDAPSettings
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    disclosure: DisclosurePolicy = Field(default_factory=DisclosurePolicy)
+    projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
+
+    @property
+    def hub_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'jupyterhub.sqlite'}"
+
+    @property
+    def projects_root(self) -> Path:
+        return self.sandbox.projects_root or self.state_dir / "projects"
+
+    def project_for_group(self, group: str) -> Project | None:
+        for p in self.projects.values():
+            if p.ldap_group == group:
+                return p
+        return None
+
+    def policy_for(self, slug: str) -> DisclosurePolicy:
+        """The effective disclosure policy of a project (deployment defaults + overrides)."""
+        return self.disclosure.merged(self.projects[slug].disclosure)
+
+
+# ------------------------------------------------------------------ projects
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.I)
+
+
+def parse_size(value: int | str) -> int:
+    """Parse ``512M``, ``2G``, ``2GiB`` or a byte count into bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size such as 512M or 2G, got {value!r}")
+    number, unit = float(m.group(1)), m.group(2).upper()
+    return int(number * 1024 ** "_KMGT".index(unit or "_"))
+
+
+class Dataset(_Model):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Name under /data.")
+    path: Path = Field(..., description="Host path of the dataset (mounted read-only).")
+    description: str = ""
+
+
+class Quota(_Model):
+    cpu: float = Field(1.0, gt=0, le=256, description="CPU cores.")
+    memory: int = Field(2 * 1024**3, description="Memory limit (e.g. 2G).")
+    disk: int = Field(10 * 1024**3, description="Disk quota of the shared folder (e.g. 10G).")
+    dask_workers: int = Field(2, ge=0, le=256, description="Most Dask workers per cluster.")
+    pids: int = Field(512, ge=16, description="Most processes and threads in one sandbox.")
+
+    @field_validator("memory", "disk", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
+class Project(_Model):
+    slug: str = Field(..., description="Project identifier (server name, hub group name).")
+    title: str = Field(..., min_length=1)
+    ldap_group: str = Field(..., min_length=1, description="LDAP group of the project members.")
+    gid: int | None = Field(
+        None, ge=1000, description="gidNumber of the project group (filled from LDAP)."
+    )
+    datasets: list[Dataset] = Field(default_factory=list)
+    quota: Quota = Field(default_factory=Quota)
+    disclosure: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the deployment disclosure policy."
+    )
+    members_may_review: bool = Field(
+        False, description="Allow project members to review this project's exports."
+    )
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG_RE.match(v):
+            raise ValueError(
+                "expected a slug: 3-40 lower-case letters, digits and dashes, starting "
+                "with a letter"
+            )
+        return v
+
+    @field_validator("disclosure")
+    @classmethod
+    def _disclosure(cls, v: dict[str, Any]) -> dict[str, Any]:
+        DisclosurePolicy().merged(v)  # validates names and types
+        return v
+
+
+class ProjectsFile(_Model):
+    projects: dict[str, Project] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inject_slugs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("projects"), dict):
+            for slug, body in data["projects"].items():
+                if isinstance(body, dict):
+                    body.setdefault("slug", slug)
+        return data
+
+
+# ------------------------------------------------------------------- loading
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _format_error(path: Path, err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(model, err["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see docs/reference/config.md"
+        return f"{path}: {loc}: unknown key; expected one of: {allowed}"
+    if kind == "missing":
+        return f"{path}: {loc}: required key is missing"
+    msg = err["msg"]
+    msg = msg.replace("Value error, ", "")
+    expected = {
+        "int_parsing": "expected an integer",
+        "int_type": "expected an integer",
+        "float_parsing": "expected a number",
+        "float_type": "expected a number",
+        "bool_parsing": "expected true or false",
+        "bool_type": "expected true or false",
+        "string_type": "expected a string",
+        "dict_type": "expected a mapping",
+        "model_type": "expected a mapping",
+        "list_type": "expected a list",
+    }.get(kind, msg[:1].lower() + msg[1:])
+    return f"{path}: {loc}: {expected}, got {_describe(err.get('input'))}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                # a dict key (project slug): stay on the value type
+                continue
+            current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", None)
+    if args:
+        for a in reversed(args):
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                return a
+    return annotation
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: {where}malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        lines = [_format_error(path, err, model) for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    if p is None:
+        return None
+    p = Path(os.path.expanduser(p))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_projects(path: Path) -> dict[str, Project]:
+    path = Path(path)
+    parsed: ProjectsFile = _validate(ProjectsFile, _read_yaml(path), path)
+    base = path.parent.resolve()
+    groups: dict[str, str] = {}
+    for slug, project in parsed.projects.items():
+        if project.slug != slug:
+            raise ConfigError(f"{path}: projects.{slug}.slug: must equal the key {slug!r}")
+        if project.ldap_group in groups:
+            raise ConfigError(
+                f"{path}: projects.{slug}.ldap_group: {project.ldap_group!r} is already used "
+                f"by project {groups[project.ldap_group]!r}"
+            )
+        groups[project.ldap_group] = slug
+        names = set()
+        for i, ds in enumerate(project.datasets):
+            if ds.name in names:
+                raise ConfigError(
+                    f"{path}: projects.{slug}.datasets.{i}.name: duplicate dataset {ds.name!r}"
+                )
+            names.add(ds.name)
+            ds.path = _resolve(base, ds.path)
+    return parsed.projects
+
+
+def config_path(path: str | os.PathLike | None = None) -> Path:
+    """The config file to use: the argument, ``$ECLUSE_CONFIG`` or ``config/ecluse.yaml``."""
+    if path:
+        return Path(path)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG
+
+
+def load_settings(
+    path: str | os.PathLike | None = None,
+    *,
+    state_dir: str | os.PathLike | None = None,
+    port: int | None = None,
+) -> Settings:
+    """Load and validate the deployment and its projects.
+
+    ``state_dir`` and ``port`` override the file (as ``ecluse up`` flags do).
+    Raises :class:`ConfigError` with one line per problem.
+    """
+    path = config_path(path)
+    data = _read_yaml(path)
+    settings: Settings = _validate(Settings, data, path)
+    base = path.parent.resolve()
+    settings.config_file = path.resolve()
+    settings.state_dir = (
+        Path(state_dir).resolve() if state_dir else _resolve(base, settings.state_dir)
+    )
+    if port:
+        settings.hub.port = port
+        settings.hub.public_url = f"http://{settings.hub.ip}:{port}"
+    settings.projects_file = _resolve(base, settings.projects_file)
+    settings.ldap.ca_file = _resolve(base, settings.ldap.ca_file)
+    settings.ldap.bind_password_file = _resolve(base, settings.ldap.bind_password_file)
+    settings.sandbox.projects_root = _resolve(base, settings.sandbox.projects_root)
+    settings.sandbox.python_env = _resolve(base, settings.sandbox.python_env)
+    settings.projects = load_projects(settings.projects_file)
+    for slug, project in settings.projects.items():
+        try:
+            settings.policy_for(slug)
+        except ValidationError as e:  # pragma: no cover - validated above
+            raise ConfigError(f"{settings.projects_file}: projects.{slug}.disclosure: {e}") from None
+    return settings
+
+
+SECRET_MASK = "********"
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for display, secrets masked."""
+    data = settings.model_dump(mode="json")
+    ldap = data["ldap"]
+    env = settings.ldap.bind_password_env
+    try:
+        settings.ldap.bind_password()
+        ldap["bind_password"] = SECRET_MASK
+    except ConfigError:
+        ldap["bind_password"] = "(not set)"
+    if env:
+        ldap["bind_password_env"] = env
+    if data.get("database_url") and "@" in data["database_url"]:
+        data["database_url"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:" + SECRET_MASK + "@",
+                                      data["database_url"])
+    data["projects"] = {
+        slug: {
+            **p.model_dump(mode="json", exclude={"slug"}),
+            "effective_disclosure": settings.policy_for(slug).model_dump(),
+        }
+        for slug, p in settings.projects.items()
+    }
+    return data
+Settings.model_rebuild()

@@ -1,0 +1,1 @@
+"""Statistical disclosure control on research outputs."""
