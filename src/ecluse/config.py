@@ -220,6 +220,9 @@ class Settings(_Model):
     database_url: str | None = Field(
         None, description="Hub database URL (default: SQLite in the state dir)."
     )
+    audit_database_url: str | None = Field(
+        None, description="Audit log database URL (default: SQLite audit.sqlite in the state dir)."
+    )
     projects_file: Path = Field(Path("projects.yaml"), description="The projects definition.")
     hub: HubSettings = Field(default_factory=HubSettings)
     ldap: LDAPSettings
@@ -230,6 +233,14 @@ class Settings(_Model):
     @property
     def hub_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'jupyterhub.sqlite'}"
+
+    @property
+    def audit_db_url(self) -> str:
+        return self.audit_database_url or f"sqlite:///{self.state_dir / 'audit.sqlite'}"
+
+    @property
+    def audit_jsonl_path(self) -> Path:
+        return self.state_dir / "audit.jsonl"
 
     @property
     def projects_root(self) -> Path:
