@@ -312,6 +312,8 @@ class Project(_Model):
     @field_validator("slug")
     @classmethod
     def _slug(cls, v: str) -> str:
+        if v in ("output-checkers", "staff"):
+            raise ValueError(f"{v!r} is reserved for a role group")
         if not SLUG_RE.match(v):
             raise ValueError(
                 "expected a slug: 3-40 lower-case letters, digits and dashes, starting "

@@ -40,12 +40,43 @@ class DisclosurePolicy(BaseModel):
     max_rows_aggregate: int = Field(
         5000,
         ge=1,
-        description="A table with more rows than this, all distinct, is treated as row-level.",
+        description="A table with more rows than this and no count column is treated as "
+        "row-level (OpenSAFELY withholds CSVs over 5,000 rows).",
+    )
+    row_level_min_rows: int = Field(
+        20,
+        ge=2,
+        description="Tables with at least this many rows whose rows are (near) all distinct "
+        "without a count column, or whose label keys repeat, are treated as row-level "
+        "(smaller ones go to review).",
+    )
+    distinct_share: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Share of distinct rows from which a table without counts is row-level.",
     )
     max_file_bytes: int = Field(
         16 * 1024 * 1024 * 1024,
         ge=1,
         description="Files larger than this are not read and go to review.",
+    )
+    archive_max_depth: int = Field(
+        3, ge=0, description="Deepest nesting of archives (zip in zip) that is opened."
+    )
+    archive_max_members: int = Field(
+        1000, ge=1, description="Most members an archive may have before it goes to review."
+    )
+    archive_max_member_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest uncompressed size of one archive member."
+    )
+    archive_max_total_bytes: int = Field(
+        4 * 1024**3, ge=1, description="Largest uncompressed size of all members of an archive."
+    )
+    archive_max_ratio: float = Field(
+        100.0,
+        gt=1,
+        description="Largest compression ratio of a member (zip bombs compress far better).",
     )
 
     def merged(self, overrides: dict | None) -> DisclosurePolicy:

@@ -1,0 +1,61 @@
+"""Run ``ecluse.sdc`` on a staged file and keep its report.
+
+The checker sees the staged object under its display name (a hard link in a
+private temporary folder), so format detection by extension works while the
+object itself stays where it is. Failing closed: if the checker is missing or
+crashes, the file gets verdict ``review`` with the error as its finding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _fallback(message: str, fmt: str = "unknown") -> dict[str, Any]:
+    return {
+        "verdict": "review",
+        "format": fmt,
+        "findings": [
+            {"rule": "checker-error", "severity": "review", "message": message, "location": None}
+        ],
+    }
+
+
+def check_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Path) -> dict:
+    """Return the sdc report of a staged file as a dict (never raises)."""
+    try:
+        from ecluse.sdc import check_file
+    except ImportError as e:
+        log.error("ecluse.sdc is not available: %s", e)
+        return _fallback("automatic disclosure checks are unavailable; review by hand")
+    workdir = Path(tempfile.mkdtemp(prefix="check-", dir=tmp_dir))
+    try:
+        view = workdir / display_name
+        try:
+            os.link(object_path, view)
+        except OSError:
+            shutil.copyfile(object_path, view)
+        report = check_file(view, policy, display_name=display_name)
+        data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        data["verdict"] = str(getattr(report, "verdict", data.get("verdict", "review")))
+        data["verdict"] = _verdict_value(data["verdict"])
+        return data
+    except Exception as e:  # fail closed: a crashing checker sends the file to review
+        log.exception("disclosure check of %s failed", display_name)
+        return _fallback(f"automatic check failed ({type(e).__name__}); review by hand")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _verdict_value(v: Any) -> str:
+    text = str(getattr(v, "value", v)).lower()
+    if "." in text:  # e.g. "Verdict.FAIL"
+        text = text.rsplit(".", 1)[1]
+    return text if text in {"pass", "fail", "block", "review"} else "review"

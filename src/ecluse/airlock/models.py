@@ -1,0 +1,142 @@
+"""Database tables of the airlock (SQLAlchemy 2 ORM).
+
+The schema is created and upgraded by the Alembic migrations in
+``ecluse/airlock/migrations`` only (never ``create_all``), so the ORM classes
+and the migrations must agree: ``tests/airlock/unit/test_migrations.py``
+compares them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite drops the time zone: every stored time is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Request(Base):
+    __tablename__ = "airlock_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    requester: Mapped[str] = mapped_column(String(128), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    justification: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    files: Mapped[list[File]] = relationship(
+        back_populates="request", order_by="File.id", cascade="all, delete-orphan"
+    )
+    reviews: Mapped[list[Review]] = relationship(
+        back_populates="request", order_by="Review.id", cascade="all, delete-orphan"
+    )
+    history: Mapped[list[HistoryEntry]] = relationship(
+        back_populates="request", order_by="HistoryEntry.id", cascade="all, delete-orphan"
+    )
+
+    def current_files(self) -> list[File]:
+        return [f for f in self.files if f.version == self.version]
+
+    def current_reviews(self) -> list[Review]:
+        return [r for r in self.reviews if r.version == self.version]
+
+
+class File(Base):
+    __tablename__ = "airlock_files"
+    __table_args__ = (UniqueConstraint("request_id", "version", "name", name="uq_file_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("airlock_requests.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    verdict: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str] = mapped_column(String(32), default="")
+    report: Mapped[str] = mapped_column(Text)
+    uploaded_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    request: Mapped[Request] = relationship(back_populates="files")
+
+    def report_dict(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.report)
+        except ValueError:
+            return {"verdict": "review", "findings": [], "_error": "unreadable stored report"}
+
+
+class Review(Base):
+    __tablename__ = "airlock_reviews"
+    __table_args__ = (
+        UniqueConstraint("request_id", "version", "reviewer", name="uq_review_once"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("airlock_requests.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(20))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    overrides: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    request: Mapped[Request] = relationship(back_populates="reviews")
+
+    def overrides_dict(self) -> dict[str, str]:
+        try:
+            return {str(k): str(v) for k, v in json.loads(self.overrides or "{}").items()}
+        except (ValueError, AttributeError):
+            return {}
+
+
+class HistoryEntry(Base):
+    __tablename__ = "airlock_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("airlock_requests.id", ondelete="CASCADE"), index=True
+    )
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+
+    request: Mapped[Request] = relationship(back_populates="history")

@@ -1,0 +1,156 @@
+"""Business rules as data: states, actions, who may act, what each emits.
+
+The tables here are the single source of truth for the request life cycle;
+:mod:`ecluse.airlock.service` looks every action up in them and
+``tests/airlock/unit/test_rules.py`` checks they are complete.
+
+Life cycle::
+
+    draft ──submit──► submitted ──approve──► in_review ──approve (N-th)──► approved ──release──► released
+      │                  │  │                   │  │                          │
+      │                  │  └─request_changes───┼──┴──► changes_requested ──resubmit──► submitted
+      │                  └──────reject──────────┴─────► rejected
+      └──── withdraw (from any open state) ────────────► withdrawn
+
+``approve`` from ``submitted``/``in_review`` lands in ``approved`` when the
+approval completes the required number, otherwise in ``in_review``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class State(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    IN_REVIEW = "in_review"
+    CHANGES_REQUESTED = "changes_requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    RELEASED = "released"
+    WITHDRAWN = "withdrawn"
+
+
+class Action(StrEnum):
+    SUBMIT = "submit"
+    APPROVE = "approve"
+    REQUEST_CHANGES = "request_changes"
+    REJECT = "reject"
+    RESUBMIT = "resubmit"
+    RELEASE = "release"
+    WITHDRAW = "withdraw"
+
+
+class Actor(StrEnum):
+    """Who may act: derived from hub groups for one request."""
+
+    REQUESTER = "requester"  # the author of the request, still a member of its project
+    CHECKER = "checker"  # an output checker allowed to review this request
+    STAFF = "staff"  # platform staff
+
+
+class Verdict(StrEnum):
+    """Mirror of ``ecluse.sdc.Verdict`` values (kept here so the rules need no sdc import)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    BLOCK = "block"
+    REVIEW = "review"
+
+
+@dataclass(frozen=True)
+class Transition:
+    action: Action
+    source: State
+    target: State
+    actors: frozenset[Actor]
+    event: str
+
+
+def _t(action: Action, source: State, target: State, actors: set[Actor], event: str) -> Transition:
+    return Transition(action, source, target, frozenset(actors), event)
+
+
+R, C, S = Actor.REQUESTER, Actor.CHECKER, Actor.STAFF
+
+#: every allowed state change; anything not listed is refused
+TRANSITIONS: tuple[Transition, ...] = (
+    _t(Action.SUBMIT, State.DRAFT, State.SUBMITTED, {R}, "airlock.request.submitted"),
+    _t(Action.APPROVE, State.SUBMITTED, State.IN_REVIEW, {C}, "airlock.review.approved"),
+    _t(Action.APPROVE, State.IN_REVIEW, State.IN_REVIEW, {C}, "airlock.review.approved"),
+    _t(Action.APPROVE, State.SUBMITTED, State.APPROVED, {C}, "airlock.request.approved"),
+    _t(Action.APPROVE, State.IN_REVIEW, State.APPROVED, {C}, "airlock.request.approved"),
+    _t(
+        Action.REQUEST_CHANGES, State.SUBMITTED, State.CHANGES_REQUESTED, {C},
+        "airlock.request.changes_requested",
+    ),
+    _t(
+        Action.REQUEST_CHANGES, State.IN_REVIEW, State.CHANGES_REQUESTED, {C},
+        "airlock.request.changes_requested",
+    ),
+    _t(Action.REJECT, State.SUBMITTED, State.REJECTED, {C}, "airlock.request.rejected"),
+    _t(Action.REJECT, State.IN_REVIEW, State.REJECTED, {C}, "airlock.request.rejected"),
+    _t(
+        Action.RESUBMIT, State.CHANGES_REQUESTED, State.SUBMITTED, {R},
+        "airlock.request.resubmitted",
+    ),
+    _t(Action.RELEASE, State.APPROVED, State.RELEASED, {C, S}, "airlock.request.released"),
+    _t(Action.WITHDRAW, State.DRAFT, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
+    _t(Action.WITHDRAW, State.SUBMITTED, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
+    _t(Action.WITHDRAW, State.IN_REVIEW, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
+    _t(
+        Action.WITHDRAW, State.CHANGES_REQUESTED, State.WITHDRAWN, {R, S},
+        "airlock.request.withdrawn",
+    ),
+    _t(Action.WITHDRAW, State.APPROVED, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
+)
+
+#: states a request never leaves
+FINAL_STATES: frozenset[State] = frozenset({State.REJECTED, State.RELEASED, State.WITHDRAWN})
+
+#: states in which the requester may add or remove files of the current version
+EDITABLE_STATES: frozenset[State] = frozenset({State.DRAFT, State.CHANGES_REQUESTED})
+
+#: states that put a request in the checkers' queue
+REVIEWABLE_STATES: frozenset[State] = frozenset({State.SUBMITTED, State.IN_REVIEW})
+
+#: what a reviewer may decide, and the action it triggers
+DECISIONS: dict[str, Action] = {
+    "approve": Action.APPROVE,
+    "request_changes": Action.REQUEST_CHANGES,
+    "reject": Action.REJECT,
+}
+
+#: per verdict: may a checker approve a file with it, and is a written reason needed
+VERDICT_RULES: dict[Verdict, tuple[bool, bool]] = {
+    Verdict.PASS: (True, False),
+    Verdict.REVIEW: (True, False),
+    Verdict.FAIL: (True, True),
+    Verdict.BLOCK: (False, False),
+}
+
+#: audit events emitted outside state changes
+EVENTS: dict[str, str] = {
+    "create": "airlock.request.created",
+    "file_add": "airlock.file.uploaded",
+    "file_remove": "airlock.file.removed",
+    "view": "airlock.request.viewed",
+    "file_view": "airlock.file.viewed",
+    "download": "airlock.file.downloaded",
+    "integrity": "airlock.file.integrity_failure",
+    "denied": "airlock.permission_denied",
+}
+
+
+def transitions_for(action: Action, source: State) -> list[Transition]:
+    """Transitions ``action`` may take from ``source`` (empty: not allowed)."""
+    return [t for t in TRANSITIONS if t.action is action and t.source is source]
+
+
+def find_transition(action: Action, source: State, target: State) -> Transition | None:
+    for t in TRANSITIONS:
+        if t.action is action and t.source is source and t.target is target:
+            return t
+    return None

@@ -1,0 +1,74 @@
+"""Airlock settings (the ``airlock:`` section of ``ecluse.yaml``).
+
+Until :class:`ecluse.config.Settings` carries an ``airlock`` field, the
+service reads ``getattr(settings, "airlock", AirlockSettings())``:
+:func:`airlock_settings` does exactly that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AirlockSettings(BaseModel):
+    """Where the airlock listens, stores files and keeps its database; review rules."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    ip: str = Field("127.0.0.1", description="Address the airlock service binds to.")
+    port: int = Field(8090, ge=1, le=65535, description="Port the airlock service binds to.")
+    storage_dir: Path | None = Field(
+        None,
+        description="Staging area holding submitted files by sha256 (default: "
+        "<state_dir>/airlock). No workspace may mount it.",
+    )
+    database_url: str | None = Field(
+        None, description="Airlock database URL (default: SQLite airlock.sqlite in the state dir)."
+    )
+    required_approvals: int = Field(
+        2, ge=1, le=10, description="Independent checker approvals needed before release."
+    )
+    max_file_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="Largest file one upload may carry (bytes)."
+    )
+    max_files_per_request: int = Field(
+        50, ge=1, le=10000, description="Most files in one version of a request."
+    )
+    max_title_chars: int = Field(200, ge=10, description="Longest request title.")
+    max_text_chars: int = Field(
+        20000, ge=100, description="Longest justification, comment or override reason."
+    )
+    preview_rows: int = Field(
+        200, ge=1, le=5000, description="Rows of a table shown in the checker's preview."
+    )
+    checker_group: str = Field(
+        "output-checkers", description="Hub group whose members are output checkers."
+    )
+    staff_group: str = Field("staff", description="Hub group whose members are platform staff.")
+    workers: int = Field(
+        4, ge=1, le=64, description="Threads running database work and file checks."
+    )
+    group_cache_seconds: float = Field(
+        30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
+    )
+
+    def resolved_storage_dir(self, state_dir: Path) -> Path:
+        return Path(self.storage_dir) if self.storage_dir else Path(state_dir) / "airlock"
+
+    def resolved_database_url(self, state_dir: Path) -> str:
+        return self.database_url or f"sqlite:///{Path(state_dir) / 'airlock.sqlite'}"
+
+
+def airlock_settings(settings: Any) -> AirlockSettings:
+    """The airlock section of a deployment's settings (defaults when absent)."""
+    value = getattr(settings, "airlock", None)
+    if value is None:
+        return AirlockSettings()
+    if isinstance(value, AirlockSettings):
+        return value
+    return AirlockSettings.model_validate(
+        value.model_dump() if isinstance(value, BaseModel) else value
+    )

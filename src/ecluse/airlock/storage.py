@@ -1,0 +1,189 @@
+"""Content-addressed staging area and filename rules.
+
+Uploaded files are written once to ``<root>/objects/ab/cd/<sha256>`` (mode
+0400, directories 0700) and never modified: two requests exporting the same
+bytes share one object. The staging root must live outside every workspace
+mount; the service refuses to start when it is world-accessible.
+:meth:`Staging.verify` re-hashes an object before it is released.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import IntegrityFailure, InvalidInput, NotFound, TooLarge
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_NAME_BYTES = 255
+CHUNK = 1024 * 1024
+_RESERVED = {
+    "CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}
+
+
+def clean_filename(name: object) -> str:
+    """Validate a file's display name; return it NFC-normalised.
+
+    Names are a single path component: no separators, no ``.``/``..``, no
+    control characters (NUL included), at most 255 UTF-8 bytes. Bad names are
+    refused with a precise message rather than silently rewritten, so the
+    researcher knows what was exported under which name.
+    """
+    if not isinstance(name, str):
+        raise InvalidInput("filename: expected a string")
+    name = unicodedata.normalize("NFC", name)
+    if not name:
+        raise InvalidInput("filename: must not be empty")
+    if "\x00" in name:
+        raise InvalidInput("filename: must not contain a NUL character")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        raise InvalidInput("filename: must not contain control or invisible characters")
+    if "/" in name or "\\" in name:
+        raise InvalidInput(
+            f"filename: must be a plain file name without '/' or '\\' (got {_short(name)})"
+        )
+    if name in (".", "..") or name.strip(". ") == "":
+        raise InvalidInput(f"filename: {_short(name)} is not a file name")
+    if name != name.strip():
+        raise InvalidInput("filename: must not start or end with spaces")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise InvalidInput(
+            f"filename: at most {MAX_NAME_BYTES} bytes in UTF-8 "
+            f"(got {len(name.encode('utf-8'))})"
+        )
+    if name.split(".")[0].upper() in _RESERVED:
+        raise InvalidInput(f"filename: {_short(name)} is a reserved device name")
+    return name
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:37] + "...")
+
+
+class Staging:
+    """The immutable, content-addressed file store of one airlock."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+
+    def prepare(self) -> None:
+        """Create the folders (0700) and refuse a root others can read."""
+        for d in (self.root, self.objects, self.tmp):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = stat.S_IMODE(self.root.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(self.root, 0o700)
+
+    def path_for(self, sha256: str) -> Path:
+        if not SHA256_RE.match(sha256 or ""):
+            raise InvalidInput("sha256: expected 64 lower-case hex digits")
+        return self.objects / sha256[:2] / sha256[2:4] / sha256
+
+    def put_stream(self, chunks: Iterable[bytes], *, max_bytes: int) -> tuple[str, int]:
+        """Store the bytes of ``chunks``; return ``(sha256, size)``.
+
+        Raises :class:`TooLarge` (and keeps nothing) past ``max_bytes``.
+        """
+        writer = self.writer(max_bytes=max_bytes)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    def writer(self, *, max_bytes: int) -> StagingWriter:
+        self.prepare()
+        return StagingWriter(self, max_bytes)
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        try:
+            return open(self.path_for(sha256), "rb")
+        except FileNotFoundError:
+            raise NotFound(
+                "the staged copy of this file is missing", log_message=f"missing object {sha256}"
+            ) from None
+
+    def iter_bytes(self, sha256: str, chunk: int = CHUNK) -> Iterator[bytes]:
+        with self.open(sha256) as fh:
+            while block := fh.read(chunk):
+                yield block
+
+    def hash_of(self, sha256: str) -> str:
+        h = hashlib.sha256()
+        for block in self.iter_bytes(sha256):
+            h.update(block)
+        return h.hexdigest()
+
+    def verify(self, sha256: str, *, name: str = "") -> None:
+        """Re-hash a staged object; raise :class:`IntegrityFailure` when it changed."""
+        try:
+            actual = self.hash_of(sha256)
+        except NotFound:
+            raise IntegrityFailure(
+                f"file {name or sha256[:12]}: the staged copy is missing; release refused",
+                log_message=f"staged object {sha256} missing",
+            ) from None
+        if actual != sha256:
+            raise IntegrityFailure(
+                f"file {name or sha256[:12]}: the staged copy no longer matches its sha256; "
+                "release refused",
+                log_message=f"staged object {sha256} now hashes to {actual}",
+            )
+
+
+class StagingWriter:
+    """Incremental writer used by streamed uploads: write(), then commit() or abort()."""
+
+    def __init__(self, staging: Staging, max_bytes: int) -> None:
+        self.staging = staging
+        self.max_bytes = max_bytes
+        fd, name = tempfile.mkstemp(dir=staging.tmp, prefix="upload-")
+        self._fh = os.fdopen(fd, "wb")
+        self._tmp = Path(name)
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            self.abort()
+            raise TooLarge(f"file: larger than the limit of {self.max_bytes} bytes")
+        self._hash.update(data)
+        self._fh.write(data)
+
+    def commit(self) -> tuple[str, int]:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self.closed = True
+        digest = self._hash.hexdigest()
+        target = self.staging.path_for(digest)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # always (re)place: the bytes just hashed are authoritative, and an existing
+        # object that was tampered with is repaired rather than trusted
+        os.chmod(self._tmp, 0o400)
+        os.replace(self._tmp, target)
+        return digest, self.size
+
+    def abort(self) -> None:
+        if not self.closed:
+            self._fh.close()
+            self.closed = True
+        self._tmp.unlink(missing_ok=True)

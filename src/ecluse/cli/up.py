@@ -1,0 +1,58 @@
+"""``ecluse up``: install-time secrets, embedded LDAP, JupyterHub and proxy."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from ..config import load_settings
+from ..stack import Stack
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start the embedded stack (LDAP, hub, proxy, services)")
+    p.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
+    p.add_argument("--state-dir", help="state directory (default: from the config, .ecluse/)")
+    p.add_argument("--port", type=int, help="public port of the proxy (default 8000)")
+    p.add_argument(
+        "--keep-servers",
+        action="store_true",
+        help="leave workspaces running when the stack stops (re-adopted at next start)",
+    )
+    p.set_defaults(func=cmd_up)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
+    stack = Stack(settings, cleanup_servers=not args.keep_servers)
+    stopping = threading.Event()
+
+    def _stop(signum, _frame):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stack.prepare()
+    try:
+        stack.start_ldap()
+        if stack.demo_passwords:
+            print("\nDemo users (shown once; also in "
+                  f"{stack.demo_users_file}, mode 0600):")
+            for user, password in stack.demo_passwords.items():
+                print(f"  {user:<6} {password}")
+            print()
+        elif settings.ldap.embedded:
+            print(f"Demo users' passwords: {stack.demo_users_file}")
+        stack.start_hub(timeout=settings.sandbox.start_timeout)
+        print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
+        while not stopping.wait(1):
+            if stack.hub and stack.hub.poll() is not None:
+                print(f"JupyterHub exited with status {stack.hub.returncode}")
+                return 1
+    finally:
+        print("Stopping Écluse...", flush=True)
+        stack.stop()
+    return 0
+
+

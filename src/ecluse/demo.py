@@ -1,0 +1,66 @@
+"""Synthetic demo datasets for the embedded stack (never real patient data)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _stays(n: int = 5000, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    admission = pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 730, n), unit="D")
+    return pd.DataFrame(
+        {
+            "patient_id": [f"P{100000 + i}" for i in rng.permutation(n)],
+            "age": rng.integers(35, 95, n),
+            "sex": rng.choice(["F", "M"], n),
+            "procedure": rng.choice(["CABG", "valve", "PCI", "other"], n, p=[0.3, 0.2, 0.4, 0.1]),
+            "hospital": rng.choice(["Lyon", "Paris", "Lille", "Nantes"], n),
+            "admission_date": admission.strftime("%Y-%m-%d"),
+            "los_days": rng.gamma(2.0, 4.0, n).round(1),
+        }
+    )
+
+
+def _admissions(days: int = 730, seed: int = 11) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2023-01-01", periods=days, freq="D")
+    pm25 = rng.gamma(3.0, 4.0, days).round(1)
+    return pd.DataFrame(
+        {
+            "date": dates.strftime("%Y-%m-%d"),
+            "city": "Lyon",
+            "pm25": pm25,
+            "no2": rng.gamma(4.0, 6.0, days).round(1),
+            "respiratory_admissions": rng.poisson(20 + pm25 / 2),
+        }
+    )
+
+
+GENERATORS = {"cardio-los": ("stays", _stays), "air-quality": ("admissions", _admissions)}
+
+
+def seed_demo_data(settings: Settings) -> list[Path]:
+    """Write the demo datasets of the demo projects when their folders are missing."""
+    written = []
+    for slug, (dataset_name, make) in GENERATORS.items():
+        project = settings.projects.get(slug)
+        if not project:
+            continue
+        for ds in project.datasets:
+            if ds.name != dataset_name or ds.path.exists():
+                continue
+            ds.path.mkdir(parents=True, mode=0o755)
+            df = make()
+            df.to_csv(ds.path / f"{dataset_name}.csv", index=False)
+            df.to_parquet(ds.path / f"{dataset_name}.parquet", index=False)
+            log.info("wrote demo dataset %s/%s (%d rows)", slug, ds.name, len(df))
+            written.append(ds.path)
+    return written

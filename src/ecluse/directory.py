@@ -1,0 +1,277 @@
+"""Directory access (LDAP via ldap3): sign-in, user lookup, groups.
+
+The flow for a sign-in is the classic search-then-bind:
+
+1. validate the login name against ``ldap.username_pattern`` — nothing that
+   fails it is ever sent to the directory;
+2. bind as the service account and search ``user_search_base`` for
+   ``(&(objectClass=<user_object_class>)(<username_attribute>=<name>))`` with
+   the name escaped (RFC 4515), expecting exactly one entry;
+3. bind as that entry's DN with the given password (an empty password is
+   refused before any bind: LDAP treats it as an anonymous bind that
+   "succeeds");
+4. read uid, cn, mail, uidNumber, gidNumber, and the groups that list the
+   user through ``member`` / ``uniqueMember`` (by DN) or ``memberUid`` (by
+   name).
+
+Every call is synchronous and bounded by ``connect_timeout`` and
+``receive_timeout``; the authenticator runs them in a thread pool so the
+hub's event loop never waits on LDAP.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import ssl
+from dataclasses import asdict, dataclass, field
+
+import ldap3
+from ldap3.core.exceptions import (
+    LDAPBindError,
+    LDAPException,
+    LDAPInvalidCredentialsResult,
+    LDAPSocketOpenError,
+    LDAPSocketReceiveError,
+    LDAPStartTLSError,
+)
+from ldap3.utils.conv import escape_filter_chars
+
+from .config import ConfigError, LDAPSettings
+
+log = logging.getLogger(__name__)
+
+MAX_PASSWORD_LENGTH = 1024
+
+
+class DirectoryError(Exception):
+    """Base class. ``reason`` is a short machine-readable code for the audit log."""
+
+    reason = "directory-error"
+
+
+class InvalidUsername(DirectoryError):
+    reason = "invalid-username"
+
+
+class UnknownUser(DirectoryError):
+    reason = "unknown-user"
+
+
+class InvalidCredentials(DirectoryError):
+    reason = "wrong-password"
+
+
+class DirectoryUnavailable(DirectoryError):
+    """The directory could not be reached or did not answer in time."""
+
+    reason = "ldap-unavailable"
+
+
+@dataclass
+class DirectoryUser:
+    username: str
+    dn: str
+    cn: str
+    mail: str | None
+    uid_number: int
+    gid_number: int
+    groups: list[str] = field(default_factory=list)
+    #: gidNumber of each group that has one (projects' supplementary groups)
+    group_gids: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first(entry: ldap3.Entry, attr: str) -> str | None:
+    if attr not in entry:
+        return None
+    values = entry[attr].values
+    return str(values[0]) if values else None
+
+
+class Directory:
+    """Read-only access to users and groups in the configured LDAP directory."""
+
+    def __init__(self, settings: LDAPSettings):
+        self.settings = settings
+        self._username_re = re.compile(settings.username_pattern)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _server(self) -> ldap3.Server:
+        s = self.settings
+        tls = None
+        if s.security in ("starttls", "ldaps"):
+            tls = ldap3.Tls(
+                validate=ssl.CERT_REQUIRED,
+                ca_certs_file=str(s.ca_file) if s.ca_file else None,
+                version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        return ldap3.Server(
+            s.host,
+            port=s.uri_port,
+            use_ssl=s.security == "ldaps",
+            tls=tls,
+            connect_timeout=s.connect_timeout,
+            get_info=ldap3.NONE,
+        )
+
+    def _bind(self, dn: str, password: str) -> ldap3.Connection:
+        """Open a connection and bind; StartTLS first when configured."""
+        conn = ldap3.Connection(
+            self._server(),
+            user=dn,
+            password=password,
+            # ldap3 packs this into SO_RCVTIMEO: whole seconds only
+            receive_timeout=max(1, math.ceil(self.settings.receive_timeout)),
+            raise_exceptions=True,
+            read_only=True,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+        )
+        try:
+            conn.open()
+            if self.settings.security == "starttls":
+                conn.start_tls()
+            conn.bind()
+        except (LDAPInvalidCredentialsResult, LDAPBindError) as e:
+            conn.unbind()
+            raise InvalidCredentials(str(e)) from None
+        except LDAPStartTLSError as e:
+            conn.unbind()
+            raise DirectoryUnavailable(f"StartTLS failed: {e}") from None
+        except (LDAPSocketOpenError, LDAPSocketReceiveError) as e:
+            conn.unbind()
+            raise DirectoryUnavailable(self._unavailable(e)) from None
+        except (LDAPException, OSError) as e:
+            conn.unbind()
+            raise DirectoryUnavailable(self._unavailable(e)) from None
+        return conn
+
+    def _unavailable(self, e: Exception) -> str:
+        return f"LDAP server {self.settings.uri} unavailable: {type(e).__name__}: {e}"
+
+    def _service(self) -> ldap3.Connection:
+        try:
+            password = self.settings.bind_password()
+        except ConfigError as e:
+            raise DirectoryUnavailable(str(e)) from None
+        try:
+            return self._bind(self.settings.bind_dn, password)
+        except InvalidCredentials:
+            raise DirectoryUnavailable(
+                f"the service account {self.settings.bind_dn} was refused by the directory "
+                "(check ldap.bind_dn and its password)"
+            ) from None
+
+    def validate_username(self, username: str) -> str:
+        if not isinstance(username, str) or not username:
+            raise InvalidUsername("empty username")
+        if len(username) > 64 or "\x00" in username or not self._username_re.match(username):
+            shown = username[:16] + ("..." if len(username) > 16 else "")
+            raise InvalidUsername(
+                f"username {shown!r} does not match {self.settings.username_pattern}"
+            )
+        return username
+
+    # ------------------------------------------------------------ queries
+
+    def _find_user(self, conn: ldap3.Connection, username: str) -> ldap3.Entry:
+        s = self.settings
+        flt = (
+            f"(&(objectClass={escape_filter_chars(s.user_object_class)})"
+            f"({s.username_attribute}={escape_filter_chars(username)}))"
+        )
+        try:
+            conn.search(
+                s.user_search_base,
+                flt,
+                search_scope=ldap3.SUBTREE,
+                attributes=[s.username_attribute, "cn", "mail", "uidNumber", "gidNumber"],
+                size_limit=2,
+                time_limit=int(max(1, s.receive_timeout)),
+            )
+        except LDAPException as e:
+            raise DirectoryUnavailable(self._unavailable(e)) from None
+        entries = conn.entries
+        if not entries:
+            raise UnknownUser(f"no entry for {username!r} under {s.user_search_base}")
+        if len(entries) > 1:
+            raise UnknownUser(f"{len(entries)} entries match {username!r}: refusing ambiguity")
+        return entries[0]
+
+    def _groups(self, conn: ldap3.Connection, dn: str, username: str) -> dict[str, int | None]:
+        s = self.settings
+        clauses = []
+        for attr in s.group_member_attributes:
+            value = username if attr == "memberUid" else dn
+            clauses.append(f"({attr}={escape_filter_chars(value)})")
+        flt = f"(|{''.join(clauses)})"
+        try:
+            conn.search(
+                s.group_search_base,
+                flt,
+                search_scope=ldap3.SUBTREE,
+                attributes=[s.group_name_attribute, "gidNumber"],
+                time_limit=int(max(1, s.receive_timeout)),
+            )
+        except LDAPException as e:
+            raise DirectoryUnavailable(self._unavailable(e)) from None
+        groups: dict[str, int | None] = {}
+        for entry in conn.entries:
+            name = _first(entry, s.group_name_attribute)
+            if not name:
+                continue
+            gid = _first(entry, "gidNumber")
+            groups[name] = int(gid) if gid and gid.isdigit() else None
+        return groups
+
+    def _user(self, conn: ldap3.Connection, entry: ldap3.Entry, username: str) -> DirectoryUser:
+        uid_number = _first(entry, "uidNumber")
+        gid_number = _first(entry, "gidNumber")
+        if not (uid_number and uid_number.isdigit() and gid_number and gid_number.isdigit()):
+            raise UnknownUser(f"{entry.entry_dn} has no numeric uidNumber/gidNumber")
+        groups = self._groups(conn, entry.entry_dn, username)
+        return DirectoryUser(
+            username=username,
+            dn=entry.entry_dn,
+            cn=_first(entry, "cn") or username,
+            mail=_first(entry, "mail"),
+            uid_number=int(uid_number),
+            gid_number=int(gid_number),
+            groups=sorted(groups),
+            group_gids={g: gid for g, gid in groups.items() if gid is not None},
+        )
+
+    def authenticate(self, username: str, password: str) -> DirectoryUser:
+        """Check a password. Raises a :class:`DirectoryError` subclass on any refusal."""
+        username = self.validate_username(username)
+        if not password:
+            raise InvalidCredentials("empty password")
+        if len(password) > MAX_PASSWORD_LENGTH or "\x00" in password:
+            raise InvalidCredentials("password too long or contains NUL")
+        service = self._service()
+        try:
+            entry = self._find_user(service, username)
+            user_dn = entry.entry_dn
+            user_bind = self._bind(user_dn, password)
+            user_bind.unbind()
+            return self._user(service, entry, username)
+        finally:
+            service.unbind()
+
+    def lookup(self, username: str) -> DirectoryUser:
+        """Current identity and groups of a user, without their password (for refresh)."""
+        username = self.validate_username(username)
+        service = self._service()
+        try:
+            entry = self._find_user(service, username)
+            return self._user(service, entry, username)
+        finally:
+            service.unbind()
+
+    def ping(self) -> None:
+        """Bind as the service account; raises DirectoryUnavailable when that fails."""
+        self._service().unbind()

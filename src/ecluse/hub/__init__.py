@@ -1,0 +1,1 @@
+"""JupyterHub configuration for Écluse (logic lives here, not in config files)."""

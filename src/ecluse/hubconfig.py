@@ -1,0 +1,159 @@
+"""Build JupyterHub's configuration from Écluse settings.
+
+``jupyterhub_config.py`` files only call :func:`configure_from_env` (or
+:func:`configure`); every decision lives here, versioned and tested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, load_settings
+from .roles import hub_roles
+from .secrets import ensure_secrets
+
+#: environment read by configure_from_env (set by `ecluse up`)
+ENV_CONFIG = "ECLUSE_CONFIG"
+ENV_STATE_DIR = "ECLUSE_STATE_DIR"
+ENV_PORT = "ECLUSE_PORT"
+ENV_CLEANUP = "ECLUSE_CLEANUP_SERVERS"
+
+
+def proxy_command() -> list[str]:
+    """configurable-http-proxy: on PATH, or installed by `make` under node_modules/."""
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return [found]
+    here = Path(__file__).resolve()
+    candidates = [Path(sys.prefix).parent / "node_modules/.bin/configurable-http-proxy"]
+    candidates += [p / "node_modules/.bin/configurable-http-proxy" for p in here.parents]
+    for c in candidates:
+        if c.exists():
+            return [str(c)]
+    raise FileNotFoundError(
+        "configurable-http-proxy not found: run `make up` (installs it with npm under "
+        "node_modules/) or `npm install -g configurable-http-proxy`"
+    )
+
+
+def _optional(module: str, attr: str) -> Any | None:
+    try:
+        mod = __import__(module, fromlist=[attr])
+    except ImportError:
+        return None
+    return getattr(mod, attr, None)
+
+
+def hub_bind_ip(settings: Settings) -> str:
+    """Where the hub API listens: an address sandboxes can route to, or loopback."""
+    if settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local":
+        get_backend = _optional("ecluse.sandbox", "get_backend")
+        if get_backend is not None:
+            return get_backend(settings).host_address()
+    return "127.0.0.1"
+
+
+def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> None:
+    """Fill a traitlets Config ``c`` for this deployment."""
+    state = settings.state_dir
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secrets = ensure_secrets(state)
+    os.environ.setdefault("JUPYTERHUB_CRYPT_KEY", secrets["crypt_key"])
+    os.environ.setdefault(ENV_CONFIG, str(settings.config_file))
+    os.environ.setdefault(ENV_STATE_DIR, str(state))
+
+    hub = settings.hub
+    c.JupyterHub.ip = hub.ip
+    c.JupyterHub.port = hub.port
+    c.JupyterHub.hub_ip = hub_bind_ip(settings)
+    c.JupyterHub.hub_port = hub.hub_port
+    c.JupyterHub.db_url = settings.hub_database_url
+    c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
+    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = cleanup_servers
+    c.JupyterHub.cleanup_proxy = True
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = max(1, len(settings.projects))
+    c.JupyterHub.redirect_to_server = False
+    c.JupyterHub.template_vars = {
+        "announcement_login": "Écluse — sign in with your hospital account.",
+    }
+
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
+    c.ConfigurableHTTPProxy.auth_token = secrets["proxy_token"]
+    c.ConfigurableHTTPProxy.command = proxy_command()
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+    c.JupyterHub.authenticator_class = "ecluse"
+    c.EcluseAuthenticator.config_file = str(settings.config_file)
+    c.EcluseAuthenticator.state_dir = str(state)
+
+    configure_spawner(c, settings)
+
+    services: list[dict] = []
+    extra_user_scopes: list[str] = []
+    roles_extra: list[dict] = []
+    airlock_spec = _optional("ecluse.airlock", "airlock_service_spec")
+    if airlock_spec is not None:
+        services.append(airlock_spec(settings))
+        extra_user_scopes.append("access:services!service=airlock")
+        airlock_roles = _optional("ecluse.airlock", "airlock_roles")
+        if airlock_roles is not None:
+            roles_extra.extend(airlock_roles())
+    if settings.sandbox.idle_timeout:
+        services.append(idle_culler_service(settings))
+        roles_extra.append(
+            {
+                "name": "idle-culler",
+                "description": "Cull idle workspaces (jupyterhub-idle-culler)",
+                "scopes": ["list:users", "read:users:activity", "read:servers",
+                           "delete:servers"],
+                "services": ["idle-culler"],
+            }
+        )
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = hub_roles(settings, extra_user_scopes) + roles_extra
+
+
+def idle_culler_service(settings: Settings) -> dict:
+    return {
+        "name": "idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={settings.sandbox.idle_timeout}",
+            "--cull-every=60",
+        ],
+    }
+
+
+def configure_spawner(c: Any, settings: Settings) -> None:
+    if settings.hub.spawner == "ecluse" and _optional("ecluse.spawner", "EcluseSpawner"):
+        c.JupyterHub.spawner_class = "ecluse"
+        c.EcluseSpawner.config_file = str(settings.config_file)
+        c.EcluseSpawner.state_dir = str(settings.state_dir)
+        c.EcluseSpawner.start_timeout = settings.sandbox.start_timeout
+        c.EcluseSpawner.http_timeout = settings.sandbox.start_timeout
+        return
+    # development fallback: a plain local process, no isolation
+    c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(settings.state_dir / "homes" / "{username}")
+    c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+    if os.geteuid() == 0:
+        c.Spawner.args = ["--allow-root"]
+
+
+def configure_from_env(c: Any) -> Settings:
+    port = os.environ.get(ENV_PORT)
+    settings = load_settings(
+        os.environ.get(ENV_CONFIG) or None,
+        state_dir=os.environ.get(ENV_STATE_DIR) or None,
+        port=int(port) if port else None,
+    )
+    configure(c, settings, cleanup_servers=os.environ.get(ENV_CLEANUP, "1") != "0")
+    return settings

@@ -1,0 +1,51 @@
+"""Secrets generated at install time into the state directory (mode 0600).
+
+Nothing secret is ever read from the repository. Each secret is created once
+and reused by later runs, so a second ``ecluse up`` keeps sessions, the
+encrypted auth_state and the proxy routes valid.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+SECRETS = {
+    # name: (bytes of entropy, purpose)
+    "cookie_secret": (32, "JupyterHub cookie signing (JUPYTERHUB_COOKIE_SECRET)"),
+    "crypt_key": (32, "auth_state encryption (JUPYTERHUB_CRYPT_KEY)"),
+    "proxy_token": (32, "hub ↔ configurable-http-proxy API (CONFIGPROXY_AUTH_TOKEN)"),
+}
+
+
+def secrets_dir(state_dir: Path) -> Path:
+    d = Path(state_dir) / "secrets"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(d, 0o700)
+    return d
+
+
+def read_or_create(path: Path, nbytes: int = 32) -> str:
+    """Return the hex secret in ``path``, creating it (0600, exclusive) if missing."""
+    try:
+        value = path.read_text().strip()
+        if value:
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(path, 0o600)
+            return value
+    except FileNotFoundError:
+        pass
+    value = secrets.token_hex(nbytes)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    os.replace(tmp, path)
+    return value
+
+
+def ensure_secrets(state_dir: Path) -> dict[str, str]:
+    d = secrets_dir(state_dir)
+    return {name: read_or_create(d / name, n) for name, (n, _) in SECRETS.items()}

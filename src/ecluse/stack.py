@@ -1,0 +1,176 @@
+"""The embedded stack that ``ecluse up`` runs: slapd (optional), JupyterHub, proxy.
+
+:class:`Stack` is also what the integration tests and benchmarks start, so
+the demo a newcomer sees and the system the tests exercise are the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from .audit import AuditLog
+from .config import Settings
+from .hubconfig import ENV_CLEANUP, ENV_CONFIG, ENV_PORT, ENV_STATE_DIR
+from .ldapserver import EmbeddedSlapd
+from .secrets import ensure_secrets
+
+log = logging.getLogger(__name__)
+
+HUB_CONFIG = Path(__file__).parent / "hub" / "jupyterhub_config.py"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class Stack:
+    """Start and stop everything a deployment needs on this machine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cleanup_servers: bool = True,
+        hub_log: IO | None = None,
+        extra_env: dict[str, str] | None = None,
+        seed_demo: bool | None = None,
+    ):
+        self.settings = settings
+        self.cleanup_servers = cleanup_servers
+        self.hub_log = hub_log
+        self.extra_env = extra_env or {}
+        self.seed_demo = settings.ldap.embedded if seed_demo is None else seed_demo
+        self.slapd: EmbeddedSlapd | None = None
+        self.hub: subprocess.Popen | None = None
+        self.demo_passwords: dict[str, str] | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.hub.ip}:{self.settings.hub.port}"
+
+    @property
+    def demo_users_file(self) -> Path:
+        return self.state_dir / "demo-users.json"
+
+    # ------------------------------------------------------------ steps
+
+    def prepare(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.state_dir, 0o700)
+        ensure_secrets(self.state_dir)
+        AuditLog.from_settings(self.settings)  # create the audit tables once, up front
+
+    def start_ldap(self) -> None:
+        ldap = self.settings.ldap
+        if not ldap.embedded:
+            return
+        self.slapd = EmbeddedSlapd(
+            self.state_dir / "ldap",
+            base_dn=ldap.base_dn,
+            host=ldap.host,
+            port=ldap.port or ldap.uri_port,
+            service_dn=ldap.bind_dn,
+        )
+        self.slapd.start()
+        if ldap.bind_password_env:
+            os.environ[ldap.bind_password_env] = self.slapd.service_password
+        if self.seed_demo:
+            self.demo_passwords = self.slapd.seed_demo(self.demo_users_file)
+            from .demo import seed_demo_data
+
+            seed_demo_data(self.settings)
+
+    def hub_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                ENV_CONFIG: str(self.settings.config_file),
+                ENV_STATE_DIR: str(self.state_dir),
+                ENV_PORT: str(self.settings.hub.port),
+                ENV_CLEANUP: "1" if self.cleanup_servers else "0",
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            }
+        )
+        if self.slapd and self.settings.ldap.bind_password_env:
+            env[self.settings.ldap.bind_password_env] = self.slapd.service_password
+        env.update(self.extra_env)
+        return env
+
+    def start_hub(self, timeout: float = 60) -> None:
+        jupyterhub = Path(sys.executable).parent / "jupyterhub"
+        cmd = [str(jupyterhub), "-f", str(HUB_CONFIG)]
+        self.hub = subprocess.Popen(
+            cmd,
+            cwd=self.state_dir,
+            env=self.hub_env(),
+            stdout=self.hub_log,
+            stderr=subprocess.STDOUT if self.hub_log else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"{self.url}/hub/api/"
+        while time.monotonic() < deadline:
+            if self.hub and self.hub.poll() is not None:
+                raise StackError(f"JupyterHub exited with status {self.hub.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise StackError(f"JupyterHub did not answer on {url} within {timeout:.0f}s")
+
+    def start(self) -> None:
+        self.prepare()
+        try:
+            self.start_ldap()
+            self.start_hub()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop_hub(self, timeout: float = 60) -> None:
+        if not self.hub:
+            return
+        if self.hub.poll() is None:
+            self.hub.send_signal(signal.SIGTERM)
+            try:
+                self.hub.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("JupyterHub did not stop in %ss: killing its process group", timeout)
+                os.killpg(self.hub.pid, signal.SIGKILL)
+                self.hub.wait(10)
+        self.hub = None
+
+    def stop(self) -> None:
+        try:
+            self.stop_hub()
+        finally:
+            if self.slapd:
+                self.slapd.stop()
+                self.slapd = None
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
