@@ -23,7 +23,7 @@ def _fallback(message: str, fmt: str = "unknown") -> dict[str, Any]:
         "verdict": "review",
         "format": fmt,
         "findings": [
-            {"rule": "checker-error", "severity": "review", "message": message, "location": None}
+            {"rule": "checker-error", "severity": "review", "message": message, "location": {}}
         ],
     }
 

@@ -1,0 +1,638 @@
+"""The airlock's business logic: the one layer every view, API and CLI calls.
+
+Every public method takes the acting :class:`~.permissions.Identity`, checks
+permissions and policies (raising domain exceptions), changes the database in
+one transaction with the request row locked, then records the audit event.
+Methods are synchronous (SQLAlchemy, file hashing, disclosure checks); the web
+layer runs them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, selectinload
+
+from . import db
+from .checks import check_staged
+from .errors import InvalidInput, InvalidTransition, NotFound, PermissionDenied, PolicyViolation
+from .models import File, HistoryEntry, Request, Review, as_utc, utcnow
+from .permissions import (
+    Identity,
+    ProjectLike,
+    actors_for,
+    require_approvable,
+    require_create,
+    require_editable,
+    require_file_content,
+    require_transition,
+    require_view,
+)
+from .rules import (
+    DECISIONS,
+    EVENTS,
+    REVIEWABLE_STATES,
+    Action,
+    Actor,
+    State,
+    transitions_for,
+)
+from .settings import AirlockSettings, airlock_settings
+from .storage import Staging, clean_filename
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_PREFIX = "ar-"
+
+
+class _Recorder:
+    """Audit sink used when no audit log is configured (tests of pure rules)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, event: str, **kw: Any) -> None:
+        self.events.append((event, kw))
+
+
+@dataclass
+class FileContent:
+    name: str
+    sha256: str
+    size: int
+    purpose: str
+    chunks: Iterator[bytes]
+
+
+class AirlockService:
+    """Requests, files, reviews and release, over one database and one staging area."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        staging: Staging,
+        projects: Mapping[str, ProjectLike],
+        policy_for: Callable[[str], Any],
+        audit: Any | None = None,
+        settings: AirlockSettings | None = None,
+        checker: Callable[[Path, str, Any, Path], dict[str, Any]] = check_staged,
+    ) -> None:
+        self.engine = engine
+        self.checker = checker
+        self.sessions = db.session_factory(engine)
+        self.staging = staging
+        self.projects = projects
+        self.policy_for = policy_for
+        self.audit = audit if audit is not None else _Recorder()
+        self.settings = settings or AirlockSettings()
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, audit: Any | None = None) -> AirlockService:
+        """Build the service of a deployment and bring its database to the latest schema."""
+        from ..audit import AuditLog
+
+        conf = airlock_settings(settings)
+        engine = db.make_engine(conf.resolved_database_url(settings.state_dir))
+        db.upgrade(engine)
+        staging = Staging(conf.resolved_storage_dir(settings.state_dir))
+        staging.prepare()
+        return cls(
+            engine=engine,
+            staging=staging,
+            projects=settings.projects,
+            policy_for=settings.policy_for,
+            audit=audit if audit is not None else AuditLog.from_settings(settings),
+            settings=conf,
+        )
+
+    def identity(self, name: str, groups: Iterable[str]) -> Identity:
+        return Identity(
+            name=name,
+            groups=frozenset(groups),
+            checker_group=self.settings.checker_group,
+            staff_group=self.settings.staff_group,
+        )
+
+    # ------------------------------------------------------------ internals
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self.sessions.begin() as session:
+            yield session
+
+    def _load(self, session: Session, request_id: str, *, lock: bool = False) -> Request:
+        if not isinstance(request_id, str) or not request_id.startswith(REQUEST_ID_PREFIX):
+            raise NotFound(f"no request {str(request_id)[:40]!r}")
+        q = select(Request).where(Request.id == request_id)
+        if lock:
+            q = q.with_for_update()
+        req = session.scalars(q).first()
+        if req is None:
+            raise NotFound(f"no request {request_id}")
+        return req
+
+    def _project(self, slug: str) -> ProjectLike | None:
+        return self.projects.get(slug)
+
+    def _text(self, value: Any, field: str, *, required: bool, limit: int | None = None) -> str:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise InvalidInput(f"{field}: expected a string")
+        if "\x00" in value:
+            raise InvalidInput(f"{field}: must not contain a NUL character")
+        value = value.strip()
+        limit = limit or self.settings.max_text_chars
+        if required and not value:
+            raise InvalidInput(f"{field}: must not be empty")
+        if len(value) > limit:
+            raise InvalidInput(f"{field}: at most {limit} characters (got {len(value)})")
+        return value
+
+    def _history(
+        self, session: Session, req: Request, user: Identity, action: str, before: str,
+        comment: str = "",
+    ) -> None:
+        session.add(
+            HistoryEntry(
+                request_id=req.id, actor=user.name, action=action, from_state=before,
+                to_state=req.state, version=req.version, comment=comment, ts=utcnow(),
+            )
+        )
+
+    def _audit(self, event: str, user: Identity, req: Request | None, **details: Any) -> None:
+        outcome = details.pop("outcome", "success")
+        if req is not None:
+            details.setdefault("request_id", req.id)
+            project = req.project
+        else:
+            project = details.pop("project", None)
+        self.audit.record(event, actor=user.name, project=project, outcome=outcome, **details)
+
+    def _denied(self, user: Identity, req: Request | None, action: str, err: Exception) -> None:
+        try:
+            self._audit(EVENTS["denied"], user, req, outcome="denied", action=action,
+                        reason=str(err))
+        except Exception:  # pragma: no cover - never mask the original refusal
+            log.exception("could not audit a refusal")
+
+    @contextmanager
+    def _guard(self, user: Identity, action: str, request_id: str | None = None) -> Iterator[None]:
+        """Audit refusals (permission, state, policy) of ``action``."""
+        try:
+            yield
+        except (PermissionDenied, InvalidTransition, PolicyViolation) as e:
+            req = None
+            if request_id:
+                with self.sessions() as s:
+                    req = s.get(Request, request_id)
+            self._denied(user, req, action, e)
+            raise
+
+    # ------------------------------------------------------------ requests
+
+    def create_request(
+        self, user: Identity, *, project: Any, title: Any, justification: Any
+    ) -> dict[str, Any]:
+        if not isinstance(project, str) or not project:
+            raise InvalidInput("project: expected a project slug")
+        title = self._text(title, "title", required=True, limit=self.settings.max_title_chars)
+        justification = self._text(justification, "justification", required=True)
+        with self._guard(user, "create"):
+            require_create(user, project, project in self.projects)
+        now = utcnow()
+        with self._tx() as s:
+            req = Request(
+                id=REQUEST_ID_PREFIX + secrets.token_hex(8), project=project,
+                requester=user.name, title=title, justification=justification,
+                state=State.DRAFT.value, version=1, created_at=now, updated_at=now,
+            )
+            s.add(req)
+            self._history(s, req, user, "create", "", "")
+        self._audit(EVENTS["create"], user, req, title=title)
+        return self.get_request(user, req.id, record_view=False)
+
+    def list_requests(
+        self, user: Identity, *, scope: str = "mine", state: str | None = None,
+        project: str | None = None, limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        """``mine``: the user's own; ``project``: their projects'; ``review``: the
+        checker's queue (awaiting review, excluding ones they may not review);
+        ``all``: staff and checkers, every non-draft request."""
+        if state is not None and state not in State._value2member_map_:
+            raise InvalidInput(f"state: expected one of {', '.join(s.value for s in State)}")
+        q = select(Request).order_by(Request.updated_at.desc()).limit(max(1, min(limit, 1000)))
+        if scope == "mine":
+            q = q.where(Request.requester == user.name)
+        elif scope == "project":
+            projects = sorted(p for p in self.projects if user.is_member(p))
+            q = q.where(Request.project.in_(projects))
+        elif scope == "review":
+            if not user.is_checker:
+                raise PermissionDenied("only output checkers have a review queue")
+            q = q.where(Request.state.in_([s.value for s in REVIEWABLE_STATES]))
+            q = q.where(Request.requester != user.name)
+        elif scope == "all":
+            if not (user.is_checker or user.is_staff):
+                raise PermissionDenied("only output checkers and staff may list all requests")
+            q = q.where(Request.state != State.DRAFT.value)
+        else:
+            raise InvalidInput("scope: expected mine, project, review or all")
+        if state:
+            q = q.where(Request.state == state)
+        if project:
+            q = q.where(Request.project == project)
+        with self.sessions() as s:
+            rows = s.scalars(q.options(selectinload(Request.reviews))).all()
+            out = []
+            for r in rows:
+                actors = actors_for(user, r, self._project(r.project))
+                if scope == "review":
+                    if Actor.CHECKER not in actors:
+                        continue
+                    if any(v.reviewer == user.name for v in r.current_reviews()):
+                        continue
+                out.append(self._summary(r))
+            return out
+
+    def get_request(
+        self, user: Identity, request_id: str, *, record_view: bool = True
+    ) -> dict[str, Any]:
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+            actors = require_view(user, req, self._project(req.project))
+            data = self._detail(req, user, actors)
+        if record_view and Actor.CHECKER in actors and user.name != req.requester:
+            self._audit(EVENTS["view"], user, req, version=req.version)
+        return data
+
+    # ------------------------------------------------------------ files
+
+    def check_can_add_file(self, user: Identity, request_id: str, filename: Any) -> str:
+        """Pre-flight of an upload (called before the body is read): returns the clean name."""
+        name = clean_filename(filename)
+        with self._guard(user, "add_file", request_id), self.sessions() as s:
+            req = self._load(s, request_id)
+            require_view(user, req, self._project(req.project))
+            require_editable(user, req)
+            self._check_room(s, req, name)
+        return name
+
+    def _check_room(self, s: Session, req: Request, name: str) -> None:
+        count = s.scalar(
+            select(func.count(File.id)).where(
+                File.request_id == req.id, File.version == req.version
+            )
+        )
+        exists = s.scalar(
+            select(File.id).where(
+                File.request_id == req.id, File.version == req.version, File.name == name
+            )
+        )
+        if exists is None and (count or 0) >= self.settings.max_files_per_request:
+            raise PolicyViolation(
+                f"request {req.id} already has {count} files (the most one request may carry)"
+            )
+
+    def add_file(
+        self, user: Identity, request_id: str, filename: Any, chunks: Iterable[bytes]
+    ) -> dict[str, Any]:
+        """Stage the bytes of ``chunks`` under ``filename`` and check them."""
+        name = self.check_can_add_file(user, request_id, filename)
+        sha, size = self.staging.put_stream(chunks, max_bytes=self.settings.max_file_bytes)
+        return self.attach_file(user, request_id, name, sha, size)
+
+    def attach_file(
+        self, user: Identity, request_id: str, filename: str, sha256: str, size: int
+    ) -> dict[str, Any]:
+        """Record an already staged object as a file of the request's current version.
+
+        Replaces a file of the same name in that version. Permissions are checked
+        again here (the upload may have taken a while).
+        """
+        name = clean_filename(filename)
+        with self.sessions() as s:
+            project = self._load(s, request_id).project
+        report = self.checker(
+            self.staging.path_for(sha256), name, self.policy_for(project), self.staging.tmp
+        )
+        with self._guard(user, "add_file", request_id), self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            require_view(user, req, self._project(req.project))
+            require_editable(user, req)
+            self._check_room(s, req, name)
+            old = s.scalars(
+                select(File).where(
+                    File.request_id == req.id, File.version == req.version, File.name == name
+                )
+            ).first()
+            if old is not None:
+                s.delete(old)
+                s.flush()
+            f = File(
+                request_id=req.id, version=req.version, name=name, sha256=sha256, size=size,
+                verdict=report["verdict"], format=str(report.get("format") or "")[:32],
+                report=json.dumps(report, default=str), uploaded_by=user.name,
+                created_at=utcnow(),
+            )
+            s.add(f)
+            req.updated_at = utcnow()
+            s.flush()
+            out = self._file(f)
+        self._audit(
+            EVENTS["file_add"], user, req, version=req.version, file=name, sha256=sha256,
+            size=size, verdict=report["verdict"], replaced=old is not None,
+        )
+        return out
+
+    def remove_file(self, user: Identity, request_id: str, filename: Any) -> None:
+        name = clean_filename(filename)
+        with self._guard(user, "remove_file", request_id), self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            require_view(user, req, self._project(req.project))
+            require_editable(user, req)
+            f = s.scalars(
+                select(File).where(
+                    File.request_id == req.id, File.version == req.version, File.name == name
+                )
+            ).first()
+            if f is None:
+                raise NotFound(f"request {req.id} has no file {name!r} in version {req.version}")
+            sha = f.sha256
+            s.delete(f)
+            req.updated_at = utcnow()
+        self._audit(EVENTS["file_remove"], user, req, version=req.version, file=name, sha256=sha)
+
+    def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
+        """Bytes of one file: the requester downloads it once released, a checker reviews it.
+
+        Released files are re-hashed before they leave.
+        """
+        with self._guard(user, "read_file", request_id), self.sessions() as s:
+            req = self._load(s, request_id)
+            require_view(user, req, self._project(req.project))
+            f = s.get(File, file_id) if isinstance(file_id, int) else None
+            if f is None or f.request_id != req.id:
+                raise NotFound(f"request {req.id} has no file {file_id}")
+            purpose = require_file_content(user, req, self._project(req.project))
+            name, sha, size, version = f.name, f.sha256, f.size, f.version
+        if purpose == "download":
+            self._verify_or_audit(user, req, name, sha)
+        event = EVENTS["download"] if purpose == "download" else EVENTS["file_view"]
+        self._audit(event, user, req, version=version, file=name, sha256=sha, size=size)
+        return FileContent(name, sha, size, purpose, self.staging.iter_bytes(sha))
+
+    def staged_path(self, user: Identity, request_id: str, file_id: int) -> tuple[Path, dict]:
+        """Path and stored report of a file, for a checker's server-side preview."""
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+            require_view(user, req, self._project(req.project))
+            f = s.get(File, file_id)
+            if f is None or f.request_id != req.id:
+                raise NotFound(f"request {req.id} has no file {file_id}")
+            require_file_content(user, req, self._project(req.project))
+            info = self._file(f)
+        self._audit(EVENTS["file_view"], user, req, version=info["version"], file=info["name"],
+                    sha256=info["sha256"], preview=True)
+        return self.staging.path_for(info["sha256"]), info
+
+    def _verify_or_audit(self, user: Identity, req: Request, name: str, sha: str) -> None:
+        try:
+            self.staging.verify(sha, name=name)
+        except Exception as e:
+            self._audit(EVENTS["integrity"], user, req, outcome="failure", file=name,
+                        sha256=sha, reason=getattr(e, "log_message", str(e)))
+            raise
+
+    # ------------------------------------------------------------ transitions
+
+    def submit(self, user: Identity, request_id: str, comment: Any = "") -> dict[str, Any]:
+        return self._simple(user, request_id, Action.SUBMIT, comment, needs_files=True)
+
+    def resubmit(self, user: Identity, request_id: str, comment: Any = "") -> dict[str, Any]:
+        return self._simple(user, request_id, Action.RESUBMIT, comment, needs_files=True)
+
+    def withdraw(self, user: Identity, request_id: str, comment: Any = "") -> dict[str, Any]:
+        return self._simple(user, request_id, Action.WITHDRAW, comment)
+
+    def _simple(
+        self, user: Identity, request_id: str, action: Action, comment: Any,
+        needs_files: bool = False,
+    ) -> dict[str, Any]:
+        comment = self._text(comment, "comment", required=False)
+        with self._guard(user, action.value, request_id), self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            require_view(user, req, self._project(req.project))
+            t = require_transition(user, req, self._project(req.project), action)
+            files = req.current_files()
+            if needs_files and not files:
+                raise PolicyViolation(f"request {req.id} has no files: add at least one first")
+            before = req.state
+            req.state = t.target.value
+            req.updated_at = utcnow()
+            if t.target is State.SUBMITTED:
+                req.submitted_at = req.updated_at
+            self._history(s, req, user, action.value, before, comment)
+            shas = [f.sha256 for f in files]
+        self._audit(t.event, user, req, version=req.version, from_state=before,
+                    to_state=req.state, sha256=shas, comment=comment)
+        return self.get_request(user, request_id, record_view=False)
+
+    def review(
+        self,
+        user: Identity,
+        request_id: str,
+        *,
+        decision: Any,
+        comment: Any = "",
+        overrides: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Record a checker's decision on the current version.
+
+        ``overrides`` maps a file name to the written reason for approving a file
+        that failed its checks. Approving a blocked file is refused whatever the
+        reason; each checker reviews a version once.
+        """
+        if decision not in DECISIONS:
+            raise InvalidInput("decision: expected approve, request_changes or reject")
+        action = DECISIONS[decision]
+        comment = self._text(comment, "comment", required=action is not Action.APPROVE)
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise InvalidInput("overrides: expected an object mapping file names to reasons")
+        reasons = {
+            str(k): self._text(v, f"overrides.{k}", required=False)
+            for k, v in (overrides or {}).items()
+        }
+        with self._guard(user, action.value, request_id), self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            require_view(user, req, self._project(req.project))
+            # state and actor checks (approve's target is refined below)
+            require_transition(user, req, self._project(req.project), action)
+            if any(r.reviewer == user.name for r in req.current_reviews()):
+                raise PolicyViolation(
+                    f"you have already reviewed version {req.version} of request {req.id}"
+                )
+            files = req.current_files()
+            unknown = set(reasons) - {f.name for f in files}
+            if unknown:
+                raise InvalidInput(
+                    f"overrides: no file named {sorted(unknown)[0]!r} in version {req.version}"
+                )
+            if action is Action.APPROVE:
+                for f in files:
+                    require_approvable(f.name, f.verdict, reasons.get(f.name))
+                approvals = 1 + sum(1 for r in req.current_reviews() if r.decision == "approve")
+                target = (
+                    State.APPROVED
+                    if approvals >= self.settings.required_approvals
+                    else State.IN_REVIEW
+                )
+            else:
+                target = transitions_for(action, State(req.state))[0].target
+            t = require_transition(user, req, self._project(req.project), action, target)
+            s.add(
+                Review(
+                    request_id=req.id, version=req.version, reviewer=user.name,
+                    decision=decision, comment=comment,
+                    overrides=json.dumps({k: v for k, v in reasons.items() if v}),
+                    created_at=utcnow(),
+                )
+            )
+            before = req.state
+            req.state = target.value
+            req.updated_at = utcnow()
+            shas = [f.sha256 for f in files]
+            old_version = req.version
+            if target is State.CHANGES_REQUESTED:
+                self._new_version(s, req, files)
+            self._history(s, req, user, decision, before, comment)
+        self._audit(
+            t.event, user, req, version=old_version, from_state=before, to_state=req.state,
+            decision=decision, sha256=shas, comment=comment,
+            overrides={k: v for k, v in reasons.items() if v},
+        )
+        return self.get_request(user, request_id, record_view=False)
+
+    def _new_version(self, s: Session, req: Request, files: list[File]) -> None:
+        """Open version N+1 with the same files; version N stays as it was reviewed."""
+        req.version += 1
+        for f in files:
+            s.add(
+                File(
+                    request_id=req.id, version=req.version, name=f.name, sha256=f.sha256,
+                    size=f.size, verdict=f.verdict, format=f.format, report=f.report,
+                    uploaded_by=f.uploaded_by, created_at=f.created_at,
+                )
+            )
+
+    def release(self, user: Identity, request_id: str, comment: Any = "") -> dict[str, Any]:
+        """Re-hash every staged file, then mark the request released."""
+        comment = self._text(comment, "comment", required=False)
+        with self._guard(user, "release", request_id), self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            require_view(user, req, self._project(req.project))
+            t = require_transition(user, req, self._project(req.project), Action.RELEASE)
+            files = req.current_files()
+            for f in files:
+                require_approvable(f.name, f.verdict, "(checked at approval)")
+                self._verify_or_audit(user, req, f.name, f.sha256)
+            before = req.state
+            req.state = t.target.value
+            req.updated_at = req.released_at = utcnow()
+            self._history(s, req, user, Action.RELEASE.value, before, comment)
+            shas = [f.sha256 for f in files]
+        self._audit(t.event, user, req, version=req.version, from_state=before,
+                    to_state=req.state, sha256=shas, comment=comment)
+        return self.get_request(user, request_id, record_view=False)
+
+    # ------------------------------------------------------------ views
+
+    def _summary(self, r: Request) -> dict[str, Any]:
+        current = r.current_reviews()
+        return {
+            "id": r.id,
+            "project": r.project,
+            "requester": r.requester,
+            "title": r.title,
+            "state": r.state,
+            "version": r.version,
+            "approvals": sum(1 for v in current if v.decision == "approve"),
+            "required_approvals": self.settings.required_approvals,
+            "created_at": as_utc(r.created_at).isoformat(),
+            "updated_at": as_utc(r.updated_at).isoformat(),
+            "submitted_at": _iso(r.submitted_at),
+            "released_at": _iso(r.released_at),
+        }
+
+    def _file(self, f: File) -> dict[str, Any]:
+        report = f.report_dict()
+        return {
+            "id": f.id,
+            "name": f.name,
+            "version": f.version,
+            "sha256": f.sha256,
+            "size": f.size,
+            "verdict": f.verdict,
+            "format": f.format,
+            "findings": report.get("findings", []),
+            "report": report,
+            "uploaded_by": f.uploaded_by,
+            "created_at": as_utc(f.created_at).isoformat(),
+        }
+
+    def _detail(self, r: Request, user: Identity, actors: set[Actor]) -> dict[str, Any]:
+        data = self._summary(r)
+        data["justification"] = r.justification
+        data["files"] = [self._file(f) for f in r.current_files()]
+        data["versions"] = {
+            str(v): [self._file(f) for f in r.files if f.version == v]
+            for v in range(1, r.version)
+        }
+        data["reviews"] = [
+            {
+                "reviewer": v.reviewer, "version": v.version, "decision": v.decision,
+                "comment": v.comment, "overrides": v.overrides_dict(),
+                "created_at": as_utc(v.created_at).isoformat(),
+            }
+            for v in r.reviews
+        ]
+        data["history"] = [
+            {
+                "ts": as_utc(h.ts).isoformat(), "actor": h.actor, "action": h.action,
+                "from_state": h.from_state, "to_state": h.to_state, "version": h.version,
+                "comment": h.comment,
+            }
+            for h in r.history
+        ]
+        data["your_roles"] = sorted(a.value for a in actors)
+        data["allowed_actions"] = self._allowed(user, r, actors)
+        return data
+
+    def _allowed(self, user: Identity, r: Request, actors: set[Actor]) -> list[str]:
+        out = []
+        state = State(r.state)
+        for action in Action:
+            for t in transitions_for(action, state):
+                if actors & t.actors and action.value not in out:
+                    if action is Action.APPROVE or action in (
+                        Action.REQUEST_CHANGES, Action.REJECT
+                    ):
+                        if any(v.reviewer == user.name for v in r.current_reviews()):
+                            continue
+                    out.append(action.value)
+        return out
+
+
+def _iso(value: Any) -> str | None:
+    v = as_utc(value)
+    return v.isoformat() if v else None
