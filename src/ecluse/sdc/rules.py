@@ -23,7 +23,7 @@ class Rule:
     knobs: tuple[str, ...] = ()
 
 
-B, F, R, I = Severity.BLOCK, Severity.FAIL, Severity.REVIEW, Severity.INFO
+B, F, R, INFO = Severity.BLOCK, Severity.FAIL, Severity.REVIEW, Severity.INFO
 
 RULES: dict[str, Rule] = {
     r.id: r
@@ -77,10 +77,10 @@ RULES: dict[str, Rule] = {
               "archive_max_total_bytes", "archive_max_ratio")),
         Rule("empty-file", R, "The file holds no data; a person should confirm it is needed."),
         # --- information for the checker: no effect on the verdict
-        Rule("hidden-sheet", I, "A hidden or very hidden Excel sheet (checked like the others)."),
-        Rule("sampled", I, "Part of the file was judged on a sample (identifier patterns, "
+        Rule("hidden-sheet", INFO, "A hidden or very hidden Excel sheet (checked like the others)."),
+        Rule("sampled", INFO, "Part of the file was judged on a sample (identifier patterns, "
              "distinct rows) or scanned only partly."),
-        Rule("suppressed-cells", I, "Suppressed cells found; none could be recovered from "
+        Rule("suppressed-cells", INFO, "Suppressed cells found; none could be recovered from "
              "the totals published."),
     ]
 }

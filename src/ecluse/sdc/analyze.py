@@ -1,0 +1,435 @@
+"""Judge one table: row-level data (block) first, then aggregate checks (fail).
+
+:func:`analyze_table` returns the findings and a :class:`Profile` saying which
+columns hold counts, so a streaming reader can check the rest of a large file
+with the same decisions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .detect import (
+    DF_NAMES,
+    DFMODEL_NAMES,
+    NOBS_NAMES,
+    is_total_label,
+    name_kind,
+    normalise,
+    regression_role,
+    value_identifier_kind,
+    values_kind,
+)
+from .policy import DisclosurePolicy
+from .report import Finding
+from .rules import finding
+from .table import Table, is_empty, is_marker, parse_numbers
+
+#: most cell locations reported per rule and table; the rest are summed up
+MAX_LOCATIONS = 50
+#: values per column tested against identifier patterns
+SAMPLE_VALUES = 2000
+
+_TOP_RE = re.compile(r"^(?:top|largest|max|contrib|contributor|rank|plus_grand)_?(\d)$")
+_TOP_ALT = {"first": 1, "second": 2, "third": 3, "largest": 1, "max": 1, "second_largest": 2}
+_TOTAL_VALUE = {"total", "sum", "somme", "total_value", "value_total", "montant_total"}
+
+
+@dataclass
+class Profile:
+    """Decisions about a table's columns, reused when streaming the rest of a file."""
+
+    blocked: bool = False
+    count_cols: list[int] = field(default_factory=list)
+    stat_cols: list[int] = field(default_factory=list)
+    label_cols: list[int] = field(default_factory=list)
+    count_named: bool = False
+    identifier_cols: list[int] = field(default_factory=list)
+
+
+class _Cells:
+    """Collect offending cells of one rule, capped, then emit findings."""
+
+    def __init__(self, rule: str, table: Table, labels: list[int]):
+        self.rule, self.table, self.labels = rule, table, labels
+        self.items: list[tuple[int, int, str]] = []
+        self.total = 0
+
+    def add(self, i: int, j: int, message: str) -> None:
+        self.total += 1
+        if len(self.items) < MAX_LOCATIONS:
+            self.items.append((i, j, message))
+
+    def findings(self) -> list[Finding]:
+        out = []
+        for i, j, msg in self.items:
+            out.append(finding(self.rule, msg, **self.table.loc(i, j, _labels(self.table, i, self.labels))))
+        if self.total > len(self.items):
+            out.append(finding(self.rule, f"… and {self.total - len(self.items)} more cells "
+                               f"({self.total} in all)", **self.table.base))
+        return out
+
+
+def _labels(t: Table, i: int, label_cols: list[int]) -> dict[str, str]:
+    out = {}
+    for j in label_cols[:3]:
+        v = t.body.iat[i, j]
+        if v is not None and not (isinstance(v, float) and v != v):
+            out[t.names[j]] = str(v)[:40]
+    return out
+
+
+def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Profile]:
+    body = t.body
+    n, m = body.shape
+    prof = Profile()
+    if n == 0 or m == 0:
+        return [finding("ambiguous-layout", "table with a header but no data rows",
+                        **t.base)], prof
+    kinds = [name_kind(nm) for nm in t.names]
+    num = {j: parse_numbers(body[j], t.decimal_comma) for j in range(m)}
+    empty = {j: is_empty(body[j]) for j in range(m)}
+    marker = {j: is_marker(body[j]) for j in range(m)}
+    numeric, integer = {}, {}
+    for j in range(m):
+        cand = ~empty[j] & ~marker[j]
+        got = num[j][cand]
+        numeric[j] = bool(len(got)) and got.notna().mean() >= 0.9
+        vals = got.dropna()
+        integer[j] = numeric[j] and bool(len(vals)) and bool((vals == np.round(vals)).all())
+
+    out: list[Finding] = []
+    # ---------------------------------------------------------- identifiers
+    for j, nm in enumerate(t.names):
+        nonempty = body[j][~empty[j]]
+        if not len(nonempty):
+            continue
+        if kinds[j] == "identifier":
+            out.append(finding("identifier-column", f"column {nm!r} is named like an identifier",
+                               **t.loc(None, j)))
+            prof.identifier_cols.append(j)
+            continue
+        sample = nonempty.head(SAMPLE_VALUES)
+        if kinds[j] == "weak-id" and len(sample) >= 5:
+            if sample.astype(str).nunique() >= 0.9 * len(sample):
+                out.append(finding("identifier-column",
+                                   f"column {nm!r} is named like an identifier and its values are "
+                                   "distinct", **t.loc(None, j)))
+                prof.identifier_cols.append(j)
+                continue
+        if kinds[j] in ("count", "stat", "total", "df", "nobs", "dfmodel"):
+            continue
+        if numeric[j] and not (num[j].abs() >= 1e6).any():
+            continue
+        kind = value_identifier_kind(sample.tolist())
+        if kind:
+            i = int(sample.index[0])
+            out.append(finding("identifier-value", f"values of column {nm!r} look like {kind}s "
+                               f"(e.g. row {t.rownums[i]})", **t.loc(None, j)))
+            prof.identifier_cols.append(j)
+    head_kind = value_identifier_kind(t.names)
+    if head_kind and m >= 3:
+        out.append(finding("identifier-value", f"column headers look like {head_kind}s "
+                           "(a transposed table of individuals)", **t.base))
+    # ---------------------------------------------------------- roles
+    label_cols = [j for j in range(m)
+                  if not numeric[j] or kinds[j] in ("label", "sex", "postcode", "birth", "weak-id")
+                  or (j == 0 and t.names[j].startswith("column ") and integer[j])]
+    value_cols = [j for j in range(m) if j not in label_cols]
+    reg = {j: regression_role(t.names[j]) for j in value_cols}
+    is_regression = any(r == "coef" for r in reg.values()) and any(r == "err" for r in reg.values())
+    aux = {j for j in value_cols if kinds[j] in ("df", "nobs", "dfmodel")}
+    top_cols, total_value_col = _dominance_columns(t, value_cols)
+    dom = set(top_cols.values()) | ({total_value_col} if total_value_col is not None else set())
+    count_named = [j for j in value_cols if kinds[j] == "count"]
+    total_cols = [j for j in value_cols if (kinds[j] == "total" or _total_header(t, j))
+                  and integer[j] and j not in dom]
+    if count_named:
+        counts = count_named + [j for j in total_cols if j not in count_named]
+        stats = [j for j in value_cols if j not in counts and j not in aux and j not in dom
+                 and not (is_regression and reg[j])]
+    else:
+        counts = [j for j in value_cols if integer[j] and kinds[j] != "stat" and j not in aux
+                  and j not in dom and not (is_regression and reg[j])]
+        stats = [j for j in value_cols if j not in counts and j not in aux and j not in dom
+                 and not (is_regression and reg[j])]
+    prof.count_cols, prof.stat_cols, prof.label_cols = counts, stats, label_cols
+    prof.count_named = bool(count_named)
+    # ---------------------------------------------------------- quasi-identifiers
+    qi = _quasi_identifiers(t, kinds, label_cols, empty)
+    if qi:
+        out.append(finding("quasi-identifiers", qi, **t.base))
+    # ---------------------------------------------------------- row-level structure
+    n_total = t.n_rows
+    if not count_named and n_total > policy.max_rows_aggregate:
+        out.append(finding("row-level", f"{n_total} rows and no count column: more rows than an "
+                           f"aggregate may have ({policy.max_rows_aggregate})", **t.base))
+    keys = list(label_cols)
+    if count_named:
+        keys += [j for j in value_cols if integer[j] and j not in counts and j not in aux]
+    keyframe = body[keys].copy() if keys else None
+    if keyframe is not None:
+        for j in keys[:-1]:
+            keyframe[j] = keyframe[j].where(~empty[j], None).ffill()
+        keystr = keyframe.astype(str)
+        dup = keystr.duplicated(keep=False)
+        if dup.any() and not is_regression:
+            i = int(np.flatnonzero(dup.to_numpy())[0])
+            msg = (f"{int(dup.sum())} of {n} rows repeat the same labels "
+                   f"({', '.join(t.names[j] for j in keys[:4])})")
+            if n >= policy.row_level_min_rows:
+                out.append(finding("repeated-keys", msg + ": rows are records, not cells",
+                                   **t.loc(i, None)))
+            else:
+                out.append(finding("ambiguous-layout", msg, **t.loc(i, None)))
+    if not counts and not stats and not is_regression and n >= policy.row_level_min_rows:
+        distinct = body.astype(str).drop_duplicates().shape[0] / n
+        if distinct >= policy.distinct_share:
+            out.append(finding("row-level", f"{n} rows, {distinct:.0%} distinct, no count or "
+                               "statistic column: individual records", **t.base))
+    for j in counts:
+        vals = num[j].dropna()
+        if len(vals) >= 2 and (vals == 1).all() and len(counts) == 1:
+            out.append(finding("count-all-ones", f"count column {t.names[j]!r} is 1 on all "
+                               f"{len(vals)} rows: one row per person", **t.loc(None, j)))
+    if any(f.severity == "block" for f in out):
+        prof.blocked = True
+        return out, prof
+    # ---------------------------------------------------------- aggregate checks
+    small = _Cells("small-count", t, label_cols)
+    zeros = _Cells("zero-count", t, label_cols)
+    thr = policy.threshold
+    for j in counts:
+        v = num[j].to_numpy()
+        for i in np.flatnonzero((v > 0) & (v < thr)):
+            small.add(int(i), j, f"count {_fmt(v[i])} is below the threshold {thr}")
+        if policy.zeros_disclosive:
+            for i in np.flatnonzero(v == 0):
+                zeros.add(int(i), j, "zero count (zeros are disclosive under this policy)")
+    out += small.findings() + zeros.findings()
+    if stats:
+        if counts:
+            cnt = pd.concat([num[j] for j in counts], axis=1).min(axis=1, skipna=True)
+            smalln = _Cells("small-n-statistic", t, label_cols)
+            for j in stats:
+                has = (~empty[j] & ~marker[j]).to_numpy()
+                nn = cnt.to_numpy()
+                for i in np.flatnonzero(has & (nn < thr)):
+                    smalln.add(int(i), j, f"{t.names[j]} is computed on {_fmt(nn[i])} units, "
+                               f"below the threshold {thr}")
+            out += smalln.findings()
+        else:
+            out.append(finding("statistic-without-n", "statistics without their counts: "
+                               + ", ".join(repr(t.names[j]) for j in stats[:6]), **t.base))
+    out += _suppression(t, counts, label_cols, num, empty, marker)
+    out += _regression(t, policy, is_regression, label_cols, value_cols, kinds, num)
+    out += _dominance(t, policy, top_cols, total_value_col, num, label_cols)
+    if not counts and not stats and not is_regression and not any(
+            f.rule in ("low-residual-df", "dominance-nk", "dominance-p") for f in out):
+        if not any(f.severity != "info" for f in out):
+            out.append(finding("ambiguous-layout", "no counts or statistics found in this table",
+                               **t.base))
+    return out, prof
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _total_header(t: Table, j: int) -> bool:
+    parts = [p for p in t.levels[j] if p] if j < len(t.levels) else []
+    return any(is_total_label(p) for p in parts)
+
+
+def _quasi_identifiers(t: Table, kinds: list[str | None], label_cols: list[int],
+                       empty: dict[int, pd.Series]) -> str | None:
+    birth, birth_exact, dates, sex, post = [], [], [], [], []
+    for j, nm in enumerate(t.names):
+        col = t.body[j][~empty[j]]
+        if not len(col):
+            continue
+        vk = "date" if pd.api.types.is_datetime64_any_dtype(col.dtype) else values_kind(col)
+        if kinds[j] == "birth":
+            birth.append(nm)
+            if vk == "date":
+                birth_exact.append(nm)
+        elif vk == "date":
+            dates.append(nm)
+        if kinds[j] == "sex" or vk == "sex":
+            sex.append(nm)
+        if kinds[j] == "postcode" or vk == "postcode":
+            post.append(nm)
+    if birth_exact and (sex or post):
+        return f"date of birth ({birth_exact[0]}) with {'sex' if sex else 'postcode'} " \
+               f"({(sex or post)[0]}): individuals can be re-identified"
+    if (birth or dates) and sex and post:
+        return (f"{'date of birth' if birth else 'exact date'} ({(birth or dates)[0]}), sex "
+                f"({sex[0]}) and postcode ({post[0]}) together single out individuals")
+    return None
+
+
+# ---------------------------------------------------------------- differencing
+
+
+def _suppression(t: Table, counts: list[int], label_cols: list[int], num: dict[int, pd.Series],
+                 empty: dict[int, pd.Series], marker: dict[int, pd.Series]) -> list[Finding]:
+    if not counts:
+        return []
+    n = len(t.body)
+    if n * len(counts) > 50_000:
+        return []
+    suppressed = {(i, j) for j in counts for i in range(n) if marker[j].iat[i] or empty[j].iat[i]}
+    if not suppressed:
+        return []
+    # dimensions of each cell: the row's labels (forward-filled) + the column's header parts
+    row_dims: list[tuple[str, ...]] = []
+    lab = t.body[label_cols].copy() if label_cols else pd.DataFrame(index=t.body.index)
+    for j in label_cols[:-1]:
+        lab[j] = lab[j].where(~empty[j], None).ffill()
+    for i in range(n):
+        row_dims.append(tuple("" if _isnull(v) else str(v).strip() for v in lab.iloc[i].tolist()))
+    multi = len(counts) > 1
+    entries: dict[tuple[int, int], tuple[str, ...]] = {}
+    for j in counts:
+        col_dims = tuple(p for p in t.levels[j]) if multi else ()
+        for i in range(n):
+            entries[(i, j)] = row_dims[i] + col_dims
+    known = {c: float(num[c[1]].iat[c[0]]) for c in entries if c not in suppressed
+             and not np.isnan(num[c[1]].iat[c[0]])}
+    unknown = {c for c in entries if c in suppressed}
+    lines = []
+    for c, dims in entries.items():
+        tot = [k for k, d in enumerate(dims) if is_total_label(d)]
+        if not tot:
+            continue
+        # empty parts of a total entry (pandas margins over several levels) are totals too
+        tot_set = set(tot) | {k for k, d in enumerate(dims) if d == "" and k > min(tot)}
+        parts = [e for e, d in entries.items() if e != c
+                 and all(d[k] == dims[k] for k in range(len(dims)) if k not in tot_set)
+                 and not any(is_total_label(d[k]) for k in tot_set)
+                 and not any(is_total_label(d[k]) for k in range(len(d)))]
+        if parts:
+            lines.append((c, parts))
+    recovered: dict[tuple[int, int], str] = {}
+    values = dict(known)
+    changed = True
+    while changed and lines:
+        changed = False
+        for total, parts in lines:
+            cells = [total, *parts]
+            unk = [c for c in cells if c not in values]
+            if len(unk) != 1 or unk[0] not in unknown:
+                continue
+            u = unk[0]
+            if u == total:
+                values[u] = sum(values[c] for c in parts)
+                recovered[u] = "its parts"
+            else:
+                values[u] = values[total] - sum(values[c] for c in parts if c != u)
+                recovered[u] = "the total and the other cells"
+            changed = True
+    out: list[Finding] = []
+    for (i, j), how in list(recovered.items())[:MAX_LOCATIONS]:
+        out.append(finding("recoverable-suppression",
+                           f"suppressed cell can be recomputed from {how} published alongside",
+                           **t.loc(i, j, _labels(t, i, label_cols))))
+    if not recovered:
+        out.append(finding("suppressed-cells", f"{len(suppressed)} suppressed cells; none can be "
+                           "recomputed from the totals published", **t.base))
+    return out
+
+
+def _isnull(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v) or v is pd.NA
+
+
+# ---------------------------------------------------------------- regression
+
+
+def _regression(t: Table, policy: DisclosurePolicy, is_regression: bool, label_cols: list[int],
+                value_cols: list[int], kinds: list[str | None],
+                num: dict[int, pd.Series]) -> list[Finding]:
+    df_vals: list[tuple[float, dict]] = []
+    nobs = dfmodel = None
+    for j in value_cols:
+        v = num[j].dropna()
+        if not len(v):
+            continue
+        if kinds[j] == "df":
+            df_vals.append((float(v.min()), t.loc(int(v.idxmin()), j)))
+        elif kinds[j] == "nobs":
+            nobs = (float(v.min()), t.loc(int(v.idxmin()), j))
+        elif kinds[j] == "dfmodel":
+            dfmodel = float(v.max())
+    for j in label_cols:
+        for i, lab in enumerate(t.body[j].tolist()):
+            key = normalise(lab)
+            if key in DF_NAMES or key in NOBS_NAMES or key in DFMODEL_NAMES:
+                vals = [num[k].iat[i] for k in value_cols if not np.isnan(num[k].iat[i])]
+                if not vals:
+                    continue
+                where = t.loc(i, value_cols[0] if value_cols else None)
+                if key in DF_NAMES:
+                    df_vals.append((float(vals[0]), where))
+                elif key in NOBS_NAMES:
+                    nobs = (float(vals[0]), where)
+                else:
+                    dfmodel = float(vals[0])
+    if not df_vals and nobs is not None:
+        n_coef = len(t.body) if is_regression else 1
+        k = dfmodel + 1 if dfmodel is not None else n_coef
+        df_vals.append((nobs[0] - k, nobs[1]))
+    out = []
+    for df, where in df_vals:
+        if df < policy.min_residual_df:
+            out.append(finding("low-residual-df", f"residual degrees of freedom {_fmt(df)} below "
+                               f"the minimum {policy.min_residual_df}", **where))
+    if is_regression and not df_vals:
+        out.append(finding("regression-without-df", "regression table without residual degrees "
+                           "of freedom or number of observations", **t.base))
+    return out
+
+
+# ---------------------------------------------------------------- dominance
+
+
+def _dominance_columns(t: Table, value_cols: list[int]) -> tuple[dict[int, int], int | None]:
+    tops: dict[int, int] = {}
+    total = None
+    for j in value_cols:
+        norm = normalise(t.names[j])
+        mt = _TOP_RE.match(norm)
+        if mt:
+            tops.setdefault(int(mt.group(1)), j)
+        elif norm in _TOTAL_VALUE and total is None:
+            total = j
+    if 1 not in tops:
+        return {}, None
+    return tops, total
+
+
+def _dominance(t: Table, policy: DisclosurePolicy, tops: dict[int, int], total: int | None,
+               num: dict[int, pd.Series], label_cols: list[int]) -> list[Finding]:
+    if not tops or total is None:
+        return []
+    nk = _Cells("dominance-nk", t, label_cols)
+    pp = _Cells("dominance-p", t, label_cols)
+    tot = num[total].to_numpy()
+    topn = [num[tops[k]].to_numpy() for k in sorted(tops) if k <= policy.dominance_n]
+    if len(topn) == policy.dominance_n:
+        s = np.nansum(np.vstack(topn), axis=0)
+        for i in np.flatnonzero((tot > 0) & (s > policy.dominance_k * tot)):
+            nk.add(int(i), total, f"the top {policy.dominance_n} contributors make "
+                   f"{s[i] / tot[i]:.0%} of the total (limit {policy.dominance_k:.0%})")
+    if 1 in tops and 2 in tops:
+        t1, t2 = num[tops[1]].to_numpy(), num[tops[2]].to_numpy()
+        rest = tot - t1 - t2
+        for i in np.flatnonzero((tot > 0) & (rest < policy.p_percent * t1)):
+            pp.add(int(i), total, f"the rest after the two largest contributors ({_fmt(rest[i])})"
+                   f" is under {policy.p_percent:.0%} of the largest ({_fmt(t1[i])})")
+    return nk.findings() + pp.findings()

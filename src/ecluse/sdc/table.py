@@ -1,0 +1,308 @@
+"""A table to judge, whatever file it came from, and how raw grids become one.
+
+Readers of typed formats (Parquet, JSON, netCDF) build a :class:`Table`
+directly. Readers of cell grids (CSV, Excel sheets, HTML tables) hand the raw
+grid to :func:`grid_to_table`, which finds the header rows (one or several, as
+in a crosstab written by pandas), the label columns and the value columns,
+and keeps each body cell's original row and column so findings point at it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SUPPRESSED_RE = re.compile(
+    r"^(?:[<≤]=?\s*\d+(?:[.,]\d+)?|\*+|c|x|\[c\]|\[x\]|\[z\]|s|suppr(?:essed|ime|imee)?|"
+    r"redacted|secret|masque|n\s*<\s*\d+)$",
+    re.I,
+)
+_SPACES = r"[\s\u00a0\u202f]"
+_THOUSANDS_EN = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?"
+_THOUSANDS_FR = r"-?\d{1,3}(?:\.\d{3})+(?:,\d+)?"
+
+
+def col_letter(j: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA."""
+    s = ""
+    j += 1
+    while j:
+        j, r = divmod(j - 1, 26)
+        s = chr(65 + r) + s
+    return s
+
+
+@dataclass
+class Table:
+    """Body cells of one table plus what is needed to locate each cell."""
+
+    body: pd.DataFrame  # positional columns 0..m-1
+    names: list[str]
+    levels: list[list[str]]  # header parts per column (one per header row)
+    rownums: list[int]  # original 1-based row (record) number of each body row
+    colnums: list[int] = field(default_factory=list)  # original 0-based column index
+    base: dict[str, Any] = field(default_factory=dict)
+    excel: bool = False
+    decimal_comma: bool = False
+    declared_rows: int | None = None  # true number of rows when body is a part of it
+
+    def __post_init__(self) -> None:
+        if not self.colnums:
+            self.colnums = list(range(len(self.names)))
+
+    @property
+    def n_rows(self) -> int:
+        return max(len(self.body), self.declared_rows or 0)
+
+    def loc(self, i: int | None, j: int | None, labels: dict[str, Any] | None = None) -> dict:
+        out: dict[str, Any] = dict(self.base)
+        if i is not None:
+            out["row"] = int(self.rownums[i])
+        if j is not None:
+            out["column"] = self.names[j]
+            if self.excel and i is not None:
+                out["cell"] = f"{col_letter(self.colnums[j])}{self.rownums[i]}"
+        if labels:
+            out["labels"] = labels
+        return out
+
+
+def from_frame(df: pd.DataFrame, *, base: dict | None = None, first_row: int = 1,
+               declared_rows: int | None = None) -> Table:
+    """A table from a typed DataFrame (column names are the header)."""
+    df = flatten_columns(df)
+    names = [str(c) for c in df.columns]
+    body = df.reset_index(drop=True)
+    body.columns = range(len(names))
+    return Table(body=body, names=names, levels=[[n] for n in names],
+                 rownums=list(range(first_row, first_row + len(body))),
+                 base=dict(base or {}), declared_rows=declared_rows)
+
+
+def flatten_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Turn a MultiIndex header or a named index into plain columns."""
+    if isinstance(df.columns, pd.MultiIndex):
+        df = df.copy()
+        df.columns = [" / ".join(str(p) for p in c if str(p) != "") for c in df.columns]
+    if not isinstance(df.index, pd.RangeIndex) or any(n is not None for n in df.index.names):
+        df = df.reset_index()
+    return df
+
+
+# ----------------------------------------------------------------- numbers
+
+
+def is_empty(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return s.isna()
+    return s.isna() | (s.astype("string").str.strip() == "").fillna(True)
+
+
+def is_marker(s: pd.Series) -> pd.Series:
+    """Cells holding a suppression marker such as ``<10``, ``*`` or ``c``."""
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return pd.Series(False, index=s.index)
+    st = s.astype("string").str.strip()
+    return st.str.fullmatch(SUPPRESSED_RE).fillna(False).astype(bool)
+
+
+def parse_numbers(s: pd.Series, decimal_comma: bool = False) -> pd.Series:
+    """Cell values as floats (NaN where not a number); understands ``1 234,5``,
+    ``1,234.5``, ``12.5%``."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return pd.Series(np.nan, index=s.index, dtype=float)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return s.astype(float)
+    if pd.api.types.is_datetime64_any_dtype(s.dtype) or isinstance(s.dtype, pd.PeriodDtype):
+        return pd.Series(np.nan, index=s.index, dtype=float)
+    if s.dtype == object:
+        # mixed cells (Excel): numbers stay numbers, booleans are not numbers
+        direct = pd.to_numeric(
+            s.map(lambda v: v if isinstance(v, int | float) and not isinstance(v, bool) else None),
+            errors="coerce").astype(float)
+        if direct.notna().all():
+            return direct
+    else:
+        direct = None
+    st = s.astype("string").str.replace(_SPACES, "", regex=True)
+    st = st.str.rstrip("%")
+    if decimal_comma:
+        th = st.str.fullmatch(_THOUSANDS_FR).fillna(False).astype(bool)
+        st = st.where(~th, st.str.replace(".", "", regex=False))
+        st = st.str.replace(",", ".", regex=False)
+    else:
+        th = st.str.fullmatch(_THOUSANDS_EN).fillna(False).astype(bool)
+        st = st.where(~th, st.str.replace(",", "", regex=False))
+    out = pd.to_numeric(st.astype(object).where(st.notna(), None), errors="coerce").astype(float)
+    out[np.isinf(out)] = np.nan
+    if direct is not None:
+        out = direct.where(direct.notna(), out)
+    return out
+
+
+def detect_decimal_comma(sample: list[list[str]], sep: str) -> bool:
+    if sep == ",":
+        return False
+    rx = re.compile(r"^-?\d+,\d+%?$")
+    hits = sum(1 for row in sample for c in row if rx.match(c.strip()))
+    dots = sum(1 for row in sample for c in row if re.match(r"^-?\d+\.\d+%?$", c.strip()))
+    return hits > 0 and hits >= dots
+
+
+# ----------------------------------------------------------------- grids
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+
+
+def grid_to_table(rows: list[list[Any]], *, base: dict | None = None, first_row: int = 1,
+                  excel: bool = False, decimal_comma: bool = False, first_col: int = 0,
+                  declared_rows: int | None = None) -> Table | None:
+    """Infer header rows, label and value columns of a raw cell grid.
+
+    ``rows`` are lists of raw cells (strings from CSV, typed values from Excel).
+    Returns ``None`` for a grid without any non-empty cell.
+    """
+    width = max((len(r) for r in rows), default=0)
+    if width == 0:
+        return None
+    grid = pd.DataFrame([list(r) + [None] * (width - len(r)) for r in rows], dtype=object)
+    rownums = np.arange(first_row, first_row + len(grid))
+    filled = ~grid.map(_blank)
+    keep_rows = filled.any(axis=1).to_numpy()
+    keep_cols = filled.any(axis=0).to_numpy()
+    if not keep_rows.any():
+        return None
+    grid, filled = grid.loc[keep_rows, keep_cols], filled.loc[keep_rows, keep_cols]
+    rownums = rownums[keep_rows]
+    colnums = [first_col + j for j, k in enumerate(keep_cols) if k]
+    grid.columns = range(grid.shape[1])
+    filled.columns = grid.columns
+    grid = grid.reset_index(drop=True)
+    filled = filled.reset_index(drop=True)
+    m = grid.shape[1]
+    # title rows above and note rows below a table of several columns: one text cell only
+    if m >= 2:
+        counts = filled.sum(axis=1).to_numpy()
+        top = 0
+        while top < len(grid) - 1 and counts[top] <= 1 and _texty(grid.iat[top, int(filled.iloc[top].to_numpy().argmax())]):
+            top += 1
+        bottom = len(grid)
+        while bottom - 1 > top and counts[bottom - 1] <= 1 and filled.iat[bottom - 1, 0] and _texty(grid.iat[bottom - 1, 0]) and len(str(grid.iat[bottom - 1, 0])) > 12:
+            bottom -= 1
+        grid, filled, rownums = grid.iloc[top:bottom], filled.iloc[top:bottom], rownums[top:bottom]
+        grid = grid.reset_index(drop=True)
+        filled = filled.reset_index(drop=True)
+    n = len(grid)
+    num = pd.DataFrame({j: parse_numbers(grid[j], decimal_comma) for j in grid.columns})
+    marker = pd.DataFrame({j: is_marker(grid[j]) for j in grid.columns})
+    isnum = num.notna()
+    h = _header_rows(grid, filled, isnum, marker, n)
+    # value columns: (nearly) all non-empty non-marker body cells are numbers
+    value_cols = _value_cols(filled, isnum, marker, max(h, 1) if n > 1 else 0)
+    if h == 0 and n > 1 and value_cols and _year_header(grid, value_cols):
+        h = 1
+    header = grid.iloc[:h]
+    levels: list[list[str]] = []
+    for j in grid.columns:
+        parts = []
+        for r in range(h):
+            v = header.iat[r, j]
+            if _blank(v) and j in value_cols and j > 0:
+                # merged or repeated header cells: carry the left neighbour's label
+                k = j - 1
+                while k >= 0 and _blank(header.iat[r, k]) and k in value_cols:
+                    k -= 1
+                v = header.iat[r, k] if k >= 0 and k in value_cols else v
+            parts.append("" if _blank(v) else _cell_str(v))
+        levels.append(parts)
+    names = []
+    for j, parts in enumerate(levels):
+        nonempty = [p for p in parts if p]
+        names.append(" / ".join(nonempty) if nonempty else f"column {j + 1}")
+    body = grid.iloc[h:].reset_index(drop=True)
+    body_filled = filled.iloc[h:].reset_index(drop=True)
+    keep = body_filled.any(axis=1).to_numpy()
+    body = body.loc[keep].reset_index(drop=True)
+    return Table(body=body, names=_dedupe(names), levels=levels,
+                 rownums=[int(x) for x in rownums[h:][keep]], colnums=colnums,
+                 base=dict(base or {}), excel=excel, decimal_comma=decimal_comma,
+                 declared_rows=declared_rows)
+
+
+def _texty(v: Any) -> bool:
+    return isinstance(v, str) and not re.fullmatch(r"\s*-?[\d.,\s%]+\s*", v)
+
+
+def _cell_str(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def _dedupe(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for nm in names:
+        if nm in seen:
+            seen[nm] += 1
+            out.append(f"{nm}.{seen[nm]}")
+        else:
+            seen[nm] = 0
+            out.append(nm)
+    return out
+
+
+def _value_cols(filled: pd.DataFrame, isnum: pd.DataFrame, marker: pd.DataFrame,
+                start: int) -> list[int]:
+    out = []
+    for j in filled.columns:
+        cand = filled[j].iloc[start:] & ~marker[j].iloc[start:]
+        nn = isnum[j].iloc[start:][cand]
+        if len(nn) and nn.mean() >= 0.8:
+            out.append(j)
+    return out
+
+
+def _header_rows(grid: pd.DataFrame, filled: pd.DataFrame, isnum: pd.DataFrame,
+                 marker: pd.DataFrame, n: int) -> int:
+    """Leading rows without any number (column labels), at most 5."""
+    if n <= 1:
+        return 0 if isnum.to_numpy().any() else n
+    h = 0
+    while h < min(5, n - 1):
+        if isnum.iloc[h].any():
+            break
+        if h > 0:
+            rest = [j for j in grid.columns[1:] if filled.iat[h, j]]
+            if rest and all(marker.iat[h, j] for j in rest):
+                break  # a data row whose cells are all suppressed
+        h += 1
+    if h == min(5, n - 1) and not isnum.iloc[h:].to_numpy().any():
+        return 1  # a table without numbers: the first row is its header
+    return h
+
+
+def _year_header(grid: pd.DataFrame, value_cols: list[int]) -> bool:
+    """First row's value cells are distinct years (or small labels) above counts."""
+    vals = []
+    for j in value_cols:
+        v = grid.iat[0, j]
+        try:
+            vals.append(float(str(v).strip()))
+        except ValueError:
+            return False
+    if len(set(vals)) != len(vals):
+        return False
+    if all(1800 <= v <= 2200 and float(v).is_integer() for v in vals):
+        below = []
+        for j in value_cols:
+            col = pd.to_numeric(grid[j].iloc[1:].astype(str), errors="coerce").dropna()
+            below.extend(col.tolist())
+        return not below or not all(1800 <= v <= 2200 for v in below)
+    return False
