@@ -280,7 +280,7 @@ class AuditLog:
             d = by_seq.get(m.seq)
             if d is None:
                 problems.append(f"record {m.seq}: in the mirror but missing from the database")
-            elif d.hash != m.hash:
+            elif d.to_dict() != m.to_dict():
                 problems.append(f"record {m.seq}: database and mirror differ")
         if len(db) > len(mirror):
             mirrored = {m.seq for m in mirror}

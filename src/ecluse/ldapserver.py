@@ -362,6 +362,11 @@ access to *
         with self.admin_connection() as conn:
             dn, attr = self._group_attr(conn, group)
             value = uid if attr == "memberUid" else self.user_dn(uid)
+            if attr != "memberUid":
+                # groupOfNames needs a member: keep the service account as a placeholder
+                conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=[attr])
+                if self.service_dn not in conn.entries[0][attr].values:
+                    conn.modify(dn, {attr: [(ldap3.MODIFY_ADD, [self.service_dn])]})
             conn.modify(dn, {attr: [(ldap3.MODIFY_DELETE, [value])]})
 
     def seed_demo(self, passwords_file: Path) -> dict[str, str] | None:

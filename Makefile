@@ -1,0 +1,55 @@
+# Écluse — two commands:
+#   make up     install everything and start the embedded stack on http://127.0.0.1:8000
+#   make test   install everything and run the test suite
+# Both are idempotent.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMPS := .make
+
+.PHONY: up test deps test-deps lint bench clean help system-deps system-test-deps
+
+help:
+	@echo "make up      install and start the embedded stack (LDAP, hub, proxy, airlock)"
+	@echo "make test    install and run the tests"
+	@echo "make lint    ruff"
+	@echo "make bench   run the benchmarks (see benchmarks/README.md)"
+
+$(STAMPS):
+	@mkdir -p $(STAMPS)
+
+$(STAMPS)/venv: pyproject.toml | $(STAMPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+$(STAMPS)/node: package.json | $(STAMPS)
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+system-deps:
+	@scripts/install-system-deps.sh runtime
+
+system-test-deps:
+	@scripts/install-system-deps.sh test
+
+deps: system-deps $(STAMPS)/venv $(STAMPS)/node
+
+test-deps: system-test-deps deps
+
+up: deps
+	$(VENV)/bin/ecluse up $(UP_ARGS)
+
+test: test-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: deps
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(STAMPS) build dist src/*.egg-info

@@ -1,0 +1,223 @@
+"""Shared fixtures: real components started on loopback, stopped afterwards.
+
+Fixtures for whole components (each starts the real thing and stops it):
+
+* ``slapd`` (session) — Debian's OpenLDAP on a free loopback port with the
+  demo directory (alice, bob, carol, dan, erin + a user in no project,
+  ``nobody``); ``ldap_passwords`` maps user → password.
+* ``make_config`` — writes an ``ecluse.yaml`` + ``projects.yaml`` pair for
+  that slapd into a temp dir, with free ports; returns the path.
+* ``settings`` — the loaded :class:`ecluse.config.Settings` of such a config.
+* ``hub_stack`` (module) — JupyterHub + configurable-http-proxy started by
+  :class:`ecluse.stack.Stack` against ``slapd``, with a short refresh age.
+* ``hub_client`` — log in through the hub's HTML form, get tokens, call the
+  REST API.
+
+Every fixture removes what it created (processes, temp dirs) pass or fail;
+``pytest_sessionfinish`` checks that no slapd or hub process is left over.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from ecluse.config import load_settings
+from ecluse.ldapserver import DEMO_GROUPS, DEMO_USERS, EmbeddedSlapd, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+TMP_PREFIX = "ecluse-test-"
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slapd(session_tmp: Path) -> Iterator[EmbeddedSlapd]:
+    server = EmbeddedSlapd(session_tmp / "ldap")
+    server.start()
+    server.passwords = {}
+    for u in DEMO_USERS:
+        pw = f"pw-{u.uid}-Secret1"
+        server.add_user(u.uid, pw, u.uid_number, cn=u.cn)
+        server.passwords[u.uid] = pw
+    server.add_user("nobody", "pw-nobody-Secret1", 20099, cn="No Project")
+    server.passwords["nobody"] = "pw-nobody-Secret1"
+    for name, (kind, gid) in DEMO_GROUPS.items():
+        server.add_group(name, kind, gid, [u.uid for u in DEMO_USERS if name in u.groups])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ldap_passwords(slapd: EmbeddedSlapd) -> dict[str, str]:
+    return slapd.passwords
+
+
+def write_config(
+    directory: Path, slapd: EmbeddedSlapd, *, overrides: dict | None = None
+) -> Path:
+    """An ecluse.yaml/projects.yaml pair for tests (free ports, short timeouts)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data_root = directory / "data"
+    projects = {
+        "projects": {
+            "cardio-los": {
+                "title": "Cardiac LOS",
+                "ldap_group": "proj-cardio-los",
+                "datasets": [{"name": "stays", "path": str(data_root / "cardio-los")}],
+                "quota": {"cpu": 1, "memory": "1G", "disk": "1G", "dask_workers": 1},
+                "disclosure": {"threshold": 11},
+            },
+            "air-quality": {
+                "title": "Air quality",
+                "ldap_group": "proj-air-quality",
+                "datasets": [{"name": "admissions", "path": str(data_root / "air-quality")}],
+            },
+        }
+    }
+    config = {
+        "state_dir": str(directory / "state"),
+        "projects_file": "projects.yaml",
+        "hub": {
+            "ip": "127.0.0.1",
+            "port": free_port(),
+            "public_url": "http://127.0.0.1",
+            "hub_port": free_port(),
+            "proxy_api_port": free_port(),
+            "auth_refresh_age": 300,
+            "spawner": "simple",
+        },
+        "ldap": {
+            "embedded": False,
+            "uri": slapd.uri,
+            "security": "none",
+            "base_dn": slapd.base_dn,
+            "bind_dn": slapd.service_dn,
+            "bind_password_env": None,
+            "bind_password_file": str(directory / "ldap-service-password"),
+            "user_search_base": f"ou=people,{slapd.base_dn}",
+            "group_search_base": f"ou=groups,{slapd.base_dn}",
+            "connect_timeout": 1,
+            "receive_timeout": 1,
+        },
+        "sandbox": {"idle_timeout": 0},
+    }
+    for key, value in (overrides or {}).items():
+        target = config
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[last] = value
+    pw = directory / "ldap-service-password"
+    pw.write_text(slapd.service_password)
+    pw.chmod(0o600)
+    (directory / "projects.yaml").write_text(yaml.safe_dump(projects))
+    path = directory / "ecluse.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, slapd: EmbeddedSlapd):
+    counter = iter(range(1000))
+
+    def make(**overrides) -> Path:
+        return write_config(tmp_path / f"cfg{next(counter)}", slapd, overrides=overrides)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_config):
+    return load_settings(make_config())
+
+
+class HubClient:
+    """A browser-like client of the hub: HTML login form, cookies, tokens."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+
+    def login(self, username: str, password: str) -> requests.Response:
+        page = self.session.get(f"{self.base_url}/hub/login", timeout=30)
+        m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert m, "login form has no _xsrf field"
+        return self.session.post(
+            f"{self.base_url}/hub/login",
+            data={"_xsrf": m.group(1), "username": username, "password": password},
+            allow_redirects=False,
+            timeout=60,
+        )
+
+    def new_token(self, username: str) -> str:
+        xsrf = self.session.cookies.get("_xsrf")
+        r = self.session.post(
+            f"{self.base_url}/hub/api/users/{username}/tokens",
+            json={"note": "test", "expires_in": 600},
+            headers={"X-XSRFToken": xsrf or ""},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def api(self, method: str, path: str, token: str, **kw) -> requests.Response:
+        return requests.request(
+            method,
+            f"{self.base_url}/hub/api{path}",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+            **kw,
+        )
+
+
+@pytest.fixture(scope="module")
+def hub_stack(tmp_path_factory, slapd):
+    from ecluse.stack import Stack
+
+    directory = tmp_path_factory.mktemp("hub")
+    path = write_config(directory, slapd, overrides={"hub.auth_refresh_age": 1})
+    settings = load_settings(path)
+    log = open(directory / "hub.log", "wb")  # noqa: SIM115
+    stack = Stack(settings, hub_log=log)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        log.close()
+
+
+@pytest.fixture
+def hub_client(hub_stack) -> HubClient:
+    return HubClient(hub_stack.url)
+
+
+def _leftover_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [
+        line for line in out.splitlines()
+        if TMP_PREFIX in line or "pytest-of-" in line and ("slapd" in line or "jupyterhub" in line)
+    ]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    left = _leftover_processes()
+    if left:
+        print("\nLEFTOVER PROCESSES after the test session:\n" + "\n".join(left))
+        session.exitstatus = 1
