@@ -500,11 +500,6 @@ def load_settings(
     settings.sandbox.projects_root = _resolve(base, settings.sandbox.projects_root)
     settings.sandbox.python_env = _resolve(base, settings.sandbox.python_env)
     settings.projects = load_projects(settings.projects_file)
-    for slug, project in settings.projects.items():
-        try:
-            settings.policy_for(slug)
-        except ValidationError as e:  # pragma: no cover - validated above
-            raise ConfigError(f"{settings.projects_file}: projects.{slug}.disclosure: {e}") from None
     return settings
 
 

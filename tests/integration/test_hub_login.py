@@ -167,6 +167,8 @@ async def test_refresh_keeps_running_sessions_when_ldap_is_down(make_config):
 
 
 async def test_ldap_calls_do_not_block_the_event_loop(settings, slapd):
+    from tornado.web import HTTPError
+
     auth = EcluseAuthenticator(settings=settings, audit_logins=False)
     ticks = 0
 
@@ -179,7 +181,7 @@ async def test_ldap_calls_do_not_block_the_event_loop(settings, slapd):
     task = asyncio.create_task(ticker())
     slapd.pause()
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(HTTPError):
             await auth.authenticate(None, {"username": "alice", "password": "x"})
     finally:
         slapd.resume()
