@@ -1,0 +1,61 @@
+"""What the hub needs to run the airlock: the service entry and its roles.
+
+Called from the hub configuration (``ecluse.hubconfig``)::
+
+    c.JupyterHub.services.append(airlock_service_spec(settings))
+    c.JupyterHub.load_roles.extend(airlock_roles())
+
+Users reach the service with the ``access:services!service=airlock`` scope
+(granted by the hub configuration). The OAuth token the airlock receives for a
+browser session carries only that scope and ``read:users:groups!user``, so the
+identity model includes the user's own groups and nothing else. The service's
+own token may read users' groups (for workspace tokens that cannot).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .settings import airlock_settings
+
+SERVICE_NAME = "airlock"
+
+#: what the OAuth token handed to the airlock may do on the user's behalf
+OAUTH_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users:groups!user"]
+
+#: scopes a workspace token needs to upload to the airlock (Spawner.server_token_scopes)
+WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users:groups!user"]
+
+#: the service's own token: look up a user's groups, nothing more
+SERVICE_SCOPES = ["read:users:groups"]
+
+
+def airlock_service_spec(settings: Any) -> dict[str, Any]:
+    """The entry for ``c.JupyterHub.services``: a hub-managed airlock on loopback."""
+    conf = airlock_settings(settings)
+    command = [sys.executable, "-m", "ecluse", "airlock", "serve"]
+    if getattr(settings, "config_file", None):
+        command += ["--config", str(settings.config_file)]
+    command += ["--state-dir", str(settings.state_dir)]
+    return {
+        "name": SERVICE_NAME,
+        "display": True,
+        "info": {"description": "Export requests and output checking"},
+        "url": f"http://{conf.ip}:{conf.port}",
+        "command": command,
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": list(OAUTH_SCOPES),
+    }
+
+
+def airlock_roles(settings: Any | None = None) -> list[dict[str, Any]]:
+    """Roles for ``c.JupyterHub.load_roles``: the service's own, least privilege."""
+    return [
+        {
+            "name": "ecluse-airlock-service",
+            "description": "Airlock service: read users' hub groups (permissions)",
+            "scopes": list(SERVICE_SCOPES),
+            "services": [SERVICE_NAME],
+        }
+    ]

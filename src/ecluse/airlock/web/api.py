@@ -1,0 +1,366 @@
+"""REST API of the airlock (``/services/airlock/api/v1/...``), JSON in and out.
+
+Thin handlers over :class:`~ecluse.airlock.service.AirlockService`; see
+``docs/airlock.md`` for the reference. Errors are
+``{"error": {"code", "status", "message"}}`` with the HTTP status of the
+domain exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from email.message import Message
+from typing import Any
+from urllib.parse import unquote
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from tornado import web
+
+from ..errors import InvalidInput, TooLarge
+from ..rules import FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
+from ..storage import StagingWriter
+from .base import BaseHandler
+
+REQ = r"(?P<request_id>[A-Za-z0-9_-]{1,40})"
+
+
+class APIHandler(BaseHandler):
+    api = True
+
+    def get_login_url(self) -> str:
+        raise web.HTTPError(401)
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except ValueError as e:
+            raise InvalidInput(f"body: not valid JSON ({e.msg} at position {e.pos})") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("body: expected a JSON object")
+        return data
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(data, ensure_ascii=False))
+
+
+class MeHandler(APIHandler):
+    async def get(self) -> None:
+        me = self.require_identity()
+        self.send(
+            {
+                "name": me.name,
+                "groups": sorted(me.groups),
+                "projects": sorted(p for p in self.service.projects if me.is_member(p)),
+                "output_checker": me.is_checker,
+                "staff": me.is_staff,
+            }
+        )
+
+
+class RulesHandler(APIHandler):
+    """The state machine as data (for the workspace extension and docs)."""
+
+    async def get(self) -> None:
+        self.require_identity()
+        self.send(
+            {
+                "states": [s.value for s in State],
+                "final_states": sorted(s.value for s in FINAL_STATES),
+                "transitions": [
+                    {
+                        "action": t.action.value, "from": t.source.value, "to": t.target.value,
+                        "actors": sorted(a.value for a in t.actors), "event": t.event,
+                    }
+                    for t in TRANSITIONS
+                ],
+                "verdicts": {
+                    v.value: {"approvable": ok, "needs_override_reason": reason}
+                    for v, (ok, reason) in VERDICT_RULES.items()
+                },
+                "required_approvals": self.service.settings.required_approvals,
+            }
+        )
+
+
+class RequestsHandler(APIHandler):
+    async def get(self) -> None:
+        me = self.require_identity()
+        try:
+            limit = int(self.get_query_argument("limit", "200"))
+        except ValueError:
+            raise InvalidInput("limit: expected an integer") from None
+        rows = await self.run(
+            self.service.list_requests, me,
+            scope=self.get_query_argument("scope", "mine"),
+            state=self.get_query_argument("state", None),
+            project=self.get_query_argument("project", None),
+            limit=limit,
+        )
+        self.send({"requests": rows})
+
+    async def post(self) -> None:
+        me = self.require_identity()
+        body = self.json_body()
+        unknown = set(body) - {"project", "title", "justification"}
+        if unknown:
+            raise InvalidInput(f"body: unknown field {sorted(unknown)[0]!r}")
+        data = await self.run(
+            self.service.create_request, me, project=body.get("project"),
+            title=body.get("title"), justification=body.get("justification"),
+        )
+        self.set_header("Location", self.request.path.rstrip("/") + "/" + data["id"])
+        self.send(data, 201)
+
+
+class RequestHandler(APIHandler):
+    async def get(self, request_id: str) -> None:
+        me = self.require_identity()
+        self.send(await self.run(self.service.get_request, me, request_id))
+
+
+class ActionHandler(APIHandler):
+    """POST .../submit | resubmit | withdraw | release  {"comment": "..."}"""
+
+    async def post(self, request_id: str, action: str) -> None:
+        me = self.require_identity()
+        body = self.json_body()
+        fn = {
+            "submit": self.service.submit,
+            "resubmit": self.service.resubmit,
+            "withdraw": self.service.withdraw,
+            "release": self.service.release,
+        }[action]
+        self.send(await self.run(fn, me, request_id, body.get("comment", "")))
+
+
+class ReviewHandler(APIHandler):
+    """POST .../reviews  {"decision", "comment", "overrides": {file name: reason}}"""
+
+    async def post(self, request_id: str) -> None:
+        me = self.require_identity()
+        body = self.json_body()
+        data = await self.run(
+            self.service.review, me, request_id, decision=body.get("decision"),
+            comment=body.get("comment", ""), overrides=body.get("overrides"),
+        )
+        self.send(data, 201)
+
+
+class FileContentHandler(APIHandler):
+    """GET .../files/<id>/content — released files for the requester, any for checkers."""
+
+    async def get(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        content = await self.run(self.service.open_file, me, request_id, int(file_id))
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(content.size))
+        self.set_header("X-Airlock-SHA256", content.sha256)
+        disposition = "attachment" if content.purpose == "download" else "inline"
+        self.set_header(
+            "Content-Disposition", f"{disposition}; filename*=UTF-8''{_rfc5987(content.name)}"
+        )
+        while True:
+            chunk = await self.run(next, content.chunks, None)
+            if chunk is None:
+                break
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
+
+def _rfc5987(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+@web.stream_request_body
+class FilesHandler(APIHandler):
+    """POST .../files — add a file, streamed to the staging area.
+
+    Either a raw body (``Content-Type: application/octet-stream``) with the
+    name in ``?filename=`` or an ``X-Filename`` header (percent-encoded UTF-8),
+    or ``multipart/form-data`` with one file part. DELETE ``?filename=`` removes
+    a file from the current version.
+    """
+
+    writer: StagingWriter | None = None
+    filename: str | None = None
+    _parser: MultipartParser | None = None
+    _upload_error: Exception | None = None
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.method != "POST":
+            self.request.connection.set_max_body_size(1024 * 1024)
+            return
+        me = self.require_identity()
+        conf = self.service.settings
+        ctype, params = parse_options_header(self.request.headers.get("Content-Type", ""))
+        request_id = self.path_kwargs["request_id"]
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > conf.max_file_bytes + 64 * 1024:
+            raise TooLarge(f"file: larger than the limit of {conf.max_file_bytes} bytes")
+        self.request.connection.set_max_body_size(conf.max_file_bytes + 64 * 1024)
+        if ctype == b"multipart/form-data":
+            boundary = params.get(b"boundary")
+            if not boundary:
+                raise InvalidInput("body: multipart/form-data without a boundary")
+            self._multipart = _MultipartFile(self)
+            self._parser = MultipartParser(boundary, self._multipart.callbacks())
+            # the name arrives with the part: pre-flight the request without it
+            await self.run(self.service.check_can_add_file, me, request_id, "pending.bin")
+        else:
+            name = self.get_query_argument("filename", None)
+            if name is None and self.request.headers.get("X-Filename"):
+                name = unquote(self.request.headers["X-Filename"], errors="strict")
+            if name is None:
+                raise InvalidInput(
+                    "filename: missing (give ?filename=, an X-Filename header or a "
+                    "multipart/form-data body)"
+                )
+            self.filename = await self.run(
+                self.service.check_can_add_file, me, request_id, name
+            )
+            self.writer = self.service.staging.writer(max_bytes=conf.max_file_bytes)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._upload_error is not None:
+            return
+        try:
+            if self._parser is not None:
+                self._parser.write(chunk)
+            elif self.writer is not None:
+                self.writer.write(chunk)
+        except Exception as e:  # reported from post() with its proper status
+            self._upload_error = e
+            if self.writer is not None:
+                self.writer.abort()
+
+    def on_finish(self) -> None:
+        if self.writer is not None and not self.writer.closed:
+            self.writer.abort()
+
+    def on_connection_close(self) -> None:
+        self.on_finish()
+
+    async def post(self, request_id: str) -> None:
+        me = self.require_identity()
+        if self._upload_error is not None:
+            raise self._upload_error
+        if self._parser is not None:
+            self._parser.finalize()
+            if self._upload_error is not None:
+                raise self._upload_error
+            if self.writer is None or self.filename is None:
+                raise InvalidInput("body: the multipart body has no file part with a filename")
+        assert self.writer is not None and self.filename is not None
+        sha, size = await self.run(self.writer.commit)
+        data = await self.run(self.service.attach_file, me, request_id, self.filename, sha, size)
+        self.send(data, 201)
+
+    async def delete(self, request_id: str) -> None:
+        me = self.require_identity()
+        name = self.get_query_argument("filename", None)
+        if name is None:
+            raise InvalidInput("filename: missing (?filename=NAME)")
+        await self.run(self.service.remove_file, me, request_id, name)
+        self.set_status(204)
+        self.finish()
+
+
+class _MultipartFile:
+    """Streams the first part that has a filename into the handler's staging writer."""
+
+    def __init__(self, handler: FilesHandler) -> None:
+        self.h = handler
+        self.headers: dict[str, str] = {}
+        self._field = b""
+        self._value = b""
+        self.active = False
+        self.done = False
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.part_begin,
+            "on_header_field": lambda d, s, e: self._acc("_field", d[s:e]),
+            "on_header_value": lambda d, s, e: self._acc("_value", d[s:e]),
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
+            "on_part_data": self.part_data,
+            "on_part_end": self.part_end,
+        }
+
+    def _acc(self, attr: str, data: bytes) -> None:
+        setattr(self, attr, getattr(self, attr) + data)
+
+    def part_begin(self) -> None:
+        self.headers = {}
+        self.active = False
+
+    def header_end(self) -> None:
+        self.headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
+        self._field = self._value = b""
+
+    def headers_finished(self) -> None:
+        if self.done:
+            return
+        disp = Message()
+        disp["content-disposition"] = self.headers.get("content-disposition", "")
+        filename = disp.get_param("filename", header="content-disposition")
+        if filename is None:
+            return
+        if isinstance(filename, tuple):  # RFC 2231 encoded
+            filename = filename[2]
+        filename = _strip_quotes(str(filename))
+        me = self.h.require_identity()
+        self.h.filename = self.h.service.check_can_add_file(
+            me, self.h.path_kwargs["request_id"], filename
+        )
+        self.h.writer = self.h.service.staging.writer(
+            max_bytes=self.h.service.settings.max_file_bytes
+        )
+        self.active = True
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.active and self.h.writer is not None:
+            self.h.writer.write(data[start:end])
+
+    def part_end(self) -> None:
+        if self.active:
+            self.active = False
+            self.done = True
+
+
+def _strip_quotes(v: str) -> str:
+    return re.sub(r'^"(.*)"$', r"\1", v)
+
+
+class NotFoundAPI(APIHandler):
+    async def get(self, *args: Any) -> None:
+        raise web.HTTPError(404, "no such API endpoint")
+
+    post = put = delete = get
+
+
+def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]:
+    base = prefix.rstrip("/") + "/api/v1"
+    return [
+        (base + r"/me", MeHandler),
+        (base + r"/rules", RulesHandler),
+        (base + r"/requests/?", RequestsHandler),
+        (base + rf"/requests/{REQ}", RequestHandler),
+        (base + rf"/requests/{REQ}/files", FilesHandler),
+        (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/content", FileContentHandler),
+        (base + rf"/requests/{REQ}/reviews", ReviewHandler),
+        (
+            base + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release)",
+            ActionHandler,
+        ),
+        (base + r"/.*", NotFoundAPI),
+    ]

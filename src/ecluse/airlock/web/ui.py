@@ -1,0 +1,159 @@
+"""Server-rendered pages: the checkers' queue, request pages, review forms.
+
+Pages need the hub OAuth cookie (``@web.authenticated`` redirects to the hub
+login); forms carry tornado's ``_xsrf`` field. Every page and form calls the
+same service methods as the REST API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+from ..errors import InvalidInput
+from ..preview import table_preview, text_excerpt
+from ..rules import State
+from .base import BaseHandler
+
+REQ = r"(?P<request_id>[A-Za-z0-9_-]{1,40})"
+
+
+class PageHandler(BaseHandler):
+    def url(self, *parts: str) -> str:
+        return url_path_join(self.settings["airlock_prefix"], *parts)
+
+
+class HomeHandler(PageHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        me = self.require_identity()
+        queue = []
+        if me.is_checker:
+            queue = await self.run(self.service.list_requests, me, scope="review")
+        mine = await self.run(self.service.list_requests, me, scope="mine")
+        project = await self.run(self.service.list_requests, me, scope="project")
+        mine_ids = {r["id"] for r in mine}
+        project = [r for r in project if r["id"] not in mine_ids]
+        recent = []
+        if me.is_checker or me.is_staff:
+            recent = await self.run(self.service.list_requests, me, scope="all", limit=50)
+        self.finish(
+            self.render_template(
+                "home.html", queue=queue, mine=mine, project=project, recent=recent
+            )
+        )
+
+
+class RequestPage(PageHandler):
+    @web.authenticated
+    async def get(self, request_id: str) -> None:
+        me = self.require_identity()
+        req = await self.run(self.service.get_request, me, request_id)
+        previews: dict[int, Any] = {}
+        can_read = "checker" in req["your_roles"] and req["state"] != State.DRAFT.value
+        if can_read:
+            for f in req["files"]:
+                previews[f["id"]] = await self.run(self._preview, me, request_id, f)
+        self.finish(
+            self.render_template(
+                "request.html", req=req, previews=previews, can_read=can_read,
+                flash=self.get_query_argument("flash", ""),
+            )
+        )
+
+    def _preview(self, me: Any, request_id: str, f: dict[str, Any]) -> dict[str, Any]:
+        path, info = self.service.staged_path(me, request_id, f["id"])
+        rows = self.service.settings.preview_rows
+        table = table_preview(path, info["name"], info["format"], info["findings"], rows)
+        if table is not None:
+            return {"table": table}
+        if info["name"].lower().endswith((".txt", ".md", ".json", ".jsonl", ".log", ".tex")):
+            return {"text": text_excerpt(path)}
+        return {}
+
+
+class ReviewForm(PageHandler):
+    @web.authenticated
+    async def post(self, request_id: str) -> None:
+        me = self.require_identity()
+        decision = self.get_body_argument("decision", "")
+        comment = self.get_body_argument("comment", "")
+        overrides = {}
+        for key in self.request.body_arguments:
+            if key.startswith("override:"):
+                reason = self.get_body_argument(key, "").strip()
+                if reason:
+                    overrides[key[len("override:"):]] = reason
+        await self.run(
+            self.service.review, me, request_id, decision=decision, comment=comment,
+            overrides=overrides,
+        )
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"recorded: {decision}"))
+
+
+class ActionForm(PageHandler):
+    @web.authenticated
+    async def post(self, request_id: str, action: str) -> None:
+        me = self.require_identity()
+        fn = {
+            "submit": self.service.submit,
+            "resubmit": self.service.resubmit,
+            "withdraw": self.service.withdraw,
+            "release": self.service.release,
+        }.get(action)
+        if fn is None:  # pragma: no cover - the route restricts it
+            raise InvalidInput(f"unknown action {action}")
+        await self.run(fn, me, request_id, self.get_body_argument("comment", ""))
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"done: {action}"))
+
+
+class DownloadPage(PageHandler):
+    @web.authenticated
+    async def get(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        content = await self.run(self.service.open_file, me, request_id, int(file_id))
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(content.size))
+        self.set_header(
+            "Content-Disposition", f"attachment; filename*=UTF-8''{quote(content.name, safe='')}"
+        )
+        while True:
+            chunk = await self.run(next, content.chunks, None)
+            if chunk is None:
+                break
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
+
+class OAuthCallback(HubOAuthCallbackHandler):
+    """Completes the hub OAuth flow with the service's own HubOAuth instance."""
+
+    @property
+    def hub_auth(self):  # type: ignore[override]
+        return self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, value: Any) -> None:  # pragma: no cover
+        pass
+
+
+class NotFoundPage(PageHandler):
+    async def get(self, *args: Any) -> None:
+        raise web.HTTPError(404, "page not found")
+
+
+def ui_handlers(prefix: str) -> list[tuple]:
+    p = prefix.rstrip("/")
+    return [
+        (p + r"/?", HomeHandler),
+        (p + r"/oauth_callback", OAuthCallback),
+        (p + rf"/requests/{REQ}", RequestPage),
+        (p + rf"/requests/{REQ}/review", ReviewForm),
+        (p + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release)", ActionForm),
+        (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/download", DownloadPage),
+    ]

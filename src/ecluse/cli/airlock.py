@@ -1,0 +1,75 @@
+"""``ecluse airlock serve | migrate | list``: thin entry points over the airlock."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from ..config import load_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("airlock", help="the export airlock service")
+    p.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
+    p.add_argument("--state-dir", help="state directory (overrides the config)")
+    asub = p.add_subparsers(dest="airlock_command", metavar="ACTION")
+    asub.required = True
+    s = asub.add_parser("serve", help="run the service (started by the hub as a managed service)")
+    s.set_defaults(func=cmd_serve)
+    m = asub.add_parser("migrate", help="bring the airlock database to the latest schema")
+    m.set_defaults(func=cmd_migrate)
+    ls = asub.add_parser("list", help="list requests (as staff)")
+    ls.add_argument("--state", help="only requests in this state")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(func=cmd_list)
+    for q in (s, m, ls):  # also accept the options after the action
+        q.add_argument("--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        q.add_argument(
+            "--state-dir", dest="state_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+
+
+def _settings(args: argparse.Namespace):
+    return load_settings(args.config, state_dir=args.state_dir)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..airlock.service import AirlockService
+    from ..airlock.settings import airlock_settings
+    from ..airlock.web.app import bind_address, serve
+
+    settings = _settings(args)
+    conf = airlock_settings(settings)
+    service = AirlockService.from_settings(settings)
+    ip, port = bind_address(conf.ip, conf.port)
+    asyncio.run(serve(service, ip=ip, port=port, state_dir=settings.state_dir))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ..airlock import db
+    from ..airlock.settings import airlock_settings
+
+    settings = _settings(args)
+    engine = db.make_engine(airlock_settings(settings).resolved_database_url(settings.state_dir))
+    db.upgrade(engine)
+    print(f"airlock database at revision {db.current_revision(engine)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ..airlock.service import AirlockService
+    from ..airlock.settings import airlock_settings
+
+    settings = _settings(args)
+    service = AirlockService.from_settings(settings)
+    conf = airlock_settings(settings)
+    staff = service.identity("ecluse-cli", [conf.staff_group])
+    for r in service.list_requests(staff, scope="all", state=args.state, limit=1000):
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            print(f"{r['id']}  {r['state']:<18} {r['project']:<16} {r['requester']:<12} "
+                  f"{r['title']}")
+    return 0
