@@ -1,0 +1,64 @@
+"""Sandboxes: run a command in project P's isolated environment as user U.
+
+>>> from ecluse.sandbox import get_backend, SandboxSpec, UserIdentity
+>>> sandbox = get_backend(settings)
+>>> state = await sandbox.start(SandboxSpec(project, UserIdentity("alice", 5001, 5001),
+...                                         ["jupyterhub-singleuser"], port=8888,
+...                                         allowed_ports=[8081]))
+>>> await sandbox.poll(state)      # None while running
+>>> await sandbox.stop(state)
+
+Backends: ``local`` (bubblewrap + network namespace + cgroups, this host),
+``docker`` and ``kubernetes`` (translate the same specification into a
+DockerSpawner container spec / a KubeSpawner pod spec and manifests). See
+docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .base import (
+    Mount,
+    ProjectPaths,
+    RunResult,
+    Sandbox,
+    SandboxError,
+    SandboxSpec,
+    UserIdentity,
+)
+
+BACKENDS = {
+    "local": "ecluse.sandbox.local:LocalSandbox",
+    "docker": "ecluse.sandbox.docker:DockerSandbox",
+    "kubernetes": "ecluse.sandbox.kubernetes:KubernetesSandbox",
+}
+
+
+def backend_class(name: str) -> type[Sandbox]:
+    """The backend class for ``name`` (``local``, ``docker``, ``kubernetes``)."""
+    try:
+        module, cls = BACKENDS[name].split(":")
+    except KeyError:
+        raise SandboxError(f"unknown sandbox backend {name!r}; expected one of "
+                           + ", ".join(BACKENDS)) from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_backend(settings: Any, **kwargs: Any) -> Sandbox:
+    """The backend chosen by ``settings.sandbox.backend``, configured from ``settings``."""
+    return backend_class(settings.sandbox.backend)(settings=settings, **kwargs)
+
+
+__all__ = [
+    "Mount",
+    "ProjectPaths",
+    "RunResult",
+    "Sandbox",
+    "SandboxError",
+    "SandboxSpec",
+    "UserIdentity",
+    "backend_class",
+    "get_backend",
+]

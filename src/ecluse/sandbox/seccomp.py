@@ -1,0 +1,150 @@
+"""A small seccomp filter for local sandboxes (defence in depth).
+
+The sandboxed user has no capabilities, so most dangerous system calls fail
+anyway; this filter makes them fail *before* the kernel looks further, and
+closes the ones an unprivileged process may use to widen the kernel attack
+surface: new namespaces (user namespaces in particular), ``ptrace``,
+``process_vm_*``, ``mount`` and the new mount API, ``bpf``,
+``perf_event_open``, ``userfaultfd``, ``io_uring``, keyrings, kernel modules,
+``kexec``. A denied call returns ``EPERM`` (``clone3`` returns ``ENOSYS`` so
+that the C library falls back to ``clone``, whose flags the filter checks).
+A foreign architecture (e.g. 32-bit calls on x86-64) is killed.
+
+The program is raw classic BPF, built here without libseccomp, and handed
+to bubblewrap with ``--seccomp FD``.
+"""
+
+from __future__ import annotations
+
+import errno
+import platform
+import struct
+
+# BPF opcodes
+LD_W_ABS = 0x20
+JEQ_K = 0x15
+JGE_K = 0x35
+JSET_K = 0x45
+RET_K = 0x06
+
+RET_ALLOW = 0x7FFF0000
+RET_KILL_PROCESS = 0x80000000
+RET_ERRNO = 0x00050000
+
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+
+CLONE_NS_FLAGS = (
+    0x00020000  # NEWNS
+    | 0x02000000  # NEWCGROUP
+    | 0x04000000  # NEWUTS
+    | 0x08000000  # NEWIPC
+    | 0x10000000  # NEWUSER
+    | 0x20000000  # NEWPID
+    | 0x40000000  # NEWNET
+    | 0x00000080  # NEWTIME
+)
+
+# name -> (x86_64, aarch64); None where the call does not exist
+DENIED = {
+    "ptrace": (101, 117),
+    "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271),
+    "mount": (165, 40),
+    "umount2": (166, 39),
+    "pivot_root": (155, 41),
+    "chroot": (161, 51),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "open_tree": (428, 428),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "fspick": (433, 433),
+    "mount_setattr": (442, 442),
+    "bpf": (321, 280),
+    "perf_event_open": (298, 241),
+    "userfaultfd": (323, 282),
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "keyctl": (250, 219),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "init_module": (175, 105),
+    "finit_module": (313, 273),
+    "delete_module": (176, 106),
+    "kexec_load": (246, 104),
+    "kexec_file_load": (320, 294),
+    "reboot": (169, 142),
+    "swapon": (167, 224),
+    "swapoff": (168, 225),
+    "acct": (163, 89),
+    "open_by_handle_at": (304, 265),
+    "name_to_handle_at": (303, 264),
+    "quotactl": (179, 60),
+    "syslog": (103, 116),
+    "settimeofday": (164, 170),
+    "clock_settime": (227, 112),
+    "adjtimex": (159, 171),
+    "sethostname": (170, 161),
+    "setdomainname": (171, 162),
+    "iopl": (172, None),
+    "ioperm": (173, None),
+    "lookup_dcookie": (212, 18),
+    "vhangup": (153, 58),
+}
+CLONE = {"x86_64": 56, "aarch64": 220}
+CLONE3 = 435
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("<HBBI", code, jt, jf, k)
+
+
+def build(arch: str | None = None) -> bytes:
+    """The filter for ``arch`` (default: this machine) as bytes for bubblewrap."""
+    arch = arch or platform.machine()
+    if arch not in AUDIT_ARCH:
+        raise ValueError(f"no seccomp filter for architecture {arch!r}")
+    col = 0 if arch == "x86_64" else 1
+    denied = sorted({nrs[col] for nrs in DENIED.values() if nrs[col] is not None})
+
+    # Layout: header, per-denied-number jumps, clone check, returns.
+    prog: list[tuple[int, int, int, int] | tuple[str, ...]] = []
+    prog.append((LD_W_ABS, 0, 0, 4))  # arch
+    prog.append((JEQ_K, 1, 0, AUDIT_ARCH[arch]))
+    prog.append((RET_K, 0, 0, RET_KILL_PROCESS))
+    prog.append((LD_W_ABS, 0, 0, 0))  # syscall number
+    if arch == "x86_64":
+        prog.append(("jge_eperm", 0x40000000))  # x32 ABI
+    prog.append(("jeq_enosys", CLONE3))
+    for nr in denied:
+        prog.append(("jeq_eperm", nr))
+    prog.append((JEQ_K, 1, 0, CLONE[arch]))  # clone: look at its flags
+    prog.append(("ret_allow",))
+    prog.append((LD_W_ABS, 0, 0, 16))  # low 32 bits of args[0]
+    prog.append(("jset_eperm", CLONE_NS_FLAGS))
+    prog.append(("ret_allow",))
+    # the shared return block
+    n = len(prog)
+    ret_eperm, ret_enosys = n, n + 1
+    out = b""
+    for i, ins in enumerate(prog):
+        if isinstance(ins[0], int):
+            out += _insn(*ins)  # type: ignore[arg-type]
+            continue
+        kind = ins[0]
+        if kind == "ret_allow":
+            out += _insn(RET_K, 0, 0, RET_ALLOW)
+            continue
+        target = ret_enosys if kind == "jeq_enosys" else ret_eperm
+        off = target - i - 1
+        if off > 255:
+            raise ValueError("seccomp program too long for short jumps")
+        code = {"jeq_eperm": JEQ_K, "jeq_enosys": JEQ_K, "jge_eperm": JGE_K,
+                "jset_eperm": JSET_K}[kind]
+        out += _insn(code, off, 0, ins[1])
+    out += _insn(RET_K, 0, 0, RET_ERRNO | errno.EPERM)
+    out += _insn(RET_K, 0, 0, RET_ERRNO | errno.ENOSYS)
+    return out
