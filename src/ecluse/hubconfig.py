@@ -79,8 +79,13 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = max(1, len(settings.projects))
     c.JupyterHub.redirect_to_server = False
+    c.JupyterHub.template_paths = [str(Path(__file__).parent / "hub" / "templates")]
     c.JupyterHub.template_vars = {
         "announcement_login": "Écluse — sign in with your hospital account.",
+        "ecluse_projects": {
+            slug: {"title": p.title, "datasets": [d.name for d in p.datasets]}
+            for slug, p in settings.projects.items()
+        },
     }
 
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"

@@ -11,8 +11,7 @@ import requests
 
 from ecluse.auth import NO_PROJECT_MESSAGE, EcluseAuthenticator
 from ecluse.config import load_settings
-
-from ..conftest import HubClient
+from ecluse.testing import HubClient
 
 
 def test_login_form_then_groups_through_rest_api(hub_client, ldap_passwords):

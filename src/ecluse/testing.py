@@ -1,0 +1,122 @@
+"""Helpers shared by the test suite and the benchmarks (no test framework imports).
+
+* :func:`write_config` — an ``ecluse.yaml`` + ``projects.yaml`` pair for a
+  given slapd, with free loopback ports and short LDAP timeouts;
+* :class:`HubClient` — a browser-like hub client: HTML login form, cookies,
+  API tokens, REST calls.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import requests
+import yaml
+
+from .ldapserver import EmbeddedSlapd, free_port
+
+
+def write_config(
+    directory: Path, slapd: EmbeddedSlapd, *, overrides: dict | None = None
+) -> Path:
+    """An ecluse.yaml/projects.yaml pair for tests (free ports, short timeouts)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data_root = directory / "data"
+    projects = {
+        "projects": {
+            "cardio-los": {
+                "title": "Cardiac LOS",
+                "ldap_group": "proj-cardio-los",
+                "datasets": [{"name": "stays", "path": str(data_root / "cardio-los")}],
+                "quota": {"cpu": 1, "memory": "1G", "disk": "1G", "dask_workers": 1},
+                "disclosure": {"threshold": 11},
+            },
+            "air-quality": {
+                "title": "Air quality",
+                "ldap_group": "proj-air-quality",
+                "datasets": [{"name": "admissions", "path": str(data_root / "air-quality")}],
+            },
+        }
+    }
+    config = {
+        "state_dir": str(directory / "state"),
+        "projects_file": "projects.yaml",
+        "hub": {
+            "ip": "127.0.0.1",
+            "port": free_port(),
+            "public_url": "http://127.0.0.1",
+            "hub_port": free_port(),
+            "proxy_api_port": free_port(),
+            "auth_refresh_age": 300,
+            "spawner": "simple",
+        },
+        "ldap": {
+            "embedded": False,
+            "uri": slapd.uri,
+            "security": "none",
+            "base_dn": slapd.base_dn,
+            "bind_dn": slapd.service_dn,
+            "bind_password_env": None,
+            "bind_password_file": str(directory / "ldap-service-password"),
+            "user_search_base": f"ou=people,{slapd.base_dn}",
+            "group_search_base": f"ou=groups,{slapd.base_dn}",
+            "connect_timeout": 1,
+            "receive_timeout": 1,
+        },
+        "sandbox": {"idle_timeout": 0},
+    }
+    for key, value in (overrides or {}).items():
+        target = config
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[last] = value
+    pw = directory / "ldap-service-password"
+    pw.write_text(slapd.service_password)
+    pw.chmod(0o600)
+    (directory / "projects.yaml").write_text(yaml.safe_dump(projects))
+    path = directory / "ecluse.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class HubClient:
+    """A browser-like client of the hub: HTML login form, cookies, tokens."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+
+    def login(self, username: str, password: str) -> requests.Response:
+        page = self.session.get(f"{self.base_url}/hub/login", timeout=30)
+        m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert m, "login form has no _xsrf field"
+        return self.session.post(
+            f"{self.base_url}/hub/login",
+            data={"_xsrf": m.group(1), "username": username, "password": password},
+            allow_redirects=False,
+            timeout=60,
+        )
+
+    def new_token(self, username: str) -> str:
+        xsrf = self.session.cookies.get("_xsrf")
+        r = self.session.post(
+            f"{self.base_url}/hub/api/users/{username}/tokens",
+            json={"note": "test", "expires_in": 600},
+            headers={"X-XSRFToken": xsrf or ""},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def api(self, method: str, path: str, token: str, **kw) -> requests.Response:
+        return requests.request(
+            method,
+            f"{self.base_url}/hub/api{path}",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+            **kw,
+        )
+
+
