@@ -1,0 +1,88 @@
+"""``ecluse check PATH... [--policy FILE | --project SLUG [--config FILE]] [--json]``.
+
+Exit status: 0 when every file passes, 1 when any is fail/block/review,
+2 on a usage error (missing path, bad policy file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from ..config import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="check research outputs for disclosure risks",
+        description="Judge each file: pass, fail (disclosive aggregate), block (row-level data) "
+        "or review (cannot be judged automatically). Exit 0 when all pass, 1 otherwise.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to check")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--policy", metavar="FILE",
+                     help="YAML file of disclosure policy values (DisclosurePolicy fields)")
+    src.add_argument("--project", metavar="SLUG",
+                     help="use this project's effective policy from the deployment config")
+    p.add_argument("--config", metavar="FILE",
+                   help="deployment config for --project (default: $ECLUSE_CONFIG or "
+                   "config/ecluse.yaml)")
+    p.add_argument("--json", action="store_true", help="print the machine-readable report")
+    p.set_defaults(func=cmd_check)
+
+
+def _policy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ..sdc.policy import DisclosurePolicy
+
+    if args.policy:
+        path = Path(args.policy)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read the policy file: {e}") from None
+        if isinstance(data, dict) and "disclosure" in data and isinstance(data["disclosure"], dict):
+            data = data["disclosure"]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of policy values")
+        try:
+            return DisclosurePolicy.model_validate(data)
+        except ValidationError as e:
+            msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+                             for err in e.errors())
+            raise ConfigError(f"{path}: {msgs}") from None
+    if args.project:
+        from ..config import load_settings
+
+        settings = load_settings(args.config)
+        if args.project not in settings.projects:
+            raise ConfigError(f"{settings.config_file}: no project {args.project!r} "
+                              f"(known: {', '.join(sorted(settings.projects)) or 'none'})")
+        return settings.policy_for(args.project)
+    if args.config:
+        from ..config import load_settings
+
+        return load_settings(args.config).disclosure
+    return DisclosurePolicy()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..sdc import check_paths
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print(f"ecluse check: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    policy = _policy(args)
+    report = check_paths(args.paths, policy)
+    if args.json:
+        print(json.dumps({"files": [f.to_dict() for f in report.files]}, indent=2,
+                         ensure_ascii=False, default=str))
+    else:
+        print(report.render())
+    return 0 if report.verdict == "pass" else 1

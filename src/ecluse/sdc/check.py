@@ -1,0 +1,134 @@
+"""Check files: the library entry points the airlock and ``ecluse check`` call.
+
+:func:`check_file` never raises for bad input: whatever goes wrong while
+reading becomes a ``reader-error`` finding and the file goes to ``review``.
+A file is ``pass`` only when a table or array was judged and nothing was
+found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .archive import read_gzip, read_zip
+from .other import read_notebook, read_text, read_xarray
+from .policy import DisclosurePolicy
+from .readers import (
+    Ctx,
+    read_csv,
+    read_excel,
+    read_html,
+    read_json,
+    read_jsonl,
+    read_parquet,
+)
+from .report import FileReport, Report, Severity
+from .rules import finding
+from .sniff import sniff
+
+log = logging.getLogger(__name__)
+
+#: formats that cannot be judged automatically, with the reason shown
+UNJUDGEABLE = {
+    "image": "image: a person must look at it",
+    "pdf": "PDF document: a person must read it",
+    "office": "office document: a person must read it",
+    "archive-other": "archive format that is not opened (only zip and gzip are)",
+    "database": "database file: may hold row-level data; a person must look",
+    "dataset": "statistical dataset file (Stata/SPSS/Arrow…): usually row-level; a person must look",
+    "binary": "binary content of unknown format",
+    "directory": "a directory that is not a Zarr store",
+}
+
+
+def check_file(path: str | os.PathLike[str], policy: DisclosurePolicy | None = None, *,
+               display_name: str | None = None) -> FileReport:
+    """Check one file (or Zarr directory) and return its report. Never raises for bad input."""
+    policy = policy or DisclosurePolicy()
+    p = Path(path)
+    ctx = Ctx(policy=policy)
+    fmt = _dispatch(p, ctx)
+    return FileReport(path=display_name or str(path), format=fmt,
+                      verdict=FileReport.verdict_of(ctx.findings), findings=ctx.findings,
+                      policy=policy.model_dump(), details=ctx.details)
+
+
+def check_paths(paths: Iterable[str | os.PathLike[str]],
+                policy: DisclosurePolicy | None = None) -> Report:
+    """Check files; directories are walked (a Zarr store is one unit)."""
+    policy = policy or DisclosurePolicy()
+    report = Report()
+    for path in paths:
+        for p in _expand(Path(path)):
+            report.files.append(check_file(p, policy))
+    return report
+
+
+def _expand(p: Path) -> list[Path]:
+    if not p.is_dir() or (p / ".zgroup").exists() or (p / "zarr.json").exists() or \
+            (p / ".zarray").exists():
+        return [p]
+    out: list[Path] = []
+    for child in sorted(p.iterdir()):
+        out.extend(_expand(child))
+    return out
+
+
+def _dispatch(path: Path, ctx: Ctx) -> str:
+    """Sniff and read ``path`` into ``ctx``; returns the format name."""
+    fmt = "unknown"
+    try:
+        if not path.exists():
+            ctx.add(finding("reader-error", "file not found", **ctx.base))
+            return fmt
+        if path.is_file() and path.stat().st_size > ctx.policy.max_file_bytes:
+            ctx.add(finding("file-too-large", f"{path.stat().st_size} bytes, more than "
+                            f"{ctx.policy.max_file_bytes}: not read", **ctx.base))
+            return fmt
+        sn = sniff(path)
+        fmt = sn.format
+        if fmt in UNJUDGEABLE:
+            msg = UNJUDGEABLE[fmt]
+            if sn.detail and sn.detail not in msg:
+                msg = f"{sn.detail}: {msg}"
+            ctx.add(finding("unjudgeable-format", msg, **ctx.base))
+        elif fmt == "empty":
+            ctx.add(finding("empty-file", "empty file", **ctx.base))
+        elif fmt == "csv":
+            read_csv(path, sn, ctx)
+        elif fmt == "parquet":
+            read_parquet(path, ctx)
+        elif fmt == "excel":
+            read_excel(path, ctx)
+        elif fmt == "json":
+            read_json(path, ctx)
+        elif fmt == "jsonl":
+            read_jsonl(path, ctx)
+        elif fmt == "notebook":
+            read_notebook(path, ctx)
+        elif fmt in ("netcdf", "zarr"):
+            read_xarray(path, fmt, sn.detail, ctx)
+        elif fmt == "zip":
+            read_zip(path, ctx, _dispatch)
+        elif fmt == "gzip":
+            read_gzip(path, ctx, _dispatch)
+        elif fmt == "html":
+            read_html(path, sn, ctx)
+        elif fmt == "text":
+            read_text(path, sn.encoding, ctx, sn.detail or "plain text")
+        else:  # pragma: no cover - sniff returns only the formats above
+            ctx.add(finding("unjudgeable-format", f"format {fmt!r} is not checked", **ctx.base))
+    except MemoryError:
+        ctx.add(finding("reader-error", "out of memory while reading", **ctx.base))
+    except RecursionError:
+        ctx.add(finding("reader-error", "structure nested too deeply to read", **ctx.base))
+    except Exception as e:  # noqa: BLE001 - fail closed: any reader error goes to review
+        log.debug("reader error on %s", path, exc_info=True)
+        ctx.add(finding("reader-error", f"cannot read as {fmt}: {type(e).__name__}: "
+                        f"{str(e)[:300]}", **ctx.base))
+    if ctx.judged == 0 and not any(f.severity != Severity.INFO for f in ctx.findings):
+        ctx.add(finding("ambiguous-layout", "nothing in this file could be judged", **ctx.base))
+    return fmt

@@ -1,0 +1,457 @@
+"""Readers of tabular formats: CSV/TSV, Parquet, Excel, JSON / JSON Lines, HTML.
+
+Small files are read whole. Large CSV and Parquet files are judged in two
+steps so memory stays bounded: the first rows (the *head*) decide what each
+column is (:func:`~ecluse.sdc.analyze.analyze_table`), then the whole file is
+streamed batch by batch (``pyarrow.csv.open_csv`` / ``ParquetFile.iter_batches``)
+converting only the columns the checks need: counts and statistics are checked
+on every row, rows are counted, and a parse error anywhere is a finding.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .analyze import MAX_LOCATIONS, Profile, analyze_table
+from .policy import DisclosurePolicy
+from .report import Finding
+from .rules import finding
+from .sniff import Sniffed
+from .table import Table, detect_decimal_comma, from_frame, grid_to_table, parse_numbers
+
+#: files up to this size are read whole
+SMALL_BYTES = 8 * 1024 * 1024
+#: bytes of a large CSV read as its head
+HEAD_BYTES = 4 * 1024 * 1024
+#: rows of a large Parquet / JSON Lines file read as its head
+HEAD_ROWS = 50_000
+#: JSON documents larger than this are not parsed
+MAX_JSON_BYTES = 512 * 1024 * 1024
+#: rows of one Excel sheet read (more rows are counted only)
+MAX_SHEET_ROWS = 200_000
+
+
+@dataclass
+class Ctx:
+    """What a reader needs and produces while checking one file."""
+
+    policy: DisclosurePolicy
+    depth: int = 0
+    base: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    judged: int = 0  # tables / arrays actually judged
+
+    def add(self, *fs: Finding) -> None:
+        self.findings.extend(fs)
+
+    def judge(self, t: Table) -> Profile:
+        t.base = {**self.base, **t.base}
+        fs, prof = analyze_table(t, self.policy)
+        self.findings.extend(fs)
+        self.judged += 1
+        return prof
+
+
+# ----------------------------------------------------------------- CSV
+
+
+def _decode_all(data: bytes, encoding: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252" if encoding != "latin-1" else "latin-1", errors="replace")
+
+
+def read_csv(path: Path, sn: Sniffed, ctx: Ctx) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        data = fh.read(SMALL_BYTES if size <= SMALL_BYTES else HEAD_BYTES)
+    partial = size > len(data)
+    if partial:
+        cut = data.rfind(b"\n")
+        data = data[: cut + 1] if cut > 0 else data
+    text = _decode_all(data, sn.encoding)
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=sn.sep))
+    decimal_comma = detect_decimal_comma(rows[:200], sn.sep)
+    t = grid_to_table(rows, base=dict(ctx.base), decimal_comma=decimal_comma)
+    if t is None:
+        ctx.add(finding("empty-file", "no cells in this CSV file", **ctx.base))
+        return
+    ctx.details.update(columns=len(t.names), delimiter=sn.sep, decimal_comma=decimal_comma)
+    if not partial:
+        ctx.details["rows"] = len(t.body)
+        ctx.judge(t)
+        return
+    prof = ctx.judge(t)
+    _stream_csv(path, sn, ctx, t, prof, decimal_comma)
+
+
+def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
+                decimal_comma: bool) -> None:
+    import pyarrow.csv as pcsv
+
+    skip = t.rownums[0] - 1 if t.rownums else 0
+    ncols = len(t.names)
+    names = [f"c{j}" for j in range(ncols)]
+    need = [] if prof.blocked else sorted(set(prof.count_cols) | set(prof.stat_cols))
+    enc = {"utf-8-sig": "utf8", "cp1252": "cp1252", "latin-1": "latin1"}.get(sn.encoding, "utf8")
+
+    def reader(as_text: bool) -> Any:
+        cols = [names[j] for j in need] or [names[0]]
+        types = {c: (pa.string() if as_text or not need else pa.float64()) for c in cols}
+        return pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(skip_rows=skip, column_names=names, encoding=enc,
+                                          block_size=16 * 1024 * 1024, use_threads=True),
+            parse_options=pcsv.ParseOptions(delimiter=sn.sep),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=cols, column_types=types, decimal_point="," if decimal_comma else ".",
+                strings_can_be_null=True, quoted_strings_can_be_null=True),
+        )
+
+    checker = _TailChecker(ctx, t, prof, head_rows=len(t.body))
+    try:
+        checker.run(_batches(reader(False)), need, as_text=False)
+    except pa.ArrowInvalid as e:
+        if "conversion" not in str(e).lower() and "convert" not in str(e).lower():
+            raise
+        checker = _TailChecker(ctx, t, prof, head_rows=len(t.body))
+        checker.run(_batches(reader(True)), need, as_text=True)
+    checker.finish(kind="CSV")
+
+
+def _batches(reader: Any) -> Iterator[pa.RecordBatch]:
+    yield from reader
+
+
+class _TailChecker:
+    """Checks of the rows beyond the head of a large table, batch by batch."""
+
+    def __init__(self, ctx: Ctx, t: Table, prof: Profile, head_rows: int):
+        self.ctx, self.t, self.prof, self.head_rows = ctx, t, prof, head_rows
+        self.rows = 0
+        self.small = self.zero = self.smalln = 0
+        self.locs: dict[str, list[Finding]] = {"small-count": [], "zero-count": [],
+                                                "small-n-statistic": []}
+        self.not_one = {j: False for j in prof.count_cols}
+
+    def run(self, batches: Any, need: list[int], as_text: bool) -> None:
+        pol = self.ctx.policy
+        first_row = self.t.rownums[0] if self.t.rownums else 1
+        for batch in batches:
+            n = batch.num_rows
+            start = self.rows
+            self.rows += n
+            if not need or start + n <= self.head_rows:
+                continue
+            lo = max(0, self.head_rows - start)
+            cols = {}
+            for k, j in enumerate(need):
+                arr = batch.column(k)
+                if as_text:
+                    v = parse_numbers(pd.Series(arr.to_pandas(), dtype=object),
+                                      self.t.decimal_comma).to_numpy()
+                else:
+                    v = arr.to_numpy(zero_copy_only=False)
+                cols[j] = v[lo:]
+            cnt = None
+            for j in self.prof.count_cols:
+                v = cols[j]
+                if self.prof.blocked:
+                    continue
+                sm = np.flatnonzero((v > 0) & (v < pol.threshold))
+                self._add("small-count", sm, j, start + lo, first_row, v,
+                          f"count below the threshold {pol.threshold}")
+                if pol.zeros_disclosive:
+                    self._add("zero-count", np.flatnonzero(v == 0), j, start + lo, first_row, v,
+                              "zero count (zeros are disclosive under this policy)")
+                if not self.not_one[j] and np.any(v[~np.isnan(v)] != 1):
+                    self.not_one[j] = True
+                cnt = v if cnt is None else np.fmin(cnt, v)
+            if cnt is not None and not self.prof.blocked:
+                for j in self.prof.stat_cols:
+                    has = ~np.isnan(cols[j])
+                    self._add("small-n-statistic", np.flatnonzero(has & (cnt < pol.threshold)), j,
+                              start + lo, first_row, cnt,
+                              f"{self.t.names[j]} computed on fewer units than {pol.threshold}")
+
+    def _add(self, rule: str, idx: np.ndarray, j: int, offset: int, first_row: int,
+             v: np.ndarray, msg: str) -> None:
+        if not len(idx):
+            return
+        lst = self.locs[rule]
+        setattr(self, _COUNTER[rule], getattr(self, _COUNTER[rule]) + len(idx))
+        for i in idx[: max(0, MAX_LOCATIONS - len(lst))]:
+            loc = {**self.t.base, "row": int(first_row + offset + i), "column": self.t.names[j]}
+            lst.append(finding(rule, f"{msg} (value {_num(v[i])})", **loc))
+
+    def finish(self, kind: str) -> None:
+        ctx, pol = self.ctx, self.ctx.policy
+        ctx.details["rows"] = self.rows
+        for rule, lst in self.locs.items():
+            ctx.add(*lst)
+            total = getattr(self, _COUNTER[rule])
+            if total > len(lst):
+                ctx.add(finding(rule, f"… and {total - len(lst)} more cells beyond the first "
+                                f"{self.head_rows} rows ({total} there in all)", **self.t.base))
+        if not self.prof.count_named and self.rows > pol.max_rows_aggregate and not any(
+                f.rule == "row-level" for f in ctx.findings):
+            ctx.add(finding("row-level", f"{self.rows} rows and no count column: more rows than "
+                            f"an aggregate may have ({pol.max_rows_aggregate})", **self.t.base))
+        for j, seen in self.not_one.items():
+            if not seen and len(self.prof.count_cols) == 1 and not self.prof.blocked:
+                head_vals = parse_numbers(self.t.body[j], self.t.decimal_comma).dropna()
+                if len(head_vals) and (head_vals == 1).all() and not any(
+                        f.rule == "count-all-ones" for f in ctx.findings):
+                    ctx.add(finding("count-all-ones", f"count column {self.t.names[j]!r} is 1 on "
+                                    f"all {self.rows} rows", **self.t.base))
+        ctx.add(finding("sampled", f"{kind} of {self.rows} rows: identifiers, labels and distinct "
+                        f"rows judged on the first {self.head_rows} rows; counts and statistics "
+                        "checked on every row", **self.t.base))
+
+
+_COUNTER = {"small-count": "small", "zero-count": "zero", "small-n-statistic": "smalln"}
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# ----------------------------------------------------------------- Parquet
+
+
+def read_parquet(path: Path, ctx: Ctx) -> None:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    n = pf.metadata.num_rows
+    ctx.details.update(rows=n, columns=pf.metadata.num_columns, row_groups=pf.num_row_groups)
+    if n == 0:
+        ctx.add(finding("empty-file", "Parquet file without rows", **ctx.base))
+        return
+    head = next(pf.iter_batches(batch_size=HEAD_ROWS)).to_pandas(ignore_metadata=True)
+    t = from_frame(head, base=dict(ctx.base), declared_rows=n if n > len(head) else None)
+    prof = ctx.judge(t)
+    if n <= len(head):
+        return
+    checker = _TailChecker(ctx, t, prof, head_rows=len(head))
+    if prof.blocked:
+        # never releasable whatever the rest holds; the row count is in the footer
+        checker.rows = n
+        checker.finish(kind="Parquet")
+        return
+    need = sorted(set(prof.count_cols) | set(prof.stat_cols))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        # every column is read: a file may only pass once all of it was decoded
+        for b in pf.iter_batches(batch_size=262_144):
+            arrays = [_as_float(b.column(j)) for j in need]
+            yield (pa.RecordBatch.from_arrays(arrays, names=[f"c{j}" for j in need]) if need
+                   else pa.RecordBatch.from_pydict({"_": pa.nulls(b.num_rows)}))
+
+    checker.run(batches(), need, as_text=False)
+    checker.finish(kind="Parquet")
+
+
+def _as_float(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return pa.array(arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False))
+    return pa.array(parse_numbers(arr.to_pandas()).to_numpy())
+
+
+# ----------------------------------------------------------------- Excel
+
+
+def read_excel(path: Path, ctx: Ctx) -> None:
+    import openpyxl
+
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    media = [n for n in names if n.startswith(("xl/media/", "xl/charts/", "xl/embeddings/"))]
+    if media:
+        ctx.add(finding("unjudgeable-format", f"workbook embeds {len(media)} images, charts or "
+                        "objects that a person must look at", **ctx.base))
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        sheets = []
+        for ws in wb.worksheets:
+            state = getattr(ws, "sheet_state", "visible")
+            sheets.append({"name": ws.title, "state": state})
+            base = {**ctx.base, "sheet": ws.title}
+            if state != "visible":
+                ctx.add(finding("hidden-sheet", f"sheet {ws.title!r} is {state}; it was checked "
+                                "like the others", **base))
+            rows: list[list[Any]] = []
+            extra = 0
+            for r in ws.iter_rows(min_row=1, min_col=1, values_only=True):
+                if len(rows) < MAX_SHEET_ROWS:
+                    rows.append(list(r))
+                else:
+                    extra += 1
+            t = grid_to_table(rows, base=base, excel=True,
+                              declared_rows=len(rows) + extra if extra else None)
+            if t is None:
+                continue
+            ctx.judge(t)
+        for cs in getattr(wb, "chartsheets", []):
+            ctx.add(finding("unjudgeable-format", f"chart sheet {cs.title!r} must be looked at",
+                            **{**ctx.base, "sheet": cs.title}))
+        ctx.details["sheets"] = sheets
+    finally:
+        wb.close()
+    if ctx.judged == 0 and not ctx.findings:
+        ctx.add(finding("empty-file", "workbook without any filled cell", **ctx.base))
+
+
+# ----------------------------------------------------------------- JSON
+
+
+def read_json(path: Path, ctx: Ctx) -> None:
+    if path.stat().st_size > MAX_JSON_BYTES:
+        ctx.add(finding("file-too-large", f"JSON document over {MAX_JSON_BYTES} bytes is not "
+                        "parsed", **ctx.base))
+        return
+    with open(path, "rb") as fh:
+        doc = json.load(fh)
+    found = 0
+    for where, frame in _json_tables(doc, "$"):
+        base = dict(ctx.base)
+        if where != "$":
+            base["table"] = where
+        ctx.judge(from_frame(frame, base=base))
+        found += 1
+    if not found:
+        ctx.add(finding("free-text", "JSON document without a table: a person must read it",
+                        **ctx.base))
+
+
+def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd.DataFrame]]:
+    if depth > 6:
+        return
+    if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
+        yield where, pd.json_normalize(doc, max_level=1)
+        return
+    if isinstance(doc, list) and doc and all(isinstance(r, list) for r in doc):
+        width = max(len(r) for r in doc)
+        if width and all(not isinstance(c, dict | list) for r in doc for c in r):
+            yield where, pd.DataFrame([r + [None] * (width - len(r)) for r in doc])
+            return
+    if isinstance(doc, dict):
+        if "columns" in doc and "data" in doc and isinstance(doc["data"], list):
+            try:
+                yield where, pd.DataFrame(doc["data"], columns=doc["columns"],
+                                          index=doc.get("index"))
+                return
+            except (ValueError, TypeError):
+                pass
+        if "schema" in doc and "data" in doc and isinstance(doc["data"], list):
+            yield where, pd.json_normalize(doc["data"], max_level=1)
+            return
+        vals = list(doc.values())
+        if vals and all(isinstance(v, list) for v in vals) and len({len(v) for v in vals}) == 1 \
+                and all(not isinstance(c, dict | list) for v in vals for c in v):
+            yield where, pd.DataFrame(doc)
+            return
+        if len(vals) >= 1 and all(isinstance(v, dict) for v in vals) and all(
+                not isinstance(c, dict | list) for v in vals for c in v.values()) and len(vals) > 1:
+            yield where, pd.DataFrame(doc).reset_index(names="index")
+            return
+        for k, v in doc.items():
+            yield from _json_tables(v, f"{where}.{k}", depth + 1)
+    elif isinstance(doc, list):
+        for k, v in enumerate(doc):
+            yield from _json_tables(v, f"{where}[{k}]", depth + 1)
+
+
+def read_jsonl(path: Path, ctx: Ctx) -> None:
+    import pyarrow.json as pjson
+
+    try:
+        tbl = pjson.read_json(path, read_options=pjson.ReadOptions(block_size=8 * 1024 * 1024))
+    except pa.ArrowInvalid:
+        recs = []
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for k, line in enumerate(fh):
+                if line.strip():
+                    recs.append(json.loads(line))
+                if k > 5 * HEAD_ROWS:
+                    raise
+        tbl = pa.Table.from_pandas(pd.json_normalize(recs, max_level=1))
+    n = tbl.num_rows
+    ctx.details["rows"] = n
+    head = tbl.slice(0, HEAD_ROWS).to_pandas()
+    t = from_frame(head, base=dict(ctx.base), declared_rows=n if n > len(head) else None)
+    prof = ctx.judge(t)
+    if n > len(head):
+        need = sorted(set(prof.count_cols) | set(prof.stat_cols))
+        checker = _TailChecker(ctx, t, prof, head_rows=len(head))
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for b in tbl.to_batches(max_chunksize=262_144):
+                arrays = [pa.array(parse_numbers(b.column(t.names[j]).to_pandas()).to_numpy())
+                          for j in need]
+                yield (pa.RecordBatch.from_arrays(arrays, names=[f"c{j}" for j in need]) if need
+                       else pa.RecordBatch.from_pydict({"_": pa.nulls(b.num_rows)}))
+        checker.run(batches(), need, as_text=False)
+        checker.finish(kind="JSON Lines")
+
+
+# ----------------------------------------------------------------- HTML
+
+
+def html_tables(html: str) -> list[tuple[list[list[str]], int | None]]:
+    """Raw cell grids of the ``<table>`` elements of an HTML fragment, with the row
+    count announced by a pandas footer (``5000 rows × 10 columns``) when present."""
+    import re
+
+    import lxml.html
+
+    out = []
+    try:
+        doc = lxml.html.fromstring(html)
+    except Exception:  # noqa: BLE001 - lxml raises many kinds; the caller reviews
+        return out
+    footer = re.search(r"([\d,]+)\s+rows\s+[×x]\s+(\d+)\s+columns", doc.text_content())
+    declared = int(footer.group(1).replace(",", "")) if footer else None
+    for table in doc.iter("table"):
+        rows: list[list[str]] = []
+        for tr in table.iter("tr"):
+            row: list[str] = []
+            for cell in tr:
+                if cell.tag not in ("td", "th"):
+                    continue
+                txt = cell.text_content().strip()
+                try:
+                    span = max(1, min(int(cell.get("colspan", "1")), 1000))
+                except ValueError:
+                    span = 1
+                row.extend([txt] * span)
+            if row and not all(c in ("...", "…", "⋮", "⋯", "") for c in row):
+                rows.append(row)
+        if rows:
+            out.append((rows, declared))
+    return out
+
+
+def read_html(path: Path, sn: Sniffed, ctx: Ctx) -> None:
+    text = _decode_all(path.read_bytes(), sn.encoding)
+    tables = html_tables(text)
+    for k, (rows, declared) in enumerate(tables):
+        t = grid_to_table(rows, base={**ctx.base, "table": k + 1}, declared_rows=declared)
+        if t is not None:
+            ctx.judge(t)
+    ctx.add(finding("free-text", "HTML page: text outside tables must be read by a person",
+                    **ctx.base))
