@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from ecluse.airlock.db import VERSION_TABLE
 from ecluse.airlock.models import Base
 
 config = context.config
@@ -19,7 +20,7 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            version_table="airlock_alembic_version",
+            version_table=VERSION_TABLE,
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
