@@ -187,7 +187,11 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
                                    **t.loc(i, None)))
             else:
                 out.append(finding("ambiguous-layout", msg, **t.loc(i, None)))
-    if not counts and not stats and not is_regression and n >= policy.row_level_min_rows:
+    if (not count_named and not label_cols and not is_regression and value_cols
+            and n >= policy.row_level_min_rows):
+        out.append(finding("row-level", f"{n} rows of numbers without any label or count "
+                           "column: individual records", **t.base))
+    elif not counts and not stats and not is_regression and n >= policy.row_level_min_rows:
         distinct = body.astype(str).drop_duplicates().shape[0] / n
         if distinct >= policy.distinct_share:
             out.append(finding("row-level", f"{n} rows, {distinct:.0%} distinct, no count or "

@@ -284,7 +284,8 @@ def read_excel(path: Path, ctx: Ctx) -> None:
     if media:
         ctx.add(finding("unjudgeable-format", f"workbook embeds {len(media)} images, charts or "
                         "objects that a person must look at", **ctx.base))
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    # a file object: openpyxl would judge a path by its extension
+    wb = openpyxl.load_workbook(io.BytesIO(path.read_bytes()), read_only=True, data_only=True)
     try:
         sheets = []
         for ws in wb.worksheets:
@@ -453,5 +454,18 @@ def read_html(path: Path, sn: Sniffed, ctx: Ctx) -> None:
         t = grid_to_table(rows, base={**ctx.base, "table": k + 1}, declared_rows=declared)
         if t is not None:
             ctx.judge(t)
-    ctx.add(finding("free-text", "HTML page: text outside tables must be read by a person",
-                    **ctx.base))
+    if _text_outside_tables(text).strip() or not tables:
+        ctx.add(finding("free-text", "HTML page: text outside tables must be read by a person",
+                        **ctx.base))
+
+
+def _text_outside_tables(html: str) -> str:
+    import lxml.html
+
+    try:
+        doc = lxml.html.fromstring(html)
+    except Exception:  # noqa: BLE001
+        return html
+    for t in list(doc.iter("table", "script", "style")):
+        t.drop_tree()
+    return doc.text_content()
