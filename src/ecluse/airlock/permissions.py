@@ -133,17 +133,14 @@ def _sources(action: Action) -> set[str]:
 
 
 def require_view(user: Identity, req: RequestLike, project: ProjectLike | None) -> set[Actor]:
-    """Who may see a request: its project's members, its checkers (once submitted), staff.
+    """Who may see a request: its project's members, checkers (once submitted), staff.
 
     Anybody else gets 404, so request ids of other projects are not confirmed.
     """
     actors = actors_for(user, req, project)
     if user.is_member(req.project) or Actor.STAFF in actors:
         return actors
-    if Actor.CHECKER in actors and req.state != State.DRAFT:
-        return actors
     if user.is_checker and req.state != State.DRAFT:
-        # a checker who may not review it (own project excluded above) still sees it
         return actors
     raise NotFound(f"no request {req.id}")
 
