@@ -167,7 +167,7 @@ HOSPNUM_RE = re.compile(r"^(?:[a-z]{1,4}[-_]?\d{5,}|\d{7,12})$", re.I)
 TEXT_PATTERNS: dict[str, re.Pattern[str]] = {
     "NIR": re.compile(r"(?<![\d.,])[1-478] ?\d{2} ?(?:0[1-9]|1[0-2]) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3}(?: ?\d{2})?(?![\d.,])"),
     "UUID": re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"),
-    "hash": re.compile(r"\b(?:[0-9a-f]{64}|[0-9a-f]{40}|[0-9a-f]{32})\b"),
+    "hash": re.compile(r"\b[0-9a-f]{32,64}\b"),
     "e-mail": re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zA-Z]{2,}\b"),
 }
 
@@ -245,7 +245,12 @@ def text_identifiers(text: str) -> dict[str, int]:
     """Count identifier-shaped strings in free text, by pattern."""
     out: dict[str, int] = {}
     for label, rx in TEXT_PATTERNS.items():
-        n = sum(1 for _ in rx.finditer(text))
+        if label == "e-mail" and "@" not in text or label == "UUID" and "-" not in text:
+            continue
+        if label == "hash":
+            n = sum(1 for m in rx.finditer(text) if len(m.group()) in (32, 40, 64))
+        else:
+            n = sum(1 for _ in rx.finditer(text))
         if n:
             out[label] = n
     return out

@@ -17,7 +17,7 @@ from .rules import finding
 from .table import from_frame, grid_to_table
 
 #: bytes of a plain-text file scanned for identifiers
-TEXT_SCAN_BYTES = 64 * 1024 * 1024
+TEXT_SCAN_BYTES = 16 * 1024 * 1024
 #: array elements of one netCDF/Zarr variable checked cell by cell
 MAX_ARRAY_CELLS = 200_000_000
 
