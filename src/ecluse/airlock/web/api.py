@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tornado import web
 
-from ..errors import InvalidInput, TooLarge
+from ..errors import AirlockError, InvalidInput, TooLarge
 from ..rules import FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
 from .base import BaseHandler
@@ -199,6 +199,21 @@ class FilesHandler(APIHandler):
         if self.request.method != "POST":
             self.request.connection.set_max_body_size(1024 * 1024)
             return
+        try:
+            await self._prepare_upload()
+        except AirlockError as e:
+            # answer once the body is in: a proxy (configurable-http-proxy) turns a
+            # response sent mid-upload into a 503; drain at most 1 MiB for that
+            self._upload_error = e
+            if self.writer is not None:
+                self.writer.abort()
+            self._parser = None
+            if not isinstance(e, TooLarge):
+                self.request.connection.set_max_body_size(1024 * 1024)
+            else:
+                raise
+
+    async def _prepare_upload(self) -> None:
         me = self.require_identity()
         conf = self.service.settings
         ctype, params = parse_options_header(self.request.headers.get("Content-Type", ""))
