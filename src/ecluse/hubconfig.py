@@ -77,7 +77,9 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.JupyterHub.cleanup_servers = cleanup_servers
     c.JupyterHub.cleanup_proxy = True
     c.JupyterHub.allow_named_servers = True
-    c.JupyterHub.named_server_limit_per_user = max(1, len(settings.projects))
+    # the spawner only accepts project slugs as names; failed attempts must not
+    # use up a quota of names
+    c.JupyterHub.named_server_limit_per_user = 0
     c.JupyterHub.redirect_to_server = False
     c.JupyterHub.template_paths = [str(Path(__file__).parent / "hub" / "templates")]
     c.JupyterHub.template_vars = {

@@ -138,8 +138,26 @@ class EcluseSpawner(Spawner):
 
     # ---------------------------------------------------------------- policy
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        # the only option is the project; start() validates it (resolve_project)
+        return lambda spawner, user_options: None
+
+    def _forget_options(self) -> None:
+        """Drop rejected user_options: JupyterHub persists them for reuse."""
+        self.user_options = {}
+        if getattr(self, "orm_spawner", None) is not None:
+            self.orm_spawner.user_options = {}
+
     def resolve_project(self) -> Project:
         """The project of this server, validated against the user's groups."""
+        try:
+            return self._resolve_project()
+        except SpawnException:
+            self._forget_options()
+            raise
+
+    def _resolve_project(self) -> Project:
         requested = str((self.user_options or {}).get("project") or "")
         if self.name:
             if requested and requested != self.name:

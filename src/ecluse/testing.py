@@ -72,6 +72,11 @@ def write_config(
         for p in parents:
             target = target.setdefault(p, {})
         target[last] = value
+    for slug, project in projects["projects"].items():
+        for ds in project["datasets"]:
+            path = Path(ds["path"])
+            path.mkdir(parents=True, exist_ok=True)
+            (path / f"{ds['name']}.csv").write_text(f"patient_id,value\n{slug}-1,42\n")
     pw = directory / "ldap-service-password"
     pw.write_text(slapd.service_password)
     pw.chmod(0o600)
@@ -120,3 +125,48 @@ class HubClient:
         )
 
 
+
+
+async def run_in_terminal(server_url: str, token: str, command: str,
+                          timeout: float = 60, marker: str = "__ECLUSE_DONE__") -> str:
+    """Run a shell command in a workspace through Jupyter's terminal websocket.
+
+    This is what a researcher typing in a JupyterLab terminal does. Returns
+    the terminal output up to the end marker (or what arrived before the
+    timeout / the connection closed).
+    """
+    import asyncio
+    import json as _json
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {token}"}
+    r = requests.post(f"{server_url}api/terminals", headers=headers, timeout=30)
+    r.raise_for_status()
+    name = r.json()["name"]
+    ws_url = server_url.replace("http://", "ws://") + f"terminals/websocket/{name}"
+    conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
+    out: list[str] = []
+    try:
+        conn.write_message(_json.dumps(["stdin", f"{command}; echo {marker}$?\r"]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                msg = await asyncio.wait_for(conn.read_message(), deadline - loop.time())
+            except TimeoutError:
+                break
+            if msg is None:
+                break
+            kind, *rest = _json.loads(msg)
+            if kind == "stdout":
+                out.append(rest[0])
+                text = "".join(out)
+                # the command line itself echoes the marker once; wait for the result
+                if text.count(marker) >= 2:
+                    break
+    finally:
+        conn.close()
+        requests.delete(f"{server_url}api/terminals/{name}", headers=headers, timeout=10)
+    return "".join(out)

@@ -184,3 +184,13 @@ def test_config_reference_documents_every_field(capsys):
     out = capsys.readouterr().out
     for name in LDAPSettings.model_fields:
         assert f"`ldap.{name}`" in out
+
+
+def test_generated_config_reference_is_current():
+    from ecluse.docs import config_reference
+
+    committed = (REPO / "docs" / "reference" / "config.md").read_text()
+    assert committed.strip() == config_reference().strip(), (
+        "docs/reference/config.md is stale: run `ecluse config reference > "
+        "docs/reference/config.md`"
+    )

@@ -1,0 +1,185 @@
+"""EcluseSpawner through the real hub: project workspaces in real sandboxes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import requests
+
+from ecluse.audit import AuditLog
+from ecluse.config import load_settings
+from ecluse.stack import Stack
+from ecluse.testing import HubClient, run_in_terminal, write_config
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def sandbox_hub(tmp_path_factory, slapd):
+    if os.geteuid() != 0:
+        pytest.fail("the workspace tests need root (bubblewrap, network namespaces, cgroups)")
+    directory = tmp_path_factory.mktemp("spawnhub")
+    path = write_config(
+        directory, slapd,
+        overrides={"hub.spawner": "ecluse", "sandbox.stop_grace": 5,
+                   "sandbox.start_timeout": 60},
+    )
+    settings = load_settings(path)
+    log = open(directory / "hub.log", "wb")  # noqa: SIM115
+    stack = Stack(settings, hub_log=log, cleanup_servers=True)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        log.close()
+        from ecluse.sandbox.local import teardown_host_network
+
+        teardown_host_network()
+
+
+def login(stack, user, passwords) -> tuple[HubClient, str]:
+    c = HubClient(stack.url)
+    assert c.login(user, passwords[user]).status_code == 302
+    return c, c.new_token(user)
+
+
+def wait_ready(c: HubClient, token: str, user: str, server: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = c.api("GET", f"/users/{user}", token).json()
+        s = model["servers"].get(server)
+        if s and s["ready"]:
+            return s
+        if s is None and time.monotonic() > deadline - timeout + 5:
+            break
+        time.sleep(0.3)
+    raise AssertionError(f"{user}/{server} not ready: {model}")
+
+
+def test_project_workspace_starts_and_answers_through_the_proxy(sandbox_hub, ldap_passwords):
+    c, token = login(sandbox_hub, "alice", ldap_passwords)
+    r = c.api("POST", "/users/alice/servers/cardio-los", token)
+    assert r.status_code in (201, 202), r.text
+    server = wait_ready(c, token, "alice", "cardio-los")
+    assert server["url"] == "/user/alice/cardio-los/"
+    r = requests.get(f"{sandbox_hub.url}/user/alice/cardio-los/api/contents/",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    events = AuditLog.from_settings(sandbox_hub.settings).records(
+        user="alice", event="workspace.start")
+    assert events and events[-1].project == "cardio-los"
+    assert [d["name"] for d in events[-1].details["datasets"]] == ["stays"]
+
+
+async def test_workspace_sees_its_project_only(sandbox_hub, ldap_passwords):
+    c, token = login(sandbox_hub, "alice", ldap_passwords)
+    c.api("POST", "/users/alice/servers/cardio-los", token)
+    wait_ready(c, token, "alice", "cardio-los")
+    url = f"{sandbox_hub.url}/user/alice/cardio-los/"
+    out = await run_in_terminal(
+        url, token,
+        "id -u; ls /data/stays; cat /data/stays/stays.csv; ls /data; "
+        "ls / ; touch /data/x 2>&1; echo hello > /project/shared.txt && echo wrote-project",
+    )
+    assert "20001" in out
+    assert "cardio-los-1,42" in out
+    assert "air-quality" not in out.replace("air-quality", "", 0) or "admissions" not in out
+    assert "Read-only file system" in out or "Permission denied" in out
+    assert "wrote-project" in out
+
+
+def test_spawning_a_project_one_is_not_in_is_refused(sandbox_hub, ldap_passwords):
+    c, token = login(sandbox_hub, "bob", ldap_passwords)
+    r = c.api("POST", "/users/bob/servers/air-quality", token)
+    assert r.status_code >= 400
+    assert "not a member of project 'air-quality'" in r.text
+    # a matching name with a different project in user_options
+    r = c.api("POST", "/users/bob/servers/cardio-los", token, json={"project": "air-quality"})
+    assert r.status_code >= 400 and "cannot be started for 'air-quality'" in r.text
+    # an unknown project
+    r = c.api("POST", "/users/bob/servers/no-such-project", token)
+    assert r.status_code >= 400 and "no project named" in r.text
+    # the default (unnamed) server is not a workspace
+    r = c.api("POST", "/users/bob/server", token, json={"project": "cardio-los"})
+    assert r.status_code >= 400 and "/hub/spawn/bob/cardio-los" in r.text
+    denied = AuditLog.from_settings(sandbox_hub.settings).records(
+        user="bob", event="workspace.denied")
+    assert any(e.project == "air-quality" for e in denied)
+
+
+def test_spawn_page_offers_only_the_users_projects(sandbox_hub, ldap_passwords):
+    c, _ = login(sandbox_hub, "bob", ldap_passwords)
+    home = c.session.get(f"{sandbox_hub.url}/hub/home", timeout=30).text
+    assert "cardio-los" in home and "air-quality" not in home
+    page = c.session.get(f"{sandbox_hub.url}/hub/spawn/bob/cardio-los", timeout=30).text
+    assert 'value="cardio-los"' in page and "air-quality" not in page
+
+
+def test_stop_removes_the_sandbox_and_is_audited(sandbox_hub, ldap_passwords):
+    c, token = login(sandbox_hub, "bob", ldap_passwords)
+    c.api("POST", "/users/bob/servers/cardio-los", token)
+    wait_ready(c, token, "bob", "cardio-los")
+    before = set(os.listdir("/run/ecluse/sandboxes"))
+    assert before
+    r = c.api("DELETE", "/users/bob/servers/cardio-los", token)
+    assert r.status_code in (202, 204)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not c.api("GET", "/users/bob", token).json()["servers"]:
+            break
+        time.sleep(0.3)
+    stops = AuditLog.from_settings(sandbox_hub.settings).records(
+        user="bob", event="workspace.stop")
+    assert stops and stops[-1].project == "cardio-los"
+    sandbox_id = stops[-1].details["sandbox"]
+    assert sandbox_id not in os.listdir("/run/ecluse/sandboxes")
+
+
+def test_hub_restart_readopts_running_workspaces(sandbox_hub, ldap_passwords):
+    # production setting: JupyterHub.cleanup_servers = False
+    sandbox_hub.cleanup_servers = False
+    try:
+        sandbox_hub.stop_hub()
+        sandbox_hub.start_hub()
+        c, token = login(sandbox_hub, "alice", ldap_passwords)
+        c.api("POST", "/users/alice/servers/air-quality", token)
+        wait_ready(c, token, "alice", "air-quality")
+        sandbox_hub.stop_hub()  # the workspace keeps running
+        sandbox_hub.start_hub()
+    finally:
+        sandbox_hub.cleanup_servers = True
+    sandbox_hub.stop_hub()
+    sandbox_hub.start_hub()  # back to cleanup on exit for the fixture's teardown
+    server = c.api("GET", "/users/alice", token).json()["servers"]["air-quality"]
+    assert server["ready"]
+    r = requests.get(f"{sandbox_hub.url}/user/alice/air-quality/api/contents/",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200
+    starts = AuditLog.from_settings(sandbox_hub.settings).records(
+        user="alice", event="workspace.start", project="air-quality")
+    assert len(starts) == 1  # re-adopted, not restarted
+
+
+async def test_memory_limit_kills_the_workspace_and_hub_reports_it(sandbox_hub, ldap_passwords):
+    c, token = login(sandbox_hub, "bob", ldap_passwords)
+    c.api("POST", "/users/bob/servers/cardio-los", token)
+    wait_ready(c, token, "bob", "cardio-los")
+    url = f"{sandbox_hub.url}/user/bob/cardio-los/"
+    # quota memory is 1G in the test config: allocate 1.5G
+    await run_in_terminal(url, token,
+                          "python3 -c 'b = bytearray(1536 * 1024 * 1024); b[::4096] = b\"x\" * "
+                          "len(b[::4096])'", timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        servers = c.api("GET", "/users/bob", token).json()["servers"]
+        if "cardio-los" not in servers or not servers["cardio-los"]["ready"]:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("the hub still reports the OOM-killed workspace as running")
+    exits = AuditLog.from_settings(sandbox_hub.settings).records(
+        user="bob", event="workspace.exit")
+    assert exits and exits[-1].details["oom_killed"] is True
