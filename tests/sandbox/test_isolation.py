@@ -1,0 +1,322 @@
+"""Isolation suite: code inside real sandboxes tries to break out; every attempt must fail.
+
+Each attempt is counted by the ``escape`` fixture; the run ends with
+``isolation: N escape attempts, N blocked``. Network attempts are also
+checked from the receiving side: the listeners of the "outside" host and of
+the host services must not have seen a single packet from a sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import (
+    AIRLOCK_PORT,
+    ALICE,
+    BOB,
+    CAROL,
+    CONTROL_IP,
+    HUB_PORT,
+    OUTSIDE_IP,
+)
+
+pytestmark = pytest.mark.root
+
+PRELUDE = r"""
+import ctypes, errno, json, os, socket, subprocess, sys, time
+RESULTS = {}
+class NotReached(Exception):
+    pass
+def need(cond, why="not possible"):
+    if not cond:
+        raise NotReached(why)
+def attempt(name, fn):
+    # fn returning normally means the escape WORKED
+    try:
+        r = fn()
+        RESULTS[name] = {"blocked": False, "detail": repr(r)[:300]}
+    except Exception as e:
+        RESULTS[name] = {"blocked": True, "detail": f"{type(e).__name__}: {e}"[:300]}
+def done():
+    print(json.dumps(RESULTS), flush=True)
+def read(path):
+    with open(path, "rb") as f:
+        return f.read(100)
+def write(path):
+    with open(path, "w") as f:
+        f.write("x")
+def tcp(addr, port, timeout=1.5):
+    s = socket.create_connection((addr, port), timeout=timeout)
+    data = s.recv(10)
+    s.close()
+    need(data, "connected but no data")
+    return data
+def udp(addr, port, timeout=1.5):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    # a DNS query for example.org
+    q = bytes.fromhex("abcd01000001000000000000076578616d706c65036f72670000010001")
+    s.sendto(q, (addr, port))
+    return s.recvfrom(512)
+def gateway():
+    for line in open("/proc/net/route").read().splitlines()[1:]:
+        f = line.split()
+        if f[1] == "00000000":
+            return socket.inet_ntoa(bytes.fromhex(f[2])[::-1])
+    raise NotReached("no default route")
+libc = ctypes.CDLL(None, use_errno=True)
+def check(ret):
+    if ret == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return ret
+"""
+
+
+def check_all(escape, payload: dict | None, result) -> None:
+    assert payload, f"sandbox produced no result: {result.stderr[-2000:]}"
+    for name, outcome in payload.items():
+        escape(name, outcome["blocked"])
+    leaked = {k: v["detail"] for k, v in payload.items() if not v["blocked"]}
+    assert not leaked, f"escape attempts that worked: {leaked}"
+
+
+# ------------------------------------------------------------ filesystem
+
+
+async def test_filesystem_escapes(run_py, escape, deployment, covid, onco, backend):
+    backend.prepare_project_dirs(covid, ALICE)
+    carol_home = backend.prepare_project_dirs(covid, CAROL).home
+    (carol_home / "notes.txt").write_text("carol's notes")
+    onco_paths = backend.prepare_project_dirs(onco, BOB)
+    (onco_paths.shared / "results.csv").write_text("onco shared results")
+    state = deployment.state_dir
+    onco_data = onco.datasets[0].path
+    code = PRELUDE + f"""
+attempt("read another project's dataset (host path)", lambda: read("{onco_data}/cohort.csv"))
+attempt("read another project's dataset (/data)", lambda: read("/data/onco/cohort.csv"))
+attempt("list another project's dataset", lambda: need("onco" in os.listdir("/data")))
+attempt("read another project's shared folder", lambda: read("{onco_paths.shared}/results.csv"))
+attempt("write to /data", lambda: write("/data/covid/new.csv"))
+attempt("write to /data root", lambda: write("/data/new.csv"))
+attempt("delete from /data", lambda: os.unlink("/data/covid/cohort.csv"))
+attempt("chmod /data", lambda: os.chmod("/data/covid", 0o777))
+attempt("rename in /data", lambda: os.rename("/data/covid/cohort.csv", "/data/covid/c.csv"))
+attempt("list another user's home (/home)", lambda: need(set(os.listdir("/home")) - {{"alice"}}))
+attempt("list another user's home (/home/carol)", lambda: os.listdir("/home/carol"))
+attempt("read another user's home (host path)", lambda: read("{carol_home}/notes.txt"))
+attempt("list the hub state dir", lambda: os.listdir("{state}"))
+attempt("read the hub database", lambda: read("{state}/jupyterhub.sqlite"))
+attempt("read the hub cookie secret", lambda: read("{state}/jupyterhub_cookie_secret"))
+attempt("read the deployment secrets", lambda: read("{state}/secrets.env"))
+attempt("read the sandbox runtime registry", lambda: os.listdir("/run/ecluse"))
+attempt("read /etc/shadow", lambda: read("/etc/shadow"))
+attempt("read the LDAP client config", lambda: os.listdir("/etc/ldap"))
+attempt("read ssh host keys", lambda: os.listdir("/etc/ssh"))
+attempt("read TLS private keys", lambda: os.listdir("/etc/ssl/private"))
+attempt("write /etc/passwd", lambda: write("/etc/passwd"))
+attempt("write /usr", lambda: write("/usr/bin/evil"))
+attempt("write the Python environment", lambda: write(sys.prefix + "/evil.pth"))
+attempt("write the filesystem root", lambda: write("/evil"))
+attempt("write a kernel setting", lambda: write("/proc/sys/kernel/hostname"))
+attempt("see /sys and the host cgroups", lambda: os.listdir("/sys/fs/cgroup"))
+attempt("reach the host root through /proc/1/root", lambda: os.listdir("/proc/1/root/etc"))
+attempt("open a host block device", lambda: need([d for d in os.listdir("/dev") if d.startswith(("sd", "vd", "nvme", "xvd", "loop"))]))
+attempt("read kernel memory", lambda: read("/proc/kcore"))
+done()
+"""
+    result, payload = await run_py(code)
+    check_all(escape, payload, result)
+    assert (onco_data / "cohort.csv").exists()
+    assert not (covid.datasets[0].path / "new.csv").exists()
+
+
+# --------------------------------------------------------------- network
+
+
+async def test_network_escapes(run_py, escape, server, onco, covid, outside, host_listeners):
+    other = await server(onco, BOB, port=8888)
+    hl = host_listeners
+    host_ip = hl["host_ip"]
+    before_host = len(hl["listeners"].hits())
+    # positive controls: the route to the "internet" works for a namespace that is
+    # not a sandbox, and the host reaches the other sandbox's server
+    ctl = subprocess.run(
+        ["ip", "netns", "exec", outside["control_ns"], sys.executable, "-c",
+         f"import socket; s=socket.create_connection(('{OUTSIDE_IP}', 80), timeout=3); "
+         "print(s.recv(10))"], capture_output=True, text=True, timeout=20)
+    assert "hello" in ctl.stdout, f"control namespace cannot reach the outside host: {ctl.stderr}"
+    assert outside["listeners"].hits()[-1][3] == CONTROL_IP
+    outside_before = len(outside["listeners"].hits())
+    r, w = await asyncio.open_connection(other["ip"], 8888)
+    w.close()
+
+    lines = []
+    for addr in hl["addrs"]:
+        for port, what in ((hl["ldap"], "LDAP"), (hl["db"], "database")):
+            lines.append(f'attempt("connect to the host {what} port on {addr}", '
+                         f'lambda: tcp("{addr}", {port}))')
+    code = PRELUDE + f"""
+attempt("TCP to an outside host (80)", lambda: tcp("{OUTSIDE_IP}", 80))
+attempt("TCP to an outside host (443)", lambda: tcp("{OUTSIDE_IP}", 443))
+attempt("UDP/53 to an outside host", lambda: udp("{OUTSIDE_IP}", 53))
+attempt("resolve a name (DNS)", lambda: socket.getaddrinfo("example.org", 443))
+attempt("UDP/53 to the host address", lambda: udp("{host_ip}", 53))
+attempt("connect to LDAP on the host address", lambda: tcp("{host_ip}", {hl["ldap"]}))
+attempt("connect to the database on the host address", lambda: tcp("{host_ip}", {hl["db"]}))
+attempt("connect to the hub port without being allowed", lambda: tcp("{host_ip}", {HUB_PORT}))
+attempt("connect to the airlock port without being allowed", lambda: tcp("{host_ip}", {AIRLOCK_PORT}))
+attempt("connect to another sandbox's server", lambda: tcp("{other['ip']}", 8888))
+attempt("connect to another sandbox's gateway", lambda: tcp("{other['gateway']}", 8888))
+attempt("connect to the own gateway (host)", lambda: tcp(gateway(), {hl["ldap"]}))
+attempt("open a raw socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+attempt("open a packet socket", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+attempt("change the sandbox address", lambda: need(subprocess.run(["ip", "addr", "add", "10.213.0.99/32", "dev", "eth0"]).returncode == 0))
+attempt("connect over IPv6 to the host", lambda: socket.create_connection(("fe80::1%eth0", {hl["ldap"]}), timeout=1.5))
+""" + "\n".join(lines) + "\ndone()\n"
+    result, payload = await run_py(code, timeout=120)
+    check_all(escape, payload, result)
+    # nothing arrived anywhere
+    assert len(outside["listeners"].hits()) == outside_before, outside["listeners"].hits()
+    new_host_hits = hl["listeners"].hits()[before_host:]
+    assert not new_host_hits, new_host_hits
+
+
+async def test_allowed_ports_only_for_that_sandbox(run_py, escape, host_listeners):
+    """A sandbox allowed the hub port reaches it; the airlock port stays closed."""
+    hl = host_listeners
+    code = PRELUDE + f"""
+attempt("connect to a port allowed to another sandbox only", lambda: tcp("{hl['host_ip']}", {AIRLOCK_PORT}))
+print(json.dumps({{"hub": tcp("{hl['host_ip']}", {HUB_PORT}).decode()}}))
+done()
+"""
+    result, payload = await run_py(code, allowed_ports=[HUB_PORT])
+    assert '"hub": "hello\\n"' in result.stdout, result.stdout + result.stderr
+    check_all(escape, payload, result)
+
+
+# -------------------------------------------------------------- processes
+
+
+async def test_process_escapes(run_py, escape, backend, covid):
+    paths = backend.prepare_project_dirs(covid, ALICE)
+    suid = paths.shared / "id-suid"
+    shutil.copy("/usr/bin/id", suid)
+    os.chown(suid, 0, 0)
+    os.chmod(suid, 0o4755)
+    marker = "61.424242"
+    host = subprocess.Popen(["sleep", marker])
+    try:
+        code = PRELUDE + f"""
+def host_procs():
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if b"{marker[:3]}" + b"{marker[3:]}" in open(f"/proc/{{p}}/cmdline", "rb").read():
+                    found.append(p)
+            except OSError:
+                pass
+    need(found, "no host process visible")
+    return found
+attempt("see host processes", host_procs)
+attempt("signal a host process", lambda: os.kill({host.pid}, 0))
+attempt("see more than the sandbox's processes", lambda: need(len([p for p in os.listdir("/proc") if p.isdigit()]) > 3))
+attempt("kill the sandbox init (root)", lambda: os.kill(1, 9))
+child = subprocess.Popen(["sleep", "30"])
+attempt("ptrace a sibling process", lambda: check(libc.ptrace(16, child.pid, None, None)))
+attempt("ptrace the sandbox init", lambda: check(libc.ptrace(16, 1, None, None)))
+attempt("read another process's memory", lambda: read(f"/proc/1/mem"))
+child.kill()
+os.makedirs("/tmp/m", exist_ok=True)
+attempt("mount a filesystem", lambda: check(libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None)))
+attempt("mount with the setuid mount binary", lambda: need(subprocess.run(["mount", "-t", "tmpfs", "none", "/tmp/m"], capture_output=True).returncode == 0))
+attempt("unshare a user namespace", lambda: check(libc.unshare(0x10000000)))
+attempt("unshare a network namespace", lambda: check(libc.unshare(0x40000000)))
+attempt("chroot", lambda: os.chroot("/tmp"))
+attempt("become root with setuid(0)", lambda: os.setuid(0))
+attempt("setuid-root binary gives euid 0", lambda: need(subprocess.run(["/project/id-suid", "-u"], capture_output=True, text=True).stdout.strip() == "0", "euid stays the user's"))
+attempt("su to root", lambda: need(subprocess.run(["su", "-c", "id -u", "root"], input="", capture_output=True, text=True, timeout=10).stdout.strip() == "0"))
+attempt("hold a capability", lambda: need(int([l for l in open("/proc/self/status") if l.startswith("CapEff")][0].split()[1], 16) != 0))
+attempt("regain privileges (no_new_privs off)", lambda: need([l for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0].split()[1] == "0"))
+attempt("change the hostname", lambda: socket.sethostname("evil"))
+attempt("load a BPF program", lambda: check(libc.syscall(321, 0, None, 0)))
+attempt("create a keyring entry", lambda: check(libc.syscall(248, b"user", b"k", b"v", 1, -4)))
+done()
+"""
+        result, payload = await run_py(code)
+        check_all(escape, payload, result)
+    finally:
+        host.kill()
+        host.wait()
+        suid.unlink()
+
+
+async def test_memory_limit_kills(run_py, escape, covid):
+    code = """
+chunks = []
+for i in range(64):          # 1 GiB, 4x the project's 256M
+    chunks.append(bytearray(16 * 1024 * 1024))
+print("survived")
+"""
+    result, _ = await run_py(code)
+    escape("exceed the memory limit", result.oom_killed and "survived" not in result.stdout)
+    assert result.oom_killed and result.exit_code == 137, result
+
+
+async def test_tmpfs_is_bounded_by_memory(run_py, escape):
+    code = """
+import os
+with open("/tmp/fill", "wb") as f:
+    for i in range(64):
+        f.write(b"x" * 16 * 1024 * 1024)
+        f.flush()
+print("filled")
+"""
+    result, _ = await run_py(code)
+    escape("fill host memory through /tmp", "filled" not in result.stdout)
+    assert "filled" not in result.stdout
+
+
+async def test_fork_bomb_is_bounded(backend, covid, escape):
+    from ecluse.sandbox import SandboxSpec
+
+    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    state = await backend.start(SandboxSpec(covid, ALICE, [sys.executable, "-c", code]))
+    try:
+        await asyncio.sleep(2.0)
+        cg = backend._cgroups(state)
+        pids_dir = [d for d in cg.dirs if "pids" in str(d) or cg.version == 2][0]
+        current = int((pids_dir / "pids.current").read_text())
+        events = (pids_dir / "pids.events").read_text()
+        limit = covid.quota.pids
+        hit = int(events.split()[-1]) > 0
+        escape("fork bomb beyond the process limit", current <= limit and hit)
+        assert current <= limit and hit, (current, events)
+    finally:
+        await backend.stop(state, grace=0.5)
+    assert not backend._cgroups(state).exists()
+    assert await backend.poll(state) is not None
+
+
+async def test_sandbox_cannot_outlive_a_signal_to_its_session(backend, covid, escape):
+    """A process that double-forks and daemonizes is still killed by stop()."""
+    from ecluse.sandbox import SandboxSpec
+
+    code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            "        time.sleep(300)\n    os._exit(0)\ntime.sleep(300)\n")
+    state = await backend.start(SandboxSpec(covid, ALICE, [sys.executable, "-c", code]))
+    await asyncio.sleep(0.5)
+    pids = backend._cgroups(state).pids()
+    await backend.stop(state, grace=0.5)
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}")
+             and "sleep" in open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")]
+    escape("a daemonized process survives the sandbox", not alive)
+    assert not alive
+    assert not backend._cgroups(state).exists()
