@@ -70,10 +70,10 @@ def _sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 class TrackingLocalSandbox(LocalSandbox):
     """A real LocalSandbox that records the ids it launched (for the leak check)."""
 
-    async def launch(self, spec, *, one_shot=False):
-        state = await super().launch(spec, one_shot=one_shot)
-        CREATED[state["id"]] = state["slot"]
-        return state
+    def _allocate(self, meta):
+        slot = super()._allocate(meta)
+        CREATED[meta["id"]] = slot
+        return slot
 
 
 # --------------------------------------------------------------- session

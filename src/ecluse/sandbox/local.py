@@ -212,10 +212,14 @@ class LocalSandbox(Sandbox):
         sandbox_id = "s" + secrets.token_hex(5)
         paths = await asyncio.to_thread(self.prepare_project_dirs, spec.project, spec.user)
         for ds in spec.project.datasets:
-            if not Path(ds.path).is_dir() and not Path(ds.path).is_file():
+            if not Path(ds.path).exists():
                 raise SandboxError(
                     f"dataset {ds.name} of project {spec.project.slug} is unavailable",
                     log_message=f"dataset {ds.name}: {ds.path} does not exist")
+        for m in spec.extra_mounts:
+            if not Path(m.source).exists():
+                raise SandboxError(f"{m.target} is unavailable",
+                                   log_message=f"extra mount source {m.source} does not exist")
         cg = Cgroups(sandbox_id, parent=self.cgroup_parent)
         meta: dict[str, Any] = {
             "backend": "local",
