@@ -427,7 +427,7 @@ async def wait_http(ip: str, port: int, timeout: float = 20.0) -> None:
             _, w = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
             w.close()
             return
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)

@@ -24,7 +24,7 @@ from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
 
-from .conftest import ALICE, BOB, CREATED, HUB_PORT, TrackingLocalSandbox, wait_http
+from .conftest import ALICE, BOB, CREATED, HUB_PORT, TrackingLocalSandbox
 
 pytestmark = pytest.mark.root
 

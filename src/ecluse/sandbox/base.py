@@ -32,7 +32,7 @@ from traitlets import Float, Integer, default
 from traitlets.config import LoggingConfigurable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Project, Settings
+    from ..config import Project
 
 USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
 
@@ -113,6 +113,39 @@ class SandboxSpec:
     @property
     def cwd(self) -> str:
         return self.workdir or self.home
+
+
+def planned_mounts(spec: SandboxSpec, projects_root: Path) -> list[Mount]:
+    """Every mount of a sandbox, for any backend: datasets (ro), project, home, extras.
+
+    ``/data/<dataset>`` read-only, ``/project`` = ``<projects_root>/<slug>/shared``
+    and ``/home/<user>`` = ``<projects_root>/<slug>/home/<user>`` read-write.
+    """
+    pdir = Path(projects_root) / spec.project.slug
+    mounts = [Mount(Path(ds.path), f"/data/{ds.name}", True) for ds in spec.project.datasets]
+    mounts.append(Mount(pdir / "shared", "/project", False))
+    mounts.append(Mount(pdir / "home" / spec.user.name, spec.home, False))
+    mounts.extend(spec.extra_mounts)
+    return mounts
+
+
+def sandbox_env(spec: SandboxSpec, path: str | None = None) -> dict[str, str]:
+    """The environment of the sandboxed command: a fixed base, then ``spec.env``."""
+    env = {
+        "HOME": spec.home,
+        "USER": spec.user.name,
+        "LOGNAME": spec.user.name,
+        "SHELL": "/bin/bash",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "ECLUSE_PROJECT": spec.project.slug,
+        "ECLUSE_DATA": "/data",
+        "ECLUSE_PROJECT_DIR": "/project",
+    }
+    if path:
+        env["PATH"] = path
+    env.update(spec.env)
+    return env
 
 
 @dataclass

@@ -43,7 +43,15 @@ from typing import Any
 from traitlets import Bool, Float, List, Unicode
 
 from . import network
-from .base import ProjectPaths, Sandbox, SandboxError, SandboxSpec, UserIdentity
+from .base import (
+    ProjectPaths,
+    Sandbox,
+    SandboxError,
+    SandboxSpec,
+    UserIdentity,
+    planned_mounts,
+    sandbox_env,
+)
 from .cgroups import Cgroups, Limits, list_ids
 from .network import Subnet
 
@@ -373,32 +381,14 @@ class LocalSandbox(Sandbox):
         env = Path(self.settings.sandbox.python_env or sys.prefix)
         for pdir in _python_dirs(env):
             bind(pdir, str(pdir))
-        # the project
-        args.extend(["--perms", "0755", "--dir", "/data"])
-        made.add("/data")
-        for ds in spec.project.datasets:
-            bind(ds.path, f"/data/{ds.name}")
-        bind(paths.shared, "/project", rw=True)
-        args.extend(["--perms", "0755", "--dir", "/home"])
-        made.add("/home")
-        bind(paths.home, spec.home, rw=True)
-        for m in spec.extra_mounts:
+        # the project: /data/<dataset> (ro), /project and /home/<user> (rw), extras
+        args.extend(["--perms", "0755", "--dir", "/data", "--perms", "0755", "--dir", "/home"])
+        made.update({"/data", "/home"})
+        for m in planned_mounts(spec, self.settings.projects_root):
             bind(m.source, m.target, rw=not m.read_only)
         # process
-        env_vars = {
-            "PATH": f"{env}/bin:{SYSTEM_PATH}",
-            "HOME": spec.home,
-            "USER": spec.user.name,
-            "LOGNAME": spec.user.name,
-            "SHELL": "/bin/bash",
-            "LANG": "C.UTF-8",
-            "TMPDIR": "/tmp",
-            "ECLUSE_PROJECT": spec.project.slug,
-            "ECLUSE_DATA": "/data",
-            "ECLUSE_PROJECT_DIR": "/project",
-            "ECLUSE_SANDBOX_IP": meta["ip"],
-        }
-        env_vars.update(spec.env)
+        env_vars = sandbox_env(spec, f"{env}/bin:{SYSTEM_PATH}")
+        env_vars.setdefault("ECLUSE_SANDBOX_IP", meta["ip"])
         args.extend(["--chdir", "/", "--clearenv"])
         for k, v in env_vars.items():
             args.extend(["--setenv", k, v])
@@ -532,7 +522,7 @@ class LocalSandbox(Sandbox):
             return await super().wait(state, timeout)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self.poll(state)
         return await super().wait(state, 5.0)  # until the cgroup empties
 

@@ -1,0 +1,190 @@
+"""The docker and kubernetes backends: specifications asserted field by field.
+
+No engine runs here; these tests need neither root nor Docker nor a cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
+from ecluse.sandbox import Sandbox, SandboxSpec, UserIdentity, backend_class, get_backend
+from ecluse.sandbox.docker import DockerSandbox
+from ecluse.sandbox.kubernetes import KubernetesSandbox
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    ldap = LDAPSettings(uri="ldap://127.0.0.1:3890", base_dn="dc=t", bind_dn="cn=s,dc=t",
+                        user_search_base="ou=p,dc=t", group_search_base="ou=g,dc=t")
+    return Settings(state_dir=tmp_path / "state", ldap=ldap,
+                    sandbox=SandboxSettings(projects_root=Path("/srv/ecluse/projects"),
+                                            image="ecluse/workspace:1.2"))
+
+
+@pytest.fixture
+def spec() -> SandboxSpec:
+    project = Project(slug="covid-los", title="LOS", ldap_group="p-covid", gid=7001,
+                      datasets=[Dataset(name="stays", path=Path("/srv/data/stays")),
+                                Dataset(name="icd_10", path=Path("/srv/data/icd"))],
+                      quota=Quota(cpu=2, memory="4G", disk="50G", pids=256))
+    return SandboxSpec(project, UserIdentity("alice", 5001, 5000),
+                       ["jupyterhub-singleuser", "--port=8888"], env={"JUPYTERHUB_USER": "alice"},
+                       port=8888, allowed_ports=[8081, 8082, 8081])
+
+
+def test_backend_selection(settings):
+    for name, cls in (("docker", DockerSandbox), ("kubernetes", KubernetesSandbox)):
+        settings.sandbox.backend = name
+        assert isinstance(get_backend(settings), cls)
+    with pytest.raises(Exception, match="unknown sandbox backend"):
+        backend_class("podman")
+
+
+async def test_base_class_requires_the_backend_methods(spec):
+    base = Sandbox()
+    for call in (base.launch(spec), base.poll({}), base.terminate({}), base.release({}),
+                 base.read_logs({})):
+        with pytest.raises(NotImplementedError):
+            await call
+    with pytest.raises(NotImplementedError):
+        base.host_address()
+    with pytest.raises(NotImplementedError):
+        base.prepare_project_dirs(spec.project, spec.user)
+
+
+def test_docker_container_spec(settings, spec):
+    out = DockerSandbox(settings=settings).container_spec(spec)
+    s, net = out["spawner"], out["network"]
+    assert s["image"] == "ecluse/workspace:1.2"
+    assert s["cmd"] == ["jupyterhub-singleuser", "--port=8888"]
+    assert s["port"] == 8888
+    assert s["volumes"] == {
+        "/srv/data/stays": {"bind": "/data/stays", "mode": "ro"},
+        "/srv/data/icd": {"bind": "/data/icd_10", "mode": "ro"},
+        "/srv/ecluse/projects/covid-los/shared": {"bind": "/project", "mode": "rw"},
+        "/srv/ecluse/projects/covid-los/home/alice": {"bind": "/home/alice", "mode": "rw"},
+    }
+    assert s["environment"]["HOME"] == "/home/alice"
+    assert s["environment"]["JUPYTERHUB_USER"] == "alice"
+    assert s["mem_limit"] == 4 * 2**30 and s["cpu_limit"] == 2
+    assert s["network_name"] == net["name"] == "ecluse-covid-los-alice"
+    assert s["use_internal_ip"] is True
+    ck = s["extra_create_kwargs"]
+    assert ck["user"] == "5001:5000" and ck["working_dir"] == "/home/alice"
+    assert ck["labels"]["ecluse.project"] == "covid-los"
+    hc = s["extra_host_config"]
+    assert hc["group_add"] == ["7001"]
+    assert hc["cap_drop"] == ["ALL"]
+    assert hc["security_opt"] == ["no-new-privileges:true"]
+    assert hc["privileged"] is False and hc["read_only"] is True
+    assert hc["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=1g"}
+    assert hc["mem_limit"] == hc["memswap_limit"] == 4 * 2**30
+    assert hc["nano_cpus"] == 2_000_000_000
+    assert hc["pids_limit"] == 256
+    assert hc["network_mode"] == "ecluse-covid-los-alice"
+    assert hc["ipc_mode"] == "private" and hc["dns"] == []
+    assert "cap_add" not in hc and "devices" not in hc
+    assert net["internal"] is True and net["driver"] == "bridge"
+    assert net["options"]["com.docker.network.bridge.enable_ip_masquerade"] == "false"
+    assert net["connect"] == ["ecluse-hub", "ecluse-airlock"]
+    assert net["allowed_ports"] == [8081, 8082]
+
+
+async def test_docker_does_not_pretend_to_run(settings, spec):
+    with pytest.raises(NotImplementedError, match="DockerSpawner"):
+        await DockerSandbox(settings=settings).start(spec)
+
+
+def test_kubespawner_config(settings, spec):
+    k = KubernetesSandbox(settings=settings)
+    c = k.kubespawner_config(spec)
+    assert c["namespace"] == "ecluse-covid-los"
+    assert c["image"] == "ecluse/workspace:1.2"
+    assert (c["uid"], c["gid"], c["supplemental_gids"]) == (5001, 5000, [7001])
+    assert c["working_dir"] == "/home/alice" and c["port"] == 8888
+    assert c["cpu_limit"] == 2 and c["mem_limit"] == 4 * 2**30
+    assert c["automount_service_account_token"] is False
+    assert c["allow_privilege_escalation"] is False
+    assert c["container_security_context"] == {
+        "allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["pod_security_context"] == {
+        "runAsUser": 5001, "runAsGroup": 5000, "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"}, "supplementalGroups": [7001]}
+    assert c["volumes"] == [
+        {"name": "data-stays", "persistentVolumeClaim": {"claimName": "data-stays",
+                                                         "readOnly": True}},
+        {"name": "data-icd-10", "persistentVolumeClaim": {"claimName": "data-icd_10",
+                                                          "readOnly": True}},
+        {"name": "project", "persistentVolumeClaim": {"claimName": "project-shared"}},
+        {"name": "home", "persistentVolumeClaim": {"claimName": "homes"}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+    assert c["volume_mounts"] == [
+        {"name": "data-stays", "mountPath": "/data/stays", "readOnly": True},
+        {"name": "data-icd-10", "mountPath": "/data/icd_10", "readOnly": True},
+        {"name": "project", "mountPath": "/project"},
+        {"name": "home", "mountPath": "/home/alice", "subPath": "alice"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    assert c["extra_labels"]["app.kubernetes.io/component"] == "ecluse-sandbox"
+    assert c["extra_pod_config"]["hostNetwork"] is False
+
+
+def test_pod_manifest(settings, spec):
+    pod = KubernetesSandbox(settings=settings).pod_manifest(spec, name="batch-1")
+    assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "batch-1"
+    assert pod["metadata"]["namespace"] == "ecluse-covid-los"
+    ps = pod["spec"]
+    assert ps["restartPolicy"] == "Never" and ps["automountServiceAccountToken"] is False
+    assert ps["hostNetwork"] is ps["hostPID"] is ps["hostIPC"] is False
+    assert ps["securityContext"]["runAsUser"] == 5001
+    (ctr,) = ps["containers"]
+    assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["resources"]["limits"] == {"cpu": "2.0", "memory": str(4 * 2**30)}
+    assert {"name": "HOME", "value": "/home/alice"} in ctr["env"]
+    assert ctr["ports"] == [{"containerPort": 8888, "protocol": "TCP"}]
+    assert [m["mountPath"] for m in ctr["volumeMounts"]] == [
+        "/data/stays", "/data/icd_10", "/project", "/home/alice", "/tmp"]
+
+
+def test_network_policy(settings, spec):
+    pol = KubernetesSandbox(settings=settings).network_policy(spec)
+    assert pol["kind"] == "NetworkPolicy" and pol["metadata"]["namespace"] == "ecluse-covid-los"
+    s = pol["spec"]
+    assert s["policyTypes"] == ["Ingress", "Egress"]
+    assert s["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "ecluse-sandbox"}}
+    (ing,) = s["ingress"]
+    assert ing["ports"] == [{"protocol": "TCP", "port": 8888}]
+    assert ing["from"][0]["podSelector"]["matchExpressions"][0]["values"] == ["hub", "proxy"]
+    (eg,) = s["egress"]  # no DNS rule, no ipBlock: nothing else is reachable
+    assert eg["ports"] == [{"protocol": "TCP", "port": 8081}, {"protocol": "TCP", "port": 8082}]
+    assert eg["to"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "ecluse"}}
+    assert all("ipBlock" not in t for t in eg["to"])
+    # no allowed port: egress is an empty list (deny all)
+    spec.allowed_ports = []
+    assert KubernetesSandbox(settings=settings).network_policy(spec)["spec"]["egress"] == []
+    # DNS only when asked for
+    k = KubernetesSandbox(settings=settings, allow_dns=True)
+    assert k.network_policy(spec)["spec"]["egress"][0]["ports"][0] == {"protocol": "UDP",
+                                                                       "port": 53}
+
+
+def test_resource_quota_and_namespace(settings, spec):
+    k = KubernetesSandbox(settings=settings, max_sandboxes=5)
+    rq = k.resource_quota("covid-los", spec.project.quota)
+    assert rq["metadata"] == {"name": "ecluse-quota", "namespace": "ecluse-covid-los"}
+    hard = rq["spec"]["hard"]
+    assert hard["pods"] == "5" and hard["limits.cpu"] == "10.0"
+    assert hard["limits.memory"] == str(5 * 4 * 2**30)
+    assert hard["requests.storage"] == str(50 * 2**30)
+    assert hard["services.nodeports"] == "0"
+    ns = k.namespace_manifest("covid-los")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert [m["kind"] for m in k.manifests(spec)] == ["Namespace", "NetworkPolicy",
+                                                       "ResourceQuota"]
