@@ -107,7 +107,8 @@ def make_service(tmp_path: Path, db_url: str) -> Iterator[Callable[..., AirlockS
 
     def make(**settings: Any) -> AirlockService:
         engine = db.make_engine(db_url)
-        engines.append(engine)
+        read_engine = db.make_engine(db_url, readonly=True) if db_url.startswith("sqlite") else None
+        engines.extend([engine, read_engine] if read_engine else [engine])
         db.upgrade(engine)
         staging = Staging(tmp_path / "staging")
         staging.prepare()
@@ -116,7 +117,7 @@ def make_service(tmp_path: Path, db_url: str) -> Iterator[Callable[..., AirlockS
         return AirlockService(
             engine=engine, staging=staging, projects=PROJECTS,
             policy_for=lambda slug: DisclosurePolicy(), audit=audit,
-            settings=AirlockSettings(**settings),
+            settings=AirlockSettings(**settings), read_engine=read_engine,
         )
 
     yield make

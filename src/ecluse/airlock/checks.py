@@ -59,3 +59,39 @@ def _verdict_value(v: Any) -> str:
     if "." in text:  # e.g. "Verdict.FAIL"
         text = text.rsplit(".", 1)[1]
     return text if text in {"pass", "fail", "block", "review"} else "review"
+
+
+class ProcessChecker:
+    """Runs :func:`check_staged` in worker processes (forkserver).
+
+    Disclosure checks are CPU-bound pandas work: in the service's threads they
+    hold the GIL and starve the event loop. A small process pool runs them in
+    parallel on every core and bounds each check by ``timeout`` seconds (a
+    check that overruns sends the file to ``review``).
+    """
+
+    def __init__(self, processes: int = 2, timeout: float = 300.0) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.timeout = timeout
+        self.pool = ProcessPoolExecutor(
+            max_workers=processes, mp_context=multiprocessing.get_context("forkserver")
+        )
+
+    def __call__(self, object_path: Path, display_name: str, policy: Any, tmp_dir: Path) -> dict:
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        future = self.pool.submit(check_staged, object_path, display_name, policy, tmp_dir)
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            future.cancel()
+            log.error("disclosure check of %s timed out after %ss", display_name, self.timeout)
+            return _fallback(f"automatic check timed out after {self.timeout:.0f}s; review by hand")
+        except Exception as e:  # a crashed worker: fail closed
+            log.exception("disclosure check worker failed on %s", display_name)
+            return _fallback(f"automatic check failed ({type(e).__name__}); review by hand")
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

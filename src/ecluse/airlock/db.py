@@ -22,8 +22,12 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "airlock_alembic_version"
 
 
-def make_engine(url: str, *, pool_size: int = 8) -> Engine:
-    """An engine for ``url``; SQLite files get WAL and immediate write locks."""
+def make_engine(url: str, *, pool_size: int = 8, readonly: bool = False) -> Engine:
+    """An engine for ``url``; SQLite files get WAL and immediate write locks.
+
+    ``readonly`` (SQLite): transactions start deferred, so reads never wait for
+    the write lock; use it only for sessions that do not write.
+    """
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +45,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

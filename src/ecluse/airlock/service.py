@@ -86,10 +86,14 @@ class AirlockService:
         audit: Any | None = None,
         settings: AirlockSettings | None = None,
         checker: Callable[[Path, str, Any, Path], dict[str, Any]] = check_staged,
+        read_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
+        self.read_engine = read_engine or engine
         self.checker = checker
-        self.sessions = db.session_factory(engine)
+        #: read-only sessions (SQLite: deferred, never wait for the writer)
+        self.sessions = db.session_factory(self.read_engine)
+        self._write_sessions = db.session_factory(engine)
         self.staging = staging
         self.projects = projects
         self.policy_for = policy_for
@@ -97,13 +101,24 @@ class AirlockService:
         self.settings = settings or AirlockSettings()
 
     @classmethod
-    def from_settings(cls, settings: Any, *, audit: Any | None = None) -> AirlockService:
-        """Build the service of a deployment and bring its database to the latest schema."""
+    def from_settings(
+        cls, settings: Any, *, audit: Any | None = None, process_checks: bool = False
+    ) -> AirlockService:
+        """Build the service of a deployment and bring its database to the latest schema.
+
+        ``process_checks``: run disclosure checks in a process pool (the web service).
+        """
         from ..audit import AuditLog
+        from .checks import ProcessChecker
 
         conf = airlock_settings(settings)
-        engine = db.make_engine(conf.resolved_database_url(settings.state_dir))
+        checker: Any = check_staged
+        if process_checks and conf.check_processes:
+            checker = ProcessChecker(conf.check_processes, conf.check_timeout)
+        url = conf.resolved_database_url(settings.state_dir)
+        engine = db.make_engine(url)
         db.upgrade(engine)
+        read_engine = db.make_engine(url, readonly=True) if url.startswith("sqlite") else None
         staging = Staging(conf.resolved_storage_dir(settings.state_dir))
         staging.prepare()
         return cls(
@@ -113,7 +128,16 @@ class AirlockService:
             policy_for=settings.policy_for,
             audit=audit if audit is not None else AuditLog.from_settings(settings),
             settings=conf,
+            checker=checker,
+            read_engine=read_engine,
         )
+
+    def close(self) -> None:
+        shutdown = getattr(self.checker, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        self.engine.dispose()
+        self.read_engine.dispose()
 
     def identity(self, name: str, groups: Iterable[str]) -> Identity:
         return Identity(
@@ -127,7 +151,7 @@ class AirlockService:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with self.sessions.begin() as session:
+        with self._write_sessions.begin() as session:
             yield session
 
     def _load(self, session: Session, request_id: str, *, lock: bool = False) -> Request:

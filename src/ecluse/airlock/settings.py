@@ -49,7 +49,14 @@ class AirlockSettings(BaseModel):
     )
     staff_group: str = Field("staff", description="Hub group whose members are platform staff.")
     workers: int = Field(
-        4, ge=1, le=64, description="Threads running database work and file checks."
+        8, ge=1, le=64, description="Threads running database work (and waiting on checks)."
+    )
+    check_processes: int = Field(
+        2, ge=0, le=64,
+        description="Worker processes running disclosure checks (0: in the service's threads).",
+    )
+    check_timeout: float = Field(
+        300.0, gt=0, description="Seconds one file's disclosure check may take (then: review)."
     )
     group_cache_seconds: float = Field(
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."

@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     conf = airlock_settings(settings)
-    service = AirlockService.from_settings(settings)
+    service = AirlockService.from_settings(settings, process_checks=True)
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(service, ip=ip, port=port, state_dir=settings.state_dir))
     return 0
