@@ -122,11 +122,12 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
                                    "distinct", **t.loc(None, j)))
                 prof.identifier_cols.append(j)
                 continue
-        if kinds[j] in ("count", "stat", "total", "df", "nobs", "dfmodel"):
-            continue
-        if numeric[j] and not (num[j].abs() >= 1e6).any():
-            continue
-        kind = value_identifier_kind(sample.tolist())
+        values = sample.tolist()
+        if numeric[j] and not (num[j].abs() >= 1e6).any() and not any(
+                isinstance(v, str) and len(v.strip()) > 1 and v.strip()[0] == "0" for v in values):
+            continue  # plain small numbers (no leading zeros): not identifiers
+        kind = value_identifier_kind(values, hospital_numbers=kinds[j] not in (
+            "count", "stat", "total", "df", "nobs", "dfmodel"))
         if kind:
             i = int(sample.index[0])
             out.append(finding("identifier-value", f"values of column {nm!r} look like {kind}s "
@@ -191,6 +192,10 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
             and n >= policy.row_level_min_rows):
         out.append(finding("row-level", f"{n} rows of numbers without any label or count "
                            "column: individual records", **t.base))
+    elif (count_named and not label_cols and not is_regression
+          and n >= policy.row_level_min_rows):
+        out.append(finding("ambiguous-layout", f"{n} rows of counts without any label column: "
+                           "what each row counts cannot be told", **t.base))
     elif not counts and not stats and not is_regression and n >= policy.row_level_min_rows:
         distinct = body.astype(str).drop_duplicates().shape[0] / n
         if distinct >= policy.distinct_share:

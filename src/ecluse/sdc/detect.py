@@ -195,7 +195,8 @@ def _as_strings(values: Iterable[object]) -> list[str]:
     return out
 
 
-def value_identifier_kind(values: Iterable[object], *, min_share: float = 0.5) -> str | None:
+def value_identifier_kind(values: Iterable[object], *, min_share: float = 0.5,
+                          hospital_numbers: bool = True) -> str | None:
     """Name the identifier pattern most values follow (``NIR``, ``UUID``, ``hash``,
     ``e-mail``, ``hospital number``), or ``None``."""
     vals = _as_strings(values)
@@ -211,7 +212,7 @@ def value_identifier_kind(values: Iterable[object], *, min_share: float = 0.5) -
     if hits >= max(1, min_share * n):
         return "NIR"
     # fixed-width or prefixed hospital numbers (IPP/NDA): need many distinct values
-    if n >= 5:
+    if n >= 5 and hospital_numbers:
         matched = [v for v in compact if HOSPNUM_RE.match(v)]
         if len(matched) >= 0.9 * n and len(set(matched)) >= 0.9 * len(matched):
             widths = {len(v) for v in matched}
