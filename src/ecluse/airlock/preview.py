@@ -4,7 +4,8 @@ Reads at most ``max_rows`` rows of a CSV (``,`` ``;`` or tab, sniffed),
 Parquet or Excel file, and marks the cells that the ``ecluse.sdc`` findings
 point at. Locations are dicts (``{"row": 4, "column": "n", "cell": "B4",
 "sheet": "S"}``) in spreadsheet terms: the header is row 1, the first data row
-is row 2, columns are names, 0-based positions or letters. Never raises:
+is row 2 (Parquet: the first data row is row 1), columns are names, 0-based
+positions or letters. Never raises:
 an unreadable file gives a preview with an ``error``.
 """
 
@@ -131,7 +132,9 @@ def _column_index(col: Any, columns: list[str]) -> int | None:
     return None
 
 
-def _mark(preview: Preview, findings: list[dict[str, Any]]) -> None:
+def _mark(preview: Preview, findings: list[dict[str, Any]], header_rows: int = 1) -> None:
+    """Mark flagged cells. ``row`` counts lines of the file as ``ecluse.sdc`` does:
+    the header is row 1 in CSV and Excel; Parquet has no header row."""
     for f in findings:
         loc = f.get("location") or {}
         if not isinstance(loc, dict):
@@ -142,10 +145,10 @@ def _mark(preview: Preview, findings: list[dict[str, Any]]) -> None:
         m = _A1.match(str(loc.get("cell") or ""))
         if m:
             col = _letters_to_index(m.group(1))
-            row = int(m.group(2)) - 2  # header is spreadsheet row 1
+            row = int(m.group(2)) - 2  # A1 notation: the header is spreadsheet row 1
         else:
             if isinstance(loc.get("row"), int):
-                row = loc["row"] - 2
+                row = loc["row"] - 1 - header_rows
             if "column" in loc:
                 col = _column_index(loc["column"], preview.columns)
         if col is not None and row is not None and row >= 0:
@@ -179,7 +182,7 @@ def table_preview(
     except Exception as e:  # never let a preview break the review page
         preview.error = f"cannot preview this file ({type(e).__name__})"
         return preview
-    _mark(preview, findings)
+    _mark(preview, findings, header_rows=0 if kind == "parquet" else 1)
     return preview
 
 

@@ -260,3 +260,27 @@ def test_every_step_is_audited_with_actor_project_request_and_sha(
     denied = next(r for r in recs if r.event == "airlock.permission_denied")
     assert denied.actor == "bob" and denied.outcome == "denied"
     assert service.audit.verify().ok
+
+
+def test_concurrent_approvals_count_exactly(make_service, files):
+    """Three checkers approve at once with 2 required: 2 land, the third is refused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = make_service(required_approvals=2)
+    alice = service.identity("alice", ["cardio-los"])
+    rid = _new(service, alice)
+    service.add_file(alice, rid, files.ok[0], [files.ok[1]])
+    service.submit(alice, rid)
+    checkers = [service.identity(f"c{i}", ["output-checkers"]) for i in range(3)]
+
+    def approve(c):
+        try:
+            return service.review(c, rid, decision="approve")["state"]
+        except InvalidTransition as e:
+            return e.code
+
+    with ThreadPoolExecutor(3) as pool:
+        results = sorted(pool.map(approve, checkers))
+    assert results == ["approved", "in_review", "invalid_state"]
+    final = service.get_request(alice, rid)
+    assert final["state"] == "approved" and final["approvals"] == 2

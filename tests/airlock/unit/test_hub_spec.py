@@ -1,0 +1,63 @@
+"""The hub service entry, roles and settings handed to the lead's hub config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pydantic import ValidationError
+
+from ecluse.airlock import AirlockSettings, airlock_roles, airlock_service_spec, airlock_settings
+from ecluse.cli import build_parser
+
+
+def test_service_spec_defaults_to_loopback_and_hub_oauth():
+    settings = SimpleNamespace(config_file=Path("/etc/ecluse/ecluse.yaml"),
+                               state_dir=Path("/var/lib/ecluse"))
+    spec = airlock_service_spec(settings)
+    assert spec["name"] == "airlock"
+    assert spec["url"] == "http://127.0.0.1:8090"
+    assert spec["command"][:5] == [sys.executable, "-m", "ecluse", "airlock", "serve"]
+    assert "--config" in spec["command"] and "/var/lib/ecluse" in spec["command"]
+    assert spec["oauth_no_confirm"] is True
+    assert spec["oauth_client_allowed_scopes"] == [
+        "access:services!service=airlock", "read:users:groups!user"]
+    assert "api_token" not in spec  # the hub generates the service's token
+
+
+def test_service_spec_follows_airlock_settings():
+    settings = SimpleNamespace(config_file=None, state_dir=Path("/s"),
+                               airlock=AirlockSettings(port=9999, ip="127.0.0.2"))
+    assert airlock_service_spec(settings)["url"] == "http://127.0.0.2:9999"
+
+
+def test_roles_are_least_privilege():
+    roles = airlock_roles()
+    assert roles == [{
+        "name": "ecluse-airlock-service",
+        "description": roles[0]["description"],
+        "scopes": ["read:users:groups"],
+        "services": ["airlock"],
+    }]
+
+
+def test_settings_defaults_validation_and_fallback():
+    conf = AirlockSettings()
+    assert (conf.port, conf.ip, conf.required_approvals) == (8090, "127.0.0.1", 2)
+    assert conf.resolved_storage_dir(Path("/s")) == Path("/s/airlock")
+    assert conf.resolved_database_url(Path("/s")) == "sqlite:////s/airlock.sqlite"
+    assert airlock_settings(SimpleNamespace()) == conf
+    assert airlock_settings(SimpleNamespace(airlock={"required_approvals": 3})
+                            ).required_approvals == 3
+    with pytest.raises(ValidationError):
+        AirlockSettings(required_approvals=0)
+    with pytest.raises(ValidationError):
+        AirlockSettings(surprise=1)
+
+
+def test_cli_has_serve_migrate_list():
+    args = build_parser().parse_args(["airlock", "migrate", "--state-dir", "/tmp/x"])
+    assert args.airlock_command == "migrate" and args.state_dir == "/tmp/x"
+    assert build_parser().parse_args(["airlock", "--config", "c.yaml", "serve"]).config == "c.yaml"
