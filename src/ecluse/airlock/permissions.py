@@ -69,7 +69,8 @@ def actors_for(user: Identity, req: RequestLike, project: ProjectLike | None) ->
         members_ok = bool(project and project.members_may_review)
         if members_ok or not user.is_member(req.project):
             actors.add(Actor.CHECKER)
-    if user.is_staff:
+    if user.is_staff and user.name != req.requester:
+        # staff administer other people's requests: nobody releases their own export
         actors.add(Actor.STAFF)
     return actors
 

@@ -284,3 +284,16 @@ def test_concurrent_approvals_count_exactly(make_service, files):
     assert results == ["approved", "in_review", "invalid_state"]
     final = service.get_request(alice, rid)
     assert final["state"] == "approved" and final["approvals"] == 2
+
+
+def test_staff_never_release_their_own_request(make_service, files):
+    service = make_service(required_approvals=1)
+    sam = service.identity("sam", ["staff", "cardio-los"])
+    carol = service.identity("carol", ["output-checkers"])
+    rid = _new(service, sam)
+    service.add_file(sam, rid, files.ok[0], [files.ok[1]])
+    service.submit(sam, rid)
+    assert service.review(carol, rid, decision="approve")["state"] == "approved"
+    with pytest.raises(PermissionDenied, match="never reviews or releases"):
+        service.release(sam, rid)
+    assert service.release(carol, rid)["state"] == "released"
