@@ -242,6 +242,7 @@ class LocalSandbox(Sandbox):
             "cgroup": cg.to_state(),
             "runtime_dir": str(self._rt),
             "port": spec.port,
+            "allowed_ports": sorted(set(spec.allowed_ports)),
         }
         slot = await asyncio.to_thread(self._allocate, meta)
         host_ip, ip = self.subnet.addresses(slot)
@@ -580,7 +581,7 @@ class LocalSandbox(Sandbox):
             raise SandboxError("the workspace could not be stopped",
                                log_message=f"sandbox {state['id']}: processes survive SIGKILL")
         cg.remove()
-        network.delete_link(state["id"], state.get("slot"))
+        network.delete_link(state["id"], state.get("slot"), state.get("allowed_ports"))
         with _flock(self._rt):
             shutil.rmtree(self._dir(state["id"]), ignore_errors=True)
             if not _registered(self._rt):

@@ -125,8 +125,7 @@ def ensure_table(subnet: Subnet) -> None:
 
 
 def delete_table() -> None:
-    if table_exists():
-        sh("nft", "delete", "table", "inet", TABLE)
+    if sh("nft", "delete", "table", "inet", TABLE, check=False).returncode == 0:
         log.info("removed nftables table inet %s", TABLE)
 
 
@@ -195,15 +194,27 @@ def create_link(sandbox_id: str, slot: int, subnet: Subnet, allowed_ports: list[
         raise
 
 
-def delete_link(sandbox_id: str, slot: int | None) -> None:
-    """Remove allowed-port elements, the veth pair and the namespace (idempotent)."""
+def delete_link(sandbox_id: str, slot: int | None, allowed_ports: list[int] | None = None) -> None:
+    """Remove allowed-port elements, the veth pair and the namespace (idempotent).
+
+    ``allowed_ports`` None means "unknown": the set is searched for the veth.
+    """
+    cmds = []
     if slot is not None:
         veth = veth_name(slot)
-        remove_allowed(veth)
+        if allowed_ports is None:
+            remove_allowed(veth)
+        elif allowed_ports:
+            elems = ", ".join(f'"{veth}" . {int(p)}' for p in sorted(set(allowed_ports)))
+            if sh("nft", "delete", "element", "inet", TABLE, "allowed", f"{{ {elems} }}",
+                  check=False).returncode != 0:
+                remove_allowed(veth)  # some were already gone: delete what is left
         if Path(f"/sys/class/net/{veth}").exists():
-            sh("ip", "link", "del", veth, check=False)
+            cmds.append(f"link del {veth}")
     if os.path.exists(netns_path(sandbox_id)):
-        sh("ip", "netns", "del", netns_name(sandbox_id), check=False)
+        cmds.append(f"netns del {netns_name(sandbox_id)}")
+    if cmds:
+        sh("ip", "-force", "-batch", "-", input="\n".join(cmds) + "\n", check=False)
 
 
 def allowed_elements() -> list[tuple[str, int]]:
