@@ -11,7 +11,7 @@ See ``docs/output-checking.md`` for the rules and :mod:`ecluse.sdc.rules` for
 their table.
 """
 
-from .check import check_file, check_paths
+from .check import check_file, check_frame, check_paths
 from .policy import DisclosurePolicy
 from .report import FileReport, Finding, Report, Severity, Verdict
 from .rules import RULES, Rule
@@ -26,5 +26,6 @@ __all__ = [
     "Severity",
     "Verdict",
     "check_file",
+    "check_frame",
     "check_paths",
 ]

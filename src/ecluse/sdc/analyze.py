@@ -92,9 +92,10 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
         return [finding("ambiguous-layout", "table with a header but no data rows",
                         **t.base)], prof
     kinds = [name_kind(nm) for nm in t.names]
-    num = {j: parse_numbers(body[j], t.decimal_comma) for j in range(m)}
-    empty = {j: is_empty(body[j]) for j in range(m)}
-    marker = {j: is_marker(body[j]) for j in range(m)}
+    pre = t.pre or {}
+    num = pre.get("num") or {j: parse_numbers(body[j], t.decimal_comma) for j in range(m)}
+    empty = pre.get("empty") or {j: is_empty(body[j]) for j in range(m)}
+    marker = pre.get("marker") or {j: is_marker(body[j]) for j in range(m)}
     numeric, integer = {}, {}
     for j in range(m):
         cand = ~empty[j] & ~marker[j]

@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import pandas as pd
+
 from .archive import read_gzip, read_zip
 from .other import read_notebook, read_text, read_xarray
 from .policy import DisclosurePolicy
@@ -28,6 +30,7 @@ from .readers import (
 from .report import FileReport, Report, Severity
 from .rules import finding
 from .sniff import sniff
+from .table import from_frame
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,25 @@ def check_file(path: str | os.PathLike[str], policy: DisclosurePolicy | None = N
     return FileReport(path=display_name or str(path), format=fmt,
                       verdict=FileReport.verdict_of(ctx.findings), findings=ctx.findings,
                       policy=policy.model_dump(), details=ctx.details)
+
+
+def check_frame(df: pd.DataFrame, policy: DisclosurePolicy | None = None, *,
+                name: str = "<data frame>") -> FileReport:
+    """Check a pandas DataFrame in memory (a crosstab or summary a researcher just made).
+
+    A MultiIndex header or index is flattened into plain columns first, exactly as
+    it would be after ``to_csv``.
+    """
+    policy = policy or DisclosurePolicy()
+    ctx = Ctx(policy=policy)
+    try:
+        ctx.judge(from_frame(df))
+    except Exception as e:  # noqa: BLE001 - fail closed
+        ctx.add(finding("reader-error", f"cannot judge the frame: {type(e).__name__}: "
+                        f"{str(e)[:300]}"))
+    return FileReport(path=name, format="dataframe", verdict=FileReport.verdict_of(ctx.findings),
+                      findings=ctx.findings, policy=policy.model_dump(),
+                      details={"rows": int(len(df)), "columns": int(df.shape[1])})
 
 
 def check_paths(paths: Iterable[str | os.PathLike[str]],

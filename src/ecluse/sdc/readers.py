@@ -31,11 +31,11 @@ from .sniff import Sniffed
 from .table import Table, detect_decimal_comma, from_frame, grid_to_table, parse_numbers
 
 #: files up to this size are read whole
-SMALL_BYTES = 8 * 1024 * 1024
+SMALL_BYTES = 4 * 1024 * 1024
 #: bytes of a large CSV read as its head
-HEAD_BYTES = 4 * 1024 * 1024
+HEAD_BYTES = 1024 * 1024
 #: rows of a large Parquet / JSON Lines file read as its head
-HEAD_ROWS = 50_000
+HEAD_ROWS = 20_000
 #: JSON documents larger than this are not parsed
 MAX_JSON_BYTES = 512 * 1024 * 1024
 #: rows of one Excel sheet read (more rows are counted only)

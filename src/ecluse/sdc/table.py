@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 SUPPRESSED_RE = re.compile(
     r"^(?:[<≤]=?\s*\d+(?:[.,]\d+)?|\*+|c|x|\[c\]|\[x\]|\[z\]|s|suppr(?:essed|ime|imee)?|"
@@ -49,6 +51,8 @@ class Table:
     excel: bool = False
     decimal_comma: bool = False
     declared_rows: int | None = None  # true number of rows when body is a part of it
+    #: per-column arrays aligned with body rows, computed once: "num", "empty", "marker"
+    pre: dict[str, dict[int, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.colnums:
@@ -96,38 +100,98 @@ def flatten_columns(df: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------- numbers
 
 
+def _strings(s: pd.Series) -> pa.Array:
+    """The cells of ``s`` as an Arrow string array (nulls kept), whitespace trimmed."""
+    if isinstance(s.dtype, pd.StringDtype) or isinstance(s.dtype, pd.ArrowDtype):
+        try:
+            arr = pa.array(s)  # Arrow-backed strings: no Python objects
+            if isinstance(arr, pa.ChunkedArray):
+                arr = arr.combine_chunks()
+            if pa.types.is_large_string(arr.type) or pa.types.is_string(arr.type):
+                return pc.utf8_trim_whitespace(arr.cast(pa.string()))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            pass
+    vals = s.to_numpy(dtype=object, na_value=None)
+    try:
+        arr = pa.array(vals, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        arr = pa.array([None if _isna(v) else str(v) for v in vals], type=pa.string())
+    return pc.utf8_trim_whitespace(arr)
+
+
+def _isna(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
+
+
+def _plain_dtype(s: pd.Series) -> bool:
+    return (pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype)
+            or isinstance(s.dtype, pd.PeriodDtype) or pd.api.types.is_timedelta64_dtype(s.dtype))
+
+
 def is_empty(s: pd.Series) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+    if _plain_dtype(s):
         return s.isna()
-    return s.isna() | (s.astype("string").str.strip() == "").fillna(True)
+    arr = _strings(s)
+    out = pc.fill_null(pc.equal(arr, ""), True)
+    return pd.Series(out.to_numpy(zero_copy_only=False), index=s.index)
+
+
+_MARKER_RE2 = (r"(?i)^([<≤]=?\s*\d+([.,]\d+)?|\*+|c|x|\[c\]|\[x\]|\[z\]|s|"
+               r"suppr(essed|ime|imee)?|redacted|secret|masque|n\s*<\s*\d+)$")
 
 
 def is_marker(s: pd.Series) -> pd.Series:
     """Cells holding a suppression marker such as ``<10``, ``*`` or ``c``."""
-    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+    if _plain_dtype(s):
         return pd.Series(False, index=s.index)
-    st = s.astype("string").str.strip()
-    return st.str.fullmatch(SUPPRESSED_RE).fillna(False).astype(bool)
+    out = pc.fill_null(pc.match_substring_regex(_strings(s), _MARKER_RE2), False)
+    return pd.Series(out.to_numpy(zero_copy_only=False), index=s.index)
+
+
+_PLAIN_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 
 
 def parse_numbers(s: pd.Series, decimal_comma: bool = False) -> pd.Series:
     """Cell values as floats (NaN where not a number); understands ``1 234,5``,
-    ``1,234.5``, ``12.5%``."""
+    ``1,234.5``, ``12.5%``. Plain numbers are parsed in Arrow; only the other
+    cells take the slow path."""
     if pd.api.types.is_bool_dtype(s.dtype):
         return pd.Series(np.nan, index=s.index, dtype=float)
     if pd.api.types.is_numeric_dtype(s.dtype):
         return s.astype(float)
-    if pd.api.types.is_datetime64_any_dtype(s.dtype) or isinstance(s.dtype, pd.PeriodDtype):
+    if _plain_dtype(s):
         return pd.Series(np.nan, index=s.index, dtype=float)
-    if s.dtype == object:
+    direct = None
+    if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
         # mixed cells (Excel): numbers stay numbers, booleans are not numbers
-        direct = pd.to_numeric(
-            s.map(lambda v: v if isinstance(v, int | float) and not isinstance(v, bool) else None),
-            errors="coerce").astype(float)
-        if direct.notna().all():
-            return direct
-    else:
-        direct = None
+        isnum = s.map(lambda v: isinstance(v, int | float | np.number) and not isinstance(v, bool))
+        if isnum.any():
+            direct = pd.to_numeric(s.where(isnum, None), errors="coerce").astype(float)
+            if isnum.all():
+                return direct
+            s = s.where(~isnum, None)
+    arr = _strings(s)
+    if decimal_comma:
+        arr = pc.replace_substring_regex(arr, r"^([-+]?\d+),(\d+)$", r"\1.\2")
+    ok = pc.fill_null(pc.match_substring_regex(arr, _PLAIN_NUMBER), False)
+    out = pc.cast(pc.if_else(ok, arr, pa.scalar(None, pa.string())), pa.float64())
+    res = out.to_numpy(zero_copy_only=False).astype(float)
+    rest = pc.and_(pc.invert(ok), pc.fill_null(
+        pc.match_substring_regex(arr, r"^[-+]?[\d\s\x{a0}\x{202f}.,]*\d[\d\s\x{a0}\x{202f}.,]*%?$"),
+        False))
+    rest_np = rest.to_numpy(zero_copy_only=False)
+    if rest_np.any():
+        idx = np.flatnonzero(rest_np)
+        res[idx] = _parse_slow(pd.Series(arr.take(pa.array(idx)).to_pylist(), dtype=object),
+                               decimal_comma).to_numpy()
+    res[np.isinf(res)] = np.nan
+    out_s = pd.Series(res, index=s.index)
+    if direct is not None:
+        out_s = direct.where(direct.notna(), out_s)
+    return out_s
+
+
+def _parse_slow(s: pd.Series, decimal_comma: bool) -> pd.Series:
     st = s.astype("string").str.replace(_SPACES, "", regex=True)
     st = st.str.rstrip("%")
     if decimal_comma:
@@ -137,11 +201,8 @@ def parse_numbers(s: pd.Series, decimal_comma: bool = False) -> pd.Series:
     else:
         th = st.str.fullmatch(_THOUSANDS_EN).fillna(False).astype(bool)
         st = st.where(~th, st.str.replace(",", "", regex=False))
-    out = pd.to_numeric(st.astype(object).where(st.notna(), None), errors="coerce").astype(float)
-    out[np.isinf(out)] = np.nan
-    if direct is not None:
-        out = direct.where(direct.notna(), out)
-    return out
+    return pd.to_numeric(st.astype(object).where(st.notna(), None),
+                         errors="coerce").astype(float)
 
 
 def detect_decimal_comma(sample: list[list[str]], sep: str) -> bool:
@@ -173,7 +234,7 @@ def grid_to_table(rows: list[list[Any]], *, base: dict | None = None, first_row:
         return None
     grid = pd.DataFrame([list(r) + [None] * (width - len(r)) for r in rows], dtype=object)
     rownums = np.arange(first_row, first_row + len(grid))
-    filled = ~grid.map(_blank)
+    filled = pd.DataFrame({j: ~is_empty(grid[j]) for j in grid.columns})
     keep_rows = filled.any(axis=1).to_numpy()
     keep_cols = filled.any(axis=0).to_numpy()
     if not keep_rows.any():
@@ -229,10 +290,15 @@ def grid_to_table(rows: list[list[Any]], *, base: dict | None = None, first_row:
     body_filled = filled.iloc[h:].reset_index(drop=True)
     keep = body_filled.any(axis=1).to_numpy()
     body = body.loc[keep].reset_index(drop=True)
+    pre = {
+        "num": {j: pd.Series(num[j].to_numpy()[h:][keep]) for j in grid.columns},
+        "empty": {j: pd.Series(~filled[j].to_numpy()[h:][keep]) for j in grid.columns},
+        "marker": {j: pd.Series(marker[j].to_numpy()[h:][keep]) for j in grid.columns},
+    }
     return Table(body=body, names=_dedupe(names), levels=levels,
                  rownums=[int(x) for x in rownums[h:][keep]], colnums=colnums,
                  base=dict(base or {}), excel=excel, decimal_comma=decimal_comma,
-                 declared_rows=declared_rows)
+                 declared_rows=declared_rows, pre=pre)
 
 
 def _texty(v: Any) -> bool:

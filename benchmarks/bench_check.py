@@ -1,0 +1,241 @@
+"""Benchmark of ``ecluse check`` against the baselines named in issue 4.
+
+Three measurements, each printed as ours / baseline / ratio, in one run on
+the same data:
+
+1. a ~1 GB, 10-column, ~10-million-row CSV: ``check_file`` vs
+   ``pyarrow.csv.read_csv`` (target: at most 2x), with the peak memory of
+   each (target for ours: at most 1.5 GB);
+2. a 3-million-row Parquet file: ``check_file`` vs ``pyarrow.parquet.read_table``
+   (target: at most 1.5x);
+3. a checked 3-way crosstab of a 1-million-row table: ``pandas.crosstab`` +
+   ``ecluse.sdc.check_frame`` vs ACRO's ``crosstab`` with its checks (pip
+   package ``acro``, installed into ``benchmarks/.venv-acro`` by this script
+   since it pins its own pandas), and plain ``pandas.crosstab`` for reference.
+
+Every measured step runs in its own fresh Python process, so peak memory
+(``ru_maxrss``) is that step's alone; times are taken inside the process
+around the measured call (imports excluded), best of ``--repeat`` runs. The
+data is generated into a temporary directory that is deleted at the end.
+
+    .venv/bin/python benchmarks/bench_check.py            # full size (~1 GB CSV)
+    .venv/bin/python benchmarks/bench_check.py --quick    # ~1/10 size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ACRO_VENV = HERE / ".venv-acro"
+
+GEN = r"""
+import sys, numpy as np, pyarrow as pa, pyarrow.csv as pcsv, pyarrow.parquet as pq
+kind, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = np.random.default_rng(42)
+wards = np.array(["CARDIOLOGIE", "NEUROLOGIE", "REANIMATION", "MEDECINE-INTERNE", "PNEUMOLOGIE"])
+days = np.array([f"2023-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29)])
+def chunk(start, size):
+    i = np.arange(start, start + size)
+    return pa.table({
+        "patient_id": pa.array(np.char.add("PAT", np.char.zfill(i.astype(str), 10))),
+        "sexe": rng.choice(np.array(["F", "M"]), size),
+        "age": rng.integers(0, 100, size),
+        "date_entree": rng.choice(days, size),
+        "service": rng.choice(wards, size),
+        "duree_sejour": rng.integers(0, 90, size),
+        "poids_kg": np.round(rng.normal(70, 12, size), 1),
+        "pas_mmhg": rng.integers(80, 200, size),
+        "diagnostic": rng.choice(np.array([f"I{k:02d}.{k % 10}" for k in range(100)]), size),
+        "cout_eur": np.round(rng.gamma(2.0, 1800.0, size), 2),
+    })
+step = 1_000_000
+if kind == "csv":
+    with pa.OSFile(path, "wb") as sink:
+        w = None
+        for s in range(0, n, step):
+            t = chunk(s, min(step, n - s))
+            if w is None:
+                w = pcsv.CSVWriter(sink, t.schema)
+            w.write_table(t)
+        w.close()
+elif kind == "parquet":
+    w = None
+    for s in range(0, n, step):
+        t = chunk(s, min(step, n - s))
+        if w is None:
+            w = pq.ParquetWriter(path, t.schema)
+        w.write_table(t)
+    w.close()
+elif kind == "table":
+    t = pa.table({
+        "region": rng.choice(np.array([f"R{k:02d}" for k in range(13)]), n),
+        "sexe": rng.choice(np.array(["F", "M"]), n),
+        "classe_age": rng.choice(np.array(["0-17", "18-39", "40-59", "60-79", "80+"]), n,
+                                 p=[0.05, 0.25, 0.3, 0.3, 0.1]),
+        "duree_sejour": rng.integers(0, 90, n),
+    })
+    pcsv.write_csv(t, path)
+"""
+
+MEASURE = r"""
+import json, resource, sys, time
+what, path = sys.argv[1], sys.argv[2]
+if what == "pyarrow-csv":
+    import pyarrow.csv as pcsv
+    t0 = time.perf_counter(); t = pcsv.read_csv(path); rows = t.num_rows
+elif what == "pyarrow-parquet":
+    import pyarrow.parquet as pq
+    t0 = time.perf_counter(); t = pq.read_table(path); rows = t.num_rows
+elif what == "ecluse":
+    from ecluse.sdc import check_file
+    t0 = time.perf_counter(); rep = check_file(path); rows = rep.details.get("rows")
+    extra = {"verdict": str(rep.verdict), "rules": sorted({f.rule for f in rep.findings})}
+elif what in ("pandas-crosstab", "ecluse-crosstab", "acro-crosstab"):
+    import pandas as pd
+    df = pd.read_csv(path)
+    if what == "acro-crosstab":
+        import contextlib, io, logging
+        logging.disable(logging.CRITICAL)
+        from acro import ACRO
+        with contextlib.redirect_stdout(io.StringIO()):
+            acro = ACRO(suppress=False)
+            t0 = time.perf_counter()
+            ct = acro.crosstab(df.region, [df.sexe, df.classe_age])
+        extra = {"status": str(list(acro.results.results.values())[-1].status)}
+    else:
+        t0 = time.perf_counter()
+        ct = pd.crosstab(df.region, [df.sexe, df.classe_age])
+        if what == "ecluse-crosstab":
+            from ecluse.sdc import check_frame
+            rep = check_frame(ct)
+            extra = {"verdict": str(rep.verdict)}
+    rows = len(df)
+else:
+    raise SystemExit(f"unknown measurement {what}")
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+out = {"seconds": dt, "peak_bytes": peak, "rows": rows}
+out.update(locals().get("extra", {}))
+print(json.dumps(out))
+"""
+
+
+def run_py(python: str, code: str, *args: str) -> dict:
+    res = subprocess.run([python, "-c", code, *args], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if res.returncode != 0:
+        raise RuntimeError(f"{args[0] if args else code[:20]} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def best(python: str, what: str, path: Path, repeat: int) -> dict:
+    runs = [run_py(python, MEASURE, what, str(path)) for _ in range(repeat)]
+    out = min(runs, key=lambda r: r["seconds"])
+    out["peak_bytes"] = max(r["peak_bytes"] for r in runs)
+    return out
+
+
+def warm(path: Path) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(64 * 1024 * 1024):
+            pass
+
+
+def acro_python() -> str | None:
+    py = ACRO_VENV / "bin" / "python"
+    if not py.exists():
+        print(f"# installing acro into {ACRO_VENV} (one time)", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(ACRO_VENV)
+        res = subprocess.run([str(py), "-m", "pip", "install", "-q", "acro"],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"# acro install failed: {res.stderr[-500:]}")
+            return None
+    return str(py)
+
+
+def gb(n: float) -> str:
+    return f"{n / 1024**3:.2f} GB"
+
+
+def line(label: str, ours: float, base: float, base_label: str, target: float | None) -> str:
+    ratio = ours / base if base else float("inf")
+    verdict = "" if target is None else (" OK" if ratio <= target else f" OVER TARGET {target}x")
+    return (f"{label:34} ours {ours:7.2f} s | {base_label} {base:7.2f} s | "
+            f"ratio {ratio:5.2f}x{verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="about a tenth of the full sizes")
+    ap.add_argument("--csv-rows", type=int, default=None)
+    ap.add_argument("--parquet-rows", type=int, default=None)
+    ap.add_argument("--table-rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--no-acro", action="store_true", help="skip the ACRO comparison")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    args = ap.parse_args(argv)
+    csv_rows = args.csv_rows or (1_000_000 if args.quick else 10_000_000)
+    pq_rows = args.parquet_rows or (300_000 if args.quick else 3_000_000)
+    py = sys.executable
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="ecluse-bench-") as tmp:
+        d = Path(tmp)
+        csv_path, pq_path, tab_path = d / "stays.csv", d / "stays.parquet", d / "table.csv"
+        t0 = time.perf_counter()
+        run_gen = lambda kind, p, n: subprocess.run(  # noqa: E731
+            [py, "-c", GEN, kind, str(p), str(n)], check=True)
+        run_gen("csv", csv_path, csv_rows)
+        run_gen("parquet", pq_path, pq_rows)
+        run_gen("table", tab_path, args.table_rows)
+        print(f"# data generated in {time.perf_counter() - t0:.0f} s: CSV {gb(csv_path.stat().st_size)}"
+              f" ({csv_rows} rows x 10), Parquet {pq_rows} rows, table {args.table_rows} rows")
+        # 1. CSV
+        warm(csv_path)
+        base = best(py, "pyarrow-csv", csv_path, args.repeat)
+        ours = best(py, "ecluse", csv_path, args.repeat)
+        results["csv"] = {"ours": ours, "baseline": base}
+        print(line("CSV check_file vs pyarrow read_csv", ours["seconds"], base["seconds"],
+                   "pyarrow", 2.0))
+        print(f"{'':34} peak memory ours {gb(ours['peak_bytes'])} (target <= 1.5 GB) | "
+              f"pyarrow {gb(base['peak_bytes'])}; verdict {ours['verdict']} {ours['rules']}")
+        # 2. Parquet
+        warm(pq_path)
+        base = best(py, "pyarrow-parquet", pq_path, args.repeat)
+        ours = best(py, "ecluse", pq_path, args.repeat)
+        results["parquet"] = {"ours": ours, "baseline": base}
+        print(line("Parquet check_file vs read_table", ours["seconds"], base["seconds"],
+                   "pyarrow", 1.5))
+        print(f"{'':34} peak memory ours {gb(ours['peak_bytes'])} | pyarrow "
+              f"{gb(base['peak_bytes'])}; verdict {ours['verdict']} {ours['rules']}")
+        # 3. crosstab
+        pandas_ct = best(py, "pandas-crosstab", tab_path, args.repeat)
+        ours = best(py, "ecluse-crosstab", tab_path, args.repeat)
+        results["crosstab"] = {"ours": ours, "pandas": pandas_ct}
+        print(f"{'3-way crosstab, plain pandas':34} {pandas_ct['seconds']:7.2f} s")
+        if not args.no_acro and (apy := acro_python()):
+            acro = best(apy, "acro-crosstab", tab_path, args.repeat)
+            results["crosstab"]["acro"] = acro
+            print(line("checked crosstab: ecluse vs ACRO", ours["seconds"], acro["seconds"],
+                       "ACRO", None))
+            print(f"{'':34} ecluse verdict {ours['verdict']}; ACRO status {acro['status']}; "
+                  f"ecluse overhead over pandas {ours['seconds'] / pandas_ct['seconds']:.2f}x, "
+                  f"ACRO over pandas {acro['seconds'] / pandas_ct['seconds']:.2f}x")
+        else:
+            print(f"{'checked crosstab (ecluse)':34} {ours['seconds']:7.2f} s (ACRO skipped)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
