@@ -250,7 +250,6 @@ class EcluseSpawner(Spawner):
                 "USER": self.user.name,
                 "SHELL": "/bin/bash",
                 "ECLUSE_PROJECT": self.project_slug,
-                "JUPYTER_CONFIG_DIR": "/etc/jupyter",
                 "JUPYTER_DATA_DIR": f"/home/{self.user.name}/.local/share/jupyter",
                 "PYTHONNOUSERSITE": "1",
             }
@@ -316,7 +315,8 @@ class EcluseSpawner(Spawner):
 
     async def poll(self):
         if not self.sandbox_state:
-            return 0
+            # while start() is still setting the sandbox up, it is not dead
+            return None if self.pending == "spawn" else 0
         status = await self.backend.poll(self.sandbox_state)
         if status is not None and not getattr(self, "_reported_exit", False):
             self._reported_exit = True

@@ -1,0 +1,185 @@
+"""Workspace spawn time: EcluseSpawner (sandbox) vs a bare LocalProcessSpawner.
+
+Starts slapd and, in turn, two real hubs (JupyterHub + configurable-http-
+proxy) on loopback:
+
+* baseline: ``SimpleLocalProcessSpawner`` (a plain local process, no isolation);
+* ours: ``EcluseSpawner`` on the local sandbox backend (bubblewrap + network
+  namespace + cgroups + nftables).
+
+For each, the time from the start request (POST /hub/api/users/U/servers/S)
+to the server answering through the proxy (GET /user/U/S/api/status → 200),
+sequentially (``--rounds``), then ``--concurrent`` servers started at once
+(ours only): time until all are ready, and memory per sandbox (cgroup
+``memory.usage_in_bytes`` / ``memory.current`` and the RSS of its processes).
+
+Targets (issue #3): ratio ≤ 1.3×; 20 concurrent servers ready within 90 s.
+Needs root.
+
+    .venv/bin/python benchmarks/bench_spawn.py [--rounds 5] [--concurrent 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from ecluse.config import load_settings
+from ecluse.ldapserver import EmbeddedSlapd
+from ecluse.stack import Stack
+from ecluse.testing import HubClient, write_config
+
+
+def spawn_and_wait(stack: Stack, c: HubClient, token: str, user: str, server: str,
+                   timeout: float = 180) -> float:
+    t0 = time.perf_counter()
+    r = c.api("POST", f"/users/{user}/servers/{server}", token)
+    if r.status_code not in (201, 202):
+        raise RuntimeError(f"spawn {user}/{server}: {r.status_code} {r.text[:200]}")
+    url = f"{stack.url}/user/{user}/{server}/api/status"
+    headers = {"Authorization": f"token {token}"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, headers=headers, timeout=5).status_code == 200:
+                return time.perf_counter() - t0
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{user}/{server} did not answer within {timeout}s")
+
+
+def stop_and_wait(c: HubClient, token: str, user: str, server: str) -> None:
+    c.api("DELETE", f"/users/{user}/servers/{server}", token)
+    for _ in range(600):
+        if server not in c.api("GET", f"/users/{user}", token).json()["servers"]:
+            return
+        time.sleep(0.1)
+
+
+def sandbox_memory() -> list[tuple[int, int]]:
+    """(cgroup memory bytes, RSS bytes) of each running sandbox."""
+    import psutil
+
+    out = []
+    for sid in sorted(os.listdir("/run/ecluse/sandboxes")):
+        for base in (f"/sys/fs/cgroup/memory/ecluse/{sid}", f"/sys/fs/cgroup/ecluse/{sid}"):
+            usage = Path(base, "memory.usage_in_bytes")
+            if not usage.exists():
+                usage = Path(base, "memory.current")
+            if usage.exists():
+                procs = [int(p) for p in Path(base, "cgroup.procs").read_text().split()]
+                rss = 0
+                for pid in procs:
+                    try:
+                        rss += psutil.Process(pid).memory_info().rss
+                    except psutil.Error:
+                        pass
+                out.append((int(usage.read_text()), rss))
+                break
+    return out
+
+
+def run_phase(tmp: Path, slapd: EmbeddedSlapd, spawner: str, users: dict[str, str],
+              rounds: int, concurrent: int) -> dict:
+    path = write_config(tmp / f"cfg-{spawner}", slapd, overrides={
+        "hub.spawner": spawner, "sandbox.start_timeout": 180,
+        "sandbox.stop_grace": 3})
+    settings = load_settings(path)
+    result: dict = {}
+    with open(tmp / f"hub-{spawner}.log", "wb") as log, Stack(settings, hub_log=log) as stack:
+        clients = {}
+        for u, pw in users.items():
+            c = HubClient(stack.url)
+            c.login(u, pw)
+            clients[u] = (c, c.new_token(u))
+        first = next(iter(users))
+        c, tok = clients[first]
+        spawn_and_wait(stack, c, tok, first, "cardio-los")  # warm-up (page cache, db rows)
+        stop_and_wait(c, tok, first, "cardio-los")
+        times = []
+        for _ in range(rounds):
+            times.append(spawn_and_wait(stack, c, tok, first, "cardio-los"))
+            stop_and_wait(c, tok, first, "cardio-los")
+        result["sequential"] = times
+        if concurrent:
+            names = list(users)[:concurrent]
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(concurrent) as pool:
+                jobs = [pool.submit(spawn_and_wait, stack, *clients[u], u, "cardio-los")
+                        for u in names]
+                each = [j.result() for j in jobs]
+            result["concurrent_all_ready_s"] = time.perf_counter() - t0
+            result["concurrent_each"] = each
+            if spawner == "ecluse":
+                result["memory"] = sandbox_memory()
+            for u in names:
+                stop_and_wait(*clients[u], u, "cardio-los")
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--concurrent", type=int, default=20)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_spawn needs root (bubblewrap, network namespaces, cgroups)")
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="ecluse-bench-spawn-"))
+    slapd = EmbeddedSlapd(tmp / "ldap")
+    try:
+        slapd.start()
+        n = max(1, args.concurrent)
+        users = {f"bench{i:02d}": f"pw-bench-{i}-Secret" for i in range(n)}
+        for i, (u, pw) in enumerate(users.items()):
+            slapd.add_user(u, pw, 21000 + i)
+        slapd.add_group("proj-cardio-los", "groupOfNames", 30001, list(users))
+        slapd.add_group("proj-air-quality", "groupOfNames", 30002, [])
+        base = run_phase(tmp, slapd, "simple", {k: users[k] for k in list(users)[:1]},
+                         args.rounds, 0)
+        ours = run_phase(tmp, slapd, "ecluse", users, args.rounds, args.concurrent)
+    finally:
+        slapd.stop()
+        from ecluse.sandbox.local import teardown_host_network
+
+        teardown_host_network()
+        if not os.environ.get("ECLUSE_BENCH_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    b = statistics.median(base["sequential"])
+    o = statistics.median(ours["sequential"])
+    print("\nbench_spawn — start request → server answers through the proxy")
+    print(f"{'measure':<46}{'ours':>10}{'baseline':>10}{'ratio':>8}")
+    print(f"{'spawn time, median of ' + str(args.rounds) + ' (s)':<46}{o:>10.2f}{b:>10.2f}"
+          f"{o / b:>8.2f}")
+    print(f"{'spawn time, min (s)':<46}{min(ours['sequential']):>10.2f}"
+          f"{min(base['sequential']):>10.2f}"
+          f"{min(ours['sequential']) / min(base['sequential']):>8.2f}")
+    ok = o / b <= 1.3
+    if args.concurrent:
+        allr = ours["concurrent_all_ready_s"]
+        print(f"{str(args.concurrent) + ' concurrent sandboxes: all ready (s)':<46}{allr:>10.1f}"
+              f"{'90 (target)':>18}")
+        mem = ours.get("memory") or []
+        if mem:
+            cg = statistics.median(m[0] for m in mem) / 2**20
+            rss = statistics.median(m[1] for m in mem) / 2**20
+            print(f"{'memory per sandbox, median cgroup (MiB)':<46}{cg:>10.0f}")
+            print(f"{'memory per sandbox, median RSS (MiB)':<46}{rss:>10.0f}")
+        ok = ok and allr <= 90
+    print("targets met" if ok else "TARGETS MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
