@@ -258,6 +258,49 @@ done()
         suid.unlink()
 
 
+async def test_host_sockets_and_descriptors(run_py, escape, deployment):
+    """Abstract unix sockets of the host, and descriptors the hub holds open, stay out."""
+    import socket
+
+    name = f"ecluse-test-abstract-{os.getpid()}"
+    host_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host_sock.bind("\0" + name)
+    host_sock.listen(1)
+    secret = open(deployment.state_dir / "jupyterhub_cookie_secret")  # held open by the "hub"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.connect("\0" + name)  # control: reachable from the host
+    probe.close()
+    try:
+        code = PRELUDE + f"""
+def abstract():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.5)
+    s.connect("\\0{name}")
+attempt("connect to a host abstract unix socket", abstract)
+def inherited():
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{{fd}}")
+        except OSError:
+            continue
+        if "secret" in target or "sqlite" in target or "{deployment.state_dir}" in target:
+            found.append(target)
+    need(found, "no hub descriptor inherited")
+    return found
+attempt("use a descriptor inherited from the hub", inherited)
+attempt("read the hub's environment", lambda: need("ECLUSE_TEST_SECRET" in os.environ))
+done()
+"""
+        os.environ["ECLUSE_TEST_SECRET"] = "s3cret"
+        result, payload = await run_py(code)
+        check_all(escape, payload, result)
+    finally:
+        os.environ.pop("ECLUSE_TEST_SECRET", None)
+        secret.close()
+        host_sock.close()
+
+
 async def test_memory_limit_kills(run_py, escape, covid):
     code = """
 chunks = []

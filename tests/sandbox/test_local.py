@@ -287,3 +287,27 @@ async def test_stop_of_unknown_state_is_harmless(backend, covid):
     await backend.stop(state)
     copy = {k: v for k, v in state.items() if k != "released"}
     await LocalSandbox(settings=backend.settings).stop(copy)  # after a restart: no error
+
+
+async def test_multiprocessing_and_dask_local_cluster(run_py, covid):
+    """Dask's LocalCluster (processes, semaphores in /dev/shm, TCP on loopback) works inside."""
+    from ecluse.config import Quota
+
+    roomy = covid.model_copy(update={"quota": Quota(cpu=2, memory="1G", pids=256)})
+    code = """
+import json, multiprocessing as mp
+if __name__ == "__main__":
+    with mp.Pool(2) as pool:
+        squares = pool.map(abs, [-1, -2])
+    from dask.distributed import Client, LocalCluster
+    import dask.array as da
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        total = float(da.ones((1000, 1000), chunks=250).sum().compute())
+        workers = sorted(client.scheduler_info()["workers"])
+    print(json.dumps({"pool": squares, "total": total, "workers": workers}))
+"""
+    result, out = await run_py(code, project=roomy, timeout=180)
+    assert out, result.stderr[-3000:]
+    assert out["pool"] == [1, 2] and out["total"] == 1e6
+    assert len(out["workers"]) == 2 and all("127.0.0.1" in w for w in out["workers"])

@@ -367,6 +367,7 @@ class LocalSandbox(Sandbox):
                 bind(host, f"/{name}")
         args.extend(["--proc", "/proc", "--dev", "/dev"])
         args.extend(["--perms", "1777", "--tmpfs", "/tmp"])
+        args.extend(["--perms", "1777", "--tmpfs", "/dev/shm"])  # POSIX semaphores (Dask)
         args.extend(["--perms", "0755", "--dir", "/etc"])
         made.add("/etc")
         for entry in self.etc_entries:
