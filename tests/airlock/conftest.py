@@ -46,6 +46,16 @@ from .hubstack import AirlockHub
 from .pgserver import PostgresServer
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--postgres`` (seen when pytest is started on tests/airlock; otherwise use the
+    ECLUSE_TEST_POSTGRES=1 switch, which .ci/run sets)."""
+    try:
+        parser.addoption("--postgres", action="store_true", default=False,
+                         help="also run the airlock database suites on PostgreSQL")
+    except ValueError:  # already registered by a parent conftest
+        pass
+
+
 def postgres_enabled(config: pytest.Config) -> bool:
     try:
         if config.getoption("--postgres"):
