@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from .airlock.settings import AirlockSettings
 from .sdc.policy import DisclosurePolicy
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
@@ -228,6 +229,7 @@ class Settings(_Model):
     ldap: LDAPSettings
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     disclosure: DisclosurePolicy = Field(default_factory=DisclosurePolicy)
+    airlock: AirlockSettings = Field(default_factory=AirlockSettings)
     projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
 
     @property
@@ -499,6 +501,7 @@ def load_settings(
     settings.ldap.bind_password_file = _resolve(base, settings.ldap.bind_password_file)
     settings.sandbox.projects_root = _resolve(base, settings.sandbox.projects_root)
     settings.sandbox.python_env = _resolve(base, settings.sandbox.python_env)
+    settings.airlock.storage_dir = _resolve(base, settings.airlock.storage_dir)
     settings.projects = load_projects(settings.projects_file)
     return settings
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from .airlock.settings import AirlockSettings
 from .config import HubSettings, LDAPSettings, Project, Quota, SandboxSettings, Settings
 from .sdc.policy import DisclosurePolicy
 
@@ -52,6 +53,10 @@ def config_reference() -> str:
         "### `disclosure`",
         "",
         *_table(DisclosurePolicy, "disclosure."),
+        "",
+        "### `airlock`",
+        "",
+        *_table(AirlockSettings, "airlock."),
         "",
         "## `projects.yaml`",
         "",

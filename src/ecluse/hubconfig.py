@@ -67,9 +67,13 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     os.environ.setdefault(ENV_STATE_DIR, str(state))
 
     hub = settings.hub
+    internal_ip = hub_bind_ip(settings)
+    if internal_ip != "127.0.0.1" and settings.airlock.ip == "127.0.0.1":
+        # workspaces upload to the airlock directly: it listens where they can reach it
+        settings.airlock.ip = internal_ip
     c.JupyterHub.ip = hub.ip
     c.JupyterHub.port = hub.port
-    c.JupyterHub.hub_ip = hub_bind_ip(settings)
+    c.JupyterHub.hub_ip = internal_ip
     c.JupyterHub.hub_port = hub.hub_port
     c.JupyterHub.db_url = settings.hub_database_url
     c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
@@ -146,6 +150,13 @@ def configure_spawner(c: Any, settings: Settings) -> None:
         c.EcluseSpawner.state_dir = str(settings.state_dir)
         c.EcluseSpawner.start_timeout = settings.sandbox.start_timeout
         c.EcluseSpawner.http_timeout = settings.sandbox.start_timeout
+        scopes = ["users:activity!user", "access:servers!server"]
+        workspace_scopes = _optional("ecluse.airlock.hub", "WORKSPACE_TOKEN_SCOPES")
+        if workspace_scopes:
+            # the workspace's own token (the user's) may upload to the airlock
+            scopes += list(workspace_scopes)
+            c.EcluseSpawner.extra_allowed_ports = [settings.airlock.port]
+        c.EcluseSpawner.server_token_scopes = scopes
         return
     # development fallback: a plain local process, no isolation
     c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"

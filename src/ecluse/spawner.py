@@ -252,6 +252,11 @@ class EcluseSpawner(Spawner):
                 "ECLUSE_PROJECT": self.project_slug,
                 "JUPYTER_DATA_DIR": f"/home/{self.user.name}/.local/share/jupyter",
                 "PYTHONNOUSERSITE": "1",
+                # the airlock, reachable from the sandbox on the host address
+                "ECLUSE_AIRLOCK_URL": (
+                    f"http://{self.settings.airlock.ip}:{self.settings.airlock.port}"
+                    "/services/airlock/"
+                ),
             }
         )
         return env
