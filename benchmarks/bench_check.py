@@ -41,8 +41,11 @@ GEN = r"""
 import sys, numpy as np, pyarrow as pa, pyarrow.csv as pcsv, pyarrow.parquet as pq
 kind, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(42)
-wards = np.array(["CARDIOLOGIE", "NEUROLOGIE", "REANIMATION", "MEDECINE-INTERNE", "PNEUMOLOGIE"])
-days = np.array([f"2023-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29)])
+wards = np.array(["CARDIOLOGIE INTERVENTIONNELLE ADULTE", "NEUROLOGIE VASCULAIRE - UNV",
+                  "REANIMATION MEDICALE POLYVALENTE", "MEDECINE INTERNE ET INFECTIOLOGIE",
+                  "PNEUMOLOGIE ET ONCOLOGIE THORACIQUE"])
+days = np.array([f"2023-{m:02d}-{d:02d}T{h:02d}:{(7 * d) % 60:02d}:00"
+                 for m in range(1, 13) for d in range(1, 29) for h in range(0, 24, 3)])
 def chunk(start, size):
     i = np.arange(start, start + size)
     return pa.table({
@@ -57,8 +60,32 @@ def chunk(start, size):
         "diagnostic": rng.choice(np.array([f"I{k:02d}.{k % 10}" for k in range(100)]), size),
         "cout_eur": np.round(rng.gamma(2.0, 1800.0, size), 2),
     })
+def agg_chunk(start, size):
+    i = np.arange(start, start + size)
+    n = rng.integers(0, 2000, size)
+    return pa.table({
+        "region": pa.array(np.char.add("R", (i % 13).astype(str))),
+        "departement": pa.array(np.char.add("D", ((i // 13) % 101).astype(str))),
+        "annee": 2015 + (i // 1313) % 9,
+        "mois": 1 + (i // 11817) % 12,
+        "classe_age": pa.array(np.char.add("age-", ((i // 141804) % 8).astype(str))),
+        "sexe": np.where((i // 1134432) % 2 == 0, "F", "M"),
+        "strate": pa.array(np.char.add("S", (i // 2268864).astype(str))),
+        "n": n,
+        "duree_moyenne": np.round(rng.gamma(2.0, 3.0, size), 2),
+        "taux_pour_mille": np.round(rng.random(size) * 100, 3),
+    })
 step = 1_000_000
-if kind == "csv":
+if kind == "aggregate":
+    with pa.OSFile(path, "wb") as sink:
+        w = None
+        for s in range(0, n, step):
+            t = agg_chunk(s, min(step, n - s))
+            if w is None:
+                w = pcsv.CSVWriter(sink, t.schema)
+            w.write_table(t)
+        w.close()
+elif kind == "csv":
     with pa.OSFile(path, "wb") as sink:
         w = None
         for s in range(0, n, step):
@@ -112,10 +139,11 @@ elif what in ("pandas-crosstab", "ecluse-crosstab", "acro-crosstab"):
             ct = acro.crosstab(df.region, [df.sexe, df.classe_age])
         extra = {"status": str(list(acro.results.results.values())[-1].status)}
     else:
+        if what == "ecluse-crosstab":
+            from ecluse.sdc import check_frame
         t0 = time.perf_counter()
         ct = pd.crosstab(df.region, [df.sexe, df.classe_age])
         if what == "ecluse-crosstab":
-            from ecluse.sdc import check_frame
             rep = check_frame(ct)
             extra = {"verdict": str(rep.verdict)}
     rows = len(df)
@@ -181,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parquet-rows", type=int, default=None)
     ap.add_argument("--table-rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--no-aggregate", dest="aggregate", action="store_false",
+                    help="skip the second CSV (a long aggregate whose counts are all checked)")
     ap.add_argument("--no-acro", action="store_true", help="skip the ACRO comparison")
     ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     args = ap.parse_args(argv)
@@ -191,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ecluse-bench-") as tmp:
         d = Path(tmp)
         csv_path, pq_path, tab_path = d / "stays.csv", d / "stays.parquet", d / "table.csv"
+        agg_path = d / "counts.csv"
         t0 = time.perf_counter()
         run_gen = lambda kind, p, n: subprocess.run(  # noqa: E731
             [py, "-c", GEN, kind, str(p), str(n)], check=True)
         run_gen("csv", csv_path, csv_rows)
+        if args.aggregate:
+            run_gen("aggregate", agg_path, csv_rows)
         run_gen("parquet", pq_path, pq_rows)
         run_gen("table", tab_path, args.table_rows)
         print(f"# data generated in {time.perf_counter() - t0:.0f} s: CSV {gb(csv_path.stat().st_size)}"
@@ -208,6 +241,18 @@ def main(argv: list[str] | None = None) -> int:
                    "pyarrow", 2.0))
         print(f"{'':34} peak memory ours {gb(ours['peak_bytes'])} (target <= 1.5 GB) | "
               f"pyarrow {gb(base['peak_bytes'])}; verdict {ours['verdict']} {ours['rules']}")
+        if args.aggregate:
+            # 1b. a long aggregate of the same size: not blocked, every count cell checked
+            warm(agg_path)
+            base = best(py, "pyarrow-csv", agg_path, args.repeat)
+            ours = best(py, "ecluse", agg_path, args.repeat)
+            results["csv_aggregate"] = {"ours": ours, "baseline": base}
+            print(line("aggregate CSV (counts checked)", ours["seconds"], base["seconds"],
+                       "pyarrow", 2.0))
+            print(f"{'':34} {gb(agg_path.stat().st_size)}; peak memory ours "
+                  f"{gb(ours['peak_bytes'])} | pyarrow {gb(base['peak_bytes'])}; verdict "
+                  f"{ours['verdict']} {ours['rules']}")
+            agg_path.unlink()
         # 2. Parquet
         warm(pq_path)
         base = best(py, "pyarrow-parquet", pq_path, args.repeat)

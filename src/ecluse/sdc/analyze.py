@@ -293,7 +293,8 @@ def _suppression(t: Table, counts: list[int], label_cols: list[int], num: dict[i
     n = len(t.body)
     if n * len(counts) > 50_000:
         return []
-    suppressed = {(i, j) for j in counts for i in range(n) if marker[j].iat[i] or empty[j].iat[i]}
+    suppressed = {(int(i), j) for j in counts
+                  for i in np.flatnonzero((marker[j] | empty[j]).to_numpy())}
     if not suppressed:
         return []
     # dimensions of each cell: the row's labels (forward-filled) + the column's header parts
@@ -376,10 +377,16 @@ def _regression(t: Table, policy: DisclosurePolicy, is_regression: bool, label_c
             nobs = (float(v.min()), t.loc(int(v.idxmin()), j))
         elif kinds[j] == "dfmodel":
             dfmodel = float(v.max())
+    wanted = DF_NAMES | NOBS_NAMES | DFMODEL_NAMES
     for j in label_cols:
-        for i, lab in enumerate(t.body[j].tolist()):
-            key = normalise(lab)
-            if key in DF_NAMES or key in NOBS_NAMES or key in DFMODEL_NAMES:
+        col = t.body[j]
+        hits = {u for u in pd.unique(col.astype(str)) if normalise(u) in wanted}
+        if not hits:
+            continue
+        for i in np.flatnonzero(col.astype(str).isin(hits).to_numpy()):
+            i = int(i)
+            key = normalise(col.iat[i])
+            if key in wanted:
                 vals = [num[k].iat[i] for k in value_cols if not np.isnan(num[k].iat[i])]
                 if not vals:
                     continue
