@@ -36,6 +36,15 @@ from .roles import hub_groups_for
 WORKSPACE_PORT = 8888
 
 
+def _workspace_hooks():
+    """``ecluse.workspace`` (workspace env and mounts), when installed."""
+    try:
+        from . import workspace
+    except ImportError:
+        return None
+    return workspace
+
+
 def _fail(message: str, reason: str, log_message: str | None = None) -> SpawnException:
     return SpawnException(message, reason=reason, log_message=log_message or message)
 
@@ -287,14 +296,23 @@ class EcluseSpawner(Spawner):
         await asyncio.get_running_loop().run_in_executor(
             None, self.backend.prepare_project_dirs, project, user
         )
+        env = self.get_env()
+        mounts = []
+        workspace = _workspace_hooks()
+        if workspace is not None:
+            # ecluse.workspace: the export guard's config (read-only, outside user
+            # paths), Dask sizing and anything else the workspace environment needs
+            env.update(workspace.workspace_env(self.settings, project, user))
+            mounts = workspace.workspace_mounts(self.settings, project, user)
         spec = SandboxSpec(
             project=project,
             user=user,
             command=[*self.workspace_cmd, "--ip=0.0.0.0", f"--port={self.workspace_port}",
                      *self.get_args_extra()],
-            env=self.get_env(),
+            env=env,
             port=self.workspace_port,
             allowed_ports=[self.settings.hub.hub_port, *self.extra_allowed_ports],
+            extra_mounts=mounts,
             name="workspace",
         )
         self._events.append({"progress": 50, "message": "Starting the isolated workspace"})
