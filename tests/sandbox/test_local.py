@@ -311,3 +311,35 @@ if __name__ == "__main__":
     assert out, result.stderr[-3000:]
     assert out["pool"] == [1, 2] and out["total"] == 1e6
     assert len(out["workers"]) == 2 and all("127.0.0.1" in w for w in out["workers"])
+
+
+async def test_secrets_in_env_never_reach_the_host_process_table(backend, covid):
+    """The hub API token is in the sandbox's environment, not in any host command line."""
+    token = "tok-" + os.urandom(8).hex()
+    spec = SandboxSpec(covid, ALICE, ["sleep", "60"], env={
+        "JUPYTERHUB_API_TOKEN": token, "LD_LIBRARY_PATH": "/opt/lib"})
+    state = await backend.start(spec)
+    try:
+        seen = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    if token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        seen.append(pid)
+                except OSError:
+                    pass
+        assert not seen
+        for _ in range(100):  # until the launcher chain has exec'd the command
+            main = [p for p in Cgroups(state["id"]).pids()
+                    if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep")]
+            if main:
+                break
+            await asyncio.sleep(0.05)
+        environ = Path(f"/proc/{main[0]}/environ").read_bytes().split(b"\0")
+        assert f"JUPYTERHUB_API_TOKEN={token}".encode() in environ
+        assert b"LD_LIBRARY_PATH=/opt/lib" in environ
+        assert any(e.startswith(f"PATH={sys.prefix}/bin:".encode()) for e in environ)
+        bwrap_env = Path(f"/proc/{state['pid']}/environ").read_bytes()
+        assert b"LD_LIBRARY_PATH" not in bwrap_env  # the root-run launcher never sees it
+    finally:
+        await backend.stop(state)

@@ -131,6 +131,17 @@ def _python_dirs(env: Path) -> list[Path]:
     return [d for i, d in enumerate(dirs) if d not in dirs[:i]]
 
 
+_ROOT_UNSAFE_PREFIXES = ("LD_", "GCONV_", "MALLOC_", "GLIBC_")
+_ROOT_UNSAFE = {"LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "LOCALDOMAIN",
+                "RES_OPTIONS", "TZDIR", "IFS", "ENV", "BASH_ENV", "CDPATH", "SHELLOPTS",
+                "PS4", "PATH"}
+
+
+def _root_safe(key: str) -> bool:
+    """May ``key`` be in the environment of the root-run launcher (sh, nsenter, bwrap)?"""
+    return key not in _ROOT_UNSAFE and not key.startswith(_ROOT_UNSAFE_PREFIXES)
+
+
 def _proc_start_time(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -391,9 +402,15 @@ class LocalSandbox(Sandbox):
         # process
         env_vars = sandbox_env(spec, f"{env}/bin:{SYSTEM_PATH}")
         env_vars.setdefault("ECLUSE_SANDBOX_IP", meta["ip"])
-        args.extend(["--chdir", "/", "--clearenv"])
+        # The environment reaches the command through bwrap's own environment (set by
+        # _exec), never through argv: /proc/<pid>/cmdline is world-readable on the
+        # host and the environment holds the hub API token. Variables the root-run
+        # launcher must not honour (LD_PRELOAD...) are set by bwrap for the child only.
+        args.extend(["--chdir", "/"])
         for k, v in env_vars.items():
-            args.extend(["--setenv", k, v])
+            if not _root_safe(k):
+                args.extend(["--setenv", k, v])
+        meta["_env"] = {k: v for k, v in env_vars.items() if _root_safe(k)}
         args.extend(["--json-status-fd", str(status_fd)])
         if seccomp_fd is not None:
             args.extend(["--seccomp", str(seccomp_fd)])
@@ -438,9 +455,10 @@ class LocalSandbox(Sandbox):
                 *self._bwrap_args(spec, meta, paths, one_shot, status_fd, seccomp_fd),
             ]
             pass_fds = tuple(fd for fd in (status_fd, seccomp_fd) if fd is not None)
+            launcher_env = meta.pop("_env")
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out_fd, stderr=err_fd,
-                pass_fds=pass_fds, start_new_session=True, env={"PATH": SYSTEM_PATH},
+                pass_fds=pass_fds, start_new_session=True, env=launcher_env,
             )
         finally:
             for fd in opened:
