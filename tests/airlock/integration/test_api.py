@@ -199,3 +199,24 @@ def test_researcher_page_shows_own_requests_and_no_review_form(airlock_hub):
     r = _page_session(airlock_hub, "eve").get(f"{airlock_hub.airlock_url}/requests/{rid}",
                                               timeout=15)
     assert r.status_code == 404 and "no request" in r.text
+
+
+def test_researcher_downloads_a_released_file_from_the_page(airlock_hub):
+    alice, carol, dan = (airlock_hub.api(u) for u in ("alice", "carol", "dan"))
+    rid = _create(alice, title="Download me")
+    f = alice.post(f"/requests/{rid}/files", params={"filename": Files.ok[0]},
+                   data=Files.ok[1]).json()
+    alice.post(f"/requests/{rid}/submit")
+    for checker in (carol, dan):
+        checker.post(f"/requests/{rid}/reviews", json={"decision": "approve"})
+    carol.post(f"/requests/{rid}/release")
+    s = _page_session(airlock_hub, "alice")
+    page = s.get(f"{airlock_hub.airlock_url}/requests/{rid}", timeout=15).text
+    link = f"/services/airlock/requests/{rid}/files/{f['id']}/download"
+    assert link in page and "released" in page
+    r = s.get(airlock_hub.url + link, timeout=15)
+    assert r.status_code == 200 and r.content == Files.ok[1]
+    assert "attachment" in r.headers["Content-Disposition"]
+    # another project member may see the request but not download it
+    r = _page_session(airlock_hub, "bob").get(airlock_hub.url + link, timeout=15)
+    assert r.status_code == 403
