@@ -272,6 +272,35 @@ class Directory:
         finally:
             service.unbind()
 
+    def group_members(self, group: str) -> list[str]:
+        """Login names of a group's members (DN-valued and uid-valued membership)."""
+        s = self.settings
+        conn = self._service()
+        try:
+            conn.search(
+                s.group_search_base,
+                f"({s.group_name_attribute}={escape_filter_chars(group)})",
+                ldap3.SUBTREE,
+                attributes=["member", "uniqueMember", "memberUid"],
+                time_limit=int(max(1, s.receive_timeout)),
+            )
+            names: set[str] = set()
+            prefix = f"{s.username_attribute.lower()}="
+            for entry in conn.entries:
+                for attr in ("member", "uniqueMember"):
+                    if attr in entry:
+                        for dn in entry[attr].values:
+                            first = str(dn).split(",", 1)[0]
+                            if first.lower().startswith(prefix):
+                                names.add(first.split("=", 1)[1])
+                if "memberUid" in entry:
+                    names.update(str(v) for v in entry["memberUid"].values)
+            return sorted(names)
+        except LDAPException as e:
+            raise DirectoryUnavailable(self._unavailable(e)) from None
+        finally:
+            conn.unbind()
+
     def ping(self) -> None:
         """Bind as the service account; raises DirectoryUnavailable when that fails."""
         self._service().unbind()

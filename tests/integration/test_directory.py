@@ -114,3 +114,16 @@ def test_wrong_service_password_is_reported_as_configuration(make_config, tmp_pa
     settings = load_settings(path)
     with pytest.raises(DirectoryUnavailable, match="service account .* was refused"):
         Directory(settings.ldap).authenticate("alice", "x")
+
+
+def test_projects_cli_lists_members_from_ldap(make_config, capsys):
+    from ecluse.cli import main
+
+    path = make_config()
+    assert main(["projects", "--config", str(path), "show", "cardio-los"]) == 0
+    out = capsys.readouterr().out
+    assert "members:  alice, bob" in out
+    assert "policy:" in out and "'threshold': 11" in out
+    assert main(["projects", "--config", str(path), "show", "nope"]) == 2
+    assert main(["projects", "--config", str(path), "list"]) == 0
+    assert "proj-air-quality" in capsys.readouterr().out
