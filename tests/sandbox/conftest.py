@@ -11,7 +11,7 @@ Components (each is the real thing, and is gone when the run ends, pass or fail)
   (IP forwarding switched on for the run, then restored), running TCP (80,
   443) and UDP (53) listeners that log every packet they receive. A control
   namespace that is *not* a sandbox proves the route works. A safety-net
-  table ``inet ecluse_test`` (ours, removed at the end) drops any forwarded
+  table ``inet ecluse_test_<pid>`` (ours, removed at the end) drops any forwarded
   packet that is not going to or coming from that namespace, so no test can
   send traffic off this machine even if the sandbox firewall were broken.
 * ``host_listeners`` (session) — TCP listeners on the LDAP and database ports,
@@ -54,6 +54,7 @@ OUTSIDE_IP = "203.0.113.10"  # TEST-NET-3, only ever routed to our own namespace
 OUTSIDE_GW = "203.0.113.1"
 CONTROL_IP = "100.64.213.2"
 CONTROL_GW = "100.64.213.1"
+SAFETY_TABLE = f"ecluse_test_{os.getpid()}"  # forward safety net of this run
 
 ESCAPES: list[tuple[str, str, bool]] = []  # (test, attempt, blocked)
 CREATED: dict[str, int] = {}  # sandbox id -> slot, for every sandbox this run launched
@@ -183,8 +184,8 @@ def _leak_check() -> Iterator[None]:
         problems.append(f"network namespace {n}")
     for v in sorted(after["veths"] - before["veths"]):
         problems.append(f"veth {v}")
-    if _sh("nft", "list", "table", "inet", "ecluse_test", check=False).returncode == 0:
-        problems.append("nftables table inet ecluse_test")
+    if _sh("nft", "list", "table", "inet", SAFETY_TABLE, check=False).returncode == 0:
+        problems.append(f"nftables table inet {SAFETY_TABLE}")
     if after["table"] and not before["table"] and not others:
         problems.append("nftables table inet ecluse with no sandbox left")
     if problems:  # clean up for the next run, then fail loudly
@@ -357,7 +358,7 @@ def outside(sandbox_tmp: Path) -> Iterator[dict]:
     try:
         # the safety net first: forwarded packets may only go to/from the outside namespace
         _sh("nft", "-f", "-", input=f"""
-table inet ecluse_test {{
+table inet {SAFETY_TABLE} {{
     chain forward {{
         type filter hook forward priority filter - 20; policy drop;
         oifname "{v_out}" accept
@@ -386,7 +387,7 @@ table inet ecluse_test {{
         for ns, veth in ((ns_out, v_out), (ns_ctl, v_ctl)):
             _sh("ip", "link", "del", veth, check=False)
             _sh("ip", "netns", "del", ns, check=False)
-        _sh("nft", "delete", "table", "inet", "ecluse_test", check=False)
+        _sh("nft", "delete", "table", "inet", SAFETY_TABLE, check=False)
 
 
 @pytest.fixture

@@ -86,15 +86,31 @@ def ensure_host_network(settings: Any, runtime_dir: str | os.PathLike = "/run/ec
 
 
 def teardown_host_network(runtime_dir: str | os.PathLike = "/run/ecluse", *,
-                          force: bool = False) -> bool:
-    """Remove the table and ``ecluse0`` if no sandbox is registered (or ``force``)."""
+                          force: bool = False, cgroup_parent: str = "ecluse") -> bool:
+    """Remove the table, ``ecluse0`` and the (empty) parent cgroups if no sandbox is
+    registered (or ``force``). Returns False when sandboxes are registered."""
     rt = Path(runtime_dir)
     with _flock(rt):
         if not force and _registered(rt):
             return False
         network.delete_table()
         network.delete_dummy()
+        _remove_cgroup_parents(cgroup_parent)
     return True
+
+
+def _remove_cgroup_parents(parent: str) -> None:
+    from .cgroups import CGROUP_FS, detect
+
+    try:
+        version = detect()
+    except OSError:
+        return
+    bases = ([CGROUP_FS / c / parent for c in Cgroups.V1_CONTROLLERS] if version == 1
+             else [CGROUP_FS / parent])
+    for b in bases:
+        with contextlib.suppress(OSError):
+            b.rmdir()  # only when empty
 
 
 @contextlib.contextmanager
@@ -210,7 +226,7 @@ class LocalSandbox(Sandbox):
                 f"project {project.slug} has no group id yet",
                 log_message=f"project {project.slug}: gid (LDAP gidNumber) is not set",
             )
-        root = Path(self.settings.projects_root)
+        root = Path(self.settings.projects_root).resolve()
         pdir = root / project.slug
         shared, homes, home = pdir / "shared", pdir / "home", pdir / "home" / user.name
         for d, mode in ((root, 0o755), (pdir, 0o755), (homes, 0o711)):
@@ -397,7 +413,7 @@ class LocalSandbox(Sandbox):
         # the project: /data/<dataset> (ro), /project and /home/<user> (rw), extras
         args.extend(["--perms", "0755", "--dir", "/data", "--perms", "0755", "--dir", "/home"])
         made.update({"/data", "/home"})
-        for m in planned_mounts(spec, self.settings.projects_root):
+        for m in planned_mounts(spec, Path(self.settings.projects_root).resolve()):
             bind(m.source, m.target, rw=not m.read_only)
         # process
         env_vars = sandbox_env(spec, f"{env}/bin:{SYSTEM_PATH}")
