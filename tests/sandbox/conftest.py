@@ -50,8 +50,11 @@ from ecluse.sandbox.local import LocalSandbox, teardown_host_network
 
 HUB_PORT = 18081
 AIRLOCK_PORT = 18082
-OUTSIDE_IP = "203.0.113.10"  # TEST-NET-3, only ever routed to our own namespace here
-OUTSIDE_GW = "203.0.113.1"
+# RFC 2544 benchmarking range: never a real host, and not the package registries'
+# address (this workplace serves them from TEST-NET-3, which a route to our own
+# namespace would hijack while the tests run)
+OUTSIDE_IP = "198.18.0.10"
+OUTSIDE_GW = "198.18.0.1"
 CONTROL_IP = "100.64.213.2"
 CONTROL_GW = "100.64.213.1"
 SAFETY_TABLE = f"ecluse_test_{os.getpid()}"  # forward safety net of this run
@@ -335,13 +338,14 @@ def host_listeners(sandbox_tmp: Path, deployment: Settings) -> Iterator[dict]:
     ldap_port = _free_port("0.0.0.0", 389)
     db_port = _free_port("0.0.0.0", 5432)
     specs = [("tcp", a, p) for a in addrs for p in (ldap_port, db_port)]
+    any_port = _free_port("0.0.0.0", 2222)  # a service bound to every address (e.g. SSH)
     specs += [("tcp", host_ip, HUB_PORT), ("tcp", host_ip, AIRLOCK_PORT),
               ("tcp", host_ip, ldap_port), ("tcp", host_ip, db_port),
-              ("udp", host_ip, 53)]
+              ("udp", host_ip, 53), ("tcp", "0.0.0.0", any_port)]
     lst = Listeners(specs, sandbox_tmp / "host-listeners.log")
     try:
         yield {"listeners": lst, "addrs": addrs, "ldap": ldap_port, "db": db_port,
-               "host_ip": host_ip}
+               "any": any_port, "host_ip": host_ip}
     finally:
         lst.close()
 
