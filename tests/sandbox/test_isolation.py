@@ -43,7 +43,19 @@ def attempt(name, fn):
         RESULTS[name] = {"blocked": False, "detail": repr(r)[:300]}
     except Exception as e:
         RESULTS[name] = {"blocked": True, "detail": f"{type(e).__name__}: {e}"[:300]}
+LATER = []
+def attempt_later(name, fn):
+    LATER.append((name, fn))
+def run_later():
+    # network attempts wait for time-outs: run them side by side
+    import threading
+    threads = [threading.Thread(target=attempt, args=a) for a in LATER]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 def done():
+    run_later()
     print(json.dumps(RESULTS), flush=True)
 def read(path):
     with open(path, "rb") as f:
@@ -153,32 +165,46 @@ async def test_network_escapes(run_py, escape, server, onco, covid, outside, hos
          "print(s.recv(10))"], capture_output=True, text=True, timeout=20)
     assert "hello" in ctl.stdout, f"control namespace cannot reach the outside host: {ctl.stderr}"
     assert outside["listeners"].hits()[-1][3] == CONTROL_IP
+    # ... and the host's services answer a routed neighbour that is not a sandbox
+    targets = [(a, p) for a in hl["addrs"][1:] for p in (hl["ldap"], hl["db"], hl["any"])]
+    ctl = subprocess.run(
+        ["ip", "netns", "exec", outside["control_ns"], sys.executable, "-c",
+         "import socket, sys\n"
+         f"for a, p in {targets!r}:\n"
+         "    socket.create_connection((a, p), timeout=3).recv(10)\n"
+         "print('all reached')"], capture_output=True, text=True, timeout=60)
+    assert "all reached" in ctl.stdout, ctl.stderr
     outside_before = len(outside["listeners"].hits())
+    before_host = len(hl["listeners"].hits())
     r, w = await asyncio.open_connection(other["ip"], 8888)
     w.close()
 
     lines = []
     for addr in hl["addrs"]:
         for port, what in ((hl["ldap"], "LDAP"), (hl["db"], "database")):
-            lines.append(f'attempt("connect to the host {what} port on {addr}", '
+            lines.append(f'attempt_later("connect to the host {what} port on {addr}", '
                          f'lambda: tcp("{addr}", {port}))')
+        if not addr.startswith("127."):
+            lines.append(f'attempt_later("connect to a host service on {addr}", '
+                         f'lambda: tcp("{addr}", {hl["any"]}))')
     code = PRELUDE + f"""
-attempt("TCP to an outside host (80)", lambda: tcp("{OUTSIDE_IP}", 80))
-attempt("TCP to an outside host (443)", lambda: tcp("{OUTSIDE_IP}", 443))
-attempt("UDP/53 to an outside host", lambda: udp("{OUTSIDE_IP}", 53))
-attempt("resolve a name (DNS)", lambda: socket.getaddrinfo("example.org", 443))
-attempt("UDP/53 to the host address", lambda: udp("{host_ip}", 53))
-attempt("connect to LDAP on the host address", lambda: tcp("{host_ip}", {hl["ldap"]}))
-attempt("connect to the database on the host address", lambda: tcp("{host_ip}", {hl["db"]}))
-attempt("connect to the hub port without being allowed", lambda: tcp("{host_ip}", {HUB_PORT}))
-attempt("connect to the airlock port without being allowed", lambda: tcp("{host_ip}", {AIRLOCK_PORT}))
-attempt("connect to another sandbox's server", lambda: tcp("{other['ip']}", 8888))
-attempt("connect to another sandbox's gateway", lambda: tcp("{other['gateway']}", 8888))
-attempt("connect to the own gateway (host)", lambda: tcp(gateway(), {hl["ldap"]}))
-attempt("open a raw socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
-attempt("open a packet socket", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
-attempt("change the sandbox address", lambda: need(subprocess.run(["ip", "addr", "add", "10.213.0.99/32", "dev", "eth0"]).returncode == 0))
-attempt("connect over IPv6 to the host", lambda: socket.create_connection(("fe80::1%eth0", {hl["ldap"]}), timeout=1.5))
+attempt_later("TCP to an outside host (80)", lambda: tcp("{OUTSIDE_IP}", 80))
+attempt_later("TCP to an outside host (443)", lambda: tcp("{OUTSIDE_IP}", 443))
+attempt_later("UDP/53 to an outside host", lambda: udp("{OUTSIDE_IP}", 53))
+attempt_later("resolve a name (DNS)", lambda: socket.getaddrinfo("example.org", 443))
+attempt_later("UDP/53 to the host address", lambda: udp("{host_ip}", 53))
+attempt_later("connect to LDAP on the host address", lambda: tcp("{host_ip}", {hl["ldap"]}))
+attempt_later("connect to the database on the host address", lambda: tcp("{host_ip}", {hl["db"]}))
+attempt_later("connect to the hub port without being allowed", lambda: tcp("{host_ip}", {HUB_PORT}))
+attempt_later("connect to the airlock port without being allowed", lambda: tcp("{host_ip}", {AIRLOCK_PORT}))
+attempt_later("connect to another sandbox's server", lambda: tcp("{other['ip']}", 8888))
+attempt_later("connect to another sandbox's gateway (host)", lambda: tcp("{other['gateway']}", {hl["any"]}))
+attempt_later("connect to the own gateway (host)", lambda: tcp(gateway(), {hl["any"]}))
+attempt_later("connect to a host service bound to all addresses", lambda: tcp("{host_ip}", {hl["any"]}))
+attempt_later("open a raw socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+attempt_later("open a packet socket", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+attempt_later("change the sandbox address", lambda: need(subprocess.run(["ip", "addr", "add", "10.213.0.99/32", "dev", "eth0"]).returncode == 0))
+attempt_later("connect over IPv6 to the host", lambda: socket.create_connection(("fe80::1%eth0", {hl["ldap"]}), timeout=1.5))
 """ + "\n".join(lines) + "\ndone()\n"
     result, payload = await run_py(code, timeout=120)
     check_all(escape, payload, result)
