@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -94,6 +95,22 @@ async def run(hub: AirlockHub, clients: int, rounds: int) -> dict:
     return out
 
 
+def sdc_cost_ms(n: int = 20) -> float:
+    """CPU time of one disclosure check of the uploaded CSV, in this process."""
+    import tempfile
+
+    from ecluse.sdc import DisclosurePolicy, check_file
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "t.csv"
+        p.write_bytes(CSV)
+        check_file(p, DisclosurePolicy(), display_name="t.csv")
+        t0 = time.process_time()
+        for _ in range(n):
+            check_file(p, DisclosurePolicy(), display_name="t.csv")
+        return (time.process_time() - t0) / n * 1000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=16)
@@ -127,6 +144,8 @@ def main() -> int:
     all_air = [x for v in res["airlock"].values() for x in v]
     print(f"ratio airlock/hub: p50 latency x{pct(all_air, 50) / pct(hv, 50):.2f}, "
           f"throughput x{air_rps / hub_rps:.2f}")
+    print(f"of which: one ecluse.sdc check of the uploaded CSV costs {sdc_cost_ms():.1f} ms CPU "
+          f"({len(res['airlock'].get('upload', []))} uploads on {os.cpu_count()} cores)")
     return 0
 
 
