@@ -220,3 +220,21 @@ def test_researcher_downloads_a_released_file_from_the_page(airlock_hub):
     # another project member may see the request but not download it
     r = _page_session(airlock_hub, "bob").get(airlock_hub.url + link, timeout=15)
     assert r.status_code == 403
+
+
+def test_researcher_submits_and_withdraws_from_the_page(airlock_hub):
+    alice = airlock_hub.api("alice")
+    rid = _create(alice, title="Page actions")
+    alice.post(f"/requests/{rid}/files", params={"filename": Files.ok[0]}, data=Files.ok[1])
+    s = _page_session(airlock_hub, "alice")
+    url = f"{airlock_hub.airlock_url}/requests/{rid}"
+    page = s.get(url, timeout=15).text
+    assert 'id="action-submit"' in page and 'id="action-release"' not in page
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+    r = s.post(f"{url}/submit", data={"_xsrf": xsrf}, allow_redirects=False, timeout=15)
+    assert r.status_code == 302 and "done" in r.headers["Location"]
+    r = s.post(f"{url}/withdraw", data={"_xsrf": xsrf, "comment": "wrong table"},
+               allow_redirects=True, timeout=15)
+    assert r.status_code == 200 and 'id="state">withdrawn' in r.text
+    r = s.post(f"{url}/submit", data={"_xsrf": xsrf}, timeout=15)
+    assert r.status_code == 409 and "is withdrawn: cannot submit" in r.text
