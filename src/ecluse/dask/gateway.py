@@ -1,0 +1,413 @@
+"""dask-gateway on ``ecluse.sandbox``: one sandbox per cluster, in the cluster's project.
+
+* :class:`SandboxBackend` — a dask-gateway ``DBBackendBase`` backend. A
+  cluster is **one** sandbox of its project (``SandboxSpec`` with the
+  project's mounts, quota and network rules) running the cluster supervisor
+  (:mod:`ecluse.dask.supervisor`), which runs the scheduler and, on the
+  gateway's request, each worker as processes. Sandboxes cannot reach each
+  other, so a cluster's scheduler and workers share one sandbox; they reach
+  only the gateway proxy port on the sandbox host address (the scheduler's
+  heartbeat and API calls); the gateway reaches into the sandbox (scheduler,
+  dashboard, supervisor control port). The project's cgroup bounds the whole
+  cluster: its memory, CPU and process limits are the project quota.
+* :func:`project_options` — the required cluster option ``project``, checked
+  against the user's hub groups (a clear error otherwise) and turned into
+  per-project limits (:func:`cluster_limits`). At start the backend asks the
+  directory again (fail closed) for the user's uid/gid and membership.
+* :func:`gateway_config` — the traitlets ``Config`` of the whole gateway
+  from Écluse settings; :func:`gateway_service_spec` — the JupyterHub service
+  that runs it; :func:`gateway_client_env` — what workspaces need to use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from dask_gateway_server.backends.base import ClusterConfig
+from dask_gateway_server.backends.db_base import DBBackendBase
+from dask_gateway_server.options import Options, String
+from pydantic import BaseModel, ConfigDict, Field
+from traitlets import Any as AnyTrait
+from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets.config import Config
+
+from .sizing import sizing
+
+SERVICE_NAME = "dask-gateway"
+TLS_DIR = "/tmp/dask-gateway"
+SUPERVISOR_SOURCE = (Path(__file__).parent / "supervisor.py").read_text()
+
+
+class DaskSettings(BaseModel):
+    """The ``dask:`` section of ``ecluse.yaml`` (proposed; defaults apply without it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: bool = Field(True, description="Run dask-gateway as a hub-managed service.")
+    proxy_port: int = Field(
+        8786, ge=1, le=65535,
+        description="Port of the gateway proxy (API, dashboards, scheduler TLS) on the "
+        "sandbox host address; workspaces and clusters may reach it.")
+    control_port: int = Field(
+        8789, ge=1, le=65535,
+        description="Port of the cluster supervisor inside each cluster sandbox.")
+    idle_timeout: float = Field(
+        1800, ge=0, description="Seconds without activity before a cluster shuts down (0: never).")
+    cluster_start_timeout: float = Field(
+        120, gt=0, description="Seconds a cluster sandbox and its scheduler may take to start.")
+    worker_start_timeout: float = Field(
+        60, gt=0, description="Seconds a worker may take to start.")
+
+
+def dask_settings(settings: Any) -> DaskSettings:
+    return getattr(settings, "dask", None) or DaskSettings()
+
+
+def python_env(settings: Any) -> Path:
+    return Path(settings.sandbox.python_env or sys.prefix)
+
+
+# ------------------------------------------------------------------ options
+
+
+def cluster_limits(project: Any) -> dict[str, Any]:
+    """Per-project ``ClusterConfig`` values from the quota (the cgroup is the hard limit).
+
+    Workers and memory are :func:`~ecluse.dask.sizing.sizing`'s; ``cores`` count
+    threads: the CPU quota (CFS) of the sandbox bounds their real CPU time.
+    """
+    s = sizing(project)
+    return {
+        "worker_cores": s.threads_per_worker,
+        "worker_threads": s.threads_per_worker,
+        "worker_memory": s.worker_memory,
+        "scheduler_cores": 1,
+        "scheduler_memory": s.scheduler_memory,
+        "cluster_max_workers": s.workers,
+        "cluster_max_cores": 1 + s.workers * s.threads_per_worker,
+        "cluster_max_memory": s.scheduler_memory + s.workers * s.worker_memory,
+    }
+
+
+class NotAMember(ValueError):
+    """The user asked for a cluster of a project they do not belong to."""
+
+
+def project_options(settings: Any) -> Options:
+    """The cluster options: a required ``project``, validated against hub groups."""
+
+    def handler(options: Any, user: Any) -> dict[str, Any]:
+        slug = str(options.project or "").strip()
+        if not slug:
+            raise ValueError(
+                "Choose a project: Gateway().new_cluster(project='<project>') "
+                "(your projects: " + ", ".join(sorted(_user_projects(settings, user))) + ")")
+        if slug not in settings.projects:
+            raise ValueError(f"There is no project named {slug!r}.")
+        if slug not in _user_projects(settings, user):
+            raise NotAMember(f"You are not a member of project {slug!r}: no Dask cluster "
+                             "can be started for it.")
+        limits = cluster_limits(settings.projects[slug])
+        limits["environment"] = {"ECLUSE_PROJECT": slug}
+        return limits
+
+    return Options(String("project", default="", label="Project"), handler=handler)
+
+
+def _user_projects(settings: Any, user: Any) -> set[str]:
+    return {g for g in (getattr(user, "groups", None) or []) if g in settings.projects}
+
+
+# ------------------------------------------------------------------ backend
+
+
+class SandboxClusterConfig(ClusterConfig):
+    """Cluster configuration of the sandbox backend (``dask scheduler`` / ``dask worker``)."""
+
+    @default("scheduler_cmd")
+    def _default_scheduler_cmd(self) -> list[str]:
+        return [str(Path(sys.prefix) / "bin" / "dask"), "scheduler"]
+
+    @default("worker_cmd")
+    def _default_worker_cmd(self) -> list[str]:
+        return [str(Path(sys.prefix) / "bin" / "dask"), "worker"]
+
+
+class SandboxBackend(DBBackendBase):
+    """Dask clusters in project sandboxes (``ecluse.sandbox``: local, docker, kubernetes).
+
+    Set ``settings`` (loaded :class:`ecluse.config.Settings`) or ``config_file``.
+    """
+
+    settings = AnyTrait(help="Écluse settings (default: loaded from config_file).")
+    config_file = Unicode(
+        "", help="Écluse deployment config (default: $ECLUSE_CONFIG or config/ecluse.yaml)."
+    ).tag(config=True)
+    control_port = Integer(8789, help="Supervisor control port inside sandboxes.").tag(
+        config=True)
+    stop_grace = Float(3.0, help="Seconds between SIGTERM and SIGKILL of a cluster.").tag(
+        config=True)
+    verify_membership_in_directory = Bool(
+        True, help="Ask LDAP again at each cluster start (fail closed).").tag(config=True)
+    sandbox_backend = AnyTrait(help="The ecluse.sandbox backend (default: from settings).")
+
+    @default("cluster_config_class")
+    def _default_cluster_config_class(self) -> type:
+        return SandboxClusterConfig
+
+    @default("settings")
+    def _default_settings(self) -> Any:
+        from ..config import load_settings
+
+        return load_settings(self.config_file or None)
+
+    @default("sandbox_backend")
+    def _default_sandbox_backend(self) -> Any:
+        from ..sandbox import get_backend
+
+        return get_backend(self.settings)
+
+    @default("cluster_options")
+    def _default_cluster_options(self) -> Options:
+        return project_options(self.settings)
+
+    # ----------------------------------------------------------- identity
+
+    async def resolve_identity(self, username: str, project: Any) -> tuple[Any, Any]:
+        """``(UserIdentity, project with its gid)`` from the directory; raises if not a member."""
+        from ..directory import Directory
+        from ..roles import hub_groups_for
+        from ..sandbox import UserIdentity
+
+        ldap = self.settings.ldap
+        loop = asyncio.get_running_loop()
+        user = await asyncio.wait_for(
+            loop.run_in_executor(None, Directory(ldap).lookup, username),
+            ldap.connect_timeout * 2 + ldap.receive_timeout * 4)
+        projects, _ = hub_groups_for(user.groups, self.settings)
+        if project.slug not in projects:
+            raise NotAMember(f"{username} is not a member of {project.slug} in the directory")
+        gid = user.group_gids.get(project.ldap_group) or project.gid
+        if not gid:
+            raise ValueError(f"project {project.slug} has no group number")
+        return (UserIdentity(username, user.uid_number, user.gid_number),
+                project.model_copy(update={"gid": gid}))
+
+    # ----------------------------------------------------------- commands
+
+    def get_tls_paths(self, cluster: Any) -> tuple[str, str]:
+        return f"{TLS_DIR}/dask.crt", f"{TLS_DIR}/dask.pem"
+
+    def get_env(self, cluster: Any) -> dict[str, str]:
+        env = super().get_env(cluster)
+        env["DASK_TEMPORARY_DIRECTORY"] = "/tmp/dask-gateway/spill"
+        return env
+
+    def _allowed_ports(self) -> list[int]:
+        from urllib.parse import urlsplit
+
+        port = urlsplit(self.api_url).port
+        return [port] if port else []
+
+    async def _control(self, cluster: Any, msg: dict[str, Any]) -> dict[str, Any]:
+        state = cluster.state["sandbox"]
+        msg = {"token": cluster.state["control_token"], **msg}
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(state["ip"], self.control_port), 10)
+        try:
+            writer.write((json.dumps(msg) + "\n").encode())
+            await writer.drain()
+            reply = json.loads(await asyncio.wait_for(reader.readline(), 30))
+        finally:
+            writer.close()
+        if "error" in reply:
+            raise RuntimeError(f"cluster supervisor: {reply['error']}")
+        return reply
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def start_cluster(self, user: Any, cluster_options: dict[str, Any]) -> str:
+        # validated here too (process_cluster_options runs the handler): a cluster is
+        # never recorded for a project the user's hub groups do not include
+        slug = str((cluster_options or {}).get("project") or "")
+        if slug and slug in self.settings.projects and slug not in _user_projects(
+                self.settings, user):
+            raise NotAMember(f"You are not a member of project {slug!r}: no Dask cluster "
+                             "can be started for it.")
+        return await super().start_cluster(user, cluster_options)
+
+    async def do_start_cluster(self, cluster: Any):
+        from ..sandbox import SandboxSpec
+
+        slug = cluster.options.get("project")
+        project = self.settings.projects[slug]
+        user, project = await self.resolve_identity(cluster.username, project)
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.sandbox_backend.prepare_project_dirs, project, user)
+        token = secrets.token_urlsafe(32)
+        env = self.get_scheduler_env(cluster)
+        env.update({
+            "ECLUSE_DASK_CONTROL_TOKEN": token,
+            "ECLUSE_DASK_TLS_CERT": cluster.tls_cert.decode(),
+            "ECLUSE_DASK_TLS_KEY": cluster.tls_key.decode(),
+            "ECLUSE_DASK_CLUSTER": cluster.name,
+        })
+        python = str(python_env(self.settings) / "bin" / "python")
+        spec = SandboxSpec(
+            project=project, user=user,
+            command=[python, "-c", SUPERVISOR_SOURCE, str(self.control_port), "--",
+                     *self.get_scheduler_command(cluster)],
+            env=env, port=self.control_port, allowed_ports=self._allowed_ports(),
+            name=f"dask-{cluster.name}"[:60],
+        )
+        state = await self.sandbox_backend.start(spec)
+        self.log.info("Cluster %s of %s/%s in sandbox %s", cluster.name, cluster.username,
+                      slug, state.get("id"))
+        yield {"sandbox": state, "control_token": token, "project": slug}
+
+    async def do_stop_cluster(self, cluster: Any) -> None:
+        state = cluster.state.get("sandbox")
+        if state:
+            await self.sandbox_backend.stop(state, grace=self.stop_grace)
+
+    async def do_check_clusters(self, clusters: list[Any]) -> list[bool]:
+        out = []
+        for c in clusters:
+            state = c.state.get("sandbox")
+            out.append(bool(state) and await self.sandbox_backend.poll(state) is None)
+        return out
+
+    async def do_start_worker(self, worker: Any):
+        cluster = worker.cluster
+        await self._control(cluster, {
+            "op": "start", "name": worker.name,
+            "cmd": self.get_worker_command(cluster, worker.name),
+            "env": self.get_worker_env(cluster),
+        })
+        yield {"started": True}
+
+    async def do_stop_worker(self, worker: Any) -> None:
+        try:
+            await self._control(worker.cluster, {"op": "stop", "name": worker.name})
+        except (OSError, RuntimeError, TimeoutError, KeyError):
+            pass  # the cluster (and so the worker) is already gone
+
+    async def do_check_workers(self, workers: list[Any]) -> list[bool]:
+        by_cluster: dict[str, list[Any]] = {}
+        for w in workers:
+            by_cluster.setdefault(w.cluster.name, []).append(w)
+        alive: dict[tuple[str, str], bool] = {}
+        for ws in by_cluster.values():
+            try:
+                reply = await self._control(ws[0].cluster,
+                                            {"op": "status", "names": [w.name for w in ws]})
+                for w in ws:
+                    alive[(w.cluster.name, w.name)] = bool(reply["alive"].get(w.name))
+            except (OSError, RuntimeError, TimeoutError, KeyError, ValueError):
+                for w in ws:
+                    alive[(w.cluster.name, w.name)] = False
+        return [alive[(w.cluster.name, w.name)] for w in workers]
+
+
+# ------------------------------------------------------------------ wiring
+
+
+def host_address(settings: Any) -> str:
+    """Where the gateway proxy listens: the sandbox host address (local backend)."""
+    if settings.sandbox.backend == "local":
+        from ..sandbox.local import ensure_host_network
+
+        return ensure_host_network(settings)
+    return "0.0.0.0"
+
+
+def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "",
+                   authenticator: str = "dask_gateway_server.auth.JupyterHubAuthenticator",
+                   dask: DaskSettings | None = None) -> Config:
+    """The dask-gateway-server ``Config`` of this deployment."""
+    ds = dask or dask_settings(settings)
+    addr = address or host_address(settings)
+    c = Config()
+    c.DaskGateway.address = "127.0.0.1:0"  # private API: the proxy forwards to it
+    c.DaskGateway.backend_class = "ecluse.dask.gateway.SandboxBackend"
+    c.DaskGateway.authenticator_class = authenticator
+    c.Proxy.address = f"{addr}:{ds.proxy_port}"
+    c.Proxy.tcp_address = f"{addr}:{ds.proxy_port}"
+    c.Proxy.prefix = prefix
+    c.SandboxBackend.config_file = str(settings.config_file or "")
+    c.SandboxBackend.control_port = ds.control_port
+    c.SandboxBackend.cluster_start_timeout = ds.cluster_start_timeout
+    c.SandboxBackend.worker_start_timeout = ds.worker_start_timeout
+    c.SandboxBackend.stop_clusters_on_shutdown = True
+    c.SandboxClusterConfig.idle_timeout = ds.idle_timeout
+    env = python_env(settings)
+    c.SandboxClusterConfig.scheduler_cmd = [str(env / "bin" / "dask"), "scheduler"]
+    c.SandboxClusterConfig.worker_cmd = [str(env / "bin" / "dask"), "worker"]
+    c.JupyterHubAuthenticator.jupyterhub_service_name = SERVICE_NAME
+    return c
+
+
+def gateway_service_spec(settings: Any) -> dict[str, Any]:
+    """The ``c.JupyterHub.services`` entry: a hub-managed dask-gateway.
+
+    The hub starts it with ``JUPYTERHUB_API_TOKEN``/``_URL``/``_SERVICE_NAME``;
+    users' tokens must carry ``access:services!service=dask-gateway`` and
+    ``read:users:groups!user`` (see :data:`WORKSPACE_TOKEN_SCOPES`).
+    """
+    ds = dask_settings(settings)
+    addr = host_address(settings) if settings.sandbox.backend == "local" else "127.0.0.1"
+    return {
+        "name": SERVICE_NAME,
+        "url": f"http://{addr}:{ds.proxy_port}",
+        "command": [sys.executable, "-m", "ecluse.dask.gateway",
+                    "--config", str(settings.config_file),
+                    "--prefix", f"/services/{SERVICE_NAME}"],
+        "environment": {"ECLUSE_STATE_DIR": str(settings.state_dir)},
+        "display": False,
+    }
+
+
+#: scopes the workspace token (and user tokens used with the gateway) need
+WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users:groups!user"]
+
+
+def gateway_client_env(settings: Any) -> dict[str, str]:
+    """Workspace environment so that ``Gateway()`` needs no arguments."""
+    ds = dask_settings(settings)
+    addr = host_address(settings) if settings.sandbox.backend == "local" else "127.0.0.1"
+    return {
+        "DASK_GATEWAY__ADDRESS": f"http://{addr}:{ds.proxy_port}/services/{SERVICE_NAME}",
+        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{addr}:{ds.proxy_port}",
+        "DASK_GATEWAY__PUBLIC_ADDRESS": f"/services/{SERVICE_NAME}",
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ecluse.dask.gateway --config ecluse.yaml [--prefix /services/dask-gateway]``."""
+    import argparse
+
+    from dask_gateway_server.app import DaskGateway
+
+    from ..config import load_settings
+
+    p = argparse.ArgumentParser(prog="ecluse-dask-gateway")
+    p.add_argument("--config", default=None)
+    p.add_argument("--prefix", default="")
+    args = p.parse_args(argv)
+    settings = load_settings(args.config, state_dir=os.environ.get("ECLUSE_STATE_DIR") or None)
+    app = DaskGateway(config=gateway_config(settings, prefix=args.prefix))
+    app.initialize([])
+    app.backend.settings = settings
+    app.start()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

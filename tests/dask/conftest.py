@@ -1,0 +1,166 @@
+"""Fixtures for the Dask tests: a real gateway over real project sandboxes.
+
+Components (each the real thing, gone at the end, pass or fail):
+
+* ``dask_deployment`` (module) — settings for the ``slapd`` directory with two
+  projects (``cardio-los``: alice, bob; ``air-quality``: alice) whose datasets
+  are the *small* demo warehouse, and a distinct sandbox subnet.
+* ``gateway`` (function) — an in-process dask-gateway (:class:`ecluse.dask.gateway.
+  SandboxBackend` + the Go proxy) on the sandbox host address; ``connect(user)``
+  returns a ``dask_gateway.Gateway`` for that user.
+* :class:`TokenAuthenticator` — the test double of the hub authenticator: a
+  real ``dask_gateway_server`` Authenticator taking ``Authorization: jupyterhub
+  <user>`` and the hub groups the directory gives that user (what the hub's
+  LDAP refresh keeps in the hub).
+
+The module teardown checks that no cluster sandbox, network namespace or
+cgroup is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+from dask_gateway_server.auth import Authenticator, User, unauthorized
+
+from ecluse.config import load_settings
+from ecluse.dask.warehouse import generate
+from ecluse.testing import write_config
+
+REPO = Path(__file__).resolve().parents[2]
+PROXY_PORT = 18786
+
+
+class TokenAuthenticator(Authenticator):
+    """``Authorization: jupyterhub <username>``; groups: the user's projects in LDAP."""
+
+    settings = None
+
+    async def authenticate(self, request):
+        from ecluse.directory import Directory
+        from ecluse.roles import hub_groups_for
+
+        auth = request.headers.get("Authorization", "")
+        kind, _, name = auth.partition(" ")
+        if kind != "jupyterhub" or not name:
+            raise unauthorized("jupyterhub")
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(None, Directory(self.settings.ldap).lookup, name)
+        projects, _ = hub_groups_for(user.groups, self.settings)
+        return User(name, groups=projects)
+
+
+async def wait_port(host: str, port: int, timeout: float = 15) -> None:
+    """Until the gateway proxy routes the API (it polls its routing table)."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"http://{host}:{port}/api/health") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"gateway proxy at {host}:{port} not ready")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("tests/dask need root (sandboxes)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def warehouse(tmp_path_factory, _root) -> Path:
+    root = tmp_path_factory.mktemp("warehouse")
+    for slug, ds in (("cardio-los", "omop"), ("air-quality", "exposure"),
+                     ("air-quality", "cohort")):
+        generate(slug, ds, root / slug / ds, "small")
+    for p in [root, *root.parents]:
+        if str(p).startswith("/tmp/pytest-of"):
+            p.chmod(p.stat().st_mode | 0o755)
+    return root
+
+
+def _projects(warehouse: Path) -> dict:
+    return {"projects": {
+        "cardio-los": {
+            "title": "Cardiac LOS", "ldap_group": "proj-cardio-los",
+            "datasets": [{"name": "omop", "path": str(warehouse / "cardio-los" / "omop")}],
+            "quota": {"cpu": 1, "memory": "1G", "dask_workers": 2, "pids": 512},
+            "disclosure": {"threshold": 11},
+        },
+        "air-quality": {
+            "title": "Air quality", "ldap_group": "proj-air-quality",
+            "datasets": [
+                {"name": "exposure", "path": str(warehouse / "air-quality" / "exposure")},
+                {"name": "cohort", "path": str(warehouse / "air-quality" / "cohort")}],
+            "quota": {"cpu": 1, "memory": "1G", "dask_workers": 2, "pids": 512},
+        },
+    }}
+
+
+@pytest.fixture(scope="module")
+def dask_deployment(tmp_path_factory, slapd, warehouse):
+    d = tmp_path_factory.mktemp("dask-deploy")
+    path = write_config(d, slapd, overrides={"sandbox.stop_grace": 2,
+                                             "sandbox.subnet": "10.214.0.0/16"})
+    (d / "projects.yaml").write_text(yaml.safe_dump(_projects(warehouse)))
+    settings = load_settings(path)
+    yield settings
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+async def gateway(dask_deployment) -> AsyncIterator:
+    from dask_gateway import Gateway, JupyterHubAuth
+    from dask_gateway_server.app import DaskGateway
+
+    from ecluse.dask.gateway import dask_settings, gateway_config, host_address
+    from ecluse.sandbox import get_backend
+
+    settings = dask_deployment
+    ds = dask_settings(settings).model_copy(update={"proxy_port": PROXY_PORT,
+                                                     "idle_timeout": 0})
+    c = gateway_config(settings, authenticator="tests.dask.conftest.TokenAuthenticator",
+                       dask=ds)
+    c.DaskGateway.log_level = "INFO"
+    sandbox = get_backend(settings)
+    app = DaskGateway(config=c)
+    app.initialize([])
+    app.backend.settings = settings
+    app.backend.sandbox_backend = sandbox
+    app.authenticator.settings = settings
+    await app.setup()
+    addr = host_address(settings)
+    await wait_port(addr, PROXY_PORT)
+    clients: list = []
+
+    def connect(user: str) -> Gateway:
+        g = Gateway(address=f"http://{addr}:{PROXY_PORT}", proxy_address=f"gateway://{addr}:{PROXY_PORT}",
+                    auth=JupyterHubAuth(api_token=user), asynchronous=True)
+        clients.append(g)
+        return g
+
+    app.connect = connect
+    app.sandbox = sandbox
+    app.addr = addr
+    try:
+        yield app
+    finally:
+        for g in clients:
+            await g.close()
+        await app.cleanup()
+        left = [s for s in sandbox.list() if s.get("name", "").startswith("dask-")]
+        assert not [s for s in left if s.get("alive")], f"cluster sandboxes left: {left}"
