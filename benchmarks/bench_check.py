@@ -85,6 +85,14 @@ if kind == "aggregate":
                 w = pcsv.CSVWriter(sink, t.schema)
             w.write_table(t)
         w.close()
+elif kind == "aggregate-parquet":
+    w = None
+    for s in range(0, n, step):
+        t = agg_chunk(s, min(step, n - s))
+        if w is None:
+            w = pq.ParquetWriter(path, t.schema)
+        w.write_table(t)
+    w.close()
 elif kind == "csv":
     with pa.OSFile(path, "wb") as sink:
         w = None
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ecluse-bench-") as tmp:
         d = Path(tmp)
         csv_path, pq_path, tab_path = d / "stays.csv", d / "stays.parquet", d / "table.csv"
-        agg_path = d / "counts.csv"
+        agg_path, aggpq_path = d / "counts.csv", d / "counts.parquet"
         t0 = time.perf_counter()
         run_gen = lambda kind, p, n: subprocess.run(  # noqa: E731
             [py, "-c", GEN, kind, str(p), str(n)], check=True)
@@ -229,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.aggregate:
             run_gen("aggregate", agg_path, csv_rows)
         run_gen("parquet", pq_path, pq_rows)
+        if args.aggregate:
+            run_gen("aggregate-parquet", aggpq_path, pq_rows)
         run_gen("table", tab_path, args.table_rows)
         print(f"# data generated in {time.perf_counter() - t0:.0f} s: CSV {gb(csv_path.stat().st_size)}"
               f" ({csv_rows} rows x 10), Parquet {pq_rows} rows, table {args.table_rows} rows")
@@ -262,6 +272,15 @@ def main(argv: list[str] | None = None) -> int:
                    "pyarrow", 1.5))
         print(f"{'':34} peak memory ours {gb(ours['peak_bytes'])} | pyarrow "
               f"{gb(base['peak_bytes'])}; verdict {ours['verdict']} {ours['rules']}")
+        if args.aggregate:
+            warm(aggpq_path)
+            base = best(py, "pyarrow-parquet", aggpq_path, args.repeat)
+            ours = best(py, "ecluse", aggpq_path, args.repeat)
+            results["parquet_aggregate"] = {"ours": ours, "baseline": base}
+            print(line("aggregate Parquet (all read)", ours["seconds"], base["seconds"],
+                       "pyarrow", 1.5))
+            print(f"{'':34} peak memory ours {gb(ours['peak_bytes'])} | pyarrow "
+                  f"{gb(base['peak_bytes'])}; verdict {ours['verdict']} {ours['rules']}")
         # 3. crosstab
         pandas_ct = best(py, "pandas-crosstab", tab_path, args.repeat)
         ours = best(py, "ecluse-crosstab", tab_path, args.repeat)
