@@ -151,8 +151,35 @@ class AirlockService:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with self._write_sessions.begin() as session:
-            yield session
+        """One write transaction whose audit events are recorded before it commits.
+
+        Nothing changes without its audit record: an audit failure rolls the change
+        back; a commit that fails after the events were written is recorded as such.
+        """
+        with self._write_sessions() as session:
+            session.begin()
+            pending: list[tuple[str, Identity, Request, dict[str, Any]]] = []
+            session.info["audit"] = pending
+            try:
+                yield session
+                session.flush()
+                for event, user, req, details in pending:
+                    self._audit(event, user, req, **details)
+            except BaseException:
+                session.rollback()
+                raise
+            try:
+                session.commit()
+            except Exception as e:
+                for event, user, req, details in pending:
+                    self._audit(event, user, req,
+                                **{**details, "outcome": "error", "error": type(e).__name__})
+                raise
+
+    @staticmethod
+    def _later(s: Session, event: str, user: Identity, req: Request, **details: Any) -> None:
+        """Queue an audit event of the current write transaction (see :meth:`_tx`)."""
+        s.info["audit"].append((event, user, req, details))
 
     def _load(self, session: Session, request_id: str, *, lock: bool = False) -> Request:
         if not isinstance(request_id, str) or not request_id.startswith(REQUEST_ID_PREFIX):
@@ -243,7 +270,7 @@ class AirlockService:
             )
             s.add(req)
             self._history(s, req, user, "create", "", "")
-        self._audit(EVENTS["create"], user, req, title=title)
+            self._later(s, EVENTS["create"], user, req, title=title)
         return self.get_request(user, req.id, record_view=False)
 
     def list_requests(
@@ -373,10 +400,10 @@ class AirlockService:
             req.updated_at = utcnow()
             s.flush()
             out = self._file(f)
-        self._audit(
-            EVENTS["file_add"], user, req, version=req.version, file=name, sha256=sha256,
-            size=size, verdict=report["verdict"], replaced=old is not None,
-        )
+            self._later(
+                s, EVENTS["file_add"], user, req, version=req.version, file=name,
+                sha256=sha256, size=size, verdict=report["verdict"], replaced=old is not None,
+            )
         return out
 
     def remove_file(self, user: Identity, request_id: str, filename: Any) -> None:
@@ -395,7 +422,8 @@ class AirlockService:
             sha = f.sha256
             s.delete(f)
             req.updated_at = utcnow()
-        self._audit(EVENTS["file_remove"], user, req, version=req.version, file=name, sha256=sha)
+            self._later(s, EVENTS["file_remove"], user, req, version=req.version, file=name,
+                        sha256=sha)
 
     def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
         """Bytes of one file: the requester downloads it once released, a checker reviews it.
@@ -467,9 +495,8 @@ class AirlockService:
             if t.target is State.SUBMITTED:
                 req.submitted_at = req.updated_at
             self._history(s, req, user, action.value, before, comment)
-            shas = [f.sha256 for f in files]
-        self._audit(t.event, user, req, version=req.version, from_state=before,
-                    to_state=req.state, sha256=shas, comment=comment)
+            self._later(s, t.event, user, req, version=req.version, from_state=before,
+                        to_state=req.state, sha256=[f.sha256 for f in files], comment=comment)
         return self.get_request(user, request_id, record_view=False)
 
     def review(
@@ -540,11 +567,11 @@ class AirlockService:
             if target is State.CHANGES_REQUESTED:
                 self._new_version(s, req, files)
             self._history(s, req, user, decision, before, comment)
-        self._audit(
-            t.event, user, req, version=old_version, from_state=before, to_state=req.state,
-            decision=decision, sha256=shas, comment=comment,
-            overrides={k: v for k, v in reasons.items() if v},
-        )
+            self._later(
+                s, t.event, user, req, version=old_version, from_state=before,
+                to_state=req.state, decision=decision, sha256=shas, comment=comment,
+                overrides={k: v for k, v in reasons.items() if v},
+            )
         return self.get_request(user, request_id, record_view=False)
 
     def _new_version(self, s: Session, req: Request, files: list[File]) -> None:
@@ -574,9 +601,8 @@ class AirlockService:
             req.state = t.target.value
             req.updated_at = req.released_at = utcnow()
             self._history(s, req, user, Action.RELEASE.value, before, comment)
-            shas = [f.sha256 for f in files]
-        self._audit(t.event, user, req, version=req.version, from_state=before,
-                    to_state=req.state, sha256=shas, comment=comment)
+            self._later(s, t.event, user, req, version=req.version, from_state=before,
+                        to_state=req.state, sha256=[f.sha256 for f in files], comment=comment)
         return self.get_request(user, request_id, record_view=False)
 
     # ------------------------------------------------------------ views

@@ -298,3 +298,23 @@ def test_staff_never_release_their_own_request(make_service, files):
     with pytest.raises(PermissionDenied, match="never reviews or releases"):
         service.release(sam, rid)
     assert service.release(carol, rid)["state"] == "released"
+
+
+def test_no_change_without_its_audit_record(service, users, files):
+    """An audit log that cannot write makes the transition fail and roll back."""
+    from ecluse.audit import AuditLog
+
+    class AuditLogThatFailsOnSubmit(AuditLog):
+        def record(self, event, **kw):
+            if event == "airlock.request.submitted":
+                raise OSError("audit disk full")
+            return super().record(event, **kw)
+
+    rid = _new(service, users.alice)
+    service.add_file(users.alice, rid, files.ok[0], [files.ok[1]])
+    service.audit = AuditLogThatFailsOnSubmit(service.audit.database_url,
+                                              service.audit.jsonl_path)
+    with pytest.raises(OSError, match="audit disk full"):
+        service.submit(users.alice, rid)
+    assert service.get_request(users.alice, rid)["state"] == "draft"
+    service.audit.engine.dispose()
