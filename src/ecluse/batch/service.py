@@ -1,0 +1,720 @@
+"""The batch business layer: submit, list, show, logs, cancel, export — and the queue runner.
+
+Every entry point (REST API, CLI through the API, tests) calls
+:class:`BatchService`. Methods take the acting :class:`Identity` (a hub user
+and their hub groups), check permissions (raising domain exceptions), change
+the queue table, then record the audit event.
+
+Runs are queued in the database and started in submission order by
+:meth:`BatchService.run_scheduler` while fewer than
+``BatchSettings.concurrency`` are running. Each run is one one-shot sandbox
+of the project (``Sandbox.launch(one_shot=True)``: same isolation as a
+workspace, no network at all) running papermill as the run's identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from . import files as fs
+from .driver import driver_command
+from .errors import (
+    BatchError,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+    Unavailable,
+)
+from .runs import (
+    BOOKKEEPING,
+    EVENTS,
+    FINAL,
+    INPUT_NOTEBOOK,
+    LOG,
+    OUTCOMES,
+    PARAMETERS,
+    PROGRESS,
+    RESULT,
+    TRANSITIONS,
+    Status,
+    make_engine,
+    run_dict,
+    runs_table,
+    utcnow,
+)
+from .settings import BatchSettings, batch_settings
+
+log = logging.getLogger("ecluse.batch")
+
+RUN_ID_RE = re.compile(r"^br-[0-9a-f]{12}$")
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+NOTEBOOK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,200}\.ipynb$")
+MAX_LOG_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A hub user as the batch service sees it."""
+
+    name: str
+    groups: frozenset[str] = field(default_factory=frozenset)
+    staff_group: str = "staff"
+
+    @property
+    def is_staff(self) -> bool:
+        return self.staff_group in self.groups
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who a run executes as: an LDAP project member, with the project's gid."""
+
+    name: str
+    uid: int
+    gid: int
+    project_gid: int
+
+
+class _Recorder:
+    """Audit sink used when no audit log is given (unit tests of the rules)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, event: str, **kw: Any) -> None:
+        self.events.append((event, kw))
+
+
+def directory_resolver(settings: Any) -> Callable[[str, str], RunIdentity]:
+    """Resolve (project, username) to a :class:`RunIdentity` from LDAP, failing closed."""
+    from ..directory import Directory, DirectoryError, DirectoryUnavailable
+    from ..roles import hub_groups_for
+
+    def resolve(project: str, username: str) -> RunIdentity:
+        p = settings.projects[project]
+        try:
+            user = Directory(settings.ldap).lookup(username)
+        except DirectoryUnavailable as e:
+            raise Unavailable(
+                "project membership cannot be verified right now (the directory is "
+                "unavailable); try again shortly", log_message=f"lookup {username}: {e}"
+            ) from None
+        except DirectoryError as e:
+            raise PermissionDenied(f"{username} is not a valid directory user",
+                                   log_message=f"lookup {username}: {e.reason}") from None
+        projects, _ = hub_groups_for(user.groups, settings)
+        if project not in projects:
+            raise PermissionDenied(
+                f"{username} is not a member of project {project} in the directory: a run "
+                "executes as a current project member (--as-user)"
+            )
+        gid = user.group_gids.get(p.ldap_group) or p.gid
+        if not gid:
+            raise PermissionDenied(f"project {project} has no group number in the directory")
+        return RunIdentity(username, user.uid_number, user.gid_number, int(gid))
+
+    return resolve
+
+
+class BatchService:
+    """Papermill runs of staff, queued, executed in project sandboxes, audited."""
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        engine: Engine,
+        backend: Any = None,
+        audit: Any = None,
+        conf: BatchSettings | None = None,
+        resolve_identity: Callable[[str, str], RunIdentity] | None = None,
+        airlock_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.conf = conf or batch_settings(settings)
+        self.engine = engine
+        self._backend = backend
+        self.audit = audit if audit is not None else _Recorder()
+        self.resolve_identity = resolve_identity or directory_resolver(settings)
+        self._airlock_factory = airlock_factory
+        self._airlock: Any = None
+        self.spool = Path(settings.state_dir) / "batch-spool"
+        self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._active: dict[str, asyncio.Task] = {}
+        self._cancel: dict[str, asyncio.Event] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> BatchService:
+        from ..audit import AuditLog
+
+        conf = kwargs.pop("conf", None) or batch_settings(settings)
+        Path(settings.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = make_engine(conf.resolved_database_url(settings.state_dir))
+        kwargs.setdefault("audit", AuditLog.from_settings(settings))
+        return cls(settings, engine=engine, conf=conf, **kwargs)
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            from ..sandbox import get_backend
+
+            self._backend = get_backend(self.settings)
+        return self._backend
+
+    def identity(self, name: str, groups: Iterable[str]) -> Identity:
+        return Identity(name, frozenset(groups), self.conf.staff_group)
+
+    # ------------------------------------------------------------ helpers
+
+    def _record(self, event: str, actor: str, project: str | None, outcome: str = "success",
+                **details: Any) -> None:
+        self.audit.record(EVENTS[event], actor=actor, project=project, outcome=outcome,
+                          **details)
+
+    def require_staff(self, user: Identity, action: str, project: str | None = None) -> None:
+        if not user.is_staff:
+            err = PermissionDenied(f"only platform staff may {action} batch runs")
+            self._record("denied", user.name, project, outcome="denied", action=action,
+                         reason=str(err))
+            raise err
+
+    def _load(self, run_id: Any) -> dict[str, Any]:
+        if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+            raise NotFound(f"no run {str(run_id)[:40]!r}")
+        with self.engine.connect() as c:
+            row = c.execute(select(runs_table).where(runs_table.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return run_dict(row)
+
+    def _set(self, run_id: str, *, expect: Iterable[Status] | None = None, **values: Any) -> bool:
+        """Update a run; with ``expect``, only from those statuses (checked by the table)."""
+        if "status" in values and expect is not None:
+            target = Status(values["status"])
+            for s in expect:
+                assert target in TRANSITIONS[s], f"{s} -> {target} is not a transition"
+        q = update(runs_table).where(runs_table.c.id == run_id).values(**values)
+        if expect is not None:
+            q = q.where(runs_table.c.status.in_([s.value for s in expect]))
+        with self.engine.begin() as c:
+            return c.execute(q).rowcount == 1
+
+    def shared_dir(self, project: str) -> Path:
+        return Path(self.settings.projects_root).resolve() / project / "shared"
+
+    def _wake_up(self) -> None:
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------ submit
+
+    def _clean_parameters(self, parameters: Any) -> dict[str, Any]:
+        if parameters is None:
+            return {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("parameters: expected an object of name -> value")
+        if len(parameters) > self.conf.max_parameters:
+            raise InvalidInput(f"parameters: at most {self.conf.max_parameters}")
+        for name in parameters:
+            if not isinstance(name, str) or not PARAM_RE.match(name):
+                raise InvalidInput(f"parameters: {str(name)[:70]!r} is not a Python identifier")
+        if len(json.dumps(parameters)) > 64 * 1024:
+            raise TooLarge("parameters: at most 64 KiB of JSON")
+        return parameters
+
+    def _clean_notebook(self, name: Any, content: Any) -> tuple[str, bytes]:
+        if not isinstance(name, str) or not NOTEBOOK_RE.match(os.path.basename(name)):
+            raise InvalidInput("notebook: expected a file name ending in .ipynb")
+        name = os.path.basename(name)
+        if isinstance(content, dict | list):
+            data = json.dumps(content, ensure_ascii=False).encode()
+        elif isinstance(content, str):
+            data = content.encode()
+        elif isinstance(content, bytes):
+            data = content
+        else:
+            raise InvalidInput("notebook: expected the notebook's JSON")
+        if len(data) > self.conf.max_notebook_bytes:
+            raise TooLarge(f"notebook: at most {self.conf.max_notebook_bytes} bytes")
+        try:
+            import nbformat
+
+            nbformat.reads(data.decode(), as_version=4)
+        except Exception as e:
+            raise InvalidInput(f"notebook: not a Jupyter notebook ({type(e).__name__})",
+                               log_message=f"notebook {name}: {e}") from None
+        return name, data
+
+    def submit(
+        self, user: Identity, *, project: Any, notebook: Any, content: Any,
+        parameters: Any = None, as_user: Any = None, timeout: Any = None,
+    ) -> dict[str, Any]:
+        """Queue a run of ``content`` (the notebook's bytes or JSON) in ``project``."""
+        if not isinstance(project, str) or project not in self.settings.projects:
+            self.require_staff(user, "submit")
+            raise NotFound(f"no project {str(project)[:64]!r}")
+        self.require_staff(user, "submit", project)
+        name, data = self._clean_notebook(notebook, content)
+        params = self._clean_parameters(parameters)
+        if timeout is None:
+            timeout = self.conf.default_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+            0 < timeout <= self.conf.max_timeout
+        ):
+            raise InvalidInput(f"timeout: expected seconds in (0, {self.conf.max_timeout:g}]")
+        run_as = as_user if as_user not in (None, "") else user.name
+        if not isinstance(run_as, str):
+            raise InvalidInput("as_user: expected a user name")
+        try:
+            self.resolve_identity(project, run_as)
+        except (PermissionDenied, Unavailable) as e:
+            self._record("denied", user.name, project, outcome="denied", action="submit",
+                         run_as=run_as, reason=str(e))
+            raise
+        sha = hashlib.sha256(data).hexdigest()
+        run_id = "br-" + secrets.token_hex(6)
+        (self.spool / f"{run_id}.ipynb").write_bytes(data)
+        with self.engine.begin() as c:
+            c.execute(runs_table.insert().values(
+                id=run_id, project=project, notebook=name, notebook_sha256=sha,
+                parameters=json.dumps(params), submitted_by=user.name, run_as=run_as,
+                status=Status.QUEUED.value, timeout=float(timeout), created_at=utcnow(),
+                cells_done=0, cells_total=0,
+            ))
+        self._record("submit", user.name, project, run_id=run_id, notebook=name,
+                     notebook_sha256=sha, parameters=params, run_as=run_as,
+                     timeout=float(timeout))
+        self._wake_up()
+        return self._load(run_id)
+
+    # ------------------------------------------------------------ read
+
+    def list_runs(self, user: Identity, *, project: str | None = None,
+                  status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        self.require_staff(user, "list")
+        if status is not None and status not in Status._value2member_map_:
+            raise InvalidInput(f"status: expected one of {', '.join(s.value for s in Status)}")
+        q = select(runs_table).order_by(runs_table.c.seq.desc()).limit(max(1, min(limit, 1000)))
+        if project:
+            q = q.where(runs_table.c.project == project)
+        if status:
+            q = q.where(runs_table.c.status == status)
+        with self.engine.connect() as c:
+            return [run_dict(r) for r in c.execute(q)]
+
+    def get_run(self, user: Identity, run_id: Any) -> dict[str, Any]:
+        self.require_staff(user, "read")
+        return self._load(run_id)
+
+    async def logs(self, user: Identity, run_id: Any) -> str:
+        """The run's output so far (running), or ``log.txt`` of its folder (finished)."""
+        await asyncio.to_thread(self.require_staff, user, "read")
+        run = await asyncio.to_thread(self._load, run_id)
+        state = self._states.get(run["id"])
+        if state is not None and not state.get("released"):
+            out, err = await self.backend.read_logs(state)
+            return out + err
+        if run["status"] == Status.QUEUED:
+            return ""
+        return await asyncio.to_thread(self._read_log_file, run)
+
+    def _read_log_file(self, run: dict[str, Any]) -> str:
+        try:
+            fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
+        except fs.UnsafePath:
+            return ""
+        try:
+            return (fs.read_file(fd, LOG, MAX_LOG_BYTES) or b"").decode(errors="replace")
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ cancel
+
+    async def cancel(self, user: Identity, run_id: Any) -> dict[str, Any]:
+        """Cancel a queued run, or stop a running one's sandbox (then ``cancelled``)."""
+        await asyncio.to_thread(self.require_staff, user, "cancel")
+        run = await asyncio.to_thread(self._load, run_id)
+        rid = run["id"]
+        if Status(run["status"]) in FINAL:
+            raise InvalidState(f"run {rid} is {run['status']}: nothing to cancel")
+        queued = await asyncio.to_thread(
+            self._set, rid, expect=[Status.QUEUED], status=Status.CANCELLED.value,
+            finished_at=utcnow(), cancelled_by=user.name,
+        )
+        if queued:
+            with contextlib.suppress(FileNotFoundError):
+                (self.spool / f"{rid}.ipynb").unlink()
+            await asyncio.to_thread(self._record, "cancel", user.name, run["project"],
+                                    run_id=rid, was="queued")
+            await asyncio.to_thread(self._record, "finish", run["submitted_by"],
+                                    run["project"], outcome=OUTCOMES[Status.CANCELLED],
+                                    **self._finish_details(await asyncio.to_thread(
+                                        self._load, rid)))
+            return await asyncio.to_thread(self._load, rid)
+        await asyncio.to_thread(self._set, rid, cancelled_by=user.name)
+        await asyncio.to_thread(self._record, "cancel", user.name, run["project"],
+                                run_id=rid, was="running")
+        event = self._cancel.get(rid)
+        task = self._active.get(rid)
+        if event is not None:
+            event.set()
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task),
+                                       self.settings.sandbox.stop_grace + 30)
+        return await asyncio.to_thread(self._load, rid)
+
+    # ------------------------------------------------------------ runner
+
+    async def run_scheduler(self) -> None:
+        """Start queued runs in order while fewer than ``concurrency`` run. Until close."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        await asyncio.to_thread(self._recover)
+        while not self._closing:
+            await self._start_queued()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            self._wake.clear()
+
+    def _recover(self) -> None:
+        """Runs left ``running`` by a previous process died with it (one-shot sandboxes)."""
+        with self.engine.connect() as c:
+            rows = c.execute(select(runs_table).where(
+                runs_table.c.status == Status.RUNNING.value)).all()
+        for row in rows:
+            run = run_dict(row)
+            self._set(run["id"], expect=[Status.RUNNING], status=Status.FAILED.value,
+                      finished_at=utcnow(), error="the batch service restarted during the run")
+            self._record("finish", run["submitted_by"], run["project"], outcome="failure",
+                         **self._finish_details(self._load(run["id"])))
+
+    async def _start_queued(self) -> None:
+        free = self.conf.concurrency - len(self._active)
+        if free <= 0:
+            return
+
+        def claim() -> list[dict[str, Any]]:
+            with self.engine.connect() as c:
+                rows = c.execute(select(runs_table.c.id).where(
+                    runs_table.c.status == Status.QUEUED.value
+                ).order_by(runs_table.c.seq).limit(free)).all()
+            claimed = []
+            for (rid,) in rows:
+                if self._set(rid, expect=[Status.QUEUED], status=Status.RUNNING.value,
+                             started_at=utcnow()):
+                    claimed.append(self._load(rid))
+            return claimed
+
+        for run in await asyncio.to_thread(claim):
+            self._cancel[run["id"]] = asyncio.Event()
+            task = asyncio.create_task(self._execute(run), name=f"batch-{run['id']}")
+            self._active[run["id"]] = task
+            task.add_done_callback(lambda _t, rid=run["id"]: self._done(rid))
+
+    def _done(self, run_id: str) -> None:
+        self._active.pop(run_id, None)
+        self._cancel.pop(run_id, None)
+        self._states.pop(run_id, None)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _execute(self, run: dict[str, Any]) -> None:
+        rid = run["id"]
+        outcome: dict[str, Any] = {"status": Status.FAILED, "error": "internal error"}
+        state: dict[str, Any] | None = None
+        run_fd: int | None = None
+        who: RunIdentity | None = None
+        try:
+            who = await asyncio.to_thread(self.resolve_identity, run["project"], run["run_as"])
+            run_fd = await asyncio.to_thread(self._prepare_folder, run, who)
+            spec = self._spec(run, who)
+            if self._cancel[rid].is_set():
+                outcome = {"status": Status.CANCELLED, "error": "cancelled before it started"}
+                return
+            state = await self.backend.launch(spec, one_shot=True)
+            self._states[rid] = state
+            await asyncio.to_thread(self._set, rid, sandbox_id=state.get("id"))
+            await asyncio.to_thread(
+                self._record, "start", run["submitted_by"], run["project"], run_id=rid,
+                run_as=who.name, uid=who.uid, sandbox=state.get("id"),
+            )
+            outcome = await self._watch(run, state, run_fd)
+        except BatchError as e:
+            outcome = {"status": Status.FAILED, "error": e.message}
+            log.warning("run %s: %s", rid, e.log_message)
+        except Exception as e:  # the sandbox could not start, the folder is unusable...
+            msg = str(e) if type(e).__name__ == "SandboxError" else "internal error"
+            outcome = {"status": Status.FAILED, "error": msg}
+            log.exception("run %s failed in the service: %s", rid, getattr(e, "log_message", e))
+        finally:
+            await self._finish(run, state, run_fd, who, outcome)
+
+    def _prepare_folder(self, run: dict[str, Any], who: RunIdentity) -> int:
+        from ..sandbox import UserIdentity
+
+        project = self._project(run["project"], who)
+        self.backend.prepare_project_dirs(project, UserIdentity(who.name, who.uid, who.gid))
+        bfd = fs.open_batch_dir(self.shared_dir(run["project"]), who.project_gid, create=True)
+        try:
+            fd = fs.create_run_dir(bfd, run["id"], who.uid, who.project_gid)
+        finally:
+            os.close(bfd)
+        data = (self.spool / f"{run['id']}.ipynb").read_bytes()
+        fs.write_file(fd, INPUT_NOTEBOOK, data, who.uid, who.project_gid)
+        params = json.dumps(run["parameters"], indent=1, ensure_ascii=False).encode()
+        fs.write_file(fd, PARAMETERS, params, who.uid, who.project_gid)
+        return fd
+
+    def _project(self, slug: str, who: RunIdentity) -> Any:
+        return self.settings.projects[slug].model_copy(update={"gid": who.project_gid})
+
+    def _spec(self, run: dict[str, Any], who: RunIdentity) -> Any:
+        from ..sandbox import SandboxSpec, UserIdentity
+
+        return SandboxSpec(
+            project=self._project(run["project"], who),
+            user=UserIdentity(who.name, who.uid, who.gid),
+            command=driver_command(self.settings.sandbox.python_env, self.conf.kernel_name),
+            env={
+                "PYTHONNOUSERSITE": "1",
+                "PYTHONUNBUFFERED": "1",
+                "MPLBACKEND": "Agg",
+                "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+                "ECLUSE_BATCH_RUN": run["id"],
+            },
+            allowed_ports=[],  # a batch run talks to nothing
+            workdir=f"/project/batch/{run['id']}",
+            name="batch",
+        )
+
+    async def _watch(self, run: dict[str, Any], state: dict[str, Any],
+                     run_fd: int) -> dict[str, Any]:
+        rid = run["id"]
+        deadline = time.monotonic() + float(run["timeout"])
+        cancel = self._cancel[rid]
+        seen = (0, 0)
+        stopped: Status | None = None
+        while True:
+            status = await self.backend.poll(state)
+            progress = await asyncio.to_thread(self._progress, run_fd)
+            if progress and progress != seen:
+                seen = progress
+                await asyncio.to_thread(self._set, rid, cells_done=progress[0],
+                                        cells_total=progress[1])
+            if status is not None:
+                break
+            if cancel.is_set() or time.monotonic() >= deadline:
+                stopped = Status.CANCELLED if cancel.is_set() else Status.TIMED_OUT
+                await self.backend.terminate(state, self.settings.sandbox.stop_grace)
+                status = await self.backend.poll(state)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancel.wait(), self.conf.poll_interval)
+        progress = await asyncio.to_thread(self._progress, run_fd)
+        if progress:
+            await asyncio.to_thread(self._set, rid, cells_done=progress[0],
+                                    cells_total=progress[1])
+        out, err = await self.backend.read_logs(state)
+        outcome: dict[str, Any] = {"exit_code": status, "log": out + err}
+        if stopped is Status.CANCELLED:
+            return {**outcome, "status": stopped, "error": "cancelled"}
+        if stopped is Status.TIMED_OUT:
+            return {**outcome, "status": stopped,
+                    "error": f"timed out after {float(run['timeout']):g} s"}
+        result = await asyncio.to_thread(self._result, run_fd)
+        if status == 0 and result.get("status") == "succeeded":
+            return {**outcome, "status": Status.SUCCEEDED, "error": None}
+        if state.get("oom_killed"):
+            return {**outcome, "status": Status.FAILED,
+                    "error": "killed: the project's memory limit was exceeded"}
+        if result.get("status") == "failed":
+            ename, evalue = result.get("ename"), result.get("evalue")
+            where = result.get("cell_index")
+            return {**outcome, "status": Status.FAILED, "failed_cell": where,
+                    "error": f"{ename}: {evalue}" if evalue else str(ename)}
+        return {**outcome, "status": Status.FAILED,
+                "error": f"papermill exited with status {status}"}
+
+    def _progress(self, run_fd: int) -> tuple[int, int] | None:
+        data = self._json_file(run_fd, PROGRESS)
+        try:
+            done, total = int(data["done"]), int(data["total"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not (0 <= done <= total <= 1_000_000):
+            return None
+        return done, total
+
+    def _result(self, run_fd: int) -> dict[str, Any]:
+        data = self._json_file(run_fd, RESULT)
+        if not isinstance(data, dict):
+            return {}
+        cell = data.get("cell_index")
+        return {
+            "status": data.get("status") if data.get("status") in ("succeeded", "failed")
+            else None,
+            "cell_index": cell if isinstance(cell, int) and not isinstance(cell, bool)
+            else None,
+            "ename": str(data.get("ename") or "")[:200],
+            "evalue": str(data.get("evalue") or "")[:2000],
+        }
+
+    @staticmethod
+    def _json_file(run_fd: int, name: str) -> Any:
+        """Written by the sandbox: untrusted, bounded, never through a link."""
+        try:
+            raw = fs.read_file(run_fd, name, 64 * 1024)
+            return json.loads(raw) if raw else None
+        except (fs.UnsafePath, OSError, ValueError):
+            return None
+
+    async def _finish(self, run: dict[str, Any], state: dict[str, Any] | None,
+                      run_fd: int | None, who: RunIdentity | None,
+                      outcome: dict[str, Any]) -> None:
+        rid = run["id"]
+        if state is not None and not state.get("released"):
+            try:
+                await self.backend.stop(state, grace=0)
+            except Exception:
+                log.exception("run %s: could not remove sandbox %s", rid, state.get("id"))
+        status: Status = outcome["status"]
+
+        def write_back() -> None:
+            if run_fd is not None and who is not None and outcome.get("log") is not None:
+                with contextlib.suppress(OSError, BatchError):
+                    fs.write_file(run_fd, LOG, outcome["log"].encode(), who.uid,
+                                  who.project_gid)
+            if run_fd is not None:
+                os.close(run_fd)
+            with contextlib.suppress(FileNotFoundError):
+                (self.spool / f"{rid}.ipynb").unlink()
+            self._set(rid, expect=[Status.RUNNING], status=status.value, finished_at=utcnow(),
+                      exit_code=outcome.get("exit_code"), failed_cell=outcome.get("failed_cell"),
+                      error=(outcome.get("error") or None) and str(outcome["error"])[:4000])
+            final = self._load(rid)
+            self._record("finish", run["submitted_by"], run["project"],
+                         outcome=OUTCOMES[Status(final["status"])],
+                         **self._finish_details(final))
+
+        try:
+            await asyncio.to_thread(write_back)
+        except Exception:
+            log.exception("run %s: could not record its end", rid)
+        log.info("run %s %s", rid, status.value)
+
+    @staticmethod
+    def _finish_details(run: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "run_id": run["id"], "status": run["status"], "notebook": run["notebook"],
+            "notebook_sha256": run["notebook_sha256"], "parameters": run["parameters"],
+            "run_as": run["run_as"], "started_at": run["started_at"],
+            "finished_at": run["finished_at"], "failed_cell": run["failed_cell"],
+            "error": run["error"], "cancelled_by": run["cancelled_by"],
+            "cells_done": run["progress"]["cells_done"],
+            "cells_total": run["progress"]["cells_total"],
+        }
+
+    async def close(self) -> None:
+        """Cancel running runs (their sandboxes are stopped) and stop the scheduler."""
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        for ev in list(self._cancel.values()):
+            ev.set()
+        tasks = list(self._active.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.sandbox.stop_grace + 30)
+        if self._airlock is not None:
+            self._airlock.close()
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ export
+
+    def airlock(self) -> Any:
+        if self._airlock is None:
+            if self._airlock_factory is not None:
+                self._airlock = self._airlock_factory()
+            else:
+                from ..airlock.service import AirlockService
+
+                self._airlock = AirlockService.from_settings(self.settings, audit=self.audit)
+        return self._airlock
+
+    def output_files(self, user: Identity, run_id: Any) -> list[dict[str, Any]]:
+        """The files of a run's folder (name, size, whether the service wrote it)."""
+        run = self.get_run(user, run_id)
+        fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
+        try:
+            return [{"name": n, "size": s, "bookkeeping": n in BOOKKEEPING}
+                    for n, s in fs.list_regular_files(fd)]
+        finally:
+            os.close(fd)
+
+    def export(self, user: Identity, run_id: Any, *, title: Any, justification: Any = None,
+               files: Any = None, submit: bool = True) -> dict[str, Any]:
+        """Put a finished run's outputs into an airlock request, as ``user``.
+
+        The airlock's own business layer does everything else: the requester
+        must be a project member, each file is staged (sha256) and checked,
+        and the request goes to review like any other. Default files: every
+        file of the run folder except ``input.ipynb``, ``parameters.json``,
+        ``log.txt`` and the progress/result bookkeeping.
+        """
+        self.require_staff(user, "export")
+        run = self._load(run_id)
+        if Status(run["status"]) not in FINAL:
+            raise InvalidState(f"run {run['id']} is {run['status']}: export it once finished")
+        if files is not None and (not isinstance(files, list)
+                                  or not all(isinstance(f, str) for f in files)):
+            raise InvalidInput("files: expected a list of file names of the run folder")
+        airlock = self.airlock()
+        who = airlock.identity(user.name, user.groups)
+        fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
+        try:
+            present = dict(fs.list_regular_files(fd))
+            chosen = files if files else [n for n in present if n not in BOOKKEEPING]
+            missing = [n for n in chosen if n not in present]
+            if missing:
+                raise InvalidInput(f"files: not in the run folder: {', '.join(missing)[:200]}")
+            if not chosen:
+                raise InvalidInput(f"run {run['id']} has no output files to export")
+            if justification in (None, ""):
+                justification = (
+                    f"Outputs of batch run {run['id']}: notebook {run['notebook']} "
+                    f"(sha256 {run['notebook_sha256']}), parameters "
+                    f"{json.dumps(run['parameters'], ensure_ascii=False)}, run as "
+                    f"{run['run_as']}, {run['status']}."
+                )
+            req = airlock.create_request(who, project=run["project"], title=title,
+                                         justification=justification)
+            for name in chosen:
+                airlock.add_file(who, req["id"], name, fs.iter_file(fd, name))
+        finally:
+            os.close(fd)
+        if submit:
+            airlock.submit(who, req["id"], comment=f"batch run {run['id']}")
+        self._record("export", user.name, run["project"], run_id=run["id"],
+                     request_id=req["id"], files=chosen, submitted=bool(submit))
+        return airlock.get_request(who, req["id"], record_view=False)
