@@ -147,6 +147,7 @@ def _host_state() -> dict:
         "veths": {v for v in os.listdir("/sys/class/net") if v.startswith("eclt")},
         "table": net.table_exists(),
         "iface": Path(f"/sys/class/net/{net.DUMMY_IFACE}").exists(),
+        "logs": os.path.ismount("/run/ecluse/logs"),
     }
 
 
@@ -195,6 +196,8 @@ def _leak_check() -> Iterator[None]:
         asyncio.run(LocalSandbox(settings=None).cleanup_orphans())
     if not before["iface"]:
         teardown_host_network()
+    if not before["logs"] and not others and os.path.ismount("/run/ecluse/logs"):
+        problems.append("the /run/ecluse/logs tmpfs")
     assert not problems, "left behind by the sandbox tests: " + ", ".join(problems)
 
 

@@ -353,6 +353,22 @@ print("filled")
     assert "filled" not in result.stdout
 
 
+async def test_log_output_is_bounded_by_memory(run_py, escape):
+    """Logs live on the host's /run tmpfs; their pages count against the sandbox's memory."""
+    code = """
+import os, sys
+chunk = "x" * (1024 * 1024)
+for i in range(1024):        # 1 GiB of output, 4x the project's memory
+    sys.stdout.write(chunk)
+sys.stdout.flush()
+os.write(2, b"wrote it all")
+"""
+    result, _ = await run_py(code)
+    bounded = "wrote it all" not in result.stderr and len(result.stdout) <= 300 * 2**20
+    escape("fill host memory through the log", bounded)
+    assert bounded and result.oom_killed, (result.exit_code, len(result.stdout))
+
+
 async def test_fork_bomb_is_bounded(backend, covid, escape):
     from ecluse.sandbox import SandboxSpec
 

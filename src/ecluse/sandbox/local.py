@@ -96,7 +96,19 @@ def teardown_host_network(runtime_dir: str | os.PathLike = "/run/ecluse", *,
         network.delete_table()
         network.delete_dummy()
         _remove_cgroup_parents(cgroup_parent)
+        logs = rt / "logs"
+        if os.path.ismount(logs):
+            network.sh("umount", str(logs), check=False)
     return True
+
+
+def _ensure_log_fs(runtime_dir: Path, size: str) -> None:
+    """Mount the size-limited tmpfs for sandbox output (call under the lock)."""
+    logs = runtime_dir / "logs"
+    logs.mkdir(mode=0o700, exist_ok=True)
+    if not os.path.ismount(logs):
+        network.sh("mount", "-t", "tmpfs", "-o",
+                   f"size={size},mode=0700,nosuid,nodev,noexec", "ecluse-logs", str(logs))
 
 
 def _remove_cgroup_parents(parent: str) -> None:
@@ -197,6 +209,9 @@ class LocalSandbox(Sandbox):
         True, help="When the kernel kills a process for exceeding the memory limit, stop the "
         "whole sandbox (cgroup v2 does this itself with memory.oom.group).",
     ).tag(config=True)
+    log_space = Unicode(
+        "256m", help="Size of the tmpfs holding every sandbox's output (<runtime_dir>/logs): "
+        "sandbox output can never fill the host's /run or disk.").tag(config=True)
     setup_timeout = Float(
         20.0, help="Seconds bubblewrap may take to set a sandbox up.").tag(config=True)
 
@@ -216,6 +231,9 @@ class LocalSandbox(Sandbox):
 
     def _dir(self, sandbox_id: str) -> Path:
         return self._rt / "sandboxes" / sandbox_id
+
+    def _log(self, sandbox_id: str, stream: str) -> Path:
+        return self._rt / "logs" / f"{sandbox_id}.{stream}"
 
     def host_address(self) -> str:
         return ensure_host_network(self.settings, self.runtime_dir)
@@ -298,6 +316,7 @@ class LocalSandbox(Sandbox):
 
     def _allocate(self, meta: dict[str, Any]) -> int:
         with _flock(self._rt):
+            _ensure_log_fs(self._rt, self.log_space)
             network.ensure_dummy(self.subnet)
             network.ensure_table(self.subnet)
             used = set()
@@ -459,10 +478,12 @@ class LocalSandbox(Sandbox):
             status_fd = _open(status_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             seccomp_fd = _open(d / "seccomp.bpf", os.O_RDONLY) if self.seccomp else None
             if one_shot:
-                out_fd = _open(d / "stdout.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-                err_fd = _open(d / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                out_fd = _open(self._log(meta["id"], "stdout"),
+                               os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                err_fd = _open(self._log(meta["id"], "stderr"),
+                               os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             else:
-                out_fd = err_fd = _open(d / "output.log",
+                out_fd = err_fd = _open(self._log(meta["id"], "output"),
                                         os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             argv = [
                 "/bin/sh", "-c", LAUNCH_SCRIPT, "ecluse-sandbox",
@@ -490,7 +511,7 @@ class LocalSandbox(Sandbox):
             if '"child-pid"' in text:
                 return
             if proc.returncode is not None:
-                log = await self._tail(d / ("stderr.log" if one_shot else "output.log"))
+                log = await self._tail(self._log(meta["id"], "stderr" if one_shot else "output"))
                 raise SandboxError(
                     "the workspace could not be started",
                     log_message=f"sandbox {meta['id']}: bwrap exited {proc.returncode}: {log}")
@@ -617,17 +638,18 @@ class LocalSandbox(Sandbox):
                                log_message=f"sandbox {state['id']}: processes survive SIGKILL")
         cg.remove()
         network.delete_link(state["id"], state.get("slot"), state.get("allowed_ports"))
+        for stream in ("output", "stdout", "stderr"):
+            with contextlib.suppress(FileNotFoundError):
+                self._log(state["id"], stream).unlink()
         with _flock(self._rt):
             shutil.rmtree(self._dir(state["id"]), ignore_errors=True)
             if not _registered(self._rt):
                 network.delete_table()
 
     async def read_logs(self, state: dict[str, Any]) -> tuple[str, str]:
-        d = self._dir(state["id"])
-
         def read(name: str) -> str:
             try:
-                with open(d / name, "rb") as fh:
+                with open(self._log(state["id"], name), "rb") as fh:
                     fh.seek(0, os.SEEK_END)
                     size = fh.tell()
                     fh.seek(max(0, size - self.max_log_bytes))
@@ -636,9 +658,9 @@ class LocalSandbox(Sandbox):
                 return ""
 
         if state.get("one_shot"):
-            return await asyncio.to_thread(read, "stdout.log"), await asyncio.to_thread(
-                read, "stderr.log")
-        return await asyncio.to_thread(read, "output.log"), ""
+            return await asyncio.to_thread(read, "stdout"), await asyncio.to_thread(
+                read, "stderr")
+        return await asyncio.to_thread(read, "output"), ""
 
     # ------------------------------------------------------------ operations
 
