@@ -1,0 +1,63 @@
+"""What the hub needs to run the batch service: the service entry and its roles.
+
+Called from the hub configuration (``ecluse.hubconfig``)::
+
+    c.JupyterHub.services.append(batch_service_spec(settings))
+    c.JupyterHub.load_roles.extend(batch_roles())
+
+Only the ``staff`` hub group (LDAP ``ecluse-staff``) gets
+``access:services!service=batch``; the service checks the staff group again
+itself. The service's own token may read users' groups (like the airlock's).
+The service is API-only: clients send hub API tokens, there is no browser UI
+and no OAuth login.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .settings import batch_settings
+
+SERVICE_NAME = "batch"
+ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
+
+#: what a staff member's token needs for the batch service
+STAFF_SCOPES = [ACCESS_SCOPE, "read:users:groups!user"]
+
+#: the service's own token: look up a user's groups, nothing more
+SERVICE_SCOPES = ["read:users:groups"]
+
+
+def batch_service_spec(settings: Any) -> dict[str, Any]:
+    """The entry for ``c.JupyterHub.services``: a hub-managed batch service on loopback."""
+    conf = batch_settings(settings)
+    command = [sys.executable, "-m", "ecluse", "batch", "serve"]
+    if getattr(settings, "config_file", None):
+        command += ["--config", str(settings.config_file)]
+    command += ["--state-dir", str(settings.state_dir)]
+    return {
+        "name": SERVICE_NAME,
+        "display": False,
+        "info": {"description": "Batch notebook runs (papermill) in project sandboxes"},
+        "url": f"http://{conf.ip}:{conf.port}",
+        "command": command,
+    }
+
+
+def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
+    """Roles for ``c.JupyterHub.load_roles``: staff reach the service; the service reads groups."""
+    return [
+        {
+            "name": "ecluse-batch-user",
+            "description": "Platform staff: submit and manage batch notebook runs",
+            "scopes": list(STAFF_SCOPES),
+            "groups": [staff_group],
+        },
+        {
+            "name": "ecluse-batch-service",
+            "description": "Batch service: read users' hub groups (staff check)",
+            "scopes": list(SERVICE_SCOPES),
+            "services": [SERVICE_NAME],
+        },
+    ]
