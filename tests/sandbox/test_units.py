@@ -3,6 +3,7 @@ program, address plan, firewall script, spec validation."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from pathlib import Path
 
@@ -125,3 +126,53 @@ def test_spec_validation():
         SandboxSpec(p, u, ["x"], extra_mounts=[Mount(Path("/a"), "../etc")])
     spec = SandboxSpec(p, u, ["x"])
     assert spec.home == spec.cwd == "/home/alice"
+
+
+# ------------------------------------------------- the reference test doubles
+
+
+@pytest.fixture
+def plain_spec():
+    p = Project(slug="abc-def", title="t", ldap_group="g", gid=7000, quota=Quota())
+    return p, UserIdentity("alice", 5001, 5001)
+
+
+def test_plain_double_refuses_without_opt_in():
+    from ecluse.sandbox import SandboxError
+    from ecluse.sandbox.testing import PlainProcessSandbox
+
+    with pytest.raises(SandboxError, match="isolates nothing"):
+        PlainProcessSandbox()
+
+
+async def test_plain_double_follows_the_contract(plain_spec):
+    import sys
+
+    from ecluse.sandbox.testing import PlainProcessSandbox
+
+    project, user = plain_spec
+    sb = PlainProcessSandbox(unsafe_no_isolation=True)
+    r = await sb.run(SandboxSpec(project, user, [sys.executable, "-c",
+                                                 "import sys; print('o'); print('e', file=sys.stderr); sys.exit(4)"]))
+    assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (4, "o\n", "e\n", False)
+    r = await sb.run(SandboxSpec(project, user, ["sleep", "30"]), timeout=0.3)
+    assert r.timed_out
+    code = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\ntime.sleep(60)"
+    state = await sb.start(SandboxSpec(project, user, [sys.executable, "-c", code], port=8888))
+    assert state["ip"] == "127.0.0.1" and await sb.poll(state) is None
+    adopted = PlainProcessSandbox(unsafe_no_isolation=True)  # after a "restart"
+    assert await adopted.poll(dict(state)) is None
+    assert await adopted.poll(dict(state, pid_start=1)) == 1  # PID reused by another process
+    await asyncio.sleep(0.3)
+    await sb.stop(state, grace=5)
+    assert await sb.poll(state) == 0
+
+
+async def test_failing_double(plain_spec):
+    from ecluse.sandbox import SandboxError
+    from ecluse.sandbox.testing import FailingSandbox
+
+    project, user = plain_spec
+    with pytest.raises(SandboxError) as e:
+        await FailingSandbox(unsafe_no_isolation=True).start(SandboxSpec(project, user, ["x"]))
+    assert "test double" in e.value.log_message
