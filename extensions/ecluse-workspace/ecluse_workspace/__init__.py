@@ -1,0 +1,49 @@
+"""Écluse workspace extension: export guard, export API, JupyterLab UI.
+
+Installed into the workspace Python environment. The server extension is
+enabled, and the guard configured, by the read-only Jupyter configuration
+the spawner mounts at ``/etc/jupyter`` (``ecluse.workspace``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+LAB_EXTENSION = "@ecluse/workspace"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "ecluse_workspace"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": LAB_EXTENSION}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    from jupyter_server.utils import url_path_join
+
+    from .export import ConfigHandler, ExportHandler, ExportSettings, RequestsHandler
+    from .guard import EcluseAuthorizer, RefusedHandler
+
+    web_app = serverapp.web_app
+    if not isinstance(web_app.settings.get("authorizer"), EcluseAuthorizer):
+        # fail closed: whatever the configuration said, the guard authorizes
+        serverapp.log.warning("export guard: authorizer_class was not EcluseAuthorizer; "
+                              "installing it")
+        web_app.settings["authorizer"] = EcluseAuthorizer(
+            parent=serverapp, identity_provider=serverapp.identity_provider)
+    web_app.settings["ecluse_export"] = ExportSettings(parent=serverapp)
+    base = web_app.settings.get("base_url", "/")
+    handlers: list[tuple[str, type]] = [
+        (url_path_join(base, "ecluse/export"), ExportHandler),
+        (url_path_join(base, "ecluse/requests"), RequestsHandler),
+        (url_path_join(base, "ecluse/config"), ConfigHandler),
+    ]
+    # extension routes come before the server's own: these shadow its handlers
+    for prefix in ("files", "view", "nbconvert", "api/nbconvert"):
+        handlers.append((url_path_join(base, prefix) + "(/.*)?", RefusedHandler))
+    web_app.add_handlers(".*$", handlers)
+    serverapp.log.info("Écluse workspace extension: export guard and export API loaded")

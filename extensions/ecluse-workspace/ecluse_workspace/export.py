@@ -1,0 +1,276 @@
+"""The export API of the workspace: ``/ecluse/…``, the one sanctioned way out.
+
+* ``POST /ecluse/export`` ``{"paths": [...], "title", "justification", "submit": true}``:
+  checks every path (:func:`~ecluse_workspace.policy.open_all_for_export`),
+  creates an airlock request for this workspace's project, streams each file
+  to the airlock with the server's own token (the user's: it carries the
+  ``access:services!service=airlock`` scope), submits it and answers
+  ``201 {"id", "state", "files": [{name, size, verdict}], "url"}``.
+* ``GET /ecluse/requests``: the project's requests with each file's verdict
+  (what the Airlock panel shows).
+* ``GET /ecluse/config``: project and airlock page for the panel.
+
+Errors are ``{"error": {"code", "status", "message"}}``; the message is for
+the researcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from traitlets import Integer, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .policy import ExportFile, ExportLimits, Refused, open_all_for_export
+
+AUTH_RESOURCE = "ecluse"
+CHUNK = 1024 * 1024
+
+
+class AirlockError(Refused):
+    pass
+
+
+class ExportSettings(LoggingConfigurable):
+    """Where the airlock is and how much one export may carry."""
+
+    airlock_url = Unicode(
+        help="Airlock base URL reachable from the workspace (default: $ECLUSE_AIRLOCK_URL)."
+    ).tag(config=True)
+    airlock_page_url = Unicode(
+        help="Airlock pages as the browser reaches them (default: "
+        "$JUPYTERHUB_BASE_URL + services/airlock/)."
+    ).tag(config=True)
+    project = Unicode(help="This workspace's project (default: $ECLUSE_PROJECT).").tag(
+        config=True)
+    allowed_roots = List(
+        Unicode(),
+        help="Folders files may be exported from (default: /project and $HOME).",
+    ).tag(config=True)
+    max_files = Integer(20, help="Most files in one export request.").tag(config=True)
+    max_file_bytes = Integer(256 * 1024 * 1024, help="Largest file (bytes).").tag(config=True)
+    max_total_bytes = Integer(512 * 1024 * 1024, help="Largest export (bytes).").tag(
+        config=True)
+    upload_timeout = Integer(900, help="Seconds one file upload may take.").tag(config=True)
+    list_limit = Integer(30, help="Requests shown in the Airlock panel.").tag(config=True)
+
+    @default("airlock_url")
+    def _airlock_url(self) -> str:
+        return os.environ.get("ECLUSE_AIRLOCK_URL", "")
+
+    @default("airlock_page_url")
+    def _page_url(self) -> str:
+        base = os.environ.get("JUPYTERHUB_BASE_URL", "/") or "/"
+        return base.rstrip("/") + "/services/airlock/"
+
+    @default("project")
+    def _project(self) -> str:
+        return os.environ.get("ECLUSE_PROJECT", "")
+
+    @default("allowed_roots")
+    def _roots(self) -> list[str]:
+        return ["/project", os.environ.get("HOME") or "/nonexistent"]
+
+    def limits(self) -> ExportLimits:
+        return ExportLimits(self.max_files, self.max_file_bytes, self.max_total_bytes)
+
+
+class AirlockClient:
+    """The airlock REST API, called with the workspace's own hub token."""
+
+    def __init__(self, base_url: str, token: str, timeout: float):
+        if not base_url:
+            raise AirlockError(503, "no_airlock",
+                               "This workspace has no airlock configured (ECLUSE_AIRLOCK_URL).")
+        self.api = base_url.rstrip("/") + "/api/v1"
+        self.token = token
+        self.timeout = timeout
+        self.http = AsyncHTTPClient()
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        headers = {"Authorization": f"token {self.token}"}
+        if body is not None and not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if method == "POST" and body is None and "body_producer" not in kw:
+            body = b""
+        req = HTTPRequest(self.api + path, method=method, headers=headers | kw.pop("headers", {}),
+                          body=body, request_timeout=kw.pop("timeout", 60),
+                          connect_timeout=10, **kw)
+        try:
+            resp = await self.http.fetch(req)
+        except HTTPClientError as e:
+            raise _airlock_refusal(e) from None
+        except OSError as e:
+            raise AirlockError(502, "airlock_unreachable",
+                               f"The airlock cannot be reached right now ({e}).") from None
+        return json.loads(resp.body) if resp.body else None
+
+    async def upload(self, request_id: str, f: ExportFile) -> dict:
+        loop = asyncio.get_running_loop()
+
+        async def produce(write: Any) -> None:
+            sent = 0
+            while sent < f.size:
+                chunk = await loop.run_in_executor(None, os.read, f.fd, min(CHUNK, f.size - sent))
+                if not chunk:
+                    raise AirlockError(409, "changed", f"{f.path} shrank while being sent.")
+                sent += len(chunk)
+                await write(chunk)
+
+        return await self.call(
+            "POST", f"/requests/{quote(request_id)}/files?" + urlencode({"filename": f.name}),
+            body_producer=produce,
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Length": str(f.size)},
+            timeout=self.timeout,
+        )
+
+
+def _airlock_refusal(e: HTTPClientError) -> AirlockError:
+    message = ""
+    try:
+        message = json.loads(e.response.body)["error"]["message"] if e.response else ""
+    except (ValueError, KeyError, TypeError):
+        pass
+    if e.code >= 500 or e.code == 599:
+        return AirlockError(502, "airlock_error",
+                            f"The airlock could not take the request ({e.code}"
+                            f"{': ' + message if message else ''}).")
+    return AirlockError(e.code, "airlock_refused",
+                        f"The airlock refused: {message or e.message}")
+
+
+class EcluseHandler(APIHandler):
+    """Common base: JSON errors ``{"error": {...}}`` from :class:`Refused`."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def conf(self) -> ExportSettings:
+        return self.settings["ecluse_export"]
+
+    def client(self) -> AirlockClient:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        return AirlockClient(self.conf.airlock_url, token, self.conf.upload_timeout)
+
+    def refuse(self, e: Refused) -> None:
+        self.set_status(e.status)
+        self.set_header("Content-Type", "application/json")
+        self.finish({"error": {"code": e.code, "status": e.status, "message": e.message}})
+
+    def page_url(self, request_id: str) -> str:
+        return self.conf.airlock_page_url + f"requests/{quote(request_id)}"
+
+
+class ConfigHandler(EcluseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish({"project": self.conf.project, "airlock_url": self.conf.airlock_page_url,
+                     "limits": vars(self.conf.limits())})
+
+
+class ExportHandler(EcluseHandler):
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        try:
+            await self._export()
+        except Refused as e:
+            self.refuse(e)
+
+    async def _export(self) -> None:
+        try:
+            body = json.loads(self.request.body or b"{}")
+            assert isinstance(body, dict)
+        except (ValueError, AssertionError):
+            raise Refused(400, "invalid_input", "The body must be a JSON object.") from None
+        title = str(body.get("title") or "").strip()
+        justification = str(body.get("justification") or "").strip()
+        if not title:
+            raise Refused(400, "invalid_input", "Give the export a title.")
+        if not justification:
+            raise Refused(400, "invalid_input",
+                          "Say why these files must leave the project (justification).")
+        if not self.conf.project:
+            raise Refused(503, "no_project", "This workspace does not belong to a project.")
+        root = self.contents_manager.root_dir
+        files = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: open_all_for_export(
+                body.get("paths"), root_dir=root, allowed_roots=self.conf.allowed_roots,
+                limits=self.conf.limits()))
+        client = self.client()
+        request_id = None
+        try:
+            created = await client.call("POST", "/requests", {
+                "project": self.conf.project, "title": title, "justification": justification})
+            request_id = created["id"]
+            uploaded = []
+            for f in files:
+                model = await client.upload(request_id, f)
+                uploaded.append({"name": model.get("name", f.name), "path": f.path,
+                                 "size": f.size, "verdict": model.get("verdict"),
+                                 "sha256": model.get("sha256")})
+            state = created.get("state", "draft")
+            if body.get("submit", True):
+                state = (await client.call("POST", f"/requests/{quote(request_id)}/submit",
+                                           {}))["state"]
+        except BaseException:
+            if request_id is not None:  # leave no half-made draft behind
+                try:
+                    await client.call("POST", f"/requests/{quote(request_id)}/withdraw",
+                                      {"comment": "upload from the workspace failed"})
+                except Exception:  # noqa: BLE001
+                    self.log.warning("could not withdraw the draft %s", request_id)
+            raise
+        finally:
+            for f in files:
+                f.close()
+        self.log.info("export request %s: %d files for %s", request_id, len(uploaded),
+                      self.conf.project)
+        self.set_status(201)
+        self.finish({"id": request_id, "state": state, "files": uploaded,
+                     "url": self.page_url(request_id)})
+
+
+class RequestsHandler(EcluseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        try:
+            client = self.client()
+            query = urlencode({"scope": "project", "project": self.conf.project,
+                               "limit": self.conf.list_limit})
+            listing = await client.call("GET", f"/requests?{query}")
+            summaries = listing.get("requests", [])
+            details = await asyncio.gather(
+                *(client.call("GET", f"/requests/{quote(s['id'])}") for s in summaries),
+                return_exceptions=True)
+        except Refused as e:
+            self.refuse(e)
+            return
+        out = []
+        for s, d in zip(summaries, details, strict=True):
+            item = {k: s.get(k) for k in ("id", "title", "state", "requester", "version",
+                                          "approvals", "required_approvals", "updated_at")}
+            item["url"] = self.page_url(s["id"])
+            if isinstance(d, dict):
+                item["files"] = [{"name": f["name"], "verdict": f["verdict"], "size": f["size"]}
+                                 for f in d.get("files", [])]
+                item["comments"] = [
+                    {"reviewer": r["reviewer"], "decision": r["decision"],
+                     "comment": r.get("comment", "")}
+                    for r in d.get("reviews", []) if r.get("comment")]
+            else:
+                item["files"], item["comments"] = [], []
+            out.append(item)
+        self.finish({"project": self.conf.project, "requests": out})

@@ -1,0 +1,174 @@
+"""The export guard: the server refuses every way of carrying a file out by HTTP.
+
+Three layers, each enough on its own (better redundant than allow):
+
+1. :class:`EcluseAuthorizer` (``ServerApp.authorizer_class``), a subclass of
+   jupyterhub-singleuser's ``JupyterHubAuthorizer`` (whose scope check still
+   runs first): refuses ``/files/…``, ``/view/…``, ``/nbconvert/…`` and
+   ``/api/nbconvert`` by handler class *and* by URL, and applies the
+   :class:`~ecluse_workspace.policy.ReadPolicy` to contents-API reads.
+2. The server extension registers :class:`RefusedHandler` on those URLs
+   (extension routes take precedence over the server's own), and
+   :class:`EcluseContentsManager` uses it as its ``files_handler_class``.
+3. JupyterLab's download, export and open-in-new-tab plugins are disabled
+   and locked in ``labconfig/page_config.json`` (cosmetic: the server is the
+   guard).
+
+The configuration lives in a read-only folder mounted by the spawner
+(``ecluse.workspace``); user configuration is not read.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from tornado import web
+from traitlets import Integer, default, validate
+from traitlets.config import LoggingConfigurable
+
+from .policy import AIRLOCK_HINT, ReadPolicy, Refused
+
+try:  # jupyterhub-singleuser's authorizer (scopes); plain Authorizer outside a hub
+    from jupyterhub.singleuser.extension import JupyterHubAuthorizer as _BaseAuthorizer
+except ImportError:  # pragma: no cover
+    from jupyter_server.auth.authorizer import Authorizer as _BaseAuthorizer
+
+#: URL paths (after the server's base URL) that carry files out: always refused
+REFUSED_URL = re.compile(r"^(files|view|nbconvert)(/|$)|^api/nbconvert(/|$)")
+
+REFUSED_MESSAGE = (
+    "Downloads, exports and raw file views are disabled in Écluse workspaces. "
+    + AIRLOCK_HINT
+)
+
+
+def _refused_handler_classes() -> tuple[type, ...]:
+    classes: list[type] = []
+    for module, name in (
+        ("jupyter_server.files.handlers", "FilesHandler"),
+        ("jupyter_server.base.handlers", "AuthenticatedFilesHandler"),
+        ("jupyter_server.nbconvert.handlers", "NbconvertFileHandler"),
+        ("jupyter_server.nbconvert.handlers", "NbconvertPostHandler"),
+        ("jupyter_server.services.nbconvert.handlers", "NbconvertRootHandler"),
+        ("jupyter_server.view.handlers", "ViewHandler"),
+    ):
+        try:
+            mod = __import__(module, fromlist=[name])
+            classes.append(getattr(mod, name))
+        except (ImportError, AttributeError):  # pragma: no cover
+            continue
+    return tuple(classes)
+
+
+class GuardPolicy(LoggingConfigurable):
+    """Size limits of what the contents API may send to the browser."""
+
+    max_text_bytes = Integer(
+        2 * 1024 * 1024, help="Largest text or code file the browser may open (bytes)."
+    ).tag(config=True)
+    max_notebook_bytes = Integer(
+        32 * 1024 * 1024, help="Largest notebook the browser may open (bytes)."
+    ).tag(config=True)
+    max_image_bytes = Integer(
+        4 * 1024 * 1024, help="Largest image the browser may open (bytes)."
+    ).tag(config=True)
+
+    def read_policy(self) -> ReadPolicy:
+        return ReadPolicy(
+            max_text_bytes=self.max_text_bytes,
+            max_notebook_bytes=self.max_notebook_bytes,
+            max_image_bytes=self.max_image_bytes,
+        )
+
+
+def relative_url(handler: Any) -> str:
+    """The request path after the server's base URL, without leading slash."""
+    base = handler.settings.get("base_url", "/") or "/"
+    path = handler.request.path
+    if path.startswith(base):
+        path = path[len(base):]
+    return path.lstrip("/")
+
+
+class EcluseAuthorizer(_BaseAuthorizer):
+    """jupyterhub-singleuser's authorizer, plus the export guard."""
+
+    _refused = _refused_handler_classes()
+
+    def _policy(self) -> ReadPolicy:
+        if not hasattr(self, "_read_policy"):
+            self._read_policy = GuardPolicy(parent=self.parent, config=self.config).read_policy()
+        return self._read_policy
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        # the hub's scope check first: nothing below can grant what it refuses
+        if not super().is_authorized(handler, user, action, resource):
+            return False
+        refused_class = isinstance(handler, self._refused)
+        url = relative_url(handler)
+        if refused_class or isinstance(handler, RefusedHandler) or REFUSED_URL.match(url):
+            self.log.warning("export guard: refused %s %s for %s",
+                             handler.request.method, handler.request.path,
+                             getattr(user, "username", user))
+            raise web.HTTPError(403, REFUSED_MESSAGE)
+        if resource == "contents" and action == "read" and url.startswith("api/contents"):
+            self._check_contents_read(handler)
+        return True
+
+    def _check_contents_read(self, handler: Any) -> None:
+        if handler.get_query_argument("content", "1") in ("0", ""):
+            return  # metadata only
+        if handler.get_query_argument("type", None) == "directory":
+            return
+        args = handler.path_args or []
+        path = (handler.path_kwargs or {}).get("path") or (args[0] if args else "")
+        path = (path or "").strip("/")
+        if not path or path.endswith("/checkpoints"):
+            return
+        cm = handler.contents_manager
+        try:
+            os_path = cm._get_os_path(path)
+        except web.HTTPError:
+            return  # outside the root: the contents manager refuses it itself
+        except AttributeError:  # not a file-system contents manager: refuse reads
+            raise web.HTTPError(403, REFUSED_MESSAGE) from None
+        try:
+            self._policy().check(os_path,
+                                 requested_format=handler.get_query_argument("format", None))
+        except Refused as e:
+            self.log.warning("export guard: refused contents read of %s (%s)", path, e.code)
+            raise web.HTTPError(403, e.message) from None
+
+
+class RefusedHandler(JupyterHandler):
+    """Answers 403 with the airlock hint, for every method, on refused URLs."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        self.log.warning("export guard: refused %s %s", self.request.method, self.request.path)
+        raise web.HTTPError(403, REFUSED_MESSAGE)
+
+    def check_xsrf_cookie(self) -> None:  # refusing needs no xsrf token
+        return None
+
+    get = head = post = put = delete = patch = _refuse
+
+
+class EcluseContentsManager(AsyncLargeFileManager):
+    """The usual file-system contents manager, whose ``/files/`` handler refuses."""
+
+    @default("files_handler_class")
+    def _files_handler_class_default(self) -> type:
+        return RefusedHandler
+
+    @default("files_handler_params")
+    def _files_handler_params_default(self) -> dict:
+        return {}
+
+    @validate("files_handler_class")
+    def _only_refused(self, proposal: Any) -> type:
+        if proposal["value"] is not RefusedHandler:
+            self.log.warning("export guard: files_handler_class stays RefusedHandler")
+        return RefusedHandler

@@ -1,0 +1,302 @@
+/**
+ * Écluse workspace: "Request export…" in the file browser and the Airlock panel.
+ *
+ * The server extension (ecluse_workspace) does the work: it checks the paths,
+ * streams the files to the airlock with the workspace's own token and lists
+ * the project's requests. Nothing here is a security boundary: the export
+ * guard lives on the server.
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { Dialog, ICommandPalette, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
+import { ServerConnection } from '@jupyterlab/services';
+import { Widget } from '@lumino/widgets';
+
+const COMMAND = 'ecluse:request-export';
+const PANEL_ID = 'ecluse-airlock-panel';
+const REFRESH_MS = 5000;
+
+interface IExportFile {
+  name: string;
+  path: string;
+  size: number;
+  verdict: string | null;
+}
+
+interface IRequestItem {
+  id: string;
+  title: string;
+  state: string;
+  requester: string;
+  approvals: number;
+  required_approvals: number;
+  url: string;
+  files: { name: string; verdict: string; size: number }[];
+  comments: { reviewer: string; decision: string; comment: string }[];
+}
+
+class ApiError extends Error {}
+
+async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'ecluse', path);
+  const response = await ServerConnection.makeRequest(url, init, settings);
+  let data: any = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    const message =
+      data?.error?.message || data?.message || `${response.status} ${response.statusText}`;
+    throw new ApiError(message);
+  }
+  return data as T;
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    node.setAttribute(k, v);
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+interface IExportForm {
+  title: string;
+  justification: string;
+}
+
+/** The body of the "Request export" dialog: title, justification, the files. */
+class ExportForm extends Widget implements Dialog.IBodyWidget<IExportForm> {
+  constructor(paths: string[]) {
+    super();
+    this.addClass('ecluse-export-form');
+    const node = this.node;
+    node.appendChild(el('p', {}, 'Files to export (checked, then reviewed by two output checkers):'));
+    const list = el('ul', { class: 'ecluse-export-files' });
+    for (const p of paths) {
+      list.appendChild(el('li', {}, p));
+    }
+    node.appendChild(list);
+    node.appendChild(el('label', { for: 'ecluse-export-title' }, 'Title'));
+    this.title_ = el('input', {
+      id: 'ecluse-export-title',
+      class: 'ecluse-export-title jp-mod-styled',
+      type: 'text',
+      maxlength: '200',
+      placeholder: 'e.g. Table 2 of the paper'
+    });
+    node.appendChild(this.title_);
+    node.appendChild(el('label', { for: 'ecluse-export-justification' }, 'Justification'));
+    this.justification = el('textarea', {
+      id: 'ecluse-export-justification',
+      class: 'ecluse-export-justification jp-mod-styled',
+      placeholder: 'Why must these files leave the project? Who will see them?'
+    });
+    node.appendChild(this.justification);
+    node.appendChild(
+      el(
+        'p',
+        { class: 'ecluse-export-note' },
+        'Row-level data is never released. Released files are downloaded from the airlock, outside the workspace.'
+      )
+    );
+  }
+
+  getValue(): IExportForm {
+    return { title: this.title_.value.trim(), justification: this.justification.value.trim() };
+  }
+
+  private title_: HTMLInputElement;
+  private justification: HTMLTextAreaElement;
+}
+
+/** The left-side "Airlock" panel: this project's requests, refreshed while visible. */
+class AirlockPanel extends Widget {
+  constructor() {
+    super();
+    this.id = PANEL_ID;
+    this.title.label = 'Airlock';
+    this.title.caption = 'Export requests of this project';
+    this.title.closable = true;
+    this.addClass('ecluse-airlock-panel');
+    this.header = el('h2', {}, 'Airlock');
+    this.body = el('div', { class: 'ecluse-requests' });
+    const refresh = el('button', { class: 'jp-mod-styled ecluse-refresh' }, 'Refresh');
+    refresh.addEventListener('click', () => void this.refresh());
+    this.node.append(this.header, refresh, this.body);
+  }
+
+  protected onAfterShow(): void {
+    void this.refresh();
+    if (this.timer === null) {
+      this.timer = window.setInterval(() => {
+        if (this.isVisible) {
+          void this.refresh();
+        }
+      }, REFRESH_MS);
+    }
+  }
+
+  protected onAfterHide(): void {
+    if (this.timer !== null) {
+      window.clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  dispose(): void {
+    this.onAfterHide();
+    super.dispose();
+  }
+
+  async refresh(): Promise<void> {
+    let data: { project: string; requests: IRequestItem[] };
+    try {
+      data = await api('requests');
+    } catch (e) {
+      this.body.replaceChildren(el('p', { class: 'ecluse-error' }, String((e as Error).message)));
+      return;
+    }
+    this.header.textContent = `Airlock — ${data.project}`;
+    if (!data.requests.length) {
+      this.body.replaceChildren(
+        el('p', {}, 'No export requests yet. Right-click a file: “Request export…”.')
+      );
+      return;
+    }
+    const items = data.requests.map(r => this.renderRequest(r));
+    this.body.replaceChildren(...items);
+  }
+
+  private renderRequest(r: IRequestItem): HTMLElement {
+    const item = el('div', { class: 'ecluse-request', 'data-id': r.id, 'data-state': r.state });
+    const head = el('div', {});
+    head.appendChild(el('span', { class: 'ecluse-state', 'data-state': r.state }, r.state));
+    head.appendChild(el('span', { class: 'ecluse-request-title' }, r.title));
+    item.appendChild(head);
+    item.appendChild(
+      el(
+        'div',
+        { class: 'ecluse-export-note' },
+        `${r.requester} · ${r.approvals}/${r.required_approvals} approvals`
+      )
+    );
+    const files = el('ul', {});
+    for (const f of r.files) {
+      const li = el('li', { class: 'ecluse-file', 'data-name': f.name });
+      li.appendChild(el('span', {}, `${f.name} `));
+      li.appendChild(el('span', { class: 'ecluse-verdict', 'data-verdict': f.verdict }, f.verdict));
+      files.appendChild(li);
+    }
+    item.appendChild(files);
+    for (const c of r.comments) {
+      item.appendChild(
+        el('div', { class: 'ecluse-comment' }, `${c.reviewer} (${c.decision}): ${c.comment}`)
+      );
+    }
+    const label = r.state === 'released' ? 'Download from the airlock' : 'Open in the airlock';
+    item.appendChild(
+      el('a', { href: r.url, target: '_blank', rel: 'noopener', class: 'ecluse-link' }, label)
+    );
+    return item;
+  }
+
+  private header: HTMLElement;
+  private body: HTMLElement;
+  private timer: number | null = null;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: '@ecluse/workspace:plugin',
+  description: 'Request export… in the file browser and the Airlock panel.',
+  autoStart: true,
+  requires: [IDefaultFileBrowser],
+  optional: [ICommandPalette, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    browser: IDefaultFileBrowser,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const panel = new AirlockPanel();
+    app.shell.add(panel, 'left', { rank: 900 });
+    if (restorer) {
+      restorer.add(panel, PANEL_ID);
+    }
+
+    app.commands.addCommand(COMMAND, {
+      label: 'Request export…',
+      caption: 'Ask the airlock to export the selected files',
+      isEnabled: () => {
+        const items = Array.from(browser.selectedItems());
+        return items.length > 0 && items.every(i => i.type !== 'directory');
+      },
+      execute: async () => {
+        const paths = Array.from(browser.selectedItems())
+          .filter(i => i.type !== 'directory')
+          .map(i => i.path);
+        if (!paths.length) {
+          return;
+        }
+        const result = await showDialog({
+          title: 'Request export',
+          body: new ExportForm(paths),
+          buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Request export' })],
+          focusNodeSelector: 'input'
+        });
+        if (!result.button.accept || !result.value) {
+          return;
+        }
+        try {
+          const created = await api<{ id: string; state: string; files: IExportFile[] }>(
+            'export',
+            {
+              method: 'POST',
+              body: JSON.stringify({
+                paths,
+                title: result.value.title,
+                justification: result.value.justification
+              })
+            }
+          );
+          const verdicts = created.files.map(f => `${f.name}: ${f.verdict}`).join('\n');
+          await showDialog({
+            title: 'Export requested',
+            body: `Request ${created.id} is ${created.state}.\n${verdicts}`,
+            buttons: [Dialog.okButton()]
+          });
+          app.shell.activateById(PANEL_ID);
+          void panel.refresh();
+        } catch (e) {
+          await showErrorMessage('Export refused', (e as Error).message);
+        }
+      }
+    });
+
+    app.contextMenu.addItem({
+      command: COMMAND,
+      selector: '.jp-DirListing-item[data-isdir="false"]',
+      rank: 1
+    });
+    if (palette) {
+      palette.addItem({ command: COMMAND, category: 'Écluse' });
+    }
+  }
+};
+
+export default plugin;
