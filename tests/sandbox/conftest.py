@@ -183,6 +183,14 @@ def _leak_check() -> Iterator[None]:
             problems.append(f"cgroup ecluse/{sid}")
         if Path(f"/run/ecluse/sandboxes/{sid}").exists():
             problems.append(f"runtime dir of {sid}")
+    for pid in os.listdir("/proc"):  # helper processes (listeners) carry the temp dir name
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ecluse-sbtest-" in cmd:
+                problems.append(f"process {pid} ({cmd[:60]!r})")
     after = _host_state()
     for n in sorted(after["netns"] - before["netns"]):
         problems.append(f"network namespace {n}")
