@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 
 from ..config import load_settings
 
@@ -37,9 +38,14 @@ def _settings(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..airlock.service import AirlockService
     from ..airlock.settings import airlock_settings
-    from ..airlock.web.app import bind_address, serve
+    from ..airlock.web.app import bind_address, hub_oauth_from_env, serve
 
     settings = _settings(args)
+    try:
+        hub_oauth_from_env()
+    except RuntimeError as e:
+        print(f"ecluse airlock serve: {e}", file=sys.stderr)
+        return 2
     conf = airlock_settings(settings)
     service = AirlockService.from_settings(settings, process_checks=True)
     ip, port = bind_address(conf.ip, conf.port)
