@@ -188,6 +188,8 @@ def warm(path: Path) -> None:
 
 def acro_python() -> str | None:
     py = ACRO_VENV / "bin" / "python"
+    if ACRO_VENV.is_symlink() and not ACRO_VENV.exists():
+        ACRO_VENV.unlink()
     if not py.exists():
         print(f"# installing acro into {ACRO_VENV} (one time)", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(ACRO_VENV)
