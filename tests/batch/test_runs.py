@@ -39,3 +39,71 @@ async def test_parameterised_run_succeeds(make_service) -> None:
     assert finish.details["notebook_sha256"] == run["notebook_sha256"]
     assert finish.details["parameters"] == {"n": 21, "label": "june"}
     assert {"batch.submit", "batch.start", "batch.finish"} <= {r.event for r in events}
+
+
+async def test_failing_notebook_reports_cell_and_error(make_service) -> None:
+    service = make_service()
+    staff = service.identity(*STAFF)
+    book = nb("a = 1", "print('before'); raise ValueError('bad input 7')", "b = 2",
+              parameters="x = 0")
+    run = service.submit(staff, project="cardio-los", notebook="broken.ipynb", content=book,
+                         parameters={"x": 5}, as_user="bob", timeout=120)
+    run = await wait_final(service, run["id"])
+    assert run["status"] == "failed"
+    assert run["failed_cell"] == 2  # index in the submitted notebook (parameters cell is 0)
+    assert "ValueError" in run["error"] and "bad input 7" in run["error"]
+    folder = service.shared_dir("cardio-los") / "batch" / run["id"]
+    out = json.loads((folder / "output.ipynb").read_text())  # the partial notebook is kept
+    text = json.dumps(out)
+    assert "before" in text and "bad input 7" in text
+    assert not any(c.get("outputs") for c in out["cells"] if "b = 2" in "".join(c["source"]))
+    log = await service.logs(staff, run["id"])
+    assert "bad input 7" in log
+
+
+ISOLATION = r'''
+import os, json, glob
+probe = {}
+probe["data"] = sorted(os.listdir("/data"))
+probe["own"] = open("/data/stays/stays.csv").read().splitlines()[1]
+def attempt(path):
+    try:
+        if os.path.isdir(path):
+            return sorted(os.listdir(path))
+        return open(path).read()[:50]
+    except OSError as e:
+        return type(e).__name__
+probe["other_dataset_host_path"] = attempt(OTHER)
+probe["other_project_host_dir"] = attempt(OTHER_PROJECT)
+probe["glob"] = glob.glob("/data/*/*.csv")
+probe["hub_state"] = attempt(STATE)
+print("PROBE" + json.dumps(probe))
+'''
+
+
+async def test_run_cannot_read_another_projects_data(make_service) -> None:
+    service = make_service()
+    staff = service.identity(*STAFF)
+    settings = service.settings
+    other = settings.projects["air-quality"].datasets[0].path / "admissions.csv"
+    other_project = service.shared_dir("air-quality").parent
+    other_project.mkdir(parents=True, exist_ok=True)
+    params = {"OTHER": str(other), "OTHER_PROJECT": str(other_project),
+              "STATE": str(settings.state_dir)}
+    book = nb(ISOLATION, parameters="OTHER = ''\nOTHER_PROJECT = ''\nSTATE = ''")
+    # alice is a member of both projects: the sandbox, not the user, decides
+    run = service.submit(staff, project="cardio-los", notebook="probe.ipynb", content=book,
+                         parameters=params, as_user="alice", timeout=120)
+    run = await wait_final(service, run["id"])
+    assert run["status"] == "succeeded", run
+    folder = service.shared_dir("cardio-los") / "batch" / run["id"]
+    text = "".join(json.loads((folder / "output.ipynb").read_text())["cells"][-1]["outputs"][0]
+                   ["text"])
+    probe = json.loads(text.split("PROBE", 1)[1].splitlines()[0])
+    assert "PROBE" in await service.logs(staff, run["id"])  # papermill logs cell outputs
+    assert probe["data"] == ["stays"]
+    assert probe["own"] == "cardio-los-1,42"
+    assert probe["other_dataset_host_path"] == "FileNotFoundError"
+    assert probe["other_project_host_dir"] == "FileNotFoundError"
+    assert probe["hub_state"] == "FileNotFoundError"
+    assert probe["glob"] == ["/data/stays/stays.csv"]

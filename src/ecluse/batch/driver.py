@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 
 DRIVER = r'''
-import json, os, sys, traceback
+import json, logging, os, sys, traceback
+
+# jsonschema (via nbformat) builds an Earley parser for IRI formats at import when
+# rfc3987-syntax is installed: seconds of CPU per run for a format nbformat never uses.
+sys.modules.setdefault("rfc3987_syntax", None)
+logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                    format="%(asctime)s %(levelname)s %(message)s")
 
 def write(name, data):
     tmp = "." + name + ".tmp"

@@ -1,0 +1,32 @@
+"""The rules tables are complete and consistent."""
+
+from __future__ import annotations
+
+from ecluse.batch.hub import batch_roles, batch_service_spec
+from ecluse.batch.runs import EVENTS, FINAL, OUTCOMES, TRANSITIONS, Status
+from ecluse.batch.settings import BatchSettings, batch_settings
+
+
+def test_every_status_has_transitions_and_final_ones_have_none() -> None:
+    assert set(TRANSITIONS) == set(Status)
+    for status, targets in TRANSITIONS.items():
+        assert (status in FINAL) == (not targets)
+    assert set(OUTCOMES) == set(FINAL)
+    assert {t for ts in TRANSITIONS.values() for t in ts} | {Status.QUEUED} == set(Status)
+
+
+def test_audit_events_are_namespaced() -> None:
+    assert all(v.startswith("batch.") for v in EVENTS.values())
+    assert {"submit", "start", "finish", "cancel", "export", "denied"} == set(EVENTS)
+
+
+def test_hub_spec_and_roles(settings) -> None:
+    spec = batch_service_spec(settings)
+    assert spec["name"] == "batch" and spec["url"] == "http://127.0.0.1:8091"
+    assert spec["command"][-4:] == ["--config", str(settings.config_file), "--state-dir",
+                                    str(settings.state_dir)]
+    roles = {r["name"]: r for r in batch_roles()}
+    assert roles["ecluse-batch-user"]["groups"] == ["staff"]
+    assert "access:services!service=batch" in roles["ecluse-batch-user"]["scopes"]
+    assert roles["ecluse-batch-service"]["scopes"] == ["read:users:groups"]
+    assert batch_settings(settings) == BatchSettings()
