@@ -303,7 +303,7 @@ class LocalSandbox(Sandbox):
                 await self.terminate(meta, grace=0)
             with contextlib.suppress(Exception):
                 await self.release(meta)
-            if isinstance(e, SandboxError):
+            if isinstance(e, (SandboxError, asyncio.CancelledError, KeyboardInterrupt)):
                 raise
             raise SandboxError("the workspace could not be started",
                                log_message=f"{type(e).__name__}: {e}") from e
