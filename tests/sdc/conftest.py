@@ -20,7 +20,7 @@ import pytest
 
 from ecluse.sdc import DisclosurePolicy
 
-FORMATS = ["csv", "csv_fr", "tsv", "parquet", "xlsx", "xlsx_hidden", "json", "jsonl",
+FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "xlsx", "xlsx_hidden", "json", "jsonl",
            "notebook", "html", "zip", "gzip"]
 
 
@@ -51,6 +51,8 @@ def write_as(df: pd.DataFrame, fmt: str, d: Path, name: str = "out") -> Path:
     p = d / f"{name}.{fmt}.data"
     if fmt == "csv":
         df.to_csv(p, index=False)
+    elif fmt == "csv_index":
+        df.to_csv(p)  # pandas' default: the row number is written as a first column
     elif fmt == "csv_fr":
         df.to_csv(p, index=False, sep=";", decimal=",")
     elif fmt == "tsv":

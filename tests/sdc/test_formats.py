@@ -91,6 +91,27 @@ def test_pandas_crosstab_with_two_header_rows_and_margins(tmp_path):
     assert all(loc["row"] >= 4 for loc in small)  # below the two header rows and the index row
 
 
+def test_describe_output(tmp_path):
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"ward": rng.choice(list("ABCD"), 400), "los": rng.integers(0, 40, 400)})
+    p = tmp_path / "d.csv"
+    df.groupby("ward")["los"].describe().to_csv(p)
+    assert check_file(p).verdict == "pass"
+    df[df.los < 2].groupby("ward")["los"].describe().to_csv(p)
+    rep = check_file(p)
+    assert {"small-count", "small-n-statistic"} <= rules(rep)
+    assert {loc["column"] for loc in locs(rep, "small-n-statistic")} >= {"mean", "min", "max"}
+
+
+def test_row_level_written_with_pandas_index_blocks(tmp_path):
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"ward": rng.choice(list("ABCDEFGH"), 300), "age": rng.integers(18, 95, 300),
+                       "los": rng.integers(0, 40, 300)})
+    p = tmp_path / "r.csv"
+    df.to_csv(p)
+    assert check_file(p).verdict == "block"
+
+
 def test_french_dialect_with_decimal_comma(tmp_path):
     p = tmp_path / "fr.csv"
     p.write_text("région;effectif;taux_pour_mille\nNord;1 250;12,5\nSud;8;3,1\n",

@@ -17,7 +17,7 @@ from ecluse.sdc import check_file
 
 from .conftest import nir, write_as
 
-FORMATS = ["csv", "csv_fr", "tsv", "parquet", "xlsx", "json", "jsonl", "notebook", "html", "zip"]
+FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "xlsx", "json", "jsonl", "notebook", "html", "zip"]
 
 names = st.text(alphabet=string.ascii_letters + string.digits + "_ ", min_size=1, max_size=12) \
     .map(str.strip).filter(lambda s: bool(s) and s[0].isalpha())

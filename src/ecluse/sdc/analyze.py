@@ -139,10 +139,12 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
         out.append(finding("identifier-value", f"column headers look like {head_kind}s "
                            "(a transposed table of individuals)", **t.base))
     # ---------------------------------------------------------- roles
-    label_cols = [j for j in range(m)
-                  if not numeric[j] or kinds[j] in ("label", "sex", "postcode", "birth", "weak-id")
-                  or (j == 0 and t.names[j].startswith("column ") and integer[j])]
-    value_cols = [j for j in range(m) if j not in label_cols]
+    # a written-out row number (``to_csv`` with its default index) is neither label nor value
+    rownum = {j for j in range(min(m, 2)) if integer[j] and _is_row_number(t.names[j], num[j])}
+    label_cols = [j for j in range(m) if j not in rownum and (
+                  not numeric[j] or kinds[j] in ("label", "sex", "postcode", "birth", "weak-id")
+                  or (j == 0 and t.names[j].startswith("column ") and integer[j]))]
+    value_cols = [j for j in range(m) if j not in label_cols and j not in rownum]
     reg = {j: regression_role(t.names[j]) for j in value_cols}
     is_regression = any(r == "coef" for r in reg.values()) and any(r == "err" for r in reg.values())
     aux = {j for j in value_cols if kinds[j] in ("df", "nobs", "dfmodel")}
@@ -245,6 +247,22 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
             out.append(finding("ambiguous-layout", "no counts or statistics found in this table",
                                **t.base))
     return out, prof
+
+
+_ROWNUM_NAMES = {"", "index", "unnamed_0", "level_0", "index_level_0", "row", "rownum",
+                 "row_number", "no", "num", "x"}
+
+
+def _is_row_number(name: str, values: pd.Series) -> bool:
+    """A column holding 0..n-1 or 1..n in order, unnamed or named like an index."""
+    norm = normalise(name)
+    if not (norm in _ROWNUM_NAMES or name.startswith("column ") or norm.startswith("unnamed")):
+        return False
+    v = values.to_numpy()
+    if len(v) < 2 or np.isnan(v).any():
+        return False
+    start = v[0]
+    return start in (0, 1) and bool(np.array_equal(v, np.arange(start, start + len(v))))
 
 
 def _fmt(v: float) -> str:

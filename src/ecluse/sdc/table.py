@@ -337,14 +337,25 @@ def _value_cols(filled: pd.DataFrame, isnum: pd.DataFrame, marker: pd.DataFrame,
 
 def _header_rows(grid: pd.DataFrame, filled: pd.DataFrame, isnum: pd.DataFrame,
                  marker: pd.DataFrame, n: int) -> int:
-    """Leading rows without any number (column labels), at most 5."""
+    """Leading rows (at most 5) that label the columns: rows without any number, or
+    rows with text over a column of numbers (``count, mean, 25%`` over figures)."""
     if n <= 1:
         return 0 if isnum.to_numpy().any() else n
+    f = filled.to_numpy() & ~marker.to_numpy()
+    num = isnum.to_numpy() & f
+    # share of numbers among the cells below each row, per column
+    below_num = np.cumsum(num[::-1], axis=0)[::-1]
+    below_all = np.cumsum(f[::-1], axis=0)[::-1]
     h = 0
     while h < min(5, n - 1):
-        if isnum.iloc[h].any():
-            break
-        if h > 0:
+        row_num = num[h].any()
+        if row_num:
+            share = np.divide(below_num[h + 1], below_all[h + 1],
+                              out=np.zeros(f.shape[1]), where=below_all[h + 1] > 0)
+            text_over_numbers = f[h] & ~num[h] & (share >= 0.8)
+            if not text_over_numbers.any():
+                break
+        elif h > 0:
             rest = [j for j in grid.columns[1:] if filled.iat[h, j]]
             if rest and all(marker.iat[h, j] for j in rest):
                 break  # a data row whose cells are all suppressed
