@@ -138,10 +138,26 @@ class Stack:
             time.sleep(0.2)
         raise StackError(f"JupyterHub did not answer on {url} within {timeout:.0f}s")
 
+    def cleanup_sandboxes(self) -> None:
+        """Remove what dead sandboxes left (a crash, a killed hub) before the hub starts.
+
+        Running sandboxes are left alone: the hub re-adopts them.
+        """
+        if self.settings.hub.spawner != "ecluse" or self.settings.sandbox.backend != "local":
+            return
+        import asyncio
+
+        from .sandbox import get_backend
+
+        removed = asyncio.run(get_backend(self.settings).cleanup_orphans())
+        if removed:
+            log.warning("removed %d dead sandbox(es): %s", len(removed), ", ".join(removed))
+
     def start(self) -> None:
         self.prepare()
         try:
             self.start_ldap()
+            self.cleanup_sandboxes()
             self.start_hub()
         except BaseException:
             self.stop()
