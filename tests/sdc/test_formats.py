@@ -484,3 +484,20 @@ def test_large_parquet_reads_every_row(tmp_path, small_head):
     rep = check_file(p)
     assert rep.verdict == "fail"
     assert locs(rep, "small-count")[0]["row"] == n
+
+
+def _summary_output(df_resid: int) -> dict:
+    coef = pd.DataFrame({"": ["const", "age"], "coef": [1.2, 0.03], "std err": [0.3, 0.01],
+                         "P>|t|": [0.001, 0.02]})
+    text = f"OLS Regression Results\nNo. Observations: 60\nDf Residuals: {df_resid}\n"
+    return {"output_type": "execute_result", "metadata": {}, "execution_count": 1,
+            "data": {"text/html": coef.to_html(index=False), "text/plain": text}}
+
+
+def test_notebook_regression_summary(tmp_path):
+    p = tmp_path / "nb.ipynb"
+    p.write_text(notebook_json([_summary_output(58)]))
+    assert check_file(p).verdict == "pass"
+    p.write_text(notebook_json([_summary_output(4)]))
+    rep = check_file(p)
+    assert rep.verdict == "fail" and "low-residual-df" in rules(rep)
