@@ -36,6 +36,11 @@ REPO = Path(__file__).resolve().parent.parent
 TMP_PREFIX = "ecluse-test-"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--postgres", action="store_true", default=False,
+                     help="also run the database suites on PostgreSQL (as ECLUSE_TEST_POSTGRES=1)")
+
+
 @pytest.fixture(scope="session")
 def session_tmp() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
