@@ -501,3 +501,32 @@ def test_notebook_regression_summary(tmp_path):
     p.write_text(notebook_json([_summary_output(4)]))
     rep = check_file(p)
     assert rep.verdict == "fail" and "low-residual-df" in rules(rep)
+
+
+def test_large_csv_with_ragged_rows_is_reviewed(tmp_path, small_head):
+    n = 60_000
+    p = tmp_path / "r.csv"
+    _keys(n).assign(n=25).to_csv(p, index=False)
+    with open(p, "a") as fh:
+        fh.write("D01,999,25,extra,fields\n")
+    rep = check_file(p)
+    assert rep.verdict == "review" and "reader-error" in rules(rep)
+
+
+def test_large_csv_with_quoted_line_breaks(tmp_path, small_head):
+    n = 60_000
+    df = _keys(n).assign(n=25)
+    df["note"] = "ok"
+    df.loc[n - 3, "note"] = "two\nlines"
+    df.loc[n - 2, "n"] = 4
+    p = tmp_path / "q.csv"
+    df.to_csv(p, index=False)
+    rep = check_file(p)
+    assert [x["row"] for x in locs(rep, "small-count")] == [n]
+    assert "reader-error" not in rules(rep)
+
+
+def test_very_wide_csv_is_reviewed(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text(",".join(f"c{i}" for i in range(6000)) + "\n" + ",".join("1" * 6000) + "\n")
+    assert check_file(p).verdict == "review"

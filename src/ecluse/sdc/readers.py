@@ -37,7 +37,9 @@ HEAD_BYTES = 1024 * 1024
 #: rows of a large Parquet / JSON Lines file read as its head
 HEAD_ROWS = 20_000
 #: JSON documents larger than this are not parsed
-MAX_JSON_BYTES = 512 * 1024 * 1024
+MAX_JSON_BYTES = 256 * 1024 * 1024
+#: tables wider than this are not judged
+MAX_COLUMNS = 5000
 #: rows of one Excel sheet read (more rows are counted only)
 MAX_SHEET_ROWS = 200_000
 
@@ -84,6 +86,11 @@ def read_csv(path: Path, sn: Sniffed, ctx: Ctx) -> None:
         data = data[: cut + 1] if cut > 0 else data
     text = _decode_all(data, sn.encoding)
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=sn.sep))
+    width = max((len(r) for r in rows), default=0)
+    if width > MAX_COLUMNS:
+        ctx.add(finding("ambiguous-layout", f"{width} columns: wider than the {MAX_COLUMNS} "
+                        "a table is judged with", **ctx.base))
+        return
     decimal_comma = detect_decimal_comma(rows[:200], sn.sep)
     t = grid_to_table(rows, base=dict(ctx.base), decimal_comma=decimal_comma)
     if t is None:
@@ -108,28 +115,48 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
     need = [] if prof.blocked else sorted(set(prof.count_cols) | set(prof.stat_cols))
     enc = {"utf-8-sig": "utf8", "cp1252": "cp1252", "latin-1": "latin1"}.get(sn.encoding, "utf8")
 
-    def reader(as_text: bool) -> Any:
+    bad: dict[str, Any] = {"n": 0, "first": None}
+
+    def on_bad(row: Any) -> str:
+        bad["n"] += 1
+        if bad["first"] is None:
+            bad["first"] = getattr(row, "number", None)
+        return "skip"
+
+    def reader(as_text: bool, newlines: bool) -> Any:
         cols = [names[j] for j in need] or [names[0]]
         types = {c: (pa.string() if as_text or not need else pa.float64()) for c in cols}
         return pcsv.open_csv(
             path,
             read_options=pcsv.ReadOptions(skip_rows=skip, column_names=names, encoding=enc,
                                           block_size=16 * 1024 * 1024, use_threads=True),
-            parse_options=pcsv.ParseOptions(delimiter=sn.sep),
+            parse_options=pcsv.ParseOptions(delimiter=sn.sep, newlines_in_values=newlines,
+                                            invalid_row_handler=on_bad),
             convert_options=pcsv.ConvertOptions(
                 include_columns=cols, column_types=types, decimal_point="," if decimal_comma else ".",
                 strings_can_be_null=True, quoted_strings_can_be_null=True),
         )
 
-    checker = _TailChecker(ctx, t, prof, head_rows=len(t.body))
-    try:
-        checker.run(_batches(reader(False)), need, as_text=False)
-    except pa.ArrowInvalid as e:
-        if "conversion" not in str(e).lower() and "convert" not in str(e).lower():
-            raise
+    as_text = newlines = False
+    while True:
+        bad.update(n=0, first=None)
         checker = _TailChecker(ctx, t, prof, head_rows=len(t.body))
-        checker.run(_batches(reader(True)), need, as_text=True)
+        try:
+            checker.run(_batches(reader(as_text, newlines)), need, as_text=as_text)
+            break
+        except pa.ArrowInvalid as e:
+            msg = str(e).lower()
+            if ("conversion" in msg or "convert" in msg) and not as_text:
+                as_text = True  # markers such as <10 further down: parse the cells ourselves
+            elif not newlines:
+                newlines = True  # quoted values holding line breaks
+            else:
+                raise
     checker.finish(kind="CSV")
+    if bad["n"]:
+        where = f" (the first near record {bad['first'] + skip})" if bad["first"] else ""
+        ctx.add(finding("reader-error", f"{bad['n']} malformed rows (wrong number of fields) "
+                        f"were skipped{where}", **ctx.base))
 
 
 def _batches(reader: Any) -> Iterator[pa.RecordBatch]:
@@ -302,6 +329,10 @@ def read_excel(path: Path, ctx: Ctx) -> None:
                     rows.append(list(r))
                 else:
                     extra += 1
+            if max((len(r) for r in rows[:1000]), default=0) > MAX_COLUMNS:
+                ctx.add(finding("ambiguous-layout", f"sheet wider than {MAX_COLUMNS} columns",
+                                **base))
+                continue
             t = grid_to_table(rows, base=base, excel=True,
                               declared_rows=len(rows) + extra if extra else None)
             if t is None:
