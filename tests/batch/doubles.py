@@ -1,0 +1,24 @@
+"""Test doubles for the batch hub tests (real subclasses, named by behaviour)."""
+
+from __future__ import annotations
+
+import hmac
+
+from jupyterhub.auth import Authenticator
+from traitlets import Dict, Unicode
+
+
+class GroupsFromConfigAuthenticator(Authenticator):
+    """Password check against ``passwords``; hub groups from ``user_groups``."""
+
+    passwords = Dict(Unicode(), help="username -> password").tag(config=True)
+    user_groups = Dict(help="username -> list of hub group names").tag(config=True)
+
+    async def authenticate(self, handler, data):
+        name = data.get("username", "")
+        expected = self.passwords.get(name)
+        if expected is None or not hmac.compare_digest(
+            expected.encode(), str(data.get("password", "")).encode()
+        ):
+            return None
+        return {"name": name, "groups": list(self.user_groups.get(name, []))}
