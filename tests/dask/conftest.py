@@ -114,8 +114,7 @@ def _projects(warehouse: Path) -> dict:
 @pytest.fixture(scope="module")
 def dask_deployment(tmp_path_factory, slapd, warehouse):
     d = tmp_path_factory.mktemp("dask-deploy")
-    path = write_config(d, slapd, overrides={"sandbox.stop_grace": 2,
-                                             "sandbox.subnet": "10.214.0.0/16"})
+    path = write_config(d, slapd, overrides={"sandbox.stop_grace": 2})
     (d / "projects.yaml").write_text(yaml.safe_dump(_projects(warehouse)))
     settings = load_settings(path)
     yield settings
@@ -132,7 +131,7 @@ async def gateway(dask_deployment) -> AsyncIterator:
 
     settings = dask_deployment
     ds = dask_settings(settings).model_copy(update={"proxy_port": PROXY_PORT,
-                                                     "idle_timeout": 0})
+                                                     "idle_timeout": 0, "cluster_start_timeout": 30})
     c = gateway_config(settings, authenticator="tests.dask.conftest.TokenAuthenticator",
                        dask=ds)
     c.DaskGateway.log_level = "INFO"

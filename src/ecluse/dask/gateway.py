@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dask_gateway_server.backends.base import ClusterConfig
-from dask_gateway_server.backends.db_base import DBBackendBase
+from dask_gateway_server.backends.base import ClusterConfig, PublicException
+from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.options import Options, String
 from pydantic import BaseModel, ConfigDict, Field
 from traitlets import Any as AnyTrait
@@ -95,8 +95,8 @@ def cluster_limits(project: Any) -> dict[str, Any]:
     }
 
 
-class NotAMember(ValueError):
-    """The user asked for a cluster of a project they do not belong to."""
+class NotAMember(PublicException, ValueError):
+    """The user asked for a cluster of a project they do not belong to (shown to them)."""
 
 
 def project_options(settings: Any) -> Options:
@@ -209,6 +209,13 @@ class SandboxBackend(DBBackendBase):
         env["DASK_TEMPORARY_DIRECTORY"] = "/tmp/dask-gateway/spill"
         return env
 
+    def get_worker_command(self, cluster: Any, worker_name: str,
+                           scheduler_address: str | None = None) -> list[str]:
+        # worker dashboards are not proxied by the gateway: skip importing bokeh
+        cmd = super().get_worker_command(cluster, worker_name, scheduler_address)
+        i = cmd.index("--dashboard-address")
+        return [*cmd[:i], "--no-dashboard", *cmd[i + 2:]]
+
     def _allowed_ports(self) -> list[int]:
         from urllib.parse import urlsplit
 
@@ -274,7 +281,16 @@ class SandboxBackend(DBBackendBase):
     async def do_stop_cluster(self, cluster: Any) -> None:
         state = cluster.state.get("sandbox")
         if state:
+            if cluster.status != JobStatus.RUNNING or self.log.isEnabledFor(10):
+                await self._log_tail(cluster, state)
             await self.sandbox_backend.stop(state, grace=self.stop_grace)
+
+    async def _log_tail(self, cluster: Any, state: dict[str, Any]) -> None:
+        try:
+            out, err = await self.sandbox_backend.read_logs(state)
+        except Exception:  # noqa: BLE001 - logs are best effort
+            return
+        self.log.info("Cluster %s output (tail):\n%s", cluster.name, (out + err)[-3000:])
 
     async def do_check_clusters(self, clusters: list[Any]) -> list[bool]:
         out = []
