@@ -530,3 +530,11 @@ def test_very_wide_csv_is_reviewed(tmp_path):
     p = tmp_path / "w.csv"
     p.write_text(",".join(f"c{i}" for i in range(6000)) + "\n" + ",".join("1" * 6000) + "\n")
     assert check_file(p).verdict == "review"
+
+
+@pytest.mark.parametrize("orient", ["index", "columns", "records", "split", "table", "values"])
+def test_every_pandas_json_orient(tmp_path, orient):
+    p = tmp_path / "x.json"
+    p.write_text(pd.DataFrame({"ward": ["A", "B"], "n": [40, 5]}).to_json(orient=orient))
+    rep = check_file(p)
+    assert rep.verdict == "fail" and locs(rep, "small-count")[0]["row"] == 2

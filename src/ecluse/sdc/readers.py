@@ -399,7 +399,11 @@ def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd
             return
         if len(vals) >= 1 and all(isinstance(v, dict) for v in vals) and all(
                 not isinstance(c, dict | list) for v in vals for c in v.values()) and len(vals) > 1:
-            yield where, pd.DataFrame(doc).reset_index(names="index")
+            if all(str(k).lstrip("-").isdigit() for k in doc):  # pandas orient="index"
+                yield where, pd.DataFrame.from_dict(doc, orient="index").reset_index(
+                    names="index")
+            else:  # pandas orient="columns"
+                yield where, pd.DataFrame(doc).reset_index(names="index")
             return
         for k, v in doc.items():
             yield from _json_tables(v, f"{where}.{k}", depth + 1)
