@@ -114,3 +114,20 @@ async def test_only_staff_may_submit_and_members_only_run(make_service) -> None:
               if r.event == "batch.denied"]
     assert {r.actor for r in denied} == {"alice", "erin"}
     assert json.dumps(denied[0].details)
+
+
+async def test_runs_left_running_by_a_dead_service_are_failed(make_service) -> None:
+    from ecluse.batch.runs import runs_table, utcnow
+
+    service = make_service()
+    with service.engine.begin() as c:
+        c.execute(runs_table.insert().values(
+            id="br-0123456789ab", project="cardio-los", notebook="x.ipynb",
+            notebook_sha256="0" * 64, parameters="{}", submitted_by="erin", run_as="bob",
+            status="running", timeout=10.0, created_at=utcnow(), started_at=utcnow(),
+            cells_done=0, cells_total=0,
+        ))
+    second = make_service()  # a restarted service on the same database
+    staff = second.identity("erin", ["staff"])
+    run = await _until(lambda: (r := second.get_run(staff, "br-0123456789ab"))["final"] and r)
+    assert run["status"] == "failed" and "restarted" in run["error"]

@@ -391,24 +391,45 @@ class BatchService:
         """Start queued runs in order while fewer than ``concurrency`` run. Until close."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        await asyncio.to_thread(self._recover)
+        for sandbox_id in await asyncio.to_thread(self._recover):
+            await self._remove_sandbox(sandbox_id)
         while not self._closing:
             await self._start_queued()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             self._wake.clear()
 
-    def _recover(self) -> None:
-        """Runs left ``running`` by a previous process died with it (one-shot sandboxes)."""
+    async def _remove_sandbox(self, sandbox_id: str) -> None:
+        """Stop and remove a sandbox left by a previous process (one-shot sandboxes die
+        with their parent, but their network and cgroup stay until removed)."""
+        listing = getattr(self.backend, "list", None)
+        if listing is None:
+            return
+        try:
+            for meta in await asyncio.to_thread(listing):
+                if meta.get("id") == sandbox_id and "cgroup" in meta:
+                    await self.backend.stop(meta, grace=0)
+        except Exception:
+            log.exception("could not remove sandbox %s of an interrupted run", sandbox_id)
+
+    def _recover(self) -> list[str]:
+        """Runs left ``running`` by a previous process died with it: mark them failed.
+
+        Returns the ids of their sandboxes, to be removed."""
+        sandboxes = []
         with self.engine.connect() as c:
             rows = c.execute(select(runs_table).where(
                 runs_table.c.status == Status.RUNNING.value)).all()
         for row in rows:
             run = run_dict(row)
-            self._set(run["id"], expect=[Status.RUNNING], status=Status.FAILED.value,
-                      finished_at=utcnow(), error="the batch service restarted during the run")
-            self._record("finish", run["submitted_by"], run["project"], outcome="failure",
-                         **self._finish_details(self._load(run["id"])))
+            if self._set(run["id"], expect=[Status.RUNNING], status=Status.FAILED.value,
+                         finished_at=utcnow(),
+                         error="the batch service restarted during the run"):
+                self._record("finish", run["submitted_by"], run["project"],
+                             outcome="failure", **self._finish_details(self._load(run["id"])))
+                if run["sandbox_id"]:
+                    sandboxes.append(run["sandbox_id"])
+        return sandboxes
 
     async def _start_queued(self) -> None:
         free = self.conf.concurrency - len(self._active)

@@ -1,0 +1,171 @@
+"""Batch run overhead vs bare papermill, side by side in one run (run as root).
+
+    python benchmarks/bench_batch.py [-n 20] [--concurrency 2]
+
+Queues ``n`` runs of the same small parameterised notebook in the batch
+service (concurrency 2: the queue, a one-shot project sandbox per run, the
+papermill driver, progress, logs written back, audit) and runs bare papermill
+``n`` times on the same notebook, two at a time, in the same process run.
+Prints per-run time (median and p90), ours vs baseline and the ratio (target
+≤ 1.5×), and total throughput of the ``n`` runs.
+
+Two baselines are measured: papermill with the same start-up setting as our
+driver (``rfc3987_syntax`` not imported: jsonschema otherwise builds an IRI
+parser at import, which nbformat never uses) — the ratio is against this
+one — and the stock ``papermill`` command, for reference.
+
+The directory is not involved: the run identity is given (an LDAP lookup
+adds a few milliseconds per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+
+from ecluse.audit import AuditLog
+from ecluse.batch.runs import make_engine
+from ecluse.batch.service import BatchService, RunIdentity
+from ecluse.batch.settings import BatchSettings
+from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
+from ecluse.sandbox.local import LocalSandbox
+
+FAIR = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); import papermill as pm; "
+        "pm.execute_notebook(sys.argv[1], sys.argv[2], parameters={'n': 3}, "
+        "kernel_name='python3', progress_bar=False)")
+
+
+def notebook() -> dict:
+    p = nbformat.v4.new_code_cell("n = 1")
+    p.metadata["tags"] = ["parameters"]
+    cells = [p, nbformat.v4.new_code_cell("import math\nresult = sum(math.sqrt(i) for i in "
+                                          "range(10000 * n))"),
+             nbformat.v4.new_code_cell("print('result', round(result, 2))")]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    return json.loads(nbformat.writes(nb))
+
+
+def _settings(tmp: Path) -> Settings:
+    ldap = LDAPSettings(uri="ldap://127.0.0.1:3890", base_dn="dc=b", bind_dn="cn=s,dc=b",
+                        user_search_base="ou=p,dc=b", group_search_base="ou=g,dc=b")
+    (tmp / "data").mkdir()
+    project = Project(slug="bench-proj", title="bench", ldap_group="g", gid=7100,
+                      datasets=[Dataset(name="d", path=tmp / "data")],
+                      quota=Quota(cpu=1, memory="1G", pids=256))
+    settings = Settings(state_dir=tmp / "state", ldap=ldap,
+                        sandbox=SandboxSettings(stop_grace=1))
+    settings.projects = {"bench-proj": project}
+    return settings
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+async def bare(n: int, concurrency: int, tmp: Path, cmd: list[str]) -> tuple[list[float], float]:
+    src = tmp / "bare-in.ipynb"
+    src.write_text(json.dumps(notebook()))
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> float:
+        async with sem:
+            t = time.perf_counter()
+            p = await asyncio.create_subprocess_exec(
+                *cmd, str(src), str(tmp / f"bare-out-{i}.ipynb"),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            if await p.wait() != 0:
+                raise RuntimeError(f"bare papermill failed: {cmd}")
+            return time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    times = await asyncio.gather(*(one(i) for i in range(n)))
+    return list(times), time.perf_counter() - t0
+
+
+async def ours(n: int, concurrency: int, tmp: Path) -> tuple[list[float], float, list[float]]:
+    settings = _settings(tmp)
+    service = BatchService(
+        settings, engine=make_engine(f"sqlite:///{tmp / 'batch.sqlite'}"),
+        backend=LocalSandbox(settings=settings),
+        audit=AuditLog(f"sqlite:///{tmp / 'audit.sqlite'}", tmp / "audit.jsonl"),
+        conf=BatchSettings(concurrency=concurrency, poll_interval=0.1),
+        resolve_identity=lambda project, user: RunIdentity(user, 6100, 6100, 7100),
+    )
+    staff = service.identity("bench-staff", ["staff"])
+    scheduler = asyncio.create_task(service.run_scheduler())
+    try:
+        t0 = time.perf_counter()
+        ids = [service.submit(staff, project="bench-proj", notebook="small.ipynb",
+                              content=notebook(), parameters={"n": 3}, as_user="bench",
+                              timeout=600)["id"] for _ in range(n)]
+        while True:
+            runs = [service.get_run(staff, i) for i in ids]
+            if all(r["final"] for r in runs):
+                break
+            await asyncio.sleep(0.05)
+        total = time.perf_counter() - t0
+    finally:
+        await service.close()
+        scheduler.cancel()
+    bad = [r for r in runs if r["status"] != "succeeded"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} runs did not succeed: {bad[0]}")
+    per_run = [_ts(r["finished_at"]) - _ts(r["started_at"]) for r in runs]
+    latency = [_ts(r["finished_at"]) - _ts(r["created_at"]) for r in runs]
+    return per_run, total, latency
+
+
+def _p90(values: list[float]) -> float:
+    return sorted(values)[max(0, int(round(0.9 * len(values))) - 1)]
+
+
+async def main(n: int, concurrency: int) -> None:
+    if os.geteuid() != 0:
+        sys.exit("run as root (sandboxes)")
+    with tempfile.TemporaryDirectory(prefix="ecluse-bench-batch-") as d:
+        tmp = Path(d)
+        os.chmod(tmp, 0o755)
+        py = sys.executable
+        await bare(2, 2, tmp, [py, "-c", FAIR, ])  # warm the page cache
+        b_times, b_total = await bare(n, concurrency, tmp, [py, "-c", FAIR])
+        o_times, o_total, latency = await ours(n, concurrency, tmp)
+        s_times, s_total = await bare(n, concurrency, tmp,
+                                      [py, "-m", "papermill", "--no-progress-bar", "-p", "n",
+                                       "3"])
+    med_o, med_b, med_s = (statistics.median(x) for x in (o_times, b_times, s_times))
+    print(f"{n} runs of a 3-cell parameterised notebook, concurrency {concurrency}, "
+          f"{os.cpu_count()} cores")
+    print(f"{'':34} {'median s':>9} {'p90 s':>7} {'total s':>8} {'runs/min':>9}")
+    for name, times, total in (
+        ("ours (queue + sandbox + papermill)", o_times, o_total),
+        ("baseline: bare papermill", b_times, b_total),
+        ("reference: stock papermill CLI", s_times, s_total),
+    ):
+        print(f"{name:34} {statistics.median(times):9.2f} {_p90(times):7.2f} {total:8.1f} "
+              f"{60 * len(times) / total:9.1f}")
+    print(f"per-run ratio ours/baseline: {med_o / med_b:.2f}x (target <= 1.5x); "
+          f"overhead {med_o - med_b:+.2f} s per run")
+    print(f"per-run ratio ours/stock papermill CLI: {med_o / med_s:.2f}x")
+    print(f"throughput ratio ours/baseline: {b_total / o_total:.2f} (1.0 = same)")
+    print(f"submit-to-finish latency in the queue: median {statistics.median(latency):.2f} s, "
+          f"max {max(latency):.2f} s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.concurrency))
