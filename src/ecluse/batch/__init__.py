@@ -3,8 +3,12 @@
 Layers (each calls only the ones below it):
 
 * :mod:`.runs` — statuses, transitions, audit events (tables) and the queue table;
+* :mod:`.identity` — who acts (hub user, groups) and who a run executes as
+  (an LDAP project member);
 * :mod:`.service` — :class:`BatchService`: submit, list, show, logs, cancel,
-  export (through the airlock's business layer) and the queue runner;
+  export (through the airlock's business layer);
+* :mod:`.runner` — the queue runner mixed into the service: order,
+  concurrency limit, one-shot sandbox per run, cancel, timeout, progress;
 * :mod:`.files` — root-side file operations in ``/project/batch/<run-id>/``
   that never follow a link;
 * :mod:`.driver` — what runs inside the sandbox (papermill + progress);

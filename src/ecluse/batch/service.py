@@ -6,7 +6,7 @@ and their hub groups), check permissions (raising domain exceptions), change
 the queue table, then record the audit event.
 
 Runs are queued in the database and started in submission order by
-:meth:`BatchService.run_scheduler` while fewer than
+:meth:`BatchService.run_scheduler` (:mod:`.runner`) while fewer than
 ``BatchSettings.concurrency`` are running. Each run is one one-shot sandbox
 of the project (``Sandbox.launch(one_shot=True)``: same isolation as a
 workspace, no network at all) running papermill as the run's identity.
@@ -22,9 +22,7 @@ import logging
 import os
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from . import files as fs
-from .driver import driver_command
 from .errors import (
-    BatchError,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -42,16 +38,14 @@ from .errors import (
     TooLarge,
     Unavailable,
 )
+from .identity import Identity, RunIdentity, _Recorder, directory_resolver
+from .runner import QueueRunner
 from .runs import (
     BOOKKEEPING,
     EVENTS,
     FINAL,
-    INPUT_NOTEBOOK,
     LOG,
     OUTCOMES,
-    PARAMETERS,
-    PROGRESS,
-    RESULT,
     TRANSITIONS,
     Status,
     make_engine,
@@ -61,6 +55,8 @@ from .runs import (
 )
 from .settings import BatchSettings, batch_settings
 
+__all__ = ["BatchService", "Identity", "RunIdentity", "directory_resolver"]
+
 log = logging.getLogger("ecluse.batch")
 
 RUN_ID_RE = re.compile(r"^br-[0-9a-f]{12}$")
@@ -69,71 +65,7 @@ NOTEBOOK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,200}\.ipynb$")
 MAX_LOG_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Identity:
-    """A hub user as the batch service sees it."""
-
-    name: str
-    groups: frozenset[str] = field(default_factory=frozenset)
-    staff_group: str = "staff"
-
-    @property
-    def is_staff(self) -> bool:
-        return self.staff_group in self.groups
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """Who a run executes as: an LDAP project member, with the project's gid."""
-
-    name: str
-    uid: int
-    gid: int
-    project_gid: int
-
-
-class _Recorder:
-    """Audit sink used when no audit log is given (unit tests of the rules)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def record(self, event: str, **kw: Any) -> None:
-        self.events.append((event, kw))
-
-
-def directory_resolver(settings: Any) -> Callable[[str, str], RunIdentity]:
-    """Resolve (project, username) to a :class:`RunIdentity` from LDAP, failing closed."""
-    from ..directory import Directory, DirectoryError, DirectoryUnavailable
-    from ..roles import hub_groups_for
-
-    def resolve(project: str, username: str) -> RunIdentity:
-        p = settings.projects[project]
-        try:
-            user = Directory(settings.ldap).lookup(username)
-        except DirectoryUnavailable as e:
-            raise Unavailable(
-                "project membership cannot be verified right now (the directory is "
-                "unavailable); try again shortly", log_message=f"lookup {username}: {e}"
-            ) from None
-        except DirectoryError as e:
-            raise PermissionDenied(f"{username} is not a valid directory user",
-                                   log_message=f"lookup {username}: {e.reason}") from None
-        projects, _ = hub_groups_for(user.groups, settings)
-        if project not in projects:
-            raise PermissionDenied(
-                f"{username} is not a member of project {project} in the directory: a run "
-                "executes as a current project member (--as-user)"
-            )
-        gid = user.group_gids.get(p.ldap_group) or p.gid
-        if not gid:
-            raise PermissionDenied(f"project {project} has no group number in the directory")
-        return RunIdentity(username, user.uid_number, user.gid_number, int(gid))
-
-    return resolve
-
-
-class BatchService:
+class BatchService(QueueRunner):
     """Papermill runs of staff, queued, executed in project sandboxes, audited."""
 
     def __init__(
@@ -384,292 +316,6 @@ class BatchService:
                 await asyncio.wait_for(asyncio.shield(task),
                                        self.settings.sandbox.stop_grace + 30)
         return await asyncio.to_thread(self._load, rid)
-
-    # ------------------------------------------------------------ runner
-
-    async def run_scheduler(self) -> None:
-        """Start queued runs in order while fewer than ``concurrency`` run. Until close."""
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        for sandbox_id in await asyncio.to_thread(self._recover):
-            await self._remove_sandbox(sandbox_id)
-        while not self._closing:
-            await self._start_queued()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            self._wake.clear()
-
-    async def _remove_sandbox(self, sandbox_id: str) -> None:
-        """Stop and remove a sandbox left by a previous process (one-shot sandboxes die
-        with their parent, but their network and cgroup stay until removed)."""
-        listing = getattr(self.backend, "list", None)
-        if listing is None:
-            return
-        try:
-            for meta in await asyncio.to_thread(listing):
-                if meta.get("id") == sandbox_id and "cgroup" in meta:
-                    await self.backend.stop(meta, grace=0)
-        except Exception:
-            log.exception("could not remove sandbox %s of an interrupted run", sandbox_id)
-
-    def _recover(self) -> list[str]:
-        """Runs left ``running`` by a previous process died with it: mark them failed.
-
-        Returns the ids of their sandboxes, to be removed."""
-        sandboxes = []
-        with self.engine.connect() as c:
-            rows = c.execute(select(runs_table).where(
-                runs_table.c.status == Status.RUNNING.value)).all()
-        for row in rows:
-            run = run_dict(row)
-            if self._set(run["id"], expect=[Status.RUNNING], status=Status.FAILED.value,
-                         finished_at=utcnow(),
-                         error="the batch service restarted during the run"):
-                self._record("finish", run["submitted_by"], run["project"],
-                             outcome="failure", **self._finish_details(self._load(run["id"])))
-                if run["sandbox_id"]:
-                    sandboxes.append(run["sandbox_id"])
-        return sandboxes
-
-    async def _start_queued(self) -> None:
-        free = self.conf.concurrency - len(self._active)
-        if free <= 0:
-            return
-
-        def claim() -> list[dict[str, Any]]:
-            with self.engine.connect() as c:
-                rows = c.execute(select(runs_table.c.id).where(
-                    runs_table.c.status == Status.QUEUED.value
-                ).order_by(runs_table.c.seq).limit(free)).all()
-            claimed = []
-            for (rid,) in rows:
-                if self._set(rid, expect=[Status.QUEUED], status=Status.RUNNING.value,
-                             started_at=utcnow()):
-                    claimed.append(self._load(rid))
-            return claimed
-
-        for run in await asyncio.to_thread(claim):
-            self._cancel[run["id"]] = asyncio.Event()
-            task = asyncio.create_task(self._execute(run), name=f"batch-{run['id']}")
-            self._active[run["id"]] = task
-            task.add_done_callback(lambda _t, rid=run["id"]: self._done(rid))
-
-    def _done(self, run_id: str) -> None:
-        self._active.pop(run_id, None)
-        self._cancel.pop(run_id, None)
-        self._states.pop(run_id, None)
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _execute(self, run: dict[str, Any]) -> None:
-        rid = run["id"]
-        outcome: dict[str, Any] = {"status": Status.FAILED, "error": "internal error"}
-        state: dict[str, Any] | None = None
-        run_fd: int | None = None
-        who: RunIdentity | None = None
-        try:
-            who = await asyncio.to_thread(self.resolve_identity, run["project"], run["run_as"])
-            run_fd = await asyncio.to_thread(self._prepare_folder, run, who)
-            spec = self._spec(run, who)
-            if self._cancel[rid].is_set():
-                outcome = {"status": Status.CANCELLED, "error": "cancelled before it started"}
-                return
-            state = await self.backend.launch(spec, one_shot=True)
-            self._states[rid] = state
-            await asyncio.to_thread(self._set, rid, sandbox_id=state.get("id"))
-            await asyncio.to_thread(
-                self._record, "start", run["submitted_by"], run["project"], run_id=rid,
-                run_as=who.name, uid=who.uid, sandbox=state.get("id"),
-            )
-            outcome = await self._watch(run, state, run_fd)
-        except BatchError as e:
-            outcome = {"status": Status.FAILED, "error": e.message}
-            log.warning("run %s: %s", rid, e.log_message)
-        except Exception as e:  # the sandbox could not start, the folder is unusable...
-            msg = str(e) if type(e).__name__ == "SandboxError" else "internal error"
-            outcome = {"status": Status.FAILED, "error": msg}
-            log.exception("run %s failed in the service: %s", rid, getattr(e, "log_message", e))
-        finally:
-            await self._finish(run, state, run_fd, who, outcome)
-
-    def _prepare_folder(self, run: dict[str, Any], who: RunIdentity) -> int:
-        from ..sandbox import UserIdentity
-
-        project = self._project(run["project"], who)
-        self.backend.prepare_project_dirs(project, UserIdentity(who.name, who.uid, who.gid))
-        bfd = fs.open_batch_dir(self.shared_dir(run["project"]), who.project_gid, create=True)
-        try:
-            fd = fs.create_run_dir(bfd, run["id"], who.uid, who.project_gid)
-        finally:
-            os.close(bfd)
-        data = (self.spool / f"{run['id']}.ipynb").read_bytes()
-        fs.write_file(fd, INPUT_NOTEBOOK, data, who.uid, who.project_gid)
-        params = json.dumps(run["parameters"], indent=1, ensure_ascii=False).encode()
-        fs.write_file(fd, PARAMETERS, params, who.uid, who.project_gid)
-        return fd
-
-    def _project(self, slug: str, who: RunIdentity) -> Any:
-        return self.settings.projects[slug].model_copy(update={"gid": who.project_gid})
-
-    def _spec(self, run: dict[str, Any], who: RunIdentity) -> Any:
-        from ..sandbox import SandboxSpec, UserIdentity
-
-        return SandboxSpec(
-            project=self._project(run["project"], who),
-            user=UserIdentity(who.name, who.uid, who.gid),
-            command=driver_command(self.settings.sandbox.python_env, self.conf.kernel_name),
-            env={
-                "PYTHONNOUSERSITE": "1",
-                "PYTHONUNBUFFERED": "1",
-                "MPLBACKEND": "Agg",
-                "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
-                "ECLUSE_BATCH_RUN": run["id"],
-            },
-            allowed_ports=[],  # a batch run talks to nothing
-            workdir=f"/project/batch/{run['id']}",
-            name="batch",
-        )
-
-    async def _watch(self, run: dict[str, Any], state: dict[str, Any],
-                     run_fd: int) -> dict[str, Any]:
-        rid = run["id"]
-        deadline = time.monotonic() + float(run["timeout"])
-        cancel = self._cancel[rid]
-        seen = (0, 0)
-        stopped: Status | None = None
-        while True:
-            status = await self.backend.poll(state)
-            progress = await asyncio.to_thread(self._progress, run_fd)
-            if progress and progress != seen:
-                seen = progress
-                await asyncio.to_thread(self._set, rid, cells_done=progress[0],
-                                        cells_total=progress[1])
-            if status is not None:
-                break
-            if cancel.is_set() or time.monotonic() >= deadline:
-                stopped = Status.CANCELLED if cancel.is_set() else Status.TIMED_OUT
-                await self.backend.terminate(state, self.settings.sandbox.stop_grace)
-                status = await self.backend.poll(state)
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cancel.wait(), self.conf.poll_interval)
-        progress = await asyncio.to_thread(self._progress, run_fd)
-        if progress:
-            await asyncio.to_thread(self._set, rid, cells_done=progress[0],
-                                    cells_total=progress[1])
-        out, err = await self.backend.read_logs(state)
-        outcome: dict[str, Any] = {"exit_code": status, "log": out + err}
-        if stopped is Status.CANCELLED:
-            return {**outcome, "status": stopped, "error": "cancelled"}
-        if stopped is Status.TIMED_OUT:
-            return {**outcome, "status": stopped,
-                    "error": f"timed out after {float(run['timeout']):g} s"}
-        result = await asyncio.to_thread(self._result, run_fd)
-        if status == 0 and result.get("status") == "succeeded":
-            return {**outcome, "status": Status.SUCCEEDED, "error": None}
-        if state.get("oom_killed"):
-            return {**outcome, "status": Status.FAILED,
-                    "error": "killed: the project's memory limit was exceeded"}
-        if result.get("status") == "failed":
-            ename, evalue = result.get("ename"), result.get("evalue")
-            where = result.get("cell_index")
-            return {**outcome, "status": Status.FAILED, "failed_cell": where,
-                    "error": f"{ename}: {evalue}" if evalue else str(ename)}
-        return {**outcome, "status": Status.FAILED,
-                "error": f"papermill exited with status {status}"}
-
-    def _progress(self, run_fd: int) -> tuple[int, int] | None:
-        data = self._json_file(run_fd, PROGRESS)
-        try:
-            done, total = int(data["done"]), int(data["total"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        if not (0 <= done <= total <= 1_000_000):
-            return None
-        return done, total
-
-    def _result(self, run_fd: int) -> dict[str, Any]:
-        data = self._json_file(run_fd, RESULT)
-        if not isinstance(data, dict):
-            return {}
-        cell = data.get("cell_index")
-        return {
-            "status": data.get("status") if data.get("status") in ("succeeded", "failed")
-            else None,
-            "cell_index": cell if isinstance(cell, int) and not isinstance(cell, bool)
-            else None,
-            "ename": str(data.get("ename") or "")[:200],
-            "evalue": str(data.get("evalue") or "")[:2000],
-        }
-
-    @staticmethod
-    def _json_file(run_fd: int, name: str) -> Any:
-        """Written by the sandbox: untrusted, bounded, never through a link."""
-        try:
-            raw = fs.read_file(run_fd, name, 64 * 1024)
-            return json.loads(raw) if raw else None
-        except (fs.UnsafePath, OSError, ValueError):
-            return None
-
-    async def _finish(self, run: dict[str, Any], state: dict[str, Any] | None,
-                      run_fd: int | None, who: RunIdentity | None,
-                      outcome: dict[str, Any]) -> None:
-        rid = run["id"]
-        if state is not None and not state.get("released"):
-            try:
-                await self.backend.stop(state, grace=0)
-            except Exception:
-                log.exception("run %s: could not remove sandbox %s", rid, state.get("id"))
-        status: Status = outcome["status"]
-
-        def write_back() -> None:
-            if run_fd is not None and who is not None and outcome.get("log") is not None:
-                with contextlib.suppress(OSError, BatchError):
-                    fs.write_file(run_fd, LOG, outcome["log"].encode(), who.uid,
-                                  who.project_gid)
-            if run_fd is not None:
-                os.close(run_fd)
-            with contextlib.suppress(FileNotFoundError):
-                (self.spool / f"{rid}.ipynb").unlink()
-            self._set(rid, expect=[Status.RUNNING], status=status.value, finished_at=utcnow(),
-                      exit_code=outcome.get("exit_code"), failed_cell=outcome.get("failed_cell"),
-                      error=(outcome.get("error") or None) and str(outcome["error"])[:4000])
-            final = self._load(rid)
-            self._record("finish", run["submitted_by"], run["project"],
-                         outcome=OUTCOMES[Status(final["status"])],
-                         **self._finish_details(final))
-
-        try:
-            await asyncio.to_thread(write_back)
-        except Exception:
-            log.exception("run %s: could not record its end", rid)
-        log.info("run %s %s", rid, status.value)
-
-    @staticmethod
-    def _finish_details(run: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "run_id": run["id"], "status": run["status"], "notebook": run["notebook"],
-            "notebook_sha256": run["notebook_sha256"], "parameters": run["parameters"],
-            "run_as": run["run_as"], "started_at": run["started_at"],
-            "finished_at": run["finished_at"], "failed_cell": run["failed_cell"],
-            "error": run["error"], "cancelled_by": run["cancelled_by"],
-            "cells_done": run["progress"]["cells_done"],
-            "cells_total": run["progress"]["cells_total"],
-        }
-
-    async def close(self) -> None:
-        """Cancel running runs (their sandboxes are stopped) and stop the scheduler."""
-        self._closing = True
-        if self._wake is not None:
-            self._wake.set()
-        for ev in list(self._cancel.values()):
-            ev.set()
-        tasks = list(self._active.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.settings.sandbox.stop_grace + 30)
-        if self._airlock is not None:
-            self._airlock.close()
-        self.engine.dispose()
 
     # ------------------------------------------------------------ export
 
