@@ -538,3 +538,16 @@ def test_every_pandas_json_orient(tmp_path, orient):
     p.write_text(pd.DataFrame({"ward": ["A", "B"], "n": [40, 5]}).to_json(orient=orient))
     rep = check_file(p)
     assert rep.verdict == "fail" and locs(rep, "small-count")[0]["row"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_identifiers_hidden_beyond_the_head_are_found(tmp_path, small_head, fmt):
+    n = 60_000
+    df = _keys(n).assign(note="ok", n=25)
+    df.loc[n - 7, "note"] = "rappeler jean.dupont@chu-exemple.fr"
+    p = tmp_path / f"h.{fmt}"
+    df.to_csv(p, index=False) if fmt == "csv" else df.to_parquet(p)
+    rep = check_file(p)
+    assert rep.verdict == "block"
+    (f,) = [f for f in rep.findings if f.rule == "identifier-value"]
+    assert f.location["column"] == "note" and str(n - 7 + (2 if fmt == "csv" else 1)) in f.message

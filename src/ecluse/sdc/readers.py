@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .analyze import MAX_LOCATIONS, Profile, analyze_table
 from .policy import DisclosurePolicy
@@ -113,6 +114,7 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
     ncols = len(t.names)
     names = [f"c{j}" for j in range(ncols)]
     need = [] if prof.blocked else sorted(set(prof.count_cols) | set(prof.stat_cols))
+    text_cols = [] if prof.blocked else _text_cols(t, prof)
     enc = {"utf-8-sig": "utf8", "cp1252": "cp1252", "latin-1": "latin1"}.get(sn.encoding, "utf8")
 
     bad: dict[str, Any] = {"n": 0, "first": None}
@@ -124,8 +126,11 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
         return "skip"
 
     def reader(as_text: bool, newlines: bool) -> Any:
-        cols = [names[j] for j in need] or [names[0]]
-        types = {c: (pa.string() if as_text or not need else pa.float64()) for c in cols}
+        cols = [names[j] for j in need] + [names[j] for j in text_cols]
+        types = {names[j]: (pa.string() if as_text else pa.float64()) for j in need}
+        types.update({names[j]: pa.string() for j in text_cols})
+        if not cols:
+            cols, types = [names[0]], {names[0]: pa.string()}
         return pcsv.open_csv(
             path,
             read_options=pcsv.ReadOptions(skip_rows=skip, column_names=names, encoding=enc,
@@ -142,7 +147,8 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
         bad.update(n=0, first=None)
         checker = _TailChecker(ctx, t, prof, head_rows=len(t.body))
         try:
-            checker.run(_batches(reader(as_text, newlines)), need, as_text=as_text)
+            checker.run(_batches(reader(as_text, newlines)), need, as_text=as_text,
+                        text_cols=text_cols)
             break
         except pa.ArrowInvalid as e:
             msg = str(e).lower()
@@ -173,14 +179,34 @@ class _TailChecker:
         self.locs: dict[str, list[Finding]] = {"small-count": [], "zero-count": [],
                                                 "small-n-statistic": []}
         self.not_one = {j: False for j in prof.count_cols}
+        self.ids: dict[int, tuple[int, int]] = {}  # column -> (matches, first row)
 
-    def run(self, batches: Any, need: list[int], as_text: bool) -> None:
+    def run(self, batches: Any, need: list[int], as_text: bool,
+            text_cols: list[int] | None = None) -> None:
+        """Check each batch; its columns are ``need`` (numbers) then ``text_cols``
+        (strings scanned for identifier-shaped values on every row)."""
         pol = self.ctx.policy
         first_row = self.t.rownums[0] if self.t.rownums else 1
+        text_cols = text_cols or []
         for batch in batches:
             n = batch.num_rows
             start = self.rows
             self.rows += n
+            for k, j in enumerate(text_cols):
+                arr = batch.column(len(need) + k)
+                if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+                    continue
+                # cheap filters first: every shape is 13+ characters long or holds an @
+                longest = pc.max(pc.binary_length(arr)).as_py() or 0
+                if longest < 13 and not pc.any(pc.match_substring(arr, "@")).as_py():
+                    continue
+                hit = pc.match_substring_regex(arr, ID_RE2)
+                got = pc.sum(hit).as_py() or 0
+                if got:
+                    first = int(pc.index(hit, True).as_py())
+                    prev = self.ids.get(j)
+                    self.ids[j] = (got + (prev[0] if prev else 0),
+                                   prev[1] if prev else first_row + start + first)
             if not need or start + n <= self.head_rows:
                 continue
             lo = max(0, self.head_rows - start)
@@ -227,6 +253,12 @@ class _TailChecker:
     def finish(self, kind: str) -> None:
         ctx, pol = self.ctx, self.ctx.policy
         ctx.details["rows"] = self.rows
+        for j, (got, first) in self.ids.items():
+            if j in self.prof.identifier_cols:
+                continue
+            ctx.add(finding("identifier-value", f"{got} value(s) of column {self.t.names[j]!r} "
+                            f"look like identifiers (NIR, UUID, hash or e-mail; first at row "
+                            f"{first})", **{**self.t.base, "column": self.t.names[j]}))
         for rule, lst in self.locs.items():
             ctx.add(*lst)
             total = getattr(self, _COUNTER[rule])
@@ -244,10 +276,20 @@ class _TailChecker:
                         f.rule == "count-all-ones" for f in ctx.findings):
                     ctx.add(finding("count-all-ones", f"count column {self.t.names[j]!r} is 1 on "
                                     f"all {self.rows} rows", **self.t.base))
-        ctx.add(finding("sampled", f"{kind} of {self.rows} rows: identifiers, labels and distinct "
-                        f"rows judged on the first {self.head_rows} rows; counts and statistics "
-                        "checked on every row", **self.t.base))
+        ctx.add(finding("sampled", f"{kind} of {self.rows} rows: column roles, identifier "
+                        f"columns and distinct rows judged on the first {self.head_rows} rows; "
+                        "counts, statistics and identifier-shaped text checked on every row",
+                        **self.t.base))
 
+
+#: identifier shapes tested on every row of a streamed text column (RE2 syntax)
+ID_RE2 = (r"(^|[^0-9A-Za-z])([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+          r"[0-9a-fA-F]{12}|[1-478] ?\d{2} ?(0[1-9]|1[0-2]|[2-9]\d) ?(\d{2}|2[ABab]) ?\d{3} ?\d{3}"
+          r"( ?\d{2})?)([^0-9A-Za-z]|$)"
+          r"|^\s*([0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64})\s*$"
+          r"|[\w.+-]+@[\w-]+(\.[\w-]+)*\.[A-Za-z]{2,}")
+#: most text columns of a large table scanned on every row
+MAX_TEXT_COLS = 16
 
 _COUNTER = {"small-count": "small", "zero-count": "zero", "small-n-statistic": "smalln"}
 
@@ -280,16 +322,28 @@ def read_parquet(path: Path, ctx: Ctx) -> None:
         checker.finish(kind="Parquet")
         return
     need = sorted(set(prof.count_cols) | set(prof.stat_cols))
+    text_cols = _text_cols(t, prof)
 
     def batches() -> Iterator[pa.RecordBatch]:
         # every column is read: a file may only pass once all of it was decoded
         for b in pf.iter_batches(batch_size=262_144):
-            arrays = [_as_float(b.column(j)) for j in need]
-            yield (pa.RecordBatch.from_arrays(arrays, names=[f"c{j}" for j in need]) if need
-                   else pa.RecordBatch.from_pydict({"_": pa.nulls(b.num_rows)}))
+            arrays = [_as_float(b.column(j)) for j in need] + [b.column(j) for j in text_cols]
+            yield (pa.RecordBatch.from_arrays(arrays, names=[f"c{k}" for k in range(len(arrays))])
+                   if arrays else pa.RecordBatch.from_pydict({"_": pa.nulls(b.num_rows)}))
 
-    checker.run(batches(), need, as_text=False)
+    checker.run(batches(), need, as_text=False, text_cols=text_cols)
     checker.finish(kind="Parquet")
+
+
+def _text_cols(t: Table, prof: Profile) -> list[int]:
+    """Text columns of a large table whose every row is scanned for identifiers."""
+    out = []
+    for j in prof.label_cols:
+        col = t.body[j]
+        if not (pd.api.types.is_numeric_dtype(col.dtype) or
+                pd.api.types.is_datetime64_any_dtype(col.dtype)):
+            out.append(j)
+    return out[:MAX_TEXT_COLS]
 
 
 def _as_float(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
