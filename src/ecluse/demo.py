@@ -63,4 +63,9 @@ def seed_demo_data(settings: Settings) -> list[Path]:
             df.to_parquet(ds.path / f"{dataset_name}.parquet", index=False)
             log.info("wrote demo dataset %s/%s (%d rows)", slug, ds.name, len(df))
             written.append(ds.path)
+    # the demo warehouse (OMOP tables, exposure cube, cohort) of datasets named
+    # omop / exposure / cohort; size from $ECLUSE_DEMO_SIZE (small | default | full)
+    from .dask.warehouse import seed_warehouse
+
+    written.extend(seed_warehouse(settings))
     return written
