@@ -122,7 +122,7 @@ def dask_deployment(tmp_path_factory, slapd, warehouse):
 
 
 @pytest.fixture
-async def gateway(dask_deployment) -> AsyncIterator:
+async def gateway(request, dask_deployment) -> AsyncIterator:
     from dask_gateway import Gateway, JupyterHubAuth
     from dask_gateway_server.app import DaskGateway
 
@@ -130,8 +130,10 @@ async def gateway(dask_deployment) -> AsyncIterator:
     from ecluse.sandbox import get_backend
 
     settings = dask_deployment
-    ds = dask_settings(settings).model_copy(update={"proxy_port": PROXY_PORT,
-                                                     "idle_timeout": 0, "cluster_start_timeout": 30})
+    marker = request.node.get_closest_marker("idle_timeout")
+    ds = dask_settings(settings).model_copy(update={
+        "proxy_port": PROXY_PORT, "idle_timeout": marker.args[0] if marker else 0,
+        "cluster_start_timeout": 60})
     c = gateway_config(settings, authenticator="tests.dask.conftest.TokenAuthenticator",
                        dask=ds)
     c.DaskGateway.log_level = "INFO"
@@ -163,3 +165,8 @@ async def gateway(dask_deployment) -> AsyncIterator:
         await app.cleanup()
         left = [s for s in sandbox.list() if s.get("name", "").startswith("dask-")]
         assert not [s for s in left if s.get("alive")], f"cluster sandboxes left: {left}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "idle_timeout(seconds): idle timeout of the clusters of the gateway fixture")

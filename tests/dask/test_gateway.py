@@ -128,3 +128,19 @@ async def test_isolation_limits_and_stop(gateway, dask_deployment):
         assert await gateway.sandbox.poll(s) is not None
         assert not Cgroups(s["id"]).exists()
         assert not os.path.exists(net.netns_path(s["id"]))
+
+
+@pytest.mark.idle_timeout(4)
+async def test_idle_cluster_shuts_down(gateway):
+    g = gateway.connect("bob")
+    cluster = await g.new_cluster(project="cardio-los")
+    name = cluster.name
+    state = gateway.backend.db.get_cluster(name).state["sandbox"]
+    await cluster.close(shutdown=False)
+    for _ in range(600):
+        if gateway.backend.db.get_cluster(name).status >= JobStatus.STOPPED:
+            break
+        await asyncio.sleep(0.1)
+    assert gateway.backend.db.get_cluster(name).status >= JobStatus.STOPPED
+    assert await gateway.sandbox.poll(state) is not None
+    assert not Cgroups(state["id"]).exists()

@@ -1,0 +1,118 @@
+"""Sizing from quotas, the warehouse generator, the gateway's wiring (no sandboxes)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ecluse.config import Project, Quota
+from ecluse.dask.gateway import (
+    SERVICE_NAME,
+    DaskSettings,
+    SandboxBackend,
+    cluster_limits,
+    gateway_config,
+    project_options,
+)
+from ecluse.dask.sizing import dask_command_prefix, dask_env, sizing
+from ecluse.dask.warehouse import SIZES, generate, omop_tables
+
+
+def _project(**quota) -> Project:
+    return Project(slug="cardio-los", title="t", ldap_group="g", quota=Quota(**quota))
+
+
+@pytest.mark.parametrize(("quota", "workers", "threads"), [
+    ({"cpu": 1, "memory": "2G", "dask_workers": 2}, 2, 1),
+    ({"cpu": 4, "memory": "8G", "dask_workers": 2}, 2, 2),
+    ({"cpu": 1, "memory": "512M", "dask_workers": 4}, 1, 1),   # 256 MiB per worker at least
+    ({"cpu": 2, "memory": "1G", "dask_workers": 0}, 1, 2),
+])
+def test_sizing_fits_the_quota(quota, workers, threads):
+    p = _project(**quota)
+    s = sizing(p)
+    assert (s.workers, s.threads_per_worker) == (workers, threads)
+    assert s.total_worker_memory + s.scheduler_memory <= p.quota.memory
+    assert s.worker_memory >= 256 * 2**20
+    env = dask_env(p)
+    assert env["DASK_LABEXTENSION__FACTORY__KWARGS__N_WORKERS"] == str(workers)
+    assert int(env["ECLUSE_DASK_WORKER_MEMORY"]) * workers <= p.quota.memory
+    assert not env["DASK_TEMPORARY_DIRECTORY"].startswith("/tmp")
+    assert dask_command_prefix(p)[1] == f"--rss={s.total_worker_memory}"
+
+
+def test_cluster_limits_fit_the_quota():
+    p = _project(cpu=1, memory="2G", dask_workers=2)
+    lim = cluster_limits(p)
+    assert lim["cluster_max_workers"] == 2
+    assert lim["cluster_max_memory"] <= p.quota.memory
+    assert lim["scheduler_memory"] + 2 * lim["worker_memory"] <= lim["cluster_max_memory"]
+
+
+class _User:
+    def __init__(self, name, groups):
+        self.name, self.groups = name, groups
+
+
+def test_options_require_membership():
+    class S:
+        projects = {"cardio-los": _project()}
+
+    opts = project_options(S())
+    ok = opts.get_configuration(opts.parse_options({"project": "cardio-los"}),
+                                _User("alice", ["cardio-los"]))
+    assert ok["cluster_max_workers"] == 2 and ok["environment"]["ECLUSE_PROJECT"] == "cardio-los"
+    with pytest.raises(ValueError, match="not a member of project 'cardio-los'"):
+        opts.get_configuration(opts.parse_options({"project": "cardio-los"}), _User("x", []))
+    with pytest.raises(ValueError, match="Choose a project"):
+        opts.get_configuration(opts.parse_options({}), _User("x", ["cardio-los"]))
+
+
+def test_gateway_config_uses_dask_subcommands_and_hub_service_name(settings):
+    c = gateway_config(settings, address="127.0.0.1", dask=DaskSettings(proxy_port=9999))
+    assert c.SandboxClusterConfig.scheduler_cmd[-1] == "scheduler"  # `dask scheduler`
+    assert c.SandboxClusterConfig.worker_cmd[-1] == "worker"
+    assert c.JupyterHubAuthenticator.jupyterhub_service_name == SERVICE_NAME
+    assert c.Proxy.address == "127.0.0.1:9999"
+    assert c.DaskGateway.backend_class.endswith("SandboxBackend")
+    assert issubclass(SandboxBackend, object)
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.parquet")):
+        h.update(pd.read_parquet(p).to_csv().encode())
+    return h.hexdigest()
+
+
+def test_warehouse_is_deterministic_and_realistic(tmp_path):
+    a = generate("cardio-los", "omop", tmp_path / "a", "small")
+    b = generate("cardio-los", "omop", tmp_path / "b", "small")
+    assert a == b and _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert generate("cardio-los", "omop", tmp_path / "a", "small") is None  # already there
+    assert generate("cardio-los", "unknown", tmp_path / "c") is None
+    t = omop_tables(SIZES["small"])
+    visits = t["visit_occurrence"]
+    assert visits.person_id.between(1, SIZES["small"].persons).all()
+    assert (visits.visit_end_date >= visits.visit_start_date).all()
+    los = (visits.visit_end_date - visits.visit_start_date).dt.days
+    assert 2 < los.mean() < 15 and los.max() > 20  # right-skewed
+    assert t["condition_occurrence"].condition_source_value.str.match(r"^[A-Z]\d\d").all()
+    assert set(t["measurement"].visit_occurrence_id) <= set(visits.visit_occurrence_id)
+
+
+def test_exposure_cube_and_cohort(tmp_path):
+    import xarray as xr
+
+    generate("air-quality", "exposure", tmp_path / "exposure", "small")
+    generate("air-quality", "cohort", tmp_path / "cohort", "small")
+    ds = xr.open_zarr(tmp_path / "exposure" / "exposure.zarr", consolidated=False)
+    s = SIZES["small"]
+    assert ds.pm25.shape == (s.days, s.lat, s.lon) and ds.pm25.dtype == "float32"
+    assert bool(ds.pm25.isnull().any()) and float(ds.pm25.max()) > 0
+    patients = pd.read_parquet(tmp_path / "cohort" / "patients.parquet")
+    communes = pd.read_parquet(tmp_path / "cohort" / "communes.parquet")
+    assert set(patients.commune_code) <= set(communes.commune_code)
