@@ -48,6 +48,8 @@ import os
 _home = os.environ.get("HOME", "/")
 c.FileContentsManager.preferred_dir = _home.lstrip("/")  # noqa: F821
 c.ExportSettings.allowed_roots = ["/project", _home]  # noqa: F821
+# the data dir is read-only: notebook trust signatures live in the home folder
+c.NotebookNotary.data_dir = os.path.join(_home, ".local/share/jupyter")  # noqa: F821
 '''
 
 
@@ -68,6 +70,7 @@ def server_config(settings: Settings) -> dict[str, Any]:
             "max_text_bytes": 2 * 2**20,
             "max_notebook_bytes": 32 * 2**20,
             "max_image_bytes": 4 * 2**20,
+            "proxy_ports": [],
         },
         "ExportSettings": {
             "max_files": min(max_files, 20),
@@ -104,20 +107,57 @@ def config_dir(settings: Settings) -> Path:
     _write(root / "jupyter_server_config.json",
            json.dumps(server_config(settings), indent=2, sort_keys=True) + "\n")
     _write(root / "jupyter_server_config.py", SERVER_CONFIG_PY)
+    # jupyter_core "migrates" ~/.ipython into the config dir unless this marker
+    # exists: on a read-only folder that would stop the server from starting
+    _write(root / "migrated", "")
+    # JUPYTER_DATA_DIR: kernelspecs and lab extensions come from read-only places
+    # only (a user-writable data dir is served at /lab/extensions/… and
+    # /kernelspecs/…)
+    (root / "data").mkdir(exist_ok=True)
+    os.chmod(root / "data", 0o755)
     _write(root / "labconfig" / "page_config.json",
            json.dumps(page_config(), indent=2, sort_keys=True) + "\n")
     return root
 
 
+def airlock_url(settings: Settings) -> str:
+    """The airlock as workspaces reach it: on the sandbox host address, not loopback.
+
+    The hub configuration moves a loopback airlock to the host address in the
+    hub's own copy of the settings; the spawner loads its own copy, so the
+    same rule is applied here.
+    """
+    from .hubconfig import hub_bind_ip
+
+    ip = settings.airlock.ip
+    if ip in ("127.0.0.1", "localhost"):
+        ip = hub_bind_ip(settings)
+    return f"http://{ip}:{settings.airlock.port}/services/airlock/"
+
+
 def workspace_env(settings: Settings, project: Project, user: UserIdentity) -> dict[str, str]:
     """Environment of the workspace server: Jupyter reads only the read-only config."""
-    return {
+    home = f"/home/{user.name}"
+    env = {}
+    try:  # Dask fitted to the project's quota, when the dask integration is installed
+        from .dask.sizing import dask_env
+    except ImportError:
+        pass
+    else:
+        env.update(dask_env(project))
+    env.update({
+        "ECLUSE_AIRLOCK_URL": airlock_url(settings),
+        "ECLUSE_PROJECT": project.slug,
         "JUPYTER_CONFIG_DIR": CONFIG_TARGET,
         "JUPYTER_CONFIG_PATH": CONFIG_TARGET,
         "JUPYTER_PREFER_ENV_PATH": "0",
+        "JUPYTER_DATA_DIR": f"{CONFIG_TARGET}/data",
+        "JUPYTER_RUNTIME_DIR": f"{home}/.local/share/jupyter/runtime",
+        "JUPYTERLAB_SETTINGS_DIR": f"{home}/.jupyter/lab/user-settings",
+        "JUPYTERLAB_WORKSPACES_DIR": f"{home}/.jupyter/lab/workspaces",
         "JUPYTERHUB_ROOT_DIR": "/",
-        "ECLUSE_PROJECT": project.slug,
-    }
+    })
+    return env
 
 
 def workspace_mounts(settings: Settings, project: Project, user: UserIdentity) -> list[Mount]:

@@ -24,9 +24,10 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.utils import url_path_join
+    from tornado.routing import HostMatches, Rule
 
     from .export import ConfigHandler, ExportHandler, ExportSettings, RequestsHandler
-    from .guard import EcluseAuthorizer, RefusedHandler
+    from .guard import EcluseAuthorizer, GuardPolicy, RefusedHandler, refused_routes
 
     web_app = serverapp.web_app
     if not isinstance(web_app.settings.get("authorizer"), EcluseAuthorizer):
@@ -42,8 +43,12 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         (url_path_join(base, "ecluse/requests"), RequestsHandler),
         (url_path_join(base, "ecluse/config"), ConfigHandler),
     ]
-    # extension routes come before the server's own: these shadow its handlers
-    for prefix in ("files", "view", "nbconvert", "api/nbconvert"):
-        handlers.append((url_path_join(base, prefix) + "(/.*)?", RefusedHandler))
-    web_app.add_handlers(".*$", handlers)
+    policy = GuardPolicy(parent=serverapp)
+    handlers += [(route, RefusedHandler) for route in refused_routes(base, policy.proxy_ports)]
+    # first of all routes: before the server's own handlers and before other
+    # extensions' (jupyter-server-proxy), whatever the loading order
+    from tornado.web import _ApplicationRouter
+
+    web_app.default_router.rules.insert(
+        0, Rule(HostMatches(".*$"), _ApplicationRouter(web_app, handlers)))
     serverapp.log.info("Écluse workspace extension: export guard and export API loaded")

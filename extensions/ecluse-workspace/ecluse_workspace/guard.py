@@ -26,7 +26,7 @@ from typing import Any
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from tornado import web
-from traitlets import Integer, default, validate
+from traitlets import Integer, List, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .policy import AIRLOCK_HINT, ReadPolicy, Refused
@@ -38,6 +38,20 @@ except ImportError:  # pragma: no cover
 
 #: URL paths (after the server's base URL) that carry files out: always refused
 REFUSED_URL = re.compile(r"^(files|view|nbconvert)(/|$)|^api/nbconvert(/|$)")
+
+#: kernelspec resources: only the logos JupyterLab's launcher shows (the user's
+#: own kernelspec folders are writable: anything else there could be a data file)
+KERNELSPEC_LOGO = re.compile(r"^kernelspecs/[^/]+/logo-[0-9a-z]+\.(png|svg)$")
+MAX_LOGO_BYTES = 256 * 1024
+
+
+def proxy_refused(url: str, allowed_ports: list[int]) -> bool:
+    """``proxy/<port>/…`` is refused unless ``<port>`` is allowed (never host:port)."""
+    m = re.match(r"^proxy/(?:absolute/)?([^/]*)", url)
+    if not m:
+        return False
+    return not (m.group(1).isdigit() and int(m.group(1)) in allowed_ports)
+
 
 REFUSED_MESSAGE = (
     "Downloads, exports and raw file views are disabled in Écluse workspaces. "
@@ -74,6 +88,13 @@ class GuardPolicy(LoggingConfigurable):
     ).tag(config=True)
     max_image_bytes = Integer(
         4 * 1024 * 1024, help="Largest image the browser may open (bytes)."
+    ).tag(config=True)
+    proxy_ports = List(
+        Integer(),
+        help="""Ports inside the sandbox that jupyter-server-proxy may reach at
+        /proxy/<port>/ (e.g. 8787, the Dask dashboard). Default: none. Any process
+        of the user listening on an allowed port is reachable from the browser: an
+        allowed port is a download channel.""",
     ).tag(config=True)
 
     def read_policy(self) -> ReadPolicy:
@@ -116,6 +137,8 @@ class EcluseAuthorizer(_BaseAuthorizer):
             raise web.HTTPError(403, REFUSED_MESSAGE)
         if resource == "contents" and action == "read" and url.startswith("api/contents"):
             self._check_contents_read(handler)
+        if url.startswith("kernelspecs/") and not KERNELSPEC_LOGO.match(url):
+            raise web.HTTPError(403, REFUSED_MESSAGE)
         return True
 
     def _check_contents_read(self, handler: Any) -> None:
@@ -141,6 +164,23 @@ class EcluseAuthorizer(_BaseAuthorizer):
         except Refused as e:
             self.log.warning("export guard: refused contents read of %s (%s)", path, e.code)
             raise web.HTTPError(403, e.message) from None
+
+
+def refused_routes(base_url: str, proxy_ports: list[int]) -> list[str]:
+    """URL patterns the extension answers with :class:`RefusedHandler`."""
+    from jupyter_server.utils import url_path_join
+
+    ports = "|".join(str(int(p)) for p in proxy_ports)
+    allowed = f"(?!(?:{ports})(?:/|$))" if ports else ""
+    return [
+        url_path_join(base_url, "files") + "(/.*)?",
+        url_path_join(base_url, "view") + "(/.*)?",
+        url_path_join(base_url, "nbconvert") + "(/.*)?",
+        url_path_join(base_url, "api/nbconvert") + "(/.*)?",
+        url_path_join(base_url, "proxy/absolute") + "(/.*)?",
+        url_path_join(base_url, "proxy/") + allowed + ".*",
+        url_path_join(base_url, "kernelspecs") + r"/[^/]+/(?!logo-[0-9a-z]+\.(?:png|svg)$).*",
+    ]
 
 
 class RefusedHandler(JupyterHandler):

@@ -1,0 +1,105 @@
+"""Shared by tests/workspace and tests/functional: a hub with real workspaces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from ecluse.config import load_settings
+from ecluse.ldapserver import free_port
+from ecluse.stack import Stack
+from ecluse.testing import HubClient, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "extensions" / "build.sh"
+
+
+@pytest.fixture(scope="session")
+def workspace_extension() -> None:
+    r = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        pytest.fail(f"extensions/build.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def workspace_hub(tmp_path_factory, slapd, workspace_extension):
+    if os.geteuid() != 0:
+        pytest.fail("the workspace tests need root (bubblewrap, network namespaces, cgroups)")
+    directory = tmp_path_factory.mktemp("wshub")
+    path = write_config(
+        directory, slapd,
+        overrides={"hub.spawner": "ecluse", "sandbox.stop_grace": 2,
+                   "sandbox.start_timeout": 60, "airlock.port": free_port(),
+                   "airlock.check_processes": 0},
+    )
+    settings = load_settings(path)
+    log = open(directory / "hub.log", "wb")  # noqa: SIM115
+    stack = Stack(settings, hub_log=log, cleanup_servers=True)
+    try:
+        stack.start()
+        _wait_airlock(stack)
+        yield stack
+    finally:
+        stack.stop()
+        log.close()
+        from ecluse.sandbox.local import teardown_host_network
+
+        teardown_host_network()
+
+
+def _wait_airlock(stack: Stack, timeout: float = 60) -> None:
+    url = f"{stack.url}/services/airlock/api/v1/me"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 401:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("the airlock service did not come up")
+
+
+@dataclass
+class Workspace:
+    client: HubClient
+    token: str
+    url: str  # .../user/<name>/<project>/
+    user: str
+
+    def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        kw.setdefault("allow_redirects", False)
+        return requests.get(self.url + path, headers={"Authorization": f"token {self.token}"},
+                            **kw)
+
+    def request(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 120)
+        kw.setdefault("allow_redirects", False)
+        return requests.request(method, self.url + path,
+                                headers={"Authorization": f"token {self.token}"}, **kw)
+
+
+@pytest.fixture
+def start_workspace(workspace_hub, ldap_passwords):
+    def start(user: str, project: str) -> Workspace:
+        c = HubClient(workspace_hub.url)
+        assert c.login(user, ldap_passwords[user]).status_code == 302
+        token = c.new_token(user)
+        r = c.api("POST", f"/users/{user}/servers/{project}", token)
+        assert r.status_code in (201, 202, 400), r.text
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            s = c.api("GET", f"/users/{user}", token).json()["servers"].get(project)
+            if s and s["ready"]:
+                return Workspace(c, token, f"{workspace_hub.url}{s['url']}", user)
+            time.sleep(0.3)
+        raise AssertionError(f"{user}/{project} did not become ready")
+
+    return start
