@@ -47,7 +47,7 @@ async def test_example_notebook_runs_in_its_project(dask_deployment, slug, noteb
         [sys.executable, "-m", "papermill", "--log-output", "-k", "python3",
          f"/opt/examples/{notebook}", f"/home/alice/{notebook}",
          "-p", "output_dir", "/project/outputs"],
-        env=dask_env(project), extra_mounts=[Mount(examples, "/opt/examples"),
+        env=dask_env(project, "alice"), extra_mounts=[Mount(examples, "/opt/examples"),
                                              *_source_mounts()],
         name="test-notebook")
     result = await sandbox.run(spec, timeout=240)

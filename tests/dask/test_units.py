@@ -40,7 +40,8 @@ def test_sizing_fits_the_quota(quota, workers, threads):
     env = dask_env(p)
     assert env["DASK_LABEXTENSION__FACTORY__KWARGS__N_WORKERS"] == str(workers)
     assert int(env["ECLUSE_DASK_WORKER_MEMORY"]) * workers <= p.quota.memory
-    assert not env["DASK_TEMPORARY_DIRECTORY"].startswith("/tmp")
+    assert "DASK_TEMPORARY_DIRECTORY" not in env
+    assert dask_env(p, "alice")["DASK_TEMPORARY_DIRECTORY"] == "/home/alice/.cache/dask-spill"
     assert dask_command_prefix(p)[1] == f"--rss={s.total_worker_memory}"
 
 

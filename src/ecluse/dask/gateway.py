@@ -334,12 +334,18 @@ class SandboxBackend(DBBackendBase):
 # ------------------------------------------------------------------ wiring
 
 
-def host_address(settings: Any) -> str:
-    """Where the gateway proxy listens: the sandbox host address (local backend)."""
+def host_address(settings: Any, *, ensure: bool = True) -> str:
+    """Where the gateway proxy listens: the sandbox host address (local backend).
+
+    ``ensure``: create the host interface if missing (the gateway binds to it).
+    """
     if settings.sandbox.backend == "local":
         from ..sandbox.local import ensure_host_network
+        from ..sandbox.network import Subnet
 
-        return ensure_host_network(settings)
+        if ensure:
+            return ensure_host_network(settings)
+        return Subnet(settings.sandbox.subnet).host_address
     return "0.0.0.0"
 
 
@@ -377,7 +383,8 @@ def gateway_service_spec(settings: Any) -> dict[str, Any]:
     ``read:users:groups!user`` (see :data:`WORKSPACE_TOKEN_SCOPES`).
     """
     ds = dask_settings(settings)
-    addr = host_address(settings) if settings.sandbox.backend == "local" else "127.0.0.1"
+    addr = host_address(settings, ensure=False) if settings.sandbox.backend == "local" \
+        else "127.0.0.1"
     return {
         "name": SERVICE_NAME,
         "url": f"http://{addr}:{ds.proxy_port}",
@@ -396,7 +403,8 @@ WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users
 def gateway_client_env(settings: Any) -> dict[str, str]:
     """Workspace environment so that ``Gateway()`` needs no arguments."""
     ds = dask_settings(settings)
-    addr = host_address(settings) if settings.sandbox.backend == "local" else "127.0.0.1"
+    addr = host_address(settings, ensure=False) if settings.sandbox.backend == "local" \
+        else "127.0.0.1"
     return {
         "DASK_GATEWAY__ADDRESS": f"http://{addr}:{ds.proxy_port}/services/{SERVICE_NAME}",
         "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{addr}:{ds.proxy_port}",

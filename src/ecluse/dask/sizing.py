@@ -57,7 +57,7 @@ def sizing(project: Project) -> DaskSizing:
                       cores=q.cpu, memory=q.memory)
 
 
-def dask_env(project: Project, *, spill_dir: str = "~/.cache/dask-spill",
+def dask_env(project: Project, user: str | None = None, *,
              dashboard_link: str = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
              ) -> dict[str, str]:
     """Environment for a workspace sandbox so that Dask fits the project quota.
@@ -69,15 +69,15 @@ def dask_env(project: Project, *, spill_dir: str = "~/.cache/dask-spill",
       quota (``DASK_NUM_WORKERS``);
     * ``ECLUSE_DASK_*`` carry the figures for code that builds its own
       cluster: ``LocalCluster(**ecluse_cluster_kwargs())`` (see docs/dask.md);
-    * spilling goes to the home folder, not to ``/tmp`` (a tmpfs counted in the
-      memory limit);
+    * with ``user``, spilling goes to ``/home/<user>/.cache/dask-spill``, not to
+      ``/tmp`` (a tmpfs counted in the memory limit);
     * the dashboard link goes through jupyter-server-proxy (via the hub).
 
     A plain ``LocalCluster()`` also needs the memory rlimit that
     :func:`dask_command_prefix` sets on the workspace server.
     """
     s = sizing(project)
-    return {
+    env = {
         "DASK_NUM_WORKERS": str(max(1, math.ceil(s.cores))),
         "DASK_LABEXTENSION__FACTORY__MODULE": "distributed",
         "DASK_LABEXTENSION__FACTORY__CLASS": "LocalCluster",
@@ -85,7 +85,6 @@ def dask_env(project: Project, *, spill_dir: str = "~/.cache/dask-spill",
         "DASK_LABEXTENSION__FACTORY__KWARGS__THREADS_PER_WORKER": str(s.threads_per_worker),
         "DASK_LABEXTENSION__FACTORY__KWARGS__MEMORY_LIMIT": str(s.worker_memory),
         "DASK_DISTRIBUTED__DASHBOARD__LINK": dashboard_link,
-        "DASK_TEMPORARY_DIRECTORY": spill_dir,
         "ECLUSE_DASK_WORKERS": str(s.workers),
         "ECLUSE_DASK_THREADS_PER_WORKER": str(s.threads_per_worker),
         "ECLUSE_DASK_WORKER_MEMORY": str(s.worker_memory),
@@ -93,6 +92,9 @@ def dask_env(project: Project, *, spill_dir: str = "~/.cache/dask-spill",
         "MEM_LIMIT": str(s.memory),
         "CPU_LIMIT": f"{s.cores:g}",
     }
+    if user:
+        env["DASK_TEMPORARY_DIRECTORY"] = f"/home/{user}/.cache/dask-spill"
+    return env
 
 
 def dask_command_prefix(project: Project) -> list[str]:
