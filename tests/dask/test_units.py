@@ -117,3 +117,21 @@ def test_exposure_cube_and_cohort(tmp_path):
     patients = pd.read_parquet(tmp_path / "cohort" / "patients.parquet")
     communes = pd.read_parquet(tmp_path / "cohort" / "communes.parquet")
     assert set(patients.commune_code) <= set(communes.commune_code)
+
+
+def test_production_options_place_clusters_per_project():
+    from ecluse.dask.gateway import production_options
+
+    class S:
+        projects = {"cardio-los": _project()}
+
+    for backend, expected in (("kubernetes", {"namespace": "ecluse-cardio-los"}),
+                              ("slurm", {"account": "ecluse-cardio-los",
+                                         "qos": "ecluse-cardio-los"})):
+        opts = production_options(S(), backend)
+        conf = opts.get_configuration(opts.parse_options({"project": "cardio-los"}),
+                                      _User("alice", ["cardio-los"]))
+        assert expected.items() <= conf.items() and conf["cluster_max_workers"] == 2
+        with pytest.raises(ValueError, match="not a member"):
+            opts.get_configuration(opts.parse_options({"project": "cardio-los"}),
+                                   _User("x", []))

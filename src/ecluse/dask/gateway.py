@@ -120,6 +120,37 @@ def project_options(settings: Any) -> Options:
     return Options(String("project", default="", label="Project"), handler=handler)
 
 
+#: per-cluster placement of a project on production backends
+PLACEMENT = {
+    "kubernetes": lambda slug: {"namespace": f"ecluse-{slug}"},  # KubeClusterConfig
+    "slurm": lambda slug: {"account": f"ecluse-{slug}", "qos": f"ecluse-{slug}"},
+}
+
+
+def production_options(settings: Any, backend: str) -> Options:
+    """:func:`project_options` plus the project's namespace (Kubernetes) or Slurm
+    account and QOS, named ``ecluse-<slug>`` (see config/dask-gateway-*.yaml)."""
+    base = project_options(settings)
+    place = PLACEMENT[backend]
+
+    def handler(options: Any, user: Any) -> dict[str, Any]:
+        out = base.handler(options, user)
+        out.update(place(str(options.project).strip()))
+        return out
+
+    return Options(*base.fields, handler=handler)
+
+
+def configure_production(c: Any, backend: str, config_file: str | None = None) -> None:
+    """For a dask-gateway config file / Helm ``extraConfig``: project option, membership
+    and per-project limits and placement on the stock Kubernetes or Slurm backend."""
+    from ..config import load_settings
+
+    settings = load_settings(config_file)
+    c.Backend.cluster_options = production_options(settings, backend)
+    c.JupyterHubAuthenticator.jupyterhub_service_name = SERVICE_NAME
+
+
 def _user_projects(settings: Any, user: Any) -> set[str]:
     return {g for g in (getattr(user, "groups", None) or []) if g in settings.projects}
 
