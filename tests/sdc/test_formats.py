@@ -551,3 +551,34 @@ def test_identifiers_hidden_beyond_the_head_are_found(tmp_path, small_head, fmt)
     assert rep.verdict == "block"
     (f,) = [f for f in rep.findings if f.rule == "identifier-value"]
     assert f.location["column"] == "note" and str(n - 7 + (2 if fmt == "csv" else 1)) in f.message
+
+
+def test_stacked_tables_in_one_csv_are_judged_apart(tmp_path):
+    rng = np.random.default_rng(9)
+    regions = [f"R{i}" for i in range(25)]
+    t1 = pd.DataFrame({"region": regions, "n": rng.integers(20, 90, 25)})
+    t2 = pd.DataFrame({"region": regions, "n_deces": rng.integers(20, 90, 25)})
+    t2.loc[24, "n_deces"] = 3
+    p = tmp_path / "stack.csv"
+    p.write_text("Tableau 1\n" + t1.to_csv(index=False) + "\nTableau 2\n" + t2.to_csv(index=False))
+    rep = check_file(p)
+    assert rep.verdict == "fail", [(f.rule, f.message) for f in rep.findings]
+    (loc,) = locs(rep, "small-count")
+    assert loc["column"] == "n_deces" and loc["row"] == 2 + 26 + 2 + 25
+
+
+def test_stacked_tables_in_an_excel_sheet(tmp_path):
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    for block in (("ward", "n", [("A", 40), ("B", 50)]), ("site", "n", [("X", 30), ("Y", 4)])):
+        ws.append([block[0], block[1]])
+        for r in block[2]:
+            ws.append(list(r))
+        ws.append([])
+    p = tmp_path / "s.xlsx"
+    wb.save(p)
+    rep = check_file(p)
+    (loc,) = locs(rep, "small-count")
+    assert loc["cell"] == "B7" and loc["row"] == 7

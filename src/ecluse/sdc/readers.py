@@ -29,7 +29,14 @@ from .policy import DisclosurePolicy
 from .report import Finding
 from .rules import finding
 from .sniff import Sniffed
-from .table import Table, detect_decimal_comma, from_frame, grid_to_table, parse_numbers
+from .table import (
+    Table,
+    detect_decimal_comma,
+    from_frame,
+    grid_to_table,
+    parse_numbers,
+    split_tables,
+)
 
 #: files up to this size are read whole
 SMALL_BYTES = 4 * 1024 * 1024
@@ -93,15 +100,23 @@ def read_csv(path: Path, sn: Sniffed, ctx: Ctx) -> None:
                         "a table is judged with", **ctx.base))
         return
     decimal_comma = detect_decimal_comma(rows[:200], sn.sep)
+    if not partial:
+        tables = [grid_to_table(blk, base=dict(ctx.base), decimal_comma=decimal_comma,
+                                first_row=off + 1) for off, blk in split_tables(rows)]
+        tables = [t for t in tables if t is not None]
+        if not tables:
+            ctx.add(finding("empty-file", "no cells in this CSV file", **ctx.base))
+            return
+        ctx.details.update(columns=max(len(t.names) for t in tables), delimiter=sn.sep,
+                           decimal_comma=decimal_comma, rows=len(rows), tables=len(tables))
+        for t in tables:
+            ctx.judge(t)
+        return
     t = grid_to_table(rows, base=dict(ctx.base), decimal_comma=decimal_comma)
     if t is None:
         ctx.add(finding("empty-file", "no cells in this CSV file", **ctx.base))
         return
     ctx.details.update(columns=len(t.names), delimiter=sn.sep, decimal_comma=decimal_comma)
-    if not partial:
-        ctx.details["rows"] = len(t.body)
-        ctx.judge(t)
-        return
     prof = ctx.judge(t)
     _stream_csv(path, sn, ctx, t, prof, decimal_comma)
 
@@ -387,11 +402,11 @@ def read_excel(path: Path, ctx: Ctx) -> None:
                 ctx.add(finding("ambiguous-layout", f"sheet wider than {MAX_COLUMNS} columns",
                                 **base))
                 continue
-            t = grid_to_table(rows, base=base, excel=True,
-                              declared_rows=len(rows) + extra if extra else None)
-            if t is None:
-                continue
-            ctx.judge(t)
+            for off, blk in split_tables(rows):
+                t = grid_to_table(blk, base=base, excel=True, first_row=off + 1,
+                                  declared_rows=len(blk) + extra if extra else None)
+                if t is not None:
+                    ctx.judge(t)
         for cs in getattr(wb, "chartsheets", []):
             ctx.add(finding("unjudgeable-format", f"chart sheet {cs.title!r} must be looked at",
                             **{**ctx.base, "sheet": cs.title}))

@@ -221,6 +221,39 @@ def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
 
 
+def split_tables(rows: list[list[Any]]) -> list[tuple[int, list[list[Any]]]]:
+    """Split a sheet holding several tables one under the other, separated by blank
+    rows, into ``(offset, rows)`` blocks. A block that starts with numbers only
+    (the rest of a table after a blank line) stays with the block above."""
+    blocks: list[tuple[int, list[list[Any]]]] = []
+    start, cur = 0, []
+    for i, r in enumerate(rows):
+        if all(_blank(c) for c in r):
+            if cur:
+                blocks.append((start, cur))
+                cur = []
+            continue
+        if not cur:
+            start = i
+        cur.append(r)
+    if cur:
+        blocks.append((start, cur))
+    if len(blocks) <= 1:
+        return [(0, rows)]
+    merged: list[tuple[int, list[list[Any]]]] = []
+    for off, blk in blocks:
+        first = [c for c in blk[0] if not _blank(c)]
+        starts_table = len(blk) >= 2 and any(_texty(c) or not isinstance(c, str | int | float)
+                                              for c in first[1:] or first)
+        if merged and not starts_table:
+            prev_off, prev = merged[-1]
+            gap = off - (prev_off + len(prev))
+            merged[-1] = (prev_off, prev + [[None]] * gap + blk)
+        else:
+            merged.append((off, blk))
+    return merged
+
+
 def grid_to_table(rows: list[list[Any]], *, base: dict | None = None, first_row: int = 1,
                   excel: bool = False, decimal_comma: bool = False, first_col: int = 0,
                   declared_rows: int | None = None) -> Table | None:
