@@ -17,7 +17,8 @@ from ecluse.sdc import check_file
 
 from .conftest import nir, write_as
 
-FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "xlsx", "json", "jsonl", "notebook", "html", "zip"]
+FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "xlsx", "xlsx_hidden", "json", "jsonl",
+           "notebook", "html", "zip", "gzip"]
 
 names = st.text(alphabet=string.ascii_letters + string.digits + "_ ", min_size=1, max_size=12) \
     .map(str.strip).filter(lambda s: bool(s) and s[0].isalpha())

@@ -124,3 +124,11 @@ def test_value_identifier_kinds(values, kind):
     from ecluse.sdc.detect import value_identifier_kind
 
     assert value_identifier_kind(values) == kind
+
+
+def test_directory_link_loops_are_not_followed(tmp_path):
+    (tmp_path / "t.csv").write_text("ward,n\nA,40\nB,50\n")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    rep = check_paths([tmp_path])
+    assert [Path(f.path).name for f in rep.files] == ["loop", "t.csv"]
+    assert rep.files[0].verdict == "review"

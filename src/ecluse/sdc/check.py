@@ -89,13 +89,13 @@ def check_paths(paths: Iterable[str | os.PathLike[str]],
     return report
 
 
-def _expand(p: Path) -> list[Path]:
-    if not p.is_dir() or (p / ".zgroup").exists() or (p / "zarr.json").exists() or \
+def _expand(p: Path, top: bool = True) -> list[Path]:
+    if (p.is_symlink() and not top) or not p.is_dir() or (p / ".zgroup").exists() or (p / "zarr.json").exists() or \
             (p / ".zarray").exists():
         return [p]
     out: list[Path] = []
     for child in sorted(p.iterdir()):
-        out.extend(_expand(child))
+        out.extend(_expand(child, top=False))  # links below the top are not followed
     return out
 
 
