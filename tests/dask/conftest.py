@@ -56,7 +56,7 @@ class TokenAuthenticator(Authenticator):
         return User(name, groups=projects)
 
 
-async def wait_port(host: str, port: int, timeout: float = 15) -> None:
+async def wait_port(host: str, port: int, timeout: float = 15, prefix: str = "") -> None:
     """Until the gateway proxy routes the API (it polls its routing table)."""
     import aiohttp
 
@@ -65,7 +65,7 @@ async def wait_port(host: str, port: int, timeout: float = 15) -> None:
     async with aiohttp.ClientSession() as session:
         while True:
             try:
-                async with session.get(f"http://{host}:{port}/api/health") as r:
+                async with session.get(f"http://{host}:{port}{prefix}/api/health") as r:
                     if r.status == 200:
                         return
             except aiohttp.ClientError:

@@ -1,0 +1,14 @@
+"""Dask over project data: quota sizing, dask-gateway on sandboxes, demo warehouse.
+
+* :mod:`ecluse.dask.sizing` — ``dask_env(project, user)``, ``sizing(project)``;
+* :mod:`ecluse.dask.gateway` — ``SandboxBackend``, ``gateway_service_spec``,
+  ``gateway_client_env`` (imports dask-gateway-server: import it explicitly);
+* :mod:`ecluse.dask.warehouse` — the deterministic demo warehouse;
+* :mod:`ecluse.dask.supervisor` — runs inside cluster sandboxes.
+
+See docs/dask.md.
+"""
+
+from .sizing import DaskSizing, dask_command_prefix, dask_env, sizing
+
+__all__ = ["DaskSizing", "dask_command_prefix", "dask_env", "sizing"]

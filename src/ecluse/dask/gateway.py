@@ -66,7 +66,12 @@ class DaskSettings(BaseModel):
 
 
 def dask_settings(settings: Any) -> DaskSettings:
-    return getattr(settings, "dask", None) or DaskSettings()
+    """``settings.dask`` when the section is wired, else defaults; ``$ECLUSE_DASK_PROXY_PORT``
+    overrides the proxy port (tests, several stacks on one host)."""
+    ds = getattr(settings, "dask", None) or DaskSettings()
+    if os.environ.get("ECLUSE_DASK_PROXY_PORT"):
+        ds = ds.model_copy(update={"proxy_port": int(os.environ["ECLUSE_DASK_PROXY_PORT"])})
+    return ds
 
 
 def python_env(settings: Any) -> Path:
@@ -409,25 +414,39 @@ def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "
 def gateway_service_spec(settings: Any) -> dict[str, Any]:
     """The ``c.JupyterHub.services`` entry: a hub-managed dask-gateway.
 
-    The hub starts it with ``JUPYTERHUB_API_TOKEN``/``_URL``/``_SERVICE_NAME``;
-    users' tokens must carry ``access:services!service=dask-gateway`` and
-    ``read:users:groups!user`` (see :data:`WORKSPACE_TOKEN_SCOPES`).
+    The hub starts it with ``JUPYTERHUB_API_TOKEN``/``_URL``/``_SERVICE_NAME``
+    (the authenticator's ``jupyterhub_service_name``); users' tokens must carry
+    ``access:services!service=dask-gateway`` (:data:`USER_SCOPES`) and be able
+    to read their own groups (``self`` does). The LDAP service password is
+    passed on from the hub's environment (never written to a file).
     """
     ds = dask_settings(settings)
     addr = host_address(settings, ensure=False) if settings.sandbox.backend == "local" \
         else "127.0.0.1"
+    env = {"ECLUSE_STATE_DIR": str(settings.state_dir)}
+    if os.environ.get("ECLUSE_DASK_PROXY_PORT"):
+        env["ECLUSE_DASK_PROXY_PORT"] = os.environ["ECLUSE_DASK_PROXY_PORT"]
+    pw_env = settings.ldap.bind_password_env
+    if pw_env and os.environ.get(pw_env):
+        env[pw_env] = os.environ[pw_env]
+    command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix",
+               f"/services/{SERVICE_NAME}"]
+    if getattr(settings, "config_file", None):
+        command += ["--config", str(settings.config_file)]
     return {
         "name": SERVICE_NAME,
         "url": f"http://{addr}:{ds.proxy_port}",
-        "command": [sys.executable, "-m", "ecluse.dask.gateway",
-                    "--config", str(settings.config_file),
-                    "--prefix", f"/services/{SERVICE_NAME}"],
-        "environment": {"ECLUSE_STATE_DIR": str(settings.state_dir)},
+        "command": command,
+        "environment": env,
         "display": False,
     }
 
 
-#: scopes the workspace token (and user tokens used with the gateway) need
+#: extra scopes of the hub's ``user`` role (``hub_roles(settings, extra_user_scopes)``)
+USER_SCOPES = [f"access:services!service={SERVICE_NAME}"]
+
+
+#: scopes the workspace server's token needs to use the gateway (server_token_scopes)
 WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users:groups!user"]
 
 
