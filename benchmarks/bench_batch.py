@@ -14,7 +14,17 @@ driver (``rfc3987_syntax`` not imported: jsonschema otherwise builds an IRI
 parser at import, which nbformat never uses) — the ratio is against this
 one — and the stock ``papermill`` command, for reference.
 
-The directory is not involved: the run identity is given (an LDAP lookup
+Both sides get the same CPU scheduling: each sandbox sits in a cgroup under
+``ecluse-bench-ours`` and every bare papermill process in the cgroup
+``ecluse-bench-base``, two siblings of equal weight. (On a loaded host with
+cgroup v1, a cgroup competes for CPU as *one* entity against every process
+of the root group: bare processes left in the root would each get a full
+share while all sandboxes together get one — a scheduling effect, not
+overhead. Both cgroups are removed at the end.)
+
+The project's CPU quota defaults to 2 (the host's cores): bare papermill has
+no limit, and a 1-CPU quota would measure the quota rather than the
+mechanism (``--cpu 1`` shows it). The directory is not involved: the run identity is given (an LDAP lookup
 adds a few milliseconds per run).
 """
 
@@ -22,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -57,17 +68,40 @@ def notebook() -> dict:
     return json.loads(nbformat.writes(nb))
 
 
-def _settings(tmp: Path) -> Settings:
+def _settings(tmp: Path, cpu: float = 2) -> Settings:
     ldap = LDAPSettings(uri="ldap://127.0.0.1:3890", base_dn="dc=b", bind_dn="cn=s,dc=b",
                         user_search_base="ou=p,dc=b", group_search_base="ou=g,dc=b")
     (tmp / "data").mkdir()
     project = Project(slug="bench-proj", title="bench", ldap_group="g", gid=7100,
                       datasets=[Dataset(name="d", path=tmp / "data")],
-                      quota=Quota(cpu=1, memory="1G", pids=256))
+                      quota=Quota(cpu=cpu, memory="1G", pids=256))
     settings = Settings(state_dir=tmp / "state", ldap=ldap,
                         sandbox=SandboxSettings(stop_grace=1))
     settings.projects = {"bench-proj": project}
     return settings
+
+
+BASE_CGROUP = "ecluse-bench-base"
+OURS_CGROUP = "ecluse-bench-ours"
+
+
+def _cpu_root() -> Path:
+    v1 = Path("/sys/fs/cgroup/cpu")
+    return v1 if (v1 / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+
+
+def _join_base_cgroup() -> None:  # in the child, before exec
+    with open(_cpu_root() / BASE_CGROUP / "cgroup.procs", "w") as fh:
+        fh.write(str(os.getpid()))
+
+
+def _remove_cgroups() -> None:
+    roots = [Path("/sys/fs/cgroup") / c for c in ("cpu", "memory", "pids")] + [
+        Path("/sys/fs/cgroup")]
+    for root in roots:
+        for name in (BASE_CGROUP, OURS_CGROUP):
+            with contextlib.suppress(OSError):
+                (root / name).rmdir()
 
 
 def _ts(value: str) -> float:
@@ -84,7 +118,8 @@ async def bare(n: int, concurrency: int, tmp: Path, cmd: list[str]) -> tuple[lis
             t = time.perf_counter()
             p = await asyncio.create_subprocess_exec(
                 *cmd, str(src), str(tmp / f"bare-out-{i}.ipynb"),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                preexec_fn=_join_base_cgroup)
             if await p.wait() != 0:
                 raise RuntimeError(f"bare papermill failed: {cmd}")
             return time.perf_counter() - t
@@ -94,11 +129,12 @@ async def bare(n: int, concurrency: int, tmp: Path, cmd: list[str]) -> tuple[lis
     return list(times), time.perf_counter() - t0
 
 
-async def ours(n: int, concurrency: int, tmp: Path) -> tuple[list[float], float, list[float]]:
-    settings = _settings(tmp)
+async def ours(n: int, concurrency: int, tmp: Path,
+               cpu: float) -> tuple[list[float], float, list[float]]:
+    settings = _settings(tmp, cpu)
     service = BatchService(
         settings, engine=make_engine(f"sqlite:///{tmp / 'batch.sqlite'}"),
-        backend=LocalSandbox(settings=settings),
+        backend=LocalSandbox(settings=settings, cgroup_parent=OURS_CGROUP),
         audit=AuditLog(f"sqlite:///{tmp / 'audit.sqlite'}", tmp / "audit.jsonl"),
         conf=BatchSettings(concurrency=concurrency, poll_interval=0.1),
         resolve_identity=lambda project, user: RunIdentity(user, 6100, 6100, 7100),
@@ -110,11 +146,11 @@ async def ours(n: int, concurrency: int, tmp: Path) -> tuple[list[float], float,
         ids = [service.submit(staff, project="bench-proj", notebook="small.ipynb",
                               content=notebook(), parameters={"n": 3}, as_user="bench",
                               timeout=600)["id"] for _ in range(n)]
-        while True:
-            runs = [service.get_run(staff, i) for i in ids]
+        while True:  # one cheap query per half second, as `ecluse batch list` would
+            runs = [r for r in service.list_runs(staff, limit=1000) if r["id"] in ids]
             if all(r["final"] for r in runs):
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
         total = time.perf_counter() - t0
     finally:
         await service.close()
@@ -131,22 +167,34 @@ def _p90(values: list[float]) -> float:
     return sorted(values)[max(0, int(round(0.9 * len(values))) - 1)]
 
 
-async def main(n: int, concurrency: int) -> None:
+async def main(n: int, concurrency: int, cpu: float) -> None:
     if os.geteuid() != 0:
         sys.exit("run as root (sandboxes)")
+    (_cpu_root() / BASE_CGROUP).mkdir(exist_ok=True)
+    try:
+        await _main(n, concurrency, cpu)
+    finally:
+        _remove_cgroups()
+
+
+async def _main(n: int, concurrency: int, cpu: float) -> None:
     with tempfile.TemporaryDirectory(prefix="ecluse-bench-batch-") as d:
         tmp = Path(d)
         os.chmod(tmp, 0o755)
         py = sys.executable
-        await bare(2, 2, tmp, [py, "-c", FAIR, ])  # warm the page cache
-        b_times, b_total = await bare(n, concurrency, tmp, [py, "-c", FAIR])
-        o_times, o_total, latency = await ours(n, concurrency, tmp)
+        await bare(2, 2, tmp, [py, "-c", FAIR])  # warm the page cache
+        # the baseline runs half before and half after ours, to even out load drift
+        b1, t1 = await bare(n // 2, concurrency, tmp, [py, "-c", FAIR])
+        o_times, o_total, latency = await ours(n, concurrency, tmp, cpu)
+        b2, t2 = await bare(n - n // 2, concurrency, tmp, [py, "-c", FAIR])
+        b_times, b_total = b1 + b2, t1 + t2
         s_times, s_total = await bare(n, concurrency, tmp,
                                       [py, "-m", "papermill", "--no-progress-bar", "-p", "n",
                                        "3"])
     med_o, med_b, med_s = (statistics.median(x) for x in (o_times, b_times, s_times))
     print(f"{n} runs of a 3-cell parameterised notebook, concurrency {concurrency}, "
-          f"{os.cpu_count()} cores")
+          f"{os.cpu_count()} cores, project CPU quota {cpu:g}, load average "
+          f"{os.getloadavg()[0]:.1f}")
     print(f"{'':34} {'median s':>9} {'p90 s':>7} {'total s':>8} {'runs/min':>9}")
     for name, times, total in (
         ("ours (queue + sandbox + papermill)", o_times, o_total),
@@ -167,5 +215,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--cpu", type=float, default=2,
+                        help="project CPU quota (default 2: the host's cores, so that the "
+                        "comparison measures the mechanism, not the quota)")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.concurrency))
+    asyncio.run(main(args.n, args.concurrency, args.cpu))

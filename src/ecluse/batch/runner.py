@@ -61,7 +61,6 @@ class QueueRunner:
     _loop: asyncio.AbstractEventLoop | None
     _closing: bool
 
-
     async def run_scheduler(self) -> None:
         """Start queued runs in order while fewer than ``concurrency`` run. Until close."""
         self._loop = asyncio.get_running_loop()
