@@ -14,8 +14,9 @@ Components (each is the real thing, removed afterwards pass or fail):
   hub-managed batch and airlock services (:mod:`hubstack`).
 
 The session teardown proves that every sandbox the run launched is gone
-(registry entry, network namespace, cgroup) and that no service process is
-left. Needs root (namespaces, cgroups, nftables, bubblewrap).
+(registry entry, network namespace, cgroup) and that no hub or batch service
+process is left; each test's config folder (state, project folders) is
+deleted. Needs root (namespaces, cgroups, nftables, bubblewrap).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,12 @@ def sandbox_gone(sid: str) -> bool:
             and not Path(f"/run/ecluse/sandboxes/{sid}").exists())
 
 
+def _our_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if "ecluse-test-batch-" in line or "ecluse batch serve" in line]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _root_and_leaks() -> Iterator[None]:
     if os.geteuid() != 0:
@@ -64,11 +73,14 @@ def _root_and_leaks() -> Iterator[None]:
     if left:
         asyncio.run(LocalSandbox(settings=None).cleanup_orphans(min_age=0))
     assert not left, f"sandboxes left behind by the batch tests: {left}"
+    procs = _our_processes()
+    assert not procs, "processes left behind by the batch tests:\n" + "\n".join(procs)
 
 
 @pytest.fixture
-def batch_config(tmp_path: Path, slapd) -> Path:
-    return write_config(tmp_path / "cfg", slapd, overrides={"sandbox.stop_grace": 1})
+def batch_config(tmp_path: Path, slapd) -> Iterator[Path]:
+    yield write_config(tmp_path / "cfg", slapd, overrides={"sandbox.stop_grace": 1})
+    shutil.rmtree(tmp_path / "cfg", ignore_errors=True)  # root- and user-owned run folders
 
 
 def nb(*sources: str, parameters: str | None = None) -> dict[str, Any]:
