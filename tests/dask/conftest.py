@@ -31,10 +31,12 @@ from dask_gateway_server.auth import Authenticator, User, unauthorized
 
 from ecluse.config import load_settings
 from ecluse.dask.warehouse import generate
+from ecluse.ldapserver import free_port
+from ecluse.sandbox.cgroups import Cgroups
+from ecluse.sandbox.local import LocalSandbox
 from ecluse.testing import write_config
 
 REPO = Path(__file__).resolve().parents[2]
-PROXY_PORT = 18786
 
 
 class TokenAuthenticator(Authenticator):
@@ -73,6 +75,18 @@ async def wait_port(host: str, port: int, timeout: float = 15, prefix: str = "")
             if loop.time() > deadline:
                 raise TimeoutError(f"gateway proxy at {host}:{port} not ready")
             await asyncio.sleep(0.05)
+
+
+class TrackingSandbox(LocalSandbox):
+    """A real LocalSandbox that records the ids it launched (for the leak check)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.created: list[str] = []
+
+    def _allocate(self, meta):
+        self.created.append(meta["id"])
+        return super()._allocate(meta)
 
 
 @pytest.fixture(scope="session")
@@ -127,17 +141,17 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     from dask_gateway_server.app import DaskGateway
 
     from ecluse.dask.gateway import dask_settings, gateway_config, host_address
-    from ecluse.sandbox import get_backend
 
     settings = dask_deployment
     marker = request.node.get_closest_marker("idle_timeout")
+    proxy_port = free_port()  # other test runs may share this host
     ds = dask_settings(settings).model_copy(update={
-        "proxy_port": PROXY_PORT, "idle_timeout": marker.args[0] if marker else 0,
+        "proxy_port": proxy_port, "idle_timeout": marker.args[0] if marker else 0,
         "cluster_start_timeout": 60})
     c = gateway_config(settings, authenticator="tests.dask.conftest.TokenAuthenticator",
                        dask=ds)
     c.DaskGateway.log_level = "INFO"
-    sandbox = get_backend(settings)
+    sandbox = TrackingSandbox(settings=settings)
     app = DaskGateway(config=c)
     app.initialize([])
     app.backend.settings = settings
@@ -145,11 +159,12 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     app.authenticator.settings = settings
     await app.setup()
     addr = host_address(settings)
-    await wait_port(addr, PROXY_PORT)
+    await wait_port(addr, proxy_port)
     clients: list = []
 
     def connect(user: str) -> Gateway:
-        g = Gateway(address=f"http://{addr}:{PROXY_PORT}", proxy_address=f"gateway://{addr}:{PROXY_PORT}",
+        g = Gateway(address=f"http://{addr}:{proxy_port}",
+                    proxy_address=f"gateway://{addr}:{proxy_port}",
                     auth=JupyterHubAuth(api_token=user), asynchronous=True)
         clients.append(g)
         return g
@@ -163,8 +178,9 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
         for g in clients:
             await g.close()
         await app.cleanup()
-        left = [s for s in sandbox.list() if s.get("name", "").startswith("dask-")]
-        assert not [s for s in left if s.get("alive")], f"cluster sandboxes left: {left}"
+        left = [s["id"] for s in sandbox.list() if s["id"] in sandbox.created and s.get("alive")]
+        assert not left, f"cluster sandboxes left: {left}"
+        assert not [i for i in sandbox.created if Cgroups(i).exists()]
 
 
 def pytest_configure(config):

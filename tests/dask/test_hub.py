@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from ecluse.config import load_settings
+from ecluse.ldapserver import free_port
 from ecluse.stack import Stack
 from ecluse.testing import HubClient, write_config
 
@@ -22,7 +23,7 @@ from .conftest import _projects, wait_port
 
 pytestmark = pytest.mark.root
 HUB_CONFIG = Path(__file__).with_name("jupyterhub_config.py")
-PORT = 18787
+PORT = free_port()  # other test runs may share this host
 
 
 class GatewayStack(Stack):
