@@ -175,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL on stop")
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds a started service must stay up to count as started")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # everything after the first -- is the service's command line
+        at = argv.index("--")
+        argv, command = argv[:at], argv[at + 1:]
     args = p.parse_args(argv)
-    if args.command and args.command[0] == "--":
-        args.command = args.command[1:]
+    args.command = command
     if args.action == "start":
         return start(args)
     if args.action == "stop":

@@ -1,0 +1,106 @@
+"""Policies of the container images, checked with a Dockerfile parser."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+dockerfile_parse = pytest.importorskip(
+    "dockerfile_parse", reason="install the test extra: pip install -e '.[test]'")
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = ["workspace", "hub"]
+
+
+def parse(name: str):
+    parser = dockerfile_parse.DockerfileParser(str(REPO / "images" / name / "Dockerfile"))
+    return parser.structure
+
+
+def stages(structure) -> list[list[dict]]:
+    out: list[list[dict]] = []
+    for instr in structure:
+        if instr["instruction"] == "FROM":
+            out.append([])
+        if out:
+            out[-1].append(instr)
+    return out
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_base_images_are_pinned(name):
+    froms = [i["value"].split()[0] for i in parse(name) if i["instruction"] == "FROM"]
+    assert froms
+    stage_names = {i["value"].split()[-1] for i in parse(name)
+                   if i["instruction"] == "FROM" and " AS " in i["value"].upper()}
+    for image in froms:
+        if image in stage_names:
+            continue
+        assert "@sha256:" in image or re.search(r":[^:/]*\d[^:/]*$", image), \
+            f"{name}: base image {image!r} is not pinned to a versioned tag or digest"
+        assert not image.endswith(":latest")
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_final_stage_runs_as_a_non_root_user(name):
+    final = stages(parse(name))[-1]
+    users = [i["value"].strip() for i in final if i["instruction"] == "USER"]
+    assert users, f"{name}: the final stage sets no USER"
+    assert users[-1].split(":")[0] not in ("root", "0")
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_no_add_from_urls(name):
+    for i in parse(name):
+        if i["instruction"] == "ADD":
+            assert not re.search(r"(https?|ftp|git)://|git@", i["value"]), i["content"]
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_nothing_is_installed_at_run_time(name):
+    for i in parse(name):
+        if i["instruction"] in ("CMD", "ENTRYPOINT"):
+            assert not re.search(r"\b(pip|conda|mamba|apt-get|apt|npm|uv)\b", i["value"]), \
+                i["content"]
+
+
+def test_workspace_installs_the_extension_and_the_stack():
+    structure = parse("workspace")
+    copies = [i["value"] for i in structure if i["instruction"] == "COPY"]
+    assert any(v.split()[0] == "extensions/" for v in copies), "extensions/ is not copied"
+    runs = " ".join(i["value"] for i in structure if i["instruction"] == "RUN")
+    assert "extensions/build.sh" in runs and "import ecluse_workspace" in runs
+    assert (REPO / "extensions/build.sh").exists()
+    requirements = (REPO / "images/workspace/requirements.txt").read_text()
+    for pkg in ("jupyterlab", "pandas", "pyarrow", "dask", "xarray", "zarr", "papermill",
+                "dask-labextension", "jupyterhub"):
+        assert re.search(rf"^{re.escape(pkg)}(\[[^\]]+\])?==", requirements, re.M), pkg
+
+
+def test_workspace_cannot_install_packages_or_change_the_guard():
+    structure = parse("workspace")
+    final = stages(structure)[-1]
+    runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
+    build_runs = " ".join(i["value"] for i in stages(structure)[0] if i["instruction"] == "RUN")
+    assert "pip uninstall -y pip" in build_runs  # no pip in the workspace environment
+    assert "pip uninstall -y pip" in runs  # nor in the system Python
+    assert "chmod -R a-w /opt/ecluse/venv" in runs
+    assert "chown -R root:root /etc/jupyter" in runs and "chmod 0555 /etc/jupyter" in runs
+    env = " ".join(i["value"] for i in final if i["instruction"] == "ENV")
+    for setting in ("PYTHONNOUSERSITE=1", "JUPYTER_CONFIG_DIR=/etc/jupyter", "PIP_NO_INDEX=1"):
+        assert setting in env
+    config = (REPO / "images/workspace/jupyter_server_config.json").read_text()
+    assert "ecluse_workspace.guard.EcluseAuthorizer" in config
+
+
+def test_hub_image_has_jupyterhub_the_proxy_and_ecluse():
+    structure = parse("hub")
+    runs = " ".join(i["value"] for i in structure if i["instruction"] == "RUN")
+    assert "configurable-http-proxy@" in runs
+    assert "pip install --no-cache-dir /src/ecluse" in runs
+    copies = [i["value"] for i in structure if i["instruction"] == "COPY"]
+    assert any(v.startswith("src/ ") for v in copies)
+    config = (REPO / "images/hub/jupyterhub_config.py").read_text()
+    assert "configure_from_env(c)" in config and "secret" not in config.lower()
