@@ -164,6 +164,12 @@ def _snapshot_sources(dest: Path) -> None:
     shutil.copytree(REPO / "src", dest / "src", ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)
+    # the workspace extension, built by the hub role; node_modules is linked,
+    # not copied (150 MB), when the checkout has it (else build.sh runs npm)
+    shutil.copytree(REPO / "extensions", dest / "extensions", ignore=shutil.ignore_patterns(
+        "__pycache__", "*.pyc", "*.egg-info", "node_modules", "build", "lib", "labextension"))
+    for modules in (REPO / "extensions").glob("*/node_modules"):
+        (dest / "extensions" / modules.parent.name / "node_modules").symlink_to(modules)
     (dest / "docs").mkdir()
 
 
