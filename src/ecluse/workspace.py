@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,25 @@ def workspace_env(settings: Settings, project: Project, user: UserIdentity) -> d
     return env
 
 
+class WorkspaceExtensionMissing(RuntimeError):
+    """The workspace environment lacks ``ecluse_workspace``: no guard, no start."""
+
+
+def check_extension_installed(settings: Settings) -> None:
+    """Fail closed, with a clear message, when the workspace Python lacks the guard.
+
+    (Without it the server would not start at all: the configuration names the
+    guard's authorizer.)
+    """
+    env = Path(settings.sandbox.python_env or sys.prefix)
+    found = list(env.glob("lib/python3*/site-packages/ecluse_workspace/__init__.py"))
+    if not found:
+        raise WorkspaceExtensionMissing(
+            f"the workspace extension (ecluse_workspace) is not installed in {env}: "
+            "run extensions/build.sh (make up / make test do)")
+
+
 def workspace_mounts(settings: Settings, project: Project, user: UserIdentity) -> list[Mount]:
     """The configuration folder, read-only at ``/etc/jupyter``."""
+    check_extension_installed(settings)
     return [Mount(config_dir(settings), CONFIG_TARGET, True)]

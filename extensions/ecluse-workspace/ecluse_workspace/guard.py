@@ -193,6 +193,12 @@ class RefusedHandler(JupyterHandler):
     def check_xsrf_cookie(self) -> None:  # refusing needs no xsrf token
         return None
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if "/api/" not in self.request.path:
+            return super().write_error(status_code, **kwargs)
+        self.set_header("Content-Type", "application/json")
+        self.finish({"message": REFUSED_MESSAGE, "reason": "export-guard"})
+
     get = head = post = put = delete = patch = _refuse
 
 
