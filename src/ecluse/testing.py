@@ -162,9 +162,8 @@ async def run_in_terminal(server_url: str, token: str, command: str,
             kind, *rest = _json.loads(msg)
             if kind == "stdout":
                 out.append(rest[0])
-                text = "".join(out)
-                # the command line itself echoes the marker once; wait for the result
-                if text.count(marker) >= 2:
+                # the echoed command line shows "<marker>$?"; the result shows digits
+                if re.search(re.escape(marker) + r"\d+", "".join(out)):
                     break
     finally:
         conn.close()
