@@ -1,0 +1,139 @@
+"""Unit tests (no hub, no sandbox): the read/export policy and the generated config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ecluse.config import load_settings
+from ecluse.sandbox import UserIdentity
+
+
+@pytest.fixture(scope="module")
+def policy(workspace_extension):
+    from ecluse_workspace import policy
+
+    return policy
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    project, home, outside = tmp_path / "project", tmp_path / "home", tmp_path / "data"
+    for d in (project, home, outside):
+        d.mkdir()
+    (project / "t.csv").write_text("a,b\n1,2\n")
+    (outside / "secret.csv").write_text("x\n")
+    (project / "link.csv").symlink_to(outside / "secret.csv")
+    (project / "inner.csv").symlink_to(project / "t.csv")
+    (home / "proj").symlink_to(project)
+    os.mkfifo(project / "fifo")
+    return {"project": project, "home": home, "outside": outside, "root": tmp_path}
+
+
+def _open(policy, tree, path, **limits):
+    return policy.open_for_export(
+        path, root_dir=str(tree["root"]), allowed_roots=[str(tree["project"]), str(tree["home"])],
+        limits=policy.ExportLimits(**limits) if limits else policy.ExportLimits())
+
+
+def test_export_accepts_regular_files_inside_the_roots(policy, tree):
+    for p in ("project/t.csv", str(tree["project"] / "t.csv"), "project/inner.csv",
+              "home/proj/t.csv"):
+        f = _open(policy, tree, p)
+        try:
+            assert f.size == 8 and os.read(f.fd, 100) == b"a,b\n1,2\n"
+        finally:
+            f.close()
+
+
+@pytest.mark.parametrize(("path", "code"), [
+    ("project/link.csv", "outside_workspace"),
+    ("project/../data/secret.csv", "outside_workspace"),
+    ("home/proj/../../data/secret.csv", "outside_workspace"),
+    ("/etc/passwd", "outside_workspace"),
+    ("project/fifo", "special_file"),
+    ("project", "not_a_file"),
+    ("project/none.csv", "not_found"),
+    ("", "invalid_path"),
+    ("project/t.csv\0", "invalid_path"),
+])
+def test_export_refusals(policy, tree, path, code):
+    with pytest.raises(policy.Refused) as e:
+        _open(policy, tree, path)
+    assert e.value.code == code and e.value.message
+
+
+def test_export_size_and_count_limits(policy, tree):
+    with pytest.raises(policy.Refused) as e:
+        _open(policy, tree, "project/t.csv", max_file_bytes=4)
+    assert e.value.status == 413
+    roots = [str(tree["project"]), str(tree["home"])]
+    with pytest.raises(policy.Refused) as e:
+        policy.open_all_for_export(["project/t.csv"] * 3, root_dir=str(tree["root"]),
+                                   allowed_roots=roots, limits=policy.ExportLimits(max_files=2))
+    assert e.value.code == "too_many_files"
+    with pytest.raises(policy.Refused) as e:
+        policy.open_all_for_export(["project/t.csv", "home/proj/t.csv"],
+                                   root_dir=str(tree["root"]), allowed_roots=roots,
+                                   limits=policy.ExportLimits())
+    assert e.value.code == "duplicate_name"
+
+
+def test_read_policy(policy, tree):
+    p = policy.ReadPolicy(max_text_bytes=100)
+    d = tree["home"]
+    (d / "a.py").write_text("print(1)\n")
+    (d / "b.txt").write_text("x" * 200)
+    (d / "c.xyz").write_bytes(b"\0\1\2")
+    (d / "d.parquet").write_bytes(b"PAR1")
+    (d / "e.csv.gz").write_bytes(b"x")
+    p.check(str(d / "a.py"))
+    p.check(str(d))
+    p.check(str(d / "missing.py"))
+    for name, code in (("b.txt", "too_large"), ("c.xyz", "binary_file"),
+                       ("d.parquet", "data_file"), ("e.csv.gz", "data_file")):
+        with pytest.raises(policy.Refused) as e:
+            p.check(str(d / name))
+        assert e.value.code == code and "Request export" in e.value.message
+    with pytest.raises(policy.Refused):
+        p.check(str(d / "a.py"), requested_format="base64")
+    with pytest.raises(policy.Refused):
+        p.check(str(tree["project"] / "fifo"))
+
+
+def test_proxy_rule(workspace_extension):
+    from ecluse_workspace.guard import REFUSED_URL, proxy_refused
+
+    assert proxy_refused("proxy/9000/x", []) and proxy_refused("proxy/8787/status", [])
+    assert not proxy_refused("proxy/8787/status", [8787])
+    assert proxy_refused("proxy/localhost:8787/status", [8787])
+    assert proxy_refused("proxy/absolute/8787/", [])
+    for url in ("files/x", "files", "view/a", "nbconvert/html/a", "api/nbconvert"):
+        assert REFUSED_URL.match(url)
+    assert not REFUSED_URL.match("api/contents/files/x")
+
+
+def test_generated_config_is_read_only_and_complete(make_config, workspace_extension):
+    from ecluse import workspace
+
+    settings = load_settings(make_config())
+    d = workspace.config_dir(settings)
+    server = json.loads((d / "jupyter_server_config.json").read_text())["ServerApp"]
+    assert server["authorizer_class"] == "ecluse_workspace.guard.EcluseAuthorizer"
+    assert server["jpserver_extensions"]["ecluse_workspace"] is True
+    page = json.loads((d / "labconfig" / "page_config.json").read_text())
+    for plugin in workspace.LAB_DISABLED_PLUGINS:
+        assert page["disabledExtensions"][plugin] and page["lockedExtensions"][plugin]
+    assert (d / "migrated").exists()
+    for f in d.rglob("*"):
+        assert not (f.stat().st_mode & 0o022), f  # nobody but root writes
+    project = settings.projects["cardio-los"]
+    user = UserIdentity("alice", 20001, 20000)
+    env = workspace.workspace_env(settings, project, user)
+    assert env["JUPYTER_CONFIG_DIR"] == env["JUPYTER_CONFIG_PATH"] == "/etc/jupyter"
+    assert env["ECLUSE_AIRLOCK_URL"].endswith(f":{settings.airlock.port}/services/airlock/")
+    (mount,) = workspace.workspace_mounts(settings, project, user)
+    assert mount.target == "/etc/jupyter" and mount.read_only and Path(mount.source) == d
