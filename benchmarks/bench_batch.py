@@ -74,7 +74,7 @@ def notebook() -> dict:
 def _settings(tmp: Path, cpu: float = 2) -> Settings:
     ldap = LDAPSettings(uri="ldap://127.0.0.1:3890", base_dn="dc=b", bind_dn="cn=s,dc=b",
                         user_search_base="ou=p,dc=b", group_search_base="ou=g,dc=b")
-    (tmp / "data").mkdir()
+    (tmp / "data").mkdir(exist_ok=True)
     project = Project(slug="bench-proj", title="bench", ldap_group="g", gid=7100,
                       datasets=[Dataset(name="d", path=tmp / "data")],
                       quota=Quota(cpu=cpu, memory="1G", pids=256))
