@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from .airlock.settings import AirlockSettings
+from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
@@ -230,6 +231,7 @@ class Settings(_Model):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     disclosure: DisclosurePolicy = Field(default_factory=DisclosurePolicy)
     airlock: AirlockSettings = Field(default_factory=AirlockSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
     projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
 
     @property

@@ -6,6 +6,7 @@ from pydantic import BaseModel
 
 from .airlock.settings import AirlockSettings
 from .config import HubSettings, LDAPSettings, Project, Quota, SandboxSettings, Settings
+from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
 
 
@@ -57,6 +58,10 @@ def config_reference() -> str:
         "### `airlock`",
         "",
         *_table(AirlockSettings, "airlock."),
+        "",
+        "### `dask`",
+        "",
+        *_table(DaskSettings, "dask."),
         "",
         "## `projects.yaml`",
         "",

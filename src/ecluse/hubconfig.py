@@ -115,6 +115,13 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
         airlock_roles = _optional("ecluse.airlock", "airlock_roles")
         if airlock_roles is not None:
             roles_extra.extend(airlock_roles())
+    if settings.dask.gateway and settings.hub.spawner == "ecluse":
+        gateway = _optional("ecluse.dask.gateway", "gateway_service_spec")
+        if gateway is not None:
+            from .dask.gateway import USER_SCOPES as DASK_USER_SCOPES
+
+            services.append(gateway(settings))
+            extra_user_scopes.extend(DASK_USER_SCOPES)
     if settings.sandbox.idle_timeout:
         services.append(idle_culler_service(settings))
         roles_extra.append(
@@ -151,11 +158,19 @@ def configure_spawner(c: Any, settings: Settings) -> None:
         c.EcluseSpawner.start_timeout = settings.sandbox.start_timeout
         c.EcluseSpawner.http_timeout = settings.sandbox.start_timeout
         scopes = ["users:activity!user", "access:servers!server"]
+        ports: list[int] = []
         workspace_scopes = _optional("ecluse.airlock.hub", "WORKSPACE_TOKEN_SCOPES")
         if workspace_scopes:
             # the workspace's own token (the user's) may upload to the airlock
             scopes += list(workspace_scopes)
-            c.EcluseSpawner.extra_allowed_ports = [settings.airlock.port]
+            ports.append(settings.airlock.port)
+        if settings.dask.gateway:
+            dask_scopes = _optional("ecluse.dask.gateway", "WORKSPACE_TOKEN_SCOPES")
+            if dask_scopes:
+                # ... and create Dask clusters of its project through the gateway
+                scopes += [s for s in dask_scopes if s not in scopes]
+                ports.append(settings.dask.proxy_port)
+        c.EcluseSpawner.extra_allowed_ports = ports
         c.EcluseSpawner.server_token_scopes = scopes
         return
     # development fallback: a plain local process, no isolation

@@ -297,6 +297,16 @@ class EcluseSpawner(Spawner):
             None, self.backend.prepare_project_dirs, project, user
         )
         env = self.get_env()
+        command_prefix: list[str] = []
+        from .dask import dask_command_prefix, dask_env
+
+        # Dask sized to the project's quota, and the project's gateway
+        env.update(dask_env(project, user.name))
+        command_prefix = dask_command_prefix(project)
+        if self.settings.dask.gateway:
+            from .dask.gateway import gateway_client_env
+
+            env.update(gateway_client_env(self.settings))
         mounts = []
         workspace = _workspace_hooks()
         if workspace is not None:
@@ -307,8 +317,8 @@ class EcluseSpawner(Spawner):
         spec = SandboxSpec(
             project=project,
             user=user,
-            command=[*self.workspace_cmd, "--ip=0.0.0.0", f"--port={self.workspace_port}",
-                     *self.get_args_extra()],
+            command=[*command_prefix, *self.workspace_cmd, "--ip=0.0.0.0",
+                     f"--port={self.workspace_port}", *self.get_args_extra()],
             env=env,
             port=self.workspace_port,
             allowed_ports=[self.settings.hub.hub_port, *self.extra_allowed_ports],

@@ -65,6 +65,9 @@ def write_config(
             "receive_timeout": 1,
         },
         "sandbox": {"idle_timeout": 0},
+        # a gateway per test hub is not needed (tests/dask start their own)
+        "dask": {"gateway": False, "proxy_port": free_port()},
+        "airlock": {"port": free_port()},
     }
     for key, value in (overrides or {}).items():
         target = config

@@ -32,46 +32,16 @@ from typing import Any
 from dask_gateway_server.backends.base import ClusterConfig, PublicException
 from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.options import Options, String
-from pydantic import BaseModel, ConfigDict, Field
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
+from .settings import DaskSettings, dask_settings  # noqa: F401 (re-exported)
 from .sizing import sizing
 
 SERVICE_NAME = "dask-gateway"
 TLS_DIR = "/tmp/dask-gateway"
 SUPERVISOR_SOURCE = (Path(__file__).parent / "supervisor.py").read_text()
-
-
-class DaskSettings(BaseModel):
-    """The ``dask:`` section of ``ecluse.yaml`` (proposed; defaults apply without it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    gateway: bool = Field(True, description="Run dask-gateway as a hub-managed service.")
-    proxy_port: int = Field(
-        8786, ge=1, le=65535,
-        description="Port of the gateway proxy (API, dashboards, scheduler TLS) on the "
-        "sandbox host address; workspaces and clusters may reach it.")
-    control_port: int = Field(
-        8789, ge=1, le=65535,
-        description="Port of the cluster supervisor inside each cluster sandbox.")
-    idle_timeout: float = Field(
-        1800, ge=0, description="Seconds without activity before a cluster shuts down (0: never).")
-    cluster_start_timeout: float = Field(
-        120, gt=0, description="Seconds a cluster sandbox and its scheduler may take to start.")
-    worker_start_timeout: float = Field(
-        60, gt=0, description="Seconds a worker may take to start.")
-
-
-def dask_settings(settings: Any) -> DaskSettings:
-    """``settings.dask`` when the section is wired, else defaults; ``$ECLUSE_DASK_PROXY_PORT``
-    overrides the proxy port (tests, several stacks on one host)."""
-    ds = getattr(settings, "dask", None) or DaskSettings()
-    if os.environ.get("ECLUSE_DASK_PROXY_PORT"):
-        ds = ds.model_copy(update={"proxy_port": int(os.environ["ECLUSE_DASK_PROXY_PORT"])})
-    return ds
 
 
 def python_env(settings: Any) -> Path:

@@ -156,6 +156,14 @@ def _python_dirs(env: Path) -> list[Path]:
                 home = Path(value.strip())
                 base = home.parent if home.name == "bin" else home
                 dirs.append(base.resolve())
+    # editable installs (``pip install -e``, a development checkout) put their
+    # source directories in ``__editable__*.pth`` files: mount them read-only
+    # too, or the environment's own packages would not import in a sandbox
+    for pth in sorted(env.glob("lib/python3*/site-packages/__editable__*.pth")):
+        for line in pth.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("/") and Path(line).is_dir():
+                dirs.append(Path(line).resolve())
     return [d for i, d in enumerate(dirs) if d not in dirs[:i]]
 
 
