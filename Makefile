@@ -14,7 +14,7 @@ help:
 	@echo "make up      install and start the embedded stack (LDAP, hub, proxy, airlock)"
 	@echo "make test    install and run the tests"
 	@echo "make lint    ruff"
-	@echo "make bench   run the benchmarks (see benchmarks/README.md)"
+	@echo "make bench   run every benchmark (see benchmarks/README.md)"
 
 $(STAMPS):
 	@mkdir -p $(STAMPS)
@@ -49,7 +49,7 @@ lint: deps
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: deps
-	$(PY) benchmarks/run_all.py
+	@status=0; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || status=1; done; exit $$status
 
 clean:
 	rm -rf $(STAMPS) build dist src/*.egg-info
