@@ -169,8 +169,11 @@ def check_extension_installed(settings: Settings) -> None:
     """Fail closed, with a clear message, when the workspace Python lacks the guard.
 
     (Without it the server would not start at all: the configuration names the
-    guard's authorizer.)
+    guard's authorizer.) Only the local backend runs the hub's own environment;
+    images (docker, kubernetes) install the extension at build time.
     """
+    if settings.sandbox.backend != "local":
+        return
     env = Path(settings.sandbox.python_env or sys.prefix)
     found = list(env.glob("lib/python3*/site-packages/ecluse_workspace/__init__.py"))
     if not found:
