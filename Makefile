@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMPS := .make
 
-.PHONY: up test deps test-deps lint bench clean help system-deps system-test-deps
+.PHONY: up test deps test-deps lint bench clean help workspace-extension system-deps system-test-deps
 
 help:
 	@echo "make up      install and start the embedded stack (LDAP, hub, proxy, airlock)"
@@ -35,7 +35,12 @@ system-deps:
 system-test-deps:
 	@scripts/install-system-deps.sh test
 
-deps: system-deps $(STAMPS)/venv $(STAMPS)/node
+# the workspace extension (server extension + prebuilt JupyterLab extension,
+# built with the JupyterLab builder from npm); the script skips an up-to-date build
+workspace-extension: $(STAMPS)/venv
+	@PY=$(abspath $(PY)) extensions/build.sh
+
+deps: system-deps $(STAMPS)/venv $(STAMPS)/node workspace-extension
 
 test-deps: system-test-deps deps
 
