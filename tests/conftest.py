@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +44,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def session_tmp() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
     os.chmod(d, 0o755)
+    _SESSION_PATHS.append(str(d))
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -108,16 +108,47 @@ def hub_client(hub_stack) -> HubClient:
     return HubClient(hub_stack.url)
 
 
-def _leftover_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [
-        line for line in out.splitlines()
-        if TMP_PREFIX in line or "pytest-of-" in line and ("slapd" in line or "jupyterhub" in line)
-    ]
+_SESSION_PATHS: list[str] = []
+
+
+def _leftover_processes(config) -> list[str]:
+    """Processes this test session started and left running.
+
+    Descendants of this pytest process, and processes whose command line names
+    this session's temp dirs (a daemon that detached from us). Other sessions'
+    processes on the same machine are not ours to report.
+    """
+    import psutil
+
+    me = os.getpid()
+    paths = list(_SESSION_PATHS)
+    basetemp = getattr(config, "_tmp_path_factory", None)
+    if basetemp is not None:
+        try:
+            paths.append(str(basetemp.getbasetemp()))
+        except Exception:
+            pass
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.info["pid"] == me:
+            continue
+        cmd = " ".join(proc.info["cmdline"] or [])
+        try:
+            ours = any(p.pid == me for p in proc.parents())
+        except psutil.Error:
+            continue
+        if ours or any(path in cmd for path in paths):
+            left.append(f"{proc.info['pid']} {cmd[:160]}")
+    return left
 
 
 def pytest_sessionfinish(session, exitstatus):
-    left = _leftover_processes()
+    import time
+
+    left = _leftover_processes(session.config)
+    if left:  # give exiting processes a moment to be reaped
+        time.sleep(2)
+        left = _leftover_processes(session.config)
     if left:
         print("\nLEFTOVER PROCESSES after the test session:\n" + "\n".join(left))
         session.exitstatus = 1

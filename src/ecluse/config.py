@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from .airlock.settings import AirlockSettings
+from .batch.settings import BatchSettings
 from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
 
@@ -232,6 +233,7 @@ class Settings(_Model):
     disclosure: DisclosurePolicy = Field(default_factory=DisclosurePolicy)
     airlock: AirlockSettings = Field(default_factory=AirlockSettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from .airlock.settings import AirlockSettings
+from .batch.settings import BatchSettings
 from .config import HubSettings, LDAPSettings, Project, Quota, SandboxSettings, Settings
 from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
@@ -62,6 +63,10 @@ def config_reference() -> str:
         "### `dask`",
         "",
         *_table(DaskSettings, "dask."),
+        "",
+        "### `batch`",
+        "",
+        *_table(BatchSettings, "batch."),
         "",
         "## `projects.yaml`",
         "",

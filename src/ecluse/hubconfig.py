@@ -115,6 +115,13 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
         airlock_roles = _optional("ecluse.airlock", "airlock_roles")
         if airlock_roles is not None:
             roles_extra.extend(airlock_roles())
+    if settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local":
+        batch_spec = _optional("ecluse.batch", "batch_service_spec")
+        if batch_spec is not None:
+            from .batch import batch_roles
+
+            services.append(batch_spec(settings))
+            roles_extra.extend(batch_roles())
     if settings.dask.gateway and settings.hub.spawner == "ecluse":
         gateway = _optional("ecluse.dask.gateway", "gateway_service_spec")
         if gateway is not None:

@@ -68,6 +68,7 @@ def write_config(
         # a gateway per test hub is not needed (tests/dask start their own)
         "dask": {"gateway": False, "proxy_port": free_port()},
         "airlock": {"port": free_port()},
+        "batch": {"port": free_port()},
     }
     for key, value in (overrides or {}).items():
         target = config
