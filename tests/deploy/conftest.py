@@ -153,6 +153,10 @@ def _check_prerequisites() -> None:
         pytest.fail("the deploy test needs root (sandboxes: namespaces, cgroups, nftables; "
                     "mounts)")
     missing = [pkg for cmd, pkg in NEEDED_COMMANDS.items() if not shutil.which(cmd)]
+    # the hub role creates its virtualenv with Debian's Python (ecluse_python)
+    if subprocess.run(["/usr/bin/python3", "-c", "import ensurepip, venv"],
+                      capture_output=True).returncode != 0:
+        missing.append("python3-venv")
     if missing:
         pytest.fail("the deploy test needs these Debian packages: " + ", ".join(sorted(
             set(missing))) + " (run scripts/install-system-deps.sh test as root)")
