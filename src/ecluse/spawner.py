@@ -251,6 +251,13 @@ class EcluseSpawner(Spawner):
 
     # ---------------------------------------------------------------- lifecycle
 
+    def _airlock_ip(self) -> str:
+        """Where workspaces reach the airlock (the hub config binds it there)."""
+        ip = self.settings.airlock.ip
+        if ip == "127.0.0.1" and self.settings.sandbox.backend == "local":
+            return self.backend.host_address()
+        return ip
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         env.update(
@@ -263,7 +270,7 @@ class EcluseSpawner(Spawner):
                 "PYTHONNOUSERSITE": "1",
                 # the airlock, reachable from the sandbox on the host address
                 "ECLUSE_AIRLOCK_URL": (
-                    f"http://{self.settings.airlock.ip}:{self.settings.airlock.port}"
+                    f"http://{self._airlock_ip()}:{self.settings.airlock.port}"
                     "/services/airlock/"
                 ),
             }

@@ -94,7 +94,14 @@ def teardown_host_network(runtime_dir: str | os.PathLike = "/run/ecluse", *,
         if not force and _registered(rt):
             return False
         network.delete_table()
+        addr = network.dummy_address()
+        if not force and addr and network.address_in_use(addr):
+            # a hub or service (another deployment or test session) still listens
+            # on the host address: taking it away would break it
+            return False
         network.delete_dummy()
+        if addr:
+            network.delete_unreachable_route_for(addr)
         _remove_cgroup_parents(cgroup_parent)
         logs = rt / "logs"
         if os.path.ismount(logs):

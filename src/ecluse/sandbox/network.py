@@ -129,9 +129,52 @@ def delete_table() -> None:
         log.info("removed nftables table inet %s", TABLE)
 
 
+def ensure_unreachable_route(subnet: Subnet) -> None:
+    """``unreachable <subnet>``: sandbox addresses never leave this host.
+
+    The host address and each sandbox's /30 are more specific routes and win;
+    when one of them is gone (a sandbox stopped, the host network torn down
+    while a hub still talks to it) packets for it are refused here instead of
+    following the default route off the machine.
+    """
+    sh("ip", "route", "replace", "unreachable", str(subnet.net), check=False)
+
+
+def delete_unreachable_route_for(addr: str) -> None:
+    """Remove the ``unreachable`` route of the subnet holding ``addr``."""
+    out = sh("ip", "-j", "route", "show", "type", "unreachable", check=False).stdout
+    try:
+        routes = json.loads(out or "[]")
+    except ValueError:
+        return
+    for r in routes:
+        dst = r.get("dst", "")
+        if "/" in dst and ipaddress.ip_address(addr) in ipaddress.ip_network(dst, strict=False):
+            sh("ip", "route", "del", "unreachable", dst, check=False)
+
+
+def dummy_address() -> str | None:
+    """The address on ``ecluse0``, if the interface exists."""
+    if not Path(f"/sys/class/net/{DUMMY_IFACE}").exists():
+        return None
+    out = sh("ip", "-j", "addr", "show", "dev", DUMMY_IFACE, check=False).stdout
+    try:
+        addrs = [a["local"] for i in json.loads(out or "[]") for a in i.get("addr_info", [])]
+    except (ValueError, KeyError):
+        return None
+    return addrs[0] if addrs else None
+
+
+def address_in_use(addr: str) -> bool:
+    """Whether any socket listens on ``addr`` (a hub or service bound to it)."""
+    p = sh("ss", "-Hltnu", "src", addr, check=False)
+    return p.returncode == 0 and bool(p.stdout.strip())
+
+
 def ensure_dummy(subnet: Subnet) -> str:
     """Create ``ecluse0`` with the host address if missing; return the address."""
     addr = subnet.host_address
+    ensure_unreachable_route(subnet)
     if not Path(f"/sys/class/net/{DUMMY_IFACE}").exists():
         # a dummy device if the kernel has the driver, else a bridge without ports
         # (both are local-only: nothing is ever bridged or sent through them)
