@@ -5,7 +5,7 @@ set -euo pipefail
 
 RUNTIME_PKGS=(slapd ldap-utils bubblewrap nftables iproute2 procps psmisc util-linux
               libcap2-bin ca-certificates)
-TEST_PKGS=(postgresql chromium chromium-driver)
+TEST_PKGS=(postgresql chromium chromium-driver python3-venv)
 
 want=("${RUNTIME_PKGS[@]}")
 if [ "${1:-runtime}" = "test" ]; then want+=("${TEST_PKGS[@]}"); fi
