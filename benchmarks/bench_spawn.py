@@ -111,13 +111,21 @@ def run_phase(tmp: Path, slapd: EmbeddedSlapd, spawner: str, users: dict[str, st
             times.append(spawn_and_wait(stack, c, tok, first, "cardio-los"))
             stop_and_wait(c, tok, first, "cardio-los")
         result["sequential"] = times
+        print(f"[{spawner}] sequential spawn times (s): "
+              + ", ".join(f"{t:.2f}" for t in times), flush=True)
         if concurrent:
             names = list(users)[:concurrent]
             t0 = time.perf_counter()
             with ThreadPoolExecutor(concurrent) as pool:
                 jobs = [pool.submit(spawn_and_wait, stack, *clients[u], u, "cardio-los")
                         for u in names]
-                each = [j.result() for j in jobs]
+                each = []
+                for j in jobs:
+                    try:
+                        each.append(j.result())
+                    except RuntimeError as e:  # counted, reported, not fatal
+                        print(f"[{spawner}] {e}", flush=True)
+                        each.append(float("inf"))
             result["concurrent_all_ready_s"] = time.perf_counter() - t0
             result["concurrent_each"] = each
             if spawner == "ecluse":
@@ -168,6 +176,8 @@ def main() -> int:
     ok = o / b <= 1.3
     if args.concurrent:
         allr = ours["concurrent_all_ready_s"]
+        ready = sum(1 for t in ours["concurrent_each"] if t <= 90)
+        print(f"{'ready within 90 s':<46}{ready:>10}/{args.concurrent}")
         print(f"{str(args.concurrent) + ' concurrent sandboxes: all ready (s)':<46}{allr:>10.1f}"
               f"{'90 (target)':>18}")
         mem = ours.get("memory") or []
@@ -176,7 +186,7 @@ def main() -> int:
             rss = statistics.median(m[1] for m in mem) / 2**20
             print(f"{'memory per sandbox, median cgroup (MiB)':<46}{cg:>10.0f}")
             print(f"{'memory per sandbox, median RSS (MiB)':<46}{rss:>10.0f}")
-        ok = ok and allr <= 90
+        ok = ok and allr <= 90 and ready == args.concurrent
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 
