@@ -22,7 +22,8 @@ def test_audit_events_are_namespaced() -> None:
 
 def test_hub_spec_and_roles(settings) -> None:
     spec = batch_service_spec(settings)
-    assert spec["name"] == "batch" and spec["url"] == "http://127.0.0.1:8091"
+    assert spec["name"] == "batch"
+    assert spec["url"] == f"http://127.0.0.1:{settings.batch.port}"
     assert spec["command"][-4:] == ["--config", str(settings.config_file), "--state-dir",
                                     str(settings.state_dir)]
     roles = {r["name"]: r for r in batch_roles()}
