@@ -30,4 +30,5 @@ def test_hub_spec_and_roles(settings) -> None:
     assert roles["ecluse-batch-user"]["groups"] == ["staff"]
     assert "access:services!service=batch" in roles["ecluse-batch-user"]["scopes"]
     assert roles["ecluse-batch-service"]["scopes"] == ["read:users:groups"]
-    assert batch_settings(settings) == BatchSettings()
+    assert batch_settings(settings) == settings.batch  # the wired section
+    assert BatchSettings().port == 8091  # the documented default
