@@ -137,6 +137,8 @@ def _leftover_processes(config) -> list[str]:
             ours = any(p.pid == me for p in proc.parents())
         except psutil.Error:
             continue
+        if "multiprocessing.resource_tracker" in cmd or "multiprocessing.forkserver" in cmd:
+            continue  # the interpreter's own helpers: they exit with pytest itself
         if ours or any(path in cmd for path in paths):
             left.append(f"{proc.info['pid']} {cmd[:160]}")
     return left
