@@ -22,7 +22,7 @@ import pytest
 from ecluse.sandbox import Mount, SandboxError, SandboxSpec, UserIdentity, get_backend
 from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
-from ecluse.sandbox.local import LocalSandbox
+from ecluse.sandbox.local import LocalSandbox, _python_dirs
 
 from .conftest import ALICE, BOB, CREATED, HUB_PORT, TrackingLocalSandbox
 
@@ -60,9 +60,12 @@ print(json.dumps(out))
     assert out["cwd"] == out["home"] == "/home/alice"
     assert out["prefix"] == sys.prefix
     assert out["pandas"] == 3
+    # the workspace environment is mounted at its own path (wherever the checkout
+    # lives: /work, /check, /opt...), so its top-level directory is allowed too
+    env_tops = {Path(d).parts[1] for d in _python_dirs(Path(sys.prefix))}
     assert set(out["root"]) <= {"bin", "data", "dev", "etc", "home", "lib", "lib64", "proc",
-                                "project", "root", "sbin", "tmp", "usr", "work", "lib32",
-                                "libx32"}
+                                "project", "root", "sbin", "tmp", "usr", "lib32",
+                                "libx32"} | env_tops
     assert "JUPYTERHUB_API_TOKEN" not in out["env"]  # host env never leaks in
     assert (paths.shared / "shared.txt").read_text() == "team"
     assert (paths.home / "mine.txt").stat().st_uid == 5001
