@@ -63,7 +63,9 @@ class EcluseSpawner(Spawner):
     workspace_cmd = List(
         Unicode(),
         help="""Command of the workspace server inside the sandbox (default:
-        jupyterhub-singleuser of the Python environment mounted in workspaces).""",
+        ecluse-singleuser of the Python environment mounted in workspaces:
+        jupyterhub-singleuser without the optional imports a workspace never
+        needs, see ecluse_workspace.singleuser).""",
     ).tag(config=True)
     extra_allowed_ports = List(
         Integer(),
@@ -86,7 +88,7 @@ class EcluseSpawner(Spawner):
 
     @default("workspace_cmd")
     def _default_cmd(self) -> list[str]:
-        return [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+        return [str(Path(sys.executable).parent / "ecluse-singleuser")]
 
     @property
     def backend(self):

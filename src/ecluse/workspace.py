@@ -66,6 +66,9 @@ def server_config(settings: Settings) -> dict[str, Any]:
             "contents_manager_class": "ecluse_workspace.guard.EcluseContentsManager",
             "root_dir": "/",
         },
+        # no extension installs from a workspace (and no lookups on PyPI, which
+        # a sandbox cannot reach anyway): the manager's UI plugin is disabled too
+        "LabApp": {"extension_manager": "readonly"},
         "FileContentsManager": {"allow_hidden": False, "delete_to_trash": False},
         "GuardPolicy": {
             "max_text_bytes": 2 * 2**20,
