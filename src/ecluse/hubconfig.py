@@ -183,7 +183,12 @@ def configure_spawner(c: Any, settings: Settings) -> None:
     # development fallback: a plain local process, no isolation
     c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
     c.SimpleLocalProcessSpawner.home_dir_template = str(settings.state_dir / "homes" / "{username}")
-    c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+    # the same server command as workspaces (when the workspace extension is
+    # installed), so the two spawners differ by the sandbox alone
+    launcher = Path(sys.executable).parent / "ecluse-singleuser"
+    if not launcher.exists():
+        launcher = launcher.with_name("jupyterhub-singleuser")
+    c.Spawner.cmd = [str(launcher)]
     if os.geteuid() == 0:
         c.Spawner.args = ["--allow-root"]
 
