@@ -117,10 +117,13 @@ async def test_limits_from_quota(backend, covid):
             assert int((mem / "memory.limit_in_bytes").read_text()) == covid.quota.memory
             assert int((pids / "pids.max").read_text()) == covid.quota.pids
             assert int((cpu / "cpu.cfs_quota_us").read_text()) == int(covid.quota.cpu * 100_000)
+            assert int((cpu / "cpu.shares").read_text()) == int(covid.quota.cpu * 1024)
+            assert int((cpu.parent / "cpu.shares").read_text()) == 1024 * os.cpu_count()
         else:
             (d,) = cg.dirs
             assert int((d / "memory.max").read_text()) == covid.quota.memory
             assert int((d / "pids.max").read_text()) == covid.quota.pids
+            assert int((d / "cpu.weight").read_text()) == int(covid.quota.cpu * 100)
         assert cg.pids()
     finally:
         await backend.stop(state)

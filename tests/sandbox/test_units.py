@@ -4,6 +4,7 @@ program, address plan, firewall script, spec validation."""
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def test_cgroup_v2_files(tmp_path, monkeypatch):
     assert (d / "memory.max").read_text() == str(512 * 2**20)
     assert (d / "pids.max").read_text() == "100"
     assert (d / "cpu.max").read_text() == "150000 100000"
+    # weight under contention: in proportion to the quota; the sandboxes'
+    # parent weighs one busy process per core
+    assert (d / "cpu.weight").read_text() == "150"
+    assert (parent / "cpu.weight").read_text() == str(100 * (os.cpu_count() or 1))
     assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
     assert cg.procs_files == [str(d / "cgroup.procs")]
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
@@ -55,6 +60,8 @@ def test_cgroup_v1_files(tmp_path):
     assert (pids / "pids.max").read_text() == "64"
     assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"
     assert (cpu / "cpu.cfs_period_us").read_text() == "100000"
+    assert (cpu / "cpu.shares").read_text() == "512"
+    assert (cpu.parent / "cpu.shares").read_text() == str(1024 * (os.cpu_count() or 1))
     (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
     assert cg.oom_kills() == 2
     with pytest.raises(ValueError):

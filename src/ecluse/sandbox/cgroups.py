@@ -21,6 +21,21 @@ from pathlib import Path
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
+#: CPU weight of one core's worth of quota (v1 ``cpu.shares``, v2 ``cpu.weight``)
+V1_SHARES_PER_CPU = 1024
+V2_WEIGHT_PER_CPU = 100
+
+
+def parent_cpu_cores() -> int:
+    """The weight of the sandboxes' parent cgroup, in busy processes' worth.
+
+    By default a cgroup weighs as much as a single process of its parent: all
+    sandboxes together would get one process's share of the host against the
+    hub, the proxy and the services, however many researchers are working.
+    Sandboxes are the host's workload: together they weigh as much as one
+    busy process per core (the platform processes keep theirs).
+    """
+    return os.cpu_count() or 1
 
 
 class CgroupError(OSError):
@@ -91,6 +106,10 @@ class Cgroups:
         for d in self.dirs:
             d.parent.mkdir(exist_ok=True)
             d.mkdir()
+        # CPU under contention: sandboxes together weigh one busy process per
+        # core against the host; each sandbox in proportion to its quota
+        _write_if_changed(cpu.parent / "cpu.shares", V1_SHARES_PER_CPU * parent_cpu_cores())
+        _write(cpu / "cpu.shares", max(2, int(limits.cpu * V1_SHARES_PER_CPU)))
         _write(mem / "memory.limit_in_bytes", limits.memory)
         if (mem / "memory.memsw.limit_in_bytes").exists():  # no swap beyond the limit
             _write(mem / "memory.memsw.limit_in_bytes", limits.memory)
@@ -109,7 +128,10 @@ class Cgroups:
         if not parent.exists():
             parent.mkdir(exist_ok=True)
         _enable_controllers(self.root, parent)
+        _write_if_changed(parent / "cpu.weight",
+                          min(10000, V2_WEIGHT_PER_CPU * parent_cpu_cores()))
         d.mkdir()
+        _write(d / "cpu.weight", min(10000, max(1, int(limits.cpu * V2_WEIGHT_PER_CPU))))
         _write(d / "memory.max", limits.memory)
         if (d / "memory.swap.max").exists():
             _write(d / "memory.swap.max", 0)
@@ -210,6 +232,16 @@ def list_ids(parent: str = "ecluse", root: Path = CGROUP_FS, version: int | None
 def _write(path: Path, value: object) -> None:
     with open(path, "w") as fh:
         fh.write(str(value))
+
+
+def _write_if_changed(path: Path, value: object) -> None:
+    """Shared parent settings: written once, not rewritten at every start."""
+    try:
+        if path.read_text().strip() == str(value):
+            return
+    except FileNotFoundError:
+        pass
+    _write(path, value)
 
 
 def _enable_controllers(root: Path, parent: Path) -> None:
