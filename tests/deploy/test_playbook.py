@@ -99,7 +99,7 @@ def test_systemd_unit_keeps_workspaces_on_hub_restart(deployment):
     unit = (deployment.prefix / "systemd/ecluse-hub.service").read_text()
     lines = set(unit.splitlines())
     assert "KillMode=process" in lines
-    assert f"ExecStart={deployment.opt}/venv/bin/jupyterhub -f {deployment.config_dir}/" \
+    assert f"ExecStart={deployment.opt}/venv/bin/ecluse-hub -f {deployment.config_dir}/" \
            "jupyterhub_config.py" in lines
     assert f"EnvironmentFile={deployment.config_dir}/ecluse-secrets.env" in lines
     assert "WantedBy=multi-user.target" in lines
