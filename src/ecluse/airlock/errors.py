@@ -9,20 +9,11 @@ ignore.
 
 from __future__ import annotations
 
+from ..hubservice import ServiceError
 
-class AirlockError(Exception):
+
+class AirlockError(ServiceError):
     """An error the user may see (dask-gateway's ``PublicException`` pattern)."""
-
-    status: int = 400
-    code: str = "bad_request"
-
-    def __init__(self, message: str, *, log_message: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.log_message = log_message or message
-
-    def to_dict(self) -> dict[str, object]:
-        return {"error": {"code": self.code, "status": self.status, "message": self.message}}
 
 
 class InvalidInput(AirlockError):

@@ -18,9 +18,9 @@ model lacks them.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+from ..hubservice import serve_command
 from .settings import airlock_settings
 
 SERVICE_NAME = "airlock"
@@ -38,16 +38,12 @@ SERVICE_SCOPES = ["read:users:groups"]
 def airlock_service_spec(settings: Any) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed airlock on loopback."""
     conf = airlock_settings(settings)
-    command = [sys.executable, "-m", "ecluse", "airlock", "serve"]
-    if getattr(settings, "config_file", None):
-        command += ["--config", str(settings.config_file)]
-    command += ["--state-dir", str(settings.state_dir)]
     return {
         "name": SERVICE_NAME,
         "display": True,
         "info": {"description": "Export requests and output checking"},
         "url": f"http://{conf.ip}:{conf.port}",
-        "command": command,
+        "command": serve_command(SERVICE_NAME, settings),
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": list(OAUTH_SCOPES),
     }

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..hubservice import settings_section
+
 
 class AirlockSettings(BaseModel):
     """Where the airlock listens, stores files and keeps its database; review rules."""
@@ -71,11 +73,4 @@ class AirlockSettings(BaseModel):
 
 def airlock_settings(settings: Any) -> AirlockSettings:
     """The airlock section of a deployment's settings (defaults when absent)."""
-    value = getattr(settings, "airlock", None)
-    if value is None:
-        return AirlockSettings()
-    if isinstance(value, AirlockSettings):
-        return value
-    return AirlockSettings.model_validate(
-        value.model_dump() if isinstance(value, BaseModel) else value
-    )
+    return settings_section(settings, "airlock", AirlockSettings)

@@ -6,18 +6,11 @@ detail for the log only. The web edge maps ``status`` to the HTTP status.
 
 from __future__ import annotations
 
+from ..hubservice import ServiceError
 
-class BatchError(Exception):
-    status: int = 400
-    code: str = "bad_request"
 
-    def __init__(self, message: str, *, log_message: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.log_message = log_message or message
-
-    def to_dict(self) -> dict[str, object]:
-        return {"error": {"code": self.code, "status": self.status, "message": self.message}}
+class BatchError(ServiceError):
+    """An error of the batch service the user may see."""
 
 
 class InvalidInput(BatchError):

@@ -14,9 +14,9 @@ and no OAuth login.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+from ..hubservice import serve_command
 from .settings import batch_settings
 
 SERVICE_NAME = "batch"
@@ -32,16 +32,12 @@ SERVICE_SCOPES = ["read:users:groups"]
 def batch_service_spec(settings: Any) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed batch service on loopback."""
     conf = batch_settings(settings)
-    command = [sys.executable, "-m", "ecluse", "batch", "serve"]
-    if getattr(settings, "config_file", None):
-        command += ["--config", str(settings.config_file)]
-    command += ["--state-dir", str(settings.state_dir)]
     return {
         "name": SERVICE_NAME,
         "display": False,
         "info": {"description": "Batch notebook runs (papermill) in project sandboxes"},
         "url": f"http://{conf.ip}:{conf.port}",
-        "command": command,
+        "command": serve_command(SERVICE_NAME, settings),
     }
 
 

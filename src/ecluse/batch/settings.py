@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..hubservice import settings_section
+
 
 class BatchSettings(BaseModel):
     """Where the batch service listens, keeps its queue, and how many runs it runs at once."""
@@ -55,11 +57,4 @@ class BatchSettings(BaseModel):
 
 def batch_settings(settings: Any) -> BatchSettings:
     """The batch section of a deployment's settings (defaults when absent)."""
-    value = getattr(settings, "batch", None)
-    if value is None:
-        return BatchSettings()
-    if isinstance(value, BatchSettings):
-        return value
-    return BatchSettings.model_validate(
-        value.model_dump() if isinstance(value, BaseModel) else value
-    )
+    return settings_section(settings, "batch", BatchSettings)

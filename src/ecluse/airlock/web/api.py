@@ -8,7 +8,6 @@ domain exception.
 
 from __future__ import annotations
 
-import json
 import re
 from email.message import Message
 from typing import Any
@@ -20,32 +19,13 @@ from tornado import web
 from ..errors import AirlockError, InvalidInput, TooLarge
 from ..rules import FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
-from .base import BaseHandler
-
-REQ = r"(?P<request_id>[A-Za-z0-9_-]{1,40})"
+from .base import REQ, BaseHandler
 
 
 class APIHandler(BaseHandler):
+    """JSON in and out; no login redirect (401 instead)."""
+
     api = True
-
-    def get_login_url(self) -> str:
-        raise web.HTTPError(401)
-
-    def json_body(self) -> dict[str, Any]:
-        if not self.request.body:
-            return {}
-        try:
-            data = json.loads(self.request.body)
-        except ValueError as e:
-            raise InvalidInput(f"body: not valid JSON ({e.msg} at position {e.pos})") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("body: expected a JSON object")
-        return data
-
-    def send(self, data: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(data, ensure_ascii=False))
 
 
 class MeHandler(APIHandler):
@@ -129,12 +109,7 @@ class ActionHandler(APIHandler):
     async def post(self, request_id: str, action: str) -> None:
         me = self.require_identity()
         body = self.json_body()
-        fn = {
-            "submit": self.service.submit,
-            "resubmit": self.service.resubmit,
-            "withdraw": self.service.withdraw,
-            "release": self.service.release,
-        }[action]
+        fn = self.action(action)
         self.send(await self.run(fn, me, request_id, body.get("comment", "")))
 
 
@@ -157,26 +132,8 @@ class FileContentHandler(APIHandler):
     async def get(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
         content = await self.run(self.service.open_file, me, request_id, int(file_id))
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Length", str(content.size))
-        self.set_header("X-Airlock-SHA256", content.sha256)
         disposition = "attachment" if content.purpose == "download" else "inline"
-        self.set_header(
-            "Content-Disposition", f"{disposition}; filename*=UTF-8''{_rfc5987(content.name)}"
-        )
-        while True:
-            chunk = await self.run(next, content.chunks, None)
-            if chunk is None:
-                break
-            self.write(chunk)
-            await self.flush()
-        self.finish()
-
-
-def _rfc5987(name: str) -> str:
-    from urllib.parse import quote
-
-    return quote(name, safe="")
+        await self.send_file(content, disposition, {"X-Airlock-SHA256": content.sha256})
 
 
 @web.stream_request_body

@@ -8,26 +8,24 @@ service URL's host and port (loopback by default).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
-import signal
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
-from tornado.httpserver import HTTPServer
 
+from ...hubservice import web as hubweb
+from ...hubservice.web import bind_address
 from ..service import AirlockService
 from .api import api_handlers
-from .base import GroupResolver
 from .ui import NotFoundPage, ui_handlers
+
+__all__ = ["bind_address", "hub_oauth_from_env", "make_app", "serve"]
 
 log = logging.getLogger("ecluse.airlock.web")
 HERE = Path(__file__).resolve().parent.parent
@@ -55,10 +53,7 @@ def make_app(
     prefix: str | None = None,
     cookie_secret: bytes | None = None,
 ) -> web.Application:
-    prefix = prefix or hub_auth.base_url or "/services/airlock/"
-    if not prefix.endswith("/"):
-        prefix += "/"
-    pool = ThreadPoolExecutor(service.settings.workers, thread_name_prefix="airlock")
+    prefix = hubweb.service_prefix(hub_auth, prefix, "/services/airlock/")
     jinja = Environment(
         loader=FileSystemLoader(str(HERE / "templates")),
         autoescape=select_autoescape(["html"]),
@@ -70,11 +65,12 @@ def make_app(
     handlers.append((prefix.rstrip("/") + r"/(.*)", NotFoundPage))
     app = web.Application(
         handlers,
-        airlock_service=service,
+        **hubweb.handler_settings(
+            service, hub_auth, workers=service.settings.workers,
+            group_cache_seconds=service.settings.group_cache_seconds,
+            thread_name_prefix="airlock",
+        ),
         airlock_prefix=prefix,
-        airlock_pool=pool,
-        hub_auth=hub_auth,
-        group_resolver=GroupResolver(hub_auth, service.settings.group_cache_seconds),
         jinja_env=jinja,
         hub_home=url_path_join(hub_auth.hub_prefix or "/hub/", "home"),
         login_url=hub_auth.login_url,
@@ -89,24 +85,7 @@ def make_app(
 
 def hub_oauth_from_env() -> HubOAuth:
     """HubOAuth configured from the managed-service environment (fails loudly)."""
-    missing = [
-        k for k in ("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_PREFIX")
-        if not os.environ.get(k)
-    ]
-    if missing:
-        raise RuntimeError(
-            "ecluse airlock serve runs as a JupyterHub-managed service: missing "
-            + ", ".join(missing)
-        )
-    return HubOAuth(cache_max_age=60)
-
-
-def bind_address(default_ip: str, default_port: int) -> tuple[str, int]:
-    url = os.environ.get("JUPYTERHUB_SERVICE_URL")
-    if url:
-        parsed = urlparse(url)
-        return parsed.hostname or default_ip, parsed.port or default_port
-    return default_ip, default_port
+    return hubweb.hub_oauth_from_env("ecluse airlock serve")
 
 
 async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path) -> None:
@@ -115,16 +94,12 @@ async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path)
     app = make_app(
         service, hub_auth=hub_auth, cookie_secret=_cookie_secret(service.staging.root)
     )
-    server = HTTPServer(app, xheaders=True, max_body_size=service.settings.max_file_bytes)
-    server.listen(port, address=ip)
+    server = hubweb.listen(app, ip=ip, port=port,
+                               max_body_size=service.settings.max_file_bytes)
     log.info("airlock listening on http://%s:%s%s", ip, port, app.settings["airlock_prefix"])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await hubweb.until_stopped()
     server.stop()
     await server.close_all_connections()
-    app.settings["airlock_pool"].shutdown(wait=False)
+    app.settings["pool"].shutdown(wait=False)
     service.close()
     log.info("airlock stopped")

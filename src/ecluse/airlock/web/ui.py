@@ -14,12 +14,10 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-from ..errors import InvalidInput
+from ...hubservice.web import HubAuthFromSettings
 from ..preview import table_preview, text_excerpt
 from ..rules import State
-from .base import BaseHandler
-
-REQ = r"(?P<request_id>[A-Za-z0-9_-]{1,40})"
+from .base import REQ, BaseHandler
 
 
 class PageHandler(BaseHandler):
@@ -99,14 +97,7 @@ class ActionForm(PageHandler):
     @web.authenticated
     async def post(self, request_id: str, action: str) -> None:
         me = self.require_identity()
-        fn = {
-            "submit": self.service.submit,
-            "resubmit": self.service.resubmit,
-            "withdraw": self.service.withdraw,
-            "release": self.service.release,
-        }.get(action)
-        if fn is None:  # pragma: no cover - the route restricts it
-            raise InvalidInput(f"unknown action {action}")
+        fn = self.action(action)
         await self.run(fn, me, request_id, self.get_body_argument("comment", ""))
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"done: {action}"))
 
@@ -116,30 +107,11 @@ class DownloadPage(PageHandler):
     async def get(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
         content = await self.run(self.service.open_file, me, request_id, int(file_id))
-        self.set_header("Content-Type", "application/octet-stream")
-        self.set_header("Content-Length", str(content.size))
-        self.set_header(
-            "Content-Disposition", f"attachment; filename*=UTF-8''{quote(content.name, safe='')}"
-        )
-        while True:
-            chunk = await self.run(next, content.chunks, None)
-            if chunk is None:
-                break
-            self.write(chunk)
-            await self.flush()
-        self.finish()
+        await self.send_file(content)
 
 
-class OAuthCallback(HubOAuthCallbackHandler):
+class OAuthCallback(HubAuthFromSettings, HubOAuthCallbackHandler):
     """Completes the hub OAuth flow with the service's own HubOAuth instance."""
-
-    @property
-    def hub_auth(self):  # type: ignore[override]
-        return self.settings["hub_auth"]
-
-    @hub_auth.setter
-    def hub_auth(self, value: Any) -> None:  # pragma: no cover
-        pass
 
 
 class NotFoundPage(PageHandler):

@@ -1,0 +1,51 @@
+"""What a JupyterHub-managed service of Écluse shares (the airlock, the batch service).
+
+* :class:`ServiceError` — the base of a service's domain exceptions;
+* :func:`serve_command`, :func:`settings_section` — the hub's service entry
+  and the service's section of the deployment settings;
+* :mod:`.web` — the tornado side: hub authentication, the base handler,
+  error rendering, start-up (imported only by the services' web layers).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ServiceError(Exception):
+    """An error the user may see; subclasses set ``status`` and ``code``."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, log_message: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.log_message = log_message or message
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": {"code": self.code, "status": self.status, "message": self.message}}
+
+
+def serve_command(service: str, settings: Any) -> list[str]:
+    """``ecluse <service> serve`` with the deployment's config file and state folder."""
+    command = [sys.executable, "-m", "ecluse", service, "serve"]
+    if getattr(settings, "config_file", None):
+        command += ["--config", str(settings.config_file)]
+    command += ["--state-dir", str(settings.state_dir)]
+    return command
+
+
+def settings_section(settings: Any, name: str, model: type[M]) -> M:
+    """The ``name`` section of a deployment's settings as ``model`` (defaults when absent)."""
+    value = getattr(settings, name, None)
+    if value is None:
+        return model()
+    if isinstance(value, model):
+        return value
+    return model.model_validate(value.model_dump() if isinstance(value, BaseModel) else value)
