@@ -19,7 +19,7 @@ Components (each started for real and removed afterwards, pass or fail):
 * ``create_request_at_status`` — factory taking a request to any state.
 * ``airlock_hub`` (session) — JupyterHub + proxy + the hub-managed airlock
   service (:mod:`hubstack`), users signing in through
-  :class:`doubles.GroupsFromConfigAuthenticator`.
+  :class:`tests.support.doubles.GroupsFromConfigAuthenticator`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""Test doubles for the batch hub tests (real subclasses, named by behaviour)."""
+"""Test doubles for the hub service tests (real subclasses, named by behaviour).
+
+The hub of :class:`hubservice.ServiceHub` loads them by name (this folder is
+put on its ``sys.path``).
+
+:class:`GroupsFromConfigAuthenticator` is a real JupyterHub
+``Authenticator``: users and passwords come from config and each login sets the
+user's hub groups (``manage_groups``), exactly as the LDAP authenticator does
+from the directory.
+"""
 
 from __future__ import annotations
 

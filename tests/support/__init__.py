@@ -1,0 +1,5 @@
+"""Helpers shared by the test suites (not tests themselves).
+
+* :mod:`.hubservice` — a real JupyterHub with one hub-managed Écluse service;
+* :mod:`.doubles` — the test doubles that hub loads by name.
+"""

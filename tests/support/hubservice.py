@@ -1,0 +1,202 @@
+"""A real JupyterHub with one hub-managed Écluse service (airlock, batch).
+
+:class:`ServiceHub` writes a ``jupyterhub_config.py`` next to the service's
+Écluse config: the service entry and roles come from ``ecluse.<service>``
+(``<service>_service_spec``, ``<service>_roles``), and a ``test-admin``
+service mints API tokens through the hub REST API. It starts ``jupyterhub``
+(which starts configurable-http-proxy and ``ecluse <service> serve``) on free
+loopback ports, waits for the service to answer, and stops everything
+(process group) and deletes the folder. Users sign in through the hub's login
+form with :class:`doubles.GroupsFromConfigAuthenticator` (hub groups from
+config, as the LDAP authenticator sets them from the directory).
+
+A subclass says which service (``service``), who signs in (``users``), what
+the hub's ``user`` role may do (``user_scopes``) and writes the Écluse config
+(:meth:`ServiceHub.ecluse_config`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from ecluse.ldapserver import free_port
+
+HERE = Path(__file__).resolve().parent
+
+HUB_CONFIG = '''
+import sys
+sys.path.insert(0, {here!r})
+from ecluse.config import load_settings
+from ecluse.{service} import {service}_roles, {service}_service_spec
+from ecluse.hubconfig import proxy_command
+
+c = get_config()  # noqa: F821
+settings = load_settings({config!r})
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
+c.ConfigurableHTTPProxy.command = proxy_command()
+c.ConfigurableHTTPProxy.pid_file = {root!r} + "/proxy.pid"
+c.JupyterHub.db_url = "sqlite:///" + {root!r} + "/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret = bytes.fromhex({cookie_secret!r})
+c.JupyterHub.pid_file = {root!r} + "/jupyterhub.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.authenticator_class = "doubles.GroupsFromConfigAuthenticator"
+c.Authenticator.manage_groups = True
+c.Authenticator.allow_all = True
+c.GroupsFromConfigAuthenticator.passwords = {passwords!r}
+c.GroupsFromConfigAuthenticator.user_groups = {groups!r}
+spec = {service}_service_spec(settings)
+spec["url"] = "http://127.0.0.1:{service_port}"
+c.JupyterHub.services = [spec, {{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [
+    {{"name": "user", "scopes": {user_scopes!r}}},
+    *{service}_roles(),
+    {{"name": "test-admin", "scopes": ["admin:users", "tokens", "list:users"],
+      "services": ["test-admin"]}},
+]
+'''
+
+
+def password(user: str) -> str:
+    return f"pw-{user}-Secret1"
+
+
+class ServiceHub:
+    """JupyterHub + proxy + one hub-managed service, in a temporary folder."""
+
+    #: the service: ``ecluse.<service>`` has ``<service>_service_spec`` and ``<service>_roles``
+    service: str
+    #: username -> hub groups (each signs in with :func:`password`)
+    users: dict[str, list[str]]
+    #: scopes of the hub's ``user`` role
+    user_scopes: list[str] = ["self"]
+    #: scopes of :meth:`token` when none are given (None: the hub's default)
+    token_scopes: list[str] | None = None
+    tmp_prefix = "ecluse-test-hub-"
+    start_timeout: float = 60
+    stop_timeout: float = 20
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=self.tmp_prefix))
+        os.chmod(self.root, 0o755)
+        self.port = free_port()
+        self.service_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.service_url = f"{self.url}/services/{self.service}"
+        self.admin_token = secrets.token_hex(16)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.root / "hub.log"
+
+    def ecluse_config(self) -> Path:
+        """Write the service's ``ecluse.yaml`` (and what it names); return its path."""
+        raise NotImplementedError
+
+    def write_hub_config(self) -> Path:
+        hub_cfg = self.root / "jupyterhub_config.py"
+        hub_cfg.write_text(HUB_CONFIG.format(
+            here=str(HERE), service=self.service, config=str(self.ecluse_config()),
+            port=self.port, hub_port=free_port(), proxy_api_port=free_port(),
+            proxy_token=secrets.token_hex(16), root=str(self.root),
+            cookie_secret=secrets.token_hex(32),
+            passwords={u: password(u) for u in self.users}, groups=self.users,
+            service_port=self.service_port, admin_token=self.admin_token,
+            user_scopes=self.user_scopes,
+        ))
+        return hub_cfg
+
+    def start(self, timeout: float | None = None) -> None:
+        timeout = timeout or self.start_timeout
+        hub_cfg = self.write_hub_config()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        bindir = Path(sys.executable).parent
+        env["PATH"] = f"{bindir}:{env.get('PATH', '')}"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(bindir / "jupyterhub"), "-f", str(hub_cfg)], cwd=self.root, env=env,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited: {self.log_tail()}")
+            try:
+                if requests.get(f"{self.service_url}/api/v1/me", timeout=2).status_code == 401:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(
+            f"hub/{self.service} did not come up in {timeout}s: {self.log_tail()}"
+        )
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc is not None:
+            try:  # the proxy and the service, if the hub left any behind
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.kill_leftovers()
+        if getattr(self, "_log", None):
+            self._log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def kill_leftovers(self) -> None:
+        """After the hub's process group is gone: anything else to stop."""
+
+    # ------------------------------------------------------------ clients
+
+    def login(self, user: str) -> requests.Session:
+        """A browser-like session signed in through the hub login form."""
+        s = requests.Session()
+        r = s.get(f"{self.url}/hub/login", timeout=10)
+        m = re.search(r'name="_xsrf" value="([^"]+)"', r.text)
+        r = s.post(
+            f"{self.url}/hub/login",
+            data={"username": user, "password": password(user), "_xsrf": m.group(1) if m else ""},
+            allow_redirects=False, timeout=30,
+        )
+        if r.status_code != 302:
+            raise RuntimeError(f"login of {user} failed: {r.status_code}")
+        return s
+
+    def token(self, user: str, scopes: list[str] | None = None) -> str:
+        """An API token of ``user`` (signed in first, so their hub groups exist)."""
+        self.login(user)
+        body: dict = {"note": f"{self.service} test", "expires_in": 3600}
+        scopes = scopes or self.token_scopes
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = requests.post(
+            f"{self.url}/hub/api/users/{user}/tokens", json=body, timeout=10,
+            headers={"Authorization": f"token {self.admin_token}"},
+        )
+        r.raise_for_status()
+        return r.json()["token"]
