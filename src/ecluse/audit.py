@@ -34,11 +34,11 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
-    event,
     select,
     text,
 )
-from sqlalchemy.engine import Engine
+
+from .sqlite import sqlite_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +119,6 @@ class VerifyResult:
         return not self.problems
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # pragma: no cover - trivial
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=10000")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # pragma: no cover - trivial
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 class AuditLog:
     """The audit log of one deployment.
 
@@ -147,7 +132,8 @@ class AuditLog:
         self.engine = create_engine(database_url, future=True)
         self._sqlite = self.engine.dialect.name == "sqlite"
         if self._sqlite:
-            _sqlite_pragmas(self.engine)
+            sqlite_pragmas(self.engine, "journal_mode=WAL", "busy_timeout=10000",
+                           "synchronous=NORMAL", begin="BEGIN IMMEDIATE")
         metadata.create_all(self.engine)
 
     @classmethod

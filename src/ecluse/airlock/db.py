@@ -14,9 +14,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from ..sqlite import sqlite_pragmas
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "airlock_alembic_version"
@@ -32,21 +34,8 @@ def make_engine(url: str, *, pool_size: int = 8, readonly: bool = False) -> Engi
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # pragma: no cover - trivial
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
-
+        sqlite_pragmas(engine, "journal_mode=WAL", "busy_timeout=30000", "synchronous=NORMAL",
+                       "foreign_keys=ON", begin="BEGIN" if readonly else "BEGIN IMMEDIATE")
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]

@@ -12,18 +12,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-)
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine
 from sqlalchemy.engine import Engine
+
+from ..sqlite import sqlite_pragmas
 
 
 class Status(enum.StrEnum):
@@ -111,14 +103,7 @@ def make_engine(url: str) -> Engine:
     """An engine with the schema created (SQLite: WAL, foreign keys, busy timeout)."""
     engine = create_engine(url, future=True)
     if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.close()
-
+        sqlite_pragmas(engine, "journal_mode=WAL", "busy_timeout=10000")
     metadata.create_all(engine)
     return engine
 
