@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hubservice import serve_command
+from ..hubservice import service_spec
 from .settings import airlock_settings
 
 SERVICE_NAME = "airlock"
@@ -37,13 +37,10 @@ SERVICE_SCOPES = ["read:users:groups"]
 
 def airlock_service_spec(settings: Any) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed airlock on loopback."""
-    conf = airlock_settings(settings)
+    spec = service_spec(SERVICE_NAME, settings, airlock_settings(settings), display=True,
+                        description="Export requests and output checking")
     return {
-        "name": SERVICE_NAME,
-        "display": True,
-        "info": {"description": "Export requests and output checking"},
-        "url": f"http://{conf.ip}:{conf.port}",
-        "command": serve_command(SERVICE_NAME, settings),
+        **spec,
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": list(OAUTH_SCOPES),
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hubservice import serve_command
+from ..hubservice import service_spec
 from .settings import batch_settings
 
 SERVICE_NAME = "batch"
@@ -31,14 +31,8 @@ SERVICE_SCOPES = ["read:users:groups"]
 
 def batch_service_spec(settings: Any) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed batch service on loopback."""
-    conf = batch_settings(settings)
-    return {
-        "name": SERVICE_NAME,
-        "display": False,
-        "info": {"description": "Batch notebook runs (papermill) in project sandboxes"},
-        "url": f"http://{conf.ip}:{conf.port}",
-        "command": serve_command(SERVICE_NAME, settings),
-    }
+    return service_spec(SERVICE_NAME, settings, batch_settings(settings), display=False,
+                        description="Batch notebook runs (papermill) in project sandboxes")
 
 
 def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:

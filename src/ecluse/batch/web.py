@@ -31,7 +31,7 @@ log = logging.getLogger("ecluse.batch.web")
 RUN = r"(?P<run_id>[A-Za-z0-9_-]{1,40})"
 
 
-class APIHandler(hubweb.HubServiceHandler):
+class APIHandler(hubweb.HubServiceHandler[BatchService, Identity]):
     """Hub API tokens only: no cookie is ever read, so no cross-site requests."""
 
     log = log
@@ -46,14 +46,6 @@ class APIHandler(hubweb.HubServiceHandler):
     not_signed_in_message = "not signed in: send 'Authorization: token <hub API token>'"
     internal_error_message = "internal error; the details are in the batch service log"
     invalid_json = "body: not valid JSON ({e})"
-    identity: Identity | None = None
-
-    @property
-    def service(self) -> BatchService:
-        return self.settings["service"]
-
-    def require_identity(self) -> Identity:
-        return super().require_identity()
 
     async def scope_denied(self, model: dict[str, Any]) -> None:
         await self.run(self.service._record, "denied", model.get("name") or "?", None,

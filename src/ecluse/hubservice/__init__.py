@@ -1,7 +1,7 @@
 """What a JupyterHub-managed service of Écluse shares (the airlock, the batch service).
 
 * :class:`ServiceError` — the base of a service's domain exceptions;
-* :func:`serve_command`, :func:`settings_section` — the hub's service entry
+* :func:`service_spec`, :func:`settings_section` — the hub's service entry
   and the service's section of the deployment settings;
 * :mod:`.web` — the tornado side: hub authentication, the base handler,
   error rendering, start-up (imported only by the services' web layers).
@@ -32,13 +32,24 @@ class ServiceError(Exception):
         return {"error": {"code": self.code, "status": self.status, "message": self.message}}
 
 
-def serve_command(service: str, settings: Any) -> list[str]:
-    """``ecluse <service> serve`` with the deployment's config file and state folder."""
-    command = [sys.executable, "-m", "ecluse", service, "serve"]
+def service_spec(name: str, settings: Any, conf: Any, *, description: str,
+                 display: bool) -> dict[str, Any]:
+    """The entry for ``c.JupyterHub.services`` of a hub-managed service.
+
+    The hub runs ``ecluse <name> serve`` with the deployment's config file and
+    state folder; the service listens on ``conf.ip``:``conf.port``.
+    """
+    command = [sys.executable, "-m", "ecluse", name, "serve"]
     if getattr(settings, "config_file", None):
         command += ["--config", str(settings.config_file)]
     command += ["--state-dir", str(settings.state_dir)]
-    return command
+    return {
+        "name": name,
+        "display": display,
+        "info": {"description": description},
+        "url": f"http://{conf.ip}:{conf.port}",
+        "command": command,
+    }
 
 
 def settings_section(settings: Any, name: str, model: type[M]) -> M:

@@ -24,7 +24,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlparse
 
 from jupyterhub.services.auth import HubAuth, HubAuthenticated, HubOAuth, UserNotAllowed
@@ -36,6 +36,8 @@ from . import ServiceError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ServiceT = TypeVar("ServiceT")  # the business layer
+IdentityT = TypeVar("IdentityT")  # who a user is to it
 
 
 class GroupResolver:
@@ -80,7 +82,8 @@ class HubAuthFromSettings:
         pass
 
 
-class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandler):
+class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandler,
+                        Generic[ServiceT, IdentityT]):
     """Base handler of a hub-managed service (settings from :func:`handler_settings`).
 
     A subclass provides:
@@ -96,7 +99,8 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
     * ``api`` — errors as JSON and no login redirect; otherwise
       :meth:`error_page` renders errors.
 
-    The service in ``settings["service"]`` provides ``identity(name, groups)``.
+    The service (``ServiceT``) in ``settings["service"]`` provides
+    ``identity(name, groups)``, which returns an ``IdentityT``.
     """
 
     log: logging.Logger
@@ -110,10 +114,10 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
     invalid_json: str
     cookies = False
     api = True
-    identity: Any = None
+    identity: IdentityT | None = None
 
     @property
-    def service(self) -> Any:
+    def service(self) -> ServiceT:
         return self.settings["service"]
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -171,7 +175,7 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
     def get_current_user(self) -> dict[str, Any] | None:
         return getattr(self, "_hub_auth_user_cache", None)
 
-    def require_identity(self) -> Any:
+    def require_identity(self) -> IdentityT:
         if self.identity is None:
             raise self.not_authenticated(self.not_signed_in_message)
         return self.identity

@@ -36,7 +36,7 @@ log = logging.getLogger("ecluse.airlock.web")
 REQ = r"(?P<request_id>[A-Za-z0-9_-]{1,40})"
 
 
-class BaseHandler(HubServiceHandler):
+class BaseHandler(HubServiceHandler[AirlockService, Identity]):
     """Common plumbing; subclasses are either API (JSON) or UI (HTML) handlers."""
 
     log = log
@@ -55,14 +55,6 @@ class BaseHandler(HubServiceHandler):
     invalid_json = "body: not valid JSON ({e.msg} at position {e.pos})"
     cookies = True
     api = False
-    identity: Identity | None = None
-
-    @property
-    def service(self) -> AirlockService:
-        return self.settings["service"]
-
-    def require_identity(self) -> Identity:
-        return super().require_identity()
 
     def action(self, name: str) -> Callable[..., dict[str, Any]]:
         """The service method of a request action named in a URL."""
