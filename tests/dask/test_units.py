@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from ecluse.config import Project, Quota
+from ecluse.dask.front import DashboardDenied, backend_owner, check_owner, check_path
 from ecluse.dask.gateway import (
     SERVICE_NAME,
     DaskSettings,
     SandboxBackend,
     cluster_limits,
     gateway_config,
+    gateway_service_spec,
     project_options,
 )
 from ecluse.dask.sizing import dask_command_prefix, dask_env, sizing
@@ -80,6 +82,69 @@ def test_gateway_config_uses_dask_subcommands_and_hub_service_name(settings):
     assert c.Proxy.address == "127.0.0.1:9999"
     assert c.DaskGateway.backend_class.endswith("SandboxBackend")
     assert issubclass(SandboxBackend, object)
+
+
+def test_service_url_is_the_front_with_an_identify_only_oauth_client(settings):
+    spec = gateway_service_spec(settings)
+    port = settings.dask.front_port
+    assert spec["url"] == f"http://127.0.0.1:{port}"  # CHP's target: never the gateway proxy
+    assert spec["command"][spec["command"].index("--front") + 1] == f"127.0.0.1:{port}"
+    assert spec["oauth_client_id"] == f"service-{SERVICE_NAME}"
+    assert spec["oauth_redirect_uri"] == f"/services/{SERVICE_NAME}/oauth_callback"
+    assert spec["oauth_client_allowed_scopes"] == []
+
+
+class _Db:
+    def __init__(self, clusters):
+        self.clusters = clusters
+
+    def get_cluster(self, name):
+        if name == "broken":
+            raise RuntimeError("database is locked")
+        owner = self.clusters.get(name)
+        return None if owner is None else type("C", (), {"username": owner})()
+
+
+@pytest.mark.parametrize(("user", "cluster", "status", "reason"), [
+    ("alice", "c1", None, None),
+    ("bob", "c1", 403, "not-owner"),
+    ("alice", "nope", 404, "unknown-cluster"),
+    ("alice", "broken", 503, "lookup-error"),   # fail closed
+    ("alice", "ownerless", 503, "lookup-error"),
+])
+def test_dashboard_owner_rule(user, cluster, status, reason):
+    owner_of = backend_owner(type("B", (), {"db": _Db({"c1": "alice", "ownerless": ""})})())
+    if status is None:
+        check_owner(user, cluster, owner_of)
+        return
+    with pytest.raises(DashboardDenied) as e:
+        check_owner(user, cluster, owner_of)
+    assert (e.value.status, e.value.reason) == (status, reason)
+
+
+P = "/services/dask-gateway/clusters/"
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    (P + "c1/../c2/status", "c1"),
+    (P + "c1/%2e%2e/c2/status", "c1"),
+    (P + "c1/%2E%2e/c2/status", "c1"),
+    (P + "c1/.%2fc2/status", "c1"),
+    (P + "c1/..\\c2/status", "c1"),
+    (P + "c1/./status", "c1"),
+    (P + "../status", ".."),
+    (P + "c1%2f..%2fc2/status", "c1/../c2"),
+])
+def test_dashboard_paths_that_could_reach_another_cluster_are_refused(path, name):
+    with pytest.raises(DashboardDenied) as e:
+        check_path(path, name)
+    assert e.value.status == 400
+
+
+def test_dashboard_paths_of_one_cluster_pass():
+    for path in ("c1/status", "c1/individual-progress", "c1/status/ws", "c1/info/main/logs.html",
+                 "ns.0f3a/statics/css/base.css"):
+        check_path(P + path, path.split("/")[0])
 
 
 def _digest(root: Path) -> str:

@@ -3,6 +3,8 @@
 * :mod:`ecluse.dask.sizing` — ``dask_env(project, user)``, ``sizing(project)``;
 * :mod:`ecluse.dask.gateway` — ``SandboxBackend``, ``gateway_service_spec``,
   ``gateway_client_env`` (imports dask-gateway-server: import it explicitly);
+* :mod:`ecluse.dask.front` — the authenticating front of the service's public
+  route (dashboards for their cluster's owner only);
 * :mod:`ecluse.dask.warehouse` — the deterministic demo warehouse;
 * :mod:`ecluse.dask.supervisor` — runs inside cluster sandboxes.
 

@@ -16,7 +16,9 @@
   directory again (fail closed) for the user's uid/gid and membership.
 * :func:`gateway_config` — the traitlets ``Config`` of the whole gateway
   from Écluse settings; :func:`gateway_service_spec` — the JupyterHub service
-  that runs it; :func:`gateway_client_env` — what workspaces need to use it.
+  that runs it, with its authenticating front (:mod:`ecluse.dask.front`) as
+  the service's public URL; :func:`gateway_client_env` — what workspaces need
+  to use it.
 """
 
 from __future__ import annotations
@@ -389,26 +391,36 @@ def gateway_service_spec(settings: Any) -> dict[str, Any]:
     ``access:services!service=dask-gateway`` (:data:`USER_SCOPES`) and be able
     to read their own groups (``self`` does). The LDAP service password is
     passed on from the hub's environment (never written to a file).
+
+    The service's ``url`` — where configurable-http-proxy sends the hub's public
+    ``/services/dask-gateway/`` — is the authenticating front on loopback
+    (:mod:`ecluse.dask.front`), not the gateway proxy: dashboards only for their
+    cluster's owner, the API refused. Its OAuth client may only identify users
+    (``oauth_client_allowed_scopes`` empty); the hub's own service, so no
+    confirmation page.
     """
     ds = dask_settings(settings)
-    addr = host_address(settings, ensure=False) if settings.sandbox.backend == "local" \
-        else "127.0.0.1"
     env = {"ECLUSE_STATE_DIR": str(settings.state_dir)}
     if os.environ.get("ECLUSE_DASK_PROXY_PORT"):
         env["ECLUSE_DASK_PROXY_PORT"] = os.environ["ECLUSE_DASK_PROXY_PORT"]
     pw_env = settings.ldap.bind_password_env
     if pw_env and os.environ.get(pw_env):
         env[pw_env] = os.environ[pw_env]
-    command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix",
-               f"/services/{SERVICE_NAME}"]
+    prefix = f"/services/{SERVICE_NAME}"
+    command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix", prefix,
+               "--front", f"127.0.0.1:{ds.front_port}"]
     if getattr(settings, "config_file", None):
         command += ["--config", str(settings.config_file)]
     return {
         "name": SERVICE_NAME,
-        "url": f"http://{addr}:{ds.proxy_port}",
+        "url": f"http://127.0.0.1:{ds.front_port}",
         "command": command,
         "environment": env,
         "display": False,
+        "oauth_client_id": f"service-{SERVICE_NAME}",
+        "oauth_redirect_uri": f"{prefix}/oauth_callback",
+        "oauth_client_allowed_scopes": [],
+        "oauth_no_confirm": True,
     }
 
 
@@ -434,7 +446,8 @@ def gateway_client_env(settings: Any) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ecluse.dask.gateway --config ecluse.yaml [--prefix /services/dask-gateway]``."""
+    """``python -m ecluse.dask.gateway --config ecluse.yaml [--prefix /services/dask-gateway]
+    [--front 127.0.0.1:8785]``: the gateway, and its authenticating front when ``--front``."""
     import argparse
 
     from dask_gateway_server.app import DaskGateway
@@ -444,13 +457,57 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ecluse-dask-gateway")
     p.add_argument("--config", default=None)
     p.add_argument("--prefix", default="")
+    p.add_argument("--front", default="",
+                   help="host:port of the authenticating front (the hub service's url)")
     args = p.parse_args(argv)
     settings = load_settings(args.config, state_dir=os.environ.get("ECLUSE_STATE_DIR") or None)
     app = DaskGateway(config=gateway_config(settings, prefix=args.prefix))
     app.initialize([])
     app.backend.settings = settings
-    app.start()
+    if not args.front:
+        app.start()
+        return 0
+    from aiohttp import web
+    from dask_gateway_server.utils import run_main
+
+    try:
+        run_main(_serve_with_front(app, settings, args.front,
+                                   args.prefix or f"/services/{SERVICE_NAME}"))
+    except (KeyboardInterrupt, web.GracefulExit):
+        pass
     return 0
+
+
+async def _serve_with_front(app: Any, settings: Any, front_address: str, prefix: str) -> None:
+    """The gateway and its front on one event loop (the front reads the backend's clusters)."""
+    from .front import Front, backend_owner, serve
+
+    try:
+        await app.setup()
+    except Exception:
+        app.log.critical("Failed to start gateway, shutting down", exc_info=True)
+        sys.exit(1)
+    audit = None
+    try:
+        from ..audit import AuditLog
+
+        audit = AuditLog.from_settings(settings)
+    except Exception:  # noqa: BLE001 - refusals still refuse; the log says why none is kept
+        app.log.exception("Audit log unavailable: refused dashboard requests are only logged")
+    ds = dask_settings(settings)
+    front = Front(upstream=f"http://{host_address(settings)}:{ds.proxy_port}",
+                  owner_of=backend_owner(app.backend), prefix=prefix, audit=audit,
+                  logger=app.log.getChild("front"))
+    server = serve(front, front_address)
+    try:
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        server.stop()
+        try:
+            await app.cleanup()
+        except Exception:  # noqa: BLE001
+            app.log.error("Error while shutting down:", exc_info=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

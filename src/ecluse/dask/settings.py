@@ -18,6 +18,11 @@ class DaskSettings(BaseModel):
         8786, ge=1, le=65535,
         description="Port of the gateway proxy (API, dashboards, scheduler TLS) on the "
         "sandbox host address; workspaces and clusters may reach it.")
+    front_port: int = Field(
+        8785, ge=1, le=65535,
+        description="Port of the authenticating front on 127.0.0.1: the hub's public route "
+        "/services/dask-gateway/ goes there (dashboards for their cluster's owner only), "
+        "never straight to the gateway proxy.")
     control_port: int = Field(
         8789, ge=1, le=65535,
         description="Port of the cluster supervisor inside each cluster sandbox.")
