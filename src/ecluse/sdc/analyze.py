@@ -195,6 +195,15 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
             and n >= policy.row_level_min_rows):
         out.append(finding("row-level", f"{n} rows of numbers without any label or count "
                            "column: individual records", **t.base))
+    elif (not count_named and label_cols and all(numeric[j] for j in label_cols)
+          and value_cols and not is_regression and n >= policy.row_level_min_rows):
+        # numbers keyed only by numbers (a label by name, e.g. "strata", holding
+        # numbers) and no column named as a count: as likely two measurements per
+        # person as a frequency table; a person has to look
+        names = ", ".join(repr(t.names[j]) for j in label_cols[:3])
+        out.append(finding("ambiguous-layout", f"{n} rows of numbers keyed only by numeric "
+                           f"columns ({names}) and no column named as a count: whether rows "
+                           "are cells or records cannot be told", **t.base))
     elif (count_named and not label_cols and not is_regression
           and n >= policy.row_level_min_rows):
         out.append(finding("ambiguous-layout", f"{n} rows of counts without any label column: "
