@@ -126,15 +126,25 @@ async def bench_reduction(sb: LocalSandbox, project: Project, data: Path, n: int
 
 
 async def _gateway(settings: Settings, backend: str, port: int):
+    """``(app, host address, API port, API listener or None)``: the sandbox gateway as
+    deployed (API through the front's API listener on ``port + 10``, the proxy's HTTP on
+    loopback ``port + 20``), the stock one with its proxy's HTTP and TLS on ``port``."""
     from dask_gateway_server.app import DaskGateway
     from traitlets.config import Config
 
-    from ecluse.dask.gateway import DaskSettings, gateway_config, host_address
+    from ecluse.dask.gateway import (
+        DaskSettings,
+        gateway_config,
+        host_address,
+        serve_api_listener,
+    )
 
     addr = host_address(settings)
+    api_port, listener = port, None
+    ds = DaskSettings(proxy_port=port, api_port=port + 10, proxy_http_port=port + 20,
+                      idle_timeout=0)
     if backend == "sandbox":
-        c = gateway_config(settings, dask=DaskSettings(proxy_port=port, idle_timeout=0),
-                           authenticator="bench_dask.BenchAuthenticator")
+        c = gateway_config(settings, dask=ds, authenticator="bench_dask.BenchAuthenticator")
         c.DaskGateway.backend_class = "bench_dask.BenchSandboxBackend"
     else:
         c = Config()
@@ -150,24 +160,26 @@ async def _gateway(settings: Settings, backend: str, port: int):
     if backend == "sandbox":
         app.backend.settings = settings
     await app.setup()
+    if backend == "sandbox":
+        api_port, listener = ds.api_port, serve_api_listener(app, settings, dask=ds)
     import aiohttp
 
     async with aiohttp.ClientSession() as s:
         for _ in range(200):
             try:
-                async with s.get(f"http://{addr}:{port}/api/health") as r:
+                async with s.get(f"http://{addr}:{api_port}/api/health") as r:
                     if r.status == 200:
                         break
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
-    return app, addr
+    return app, addr, api_port, listener
 
 
-async def _first_worker(addr: str, port: int, options: dict) -> float:
+async def _first_worker(addr: str, api_port: int, port: int, options: dict) -> float:
     from dask_gateway import BasicAuth, Gateway
 
-    async with Gateway(f"http://{addr}:{port}", proxy_address=f"gateway://{addr}:{port}",
+    async with Gateway(f"http://{addr}:{api_port}", proxy_address=f"gateway://{addr}:{port}",
                        auth=BasicAuth("bench", "x"), asynchronous=True) as g:
         t = time.perf_counter()
         cluster = await g.new_cluster(**options)
@@ -183,13 +195,15 @@ async def _first_worker(addr: str, port: int, options: dict) -> float:
 async def bench_gateway(settings: Settings, n: int) -> None:
     results: dict[str, list[float]] = {"sandbox": [], "local": []}
     for kind, port in (("sandbox", 18796), ("local", 18797)):
-        app, addr = await _gateway(settings, kind, port)
+        app, addr, api_port, listener = await _gateway(settings, kind, port)
         try:
             opts = {"project": "air-quality"} if kind == "sandbox" else {}
-            await _first_worker(addr, port, opts)  # warm-up
+            await _first_worker(addr, api_port, port, opts)  # warm-up
             for _ in range(n):
-                results[kind].append(await _first_worker(addr, port, opts))
+                results[kind].append(await _first_worker(addr, api_port, port, opts))
         finally:
+            if listener is not None:
+                listener.stop()
             await app.cleanup()
     print("\n2. dask-gateway: new_cluster() to first worker connected")
     print(f"{'':46} {'ours':>10} {'baseline':>10}")

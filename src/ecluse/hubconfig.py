@@ -174,9 +174,13 @@ def configure_spawner(c: Any, settings: Settings) -> None:
         if settings.dask.gateway:
             dask_scopes = _optional("ecluse.dask.gateway", "WORKSPACE_TOKEN_SCOPES")
             if dask_scopes:
-                # ... and create Dask clusters of its project through the gateway
+                # ... and create Dask clusters of its project through the gateway: its
+                # API listener and its scheduler (TLS) proxy, never a dashboard port
+                from .dask.settings import dask_settings
+
                 scopes += [s for s in dask_scopes if s not in scopes]
-                ports.append(settings.dask.proxy_port)
+                ds = dask_settings(settings)
+                ports += [ds.api_port, ds.proxy_port]
         c.EcluseSpawner.extra_allowed_ports = ports
         c.EcluseSpawner.server_token_scopes = scopes
         return

@@ -6,8 +6,11 @@ Components (each the real thing, gone at the end, pass or fail):
   projects (``cardio-los``: alice, bob; ``air-quality``: alice) whose datasets
   are the *small* demo warehouse, and a distinct sandbox subnet.
 * ``gateway`` (function) — an in-process dask-gateway (:class:`ecluse.dask.gateway.
-  SandboxBackend` + the Go proxy) on the sandbox host address; ``connect(user)``
-  returns a ``dask_gateway.Gateway`` for that user.
+  SandboxBackend` + the Go proxy, under the service's prefix) wired as deployed: the
+  proxy's HTTP listener on loopback, its scheduler (TLS) listener and the front's API
+  listener on the sandbox host address; ``connect(user)`` returns a
+  ``dask_gateway.Gateway`` for that user, as a workspace has it (API listener + TLS
+  proxy); ``settings`` are the deployment's with the fixture's ports.
 * :class:`TokenAuthenticator` — the test double of the hub authenticator: a
   real ``dask_gateway_server`` Authenticator taking ``Authorization: jupyterhub
   <user>`` and the hub groups the directory gives that user (what the hub's
@@ -140,16 +143,24 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     from dask_gateway import Gateway, JupyterHubAuth
     from dask_gateway_server.app import DaskGateway
 
-    from ecluse.dask.gateway import dask_settings, gateway_config, host_address
+    from ecluse.dask.gateway import (
+        SERVICE_NAME,
+        dask_settings,
+        gateway_config,
+        host_address,
+        serve_api_listener,
+    )
 
-    settings = dask_deployment
     marker = request.node.get_closest_marker("idle_timeout")
-    proxy_port = free_port()  # other test runs may share this host
-    ds = dask_settings(settings).model_copy(update={
-        "proxy_port": proxy_port, "idle_timeout": marker.args[0] if marker else 0,
-        "cluster_start_timeout": 60})
+    # other test runs may share this host: ports of our own
+    proxy_port, api_port, http_port = free_port(), free_port(), free_port()
+    ds = dask_settings(dask_deployment).model_copy(update={
+        "proxy_port": proxy_port, "api_port": api_port, "proxy_http_port": http_port,
+        "idle_timeout": marker.args[0] if marker else 0, "cluster_start_timeout": 60})
+    settings = dask_deployment.model_copy(update={"dask": ds})
+    prefix = f"/services/{SERVICE_NAME}"
     c = gateway_config(settings, authenticator="tests.dask.conftest.TokenAuthenticator",
-                       dask=ds)
+                       dask=ds, prefix=prefix)
     c.DaskGateway.log_level = "INFO"
     sandbox = TrackingSandbox(settings=settings)
     app = DaskGateway(config=c)
@@ -159,11 +170,12 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     app.authenticator.settings = settings
     await app.setup()
     addr = host_address(settings)
-    await wait_port(addr, proxy_port)
+    api = serve_api_listener(app, settings, dask=ds)
+    await wait_port(addr, api_port, prefix=prefix)
     clients: list = []
 
     def connect(user: str) -> Gateway:
-        g = Gateway(address=f"http://{addr}:{proxy_port}",
+        g = Gateway(address=f"http://{addr}:{api_port}{prefix}",
                     proxy_address=f"gateway://{addr}:{proxy_port}",
                     auth=JupyterHubAuth(api_token=user), asynchronous=True)
         clients.append(g)
@@ -172,12 +184,18 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     app.connect = connect
     app.sandbox = sandbox
     app.addr = addr
+    app.ecluse_settings = settings
+    app.prefix = prefix
     try:
         yield app
     finally:
         for g in clients:
             await g.close()
+        api.stop()
+        proxy = getattr(app.backend.proxy, "proxy_process", None)
         await app.cleanup()
+        if proxy is not None:  # dask-gateway terminates its proxy without reaping it
+            await asyncio.to_thread(proxy.wait, 10)
         left = [s["id"] for s in sandbox.list() if s["id"] in sandbox.created and s.get("alive")]
         assert not left, f"cluster sandboxes left: {left}"
         assert not [i for i in sandbox.created if Cgroups(i).exists()]

@@ -50,7 +50,9 @@ class GatewayStack(Stack):
 def gateway_hub(tmp_path_factory, slapd, warehouse):
     d = tmp_path_factory.mktemp("dask-hub")
     path = write_config(d, slapd, overrides={"hub.auth_refresh_age": 1,
-                                             "dask.front_port": free_port()})
+                                             "dask.front_port": free_port(),
+                                             "dask.api_port": free_port(),
+                                             "dask.proxy_http_port": free_port()})
     (d / "projects.yaml").write_text(yaml.safe_dump(_projects(warehouse)))
     settings = load_settings(path)
     log = open(d / "hub.log", "wb")  # noqa: SIM115
@@ -71,21 +73,24 @@ def _token(hub, slapd, user: str) -> str:
 
 
 def _gateway(hub, token: str | None):
-    """A client as in a workspace: the API and schedulers on the sandbox host address."""
+    """A client as in a workspace: the API (the front's API listener) and the schedulers
+    (the proxy's TLS listener) on the sandbox host address."""
     from dask_gateway import Gateway, JupyterHubAuth
 
-    from ecluse.dask.gateway import host_address
+    from ecluse.dask.gateway import dask_settings, host_address
 
     addr = host_address(hub.settings, ensure=False)
-    return Gateway(address=f"http://{addr}:{PORT}/services/dask-gateway",
+    api = dask_settings(hub.settings).api_port
+    return Gateway(address=f"http://{addr}:{api}/services/dask-gateway",
                    proxy_address=f"gateway://{addr}:{PORT}",
                    auth=JupyterHubAuth(api_token=token or "not-a-token"), asynchronous=True)
 
 
 async def _ready(hub) -> None:
-    from ecluse.dask.gateway import host_address
+    from ecluse.dask.gateway import dask_settings, host_address
 
-    await wait_port(host_address(hub.settings, ensure=False), PORT, timeout=60,
+    await wait_port(host_address(hub.settings, ensure=False),
+                    dask_settings(hub.settings).api_port, timeout=60,
                     prefix="/services/dask-gateway")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -75,13 +76,39 @@ def test_options_require_membership():
 
 
 def test_gateway_config_uses_dask_subcommands_and_hub_service_name(settings):
-    c = gateway_config(settings, address="127.0.0.1", dask=DaskSettings(proxy_port=9999))
+    ds = DaskSettings(proxy_port=9999, api_port=9998, proxy_http_port=9997)
+    c = gateway_config(settings, address="10.9.0.1", dask=ds, prefix="/services/dask-gateway")
     assert c.SandboxClusterConfig.scheduler_cmd[-1] == "scheduler"  # `dask scheduler`
     assert c.SandboxClusterConfig.worker_cmd[-1] == "worker"
     assert c.JupyterHubAuthenticator.jupyterhub_service_name == SERVICE_NAME
-    assert c.Proxy.address == "127.0.0.1:9999"
     assert c.DaskGateway.backend_class.endswith("SandboxBackend")
     assert issubclass(SandboxBackend, object)
+
+
+def test_only_the_scheduler_proxy_and_the_api_listener_face_sandboxes(settings):
+    """The proxy's HTTP listener (unauthenticated dashboards) is on loopback; sandboxes get
+    the scheduler (TLS) listener and the front's API listener on the host address."""
+    from traitlets.config import Config
+
+    from ecluse.dask.gateway import gateway_client_env, host_address
+    from ecluse.hubconfig import configure_spawner
+
+    ds = DaskSettings(proxy_port=9999, api_port=9998, proxy_http_port=9997)
+    c = gateway_config(settings, address="10.9.0.1", dask=ds, prefix="/services/dask-gateway")
+    assert c.Proxy.address == "127.0.0.1:9997"
+    assert c.Proxy.tcp_address == "10.9.0.1:9999"
+    assert c.SandboxBackend.api_url == "http://10.9.0.1:9998/services/dask-gateway/api"
+    s = settings.model_copy(update={"dask": ds})
+    env = gateway_client_env(s)
+    addr = host_address(s, ensure=False)
+    assert env["DASK_GATEWAY__ADDRESS"] == f"http://{addr}:9998/services/{SERVICE_NAME}"
+    assert env["DASK_GATEWAY__PROXY_ADDRESS"] == f"gateway://{addr}:9999"
+    hub = Config()
+    configure_spawner(hub, s.model_copy(update={"hub": s.hub.model_copy(
+        update={"spawner": "ecluse"})}))
+    ports = hub.EcluseSpawner.extra_allowed_ports
+    assert {9998, 9999} <= set(ports) and 9997 not in ports
+    assert settings.dask.front_port not in ports
 
 
 def test_service_url_is_the_front_with_an_identify_only_oauth_client(settings):
@@ -200,3 +227,79 @@ def test_production_options_place_clusters_per_project():
         with pytest.raises(ValueError, match="not a member"):
             opts.get_configuration(opts.parse_options({"project": "cardio-los"}),
                                    _User("x", []))
+
+
+class _Audit:
+    def __init__(self):
+        self.records = []
+
+    def record(self, event, **kw):
+        self.records.append((event, kw))
+
+
+async def test_api_listener_forwards_the_api_only():
+    """The front's API listener: the API as is (the gateway's own auth: cookies and
+    Authorization both ways), dashboards 403 and audited, ambiguous paths 400."""
+    import requests
+    from tornado import web
+    from tornado.httpserver import HTTPServer
+
+    from ecluse.dask.front import DASHBOARD_REFUSED, ApiFront, make_api_app
+    from ecluse.ldapserver import free_port
+
+    seen = []
+
+    class Upstream(web.RequestHandler):
+        def get(self, *a):
+            seen.append((self.request.path, self.request.headers.get("Authorization"),
+                         self.request.headers.get("Cookie")))
+            self.set_header("Set-Cookie", "dask-gateway=abc")
+            self.finish({"path": self.request.path})
+
+        post = get
+
+    up_port, port = free_port(), free_port()
+    upstream = HTTPServer(web.Application([(r".*", Upstream)]))
+    upstream.listen(up_port, "127.0.0.1")
+    audit = _Audit()
+    front = ApiFront(upstream=f"http://127.0.0.1:{up_port}", prefix="/services/dask-gateway",
+                     audit=audit)
+    server = HTTPServer(make_api_app(front))
+    server.listen(port, "127.0.0.1")
+    base = f"http://127.0.0.1:{port}/services/dask-gateway"
+    try:
+        def get(path, **kw):
+            return requests.get(base + path, timeout=10, allow_redirects=False, **kw)
+
+        r = await asyncio.to_thread(get, "/api/v1/clusters/", headers={
+            "Authorization": "jupyterhub tok", "Cookie": "dask-gateway=abc"})
+        assert r.status_code == 200 and r.json()["path"] == "/services/dask-gateway/api/v1/clusters/"
+        assert seen[-1][1:] == ("jupyterhub tok", "dask-gateway=abc")
+        assert r.headers["Set-Cookie"] == "dask-gateway=abc"
+        n = len(seen)
+        r = await asyncio.to_thread(get, "/clusters/c1/status")
+        assert r.status_code == 403 and r.json()["message"] == DASHBOARD_REFUSED
+        assert audit.records[-1][0] == "dask.dashboard"
+        assert audit.records[-1][1]["reason"] == "sandbox-address"
+        assert audit.records[-1][1]["cluster"] == "c1"
+        def raw(path):  # http.client sends the path as is (requests removes dot segments)
+            import http.client
+
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/services/dask-gateway" + path)
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        for path in ("/api/../clusters/c1/status", "/api/%2e%2e/clusters/c1/status",
+                     "/api/v1/%2fclusters", "/api/./v1/clusters/"):
+            assert await asyncio.to_thread(raw, path) == 400, path
+        assert (await asyncio.to_thread(get, "/")).status_code == 404
+        r = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/clusters/c1/status",
+                                    timeout=10)
+        assert r.status_code == 404
+        assert len(seen) == n  # none of those reached the gateway
+    finally:
+        server.stop()
+        upstream.stop()

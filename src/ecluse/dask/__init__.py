@@ -4,7 +4,8 @@
 * :mod:`ecluse.dask.gateway` — ``SandboxBackend``, ``gateway_service_spec``,
   ``gateway_client_env`` (imports dask-gateway-server: import it explicitly);
 * :mod:`ecluse.dask.front` — the authenticating front of the service's public
-  route (dashboards for their cluster's owner only);
+  route (dashboards for their cluster's owner only) and the API listener on the
+  sandbox host address (the gateway API only, dashboards refused);
 * :mod:`ecluse.dask.warehouse` — the deterministic demo warehouse;
 * :mod:`ecluse.dask.supervisor` — runs inside cluster sandboxes.
 

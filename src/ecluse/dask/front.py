@@ -20,11 +20,24 @@ gateway proxy. The front is a tornado app in the gateway's own process
   (``dask.dashboard`` events, outcome ``denied``). Any error while finding
   the owner: 503, nothing forwarded (fail closed).
 * everything else (the gateway REST API ``/api/…``): 403 with a message.
-  Workspaces use the API on the sandbox host address directly
+  Workspaces use the API on the sandbox host address
   (``DASK_GATEWAY__ADDRESS``, :func:`ecluse.dask.gateway.gateway_client_env`),
   never through the hub's public port; outside the TRE it is of no use
   (schedulers are reachable on the sandbox host address only) and is one less
   surface.
+
+The gateway proxy's HTTP listener (API and dashboards, unauthenticated) is on
+loopback only. Sandboxes reach the API through the front's second listener,
+on the sandbox host address (:func:`make_api_app`, :func:`serve_api`):
+
+* ``<prefix>/api/…`` — forwarded as is (cookies and ``Authorization``
+  included, ``Set-Cookie`` returned): the gateway authenticates it itself
+  (users' hub tokens; a cluster's own token for its heartbeats, ``api_url``);
+* ``<prefix>/clusters/…`` — 403 (*dashboards are shown through JupyterHub,
+  to their cluster's owner only*), audited (``dask.dashboard``, reason
+  ``sandbox-address``); anything else 404. Paths with dot segments or encoded
+  dots, slashes or backslashes are refused (400) before forwarding, so that
+  nothing under ``api/`` resolves to a dashboard in the proxy.
 
 **How the owner is found.** :func:`backend_owner` reads the gateway
 backend's in-memory cluster table (``DBBackendBase.db.get_cluster``), in the
@@ -81,6 +94,10 @@ API_REFUSED = ("The dask-gateway API is not served on the hub's public address. 
                "Use it from a workspace of your project: Gateway() needs no arguments there "
                "(its address is set in the environment).")
 SIGN_IN = "Sign in to JupyterHub: a Dask dashboard is shown to its cluster's owner only."
+DASHBOARD_REFUSED = ("Dask dashboards are not served on the sandbox host address. Open yours "
+                     "through JupyterHub: /services/dask-gateway/clusters/<name>/status "
+                     "(shown to the cluster's owner only).")
+API_ONLY = "Only the dask-gateway API (<prefix>/api/…) is served on this address."
 
 
 class DashboardDenied(Exception):
@@ -117,12 +134,18 @@ CLUSTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 
+def ambiguous_path(path: str) -> bool:
+    """A path the gateway proxy might resolve elsewhere than it reads: dot segments,
+    encoded dots, slashes, backslashes or NULs."""
+    return bool(_ENCODED.search(path) or "\\" in path
+                or any(seg in (".", "..") for seg in path.split("/")))
+
+
 def check_path(path: str, cluster: str) -> None:
     """Raise :class:`DashboardDenied` (400) for a path the gateway proxy might resolve
     elsewhere than the cluster whose owner was checked: dot segments, encoded dots,
     slashes or backslashes, a malformed cluster name."""
-    if (not CLUSTER_NAME.fullmatch(cluster) or _ENCODED.search(path) or "\\" in path
-            or any(seg in (".", "..") for seg in path.split("/"))):
+    if not CLUSTER_NAME.fullmatch(cluster) or ambiguous_path(path):
         raise DashboardDenied(400, "Malformed dashboard path.", "bad-path")
 
 
@@ -155,7 +178,7 @@ class Front:
         self.log = logger or log
         self.upstream = upstream.rstrip("/")
         self.owner_of = owner_of
-        self.prefix = "/" + prefix.strip("/") + "/"
+        self.prefix = _prefix(prefix)
         self.hub_auth = hub_auth or HubOAuth(cache_max_age=60)
         self.audit = audit
 
@@ -170,6 +193,12 @@ class Front:
                 remote_ip=request.remote_ip))
         except Exception:  # noqa: BLE001 - the refusal stands; the log keeps the error
             self.log.exception("audit record of a refused dashboard request failed")
+
+
+def _prefix(prefix: str) -> str:
+    """``/services/dask-gateway/`` from ``/services/dask-gateway``; ``/`` from ``""``."""
+    p = prefix.strip("/")
+    return f"/{p}/" if p else "/"
 
 
 def _wants_html(request: Any) -> bool:
@@ -203,6 +232,39 @@ class RefusedHandler(_Refusing):
 
     def check_xsrf_cookie(self) -> None:  # nothing is served: no form to protect
         return
+
+
+async def forward_http(handler: _Refusing, upstream: str, logger: logging.Logger, *,
+                       request_drop: set[str] = REQUEST_DROP,
+                       response_drop: set[str] = RESPONSE_DROP) -> None:
+    """Send ``handler``'s request to ``upstream`` (same URI) and its answer back."""
+    request = handler.request
+    headers = {k: v for k, v in request.headers.get_all() if k.lower() not in request_drop}
+    body = request.body if request.method in ("POST", "PUT", "PATCH") else None
+    req = httpclient.HTTPRequest(
+        upstream + request.uri, method=request.method,
+        headers=headers, body=body, follow_redirects=False, decompress_response=False,
+        allow_nonstandard_methods=True, request_timeout=120, connect_timeout=10)
+    try:
+        resp = await httpclient.AsyncHTTPClient(
+            max_body_size=MAX_BODY).fetch(req, raise_error=False)
+    except Exception as e:  # noqa: BLE001 - connection refused, timeout …
+        logger.warning("Dask gateway upstream %s unreachable: %s", req.url, e)
+        resp = None
+    if resp is None or resp.code == 599:
+        handler.refuse(502, "The Dask gateway or the cluster cannot be reached now (is the "
+                       "cluster running?).")
+        return
+    handler.clear()
+    handler.set_status(resp.code, resp.reason)
+    handler.clear_header("Content-Type")
+    for k, v in resp.headers.get_all():
+        if k.lower() not in response_drop:
+            handler.add_header(k, v)
+    if request.method == "HEAD" or resp.code in (204, 304):
+        handler.finish()
+    else:
+        handler.finish(resp.body or b"")
 
 
 class ClusterHandler(HubOAuthenticated, websocket.WebSocketHandler, _Refusing):
@@ -277,35 +339,7 @@ class ClusterHandler(HubOAuthenticated, websocket.WebSocketHandler, _Refusing):
     post = put = patch = delete = head = options = _other  # type: ignore[assignment]
 
     async def _forward_http(self) -> None:
-        headers = {k: v for k, v in self.request.headers.get_all()
-                   if k.lower() not in REQUEST_DROP}
-        body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
-        req = httpclient.HTTPRequest(
-            self.front.upstream + self.request.uri, method=self.request.method,
-            headers=headers, body=body, follow_redirects=False, decompress_response=False,
-            allow_nonstandard_methods=True, request_timeout=120, connect_timeout=10)
-        try:
-            resp = await httpclient.AsyncHTTPClient(
-                max_body_size=MAX_BODY).fetch(req, raise_error=False)
-        except Exception as e:  # noqa: BLE001 - connection refused, timeout …
-            self.front.log.warning("Dashboard upstream %s unreachable: %s", req.url, e)
-            self.refuse(502, "The cluster's dashboard cannot be reached (is the cluster "
-                        "running?).")
-            return
-        if resp.code == 599:
-            self.refuse(502, "The cluster's dashboard cannot be reached (is the cluster "
-                        "running?).")
-            return
-        self.clear()
-        self.set_status(resp.code, resp.reason)
-        self.clear_header("Content-Type")
-        for k, v in resp.headers.get_all():
-            if k.lower() not in RESPONSE_DROP:
-                self.add_header(k, v)
-        if self.request.method == "HEAD" or resp.code in (204, 304):
-            self.finish()
-        else:
-            self.finish(resp.body or b"")
+        await forward_http(self, self.front.upstream, self.front.log)
 
     # ----------------------------------------------------------- WebSocket
 
@@ -394,4 +428,99 @@ def serve(front: Front, address: str) -> HTTPServer:
     server = HTTPServer(app, xheaders=False)
     server.listen(int(port), host or "127.0.0.1")
     front.log.info("Dask gateway front at http://%s (upstream %s)", address, front.upstream)
+    return server
+
+
+
+# ------------------------------------------------------------------ the API listener
+
+
+#: the gateway authenticates its API itself: its cookie and tokens pass both ways
+API_REQUEST_DROP = REQUEST_DROP - {"cookie", "authorization"}
+API_RESPONSE_DROP = RESPONSE_DROP - {"set-cookie"}
+
+
+class ApiFront:
+    """What the API listener's handlers share: the proxy's loopback HTTP listener, the
+    service prefix, the audit log."""
+
+    def __init__(self, *, upstream: str, prefix: str, audit: Any = None,
+                 logger: logging.Logger | None = None):
+        self.log = logger or log
+        self.upstream = upstream.rstrip("/")
+        self.prefix = _prefix(prefix)
+        self.audit = audit
+
+    async def record(self, cluster: str, request: Any) -> None:
+        if self.audit is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: self.audit.record(
+                AUDIT_EVENT, actor=None, outcome="denied", cluster=cluster,
+                reason="sandbox-address", status=403, path=request.path,
+                remote_ip=request.remote_ip))
+        except Exception:  # noqa: BLE001 - the refusal stands; the log keeps the error
+            self.log.exception("audit record of a refused dashboard request failed")
+
+
+class ApiHandler(_Refusing):
+    """``<prefix>api/…`` on the sandbox host address: to the gateway, unchanged."""
+
+    def initialize(self, front: ApiFront) -> None:
+        self.front = front
+
+    def check_xsrf_cookie(self) -> None:  # the gateway's API, its own auth
+        return
+
+    async def _any(self, *args: Any) -> None:
+        if ambiguous_path(self.request.path):
+            self.refuse(400, "Malformed path.")
+            return
+        await forward_http(self, self.front.upstream, self.front.log,
+                           request_drop=API_REQUEST_DROP, response_drop=API_RESPONSE_DROP)
+
+    get = post = put = patch = delete = head = options = _any  # type: ignore[assignment]
+
+
+class SandboxDashboardHandler(_Refusing):
+    """``<prefix>clusters/…`` on the sandbox host address: never (audited)."""
+
+    def initialize(self, front: ApiFront) -> None:
+        self.front = front
+
+    def check_xsrf_cookie(self) -> None:
+        return
+
+    async def prepare(self) -> None:
+        name = self.path_args[0] if self.path_args else ""
+        self.front.log.warning("Dashboard of Dask cluster %r asked on the sandbox host "
+                               "address by %s: refused", name, self.request.remote_ip)
+        await self.front.record(name, self.request)
+        self.refuse(403, DASHBOARD_REFUSED)
+
+
+class ApiOnlyHandler(_Refusing):
+    def prepare(self) -> None:
+        self.refuse(404, API_ONLY)
+
+    def check_xsrf_cookie(self) -> None:
+        return
+
+
+def make_api_app(front: ApiFront) -> web.Application:
+    p = re.escape(front.prefix)
+    return web.Application([
+        (rf"{p}api/.*", ApiHandler, {"front": front}),
+        (rf"{p}clusters/([^/]*).*", SandboxDashboardHandler, {"front": front}),
+        (r".*", ApiOnlyHandler),
+    ], xsrf_cookies=False)
+
+
+def serve_api(front: ApiFront, address: str) -> HTTPServer:
+    """Listen on ``host:port`` (the sandbox host address); returns the server (``.stop()``)."""
+    host, _, port = address.rpartition(":")
+    server = HTTPServer(make_api_app(front), xheaders=False)
+    server.listen(int(port), host)
+    front.log.info("Dask gateway API listener at http://%s (upstream %s)", address,
+                   front.upstream)
     return server

@@ -6,9 +6,9 @@
   (:mod:`ecluse.dask.supervisor`), which runs the scheduler and, on the
   gateway's request, each worker as processes. Sandboxes cannot reach each
   other, so a cluster's scheduler and workers share one sandbox; they reach
-  only the gateway proxy port on the sandbox host address (the scheduler's
-  heartbeat and API calls); the gateway reaches into the sandbox (scheduler,
-  dashboard, supervisor control port). The project's cgroup bounds the whole
+  only the gateway API listener on the sandbox host address (the scheduler's
+  heartbeat and API calls, ``api_url``); the gateway reaches into the sandbox
+  (scheduler, dashboard, supervisor control port). The project's cgroup bounds the whole
   cluster: its memory, CPU and process limits are the project quota.
 * :func:`project_options` — the required cluster option ``project``, checked
   against the user's hub groups (a clear error otherwise) and turned into
@@ -19,6 +19,14 @@
   that runs it, with its authenticating front (:mod:`ecluse.dask.front`) as
   the service's public URL; :func:`gateway_client_env` — what workspaces need
   to use it.
+
+Listeners (docs/dask.md): the gateway proxy's HTTP listener (API and
+dashboards, which dask-gateway does not authenticate) on ``127.0.0.1:
+<dask.proxy_http_port>`` only; its scheduler listener (TLS, SNI-routed) on
+``<sandbox host address>:<dask.proxy_port>``; the front's API listener on
+``<sandbox host address>:<dask.api_port>`` (the API only, dashboards refused);
+the front's public listener on ``127.0.0.1:<dask.front_port>`` (the hub's
+route: dashboards for their owner).
 """
 
 from __future__ import annotations
@@ -225,6 +233,8 @@ class SandboxBackend(DBBackendBase):
         return [*cmd[:i], "--no-dashboard", *cmd[i + 2:]]
 
     def _allowed_ports(self) -> list[int]:
+        """The ports a cluster sandbox may reach on the host address: the API listener
+        of ``api_url`` (heartbeats) only — not the scheduler proxy, not a dashboard."""
         from urllib.parse import urlsplit
 
         port = urlsplit(self.api_url).port
@@ -360,16 +370,22 @@ def host_address(settings: Any, *, ensure: bool = True) -> str:
 def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "",
                    authenticator: str = "dask_gateway_server.auth.JupyterHubAuthenticator",
                    dask: DaskSettings | None = None) -> Config:
-    """The dask-gateway-server ``Config`` of this deployment."""
+    """The dask-gateway-server ``Config`` of this deployment.
+
+    The proxy's HTTP listener (API and unauthenticated dashboards) is on loopback;
+    its scheduler (TLS) listener on the sandbox host address; clusters call the API
+    (``api_url``) through the front's API listener (:func:`serve_api_listener`).
+    """
     ds = dask or dask_settings(settings)
     addr = address or host_address(settings)
     c = Config()
     c.DaskGateway.address = "127.0.0.1:0"  # private API: the proxy forwards to it
     c.DaskGateway.backend_class = "ecluse.dask.gateway.SandboxBackend"
     c.DaskGateway.authenticator_class = authenticator
-    c.Proxy.address = f"{addr}:{ds.proxy_port}"
+    c.Proxy.address = f"127.0.0.1:{ds.proxy_http_port}"
     c.Proxy.tcp_address = f"{addr}:{ds.proxy_port}"
     c.Proxy.prefix = prefix
+    c.SandboxBackend.api_url = f"http://{_url_host(addr)}:{ds.api_port}{prefix}/api"
     c.SandboxBackend.config_file = str(settings.config_file or "")
     c.SandboxBackend.control_port = ds.control_port
     c.SandboxBackend.cluster_start_timeout = ds.cluster_start_timeout
@@ -381,6 +397,11 @@ def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "
     c.SandboxClusterConfig.worker_cmd = [str(env / "bin" / "dask"), "worker"]
     c.JupyterHubAuthenticator.jupyterhub_service_name = SERVICE_NAME
     return c
+
+
+def _url_host(addr: str) -> str:
+    """A host for URLs given to sandboxes: the wildcard is not an address to connect to."""
+    return "127.0.0.1" if addr in ("0.0.0.0", "") else addr
 
 
 def gateway_service_spec(settings: Any) -> dict[str, Any]:
@@ -399,10 +420,13 @@ def gateway_service_spec(settings: Any) -> dict[str, Any]:
     (``oauth_client_allowed_scopes`` empty); the hub's own service, so no
     confirmation page.
     """
+    from .settings import PORT_ENV
+
     ds = dask_settings(settings)
     env = {"ECLUSE_STATE_DIR": str(settings.state_dir)}
-    if os.environ.get("ECLUSE_DASK_PROXY_PORT"):
-        env["ECLUSE_DASK_PROXY_PORT"] = os.environ["ECLUSE_DASK_PROXY_PORT"]
+    for var in PORT_ENV.values():
+        if os.environ.get(var):
+            env[var] = os.environ[var]
     pw_env = settings.ldap.bind_password_env
     if pw_env and os.environ.get(pw_env):
         env[pw_env] = os.environ[pw_env]
@@ -433,12 +457,14 @@ WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users
 
 
 def gateway_client_env(settings: Any) -> dict[str, str]:
-    """Workspace environment so that ``Gateway()`` needs no arguments."""
+    """Workspace environment so that ``Gateway()`` needs no arguments: the API through
+    the front's API listener, the schedulers through the proxy's TLS listener, both on
+    the sandbox host address (the workspace's allowed ports)."""
     ds = dask_settings(settings)
     addr = host_address(settings, ensure=False) if settings.sandbox.backend == "local" \
         else "127.0.0.1"
     return {
-        "DASK_GATEWAY__ADDRESS": f"http://{addr}:{ds.proxy_port}/services/{SERVICE_NAME}",
+        "DASK_GATEWAY__ADDRESS": f"http://{addr}:{ds.api_port}/services/{SERVICE_NAME}",
         "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{addr}:{ds.proxy_port}",
         "DASK_GATEWAY__PUBLIC_ADDRESS": f"/services/{SERVICE_NAME}",
         "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
@@ -447,7 +473,8 @@ def gateway_client_env(settings: Any) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ecluse.dask.gateway --config ecluse.yaml [--prefix /services/dask-gateway]
-    [--front 127.0.0.1:8785]``: the gateway, and its authenticating front when ``--front``."""
+    [--front 127.0.0.1:8785]``: the gateway, its API listener on the sandbox host address,
+    and its authenticating front when ``--front``."""
     import argparse
 
     from dask_gateway_server.app import DaskGateway
@@ -464,22 +491,43 @@ def main(argv: list[str] | None = None) -> int:
     app = DaskGateway(config=gateway_config(settings, prefix=args.prefix))
     app.initialize([])
     app.backend.settings = settings
-    if not args.front:
-        app.start()
-        return 0
     from aiohttp import web
     from dask_gateway_server.utils import run_main
 
     try:
-        run_main(_serve_with_front(app, settings, args.front,
-                                   args.prefix or f"/services/{SERVICE_NAME}"))
+        run_main(_serve(app, settings, args.front or None, args.prefix))
     except (KeyboardInterrupt, web.GracefulExit):
         pass
     return 0
 
 
-async def _serve_with_front(app: Any, settings: Any, front_address: str, prefix: str) -> None:
-    """The gateway and its front on one event loop (the front reads the backend's clusters)."""
+def _audit_log(settings: Any, logger: Any) -> Any:
+    try:
+        from ..audit import AuditLog
+
+        return AuditLog.from_settings(settings)
+    except Exception:  # noqa: BLE001 - refusals still refuse; the log says why none is kept
+        logger.exception("Audit log unavailable: refused dashboard requests are only logged")
+        return None
+
+
+def serve_api_listener(app: Any, settings: Any, *, dask: DaskSettings | None = None,
+                       audit: Any = None) -> Any:
+    """The front's API listener on ``<sandbox host address>:<dask.api_port>``, forwarding
+    ``<prefix>/api/…`` to the proxy's loopback HTTP listener and refusing dashboards.
+    ``app``: a set-up ``DaskGateway``. Returns the tornado server (``.stop()``)."""
+    from .front import ApiFront, serve_api
+
+    ds = dask or dask_settings(settings)
+    proxy = app.backend.proxy
+    front = ApiFront(upstream=f"http://{proxy.address}", prefix=proxy.prefix, audit=audit,
+                     logger=app.log.getChild("api"))
+    return serve_api(front, f"{host_address(settings)}:{ds.api_port}")
+
+
+async def _serve(app: Any, settings: Any, front_address: str | None, prefix: str) -> None:
+    """The gateway, its API listener and (``front_address``) its public front on one event
+    loop (the front reads the backend's clusters)."""
     from .front import Front, backend_owner, serve
 
     try:
@@ -487,23 +535,20 @@ async def _serve_with_front(app: Any, settings: Any, front_address: str, prefix:
     except Exception:
         app.log.critical("Failed to start gateway, shutting down", exc_info=True)
         sys.exit(1)
-    audit = None
-    try:
-        from ..audit import AuditLog
-
-        audit = AuditLog.from_settings(settings)
-    except Exception:  # noqa: BLE001 - refusals still refuse; the log says why none is kept
-        app.log.exception("Audit log unavailable: refused dashboard requests are only logged")
-    ds = dask_settings(settings)
-    front = Front(upstream=f"http://{host_address(settings)}:{ds.proxy_port}",
-                  owner_of=backend_owner(app.backend), prefix=prefix, audit=audit,
-                  logger=app.log.getChild("front"))
-    server = serve(front, front_address)
+    audit = _audit_log(settings, app.log)
+    servers = [serve_api_listener(app, settings, audit=audit)]
+    if front_address:
+        front = Front(upstream=f"http://{app.backend.proxy.address}",
+                      owner_of=backend_owner(app.backend),
+                      prefix=prefix or f"/services/{SERVICE_NAME}", audit=audit,
+                      logger=app.log.getChild("front"))
+        servers.append(serve(front, front_address))
     try:
         while True:
             await asyncio.sleep(3600)
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
         try:
             await app.cleanup()
         except Exception:  # noqa: BLE001

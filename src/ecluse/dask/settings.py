@@ -16,8 +16,19 @@ class DaskSettings(BaseModel):
     gateway: bool = Field(True, description="Run dask-gateway as a hub-managed service.")
     proxy_port: int = Field(
         8786, ge=1, le=65535,
-        description="Port of the gateway proxy (API, dashboards, scheduler TLS) on the "
-        "sandbox host address; workspaces and clusters may reach it.")
+        description="Port of the gateway proxy's scheduler listener (TLS, routed by SNI) on "
+        "the sandbox host address; workspaces may reach it (DASK_GATEWAY__PROXY_ADDRESS).")
+    api_port: int = Field(
+        8788, ge=1, le=65535,
+        description="Port of the gateway API listener on the sandbox host address (part of "
+        "the front): forwards /services/dask-gateway/api/ only, refuses dashboards (403); "
+        "workspaces (DASK_GATEWAY__ADDRESS) and cluster sandboxes (api_url, heartbeats) may "
+        "reach it.")
+    proxy_http_port: int = Field(
+        8784, ge=1, le=65535,
+        description="Port of the gateway proxy's HTTP listener (API and dashboards, "
+        "unauthenticated) on 127.0.0.1; only the front forwards to it, sandboxes cannot "
+        "reach it.")
     front_port: int = Field(
         8785, ge=1, le=65535,
         description="Port of the authenticating front on 127.0.0.1: the hub's public route "
@@ -34,12 +45,17 @@ class DaskSettings(BaseModel):
         60, gt=0, description="Seconds a worker may take to start.")
 
 
+#: environment variables that override a port (tests, several stacks on one host)
+PORT_ENV = {"proxy_port": "ECLUSE_DASK_PROXY_PORT", "api_port": "ECLUSE_DASK_API_PORT",
+            "proxy_http_port": "ECLUSE_DASK_PROXY_HTTP_PORT"}
+
+
 def dask_settings(settings: Any) -> DaskSettings:
-    """``settings.dask`` when the section is wired, else defaults; ``$ECLUSE_DASK_PROXY_PORT``
-    overrides the proxy port (tests, several stacks on one host)."""
+    """``settings.dask`` when the section is wired, else defaults; ``$ECLUSE_DASK_PROXY_PORT``,
+    ``$ECLUSE_DASK_API_PORT`` and ``$ECLUSE_DASK_PROXY_HTTP_PORT`` override those ports
+    (tests, several stacks on one host)."""
     ds = getattr(settings, "dask", None) or DaskSettings()
-    if os.environ.get("ECLUSE_DASK_PROXY_PORT"):
-        ds = ds.model_copy(update={"proxy_port": int(os.environ["ECLUSE_DASK_PROXY_PORT"])})
-    return ds
+    update = {key: int(os.environ[var]) for key, var in PORT_ENV.items() if os.environ.get(var)}
+    return ds.model_copy(update=update) if update else ds
 
 
