@@ -124,10 +124,13 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
                 prof.identifier_cols.append(j)
                 continue
         values = sample.tolist()
-        if numeric[j] and not (num[j].abs() >= 1e6).any() and not any(
-                isinstance(v, str) and len(v.strip()) > 1 and v.strip()[0] == "0" for v in values):
+        leading_zeros = any(isinstance(v, str) and len(v.strip()) > 1 and v.strip()[0] == "0"
+                            and v.strip().isdigit() for v in values)
+        if numeric[j] and not (num[j].abs() >= 1e6).any() and not leading_zeros:
             continue  # plain small numbers (no leading zeros): not identifiers
-        kind = value_identifier_kind(values, hospital_numbers=kinds[j] not in (
+        # a column named as a count may hold large counts (7+ digits, like a
+        # hospital number); digits with a leading zero are never a count
+        kind = value_identifier_kind(values, hospital_numbers=leading_zeros or kinds[j] not in (
             "count", "stat", "total", "df", "nobs", "dfmodel"))
         if kind:
             i = int(sample.index[0])
@@ -150,7 +153,8 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     aux = {j for j in value_cols if kinds[j] in ("df", "nobs", "dfmodel")}
     top_cols, total_value_col = _dominance_columns(t, value_cols)
     dom = set(top_cols.values()) | ({total_value_col} if total_value_col is not None else set())
-    count_named = [j for j in value_cols if kinds[j] == "count"]
+    # a count is a whole number: a column named "n" that holds 70.3 is not one
+    count_named = [j for j in value_cols if kinds[j] == "count" and integer[j]]
     total_cols = [j for j in value_cols if (kinds[j] == "total" or _total_header(t, j))
                   and integer[j] and j not in dom]
     if count_named:
