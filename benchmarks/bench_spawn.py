@@ -11,7 +11,9 @@ For each, the time from the start request (POST /hub/api/users/U/servers/S)
 to the server answering through the proxy (the progress stream's ``ready``
 event, then GET /user/U/S/api/status → 200). Both spawners run the same
 server command (``ecluse-singleuser``), so the ratio is the sandbox's cost;
-sequentially (``--rounds``), then ``--concurrent`` servers started at once
+sequentially (``--rounds``; both hubs run side by side and the starts
+alternate, so drift of the host falls on both alike), then ``--concurrent``
+servers started at once
 (ours only): time until all are ready, and memory per sandbox (cgroup
 ``memory.usage_in_bytes`` / ``memory.current`` and the RSS of its processes).
 
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import requests
@@ -145,54 +148,67 @@ def sandbox_memory() -> list[tuple[int, int]]:
     return out
 
 
-def run_phase(tmp: Path, slapd: EmbeddedSlapd, spawner: str, users: dict[str, str],
-              rounds: int, concurrent: int) -> dict:
+def open_stack(es: ExitStack, tmp: Path, slapd: EmbeddedSlapd, spawner: str,
+               users: dict[str, str]) -> tuple[Stack, dict]:
+    """A running hub with ``spawner``, and a signed-in client and token per user."""
     path = write_config(tmp / f"cfg-{spawner}", slapd, overrides={
         "hub.spawner": spawner, "sandbox.start_timeout": 180,
         "sandbox.stop_grace": 3})
-    settings = load_settings(path)
+    log = es.enter_context(open(tmp / f"hub-{spawner}.log", "wb"))
+    stack = es.enter_context(Stack(load_settings(path), hub_log=log))
+    clients = {}
+    for u, pw in users.items():
+        c = HubClient(stack.url)
+        c.login(u, pw)
+        clients[u] = (c, c.new_token(u))
+    return stack, clients
+
+
+def sequential(sides: dict[str, tuple[Stack, HubClient, str, str]],
+               rounds: int) -> dict[str, list[float]]:
+    """Paired rounds: one start on each hub in turn, the order alternating.
+
+    Both hubs run for the whole phase, so drift of the host (page cache, other
+    load) falls on both sides alike instead of on whichever phase ran second.
+    """
+    for stack, c, tok, user in sides.values():  # warm-up (page cache, db rows)
+        spawn_and_wait(stack, c, tok, user, "cardio-los")
+        stop_and_wait(c, tok, user, "cardio-los")
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            stack, c, tok, user = sides[name]
+            times[name].append(spawn_and_wait(stack, c, tok, user, "cardio-los"))
+            stop_and_wait(c, tok, user, "cardio-los")
+    for name, ts in times.items():
+        print(f"[{name}] sequential spawn times (s): " + ", ".join(f"{t:.2f}" for t in ts),
+              flush=True)
+    return times
+
+
+def concurrent_phase(stack: Stack, clients: dict, names: list[str]) -> dict:
     result: dict = {}
-    with open(tmp / f"hub-{spawner}.log", "wb") as log, Stack(settings, hub_log=log) as stack:
-        clients = {}
-        for u, pw in users.items():
-            c = HubClient(stack.url)
-            c.login(u, pw)
-            clients[u] = (c, c.new_token(u))
-        first = next(iter(users))
-        c, tok = clients[first]
-        spawn_and_wait(stack, c, tok, first, "cardio-los")  # warm-up (page cache, db rows)
-        stop_and_wait(c, tok, first, "cardio-los")
-        times = []
-        for _ in range(rounds):
-            times.append(spawn_and_wait(stack, c, tok, first, "cardio-los"))
-            stop_and_wait(c, tok, first, "cardio-los")
-        result["sequential"] = times
-        print(f"[{spawner}] sequential spawn times (s): "
-              + ", ".join(f"{t:.2f}" for t in times), flush=True)
-        if concurrent:
-            names = list(users)[:concurrent]
-            cpu0 = cpu_seconds(stack)
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(concurrent) as pool:
-                jobs = [pool.submit(spawn_and_wait, stack, *clients[u], u, "cardio-los")
-                        for u in names]
-                each = []
-                for j in jobs:
-                    try:
-                        each.append(j.result())
-                    except RuntimeError as e:  # counted, reported, not fatal
-                        print(f"[{spawner}] {e}", flush=True)
-                        each.append(float("inf"))
-            result["concurrent_all_ready_s"] = time.perf_counter() - t0
-            cpu1 = cpu_seconds(stack)
-            result["cpu"] = {k: cpu1[k] - cpu0[k] for k in cpu1}
-            print(f"[{spawner}] concurrent phase CPU (s): "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in result["cpu"].items()), flush=True)
-            result["concurrent_each"] = each
-            if spawner == "ecluse":
-                result["memory"] = sandbox_memory()
-            for u in names:
-                stop_and_wait(*clients[u], u, "cardio-los")
+    cpu0 = cpu_seconds(stack)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(names)) as pool:
+        jobs = [pool.submit(spawn_and_wait, stack, *clients[u], u, "cardio-los") for u in names]
+        each = []
+        for j in jobs:
+            try:
+                each.append(j.result())
+            except RuntimeError as e:  # counted, reported, not fatal
+                print(f"[ecluse] {e}", flush=True)
+                each.append(float("inf"))
+    result["concurrent_all_ready_s"] = time.perf_counter() - t0
+    cpu1 = cpu_seconds(stack)
+    result["cpu"] = {k: cpu1[k] - cpu0[k] for k in cpu1}
+    print("[ecluse] concurrent phase CPU (s): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in result["cpu"].items()), flush=True)
+    result["concurrent_each"] = each
+    result["memory"] = sandbox_memory()
+    for u in names:
+        stop_and_wait(*clients[u], u, "cardio-los")
     return result
 
 
@@ -214,9 +230,20 @@ def main() -> int:
             slapd.add_user(u, pw, 21000 + i)
         slapd.add_group("proj-cardio-los", "groupOfNames", 30001, list(users))
         slapd.add_group("proj-air-quality", "groupOfNames", 30002, [])
-        base = run_phase(tmp, slapd, "simple", {k: users[k] for k in list(users)[:1]},
-                         args.rounds, 0)
-        ours = run_phase(tmp, slapd, "ecluse", users, args.rounds, args.concurrent)
+        first = next(iter(users))
+        with ExitStack() as ours_es:
+            stack, clients = open_stack(ours_es, tmp, slapd, "ecluse", users)
+            with ExitStack() as base_es:
+                # both hubs up at once, starts paired (see sequential())
+                base_stack, base_clients = open_stack(base_es, tmp, slapd, "simple",
+                                                      {first: users[first]})
+                times = sequential({"simple": (base_stack, *base_clients[first], first),
+                                    "ecluse": (stack, *clients[first], first)}, args.rounds)
+            # the baseline hub is stopped before the concurrent phase
+            base = {"sequential": times["simple"]}
+            ours = {"sequential": times["ecluse"]}
+            if args.concurrent:
+                ours.update(concurrent_phase(stack, clients, list(users)[:args.concurrent]))
     finally:
         slapd.stop()
         from ecluse.sandbox.local import teardown_host_network
@@ -234,6 +261,9 @@ def main() -> int:
     print(f"{'spawn time, min (s)':<46}{min(ours['sequential']):>10.2f}"
           f"{min(base['sequential']):>10.2f}"
           f"{min(ours['sequential']) / min(base['sequential']):>8.2f}")
+    paired = statistics.median(x / y for x, y in zip(ours["sequential"], base["sequential"],
+                                                      strict=True))
+    print(f"{'spawn time ratio, median of paired rounds':<46}{'':>20}{paired:>8.2f}")
     ok = o / b <= 1.3
     if args.concurrent:
         allr = ours["concurrent_all_ready_s"]
