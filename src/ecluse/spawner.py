@@ -350,7 +350,55 @@ class EcluseSpawner(Spawner):
             uid=ids["uid"],
         )
         self._events.append({"progress": 80, "message": "Waiting for the server to answer"})
+        await self._wait_listening(state)
         return (state["ip"], int(state["port"]))
+
+    async def _wait_listening(self, state: dict) -> None:
+        """Return once the workspace server accepts connections.
+
+        The hub checks a started server over HTTP with an exponential backoff
+        (0.2 s doubling up to 5 s between tries): a server ready after 3.5 s
+        would be seen at about 6 s. A TCP connect to the sandbox every 0.1 s
+        costs nothing, and the hub's first check then succeeds. A server that
+        exits while starting fails the spawn at once, with its status and the
+        end of its log, instead of after ``http_timeout``. After
+        ``http_timeout`` the hub's own check takes over (and fails as usual).
+        """
+        ip, port = state["ip"], int(state["port"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        next_poll = 0.0
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+            except (TimeoutError, OSError):
+                pass
+            else:
+                writer.close()
+                try:
+                    await writer.wait_closed()
+                except OSError:
+                    pass
+                return
+            if loop.time() >= next_poll:
+                status = await self.backend.poll(state)
+                if status is not None:
+                    out, err = await self.backend.read_logs(state)
+                    tail = "\n".join((out + err).strip().splitlines()[-15:])
+                    self.log.error("workspace %s/%s exited while starting (status %s):\n%s",
+                                   self.user.name, self.name, status, tail)
+                    # the hub does not stop a server whose start failed: release
+                    # the sandbox (namespace, cgroup, runtime files) here
+                    try:
+                        await self.backend.stop(state)
+                    finally:
+                        self.sandbox_state = {}
+                    raise _fail(
+                        f"The workspace server stopped while starting (exit status {status}). "
+                        "Platform staff can see its log in the hub log.",
+                        reason="exited", log_message=f"exit status {status}: {tail}")
+                next_poll = loop.time() + 1.0
+            await asyncio.sleep(0.1)
 
     def get_args_extra(self) -> list[str]:
         return [a for a in self.get_args() if not a.startswith(("--port", "--ip"))]

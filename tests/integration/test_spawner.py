@@ -183,3 +183,70 @@ async def test_memory_limit_kills_the_workspace_and_hub_reports_it(sandbox_hub, 
     exits = AuditLog.from_settings(sandbox_hub.settings).records(
         user="bob", event="workspace.exit")
     assert exits and exits[-1].details["oom_killed"] is True
+
+
+@pytest.fixture
+def starved_hub(tmp_path, slapd):
+    """A hub whose air-quality project has too little memory for a Jupyter server."""
+    import yaml
+
+    path = write_config(tmp_path, slapd, overrides={"hub.spawner": "ecluse",
+                                                    "sandbox.stop_grace": 2})
+    projects_file = path.parent / "projects.yaml"
+    projects = yaml.safe_load(projects_file.read_text())
+    projects["projects"]["air-quality"]["quota"] = {
+        "cpu": 1, "memory": "40M", "disk": "1G", "dask_workers": 1}
+    projects_file.write_text(yaml.safe_dump(projects))
+    settings = load_settings(path)
+    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
+    stack = Stack(settings, hub_log=log, cleanup_servers=True)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        log.close()
+        from ecluse.sandbox.local import teardown_host_network
+
+        teardown_host_network()
+
+
+def test_a_workspace_that_dies_while_starting_fails_the_spawn_with_its_status(
+        starved_hub, ldap_passwords):
+    import json
+
+    from ecluse.sandbox import get_backend
+
+    backend = get_backend(starved_hub.settings)
+    before = {sb["id"] for sb in backend.list()}  # other modules' hubs may run some
+    c, token = login(starved_hub, "alice", ldap_passwords)
+    r = c.api("POST", "/users/alice/servers/air-quality", token)
+    if r.status_code == 400:  # failed within the request's own wait
+        message = r.json()["message"]
+    else:
+        assert r.status_code == 202, r.text
+        events = []
+        with requests.get(
+                f"{starved_hub.url}/hub/api/users/alice/servers/air-quality/progress",
+                headers={"Authorization": f"token {token}"}, stream=True,
+                timeout=120) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if events[-1].get("failed") or events[-1].get("ready"):
+                        break
+        assert events[-1].get("failed"), events
+        message = events[-1]["message"]
+    # the spawner's own message (OOM-killed: 137), not the hub's HTTP timeout
+    # after http_timeout
+    assert "stopped while starting (exit status 137)" in message, message
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        model = c.api("GET", "/users/alice", token).json()
+        if "air-quality" not in model["servers"]:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the failed server is still listed: {model['servers']}")
+    # and its sandbox is gone
+    assert {sb["id"] for sb in backend.list()} == before
