@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 
 import pytest
 import requests
+import yaml
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
@@ -16,28 +19,35 @@ from ecluse.testing import HubClient, run_in_terminal, write_config
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture(scope="module")
-def sandbox_hub(tmp_path_factory, slapd):
+@contextlib.contextmanager
+def sandbox_stack(directory, slapd, edit_projects=None, **overrides):
+    """A running hub on ``EcluseSpawner`` (real sandboxes); the host network
+    is torn down afterwards. ``edit_projects(dict)`` may change projects.yaml."""
     if os.geteuid() != 0:
         pytest.fail("the workspace tests need root (bubblewrap, network namespaces, cgroups)")
-    directory = tmp_path_factory.mktemp("spawnhub")
-    path = write_config(
-        directory, slapd,
-        overrides={"hub.spawner": "ecluse", "sandbox.stop_grace": 5,
-                   "sandbox.start_timeout": 60},
-    )
-    settings = load_settings(path)
-    log = open(directory / "hub.log", "wb")  # noqa: SIM115
-    stack = Stack(settings, hub_log=log, cleanup_servers=True)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-        log.close()
-        from ecluse.sandbox.local import teardown_host_network
+    path = write_config(directory, slapd, overrides={"hub.spawner": "ecluse", **overrides})
+    if edit_projects is not None:
+        projects_file = path.parent / "projects.yaml"
+        projects = yaml.safe_load(projects_file.read_text())
+        edit_projects(projects["projects"])
+        projects_file.write_text(yaml.safe_dump(projects))
+    from ecluse.sandbox.local import teardown_host_network
 
-        teardown_host_network()
+    with open(directory / "hub.log", "wb") as log:
+        stack = Stack(load_settings(path), hub_log=log, cleanup_servers=True)
+        try:
+            stack.start()  # stopped below even when the start fails half-way
+            yield stack
+        finally:
+            stack.stop()
+            teardown_host_network()
+
+
+@pytest.fixture(scope="module")
+def sandbox_hub(tmp_path_factory, slapd):
+    with sandbox_stack(tmp_path_factory.mktemp("spawnhub"), slapd, **{
+            "sandbox.stop_grace": 5, "sandbox.start_timeout": 60}) as stack:
+        yield stack
 
 
 def login(stack, user, passwords) -> tuple[HubClient, str]:
@@ -188,33 +198,16 @@ async def test_memory_limit_kills_the_workspace_and_hub_reports_it(sandbox_hub, 
 @pytest.fixture
 def starved_hub(tmp_path, slapd):
     """A hub whose air-quality project has too little memory for a Jupyter server."""
-    import yaml
+    def starve(projects):
+        projects["air-quality"]["quota"] = {
+            "cpu": 1, "memory": "40M", "disk": "1G", "dask_workers": 1}
 
-    path = write_config(tmp_path, slapd, overrides={"hub.spawner": "ecluse",
-                                                    "sandbox.stop_grace": 2})
-    projects_file = path.parent / "projects.yaml"
-    projects = yaml.safe_load(projects_file.read_text())
-    projects["projects"]["air-quality"]["quota"] = {
-        "cpu": 1, "memory": "40M", "disk": "1G", "dask_workers": 1}
-    projects_file.write_text(yaml.safe_dump(projects))
-    settings = load_settings(path)
-    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
-    stack = Stack(settings, hub_log=log, cleanup_servers=True)
-    try:
-        stack.start()
+    with sandbox_stack(tmp_path, slapd, starve, **{"sandbox.stop_grace": 2}) as stack:
         yield stack
-    finally:
-        stack.stop()
-        log.close()
-        from ecluse.sandbox.local import teardown_host_network
-
-        teardown_host_network()
 
 
 def test_a_workspace_that_dies_while_starting_fails_the_spawn_with_its_status(
         starved_hub, ldap_passwords):
-    import json
-
     from ecluse.sandbox import get_backend
 
     backend = get_backend(starved_hub.settings)
