@@ -27,7 +27,13 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from tornado.routing import HostMatches, Rule
 
     from .export import ConfigHandler, ExportHandler, ExportSettings, RequestsHandler
-    from .guard import EcluseAuthorizer, GuardPolicy, RefusedHandler, refused_routes
+    from .guard import (
+        EcluseAuthorizer,
+        GuardPolicy,
+        RefusedHandler,
+        install_route_guard,
+        refused_routes,
+    )
 
     web_app = serverapp.web_app
     if not isinstance(web_app.settings.get("authorizer"), EcluseAuthorizer):
@@ -51,4 +57,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
     web_app.default_router.rules.insert(
         0, Rule(HostMatches(".*$"), _ApplicationRouter(web_app, handlers)))
-    serverapp.log.info("Écluse workspace extension: export guard and export API loaded")
+    # default deny: the route allow-list (routes.py), before everything above
+    install_route_guard(web_app, serverapp.log)
+    serverapp.log.info("Écluse workspace extension: route allow-list, export guard and "
+                       "export API loaded")

@@ -20,15 +20,29 @@ The configuration lives in a read-only folder mounted by the spawner
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from tornado import web
+from tornado.routing import Matcher, Rule
 from traitlets import Integer, List, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .content import (
+    HEAD_BYTES,
+    ContentRefused,
+    Limits,
+    check_bytes,
+    check_json_strings,
+    check_notebook,
+    check_text,
+    classify,
+)
 from .policy import AIRLOCK_HINT, ReadPolicy, Refused
 
 try:  # jupyterhub-singleuser's authorizer (scopes); plain Authorizer outside a hub
@@ -218,3 +232,354 @@ class EcluseContentsManager(AsyncLargeFileManager):
         if proposal["value"] is not RefusedHandler:
             self.log.warning("export guard: files_handler_class stays RefusedHandler")
         return RefusedHandler
+
+
+# --------------------------------------------------------------------------- default deny
+
+
+ROUTE_REFUSED_MESSAGE = (
+    "This address is not one the Écluse workspace serves ({why}). Downloads, exports and "
+    "raw file views are disabled in Écluse workspaces. " + AIRLOCK_HINT
+)
+
+
+def request_route(base_url: str, method: str, raw_path: str) -> tuple[Any, str]:
+    """``(Route or None, why)`` for a request, from its raw (undecoded) path."""
+    from urllib.parse import unquote
+
+    from . import routes
+
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    if raw_path == base[:-1]:
+        raw_path = base
+    if not raw_path.startswith(base):
+        return None, "outside the workspace server's address"
+    raw_rel = raw_path[len(base):]
+    if routes._ENCODED_SLASH.search(raw_rel):
+        return None, "percent-encoded slash in the path"
+    try:
+        rel = unquote(raw_rel, errors="strict")
+    except UnicodeDecodeError:
+        return None, "a path that is not UTF-8"
+    route = routes.match(method.upper(), rel)
+    if route is None:
+        return None, routes.refusal(method.upper(), rel)
+    return route, ""
+
+
+class RouteRefusedHandler(RefusedHandler):
+    """403 for every request outside the route allow-list (:mod:`ecluse_workspace.routes`)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        route, why = request_route(self.settings.get("base_url", "/"), self.request.method or "",
+                                   self.request.path)
+        why = why or "handler not allowed on this route"
+        self.log.warning("workspace guard: refused %s %s (%s)", self.request.method,
+                         self.request.path, why)
+        self._ecluse_message = ROUTE_REFUSED_MESSAGE.format(why=why)
+        raise web.HTTPError(403, self._ecluse_message)
+
+    def prepare(self) -> None:  # refuse before authentication, xsrf or anything else
+        self._refuse()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        message = getattr(self, "_ecluse_message", REFUSED_MESSAGE)
+        self.set_header("Content-Type", "application/json")
+        self.finish({"message": message, "reason": "export-guard"})
+
+    get = head = post = put = delete = patch = options = _refuse
+
+
+class _OutsideAllowList(Matcher):
+    """Matches every request the allow-list refuses: the first rule of the application."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+    def match(self, request: Any) -> dict[str, Any] | None:
+        route, _ = request_route(self.base_url, request.method or "", request.path)
+        return {"path_args": [], "path_kwargs": {}} if route is None else None
+
+
+#: handler classes that only answer an error or a redirect: fine on any allowed route
+_NEUTRAL_HANDLERS = frozenset({
+    "tornado.web.ErrorHandler", "tornado.web.RedirectHandler",
+    "jupyter_server.base.handlers.Template404", "jupyter_server.base.handlers.TrailingSlashHandler",
+    "jupyterlab_server.handlers.NotFoundHandler",
+})
+
+#: the handler classes each allowed route may reach (module.qualname): a handler an
+#: extension adds under an allowed path is refused until it is listed here
+ROUTE_HANDLERS: dict[str, frozenset[str]] = {
+    "root": frozenset({"jupyter_server.base.handlers.MainHandler"}),
+    "lab-page": frozenset({"jupyterlab_server.handlers.LabHandler"}),
+    "static": frozenset({"jupyter_server.base.handlers.FileFindHandler"}),
+    "lab-extensions": frozenset({"jupyter_server.base.handlers.FileFindHandler"}),
+    "lab-themes": frozenset({"jupyterlab_server.themes_handler.ThemesHandler"}),
+    "lab-translations": frozenset({"jupyterlab_server.translations_handler.TranslationsHandler"}),
+    "lab-listings": frozenset({"jupyterlab_server.listings_handler.ListingsHandler"}),
+    "lab-licenses": frozenset({"jupyterlab_server.licenses_handler.LicensesHandler"}),
+    "lab-plugins": frozenset({"jupyterlab.handlers.plugin_manager_handler.PluginHandler"}),
+    "lab-build": frozenset({"jupyterlab.handlers.build_handler.BuildHandler"}),
+    "lab-settings": frozenset({"jupyterlab_server.settings_handler.SettingsHandler"}),
+    "lab-workspaces": frozenset({"jupyterlab_server.workspaces_handler.WorkspacesHandler"}),
+    "api-version": frozenset({"jupyter_server.base.handlers.APIVersionHandler"}),
+    "api-status": frozenset({"jupyter_server.services.api.handlers.APIStatusHandler"}),
+    "api-me": frozenset({"jupyter_server.services.api.handlers.IdentityHandler"}),
+    "api-resolve-path": frozenset({"jupyter_server.services.api.handlers.PathResolverHandler"}),
+    "api-contents": frozenset({
+        "jupyter_server.services.contents.handlers.ContentsHandler",
+        "jupyter_server.services.contents.handlers.CheckpointsHandler",
+        "jupyter_server.services.contents.handlers.ModifyCheckpointsHandler",
+        "jupyter_server.services.contents.handlers.TrustNotebooksHandler",
+    }),
+    "api-sessions": frozenset({
+        "jupyter_server.services.sessions.handlers.SessionRootHandler",
+        "jupyter_server.services.sessions.handlers.SessionHandler",
+    }),
+    "api-kernels": frozenset({
+        "jupyter_server.services.kernels.handlers.MainKernelHandler",
+        "jupyter_server.services.kernels.handlers.KernelHandler",
+        "jupyter_server.services.kernels.handlers.KernelActionHandler",
+        "jupyter_server.services.kernels.websocket.KernelWebsocketHandler",
+    }),
+    "api-kernelspecs": frozenset({
+        "jupyter_server.services.kernelspecs.handlers.MainKernelSpecHandler",
+        "jupyter_server.services.kernelspecs.handlers.KernelSpecHandler",
+    }),
+    "kernelspec-logo": frozenset({"jupyter_server.kernelspecs.handlers.KernelSpecResourceHandler"}),
+    "api-terminals": frozenset({
+        "jupyter_server_terminals.api_handlers.TerminalRootHandler",
+        "jupyter_server_terminals.api_handlers.TerminalHandler",
+    }),
+    "terminal-websocket": frozenset({"jupyter_server_terminals.handlers.TermSocket"}),
+    "api-config": frozenset({"jupyter_server.services.config.handlers.ConfigHandler"}),
+    "api-events-subscribe": frozenset({"jupyter_server.services.events.handlers.SubscribeWebsocket"}),
+    "api-shutdown": frozenset({"jupyter_server.services.shutdown.ShutdownHandler"}),
+    "hub-oauth-callback": frozenset({"jupyterhub.singleuser.extension.OAuthCallbackHandler",
+                                     "jupyterhub.singleuser.extension.JupyterHubOAuthCallbackHandler"}),
+    "hub-login": frozenset({"jupyter_server.auth.login.LoginFormHandler",
+                            "jupyter_server.auth.login.LegacyLoginHandler"}),
+    "hub-logout": frozenset({"jupyter_server.auth.logout.LogoutHandler",
+                             "jupyterhub.singleuser.extension.JupyterHubLogoutHandler"}),
+    "ecluse-export": frozenset({"ecluse_workspace.export.ExportHandler"}),
+    "ecluse-requests": frozenset({"ecluse_workspace.export.RequestsHandler"}),
+    "ecluse-config": frozenset({"ecluse_workspace.export.ConfigHandler"}),
+    "dask-clusters": frozenset({"dask_labextension.clusterhandler.DaskClusterHandler"}),
+    "trailing-slash": frozenset(),
+}
+
+
+def handler_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def handler_allowed(route: Any, cls: type) -> bool:
+    """Whether ``cls`` may answer a request the allow-list let through as ``route``."""
+    name = handler_name(cls)
+    return name in _NEUTRAL_HANDLERS or name in ROUTE_HANDLERS.get(route.name, ())
+
+
+_CHECKED: dict[type, type] = {}
+
+
+def _checked_class(cls: type) -> type:
+    """``cls`` with the content rule applied to what it sends (:class:`ContentCheckedMixin`)."""
+    if cls not in _CHECKED:
+        _CHECKED[cls] = type(cls.__name__, (ContentCheckedMixin, cls),
+                             {"_ecluse_checked": True, "__module__": cls.__module__,
+                              "__qualname__": cls.__qualname__})
+    return _CHECKED[cls]
+
+
+def install_route_guard(web_app: Any, log: Any) -> None:
+    """Default deny, before any handler runs, whatever decorator it has.
+
+    Two checks, both on every request:
+
+    1. the first rule of the application's router matches every request the
+       allow-list refuses and sends it to :class:`RouteRefusedHandler`;
+    2. ``get_handler_delegate`` — which tornado calls for every handler it
+       builds, including 404s — refuses a request the allow-list refuses, and
+       a handler class that is not the one listed for its route (an extension
+       registering a handler under an allowed path), and gives the handlers of
+       routes that return file bytes the content rule on what they send.
+    """
+    base = web_app.settings.get("base_url", "/") or "/"
+    web_app.default_router.rules.insert(0, Rule(_OutsideAllowList(base), RouteRefusedHandler))
+    original = web_app.get_handler_delegate
+
+    def get_handler_delegate(request: Any, target_class: type, target_kwargs: Any = None,
+                             path_args: Any = None, path_kwargs: Any = None) -> Any:
+        route, why = request_route(base, request.method or "", request.path)
+        if route is None or not handler_allowed(route, target_class):
+            if route is not None:
+                log.warning("workspace guard: handler %s not allowed on route %s",
+                            handler_name(target_class), route.name)
+            return original(request, RouteRefusedHandler, {}, [], {})
+        if route.reads_files and not getattr(target_class, "_ecluse_checked", False) \
+                and handler_name(target_class) not in _NEUTRAL_HANDLERS:
+            target_class = _checked_class(target_class)
+        return original(request, target_class, target_kwargs, path_args, path_kwargs)
+
+    web_app.get_handler_delegate = get_handler_delegate
+    web_app.settings["ecluse_route_guard"] = True
+
+
+# --------------------------------------------------------------------------- content rule
+
+
+MAX_SETTINGS_STRING = 4096
+MAX_SETTINGS_BYTES = 64 * 1024
+MAX_WORKSPACE_STRING = 2048
+MAX_WORKSPACE_BYTES = 256 * 1024
+
+
+class ContentCheckedMixin:
+    """Applies the content rule to the first bytes a handler sends (before any goes out).
+
+    The whole answer of the contents, settings and layout APIs is in the
+    buffer at the first flush (they answer with one ``finish``); an answer
+    that streams is refused. Static answers (kernelspec logos) are judged
+    on their first chunk and their length.
+    """
+
+    _ecluse_checked = True
+    _ecluse_judged = False
+    _ecluse_refused = False
+
+    def write(self, chunk: Any) -> None:
+        if self._ecluse_refused:
+            return
+        super().write(chunk)  # type: ignore[misc]
+
+    def flush(self, include_footers: bool = False) -> Any:
+        if not self._ecluse_judged and self._write_buffer:  # type: ignore[attr-defined]
+            self._ecluse_judged = True
+            self._ecluse_judge(include_footers)
+        elif self._ecluse_refused:
+            self._write_buffer = []
+        return super().flush(include_footers)  # type: ignore[misc]
+
+    def _ecluse_judge(self, complete: bool) -> None:
+        if self.request.method != "GET" or self.get_status() not in (200, 206):  # type: ignore[attr-defined]
+            return
+        body = b"".join(self._write_buffer)  # type: ignore[attr-defined]
+        route, _ = request_route(self.settings.get("base_url", "/"), "GET",  # type: ignore[attr-defined]
+                                 self.request.path)  # type: ignore[attr-defined]
+        try:
+            if route is None:
+                raise ContentRefused("refused", "not an allowed route")
+            if self.get_status() != 200 and route.name != "kernelspec-logo":  # type: ignore[attr-defined]
+                raise ContentRefused("partial", "partial answers are not served")
+            length = int(self._headers.get("Content-Length", len(body)))  # type: ignore[attr-defined]
+            if self.get_status() == 206:  # type: ignore[attr-defined]
+                raise ContentRefused("partial", "partial answers are not served")
+            new = judge_response(route.name, body, complete, self._ecluse_limits(),
+                                 self.request.path, total=length)  # type: ignore[attr-defined]
+        except ContentRefused as e:
+            self.log.warning("workspace guard: refused the answer to GET %s (%s)",  # type: ignore[attr-defined]
+                             self.request.path, e.code)  # type: ignore[attr-defined]
+            self._ecluse_replace(403, json.dumps(
+                {"message": f"{e.message} {AIRLOCK_HINT}", "reason": "export-guard",
+                 "code": e.code}).encode())
+            self._ecluse_refused = True
+            return
+        if new is not None:
+            self._ecluse_replace(200, new)
+
+    def _ecluse_replace(self, status: int, body: bytes) -> None:
+        self.set_status(status)  # type: ignore[attr-defined]
+        self._write_buffer = [body]
+        self.clear_header("Etag")  # type: ignore[attr-defined]
+        self.clear_header("Last-Modified")  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json; charset=UTF-8")  # type: ignore[attr-defined]
+        if "Content-Length" in self._headers:  # type: ignore[attr-defined]
+            self.set_header("Content-Length", len(body))  # type: ignore[attr-defined]
+
+    def _ecluse_limits(self) -> Limits:
+        authorizer = self.settings.get("authorizer")  # type: ignore[attr-defined]
+        policy = authorizer._policy() if isinstance(authorizer, EcluseAuthorizer) else ReadPolicy()
+        return Limits(max_text_bytes=policy.max_text_bytes,
+                      max_notebook_bytes=policy.max_notebook_bytes,
+                      max_image_bytes=policy.max_image_bytes)
+
+
+def judge_response(route: str, body: bytes, complete: bool, limits: Limits,
+                   path: str = "", total: int | None = None) -> bytes | None:
+    """Apply the content rule to the body of a GET answer of ``route``.
+
+    Returns ``None`` when the body may go as it is, new bytes when it may go
+    changed (settings without their comments), or raises
+    :class:`~ecluse_workspace.content.ContentRefused`.
+    """
+    name = path.rstrip("/").rsplit("/", 1)[-1] or "this file"
+    if route == "kernelspec-logo":
+        kind = classify(body[:HEAD_BYTES], complete=complete)
+        if kind.kind != "image" or max(len(body), total or 0) > MAX_LOGO_BYTES:
+            raise ContentRefused("binary_file", f"{name} is not a kernel logo.")
+        return None
+    if not complete:
+        raise ContentRefused("streamed", f"the answer for {name} was not sent whole.")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ContentRefused("not_json", f"the answer for {name} is not JSON.") from None
+    if route == "api-contents":
+        _judge_contents(doc, limits)
+        return None
+    if route == "lab-settings":
+        items = doc.get("settings") if isinstance(doc, dict) else None
+        items = items if isinstance(items, list) else [doc]
+        for item in items:
+            if not isinstance(item, dict):
+                raise ContentRefused("not_json", "unexpected settings answer.")
+            user = item.get("settings", {})
+            check_json_strings(user, f"the settings of {item.get('id', name)}",
+                               max_string=MAX_SETTINGS_STRING, max_total=MAX_SETTINGS_BYTES)
+            if "raw" in item:
+                # the user's file as written may hide anything in JSON5 comments: the
+                # browser gets the parsed settings back, without comments
+                item["raw"] = json.dumps(user, indent=4, ensure_ascii=False)
+        return json.dumps(doc).encode()
+    if route == "lab-workspaces":
+        check_json_strings(doc, f"the layout {name}", max_string=MAX_WORKSPACE_STRING,
+                           max_total=MAX_WORKSPACE_BYTES)
+        return None
+    raise ContentRefused("refused", f"no content rule for {route}.")
+
+
+def _judge_contents(doc: Any, limits: Limits) -> None:
+    if isinstance(doc, list):  # checkpoints
+        if any(isinstance(x, dict) and x.get("content") is not None for x in doc):
+            raise ContentRefused("refused", "unexpected contents answer.")
+        return
+    if not isinstance(doc, dict):
+        raise ContentRefused("refused", "unexpected contents answer.")
+    body = doc.get("content")
+    name = str(doc.get("name") or "this file")
+    if body is None:
+        return
+    kind, fmt = doc.get("type"), doc.get("format")
+    if kind == "directory":
+        if not isinstance(body, list) or any(
+                isinstance(x, dict) and x.get("content") is not None for x in body):
+            raise ContentRefused("refused", "unexpected directory listing.")
+        return
+    if kind == "notebook":
+        check_bytes(json.dumps(body, ensure_ascii=False).encode(), name, limits)
+        check_notebook(body, name)
+        return
+    if not isinstance(body, str):
+        raise ContentRefused("refused", f"unexpected content for {name}.")
+    if fmt == "base64":
+        try:
+            raw = base64.b64decode(body, validate=False)
+        except (binascii.Error, ValueError):
+            raise ContentRefused("binary_file", f"{name}: damaged base64.") from None
+        got = check_bytes(raw, name, limits)
+        if got.kind != "image":
+            raise ContentRefused("binary_file",
+                                 f"{name} can only be opened as text in the browser.")
+        return
+    check_text(body, name, limits)

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from . import content
+
 AIRLOCK_HINT = (
     "Files leave an Écluse workspace only through the airlock: right-click the file "
     "in the file browser and choose “Request export…”."
@@ -81,39 +83,26 @@ class ReadPolicy:
                 f"{name} is a data file: it cannot be opened or downloaded in the browser. "
                 f"Analyse it in a notebook. {AIRLOCK_HINT}",
             )
-        if ext == ".ipynb":
-            limit = self.max_notebook_bytes
-        elif ext in IMAGE_EXTENSIONS:
-            limit = self.max_image_bytes
-        else:
-            limit = self.max_text_bytes
-            if requested_format == "base64" or _looks_binary(os_path):
-                raise Refused(
-                    403, "binary_file",
-                    f"{name} is a binary file: it cannot be opened in the browser. "
-                    f"{AIRLOCK_HINT}",
-                )
-        if st.st_size > limit:
+        # then what the bytes are, whatever the name (content.py, docs/threat-model.md)
+        try:
+            with open(os_path, "rb", opener=_nonblocking) as fh:
+                head = fh.read(content.HEAD_BYTES)
+        except OSError as e:
+            raise Refused(403, "unreadable",
+                          f"{name} cannot be read ({e.strerror}). {AIRLOCK_HINT}") from None
+        limits = content.Limits(max_text_bytes=self.max_text_bytes,
+                                max_notebook_bytes=self.max_notebook_bytes,
+                                max_image_bytes=self.max_image_bytes)
+        try:
+            kind = content.check_bytes(head, name, limits, complete=st.st_size <= len(head),
+                                       size=st.st_size)
+        except content.ContentRefused as e:
+            raise Refused(403, e.code, f"{e.message} {AIRLOCK_HINT}") from None
+        if requested_format == "base64" and kind.kind != "image":
             raise Refused(
-                403, "too_large",
-                f"{name} is larger than {limit // 1024} KiB: it cannot be opened in the "
-                f"browser. {AIRLOCK_HINT}",
+                403, "binary_file",
+                f"{name} can only be opened as text in the browser. {AIRLOCK_HINT}",
             )
-
-
-def _looks_binary(os_path: str) -> bool:
-    try:
-        with open(os_path, "rb", opener=_nonblocking) as fh:
-            head = fh.read(8192)
-    except OSError:
-        return True
-    if b"\0" in head:
-        return True
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return e.start < len(head) - 4  # a multi-byte character cut at the end is fine
-    return False
 
 
 def _nonblocking(path: str, flags: int) -> int:

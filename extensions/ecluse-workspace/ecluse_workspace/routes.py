@@ -170,6 +170,8 @@ REFUSED: tuple[Refusal, ...] = (
     Refusal("api-csp-report", r"api/security/csp-report", "not needed"),
     Refusal("kernelspec-resources", r"kernelspecs/.*",
             "kernelspec folders may be user-writable: only logos are served"),
+    Refusal("public-static", r"(?:robots\.txt|favicon\.ico)",
+            "not needed: JupyterLab's icons are under static/"),
     Refusal("metrics", r"metrics", "Prometheus metrics: not for the browser"),
     Refusal("server-proxy", r"(?:proxy|server-proxy)(?:/.*)?",
             "jupyter-server-proxy: any process of the user listening on a port would be a "
