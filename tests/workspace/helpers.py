@@ -86,20 +86,26 @@ class Workspace:
                                 headers={"Authorization": f"token {self.token}"}, **kw)
 
 
+def start_workspace_now(hub: Stack, passwords: dict[str, str], user: str,
+                        project: str) -> Workspace:
+    """Sign ``user`` in, start their ``project`` workspace, wait until it is ready."""
+    c = HubClient(hub.url)
+    assert c.login(user, passwords[user]).status_code == 302
+    token = c.new_token(user)
+    r = c.api("POST", f"/users/{user}/servers/{project}", token)
+    assert r.status_code in (201, 202, 400), r.text
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        s = c.api("GET", f"/users/{user}", token).json()["servers"].get(project)
+        if s and s["ready"]:
+            return Workspace(c, token, f"{hub.url}{s['url']}", user)
+        time.sleep(0.3)
+    raise AssertionError(f"{user}/{project} did not become ready")
+
+
 @pytest.fixture
 def start_workspace(workspace_hub, ldap_passwords):
     def start(user: str, project: str) -> Workspace:
-        c = HubClient(workspace_hub.url)
-        assert c.login(user, ldap_passwords[user]).status_code == 302
-        token = c.new_token(user)
-        r = c.api("POST", f"/users/{user}/servers/{project}", token)
-        assert r.status_code in (201, 202, 400), r.text
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            s = c.api("GET", f"/users/{user}", token).json()["servers"].get(project)
-            if s and s["ready"]:
-                return Workspace(c, token, f"{workspace_hub.url}{s['url']}", user)
-            time.sleep(0.3)
-        raise AssertionError(f"{user}/{project} did not become ready")
+        return start_workspace_now(workspace_hub, ldap_passwords, user, project)
 
     return start

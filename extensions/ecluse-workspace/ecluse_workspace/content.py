@@ -85,7 +85,8 @@ _HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2}){512,}")
 _CODE_LINE = re.compile(
     r"^\s*(?:#|//|/\*|--|import\s|from\s|def\s|class\s|return\b|if\b|for\b|while\b|"
     r"elif\b|else\b|try\b|except\b|with\b|function\b|const\b|let\b|var\b|library\(|@)"
-    r"|\b[A-Za-z_]\w*(?:\[[^\]]*\])?\s*[-+*/]?=[^=]|[A-Za-z_]\w*\(|[{:;]\s*$|^\s*[})\]]"
+    r"|\b[A-Za-z_]\w*(?:\[[^\]]*\])?\s*[-+*/]?=[^=]|[A-Za-z_]\w*\(|[{:;]\s*$|^\s*[(\[{})\]]"
+    r"|[\"']\s*:\s|^\s*(?:\"[^\"]*\"|'[^']*'),\s*$"
 )
 
 
@@ -211,41 +212,67 @@ def _classify_json(text: str, *, complete: bool) -> Kind | None:
 
 
 def _has_records(doc: object, depth: int = 0) -> bool:
-    """A list of 2+ objects or arrays (records), or a dict of equal-length columns."""
+    """A table in JSON: 10+ flat records of the same shape (3+ fields), as a list
+    (``orient="records"``, ``"values"``) or as 3+ columns (``orient="columns"``)."""
     if depth > 20:
         return False
     if isinstance(doc, list):
-        containers = [x for x in doc if isinstance(x, (dict, list))]
-        if len(doc) >= 2 and len(containers) == len(doc):
+        if _flat_records(doc):
             return True
-        return any(_has_records(x, depth + 1) for x in containers)
+        return any(_has_records(x, depth + 1) for x in doc if isinstance(x, (dict, list)))
     if isinstance(doc, dict):
-        values = list(doc.values())
-        cols = [v for v in values if isinstance(v, (dict, list)) and len(v) >= 2]
-        if len(values) >= 2 and len(cols) == len(values) and len({len(c) for c in cols}) == 1:
-            return True  # column-oriented table ({"col": {"0": …, "1": …}, …})
-        return any(_has_records(v, depth + 1) for v in values if isinstance(v, (dict, list)))
+        cols = list(doc.values())
+        if len(cols) >= 3 and all(isinstance(c, (dict, list)) for c in cols) and \
+                len({len(c) for c in cols}) == 1 and len(cols[0]) >= 10 and \
+                all(_scalars(c.values() if isinstance(c, dict) else c) for c in cols):
+            return True
+        return any(_has_records(v, depth + 1) for v in doc.values() if isinstance(v, (dict, list)))
     return False
 
 
-def is_tabular_text(text: str, *, complete: bool = True) -> bool:
+def _scalars(values: object) -> bool:
+    return all(v is None or isinstance(v, (str, int, float, bool)) for v in values)  # type: ignore[attr-defined]
+
+
+def _flat_records(items: list) -> bool:
+    if len(items) < 10:
+        return False
+    if all(isinstance(x, dict) for x in items):
+        keys = {tuple(sorted(x)) for x in items}
+        return len(keys) == 1 and len(items[0]) >= 3 and all(_scalars(x.values()) for x in items)
+    if all(isinstance(x, list) for x in items):
+        return len({len(x) for x in items}) == 1 and len(items[0]) >= 3 and \
+            all(_scalars(x) for x in items)
+    return False
+
+
+def is_tabular_text(text: str, *, complete: bool = True, block: int = 20) -> bool:
     """Delimited text: the same number (2+) of fields on (nearly) every line.
 
-    Code is not a table: when many lines look like code (assignments, calls,
-    keywords, comments), the text is not one. A table re-written as code is
-    text (``docs/threat-model.md``: the screen channel, within the text cap).
+    Two ways to be a table: the first 300 lines split consistently (80 %),
+    or, anywhere in the text, ``block`` consecutive lines do (a table after
+    a page of prose is a table). Code is not a table: lines that look like
+    code (assignments, calls, keywords, comments) break a block, and text
+    where many lines look like code is not one. A table re-written as code
+    is text (``docs/threat-model.md``: the screen channel, within the text cap).
     """
     lines = text.splitlines()
     if not complete and len(lines) > 1:
         lines = lines[:-1]
-    lines = [ln for ln in lines[:300] if ln.strip()]
+    lines = [ln for ln in lines if ln.strip()]
     if len(lines) < 2:
         return False
-    codey = sum(1 for ln in lines if _CODE_LINE.search(ln))
-    if codey > 0.3 * len(lines):
-        return False
-    sample = "\n".join(lines)
+    head = lines[:300]
+    codey = sum(1 for ln in head if _CODE_LINE.search(ln))
+    if codey <= 0.3 * len(head) and _consistent(head):
+        return True
+    return _has_block(lines, block)
+
+
+def _consistent(lines: list[str]) -> bool:
     for sep in (",", ";", "\t", "|"):
+        # a trailing separator ends a list item (``name,``): it adds no field
+        sample = "\n".join(ln.rstrip().rstrip(sep) for ln in lines)
         if sep not in sample:
             continue
         try:
@@ -263,6 +290,21 @@ def is_tabular_text(text: str, *, complete: bool = True) -> bool:
             continue  # prose that happens to hold commas
         if counts.count(mode) >= 0.8 * len(counts):
             return True
+    return False
+
+
+def _has_block(lines: list[str], block: int) -> bool:
+    for sep in (",", ";", "\t", "|"):
+        run, prev = 0, 0
+        for ln in lines:
+            n = ln.rstrip().rstrip(sep).count(sep) + 1
+            if n >= 2 and n == prev and len(ln.split()) < 4 * n and not _CODE_LINE.search(ln):
+                run += 1
+                if run >= block:
+                    return True
+            else:
+                run = 1 if n >= 2 and not _CODE_LINE.search(ln) else 0
+            prev = n
     return False
 
 
@@ -385,27 +427,52 @@ def check_text(text: str, name: str, limits: Limits) -> Kind:
     return check_bytes(text.encode("utf-8", "surrogatepass"), name, limits)
 
 
+def _leaves(doc: object) -> tuple[list[str], list[str]]:
+    """String and number leaves in document order, and each list of scalars as a row."""
+    leaves: list[str] = []
+    rows: list[str] = []
+    stack: list[object] = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            for k, v in reversed(list(x.items())):
+                stack.append(v)
+                stack.append(k)
+        elif isinstance(x, list):
+            scalars = [str(v) for v in x if isinstance(v, (str, int, float)) and
+                       not isinstance(v, bool)]
+            if len(scalars) >= 2:
+                rows.append(",".join(s.replace(",", " ") for s in scalars))
+            stack.extend(reversed(x))
+        elif isinstance(x, str):
+            leaves.append(x)
+        elif isinstance(x, (int, float)) and not isinstance(x, bool):
+            leaves.append(str(x))
+    return leaves, rows
+
+
 def check_json_strings(doc: object, name: str, *, max_string: int, max_total: int) -> None:
-    """User state kept as JSON (settings, layouts): short strings, no table, bounded."""
+    """User state kept as JSON (settings, layouts): short values, no table, bounded.
+
+    A table is looked for in each string, in all the values read in order
+    (one per line: a table split over many values) and in the lists of
+    values (each list a row).
+    """
     total = len(json.dumps(doc, ensure_ascii=False))
     if total > max_total:
         raise ContentRefused("too_large", f"{name} is larger than {max_total // 1024} KiB: "
                                           f"it cannot be sent to the browser.")
-    stack = [doc]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, dict):
-            stack.extend(x.keys())
-            stack.extend(x.values())
-        elif isinstance(x, list):
-            stack.extend(x)
-        elif isinstance(x, str):
-            if len(x) > max_string:
-                raise ContentRefused(
-                    "too_large", f"{name} holds a value longer than {max_string} characters: "
-                                 f"it cannot be sent to the browser.")
-            if "\n" in x and is_tabular_text(x):
-                raise _refuse(name, Kind("tabular", "a table inside a value"))
-            hidden = encoded_payload(x)
-            if hidden is not None:
-                raise _refuse(name, hidden)
+    leaves, rows = _leaves(doc)
+    for x in leaves:
+        if len(x) > max_string:
+            raise ContentRefused(
+                "too_large", f"{name} holds a value longer than {max_string} characters: "
+                             f"it cannot be sent to the browser.")
+        if "\n" in x and is_tabular_text(x):
+            raise _refuse(name, Kind("tabular", "a table inside a value"))
+        hidden = encoded_payload(x)
+        if hidden is not None:
+            raise _refuse(name, hidden)
+    joined = [v for v in leaves if "\n" not in v]
+    if _has_block(joined, 10) or _has_block(rows, 10):
+        raise _refuse(name, Kind("tabular", "a table spread over many values"))

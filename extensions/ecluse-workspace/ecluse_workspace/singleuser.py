@@ -11,19 +11,58 @@ Server, JupyterLab or this extension uses the ``iri`` formats it checks;
 without the module, ``jsonschema`` simply leaves those two formats unchecked,
 as it does wherever the optional module is not installed.
 
+It also makes the server **non-dumpable** (``prctl(PR_SET_DUMPABLE, 0)``)
+before anything else runs: the guard lives in this process, and the
+researcher's kernels and terminals run as the same uid next to it. A
+non-dumpable process's ``/proc/<pid>/mem``, ``environ``, ``fd/…`` and
+``ptrace`` belong to root, so a kernel can neither read the server's memory
+(its hub token, the guard's state) nor patch the guard out of it. Children
+(kernels, terminals) are started through ``execve``, which makes them
+dumpable again: they keep their own ``/proc`` and debuggers. A start where
+``prctl`` fails is refused (fail closed).
+
 Everything else is ``jupyterhub.singleuser.main``, unchanged: same options,
 same configuration, same hub authentication.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 #: optional modules a workspace server never needs and must not pay for
 SKIPPED_IMPORTS = ("rfc3987_syntax",)
 
 
+PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = 3
+
+
+class NotDumpableError(RuntimeError):
+    """The server could not make itself non-dumpable: it does not start."""
+
+
+def make_non_dumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``, checked with ``PR_GET_DUMPABLE``."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                           ctypes.c_ulong]
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise NotDumpableError(f"prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(err)}")
+    if libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise NotDumpableError("the workspace server is still dumpable after prctl")
+
+
 def main(argv: list[str] | None = None) -> int | None:
+    try:
+        make_non_dumpable()
+    except (OSError, AttributeError, NotDumpableError) as e:
+        sys.stderr.write(f"ecluse-singleuser: refusing to start: {e}\n")
+        return 1
     for name in SKIPPED_IMPORTS:
         # ``None`` in sys.modules makes ``import name`` raise ImportError, which
         # is what jsonschema expects from a missing optional dependency
