@@ -278,3 +278,58 @@ def test_user_config_cannot_turn_the_guard_off(ws, workspace_hub):
     assert ws.get("api/contents/project/secret.csv").status_code == 403
     assert ws.request("POST", "ecluse/export", json={}).status_code == 400  # still loaded
     assert "@jupyterlab/docmanager-extension:download" in ws.get("lab").text
+
+
+# ---- default deny at the router (issue 12, item 1)
+
+UNLISTED = [
+    ("GET", "dask/dashboard-check/http%3A%2F%2F127.0.0.1%3A9000%2F"),
+    ("GET", "dask/dashboard-check/http://127.0.0.1:9000/"),
+    ("GET", "dask/dashboard/0b6e9f1c-1f2b-4c1e-9a3e-1234567890ab/individual-plots.json"),
+    ("GET", "server-proxy/servers-info"),
+    ("GET", "api/spec.yaml"),
+    ("GET", "metrics"),
+    ("GET", "lab/api/extensions"),
+    ("GET", "lab/api/news"),
+    ("POST", "lab/api/build"),
+    ("GET", "api/contents/project%2Fsecret.csv"),
+    ("OPTIONS", "api/contents/project/secret.csv"),
+    ("GET", "no/such/route"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), UNLISTED)
+def test_routes_outside_the_allow_list_are_refused(ws, method, path):
+    """dask-labextension's dashboard-check fetches any URL inside the sandbox and returns
+    what it answered (here a ``python -m http.server`` in /project): refused before its
+    handler runs, like every route not on the allow-list."""
+    put_file(ws, "project/individual-plots.json", json.dumps({"rows": SECRET}))
+    r = ws.request(method, path, timeout=20)
+    assert r.status_code == 403, (path, r.status_code, r.text[:300])
+    assert SECRET not in r.text
+    body = r.json()
+    assert body["reason"] == "export-guard" and "not one the Écluse workspace serves" in \
+        body["message"] and "airlock" in body["message"].lower()
+
+
+def test_the_allow_list_keeps_jupyterlab_working(ws):
+    for path in ("lab", "api/status", "api/kernelspecs", "api/sessions", "api/me",
+                 "lab/api/settings", "lab/api/workspaces", "lab/api/translations",
+                 "ecluse/config", "ecluse/requests", "dask/clusters",
+                 "api/contents/home/alice?content=1"):
+        r = ws.get(path)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+
+
+def test_a_parquet_file_renamed_ipynb_is_refused(ws):
+    """The issue's first finding: row-level Parquet renamed notes.ipynb, read as base64."""
+    import base64
+
+    from tests.support import canary
+
+    parquet = canary.data_files()["canary.parquet"]
+    put_file(ws, "home/alice/notes.ipynb", base64.b64encode(parquet).decode(), "base64")
+    for q in ("?type=file&format=base64", "?type=file&format=text", "", "?type=notebook"):
+        r = ws.get(f"api/contents/home/alice/notes.ipynb{q}")
+        assert r.status_code in (400, 403), (q, r.status_code)
+        assert not canary.leaks(r.content, canary.needles({"p": parquet})), q

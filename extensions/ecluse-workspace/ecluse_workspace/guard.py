@@ -105,10 +105,10 @@ class GuardPolicy(LoggingConfigurable):
     ).tag(config=True)
     proxy_ports = List(
         Integer(),
-        help="""Ports inside the sandbox that jupyter-server-proxy may reach at
-        /proxy/<port>/ (e.g. 8787, the Dask dashboard). Default: none. Any process
-        of the user listening on an allowed port is reachable from the browser: an
-        allowed port is a download channel.""",
+        help="""No longer opens anything: the route allow-list
+        (``ecluse_workspace.routes``) refuses jupyter-server-proxy on every port,
+        since any process of the user listening on an allowed port would be a
+        download channel. Dask dashboards are served by the hub (docs/dask.md).""",
     ).tag(config=True)
 
     def read_policy(self) -> ReadPolicy:
