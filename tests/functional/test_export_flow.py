@@ -98,6 +98,11 @@ def test_researcher_exports_through_the_airlock(workspace_hub, ldap_passwords, b
 
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    # what the workspace server refused to JupyterLab itself (the route allow-list
+    # and the content rule must not break the researcher's normal work)
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(f"{r.request.method} {r.url}")
+            if r.status == 403 and "/user/alice/cardio-los/" in r.url else None)
     # alice signs in and starts her project workspace from the spawn form
     page.goto(f"{stack.url}/hub/login")
     page.fill("input[name=username]", "alice")
@@ -194,6 +199,11 @@ def test_researcher_exports_through_the_airlock(workspace_hub, ldap_passwords, b
     assert staged["name"] == "table1.csv"
     assert hashlib.sha256(data).hexdigest() == staged["sha256"]
     assert data.startswith(b"sex,age_band,n,mean_los")
+
+    # JupyterLab hit the guard only where a feature is off by design: the language
+    # server (disabled), jupyter-server-proxy's launcher entries, the export menu
+    off_by_design = re.compile(r"/user/alice/cardio-los/(lsp/|server-proxy/|api/nbconvert)")
+    assert all(off_by_design.search(u) for u in refused), refused
 
     # ...while the workspace itself still refuses to hand the file over
     r = alice.get(base + "files/project/table1.csv?download=1", timeout=30,

@@ -313,6 +313,8 @@ def test_routes_outside_the_allow_list_are_refused(ws, method, path):
 
 
 def test_the_allow_list_keeps_jupyterlab_working(ws):
+    r = ws.get("")  # the server's root sends the browser to JupyterLab
+    assert r.status_code == 302 and "/lab" in r.headers["Location"], r.status_code
     for path in ("lab", "api/status", "api/kernelspecs", "api/sessions", "api/me",
                  "lab/api/settings", "lab/api/workspaces", "lab/api/translations",
                  "ecluse/config", "ecluse/requests", "dask/clusters",

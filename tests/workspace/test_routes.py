@@ -88,6 +88,7 @@ ALLOWED_SAMPLES: dict[str, tuple[str, str]] = {
     # neutral: errors and redirects
     "jupyter_server.base.handlers.Template404": ("GET", "api/contents/"),
     "jupyter_server.base.handlers.TrailingSlashHandler": ("GET", "lab/"),
+    "jupyter_server.base.handlers.RedirectWithParams": ("GET", ""),
     "jupyterlab_server.handlers.NotFoundHandler": ("GET", "lab/"),
 }
 
@@ -240,6 +241,7 @@ def test_every_allowed_handler_is_registered(registered):
     """No stale entries: each allowed class exists in the server (or is a known alias)."""
     present = {cls for _, cls in registered["routes"]}
     aliases = {"jupyter_server.auth.logout.LogoutHandler",
+               "jupyter_server.base.handlers.RedirectWithParams",
                "jupyterlab_server.handlers.NotFoundHandler",
                "jupyter_server.auth.login.LoginFormHandler"}
     missing = set(ALLOWED_SAMPLES) - present - aliases

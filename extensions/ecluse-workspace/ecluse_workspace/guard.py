@@ -304,6 +304,7 @@ class _OutsideAllowList(Matcher):
 #: handler classes that only answer an error or a redirect: fine on any allowed route
 _NEUTRAL_HANDLERS = frozenset({
     "tornado.web.ErrorHandler", "tornado.web.RedirectHandler",
+    "jupyter_server.base.handlers.RedirectWithParams",
     "jupyter_server.base.handlers.Template404", "jupyter_server.base.handlers.TrailingSlashHandler",
     "jupyterlab_server.handlers.NotFoundHandler",
 })
