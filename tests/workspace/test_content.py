@@ -149,3 +149,43 @@ def test_content_module_is_dependency_free(content):
     imports = set(re.findall(r"^(?:from|import) ([\w.]+)", src, re.M))
     assert imports <= {"__future__", "base64", "binascii", "csv", "io", "json", "re",
                        "dataclasses"}, imports
+
+
+def test_answers_are_judged_on_what_they_carry(content, data_files):
+    """The check on the answer itself (the second pass: a file swapped after the first
+    check, or a handler that reads more than the guard looked at)."""
+    from ecluse_workspace.guard import judge_response
+
+    limits = content.Limits(**LIMITS_KW)
+    parquet = base64.b64encode(data_files["canary.parquet"]).decode()
+
+    def model(**kw):
+        return json.dumps({"name": "notes.ipynb", "path": "home/alice/notes.ipynb",
+                           "type": "file", "format": "text", "content": ""} | kw).encode()
+
+    for body in (model(format="base64", content=parquet),
+                 model(format="text", content=canary.csv_text()),
+                 model(type="notebook", format="json",
+                       content={"cells": [], "nbformat": 4, "nbformat_minor": 5,
+                                "metadata": {"x": canary.csv_text()}}),
+                 model(type="notebook", format="json", content={"rows": 1})):
+        with pytest.raises(content.ContentRefused):
+            judge_response("api-contents", body, True, limits, "/api/contents/notes.ipynb")
+    assert judge_response("api-contents", model(content="print(1)\n"), True, limits) is None
+    listing = json.dumps({"type": "directory", "name": "", "content": [
+        {"name": "a.csv", "type": "file", "content": None}]}).encode()
+    assert judge_response("api-contents", listing, True, limits) is None
+    with pytest.raises(content.ContentRefused):  # an answer that streams is not judged
+        judge_response("api-contents", model(content="x"), False, limits)
+    # settings: the user's raw JSON5 goes back without its comments
+    raw = "{\n// " + canary.TOKEN + "\n\"theme\": \"JupyterLab Light\"}"
+    settings = json.dumps({"id": "@jupyterlab/apputils-extension:themes", "raw": raw,
+                           "settings": {"theme": "JupyterLab Light"}, "schema": {}}).encode()
+    out = json.loads(judge_response("lab-settings", settings, True, limits))
+    assert canary.TOKEN not in out["raw"] and json.loads(out["raw"]) == out["settings"]
+    listing = json.dumps({"settings": [json.loads(settings)]}).encode()
+    assert canary.TOKEN not in judge_response("lab-settings", listing, True, limits).decode()
+    with pytest.raises(content.ContentRefused):
+        judge_response("kernelspec-logo", canary.csv_text().encode(), True, limits)
+    with pytest.raises(content.ContentRefused):
+        judge_response("api-status", b"{}", True, limits)  # no rule: refused

@@ -395,6 +395,9 @@ def check_notebook(nb: object, name: str) -> None:
         raise bad("nbformat is not 4")
     if not isinstance(nb.get("metadata", {}), dict) or not isinstance(nb.get("cells"), list):
         raise bad("no list of cells")
+    # what the researcher wrote (sources, metadata) is text, not a table; outputs are
+    # what kernels printed (the screen channel): only their images are checked
+    _check_no_table(nb.get("metadata", {}), name)
     for cell in nb["cells"]:
         if not isinstance(cell, dict) or cell.get("cell_type") not in _CELL_TYPES:
             raise bad("a cell of unknown type")
@@ -402,6 +405,10 @@ def check_notebook(nb: object, name: str) -> None:
         if not (isinstance(src, str) or (isinstance(src, list)
                                           and all(isinstance(s, str) for s in src))):
             raise bad("a cell source that is not text")
+        text = src if isinstance(src, str) else "".join(src)
+        if is_tabular_text(text):
+            raise _refuse(name, Kind("tabular", "a table in a cell"))
+        _check_no_table(cell.get("metadata", {}), name)
         bundles = [o.get("data") for o in cell.get("outputs", []) or []
                    if isinstance(o, dict) and isinstance(o.get("data"), dict)]
         attachments = cell.get("attachments") or {}
@@ -420,6 +427,15 @@ def check_notebook(nb: object, name: str) -> None:
                         raise ContentRefused(
                             "data_file", f"{name} carries a file disguised as an image "
                                          f"({mime}): it cannot be opened in the browser.")
+
+
+def _check_no_table(doc: object, name: str) -> None:
+    leaves, rows = _leaves(doc)
+    for x in leaves:
+        if "\n" in x and is_tabular_text(x):
+            raise _refuse(name, Kind("tabular", "a table in the notebook's metadata"))
+    if _has_block([v for v in leaves if "\n" not in v], 10) or _has_block(rows, 10):
+        raise _refuse(name, Kind("tabular", "a table in the notebook's metadata"))
 
 
 def check_text(text: str, name: str, limits: Limits) -> Kind:
