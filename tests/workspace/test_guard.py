@@ -335,3 +335,20 @@ def test_a_parquet_file_renamed_ipynb_is_refused(ws):
         r = ws.get(f"api/contents/home/alice/notes.ipynb{q}")
         assert r.status_code in (400, 403), (q, r.status_code)
         assert not canary.leaks(r.content, canary.needles({"p": parquet})), q
+
+
+def test_images_still_open_in_the_image_viewer(ws):
+    import base64
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b""))
+    put_file(ws, "home/alice/figure.png", base64.b64encode(png).decode(), "base64")
+    r = ws.get("api/contents/home/alice/figure.png?type=file&format=base64")
+    assert r.status_code == 200, r.text[:300]
+    assert base64.b64decode(r.json()["content"]) == png

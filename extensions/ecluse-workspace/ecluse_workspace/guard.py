@@ -463,24 +463,24 @@ class ContentCheckedMixin:
         return super().flush(include_footers)  # type: ignore[misc]
 
     def _ecluse_judge(self, complete: bool) -> None:
-        if self.request.method != "GET" or self.get_status() not in (200, 206):  # type: ignore[attr-defined]
-            return
+        status = self.get_status()  # type: ignore[attr-defined]
+        if not 200 <= status < 300:
+            return  # errors and redirects carry no file
         body = b"".join(self._write_buffer)  # type: ignore[attr-defined]
-        route, _ = request_route(self.settings.get("base_url", "/"), "GET",  # type: ignore[attr-defined]
+        method = self.request.method or ""  # type: ignore[attr-defined]
+        route, _ = request_route(self.settings.get("base_url", "/"), method,  # type: ignore[attr-defined]
                                  self.request.path)  # type: ignore[attr-defined]
         try:
             if route is None:
                 raise ContentRefused("refused", "not an allowed route")
-            if self.get_status() != 200 and route.name != "kernelspec-logo":  # type: ignore[attr-defined]
+            if status not in (200, 201):
                 raise ContentRefused("partial", "partial answers are not served")
             length = int(self._headers.get("Content-Length", len(body)))  # type: ignore[attr-defined]
-            if self.get_status() == 206:  # type: ignore[attr-defined]
-                raise ContentRefused("partial", "partial answers are not served")
             new = judge_response(route.name, body, complete, self._ecluse_limits(),
                                  self.request.path, total=length)  # type: ignore[attr-defined]
         except ContentRefused as e:
-            self.log.warning("workspace guard: refused the answer to GET %s (%s)",  # type: ignore[attr-defined]
-                             self.request.path, e.code)  # type: ignore[attr-defined]
+            self.log.warning("workspace guard: refused the answer to %s %s (%s)",  # type: ignore[attr-defined]
+                             method, self.request.path, e.code)  # type: ignore[attr-defined]
             self._ecluse_replace(403, json.dumps(
                 {"message": f"{e.message} {AIRLOCK_HINT}", "reason": "export-guard",
                  "code": e.code}).encode())
@@ -508,7 +508,7 @@ class ContentCheckedMixin:
 
 def judge_response(route: str, body: bytes, complete: bool, limits: Limits,
                    path: str = "", total: int | None = None) -> bytes | None:
-    """Apply the content rule to the body of a GET answer of ``route``.
+    """Apply the content rule to the body of an answer of ``route``.
 
     Returns ``None`` when the body may go as it is, new bytes when it may go
     changed (settings without their comments), or raises
