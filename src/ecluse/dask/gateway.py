@@ -46,6 +46,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
+from ..hubservice import service_environment
 from .settings import DaskSettings, dask_settings  # noqa: F401 (re-exported)
 from .sizing import sizing
 
@@ -423,13 +424,10 @@ def gateway_service_spec(settings: Any) -> dict[str, Any]:
     from .settings import PORT_ENV
 
     ds = dask_settings(settings)
-    env = {"ECLUSE_STATE_DIR": str(settings.state_dir)}
+    env = service_environment(settings)
     for var in PORT_ENV.values():
         if os.environ.get(var):
             env[var] = os.environ[var]
-    pw_env = settings.ldap.bind_password_env
-    if pw_env and os.environ.get(pw_env):
-        env[pw_env] = os.environ[pw_env]
     prefix = f"/services/{SERVICE_NAME}"
     command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix", prefix,
                "--front", f"127.0.0.1:{ds.front_port}"]
