@@ -119,8 +119,10 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
         batch_spec = _optional("ecluse.batch", "batch_service_spec")
         if batch_spec is not None:
             from .batch import batch_roles
+            from .batch.hub import USER_SCOPES as BATCH_USER_SCOPES
 
             services.append(batch_spec(settings))
+            extra_user_scopes.extend(BATCH_USER_SCOPES)
             roles_extra.extend(batch_roles())
     if settings.dask.gateway and settings.hub.spawner == "ecluse":
         gateway = _optional("ecluse.dask.gateway", "gateway_service_spec")

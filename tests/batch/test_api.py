@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from ecluse.airlock.service import AirlockService
+from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 
 from .conftest import nb, sandbox_gone
@@ -66,7 +67,7 @@ def test_non_staff_cannot_submit(batch_hub: UpStack) -> None:
     body = {"project": "cardio-los", "as_user": "alice",
             "notebook": {"name": "a.ipynb", "content": nb("x = 1")}}
     assert requests.post(f"{api}/runs", json=body, timeout=30).status_code == 401
-    alice = batch_hub.token("alice")  # every scope alice has: no access to the service
+    alice = batch_hub.token("alice")  # reaches the service (members share runs), not staff
     r = requests.post(f"{api}/runs", json=body, timeout=30,
                       headers={"Authorization": f"token {alice}"})
     assert r.status_code == 403, r.text
@@ -100,12 +101,26 @@ def test_cli_run_progress_and_export(batch_hub: UpStack, tmp_path: Path) -> None
     assert show["parameters"] == {"n": 3} and show["run_as"] == "alice"
     assert show["progress"] == {"cells_done": 4, "cells_total": 4, "fraction": 1.0}
     assert sandbox_gone(show["sandbox_id"])
-    assert "total 150" in _cli(batch_hub, sam, "logs", run_id).stdout
+    assert "total 150" in _cli(batch_hub, sam, "logs", run_id).stdout  # sam is a member
+    # the log is project data: staff who are no member see status, not output ...
+    erin = batch_hub.token("erin")
+    res = _cli(batch_hub, erin, "logs", run_id)
+    assert res.returncode == 1 and "data of project cardio-los" in res.stderr, res.stderr
+    assert "total 150" not in _cli(batch_hub, erin, "show", run_id).stdout
+    # ... until a member (not staff) shares the run
+    alice = batch_hub.token("alice")
+    res = _cli(batch_hub, alice, "share", run_id)
+    assert res.returncode == 0 and "shared with platform staff" in res.stdout, res.stderr
+    assert "total 150" in _cli(batch_hub, erin, "logs", run_id).stdout
+    audit = AuditLog.from_settings(batch_hub.settings)
+    reads = [(e.actor, e.details["access"]) for e in audit.records(event="batch.read")
+             if e.details["run_id"] == run_id]
+    assert reads == [("sam", "member"), ("erin", "shared")]
+    assert [e.actor for e in audit.records(event="batch.share")] == ["alice"]
     listed = _cli(batch_hub, sam, "list", "--project", "cardio-los").stdout
     assert run_id in listed
 
     # staff who are no project member may not put its outputs in the airlock
-    erin = batch_hub.token("erin")
     res = _cli(batch_hub, erin, "export", run_id, "--title", "June")
     assert res.returncode == 1 and "not a member of project cardio-los" in res.stderr
 

@@ -1,4 +1,4 @@
-"""``ecluse batch run | list | show | logs | cancel | export | serve``.
+"""``ecluse batch run | list | show | logs | share | cancel | export | serve``.
 
 Every client command talks to the batch service's REST API with a hub token
 (``--token`` or ``$JUPYTERHUB_API_TOKEN``), so it goes through the same
@@ -52,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_list)
 
     for name, func, text in (("show", cmd_show, "one run, with its progress"),
-                             ("logs", cmd_logs, "the run's output (papermill and the kernel)"),
+                             ("logs", cmd_logs, "the run's log with the cell outputs (project "
+                              "data: members, or staff once a member shared the run)"),
+                             ("share", cmd_share, "as a project member: let platform staff "
+                              "read the run's log and files"),
                              ("cancel", cmd_cancel, "cancel a queued run or stop a running one")):
         q = bsub.add_parser(name, parents=[client], help=text)
         q.add_argument("run", help="run id (br-...)")
@@ -181,6 +184,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 @_api
 def cmd_logs(args: argparse.Namespace) -> int:
     sys.stdout.write(_client(args).logs(args.run))
+    return 0
+
+
+@_api
+def cmd_share(args: argparse.Namespace) -> int:
+    run = _client(args).share(args.run)
+    print(json.dumps(run) if args.json else f"{run['id']}  shared with platform staff "
+          f"(by {run['shared_by']}, {run['shared_at']})")
     return 0
 
 
