@@ -33,6 +33,8 @@ from ecluse.ldapserver import free_port
 from ecluse.stack import Stack
 from ecluse.testing import HubClient
 
+from .conftest import ROOTS
+
 REPO = Path(__file__).resolve().parents[2]
 TMP_PREFIX = "ecluse-test-batch-"
 SAM_PASSWORD = "pw-sam-Secret1"
@@ -67,6 +69,7 @@ class UpStack(Stack):
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+        ROOTS.append(str(self.root))
         self.config = up_config(self.root)
         self._log = open(self.root / "hub.log", "wb")  # noqa: SIM115
         super().__init__(load_settings(self.config), hub_log=self._log)
