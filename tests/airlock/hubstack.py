@@ -62,7 +62,6 @@ ECLUSE_YAML = {
 class AirlockHub(ServiceHub):
     service = "airlock"
     users = USERS
-    user_scopes = ["self", "access:services!service=airlock"]
     token_scopes = ["access:services!service=airlock", "read:users:groups!user"]
     tmp_prefix = TMP_PREFIX + "hub-"
 
