@@ -49,3 +49,19 @@ def test_hub_services_get_the_directory_password_from_the_hub(settings, monkeypa
     monkeypatch.delenv("ECLUSE_TEST_BIND_PASSWORD")
     assert "ECLUSE_TEST_BIND_PASSWORD" not in batch_service_spec(settings)["environment"]
     assert BatchSettings().port == 8091  # the documented default
+
+
+def test_service_without_the_directory_password_does_not_start(make_config) -> None:
+    """Fail closed and say why, rather than answer every submission with 503."""
+    import os
+    import subprocess
+    import sys
+
+    path = make_config(**{"ldap.bind_password_file": None,
+                          "ldap.bind_password_env": "ECLUSE_TEST_UNSET_PASSWORD"})
+    env = {k: v for k, v in os.environ.items() if k != "ECLUSE_TEST_UNSET_PASSWORD"}
+    res = subprocess.run([sys.executable, "-m", "ecluse", "batch", "serve", "--config",
+                          str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "no service account password" in res.stderr
+    assert "ECLUSE_TEST_UNSET_PASSWORD" in res.stderr

@@ -132,6 +132,11 @@ def _describe(run: dict[str, Any]) -> str:
         lines.append(f"  failing cell: {run['failed_cell']}")
     if run.get("error"):
         lines.append(f"  error: {run['error']}")
+    if run.get("exit_code") is not None:
+        lines.append(f"  exit code: {run['exit_code']}")
+    if run.get("shared_by"):
+        lines.append(f"  log and files shared with staff by {run['shared_by']} "
+                     f"({run['shared_at']})")
     return "\n".join(lines)
 
 
@@ -219,8 +224,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..batch.service import BatchService
     from ..batch.settings import batch_settings
     from ..batch.web import serve
+    from ..config import ConfigError
 
     settings = _settings(args)
+    try:  # every run identity is looked up in the directory: without it, do not start
+        settings.ldap.bind_password()
+    except ConfigError as e:
+        print(f"ecluse batch serve: {e} (the hub passes the environment it has: "
+              "ecluse.hubservice.service_environment)", file=sys.stderr)
+        return 2
     conf = batch_settings(settings)
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(BatchService.from_settings(settings), ip=ip, port=port))
