@@ -65,3 +65,21 @@ def test_service_without_the_directory_password_does_not_start(make_config) -> N
     assert res.returncode == 2, res.stderr
     assert "no service account password" in res.stderr
     assert "ECLUSE_TEST_UNSET_PASSWORD" in res.stderr
+
+
+def test_a_queue_of_an_earlier_version_gets_the_new_columns(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from ecluse.batch.runs import _ADDED_COLUMNS, make_engine, runs_table
+
+    url = f"sqlite:///{tmp_path / 'batch.sqlite'}"
+    old = sa.MetaData()
+    sa.Table(runs_table.name, old, *[c._copy() for c in runs_table.columns
+                                     if c.name not in _ADDED_COLUMNS])
+    engine = sa.create_engine(url)
+    old.create_all(engine)
+    engine.dispose()
+    engine = make_engine(url)
+    names = {c["name"] for c in sa.inspect(engine).get_columns(runs_table.name)}
+    assert set(_ADDED_COLUMNS) <= names
+    engine.dispose()
