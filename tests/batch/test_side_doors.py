@@ -2,9 +2,10 @@
 
 Each test attacks one door with real sandboxes (``make_service``):
 
-* another project member rewrites the run's inputs in the shared project
-  folder while the run starts (the race of issue 15): the run executes the
-  submitted notebook;
+* another project member rewrites the run's inputs while the run starts
+  (the race of issue 15), in the run folder (where they used to be) and in
+  the record store: both refused, the run executes the submitted notebook,
+  and its outputs cannot be replaced by him afterwards;
 * the record store's notebook is changed before the driver reads it: the
   driver refuses it (sha256);
 * the run itself cannot change its inputs (root-owned, read-only mount);
@@ -38,6 +39,10 @@ BOB_UID, PROJECT_GID = 20002, 30001  # bob, another member of cardio-los
 EVIL = nb("open('/project/evil-ran', 'w').write('x')\nprint('EVIL')")
 
 
+def evil_bytes() -> bytes:
+    return json.dumps(EVIL).encode()
+
+
 def as_bob(folder: Path, name: str, data: bytes) -> int:
     """Write ``folder/name`` as bob (uid and group of a member of the project), as from
     his workspace, where ``/project`` is mounted: the folder is handed over as an open
@@ -62,7 +67,7 @@ class MemberRewritesInputs(TrackingLocalSandbox):
         run_id = spec.env["ECLUSE_BATCH_RUN"]
         folder = self.settings.projects_root / spec.project.slug / "shared" / "batch" / run_id
         record = self.settings.state_dir / "batch-records" / run_id / "input"
-        evil = json.dumps(EVIL).encode()
+        evil = evil_bytes()
         self.attempts = {
             "folder-notebook": as_bob(folder, "input.ipynb", evil),
             "folder-parameters": as_bob(folder, "parameters.json", b'{"n": 666}'),
@@ -116,10 +121,15 @@ async def test_member_rewriting_the_inputs_changes_nothing(service_with) -> None
     out = json.dumps(json.loads((shared / "batch" / run["id"] / "output.ipynb").read_text()))
     assert "GOOD 7" in out and "EVIL" not in out
     assert not (shared / "evil-ran").exists()
-    # bob may write in the run folder (project data), not in the inputs
-    attempts = service.backend.attempts
-    assert attempts["folder-notebook"] == 0 and attempts["folder-parameters"] == 0, attempts
-    assert attempts["record-notebook"] != 0 and attempts["record-parameters"] != 0, attempts
+    # bob wrote nowhere: not in the run folder (the run's identity's), not in the inputs
+    assert all(code != 0 for code in service.backend.attempts.values()), \
+        service.backend.attempts
+    # nor, after the run, over what it produced (read by members, kept with the audit record)
+    folder = shared / "batch" / run["id"]
+    assert as_bob(folder, "output.ipynb", evil_bytes()) != 0
+    assert as_bob(folder, "result.json", b'{"status": "failed"}') != 0
+    st = os.stat(folder / "output.ipynb")
+    assert st.st_mode & 0o777 == 0o640 and os.stat(folder).st_mode & 0o7777 == 0o2750
 
 
 async def test_driver_refuses_a_notebook_that_is_not_the_submitted_one(service_with) -> None:

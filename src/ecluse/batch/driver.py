@@ -38,13 +38,15 @@ from .runs import INPUT_MOUNT
 DRIVER = r'''
 import hashlib, json, logging, os, sys, traceback
 
+# what the run writes: readable by the project's members, writable by the run only
+os.umask(0o027)
 # the log is project data: from here on stdout and stderr are log.txt in the run folder
 status = os.fdopen(os.dup(1), "w")
 try:
     os.unlink("log.txt")
 except FileNotFoundError:
     pass
-_fd = os.open("log.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o660)
+_fd = os.open("log.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
 os.dup2(_fd, 1)
 os.dup2(_fd, 2)
 os.close(_fd)
