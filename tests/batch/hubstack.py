@@ -30,7 +30,7 @@ import yaml
 
 from ecluse.config import load_settings
 from ecluse.ldapserver import free_port
-from ecluse.stack import Stack
+from ecluse.stack import Stack, StackError
 from ecluse.testing import HubClient
 
 from .conftest import ROOTS
@@ -75,6 +75,13 @@ class UpStack(Stack):
         super().__init__(load_settings(self.config), hub_log=self._log)
         self.batch_url = f"{self.url}/services/batch/"
         self.passwords: dict[str, str] = {}
+
+    def start_hub(self, timeout: float = 180) -> None:
+        """As ``ecluse up`` (which waits ``sandbox.start_timeout``): a shared 2-core host."""
+        try:
+            super().start_hub(timeout)
+        except StackError as e:
+            raise StackError(f"{e}\n{self.log_tail()}") from None
 
     def start(self) -> None:
         super().start()
