@@ -44,7 +44,9 @@ class AirlockSettings(BaseModel):
         20000, ge=100, description="Longest justification, comment or override reason."
     )
     preview_rows: int = Field(
-        200, ge=1, le=5000, description="Rows of a table shown in the checker's preview."
+        200, ge=1, le=5000,
+        description="Rows of a table kept in the checker's preview (rendered once, when the "
+        "file is checked; a blocked file shows at most 20, masked).",
     )
     checker_group: str = Field(
         "output-checkers", description="Hub group whose members are output checkers."
@@ -59,6 +61,16 @@ class AirlockSettings(BaseModel):
     )
     check_timeout: float = Field(
         300.0, gt=0, description="Seconds one file's disclosure check may take (then: review)."
+    )
+    purge_after_days: float = Field(
+        30.0, gt=0,
+        description="Days after which the staged files of withdrawn and rejected requests "
+        "are deleted (audited as airlock.request.purged).",
+    )
+    purge_interval_seconds: float = Field(
+        3600.0, ge=0,
+        description="How often the running service purges (0: never; then run "
+        "`ecluse airlock purge` from cron).",
     )
     group_cache_seconds: float = Field(
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."

@@ -127,7 +127,9 @@ class ReviewHandler(APIHandler):
 
 
 class FileContentHandler(APIHandler):
-    """GET .../files/<id>/content — released files for the requester, any for checkers."""
+    """GET .../files/<id>/content — the bytes, for the requester of a released request only.
+
+    Checkers review through the previews in ``GET .../requests/<id>``."""
 
     async def get(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
