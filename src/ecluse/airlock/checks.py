@@ -34,7 +34,7 @@ def _fallback(message: str, fmt: str = "unknown") -> dict[str, Any]:
 def check_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Path) -> dict:
     """Return the sdc report of a staged file as a dict (never raises)."""
     try:
-        from ecluse.sdc import check_file
+        import ecluse.sdc  # noqa: F401
     except ImportError as e:
         log.error("ecluse.sdc is not available: %s", e)
         return _fallback("automatic disclosure checks are unavailable; review by hand")
@@ -45,16 +45,36 @@ def check_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Pat
             os.link(object_path, view)
         except OSError:
             shutil.copyfile(object_path, view)
-        report = check_file(view, policy, display_name=display_name)
-        data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-        data["verdict"] = str(getattr(report, "verdict", data.get("verdict", "review")))
-        data["verdict"] = _verdict_value(data["verdict"])
-        return data
+        return check_named(view, display_name, policy)
     except Exception as e:  # fail closed: a crashing checker sends the file to review
         log.exception("disclosure check of %s failed", display_name)
         return _fallback(f"automatic check failed ({type(e).__name__}); review by hand")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_named(path: Path, display_name: str, policy: Any) -> dict[str, Any]:
+    """The sdc report (a dict) of a file already under its display name (may raise)."""
+    from ecluse.sdc import check_file
+
+    report = check_file(path, policy, display_name=display_name)
+    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    data["verdict"] = _verdict_value(getattr(report, "verdict", data.get("verdict", "review")))
+    return data
+
+
+def inspect_named(path: Path, display_name: str, policy: Any,
+                  preview_rows: int = 200) -> dict[str, Any]:
+    """Report and preview of a file already under its display name (never raises)."""
+    from .preview import render_preview
+
+    try:
+        report = check_named(path, display_name, policy)
+    except Exception as e:  # fail closed
+        log.exception("disclosure check of %s failed", display_name)
+        return unjudged(f"automatic check failed ({type(e).__name__}); review by hand")
+    return {"report": report, "preview": render_preview(path, display_name, report,
+                                                        preview_rows)}
 
 
 def inspect_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Path,

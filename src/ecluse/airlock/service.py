@@ -111,14 +111,20 @@ class AirlockService:
     ) -> AirlockService:
         """Build the service of a deployment and bring its database to the latest schema.
 
-        ``process_checks``: run disclosure checks in a process pool (the web service).
+        ``process_checks``: run disclosure checks away from the calling thread (the web
+        service): in a one-shot sandbox per file (``check_runner: sandbox``, the default)
+        or in a process pool (``process``).
         """
         from ..audit import AuditLog
         from .checks import ProcessChecker
 
         conf = airlock_settings(settings)
         checker: Any = inspect_staged
-        if process_checks and conf.check_processes:
+        if process_checks and conf.check_runner == "sandbox":
+            from .checkbox import SandboxChecker
+
+            checker = SandboxChecker(settings, conf)
+        elif process_checks and conf.check_processes:
             checker = ProcessChecker(conf.check_processes, conf.check_timeout)
         url = conf.resolved_database_url(settings.state_dir)
         engine = db.make_engine(url)
