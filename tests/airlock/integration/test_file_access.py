@@ -274,3 +274,57 @@ def test_retention_is_configurable(make_service, files):
     service.withdraw(alice, rid)
     assert service.purge(now=utcnow() + timedelta(hours=12)) == []
     assert [p["request_id"] for p in service.purge(now=utcnow() + timedelta(days=2))] == [rid]
+
+
+def test_a_text_file_sniffed_as_binary_is_never_approved_without_a_reason(service, users):
+    """A row-level CSV behind one NUL byte: whatever the checks make of it (``review``
+    when read as binary, ``block`` when read as the table it is), no silent approval."""
+    name = "extract.csv"
+    data = b"\x00" + b"patient_id,age\n" + b"".join(f"P{i:07d},{30 + i % 50}\n".encode()
+                                                   for i in range(60))
+    rid = _new(service, users.alice)
+    f = service.add_file(users.alice, rid, name, [data])
+    assert f["verdict"] in ("review", "block")
+    service.submit(users.alice, rid)
+    with pytest.raises(PolicyViolation, match=f"file {name} (could not be judged|is blocked)"):
+        service.review(users.carol, rid, decision="approve")
+
+
+def test_the_running_service_purges_periodically(make_service, files):
+    """The service's own task (``purge_interval_seconds``), as ``ecluse airlock serve`` runs it."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import update
+
+    from ecluse.airlock.models import Request
+    from ecluse.airlock.web.app import start_purge_task
+
+    service = make_service(purge_interval_seconds=0.2)
+    alice = service.identity("alice", ["cardio-los"])
+    rid = _new(service, alice)
+    sha = service.add_file(alice, rid, files.ok[0], [files.ok[1]])["sha256"]
+    service.withdraw(alice, rid)
+    with service.engine.begin() as conn:
+        conn.execute(update(Request).where(Request.id == rid)
+                     .values(updated_at=utcnow() - timedelta(days=31)))
+    pool = ThreadPoolExecutor(1)
+
+    async def serve_a_while():
+        task = start_purge_task(service, pool)
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if service.audit.records(event="airlock.request.purged"):
+                    break
+        finally:
+            task.stop()
+
+    try:
+        asyncio.run(serve_a_while())
+    finally:
+        pool.shutdown()
+    (event,) = service.audit.records(event="airlock.request.purged")
+    assert event.actor == "airlock" and event.details["deleted"] == [sha]
+    assert not service.staging.path_for(sha).exists()
+    assert start_purge_task(make_service(purge_interval_seconds=0), pool) is None
