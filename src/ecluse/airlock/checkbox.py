@@ -4,7 +4,9 @@ The checker parses researcher-supplied files with pyarrow, openpyxl, lxml,
 libhdf5 and zarr: a crafted file that exploits one of them must find itself
 in a place that holds nothing. :class:`SandboxChecker` runs each inspection
 (:func:`~ecluse.airlock.checks.inspect_named`: report and preview) as
-``python -m ecluse.airlock.checkjob`` in a one-shot sandbox of its own:
+``python -m ecluse.airlock.checkjob`` in a one-shot sandbox of its own, on
+the airlock's host with the ``local`` backend (bubblewrap) whatever backend
+runs the workspaces:
 
 * an unprivileged uid/gid (``check_uid``/``check_gid``), no capabilities,
   ``no_new_privs``, the sandbox's seccomp filter;
@@ -40,6 +42,10 @@ from .checks import unjudged
 
 log = logging.getLogger(__name__)
 
+class CheckSandboxUnavailable(RuntimeError):
+    """The deployment cannot run check sandboxes: the service refuses to start."""
+
+
 #: slug prefix of the throw-away project of each check sandbox (reserved)
 CHECK_PROJECT_PREFIX = "airlock-check-"
 RESULT_MARK = "ECLUSE-CHECK-RESULT "
@@ -54,11 +60,19 @@ class SandboxChecker:
 
     def __init__(self, settings: Any, conf: Any, *, backend: Any = None,
                  concurrency: int | None = None) -> None:
-        from ..sandbox import UserIdentity, get_backend
+        from ..sandbox import UserIdentity, backend_class
 
         self.settings = settings
         self.conf = conf
-        self.backend = backend if backend is not None else get_backend(settings)
+        if backend is None:
+            if os.geteuid() != 0:
+                raise CheckSandboxUnavailable(
+                    "airlock.check_runner is sandbox, and check sandboxes (bubblewrap, "
+                    "network namespaces, cgroups) are started as root only; run the airlock "
+                    "as root, or set airlock.check_runner: process (development only: the "
+                    "service then parses untrusted files in its own processes)")
+            backend = backend_class("local")(settings=settings)
+        self.backend = backend
         self.user = UserIdentity(conf.check_user, conf.check_uid, conf.check_gid)
         self.timeout = conf.check_timeout
         self._slots = threading.BoundedSemaphore(max(1, concurrency or conf.check_processes or 1))

@@ -54,8 +54,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         print(f"ecluse airlock serve: {e}", file=sys.stderr)
         return 2
+    from ..airlock.checkbox import CheckSandboxUnavailable
+
     conf = airlock_settings(settings)
-    service = AirlockService.from_settings(settings, process_checks=True)
+    try:
+        service = AirlockService.from_settings(settings, process_checks=True)
+    except CheckSandboxUnavailable as e:
+        print(f"ecluse airlock serve: {e}", file=sys.stderr)
+        return 2
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(service, ip=ip, port=port, state_dir=settings.state_dir))
     return 0

@@ -74,3 +74,22 @@ def test_purge_command_deletes_old_withdrawn_files_and_audits(tmp_path, capsys):
         assert events[0].actor.startswith("cli:") and events[0].details["deleted"] == [sha]
     finally:
         audit.engine.dispose()
+
+
+def test_checks_are_sandboxed_on_the_airlock_host_whatever_runs_workspaces(tmp_path):
+    """Workspaces in Docker (the production default): the airlock still inspects files
+    in local one-shot sandboxes on its own host, never in its own processes."""
+    from ecluse.airlock.checkbox import SandboxChecker
+    from ecluse.airlock.service import AirlockService
+    from ecluse.config import load_settings
+    from ecluse.sandbox.local import LocalSandbox
+
+    (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
+    cfg = tmp_path / "ecluse.yaml"
+    cfg.write_text(yaml.safe_dump({**ECLUSE_YAML, "sandbox": {"backend": "docker"}}))
+    service = AirlockService.from_settings(load_settings(str(cfg)), process_checks=True)
+    try:
+        assert isinstance(service.checker, SandboxChecker)
+        assert isinstance(service.checker.backend, LocalSandbox)
+    finally:
+        service.close()
