@@ -62,7 +62,9 @@ class SandboxChecker:
                  concurrency: int | None = None) -> None:
         from ..sandbox import UserIdentity, backend_class
 
-        self.settings = settings
+        # the checker is the airlock's own code: its environment, not the workspaces'
+        sandbox = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
+        self.settings = settings = settings.model_copy(update={"sandbox": sandbox})
         self.conf = conf
         if backend is None:
             if os.geteuid() != 0:
@@ -81,8 +83,8 @@ class SandboxChecker:
 
     def job_command(self, job_path: str) -> list[str]:
         """The command run in the sandbox (a probe in tests replaces it)."""
-        env = Path(self.settings.sandbox.python_env or sys.prefix)
-        return [str(env / "bin" / "python"), "-I", "-m", "ecluse.airlock.checkjob", job_path]
+        return [str(Path(sys.prefix) / "bin" / "python"), "-I", "-m", "ecluse.airlock.checkjob",
+                job_path]
 
     def __call__(self, object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
                  preview_rows: int = 200) -> dict[str, Any]:
