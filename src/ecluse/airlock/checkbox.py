@@ -38,6 +38,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .checkjob import RESULT_MARK
 from .checks import unjudged
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ class CheckSandboxUnavailable(RuntimeError):
 
 #: slug prefix of the throw-away project of each check sandbox (reserved)
 CHECK_PROJECT_PREFIX = "airlock-check-"
-RESULT_MARK = "ECLUSE-CHECK-RESULT "
 
 
 class SandboxChecker:

@@ -12,8 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from .checkbox import RESULT_MARK
 from .checks import inspect_named
+
+#: the prefix of the one line of stdout that carries the result
+RESULT_MARK = "ECLUSE-CHECK-RESULT "
 
 
 def main(argv: list[str]) -> int:
