@@ -260,6 +260,17 @@ def masked_columns(columns: list[str], rows: list[list[str]],
     return out
 
 
+#: a stored preview stays small: columns and characters per cell kept, and a
+#: budget for the whole preview (rows are dropped from the end to fit)
+PREVIEW_MAX_COLUMNS = 60
+PREVIEW_MAX_CELL = 120
+PREVIEW_MAX_BYTES = 512 * 1024
+
+
+def _cell(v: str) -> str:
+    return v if len(v) <= PREVIEW_MAX_CELL else v[:PREVIEW_MAX_CELL - 1] + "\u2026"
+
+
 def _table_dict(pv: Preview) -> dict[str, Any]:
     return {
         "kind": "table",
@@ -271,6 +282,28 @@ def _table_dict(pv: Preview) -> dict[str, Any]:
         "sheet": pv.sheet,
         "truncated": pv.truncated,
     }
+
+
+def _bounded(out: dict[str, Any]) -> dict[str, Any]:
+    """Cut a table preview to :data:`PREVIEW_MAX_COLUMNS` columns, short cells and
+    :data:`PREVIEW_MAX_BYTES` in all (it is stored, and crosses a pipe from the
+    check sandbox)."""
+    import json
+
+    width = len(out["columns"])
+    if width > PREVIEW_MAX_COLUMNS or any(len(r) > PREVIEW_MAX_COLUMNS for r in out["rows"]):
+        out["columns_truncated"] = True
+    out["columns"] = [_cell(str(c)) for c in out["columns"][:PREVIEW_MAX_COLUMNS]]
+    out["rows"] = [[_cell(str(v)) for v in r[:PREVIEW_MAX_COLUMNS]] for r in out["rows"]]
+    for key in ("masked_columns", "flagged_columns"):
+        out[key] = [c for c in out[key] if c < PREVIEW_MAX_COLUMNS]
+    out["flagged"] = [x for x in out["flagged"] if x[1] < PREVIEW_MAX_COLUMNS]
+    while out["rows"] and len(json.dumps(out)) > PREVIEW_MAX_BYTES:
+        keep = len(out["rows"]) // 2
+        out["rows"] = out["rows"][:keep]
+        out["flagged"] = [x for x in out["flagged"] if x[0] < keep]
+        out["truncated"] = True
+    return out
 
 
 def render_preview(path: Path, name: str, report: dict[str, Any], max_rows: int) -> dict[str, Any]:
@@ -304,12 +337,12 @@ def render_preview(path: Path, name: str, report: dict[str, Any], max_rows: int)
                 note=f"blocked: a masked sample of at most {BLOCK_SAMPLE_ROWS} rows, "
                      "identifier-like columns masked",
             )
-            return out
+            return _bounded(out)
         pv = table_preview(path, name, fmt, findings, max_rows=max_rows)
         if pv is not None:
             if pv.error:
                 return {"kind": "none", "error": pv.error}
-            return _table_dict(pv)
+            return _bounded(_table_dict(pv))
         if name.lower().endswith(TEXT_SUFFIXES):
             return {"kind": "text", "text": text_excerpt(path)}
         return {"kind": "none"}

@@ -85,3 +85,19 @@ def test_block_preview_is_a_masked_sample_of_twenty_rows(tmp_path):
     unreadable = render_preview(tmp_path / "missing.csv", "missing.csv",
                                 {"verdict": "block", "format": "csv"}, 200)
     assert unreadable["kind"] == "withheld"
+
+
+def test_a_stored_preview_stays_small(tmp_path):
+    from ecluse.airlock.preview import PREVIEW_MAX_BYTES, PREVIEW_MAX_COLUMNS
+
+    p = tmp_path / "wide.csv"
+    header = ",".join(f"c{j}" for j in range(300))
+    p.write_text(header + "\n" + "".join(",".join("x" * 500 for _ in range(300)) + "\n"
+                                          for _ in range(200)))
+    pv = render_preview(p, "wide.csv", {"verdict": "review", "format": "csv"}, max_rows=200)
+    assert pv["kind"] == "table" and pv["columns_truncated"] and pv["truncated"]
+    assert len(pv["columns"]) == PREVIEW_MAX_COLUMNS
+    assert all(len(r) == PREVIEW_MAX_COLUMNS and len(r[0]) <= 120 for r in pv["rows"])
+    import json
+
+    assert 0 < len(pv["rows"]) < 200 and len(json.dumps(pv)) <= PREVIEW_MAX_BYTES
