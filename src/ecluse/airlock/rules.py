@@ -1,4 +1,5 @@
-"""Business rules as data: states, actions, who may act, what each emits.
+"""Business rules as data: states, actions, who may act, what each emits, and
+what of a file each may see (:data:`FILE_ACCESS`).
 
 The tables here are the single source of truth for the request life cycle;
 :mod:`ecluse.airlock.service` looks every action up in them and
@@ -158,6 +159,9 @@ class FileAccess:
     event: str
 
 
+#: states whose staged files are purged once ``purge_after_days`` have passed
+PURGEABLE_STATES: frozenset[State] = frozenset({State.WITHDRAWN, State.REJECTED})
+
 #: states in which the requester may look at the previews of their own files
 _REQUESTER_PREVIEW_STATES = frozenset(
     {State.DRAFT, State.SUBMITTED, State.IN_REVIEW, State.CHANGES_REQUESTED, State.APPROVED}
@@ -174,12 +178,9 @@ FILE_ACCESS: tuple[FileAccess, ...] = (
                "airlock.request.viewed"),
     FileAccess(FileView.PREVIEW, _REQUESTER_PREVIEW_STATES, frozenset({R}), False,
                "airlock.request.viewed"),
-    FileAccess(FileView.REPORT, frozenset(State) - {State.WITHDRAWN, State.REJECTED},
+    FileAccess(FileView.REPORT, frozenset(State) - PURGEABLE_STATES,
                frozenset({R, C, S}), False, "airlock.request.viewed"),
 )
-
-#: states whose staged files are purged once ``purge_after_days`` have passed
-PURGEABLE_STATES: frozenset[State] = frozenset({State.WITHDRAWN, State.REJECTED})
 
 #: rows shown of a ``block`` file's masked sample (never its content)
 BLOCK_SAMPLE_ROWS = 20

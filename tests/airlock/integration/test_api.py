@@ -248,6 +248,11 @@ def test_checker_never_gets_the_bytes_of_a_block_file_even_after_withdraw(airloc
     from .test_file_access import CANARY_LATE, CANARY_NAME, canary_block
 
     alice, carol = airlock_hub.api("alice"), airlock_hub.api("carol")
+    rules = carol.get("/rules").json()
+    assert [r for r in rules["file_access"] if r["view"] == "content"] == [
+        {"view": "content", "states": ["released"], "actors": ["requester"],
+         "current_version_only": True}]
+    assert rules["verdicts"]["review"] == {"approvable": True, "needs_override_reason": True}
     rid = _create(alice, title="Cohort extract")
     name, data = canary_block()
     f = alice.post(f"/requests/{rid}/files", params={"filename": name}, data=data).json()
