@@ -641,6 +641,39 @@ class AirlockService:
                         files=self._release_record(req, files))
         return self.get_request(user, request_id, record_view=False)
 
+    # ------------------------------------------------------------ previews
+
+    def render_missing_previews(self) -> int:
+        """Render, once, the previews of files staged before previews were stored
+        (schema 0001) whose request is still open; returns how many were stored.
+
+        The verdict and report recorded at upload stay as they were; only the
+        preview is added. Files whose staged copy is gone are skipped.
+        """
+        open_states = [st.value for st in State if st not in PURGEABLE_STATES
+                       and st is not State.RELEASED]
+        with self.sessions() as s:
+            todo = [
+                (f.id, f.sha256, f.name, f.request.project)
+                for f in s.scalars(
+                    select(File).join(Request, File.request_id == Request.id).where(
+                        File.preview.is_(None), Request.state.in_(open_states))
+                ).all()
+            ]
+        done = 0
+        for fid, sha, name, project in todo:
+            if not self.staging.exists(sha):
+                continue
+            _, preview = self._inspect(sha, name, project)
+            with self._write_sessions() as s, s.begin():
+                f = s.get(File, fid)
+                if f is not None and f.preview is None:
+                    f.preview = json.dumps(preview, default=str)
+                    done += 1
+        if done:
+            log.info("rendered %d missing preview(s)", done)
+        return done
+
     # ------------------------------------------------------------ purge
 
     def purge(self, *, actor: str = "airlock", now: datetime | None = None,

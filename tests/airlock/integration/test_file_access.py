@@ -328,3 +328,24 @@ def test_the_running_service_purges_periodically(make_service, files):
     assert event.actor == "airlock" and event.details["deleted"] == [sha]
     assert not service.staging.path_for(sha).exists()
     assert start_purge_task(make_service(purge_interval_seconds=0), pool) is None
+
+
+def test_files_staged_before_previews_get_theirs_once(service, users, files):
+    """After the upgrade to stored previews, open requests' files are rendered once
+    (at service start), their verdicts untouched; closed requests' are not."""
+    from sqlalchemy import update
+
+    from ecluse.airlock.models import File
+
+    live = _submitted(service, users, files.fail)
+    closed = _submitted(service, users, files.ok)
+    service.withdraw(users.alice, closed)
+    with service.engine.begin() as conn:  # as rows of schema 0001 were
+        conn.execute(update(File).values(preview=None))
+    before = service.get_request(users.carol, live)["files"][0]
+    assert before["preview"] == {"kind": "none"}
+    assert service.render_missing_previews() == 1
+    after = service.get_request(users.carol, live)["files"][0]
+    assert ["F", "41-65", "3"] in after["preview"]["rows"]
+    assert after["verdict"] == before["verdict"] and after["report"] == before["report"]
+    assert service.render_missing_previews() == 0

@@ -120,6 +120,7 @@ async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path)
                                max_body_size=service.settings.max_file_bytes)
     log.info("airlock listening on http://%s:%s%s", ip, port, app.settings["airlock_prefix"])
     purger = start_purge_task(service, app.settings["pool"])
+    IOLoop.current().run_in_executor(app.settings["pool"], service.render_missing_previews)
     await hubweb.until_stopped()
     if purger is not None:
         purger.stop()
