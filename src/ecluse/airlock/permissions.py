@@ -16,10 +16,13 @@ from typing import Protocol
 from .errors import InvalidTransition, NotFound, PermissionDenied, PolicyViolation
 from .rules import (
     EDITABLE_STATES,
+    FILE_ACCESS,
+    PURGEABLE_STATES,
     TRANSITIONS,
     VERDICT_RULES,
     Action,
     Actor,
+    FileView,
     State,
     Transition,
     Verdict,
@@ -146,23 +149,67 @@ def require_view(user: Identity, req: RequestLike, project: ProjectLike | None) 
     raise NotFound(f"no request {req.id}")
 
 
-def require_file_content(user: Identity, req: RequestLike, project: ProjectLike | None) -> str:
-    """Who may read a file's bytes, and why: ``download`` or ``review``.
+def file_views(
+    user: Identity, req: RequestLike, project: ProjectLike | None, file_version: int
+) -> set[FileView]:
+    """What of one file of ``req`` the user may see (``FILE_ACCESS``; nothing else).
 
-    The requester downloads once released; checkers who may review it read
-    files while it is in review. Staff administer but do not read outputs.
+    Members of the request's project also see the reports of its files (the
+    data is theirs); nobody sees more than the table allows.
     """
+    state = State(req.state)
     actors = actors_for(user, req, project)
-    if req.state == State.RELEASED and Actor.REQUESTER in actors:
-        return "download"
-    if Actor.CHECKER in actors and req.state != State.DRAFT:
-        return "review"
-    if req.state != State.RELEASED and user.name == req.requester:
+    current = file_version == getattr(req, "version", file_version)
+    views = {
+        a.view for a in FILE_ACCESS
+        if state in a.states and actors & a.actors and (current or not a.current_version_only)
+    }
+    if user.is_member(req.project) and state not in PURGEABLE_STATES:
+        views.add(FileView.REPORT)
+    return views
+
+
+def require_file_view(
+    user: Identity, req: RequestLike, project: ProjectLike | None, view: FileView,
+    file_version: int,
+) -> None:
+    """Raise, with the precise reason, unless the user may see ``view`` of the file."""
+    if view in file_views(user, req, project, file_version):
+        return
+    state = State(req.state)
+    actors = actors_for(user, req, project)
+    if view is FileView.CONTENT:
+        if Actor.REQUESTER not in actors:
+            who = (f"the requester ({req.requester})" if user.name != req.requester
+                   else "the requester, while a member of the project")
+            raise PermissionDenied(
+                "the bytes of a staged file go only to " + who + ", once the request is "
+                "released; output checkers review through the preview"
+            )
+        if state is not State.RELEASED:
+            raise PermissionDenied(
+                f"request {req.id} is {state.value}: files can be downloaded once released"
+            )
         raise PermissionDenied(
-            f"request {req.id} is {req.state}: files can be downloaded once released"
+            f"this file belongs to version {file_version} of request {req.id}, which was "
+            f"not released: only the files of the released version {req.version} leave"
         )
-    raise PermissionDenied("only the requester (once released) or a reviewing checker may "
-                           "read this file")
+    if state in PURGEABLE_STATES:
+        raise PermissionDenied(f"request {req.id} is {state.value}: its files are not shown")
+    if view is FileView.PREVIEW and Actor.CHECKER in actors:
+        raise PermissionDenied(
+            f"request {req.id} is {state.value}: previews are shown to checkers only while "
+            "it awaits review"
+        )
+    raise PermissionDenied(f"you may not see the {view.value} of this file")
+
+
+def require_file_content(
+    user: Identity, req: RequestLike, project: ProjectLike | None, file_version: int
+) -> str:
+    """The raw bytes: only the requester, once released, of the released version."""
+    require_file_view(user, req, project, FileView.CONTENT, file_version)
+    return "download"
 
 
 def require_create(user: Identity, project: str, known: bool) -> None:
@@ -187,7 +234,9 @@ def require_editable(user: Identity, req: RequestLike) -> None:
 
 
 def require_approvable(name: str, verdict: str, override_reason: str | None) -> None:
-    """A file may be approved: never when blocked; with a written reason when failed."""
+    """A file may be approved: never when blocked; with a written reason when it
+    failed the checks or could not be judged by them (``review``, checker errors,
+    unknown verdicts)."""
     try:
         v = Verdict(verdict)
     except ValueError:
@@ -199,7 +248,11 @@ def require_approvable(name: str, verdict: str, override_reason: str | None) -> 
             "never be approved; request changes or reject"
         )
     if needs_reason and not (override_reason or "").strip():
+        if v is Verdict.FAIL:
+            why = "failed the disclosure checks"
+        else:
+            why = ("could not be judged by the automatic checks (verdict review: unknown "
+                   "format, reader error, timeout or a file that is not what it looks like)")
         raise PolicyViolation(
-            f"file {name} failed the disclosure checks: approving it needs a written "
-            "override reason"
+            f"file {name} {why}: approving it needs a written override reason"
         )
