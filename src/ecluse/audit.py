@@ -280,12 +280,16 @@ class AuditLog:
                     self._keyed = (rec.seq, rec.details["log"])
                     return
         marker = self._row(row)
-        if record_mac(self.keys, marker) != marker.hash:
+        if marker.details.get("key_id") != self.keys.key_id:
             raise AuditKeyError(
                 f"the audit key in {self.keys.key_dir} is not the key this log was keyed with "
-                f"(record {marker.seq}, key id {marker.details.get('key_id')}, this key "
+                f"(record {marker.seq} names key id {marker.details.get('key_id')}, this key is "
                 f"{self.keys.key_id}): restore the log's key from backup"
             )
+        if record_mac(self.keys, marker) != marker.hash:
+            # tampered with: keep recording (evidence), verify() reports it
+            log.error("audit record %s (%s) does not match its HMAC: the log was tampered "
+                      "with; run `ecluse audit verify`", marker.seq, KEYED_EVENT)
         self._keyed = (marker.seq, str(marker.details.get("log")))
 
     # ------------------------------------------------------------ writing
