@@ -214,7 +214,8 @@ class AuditLog:
         self.engine = create_engine(database_url, future=True)
         self._sqlite = self.engine.dialect.name == "sqlite"
         if self._sqlite:
-            sqlite_pragmas(self.engine, "journal_mode=WAL", "busy_timeout=10000",
+            # busy_timeout first: switching to WAL waits for a writer starting alongside
+            sqlite_pragmas(self.engine, "busy_timeout=10000", "journal_mode=WAL",
                            "synchronous=NORMAL", begin="BEGIN IMMEDIATE")
         metadata.create_all(self.engine)
         #: (seq of the audit.keyed record, log id) once known

@@ -166,8 +166,7 @@ def ensure_keys(key_dir: Path) -> AuditKeys:
     at once: each key file is created atomically.
     """
     key_dir = Path(key_dir)
-    if not key_dir.exists():
-        key_dir.mkdir(parents=True, mode=0o700)
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     hmac_path = key_dir / HMAC_KEY_FILE
     if not hmac_path.exists():
         _create_exclusive(hmac_path, secrets.token_hex(32).encode() + b"\n", 0o600)

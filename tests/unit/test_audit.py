@@ -515,6 +515,7 @@ def _write_many(root: str, worker: int) -> None:
 
 
 def test_writers_key_a_log_once_when_starting_together(tmp_path):
+    # a fresh deployment: no keys, no database; the hub and its services start at once
     (tmp_path / "state").mkdir()
     errors: list[BaseException] = []
 
