@@ -214,6 +214,12 @@ class SandboxSettings(_Model):
     image: str = Field(
         "ecluse/workspace:0.1.0", description="Workspace image (docker and kubernetes backends)."
     )
+    project_volumes: Literal["none", "sparse", "preallocated"] = Field(
+        "none",
+        description="Local backend: each project folder is its own ext4 filesystem of "
+        "quota.disk bytes ('preallocated': space reserved up front; 'sparse': taken as "
+        "written; 'none': no disk quota).",
+    )
 
 
 class Settings(_Model):
