@@ -102,3 +102,14 @@ def test_none_mounts_nothing(root):
     ensure_project_volume(root, "cardio-los", 16 * MiB, "none")
     assert not os.path.ismount(root / "cardio-los")
     assert not (root / ".volumes").exists()
+
+
+def test_state_sharing_a_filesystem_with_projects_is_warned_about(settings):
+    from ecluse.sandbox.quota import state_disk_warning
+
+    settings.sandbox.backend = "local"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.sandbox.project_volumes = "sparse"
+    assert "share one filesystem" in state_disk_warning(settings)
+    settings.sandbox.project_volumes = "preallocated"
+    assert state_disk_warning(settings) is None

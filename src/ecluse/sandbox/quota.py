@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .base import SandboxError
 
@@ -157,6 +158,34 @@ def _adopt(image: Path, pdir: Path) -> None:
     pdir.mkdir(mode=0o755)
     log.warning("%s held data from before disk quotas: copied into its volume, the original "
                 "kept in %s (remove it once checked)", pdir, aside)
+
+
+def state_disk_warning(settings: Any) -> str | None:
+    """Why projects could still fill the state's filesystem, or None.
+
+    The state (hub database, audit log, airlock) is safe when it is on its own
+    filesystem, or when every project's space is reserved up front
+    (``preallocated``). Otherwise a message for the operator.
+    """
+    if settings.sandbox.backend != "local" or settings.sandbox.project_volumes == "preallocated":
+        return None
+    state, projects = Path(settings.state_dir), Path(settings.projects_root)
+    try:
+        same = state.stat().st_dev == _existing(projects).stat().st_dev
+    except OSError:
+        return None
+    if not same:
+        return None
+    return (f"the state directory {state} and the project folders {projects} share one "
+            f"filesystem and sandbox.project_volumes is {settings.sandbox.project_volumes!r}: "
+            "a project filling it would stop sign-in and the audit log. Set "
+            "sandbox.project_volumes: preallocated, or put the state on its own filesystem.")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def release_project_volumes(projects_root: Path) -> list[str]:
