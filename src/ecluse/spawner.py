@@ -35,6 +35,7 @@ from .requester import current_requester
 from .roles import hub_groups_for
 
 WORKSPACE_PORT = 8888
+_OWNER = object()  # default actor of the spawner's audit events: the server's owner
 
 
 def _workspace_hooks():
@@ -101,12 +102,12 @@ class EcluseSpawner(Spawner):
 
     _audit_log: AuditLog | None = None
 
-    def _audit(self, event: str, outcome: str = "success", *, actor: Any = "owner",
+    def _audit(self, event: str, outcome: str = "success", *, actor: Any = _OWNER,
                **details: Any) -> None:
         if EcluseSpawner._audit_log is None:
             EcluseSpawner._audit_log = AuditLog.from_settings(self.settings)
         EcluseSpawner._audit_log.record(
-            event, actor=self.user.name if actor == "owner" else actor,
+            event, actor=self.user.name if actor is _OWNER else actor,
             project=self.project_slug or None, outcome=outcome, **details,
         )
 
