@@ -114,6 +114,12 @@ class EcluseAuthenticator(Authenticator):
         )
         self._audit: AuditLog | None = None
 
+    def get_handlers(self, app: Any) -> list:
+        # the hub's server API, recording who asks for a stop (ecluse.requester)
+        from .requester import server_api_handlers
+
+        return [*super().get_handlers(app), *server_api_handlers()]
+
     # ------------------------------------------------------------ helpers
 
     @property

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from .airlock.settings import AirlockSettings
+from .auditkeys import AuditSettings, default_checkpoint_file, default_key_dir
 from .batch.settings import BatchSettings
 from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
@@ -213,6 +214,12 @@ class SandboxSettings(_Model):
     image: str = Field(
         "ecluse/workspace:0.1.0", description="Workspace image (docker and kubernetes backends)."
     )
+    project_volumes: Literal["none", "sparse", "preallocated"] = Field(
+        "none",
+        description="Local backend: each project folder is its own ext4 filesystem of "
+        "quota.disk bytes ('preallocated': space reserved up front; 'sparse': taken as "
+        "written; 'none': no disk quota).",
+    )
 
 
 class Settings(_Model):
@@ -234,6 +241,7 @@ class Settings(_Model):
     airlock: AirlockSettings = Field(default_factory=AirlockSettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
 
     @property
@@ -506,8 +514,26 @@ def load_settings(
     settings.sandbox.projects_root = _resolve(base, settings.sandbox.projects_root)
     settings.sandbox.python_env = _resolve(base, settings.sandbox.python_env)
     settings.airlock.storage_dir = _resolve(base, settings.airlock.storage_dir)
+    _resolve_audit(path, base, settings)
     settings.projects = load_projects(settings.projects_file)
     return settings
+
+
+def _resolve_audit(path: Path, base: Path, settings: Settings) -> None:
+    """Audit keys and checkpoints: resolved, and never inside the state directory
+    (whoever can write the state directory must not hold them)."""
+    audit = settings.audit
+    audit.key_dir = _resolve(base, audit.key_dir) or default_key_dir(settings.state_dir)
+    audit.checkpoint_file = (
+        _resolve(base, audit.checkpoint_file) or default_checkpoint_file(settings.state_dir)
+    )
+    state = settings.state_dir.resolve()
+    for key in ("key_dir", "checkpoint_file"):
+        value = getattr(audit, key).resolve()
+        if value == state or state in value.parents:
+            raise ConfigError(
+                f"{path}: audit.{key}: must be outside the state directory {state}, got {value}"
+            )
 
 
 SECRET_MASK = "********"

@@ -31,9 +31,11 @@ from traitlets import Dict, Integer, List, Unicode, default
 from .audit import AuditLog
 from .config import Project, Settings, load_settings
 from .directory import Directory, DirectoryError, DirectoryUnavailable
+from .requester import current_requester
 from .roles import hub_groups_for
 
 WORKSPACE_PORT = 8888
+_OWNER = object()  # default actor of the spawner's audit events: the server's owner
 
 
 def _workspace_hooks():
@@ -100,12 +102,13 @@ class EcluseSpawner(Spawner):
 
     _audit_log: AuditLog | None = None
 
-    def _audit(self, event: str, outcome: str = "success", **details: Any) -> None:
+    def _audit(self, event: str, outcome: str = "success", *, actor: Any = _OWNER,
+               **details: Any) -> None:
         if EcluseSpawner._audit_log is None:
             EcluseSpawner._audit_log = AuditLog.from_settings(self.settings)
         EcluseSpawner._audit_log.record(
-            event, actor=self.user.name, project=self.project_slug or None,
-            outcome=outcome, **details,
+            event, actor=self.user.name if actor is _OWNER else actor,
+            project=self.project_slug or None, outcome=outcome, **details,
         )
 
     def _user_projects(self) -> list[str]:
@@ -423,7 +426,10 @@ class EcluseSpawner(Spawner):
         grace = 0 if now else self.settings.sandbox.stop_grace
         self.project_slug = self.project_slug or self.name
         await self.backend.stop(self.sandbox_state, grace=grace)
-        self._audit("workspace.stop", sandbox=self.sandbox_state.get("id"))
+        # the actor is who asked (staff, the idle culler), not the owner; None: the hub
+        who = current_requester()
+        self._audit("workspace.stop", actor=who.name if who else None, owner=self.user.name,
+                    requested_by=who.kind if who else "hub", sandbox=self.sandbox_state.get("id"))
         self.sandbox_state = {}
 
     #: progress events shown on the spawn pending page
