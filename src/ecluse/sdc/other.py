@@ -223,9 +223,10 @@ def _attachment_bytes(mime: str, value: Any) -> bytes | None:
         value = "".join(str(v) for v in value)
     if not isinstance(value, str):
         return None
-    if mime.startswith("text/") or "json" in mime or mime.endswith("+xml"):
+    data = _b64(value.strip())  # nbformat stores attachments in base64
+    if data is None and (mime.startswith("text/") or "json" in mime or mime.endswith("+xml")):
         return value.encode("utf-8")
-    return _b64(value)
+    return data
 
 
 def _printed_tables(text: str, ctx: Ctx, where: dict[str, Any]) -> None:

@@ -91,7 +91,14 @@ def _transposed_records(t: Table, policy: DisclosurePolicy, out: list[Finding]) 
     else:
         header = [""] + [f"row {r}" for r in t.rownums]
         cols = range(m)
-    grid = [header] + [[t.names[j]] + [_cell(v) for v in t.body[j]] for j in cols]
+    # the header of the wide table, as written (before names were made unique)
+    heads = [" / ".join(p for p in t.levels[j] if p) if j < len(t.levels) else t.names[j]
+             for j in range(m)]
+    if all(not h for h in heads[1:]):  # no header row: the columns had no names
+        header = header[1:]
+        grid = [header] + [[_cell(v) for v in t.body[j]] for j in cols]
+    else:
+        grid = [header] + [[heads[j]] + [_cell(v) for v in t.body[j]] for j in cols]
     turned = grid_to_table(grid, base={**t.base}, decimal_comma=t.decimal_comma)
     if turned is None or len(turned.body) < policy.row_level_min_rows:
         return False
