@@ -165,7 +165,7 @@ def pivot_cache_parts(rec: pd.DataFrame) -> dict[str, bytes]:
     fields, shared = [], []
     for c in rec.columns:
         col = rec[c]
-        if col.dtype == object:
+        if not pd.api.types.is_numeric_dtype(col.dtype):
             items = sorted(set(col))
             shared.append({v: k for k, v in enumerate(items)})
             inner = "".join(f'<s v="{escape(str(v))}"/>' for v in items)

@@ -192,14 +192,17 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
                 # a printed model summary states its residual df next to its coefficient table
                 ctx.findings[mark:] = [f for f in ctx.findings[mark:]
                                        if f.rule != "regression-without-df"]
-            if not tables:
-                _printed_tables(plain, ctx, where)
-            if not tables and plain.strip() and not any(m.startswith("image/") for m in data):
-                n_text += 1
+            judged = ctx.judged
             for mime, value in data.items():
                 if mime in ("text/plain", "text/html", "application/vnd.dataresource+json"):
                     continue
                 n_text += _other_output(mime, value, ctx, where, others)
+            if ctx.judged > judged:
+                tables = tables or [([], None)]  # a Markdown, LaTeX or JSON table was judged
+            if not tables:
+                _printed_tables(plain, ctx, where)
+            if not tables and plain.strip() and not any(m.startswith("image/") for m in data):
+                n_text += 1
         ctx.findings.extend(cell_ctx.findings)
         ctx.judged += cell_ctx.judged
     ctx.details.update(cells=len(nb["cells"]), outputs=n_out)
