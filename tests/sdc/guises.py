@@ -105,7 +105,11 @@ def write_guise(rec: pd.DataFrame, guise: str, d: Path) -> Path:
     elif guise == "transposed_no_index":
         rec.T.to_csv(p, header=False)
     elif guise == "constant_n":
-        rec.assign(n=12).to_csv(p, index=False)
+        # whole numbers all different, so only the categories repeat from row to row
+        r = rec.copy()
+        r[r.columns[-2]] = np.arange(len(r)) * 7 + 100
+        name = "n" if "n" not in {str(c).strip().lower() for c in r.columns} else "count"
+        r.assign(**{name: 12}).to_csv(p, index=False)
     elif guise == "nul_csv":
         p.write_bytes(b"\x00" + _csv(rec).encode())
     else:  # pragma: no cover

@@ -27,14 +27,14 @@ def _explain(rep):
 
 @pytest.mark.parametrize("guise", GUISES)
 def test_records_in_every_carrier_block(tmp_path, guise):
-    rep = check_file(write_guise(records(["ward", "age", "weight"], 60, 1), guise, tmp_path))
+    rep = check_file(write_guise(records(["ward", "los", "weight"], 60, 1), guise, tmp_path))
     assert rep.verdict == "block", _explain(rep)
 
 
 @pytest.mark.parametrize("guise", ["parquet_kv", "arrow_kv", "xlsx_pivot", "xlsx_customxml",
                                    "nb_json", "nb_cell_metadata", "json_b64", "png_text"])
 def test_the_location_names_the_carrier(tmp_path, guise):
-    rep = check_file(write_guise(records(["ward", "age", "weight"], 60, 1), guise, tmp_path))
+    rep = check_file(write_guise(records(["ward", "los", "weight"], 60, 1), guise, tmp_path))
     blocks = [f for f in rep.findings if f.severity == "block"]
     assert blocks and any("part" in f.location or "table" in f.location for f in blocks), \
         _explain(rep)

@@ -168,7 +168,7 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
                  and not (is_regression and reg[j])]
     else:
         counts = [j for j in value_cols if integer[j] and kinds[j] != "stat" and j not in aux
-                  and j not in dom and not (is_regression and reg[j])]
+                  and j not in dom and j not in flat and not (is_regression and reg[j])]
         stats = [j for j in value_cols if j not in counts and j not in aux and j not in dom
                  and not (is_regression and reg[j])]
     prof.count_cols, prof.stat_cols, prof.label_cols = counts, stats, label_cols
