@@ -31,7 +31,8 @@ GUISES = [
     "nb_json", "nb_markdown", "nb_latex", "nb_vnd", "nb_attachment", "nb_cell_metadata",
     "nb_metadata", "nb_output_metadata", "nb_print", "json_b64", "json_string",
     "png_text", "svg_text", "pdf_text", "transposed", "transposed_no_index", "constant_n",
-    "nul_csv",
+    "nul_csv", "unused_shared_strings", "jsonl_b64", "csv_cell_json", "blob_column_parquet",
+    "html_script",
 ]
 
 
@@ -112,6 +113,22 @@ def write_guise(rec: pd.DataFrame, guise: str, d: Path) -> Path:
         r.assign(**{name: 12}).to_csv(p, index=False)
     elif guise == "nul_csv":
         p.write_bytes(b"\x00" + _csv(rec).encode())
+    elif guise == "unused_shared_strings":
+        lines = [",".join(map(str, r)) for r in rec.values.tolist()]
+        p.write_bytes(xlsx_shared_strings([list(agg.columns)] + agg.values.tolist(), lines))
+    elif guise == "jsonl_b64":
+        rows = agg.to_dict("records")
+        rows[0]["note"] = base64.b64encode(_csv(rec).encode()).decode()
+        p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    elif guise == "csv_cell_json":
+        agg.assign(detail=["", rec.to_json(orient="records"), "", ""]).to_csv(p, index=False)
+    elif guise == "blob_column_parquet":
+        buf = io.BytesIO()
+        rec.to_parquet(buf)
+        agg.assign(blob=[b"", buf.getvalue(), b"", b""]).to_parquet(p)
+    elif guise == "html_script":
+        p.write_text("<html><body>" + agg.to_html(index=False) + '<script type="application/json">'
+                     + rec.to_json(orient="records") + "</script></body></html>")
     else:  # pragma: no cover
         raise ValueError(guise)
     return p
@@ -297,3 +314,57 @@ def pdf_lines(lines: list[str]) -> bytes:
     out += (f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
             .encode())
     return bytes(out)
+
+
+def xlsx_shared_strings(rows: list[list], extra: list[str] = ()) -> bytes:
+    """A workbook whose text cells use the shared-string table, as Excel writes it;
+    ``extra`` strings are added to the table without any cell using them."""
+    strings: list[str] = []
+    cells = []
+    for i, row in enumerate(rows):
+        out = []
+        for j, v in enumerate(row):
+            ref = f"{chr(65 + j)}{i + 1}"
+            if isinstance(v, str):
+                strings.append(v)
+                out.append(f'<c r="{ref}" t="s"><v>{len(strings) - 1}</v></c>')
+            else:
+                out.append(f'<c r="{ref}"><v>{v}</v></c>')
+        cells.append(f'<row r="{i + 1}">{"".join(out)}</row>')
+    strings += list(extra)
+    sst = "".join(f"<si><t>{escape(s)}</t></si>" for s in strings)
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    ct = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+    parts = {
+        "[Content_Types].xml": (
+            '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
+            'content-types"><Default Extension="rels" ContentType="application/vnd.'
+            'openxmlformats-package.relationships+xml"/><Default Extension="xml" '
+            'ContentType="application/xml"/><Override PartName="/xl/workbook.xml" '
+            f'ContentType="{ct}.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" '
+            f'ContentType="{ct}.worksheet+xml"/><Override PartName="/xl/sharedStrings.xml" '
+            f'ContentType="{ct}.sharedStrings+xml"/></Types>'),
+        "_rels/.rels": (
+            '<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/'
+            f'2006/relationships"><Relationship Id="rId1" Type="{rel}/officeDocument" '
+            'Target="xl/workbook.xml"/></Relationships>'),
+        "xl/workbook.xml": (
+            f'<?xml version="1.0"?><workbook xmlns="{_MAIN}" xmlns:r="{rel}"><sheets>'
+            '<sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>'),
+        "xl/_rels/workbook.xml.rels": (
+            '<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/'
+            f'2006/relationships"><Relationship Id="rId1" Type="{rel}/worksheet" '
+            f'Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="{rel}/sharedStrings" '
+            'Target="sharedStrings.xml"/></Relationships>'),
+        "xl/worksheets/sheet1.xml": (
+            f'<?xml version="1.0"?><worksheet xmlns="{_MAIN}"><sheetData>{"".join(cells)}'
+            "</sheetData></worksheet>"),
+        "xl/sharedStrings.xml": (
+            f'<?xml version="1.0"?><sst xmlns="{_MAIN}" count="{len(strings)}" '
+            f'uniqueCount="{len(strings)}">{sst}</sst>'),
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, data in parts.items():
+            zf.writestr(n, data)
+    return buf.getvalue()

@@ -184,7 +184,7 @@ def judge_json(doc: Any, ctx: Ctx, depth: int = 0, free_text: bool = True) -> in
         base = dict(ctx.base)
         if where != "$":
             base["table"] = where
-        ctx.judge(from_frame(frame, base=base))
+        ctx.judge(from_frame(frame, base=base), decode_cells=False)  # strings: below
         found += 1
     judge_json_strings(doc, ctx, depth, free_text=free_text and not found)
     return found

@@ -66,14 +66,49 @@ class Ctx:
     def add(self, *fs: Finding) -> None:
         self.findings.extend(fs)
 
-    def judge(self, t: Table) -> Profile:
+    def judge(self, t: Table, decode_cells: bool = True) -> Profile:
         t.base = {**self.base, **t.base}
         fs, prof = analyze_table(t, self.policy)
         self.findings.extend(fs)
         self.judged += 1
         if not prof.blocked and _transposed_records(t, self.policy, self.findings):
             prof.blocked = True
+        if decode_cells and not prof.blocked:
+            _judge_cells(t, self)
         return prof
+
+
+#: cells of one table decoded (JSON, base64, bytes), at most
+MAX_DECODED_CELLS = 200
+
+
+def _judge_cells(t: Table, ctx: Ctx) -> None:
+    """Cells that hold JSON, base64 or bytes (a file per cell) are decoded and judged."""
+    from .carriers import MIN_DECODE_CHARS, judge_value, looks_base64
+    from .table import _plain_dtype, _strings
+
+    done = 0
+    for j in range(t.body.shape[1]):
+        col = t.body[j]
+        if _plain_dtype(col):
+            continue
+        lengths = pc.fill_null(pc.utf8_length(_strings(col)), 0).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(lengths >= MIN_DECODE_CHARS):
+            v = col.iat[int(i)]
+            if isinstance(v, bytes | bytearray | dict | list):
+                pass
+            elif not (isinstance(v, str) and (v.lstrip()[:1] in ("{", "[") or "\n" in v.strip()
+                                              or looks_base64(v.strip()))):
+                continue
+            if done >= MAX_DECODED_CELLS:
+                ctx.add(finding("unjudgeable-format", f"more than {MAX_DECODED_CELLS} cells hold "
+                                "encoded values: the rest is not decoded", **t.base))
+                return
+            done += 1
+            sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**t.base})
+            judge_value(v, sub, f"cell {t.names[j][:40]!r} row {t.rownums[int(i)]}",
+                        free_text=False)
+            ctx.findings.extend(sub.findings)
 
 
 def _transposed_records(t: Table, policy: DisclosurePolicy, out: list[Finding]) -> bool:
@@ -609,7 +644,7 @@ def read_json(path: Path, ctx: Ctx) -> None:
         base = dict(ctx.base)
         if where != "$":
             base["table"] = where
-        ctx.judge(from_frame(frame, base=base))
+        ctx.judge(from_frame(frame, base=base), decode_cells=False)
         found += 1
     # strings that are JSON, base64 files or delimited text are judged in turn
     judge_json_strings(doc, ctx, free_text=bool(found))
@@ -737,6 +772,9 @@ def read_html(path: Path, sn: Sniffed, ctx: Ctx) -> None:
         t = grid_to_table(rows, base={**ctx.base, "table": k + 1}, declared_rows=declared)
         if t is not None:
             ctx.judge(t)
+    from .other import _html_outside_tables
+
+    _html_outside_tables(text, ctx, {})  # scripts, comments and text: records there block
     if _text_outside_tables(text).strip() or not tables:
         ctx.add(finding("free-text", "HTML page: text outside tables must be read by a person",
                         **ctx.base))

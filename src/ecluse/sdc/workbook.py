@@ -37,7 +37,7 @@ MAX_PIVOT_RECORDS = 200_000
 #: parts that hold only structure, styles or what openpyxl reads (cells)
 _STRUCTURE = re.compile(
     r"^(?:\[Content_Types\]\.xml|(?:.*/)?_rels/.*\.rels|xl/workbook\.xml|xl/styles\.xml"
-    r"|xl/theme/theme\d+\.xml|xl/calcChain\.xml|xl/printerSettings/.*|xl/sharedStrings\.xml"
+    r"|xl/theme/theme\d+\.xml|xl/calcChain\.xml|xl/printerSettings/.*"
     r"|xl/worksheets/sheet\d+\.xml|xl/chartsheets/sheet\d+\.xml|xl/tables/table\d+\.xml"
     r"|xl/pivotTables/pivotTable\d+\.xml|xl/metadata\.xml|xl/volatileDependencies\.xml"
     r"|docMetadata/LabelInfo\.xml|xl/media/.*|xl/charts/.*|xl/embeddings/.*"
@@ -79,6 +79,8 @@ def read_workbook_parts(zf: zipfile.ZipFile, n_sheets: int, ctx: Ctx) -> None:
             continue
         if name == "xl/workbook.xml":
             _defined_names(zf.read(name), ctx)
+        elif name == "xl/sharedStrings.xml":
+            _unused_strings(zf, sheet_parts, ctx)
         elif re.match(r"^xl/pivotCache/pivotCacheDefinition\d+\.xml$", name):
             _pivot_cache(zf, name, ctx)
         elif re.match(r"^xl/pivotCache/(?:_rels/.*|pivotCacheRecords\d+\.xml)$", name):
@@ -276,3 +278,36 @@ def _item(el: Any) -> Any:
     if tag == "b":
         return v in ("1", "true")
     return v
+
+
+# ----------------------------------------------------------------- shared strings
+
+
+def _unused_strings(zf: zipfile.ZipFile, sheet_parts: list[str], ctx: Ctx) -> None:
+    """Shared strings that no cell of any sheet uses are data no reader shows."""
+    from lxml import etree
+
+    strings: list[str] = []
+    for _, el in etree.iterparse(zf.open("xl/sharedStrings.xml"), events=("end",),
+                                 resolve_entities=False, no_network=True, load_dtd=False):
+        if _local(el.tag) == "si":
+            strings.append("".join(t for t in el.itertext()))
+            el.clear()
+    if not strings:
+        return
+    used: set[int] = set()
+    for part in sheet_parts:
+        shared = False
+        for _, el in etree.iterparse(zf.open(part), events=("end",), resolve_entities=False,
+                                     no_network=True, load_dtd=False):
+            tag = _local(el.tag)
+            if tag == "c":
+                shared = el.get("t") == "s"
+                v = next((x for x in el if _local(x.tag) == "v"), None)
+                if shared and v is not None and (v.text or "").strip().isdigit():
+                    used.add(int(v.text))
+                el.clear()
+    unused = [s for i, s in enumerate(strings) if i not in used and s.strip()]
+    if unused:
+        judge_value("\n".join(unused), ctx, f"xl/sharedStrings.xml: {len(unused)} strings no "
+                    "cell uses")
