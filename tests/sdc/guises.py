@@ -32,7 +32,7 @@ GUISES = [
     "nb_metadata", "nb_output_metadata", "nb_print", "json_b64", "json_string",
     "png_text", "svg_text", "pdf_text", "transposed", "transposed_no_index", "constant_n",
     "nul_csv", "unused_shared_strings", "jsonl_b64", "csv_cell_json", "blob_column_parquet",
-    "html_script",
+    "html_script", "netcdf_attrs", "parquet_field_names",
 ]
 
 
@@ -69,6 +69,10 @@ def write_guise(rec: pd.DataFrame, guise: str, d: Path) -> Path:
         elif guise == "parquet_field":
             f = table.schema.field("n").with_metadata({"doc": rec.to_json(orient="records")})
             table = table.cast(table.schema.set(table.schema.get_field_index("n"), f))
+        elif guise == "parquet_field_names":
+            # one column per record, each named by the record's values
+            names = ["|".join(map(str, r)) for r in rec.values.tolist()]
+            table = pa.table({nm: [1] for nm in names})
         elif guise == "parquet_b64":
             buf = io.BytesIO()
             rec.to_parquet(buf)
@@ -126,6 +130,8 @@ def write_guise(rec: pd.DataFrame, guise: str, d: Path) -> Path:
         buf = io.BytesIO()
         rec.to_parquet(buf)
         agg.assign(blob=[b"", buf.getvalue(), b"", b""]).to_parquet(p)
+    elif guise == "netcdf_attrs":
+        netcdf_with_attrs(rec, p)
     elif guise == "html_script":
         p.write_text("<html><body>" + agg.to_html(index=False) + '<script type="application/json">'
                      + rec.to_json(orient="records") + "</script></body></html>")
@@ -368,3 +374,14 @@ def xlsx_shared_strings(rows: list[list], extra: list[str] = ()) -> bytes:
         for n, data in parts.items():
             zf.writestr(n, data)
     return buf.getvalue()
+
+
+def netcdf_with_attrs(rec: pd.DataFrame, p: Path) -> Path:
+    """An aggregate netCDF file whose dataset attribute holds ``rec`` as CSV."""
+    import xarray as xr
+
+    ds = xr.Dataset({"n": (("region",), np.array([120, 45, 33, 80]))},
+                    coords={"region": ["Nord", "Sud", "Est", "Ouest"]})
+    ds.attrs["source_rows"] = rec.to_csv(index=False)
+    ds.to_netcdf(p, engine="h5netcdf")
+    return p

@@ -240,3 +240,14 @@ def test_hex_digest_in_json_is_not_decoded_as_base64(tmp_path):
                              "sha256_of_code": "ab" * 32 + "0" * 0}))
     rep = check_file(p)
     assert "unjudgeable-format" not in rules(rep)
+
+
+def test_workbook_with_shared_strings_all_used_passes(tmp_path):
+    from .guises import xlsx_shared_strings
+
+    p = tmp_path / "a.xlsx"
+    p.write_bytes(xlsx_shared_strings([["ward", "n"], ["A", 40], ["B", 50]]))
+    assert check_file(p).verdict == "pass"
+    p.write_bytes(xlsx_shared_strings([["ward", "n"], ["A", 40], ["B", 50]],
+                                      ["184127505612345"]))
+    assert check_file(p).verdict == "block"

@@ -389,7 +389,19 @@ def _person_dim(dim: str) -> bool:
 
 
 def _check_dataset(ds: Any, ctx: Ctx) -> None:
+    from .carriers import judge_value
+
     pol = ctx.policy
+    # attributes of the dataset and of each variable: tables, base64 files and
+    # identifiers hidden there are judged (ordinary text such as "history" is not)
+    for owner, attrs in [("dataset", ds.attrs)] + [(str(v), ds[v].attrs) for v in ds.variables]:
+        for key, value in attrs.items():
+            if isinstance(value, np.ndarray):
+                if value.dtype.kind not in "OSU" and value.size < 1000:
+                    continue
+                value = value.tolist()
+            if isinstance(value, str | bytes | list | dict):
+                judge_value(value, ctx, f"attribute {key!s:.60} of {owner}", free_text=False)
     ctx.details.update(dims={str(k): int(v) for k, v in ds.sizes.items()},
                        variables=[str(v) for v in ds.data_vars])
     for name in list(ds.variables):

@@ -499,6 +499,13 @@ def judge_arrow_metadata(schema: pa.Schema, ctx: Ctx, kv: dict[bytes, bytes] | N
             stack.append((f"{name}[]", typ.value_field))
         elif pa.types.is_map(typ):
             stack.extend([(f"{name}.key", typ.key_field), (f"{name}.value", typ.item_field)])
+    names = [f.name for f in schema]
+    if len(names) >= ctx.policy.row_level_min_rows:
+        # many field names: records written as names are judged like text (only what
+        # reads as row-level counts; ordinary names are the header, judged with the rows)
+        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base=dict(ctx.base))
+        judge_value("\n".join(names), sub, f"{kind} field names", free_text=False)
+        ctx.findings.extend(f for f in sub.findings if f.severity == "block")
     for label, k, v in items:
         if (k, v) in seen or k == b"ARROW:schema":
             continue
