@@ -32,7 +32,8 @@ GUISES = [
     "nb_metadata", "nb_output_metadata", "nb_print", "json_b64", "json_string",
     "png_text", "svg_text", "pdf_text", "transposed", "transposed_no_index", "constant_n",
     "nul_csv", "unused_shared_strings", "jsonl_b64", "csv_cell_json", "blob_column_parquet",
-    "html_script", "netcdf_attrs", "parquet_field_names",
+    "html_script", "netcdf_attrs", "parquet_field_names", "nb_raw_cell", "nb_markdown_cell",
+    "nb_code_string", "nb_code_literal", "nb_dataresource",
 ]
 
 
@@ -257,6 +258,20 @@ def _notebook(rec: pd.DataFrame, guise: str) -> str:
         nb["metadata"]["cache"] = {"data": csv_text}
     elif guise == "nb_output_metadata":
         cell["outputs"][0]["metadata"]["rows"] = rec.to_dict("split")
+    elif guise == "nb_raw_cell":
+        nb["cells"].append({"cell_type": "raw", "metadata": {}, "source": csv_text})
+    elif guise == "nb_markdown_cell":
+        md = "| " + " | ".join(map(str, rec.columns)) + " |\n|" + "---|" * rec.shape[1] + "\n"
+        md += "".join("| " + " | ".join(map(str, r)) + " |\n" for r in rec.values.tolist())
+        nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": md})
+    elif guise == "nb_code_string":
+        cell["source"] = f'import io\nraw = """{csv_text}"""\ndf = pd.read_csv(io.StringIO(raw))'
+    elif guise == "nb_code_literal":
+        cell["source"] = f"rows = {rec.to_dict('records')!r}\ndf = pd.DataFrame(rows)"
+    elif guise == "nb_dataresource":
+        cell["outputs"][0]["data"]["application/vnd.dataresource+json"] = {
+            "schema": {"fields": [{"name": str(c)} for c in rec.columns]},
+            "data": rec.to_dict("records")}
     elif guise == "nb_print":
         cell["outputs"].append({"output_type": "stream", "name": "stdout",
                                 "text": rec.to_string() + "\n"})

@@ -251,3 +251,26 @@ def test_workbook_with_shared_strings_all_used_passes(tmp_path):
     p.write_bytes(xlsx_shared_strings([["ward", "n"], ["A", 40], ["B", 50]],
                                       ["184127505612345"]))
     assert check_file(p).verdict == "block"
+
+
+def test_code_with_literal_mappings_passes_and_literal_tables_are_looked_at(tmp_path):
+    labels = {f"I{20 + i}": f"cardiopathie {i}" for i in range(25)}
+    src = f"LABELS = {labels!r}\nlabels = df.code.map(LABELS)\n%matplotlib inline"
+    p = tmp_path / "nb.ipynb"
+    p.write_text(notebook_json([frame_output(aggregate())], sources=[src]))
+    rep = check_file(p)
+    assert rep.verdict == "pass", _explain(rep)
+    bands = [(a, a + 5) for a in range(0, 110, 5)]
+    p.write_text(notebook_json([frame_output(aggregate())], sources=[f"BANDS = {bands!r}"]))
+    rep = check_file(p)
+    assert rep.verdict == "review" and "ambiguous-layout" in rules(rep), _explain(rep)
+
+
+def test_dataresource_beside_an_html_table_is_judged(tmp_path):
+    out = frame_output(aggregate())
+    out["data"]["application/vnd.dataresource+json"] = {
+        "schema": {"fields": [{"name": "region"}, {"name": "n"}]},
+        "data": aggregate().assign(n=[120, 4, 33, 80]).to_dict("records")}
+    p = tmp_path / "nb.ipynb"
+    p.write_text(notebook_json([out]))
+    assert "small-count" in rules(check_file(p))

@@ -113,12 +113,18 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
             continue
         ctype = cell.get("cell_type")
         src = _src(cell.get("source"))
+        cell_ctx = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "cell_index": k})
         if ctype == "markdown" and re.search(r"\d", src):
             n_text += 1
             text_checks(src, ctx, cell_index=k)
+            judge_value(src, cell_ctx, "Markdown", free_text=False)  # tables typed in
         elif ctype == "code":
             text_checks(src, ctx, cell_index=k)
-        cell_ctx = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "cell_index": k})
+            _code_literals(src, cell_ctx)
+        elif src.strip():  # raw cells, and cell types outside the format
+            n_text += 1
+            text_checks(src, ctx, cell_index=k)
+            judge_value(src, cell_ctx, f"{str(ctype)[:20]} cell", free_text=False)
         if cell.get("metadata"):
             judge_value(cell["metadata"], cell_ctx, "cell metadata")
         extra = {key: v for key, v in cell.items() if key not in _CELL_KEYS}
@@ -182,10 +188,16 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
             if html.strip():
                 _html_outside_tables(html, ctx, where)
             res = data.get("application/vnd.dataresource+json")
-            if isinstance(res, dict) and isinstance(res.get("data"), list) and not tables:
+            if isinstance(res, dict) and isinstance(res.get("data"), list):
+                # judged even beside an HTML table: the two need not hold the same rows
                 ctx.judge(from_frame(pd.json_normalize(res["data"], max_level=1),
-                                     base={**ctx.base, **where}))
-                tables = [([], None)]
+                                     base={**ctx.base, **where, "part": "dataresource"}))
+                rest = {key: v for key, v in res.items() if key not in ("data", "schema")}
+                if rest:
+                    judge_value(rest, cell_ctx, "dataresource fields")
+                tables = tables or [([], None)]
+            elif res is not None:
+                judge_value(res, cell_ctx, "dataresource")
             plain = _src(data.get("text/plain"))
             text_checks(plain, ctx, **where)
             if text_residual_df(plain + html):
@@ -217,6 +229,69 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
                         "be read", **ctx.base))
     if n_out == 0 and not ctx.findings:
         ctx.judged += 1  # code only: nothing computed is shown
+
+
+#: literal lists and dicts in code with at least this many elements are judged as data
+MIN_LITERAL_ITEMS = 20
+
+
+def _code_literals(src: str, ctx: Ctx) -> None:
+    """Data written into code: string literals (CSV, JSON, base64) and long literal
+    lists or dicts of records. Row-level findings count; a literal table of
+    ``MIN_LITERAL_ITEMS`` items or more goes to review; the rest is code."""
+    import ast
+
+    from .carriers import judge_json, judge_value
+
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        # IPython magics and shell escapes: judge the lines that are Python alone
+        lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return
+    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "part": "code literal"})
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
+            v = node.value
+            if len(v) >= 64 and (isinstance(v, bytes) or "\n" in v.strip() or v.lstrip()[:1] in "{["
+                                 or len(v) >= 256):
+                judge_value(v, sub, f"line {node.lineno}", free_text=False)
+        elif isinstance(node, ast.List | ast.Tuple | ast.Dict):
+            items = node.keys if isinstance(node, ast.Dict) else node.elts
+            if len(items) < MIN_LITERAL_ITEMS and not (
+                    isinstance(node, ast.Dict) and any(
+                        isinstance(v, ast.List | ast.Tuple) and len(v.elts) >= MIN_LITERAL_ITEMS
+                        for v in node.values)):
+                continue
+            try:
+                value = ast.literal_eval(node)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                continue
+            skip.update(id(n) for n in ast.walk(node))
+            if isinstance(value, tuple):
+                value = list(value)
+            if isinstance(value, list):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            if isinstance(value, dict):
+                value = {str(k): list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+            tmp = Ctx(policy=ctx.policy, depth=ctx.depth,
+                      base={**sub.base, "part": f"code literal line {node.lineno}"})
+            if judge_json(value, tmp, 0, free_text=False):
+                # a literal table: numbers alone (colours, bands) are not taken for records,
+                # but a person looks at any table written into code
+                sub.findings.extend(f for f in tmp.findings if f.severity == "block"
+                                    and "without any label" not in f.message)
+                ctx.add(finding("ambiguous-layout", f"code writes a literal table of "
+                                f"{len(items)} items: a person must look", **tmp.base))
+            else:
+                sub.findings.extend(f for f in tmp.findings if f.severity == "block")
+    ctx.findings.extend(f for f in sub.findings if f.severity == "block")
 
 
 def _attachment_bytes(mime: str, value: Any) -> bytes | None:
