@@ -33,7 +33,7 @@ GUISES = [
     "png_text", "svg_text", "pdf_text", "transposed", "transposed_no_index", "constant_n",
     "nul_csv", "unused_shared_strings", "jsonl_b64", "csv_cell_json", "blob_column_parquet",
     "html_script", "netcdf_attrs", "parquet_field_names", "nb_raw_cell", "nb_markdown_cell",
-    "nb_code_string", "nb_code_literal", "nb_dataresource",
+    "nb_code_string", "nb_code_literal", "nb_dataresource", "nb_metadata_deep",
 ]
 
 
@@ -254,6 +254,11 @@ def _notebook(rec: pd.DataFrame, guise: str) -> str:
                                    "text/csv": base64.b64encode(csv_text.encode()).decode()}}})
     elif guise == "nb_cell_metadata":
         cell["metadata"]["cache"] = rec.to_dict("records")
+    elif guise == "nb_metadata_deep":
+        value: object = rec.to_dict("records")
+        for k in range(12):
+            value = {f"level{k}": value}
+        nb["metadata"]["cache"] = value
     elif guise == "nb_metadata":
         nb["metadata"]["cache"] = {"data": csv_text}
     elif guise == "nb_output_metadata":

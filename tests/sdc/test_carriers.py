@@ -274,3 +274,19 @@ def test_dataresource_beside_an_html_table_is_judged(tmp_path):
     p = tmp_path / "nb.ipynb"
     p.write_text(notebook_json([out]))
     assert "small-count" in rules(check_file(p))
+
+
+def test_metadata_nested_too_deep_or_without_a_table_is_never_pass(tmp_path):
+    p = tmp_path / "nb.ipynb"
+    nb = json.loads(notebook_json([frame_output(aggregate())]))
+    value: object = "x" * 100
+    for k in range(80):
+        value = {f"k{k}": value}
+    nb["metadata"]["deep"] = value
+    p.write_text(json.dumps(nb))
+    rep = check_file(p)
+    assert rep.verdict == "review" and "unjudgeable-format" in rules(rep), _explain(rep)
+    nb["metadata"] = {"values": list(range(2000)), "note": "not a table"}
+    p.write_text(json.dumps(nb))
+    rep = check_file(p)
+    assert rep.verdict == "review" and "ambiguous-layout" in rules(rep), _explain(rep)

@@ -90,6 +90,9 @@ def _judge(value: Any, ctx: Ctx, depth: int, free_text: bool) -> None:
         value = text
     if not isinstance(value, str):
         return
+    if len(value) > MAX_VALUE_CHARS:
+        ctx.add(finding("file-too-large", f"embedded value of {len(value)} characters: only "
+                        f"the first {MAX_VALUE_CHARS} were read", **ctx.base))
     text = value[:MAX_VALUE_CHARS]
     s = text.strip()
     if not s:
@@ -157,8 +160,16 @@ def check_bytes(data: bytes, ctx: Ctx, depth: int = 0) -> None:
         ctx.judged += sub.judged
 
 
-def _strings(doc: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]:
-    if depth > 64:
+#: JSON nested deeper than this is not walked (and not passed)
+MAX_JSON_DEPTH = 64
+#: values in a JSON carrier without any table above which a person must look
+MAX_UNREAD_VALUES = 500
+
+
+def _strings(doc: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str | None]]:
+    """Strings of a JSON value with their paths; ``(path, None)`` where nesting is too deep."""
+    if depth > MAX_JSON_DEPTH:
+        yield path, None
         return
     if isinstance(doc, str):
         yield path, doc
@@ -187,13 +198,35 @@ def judge_json(doc: Any, ctx: Ctx, depth: int = 0, free_text: bool = True) -> in
         ctx.judge(from_frame(frame, base=base), decode_cells=False)  # strings: below
         found += 1
     judge_json_strings(doc, ctx, depth, free_text=free_text and not found)
+    if free_text and not found:
+        n = _count_values(doc, MAX_UNREAD_VALUES + 1)
+        if n > MAX_UNREAD_VALUES:
+            ctx.add(finding("ambiguous-layout", f"more than {MAX_UNREAD_VALUES} values that the "
+                            "checker cannot read as a table: a person must look", **ctx.base))
     return found
+
+
+def _count_values(doc: Any, cap: int) -> int:
+    n, stack = 0, [doc]
+    while stack and n < cap:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        else:
+            n += 1
+    return n
 
 
 def judge_json_strings(doc: Any, ctx: Ctx, depth: int = 0, free_text: bool = True) -> None:
     """Decode and judge the long strings (or those with line breaks) of a parsed JSON value."""
     unread = decoded = 0
     for path, s in _strings(doc, "$"):
+        if s is None:
+            ctx.add(finding("unjudgeable-format", f"JSON nested deeper than {MAX_JSON_DEPTH} "
+                            f"levels at {path[:80]}: not read", **ctx.base))
+            break
         if len(s) < MIN_DECODE_CHARS and "\n" not in s:
             continue  # a cell or a name: judged with its table, if any
         decoded += 1

@@ -661,7 +661,7 @@ def read_json(path: Path, ctx: Ctx) -> None:
 
 
 def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd.DataFrame]]:
-    if depth > 6:
+    if depth > 32:
         return
     if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
         yield where, pd.json_normalize(doc, max_level=1)
