@@ -587,3 +587,17 @@ def test_stacked_tables_in_an_excel_sheet(tmp_path):
     rep = check_file(p)
     (loc,) = locs(rep, "small-count")
     assert loc["cell"] == "B7" and loc["row"] == 7
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_3_reads_both_store_formats(tmp_path, zarr_format):
+    import zarr
+
+    assert int(zarr.__version__.split(".")[0]) >= 3
+    d = tmp_path / "store.zarr"
+    _dataset(False).to_zarr(d, zarr_format=zarr_format)
+    assert (d / ("zarr.json" if zarr_format == 3 else ".zgroup")).exists()
+    rep = check_file(d)
+    assert rep.format == "zarr" and rep.verdict == "fail"
+    assert [x["index"] for x in locs(rep, "small-count")] == [{"region": "Nord", "month": 3}]
