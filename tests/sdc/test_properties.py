@@ -18,7 +18,7 @@ from ecluse.sdc import check_file
 from .conftest import nir, write_as
 from .guises import GUISES, records, write_guise
 
-FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "xlsx", "xlsx_hidden", "json", "jsonl",
+FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "feather", "xlsx", "xlsx_hidden", "json", "jsonl",
            "notebook", "html", "zip", "gzip"]
 
 names = st.text(alphabet=string.ascii_letters + string.digits + "_ ", min_size=1, max_size=12) \
