@@ -34,6 +34,7 @@ GUISES = [
     "nul_csv", "unused_shared_strings", "jsonl_b64", "csv_cell_json", "blob_column_parquet",
     "html_script", "netcdf_attrs", "parquet_field_names", "nb_raw_cell", "nb_markdown_cell",
     "nb_code_string", "nb_code_literal", "nb_dataresource", "nb_metadata_deep",
+    "svg_tspans", "zip_comment",
 ]
 
 
@@ -103,6 +104,12 @@ def write_guise(rec: pd.DataFrame, guise: str, d: Path) -> Path:
         p.write_bytes(png({"Comment": _csv(rec)}))
     elif guise == "svg_text":
         p.write_text(svg_table(rec))
+    elif guise == "svg_tspans":
+        p.write_text(svg_table(rec, tspans=True))
+    elif guise == "zip_comment":
+        with zipfile.ZipFile(p, "w") as zf:
+            zf.writestr("table.csv", _csv(agg))
+            zf.comment = _csv(rec).encode()
     elif guise == "pdf_text":
         p.write_bytes(pdf_lines(["  ".join(str(v) for v in row) for row in
                                  [list(rec.columns)] + rec.astype(str).values.tolist()]))
@@ -299,11 +306,17 @@ def png(text: dict[str, str] | None = None) -> bytes:
     return out + _chunk(b"IDAT", zlib.compress(b"\x00\x00")) + _chunk(b"IEND", b"")
 
 
-def svg_table(df: pd.DataFrame) -> str:
-    """An SVG drawing of ``df`` as a grid of text elements (as a plotted table is)."""
+def svg_table(df: pd.DataFrame, tspans: bool = False) -> str:
+    """An SVG drawing of ``df`` as a grid of text elements (as a plotted table is), or
+    as one ``<text>`` a row with a positioned ``<tspan>`` a cell."""
     cells = []
     rows = [list(map(str, df.columns))] + df.astype(str).values.tolist()
     for i, row in enumerate(rows):
+        if tspans:
+            spans = "".join(f'<tspan x="{10 + 80 * j}">{escape(v)}</tspan>'
+                            for j, v in enumerate(row))
+            cells.append(f'<text y="{20 + 14 * i}">{spans}</text>')
+            continue
         for j, v in enumerate(row):
             cells.append(f'<text x="{10 + 80 * j}" y="{20 + 14 * i}">{escape(v)}</text>')
     return ('<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="400" '

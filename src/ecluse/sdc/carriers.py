@@ -365,18 +365,25 @@ def svg_text(data: bytes) -> str:
             continue
         tag = etree.QName(el).localname
         if tag == "text":
-            txt = "".join(el.itertext()).strip()
-            if not txt:
-                continue
             x, y = _coord(el.get("x")), _coord(el.get("y"))
             if y is None:
                 m = re.search(r"translate\(\s*([-\d.eE]+)[\s,]+([-\d.eE]+)", el.get("transform", ""))
                 if m:
                     x, y = float(m.group(1)), float(m.group(2))
-            if y is None:
-                loose.append(txt)
-            else:
-                rows.setdefault(round(y, 1), []).append((x or 0.0, txt))
+            # each positioned <tspan> is a cell of its own (a row drawn as one <text>)
+            spans = [t for t in el.iter() if isinstance(t.tag, str)
+                     and etree.QName(t).localname == "tspan" and (t.get("x") or t.get("y"))]
+            cells = [(_coord(t.get("x")) if t.get("x") else x,
+                      _coord(t.get("y")) if t.get("y") else y,
+                      "".join(t.itertext()).strip()) for t in spans] or \
+                [(x, y, "".join(el.itertext()).strip())]
+            for cx, cy, txt in cells:
+                if not txt:
+                    continue
+                if cy is None:
+                    loose.append(txt)
+                else:
+                    rows.setdefault(round(cy, 1), []).append((cx or 0.0, txt))
         elif tag in ("title", "desc", "metadata", "script", "style") and tag != "style":
             txt = "".join(el.itertext()).strip()
             if txt:
