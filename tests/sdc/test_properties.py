@@ -63,6 +63,9 @@ def test_identifier_column_never_passes(cols, kind, n, fmt, seed, position):
        seed=st.integers(0, 2**16), ncat=st.integers(2, 5))
 # found by exploration: measurements under a count-like name ("N")
 @example(cols=["A", "B", "N"], n=30, fmt="csv", seed=2, ncat=2)
+# found by exploration: measurements with decimals under a name read as a postcode
+# ("p8zCP") were taken for labels, and the records passed
+@example(cols=["n3gh59", "b", "p8zCP"], n=57, fmt="csv", seed=9482, ncat=2)
 def test_row_level_records_never_pass(cols, n, fmt, seed, ncat):
     rng = np.random.default_rng(seed)
     df = pd.DataFrame({

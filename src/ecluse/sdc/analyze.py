@@ -144,8 +144,11 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     # ---------------------------------------------------------- roles
     # a written-out row number (``to_csv`` with its default index) is neither label nor value
     rownum = {j for j in range(min(m, 2)) if integer[j] and _is_row_number(t.names[j], num[j])}
+    # numbers are a label by the column's name only when they are whole (a year, an age
+    # band, a code): measurements with decimals under such a name stay values
     label_cols = [j for j in range(m) if j not in rownum and (
-                  not numeric[j] or kinds[j] in ("label", "sex", "postcode", "birth", "weak-id")
+                  not numeric[j] or (integer[j] and kinds[j] in ("label", "sex", "postcode",
+                                                                 "birth", "weak-id"))
                   or (j == 0 and t.names[j].startswith("column ") and integer[j]))]
     value_cols = [j for j in range(m) if j not in label_cols and j not in rownum]
     reg = {j: regression_role(t.names[j]) for j in value_cols}
