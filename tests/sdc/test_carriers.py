@@ -290,3 +290,12 @@ def test_metadata_nested_too_deep_or_without_a_table_is_never_pass(tmp_path):
     p.write_text(json.dumps(nb))
     rep = check_file(p)
     assert rep.verdict == "review" and "ambiguous-layout" in rules(rep), _explain(rep)
+
+
+def test_decimals_under_a_label_like_name_are_not_labels(tmp_path):
+    # "p8zCP" reads as a postcode column by its name; 70.2 is no postcode
+    rep = check_file(write_guise(records(["n3gh59", "b", "p8zCP"], 57, 9482, 2), "zip_comment",
+                                 tmp_path))
+    assert rep.verdict == "block", _explain(rep)
+    rep = check_frame(records(["n3gh59", "b", "p8zCP"], 57, 9482, 2))
+    assert rep.verdict == "block", _explain(rep)
