@@ -19,6 +19,7 @@ an environment variable or a file named here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -79,11 +80,44 @@ class HubSettings(_Model):
     auth_refresh_age: int = Field(
         300, ge=0, description="Seconds after which LDAP groups are re-read for a signed-in user."
     )
+    token_max_age: int = Field(
+        8 * 3600, ge=60,
+        description="Longest lifetime, in seconds, of a token a user creates (Token page or "
+        "API); a token asked for without an expiry gets this one.",
+    )
+    login_max_failures: int = Field(
+        5, ge=1,
+        description="Failed sign-ins of one user before further attempts wait "
+        "(login_backoff) and are refused without asking the directory.",
+    )
+    login_max_failures_per_address: int = Field(
+        50, ge=1,
+        description="Failed sign-ins from one client address before it waits: higher than "
+        "per user, as many people share an address (VDI, NAT).",
+    )
+    login_backoff: int = Field(
+        30, ge=1,
+        description="Seconds of the first wait after login_max_failures failures; doubled at "
+        "each further failure, up to login_backoff_max.",
+    )
+    login_backoff_max: int = Field(
+        900, ge=1, description="Longest wait, in seconds, between sign-in attempts."
+    )
     spawner: str = Field(
         "ecluse",
         description="Spawner class or entry-point name used for workspaces ('simple' for "
         "a plain local process spawner with no isolation — development only).",
     )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class LDAPSettings(_Model):
@@ -152,6 +186,12 @@ class LDAPSettings(_Model):
             raise ValueError("security 'ldaps' needs an ldaps:// uri")
         if self.security != "ldaps" and self.uri.startswith("ldaps://"):
             raise ValueError("an ldaps:// uri needs security: ldaps")
+        if self.security == "none" and not _is_loopback(self.host):
+            raise ValueError(
+                f"security 'none' sends passwords in clear: it is allowed only for a "
+                f"directory on loopback (127.0.0.0/8, ::1, localhost), not {self.host!r}; "
+                "use security: starttls (ldap://) or ldaps (ldaps://)"
+            )
         return self
 
     @property
@@ -209,6 +249,11 @@ class SandboxSettings(_Model):
     )
     idle_timeout: int = Field(
         3600, ge=0, description="Seconds without activity before a workspace is culled (0: never)."
+    )
+    max_server_age: int = Field(
+        12 * 3600, ge=0,
+        description="Seconds after which a workspace is stopped even when active (idle "
+        "culler --max-age; 0: never). It is started again, after a fresh membership check.",
     )
     image: str = Field(
         "ecluse/workspace:0.1.0", description="Workspace image (docker and kubernetes backends)."

@@ -17,6 +17,13 @@ The flow for a sign-in is the classic search-then-bind:
 Every call is synchronous and bounded by ``connect_timeout`` and
 ``receive_timeout``; the authenticator runs them in a thread pool so the
 hub's event loop never waits on LDAP.
+
+Project membership has one rule, here: :func:`projects_of` (which projects a
+user's directory groups make them a member of) and :class:`MembershipResolver`
+("is U a member of P, and with which group number", asked of the directory).
+The authenticator, the spawner, dask-gateway, the batch service and the
+services' token check all call it; each maps :class:`NotAMember` and
+:class:`DirectoryUnavailable` to its own error.
 """
 
 from __future__ import annotations
@@ -25,7 +32,11 @@ import logging
 import math
 import re
 import ssl
+import threading
+import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import (
@@ -67,6 +78,18 @@ class DirectoryUnavailable(DirectoryError):
     """The directory could not be reached or did not answer in time."""
 
     reason = "ldap-unavailable"
+
+
+class NotAMember(DirectoryError):
+    """The directory positively says the user is not a member of the project."""
+
+    reason = "not-a-member"
+
+
+class NoProjectGid(DirectoryError):
+    """The project's group has no gidNumber in the directory (nor ``gid`` in projects.yaml)."""
+
+    reason = "no-project-gid"
 
 
 @dataclass
@@ -304,3 +327,89 @@ class Directory:
     def ping(self) -> None:
         """Bind as the service account; raises DirectoryUnavailable when that fails."""
         self._service().unbind()
+
+
+# ---------------------------------------------------------------- membership
+
+
+def projects_of(groups: Iterable[str], settings: Any) -> list[str]:
+    """Slugs of the projects whose LDAP group is among ``groups`` (the one rule)."""
+    have = set(groups)
+    return sorted(slug for slug, p in settings.projects.items() if p.ldap_group in have)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A user's membership of one project, as the directory says it now."""
+
+    user: DirectoryUser
+    project: str
+    #: the project's group number (directory first, then ``gid`` in projects.yaml)
+    project_gid: int
+
+
+def membership(user: DirectoryUser, settings: Any, slug: str) -> Membership:
+    """``user``'s membership of project ``slug``; raises :class:`NotAMember` or
+    :class:`NoProjectGid`. ``KeyError`` for a project not in projects.yaml."""
+    project = settings.projects[slug]
+    if slug not in projects_of(user.groups, settings):
+        raise NotAMember(
+            f"{user.username} is not a member of project {slug} in the directory "
+            f"(group {project.ldap_group})"
+        )
+    gid = user.group_gids.get(project.ldap_group) or project.gid
+    if not gid:
+        raise NoProjectGid(f"project {slug} has no group number in the directory")
+    return Membership(user, slug, int(gid))
+
+
+class MembershipResolver:
+    """Asks the directory whether a user is a member of a project.
+
+    ``cache_seconds`` keeps positive and negative answers that long (the
+    services' re-check, at most 60 s); "the directory is unavailable" is never
+    cached and never means yes. Blocking: call it from a thread.
+    """
+
+    def __init__(self, settings: Any, *, cache_seconds: float = 0.0,
+                 directory: Directory | None = None) -> None:
+        self.settings = settings
+        self.cache_seconds = min(float(cache_seconds), 60.0)
+        self.directory = directory or Directory(settings.ldap)
+        self._cache: dict[str, tuple[float, DirectoryUser | DirectoryError]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, username: str) -> DirectoryUser:
+        """The user's directory entry (cached); raises like :meth:`Directory.lookup`."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(username)
+        if hit and now - hit[0] < self.cache_seconds:
+            if isinstance(hit[1], DirectoryError):
+                raise hit[1]
+            return hit[1]
+        try:
+            user = self.directory.lookup(username)
+        except DirectoryUnavailable:
+            raise
+        except DirectoryError as e:
+            self._remember(username, now, e)
+            raise
+        self._remember(username, now, user)
+        return user
+
+    def _remember(self, username: str, now: float, value: DirectoryUser | DirectoryError) -> None:
+        if self.cache_seconds > 0:
+            with self._lock:
+                self._cache[username] = (now, value)
+
+    def require(self, username: str, slug: str) -> Membership:
+        """Membership of ``username`` in project ``slug`` or a :class:`DirectoryError`:
+        :class:`NotAMember`, :class:`NoProjectGid`, :class:`UnknownUser`,
+        :class:`InvalidUsername` (positive refusals) or :class:`DirectoryUnavailable`
+        (nothing known: grant nothing, stop nothing)."""
+        return membership(self.lookup(username), self.settings, slug)
+
+    def projects(self, username: str) -> list[str]:
+        """The user's projects now (raises like :meth:`lookup`)."""
+        return projects_of(self.lookup(username).groups, self.settings)

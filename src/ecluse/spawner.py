@@ -30,10 +30,27 @@ from traitlets import Dict, Integer, List, Unicode, default
 
 from .audit import AuditLog
 from .config import Project, Settings, load_settings
-from .directory import Directory, DirectoryError, DirectoryUnavailable
-from .roles import hub_groups_for
+from .directory import (
+    DirectoryError,
+    DirectoryUnavailable,
+    MembershipResolver,
+    NoProjectGid,
+    NotAMember,
+)
+from .roles import project_scope
 
 WORKSPACE_PORT = 8888
+
+
+def workspace_token_scopes(base: list[str]):
+    """``Spawner.server_token_scopes``: ``base`` plus the scope of the server's project
+    (its name), so the workspace's ``JUPYTERHUB_API_TOKEN`` acts for that project only."""
+    base = list(base)
+
+    def scopes(spawner: Spawner) -> list[str]:
+        return [*base, project_scope(spawner.name)] if spawner.name else base
+
+    return scopes
 
 
 def _workspace_hooks():
@@ -206,12 +223,12 @@ class EcluseSpawner(Spawner):
 
     async def _verify_in_directory(self, project: Project) -> dict[str, int]:
         """Ask LDAP again (fail closed). Returns identity numbers."""
-        directory = Directory(self.settings.ldap)
+        resolver = MembershipResolver(self.settings)
         loop = asyncio.get_running_loop()
         s = self.settings.ldap
         try:
-            user = await asyncio.wait_for(
-                loop.run_in_executor(None, directory.lookup, self.user.name),
+            m = await asyncio.wait_for(
+                loop.run_in_executor(None, resolver.require, self.user.name, project.slug),
                 s.connect_timeout * 2 + s.receive_timeout * 4,
             )
         except (TimeoutError, DirectoryUnavailable) as e:
@@ -222,18 +239,19 @@ class EcluseSpawner(Spawner):
                 reason="ldap-unavailable",
                 log_message=f"membership check for {self.user.name}: {e}",
             ) from None
+        except NotAMember:
+            self._audit_denied(project.slug, "not-a-member-in-ldap")
+            raise _fail(f"You are not a member of project {project.slug!r}.",
+                        reason="not-a-member") from None
+        except NoProjectGid:
+            return {"uid": 0, "gid": 0, "project_gid": 0}  # refused by start()
         except DirectoryError as e:
             self._audit_denied(project.slug, e.reason)
             raise _fail("Your account is no longer valid.", reason=e.reason) from None
-        projects, _ = hub_groups_for(user.groups, self.settings)
-        if project.slug not in projects:
-            self._audit_denied(project.slug, "not-a-member-in-ldap")
-            raise _fail(f"You are not a member of project {project.slug!r}.",
-                        reason="not-a-member")
         return {
-            "uid": user.uid_number,
-            "gid": user.gid_number,
-            "project_gid": user.group_gids.get(project.ldap_group) or project.gid or 0,
+            "uid": m.user.uid_number,
+            "gid": m.user.gid_number,
+            "project_gid": m.project_gid,
         }
 
     async def _identity(self, project: Project) -> dict[str, int]:

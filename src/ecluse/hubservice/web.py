@@ -8,6 +8,10 @@
   scope; their groups come from :class:`GroupResolver`. Blocking calls run in
   the service's thread pool; errors are ``{"error": {"code", "status",
   "message"}}`` with the status of the :class:`~ecluse.hubservice.ServiceError`.
+  The projects the credential acts for come from its scopes
+  (:func:`ecluse.roles.credential_projects`: a token, one project; a browser
+  session, the user's) and are set on identities that have a ``projects``
+  field.
 * :func:`service_prefix`, :func:`handler_settings` — the application settings
   the handlers read.
 * :func:`hub_oauth_from_env`, :func:`bind_address`, :func:`listen`,
@@ -17,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +37,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
 
+from ..roles import credential_projects
 from . import ServiceError
 
 log = logging.getLogger(__name__)
@@ -167,7 +173,13 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
             raise self.permission_denied(self.not_user_message)
         self._hub_auth_user_cache = model
         groups = await self.settings["group_resolver"].groups_for(model)
-        self.identity = self.service.identity(model["name"], groups)
+        identity = self.service.identity(model["name"], groups)
+        if dataclasses.is_dataclass(identity) and any(
+                f.name == "projects" for f in dataclasses.fields(identity)):
+            # what this credential may act for: a workspace's token, its one project
+            identity = dataclasses.replace(identity, projects=credential_projects(
+                model.get("scopes") or [], token=self._header_token() is not None))
+        self.identity = identity
 
     async def scope_denied(self, model: dict[str, Any]) -> None:
         """Called before a token or session without the access scope is refused."""
