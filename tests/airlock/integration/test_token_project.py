@@ -8,7 +8,6 @@ project's hub group and resolves at every use.
 from __future__ import annotations
 
 import pytest
-import requests
 
 from ecluse.airlock.hub import WORKSPACE_TOKEN_SCOPES
 from ecluse.audit import AuditLog
@@ -65,20 +64,6 @@ def test_a_token_naming_no_project_or_several_acts_for_none(airlock_hub):
         assert "acts for no project" in r.json()["error"]["message"]
     none = airlock_hub.api("ada", scopes=list(WORKSPACE_TOKEN_SCOPES))
     assert none.post("/requests", json={"project": "cardio-los", **BODY}).status_code == 403
-
-
-def test_a_token_made_without_scopes_has_no_service_access(airlock_hub):
-    """The hub's default token role is ``self``: no airlock, no project."""
-    airlock_hub.login("ada")
-    r = requests.post(f"{airlock_hub.url}/hub/api/users/ada/tokens", json={"note": "page"},
-                      headers={"Authorization": f"token {airlock_hub.admin_token}"},
-                      timeout=10)
-    assert r.status_code == 201, r.text
-    assert not any(s.startswith(("access:services", "custom:")) for s in r.json()["scopes"])
-    token = r.json()["token"]
-    r = requests.get(f"{airlock_hub.airlock_url}/api/v1/me",
-                     headers={"Authorization": f"token {token}"}, timeout=10)
-    assert r.status_code == 403
 
 
 def test_a_browser_session_acts_for_each_of_the_users_projects(airlock_hub):
