@@ -167,6 +167,12 @@ class EcluseAuthenticator(Authenticator):
     def _default_auth_state(self) -> bool:
         return bool(os.environ.get("JUPYTERHUB_CRYPT_KEY"))
 
+    @default("auth_refresh_strict")
+    def _default_refresh_strict(self) -> bool:
+        # a user whose refresh fails (gone from the directory, in no project any
+        # more) must sign in again for token requests too: never keep stale groups
+        return True
+
     @default("refresh_pre_spawn")
     def _default_refresh_pre_spawn(self) -> bool:
         return True

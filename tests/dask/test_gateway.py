@@ -88,8 +88,9 @@ async def test_a_token_acts_for_its_own_project_only(gateway, dask_deployment):
     assert not gateway.sandbox.created
     audit = AuditLog.from_settings(gateway.ecluse_settings)
     denied = [r for r in audit.records(event="dask.denied") if r.actor == "alice"]
-    assert denied and denied[-1].project == "cardio-los"
-    assert denied[-1].details["token_projects"] == ["air-quality"]
+    assert [(r.project, r.details["reason"], r.details["token_projects"])
+            for r in denied[-2:]] == [("cardio-los", "token-project", ["air-quality"]),
+                                     ("cardio-los", "token-project", [])]
     # no project= in a workspace: its token's project
     cardio = gateway.connect("alice@cardio-los")
     cluster = await cardio.new_cluster()

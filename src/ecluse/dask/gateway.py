@@ -237,6 +237,9 @@ class SandboxBackend(DBBackendBase):
     verify_membership_in_directory = Bool(
         True, help="Ask LDAP again at each cluster start (fail closed).").tag(config=True)
     sandbox_backend = AnyTrait(help="The ecluse.sandbox backend (default: from settings).")
+    membership_cache_seconds = Float(
+        60, help="How long a directory answer about a cluster owner's membership is reused "
+        "by the periodic check (cluster_status_period); at most 60.").tag(config=True)
 
     @default("cluster_config_class")
     def _default_cluster_config_class(self) -> type:
@@ -395,11 +398,45 @@ class SandboxBackend(DBBackendBase):
         self.log.info("Cluster %s output (tail):\n%s", cluster.name, (out + err)[-3000:])
 
     async def do_check_clusters(self, clusters: list[Any]) -> list[bool]:
+        """Alive, and its owner still a member of its project: a cluster whose owner
+        *positively* left the project is reported failed (the gateway stops it),
+        audited; when the directory cannot be reached, nothing is stopped."""
         out = []
         for c in clusters:
             state = c.state.get("sandbox")
-            out.append(bool(state) and await self.sandbox_backend.poll(state) is None)
+            alive = bool(state) and await self.sandbox_backend.poll(state) is None
+            if alive and self.verify_membership_in_directory:
+                alive = await self._still_member(c)
+            out.append(alive)
         return out
+
+    _resolver: Any = None
+
+    async def _still_member(self, cluster: Any) -> bool:
+        from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
+
+        slug = (cluster.state or {}).get("project") or (cluster.options or {}).get("project")
+        if not slug:
+            return True
+        if self._resolver is None:
+            self._resolver = MembershipResolver(self.settings,
+                                                cache_seconds=self.membership_cache_seconds)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._resolver.require, cluster.username, slug)
+        except DirectoryUnavailable:
+            return True  # nothing known: nothing stopped
+        except DirectoryError as e:
+            self.log.warning("Cluster %s: %s left project %s (%s): stopping it",
+                             cluster.name, cluster.username, slug, e.reason)
+            if self._audit is None:
+                from ..audit import AuditLog
+
+                self._audit = AuditLog.from_settings(self.settings)
+            self._audit.record("dask.revoked", actor=cluster.username, project=slug,
+                               outcome="success", cluster=cluster.name, reason=e.reason)
+            return False
+        return True
 
     async def do_start_worker(self, worker: Any):
         cluster = worker.cluster
