@@ -80,6 +80,12 @@ class HubSettings(_Model):
     auth_refresh_age: int = Field(
         300, ge=0, description="Seconds after which LDAP groups are re-read for a signed-in user."
     )
+    revocation_interval: float = Field(
+        300, ge=0,
+        description="Seconds between two passes of the membership reconciler, which stops "
+        "the workspaces of users who left a project and removes the project from their "
+        "tokens (0: no reconciler; leaving then takes effect at the next refresh only).",
+    )
     token_max_age: int = Field(
         8 * 3600, ge=60,
         description="Longest lifetime, in seconds, of a token a user creates (Token page or "

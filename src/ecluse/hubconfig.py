@@ -143,6 +143,11 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
                 "services": ["idle-culler"],
             }
         )
+    if hub.revocation_interval:
+        from .reconcile import reconciler_role, reconciler_service_spec
+
+        services.append(reconciler_service_spec(settings))
+        roles_extra.append(reconciler_role(settings))
     c.JupyterHub.services = services
     # one scope per project (roles.project_scope), held by the project's hub group
     c.JupyterHub.custom_scopes = custom_scopes(settings)

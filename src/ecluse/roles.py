@@ -15,9 +15,9 @@ custom scope ``custom:ecluse:project:<slug>`` (:func:`project_scope`), held
 by the members of its hub group (role ``ecluse-project-<slug>``). The hub
 intersects a token's scopes with its owner's at every use, so a token names
 a project only while its owner is a member. A workspace's token
-(``JUPYTERHUB_API_TOKEN``) carries its own project's scope only; tokens made
-on the Token page carry none (the default ``token`` role) unless the user
-asks for one project's. The services read the token's scopes from the hub
+(``JUPYTERHUB_API_TOKEN``) carries its own project's scope only; a token made
+on the Token page acts for no project unless the user asks for exactly one
+project's scope, without ``tokens``. The services read the token's scopes from the hub
 (``/hub/api/user``) and decide with :func:`credential_projects`.
 """
 
@@ -64,12 +64,6 @@ def hub_groups_for(directory_groups: list[str], settings: Any) -> tuple[list[str
 
 PROJECT_SCOPE_PREFIX = "custom:ecluse:project:"
 
-#: what a token made on the hub's Token page (or through the API without
-#: scopes) may do by default: the user's own hub resources, no service access,
-#: no project (the hub's built-in default is ``inherit``: every project at once)
-DEFAULT_TOKEN_SCOPES = ["self"]
-
-
 def project_scope(slug: str) -> str:
     """The custom scope that lets a credential act for project ``slug``."""
     return PROJECT_SCOPE_PREFIX + slug
@@ -88,13 +82,17 @@ def credential_projects(scopes: Iterable[str], *, token: bool) -> frozenset[str]
     """The projects a credential may act for, from its (hub-resolved) scopes.
 
     An API token (``token=True``: ``Authorization`` header) acts for one
-    project: the one its scopes name, or none when they name none or several
-    (an ``inherit`` token of a member of two projects). A browser session
-    (the service's OAuth cookie, which a workspace never holds) acts for the
+    project: the one its scopes name, or none when they name none or several,
+    or when it can create tokens (``tokens`` on its owner: it could mint one
+    for another project). A token made on the Token page without choosing
+    its scopes has all its owner's permissions (``inherit``, with
+    ``tokens!user``) and so acts for no project. A browser session (the
+    service's OAuth cookie, which a workspace never holds) acts for the
     projects its scopes name.
     """
     named = scope_projects(scopes)
-    if token and len(named) != 1:
+    if token and (len(named) != 1 or any(
+            isinstance(s, str) and s.split("!", 1)[0] == "tokens" for s in scopes or ())):
         return frozenset()
     return named
 
@@ -143,14 +141,6 @@ def hub_roles(settings: Any, extra_user_scopes: list[str] | None = None) -> list
             "groups": [OUTPUT_CHECKERS],
         },
     ]
-    roles.append(
-        {
-            "name": "token",
-            "description": "Default of new API tokens: the user's own hub resources, "
-            "no service, no project (ask for one project's scope at creation)",
-            "scopes": list(DEFAULT_TOKEN_SCOPES),
-        }
-    )
     roles.extend(project_roles(settings))
     if settings.hub.staff_are_admins:
         roles.append(

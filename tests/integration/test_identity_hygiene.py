@@ -1,8 +1,8 @@
 """Tokens and sign-ins through the real hub (JupyterHub + proxy + slapd).
 
-* a token made on the Token page (the hub API, no scopes) has no service and no
-  project access; one asked for with one project's scope acts for it while its
-  owner is a member;
+* a token made on the Token page (the hub API, no scopes) acts for no project;
+  one asked for with one project's scope acts for it while its owner is a
+  member;
 * user-created tokens live at most ``hub.token_max_age``;
 * repeated failed sign-ins wait, without asking the directory (audited).
 """
@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
@@ -60,7 +61,10 @@ def test_page_tokens_have_no_project_and_a_bounded_lifetime(hub_stack, slapd):
     c = _client(hub_stack, slapd, "alice")  # member of cardio-los and air-quality
     plain = _new_token(c, "alice")
     assert plain["status"] == 201, plain
-    assert not [s for s in plain["scopes"] if s.startswith(("custom:", "access:services"))]
+    # all her permissions (the hub's default): the airlock takes it to act for no project
+    r = requests.get(f"{hub_stack.url}/services/airlock/api/v1/me",
+                     headers={"Authorization": f"token {plain['token']}"}, timeout=30)
+    assert r.status_code == 200 and r.json()["projects"] == [], r.text
     # no expiry asked for: the maximum (1 h here, 8 h by default)
     expires = datetime.fromisoformat(plain["expires_at"].replace("Z", "+00:00"))
     left = (expires - datetime.now(UTC)).total_seconds()
@@ -73,6 +77,9 @@ def test_page_tokens_have_no_project_and_a_bounded_lifetime(hub_stack, slapd):
     assert bound["status"] == 201, bound
     me = c.api("GET", "/user", bound["token"]).json()
     assert [s for s in me["scopes"] if s.startswith("custom:")] == [project_scope("cardio-los")]
+    r = requests.get(f"{hub_stack.url}/services/airlock/api/v1/me",
+                     headers={"Authorization": f"token {bound['token']}"}, timeout=30)
+    assert r.json()["projects"] == ["cardio-los"], r.text
     # a project the user is not in cannot be asked for
     bob = _client(hub_stack, slapd, "bob")
     assert _new_token(bob, "bob", scopes=[project_scope("air-quality")])["status"] == 400

@@ -19,6 +19,10 @@ def test_a_token_acts_for_exactly_one_project():
     # the hub's "inherit" for a member of two projects: several, so none
     assert credential_projects([cardio, air], token=True) == frozenset()
     assert credential_projects(["access:services!service=airlock"], token=True) == frozenset()
+    # a token that can mint tokens (the Token page's default, `inherit`) could escape
+    assert credential_projects([cardio, "tokens!user=alice"], token=True) == frozenset()
+    assert credential_projects([cardio, "tokens"], token=True) == frozenset()
+    assert credential_projects([cardio, "read:tokens!user=alice"], token=True) == {"cardio-los"}
     # a browser session (the service's OAuth cookie) acts for each of the user's projects
     assert credential_projects([cardio, air], token=False) == {"cardio-los", "air-quality"}
 
@@ -114,8 +118,6 @@ def test_hub_tokens_scopes_and_culling(make_config):
     assert roles["ecluse-project-cardio-los"] == {
         "name": "ecluse-project-cardio-los", "description": "Members of project cardio-los",
         "scopes": [project_scope("cardio-los")], "groups": ["cardio-los"]}
-    # tokens made without scopes: no service, no project
-    assert roles["token"]["scopes"] == ["self"]
     assert not any(s.startswith("custom:") for s in roles["user"]["scopes"])
     # the culler runs for the maximum age even when idle culling is off
     culler = next(s for s in c.JupyterHub.services if s["name"] == "idle-culler")

@@ -48,6 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     conf = airlock_settings(settings)
     service = AirlockService.from_settings(settings, process_checks=True)
+    # users' hub groups are re-checked against the directory (ecluse.hubservice.web)
+    service.deployment = settings
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(service, ip=ip, port=port, state_dir=settings.state_dir))
     return 0

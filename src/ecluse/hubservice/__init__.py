@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, TypeVar
 
@@ -43,13 +44,20 @@ def service_spec(name: str, settings: Any, conf: Any, *, description: str,
     if getattr(settings, "config_file", None):
         command += ["--config", str(settings.config_file)]
     command += ["--state-dir", str(settings.state_dir)]
-    return {
+    spec = {
         "name": name,
         "display": display,
         "info": {"description": description},
         "url": f"http://{conf.ip}:{conf.port}",
         "command": command,
     }
+    # the directory's service password, for the service's membership re-check
+    # (passed on from the hub's environment, never written to a file)
+    ldap = getattr(settings, "ldap", None)
+    pw_env = getattr(ldap, "bind_password_env", None)
+    if pw_env and os.environ.get(pw_env):
+        spec["environment"] = {pw_env: os.environ[pw_env]}
+    return spec
 
 
 def settings_section(settings: Any, name: str, model: type[M]) -> M:
