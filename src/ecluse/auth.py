@@ -237,7 +237,7 @@ class EcluseAuthenticator(Authenticator):
             ) from None
 
     def _auth_model(self, user: DirectoryUser) -> dict[str, Any] | None:
-        projects, roles = hub_groups_for(user.groups, self.settings)
+        projects, roles = hub_groups_for(user.memberships, self.settings)
         if not projects and not roles:
             return None
         project_gids = {slug: _project_gid(user, self.settings, slug) for slug in projects}

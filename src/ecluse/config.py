@@ -353,7 +353,12 @@ class Quota(_Model):
 class Project(_Model):
     slug: str = Field(..., description="Project identifier (server name, hub group name).")
     title: str = Field(..., min_length=1)
-    ldap_group: str = Field(..., min_length=1, description="LDAP group of the project members.")
+    ldap_group: str = Field(
+        ..., min_length=1,
+        description="LDAP group of the project members, by DN (cn=…,ou=groups,…). A bare "
+        "name is accepted only when exactly one group has it under ldap.group_search_base "
+        "(checked when the hub starts and by `ecluse config check`).",
+    )
     gid: int | None = Field(
         None, ge=1000, description="gidNumber of the project group (filled from LDAP)."
     )
@@ -365,6 +370,20 @@ class Project(_Model):
     members_may_review: bool = Field(
         False, description="Allow project members to review this project's exports."
     )
+
+    @field_validator("ldap_group")
+    @classmethod
+    def _group_dn(cls, v: str) -> str:
+        if "=" in v:
+            from ldap3.utils.dn import parse_dn
+
+            try:
+                parse_dn(v, strip=True)
+            except Exception:  # noqa: BLE001 - ldap3 raises several kinds
+                raise ValueError(
+                    f"{v!r} is not a valid DN: expected cn=<name>,ou=<unit>,dc=… or a bare "
+                    "group name") from None
+        return v
 
     @field_validator("slug")
     @classmethod
@@ -496,6 +515,8 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
 
 
 def load_projects(path: Path) -> dict[str, Project]:
+    from .directory import group_key
+
     path = Path(path)
     parsed: ProjectsFile = _validate(ProjectsFile, _read_yaml(path), path)
     base = path.parent.resolve()
@@ -503,12 +524,13 @@ def load_projects(path: Path) -> dict[str, Project]:
     for slug, project in parsed.projects.items():
         if project.slug != slug:
             raise ConfigError(f"{path}: projects.{slug}.slug: must equal the key {slug!r}")
-        if project.ldap_group in groups:
+        key = group_key(project.ldap_group)
+        if key in groups:
             raise ConfigError(
                 f"{path}: projects.{slug}.ldap_group: {project.ldap_group!r} is already used "
-                f"by project {groups[project.ldap_group]!r}"
+                f"by project {groups[key]!r}"
             )
-        groups[project.ldap_group] = slug
+        groups[key] = slug
         names = set()
         for i, ds in enumerate(project.datasets):
             if ds.name in names:

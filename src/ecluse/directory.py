@@ -43,6 +43,7 @@ from ldap3.core.exceptions import (
     LDAPBindError,
     LDAPException,
     LDAPInvalidCredentialsResult,
+    LDAPNoSuchObjectResult,
     LDAPSocketOpenError,
     LDAPSocketReceiveError,
     LDAPStartTLSError,
@@ -101,11 +102,42 @@ class DirectoryUser:
     uid_number: int
     gid_number: int
     groups: list[str] = field(default_factory=list)
-    #: gidNumber of each group that has one (projects' supplementary groups)
+    #: gidNumber of each group that has one (projects' supplementary groups), by
+    #: name and by normalised DN
     group_gids: dict[str, int] = field(default_factory=dict)
+    #: the same groups by DN (normalised: :func:`normalize_dn`)
+    group_dns: list[str] = field(default_factory=list)
+
+    @property
+    def memberships(self) -> list[str]:
+        """Group names and DNs: what :func:`projects_of` matches ``ldap_group`` against."""
+        return [*self.groups, *self.group_dns]
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def is_dn(value: str) -> bool:
+    """A group named by DN (``cn=…,ou=…``) rather than by its bare name."""
+    return "=" in value
+
+
+def normalize_dn(dn: str) -> str:
+    """A DN compared case-insensitively, without spaces around separators."""
+    from ldap3.utils.dn import parse_dn
+
+    try:
+        parts = parse_dn(dn, strip=True)
+    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
+        return dn.strip().lower()
+    return ",".join(f"{attr.strip().lower()}={value.strip().lower()}"
+                    for attr, value, _ in parts)
+
+
+def group_key(ldap_group: str) -> str:
+    """How a configured group (``ldap_group``, checker/staff group) is matched:
+    its normalised DN, or its bare name."""
+    return normalize_dn(ldap_group) if is_dn(ldap_group) else ldap_group
 
 
 def _first(entry: ldap3.Entry, attr: str) -> str | None:
@@ -225,7 +257,8 @@ class Directory:
             raise UnknownUser(f"{len(entries)} entries match {username!r}: refusing ambiguity")
         return entries[0]
 
-    def _groups(self, conn: ldap3.Connection, dn: str, username: str) -> dict[str, int | None]:
+    def _groups(self, conn: ldap3.Connection, dn: str,
+                username: str) -> dict[str, tuple[str, int | None]]:
         s = self.settings
         clauses = []
         for attr in s.group_member_attributes:
@@ -242,13 +275,14 @@ class Directory:
             )
         except LDAPException as e:
             raise DirectoryUnavailable(self._unavailable(e)) from None
-        groups: dict[str, int | None] = {}
+        groups: dict[str, tuple[str, int | None]] = {}
         for entry in conn.entries:
             name = _first(entry, s.group_name_attribute)
             if not name:
                 continue
             gid = _first(entry, "gidNumber")
-            groups[name] = int(gid) if gid and gid.isdigit() else None
+            groups[name] = (normalize_dn(entry.entry_dn),
+                            int(gid) if gid and gid.isdigit() else None)
         return groups
 
     def _user(self, conn: ldap3.Connection, entry: ldap3.Entry, username: str) -> DirectoryUser:
@@ -265,7 +299,11 @@ class Directory:
             uid_number=int(uid_number),
             gid_number=int(gid_number),
             groups=sorted(groups),
-            group_gids={g: gid for g, gid in groups.items() if gid is not None},
+            group_gids={
+                **{g: gid for g, (_, gid) in groups.items() if gid is not None},
+                **{dn: gid for dn, gid in groups.values() if gid is not None},
+            },
+            group_dns=sorted(dn for dn, _ in groups.values()),
         )
 
     def authenticate(self, username: str, password: str) -> DirectoryUser:
@@ -296,14 +334,18 @@ class Directory:
             service.unbind()
 
     def group_members(self, group: str) -> list[str]:
-        """Login names of a group's members (DN-valued and uid-valued membership)."""
+        """Login names of a group's members (DN-valued and uid-valued membership);
+        ``group``: a DN or a name under the group search base."""
         s = self.settings
         conn = self._service()
         try:
+            if is_dn(group):  # the group's own entry
+                base, flt, scope = normalize_dn(group), "(objectClass=*)", ldap3.BASE
+            else:
+                base, scope = s.group_search_base, ldap3.SUBTREE
+                flt = f"({s.group_name_attribute}={escape_filter_chars(group)})"
             conn.search(
-                s.group_search_base,
-                f"({s.group_name_attribute}={escape_filter_chars(group)})",
-                ldap3.SUBTREE,
+                base, flt, scope,
                 attributes=["member", "uniqueMember", "memberUid"],
                 time_limit=int(max(1, s.receive_timeout)),
             )
@@ -319,6 +361,23 @@ class Directory:
                 if "memberUid" in entry:
                     names.update(str(v) for v in entry["memberUid"].values)
             return sorted(names)
+        except LDAPNoSuchObjectResult:
+            return []
+        except LDAPException as e:
+            raise DirectoryUnavailable(self._unavailable(e)) from None
+        finally:
+            conn.unbind()
+
+    def groups_named(self, name: str) -> list[str]:
+        """DNs of the groups whose name is ``name`` under ``group_search_base``."""
+        s = self.settings
+        conn = self._service()
+        try:
+            conn.search(s.group_search_base,
+                        f"({s.group_name_attribute}={escape_filter_chars(name)})",
+                        ldap3.SUBTREE, attributes=[], size_limit=10,
+                        time_limit=int(max(1, s.receive_timeout)))
+            return sorted(e.entry_dn for e in conn.entries)
         except LDAPException as e:
             raise DirectoryUnavailable(self._unavailable(e)) from None
         finally:
@@ -333,9 +392,14 @@ class Directory:
 
 
 def projects_of(groups: Iterable[str], settings: Any) -> list[str]:
-    """Slugs of the projects whose LDAP group is among ``groups`` (the one rule)."""
+    """Slugs of the projects whose LDAP group is among ``groups`` (the one rule).
+
+    ``groups``: a user's group names and normalised DNs
+    (:attr:`DirectoryUser.memberships`); a project's ``ldap_group`` is a DN or
+    a bare name (unique under the group search base: :func:`check_group_names`)."""
     have = set(groups)
-    return sorted(slug for slug, p in settings.projects.items() if p.ldap_group in have)
+    return sorted(slug for slug, p in settings.projects.items()
+                  if group_key(p.ldap_group) in have)
 
 
 @dataclass(frozen=True)
@@ -352,12 +416,12 @@ def membership(user: DirectoryUser, settings: Any, slug: str) -> Membership:
     """``user``'s membership of project ``slug``; raises :class:`NotAMember` or
     :class:`NoProjectGid`. ``KeyError`` for a project not in projects.yaml."""
     project = settings.projects[slug]
-    if slug not in projects_of(user.groups, settings):
+    if slug not in projects_of(user.memberships, settings):
         raise NotAMember(
             f"{user.username} is not a member of project {slug} in the directory "
             f"(group {project.ldap_group})"
         )
-    gid = user.group_gids.get(project.ldap_group) or project.gid
+    gid = user.group_gids.get(group_key(project.ldap_group)) or project.gid
     if not gid:
         raise NoProjectGid(f"project {slug} has no group number in the directory")
     return Membership(user, slug, int(gid))
@@ -412,4 +476,37 @@ class MembershipResolver:
 
     def projects(self, username: str) -> list[str]:
         """The user's projects now (raises like :meth:`lookup`)."""
-        return projects_of(self.lookup(username).groups, self.settings)
+        return projects_of(self.lookup(username).memberships, self.settings)
+
+
+def check_group_names(settings: Any, directory: Directory | None = None) -> list[str]:
+    """Check the configured groups named by a bare name (not a DN) against the directory.
+
+    Returns one line per such group saying which DN it resolved to (write that
+    DN in the config); raises :class:`~ecluse.config.ConfigError` when a name
+    matches no group or several under ``group_search_base`` (its members could
+    not be told apart), :class:`DirectoryUnavailable` when the directory
+    cannot be asked.
+    """
+    directory = directory or Directory(settings.ldap)
+    named = [(f"projects.{slug}.ldap_group", p.ldap_group)
+             for slug, p in sorted(settings.projects.items())]
+    named += [("ldap.output_checker_group", settings.ldap.output_checker_group),
+              ("ldap.staff_group", settings.ldap.staff_group)]
+    lines, errors = [], []
+    base = settings.ldap.group_search_base
+    for key, value in named:
+        if is_dn(value):
+            continue
+        dns = directory.groups_named(value)
+        if len(dns) == 1:
+            lines.append(f"{key}: {value!r} is a bare name; it is {dns[0]!r} (unique under "
+                         f"{base}): write the DN")
+        elif not dns:
+            errors.append(f"{key}: no group named {value!r} under {base}")
+        else:
+            errors.append(f"{key}: {len(dns)} groups are named {value!r} under {base} "
+                          f"({'; '.join(dns)}): name the group by its DN")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return lines

@@ -57,8 +57,25 @@ def hub_bind_ip(settings: Settings) -> str:
     return "127.0.0.1"
 
 
+def check_directory_groups(settings: Settings) -> None:
+    """At start: configured groups named by a bare name must be unique under the group
+    search base (:func:`ecluse.directory.check_group_names`; raises ConfigError). When
+    the directory cannot be reached, the hub starts (sign-ins wait for it anyway)."""
+    import logging
+
+    from .directory import DirectoryUnavailable, check_group_names
+
+    log = logging.getLogger("ecluse.hubconfig")
+    try:
+        for line in check_group_names(settings):
+            log.warning("%s", line)
+    except DirectoryUnavailable as e:
+        log.error("configured groups not checked against the directory: %s", e)
+
+
 def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> None:
     """Fill a traitlets Config ``c`` for this deployment."""
+    check_directory_groups(settings)
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     secrets = ensure_secrets(state)

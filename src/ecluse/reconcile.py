@@ -125,7 +125,7 @@ def reconcile_once(settings: Any, hub: HubAPI, resolver: Any, audit: Any) -> Rou
             continue
         done.checked += 1
         try:
-            now = set(projects_of(resolver.lookup(name).groups, settings))
+            now = set(projects_of(resolver.lookup(name).memberships, settings))
         except DirectoryUnavailable as e:
             done.unverified.append(name)
             log.warning("membership of %s not verified (directory unavailable): %s", name, e)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .directory import projects_of
+from .directory import group_key, projects_of
 
 OUTPUT_CHECKERS = "output-checkers"
 STAFF = "staff"
@@ -52,12 +52,13 @@ OUTPUT_CHECKER_SCOPES = ["read:users:name!user", "read:groups:name!user"]
 
 
 def hub_groups_for(directory_groups: list[str], settings: Any) -> tuple[list[str], list[str]]:
-    """Map LDAP group names to (project slugs, role groups)."""
+    """Map LDAP group names and DNs (``DirectoryUser.memberships``) to (project slugs,
+    role groups)."""
     projects = projects_of(directory_groups, settings)
     roles = []
-    if settings.ldap.output_checker_group in directory_groups:
+    if group_key(settings.ldap.output_checker_group) in directory_groups:
         roles.append(OUTPUT_CHECKERS)
-    if settings.ldap.staff_group in directory_groups:
+    if group_key(settings.ldap.staff_group) in directory_groups:
         roles.append(STAFF)
     return projects, roles
 

@@ -62,7 +62,7 @@ class TokenAuthenticator(Authenticator):
             name, _, bound = name.partition("@")
         loop = asyncio.get_running_loop()
         user = await loop.run_in_executor(None, Directory(self.settings.ldap).lookup, name)
-        projects, _ = hub_groups_for(user.groups, self.settings)
+        projects, _ = hub_groups_for(user.memberships, self.settings)
         if bound is None:
             return User(name, groups=projects)
         return ProjectUser(name, groups=projects,

@@ -107,7 +107,7 @@ class DirectoryGroups:
             log.warning("%s is no longer valid in the directory (%s): no groups", name,
                         e.reason)
             return frozenset()
-        projects, roles = hub_groups_for(user.groups, self.settings)
+        projects, roles = hub_groups_for(user.memberships, self.settings)
         return groups & frozenset(projects + roles)
 
 
