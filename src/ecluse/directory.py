@@ -258,12 +258,13 @@ class Directory:
         return entries[0]
 
     def _groups(self, conn: ldap3.Connection, dn: str,
-                username: str) -> dict[str, tuple[str, int | None]]:
+                names: list[str]) -> dict[str, tuple[str, int | None]]:
+        """Groups listing the entry by DN, or by any of its login names (memberUid)."""
         s = self.settings
         clauses = []
         for attr in s.group_member_attributes:
-            value = username if attr == "memberUid" else dn
-            clauses.append(f"({attr}={escape_filter_chars(value)})")
+            values = names if attr == "memberUid" else [dn]
+            clauses += [f"({attr}={escape_filter_chars(v)})" for v in values]
         flt = f"(|{''.join(clauses)})"
         try:
             conn.search(
@@ -285,12 +286,31 @@ class Directory:
                             int(gid) if gid and gid.isdigit() else None)
         return groups
 
+    def canonical_name(self, entry: ldap3.Entry, username: str) -> str:
+        """One name per person: the entry's own login name.
+
+        An entry may carry several values of the login attribute (``uid: alice``,
+        ``uid: a.martin``); whichever is typed, the hub name is the value in the
+        entry's RDN when the RDN is that attribute, otherwise the first value.
+        Two names of one entry are never two people (two reviewers)."""
+        attr = self.settings.username_attribute
+        values = [str(v) for v in entry[attr].values] if attr in entry else []
+        rdn_attr, _, rdn_value = entry.entry_dn.split(",", 1)[0].partition("=")
+        if rdn_attr.strip().lower() == attr.lower():
+            for v in values:
+                if v.lower() == rdn_value.strip().lower():
+                    return v
+        return values[0] if values else username
+
     def _user(self, conn: ldap3.Connection, entry: ldap3.Entry, username: str) -> DirectoryUser:
         uid_number = _first(entry, "uidNumber")
         gid_number = _first(entry, "gidNumber")
         if not (uid_number and uid_number.isdigit() and gid_number and gid_number.isdigit()):
             raise UnknownUser(f"{entry.entry_dn} has no numeric uidNumber/gidNumber")
-        groups = self._groups(conn, entry.entry_dn, username)
+        attr = self.settings.username_attribute
+        names = [str(v) for v in entry[attr].values] if attr in entry else [username]
+        username = self.canonical_name(entry, username)
+        groups = self._groups(conn, entry.entry_dn, sorted(set(names) | {username}))
         return DirectoryUser(
             username=username,
             dn=entry.entry_dn,
