@@ -48,7 +48,10 @@ def workspace_token_scopes(base: list[str]):
     base = list(base)
 
     def scopes(spawner: Spawner) -> list[str]:
-        return [*base, project_scope(spawner.name)] if spawner.name else base
+        # only a configured project has a scope (the hub refuses undefined ones); any
+        # other name is refused by start() with its own message
+        projects = getattr(getattr(spawner, "settings", None), "projects", None) or {}
+        return [*base, project_scope(spawner.name)] if spawner.name in projects else base
 
     return scopes
 

@@ -131,5 +131,8 @@ def test_workspace_token_names_its_own_project(make_config):
 
     class Named:
         name = "cardio-los"
+        settings = load_settings(make_config())
 
     assert scopes(Named()) == ["access:servers!server", project_scope("cardio-los")]
+    Named.name = "no-such-project"  # no scope to ask for: start() refuses the name
+    assert scopes(Named()) == ["access:servers!server"]
