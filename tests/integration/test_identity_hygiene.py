@@ -114,3 +114,18 @@ def test_failed_sign_ins_back_off_without_asking_the_directory(hub_stack, slapd)
     assert kinds.count("login.failure") == 3
     assert "login.throttled" in kinds
     assert "login.success" not in kinds
+
+
+def test_a_user_in_no_project_any_more_has_tokens_refused(hub_stack, slapd):
+    """auth_refresh_strict: a failed refresh (no project left) refuses token requests
+    instead of serving them with the stale groups."""
+    c = _client(hub_stack, slapd, "bob")  # cardio-los only
+    token = _new_token(c, "bob", scopes=[project_scope("cardio-los"), "read:users!user"])["token"]
+    assert c.api("GET", "/user", token).status_code == 200
+    slapd.remove_member("proj-cardio-los", "bob")
+    try:
+        time.sleep(1.5)  # auth_refresh_age is 1 s in this stack
+        r = c.api("GET", "/user", token)
+        assert r.status_code == 403, (r.status_code, r.text[:200])
+    finally:
+        slapd.add_member("proj-cardio-los", "bob")
