@@ -32,6 +32,7 @@ USERS: dict[str, list[str]] = {
     "erin": ["output-checkers", "cardio-los"],  # checker who is a project member
     "sam": ["staff"],
     "eve": [],  # signed-in user in no project
+    "ada": ["cardio-los", "air-quality"],  # researcher in two projects
 }
 
 

@@ -180,11 +180,21 @@ class ServiceHub:
             raise RuntimeError(f"login of {user} failed: {r.status_code}")
         return s
 
-    def token(self, user: str, scopes: list[str] | None = None) -> str:
-        """An API token of ``user`` (signed in first, so their hub groups exist)."""
+    def token(self, user: str, scopes: list[str] | None = None,
+              project: str | None = None) -> str:
+        """An API token of ``user`` (signed in first, so their hub groups exist).
+
+        Without ``scopes``: :attr:`token_scopes` plus the scope of ``project``, or
+        of the user's only project (as a workspace's token has it)."""
+        from ecluse.roles import ROLE_GROUPS, project_scope
+
         self.login(user)
         body: dict = {"note": f"{self.service} test", "expires_in": 3600}
-        scopes = scopes or self.token_scopes
+        if scopes is None and self.token_scopes is not None:
+            projects = [g for g in self.users.get(user, []) if g not in ROLE_GROUPS]
+            if project is None and len(projects) == 1:
+                project = projects[0]
+            scopes = [*self.token_scopes, *([project_scope(project)] if project else [])]
         if scopes is not None:
             body["scopes"] = scopes
         r = requests.post(

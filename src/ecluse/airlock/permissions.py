@@ -39,6 +39,9 @@ class Identity:
     groups: frozenset[str] = field(default_factory=frozenset)
     checker_group: str = "output-checkers"
     staff_group: str = "staff"
+    #: the projects the credential in use may act for (``None``: not restricted,
+    #: e.g. the CLI): a workspace's token names its own project only
+    projects: frozenset[str] | None = None
 
     @property
     def is_checker(self) -> bool:
@@ -49,6 +52,11 @@ class Identity:
         return self.staff_group in self.groups
 
     def is_member(self, project: str) -> bool:
+        """A member of ``project`` acting for it with this credential."""
+        return project in self.groups and (self.projects is None or project in self.projects)
+
+    def in_project(self, project: str) -> bool:
+        """A member of ``project``, whatever credential is in use (independence rules)."""
         return project in self.groups
 
 
@@ -70,7 +78,7 @@ def actors_for(user: Identity, req: RequestLike, project: ProjectLike | None) ->
         actors.add(Actor.REQUESTER)
     if user.is_checker and user.name != req.requester:
         members_ok = bool(project and project.members_may_review)
-        if members_ok or not user.is_member(req.project):
+        if members_ok or not user.in_project(req.project):
             actors.add(Actor.CHECKER)
     if user.is_staff and user.name != req.requester:
         # staff administer other people's requests: nobody releases their own export
@@ -83,11 +91,13 @@ def _why_not(user: Identity, req: RequestLike, allowed: frozenset[Actor], action
     if allowed == {Actor.REQUESTER}:
         if user.name != req.requester:
             return f"only the requester ({req.requester}) may {action.value.replace('_', ' ')}"
+        if user.in_project(req.project):
+            return (f"this token acts for {_acts_for(user)}, not for project {req.project}")
         return f"you are no longer a member of project {req.project}"
     if Actor.CHECKER in allowed:
         if user.name == req.requester:
             return "you made this request: a requester never reviews or releases their own export"
-        if user.is_checker and user.is_member(req.project):
+        if user.is_checker and user.in_project(req.project):
             return (
                 f"you are a member of project {req.project}: its members may not review "
                 "its exports"
@@ -212,15 +222,28 @@ def require_file_content(
     return "download"
 
 
+def _acts_for(user: Identity) -> str:
+    if not user.projects:
+        return "no project (a token acts for the one project its scopes name)"
+    return "project " + ", ".join(sorted(user.projects))
+
+
 def require_create(user: Identity, project: str, known: bool) -> None:
     if not known:
         raise NotFound(f"no project {project!r}")
+    if user.in_project(project) and not user.is_member(project):
+        raise PermissionDenied(f"this token acts for {_acts_for(user)}, not for project "
+                               f"{project}")
     if not user.is_member(project):
         raise PermissionDenied(f"you are not a member of project {project}")
 
 
 def require_editable(user: Identity, req: RequestLike) -> None:
     """Files may be added or removed by the requester in draft / changes requested only."""
+    if user.name == req.requester and user.in_project(req.project) and not user.is_member(
+            req.project):
+        raise PermissionDenied(f"this token acts for {_acts_for(user)}, not for project "
+                               f"{req.project}")
     if user.name != req.requester or not user.is_member(req.project):
         raise PermissionDenied(f"only the requester ({req.requester}) may change its files")
     if State(req.state) not in EDITABLE_STATES:

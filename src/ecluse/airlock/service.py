@@ -296,6 +296,8 @@ class AirlockService:
         q = select(Request).order_by(Request.updated_at.desc()).limit(max(1, min(limit, 1000)))
         if scope == "mine":
             q = q.where(Request.requester == user.name)
+            if user.projects is not None:  # a token lists its own project's requests only
+                q = q.where(Request.project.in_(sorted(user.projects)))
         elif scope == "project":
             projects = sorted(p for p in self.projects if user.is_member(p))
             q = q.where(Request.project.in_(projects))

@@ -62,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except CheckSandboxUnavailable as e:
         print(f"ecluse airlock serve: {e}", file=sys.stderr)
         return 2
+    # users' hub groups are re-checked against the directory (ecluse.hubservice.web)
+    service.deployment = settings
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(service, ip=ip, port=port, state_dir=settings.state_dir))
     return 0

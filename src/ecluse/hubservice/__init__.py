@@ -68,7 +68,7 @@ def service_spec(name: str, settings: Any, conf: Any, *, description: str,
     if getattr(settings, "config_file", None):
         command += ["--config", str(settings.config_file)]
     command += ["--state-dir", str(settings.state_dir)]
-    return {
+    spec = {
         "name": name,
         "display": display,
         "info": {"description": description},
@@ -76,6 +76,13 @@ def service_spec(name: str, settings: Any, conf: Any, *, description: str,
         "command": command,
         "environment": service_environment(settings),
     }
+    # the directory's service password, for the service's membership re-check
+    # (passed on from the hub's environment, never written to a file)
+    ldap = getattr(settings, "ldap", None)
+    pw_env = getattr(ldap, "bind_password_env", None)
+    if pw_env and os.environ.get(pw_env):
+        spec["environment"] = {pw_env: os.environ[pw_env]}
+    return spec
 
 
 def settings_section(settings: Any, name: str, model: type[M]) -> M:

@@ -55,7 +55,8 @@ def test_me_with_groups_from_the_token_or_from_the_hub(airlock_hub):
     assert me == {"name": "carol", "groups": ["output-checkers"], "projects": [],
                   "output_checker": True, "staff": False}
     # a workspace-like token that cannot read groups: the service asks the hub itself
-    narrow = airlock_hub.api("alice", scopes=["access:services!service=airlock"])
+    narrow = airlock_hub.api("alice", scopes=["access:services!service=airlock",
+                                              "custom:ecluse:project:cardio-los"])
     assert narrow.get("/me").json()["projects"] == ["cardio-los"]
 
 
