@@ -2,9 +2,11 @@
 
 alice's cardio-los workspace runs the guarded Jupyter server; her air-quality
 workspace runs a server of her own on the workspace port (``rogue_hub_config.py``):
-what she would have after killing, patching or replacing the in-sandbox guard.
-In both, the filter on the host refuses every route off the allow-list before
-it reaches the sandbox, and records each refusal in the audit log.
+what she would have after patching or replacing the in-sandbox guard. The last
+test does it for real: from a terminal, it kills the guarded server and starts
+``python -m http.server`` on its port. In every case the filter on the host
+refuses every route off the allow-list before it reaches the sandbox, and
+records each refusal in the audit log.
 """
 
 from __future__ import annotations
@@ -182,3 +184,40 @@ def test_the_filter_restarts_when_killed(rogue_hub, ldap_passwords):
         pytest.fail("the route filter was not restarted")
     r = requests.get(url + "files/data/admissions/admissions.csv", headers=headers, timeout=30)
     assert r.status_code == 403 and "air-quality-1,42" not in r.text
+
+
+async def test_a_server_killed_and_replaced_inside_the_sandbox_is_still_filtered(
+        rogue_hub, ldap_passwords):
+    """The attack as a researcher does it, in a real guarded workspace: from a terminal,
+    kill the workspace server and start `python -m http.server` on its port, serving a
+    copy of the data under the paths of refused routes. The sandbox lives on and the hub
+    keeps routing to the port; the filter on the host still refuses those routes (and
+    audits), so the copy never comes out."""
+    token, headers = _workspace(rogue_hub, ldap_passwords, "cardio-los")
+    url = f"{rogue_hub.url}/user/alice/cardio-los/"
+    before = len(_denials(rogue_hub, "cardio-los"))
+    www = "$HOME/www/user/alice/cardio-los"
+    await run_in_terminal(
+        url, token,
+        f"mkdir -p {www}/files {www}/dask/dashboard-check && "
+        f"cp /data/stays/stays.csv {www}/files/ && cp /data/stays/stays.csv "
+        f"{www}/dask/dashboard-check/x && setsid sh -c 'sleep 1; cd $HOME/www && exec "
+        "python3 -m http.server 8888' >/dev/null 2>&1 < /dev/null & sleep 0.2; kill -9 $PPID",
+        timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the replacement answers an allowed route
+        r = requests.get(url, headers=headers, timeout=10, allow_redirects=False)
+        if "SimpleHTTP" in r.headers.get("Server", ""):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the replacement server never answered: {r.status_code} {r.headers}")
+    for path in ("files/stays.csv", "dask/dashboard-check/x"):
+        r = requests.get(url + path, headers=headers, timeout=10, allow_redirects=False)
+        assert r.status_code == 403 and "allow-list" in r.text, (path, r.status_code)
+        assert "cardio-los-1,42" not in r.text, path
+    denials = _denials(rogue_hub, "cardio-los")[before:]
+    assert {d.details["path"] for d in denials} >= {
+        "/user/alice/cardio-los/files/stays.csv", "/user/alice/cardio-los/dask/dashboard-check/x"}
+    c, tok = login(rogue_hub, "alice", ldap_passwords)
+    c.api("DELETE", "/users/alice/servers/cardio-los", tok)
