@@ -115,7 +115,7 @@ class EcluseProxy(ConfigurableHTTPProxy):
         env = dict(os.environ)
         env[ENV_KEY] = self._key.hex()
         cmd = [*self.route_filter_command, "--ip", self.route_filter_ip,
-               "--port", str(self.route_filter_port)]
+               "--port", str(self.route_filter_port), "--parent-pid", str(os.getpid())]
         self.log.info("Starting the route filter @ %s", self.route_filter_url)
         proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                                 stdin=subprocess.DEVNULL)

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--ip", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="Exit when this process (the hub) is no longer the parent: the "
+                        "filter never outlives the hub that started it.")
     parser.add_argument("--no-audit", action="store_true",
                         help="Do not record refusals in the audit log (tests of the filter "
                         "alone); refusals are still logged.")
@@ -387,9 +391,25 @@ def main(argv: list[str] | None = None) -> None:
                                  state_dir=os.environ.get(ENV_STATE_DIR) or None)
         auditor = Auditor(AuditLog.from_settings(settings))
     rf = RouteFilter(bytes.fromhex(key_hex), allow_list, auditor)
+    app = rf.app()
+    if args.parent_pid:
+        app.on_startup.append(lambda _app: _watch_parent(args.parent_pid))
     log.info("filtering workspace routes on %s:%s", args.ip, args.port)
-    web.run_app(rf.app(), host=args.ip, port=args.port, print=None, access_log=None,
+    web.run_app(app, host=args.ip, port=args.port, print=None, access_log=None,
                 handle_signals=True)
+
+
+async def _watch_parent(parent_pid: int, interval: float = 1.0) -> None:
+    async def watch() -> None:
+        while os.getppid() == parent_pid:
+            await asyncio.sleep(interval)
+        log.warning("the hub (pid %s) is gone: the route filter stops", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    _watchers.append(asyncio.get_running_loop().create_task(watch()))
+
+
+_watchers: list[asyncio.Task] = []
 
 
 if __name__ == "__main__":

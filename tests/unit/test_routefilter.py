@@ -9,6 +9,7 @@ guard of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 
@@ -233,3 +234,50 @@ def test_hubconfig_turns_the_filter_on_for_workspaces(make_config):
             assert c.EcluseProxy.route_filter_pid_file.endswith("route-filter.pid")
         else:
             assert "proxy_class" not in c.JupyterHub
+
+
+def test_the_filter_never_outlives_the_hub_that_started_it(tmp_path):
+    """A hub that dies without cleaning up (SIGKILL, a failed start) takes its filter
+    with it: the filter watches its parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    pidfile = tmp_path / "filter.pid"
+    # the "hub": a shell that starts the filter as the proxy does, then waits
+    hub = subprocess.Popen(
+        ["/bin/sh", "-c", f'"$0" -m ecluse.routefilter --ip 127.0.0.1 --port {port} '
+         f'--parent-pid $$ --no-audit & echo $! > {pidfile}; wait', sys.executable],
+        env={**os.environ, "ECLUSE_ROUTE_FILTER_KEY": KEY.hex()}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                import urllib.request
+
+                from ecluse.routefilter import HEALTH_PATH
+
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the filter did not start")
+        filter_pid = int(pidfile.read_text())
+        hub.send_signal(signal.SIGKILL)
+        hub.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{filter_pid}"):
+            with open(f"/proc/{filter_pid}/stat") as fh:
+                if fh.read().split(")")[-1].split()[0] == "Z":
+                    break
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{filter_pid}") or open(
+            f"/proc/{filter_pid}/stat").read().split(")")[-1].split()[0] == "Z", \
+            "the filter outlived its hub"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(hub.pid, signal.SIGKILL)
