@@ -3,7 +3,7 @@
 # Usage: scripts/install-system-deps.sh [runtime|test]
 set -euo pipefail
 
-RUNTIME_PKGS=(slapd ldap-utils bubblewrap nftables iproute2 procps psmisc util-linux
+RUNTIME_PKGS=(slapd ldap-utils bubblewrap nftables iproute2 procps psmisc util-linux e2fsprogs
               libcap2-bin ca-certificates)
 TEST_PKGS=(postgresql chromium chromium-driver python3-venv)
 

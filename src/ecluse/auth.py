@@ -19,13 +19,20 @@ What it adds over jupyterhub-ldapauthenticator (its issues #124, #213, #239):
 * auth_state (encrypted with ``JUPYTERHUB_CRYPT_KEY``) carries uidNumber,
   gidNumber, project list and project gids for the spawner;
 * every sign-in (success and failure with its reason) and every group
-  change is an audit event.
+  change is an audit event;
+* sign-in throttling (:class:`LoginThrottle`): after ``hub.login_max_failures``
+  failures of one user name, or from one client address, further attempts
+  wait (``hub.login_backoff`` seconds, doubling, at most
+  ``hub.login_backoff_max``) and are refused *without asking the directory*,
+  so guessing never locks the account out in Active Directory; refusals are
+  audited (``login.throttled``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,6 +49,8 @@ from .directory import (
     DirectoryUnavailable,
     DirectoryUser,
     InvalidUsername,
+    NoProjectGid,
+    membership,
 )
 from .roles import hub_groups_for
 
@@ -53,6 +62,75 @@ NO_PROJECT_MESSAGE = (
     "Your account is valid but is not a member of any Écluse project or role. "
     "Ask your project lead to add you to the project's group in the directory."
 )
+
+
+def _project_gid(user: DirectoryUser, settings: Settings, slug: str) -> int | None:
+    try:
+        return membership(user, settings, slug).project_gid
+    except NoProjectGid:
+        return None
+
+
+THROTTLED_MESSAGE = (
+    "Too many failed sign-ins: wait {wait} seconds before trying again. "
+    "Your account is not locked in the directory."
+)
+
+
+class LoginThrottle:
+    """Back-off after failed sign-ins, per user name and per client address.
+
+    ``failures`` failures in a row (``address_failures`` for an address) open a wait of ``backoff`` seconds, doubled at
+    each further failure up to ``backoff_max``; a success clears the user's and
+    the address's record. Kept in memory (the hub is one process); at most
+    ``max_keys`` records, the oldest dropped first.
+    """
+
+    def __init__(self, failures: int, backoff: float, backoff_max: float,
+                 address_failures: int | None = None, max_keys: int = 100_000,
+                 clock=time.monotonic) -> None:
+        self.failures = failures
+        #: an address is shared by many people (a hospital's VDI, NAT): a higher bar
+        self.address_failures = address_failures or failures
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.max_keys = max_keys
+        self.clock = clock
+        #: key -> (failures in a row, waiting until)
+        self._state: dict[str, tuple[int, float]] = {}
+
+    @staticmethod
+    def keys(username: str, address: str | None) -> list[str]:
+        keys = [f"user:{username.strip().lower()}"]
+        if address:
+            keys.append(f"addr:{address}")
+        return keys
+
+    def wait(self, keys: list[str]) -> float:
+        """Seconds still to wait before an attempt with these keys (0: go)."""
+        now = self.clock()
+        return max([0.0] + [self._state.get(k, (0, 0.0))[1] - now for k in keys])
+
+    def failed(self, keys: list[str]) -> float:
+        """Record a failure; returns the wait it opens (0: none yet)."""
+        now = self.clock()
+        wait = 0.0
+        for k in keys:
+            n = self._state.pop(k, (0, 0.0))[0] + 1
+            until = 0.0
+            bar = self.address_failures if k.startswith("addr:") else self.failures
+            if n >= bar:
+                delay = min(self.backoff * 2 ** (n - bar), self.backoff_max)
+                until = now + delay
+                wait = max(wait, delay)
+            self._state[k] = (n, until)
+        while len(self._state) > self.max_keys:
+            self._state.pop(next(iter(self._state)))
+        return wait
+
+    def succeeded(self, keys: list[str]) -> None:
+        for k in keys:
+            self._state.pop(k, None)
 
 
 class EcluseAuthenticator(Authenticator):
@@ -89,6 +167,12 @@ class EcluseAuthenticator(Authenticator):
     def _default_auth_state(self) -> bool:
         return bool(os.environ.get("JUPYTERHUB_CRYPT_KEY"))
 
+    @default("auth_refresh_strict")
+    def _default_refresh_strict(self) -> bool:
+        # a user whose refresh fails (gone from the directory, in no project any
+        # more) must sign in again for token requests too: never keep stale groups
+        return True
+
     @default("refresh_pre_spawn")
     def _default_refresh_pre_spawn(self) -> bool:
         return True
@@ -113,6 +197,16 @@ class EcluseAuthenticator(Authenticator):
             self.executor_threads, thread_name_prefix="ecluse-ldap"
         )
         self._audit: AuditLog | None = None
+        hub = self.settings.hub
+        self.throttle = LoginThrottle(hub.login_max_failures, hub.login_backoff,
+                                      hub.login_backoff_max,
+                                      address_failures=hub.login_max_failures_per_address)
+
+    def get_handlers(self, app: Any) -> list:
+        # the hub's server API, recording who asks for a stop (ecluse.requester)
+        from .requester import server_api_handlers
+
+        return [*super().get_handlers(app), *server_api_handlers()]
 
     # ------------------------------------------------------------ helpers
 
@@ -149,13 +243,10 @@ class EcluseAuthenticator(Authenticator):
             ) from None
 
     def _auth_model(self, user: DirectoryUser) -> dict[str, Any] | None:
-        projects, roles = hub_groups_for(user.groups, self.settings)
+        projects, roles = hub_groups_for(user.memberships, self.settings)
         if not projects and not roles:
             return None
-        project_gids = {
-            slug: user.group_gids.get(self.settings.projects[slug].ldap_group)
-            for slug in projects
-        }
+        project_gids = {slug: _project_gid(user, self.settings, slug) for slug in projects}
         return {
             "name": user.username,
             "groups": projects + roles,
@@ -178,6 +269,15 @@ class EcluseAuthenticator(Authenticator):
         password = str(data.get("password", ""))
         shown = username if len(username) <= 32 else username[:16] + f"...({len(username)})"
         shown = shown.replace("\x00", "\\0")
+        address = getattr(getattr(handler, "request", None), "remote_ip", None)
+        keys = self.throttle.keys(username, address)
+        wait = self.throttle.wait(keys)
+        if wait > 0:
+            # refused here, before the directory sees a password: no lock-out storm
+            self.log.warning("sign-in of %r from %s throttled for %.0fs", shown, address, wait)
+            self._record("login.throttled", shown, "denied", address=address,
+                         retry_after=int(wait + 0.999))
+            raise web.HTTPError(429, THROTTLED_MESSAGE.format(wait=int(wait + 0.999)))
         try:
             user = await self._call(self.directory.authenticate, username, password)
         except DirectoryUnavailable as e:
@@ -187,8 +287,11 @@ class EcluseAuthenticator(Authenticator):
         except DirectoryError as e:
             level = self.log.info if isinstance(e, InvalidUsername) else self.log.warning
             level("LDAP sign-in refused for %r: %s (%s)", shown, e.reason, e)
-            self._record("login.failure", shown, "failure", reason=e.reason)
+            opened = self.throttle.failed(keys)
+            self._record("login.failure", shown, "failure", reason=e.reason, address=address,
+                         **({"backoff": int(opened)} if opened else {}))
             return None
+        self.throttle.succeeded(keys)
         model = self._auth_model(user)
         if model is None:
             self.log.warning("LDAP user %s is in no Écluse project or role group", username)

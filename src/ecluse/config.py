@@ -19,6 +19,7 @@ an environment variable or a file named here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -35,6 +36,7 @@ from pydantic import (
 )
 
 from .airlock.settings import AirlockSettings
+from .auditkeys import AuditSettings, default_checkpoint_file, default_key_dir
 from .batch.settings import BatchSettings
 from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
@@ -84,11 +86,50 @@ class HubSettings(_Model):
     auth_refresh_age: int = Field(
         300, ge=0, description="Seconds after which LDAP groups are re-read for a signed-in user."
     )
+    revocation_interval: float = Field(
+        300, ge=0,
+        description="Seconds between two passes of the membership reconciler, which stops "
+        "the workspaces of users who left a project and removes the project from their "
+        "tokens (0: no reconciler; leaving then takes effect at the next refresh only).",
+    )
+    token_max_age: int = Field(
+        8 * 3600, ge=60,
+        description="Longest lifetime, in seconds, of a token a user creates (Token page or "
+        "API); a token asked for without an expiry gets this one.",
+    )
+    login_max_failures: int = Field(
+        5, ge=1,
+        description="Failed sign-ins of one user before further attempts wait "
+        "(login_backoff) and are refused without asking the directory.",
+    )
+    login_max_failures_per_address: int = Field(
+        50, ge=1,
+        description="Failed sign-ins from one client address before it waits: higher than "
+        "per user, as many people share an address (VDI, NAT).",
+    )
+    login_backoff: int = Field(
+        30, ge=1,
+        description="Seconds of the first wait after login_max_failures failures; doubled at "
+        "each further failure, up to login_backoff_max.",
+    )
+    login_backoff_max: int = Field(
+        900, ge=1, description="Longest wait, in seconds, between sign-in attempts."
+    )
     spawner: str = Field(
         "ecluse",
         description="Spawner class or entry-point name used for workspaces ('simple' for "
         "a plain local process spawner with no isolation — development only).",
     )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class LDAPSettings(_Model):
@@ -157,6 +198,12 @@ class LDAPSettings(_Model):
             raise ValueError("security 'ldaps' needs an ldaps:// uri")
         if self.security != "ldaps" and self.uri.startswith("ldaps://"):
             raise ValueError("an ldaps:// uri needs security: ldaps")
+        if self.security == "none" and not _is_loopback(self.host):
+            raise ValueError(
+                f"security 'none' sends passwords in clear: it is allowed only for a "
+                f"directory on loopback (127.0.0.0/8, ::1, localhost), not {self.host!r}; "
+                "use security: starttls (ldap://) or ldaps (ldaps://)"
+            )
         return self
 
     @property
@@ -215,8 +262,19 @@ class SandboxSettings(_Model):
     idle_timeout: int = Field(
         3600, ge=0, description="Seconds without activity before a workspace is culled (0: never)."
     )
+    max_server_age: int = Field(
+        12 * 3600, ge=0,
+        description="Seconds after which a workspace is stopped even when active (idle "
+        "culler --max-age; 0: never). It is started again, after a fresh membership check.",
+    )
     image: str = Field(
         "ecluse/workspace:0.1.0", description="Workspace image (docker and kubernetes backends)."
+    )
+    project_volumes: Literal["none", "sparse", "preallocated"] = Field(
+        "none",
+        description="Local backend: each project folder is its own ext4 filesystem of "
+        "quota.disk bytes ('preallocated': space reserved up front; 'sparse': taken as "
+        "written; 'none': no disk quota).",
     )
 
 
@@ -239,6 +297,7 @@ class Settings(_Model):
     airlock: AirlockSettings = Field(default_factory=AirlockSettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
 
     @property
@@ -307,7 +366,12 @@ class Quota(_Model):
 class Project(_Model):
     slug: str = Field(..., description="Project identifier (server name, hub group name).")
     title: str = Field(..., min_length=1)
-    ldap_group: str = Field(..., min_length=1, description="LDAP group of the project members.")
+    ldap_group: str = Field(
+        ..., min_length=1,
+        description="LDAP group of the project members, by DN (cn=…,ou=groups,…). A bare "
+        "name is accepted only when exactly one group has it under ldap.group_search_base "
+        "(checked when the hub starts and by `ecluse config check`).",
+    )
     gid: int | None = Field(
         None, ge=1000, description="gidNumber of the project group (filled from LDAP)."
     )
@@ -319,6 +383,20 @@ class Project(_Model):
     members_may_review: bool = Field(
         False, description="Allow project members to review this project's exports."
     )
+
+    @field_validator("ldap_group")
+    @classmethod
+    def _group_dn(cls, v: str) -> str:
+        if "=" in v:
+            from ldap3.utils.dn import parse_dn
+
+            try:
+                parse_dn(v, strip=True)
+            except Exception:  # noqa: BLE001 - ldap3 raises several kinds
+                raise ValueError(
+                    f"{v!r} is not a valid DN: expected cn=<name>,ou=<unit>,dc=… or a bare "
+                    "group name") from None
+        return v
 
     @field_validator("slug")
     @classmethod
@@ -450,6 +528,8 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
 
 
 def load_projects(path: Path) -> dict[str, Project]:
+    from .directory import group_key
+
     path = Path(path)
     parsed: ProjectsFile = _validate(ProjectsFile, _read_yaml(path), path)
     base = path.parent.resolve()
@@ -457,12 +537,13 @@ def load_projects(path: Path) -> dict[str, Project]:
     for slug, project in parsed.projects.items():
         if project.slug != slug:
             raise ConfigError(f"{path}: projects.{slug}.slug: must equal the key {slug!r}")
-        if project.ldap_group in groups:
+        key = group_key(project.ldap_group)
+        if key in groups:
             raise ConfigError(
                 f"{path}: projects.{slug}.ldap_group: {project.ldap_group!r} is already used "
-                f"by project {groups[project.ldap_group]!r}"
+                f"by project {groups[key]!r}"
             )
-        groups[project.ldap_group] = slug
+        groups[key] = slug
         names = set()
         for i, ds in enumerate(project.datasets):
             if ds.name in names:
@@ -511,8 +592,26 @@ def load_settings(
     settings.sandbox.projects_root = _resolve(base, settings.sandbox.projects_root)
     settings.sandbox.python_env = _resolve(base, settings.sandbox.python_env)
     settings.airlock.storage_dir = _resolve(base, settings.airlock.storage_dir)
+    _resolve_audit(path, base, settings)
     settings.projects = load_projects(settings.projects_file)
     return settings
+
+
+def _resolve_audit(path: Path, base: Path, settings: Settings) -> None:
+    """Audit keys and checkpoints: resolved, and never inside the state directory
+    (whoever can write the state directory must not hold them)."""
+    audit = settings.audit
+    audit.key_dir = _resolve(base, audit.key_dir) or default_key_dir(settings.state_dir)
+    audit.checkpoint_file = (
+        _resolve(base, audit.checkpoint_file) or default_checkpoint_file(settings.state_dir)
+    )
+    state = settings.state_dir.resolve()
+    for key in ("key_dir", "checkpoint_file"):
+        value = getattr(audit, key).resolve()
+        if value == state or state in value.parents:
+            raise ConfigError(
+                f"{path}: audit.{key}: must be outside the state directory {state}, got {value}"
+            )
 
 
 SECRET_MASK = "********"

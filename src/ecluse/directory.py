@@ -17,6 +17,13 @@ The flow for a sign-in is the classic search-then-bind:
 Every call is synchronous and bounded by ``connect_timeout`` and
 ``receive_timeout``; the authenticator runs them in a thread pool so the
 hub's event loop never waits on LDAP.
+
+Project membership has one rule, here: :func:`projects_of` (which projects a
+user's directory groups make them a member of) and :class:`MembershipResolver`
+("is U a member of P, and with which group number", asked of the directory).
+The authenticator, the spawner, dask-gateway, the batch service and the
+services' token check all call it; each maps :class:`NotAMember` and
+:class:`DirectoryUnavailable` to its own error.
 """
 
 from __future__ import annotations
@@ -25,13 +32,18 @@ import logging
 import math
 import re
 import ssl
+import threading
+import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import (
     LDAPBindError,
     LDAPException,
     LDAPInvalidCredentialsResult,
+    LDAPNoSuchObjectResult,
     LDAPSocketOpenError,
     LDAPSocketReceiveError,
     LDAPStartTLSError,
@@ -69,6 +81,18 @@ class DirectoryUnavailable(DirectoryError):
     reason = "ldap-unavailable"
 
 
+class NotAMember(DirectoryError):
+    """The directory positively says the user is not a member of the project."""
+
+    reason = "not-a-member"
+
+
+class NoProjectGid(DirectoryError):
+    """The project's group has no gidNumber in the directory (nor ``gid`` in projects.yaml)."""
+
+    reason = "no-project-gid"
+
+
 @dataclass
 class DirectoryUser:
     username: str
@@ -78,11 +102,42 @@ class DirectoryUser:
     uid_number: int
     gid_number: int
     groups: list[str] = field(default_factory=list)
-    #: gidNumber of each group that has one (projects' supplementary groups)
+    #: gidNumber of each group that has one (projects' supplementary groups), by
+    #: name and by normalised DN
     group_gids: dict[str, int] = field(default_factory=dict)
+    #: the same groups by DN (normalised: :func:`normalize_dn`)
+    group_dns: list[str] = field(default_factory=list)
+
+    @property
+    def memberships(self) -> list[str]:
+        """Group names and DNs: what :func:`projects_of` matches ``ldap_group`` against."""
+        return [*self.groups, *self.group_dns]
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def is_dn(value: str) -> bool:
+    """A group named by DN (``cn=…,ou=…``) rather than by its bare name."""
+    return "=" in value
+
+
+def normalize_dn(dn: str) -> str:
+    """A DN compared case-insensitively, without spaces around separators."""
+    from ldap3.utils.dn import parse_dn
+
+    try:
+        parts = parse_dn(dn, strip=True)
+    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
+        return dn.strip().lower()
+    return ",".join(f"{attr.strip().lower()}={value.strip().lower()}"
+                    for attr, value, _ in parts)
+
+
+def group_key(ldap_group: str) -> str:
+    """How a configured group (``ldap_group``, checker/staff group) is matched:
+    its normalised DN, or its bare name."""
+    return normalize_dn(ldap_group) if is_dn(ldap_group) else ldap_group
 
 
 def _first(entry: ldap3.Entry, attr: str) -> str | None:
@@ -202,12 +257,14 @@ class Directory:
             raise UnknownUser(f"{len(entries)} entries match {username!r}: refusing ambiguity")
         return entries[0]
 
-    def _groups(self, conn: ldap3.Connection, dn: str, username: str) -> dict[str, int | None]:
+    def _groups(self, conn: ldap3.Connection, dn: str,
+                names: list[str]) -> dict[str, tuple[str, int | None]]:
+        """Groups listing the entry by DN, or by any of its login names (memberUid)."""
         s = self.settings
         clauses = []
         for attr in s.group_member_attributes:
-            value = username if attr == "memberUid" else dn
-            clauses.append(f"({attr}={escape_filter_chars(value)})")
+            values = names if attr == "memberUid" else [dn]
+            clauses += [f"({attr}={escape_filter_chars(v)})" for v in values]
         flt = f"(|{''.join(clauses)})"
         try:
             conn.search(
@@ -219,21 +276,41 @@ class Directory:
             )
         except LDAPException as e:
             raise DirectoryUnavailable(self._unavailable(e)) from None
-        groups: dict[str, int | None] = {}
+        groups: dict[str, tuple[str, int | None]] = {}
         for entry in conn.entries:
             name = _first(entry, s.group_name_attribute)
             if not name:
                 continue
             gid = _first(entry, "gidNumber")
-            groups[name] = int(gid) if gid and gid.isdigit() else None
+            groups[name] = (normalize_dn(entry.entry_dn),
+                            int(gid) if gid and gid.isdigit() else None)
         return groups
+
+    def canonical_name(self, entry: ldap3.Entry, username: str) -> str:
+        """One name per person: the entry's own login name.
+
+        An entry may carry several values of the login attribute (``uid: alice``,
+        ``uid: a.martin``); whichever is typed, the hub name is the value in the
+        entry's RDN when the RDN is that attribute, otherwise the first value.
+        Two names of one entry are never two people (two reviewers)."""
+        attr = self.settings.username_attribute
+        values = [str(v) for v in entry[attr].values] if attr in entry else []
+        rdn_attr, _, rdn_value = entry.entry_dn.split(",", 1)[0].partition("=")
+        if rdn_attr.strip().lower() == attr.lower():
+            for v in values:
+                if v.lower() == rdn_value.strip().lower():
+                    return v
+        return values[0] if values else username
 
     def _user(self, conn: ldap3.Connection, entry: ldap3.Entry, username: str) -> DirectoryUser:
         uid_number = _first(entry, "uidNumber")
         gid_number = _first(entry, "gidNumber")
         if not (uid_number and uid_number.isdigit() and gid_number and gid_number.isdigit()):
             raise UnknownUser(f"{entry.entry_dn} has no numeric uidNumber/gidNumber")
-        groups = self._groups(conn, entry.entry_dn, username)
+        attr = self.settings.username_attribute
+        names = [str(v) for v in entry[attr].values] if attr in entry else [username]
+        username = self.canonical_name(entry, username)
+        groups = self._groups(conn, entry.entry_dn, sorted(set(names) | {username}))
         return DirectoryUser(
             username=username,
             dn=entry.entry_dn,
@@ -242,7 +319,11 @@ class Directory:
             uid_number=int(uid_number),
             gid_number=int(gid_number),
             groups=sorted(groups),
-            group_gids={g: gid for g, gid in groups.items() if gid is not None},
+            group_gids={
+                **{g: gid for g, (_, gid) in groups.items() if gid is not None},
+                **{dn: gid for dn, gid in groups.values() if gid is not None},
+            },
+            group_dns=sorted(dn for dn, _ in groups.values()),
         )
 
     def authenticate(self, username: str, password: str) -> DirectoryUser:
@@ -273,14 +354,18 @@ class Directory:
             service.unbind()
 
     def group_members(self, group: str) -> list[str]:
-        """Login names of a group's members (DN-valued and uid-valued membership)."""
+        """Login names of a group's members (DN-valued and uid-valued membership);
+        ``group``: a DN or a name under the group search base."""
         s = self.settings
         conn = self._service()
         try:
+            if is_dn(group):  # the group's own entry
+                base, flt, scope = normalize_dn(group), "(objectClass=*)", ldap3.BASE
+            else:
+                base, scope = s.group_search_base, ldap3.SUBTREE
+                flt = f"({s.group_name_attribute}={escape_filter_chars(group)})"
             conn.search(
-                s.group_search_base,
-                f"({s.group_name_attribute}={escape_filter_chars(group)})",
-                ldap3.SUBTREE,
+                base, flt, scope,
                 attributes=["member", "uniqueMember", "memberUid"],
                 time_limit=int(max(1, s.receive_timeout)),
             )
@@ -296,6 +381,23 @@ class Directory:
                 if "memberUid" in entry:
                     names.update(str(v) for v in entry["memberUid"].values)
             return sorted(names)
+        except LDAPNoSuchObjectResult:
+            return []
+        except LDAPException as e:
+            raise DirectoryUnavailable(self._unavailable(e)) from None
+        finally:
+            conn.unbind()
+
+    def groups_named(self, name: str) -> list[str]:
+        """DNs of the groups whose name is ``name`` under ``group_search_base``."""
+        s = self.settings
+        conn = self._service()
+        try:
+            conn.search(s.group_search_base,
+                        f"({s.group_name_attribute}={escape_filter_chars(name)})",
+                        ldap3.SUBTREE, attributes=[], size_limit=10,
+                        time_limit=int(max(1, s.receive_timeout)))
+            return sorted(e.entry_dn for e in conn.entries)
         except LDAPException as e:
             raise DirectoryUnavailable(self._unavailable(e)) from None
         finally:
@@ -304,3 +406,127 @@ class Directory:
     def ping(self) -> None:
         """Bind as the service account; raises DirectoryUnavailable when that fails."""
         self._service().unbind()
+
+
+# ---------------------------------------------------------------- membership
+
+
+def projects_of(groups: Iterable[str], settings: Any) -> list[str]:
+    """Slugs of the projects whose LDAP group is among ``groups`` (the one rule).
+
+    ``groups``: a user's group names and normalised DNs
+    (:attr:`DirectoryUser.memberships`); a project's ``ldap_group`` is a DN or
+    a bare name (unique under the group search base: :func:`check_group_names`)."""
+    have = set(groups)
+    return sorted(slug for slug, p in settings.projects.items()
+                  if group_key(p.ldap_group) in have)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A user's membership of one project, as the directory says it now."""
+
+    user: DirectoryUser
+    project: str
+    #: the project's group number (directory first, then ``gid`` in projects.yaml)
+    project_gid: int
+
+
+def membership(user: DirectoryUser, settings: Any, slug: str) -> Membership:
+    """``user``'s membership of project ``slug``; raises :class:`NotAMember` or
+    :class:`NoProjectGid`. ``KeyError`` for a project not in projects.yaml."""
+    project = settings.projects[slug]
+    if slug not in projects_of(user.memberships, settings):
+        raise NotAMember(
+            f"{user.username} is not a member of project {slug} in the directory "
+            f"(group {project.ldap_group})"
+        )
+    gid = user.group_gids.get(group_key(project.ldap_group)) or project.gid
+    if not gid:
+        raise NoProjectGid(f"project {slug} has no group number in the directory")
+    return Membership(user, slug, int(gid))
+
+
+class MembershipResolver:
+    """Asks the directory whether a user is a member of a project.
+
+    ``cache_seconds`` keeps positive and negative answers that long (the
+    services' re-check, at most 60 s); "the directory is unavailable" is never
+    cached and never means yes. Blocking: call it from a thread.
+    """
+
+    def __init__(self, settings: Any, *, cache_seconds: float = 0.0,
+                 directory: Directory | None = None) -> None:
+        self.settings = settings
+        self.cache_seconds = min(float(cache_seconds), 60.0)
+        self.directory = directory or Directory(settings.ldap)
+        self._cache: dict[str, tuple[float, DirectoryUser | DirectoryError]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, username: str) -> DirectoryUser:
+        """The user's directory entry (cached); raises like :meth:`Directory.lookup`."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(username)
+        if hit and now - hit[0] < self.cache_seconds:
+            if isinstance(hit[1], DirectoryError):
+                raise hit[1]
+            return hit[1]
+        try:
+            user = self.directory.lookup(username)
+        except DirectoryUnavailable:
+            raise
+        except DirectoryError as e:
+            self._remember(username, now, e)
+            raise
+        self._remember(username, now, user)
+        return user
+
+    def _remember(self, username: str, now: float, value: DirectoryUser | DirectoryError) -> None:
+        if self.cache_seconds > 0:
+            with self._lock:
+                self._cache[username] = (now, value)
+
+    def require(self, username: str, slug: str) -> Membership:
+        """Membership of ``username`` in project ``slug`` or a :class:`DirectoryError`:
+        :class:`NotAMember`, :class:`NoProjectGid`, :class:`UnknownUser`,
+        :class:`InvalidUsername` (positive refusals) or :class:`DirectoryUnavailable`
+        (nothing known: grant nothing, stop nothing)."""
+        return membership(self.lookup(username), self.settings, slug)
+
+    def projects(self, username: str) -> list[str]:
+        """The user's projects now (raises like :meth:`lookup`)."""
+        return projects_of(self.lookup(username).memberships, self.settings)
+
+
+def check_group_names(settings: Any, directory: Directory | None = None) -> list[str]:
+    """Check the configured groups named by a bare name (not a DN) against the directory.
+
+    Returns one line per such group saying which DN it resolved to (write that
+    DN in the config); raises :class:`~ecluse.config.ConfigError` when a name
+    matches no group or several under ``group_search_base`` (its members could
+    not be told apart), :class:`DirectoryUnavailable` when the directory
+    cannot be asked.
+    """
+    directory = directory or Directory(settings.ldap)
+    named = [(f"projects.{slug}.ldap_group", p.ldap_group)
+             for slug, p in sorted(settings.projects.items())]
+    named += [("ldap.output_checker_group", settings.ldap.output_checker_group),
+              ("ldap.staff_group", settings.ldap.staff_group)]
+    lines, errors = [], []
+    base = settings.ldap.group_search_base
+    for key, value in named:
+        if is_dn(value):
+            continue
+        dns = directory.groups_named(value)
+        if len(dns) == 1:
+            lines.append(f"{key}: {value!r} is a bare name; it is {dns[0]!r} (unique under "
+                         f"{base}): write the DN")
+        elif not dns:
+            errors.append(f"{key}: no group named {value!r} under {base}")
+        else:
+            errors.append(f"{key}: {len(dns)} groups are named {value!r} under {base} "
+                          f"({'; '.join(dns)}): name the group by its DN")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return lines

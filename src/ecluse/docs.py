@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from .airlock.settings import AirlockSettings
+from .auditkeys import AuditSettings
 from .batch.settings import BatchSettings
 from .config import HubSettings, LDAPSettings, Project, Quota, SandboxSettings, Settings
 from .dask.settings import DaskSettings
@@ -67,6 +68,10 @@ def config_reference() -> str:
         "### `batch`",
         "",
         *_table(BatchSettings, "batch."),
+        "",
+        "### `audit`",
+        "",
+        *_table(AuditSettings, "audit."),
         "",
         "## `projects.yaml`",
         "",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings, load_settings
-from .roles import hub_roles
+from .roles import custom_scopes, hub_roles
 from .secrets import ensure_secrets
 
 #: environment read by configure_from_env (set by `ecluse up`)
@@ -57,8 +57,25 @@ def hub_bind_ip(settings: Settings) -> str:
     return "127.0.0.1"
 
 
+def check_directory_groups(settings: Settings) -> None:
+    """At start: configured groups named by a bare name must be unique under the group
+    search base (:func:`ecluse.directory.check_group_names`; raises ConfigError). When
+    the directory cannot be reached, the hub starts (sign-ins wait for it anyway)."""
+    import logging
+
+    from .directory import DirectoryUnavailable, check_group_names
+
+    log = logging.getLogger("ecluse.hubconfig")
+    try:
+        for line in check_group_names(settings):
+            log.warning("%s", line)
+    except DirectoryUnavailable as e:
+        log.error("configured groups not checked against the directory: %s", e)
+
+
 def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> None:
     """Fill a traitlets Config ``c`` for this deployment."""
+    check_directory_groups(settings)
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     secrets = ensure_secrets(state)
@@ -85,6 +102,9 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     # use up a quota of names
     c.JupyterHub.named_server_limit_per_user = 0
     c.JupyterHub.redirect_to_server = False
+    # tokens users create (Token page, API) live at most this long; a token asked
+    # for without an expiry gets this one (workspace tokens end with their server)
+    c.JupyterHub.token_expires_in_max_seconds = hub.token_max_age
     c.JupyterHub.template_paths = [str(Path(__file__).parent / "hub" / "templates")]
     c.JupyterHub.template_vars = {
         "announcement_login": "Écluse — sign in with your hospital account.",
@@ -124,8 +144,10 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
         batch_spec = _optional("ecluse.batch", "batch_service_spec")
         if batch_spec is not None:
             from .batch import batch_roles
+            from .batch.hub import USER_SCOPES as BATCH_USER_SCOPES
 
             services.append(batch_spec(settings))
+            extra_user_scopes.extend(BATCH_USER_SCOPES)
             roles_extra.extend(batch_roles())
     if settings.dask.gateway and settings.hub.spawner == "ecluse":
         gateway = _optional("ecluse.dask.gateway", "gateway_service_spec")
@@ -134,7 +156,7 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
 
             services.append(gateway(settings))
             extra_user_scopes.extend(DASK_USER_SCOPES)
-    if settings.sandbox.idle_timeout:
+    if settings.sandbox.idle_timeout or settings.sandbox.max_server_age:
         services.append(idle_culler_service(settings))
         roles_extra.append(
             {
@@ -145,21 +167,35 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
                 "services": ["idle-culler"],
             }
         )
+    if hub.revocation_interval:
+        from .reconcile import reconciler_role, reconciler_service_spec
+
+        services.append(reconciler_service_spec(settings))
+        roles_extra.append(reconciler_role(settings))
     c.JupyterHub.services = services
+    # one scope per project (roles.project_scope), held by the project's hub group
+    c.JupyterHub.custom_scopes = custom_scopes(settings)
     c.JupyterHub.load_roles = hub_roles(settings, extra_user_scopes) + roles_extra
 
 
+#: the culler's --timeout when workspaces are never culled for idleness (ten years)
+NEVER = 10 * 365 * 86400
+
+
 def idle_culler_service(settings: Settings) -> dict:
-    return {
-        "name": "idle-culler",
-        "command": [
-            sys.executable,
-            "-m",
-            "jupyterhub_idle_culler",
-            f"--timeout={settings.sandbox.idle_timeout}",
-            "--cull-every=60",
-        ],
-    }
+    """jupyterhub-idle-culler: idle workspaces (``sandbox.idle_timeout``) and, active or
+    not, workspaces older than ``sandbox.max_server_age`` (``--max-age``)."""
+    sb = settings.sandbox
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterhub_idle_culler",
+        f"--timeout={sb.idle_timeout or NEVER}",
+        "--cull-every=60",
+    ]
+    if sb.max_server_age:
+        command.append(f"--max-age={sb.max_server_age}")
+    return {"name": "idle-culler", "command": command}
 
 
 def configure_spawner(c: Any, settings: Settings) -> None:
@@ -187,7 +223,10 @@ def configure_spawner(c: Any, settings: Settings) -> None:
                 ds = dask_settings(settings)
                 ports += [ds.api_port, ds.proxy_port]
         c.EcluseSpawner.extra_allowed_ports = ports
-        c.EcluseSpawner.server_token_scopes = scopes
+        # ... plus its own project's scope: the workspace token acts for that project only
+        from .spawner import workspace_token_scopes
+
+        c.EcluseSpawner.server_token_scopes = workspace_token_scopes(scopes)
         return
     # development fallback: a plain local process, no isolation
     c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"

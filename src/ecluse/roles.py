@@ -9,11 +9,24 @@ LDAP at every sign-in and refresh:
 * ``staff`` for members of ``ldap.staff_group``.
 
 Roles are attached to these groups with least privilege (:func:`hub_roles`).
+
+A credential acts for one project (docs/threat-model.md): each project has a
+custom scope ``custom:ecluse:project:<slug>`` (:func:`project_scope`), held
+by the members of its hub group (role ``ecluse-project-<slug>``). The hub
+intersects a token's scopes with its owner's at every use, so a token names
+a project only while its owner is a member. A workspace's token
+(``JUPYTERHUB_API_TOKEN``) carries its own project's scope only; a token made
+on the Token page acts for no project unless the user asks for exactly one
+project's scope, without ``tokens``. The services read the token's scopes from the hub
+(``/hub/api/user``) and decide with :func:`credential_projects`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from .directory import group_key, projects_of
 
 OUTPUT_CHECKERS = "output-checkers"
 STAFF = "staff"
@@ -39,20 +52,76 @@ OUTPUT_CHECKER_SCOPES = ["read:users:name!user", "read:groups:name!user"]
 
 
 def hub_groups_for(directory_groups: list[str], settings: Any) -> tuple[list[str], list[str]]:
-    """Map LDAP group names to (project slugs, role groups)."""
-    projects = sorted(
-        slug for slug, p in settings.projects.items() if p.ldap_group in directory_groups
-    )
+    """Map LDAP group names and DNs (``DirectoryUser.memberships``) to (project slugs,
+    role groups)."""
+    projects = projects_of(directory_groups, settings)
     roles = []
-    if settings.ldap.output_checker_group in directory_groups:
+    if group_key(settings.ldap.output_checker_group) in directory_groups:
         roles.append(OUTPUT_CHECKERS)
-    if settings.ldap.staff_group in directory_groups:
+    if group_key(settings.ldap.staff_group) in directory_groups:
         roles.append(STAFF)
     return projects, roles
 
 
+PROJECT_SCOPE_PREFIX = "custom:ecluse:project:"
+
+def project_scope(slug: str) -> str:
+    """The custom scope that lets a credential act for project ``slug``."""
+    return PROJECT_SCOPE_PREFIX + slug
+
+
+def scope_projects(scopes: Iterable[str]) -> frozenset[str]:
+    """Projects named by the project scopes among ``scopes`` (filters ignored)."""
+    out = set()
+    for scope in scopes or ():
+        if isinstance(scope, str) and scope.startswith(PROJECT_SCOPE_PREFIX):
+            out.add(scope[len(PROJECT_SCOPE_PREFIX):].split("!", 1)[0])
+    return frozenset(out)
+
+
+def credential_projects(scopes: Iterable[str], *, token: bool) -> frozenset[str]:
+    """The projects a credential may act for, from its (hub-resolved) scopes.
+
+    An API token (``token=True``: ``Authorization`` header) acts for one
+    project: the one its scopes name, or none when they name none or several,
+    or when it can create tokens (``tokens`` on its owner: it could mint one
+    for another project). A token made on the Token page without choosing
+    its scopes has all its owner's permissions (``inherit``, with
+    ``tokens!user``) and so acts for no project. A browser session (the
+    service's OAuth cookie, which a workspace never holds) acts for the
+    projects its scopes name.
+    """
+    named = scope_projects(scopes)
+    if token and (len(named) != 1 or any(
+            isinstance(s, str) and s.split("!", 1)[0] == "tokens" for s in scopes or ())):
+        return frozenset()
+    return named
+
+
+def custom_scopes(settings: Any) -> dict[str, dict[str, str]]:
+    """``c.JupyterHub.custom_scopes``: one scope per project."""
+    return {
+        project_scope(slug): {"description": f"Act for project {slug} ({p.title})"}
+        for slug, p in sorted(settings.projects.items())
+    }
+
+
+def project_roles(settings: Any) -> list[dict]:
+    """One role per project: its scope, held by the project's hub group."""
+    return [
+        {
+            "name": f"ecluse-project-{slug}",
+            "description": f"Members of project {slug}",
+            "scopes": [project_scope(slug)],
+            "groups": [slug],
+        }
+        for slug in sorted(settings.projects)
+    ]
+
+
 def hub_roles(settings: Any, extra_user_scopes: list[str] | None = None) -> list[dict]:
-    """Roles for ``c.JupyterHub.load_roles``."""
+    """Roles for ``c.JupyterHub.load_roles`` (with ``c.JupyterHub.custom_scopes =
+    custom_scopes(settings)``)."""
     user_scopes = ["self", *(extra_user_scopes or [])]
     roles: list[dict] = [
         {
@@ -73,6 +142,7 @@ def hub_roles(settings: Any, extra_user_scopes: list[str] | None = None) -> list
             "groups": [OUTPUT_CHECKERS],
         },
     ]
+    roles.extend(project_roles(settings))
     if settings.hub.staff_are_admins:
         roles.append(
             {"name": "admin", "description": "Full hub admin (staff_are_admins)", "groups": [STAFF]}

@@ -30,10 +30,32 @@ from traitlets import Dict, Integer, List, Unicode, default
 
 from .audit import AuditLog
 from .config import Project, Settings, load_settings
-from .directory import Directory, DirectoryError, DirectoryUnavailable
-from .roles import hub_groups_for
+from .directory import (
+    DirectoryError,
+    DirectoryUnavailable,
+    MembershipResolver,
+    NoProjectGid,
+    NotAMember,
+)
+from .requester import current_requester
+from .roles import project_scope
 
 WORKSPACE_PORT = 8888
+_OWNER = object()  # default actor of the spawner's audit events: the server's owner
+
+
+def workspace_token_scopes(base: list[str]):
+    """``Spawner.server_token_scopes``: ``base`` plus the scope of the server's project
+    (its name), so the workspace's ``JUPYTERHUB_API_TOKEN`` acts for that project only."""
+    base = list(base)
+
+    def scopes(spawner: Spawner) -> list[str]:
+        # only a configured project has a scope (the hub refuses undefined ones); any
+        # other name is refused by start() with its own message
+        projects = getattr(getattr(spawner, "settings", None), "projects", None) or {}
+        return [*base, project_scope(spawner.name)] if spawner.name in projects else base
+
+    return scopes
 
 
 def _workspace_hooks():
@@ -100,12 +122,13 @@ class EcluseSpawner(Spawner):
 
     _audit_log: AuditLog | None = None
 
-    def _audit(self, event: str, outcome: str = "success", **details: Any) -> None:
+    def _audit(self, event: str, outcome: str = "success", *, actor: Any = _OWNER,
+               **details: Any) -> None:
         if EcluseSpawner._audit_log is None:
             EcluseSpawner._audit_log = AuditLog.from_settings(self.settings)
         EcluseSpawner._audit_log.record(
-            event, actor=self.user.name, project=self.project_slug or None,
-            outcome=outcome, **details,
+            event, actor=self.user.name if actor is _OWNER else actor,
+            project=self.project_slug or None, outcome=outcome, **details,
         )
 
     def _user_projects(self) -> list[str]:
@@ -206,12 +229,12 @@ class EcluseSpawner(Spawner):
 
     async def _verify_in_directory(self, project: Project) -> dict[str, int]:
         """Ask LDAP again (fail closed). Returns identity numbers."""
-        directory = Directory(self.settings.ldap)
+        resolver = MembershipResolver(self.settings)
         loop = asyncio.get_running_loop()
         s = self.settings.ldap
         try:
-            user = await asyncio.wait_for(
-                loop.run_in_executor(None, directory.lookup, self.user.name),
+            m = await asyncio.wait_for(
+                loop.run_in_executor(None, resolver.require, self.user.name, project.slug),
                 s.connect_timeout * 2 + s.receive_timeout * 4,
             )
         except (TimeoutError, DirectoryUnavailable) as e:
@@ -222,18 +245,19 @@ class EcluseSpawner(Spawner):
                 reason="ldap-unavailable",
                 log_message=f"membership check for {self.user.name}: {e}",
             ) from None
+        except NotAMember:
+            self._audit_denied(project.slug, "not-a-member-in-ldap")
+            raise _fail(f"You are not a member of project {project.slug!r}.",
+                        reason="not-a-member") from None
+        except NoProjectGid:
+            return {"uid": 0, "gid": 0, "project_gid": 0}  # refused by start()
         except DirectoryError as e:
             self._audit_denied(project.slug, e.reason)
             raise _fail("Your account is no longer valid.", reason=e.reason) from None
-        projects, _ = hub_groups_for(user.groups, self.settings)
-        if project.slug not in projects:
-            self._audit_denied(project.slug, "not-a-member-in-ldap")
-            raise _fail(f"You are not a member of project {project.slug!r}.",
-                        reason="not-a-member")
         return {
-            "uid": user.uid_number,
-            "gid": user.gid_number,
-            "project_gid": user.group_gids.get(project.ldap_group) or project.gid or 0,
+            "uid": m.user.uid_number,
+            "gid": m.user.gid_number,
+            "project_gid": m.project_gid,
         }
 
     async def _identity(self, project: Project) -> dict[str, int]:
@@ -423,7 +447,10 @@ class EcluseSpawner(Spawner):
         grace = 0 if now else self.settings.sandbox.stop_grace
         self.project_slug = self.project_slug or self.name
         await self.backend.stop(self.sandbox_state, grace=grace)
-        self._audit("workspace.stop", sandbox=self.sandbox_state.get("id"))
+        # the actor is who asked (staff, the idle culler), not the owner; None: the hub
+        who = current_requester()
+        self._audit("workspace.stop", actor=who.name if who else None, owner=self.user.name,
+                    requested_by=who.kind if who else "hub", sandbox=self.sandbox_state.get("id"))
         self.sandbox_state = {}
 
     #: progress events shown on the spawn pending page

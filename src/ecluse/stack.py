@@ -72,6 +72,11 @@ class Stack:
         os.chmod(self.state_dir, 0o700)
         ensure_secrets(self.state_dir)
         AuditLog.from_settings(self.settings)  # create the audit tables once, up front
+        from .sandbox.quota import state_disk_warning
+
+        warning = state_disk_warning(self.settings)
+        if warning:
+            log.warning("%s", warning)
 
     def start_ldap(self) -> None:
         ldap = self.settings.ldap

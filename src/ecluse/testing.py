@@ -91,6 +91,16 @@ def write_config(
     return path
 
 
+def project_token_scopes(project: str) -> list[str]:
+    """A token as a script of ``project`` would ask for it: the user's own servers and
+    the airlock, acting for that one project (not ``tokens``: it must not mint others)."""
+    from .roles import project_scope
+
+    return ["servers!user", "access:servers!user", "read:users!user", "users:activity!user",
+            "access:services!service=airlock", "read:users:groups!user",
+            project_scope(project)]
+
+
 class HubClient:
     """A browser-like client of the hub: HTML login form, cookies, tokens."""
 
@@ -109,11 +119,16 @@ class HubClient:
             timeout=60,
         )
 
-    def new_token(self, username: str) -> str:
+    def new_token(self, username: str, scopes: list[str] | None = None) -> str:
+        """A token of the signed-in user (``scopes``: None for the hub's default,
+        which acts for no project in the services; see :func:`project_token_scopes`)."""
         xsrf = self.session.cookies.get("_xsrf")
+        body: dict = {"note": "test", "expires_in": 600}
+        if scopes is not None:
+            body["scopes"] = scopes
         r = self.session.post(
             f"{self.base_url}/hub/api/users/{username}/tokens",
-            json={"note": "test", "expires_in": 600},
+            json=body,
             headers={"X-XSRFToken": xsrf or ""},
             timeout=30,
         )

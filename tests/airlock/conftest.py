@@ -189,7 +189,8 @@ def create_request_at_status(
     """Make a cardio-los request by alice and take it to ``state``.
 
     ``files``: list of (name, bytes) (default: one passing table). Approvals
-    are given by carol then dan, with override reasons for failing files.
+    are given by carol then dan, with written reasons for the files that need
+    one (``fail``, ``review``).
     """
 
     def make(state: State | str, files: list[tuple[str, bytes]] | None = None,
@@ -208,7 +209,7 @@ def create_request_at_status(
         service.submit(author, rid)
         overrides = {f["name"]: "Cell is a known published figure"
                      for f in service.get_request(author, rid, record_view=False)["files"]
-                     if f["verdict"] == "fail"}
+                     if f["needs_override_reason"]}
         if state is State.SUBMITTED:
             return service.get_request(author, rid, record_view=False)
         if state is State.CHANGES_REQUESTED:

@@ -32,6 +32,7 @@ USERS: dict[str, list[str]] = {
     "erin": ["output-checkers", "cardio-los"],  # checker who is a project member
     "sam": ["staff"],
     "eve": [],  # signed-in user in no project
+    "ada": ["cardio-los", "air-quality"],  # researcher in two projects
 }
 
 
@@ -62,7 +63,6 @@ ECLUSE_YAML = {
 class AirlockHub(ServiceHub):
     service = "airlock"
     users = USERS
-    user_scopes = ["self", "access:services!service=airlock"]
     token_scopes = ["access:services!service=airlock", "read:users:groups!user"]
     tmp_prefix = TMP_PREFIX + "hub-"
 

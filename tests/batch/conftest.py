@@ -10,8 +10,10 @@ Components (each is the real thing, removed afterwards pass or fail):
   :class:`TrackingLocalSandbox` (a real ``LocalSandbox`` recording every
   sandbox it launches); closed at the end of the test.
 * ``notebook`` — writes small notebooks (``nb(cells, tag_parameters=...)``).
-* ``batch_hub`` (module, in test_api.py) — JupyterHub + proxy + the
-  hub-managed batch and airlock services (:mod:`hubstack`).
+* ``batch_hub`` (module, in test_api.py) — the stack ``ecluse up`` builds
+  (:class:`hubstack.UpStack`: ``ecluse.stack.Stack`` on the repository's
+  config, embedded slapd, hub, proxy, the hub-managed airlock and batch
+  services, real sandboxes).
 
 The session teardown proves that every sandbox the run launched is gone
 (registry entry, network namespace, cgroup) and that no hub or batch service
@@ -42,6 +44,7 @@ from ecluse.sandbox.local import LocalSandbox
 from ecluse.testing import write_config
 
 CREATED: dict[str, int] = {}  # sandbox id -> slot, every sandbox this run launched
+ROOTS: list[str] = []  # folders this run's configs live in (hub stacks, services)
 
 
 class TrackingLocalSandbox(LocalSandbox):
@@ -59,9 +62,10 @@ def sandbox_gone(sid: str) -> bool:
 
 
 def _our_processes() -> list[str]:
+    """Processes whose command line names a folder of this run (other runs on the host
+    have their own)."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if "ecluse-test-batch-" in line or "ecluse batch serve" in line]
+    return [line for line in out.splitlines() if any(root in line for root in ROOTS)]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,6 +83,7 @@ def _root_and_leaks() -> Iterator[None]:
 
 @pytest.fixture
 def batch_config(tmp_path: Path, slapd) -> Iterator[Path]:
+    ROOTS.append(str(tmp_path / "cfg"))
     yield write_config(tmp_path / "cfg", slapd, overrides={"sandbox.stop_grace": 1})
     shutil.rmtree(tmp_path / "cfg", ignore_errors=True)  # root- and user-owned run folders
 

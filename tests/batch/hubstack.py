@@ -1,45 +1,136 @@
-"""A real JupyterHub with the hub-managed batch service, for REST and CLI tests.
+"""The stack ``ecluse up`` builds, with the batch service, for REST and CLI tests.
 
-:class:`BatchHub` (a :class:`~tests.support.hubservice.ServiceHub`) writes a
-``jupyterhub_config.py`` next to an Écluse config made for the session
-``slapd`` (run identities and project gids come from LDAP), starts
-``jupyterhub`` (which starts configurable-http-proxy and ``ecluse batch
-serve`` through :func:`ecluse.batch.batch_service_spec`) on free loopback
-ports, and stops everything (process group) and deletes the folder. Users sign
-in with :class:`~tests.support.doubles.GroupsFromConfigAuthenticator` (hub
-groups from config, as the LDAP authenticator sets them); tokens are minted by
-a ``test-admin`` service.
+:class:`UpStack` is :class:`ecluse.stack.Stack` — the class ``ecluse up``
+runs — on the repository's own ``config/ecluse.yaml`` and
+``config/projects.yaml`` (what ``make up`` starts), changed only where two
+stacks must not collide on one host: the state folder, free loopback ports,
+no dask-gateway (not used here) and a short stop grace. So the hub's
+configuration is the real one (:mod:`ecluse.hubconfig`): the embedded slapd
+with the demo directory, the LDAP authenticator, ``EcluseSpawner``, the
+airlock and batch services wired by :func:`ecluse.hubconfig.configure`, the
+service password passed in the environment (``ldap.bind_password_env``), not
+in a file. No harness of ours wires a service.
+
+The demo directory has no staff member who is also a project member; the
+tests add one (``sam``: ``ecluse-staff`` and ``proj-cardio-los``) to the
+stack's own slapd. Stopped (hub, proxy, services, slapd, host network when
+unused) and deleted afterwards.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
-from ecluse.testing import write_config
+import requests
+import yaml
 
-from ..support.hubservice import ServiceHub
+from ecluse.config import load_settings
+from ecluse.ldapserver import free_port
+from ecluse.stack import Stack, StackError
+from ecluse.testing import HubClient
 
+from .conftest import ROOTS
+
+REPO = Path(__file__).resolve().parents[2]
 TMP_PREFIX = "ecluse-test-batch-"
-
-USERS: dict[str, list[str]] = {
-    "sam": ["staff", "cardio-los"],  # staff and a member of the project: may export
-    "erin": ["staff"],  # staff, member of no project
-    "alice": ["cardio-los"],  # researcher, not staff
-}
+SAM_PASSWORD = "pw-sam-Secret1"
 
 
-class BatchHub(ServiceHub):
-    service = "batch"
-    users = USERS
-    tmp_prefix = TMP_PREFIX
-    start_timeout = 90
-    stop_timeout = 30
+def up_config(directory: Path) -> Path:
+    """``config/ecluse.yaml`` + ``config/projects.yaml`` with this stack's folder and ports."""
+    cfg = yaml.safe_load((REPO / "config" / "ecluse.yaml").read_text())
+    projects = yaml.safe_load((REPO / "config" / "projects.yaml").read_text())
+    state = directory / "state"
+    for project in projects["projects"].values():
+        for ds in project["datasets"]:
+            ds["path"] = ds["path"].replace("../.ecluse", str(state))
+    cfg["state_dir"] = str(state)
+    cfg["projects_file"] = "projects.yaml"
+    port = free_port()
+    cfg["hub"].update(port=port, public_url=f"http://127.0.0.1:{port}", hub_port=free_port(),
+                      proxy_api_port=free_port())
+    cfg["ldap"]["uri"] = f"ldap://127.0.0.1:{free_port()}"
+    cfg["sandbox"].update(stop_grace=1, idle_timeout=0)
+    cfg["airlock"]["port"] = free_port()
+    cfg["batch"]["port"] = free_port()
+    cfg["dask"]["gateway"] = False
+    (directory / "projects.yaml").write_text(yaml.safe_dump(projects))
+    path = directory / "ecluse.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
 
-    def __init__(self, slapd) -> None:
-        super().__init__()
-        self.batch_url = f"{self.service_url}/"
-        self.config = write_config(self.root / "ecluse", slapd,
-                                   overrides={"sandbox.stop_grace": 1})
 
-    def ecluse_config(self) -> Path:
-        return self.config
+class UpStack(Stack):
+    """``ecluse up``'s stack in a temporary folder (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+        ROOTS.append(str(self.root))
+        self.config = up_config(self.root)
+        self._log = open(self.root / "hub.log", "wb")  # noqa: SIM115
+        super().__init__(load_settings(self.config), hub_log=self._log)
+        self.batch_url = f"{self.url}/services/batch/"
+        self.passwords: dict[str, str] = {}
+
+    def start_hub(self, timeout: float = 180) -> None:
+        """As ``ecluse up`` (which waits ``sandbox.start_timeout``): a shared 2-core host."""
+        try:
+            super().start_hub(timeout)
+        except StackError as e:
+            raise StackError(f"{e}\n{self.log_tail()}") from None
+
+    def start(self) -> None:
+        super().start()
+        self.wait_service()
+        self.passwords = json.loads(self.demo_users_file.read_text())
+        assert self.slapd is not None
+        self.slapd.add_user("sam", SAM_PASSWORD, 20010, cn="Sam Staff")
+        self.slapd.add_member("ecluse-staff", "sam")
+        self.slapd.add_member("proj-cardio-los", "sam")
+        self.passwords["sam"] = SAM_PASSWORD
+
+    def stop(self) -> None:
+        from ecluse.sandbox.local import teardown_host_network
+
+        try:
+            super().stop()
+        finally:
+            teardown_host_network()
+            self._log.close()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def wait_service(self, timeout: float = 60) -> None:
+        """Until the hub-managed batch service answers through the proxy (401: no token)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.batch_url + "api/v1/me", timeout=2).status_code == 401:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the batch service did not come up: {self.log_tail()}")
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return (self.root / "hub.log").read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def token(self, user: str, scopes: list[str] | None = None) -> str:
+        """An API token of ``user``, signed in through the hub's login form (LDAP)."""
+        client = HubClient(self.url)
+        r = client.login(user, self.passwords[user])
+        assert r.status_code == 302, f"login of {user}: {r.status_code}"
+        if scopes is None:
+            return client.new_token(user)
+        r = client.session.post(
+            f"{self.url}/hub/api/users/{user}/tokens",
+            json={"note": "batch test", "expires_in": 600, "scopes": scopes},
+            headers={"X-XSRFToken": client.session.cookies.get("_xsrf") or ""}, timeout=30)
+        r.raise_for_status()
+        return r.json()["token"]

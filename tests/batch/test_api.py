@@ -1,4 +1,9 @@
-"""The batch service behind a real hub: tokens, staff scope, CLI, export to the airlock."""
+"""The batch service in the stack ``ecluse up`` builds: tokens, staff scope, CLI, export.
+
+The stack is :class:`hubstack.UpStack` (``ecluse.stack.Stack`` on the
+repository's config, real sandboxes, the hub configuration of
+``ecluse.hubconfig``): what platform staff get after ``make up``.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +18,16 @@ import pytest
 import requests
 
 from ecluse.airlock.service import AirlockService
+from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 
 from .conftest import nb, sandbox_gone
-from .hubstack import BatchHub
+from .hubstack import UpStack
 
 
 @pytest.fixture(scope="module")
-def batch_hub(slapd) -> Iterator[BatchHub]:
-    hub = BatchHub(slapd)
+def batch_hub() -> Iterator[UpStack]:
+    hub = UpStack()
     try:
         hub.start()
         yield hub
@@ -29,7 +35,7 @@ def batch_hub(slapd) -> Iterator[BatchHub]:
         hub.stop()
 
 
-def _cli(hub: BatchHub, token: str, *args: str, timeout: float = 240):
+def _cli(hub: UpStack, token: str, *args: str, timeout: float = 240):
     env = {**os.environ, "JUPYTERHUB_API_TOKEN": token}
     return subprocess.run(
         [sys.executable, "-m", "ecluse", "batch", *args[:1], "--url", hub.batch_url,
@@ -37,12 +43,31 @@ def _cli(hub: BatchHub, token: str, *args: str, timeout: float = 240):
     )
 
 
-def test_non_staff_cannot_submit(batch_hub: BatchHub) -> None:
+def test_staff_run_succeeds_in_the_stack_ecluse_up_builds(batch_hub: UpStack,
+                                                          tmp_path: Path) -> None:
+    """What staff do after ``make up``: ``ecluse batch run`` with the deployment's config
+    (the service's own address, no --url), as a project member. It used to fail with
+    HTTP 503: the hub-managed service was not given the directory's service password."""
+    book = nb("print('rows', n * 2)", parameters="n = 1")
+    path = tmp_path / "monthly.ipynb"
+    path.write_text(json.dumps(book))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ECLUSE_BATCH_URL", batch_hub.settings.ldap.bind_password_env)}
+    env.update(JUPYTERHUB_API_TOKEN=batch_hub.token("erin"), ECLUSE_CONFIG=str(batch_hub.config))
+    res = subprocess.run(
+        [sys.executable, "-m", "ecluse", "batch", "run", "--project", "cardio-los", str(path),
+         "-p", "n", "21", "--as-user", "alice", "--timeout", "200"],
+        capture_output=True, text=True, env=env, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr + batch_hub.log_tail()
+    assert " succeeded " in res.stdout and "cardio-los" in res.stdout
+
+
+def test_non_staff_cannot_submit(batch_hub: UpStack) -> None:
     api = batch_hub.batch_url + "api/v1"
     body = {"project": "cardio-los", "as_user": "alice",
             "notebook": {"name": "a.ipynb", "content": nb("x = 1")}}
     assert requests.post(f"{api}/runs", json=body, timeout=30).status_code == 401
-    alice = batch_hub.token("alice")  # every scope alice has: no access to the service
+    alice = batch_hub.token("alice")  # reaches the service (members share runs), not staff
     r = requests.post(f"{api}/runs", json=body, timeout=30,
                       headers={"Authorization": f"token {alice}"})
     assert r.status_code == 403, r.text
@@ -56,7 +81,7 @@ def test_non_staff_cannot_submit(batch_hub: BatchHub) -> None:
     assert r.status_code == 200 and r.json()["staff"] is True
 
 
-def test_cli_run_progress_and_export(batch_hub: BatchHub, tmp_path: Path) -> None:
+def test_cli_run_progress_and_export(batch_hub: UpStack, tmp_path: Path) -> None:
     book = nb(
         "import csv\nrows = [('ward', 'stays'), ('A', 20 * n), ('B', 30 * n)]\n"
         "with open('summary.csv', 'w', newline='') as fh:\n    csv.writer(fh).writerows(rows)",
@@ -76,12 +101,26 @@ def test_cli_run_progress_and_export(batch_hub: BatchHub, tmp_path: Path) -> Non
     assert show["parameters"] == {"n": 3} and show["run_as"] == "alice"
     assert show["progress"] == {"cells_done": 4, "cells_total": 4, "fraction": 1.0}
     assert sandbox_gone(show["sandbox_id"])
-    assert "total 150" in _cli(batch_hub, sam, "logs", run_id).stdout
+    assert "total 150" in _cli(batch_hub, sam, "logs", run_id).stdout  # sam is a member
+    # the log is project data: staff who are no member see status, not output ...
+    erin = batch_hub.token("erin")
+    res = _cli(batch_hub, erin, "logs", run_id)
+    assert res.returncode == 1 and "data of project cardio-los" in res.stderr, res.stderr
+    assert "total 150" not in _cli(batch_hub, erin, "show", run_id).stdout
+    # ... until a member (not staff) shares the run
+    alice = batch_hub.token("alice")
+    res = _cli(batch_hub, alice, "share", run_id)
+    assert res.returncode == 0 and "shared with platform staff" in res.stdout, res.stderr
+    assert "total 150" in _cli(batch_hub, erin, "logs", run_id).stdout
+    audit = AuditLog.from_settings(batch_hub.settings)
+    reads = [(e.actor, e.details["access"]) for e in audit.records(event="batch.read")
+             if e.details["run_id"] == run_id]
+    assert reads == [("sam", "member"), ("erin", "shared")]
+    assert [e.actor for e in audit.records(event="batch.share")] == ["alice"]
     listed = _cli(batch_hub, sam, "list", "--project", "cardio-los").stdout
     assert run_id in listed
 
     # staff who are no project member may not put its outputs in the airlock
-    erin = batch_hub.token("erin")
     res = _cli(batch_hub, erin, "export", run_id, "--title", "June")
     assert res.returncode == 1 and "not a member of project cardio-los" in res.stderr
 

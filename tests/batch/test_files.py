@@ -29,7 +29,7 @@ def test_run_folder_owners_modes_and_atomic_writes(shared: Path) -> None:
         os.close(bfd)
     try:
         st = os.fstat(fd)
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (20001, 30001, 0o2770)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (20001, 30001, 0o2750)
         fs.write_file(fd, "parameters.json", b"{}", 20001, 30001)
         assert fs.read_file(fd, "parameters.json", 100) == b"{}"
         assert fs.read_file(fd, "missing.json", 100) is None

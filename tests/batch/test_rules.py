@@ -17,7 +17,8 @@ def test_every_status_has_transitions_and_final_ones_have_none() -> None:
 
 def test_audit_events_are_namespaced() -> None:
     assert all(v.startswith("batch.") for v in EVENTS.values())
-    assert {"submit", "start", "finish", "cancel", "export", "denied"} == set(EVENTS)
+    assert {"submit", "start", "finish", "cancel", "export", "share", "read",
+            "denied"} == set(EVENTS)
 
 
 def test_hub_spec_and_roles(settings) -> None:
@@ -31,4 +32,54 @@ def test_hub_spec_and_roles(settings) -> None:
     assert "access:services!service=batch" in roles["ecluse-batch-user"]["scopes"]
     assert roles["ecluse-batch-service"]["scopes"] == ["read:users:groups"]
     assert batch_settings(settings) == settings.batch  # the wired section
+    assert spec["environment"]["ECLUSE_STATE_DIR"] == str(settings.state_dir)
+
+
+def test_hub_services_get_the_directory_password_from_the_hub(settings, monkeypatch) -> None:
+    """JupyterHub starts a managed service without the hub's environment: the password
+    given to the hub in ``ldap.bind_password_env`` must be passed on to every service."""
+    from ecluse.airlock import airlock_service_spec
+    from ecluse.dask.gateway import gateway_service_spec
+
+    settings.ldap.bind_password_env = "ECLUSE_TEST_BIND_PASSWORD"
+    monkeypatch.setenv("ECLUSE_TEST_BIND_PASSWORD", "s3cret-from-the-hub")
+    for spec in (batch_service_spec(settings), airlock_service_spec(settings),
+                 gateway_service_spec(settings)):
+        assert spec["environment"]["ECLUSE_TEST_BIND_PASSWORD"] == "s3cret-from-the-hub", spec
+    monkeypatch.delenv("ECLUSE_TEST_BIND_PASSWORD")
+    assert "ECLUSE_TEST_BIND_PASSWORD" not in batch_service_spec(settings)["environment"]
     assert BatchSettings().port == 8091  # the documented default
+
+
+def test_service_without_the_directory_password_does_not_start(make_config) -> None:
+    """Fail closed and say why, rather than answer every submission with 503."""
+    import os
+    import subprocess
+    import sys
+
+    path = make_config(**{"ldap.bind_password_file": None,
+                          "ldap.bind_password_env": "ECLUSE_TEST_UNSET_PASSWORD"})
+    env = {k: v for k, v in os.environ.items() if k != "ECLUSE_TEST_UNSET_PASSWORD"}
+    res = subprocess.run([sys.executable, "-m", "ecluse", "batch", "serve", "--config",
+                          str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "no service account password" in res.stderr
+    assert "ECLUSE_TEST_UNSET_PASSWORD" in res.stderr
+
+
+def test_a_queue_of_an_earlier_version_gets_the_new_columns(tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from ecluse.batch.runs import _ADDED_COLUMNS, make_engine, runs_table
+
+    url = f"sqlite:///{tmp_path / 'batch.sqlite'}"
+    old = sa.MetaData()
+    sa.Table(runs_table.name, old, *[c._copy() for c in runs_table.columns
+                                     if c.name not in _ADDED_COLUMNS])
+    engine = sa.create_engine(url)
+    old.create_all(engine)
+    engine.dispose()
+    engine = make_engine(url)
+    names = {c["name"] for c in sa.inspect(engine).get_columns(runs_table.name)}
+    assert set(_ADDED_COLUMNS) <= names
+    engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -10,6 +11,7 @@ from ecluse.audit import AuditLog
 from .conftest import nb, wait_final
 
 STAFF = ("erin", ["staff"])
+MEMBER = ("alice", ["cardio-los", "air-quality"])  # a project member (not staff)
 
 
 async def test_parameterised_run_succeeds(make_service) -> None:
@@ -26,8 +28,8 @@ async def test_parameterised_run_succeeds(make_service) -> None:
     injected = [c for c in out["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert "n = 21" in "".join(injected[0]["source"])
     assert "result 42 june" in json.dumps(out["cells"][-1]["outputs"])
-    assert json.loads((folder / "parameters.json").read_text()) == {"n": 21, "label": "june"}
     assert (folder / "log.txt").exists()
+    assert not (folder / "input.ipynb").exists() and not (folder / "parameters.json").exists()
     st = os.stat(folder / "output.ipynb")
     assert st.st_uid == 20001 and st.st_gid == 30001  # alice, project group
     assert run["progress"]["cells_done"] == run["progress"]["cells_total"] == 3
@@ -39,6 +41,15 @@ async def test_parameterised_run_succeeds(make_service) -> None:
     assert finish.details["notebook_sha256"] == run["notebook_sha256"]
     assert finish.details["parameters"] == {"n": 21, "label": "june"}
     assert {"batch.submit", "batch.start", "batch.finish"} <= {r.event for r in events}
+    # the input and the executed notebook are kept with the audit record, root only
+    record = service.records.run_dir(run["id"])
+    assert finish.details["record"] == str(record)
+    kept_in = (record / "input" / "input.ipynb").read_bytes()
+    assert hashlib.sha256(kept_in).hexdigest() == run["notebook_sha256"]
+    kept_out = (record / "output.ipynb").read_bytes()
+    assert kept_out == (folder / "output.ipynb").read_bytes()
+    assert hashlib.sha256(kept_out).hexdigest() == finish.details["output_sha256"]
+    assert os.stat(service.records.root).st_mode & 0o777 == 0o700
 
 
 async def test_failing_notebook_reports_cell_and_error(make_service) -> None:
@@ -51,13 +62,13 @@ async def test_failing_notebook_reports_cell_and_error(make_service) -> None:
     run = await wait_final(service, run["id"])
     assert run["status"] == "failed"
     assert run["failed_cell"] == 2  # index in the submitted notebook (parameters cell is 0)
-    assert "ValueError" in run["error"] and "bad input 7" in run["error"]
+    assert run["error"] == "ValueError"  # the class: its message is the notebook's output
     folder = service.shared_dir("cardio-los") / "batch" / run["id"]
     out = json.loads((folder / "output.ipynb").read_text())  # the partial notebook is kept
     text = json.dumps(out)
     assert "before" in text and "bad input 7" in text
     assert not any(c.get("outputs") for c in out["cells"] if "b = 2" in "".join(c["source"]))
-    log = await service.logs(staff, run["id"])
+    log = service.logs(service.identity(*MEMBER), run["id"])
     assert "bad input 7" in log
 
 
@@ -100,7 +111,8 @@ async def test_run_cannot_read_another_projects_data(make_service) -> None:
     text = "".join(json.loads((folder / "output.ipynb").read_text())["cells"][-1]["outputs"][0]
                    ["text"])
     probe = json.loads(text.split("PROBE", 1)[1].splitlines()[0])
-    assert "PROBE" in await service.logs(staff, run["id"])  # papermill logs cell outputs
+    # papermill logs cell outputs, in the project's log
+    assert "PROBE" in service.logs(service.identity(*MEMBER), run["id"])
     assert probe["data"] == ["stays"]
     assert probe["own"] == "cardio-los-1,42"
     assert probe["other_dataset_host_path"] == "FileNotFoundError"

@@ -14,7 +14,8 @@ Components (each the real thing, gone at the end, pass or fail):
 * :class:`TokenAuthenticator` — the test double of the hub authenticator: a
   real ``dask_gateway_server`` Authenticator taking ``Authorization: jupyterhub
   <user>`` and the hub groups the directory gives that user (what the hub's
-  LDAP refresh keeps in the hub).
+  LDAP refresh keeps in the hub); ``<user>@<project>`` is a token bound to that
+  project (a workspace's), ``<user>@`` a token naming no project.
 
 The module teardown checks that no cluster sandbox, network namespace or
 cgroup is left.
@@ -48,6 +49,7 @@ class TokenAuthenticator(Authenticator):
     settings = None
 
     async def authenticate(self, request):
+        from ecluse.dask.gateway import ProjectUser
         from ecluse.directory import Directory
         from ecluse.roles import hub_groups_for
 
@@ -55,10 +57,16 @@ class TokenAuthenticator(Authenticator):
         kind, _, name = auth.partition(" ")
         if kind != "jupyterhub" or not name:
             raise unauthorized("jupyterhub")
+        bound = None
+        if "@" in name:
+            name, _, bound = name.partition("@")
         loop = asyncio.get_running_loop()
         user = await loop.run_in_executor(None, Directory(self.settings.ldap).lookup, name)
-        projects, _ = hub_groups_for(user.groups, self.settings)
-        return User(name, groups=projects)
+        projects, _ = hub_groups_for(user.memberships, self.settings)
+        if bound is None:
+            return User(name, groups=projects)
+        return ProjectUser(name, groups=projects,
+                           projects=frozenset([bound]) if bound else frozenset())
 
 
 async def wait_port(host: str, port: int, timeout: float = 15, prefix: str = "") -> None:

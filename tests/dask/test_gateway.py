@@ -69,6 +69,39 @@ async def test_membership_is_required(gateway):
     assert not gateway.sandbox.created  # no sandbox was even started
 
 
+async def test_a_token_acts_for_its_own_project_only(gateway, dask_deployment):
+    """alice is in both projects; her air-quality workspace token cannot start a cardio-los
+    cluster (403, audited), and her cardio-los token needs no ``project=``."""
+    import aiohttp
+
+    from ecluse.audit import AuditLog
+
+    air = gateway.connect("alice@air-quality")
+    with pytest.raises(aiohttp.ClientResponseError) as e:
+        await air.new_cluster(project="cardio-los")
+    assert e.value.status == 403
+    assert "acts for project air-quality" in e.value.message
+    none = gateway.connect("alice@")  # a token naming no project
+    with pytest.raises(aiohttp.ClientResponseError) as e:
+        await none.new_cluster(project="cardio-los")
+    assert e.value.status == 403
+    assert not gateway.sandbox.created
+    audit = AuditLog.from_settings(gateway.ecluse_settings)
+    denied = [r for r in audit.records(event="dask.denied") if r.actor == "alice"]
+    assert [(r.project, r.details["reason"], r.details["token_projects"])
+            for r in denied[-2:]] == [("cardio-los", "token-project", ["air-quality"]),
+                                     ("cardio-los", "token-project", [])]
+    # no project= in a workspace: its token's project
+    cardio = gateway.connect("alice@cardio-los")
+    cluster = await cardio.new_cluster()
+    try:
+        assert (await cardio.list_clusters())[0].name == cluster.name
+        rec = gateway.backend.db.get_cluster(cluster.name)
+        assert rec.options["project"] == "cardio-los"
+    finally:
+        await cluster.shutdown()
+
+
 async def test_isolation_limits_and_stop(gateway, dask_deployment):
     settings = dask_deployment
     alice = gateway.connect("alice")

@@ -66,10 +66,20 @@ def gateway_hub(tmp_path_factory, slapd, warehouse):
         log.close()
 
 
-def _token(hub, slapd, user: str) -> str:
+def _token(hub, slapd, user: str, project: str | None = None) -> str:
+    """A token as a workspace of ``project`` holds it (the gateway's scopes, one project)."""
+    from ecluse.dask.gateway import WORKSPACE_TOKEN_SCOPES
+    from ecluse.roles import project_scope
+
     client = HubClient(hub.url)
     assert client.login(user, slapd.passwords[user]).status_code == 302
-    return client.new_token(user)
+    scopes = [*WORKSPACE_TOKEN_SCOPES, *([project_scope(project)] if project else [])]
+    r = client.session.post(f"{hub.url}/hub/api/users/{user}/tokens",
+                            json={"note": "test", "expires_in": 600, "scopes": scopes},
+                            headers={"X-XSRFToken": client.session.cookies.get("_xsrf") or ""},
+                            timeout=30)
+    r.raise_for_status()
+    return r.json()["token"]
 
 
 def _gateway(hub, token: str | None):
@@ -103,11 +113,11 @@ async def test_gateway_authenticates_through_the_hub(gateway_hub, slapd):
     async with gateway(None) as g:  # no valid hub token: refused (the hub answers 403)
         with pytest.raises(Exception, match="401|Unauthorized|unauthorized|Permission failure"):
             await g.list_clusters()
-    bob = _token(gateway_hub, slapd, "bob")
+    bob = _token(gateway_hub, slapd, "bob", "cardio-los")
     async with gateway(bob) as g:  # hub groups decide: bob is not in air-quality
         with pytest.raises(ValueError, match="not a member of project 'air-quality'"):
             await g.new_cluster(project="air-quality")
-    alice = _token(gateway_hub, slapd, "alice")
+    alice = _token(gateway_hub, slapd, "alice", "air-quality")
     async with gateway(alice) as g:
         cluster = await g.new_cluster(project="air-quality")
         try:
@@ -174,9 +184,10 @@ async def test_dashboard_is_for_its_owner_only(gateway_hub, slapd):
     audit = AuditLog.from_settings(hub.settings)
     seen = {r.seq for r in audit.records(event="dask.dashboard")}
     base = f"{hub.url}/services/dask-gateway/clusters"
-    async with _gateway(hub, _token(hub, slapd, "alice")) as g:
+    async with _gateway(hub, _token(hub, slapd, "alice", "cardio-los")) as g, \
+            _gateway(hub, _token(hub, slapd, "alice", "air-quality")) as g_air:
         cardio, air = await asyncio.gather(g.new_cluster(project="cardio-los"),
-                                           g.new_cluster(project="air-quality"))
+                                           g_air.new_cluster(project="air-quality"))
         try:
             status = f"{base}/{cardio.name}/status"
             # (c) the owner, signed in with a browser: OAuth through the hub, then the page

@@ -195,6 +195,11 @@ def _extra_vars(prefix: Path, slapd: EmbeddedSlapd) -> tuple[dict, str]:
         "ecluse_systemd_dir": str(prefix / "systemd"),
         "ecluse_service_manager": "direct",
         "ecluse_group": "root",
+        # no syslog daemon on CI machines: checkpoints to a file, keys group root
+        "hub_audit_group": "root",
+        "hub_audit_checkpoint_sink": "file",
+        # no loop-mounted project volumes left behind on the CI machine
+        "hub_project_volumes": "none",
         "ecluse_apt_install": False,
         "ecluse_sandbox_backend": "local",
         "ecluse_instance": prefix.name,

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from ecluse.audit import AuditLog
-from ecluse.testing import HubClient
+from ecluse.testing import HubClient, project_token_scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -84,11 +84,13 @@ def request_export(page, name: str, title: str) -> str:
     return m.group(1)
 
 
-def airlock(stack, user: str, password: str) -> requests.Session:
+def airlock(stack, user: str, password: str, project: str | None = None) -> requests.Session:
+    """A token of ``user`` (acting for ``project``: a researcher's script)."""
     c = HubClient(stack.url)
     assert c.login(user, password).status_code == 302
     s = requests.Session()
-    s.headers["Authorization"] = f"token {c.new_token(user)}"
+    scopes = project_token_scopes(project) if project else None
+    s.headers["Authorization"] = f"token {c.new_token(user, scopes)}"
     return s
 
 
@@ -111,7 +113,7 @@ def test_researcher_exports_through_the_airlock(workspace_hub, ldap_passwords, b
     base = f"{stack.url}/user/alice/cardio-los/"
 
     # the notebook (put with her token, as the file browser's "New" would)
-    alice = airlock(stack, "alice", ldap_passwords["alice"])
+    alice = airlock(stack, "alice", ldap_passwords["alice"], "cardio-los")
     r = alice.put(base + "api/contents/home/alice/analysis.ipynb",
                   json={"type": "notebook", "content": notebook()}, timeout=30)
     assert r.status_code in (200, 201), r.text

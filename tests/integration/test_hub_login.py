@@ -35,7 +35,12 @@ def test_checker_and_staff_role_groups(hub_stack, ldap_passwords):
 def test_staff_have_least_privilege(hub_stack, ldap_passwords):
     erin = HubClient(hub_stack.url)
     erin.login("erin", ldap_passwords["erin"])
-    tok = erin.new_token("erin")
+    # a token with all her permissions (a token made without scopes has `self` only)
+    r = erin.session.post(f"{hub_stack.url}/hub/api/users/erin/tokens",
+                          json={"note": "test", "expires_in": 600, "scopes": ["inherit"]},
+                          headers={"X-XSRFToken": erin.session.cookies.get("_xsrf") or ""},
+                          timeout=30)
+    tok = r.json()["token"]
     assert erin.api("GET", "/users", tok).status_code == 200  # may list users
     # but is not an admin: cannot create users or change groups
     r = erin.api("POST", "/users/mallory", tok)

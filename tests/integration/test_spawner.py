@@ -144,8 +144,27 @@ def test_stop_removes_the_sandbox_and_is_audited(sandbox_hub, ldap_passwords):
     stops = AuditLog.from_settings(sandbox_hub.settings).records(
         user="bob", event="workspace.stop")
     assert stops and stops[-1].project == "cardio-los"
+    assert stops[-1].details["owner"] == "bob" and stops[-1].details["requested_by"] == "user"
     sandbox_id = stops[-1].details["sandbox"]
     assert sandbox_id not in os.listdir("/run/ecluse/sandboxes")
+
+
+def test_staff_stopping_a_workspace_is_audited_with_staff_as_actor(sandbox_hub, ldap_passwords):
+    c, token = login(sandbox_hub, "bob", ldap_passwords)
+    c.api("POST", "/users/bob/servers/cardio-los", token)
+    wait_ready(c, token, "bob", "cardio-los")
+    staff, staff_token = login(sandbox_hub, "erin", ldap_passwords)
+    r = staff.api("DELETE", "/users/bob/servers/cardio-los", staff_token)
+    assert r.status_code in (202, 204), r.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and c.api("GET", "/users/bob", token).json()["servers"]:
+        time.sleep(0.3)
+    log = AuditLog.from_settings(sandbox_hub.settings)
+    stop = log.records(event="workspace.stop")[-1]
+    assert (stop.actor, stop.details["owner"], stop.details["requested_by"]) == (
+        "erin", "bob", "user")
+    assert stop.project == "cardio-los"
+    assert log.verify().ok
 
 
 def test_hub_restart_readopts_running_workspaces(sandbox_hub, ldap_passwords):

@@ -20,7 +20,7 @@ import pytest
 
 from ecluse.sdc import DisclosurePolicy
 
-FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "xlsx", "xlsx_hidden", "json", "jsonl",
+FORMATS = ["csv", "csv_index", "csv_fr", "tsv", "parquet", "feather", "xlsx", "xlsx_hidden", "json", "jsonl",
            "notebook", "html", "zip", "gzip"]
 
 
@@ -59,6 +59,8 @@ def write_as(df: pd.DataFrame, fmt: str, d: Path, name: str = "out") -> Path:
         df.to_csv(p, index=False, sep="\t")
     elif fmt == "parquet":
         df.to_parquet(p, index=False)
+    elif fmt == "feather":
+        df.to_feather(p)
     elif fmt == "xlsx":
         df.to_excel(p, index=False, engine="openpyxl")
     elif fmt == "xlsx_hidden":

@@ -440,6 +440,11 @@ def _keys(n: int) -> pd.DataFrame:
     return pd.DataFrame({"dept": [f"D{k:02d}" for k in i % 100], "day": i // 100})
 
 
+def _counts(n: int, base: int = 25) -> np.ndarray:
+    """Counts that vary from row to row (a constant "count" counts nothing)."""
+    return base + np.arange(n) % 37
+
+
 @pytest.fixture
 def small_head(monkeypatch):
     """Make the streaming path start at small sizes so tests stay quick."""
@@ -453,7 +458,7 @@ def small_head(monkeypatch):
 def test_large_csv_streams_and_locates_small_counts_beyond_the_head(tmp_path, small_head):
     n = 100_000
     p = tmp_path / "big.csv"
-    counts = np.full(n, 25)
+    counts = _counts(n)
     counts[n - 10] = 3
     _keys(n).assign(n=counts).to_csv(p, index=False)
     assert p.stat().st_size > 1024 * 1024
@@ -467,7 +472,7 @@ def test_large_csv_streams_and_locates_small_counts_beyond_the_head(tmp_path, sm
 def test_large_csv_with_markers_falls_back_to_text(tmp_path, small_head):
     n = 100_000
     p = tmp_path / "big.csv"
-    counts = np.full(n, "25", dtype=object)
+    counts = _counts(n).astype(str).astype(object)
     counts[n - 5] = "<10"
     counts[n - 3] = "4"
     _keys(n).assign(n=counts).to_csv(p, index=False)
@@ -477,7 +482,7 @@ def test_large_csv_with_markers_falls_back_to_text(tmp_path, small_head):
 
 def test_large_parquet_reads_every_row(tmp_path, small_head):
     n = 60_000
-    counts = np.full(n, 30)
+    counts = _counts(n, 30)
     counts[-1] = 2
     p = tmp_path / "big.parquet"
     _keys(n).assign(n=counts).to_parquet(p)
@@ -506,7 +511,7 @@ def test_notebook_regression_summary(tmp_path):
 def test_large_csv_with_ragged_rows_is_reviewed(tmp_path, small_head):
     n = 60_000
     p = tmp_path / "r.csv"
-    _keys(n).assign(n=25).to_csv(p, index=False)
+    _keys(n).assign(n=_counts(n)).to_csv(p, index=False)
     with open(p, "a") as fh:
         fh.write("D01,999,25,extra,fields\n")
     rep = check_file(p)
@@ -515,7 +520,7 @@ def test_large_csv_with_ragged_rows_is_reviewed(tmp_path, small_head):
 
 def test_large_csv_with_quoted_line_breaks(tmp_path, small_head):
     n = 60_000
-    df = _keys(n).assign(n=25)
+    df = _keys(n).assign(n=_counts(n))
     df["note"] = "ok"
     df.loc[n - 3, "note"] = "two\nlines"
     df.loc[n - 2, "n"] = 4
@@ -543,7 +548,7 @@ def test_every_pandas_json_orient(tmp_path, orient):
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_identifiers_hidden_beyond_the_head_are_found(tmp_path, small_head, fmt):
     n = 60_000
-    df = _keys(n).assign(note="ok", n=25)
+    df = _keys(n).assign(note="ok", n=_counts(n))
     df.loc[n - 7, "note"] = "rappeler jean.dupont@chu-exemple.fr"
     p = tmp_path / f"h.{fmt}"
     df.to_csv(p, index=False) if fmt == "csv" else df.to_parquet(p)
@@ -582,3 +587,17 @@ def test_stacked_tables_in_an_excel_sheet(tmp_path):
     rep = check_file(p)
     (loc,) = locs(rep, "small-count")
     assert loc["cell"] == "B7" and loc["row"] == 7
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_3_reads_both_store_formats(tmp_path, zarr_format):
+    import zarr
+
+    assert int(zarr.__version__.split(".")[0]) >= 3
+    d = tmp_path / "store.zarr"
+    _dataset(False).to_zarr(d, zarr_format=zarr_format)
+    assert (d / ("zarr.json" if zarr_format == 3 else ".zgroup")).exists()
+    rep = check_file(d)
+    assert rep.format == "zarr" and rep.verdict == "fail"
+    assert [x["index"] for x in locs(rep, "small-count")] == [{"region": "Nord", "month": 3}]

@@ -1,18 +1,22 @@
-"""A real JupyterHub with one hub-managed Écluse service (airlock, batch).
+"""A real JupyterHub configured as a deployment is, for a hub-managed Écluse service.
 
-:class:`ServiceHub` writes a ``jupyterhub_config.py`` next to the service's
-Écluse config: the service entry and roles come from ``ecluse.<service>``
-(``<service>_service_spec``, ``<service>_roles``), and a ``test-admin``
+:class:`ServiceHub` writes a ``jupyterhub_config.py`` that calls
+:func:`ecluse.hubconfig.configure` — the hub configuration of every
+deployment: services (their command, URL and environment), roles, secrets,
+proxy — on the service's Écluse config, with free loopback ports written
+into it. The test changes two things only, and no service's wiring: users
+sign in through the hub's login form with
+:class:`doubles.GroupsFromConfigAuthenticator` (hub groups from config, as
+the LDAP authenticator sets them from the directory), and a ``test-admin``
 service mints API tokens through the hub REST API. It starts ``jupyterhub``
-(which starts configurable-http-proxy and ``ecluse <service> serve``) on free
-loopback ports, waits for the service to answer, and stops everything
-(process group) and deletes the folder. Users sign in through the hub's login
-form with :class:`doubles.GroupsFromConfigAuthenticator` (hub groups from
-config, as the LDAP authenticator sets them from the directory).
+(which starts configurable-http-proxy and the services), waits for the
+service to answer, and stops everything (process group) and deletes the
+folder.
 
-A subclass says which service (``service``), who signs in (``users``), what
-the hub's ``user`` role may do (``user_scopes``) and writes the Écluse config
-(:meth:`ServiceHub.ecluse_config`).
+A subclass says which service it tests (``service``), who signs in
+(``users``) and writes the Écluse config (:meth:`ServiceHub.ecluse_config`).
+(The batch service is tested in the stack ``ecluse up`` builds instead:
+``tests/batch/hubstack.py``.)
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 from ecluse.ldapserver import free_port
 
@@ -38,37 +43,20 @@ HUB_CONFIG = '''
 import sys
 sys.path.insert(0, {here!r})
 from ecluse.config import load_settings
-from ecluse.{service} import {service}_roles, {service}_service_spec
-from ecluse.hubconfig import proxy_command
+from ecluse.hubconfig import configure
 
 c = get_config()  # noqa: F821
-settings = load_settings({config!r})
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
-c.ConfigurableHTTPProxy.command = proxy_command()
-c.ConfigurableHTTPProxy.pid_file = {root!r} + "/proxy.pid"
-c.JupyterHub.db_url = "sqlite:///" + {root!r} + "/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret = bytes.fromhex({cookie_secret!r})
-c.JupyterHub.pid_file = {root!r} + "/jupyterhub.pid"
-c.JupyterHub.cleanup_servers = True
+configure(c, load_settings({config!r}))  # what every deployment's hub runs
+# the test's own: who signs in (hub groups from config), who mints tokens
 c.JupyterHub.authenticator_class = "doubles.GroupsFromConfigAuthenticator"
 c.Authenticator.manage_groups = True
 c.Authenticator.allow_all = True
 c.GroupsFromConfigAuthenticator.passwords = {passwords!r}
 c.GroupsFromConfigAuthenticator.user_groups = {groups!r}
-spec = {service}_service_spec(settings)
-spec["url"] = "http://127.0.0.1:{service_port}"
-c.JupyterHub.services = [spec, {{"name": "test-admin", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [
-    {{"name": "user", "scopes": {user_scopes!r}}},
-    *{service}_roles(),
+c.JupyterHub.services.append({{"name": "test-admin", "api_token": {admin_token!r}}})
+c.JupyterHub.load_roles.append(
     {{"name": "test-admin", "scopes": ["admin:users", "tokens", "list:users"],
-      "services": ["test-admin"]}},
-]
+      "services": ["test-admin"]}})
 '''
 
 
@@ -83,8 +71,6 @@ class ServiceHub:
     service: str
     #: username -> hub groups (each signs in with :func:`password`)
     users: dict[str, list[str]]
-    #: scopes of the hub's ``user`` role
-    user_scopes: list[str] = ["self"]
     #: scopes of :meth:`token` when none are given (None: the hub's default)
     token_scopes: list[str] | None = None
     tmp_prefix = "ecluse-test-hub-"
@@ -107,15 +93,22 @@ class ServiceHub:
         raise NotImplementedError
 
     def write_hub_config(self) -> Path:
+        config = self.ecluse_config()
+        data = yaml.safe_load(config.read_text())
+        # this hub's loopback ports; a plain process spawner and no other service (the
+        # workspaces, dask-gateway and the culler are not what these tests are about)
+        data.setdefault("hub", {}).update(
+            ip="127.0.0.1", port=self.port, public_url=self.url, hub_port=free_port(),
+            proxy_api_port=free_port(), spawner="simple")
+        data.setdefault(self.service, {}).update(ip="127.0.0.1", port=self.service_port)
+        data.setdefault("sandbox", {})["idle_timeout"] = 0
+        data.setdefault("dask", {})["gateway"] = False
+        config.write_text(yaml.safe_dump(data, allow_unicode=True))
         hub_cfg = self.root / "jupyterhub_config.py"
         hub_cfg.write_text(HUB_CONFIG.format(
-            here=str(HERE), service=self.service, config=str(self.ecluse_config()),
-            port=self.port, hub_port=free_port(), proxy_api_port=free_port(),
-            proxy_token=secrets.token_hex(16), root=str(self.root),
-            cookie_secret=secrets.token_hex(32),
+            here=str(HERE), config=str(config),
             passwords={u: password(u) for u in self.users}, groups=self.users,
-            service_port=self.service_port, admin_token=self.admin_token,
-            user_scopes=self.user_scopes,
+            admin_token=self.admin_token,
         ))
         return hub_cfg
 
@@ -187,11 +180,21 @@ class ServiceHub:
             raise RuntimeError(f"login of {user} failed: {r.status_code}")
         return s
 
-    def token(self, user: str, scopes: list[str] | None = None) -> str:
-        """An API token of ``user`` (signed in first, so their hub groups exist)."""
+    def token(self, user: str, scopes: list[str] | None = None,
+              project: str | None = None) -> str:
+        """An API token of ``user`` (signed in first, so their hub groups exist).
+
+        Without ``scopes``: :attr:`token_scopes` plus the scope of ``project``, or
+        of the user's only project (as a workspace's token has it)."""
+        from ecluse.roles import ROLE_GROUPS, project_scope
+
         self.login(user)
         body: dict = {"note": f"{self.service} test", "expires_in": 3600}
-        scopes = scopes or self.token_scopes
+        if scopes is None and self.token_scopes is not None:
+            projects = [g for g in self.users.get(user, []) if g not in ROLE_GROUPS]
+            if project is None and len(projects) == 1:
+                project = projects[0]
+            scopes = [*self.token_scopes, *([project_scope(project)] if project else [])]
         if scopes is not None:
             body["scopes"] = scopes
         r = requests.post(

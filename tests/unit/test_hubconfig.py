@@ -48,7 +48,7 @@ def test_idle_culler_is_a_least_privilege_service(make_config):
 
 
 def test_no_culler_when_disabled(make_config):
-    c, _ = build(make_config, **{"sandbox.idle_timeout": 0})
+    c, _ = build(make_config, **{"sandbox.idle_timeout": 0, "sandbox.max_server_age": 0})
     assert not any(s["name"] == "idle-culler" for s in c.JupyterHub.services)
 
 

@@ -14,7 +14,7 @@ import requests
 from ecluse.config import load_settings
 from ecluse.ldapserver import free_port
 from ecluse.stack import Stack
-from ecluse.testing import HubClient, write_config
+from ecluse.testing import HubClient, project_token_scopes, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "extensions" / "build.sh"
@@ -91,7 +91,7 @@ def start_workspace(workspace_hub, ldap_passwords):
     def start(user: str, project: str) -> Workspace:
         c = HubClient(workspace_hub.url)
         assert c.login(user, ldap_passwords[user]).status_code == 302
-        token = c.new_token(user)
+        token = c.new_token(user, project_token_scopes(project))
         r = c.api("POST", f"/users/{user}/servers/{project}", token)
         assert r.status_code in (201, 202, 400), r.text
         deadline = time.monotonic() + 90

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from ecluse.testing import run_in_terminal
+from ecluse.testing import project_token_scopes, run_in_terminal
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -40,7 +40,7 @@ def ws(workspace_hub, ldap_passwords):
 
     c = HubClient(workspace_hub.url)
     assert c.login("alice", ldap_passwords["alice"]).status_code == 302
-    token = c.new_token("alice")
+    token = c.new_token("alice", project_token_scopes("cardio-los"))
     c.api("POST", "/users/alice/servers/cardio-los", token)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -14,10 +14,28 @@ Layers (each calls only the ones below it):
 
 from __future__ import annotations
 
-from .errors import AirlockError
-from .hub import airlock_roles, airlock_service_spec
-from .rules import Action, Actor, State
-from .settings import AirlockSettings, airlock_settings
+import importlib
+from typing import Any
+
+#: public names and the module defining each; imported on first use, so a check
+#: sandbox (``python -m ecluse.airlock.checkjob``) does not pay for the hub's imports
+_EXPORTS = {
+    "AirlockError": ".errors",
+    "airlock_roles": ".hub",
+    "airlock_service_spec": ".hub",
+    "Action": ".rules",
+    "Actor": ".rules",
+    "State": ".rules",
+    "AirlockSettings": ".settings",
+    "airlock_settings": ".settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+
 
 __all__ = [
     "Action",

@@ -37,12 +37,18 @@ SERVICE_SCOPES = ["read:users:groups"]
 
 def airlock_service_spec(settings: Any) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed airlock on loopback."""
+    from ..roles import project_scope  # (ecluse.config imports this package)
+
     spec = service_spec(SERVICE_NAME, settings, airlock_settings(settings), display=True,
                         description="Export requests and output checking")
     return {
         **spec,
         "oauth_no_confirm": True,
-        "oauth_client_allowed_scopes": list(OAUTH_SCOPES),
+        # a browser session acts for the user's projects (the hub keeps only those
+        # its owner holds); tokens act for the one project they name (roles.py)
+        "oauth_client_allowed_scopes": list(OAUTH_SCOPES) + [
+            project_scope(slug) for slug in sorted(getattr(settings, "projects", None) or {})
+        ],
     }
 
 

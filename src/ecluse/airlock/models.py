@@ -53,6 +53,8 @@ class Request(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: when the staged files of a withdrawn or rejected request were purged
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     files: Mapped[list[File]] = relationship(
         back_populates="request", order_by="File.id", cascade="all, delete-orphan"
@@ -86,10 +88,21 @@ class File(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     format: Mapped[str] = mapped_column(String(32), default="")
     report: Mapped[str] = mapped_column(Text)
+    #: the checker's preview, rendered once when the file was checked (JSON)
+    preview: Mapped[str | None] = mapped_column(Text, nullable=True)
     uploaded_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     request: Mapped[Request] = relationship(back_populates="files")
+
+    def preview_dict(self) -> dict[str, Any]:
+        if not self.preview:
+            return {"kind": "none"}
+        try:
+            data = json.loads(self.preview)
+        except ValueError:
+            return {"kind": "none", "error": "unreadable stored preview"}
+        return data if isinstance(data, dict) else {"kind": "none"}
 
     def report_dict(self) -> dict[str, Any]:
         try:

@@ -16,10 +16,13 @@ from typing import Protocol
 from .errors import InvalidTransition, NotFound, PermissionDenied, PolicyViolation
 from .rules import (
     EDITABLE_STATES,
+    FILE_ACCESS,
+    PURGEABLE_STATES,
     TRANSITIONS,
     VERDICT_RULES,
     Action,
     Actor,
+    FileView,
     State,
     Transition,
     Verdict,
@@ -36,6 +39,9 @@ class Identity:
     groups: frozenset[str] = field(default_factory=frozenset)
     checker_group: str = "output-checkers"
     staff_group: str = "staff"
+    #: the projects the credential in use may act for (``None``: not restricted,
+    #: e.g. the CLI): a workspace's token names its own project only
+    projects: frozenset[str] | None = None
 
     @property
     def is_checker(self) -> bool:
@@ -46,6 +52,11 @@ class Identity:
         return self.staff_group in self.groups
 
     def is_member(self, project: str) -> bool:
+        """A member of ``project`` acting for it with this credential."""
+        return project in self.groups and (self.projects is None or project in self.projects)
+
+    def in_project(self, project: str) -> bool:
+        """A member of ``project``, whatever credential is in use (independence rules)."""
         return project in self.groups
 
 
@@ -67,7 +78,7 @@ def actors_for(user: Identity, req: RequestLike, project: ProjectLike | None) ->
         actors.add(Actor.REQUESTER)
     if user.is_checker and user.name != req.requester:
         members_ok = bool(project and project.members_may_review)
-        if members_ok or not user.is_member(req.project):
+        if members_ok or not user.in_project(req.project):
             actors.add(Actor.CHECKER)
     if user.is_staff and user.name != req.requester:
         # staff administer other people's requests: nobody releases their own export
@@ -80,11 +91,13 @@ def _why_not(user: Identity, req: RequestLike, allowed: frozenset[Actor], action
     if allowed == {Actor.REQUESTER}:
         if user.name != req.requester:
             return f"only the requester ({req.requester}) may {action.value.replace('_', ' ')}"
+        if user.in_project(req.project):
+            return (f"this token acts for {_acts_for(user)}, not for project {req.project}")
         return f"you are no longer a member of project {req.project}"
     if Actor.CHECKER in allowed:
         if user.name == req.requester:
             return "you made this request: a requester never reviews or releases their own export"
-        if user.is_checker and user.is_member(req.project):
+        if user.is_checker and user.in_project(req.project):
             return (
                 f"you are a member of project {req.project}: its members may not review "
                 "its exports"
@@ -146,34 +159,91 @@ def require_view(user: Identity, req: RequestLike, project: ProjectLike | None) 
     raise NotFound(f"no request {req.id}")
 
 
-def require_file_content(user: Identity, req: RequestLike, project: ProjectLike | None) -> str:
-    """Who may read a file's bytes, and why: ``download`` or ``review``.
+def file_views(
+    user: Identity, req: RequestLike, project: ProjectLike | None, file_version: int
+) -> set[FileView]:
+    """What of one file of ``req`` the user may see (``FILE_ACCESS``; nothing else).
 
-    The requester downloads once released; checkers who may review it read
-    files while it is in review. Staff administer but do not read outputs.
+    Members of the request's project also see the reports of its files (the
+    data is theirs); nobody sees more than the table allows.
     """
+    state = State(req.state)
     actors = actors_for(user, req, project)
-    if req.state == State.RELEASED and Actor.REQUESTER in actors:
-        return "download"
-    if Actor.CHECKER in actors and req.state != State.DRAFT:
-        return "review"
-    if req.state != State.RELEASED and user.name == req.requester:
+    current = file_version == getattr(req, "version", file_version)
+    views = {
+        a.view for a in FILE_ACCESS
+        if state in a.states and actors & a.actors and (current or not a.current_version_only)
+    }
+    if user.is_member(req.project) and state not in PURGEABLE_STATES:
+        views.add(FileView.REPORT)
+    return views
+
+
+def require_file_view(
+    user: Identity, req: RequestLike, project: ProjectLike | None, view: FileView,
+    file_version: int,
+) -> None:
+    """Raise, with the precise reason, unless the user may see ``view`` of the file."""
+    if view in file_views(user, req, project, file_version):
+        return
+    state = State(req.state)
+    actors = actors_for(user, req, project)
+    if view is FileView.CONTENT:
+        if Actor.REQUESTER not in actors:
+            who = (f"the requester ({req.requester})" if user.name != req.requester
+                   else "the requester, while a member of the project")
+            raise PermissionDenied(
+                "the bytes of a staged file go only to " + who + ", once the request is "
+                "released; output checkers review through the preview"
+            )
+        if state is not State.RELEASED:
+            raise PermissionDenied(
+                f"request {req.id} is {state.value}: files can be downloaded once released"
+            )
         raise PermissionDenied(
-            f"request {req.id} is {req.state}: files can be downloaded once released"
+            f"this file belongs to version {file_version} of request {req.id}, which was "
+            f"not released: only the files of the released version {req.version} leave"
         )
-    raise PermissionDenied("only the requester (once released) or a reviewing checker may "
-                           "read this file")
+    if state in PURGEABLE_STATES:
+        raise PermissionDenied(f"request {req.id} is {state.value}: its files are not shown")
+    if view is FileView.PREVIEW and Actor.CHECKER in actors:
+        raise PermissionDenied(
+            f"request {req.id} is {state.value}: previews are shown to checkers only while "
+            "it awaits review"
+        )
+    raise PermissionDenied(f"you may not see the {view.value} of this file")
+
+
+def require_file_content(
+    user: Identity, req: RequestLike, project: ProjectLike | None, file_version: int
+) -> str:
+    """The raw bytes: only the requester, once released, of the released version."""
+    require_file_view(user, req, project, FileView.CONTENT, file_version)
+    return "download"
+
+
+def _acts_for(user: Identity) -> str:
+    if not user.projects:
+        return "no project (a token acts for the one project its scopes name)"
+    return "project " + ", ".join(sorted(user.projects))
 
 
 def require_create(user: Identity, project: str, known: bool) -> None:
     if not known:
         raise NotFound(f"no project {project!r}")
+    if user.in_project(project) and not user.is_member(project):
+        raise PermissionDenied(f"this token acts for {_acts_for(user)}, not for project "
+                               f"{project}")
     if not user.is_member(project):
         raise PermissionDenied(f"you are not a member of project {project}")
 
 
 def require_editable(user: Identity, req: RequestLike) -> None:
     """Files may be added or removed by the requester in draft / changes requested only."""
+    if user.name == req.requester and user.in_project(req.project) and not user.is_member(
+            req.project):
+        raise PermissionDenied(f"this token acts for {_acts_for(user)}, not for project "
+                               f"{req.project}")
     if user.name != req.requester or not user.is_member(req.project):
         raise PermissionDenied(f"only the requester ({req.requester}) may change its files")
     if State(req.state) not in EDITABLE_STATES:
@@ -187,7 +257,9 @@ def require_editable(user: Identity, req: RequestLike) -> None:
 
 
 def require_approvable(name: str, verdict: str, override_reason: str | None) -> None:
-    """A file may be approved: never when blocked; with a written reason when failed."""
+    """A file may be approved: never when blocked; with a written reason when it
+    failed the checks or could not be judged by them (``review``, checker errors,
+    unknown verdicts)."""
     try:
         v = Verdict(verdict)
     except ValueError:
@@ -199,7 +271,11 @@ def require_approvable(name: str, verdict: str, override_reason: str | None) -> 
             "never be approved; request changes or reject"
         )
     if needs_reason and not (override_reason or "").strip():
+        if v is Verdict.FAIL:
+            why = "failed the disclosure checks"
+        else:
+            why = ("could not be judged by the automatic checks (verdict review: unknown "
+                   "format, reader error, timeout or a file that is not what it looks like)")
         raise PolicyViolation(
-            f"file {name} failed the disclosure checks: approving it needs a written "
-            "override reason"
+            f"file {name} {why}: approving it needs a written override reason"
         )

@@ -1,4 +1,11 @@
-"""Server-side table previews for output checkers, with flagged cells marked.
+"""Previews for output checkers, rendered once when a file is checked.
+
+Checkers never read a staged file's bytes: they review through the preview
+:func:`render_preview` returns (a JSON-able dict stored with the file). A
+``block`` file gets its findings and a *masked sample* only — at most
+:data:`~ecluse.airlock.rules.BLOCK_SAMPLE_ROWS` rows with every
+identifier-like column masked (:func:`masked_columns`) — and a ``block`` file
+that is not a table gets no sample at all.
 
 Reads at most ``max_rows`` rows of a CSV (``,`` ``;`` or tab, sniffed),
 Parquet or Excel file, and marks the cells that the ``ecluse.sdc`` findings
@@ -190,3 +197,157 @@ def text_excerpt(path: Path, limit: int = 4096) -> str:
     with open(path, "rb") as fh:
         data = fh.read(limit)
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
+
+
+# ---------------------------------------------------------------- stored previews
+
+MASK = "\u25a0\u25a0\u25a0"  # what a masked cell shows
+TEXT_SUFFIXES = (".txt", ".md", ".json", ".jsonl", ".log", ".tex")
+#: rows read to decide which columns of a blocked table look like identifiers
+MASK_SCAN_ROWS = 500
+_ID_NAME_KINDS = {"identifier", "weak-id", "birth", "postcode"}
+_NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?(?:[eE][+-]?\d+)?$")
+_LONG_DIGITS = re.compile(r"\d{6,}")
+
+
+def _value_looks_identifying(v: str) -> bool:
+    """One cell: an identifier shape (NIR, UUID, hash, e-mail, hospital number,
+    date, 6+ digits) or free text."""
+    from ecluse.sdc import detect
+
+    v = v.strip()
+    if not v:
+        return False
+    if len(v) > 40 or len(v.split()) > 3:
+        return True
+    compact = v.replace(" ", "")
+    for rx in (detect.UUID_RE, detect.HASH_RE, detect.EMAIL_RE, detect.NIR_RE,
+               detect.HOSPNUM_RE, detect.DATE_RE, detect.UK_POSTCODE_RE):
+        if rx.match(compact) or rx.match(v):
+            return True
+    return bool(_LONG_DIGITS.search(compact))
+
+
+def masked_columns(columns: list[str], rows: list[list[str]],
+                   findings: list[dict[str, Any]]) -> set[int]:
+    """Columns of a blocked table to mask: named or shaped like identifiers,
+    pointed at by a finding, or text whose values are all distinct (names, notes).
+
+    Errs on masking: a column is shown only when nothing about it looks like
+    it could single out a person.
+    """
+    try:
+        from ecluse.sdc import detect
+    except ImportError:  # pragma: no cover - without the checker, mask everything
+        return set(range(len(columns)))
+    out: set[int] = set()
+    probe = Preview(columns=columns)
+    _mark(probe, findings)
+    out |= probe.flagged_columns | {c for _, c in probe.flagged}
+    width = max([len(columns), *(len(r) for r in rows)], default=0)
+    for j in range(width):
+        name = columns[j] if j < len(columns) else ""
+        if detect.name_kind(name) in _ID_NAME_KINDS:
+            out.add(j)
+            continue
+        values = [r[j] for r in rows if j < len(r) and str(r[j]).strip()]
+        if any(_value_looks_identifying(str(v)) for v in values):
+            out.add(j)
+            continue
+        text = [v for v in values if not _NUMBER.match(str(v).strip())]
+        if len(text) >= 2 and len(set(text)) == len(text):
+            out.add(j)  # distinct words on every row: names, places, notes
+    return out
+
+
+#: a stored preview stays small: columns and characters per cell kept, and a
+#: budget for the whole preview (rows are dropped from the end to fit)
+PREVIEW_MAX_COLUMNS = 60
+PREVIEW_MAX_CELL = 120
+PREVIEW_MAX_BYTES = 512 * 1024
+
+
+def _cell(v: str) -> str:
+    return v if len(v) <= PREVIEW_MAX_CELL else v[:PREVIEW_MAX_CELL - 1] + "\u2026"
+
+
+def _table_dict(pv: Preview) -> dict[str, Any]:
+    return {
+        "kind": "table",
+        "columns": pv.columns,
+        "rows": pv.rows,
+        "flagged": sorted([r, c] for r, c in pv.flagged),
+        "flagged_columns": sorted(pv.flagged_columns),
+        "masked_columns": [],
+        "sheet": pv.sheet,
+        "truncated": pv.truncated,
+    }
+
+
+def _bounded(out: dict[str, Any]) -> dict[str, Any]:
+    """Cut a table preview to :data:`PREVIEW_MAX_COLUMNS` columns, short cells and
+    :data:`PREVIEW_MAX_BYTES` in all (it is stored, and crosses a pipe from the
+    check sandbox)."""
+    import json
+
+    width = len(out["columns"])
+    if width > PREVIEW_MAX_COLUMNS or any(len(r) > PREVIEW_MAX_COLUMNS for r in out["rows"]):
+        out["columns_truncated"] = True
+    out["columns"] = [_cell(str(c)) for c in out["columns"][:PREVIEW_MAX_COLUMNS]]
+    out["rows"] = [[_cell(str(v)) for v in r[:PREVIEW_MAX_COLUMNS]] for r in out["rows"]]
+    for key in ("masked_columns", "flagged_columns"):
+        out[key] = [c for c in out[key] if c < PREVIEW_MAX_COLUMNS]
+    out["flagged"] = [x for x in out["flagged"] if x[1] < PREVIEW_MAX_COLUMNS]
+    while out["rows"] and len(json.dumps(out)) > PREVIEW_MAX_BYTES:
+        keep = len(out["rows"]) // 2
+        out["rows"] = out["rows"][:keep]
+        out["flagged"] = [x for x in out["flagged"] if x[0] < keep]
+        out["truncated"] = True
+    return out
+
+
+def render_preview(path: Path, name: str, report: dict[str, Any], max_rows: int) -> dict[str, Any]:
+    """The preview of a checked file, as stored with it (never raises).
+
+    ``kind`` is ``table`` (columns, rows, flagged cells, masked columns),
+    ``text`` (an excerpt of a text file), ``withheld`` (a blocked file that is
+    not a table: findings only) or ``none`` (nothing to show, e.g. an image).
+    """
+    from .rules import BLOCK_SAMPLE_ROWS
+
+    verdict = str(report.get("verdict") or "review")
+    findings = [f for f in report.get("findings") or [] if isinstance(f, dict)]
+    fmt = str(report.get("format") or "")
+    blocked = verdict == "block"
+    try:
+        if blocked:
+            pv = table_preview(path, name, fmt, findings, max_rows=MASK_SCAN_ROWS)
+            if pv is None or pv.error:
+                return {"kind": "withheld",
+                        "note": "blocked: row-level or identifying content is never shown"}
+            mask = masked_columns(pv.columns, pv.rows, findings)
+            rows = [[MASK if j in mask else v for j, v in enumerate(r)]
+                    for r in pv.rows[:BLOCK_SAMPLE_ROWS]]
+            columns = [MASK if _value_looks_identifying(c) else c for c in pv.columns]
+            out = _table_dict(pv)
+            out.update(
+                rows=rows, columns=columns, masked_columns=sorted(mask),
+                flagged=[x for x in out["flagged"] if x[0] < BLOCK_SAMPLE_ROWS],
+                truncated=pv.truncated or len(pv.rows) > BLOCK_SAMPLE_ROWS,
+                note=f"blocked: a masked sample of at most {BLOCK_SAMPLE_ROWS} rows, "
+                     "identifier-like columns masked",
+            )
+            return _bounded(out)
+        pv = table_preview(path, name, fmt, findings, max_rows=max_rows)
+        if pv is not None:
+            if pv.error:
+                return {"kind": "none", "error": pv.error}
+            return _bounded(_table_dict(pv))
+        if name.lower().endswith(TEXT_SUFFIXES):
+            return {"kind": "text", "text": text_excerpt(path)}
+        return {"kind": "none"}
+    except Exception as e:  # never let a preview break a check; fail closed
+        if blocked:
+            return {"kind": "withheld",
+                    "note": "blocked: row-level or identifying content is never shown"}
+        return {"kind": "none", "error": f"cannot preview this file ({type(e).__name__})"}

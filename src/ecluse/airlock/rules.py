@@ -1,4 +1,5 @@
-"""Business rules as data: states, actions, who may act, what each emits.
+"""Business rules as data: states, actions, who may act, what each emits, and
+what of a file each may see (:data:`FILE_ACCESS`).
 
 The tables here are the single source of truth for the request life cycle;
 :mod:`ecluse.airlock.service` looks every action up in them and
@@ -123,13 +124,66 @@ DECISIONS: dict[str, Action] = {
     "reject": Action.REJECT,
 }
 
-#: per verdict: may a checker approve a file with it, and is a written reason needed
+#: per verdict: may a checker approve a file with it, and is a written reason needed.
+#: ``review`` is a file the checks could not judge (unknown format, reader error,
+#: timeout, a text file sniffed as binary): approving it is a human judgement that
+#: must be written down, like approving a ``fail``.
 VERDICT_RULES: dict[Verdict, tuple[bool, bool]] = {
     Verdict.PASS: (True, False),
-    Verdict.REVIEW: (True, False),
+    Verdict.REVIEW: (True, True),
     Verdict.FAIL: (True, True),
     Verdict.BLOCK: (False, False),
 }
+
+
+class FileView(StrEnum):
+    """What of a staged file someone may see."""
+
+    CONTENT = "content"  # the raw bytes (a download)
+    PREVIEW = "preview"  # the preview rendered once, when the file was checked
+    REPORT = "report"  # the verdict's findings
+
+
+@dataclass(frozen=True)
+class FileAccess:
+    """Who may see ``view`` of a file, in which states of its request.
+
+    ``current_version_only``: files of earlier versions (reviewed, then changed)
+    are excluded.
+    """
+
+    view: FileView
+    states: frozenset[State]
+    actors: frozenset[Actor]
+    current_version_only: bool
+    event: str
+
+
+#: states whose staged files are purged once ``purge_after_days`` have passed
+PURGEABLE_STATES: frozenset[State] = frozenset({State.WITHDRAWN, State.REJECTED})
+
+#: states in which the requester may look at the previews of their own files
+_REQUESTER_PREVIEW_STATES = frozenset(
+    {State.DRAFT, State.SUBMITTED, State.IN_REVIEW, State.CHANGES_REQUESTED, State.APPROVED}
+)
+
+#: the two-person rule on bytes: raw bytes only to the requester, once released,
+#: and only of the version that was released; checkers see previews while the
+#: request is reviewable (earlier versions included, for comparison); withdrawn
+#: and rejected requests show nothing. Anything not listed is refused.
+FILE_ACCESS: tuple[FileAccess, ...] = (
+    FileAccess(FileView.CONTENT, frozenset({State.RELEASED}), frozenset({R}), True,
+               "airlock.file.downloaded"),
+    FileAccess(FileView.PREVIEW, REVIEWABLE_STATES, frozenset({C}), False,
+               "airlock.request.viewed"),
+    FileAccess(FileView.PREVIEW, _REQUESTER_PREVIEW_STATES, frozenset({R}), False,
+               "airlock.request.viewed"),
+    FileAccess(FileView.REPORT, frozenset(State) - PURGEABLE_STATES,
+               frozenset({R, C, S}), False, "airlock.request.viewed"),
+)
+
+#: rows shown of a ``block`` file's masked sample (never its content)
+BLOCK_SAMPLE_ROWS = 20
 
 #: audit events emitted outside state changes
 EVENTS: dict[str, str] = {
@@ -137,9 +191,9 @@ EVENTS: dict[str, str] = {
     "file_add": "airlock.file.uploaded",
     "file_remove": "airlock.file.removed",
     "view": "airlock.request.viewed",
-    "file_view": "airlock.file.viewed",
     "download": "airlock.file.downloaded",
     "integrity": "airlock.file.integrity_failure",
+    "purge": "airlock.request.purged",
     "denied": "airlock.permission_denied",
 }
 
@@ -147,6 +201,11 @@ EVENTS: dict[str, str] = {
 def transitions_for(action: Action, source: State) -> list[Transition]:
     """Transitions ``action`` may take from ``source`` (empty: not allowed)."""
     return [t for t in TRANSITIONS if t.action is action and t.source is source]
+
+
+def file_access_for(view: FileView, state: State) -> list[FileAccess]:
+    """Rows of :data:`FILE_ACCESS` that allow ``view`` in ``state`` (empty: nobody)."""
+    return [a for a in FILE_ACCESS if a.view is view and state in a.states]
 
 
 def find_transition(action: Action, source: State, target: State) -> Transition | None:

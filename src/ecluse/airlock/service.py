@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,13 +23,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
 from . import db
-from .checks import check_staged
+from .checks import inspect_staged, unjudged
 from .errors import InvalidInput, InvalidTransition, NotFound, PermissionDenied, PolicyViolation
 from .models import File, HistoryEntry, Request, Review, as_utc, utcnow
 from .permissions import (
     Identity,
     ProjectLike,
     actors_for,
+    file_views,
     require_approvable,
     require_create,
     require_editable,
@@ -40,10 +41,14 @@ from .permissions import (
 from .rules import (
     DECISIONS,
     EVENTS,
+    PURGEABLE_STATES,
     REVIEWABLE_STATES,
+    VERDICT_RULES,
     Action,
     Actor,
+    FileView,
     State,
+    Verdict,
     transitions_for,
 )
 from .settings import AirlockSettings, airlock_settings
@@ -85,7 +90,7 @@ class AirlockService:
         policy_for: Callable[[str], Any],
         audit: Any | None = None,
         settings: AirlockSettings | None = None,
-        checker: Callable[[Path, str, Any, Path], dict[str, Any]] = check_staged,
+        checker: Callable[..., dict[str, Any]] = inspect_staged,
         read_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
@@ -106,14 +111,20 @@ class AirlockService:
     ) -> AirlockService:
         """Build the service of a deployment and bring its database to the latest schema.
 
-        ``process_checks``: run disclosure checks in a process pool (the web service).
+        ``process_checks``: run disclosure checks away from the calling thread (the web
+        service): in a one-shot sandbox per file (``check_runner: sandbox``, the default)
+        or in a process pool (``process``).
         """
         from ..audit import AuditLog
         from .checks import ProcessChecker
 
         conf = airlock_settings(settings)
-        checker: Any = check_staged
-        if process_checks and conf.check_processes:
+        checker: Any = inspect_staged
+        if process_checks and conf.check_runner == "sandbox":
+            from .checkbox import SandboxChecker
+
+            checker = SandboxChecker(settings, conf)
+        elif process_checks and conf.check_processes:
             checker = ProcessChecker(conf.check_processes, conf.check_timeout)
         url = conf.resolved_database_url(settings.state_dir)
         engine = db.make_engine(url)
@@ -285,6 +296,8 @@ class AirlockService:
         q = select(Request).order_by(Request.updated_at.desc()).limit(max(1, min(limit, 1000)))
         if scope == "mine":
             q = q.where(Request.requester == user.name)
+            if user.projects is not None:  # a token lists its own project's requests only
+                q = q.where(Request.project.in_(sorted(user.projects)))
         elif scope == "project":
             projects = sorted(p for p in self.projects if user.is_member(p))
             q = q.where(Request.project.in_(projects))
@@ -324,7 +337,9 @@ class AirlockService:
             actors = require_view(user, req, self._project(req.project))
             data = self._detail(req, user, actors)
         if record_view and Actor.CHECKER in actors and user.name != req.requester:
-            self._audit(EVENTS["view"], user, req, version=req.version)
+            shown = [f["id"] for f in [*data["files"], *sum(data["versions"].values(), [])]
+                     if "preview" in f]
+            self._audit(EVENTS["view"], user, req, version=req.version, previews=shown)
         return data
 
     # ------------------------------------------------------------ files
@@ -374,14 +389,15 @@ class AirlockService:
         name = clean_filename(filename)
         with self.sessions() as s:
             project = self._load(s, request_id).project
-        report = self.checker(
-            self.staging.path_for(sha256), name, self.policy_for(project), self.staging.tmp
-        )
+        report, preview = self._inspect(sha256, name, project)
         with self._guard(user, "add_file", request_id), self._tx() as s:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
             self._check_room(s, req, name)
+            if not self.staging.exists(sha256):  # purged while it was being checked
+                raise NotFound(f"the staged copy of {name} is gone; upload it again",
+                               log_message=f"object {sha256} vanished before attach")
             old = s.scalars(
                 select(File).where(
                     File.request_id == req.id, File.version == req.version, File.name == name
@@ -393,18 +409,36 @@ class AirlockService:
             f = File(
                 request_id=req.id, version=req.version, name=name, sha256=sha256, size=size,
                 verdict=report["verdict"], format=str(report.get("format") or "")[:32],
-                report=json.dumps(report, default=str), uploaded_by=user.name,
+                report=json.dumps(report, default=str),
+                preview=json.dumps(preview, default=str), uploaded_by=user.name,
                 created_at=utcnow(),
             )
             s.add(f)
             req.updated_at = utcnow()
             s.flush()
-            out = self._file(f)
+            out = self._file(f, file_views(user, req, self._project(req.project), f.version))
             self._later(
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
                 sha256=sha256, size=size, verdict=report["verdict"], replaced=old is not None,
             )
         return out
+
+    def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict]:
+        """Check a staged object and render its preview, once (fail closed: ``review``)."""
+        try:
+            result = self.checker(self.staging.path_for(sha256), name, self.policy_for(project),
+                                  self.staging.tmp, self.settings.preview_rows)
+        except Exception as e:
+            log.exception("inspection of %s failed", name)
+            result = unjudged(f"automatic check failed ({type(e).__name__}); review by hand")
+        report = result.get("report") if isinstance(result, dict) else None
+        preview = result.get("preview") if isinstance(result, dict) else None
+        if not isinstance(report, dict) or report.get("verdict") not in set(Verdict):
+            result = unjudged("automatic check gave no usable report; review by hand")
+            report, preview = result["report"], result["preview"]
+        if not isinstance(preview, dict):
+            preview = {"kind": "none"}
+        return report, preview
 
     def remove_file(self, user: Identity, request_id: str, filename: Any) -> None:
         name = clean_filename(filename)
@@ -426,9 +460,10 @@ class AirlockService:
                         sha256=sha)
 
     def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
-        """Bytes of one file: the requester downloads it once released, a checker reviews it.
+        """Bytes of one file: only the requester, once released, of the released version.
 
-        Released files are re-hashed before they leave.
+        Checkers never get bytes (they review the stored previews). Released
+        files are re-hashed before they leave.
         """
         with self._guard(user, "read_file", request_id), self.sessions() as s:
             req = self._load(s, request_id)
@@ -436,27 +471,12 @@ class AirlockService:
             f = s.get(File, file_id) if isinstance(file_id, int) else None
             if f is None or f.request_id != req.id:
                 raise NotFound(f"request {req.id} has no file {file_id}")
-            purpose = require_file_content(user, req, self._project(req.project))
+            purpose = require_file_content(user, req, self._project(req.project), f.version)
             name, sha, size, version = f.name, f.sha256, f.size, f.version
-        if purpose == "download":
-            self._verify_or_audit(user, req, name, sha)
-        event = EVENTS["download"] if purpose == "download" else EVENTS["file_view"]
-        self._audit(event, user, req, version=version, file=name, sha256=sha, size=size)
+        self._verify_or_audit(user, req, name, sha)
+        self._audit(EVENTS["download"], user, req, version=version, file=name, sha256=sha,
+                    size=size)
         return FileContent(name, sha, size, purpose, self.staging.iter_bytes(sha))
-
-    def staged_path(self, user: Identity, request_id: str, file_id: int) -> tuple[Path, dict]:
-        """Path and stored report of a file, for a checker's server-side preview."""
-        with self.sessions() as s:
-            req = self._load(s, request_id)
-            require_view(user, req, self._project(req.project))
-            f = s.get(File, file_id)
-            if f is None or f.request_id != req.id:
-                raise NotFound(f"request {req.id} has no file {file_id}")
-            require_file_content(user, req, self._project(req.project))
-            info = self._file(f)
-        self._audit(EVENTS["file_view"], user, req, version=info["version"], file=info["name"],
-                    sha256=info["sha256"], preview=True)
-        return self.staging.path_for(info["sha256"]), info
 
     def _verify_or_audit(self, user: Identity, req: Request, name: str, sha: str) -> None:
         try:
@@ -574,6 +594,23 @@ class AirlockService:
             )
         return self.get_request(user, request_id, record_view=False)
 
+    @staticmethod
+    def _release_record(req: Request, files: list[File]) -> list[dict[str, Any]]:
+        """Per released file: its verdict and every approver's written reason (the
+        release record of the audit log, SATRE 3.3.09)."""
+        approvals = [r for r in req.current_reviews() if r.decision == "approve"]
+        return [
+            {
+                "file": f.name, "sha256": f.sha256, "verdict": f.verdict,
+                "approved_by": [r.reviewer for r in approvals],
+                "override_reasons": {
+                    r.reviewer: r.overrides_dict()[f.name]
+                    for r in approvals if r.overrides_dict().get(f.name)
+                },
+            }
+            for f in files
+        ]
+
     def _new_version(self, s: Session, req: Request, files: list[File]) -> None:
         """Open version N+1 with the same files; version N stays as it was reviewed."""
         req.version += 1
@@ -582,7 +619,7 @@ class AirlockService:
                 File(
                     request_id=req.id, version=req.version, name=f.name, sha256=f.sha256,
                     size=f.size, verdict=f.verdict, format=f.format, report=f.report,
-                    uploaded_by=f.uploaded_by, created_at=f.created_at,
+                    preview=f.preview, uploaded_by=f.uploaded_by, created_at=f.created_at,
                 )
             )
 
@@ -602,8 +639,112 @@ class AirlockService:
             req.updated_at = req.released_at = utcnow()
             self._history(s, req, user, Action.RELEASE.value, before, comment)
             self._later(s, t.event, user, req, version=req.version, from_state=before,
-                        to_state=req.state, sha256=[f.sha256 for f in files], comment=comment)
+                        to_state=req.state, sha256=[f.sha256 for f in files], comment=comment,
+                        files=self._release_record(req, files))
         return self.get_request(user, request_id, record_view=False)
+
+    # ------------------------------------------------------------ previews
+
+    def render_missing_previews(self) -> int:
+        """Render, once, the previews of files staged before previews were stored
+        (schema 0001) whose request is still open; returns how many were stored.
+
+        The verdict and report recorded at upload stay as they were; only the
+        preview is added. Files whose staged copy is gone are skipped.
+        """
+        open_states = [st.value for st in State if st not in PURGEABLE_STATES
+                       and st is not State.RELEASED]
+        with self.sessions() as s:
+            todo = [
+                (f.id, f.sha256, f.name, f.request.project)
+                for f in s.scalars(
+                    select(File).join(Request, File.request_id == Request.id).where(
+                        File.preview.is_(None), Request.state.in_(open_states))
+                ).all()
+            ]
+        done = 0
+        for fid, sha, name, project in todo:
+            if not self.staging.exists(sha):
+                continue
+            _, preview = self._inspect(sha, name, project)
+            with self._write_sessions() as s, s.begin():
+                f = s.get(File, fid)
+                if f is not None and f.preview is None:
+                    f.preview = json.dumps(preview, default=str)
+                    done += 1
+        if done:
+            log.info("rendered %d missing preview(s)", done)
+        return done
+
+    # ------------------------------------------------------------ purge
+
+    def purge(self, *, actor: str = "airlock", now: datetime | None = None,
+              dry_run: bool = False) -> list[dict[str, Any]]:
+        """Delete the staged files of requests withdrawn or rejected more than
+        ``purge_after_days`` ago; audit each request (``airlock.request.purged``).
+
+        An object shared with a request that is not purged (identical bytes
+        exported again) is kept. The audit record is written before anything is
+        deleted, inside the transaction that marks the request purged and drops
+        its previews. Returns what was (or, with ``dry_run``, would be) purged.
+        """
+        now = now or utcnow()
+        cutoff = now - timedelta(days=self.settings.purge_after_days)
+        system = Identity(name=actor)
+        if dry_run:
+            with self.sessions() as s:
+                return [plan for _, plan in self._purge_plan(s, cutoff)]
+        done: list[dict[str, Any]] = []
+        with self._tx() as s:
+            plans = self._purge_plan(s, cutoff, lock=True)
+            for req, plan in plans:
+                req.purged_at = now
+                for f in req.files:
+                    f.preview = None
+                self._history(s, req, system, "purge", req.state,
+                              f"staged files purged after {self.settings.purge_after_days:g} days")
+                s.flush()
+                # recorded before the deletion: nothing disappears without its record
+                self._audit(EVENTS["purge"], system, req, state=req.state,
+                            closed_at=_iso(req.updated_at),
+                            retention_days=self.settings.purge_after_days,
+                            deleted=plan["deleted"], kept_shared=plan["kept_shared"])
+                for sha in plan["deleted"]:
+                    self.staging.delete(sha)
+                done.append(plan)
+        return done
+
+    def _purge_plan(self, s: Session, cutoff: datetime,
+                    lock: bool = False) -> list[tuple[Request, dict[str, Any]]]:
+        q = select(Request).where(
+            Request.state.in_([st.value for st in PURGEABLE_STATES]),
+            Request.purged_at.is_(None),
+            Request.updated_at <= cutoff,
+        ).options(selectinload(Request.files)).order_by(Request.updated_at)
+        if lock:
+            q = q.with_for_update()
+        due = list(s.scalars(q).all())
+        if not due:
+            return []
+        ids = [r.id for r in due]
+        shas = {f.sha256 for r in due for f in r.files}
+        needed = set(s.scalars(
+            select(File.sha256).join(Request, File.request_id == Request.id).where(
+                File.sha256.in_(shas), Request.id.not_in(ids), Request.purged_at.is_(None),
+            )
+        ).all())
+        plans = []
+        deleting: set[str] = set()
+        for r in due:
+            mine = sorted({f.sha256 for f in r.files})
+            deleted = [x for x in mine if x not in needed and x not in deleting]
+            deleting.update(deleted)
+            plans.append((r, {
+                "request_id": r.id, "project": r.project, "state": r.state,
+                "closed_at": _iso(r.updated_at), "deleted": deleted,
+                "kept_shared": [x for x in mine if x in needed],
+            }))
+        return plans
 
     # ------------------------------------------------------------ views
 
@@ -624,9 +765,9 @@ class AirlockService:
             "released_at": _iso(r.released_at),
         }
 
-    def _file(self, f: File) -> dict[str, Any]:
-        report = f.report_dict()
-        return {
+    def _file(self, f: File, views: set[FileView]) -> dict[str, Any]:
+        """A file as ``views`` allow: the report and the preview only when listed."""
+        out: dict[str, Any] = {
             "id": f.id,
             "name": f.name,
             "version": f.version,
@@ -634,20 +775,31 @@ class AirlockService:
             "size": f.size,
             "verdict": f.verdict,
             "format": f.format,
-            "findings": report.get("findings", []),
-            "report": report,
+            "needs_override_reason": _needs_reason(f.verdict),
+            "downloadable": FileView.CONTENT in views,
             "uploaded_by": f.uploaded_by,
             "created_at": as_utc(f.created_at).isoformat(),
         }
+        if FileView.REPORT in views:
+            report = f.report_dict()
+            out["findings"] = report.get("findings", [])
+            out["report"] = report
+        if FileView.PREVIEW in views:
+            out["preview"] = f.preview_dict()
+        return out
 
     def _detail(self, r: Request, user: Identity, actors: set[Actor]) -> dict[str, Any]:
         data = self._summary(r)
         data["justification"] = r.justification
-        data["files"] = [self._file(f) for f in r.current_files()]
+        project = self._project(r.project)
+        data["files"] = [self._file(f, file_views(user, r, project, f.version))
+                         for f in r.current_files()]
         data["versions"] = {
-            str(v): [self._file(f) for f in r.files if f.version == v]
+            str(v): [self._file(f, file_views(user, r, project, f.version))
+                     for f in r.files if f.version == v]
             for v in range(1, r.version)
         }
+        data["purged_at"] = _iso(r.purged_at)
         data["reviews"] = [
             {
                 "reviewer": v.reviewer, "version": v.version, "decision": v.decision,
@@ -681,6 +833,13 @@ class AirlockService:
                             continue
                     out.append(action.value)
         return out
+
+
+def _needs_reason(verdict: str) -> bool:
+    try:
+        return VERDICT_RULES[Verdict(verdict)][1]
+    except ValueError:
+        return True
 
 
 def _iso(value: Any) -> str | None:

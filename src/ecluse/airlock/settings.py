@@ -8,9 +8,9 @@ service reads ``getattr(settings, "airlock", AirlockSettings())``:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..hubservice import settings_section
 
@@ -44,7 +44,9 @@ class AirlockSettings(BaseModel):
         20000, ge=100, description="Longest justification, comment or override reason."
     )
     preview_rows: int = Field(
-        200, ge=1, le=5000, description="Rows of a table shown in the checker's preview."
+        200, ge=1, le=5000,
+        description="Rows of a table kept in the checker's preview (rendered once, when the "
+        "file is checked; a blocked file shows at most 20, masked).",
     )
     checker_group: str = Field(
         "output-checkers", description="Hub group whose members are output checkers."
@@ -60,9 +62,50 @@ class AirlockSettings(BaseModel):
     check_timeout: float = Field(
         300.0, gt=0, description="Seconds one file's disclosure check may take (then: review)."
     )
+    check_runner: Literal["sandbox", "process"] = Field(
+        "sandbox",
+        description="Where the service runs disclosure checks and renders previews: "
+        "`sandbox` (a one-shot sandbox per file through ecluse.sandbox: unprivileged, no "
+        "network, no datasets, limits) or `process` (worker processes of the service; "
+        "development only).",
+    )
+    check_user: str = Field(
+        "ecluse-check", pattern=r"^[a-z_][a-z0-9_.-]{0,63}$",
+        description="User name inside a check sandbox.",
+    )
+    check_uid: int = Field(
+        64900, ge=1000,
+        description="uid running checks in a sandbox: no LDAP user and no service may use it.",
+    )
+    check_gid: int = Field(
+        64900, ge=1000, description="gid of the check sandbox (and of the file copy it reads)."
+    )
+    check_cpu: float = Field(1.0, gt=0, le=64, description="CPU cores of one check sandbox.")
+    check_memory: int = Field(
+        2 * 1024**3, ge=64 * 1024**2,
+        description="Memory limit of one check sandbox in bytes, or with a unit (e.g. 2G); "
+        "over it the file goes to review.",
+    )
+    purge_after_days: float = Field(
+        30.0, gt=0,
+        description="Days after which the staged files of withdrawn and rejected requests "
+        "are deleted (audited as airlock.request.purged).",
+    )
+    purge_interval_seconds: float = Field(
+        3600.0, ge=0,
+        description="How often the running service purges (0: never; then run "
+        "`ecluse airlock purge` from cron).",
+    )
     group_cache_seconds: float = Field(
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
     )
+
+    @field_validator("check_memory", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        from ..config import parse_size
+
+        return parse_size(v)
 
     def resolved_storage_dir(self, state_dir: Path) -> Path:
         return Path(self.storage_dir) if self.storage_dir else Path(state_dir) / "airlock"

@@ -124,6 +124,15 @@ class Staging:
             while block := fh.read(chunk):
                 yield block
 
+    def delete(self, sha256: str) -> bool:
+        """Remove a staged object (purge); ``False`` when it was already gone."""
+        path = self.path_for(sha256)
+        try:
+            path.unlink()  # folders stay: an upload may be renaming into them
+        except FileNotFoundError:
+            return False
+        return True
+
     def hash_of(self, sha256: str) -> str:
         h = hashlib.sha256()
         for block in self.iter_bytes(sha256):

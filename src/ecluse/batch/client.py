@@ -89,6 +89,9 @@ class BatchClient:
     def files(self, run_id: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/runs/{run_id}/files")["files"]
 
+    def share(self, run_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/runs/{run_id}/share")
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._call("POST", f"/runs/{run_id}/cancel", timeout=self.timeout + 60)
 

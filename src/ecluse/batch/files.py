@@ -1,7 +1,7 @@
 """Root-side file operations in ``/project/batch/<run-id>/`` that never follow a link.
 
 The service runs as root on the hub host, but ``/project`` is writable by
-every project member (and by the notebook being run): any entry there may be
+every project member (and a run folder by the notebook being run): any entry there may be
 swapped for a symbolic link, a FIFO or a hard link while a run is going. So
 every operation here starts from a directory file descriptor opened with
 ``O_NOFOLLOW`` component by component, opens files with ``O_NOFOLLOW |
@@ -22,6 +22,7 @@ from pathlib import Path
 from .errors import BatchError
 
 BATCH_DIR = "batch"
+RUN_DIR_MODE = 0o2750
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -67,11 +68,15 @@ def open_batch_dir(shared: Path, project_gid: int, *, create: bool) -> int:
 
 
 def create_run_dir(batch_fd: int, run_id: str, uid: int, gid: int) -> int:
-    """A new ``batch/<run-id>`` owned by the run's identity, group the project, ``2770``."""
+    """A new ``batch/<run-id>`` owned by the run's identity, group the project, ``2750``.
+
+    Members of the project read the run's outputs; only the run's identity
+    writes there (other members cannot add, replace or remove its files).
+    """
     os.mkdir(run_id, 0o700, dir_fd=batch_fd)  # FileExistsError: never reuse a folder
     fd = _open_dir(run_id, batch_fd)
     os.fchown(fd, uid, gid)
-    os.fchmod(fd, 0o2770)
+    os.fchmod(fd, RUN_DIR_MODE)
     return fd
 
 

@@ -5,9 +5,12 @@ Called from the hub configuration (``ecluse.hubconfig``)::
     c.JupyterHub.services.append(batch_service_spec(settings))
     c.JupyterHub.load_roles.extend(batch_roles())
 
-Only the ``staff`` hub group (LDAP ``ecluse-staff``) gets
-``access:services!service=batch``; the service checks the staff group again
-itself. The service's own token may read users' groups (like the airlock's).
+Every signed-in user reaches the service (:data:`USER_SCOPES`, in the hub's
+``user`` role), because a project member shares a run's log and files with
+staff (``POST /runs/<id>/share``) and may read them; everything else —
+submit, list, show, cancel, export — needs the ``staff`` hub group (LDAP
+``ecluse-staff``), checked by the service itself. The service's own token
+may read users' groups (like the airlock's).
 The service is API-only: clients send hub API tokens, there is no browser UI
 and no OAuth login.
 """
@@ -21,6 +24,9 @@ from .settings import batch_settings
 
 SERVICE_NAME = "batch"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
+
+#: extra scopes of the hub's ``user`` role: reach the service (members share and read)
+USER_SCOPES = [ACCESS_SCOPE]
 
 #: what a staff member's token needs for the batch service
 STAFF_SCOPES = [ACCESS_SCOPE, "read:users:groups!user"]

@@ -44,30 +44,35 @@ class _Recorder:
 
 def directory_resolver(settings: Any) -> Callable[[str, str], RunIdentity]:
     """Resolve (project, username) to a :class:`RunIdentity` from LDAP, failing closed."""
-    from ..directory import Directory, DirectoryError, DirectoryUnavailable
-    from ..roles import hub_groups_for
+    from ..directory import (
+        DirectoryError,
+        DirectoryUnavailable,
+        MembershipResolver,
+        NoProjectGid,
+        NotAMember,
+    )
+
+    resolver = MembershipResolver(settings)
 
     def resolve(project: str, username: str) -> RunIdentity:
-        p = settings.projects[project]
         try:
-            user = Directory(settings.ldap).lookup(username)
+            m = resolver.require(username, project)
         except DirectoryUnavailable as e:
             raise Unavailable(
                 "project membership cannot be verified right now (the directory is "
                 "unavailable); try again shortly", log_message=f"lookup {username}: {e}"
             ) from None
-        except DirectoryError as e:
-            raise PermissionDenied(f"{username} is not a valid directory user",
-                                   log_message=f"lookup {username}: {e.reason}") from None
-        projects, _ = hub_groups_for(user.groups, settings)
-        if project not in projects:
+        except NotAMember:
             raise PermissionDenied(
                 f"{username} is not a member of project {project} in the directory: a run "
                 "executes as a current project member (--as-user)"
-            )
-        gid = user.group_gids.get(p.ldap_group) or p.gid
-        if not gid:
-            raise PermissionDenied(f"project {project} has no group number in the directory")
-        return RunIdentity(username, user.uid_number, user.gid_number, int(gid))
+            ) from None
+        except NoProjectGid:
+            raise PermissionDenied(
+                f"project {project} has no group number in the directory") from None
+        except DirectoryError as e:
+            raise PermissionDenied(f"{username} is not a valid directory user",
+                                   log_message=f"lookup {username}: {e.reason}") from None
+        return RunIdentity(username, m.user.uid_number, m.user.gid_number, m.project_gid)
 
     return resolve

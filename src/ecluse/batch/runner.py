@@ -5,20 +5,25 @@
 
 1. its identity is resolved again in the directory (fail closed);
 2. ``/project/batch/<run-id>/`` is created (owner: the run identity, group:
-   the project) with ``input.ipynb`` and ``parameters.json``;
+   the project), empty: the inputs stay in the run record store
+   (:mod:`.records`), mounted read-only at ``/batch-input``;
 3. the sandbox runs :data:`~ecluse.batch.driver.DRIVER` (papermill) there,
-   with no network; progress is read from ``progress.json`` while it runs;
+   with no network and the inputs' sha256 to check; progress is read from
+   ``progress.json`` while it runs;
 4. cancel and timeout stop the sandbox (SIGTERM, grace, SIGKILL, removed);
-5. ``log.txt`` is written back, the status and the audit event recorded.
+5. the executed notebook and the sandbox's own output are kept in the record
+   store, the status and the audit event (with the output's sha256) recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -28,13 +33,14 @@ from . import files as fs
 from .driver import driver_command
 from .errors import BatchError
 from .identity import RunIdentity
+from .records import parameters_bytes
 from .runs import (
-    INPUT_NOTEBOOK,
-    LOG,
+    INPUT_MOUNT,
     OUTCOMES,
-    PARAMETERS,
+    OUTPUT_NOTEBOOK,
     PROGRESS,
     RESULT,
+    SANDBOX_LOG,
     Status,
     run_dict,
     runs_table,
@@ -42,6 +48,11 @@ from .runs import (
 )
 
 log = logging.getLogger("ecluse.batch")
+
+#: an error class as staff may see it (its message is project data)
+ENAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,199}$")
+#: bytes of the sandbox's own output kept in the record store (the driver's errors)
+MAX_KEPT = 1024 * 1024
 
 
 class QueueRunner:
@@ -52,7 +63,7 @@ class QueueRunner:
     conf: Any
     engine: Any
     backend: Any
-    spool: Any
+    records: Any
     _airlock: Any
     _active: dict[str, asyncio.Task]
     _cancel: dict[str, asyncio.Event]
@@ -171,27 +182,28 @@ class QueueRunner:
 
         project = self._project(run["project"], who)
         self.backend.prepare_project_dirs(project, UserIdentity(who.name, who.uid, who.gid))
+        if not self.records.inputs(run["id"]).is_dir():
+            raise BatchError("the run's inputs are missing from the record store",
+                             log_message=f"{self.records.inputs(run['id'])} is missing")
         bfd = fs.open_batch_dir(self.shared_dir(run["project"]), who.project_gid, create=True)
         try:
-            fd = fs.create_run_dir(bfd, run["id"], who.uid, who.project_gid)
+            return fs.create_run_dir(bfd, run["id"], who.uid, who.project_gid)
         finally:
             os.close(bfd)
-        data = (self.spool / f"{run['id']}.ipynb").read_bytes()
-        fs.write_file(fd, INPUT_NOTEBOOK, data, who.uid, who.project_gid)
-        params = json.dumps(run["parameters"], indent=1, ensure_ascii=False).encode()
-        fs.write_file(fd, PARAMETERS, params, who.uid, who.project_gid)
-        return fd
 
     def _project(self, slug: str, who: RunIdentity) -> Any:
         return self.settings.projects[slug].model_copy(update={"gid": who.project_gid})
 
     def _spec(self, run: dict[str, Any], who: RunIdentity) -> Any:
-        from ..sandbox import SandboxSpec, UserIdentity
+        from ..sandbox import Mount, SandboxSpec, UserIdentity
 
+        params_sha = hashlib.sha256(parameters_bytes(run["parameters"])).hexdigest()
         return SandboxSpec(
             project=self._project(run["project"], who),
             user=UserIdentity(who.name, who.uid, who.gid),
-            command=driver_command(self.settings.sandbox.python_env, self.conf.kernel_name),
+            command=driver_command(self.settings.sandbox.python_env, self.conf.kernel_name,
+                                   run["notebook_sha256"], params_sha),
+            extra_mounts=[Mount(self.records.inputs(run["id"]), INPUT_MOUNT, True)],
             env={
                 "PYTHONNOUSERSITE": "1",
                 "PYTHONUNBUFFERED": "1",
@@ -242,16 +254,20 @@ class QueueRunner:
             return {**outcome, "status": stopped,
                     "error": f"timed out after {float(run['timeout']):g} s"}
         result = await asyncio.to_thread(self._result, run_fd)
+        if result.get("status") == "refused" and status == 5:
+            return {**outcome, "status": Status.FAILED,
+                    "error": f"refused: {result['input']} differs from the submitted one "
+                    "(sha256)"}
         if status == 0 and result.get("status") == "succeeded":
             return {**outcome, "status": Status.SUCCEEDED, "error": None}
         if state.get("oom_killed"):
             return {**outcome, "status": Status.FAILED,
                     "error": "killed: the project's memory limit was exceeded"}
         if result.get("status") == "failed":
-            ename, evalue = result.get("ename"), result.get("evalue")
-            where = result.get("cell_index")
-            return {**outcome, "status": Status.FAILED, "failed_cell": where,
-                    "error": f"{ename}: {evalue}" if evalue else str(ename)}
+            # the error class only: its message is the notebook's output (project data,
+            # in result.json and log.txt of the run folder)
+            return {**outcome, "status": Status.FAILED, "failed_cell": result.get("cell_index"),
+                    "error": result.get("ename") or "error"}
         return {**outcome, "status": Status.FAILED,
                 "error": f"papermill exited with status {status}"}
 
@@ -270,13 +286,15 @@ class QueueRunner:
         if not isinstance(data, dict):
             return {}
         cell = data.get("cell_index")
+        ename = data.get("ename")
         return {
-            "status": data.get("status") if data.get("status") in ("succeeded", "failed")
-            else None,
+            "status": data.get("status")
+            if data.get("status") in ("succeeded", "failed", "refused") else None,
             "cell_index": cell if isinstance(cell, int) and not isinstance(cell, bool)
             else None,
-            "ename": str(data.get("ename") or "")[:200],
-            "evalue": str(data.get("evalue") or "")[:2000],
+            "ename": ename if isinstance(ename, str) and ENAME_RE.match(ename) else None,
+            "input": data.get("input") if data.get("input") in ("input.ipynb", "parameters.json")
+            else "an input",
         }
 
     @staticmethod
@@ -300,17 +318,24 @@ class QueueRunner:
         status: Status = outcome["status"]
 
         def write_back() -> None:
-            if run_fd is not None and who is not None and outcome.get("log") is not None:
-                with contextlib.suppress(OSError, BatchError):
-                    fs.write_file(run_fd, LOG, outcome["log"].encode(), who.uid,
-                                  who.project_gid)
+            output_sha = None
+            if outcome.get("log") is not None:
+                with contextlib.suppress(OSError):
+                    self.records.keep(rid, SANDBOX_LOG,
+                                      [outcome["log"].encode(errors="replace")[-MAX_KEPT:]])
             if run_fd is not None:
+                try:  # the executed notebook, kept with the audit record
+                    output_sha = self.records.keep(rid, OUTPUT_NOTEBOOK,
+                                                   fs.iter_file(run_fd, OUTPUT_NOTEBOOK))
+                except FileNotFoundError:
+                    pass
+                except (OSError, BatchError) as e:
+                    log.warning("run %s: output notebook not kept: %s", rid, e)
                 os.close(run_fd)
-            with contextlib.suppress(FileNotFoundError):
-                (self.spool / f"{rid}.ipynb").unlink()
             self._set(rid, expect=[Status.RUNNING], status=status.value, finished_at=utcnow(),
                       exit_code=outcome.get("exit_code"), failed_cell=outcome.get("failed_cell"),
-                      error=(outcome.get("error") or None) and str(outcome["error"])[:4000])
+                      error=(outcome.get("error") or None) and str(outcome["error"])[:4000],
+                      output_sha256=output_sha)
             final = self._load(rid)
             self._record("finish", run["submitted_by"], run["project"],
                          outcome=OUTCOMES[Status(final["status"])],
@@ -322,8 +347,7 @@ class QueueRunner:
             log.exception("run %s: could not record its end", rid)
         log.info("run %s %s", rid, status.value)
 
-    @staticmethod
-    def _finish_details(run: dict[str, Any]) -> dict[str, Any]:
+    def _finish_details(self, run: dict[str, Any]) -> dict[str, Any]:
         return {
             "run_id": run["id"], "status": run["status"], "notebook": run["notebook"],
             "notebook_sha256": run["notebook_sha256"], "parameters": run["parameters"],
@@ -332,6 +356,8 @@ class QueueRunner:
             "error": run["error"], "cancelled_by": run["cancelled_by"],
             "cells_done": run["progress"]["cells_done"],
             "cells_total": run["progress"]["cells_total"],
+            "exit_code": run["exit_code"], "output_sha256": run.get("output_sha256"),
+            "record": str(self.records.run_dir(run["id"])),
         }
 
     async def close(self) -> None:

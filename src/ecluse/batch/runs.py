@@ -48,6 +48,8 @@ EVENTS: dict[str, str] = {
     "finish": "batch.finish",
     "cancel": "batch.cancel",
     "export": "batch.export",
+    "share": "batch.share",
+    "read": "batch.read",
     "denied": "batch.denied",
 }
 
@@ -59,10 +61,18 @@ OUTCOMES: dict[Status, str] = {
     Status.TIMED_OUT: "timeout",
 }
 
-#: files the service writes in /project/batch/<run-id>/ (not outputs of the notebook)
+#: the run's inputs: written by the service into the run record store
+#: (``<state_dir>/batch-records/<run-id>/input/``, root-owned), mounted read-only
+#: at INPUT_MOUNT in the sandbox; never in the project folder
 INPUT_NOTEBOOK = "input.ipynb"
-OUTPUT_NOTEBOOK = "output.ipynb"
 PARAMETERS = "parameters.json"
+INPUT_DIR = "input"
+INPUT_MOUNT = "/batch-input"
+#: what the record store keeps after the run (root only): the executed notebook
+#: and what the sandbox printed outside the project log (the driver's own errors)
+SANDBOX_LOG = "sandbox.log"
+#: files the driver writes in /project/batch/<run-id>/ (not outputs of the notebook)
+OUTPUT_NOTEBOOK = "output.ipynb"
 LOG = "log.txt"
 PROGRESS = "progress.json"
 RESULT = "result.json"
@@ -92,7 +102,13 @@ runs_table = Table(
     Column("error", Text),
     Column("sandbox_id", String(40)),
     Column("cancelled_by", String(128)),
+    Column("output_sha256", String(64)),
+    Column("shared_by", String(128)),
+    Column("shared_at", String(40)),
 )
+
+#: columns added after the first release: added to an existing table at start
+_ADDED_COLUMNS = ("output_sha256", "shared_by", "shared_at")
 
 
 def utcnow() -> str:
@@ -105,7 +121,21 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         sqlite_pragmas(engine, "journal_mode=WAL", "busy_timeout=10000")
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Queues created by an earlier version lack the newer (nullable) columns."""
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(engine).get_columns(runs_table.name)}
+    with engine.begin() as c:
+        for name in _ADDED_COLUMNS:
+            if name not in present:
+                col = runs_table.c[name]
+                c.execute(text(f"ALTER TABLE {runs_table.name} ADD COLUMN {name} "
+                               f"{col.type.compile(engine.dialect)}"))
 
 
 def run_dict(row: Any) -> dict[str, Any]:
@@ -120,5 +150,6 @@ def run_dict(row: Any) -> dict[str, Any]:
         "fraction": round(done / total, 4) if total else 0.0,
     }
     m["output_dir"] = f"/project/batch/{m['id']}"
+    m["shared"] = m.get("shared_by") is not None
     m["final"] = Status(m["status"]) in FINAL
     return m

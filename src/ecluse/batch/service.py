@@ -10,13 +10,18 @@ Runs are queued in the database and started in submission order by
 ``BatchSettings.concurrency`` are running. Each run is one one-shot sandbox
 of the project (``Sandbox.launch(one_shot=True)``: same isolation as a
 workspace, no network at all) running papermill as the run's identity.
+
+A run's inputs and its executed notebook are kept in the run record store
+(:mod:`.records`), root only. Its log and output files are project data:
+staff see a run's status, exit code and error class; reading its log or its
+files needs membership of the project, or a member's share
+(:meth:`BatchService.share`), and every read is audited (``batch.read``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +44,7 @@ from .errors import (
     Unavailable,
 )
 from .identity import Identity, RunIdentity, _Recorder, directory_resolver
+from .records import ROOT_NAME, RecordStore
 from .runner import QueueRunner
 from .runs import (
     BOOKKEEPING,
@@ -87,8 +93,7 @@ class BatchService(QueueRunner):
         self.resolve_identity = resolve_identity or directory_resolver(settings)
         self._airlock_factory = airlock_factory
         self._airlock: Any = None
-        self.spool = Path(settings.state_dir) / "batch-spool"
-        self.spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.records = RecordStore(Path(settings.state_dir) / ROOT_NAME)
         self._active: dict[str, asyncio.Task] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -224,9 +229,8 @@ class BatchService(QueueRunner):
             self._record("denied", user.name, project, outcome="denied", action="submit",
                          run_as=run_as, reason=str(e))
             raise
-        sha = hashlib.sha256(data).hexdigest()
         run_id = "br-" + secrets.token_hex(6)
-        (self.spool / f"{run_id}.ipynb").write_bytes(data)
+        sha, params_sha = self.records.store_inputs(run_id, data, params)
         with self.engine.begin() as c:
             c.execute(runs_table.insert().values(
                 id=run_id, project=project, notebook=name, notebook_sha256=sha,
@@ -235,8 +239,9 @@ class BatchService(QueueRunner):
                 cells_done=0, cells_total=0,
             ))
         self._record("submit", user.name, project, run_id=run_id, notebook=name,
-                     notebook_sha256=sha, parameters=params, run_as=run_as,
-                     timeout=float(timeout))
+                     notebook_sha256=sha, parameters=params, parameters_sha256=params_sha,
+                     run_as=run_as, timeout=float(timeout),
+                     record=str(self.records.run_dir(run_id)))
         self._wake_up()
         return self._load(run_id)
 
@@ -259,17 +264,37 @@ class BatchService(QueueRunner):
         self.require_staff(user, "read")
         return self._load(run_id)
 
-    async def logs(self, user: Identity, run_id: Any) -> str:
-        """The run's output so far (running), or ``log.txt`` of its folder (finished)."""
-        await asyncio.to_thread(self.require_staff, user, "read")
-        run = await asyncio.to_thread(self._load, run_id)
-        state = self._states.get(run["id"])
-        if state is not None and not state.get("released"):
-            out, err = await self.backend.read_logs(state)
-            return out + err
-        if run["status"] == Status.QUEUED:
-            return ""
-        return await asyncio.to_thread(self._read_log_file, run)
+    # ------------------------------------------------------------ project data
+
+    def _may_read(self, user: Identity, run: dict[str, Any], what: str) -> str:
+        """Why ``user`` may read the run's ``what`` (log, files): ``member`` or ``shared``.
+
+        A run's log and files are project data: members of the run's project
+        read them; anyone else (staff included) only once a member shared the
+        run. Refusals are audited (``batch.denied``).
+        """
+        if run["project"] in user.groups:
+            return "member"
+        if run.get("shared_by"):
+            if user.is_staff:
+                return "shared"
+        err = PermissionDenied(
+            f"the {what} of run {run['id']} is data of project {run['project']}: only its "
+            "members may read it, or platform staff once a member shares the run "
+            "(ecluse batch share); staff see its status, exit code and error class "
+            "(ecluse batch show)")
+        self._record("denied", user.name, run["project"], outcome="denied", action=f"read-{what}",
+                     run_id=run["id"], reason=str(err))
+        raise err
+
+    def logs(self, user: Identity, run_id: Any) -> str:
+        """``log.txt`` of the run folder (papermill's log with the cell outputs), audited."""
+        run = self._load(run_id)
+        access = self._may_read(user, run, "log")
+        text = "" if run["status"] == Status.QUEUED else self._read_log_file(run)
+        self._record("read", user.name, run["project"], run_id=run["id"], what="log",
+                     access=access, bytes=len(text.encode()))
+        return text
 
     def _read_log_file(self, run: dict[str, Any]) -> str:
         try:
@@ -278,8 +303,24 @@ class BatchService(QueueRunner):
             return ""
         try:
             return (fs.read_file(fd, LOG, MAX_LOG_BYTES) or b"").decode(errors="replace")
+        except fs.UnsafePath:
+            return ""
         finally:
             os.close(fd)
+
+    def share(self, user: Identity, run_id: Any) -> dict[str, Any]:
+        """A project member lets platform staff read the run's log and files (audited)."""
+        run = self._load(run_id)
+        if run["project"] not in user.groups:
+            err = PermissionDenied(
+                f"only members of project {run['project']} may share its run {run['id']}")
+            self._record("denied", user.name, run["project"], outcome="denied", action="share",
+                         run_id=run["id"], reason=str(err))
+            raise err
+        if not run.get("shared_by"):
+            self._set(run["id"], shared_by=user.name, shared_at=utcnow())
+            self._record("share", user.name, run["project"], run_id=run["id"])
+        return self._load(run["id"])
 
     # ------------------------------------------------------------ cancel
 
@@ -295,8 +336,6 @@ class BatchService(QueueRunner):
             finished_at=utcnow(), cancelled_by=user.name,
         )
         if queued:
-            with contextlib.suppress(FileNotFoundError):
-                (self.spool / f"{rid}.ipynb").unlink()
             await asyncio.to_thread(self._record, "cancel", user.name, run["project"],
                                     run_id=rid, was="queued")
             await asyncio.to_thread(self._record, "finish", run["submitted_by"],
@@ -330,14 +369,18 @@ class BatchService(QueueRunner):
         return self._airlock
 
     def output_files(self, user: Identity, run_id: Any) -> list[dict[str, Any]]:
-        """The files of a run's folder (name, size, whether the service wrote it)."""
-        run = self.get_run(user, run_id)
+        """The files of a run's folder (name, size, whether the service wrote it), audited."""
+        run = self._load(run_id)
+        access = self._may_read(user, run, "files")
         fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
         try:
-            return [{"name": n, "size": s, "bookkeeping": n in BOOKKEEPING}
-                    for n, s in fs.list_regular_files(fd)]
+            files = [{"name": n, "size": s, "bookkeeping": n in BOOKKEEPING}
+                     for n, s in fs.list_regular_files(fd)]
         finally:
             os.close(fd)
+        self._record("read", user.name, run["project"], run_id=run["id"], what="files",
+                     access=access, files=[f["name"] for f in files])
+        return files
 
     def export(self, user: Identity, run_id: Any, *, title: Any, justification: Any = None,
                files: Any = None, submit: bool = True) -> dict[str, Any]:

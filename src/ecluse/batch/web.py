@@ -92,8 +92,13 @@ class RunHandler(APIHandler):
 
 class LogsHandler(APIHandler):
     async def get(self, run_id: str) -> None:
-        text = await self.service.logs(self.require_identity(), run_id)
+        text = await self.run(self.service.logs, self.require_identity(), run_id)
         self.send({"id": run_id, "log": text})
+
+
+class ShareHandler(APIHandler):
+    async def post(self, run_id: str) -> None:
+        self.send(await self.run(self.service.share, self.require_identity(), run_id))
 
 
 class FilesHandler(APIHandler):
@@ -132,6 +137,7 @@ def api_handlers(prefix: str) -> list[tuple[str, type]]:
         (api + f"/runs/{RUN}/logs", LogsHandler),
         (api + f"/runs/{RUN}/files", FilesHandler),
         (api + f"/runs/{RUN}/cancel", CancelHandler),
+        (api + f"/runs/{RUN}/share", ShareHandler),
         (api + f"/runs/{RUN}/export", ExportHandler),
     ]
 

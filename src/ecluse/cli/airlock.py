@@ -1,4 +1,4 @@
-"""``ecluse airlock serve | migrate | list``: thin entry points over the airlock."""
+"""``ecluse airlock serve | migrate | list | purge``: thin entry points over the airlock."""
 
 from __future__ import annotations
 
@@ -24,7 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--state", help="only requests in this state")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(func=cmd_list)
-    for q in (s, m, ls):  # also accept the options after the action
+    pg = asub.add_parser(
+        "purge",
+        help="delete the staged files of requests withdrawn or rejected more than "
+        "purge_after_days ago (audited; the running service also does it hourly)",
+    )
+    pg.add_argument("--dry-run", action="store_true", help="only list what would be purged")
+    pg.add_argument("--json", action="store_true", help="one JSON object per line")
+    pg.set_defaults(func=cmd_purge)
+    for q in (s, m, ls, pg):  # also accept the options after the action
         q.add_argument("--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         q.add_argument(
             "--state-dir", dest="state_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -46,8 +54,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         print(f"ecluse airlock serve: {e}", file=sys.stderr)
         return 2
+    from ..airlock.checkbox import CheckSandboxUnavailable
+
     conf = airlock_settings(settings)
-    service = AirlockService.from_settings(settings, process_checks=True)
+    try:
+        service = AirlockService.from_settings(settings, process_checks=True)
+    except CheckSandboxUnavailable as e:
+        print(f"ecluse airlock serve: {e}", file=sys.stderr)
+        return 2
+    # users' hub groups are re-checked against the directory (ecluse.hubservice.web)
+    service.deployment = settings
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(service, ip=ip, port=port, state_dir=settings.state_dir))
     return 0
@@ -78,4 +94,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             print(f"{r['id']}  {r['state']:<18} {r['project']:<16} {r['requester']:<12} "
                   f"{r['title']}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    import getpass
+
+    from ..airlock.service import AirlockService
+
+    settings = _settings(args)
+    service = AirlockService.from_settings(settings)
+    try:
+        done = service.purge(actor=f"cli:{getpass.getuser()}", dry_run=args.dry_run)
+    finally:
+        service.close()
+    verb = "would purge" if args.dry_run else "purged"
+    for plan in done:
+        if args.json:
+            print(json.dumps(plan, ensure_ascii=False))
+        else:
+            print(f"{verb} {plan['request_id']}  {plan['state']:<10} {plan['project']:<16} "
+                  f"{len(plan['deleted'])} file(s) deleted, {len(plan['kept_shared'])} kept "
+                  "(shared with another request)")
+    if not args.json:
+        print(f"{len(done)} request(s) {verb}")
     return 0

@@ -1,4 +1,4 @@
-"""``ecluse batch run | list | show | logs | cancel | export | serve``.
+"""``ecluse batch run | list | show | logs | share | cancel | export | serve``.
 
 Every client command talks to the batch service's REST API with a hub token
 (``--token`` or ``$JUPYTERHUB_API_TOKEN``), so it goes through the same
@@ -52,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_list)
 
     for name, func, text in (("show", cmd_show, "one run, with its progress"),
-                             ("logs", cmd_logs, "the run's output (papermill and the kernel)"),
+                             ("logs", cmd_logs, "the run's log with the cell outputs (project "
+                              "data: members, or staff once a member shared the run)"),
+                             ("share", cmd_share, "as a project member: let platform staff "
+                              "read the run's log and files"),
                              ("cancel", cmd_cancel, "cancel a queued run or stop a running one")):
         q = bsub.add_parser(name, parents=[client], help=text)
         q.add_argument("run", help="run id (br-...)")
@@ -129,6 +132,11 @@ def _describe(run: dict[str, Any]) -> str:
         lines.append(f"  failing cell: {run['failed_cell']}")
     if run.get("error"):
         lines.append(f"  error: {run['error']}")
+    if run.get("exit_code") is not None:
+        lines.append(f"  exit code: {run['exit_code']}")
+    if run.get("shared_by"):
+        lines.append(f"  log and files shared with staff by {run['shared_by']} "
+                     f"({run['shared_at']})")
     return "\n".join(lines)
 
 
@@ -185,6 +193,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 @_api
+def cmd_share(args: argparse.Namespace) -> int:
+    run = _client(args).share(args.run)
+    print(json.dumps(run) if args.json else f"{run['id']}  shared with platform staff "
+          f"(by {run['shared_by']}, {run['shared_at']})")
+    return 0
+
+
+@_api
 def cmd_cancel(args: argparse.Namespace) -> int:
     run = _client(args).cancel(args.run)
     print(json.dumps(run) if args.json else _line(run))
@@ -208,8 +224,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..batch.service import BatchService
     from ..batch.settings import batch_settings
     from ..batch.web import serve
+    from ..config import ConfigError
 
     settings = _settings(args)
+    try:  # every run identity is looked up in the directory: without it, do not start
+        settings.ldap.bind_password()
+    except ConfigError as e:
+        print(f"ecluse batch serve: {e} (the hub passes the environment it has: "
+              "ecluse.hubservice.service_environment)", file=sys.stderr)
+        return 2
     conf = batch_settings(settings)
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(BatchService.from_settings(settings), ip=ip, port=port))

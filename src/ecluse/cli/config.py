@@ -21,8 +21,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+    from ..directory import DirectoryUnavailable, check_group_names
+
     settings = load_settings(args.config)
+    try:
+        groups = check_group_names(settings)
+    except ConfigError as e:
+        print(f"# {settings.config_file}: ERROR {e}")
+        return 1
+    except DirectoryUnavailable as e:
+        groups = [f"groups not checked against the directory: {e}"]
     print(f"# {settings.config_file}: OK ({len(settings.projects)} projects)")
+    for line in groups:  # what to change: bare group names and the DN each resolved to
+        print(f"# {line}")
     print(yaml.safe_dump(effective_settings(settings), sort_keys=False, allow_unicode=True))
     return 0
 

@@ -256,7 +256,7 @@ async def forward_http(handler: _Refusing, upstream: str, logger: logging.Logger
                        "cluster running?).")
         return
     handler.clear()
-    handler.set_status(resp.code, resp.reason)
+    handler.set_status(resp.code, _reason(resp))
     handler.clear_header("Content-Type")
     for k, v in resp.headers.get_all():
         if k.lower() not in response_drop:
@@ -265,6 +265,19 @@ async def forward_http(handler: _Refusing, upstream: str, logger: logging.Logger
         handler.finish()
     else:
         handler.finish(resp.body or b"")
+
+
+def _reason(resp: Any) -> str:
+    """The upstream reason phrase; for a 403 of the gateway API, its JSON error message:
+    dask-gateway's client shows only the reason phrase of a 403 (a refused project)."""
+    if resp.code == 403 and resp.body and len(resp.body) < 2000:
+        try:
+            msg = json.loads(resp.body).get("error")
+        except (ValueError, AttributeError):
+            msg = None
+        if isinstance(msg, str) and msg.isascii() and msg.isprintable():
+            return msg[:300]
+    return resp.reason
 
 
 class ClusterHandler(HubOAuthenticated, websocket.WebSocketHandler, _Refusing):

@@ -10,10 +10,16 @@
   heartbeat and API calls, ``api_url``); the gateway reaches into the sandbox
   (scheduler, dashboard, supervisor control port). The project's cgroup bounds the whole
   cluster: its memory, CPU and process limits are the project quota.
-* :func:`project_options` — the required cluster option ``project``, checked
-  against the user's hub groups (a clear error otherwise) and turned into
-  per-project limits (:func:`cluster_limits`). At start the backend asks the
-  directory again (fail closed) for the user's uid/gid and membership.
+* :func:`project_options` — the cluster option ``project``, checked against
+  the user's hub groups and the project the token acts for (a clear error
+  otherwise) and turned into per-project limits (:func:`cluster_limits`);
+  without it, the token's project. At start the backend asks the directory
+  again (fail closed, :class:`ecluse.directory.MembershipResolver`) for the
+  user's uid/gid and membership.
+* :class:`ProjectTokenAuthenticator` — dask-gateway's JupyterHub
+  authenticator that also keeps the projects the token acts for
+  (:func:`ecluse.roles.credential_projects`): a workspace's token, its own
+  project; a request naming another project is refused with 403, audited.
 * :func:`gateway_config` — the traitlets ``Config`` of the whole gateway
   from Écluse settings; :func:`gateway_service_spec` — the JupyterHub service
   that runs it, with its authenticating front (:mod:`ecluse.dask.front`) as
@@ -39,6 +45,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web as aioweb
+from dask_gateway_server.auth import JupyterHubAuthenticator, User, unauthorized
 from dask_gateway_server.backends.base import ClusterConfig, PublicException
 from dask_gateway_server.backends.db_base import DBBackendBase, JobStatus
 from dask_gateway_server.options import Options, String
@@ -46,6 +54,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
+from ..hubservice import service_environment
 from .settings import DaskSettings, dask_settings  # noqa: F401 (re-exported)
 from .sizing import sizing
 
@@ -84,11 +93,54 @@ class NotAMember(PublicException, ValueError):
     """The user asked for a cluster of a project they do not belong to (shown to them)."""
 
 
+class ProjectUser(User):
+    """A gateway user with the projects their credential acts for (``None``: unrestricted,
+    a test double or a stock authenticator)."""
+
+    def __init__(self, name: str, groups: Any = (), admin: bool = False,
+                 projects: frozenset[str] | None = None) -> None:
+        super().__init__(name, groups=groups, admin=admin)
+        self.projects = projects
+
+
+class ProjectTokenAuthenticator(JupyterHubAuthenticator):
+    """JupyterHub tokens, with the project the token acts for (its project scope)."""
+
+    async def authenticate(self, request: Any) -> ProjectUser:
+        from ..roles import credential_projects
+
+        token = self.get_token(request)
+        if token is None:
+            raise unauthorized("jupyterhub")
+        resp = await self.session.get(f"{self.jupyterhub_api_url}/user",
+                                      headers={"Authorization": f"token {token}"},
+                                      ssl=self.ssl_context)
+        if resp.status >= 400:
+            if resp.status in (401, 403, 404):
+                raise unauthorized("jupyterhub")
+            raise aioweb.HTTPBadGateway(reason="Upstream failure verifying the hub token")
+        data = await resp.json()
+        if data.get("kind") != "user":
+            raise unauthorized("jupyterhub")
+        scopes = set(data.get("scopes") or [])
+        if not {"access:services",
+                f"access:services!service={self.jupyterhub_service_name}"} & scopes:
+            raise unauthorized("jupyterhub")
+        return ProjectUser(data["name"], groups=data.get("groups") or [],
+                           admin=data.get("admin", False),
+                           projects=credential_projects(scopes, token=True))
+
+
+def _acts_for(user: Any) -> frozenset[str] | None:
+    return getattr(user, "projects", None)
+
+
 def project_options(settings: Any) -> Options:
-    """The cluster options: a required ``project``, validated against hub groups."""
+    """The cluster options: ``project`` (default: the one the token acts for), validated
+    against hub groups."""
 
     def handler(options: Any, user: Any) -> dict[str, Any]:
-        slug = str(options.project or "").strip()
+        slug = str(options.project or "").strip() or _default_project(user)
         if not slug:
             raise ValueError(
                 "Choose a project: Gateway().new_cluster(project='<project>') "
@@ -120,7 +172,7 @@ def production_options(settings: Any, backend: str) -> Options:
 
     def handler(options: Any, user: Any) -> dict[str, Any]:
         out = base.handler(options, user)
-        out.update(place(str(options.project).strip()))
+        out.update(place(str(options.project).strip() or _default_project(user)))
         return out
 
     return Options(*base.fields, handler=handler)
@@ -133,11 +185,25 @@ def configure_production(c: Any, backend: str, config_file: str | None = None) -
 
     settings = load_settings(config_file)
     c.Backend.cluster_options = production_options(settings, backend)
+    c.DaskGateway.authenticator_class = "ecluse.dask.gateway.ProjectTokenAuthenticator"
     c.JupyterHubAuthenticator.jupyterhub_service_name = SERVICE_NAME
 
 
-def _user_projects(settings: Any, user: Any) -> set[str]:
+def _group_projects(settings: Any, user: Any) -> set[str]:
+    """The projects among the user's hub groups."""
     return {g for g in (getattr(user, "groups", None) or []) if g in settings.projects}
+
+
+def _user_projects(settings: Any, user: Any) -> set[str]:
+    """Projects the user may start clusters for: hub groups, narrowed to the token's."""
+    groups = _group_projects(settings, user)
+    bound = _acts_for(user)
+    return groups if bound is None else groups & bound
+
+
+def _default_project(user: Any) -> str:
+    bound = _acts_for(user)
+    return next(iter(bound)) if bound and len(bound) == 1 else ""
 
 
 # ------------------------------------------------------------------ backend
@@ -172,6 +238,9 @@ class SandboxBackend(DBBackendBase):
     verify_membership_in_directory = Bool(
         True, help="Ask LDAP again at each cluster start (fail closed).").tag(config=True)
     sandbox_backend = AnyTrait(help="The ecluse.sandbox backend (default: from settings).")
+    membership_cache_seconds = Float(
+        60, help="How long a directory answer about a cluster owner's membership is reused "
+        "by the periodic check (cluster_status_period); at most 60.").tag(config=True)
 
     @default("cluster_config_class")
     def _default_cluster_config_class(self) -> type:
@@ -197,23 +266,21 @@ class SandboxBackend(DBBackendBase):
 
     async def resolve_identity(self, username: str, project: Any) -> tuple[Any, Any]:
         """``(UserIdentity, project with its gid)`` from the directory; raises if not a member."""
-        from ..directory import Directory
-        from ..roles import hub_groups_for
+        from ..directory import MembershipResolver
+        from ..directory import NotAMember as NotInDirectory
         from ..sandbox import UserIdentity
 
         ldap = self.settings.ldap
         loop = asyncio.get_running_loop()
-        user = await asyncio.wait_for(
-            loop.run_in_executor(None, Directory(ldap).lookup, username),
-            ldap.connect_timeout * 2 + ldap.receive_timeout * 4)
-        projects, _ = hub_groups_for(user.groups, self.settings)
-        if project.slug not in projects:
-            raise NotAMember(f"{username} is not a member of {project.slug} in the directory")
-        gid = user.group_gids.get(project.ldap_group) or project.gid
-        if not gid:
-            raise ValueError(f"project {project.slug} has no group number")
-        return (UserIdentity(username, user.uid_number, user.gid_number),
-                project.model_copy(update={"gid": gid}))
+        try:
+            m = await asyncio.wait_for(
+                loop.run_in_executor(None, MembershipResolver(self.settings).require,
+                                     username, project.slug),
+                ldap.connect_timeout * 2 + ldap.receive_timeout * 4)
+        except NotInDirectory as e:
+            raise NotAMember(str(e)) from None
+        return (UserIdentity(username, m.user.uid_number, m.user.gid_number),
+                project.model_copy(update={"gid": m.project_gid}))
 
     # ----------------------------------------------------------- commands
 
@@ -257,14 +324,35 @@ class SandboxBackend(DBBackendBase):
 
     # ----------------------------------------------------------- lifecycle
 
+    _audit: Any = None
+
+    def _record_denied(self, user: Any, slug: str, reason: str) -> None:
+        if self._audit is None:
+            from ..audit import AuditLog
+
+            self._audit = AuditLog.from_settings(self.settings)
+        self._audit.record("dask.denied", actor=user.name, project=slug or None,
+                           outcome="denied", reason=reason,
+                           token_projects=sorted(_acts_for(user) or []))
+
     async def start_cluster(self, user: Any, cluster_options: dict[str, Any]) -> str:
         # validated here too (process_cluster_options runs the handler): a cluster is
         # never recorded for a project the user's hub groups do not include
-        slug = str((cluster_options or {}).get("project") or "")
-        if slug and slug in self.settings.projects and slug not in _user_projects(
-                self.settings, user):
+        slug = str((cluster_options or {}).get("project") or "") or _default_project(user)
+        bound = _acts_for(user)
+        if slug in self.settings.projects and slug not in _group_projects(self.settings, user):
+            self._record_denied(user, slug, "not-a-member")
             raise NotAMember(f"You are not a member of project {slug!r}: no Dask cluster "
                              "can be started for it.")
+        if bound is not None and slug in self.settings.projects and slug not in bound:
+            # a member, but with a token of another project (or of none): 403, audited
+            self._record_denied(user, slug, "token-project")
+            acts = ("project " + ", ".join(sorted(bound))) if bound else "no project"
+            raise aioweb.HTTPForbidden(reason=(
+                f"This token acts for {acts}: no Dask cluster can be started for project "
+                f"{slug!r} with it."))
+        if slug:  # recorded with the cluster: do_start_cluster reads it
+            cluster_options = {**(cluster_options or {}), "project": slug}
         return await super().start_cluster(user, cluster_options)
 
     async def do_start_cluster(self, cluster: Any):
@@ -311,11 +399,45 @@ class SandboxBackend(DBBackendBase):
         self.log.info("Cluster %s output (tail):\n%s", cluster.name, (out + err)[-3000:])
 
     async def do_check_clusters(self, clusters: list[Any]) -> list[bool]:
+        """Alive, and its owner still a member of its project: a cluster whose owner
+        *positively* left the project is reported failed (the gateway stops it),
+        audited; when the directory cannot be reached, nothing is stopped."""
         out = []
         for c in clusters:
             state = c.state.get("sandbox")
-            out.append(bool(state) and await self.sandbox_backend.poll(state) is None)
+            alive = bool(state) and await self.sandbox_backend.poll(state) is None
+            if alive and self.verify_membership_in_directory:
+                alive = await self._still_member(c)
+            out.append(alive)
         return out
+
+    _resolver: Any = None
+
+    async def _still_member(self, cluster: Any) -> bool:
+        from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
+
+        slug = (cluster.state or {}).get("project") or (cluster.options or {}).get("project")
+        if not slug:
+            return True
+        if self._resolver is None:
+            self._resolver = MembershipResolver(self.settings,
+                                                cache_seconds=self.membership_cache_seconds)
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._resolver.require, cluster.username, slug)
+        except DirectoryUnavailable:
+            return True  # nothing known: nothing stopped
+        except DirectoryError as e:
+            self.log.warning("Cluster %s: %s left project %s (%s): stopping it",
+                             cluster.name, cluster.username, slug, e.reason)
+            if self._audit is None:
+                from ..audit import AuditLog
+
+                self._audit = AuditLog.from_settings(self.settings)
+            self._audit.record("dask.revoked", actor=cluster.username, project=slug,
+                               outcome="success", cluster=cluster.name, reason=e.reason)
+            return False
+        return True
 
     async def do_start_worker(self, worker: Any):
         cluster = worker.cluster
@@ -368,7 +490,7 @@ def host_address(settings: Any, *, ensure: bool = True) -> str:
 
 
 def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "",
-                   authenticator: str = "dask_gateway_server.auth.JupyterHubAuthenticator",
+                   authenticator: str = "ecluse.dask.gateway.ProjectTokenAuthenticator",
                    dask: DaskSettings | None = None) -> Config:
     """The dask-gateway-server ``Config`` of this deployment.
 
@@ -423,13 +545,10 @@ def gateway_service_spec(settings: Any) -> dict[str, Any]:
     from .settings import PORT_ENV
 
     ds = dask_settings(settings)
-    env = {"ECLUSE_STATE_DIR": str(settings.state_dir)}
+    env = service_environment(settings)
     for var in PORT_ENV.values():
         if os.environ.get(var):
             env[var] = os.environ[var]
-    pw_env = settings.ldap.bind_password_env
-    if pw_env and os.environ.get(pw_env):
-        env[pw_env] = os.environ[pw_env]
     prefix = f"/services/{SERVICE_NAME}"
     command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix", prefix,
                "--front", f"127.0.0.1:{ds.front_port}"]

@@ -3,12 +3,15 @@
 * :class:`ServiceError` — the base of a service's domain exceptions;
 * :func:`service_spec`, :func:`settings_section` — the hub's service entry
   and the service's section of the deployment settings;
+* :func:`service_environment` — what every hub-managed service needs from
+  the hub's environment (the one place that says so);
 * :mod:`.web` — the tornado side: hub authentication, the base handler,
   error rendering, start-up (imported only by the services' web layers).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, TypeVar
 
@@ -32,24 +35,54 @@ class ServiceError(Exception):
         return {"error": {"code": self.code, "status": self.status, "message": self.message}}
 
 
+def service_environment(settings: Any) -> dict[str, str]:
+    """The environment every hub-managed Écluse service is started with.
+
+    JupyterHub starts a managed service with a bare environment (``PATH``,
+    ``LANG``... and the service's ``environment``), not the hub's: whatever a
+    service needs from the hub's environment is listed here, once, for every
+    service (airlock, batch, dask-gateway): the config file and state folder,
+    and the directory's service account password when the deployment passes it
+    in the environment (``ldap.bind_password_env``, as ``ecluse up`` and the
+    systemd unit do). The password is passed on, never written to a file.
+    """
+    env = {"ECLUSE_STATE_DIR": str(settings.state_dir)}
+    if getattr(settings, "config_file", None):
+        env["ECLUSE_CONFIG"] = str(settings.config_file)
+    ldap = getattr(settings, "ldap", None)
+    var = getattr(ldap, "bind_password_env", None)
+    if var and os.environ.get(var):
+        env[var] = os.environ[var]
+    return env
+
+
 def service_spec(name: str, settings: Any, conf: Any, *, description: str,
                  display: bool) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services`` of a hub-managed service.
 
     The hub runs ``ecluse <name> serve`` with the deployment's config file and
-    state folder; the service listens on ``conf.ip``:``conf.port``.
+    state folder, in :func:`service_environment`; the service listens on
+    ``conf.ip``:``conf.port``.
     """
     command = [sys.executable, "-m", "ecluse", name, "serve"]
     if getattr(settings, "config_file", None):
         command += ["--config", str(settings.config_file)]
     command += ["--state-dir", str(settings.state_dir)]
-    return {
+    spec = {
         "name": name,
         "display": display,
         "info": {"description": description},
         "url": f"http://{conf.ip}:{conf.port}",
         "command": command,
+        "environment": service_environment(settings),
     }
+    # the directory's service password, for the service's membership re-check
+    # (passed on from the hub's environment, never written to a file)
+    ldap = getattr(settings, "ldap", None)
+    pw_env = getattr(ldap, "bind_password_env", None)
+    if pw_env and os.environ.get(pw_env):
+        spec["environment"] = {pw_env: os.environ[pw_env]}
+    return spec
 
 
 def settings_section(settings: Any, name: str, model: type[M]) -> M:

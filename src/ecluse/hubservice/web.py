@@ -8,6 +8,12 @@
   scope; their groups come from :class:`GroupResolver`. Blocking calls run in
   the service's thread pool; errors are ``{"error": {"code", "status",
   "message"}}`` with the status of the :class:`~ecluse.hubservice.ServiceError`.
+  Services built with their deployment settings re-check those groups
+  against the directory (:class:`DirectoryGroups`, cache ≤ 60 s).
+  The projects the credential acts for come from its scopes
+  (:func:`ecluse.roles.credential_projects`: a token, one project; a browser
+  session, the user's) and are set on identities that have a ``projects``
+  field.
 * :func:`service_prefix`, :func:`handler_settings` — the application settings
   the handlers read.
 * :func:`hub_oauth_from_env`, :func:`bind_address`, :func:`listen`,
@@ -17,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +39,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
 
+from ..roles import credential_projects
 from . import ServiceError
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,39 @@ class GroupResolver:
         groups = frozenset(str(g) for g in (data or {}).get("groups") or [])
         self._cache[name] = (now, groups)
         return groups
+
+
+class DirectoryGroups:
+    """Re-checks a user's hub groups against the directory (answers cached ≤ 60 s).
+
+    The hub's groups follow LDAP at each refresh; this narrows them to what the
+    directory says now, so a user removed from a project (or from the checkers)
+    loses it within ``cache_seconds`` in the service. Only ever narrows: when
+    the directory cannot be reached the hub's groups stand (nothing new granted,
+    nothing stopped); a user the directory no longer knows keeps no group.
+    """
+
+    def __init__(self, settings: Any, cache_seconds: float = 60.0) -> None:
+        from ..directory import MembershipResolver
+
+        self.settings = settings
+        self.resolver = MembershipResolver(settings, cache_seconds=cache_seconds)
+
+    def narrow(self, name: str, groups: frozenset[str]) -> frozenset[str]:
+        """Blocking (run it in the service's pool)."""
+        from ..directory import DirectoryError, DirectoryUnavailable
+        from ..roles import hub_groups_for
+
+        try:
+            user = self.resolver.lookup(name)
+        except DirectoryUnavailable:
+            return groups
+        except DirectoryError as e:
+            log.warning("%s is no longer valid in the directory (%s): no groups", name,
+                        e.reason)
+            return frozenset()
+        projects, roles = hub_groups_for(user.memberships, self.settings)
+        return groups & frozenset(projects + roles)
 
 
 class HubAuthFromSettings:
@@ -167,7 +208,16 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
             raise self.permission_denied(self.not_user_message)
         self._hub_auth_user_cache = model
         groups = await self.settings["group_resolver"].groups_for(model)
-        self.identity = self.service.identity(model["name"], groups)
+        directory = self.settings.get("directory_groups")
+        if directory is not None:
+            groups = await self.run(directory.narrow, model["name"], frozenset(groups))
+        identity = self.service.identity(model["name"], groups)
+        if dataclasses.is_dataclass(identity) and any(
+                f.name == "projects" for f in dataclasses.fields(identity)):
+            # what this credential may act for: a workspace's token, its one project
+            identity = dataclasses.replace(identity, projects=credential_projects(
+                model.get("scopes") or [], token=self._header_token() is not None))
+        self.identity = identity
 
     async def scope_denied(self, model: dict[str, Any]) -> None:
         """Called before a token or session without the access scope is refused."""
@@ -251,12 +301,19 @@ def service_prefix(hub_auth: HubAuth, prefix: str | None, default: str) -> str:
 
 def handler_settings(service: Any, hub_auth: HubAuth, *, workers: int,
                      group_cache_seconds: float, thread_name_prefix: str) -> dict[str, Any]:
-    """The tornado application settings :class:`HubServiceHandler` reads."""
+    """The tornado application settings :class:`HubServiceHandler` reads.
+
+    A service with a ``deployment`` attribute (the deployment's settings) has
+    its users' hub groups re-checked against the directory
+    (:class:`DirectoryGroups`, cache ``min(group_cache_seconds, 60)``)."""
+    deployment = getattr(service, "deployment", None)
     return {
         "service": service,
         "pool": ThreadPoolExecutor(workers, thread_name_prefix=thread_name_prefix),
         "hub_auth": hub_auth,
         "group_resolver": GroupResolver(hub_auth, group_cache_seconds),
+        "directory_groups": (DirectoryGroups(deployment, min(group_cache_seconds, 60))
+                             if deployment is not None else None),
     }
 
 

@@ -54,6 +54,7 @@ from .base import (
 )
 from .cgroups import Cgroups, Limits, list_ids
 from .network import Subnet
+from .quota import ensure_project_volume
 
 #: /etc entries bound read-only into every sandbox (when they exist on the host).
 #: passwd, group, hosts, hostname, nsswitch.conf and resolv.conf are generated.
@@ -327,6 +328,9 @@ class LocalSandbox(Sandbox):
         root = Path(self.settings.projects_root).resolve()
         pdir = root / project.slug
         shared, homes, home = pdir / "shared", pdir / "home", pdir / "home" / user.name
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        ensure_project_volume(root, project.slug, project.quota.disk,
+                              self.settings.sandbox.project_volumes)  # disk quota
         for d, mode in ((root, 0o755), (pdir, 0o755), (homes, 0o711)):
             d.mkdir(mode=mode, parents=True, exist_ok=True)
             _own(d, 0, 0, mode)

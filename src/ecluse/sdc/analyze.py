@@ -144,8 +144,11 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     # ---------------------------------------------------------- roles
     # a written-out row number (``to_csv`` with its default index) is neither label nor value
     rownum = {j for j in range(min(m, 2)) if integer[j] and _is_row_number(t.names[j], num[j])}
+    # numbers are a label by the column's name only when they are whole (a year, an age
+    # band, a code): measurements with decimals under such a name stay values
     label_cols = [j for j in range(m) if j not in rownum and (
-                  not numeric[j] or kinds[j] in ("label", "sex", "postcode", "birth", "weak-id")
+                  not numeric[j] or (integer[j] and kinds[j] in ("label", "sex", "postcode",
+                                                                 "birth", "weak-id"))
                   or (j == 0 and t.names[j].startswith("column ") and integer[j]))]
     value_cols = [j for j in range(m) if j not in label_cols and j not in rownum]
     reg = {j: regression_role(t.names[j]) for j in value_cols}
@@ -155,6 +158,11 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     dom = set(top_cols.values()) | ({total_value_col} if total_value_col is not None else set())
     # a count is a whole number: a column named "n" that holds 70.3 is not one
     count_named = [j for j in value_cols if kinds[j] == "count" and integer[j]]
+    # a name alone never makes a count: a count column whose value is (nearly) the
+    # same on every row of a long table counts nothing, and the rows are judged as
+    # if it were not there
+    flat = [j for j in count_named if _constant(num[j], policy.row_level_min_rows)]
+    count_named = [j for j in count_named if j not in flat]
     total_cols = [j for j in value_cols if (kinds[j] == "total" or _total_header(t, j))
                   and integer[j] and j not in dom]
     if count_named:
@@ -163,7 +171,7 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
                  and not (is_regression and reg[j])]
     else:
         counts = [j for j in value_cols if integer[j] and kinds[j] != "stat" and j not in aux
-                  and j not in dom and not (is_regression and reg[j])]
+                  and j not in dom and j not in flat and not (is_regression and reg[j])]
         stats = [j for j in value_cols if j not in counts and j not in aux and j not in dom
                  and not (is_regression and reg[j])]
     prof.count_cols, prof.stat_cols, prof.label_cols = counts, stats, label_cols
@@ -172,6 +180,13 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     qi = _quasi_identifiers(t, kinds, label_cols, empty)
     if qi:
         out.append(finding("quasi-identifiers", qi, **t.base))
+    for j in flat:
+        v = num[j].dropna()
+        top = v.value_counts().index[0]
+        if n >= policy.row_level_min_rows:
+            out.append(finding("constant-count", f"column {t.names[j]!r} is named as a count but "
+                               f"holds {_fmt(top)} on {int((v == top).sum())} of {len(v)} rows: "
+                               "not a count; the rows were judged without it", **t.loc(None, j)))
     # ---------------------------------------------------------- row-level structure
     n_total = t.n_rows
     if not count_named and n_total > policy.max_rows_aggregate:
@@ -264,6 +279,17 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
 
 _ROWNUM_NAMES = {"", "index", "unnamed_0", "level_0", "index_level_0", "row", "rownum",
                  "row_number", "no", "num", "x"}
+
+
+def _constant(values: pd.Series, min_rows: int) -> bool:
+    """(Nearly) one value on every row — 90 % or more of at least ``min_rows`` rows,
+    zeros aside (a sparse table is mostly zeros)."""
+    v = values.dropna()
+    if len(v) < min_rows:
+        return False
+    top = v.value_counts()
+    # all ones is the count-all-ones rule's
+    return bool(top.index[0] not in (0, 1) and top.iloc[0] >= 0.9 * len(v))
 
 
 def _is_row_number(name: str, values: pd.Series) -> bool:

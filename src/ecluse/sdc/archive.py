@@ -63,6 +63,17 @@ def read_zip(path: Path, ctx: Ctx, check: CheckFn) -> None:
             ctx.add(finding("archive-limit", f"{declared} bytes once uncompressed, more than "
                             f"{pol.archive_max_total_bytes}", **ctx.base))
             return
+        # the archive's comment and its members' comments and extra fields carry data too
+        from .carriers import judge_value
+
+        if zf.comment:
+            judge_value(zf.comment, ctx, "zip comment")
+        for i in infos:
+            if i.comment:
+                judge_value(i.comment, ctx, f"zip comment of {_member_name(ctx, i.filename)}")
+            if len(i.extra) > 1024:
+                ctx.add(finding("unjudgeable-format", f"member {_member_name(ctx, i.filename)} "
+                                f"carries {len(i.extra)} bytes of extra fields", **ctx.base))
         if not infos:
             ctx.add(finding("empty-file", "archive without members", **ctx.base))
             return

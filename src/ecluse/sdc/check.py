@@ -16,10 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from .archive import read_gzip, read_zip
+from .carriers import judge_image_text
 from .other import read_notebook, read_text, read_xarray
 from .policy import DisclosurePolicy
 from .readers import (
     Ctx,
+    read_arrow,
     read_csv,
     read_excel,
     read_html,
@@ -41,7 +43,7 @@ UNJUDGEABLE = {
     "office": "office document: a person must read it",
     "archive-other": "archive format that is not opened (only zip and gzip are)",
     "database": "database file: may hold row-level data; a person must look",
-    "dataset": "statistical dataset file (Stata/SPSS/Arrow…): usually row-level; a person must look",
+    "dataset": "statistical dataset file (Stata/SPSS/Avro…): usually row-level; a person must look",
     "binary": "binary content of unknown format",
     "directory": "a directory that is not a Zarr store",
 }
@@ -117,12 +119,19 @@ def _dispatch(path: Path, ctx: Ctx) -> str:
             if sn.detail and sn.detail not in msg:
                 msg = f"{sn.detail}: {msg}"
             ctx.add(finding("unjudgeable-format", msg, **ctx.base))
+            if fmt == "pdf" or sn.detail in ("PNG image", "SVG image"):
+                # the file stays review; text in it that reads as records blocks
+                judge_image_text(path, "pdf" if fmt == "pdf" else sn.detail, ctx)
+            elif fmt == "binary" and sn.extra.get("nul_bytes"):
+                _read_without_nuls(path, ctx)
         elif fmt == "empty":
             ctx.add(finding("empty-file", "empty file", **ctx.base))
         elif fmt == "csv":
             read_csv(path, sn, ctx)
         elif fmt == "parquet":
             read_parquet(path, ctx)
+        elif fmt == "arrow":
+            read_arrow(path, ctx)
         elif fmt == "excel":
             read_excel(path, ctx)
         elif fmt == "json":
@@ -154,3 +163,30 @@ def _dispatch(path: Path, ctx: Ctx) -> str:
     if ctx.judged == 0 and not any(f.severity != Severity.INFO for f in ctx.findings):
         ctx.add(finding("ambiguous-layout", "nothing in this file could be judged", **ctx.base))
     return fmt
+
+
+#: largest text file with stray NUL bytes that is cleaned and read again
+MAX_NUL_CLEAN_BYTES = 1024 * 1024 * 1024
+
+
+def _read_without_nuls(path: Path, ctx: Ctx) -> None:
+    """A text file made to sniff as binary by a few NUL bytes: read it without them.
+
+    The file keeps its ``review`` (its bytes are not what they claim), but rows
+    in it are judged, so row-level data blocks."""
+    import tempfile
+
+    if path.stat().st_size > MAX_NUL_CLEAN_BYTES:
+        return
+    with tempfile.TemporaryDirectory(prefix="ecluse-nul-") as tmp:
+        clean = Path(tmp) / "clean"
+        with open(path, "rb") as src, open(clean, "wb") as dst:
+            while chunk := src.read(4 * 1024 * 1024):
+                dst.write(chunk.replace(b"\x00", b""))
+        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "part": "text without its NUL bytes"})
+        if sniff(clean).format == "binary":
+            return
+        _dispatch(clean, sub)
+        ctx.findings.extend(f for f in sub.findings if f.rule != "ambiguous-layout"
+                            or f.message != "nothing in this file could be judged")
+        ctx.judged += sub.judged

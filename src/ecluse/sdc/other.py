@@ -78,40 +78,102 @@ def _src(v: Any) -> str:
     return "".join(v) if isinstance(v, list) else str(v or "")
 
 
+#: notebook metadata every Jupyter front end writes; the rest is judged
+_NB_METADATA_KNOWN = {"kernelspec", "language_info", "jupytext", "vscode", "toc", "colab",
+                      "orig_nbformat", "title", "authors", "interpreter"}
+_CELL_KEYS = {"cell_type", "source", "outputs", "metadata", "attachments", "execution_count",
+              "id"}
+_OUTPUT_KEYS = {"output_type", "data", "metadata", "execution_count", "text", "name", "ename",
+                "evalue", "traceback", "transient"}
+#: output MIME types read as text or tables
+_TEXT_MIMES = {"text/plain", "text/html", "text/markdown", "text/latex", "application/json",
+               "application/vnd.dataresource+json"}
+
+
 def read_notebook(path: Path, ctx: Ctx) -> None:
+    from .carriers import check_bytes, judge_value
+
     with open(path, "rb") as fh:
         nb = json.load(fh)
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise ValueError("not a Jupyter notebook: no list of cells")
     n_out = n_text = n_img = 0
+    others: set[str] = set()
+    md = nb.get("metadata")
+    if isinstance(md, dict):
+        rest = {k: v for k, v in md.items() if k not in _NB_METADATA_KNOWN}
+        if rest:
+            judge_value(rest, ctx, "notebook metadata")
+    extra = {k: v for k, v in nb.items() if k not in ("cells", "metadata", "nbformat",
+                                                      "nbformat_minor")}
+    if extra:
+        judge_value(extra, ctx, "notebook fields outside the format")
     for k, cell in enumerate(nb["cells"]):
         if not isinstance(cell, dict):
             continue
         ctype = cell.get("cell_type")
         src = _src(cell.get("source"))
+        cell_ctx = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "cell_index": k})
         if ctype == "markdown" and re.search(r"\d", src):
             n_text += 1
             text_checks(src, ctx, cell_index=k)
+            judge_value(src, cell_ctx, "Markdown", free_text=False)  # tables typed in
         elif ctype == "code":
             text_checks(src, ctx, cell_index=k)
+            _code_literals(src, cell_ctx)
+        elif src.strip():  # raw cells, and cell types outside the format
+            n_text += 1
+            text_checks(src, ctx, cell_index=k)
+            judge_value(src, cell_ctx, f"{str(ctype)[:20]} cell", free_text=False)
+        if cell.get("metadata"):
+            judge_value(cell["metadata"], cell_ctx, "cell metadata")
+        extra = {key: v for key, v in cell.items() if key not in _CELL_KEYS}
+        if extra:
+            judge_value(extra, cell_ctx, "cell fields outside the format")
+        atts = cell.get("attachments")
+        if isinstance(atts, dict):
+            for name, bundle in atts.items():
+                for mime, value in (bundle.items() if isinstance(bundle, dict) else [("", bundle)]):
+                    sub = Ctx(policy=ctx.policy, depth=ctx.depth,
+                              base={**cell_ctx.base, "part": f"attachment {name!s:.60} ({mime})"})
+                    data = _attachment_bytes(mime, value)
+                    if data is None:
+                        judge_value(value, sub, "value")
+                    else:
+                        check_bytes(data, sub)
+                    cell_ctx.findings.extend(sub.findings)
+                    cell_ctx.judged += sub.judged
+        elif atts:
+            judge_value(atts, cell_ctx, "attachments")
         for o, out in enumerate(cell.get("outputs") or []):
             if not isinstance(out, dict):
                 continue
             n_out += 1
             where = {"cell_index": k, "output": o}
+            out_ctx = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where})
+            if out.get("metadata"):
+                judge_value(out["metadata"], out_ctx, "output metadata")
+            extra = {key: v for key, v in out.items() if key not in _OUTPUT_KEYS}
+            if extra:
+                judge_value(extra, out_ctx, "output fields outside the format")
+            cell_ctx.findings.extend(out_ctx.findings)
+            cell_ctx.judged += out_ctx.judged
             otype = out.get("output_type")
             if otype == "stream":
                 text = _src(out.get("text"))
                 text_checks(text, ctx, **where)
+                _printed_tables(text, ctx, where)
                 if text.strip():
                     n_text += 1
                 continue
             if otype == "error":
-                text_checks("\n".join(out.get("traceback") or []), ctx, **where)
+                text_checks("\n".join([str(out.get("evalue") or "")]
+                                       + [str(t) for t in out.get("traceback") or []]), ctx, **where)
                 n_text += 1
                 continue
             data = out.get("data") or {}
             if not isinstance(data, dict):
+                judge_value(data, cell_ctx, "output data")
                 continue
             if any(m.startswith("image/") or m in ("application/pdf",) for m in data):
                 n_img += 1
@@ -123,28 +185,253 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
                                   declared_rows=declared)
                 if t is not None:
                     ctx.judge(t)
+            if html.strip():
+                _html_outside_tables(html, ctx, where)
             res = data.get("application/vnd.dataresource+json")
-            if isinstance(res, dict) and isinstance(res.get("data"), list) and not tables:
+            if isinstance(res, dict) and isinstance(res.get("data"), list):
+                # judged even beside an HTML table: the two need not hold the same rows
                 ctx.judge(from_frame(pd.json_normalize(res["data"], max_level=1),
-                                     base={**ctx.base, **where}))
-                tables = [([], None)]
+                                     base={**ctx.base, **where, "part": "dataresource"}))
+                rest = {key: v for key, v in res.items() if key not in ("data", "schema")}
+                if rest:
+                    judge_value(rest, cell_ctx, "dataresource fields")
+                tables = tables or [([], None)]
+            elif res is not None:
+                judge_value(res, cell_ctx, "dataresource")
             plain = _src(data.get("text/plain"))
             text_checks(plain, ctx, **where)
             if text_residual_df(plain + html):
                 # a printed model summary states its residual df next to its coefficient table
                 ctx.findings[mark:] = [f for f in ctx.findings[mark:]
                                        if f.rule != "regression-without-df"]
+            judged = ctx.judged
+            for mime, value in data.items():
+                if mime in ("text/plain", "text/html", "application/vnd.dataresource+json"):
+                    continue
+                n_text += _other_output(mime, value, ctx, where, others)
+            if ctx.judged > judged:
+                tables = tables or [([], None)]  # a Markdown, LaTeX or JSON table was judged
+            if not tables:
+                _printed_tables(plain, ctx, where)
             if not tables and plain.strip() and not any(m.startswith("image/") for m in data):
                 n_text += 1
+        ctx.findings.extend(cell_ctx.findings)
+        ctx.judged += cell_ctx.judged
     ctx.details.update(cells=len(nb["cells"]), outputs=n_out)
     if n_img:
         ctx.add(finding("unjudgeable-format", f"{n_img} plots or images in cell outputs must be "
                         "looked at", **ctx.base))
+    if others:
+        ctx.add(finding("unjudgeable-format", "cell outputs of types the checker does not render "
+                        f"({', '.join(sorted(others)[:8])}) must be looked at", **ctx.base))
     if n_text:
         ctx.add(finding("free-text", f"{n_text} text outputs or Markdown cells with numbers must "
                         "be read", **ctx.base))
     if n_out == 0 and not ctx.findings:
         ctx.judged += 1  # code only: nothing computed is shown
+
+
+#: literal lists and dicts in code with at least this many elements are judged as data
+MIN_LITERAL_ITEMS = 20
+
+
+def _code_literals(src: str, ctx: Ctx) -> None:
+    """Data written into code: string literals (CSV, JSON, base64) and long literal
+    lists or dicts of records. Row-level findings count; a literal table of
+    ``MIN_LITERAL_ITEMS`` items or more goes to review; the rest is code."""
+    import ast
+
+    from .carriers import judge_json, judge_value
+
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        # IPython magics and shell escapes: judge the lines that are Python alone
+        lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return
+    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "part": "code literal"})
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
+            v = node.value
+            if len(v) >= 64 and (isinstance(v, bytes) or "\n" in v.strip() or v.lstrip()[:1] in "{["
+                                 or len(v) >= 256):
+                judge_value(v, sub, f"line {node.lineno}", free_text=False)
+        elif isinstance(node, ast.List | ast.Tuple | ast.Dict):
+            items = node.keys if isinstance(node, ast.Dict) else node.elts
+            if len(items) < MIN_LITERAL_ITEMS and not (
+                    isinstance(node, ast.Dict) and any(
+                        isinstance(v, ast.List | ast.Tuple) and len(v.elts) >= MIN_LITERAL_ITEMS
+                        for v in node.values)):
+                continue
+            try:
+                value = ast.literal_eval(node)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                continue
+            skip.update(id(n) for n in ast.walk(node))
+            if isinstance(value, tuple):
+                value = list(value)
+            if isinstance(value, list):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            if isinstance(value, dict):
+                value = {str(k): list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+            tmp = Ctx(policy=ctx.policy, depth=ctx.depth,
+                      base={**sub.base, "part": f"code literal line {node.lineno}"})
+            if judge_json(value, tmp, 0, free_text=False):
+                # a literal table: numbers alone (colours, bands) are not taken for records,
+                # but a person looks at any table written into code
+                sub.findings.extend(f for f in tmp.findings if f.severity == "block"
+                                    and "without any label" not in f.message)
+                ctx.add(finding("ambiguous-layout", f"code writes a literal table of "
+                                f"{len(items)} items: a person must look", **tmp.base))
+            else:
+                sub.findings.extend(f for f in tmp.findings if f.severity == "block")
+    ctx.findings.extend(f for f in sub.findings if f.severity == "block")
+
+
+def _attachment_bytes(mime: str, value: Any) -> bytes | None:
+    from .carriers import _b64
+
+    if isinstance(value, list):
+        value = "".join(str(v) for v in value)
+    if not isinstance(value, str):
+        return None
+    data = _b64(value.strip())  # nbformat stores attachments in base64
+    if data is None and (mime.startswith("text/") or "json" in mime or mime.endswith("+xml")):
+        return value.encode("utf-8")
+    return data
+
+
+def _printed_tables(text: str, ctx: Ctx, where: dict[str, Any]) -> None:
+    """Tables printed as text (``print(df)``): records there block."""
+    from .carriers import judge_text_tables
+
+    if text.count("\n") < 2:
+        return
+    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where,
+                                                        "part": "printed table"})
+    judge_text_tables(text, sub)
+    # the text itself is reviewed anyway; what counts here is records or identifiers
+    ctx.findings.extend(f for f in sub.findings if f.severity in ("block", "fail"))
+
+
+def _html_outside_tables(html: str, ctx: Ctx, where: dict[str, Any]) -> None:
+    """Text, scripts and comments of an HTML output outside its tables."""
+    import lxml.html
+
+    from .carriers import judge_value
+
+    try:
+        doc = lxml.html.fromstring(html)
+    except Exception:  # noqa: BLE001 - not HTML: judged as text
+        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where})
+        judge_value(html, sub, "HTML output", free_text=False)
+        ctx.findings.extend(sub.findings)
+        return
+    parts = []
+    for el in list(doc.iter()):
+        if not isinstance(el.tag, str):  # comments, processing instructions
+            if el.text and el.text.strip():
+                parts.append(el.text)
+    for el in list(doc.iter("script")):
+        if el.text and el.text.strip():
+            parts.append(el.text)
+    for t in list(doc.iter("table", "script", "style")):
+        t.drop_tree()
+    parts.append(doc.text_content())
+    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where})
+    for part in parts:
+        if part.strip():
+            judge_value(part.strip(), sub, "HTML output outside its tables", free_text=False)
+    ctx.findings.extend(sub.findings)
+    ctx.judged += sub.judged
+
+
+def _other_output(mime: str, value: Any, ctx: Ctx, where: dict[str, Any],
+                  others: set[str]) -> int:
+    """Judge one output of a MIME type other than text/plain and text/html; returns 1
+    when it is text a person must read."""
+    from .carriers import _b64, judge_image_text, judge_json, judge_text_tables, judge_value
+
+    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where, "part": mime[:80]})
+    text = _src(value) if isinstance(value, str | list) and not (
+        isinstance(value, list) and any(not isinstance(v, str) for v in value)) else None
+    is_text = 0
+    if mime.startswith("image/") or mime == "application/pdf":
+        if text is not None:
+            kind = {"image/png": "PNG image", "image/svg+xml": "SVG image",
+                    "application/pdf": "pdf"}.get(mime)
+            data = text.encode() if mime == "image/svg+xml" else _b64(text)
+            if kind and data:
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="ecluse-out-") as tmp:
+                    p = Path(tmp) / "image"
+                    p.write_bytes(data)
+                    try:
+                        judge_image_text(p, kind, sub)
+                    except Exception as e:  # noqa: BLE001 - the image is reviewed anyway
+                        sub.add(finding("reader-error", f"cannot read the text of {mime}: "
+                                        f"{type(e).__name__}", **sub.base))
+    elif mime == "text/markdown" and text is not None:
+        text_checks(text, sub)
+        judge_text_tables(text, sub)
+        is_text = int(not _only_table_lines(text, "|"))
+    elif mime == "text/latex" and text is not None:
+        text_checks(text, sub)
+        rows = _latex_rows(text)
+        if rows:
+            from .carriers import _runs
+
+            for blk in _runs(rows, 1):
+                t = grid_to_table(blk, base=dict(sub.base))
+                if t is not None and len(t.body):
+                    sub.judge(t)
+        is_text = int(not rows or bool(re.sub(r"\\begin\{tabular\}.*?\\end\{tabular\}", "",
+                                              text, flags=re.S).strip(" \n$")))
+    elif mime == "application/json" or mime.endswith("+json") or mime.endswith("/json"):
+        doc = value
+        if isinstance(value, str | list) and text is not None:
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                doc = text
+        if mime not in ("application/json",):
+            others.add(mime)
+        found = judge_json(doc, sub, free_text=False) if isinstance(doc, dict | list) else 0
+        if not isinstance(doc, dict | list):
+            judge_value(doc, sub, "value", free_text=False)
+        is_text = int(mime == "application/json" and not found)
+    else:
+        others.add(mime)
+        judge_value(text if text is not None else value, sub, "value", free_text=False)
+    ctx.findings.extend(sub.findings)
+    ctx.judged += sub.judged
+    return is_text
+
+
+def _only_table_lines(text: str, mark: str) -> bool:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return bool(lines) and all(mark in ln for ln in lines)
+
+
+def _latex_rows(text: str) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for body in re.findall(r"\\begin\{tabular\*?\}(?:\{[^}]*\})+(.*?)\\end\{tabular\*?\}",
+                           text, flags=re.S):
+        for line in re.split(r"\\\\", body):
+            line = re.sub(r"\\(?:hline|toprule|midrule|bottomrule|cline\{[^}]*\})", "", line)
+            line = re.sub(r"\\(?:textbf|textit|emph|multicolumn\{[^}]*\}\{[^}]*\})\{([^}]*)\}",
+                          r"\1", line)
+            if not line.strip():
+                continue
+            rows.append([c.strip().replace("\\_", "_").replace("\\%", "%") for c in line.split("&")])
+    return rows
 
 
 # ----------------------------------------------------------------- netCDF / Zarr
@@ -177,7 +464,19 @@ def _person_dim(dim: str) -> bool:
 
 
 def _check_dataset(ds: Any, ctx: Ctx) -> None:
+    from .carriers import judge_value
+
     pol = ctx.policy
+    # attributes of the dataset and of each variable: tables, base64 files and
+    # identifiers hidden there are judged (ordinary text such as "history" is not)
+    for owner, attrs in [("dataset", ds.attrs)] + [(str(v), ds[v].attrs) for v in ds.variables]:
+        for key, value in attrs.items():
+            if isinstance(value, np.ndarray):
+                if value.dtype.kind not in "OSU" and value.size < 1000:
+                    continue
+                value = value.tolist()
+            if isinstance(value, str | bytes | list | dict):
+                judge_value(value, ctx, f"attribute {key!s:.60} of {owner}", free_text=False)
     ctx.details.update(dims={str(k): int(v) for k, v in ds.sizes.items()},
                        variables=[str(v) for v in ds.data_vars])
     for name in list(ds.variables):

@@ -66,12 +66,88 @@ class Ctx:
     def add(self, *fs: Finding) -> None:
         self.findings.extend(fs)
 
-    def judge(self, t: Table) -> Profile:
+    def judge(self, t: Table, decode_cells: bool = True) -> Profile:
         t.base = {**self.base, **t.base}
         fs, prof = analyze_table(t, self.policy)
         self.findings.extend(fs)
         self.judged += 1
+        if not prof.blocked and _transposed_records(t, self.policy, self.findings):
+            prof.blocked = True
+        if decode_cells and not prof.blocked:
+            _judge_cells(t, self)
         return prof
+
+
+#: cells of one table decoded (JSON, base64, bytes), at most
+MAX_DECODED_CELLS = 200
+
+
+def _judge_cells(t: Table, ctx: Ctx) -> None:
+    """Cells that hold JSON, base64 or bytes (a file per cell) are decoded and judged."""
+    from .carriers import MIN_DECODE_CHARS, judge_value, looks_base64
+    from .table import _plain_dtype, _strings
+
+    done = 0
+    for j in range(t.body.shape[1]):
+        col = t.body[j]
+        if _plain_dtype(col):
+            continue
+        lengths = pc.fill_null(pc.utf8_length(_strings(col)), 0).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(lengths >= MIN_DECODE_CHARS):
+            v = col.iat[int(i)]
+            if isinstance(v, bytes | bytearray | dict | list):
+                pass
+            elif not (isinstance(v, str) and (v.lstrip()[:1] in ("{", "[") or "\n" in v.strip()
+                                              or looks_base64(v.strip()))):
+                continue
+            if done >= MAX_DECODED_CELLS:
+                ctx.add(finding("unjudgeable-format", f"more than {MAX_DECODED_CELLS} cells hold "
+                                "encoded values: the rest is not decoded", **t.base))
+                return
+            done += 1
+            sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**t.base})
+            judge_value(v, sub, f"cell {t.names[j][:40]!r} row {t.rownums[int(i)]}",
+                        free_text=False)
+            ctx.findings.extend(sub.findings)
+
+
+def _transposed_records(t: Table, policy: DisclosurePolicy, out: list[Finding]) -> bool:
+    """Judge a wide table column by column: records laid out as columns (``df.T``)
+    are row-level like records laid out as rows. Only row-level findings of the
+    turned table count (its other findings are the table's own, read the other way)."""
+    n, m = t.body.shape
+    if m < policy.row_level_min_rows or m <= n or n == 0 or n > MAX_COLUMNS:
+        return False
+    first = parse_numbers(t.body[0], t.decimal_comma)
+    named_rows = first.notna().mean() < 0.5  # the first column names the fields
+    if named_rows:
+        header = [t.names[0]] + [_cell(v) for v in t.body[0]]
+        cols = range(1, m)
+    else:
+        header = [""] + [f"row {r}" for r in t.rownums]
+        cols = range(m)
+    # the header of the wide table, as written (before names were made unique)
+    heads = [" / ".join(p for p in t.levels[j] if p) if j < len(t.levels) else t.names[j]
+             for j in range(m)]
+    if all(not h for h in heads[1:]):  # no header row: the columns had no names
+        header = header[1:]
+        grid = [header] + [[_cell(v) for v in t.body[j]] for j in cols]
+    else:
+        grid = [header] + [[heads[j]] + [_cell(v) for v in t.body[j]] for j in cols]
+    turned = grid_to_table(grid, base={**t.base}, decimal_comma=t.decimal_comma)
+    if turned is None or len(turned.body) < policy.row_level_min_rows:
+        return False
+    fs, _ = analyze_table(turned, policy)
+    blocks = [f for f in fs if f.severity == "block"]
+    if not blocks:
+        return False
+    out.append(finding("transposed-records", f"{m} columns over {n} rows, read column by column: "
+                       f"{blocks[0].message}", **t.base))
+    return True
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None or (isinstance(v, float) and v != v) else v
 
 
 # ----------------------------------------------------------------- CSV
@@ -322,10 +398,51 @@ def read_parquet(path: Path, ctx: Ctx) -> None:
     pf = pq.ParquetFile(path)
     n = pf.metadata.num_rows
     ctx.details.update(rows=n, columns=pf.metadata.num_columns, row_groups=pf.num_row_groups)
+    judge_arrow_metadata(pf.schema_arrow, ctx, pf.metadata.metadata, kind="Parquet")
     if n == 0:
         ctx.add(finding("empty-file", "Parquet file without rows", **ctx.base))
         return
     head = next(pf.iter_batches(batch_size=HEAD_ROWS)).to_pandas(ignore_metadata=True)
+    _judge_arrow_rows(ctx, head, n, lambda: pf.iter_batches(batch_size=262_144), "Parquet")
+
+
+def read_arrow(path: Path, ctx: Ctx) -> None:
+    """An Arrow IPC file (Feather v2): its schema, metadata and rows, like Parquet."""
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(path)) as src:
+        reader = ipc.open_file(src)
+        judge_arrow_metadata(reader.schema, ctx, None, kind="Arrow")
+        k = reader.num_record_batches
+        n = 0
+        for i in range(k):
+            get = getattr(reader, "get_batch_with_custom_metadata", None)
+            if get is not None:
+                b, md = get(i)
+                if md:
+                    judge_arrow_metadata(pa.schema([], metadata=dict(md)), ctx, None,
+                                         kind=f"Arrow record batch {i}")
+            else:  # pragma: no cover - older pyarrow
+                b = reader.get_batch(i)
+            n += b.num_rows
+        ctx.details.update(rows=n, columns=len(reader.schema), record_batches=k)
+        if n == 0:
+            ctx.add(finding("empty-file", "Arrow file without rows", **ctx.base))
+            return
+        head_batches, got = [], 0
+        for i in range(k):
+            if got >= HEAD_ROWS:
+                break
+            b = reader.get_batch(i)
+            head_batches.append(b)
+            got += b.num_rows
+        head = pa.Table.from_batches(head_batches, reader.schema).slice(0, HEAD_ROWS) \
+            .to_pandas(ignore_metadata=True)
+        _judge_arrow_rows(ctx, head, n, lambda: (reader.get_batch(i) for i in range(k)), "Arrow")
+
+
+def _judge_arrow_rows(ctx: Ctx, head: pd.DataFrame, n: int,
+                      all_batches: Any, kind: str) -> None:
     t = from_frame(head, base=dict(ctx.base), declared_rows=n if n > len(head) else None)
     prof = ctx.judge(t)
     if n <= len(head):
@@ -334,20 +451,115 @@ def read_parquet(path: Path, ctx: Ctx) -> None:
     if prof.blocked:
         # never releasable whatever the rest holds; the row count is in the footer
         checker.rows = n
-        checker.finish(kind="Parquet")
+        checker.finish(kind=kind)
         return
     need = sorted(set(prof.count_cols) | set(prof.stat_cols))
     text_cols = _text_cols(t, prof)
 
     def batches() -> Iterator[pa.RecordBatch]:
         # every column is read: a file may only pass once all of it was decoded
-        for b in pf.iter_batches(batch_size=262_144):
+        for b in all_batches():
             arrays = [_as_float(b.column(j)) for j in need] + [b.column(j) for j in text_cols]
             yield (pa.RecordBatch.from_arrays(arrays, names=[f"c{k}" for k in range(len(arrays))])
                    if arrays else pa.RecordBatch.from_pydict({"_": pa.nulls(b.num_rows)}))
 
     checker.run(batches(), need, as_text=False, text_cols=text_cols)
-    checker.finish(kind="Parquet")
+    checker.finish(kind=kind)
+
+
+#: keys of the metadata pandas writes, and of each of its column entries
+_PANDAS_KEYS = {"index_columns", "column_indexes", "columns", "creator", "pandas_version",
+                "attributes"}
+_PANDAS_COLUMN_KEYS = {"name", "field_name", "pandas_type", "numpy_type", "metadata"}
+
+
+def judge_arrow_metadata(schema: pa.Schema, ctx: Ctx, kv: dict[bytes, bytes] | None, *,
+                         kind: str) -> None:
+    """Judge the key-value metadata of a Parquet/Arrow file, of its schema and of
+    every field: a table, a base64 file or long text hidden there is judged like
+    the rows themselves (``ARROW:schema`` is the schema itself, read by pyarrow)."""
+    from .carriers import judge_value
+
+    seen: set[tuple[bytes, bytes]] = set()
+    items: list[tuple[str, bytes, bytes]] = []
+    for label, md in ((f"{kind} key-value metadata", kv), (f"{kind} schema metadata",
+                                                              schema.metadata)):
+        for k, v in (md or {}).items():
+            items.append((label, k, v))
+    stack: list[tuple[str, Any]] = [(f.name, f) for f in schema]
+    while stack:
+        name, f = stack.pop()
+        if f.metadata:
+            for k, v in f.metadata.items():
+                items.append((f"metadata of field {name!r}", k, v))
+        typ = f.type
+        if pa.types.is_struct(typ):
+            stack.extend((f"{name}.{typ.field(i).name}", typ.field(i)) for i in range(typ.num_fields))
+        elif pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+            stack.append((f"{name}[]", typ.value_field))
+        elif pa.types.is_map(typ):
+            stack.extend([(f"{name}.key", typ.key_field), (f"{name}.value", typ.item_field)])
+    names = [f.name for f in schema]
+    if len(names) >= ctx.policy.row_level_min_rows:
+        # many field names: records written as names are judged like text (only what
+        # reads as row-level counts; ordinary names are the header, judged with the rows)
+        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base=dict(ctx.base))
+        judge_value("\n".join(names), sub, f"{kind} field names", free_text=False)
+        ctx.findings.extend(f for f in sub.findings if f.severity == "block")
+    for label, k, v in items:
+        if (k, v) in seen or k == b"ARROW:schema":
+            continue
+        seen.add((k, v))
+        key = k.decode("utf-8", errors="replace")
+        what = f"{label} {key[:60]!r}"
+        if len(k) >= 64:
+            judge_value(k, ctx, f"{label} (a key)")
+        if k == b"pandas":
+            _judge_pandas_metadata(v, ctx, what)
+        else:
+            judge_value(v, ctx, what)
+
+
+def _judge_pandas_metadata(value: bytes, ctx: Ctx, what: str) -> None:
+    from .carriers import judge_value
+
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        judge_value(value, ctx, what)
+        return
+    if not isinstance(doc, dict):
+        judge_value(doc, ctx, what)
+        return
+    rest = {k: v for k, v in doc.items() if k not in _PANDAS_KEYS}
+    if doc.get("attributes"):
+        judge_value(doc["attributes"], ctx, f"{what} attributes (DataFrame.attrs)")
+    for group in ("columns", "column_indexes", "index_columns"):
+        entries = doc.get(group)
+        if not isinstance(entries, list):
+            if entries is not None:
+                rest[group] = entries
+            continue
+        for e in entries:
+            if isinstance(e, str):
+                if len(e) >= 64:
+                    rest.setdefault(group, []).append(e)
+                continue
+            if not isinstance(e, dict):
+                rest.setdefault(group, []).append(e)
+                continue
+            extra = {k: v for k, v in e.items() if k not in _PANDAS_COLUMN_KEYS
+                     and not (group == "index_columns" and k in ("kind", "start", "stop", "step"))}
+            md = e.get("metadata")
+            if md is not None and len(json.dumps(md, default=str)) > 256:
+                extra["metadata"] = md
+            for k in ("name", "field_name"):
+                if isinstance(e.get(k), str) and len(e[k]) >= 256:
+                    extra[k] = e[k]
+            if extra:
+                rest.setdefault(group, []).append(extra)
+    if rest:
+        judge_value(rest, ctx, what)
 
 
 def _text_cols(t: Table, prof: Profile) -> list[int]:
@@ -411,8 +623,13 @@ def read_excel(path: Path, ctx: Ctx) -> None:
             ctx.add(finding("unjudgeable-format", f"chart sheet {cs.title!r} must be looked at",
                             **{**ctx.base, "sheet": cs.title}))
         ctx.details["sheets"] = sheets
+        n_sheets = len(wb.worksheets)
     finally:
         wb.close()
+    from .workbook import read_workbook_parts
+
+    with zipfile.ZipFile(path) as zf:
+        read_workbook_parts(zf, n_sheets, ctx)
     if ctx.judged == 0 and not ctx.findings:
         ctx.add(finding("empty-file", "workbook without any filled cell", **ctx.base))
 
@@ -427,20 +644,24 @@ def read_json(path: Path, ctx: Ctx) -> None:
         return
     with open(path, "rb") as fh:
         doc = json.load(fh)
+    from .carriers import judge_json_strings
+
     found = 0
     for where, frame in _json_tables(doc, "$"):
         base = dict(ctx.base)
         if where != "$":
             base["table"] = where
-        ctx.judge(from_frame(frame, base=base))
+        ctx.judge(from_frame(frame, base=base), decode_cells=False)
         found += 1
+    # strings that are JSON, base64 files or delimited text are judged in turn
+    judge_json_strings(doc, ctx, free_text=bool(found))
     if not found:
         ctx.add(finding("free-text", "JSON document without a table: a person must read it",
                         **ctx.base))
 
 
 def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd.DataFrame]]:
-    if depth > 6:
+    if depth > 32:
         return
     if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
         yield where, pd.json_normalize(doc, max_level=1)
@@ -558,6 +779,9 @@ def read_html(path: Path, sn: Sniffed, ctx: Ctx) -> None:
         t = grid_to_table(rows, base={**ctx.base, "table": k + 1}, declared_rows=declared)
         if t is not None:
             ctx.judge(t)
+    from .other import _html_outside_tables
+
+    _html_outside_tables(text, ctx, {})  # scripts, comments and text: records there block
     if _text_outside_tables(text).strip() or not tables:
         ctx.add(finding("free-text", "HTML page: text outside tables must be read by a person",
                         **ctx.base))

@@ -153,7 +153,7 @@ class Report:
 def format_location(loc: dict[str, Any]) -> str:
     """``member a.csv, sheet S, row 4, column n (B4)`` — a short human form."""
     parts = []
-    for key in ("member", "sheet", "cell_index", "output", "table", "variable"):
+    for key in ("member", "sheet", "cell_index", "output", "part", "table", "variable"):
         if key in loc:
             parts.append(f"{key.replace('_', ' ')} {loc[key]}")
     if "row" in loc:

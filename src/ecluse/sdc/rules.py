@@ -43,6 +43,8 @@ RULES: dict[str, Rule] = {
         Rule("count-all-ones", B, "A count column that is 1 on every row: one row per person."),
         Rule("person-dimension", B, "A netCDF/Zarr variable with a per-person dimension "
              "(patient, person, subject, individual…)."),
+        Rule("transposed-records", B, "A wide table read column by column (records laid out as "
+             "columns) is row-level.", ("row_level_min_rows",)),
         # --- disclosive aggregates: fail
         Rule("small-count", F, "A count cell below the threshold.", ("threshold",)),
         Rule("zero-count", F, "A zero count cell (structural zeros disclose that nobody has a "
@@ -64,6 +66,9 @@ RULES: dict[str, Rule] = {
              "freedom or number of observations.", ("min_residual_df",)),
         Rule("ambiguous-layout", R, "A table whose layout could not be understood as an "
              "aggregate (few rows with repeated labels, no counts or statistics).",
+             ("row_level_min_rows",)),
+        Rule("constant-count", R, "A column named as a count holds the same value on (nearly) "
+             "every row of a long table: it counts nothing, and the rows are judged without it.",
              ("row_level_min_rows",)),
         Rule("unjudgeable-format", R, "Images, PDFs, office documents, unknown or binary "
              "formats: a person must look."),

@@ -29,7 +29,7 @@ _OTHER_BINARY = [
     (b"7z\xbc\xaf\x27\x1c", "archive-other", "7z archive"), (b"Rar!", "archive-other", "RAR archive"),
     (b"SQLite format 3\x00", "database", "SQLite database"),
     (b"<stata_dta>", "dataset", "Stata dataset"), (b"$FL2", "dataset", "SPSS dataset"),
-    (b"$FL3", "dataset", "SPSS dataset"), (b"ARROW1", "dataset", "Arrow IPC / Feather file"),
+    (b"$FL3", "dataset", "SPSS dataset"), (b"ARROW1", "arrow", "Arrow IPC / Feather file"),
     (b"Obj\x01", "dataset", "Avro file"), (b"ORC", "dataset", "ORC file"),
     (b"\x93NUMPY", "dataset", "NumPy array"), (b"RDX2\n", "dataset", "R data file"),
     (b"RDX3\n", "dataset", "R data file"), (b"X\n", "dataset", "R serialized data"),
@@ -39,7 +39,7 @@ _OTHER_BINARY = [
 
 @dataclass
 class Sniffed:
-    format: str  # csv, parquet, excel, json, jsonl, notebook, netcdf, zarr, zip, gzip,
+    format: str  # csv, parquet, arrow, excel, json, jsonl, notebook, netcdf, zarr, zip, gzip,
     #              html, text, image, pdf, office, archive-other, database, dataset,
     #              binary, empty, directory
     detail: str = ""
@@ -81,6 +81,9 @@ def sniff(path: Path) -> Sniffed:
             return Sniffed(fmt, label)
     text, encoding = _decode(head)
     if text is None:
+        if b"\x00" in head and _decode(head.replace(b"\x00", b""))[0] is not None:
+            # text made to look binary by NUL bytes: the checker reads it without them
+            return Sniffed("binary", "text holding NUL bytes", extra={"nul_bytes": True})
         return Sniffed("binary", "binary content of unknown format")
     return _sniff_text(path, text, encoding, len(head) == HEAD_BYTES)
 

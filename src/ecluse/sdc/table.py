@@ -9,6 +9,7 @@ and keeps each body cell's original row and column so findings point at it.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,13 @@ def from_frame(df: pd.DataFrame, *, base: dict | None = None, first_row: int = 1
     names = [str(c) for c in df.columns]
     body = df.reset_index(drop=True)
     body.columns = range(len(names))
+    for j in range(len(names)):
+        col = body[j]
+        if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in ("bytes", "mixed"):
+            # binary cells (a Parquet binary column) as base64 text: judged, and decoded
+            # as files of their own when long (see readers._judge_cells)
+            body[j] = col.map(lambda v: base64.b64encode(bytes(v)).decode()
+                              if isinstance(v, bytes | bytearray) else v)
     return Table(body=body, names=names, levels=[[n] for n in names],
                  rownums=list(range(first_row, first_row + len(body))),
                  base=dict(base or {}), declared_rows=declared_rows)
@@ -114,7 +122,7 @@ def _strings(s: pd.Series) -> pa.Array:
     vals = s.to_numpy(dtype=object, na_value=None)
     try:
         arr = pa.array(vals, type=pa.string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):  # bytes that are not text
         arr = pa.array([None if _isna(v) else str(v) for v in vals], type=pa.string())
     return pc.utf8_trim_whitespace(arr)
 

@@ -55,7 +55,8 @@ def test_me_with_groups_from_the_token_or_from_the_hub(airlock_hub):
     assert me == {"name": "carol", "groups": ["output-checkers"], "projects": [],
                   "output_checker": True, "staff": False}
     # a workspace-like token that cannot read groups: the service asks the hub itself
-    narrow = airlock_hub.api("alice", scopes=["access:services!service=airlock"])
+    narrow = airlock_hub.api("alice", scopes=["access:services!service=airlock",
+                                              "custom:ecluse:project:cardio-los"])
     assert narrow.get("/me").json()["projects"] == ["cardio-los"]
 
 
@@ -98,7 +99,7 @@ def test_full_flow_create_upload_submit_review_release_download(airlock_hub):
     msg = _error(carol.post(f"/requests/{rid}/reviews", json={"decision": "approve"}), 422,
                  "policy_violation")
     assert "override reason" in msg
-    ov = {"overrides": {name: "Published total"}}
+    ov = {"overrides": {name: "Published total", "plot.png": "A plot of rates, no cells"}}
     r = carol.post(f"/requests/{rid}/reviews", json={"decision": "approve", **ov})
     assert r.status_code == 201 and r.json()["state"] == "in_review"
     assert dan.post(f"/requests/{rid}/reviews", json={"decision": "approve", **ov}).json()[
@@ -238,3 +239,47 @@ def test_researcher_submits_and_withdraws_from_the_page(airlock_hub):
     assert r.status_code == 200 and 'id="state">withdrawn' in r.text
     r = s.post(f"{url}/submit", data={"_xsrf": xsrf}, timeout=15)
     assert r.status_code == 409 and "is withdrawn: cannot submit" in r.text
+
+
+# ---------------------------------------------------------------- two-person rule on bytes
+
+
+def test_checker_never_gets_the_bytes_of_a_block_file_even_after_withdraw(airlock_hub):
+    """Attack: an output checker (not a member) GETs .../content of a block file."""
+    from .test_file_access import CANARY_LATE, CANARY_NAME, canary_block
+
+    alice, carol = airlock_hub.api("alice"), airlock_hub.api("carol")
+    rules = carol.get("/rules").json()
+    assert [r for r in rules["file_access"] if r["view"] == "content"] == [
+        {"view": "content", "states": ["released"], "actors": ["requester"],
+         "current_version_only": True}]
+    assert rules["verdicts"]["review"] == {"approvable": True, "needs_override_reason": True}
+    rid = _create(alice, title="Cohort extract")
+    name, data = canary_block()
+    f = alice.post(f"/requests/{rid}/files", params={"filename": name}, data=data).json()
+    assert f["verdict"] == "block"
+    assert alice.post(f"/requests/{rid}/submit").status_code == 200
+    url = f"/requests/{rid}/files/{f['id']}/content"
+    msg = _error(carol.get(url), 403, "permission_denied")
+    assert "only to the requester" in msg and "preview" in msg
+    detail = carol.get(f"/requests/{rid}")
+    assert detail.status_code == 200 and detail.json()["files"][0]["preview"]["kind"] == "table"
+    assert CANARY_NAME not in detail.text and CANARY_LATE not in detail.text
+    # the checker's page: findings and a masked sample, never the rows
+    s = _page_session(airlock_hub, "carol")
+    page = s.get(f"{airlock_hub.airlock_url}/requests/{rid}", timeout=15)
+    assert page.status_code == 200 and 'class="masked"' in page.text
+    assert "identifier-column" in page.text
+    assert CANARY_NAME not in page.text and CANARY_LATE not in page.text
+    assert "P100000" not in page.text and "/download" not in page.text
+    r = s.get(f"{airlock_hub.airlock_url}/requests/{rid}/files/{f['id']}/download", timeout=15)
+    assert r.status_code == 403 and CANARY_NAME.encode() not in r.content
+
+    assert alice.post(f"/requests/{rid}/withdraw", json={}).json()["state"] == "withdrawn"
+    _error(carol.get(url), 403, "permission_denied")
+    _error(alice.get(url), 403, "permission_denied")
+    closed = carol.get(f"/requests/{rid}").json()["files"][0]
+    assert "preview" not in closed and "findings" not in closed
+    page = s.get(f"{airlock_hub.airlock_url}/requests/{rid}", timeout=15).text
+    assert "no longer shown" in page and 'class="preview-table"' not in page
+    assert "identifier-column" not in page

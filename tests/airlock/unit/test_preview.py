@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ecluse.airlock.preview import table_preview
+from ecluse.airlock.preview import MASK, masked_columns, render_preview, table_preview
 from ecluse.sdc import DisclosurePolicy, check_file
 
 
@@ -59,3 +59,45 @@ def test_not_a_table_or_unreadable(tmp_path):
     bad.write_bytes(b"not parquet")
     pv = table_preview(bad, "bad.parquet", "parquet", [])
     assert pv.error and "cannot preview" in pv.error
+
+
+def test_identifier_like_columns_are_masked(tmp_path):
+    cols = ["patient_id", "nom", "email", "dob", "ward", "age", "note", "code"]
+    rows = [[f"P{100000 + i}", f"Nom{i}", f"p{i}@x.fr", f"19{50 + i}-01-02", "AB"[i % 2],
+             str(30 + i), f"fell at home on day {i} and was admitted", "X"] for i in range(6)]
+    masked = {cols[j] for j in masked_columns(cols, rows, [])}
+    assert masked == {"patient_id", "nom", "email", "dob", "note"}
+    # a finding pointing at a column masks it whatever it looks like
+    assert 7 in masked_columns(cols, rows, [{"location": {"column": "code"}}])
+
+
+def test_block_preview_is_a_masked_sample_of_twenty_rows(tmp_path):
+    p = tmp_path / "cohort.csv"
+    p.write_text("ipp,ville,age\n" + "".join(f"{1000000 + i},Ville{i},{20 + i % 50}\n"
+                                             for i in range(60)))
+    report = check_file(p, DisclosurePolicy(), display_name="cohort.csv").to_dict()
+    assert report["verdict"] == "block"
+    pv = render_preview(p, "cohort.csv", report, max_rows=200)
+    assert pv["kind"] == "table" and len(pv["rows"]) == 20 and pv["truncated"]
+    assert pv["masked_columns"] == [0, 1]
+    assert all(r[0] == MASK and r[1] == MASK for r in pv["rows"])
+    assert [r[2] for r in pv["rows"]][:3] == ["20", "21", "22"]
+    unreadable = render_preview(tmp_path / "missing.csv", "missing.csv",
+                                {"verdict": "block", "format": "csv"}, 200)
+    assert unreadable["kind"] == "withheld"
+
+
+def test_a_stored_preview_stays_small(tmp_path):
+    from ecluse.airlock.preview import PREVIEW_MAX_BYTES, PREVIEW_MAX_COLUMNS
+
+    p = tmp_path / "wide.csv"
+    header = ",".join(f"c{j}" for j in range(300))
+    p.write_text(header + "\n" + "".join(",".join("x" * 500 for _ in range(300)) + "\n"
+                                          for _ in range(200)))
+    pv = render_preview(p, "wide.csv", {"verdict": "review", "format": "csv"}, max_rows=200)
+    assert pv["kind"] == "table" and pv["columns_truncated"] and pv["truncated"]
+    assert len(pv["columns"]) == PREVIEW_MAX_COLUMNS
+    assert all(len(r) == PREVIEW_MAX_COLUMNS and len(r[0]) <= 120 for r in pv["rows"])
+    import json
+
+    assert 0 < len(pv["rows"]) < 200 and len(json.dumps(pv)) <= PREVIEW_MAX_BYTES

@@ -8,14 +8,18 @@ from ecluse.airlock.rules import (
     DECISIONS,
     EDITABLE_STATES,
     EVENTS,
+    FILE_ACCESS,
     FINAL_STATES,
+    PURGEABLE_STATES,
     REVIEWABLE_STATES,
     TRANSITIONS,
     VERDICT_RULES,
     Action,
     Actor,
+    FileView,
     State,
     Verdict,
+    file_access_for,
 )
 from ecluse.sdc import Verdict as SdcVerdict
 
@@ -81,6 +85,31 @@ def test_verdict_rules_cover_every_sdc_verdict():
     assert set(VERDICT_RULES) == set(Verdict)
     assert VERDICT_RULES[Verdict.BLOCK] == (False, False)
     assert VERDICT_RULES[Verdict.FAIL] == (True, True)
+    # a file the checks could not judge needs a written reason, like a failing one
+    assert VERDICT_RULES[Verdict.REVIEW] == (True, True)
+    assert [v for v, (ok, reason) in VERDICT_RULES.items() if ok and not reason] == [Verdict.PASS]
+
+
+def test_file_access_table_keeps_bytes_under_the_two_person_rule():
+    assert {a.view for a in FILE_ACCESS} == set(FileView)
+    # raw bytes: the requester alone, once released, of the released version only
+    content = [a for a in FILE_ACCESS if a.view is FileView.CONTENT]
+    assert len(content) == 1
+    assert content[0].actors == {Actor.REQUESTER} and content[0].states == {State.RELEASED}
+    assert content[0].current_version_only
+    # checkers: previews while the request is reviewable, never bytes
+    for state in State:
+        checkers = {a.view for a in file_access_for(FileView.PREVIEW, state)
+                    if Actor.CHECKER in a.actors}
+        assert bool(checkers) is (state in REVIEWABLE_STATES), state
+        assert not any(Actor.CHECKER in a.actors for a in file_access_for(FileView.CONTENT,
+                                                                          state))
+    # withdrawn and rejected requests show nothing to anyone; they are what gets purged
+    assert PURGEABLE_STATES == {State.WITHDRAWN, State.REJECTED}
+    for state in PURGEABLE_STATES:
+        for view in FileView:
+            assert file_access_for(view, state) == [], (view, state)
+    assert "airlock.request.purged" in EVENTS.values()
 
 
 def test_editable_states_are_the_requesters_turn():

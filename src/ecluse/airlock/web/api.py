@@ -17,7 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from tornado import web
 
 from ..errors import AirlockError, InvalidInput, TooLarge
-from ..rules import FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
+from ..rules import FILE_ACCESS, FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
 from .base import REQ, BaseHandler
 
@@ -63,6 +63,14 @@ class RulesHandler(APIHandler):
                     for v, (ok, reason) in VERDICT_RULES.items()
                 },
                 "required_approvals": self.service.settings.required_approvals,
+                "file_access": [
+                    {
+                        "view": a.view.value, "states": sorted(st.value for st in a.states),
+                        "actors": sorted(x.value for x in a.actors),
+                        "current_version_only": a.current_version_only,
+                    }
+                    for a in FILE_ACCESS
+                ],
             }
         )
 
@@ -127,7 +135,9 @@ class ReviewHandler(APIHandler):
 
 
 class FileContentHandler(APIHandler):
-    """GET .../files/<id>/content — released files for the requester, any for checkers."""
+    """GET .../files/<id>/content — the bytes, for the requester of a released request only.
+
+    Checkers review through the previews in ``GET .../requests/<id>``."""
 
     async def get(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()

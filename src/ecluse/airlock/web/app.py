@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.services.auth import HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from ...hubservice import web as hubweb
 from ...hubservice.web import bind_address
@@ -88,6 +89,27 @@ def hub_oauth_from_env() -> HubOAuth:
     return hubweb.hub_oauth_from_env("ecluse airlock serve")
 
 
+def start_purge_task(service: AirlockService, pool: Any) -> PeriodicCallback | None:
+    """Purge withdrawn/rejected requests' staged files now and every
+    ``purge_interval_seconds`` (0: never), in the service's thread pool."""
+    interval = service.settings.purge_interval_seconds
+    if not interval:
+        return None
+
+    async def purge() -> None:
+        try:
+            done = await IOLoop.current().run_in_executor(pool, service.purge)
+            if done:
+                log.info("purged the staged files of %d request(s)", len(done))
+        except Exception:  # keep serving; the next round retries
+            log.exception("airlock purge failed")
+
+    IOLoop.current().add_callback(purge)
+    task = PeriodicCallback(purge, interval * 1000)
+    task.start()
+    return task
+
+
 async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path) -> None:
     """Run until SIGTERM/SIGINT."""
     hub_auth = hub_oauth_from_env()
@@ -97,7 +119,11 @@ async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path)
     server = hubweb.listen(app, ip=ip, port=port,
                                max_body_size=service.settings.max_file_bytes)
     log.info("airlock listening on http://%s:%s%s", ip, port, app.settings["airlock_prefix"])
+    purger = start_purge_task(service, app.settings["pool"])
+    IOLoop.current().run_in_executor(app.settings["pool"], service.render_missing_previews)
     await hubweb.until_stopped()
+    if purger is not None:
+        purger.stop()
     server.stop()
     await server.close_all_connections()
     app.settings["pool"].shutdown(wait=False)

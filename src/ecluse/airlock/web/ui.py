@@ -15,8 +15,6 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 
 from ...hubservice.web import HubAuthFromSettings
-from ..preview import table_preview, text_excerpt
-from ..rules import State
 from .base import REQ, BaseHandler
 
 
@@ -47,31 +45,21 @@ class HomeHandler(PageHandler):
 
 
 class RequestPage(PageHandler):
+    """A request: files with their verdicts, findings and stored previews.
+
+    Previews come from the service (rendered when each file was checked, shown
+    only to those ``FILE_ACCESS`` allows); this page never reads a staged file.
+    """
+
     @web.authenticated
     async def get(self, request_id: str) -> None:
         me = self.require_identity()
         req = await self.run(self.service.get_request, me, request_id)
-        previews: dict[int, Any] = {}
-        can_read = "checker" in req["your_roles"] and req["state"] != State.DRAFT.value
-        if can_read:
-            for f in req["files"]:
-                previews[f["id"]] = await self.run(self._preview, me, request_id, f)
         self.finish(
             self.render_template(
-                "request.html", req=req, previews=previews, can_read=can_read,
-                flash=self.get_query_argument("flash", ""),
+                "request.html", req=req, flash=self.get_query_argument("flash", ""),
             )
         )
-
-    def _preview(self, me: Any, request_id: str, f: dict[str, Any]) -> dict[str, Any]:
-        path, info = self.service.staged_path(me, request_id, f["id"])
-        rows = self.service.settings.preview_rows
-        table = table_preview(path, info["name"], info["format"], info["findings"], rows)
-        if table is not None:
-            return {"table": table}
-        if info["name"].lower().endswith((".txt", ".md", ".json", ".jsonl", ".log", ".tex")):
-            return {"text": text_excerpt(path)}
-        return {}
 
 
 class ReviewForm(PageHandler):

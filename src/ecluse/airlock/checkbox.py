@@ -1,0 +1,180 @@
+"""Disclosure checks and previews in a one-shot sandbox (``ecluse.sandbox``).
+
+The checker parses researcher-supplied files with pyarrow, openpyxl, lxml,
+libhdf5 and zarr: a crafted file that exploits one of them must find itself
+in a place that holds nothing. :class:`SandboxChecker` runs each inspection
+(:func:`~ecluse.airlock.checks.inspect_named`: report and preview) as
+``python -m ecluse.airlock.checkjob`` in a one-shot sandbox of its own, on
+the airlock's host with the ``local`` backend (bubblewrap) whatever backend
+runs the workspaces:
+
+* an unprivileged uid/gid (``check_uid``/``check_gid``), no capabilities,
+  ``no_new_privs``, the sandbox's seccomp filter;
+* its own network namespace with no allowed port: no network at all;
+* a read-only copy of the staged object under its display name at
+  ``/check/in/`` (the staging area, the database, the state directory and its
+  secrets are not mounted); no dataset under ``/data``; a project folder and
+  home of its own, removed afterwards;
+* CPU, memory and process limits (``check_cpu``, ``check_memory``) and the
+  ``check_timeout``.
+
+The result is one JSON line on stdout. Anything else — a timeout, the memory
+limit, a crash, a sandbox that cannot start, output that is not the expected
+JSON — gives the file verdict ``review`` with the reason (fail closed), which
+needs a written reason to approve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from .checkjob import RESULT_MARK
+from .checks import unjudged
+
+log = logging.getLogger(__name__)
+
+class CheckSandboxUnavailable(RuntimeError):
+    """The deployment cannot run check sandboxes: the service refuses to start."""
+
+
+#: slug prefix of the throw-away project of each check sandbox (reserved)
+CHECK_PROJECT_PREFIX = "airlock-check-"
+
+
+class SandboxChecker:
+    """Inspect staged files in one-shot sandboxes (the airlock's ``checker``).
+
+    Called from the service's worker threads; at most ``concurrency`` sandboxes
+    run at once.
+    """
+
+    def __init__(self, settings: Any, conf: Any, *, backend: Any = None,
+                 concurrency: int | None = None) -> None:
+        from ..sandbox import UserIdentity, backend_class
+
+        # the checker is the airlock's own code: its environment, not the workspaces'
+        sandbox = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
+        self.settings = settings = settings.model_copy(update={"sandbox": sandbox})
+        self.conf = conf
+        if backend is None:
+            if os.geteuid() != 0:
+                raise CheckSandboxUnavailable(
+                    "airlock.check_runner is sandbox, and check sandboxes (bubblewrap, "
+                    "network namespaces, cgroups) are started as root only; run the airlock "
+                    "as root, or set airlock.check_runner: process (development only: the "
+                    "service then parses untrusted files in its own processes)")
+            backend = backend_class("local")(settings=settings)
+        self.backend = backend
+        self.user = UserIdentity(conf.check_user, conf.check_uid, conf.check_gid)
+        self.timeout = conf.check_timeout
+        self._slots = threading.BoundedSemaphore(max(1, concurrency or conf.check_processes or 1))
+
+    # ----------------------------------------------------------- the job
+
+    def job_command(self, job_path: str) -> list[str]:
+        """The command run in the sandbox (a probe in tests replaces it)."""
+        return [str(Path(sys.prefix) / "bin" / "python"), "-I", "-m", "ecluse.airlock.checkjob",
+                job_path]
+
+    def __call__(self, object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
+                 preview_rows: int = 200) -> dict[str, Any]:
+        with self._slots:
+            try:
+                result = asyncio.run(self.run(object_path, display_name, policy, tmp_dir,
+                                              preview_rows))
+            except Exception as e:
+                log.error("check sandbox for %s failed: %s", display_name,
+                          getattr(e, "log_message", e))
+                return unjudged("automatic check could not run in its sandbox "
+                                f"({type(e).__name__}); review by hand")
+        return self.parse(result, display_name)
+
+    async def run(self, object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
+                  preview_rows: int = 200) -> Any:
+        """Run the job on a read-only copy of ``object_path``; the sandbox's RunResult."""
+        from ..config import Project, Quota
+        from ..sandbox import Mount, SandboxSpec
+
+        work = Path(tempfile.mkdtemp(prefix="sbx-", dir=tmp_dir))
+        project = Project(
+            slug=CHECK_PROJECT_PREFIX + secrets.token_hex(4), title="airlock check",
+            ldap_group="-", gid=self.conf.check_gid,
+            quota=Quota(cpu=self.conf.check_cpu, memory=self.conf.check_memory, pids=64),
+        )
+        try:
+            await asyncio.to_thread(self._stage, work, Path(object_path), display_name,
+                                    policy, preview_rows)
+            spec = SandboxSpec(
+                project, self.user, self.job_command("/check/job.json"),
+                env={"HOME": "/tmp", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+                allowed_ports=[], extra_mounts=[Mount(work, "/check", read_only=True)],
+                workdir="/tmp", name="airlock-check",
+            )
+            return await self.backend.run(spec, timeout=self.timeout)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            await asyncio.to_thread(self._remove_project_dirs, project.slug)
+
+    def _stage(self, work: Path, object_path: Path, display_name: str, policy: Any,
+               preview_rows: int) -> None:
+        """``work/in/<name>`` (a copy, readable by the check group only) and ``job.json``."""
+        gid = self.conf.check_gid
+        inbox = work / "in"
+        inbox.mkdir()
+        copy = inbox / display_name
+        shutil.copyfile(object_path, copy)
+        policy_data = policy.model_dump(mode="json") if hasattr(policy, "model_dump") else policy
+        job = work / "job.json"
+        job.write_text(json.dumps({"name": display_name, "policy": policy_data,
+                                   "preview_rows": preview_rows}))
+        for path, mode in ((copy, 0o440), (job, 0o440), (inbox, 0o750), (work, 0o750)):
+            os.chown(path, 0, gid)
+            os.chmod(path, mode)
+
+    def _remove_project_dirs(self, slug: str) -> None:
+        if not slug.startswith(CHECK_PROJECT_PREFIX):  # pragma: no cover - defensive
+            return
+        root = Path(self.settings.sandbox.projects_root or Path(self.settings.state_dir)
+                    / "projects")
+        shutil.rmtree(root / slug, ignore_errors=True)
+
+    # ----------------------------------------------------------- the result
+
+    def parse(self, result: Any, display_name: str) -> dict[str, Any]:
+        """The inspection from a finished sandbox, or ``review`` saying what went wrong."""
+        if result.timed_out:
+            return unjudged(f"automatic check timed out after {self.timeout:.0f}s; "
+                            "review by hand")
+        if result.oom_killed:
+            return unjudged("automatic check ran out of memory "
+                            f"({self.conf.check_memory} bytes); review by hand")
+        payload = None
+        for line in reversed(result.stdout.splitlines()):
+            if line.startswith(RESULT_MARK):
+                try:
+                    payload = json.loads(line[len(RESULT_MARK):])
+                except ValueError:
+                    payload = None
+                break
+        if result.exit_code != 0 or not isinstance(payload, dict):
+            log.error("check sandbox for %s: exit %s, stderr %s", display_name,
+                      result.exit_code, result.stderr[-2000:])
+            return unjudged(f"automatic check failed (exit status {result.exit_code}); "
+                            "review by hand")
+        report, preview = payload.get("report"), payload.get("preview")
+        if not isinstance(report, dict) or not isinstance(preview, dict):
+            return unjudged("automatic check gave no usable report; review by hand")
+        return {"report": report, "preview": preview}
+
+    def shutdown(self) -> None:
+        """Nothing runs between calls (one sandbox per check)."""
