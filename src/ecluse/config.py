@@ -71,6 +71,11 @@ class HubSettings(_Model):
         8081, ge=1, le=65535, description="Port of the hub's internal API (proxy and sandboxes)."
     )
     proxy_api_port: int = Field(8001, ge=1, le=65535, description="Port of the proxy's REST API.")
+    route_filter_port: int = Field(
+        8002, ge=1, le=65535,
+        description="Loopback port of the host-side route filter between the proxy and the "
+        "workspaces (see docs/sandbox.md).",
+    )
     admin_users: list[str] = Field(
         default_factory=list,
         description="Usernames with full hub admin. Empty by default: staff get scoped roles.",

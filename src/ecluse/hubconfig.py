@@ -118,6 +118,11 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.ConfigurableHTTPProxy.auth_token = secrets["proxy_token"]
     c.ConfigurableHTTPProxy.command = proxy_command()
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    if hub.spawner == "ecluse":
+        # workspaces: every request passes the route allow-list on the host too
+        c.JupyterHub.proxy_class = "ecluse.proxy.EcluseProxy"
+        c.EcluseProxy.route_filter_port = hub.route_filter_port
+        c.EcluseProxy.route_filter_pid_file = str(state / "route-filter.pid")
 
     c.JupyterHub.authenticator_class = "ecluse"
     c.EcluseAuthenticator.config_file = str(settings.config_file)

@@ -48,6 +48,7 @@ def write_config(
             "public_url": "http://127.0.0.1",
             "hub_port": free_port(),
             "proxy_api_port": free_port(),
+            "route_filter_port": free_port(),
             "auth_refresh_age": 300,
             "spawner": "simple",
         },

@@ -225,6 +225,7 @@ def _extra_vars(prefix: Path, slapd: EmbeddedSlapd) -> tuple[dict, str]:
         "hub_public_url": f"http://127.0.0.1:{hub_port}",
         "hub_api_port": free_port(),
         "hub_proxy_api_port": free_port(),
+        "hub_route_filter_port": free_port(),
         "hub_postgresql_enabled": False,
         "hub_projects_root": str(prefix / "projects"),
         "hub_start_timeout": 120,

@@ -95,6 +95,14 @@ def test_the_hub_unit_keeps_workspaces_on_restart():
     assert "EnvironmentFile={{ hub_secrets_env_file }}" in unit
 
 
+def test_the_hub_settings_carry_the_route_filter_port():
+    """Production gets the host-side route filter: hubconfig turns it on for the Écluse
+    spawner; its port comes from the role (a free one per host)."""
+    settings = (ANSIBLE / "roles/hub/templates/ecluse.yaml.j2").read_text()
+    assert "  route_filter_port: {{ hub_route_filter_port | int }}\n" in settings
+    assert "  spawner: ecluse\n" in settings
+
+
 def test_the_docker_parts_are_skipped_with_the_local_backend():
     tasks = []
     for phase in PHASES:

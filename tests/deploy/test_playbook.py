@@ -64,6 +64,10 @@ def test_ldap_user_signs_in_and_a_project_server_starts(deployment, ldap_passwor
     r = requests.get(f"{deployment.hub_url}/user/alice/cardio-los/api/contents/",
                      headers={"Authorization": f"token {token}"}, timeout=30)
     assert r.status_code == 200, r.text[:300]
+    # the route filter of the deployed proxy refuses a route off the allow-list, on the host
+    r = requests.get(f"{deployment.hub_url}/user/alice/cardio-los/dask/dashboard-check/x",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 403 and "allow-list" in r.text, r.text[:300]
     # the project's dataset is the read-only mount made by the data role
     target = deployment.prefix / "data/cardio-los/stays"
     opts = subprocess.run(["findmnt", "-n", "-o", "OPTIONS", "--target", str(target)],

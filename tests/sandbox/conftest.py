@@ -183,6 +183,8 @@ def _leak_check() -> Iterator[None]:
             problems.append(f"cgroup ecluse/{sid}")
         if Path(f"/run/ecluse/sandboxes/{sid}").exists():
             problems.append(f"runtime dir of {sid}")
+        if Path(f"/run/ecluse/logs/{sid}").exists():
+            problems.append(f"log space of {sid}")
     for pid in os.listdir("/proc"):  # helper processes (listeners) carry the temp dir name
         if pid.isdigit() and int(pid) != os.getpid():
             try:

@@ -9,6 +9,8 @@ the host services must not have seen a single packet from a sandbox.
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import os
 import shutil
 import subprocess
@@ -284,6 +286,66 @@ done()
         suid.unlink()
 
 
+async def test_socket_families_a_network_namespace_does_not_isolate(run_py, escape):
+    """AF_VSOCK reaches the hypervisor or host whatever the network namespace; other
+    families are kernel surface a workspace never needs. The usual ones still work."""
+    code = PRELUDE + """
+def sock(family, kind=socket.SOCK_STREAM, proto=0):
+    s = socket.socket(family, kind, proto)
+    s.close()
+    return family
+def vsock_host():
+    s = socket.socket(40, socket.SOCK_STREAM)
+    s.settimeout(1.5)
+    try:
+        s.connect((2, 22))  # VMADDR_CID_HOST
+    except OSError as e:
+        if e.errno not in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT):
+            raise
+    return "socket created"
+attempt("AF_VSOCK stream socket (to the hypervisor or host)", lambda: sock(40))
+attempt("AF_VSOCK datagram socket", lambda: sock(40, socket.SOCK_DGRAM))
+attempt("AF_VSOCK connect to the host", vsock_host)
+attempt("AF_VSOCK through socketpair", lambda: socket.socketpair(40, socket.SOCK_STREAM))
+attempt("AF_ALG kernel crypto socket", lambda: sock(38, socket.SOCK_SEQPACKET))
+attempt("AF_TIPC socket", lambda: sock(30, socket.SOCK_RDM))
+attempt("AF_RDS socket", lambda: sock(21, socket.SOCK_SEQPACKET))
+attempt("AF_KEY socket", lambda: sock(15, socket.SOCK_RAW, 2))
+attempt("AF_XDP socket", lambda: sock(44, socket.SOCK_RAW))
+attempt("AF_BLUETOOTH socket", lambda: sock(31, socket.SOCK_STREAM, 3))
+attempt("AF_CAN socket", lambda: sock(29, socket.SOCK_DGRAM, 2))
+attempt("AF_PACKET socket", lambda: sock(17, socket.SOCK_DGRAM))
+errors = {}
+for name, args in {"AF_VSOCK": (40,), "AF_ALG": (38, socket.SOCK_SEQPACKET)}.items():
+    try:
+        sock(*args)
+    except OSError as e:
+        errors[name] = e.errno
+allowed = {}
+for name, args in {"AF_UNIX": (socket.AF_UNIX,), "AF_INET": (socket.AF_INET,),
+                   "AF_INET6": (socket.AF_INET6,),
+                   "AF_NETLINK": (socket.AF_NETLINK, socket.SOCK_RAW, 0)}.items():
+    try:
+        sock(*args)
+        allowed[name] = "ok"
+    except OSError as e:
+        allowed[name] = str(e)
+a, b = socket.socketpair()
+allowed["socketpair(AF_UNIX)"] = "ok" if a.send(b"x") == 1 and b.recv(1) == b"x" else "no"
+RESULTS["_allowed"] = {"blocked": True, "detail": json.dumps(allowed)}
+RESULTS["_errors"] = {"blocked": True, "detail": json.dumps(errors)}
+done()
+"""
+    result, payload = await run_py(code)
+    assert payload, result.stderr[-2000:]
+    allowed = json.loads(payload.pop("_allowed")["detail"])
+    errors = json.loads(payload.pop("_errors")["detail"])
+    check_all(escape, payload, result)
+    # refused as on a kernel without the family, which programs already handle
+    assert errors == {"AF_VSOCK": errno.EAFNOSUPPORT, "AF_ALG": errno.EAFNOSUPPORT}, errors
+    assert set(allowed.values()) == {"ok"}, allowed
+
+
 async def test_host_sockets_and_descriptors(run_py, escape, deployment):
     """Abstract unix sockets of the host, and descriptors the hub holds open, stay out."""
     import socket
@@ -353,20 +415,87 @@ print("filled")
     assert "filled" not in result.stdout
 
 
-async def test_log_output_is_bounded_by_memory(run_py, escape):
-    """Logs live on the host's /run tmpfs; their pages count against the sandbox's memory."""
+async def test_log_output_is_bounded_by_its_own_log_space(run_py, escape, backend):
+    """A sandbox's output goes to its own tmpfs of ``log_space``: 1 GiB of output ends
+    there, neither in the host's memory nor in /run."""
     code = """
 import os, sys
 chunk = "x" * (1024 * 1024)
-for i in range(1024):        # 1 GiB of output, 4x the project's memory
+for i in range(1024):        # 1 GiB of output, 16x the sandbox's log space
     sys.stdout.write(chunk)
 sys.stdout.flush()
 os.write(2, b"wrote it all")
 """
     result, _ = await run_py(code)
-    bounded = "wrote it all" not in result.stderr and len(result.stdout) <= 300 * 2**20
+    cap = 64 * 2**20
+    assert backend.log_space == "64m"
+    bounded = "wrote it all" not in result.stderr and len(result.stdout) <= cap
     escape("fill host memory through the log", bounded)
-    assert bounded and result.oom_killed, (result.exit_code, len(result.stdout))
+    assert bounded, (result.exit_code, len(result.stdout))
+    assert result.exit_code != 0 and not result.oom_killed, result
+
+
+async def test_a_sandbox_filling_its_logs_costs_no_other_its_logs(backend, covid, run_py,
+                                                                 escape):
+    """One sandbox writes until its log space is full and stays running; another one's
+    output is still kept whole."""
+    from ecluse.config import Quota
+    from ecluse.sandbox import SandboxSpec
+
+    # memory enough to fill far more than one sandbox's log space
+    big = covid.model_copy(update={"quota": Quota(cpu=1, memory="1G", pids=64)})
+    filler = ("import sys, time\nchunk = 'f' * (1024 * 1024)\n"
+              "try:\n    for i in range(400):\n        sys.stdout.write(chunk)\n"
+              "    sys.stdout.flush()\nexcept OSError:\n    pass\ntime.sleep(120)\n")
+    state = await backend.start(SandboxSpec(big, ALICE, [sys.executable, "-c", filler]))
+    try:
+        log = backend._log(state["id"], "output")
+        last, stable_since = -1, None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while loop.time() < deadline:
+            size = log.stat().st_size if log.exists() else 0
+            if size != last:
+                last, stable_since = size, loop.time()
+            elif size > 0 and loop.time() - stable_since > 1.5:
+                break
+            await asyncio.sleep(0.2)
+        assert last >= 32 * 2**20, f"the filler wrote only {last} bytes"
+        result, _ = await run_py(
+            "import sys\nsys.stdout.write('kept:' + 'k' * (1024 * 1024) + ':end')\n")
+        kept = result.stdout.startswith("kept:") and result.stdout.endswith(":end")
+        escape("fill another sandbox's log space", kept)
+        assert kept and result.exit_code == 0, (result.exit_code, len(result.stdout),
+                                                result.stderr[-500:])
+    finally:
+        await backend.stop(state, grace=0.5)
+
+
+async def test_a_uid_of_a_host_account_is_refused(backend, covid):
+    """A directory user whose uidNumber is a host account's never gets a sandbox."""
+    from ecluse.sandbox import SandboxError, SandboxSpec, UserIdentity
+
+    host = [line.split(":") for line in open("/etc/passwd").read().splitlines()]
+    name, uid = next((f[0], int(f[2])) for f in host if len(f) > 3 and int(f[2]) >= 1000)
+    intruder = UserIdentity("mallory", uid, uid)
+    with pytest.raises(SandboxError) as e:
+        await backend.run(SandboxSpec(covid, intruder, ["/bin/true"]), timeout=30)
+    assert f"user id ({uid}) is also the id of an account of this server" in str(e.value)
+    assert name in e.value.log_message and "collides" in e.value.log_message
+    # the same user under its own name, known to the name service, is not a collision
+    import pwd
+
+    entry = pwd.getpwuid(uid)
+    from ecluse.sandbox.local import check_host_account
+
+    with pytest.raises(SandboxError):  # a local account: always refused
+        check_host_account(UserIdentity(entry.pw_name, uid, uid))
+    empty = backend.settings.state_dir.parent / "passwd-empty"
+    empty.write_text("root:x:0:0::/root:/bin/sh\n")
+    check_host_account(UserIdentity(entry.pw_name, uid, uid), passwd=empty)  # NSS, same user
+    with pytest.raises(SandboxError):
+        check_host_account(UserIdentity("mallory", uid, uid), passwd=empty)  # NSS, other user
+    empty.unlink()
 
 
 async def test_fork_bomb_is_bounded(backend, covid, escape):

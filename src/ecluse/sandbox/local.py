@@ -105,18 +105,82 @@ def teardown_host_network(runtime_dir: str | os.PathLike = "/run/ecluse", *,
             network.delete_unreachable_route_for(addr)
         _remove_cgroup_parents(cgroup_parent)
         logs = rt / "logs"
+        if os.path.isdir(logs):
+            for sid in os.listdir(logs):
+                _remove_log_fs(rt, sid)
         if os.path.ismount(logs):
             network.sh("umount", str(logs), check=False)
     return True
 
 
-def _ensure_log_fs(runtime_dir: Path, size: str) -> None:
-    """Mount the size-limited tmpfs for sandbox output (call under the lock)."""
+#: size of <runtime_dir>/logs, which holds the mount points of the sandboxes' own log
+#: file systems (and the output of sandboxes started by a version before them)
+LOG_PARENT_SIZE = "256m"
+
+
+def _ensure_log_fs(runtime_dir: Path, sandbox_id: str, size: str) -> None:
+    """Mount the sandbox's own size-limited tmpfs for its output (call under the lock).
+
+    One tmpfs per sandbox: a sandbox that fills its log space loses its own
+    later output, never another sandbox's, and never fills /run or a disk.
+    """
     logs = runtime_dir / "logs"
     logs.mkdir(mode=0o700, exist_ok=True)
     if not os.path.ismount(logs):
         network.sh("mount", "-t", "tmpfs", "-o",
-                   f"size={size},mode=0700,nosuid,nodev,noexec", "ecluse-logs", str(logs))
+                   f"size={LOG_PARENT_SIZE},mode=0700,nosuid,nodev,noexec", "ecluse-logs",
+                   str(logs))
+    own = logs / sandbox_id
+    own.mkdir(mode=0o700, exist_ok=True)
+    if not os.path.ismount(own):
+        network.sh("mount", "-t", "tmpfs", "-o",
+                   f"size={size},mode=0700,nosuid,nodev,noexec", f"ecluse-log-{sandbox_id}",
+                   str(own))
+
+
+def _remove_log_fs(runtime_dir: Path, sandbox_id: str) -> None:
+    own = runtime_dir / "logs" / sandbox_id
+    if os.path.ismount(own):
+        network.sh("umount", "--lazy", str(own), check=False)
+    with contextlib.suppress(OSError):
+        own.rmdir()
+    for stream in ("output", "stdout", "stderr"):  # before per-sandbox log space
+        with contextlib.suppress(OSError):
+            (runtime_dir / "logs" / f"{sandbox_id}.{stream}").unlink()
+
+
+def check_host_account(user: UserIdentity, passwd: str | os.PathLike = "/etc/passwd") -> None:
+    """Refuse a sandbox user whose uid is a host account's (files, signals, quotas
+    of the two would mix).
+
+    A local account (``/etc/passwd``) with that uid is always a collision; an
+    account the name service (NSS: LDAP through sssd…) knows is one unless it
+    is the same user under the same name.
+    """
+    local = None
+    with contextlib.suppress(OSError):
+        for line in Path(passwd).read_text(errors="replace").splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].strip() == str(user.uid):
+                local = fields[0]
+                break
+    if local is None:
+        import pwd
+
+        try:
+            entry = pwd.getpwuid(user.uid)
+        except KeyError:
+            return
+        if entry.pw_name == user.name:
+            return
+        local = entry.pw_name
+    raise SandboxError(
+        f"your account's user id ({user.uid}) is also the id of an account of this server, "
+        "so no workspace can be started for it: ask the directory administrators to give "
+        f"{user.name} a uidNumber that no local account uses",
+        log_message=f"user {user.name}: uid {user.uid} collides with the host account "
+        f"{local!r} (/etc/passwd or NSS); refusing to start a sandbox",
+    )
 
 
 def _remove_cgroup_parents(parent: str) -> None:
@@ -226,7 +290,8 @@ class LocalSandbox(Sandbox):
         "whole sandbox (cgroup v2 does this itself with memory.oom.group).",
     ).tag(config=True)
     log_space = Unicode(
-        "256m", help="Size of the tmpfs holding every sandbox's output (<runtime_dir>/logs): "
+        "64m", help="Size of each sandbox's own tmpfs for its output "
+        "(<runtime_dir>/logs/<id>/): a sandbox that fills it loses its own later output only; "
         "sandbox output can never fill the host's /run or disk.").tag(config=True)
     setup_timeout = Float(
         20.0, help="Seconds bubblewrap may take to set a sandbox up.").tag(config=True)
@@ -249,7 +314,7 @@ class LocalSandbox(Sandbox):
         return self._rt / "sandboxes" / sandbox_id
 
     def _log(self, sandbox_id: str, stream: str) -> Path:
-        return self._rt / "logs" / f"{sandbox_id}.{stream}"
+        return self._rt / "logs" / sandbox_id / stream
 
     def host_address(self) -> str:
         return ensure_host_network(self.settings, self.runtime_dir)
@@ -281,6 +346,7 @@ class LocalSandbox(Sandbox):
         if os.geteuid() != 0:
             raise SandboxError("the local sandbox backend must run as root")
         t0 = time.monotonic()
+        await asyncio.to_thread(check_host_account, spec.user)
         sandbox_id = "s" + secrets.token_hex(5)
         paths = await asyncio.to_thread(self.prepare_project_dirs, spec.project, spec.user)
         for ds in spec.project.datasets:
@@ -335,7 +401,6 @@ class LocalSandbox(Sandbox):
 
     def _allocate(self, meta: dict[str, Any]) -> int:
         with _flock(self._rt):
-            _ensure_log_fs(self._rt, self.log_space)
             network.ensure_dummy(self.subnet)
             network.ensure_table(self.subnet)
             used = set()
@@ -353,6 +418,7 @@ class LocalSandbox(Sandbox):
             d = self._dir(meta["id"])
             d.mkdir(mode=0o711)
             self._save_meta(meta)
+            _ensure_log_fs(self._rt, meta["id"], self.log_space)
             return slot
 
     def _save_meta(self, meta: dict[str, Any]) -> None:
@@ -657,10 +723,8 @@ class LocalSandbox(Sandbox):
                                log_message=f"sandbox {state['id']}: processes survive SIGKILL")
         cg.remove()
         network.delete_link(state["id"], state.get("slot"), state.get("allowed_ports"))
-        for stream in ("output", "stdout", "stderr"):
-            with contextlib.suppress(FileNotFoundError):
-                self._log(state["id"], stream).unlink()
         with _flock(self._rt):
+            _remove_log_fs(self._rt, state["id"])
             shutil.rmtree(self._dir(state["id"]), ignore_errors=True)
             if not _registered(self._rt):
                 network.delete_table()
@@ -746,6 +810,10 @@ class LocalSandbox(Sandbox):
                     cg.kill_all()
                     cg.remove()
                     removed.append(sid)
+            logs = self._rt / "logs"
+            for name in os.listdir(logs) if logs.is_dir() else []:
+                if (logs / name).is_dir() and name not in live:
+                    _remove_log_fs(self._rt, name)
             if not live:
                 network.delete_table()
 

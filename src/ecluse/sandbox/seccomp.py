@@ -10,6 +10,16 @@ surface: new namespaces (user namespaces in particular), ``ptrace``,
 that the C library falls back to ``clone``, whose flags the filter checks).
 A foreign architecture (e.g. 32-bit calls on x86-64) is killed.
 
+Sockets: a network namespace isolates the Internet families, netlink and
+abstract Unix sockets, not every socket family. ``AF_VSOCK`` reaches the
+hypervisor or the host through no interface a namespace controls, and most
+other families (``AF_ALG``, ``AF_TIPC``, ``AF_RDS``, ``AF_XDP``…) are kernel
+attack surface a workspace never needs, some loaded as modules on first use.
+``socket`` and ``socketpair`` are therefore allowed for
+:data:`ALLOWED_SOCKET_FAMILIES` only (Unix, IPv4, IPv6 and netlink — what
+Jupyter, Dask and the C library use) and return ``EAFNOSUPPORT`` for any
+other family, as on a kernel built without it.
+
 The program is raw classic BPF, built here without libseccomp, and handed
 to bubblewrap with ``--seccomp FD``.
 """
@@ -96,6 +106,19 @@ DENIED = {
 }
 CLONE = {"x86_64": 56, "aarch64": 220}
 CLONE3 = 435
+SOCKET = {"x86_64": 41, "aarch64": 198}
+SOCKETPAIR = {"x86_64": 53, "aarch64": 199}
+
+#: socket families a sandbox may create (family number -> why)
+ALLOWED_SOCKET_FAMILIES = {
+    1: "AF_UNIX: Jupyter's kernels, Dask's local IPC; abstract names are per network "
+       "namespace",
+    2: "AF_INET: the workspace server, kernels (ZeroMQ), Dask, the hub API, behind the "
+       "sandbox's network namespace and firewall",
+    10: "AF_INET6: the same, on IPv6 (loopback)",
+    16: "AF_NETLINK: the C library's getaddrinfo and psutil read addresses and routes of "
+        "the sandbox's own network namespace",
+}
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -110,41 +133,53 @@ def build(arch: str | None = None) -> bytes:
     col = 0 if arch == "x86_64" else 1
     denied = sorted({nrs[col] for nrs in DENIED.values() if nrs[col] is not None})
 
-    # Layout: header, per-denied-number jumps, clone check, returns.
-    prog: list[tuple[int, int, int, int] | tuple[str, ...]] = []
+    # Each entry: (code, jt, jf, k) where jt may name a label further down (BPF jumps
+    # forward only); ("label", name) marks the next instruction.
+    prog: list[tuple] = []
     prog.append((LD_W_ABS, 0, 0, 4))  # arch
     prog.append((JEQ_K, 1, 0, AUDIT_ARCH[arch]))
     prog.append((RET_K, 0, 0, RET_KILL_PROCESS))
     prog.append((LD_W_ABS, 0, 0, 0))  # syscall number
     if arch == "x86_64":
-        prog.append(("jge_eperm", 0x40000000))  # x32 ABI
-    prog.append(("jeq_enosys", CLONE3))
+        prog.append((JGE_K, "eperm", 0, 0x40000000))  # x32 ABI
+    prog.append((JEQ_K, "enosys", 0, CLONE3))
     for nr in denied:
-        prog.append(("jeq_eperm", nr))
-    prog.append((JEQ_K, 1, 0, CLONE[arch]))  # clone: look at its flags
-    prog.append(("ret_allow",))
+        prog.append((JEQ_K, "eperm", 0, nr))
+    prog.append((JEQ_K, "clone", 0, CLONE[arch]))
+    prog.append((JEQ_K, "socket", 0, SOCKET[arch]))
+    prog.append((JEQ_K, "socket", 0, SOCKETPAIR[arch]))
+    prog.append((RET_K, 0, 0, RET_ALLOW))
+    # clone: no namespace flags
+    prog.append(("label", "clone"))
     prog.append((LD_W_ABS, 0, 0, 16))  # low 32 bits of args[0]
-    prog.append(("jset_eperm", CLONE_NS_FLAGS))
-    prog.append(("ret_allow",))
-    # the shared return block
-    n = len(prog)
-    ret_eperm, ret_enosys = n, n + 1
+    prog.append((JSET_K, "eperm", 0, CLONE_NS_FLAGS))
+    prog.append((RET_K, 0, 0, RET_ALLOW))
+    # socket, socketpair: the family (args[0], an int) must be on the allow-list
+    prog.append(("label", "socket"))
+    prog.append((LD_W_ABS, 0, 0, 16))
+    for family in sorted(ALLOWED_SOCKET_FAMILIES):
+        prog.append((JEQ_K, "socket_ok", 0, family))
+    prog.append((RET_K, 0, 0, RET_ERRNO | errno.EAFNOSUPPORT))
+    prog.append(("label", "socket_ok"))
+    prog.append((RET_K, 0, 0, RET_ALLOW))
+    # the shared returns
+    prog.append(("label", "eperm"))
+    prog.append((RET_K, 0, 0, RET_ERRNO | errno.EPERM))
+    prog.append(("label", "enosys"))
+    prog.append((RET_K, 0, 0, RET_ERRNO | errno.ENOSYS))
+
+    labels: dict[str, int] = {}
+    code: list[tuple] = []
+    for ins in prog:
+        if ins[0] == "label":
+            labels[ins[1]] = len(code)
+        else:
+            code.append(ins)
     out = b""
-    for i, ins in enumerate(prog):
-        if isinstance(ins[0], int):
-            out += _insn(*ins)  # type: ignore[arg-type]
-            continue
-        kind = ins[0]
-        if kind == "ret_allow":
-            out += _insn(RET_K, 0, 0, RET_ALLOW)
-            continue
-        target = ret_enosys if kind == "jeq_enosys" else ret_eperm
-        off = target - i - 1
-        if off > 255:
-            raise ValueError("seccomp program too long for short jumps")
-        code = {"jeq_eperm": JEQ_K, "jeq_enosys": JEQ_K, "jge_eperm": JGE_K,
-                "jset_eperm": JSET_K}[kind]
-        out += _insn(code, off, 0, ins[1])
-    out += _insn(RET_K, 0, 0, RET_ERRNO | errno.EPERM)
-    out += _insn(RET_K, 0, 0, RET_ERRNO | errno.ENOSYS)
+    for i, (op, jt, jf, k) in enumerate(code):
+        if isinstance(jt, str):
+            jt = labels[jt] - i - 1
+            if not 0 <= jt <= 255:
+                raise ValueError("seccomp program too long for short jumps")
+        out += _insn(op, jt, jf, k)
     return out
