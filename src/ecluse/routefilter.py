@@ -8,7 +8,9 @@ as the hub's user, where no researcher process reaches it. The proxy
 sandbox; the filter answers ``403`` to every request whose route is not on
 the workspace's allow-list (:mod:`ecluse_workspace.routes`, the same table
 the in-server guard enforces) and forwards the others — HTTP and WebSocket —
-to the sandbox.
+to the sandbox. Answers of the routes that read files (``reads_files``) are
+judged whole by the workspace's content rule (``judge_response``, the same
+code as the in-server guard) before any byte leaves the host.
 
 A proxy target names its sandbox in its first path segment, signed with a key
 derived from the proxy's token (:func:`sign_route`): the filter forwards only
@@ -54,6 +56,14 @@ AUDIT_EVENT = "workspace.route_denied"
 #: refusals recorded per workspace and minute; the rest are counted in the next record
 AUDIT_BURST = 30
 HEALTH_PATH = "/_ecluse_route_filter/health"
+#: the most a judged answer may hold (the largest cap of the content rule is 32 MiB)
+MAX_JUDGED_BYTES = 48 * 1024 * 1024
+#: error and redirect answers of routes that read files: a message, no more
+MAX_ERROR_BYTES = 4096
+#: headers kept on a judged answer (its body may have changed)
+_JUDGED_HEADERS = frozenset({"content-type", "location", "cache-control", "set-cookie",
+                             "x-content-type-options", "content-security-policy",
+                             "x-frame-options", "www-authenticate", "date", "server"})
 _ENCODED_SEPARATOR = re.compile(r"%(?:2[fF]|5[cC])")
 
 #: headers that belong to one connection, never forwarded (RFC 9110 7.6.1)
@@ -154,6 +164,43 @@ def load_allow_list() -> tuple[Callable[[str, str], Any], Callable[[str, str], s
         ) from e
 
 
+def load_answer_judge() -> Callable[[str, bytes, str], bytes | None]:
+    """The workspace's content rule for answers of routes that read files
+    (``ecluse_workspace.guard.judge_response``), as ``judge(route, body, path)``.
+
+    Returns new bytes when the answer may go changed, ``None`` when it may go as
+    it is, or raises :class:`AnswerRefused`. The filter does not start without it.
+    """
+    try:
+        from ecluse_workspace.content import ContentRefused, Limits
+        try:
+            from ecluse_workspace.content import judge_response  # type: ignore[attr-defined]
+        except ImportError:
+            from ecluse_workspace.guard import judge_response
+    except ImportError as e:
+        raise SystemExit(
+            "ecluse route filter: the workspace content rule (ecluse_workspace.content / "
+            f"judge_response) cannot be loaded ({e}); install the ecluse-workspace package "
+            "in the hub's environment. Without it no workspace request is forwarded."
+        ) from e
+    limits = Limits()
+
+    def judge(route: str, body: bytes, path: str) -> bytes | None:
+        try:
+            return judge_response(route, body, True, limits, path, total=len(body))
+        except ContentRefused as e:
+            raise AnswerRefused(e.code, e.message) from None
+
+    return judge
+
+
+class AnswerRefused(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class Auditor:
     """Records refusals, at most AUDIT_BURST per workspace and minute."""
 
@@ -191,9 +238,12 @@ class RouteFilter:
 
     def __init__(self, key: bytes, allow_list: tuple[Callable[[str, str], Any],
                                                      Callable[[str, str], str]],
-                 auditor: Auditor | None, *, connect_timeout: float = 10.0):
+                 auditor: Auditor | None,
+                 judge: Callable[[str, bytes, str], bytes | None] | None = None,
+                 *, connect_timeout: float = 10.0):
         self.key = key
         self.match, self.why_refused = allow_list
+        self.judge = judge
         self.auditor = auditor
         self.timeout = ClientTimeout(total=None, sock_connect=connect_timeout)
         self.session: ClientSession | None = None
@@ -246,6 +296,8 @@ class RouteFilter:
             return self._refusal_response(request, refusal)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self.forward_websocket(request, route, path)
+        if allowed.reads_files:
+            return await self.forward_judged(request, route, path, allowed.name)
         return await self.forward(request, route, path)
 
     async def _refused(self, request: web.Request, route: FilteredRoute, path: str,
@@ -311,6 +363,62 @@ class RouteFilter:
             await response.write_eof()
             return response
 
+    async def forward_judged(self, request: web.Request, route: FilteredRoute, path: str,
+                             route_name: str) -> web.StreamResponse:
+        """Forward, then let the content rule decide on the whole answer before any of
+        it leaves the host (routes that may return bytes of user-writable files)."""
+        assert self.session is not None
+        headers = self._headers(request)
+        headers["Accept-Encoding"] = "identity"  # the rule reads the bytes as they are
+        body = request.content if request.body_exists else None
+        try:
+            upstream = await self.session.request(
+                request.method, self._url(route, path, request), headers=headers, data=body,
+                allow_redirects=False, skip_auto_headers=("User-Agent",),
+            )
+        except (TimeoutError, OSError, ClientError) as e:
+            log.warning("workspace %s/%s unreachable: %s", route.user, route.server, e)
+            return web.json_response({"message": "The workspace is not answering."},
+                                     status=503)
+        async with upstream:
+            try:
+                answer = await self._judged_answer(upstream, route_name, path)
+            except AnswerRefused as e:
+                refusal = Refusal(403, f"{e.message} Files leave a workspace only through "
+                                  "the airlock (\"Request export…\").", f"content:{e.code}")
+                await self._refused(request, route, path, refusal)
+                return self._refusal_response(request, refusal)
+        response = web.Response(status=upstream.status, reason=upstream.reason, body=answer)
+        for k, v in upstream.headers.items():
+            if k.lower() in _JUDGED_HEADERS:
+                response.headers[k] = v
+        return response
+
+    async def _judged_answer(self, upstream: Any, route_name: str, path: str) -> bytes:
+        encoding = upstream.headers.get("Content-Encoding", "identity").lower()
+        if encoding not in ("", "identity"):
+            raise AnswerRefused("encoded", "The workspace sent a compressed answer.")
+        chunks, size = [], 0
+        async for chunk in upstream.content.iter_any():
+            size += len(chunk)
+            if size > MAX_JUDGED_BYTES:
+                raise AnswerRefused("too_large", "The answer is too large to be sent to the "
+                                    "browser.")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body or upstream.status in (204, 304):
+            return body
+        if upstream.status in (200, 201):
+            new = await asyncio.get_running_loop().run_in_executor(
+                None, self.judge or _no_judge, route_name, body, path)
+            return body if new is None else new
+        if upstream.status == 206:
+            raise AnswerRefused("partial", "Partial answers are not served.")
+        # errors and redirects: a short message at most, never file bytes
+        if len(body) > MAX_ERROR_BYTES:
+            raise AnswerRefused("too_large", "The workspace's error answer was too long.")
+        return body
+
     async def forward_websocket(self, request: web.Request, route: FilteredRoute,
                                 path: str) -> web.StreamResponse:
         assert self.session is not None
@@ -354,6 +462,10 @@ class RouteFilter:
         return client
 
 
+def _no_judge(route: str, body: bytes, path: str) -> bytes | None:
+    raise AnswerRefused("no_rule", "No content rule is loaded.")
+
+
 class _NoCookies:
     """A cookie jar that keeps nothing: the filter serves many users."""
 
@@ -381,6 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     if not key_hex:
         raise SystemExit(f"ecluse route filter: ${ENV_KEY} is not set")
     allow_list = load_allow_list()
+    judge = load_answer_judge()
     auditor = None
     if not args.no_audit:
         from .audit import AuditLog
@@ -390,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(os.environ.get(ENV_CONFIG) or None,
                                  state_dir=os.environ.get(ENV_STATE_DIR) or None)
         auditor = Auditor(AuditLog.from_settings(settings))
-    rf = RouteFilter(bytes.fromhex(key_hex), allow_list, auditor)
+    rf = RouteFilter(bytes.fromhex(key_hex), allow_list, auditor, judge)
     app = rf.app()
     if args.parent_pid:
         app.on_startup.append(lambda _app: _watch_parent(args.parent_pid))

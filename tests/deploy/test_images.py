@@ -102,9 +102,9 @@ def test_hub_image_has_jupyterhub_the_proxy_and_ecluse():
     assert "pip install --no-cache-dir /src/ecluse" in runs
     copies = [i["value"] for i in structure if i["instruction"] == "COPY"]
     assert any(v.startswith("src/ ") for v in copies)
-    # the route filter enforces the workspace's route allow-list on the hub too
-    assert any("ecluse_workspace/routes.py /opt/ecluse/workspace-routes.py" in v for v in copies)
-    env = " ".join(i["value"] for i in structure if i["instruction"] == "ENV")
-    assert "ECLUSE_WORKSPACE_ROUTES=/opt/ecluse/workspace-routes.py" in env
+    # the route filter enforces the workspace's route allow-list and content rule on the
+    # hub too: the extension's Python package is in the hub's environment
+    assert any("extensions/ecluse-workspace/ecluse_workspace/ " in v
+               and "site-packages/ecluse_workspace/" in v for v in copies)
     config = (REPO / "images/hub/jupyterhub_config.py").read_text()
     assert "configure_from_env(c)" in config and "secret" not in config.lower()

@@ -199,9 +199,10 @@ async def test_a_server_killed_and_replaced_inside_the_sandbox_is_still_filtered
     www = "$HOME/www/user/alice/cardio-los"
     await run_in_terminal(
         url, token,
-        f"mkdir -p {www}/files {www}/dask/dashboard-check && "
+        f"mkdir -p {www}/files {www}/dask/dashboard-check {www}/api/contents && "
         f"cp /data/stays/stays.csv {www}/files/ && cp /data/stays/stays.csv "
-        f"{www}/dask/dashboard-check/x && setsid sh -c 'sleep 1; cd $HOME/www && exec "
+        f"{www}/dask/dashboard-check/x && cp /data/stays/stays.csv {www}/api/contents/ && "
+        "setsid sh -c 'sleep 1; cd $HOME/www && exec "
         "python3 -m http.server 8888' >/dev/null 2>&1 < /dev/null & sleep 0.2; kill -9 $PPID",
         timeout=10)
     deadline = time.monotonic() + 30
@@ -216,6 +217,9 @@ async def test_a_server_killed_and_replaced_inside_the_sandbox_is_still_filtered
         r = requests.get(url + path, headers=headers, timeout=10, allow_redirects=False)
         assert r.status_code == 403 and "allow-list" in r.text, (path, r.status_code)
         assert "cardio-los-1,42" not in r.text, path
+    # an allowed route that reads files: the content rule on the host judges the answer
+    r = requests.get(url + "api/contents/stays.csv", headers=headers, timeout=10)
+    assert r.status_code == 403 and "cardio-los-1,42" not in r.text, r.text[:300]
     denials = _denials(rogue_hub, "cardio-los")[before:]
     assert {d.details["path"] for d in denials} >= {
         "/user/alice/cardio-los/files/stays.csv", "/user/alice/cardio-los/dask/dashboard-check/x"}

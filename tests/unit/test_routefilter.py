@@ -25,6 +25,7 @@ from ecluse.routefilter import (
     RouteFilter,
     derive_key,
     load_allow_list,
+    load_answer_judge,
     open_route,
     sign_route,
 )
@@ -75,7 +76,7 @@ async def stack(tmp_path):
     await web.TCPSite(r, "127.0.0.1", up_port).start()
     runners.append(r)
     audit = AuditLog(f"sqlite:///{tmp_path}/audit.sqlite")
-    rf = RouteFilter(KEY, load_allow_list(), Auditor(audit, burst=5))
+    rf = RouteFilter(KEY, load_allow_list(), Auditor(audit, burst=5), load_answer_judge())
     r = web.AppRunner(rf.app())
     await r.setup()
     await web.TCPSite(r, "127.0.0.1", f_port).start()
@@ -106,10 +107,14 @@ async def test_allowed_routes_are_forwarded_as_they_are(stack):
     assert data["host"] == "hub.example:8000" and data["cookie"] == "c=1"
     status, body, _ = await get(base + "api/contents/a.py", "PUT", data=b'{"content": "x"}')
     assert status == 200 and json.loads(body)["body"] == '{"content": "x"}'
-    # a compressed answer is passed on untouched (the filter does not decode it)
+    # a compressed answer of a route that reads no file is passed on untouched...
+    status, body, headers = await get(base + "static/gz")
+    assert status == 200 and headers.get("Content-Encoding") == "gzip"
+    # ... one of a route that reads files is refused (the content rule reads plain bytes)
     status, body, headers = await get(base + "api/contents/gz")
-    assert headers.get("Content-Encoding") == "gzip"
-    assert not audit.records(event=AUDIT_EVENT)
+    assert status == 403 and "ROW-LEVEL" not in body
+    assert [r.details["reason"] for r in audit.records(event=AUDIT_EVENT)] == [
+        "content:encoded"]
 
 
 @pytest.mark.parametrize("method,path", [
