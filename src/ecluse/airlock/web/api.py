@@ -206,10 +206,13 @@ class FilesHandler(APIHandler):
                     "filename: missing (give ?filename=, an X-Filename header or a "
                     "multipart/form-data body)"
                 )
+            raw = int(length) if length and length.isdigit() else None
             self.filename = await self.run(
-                self.service.check_can_add_file, me, request_id, name
+                self.service.check_can_add_file, me, request_id, name, expected_bytes=raw
             )
-            self.writer = self.service.staging.writer(max_bytes=conf.max_file_bytes)
+            self.writer = await self.run(
+                self.service.upload_writer, me, request_id, self.filename
+            )
 
     def data_received(self, chunk: bytes) -> None:
         if self._upload_error is not None:
@@ -304,8 +307,8 @@ class _MultipartFile:
         self.h.filename = self.h.service.check_can_add_file(
             me, self.h.path_kwargs["request_id"], filename
         )
-        self.h.writer = self.h.service.staging.writer(
-            max_bytes=self.h.service.settings.max_file_bytes
+        self.h.writer = self.h.service.upload_writer(
+            me, self.h.path_kwargs["request_id"], self.h.filename
         )
         self.active = True
 
