@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tornado import web
 
-from ..errors import AirlockError, InvalidInput, TooLarge
+from ..errors import AirlockError, InvalidInput, QuotaExceeded, TooLarge
 from ..rules import FILE_ACCESS, FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
 from .base import REQ, BaseHandler
@@ -170,11 +170,14 @@ class FilesHandler(APIHandler):
             await self._prepare_upload()
         except AirlockError as e:
             # answer once the body is in: a proxy (configurable-http-proxy) turns a
-            # response sent mid-upload into a 503; drain at most 1 MiB for that
+            # response sent mid-upload into a 503; drain at most 1 MiB for that (a
+            # quota refusal drains the whole file, discarded, so its message arrives)
             self._upload_error = e
             if self.writer is not None:
                 self.writer.abort()
             self._parser = None
+            if isinstance(e, QuotaExceeded):
+                return
             if not isinstance(e, TooLarge):
                 self.request.connection.set_max_body_size(1024 * 1024)
             else:
