@@ -367,7 +367,7 @@ class AirlockService:
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
             self._check_room(s, req, name)
-            used = sum(self._staged_by(s, user.name).values())
+            used = sum(self._staged_by(s, user.name, (request_id, name)).values())
         incoming = max(expected_bytes or 0, 1)
         if used + incoming > self.settings.staging_quota_bytes:
             raise self._quota_refusal(user, request_id, name, used, incoming)
@@ -376,21 +376,30 @@ class AirlockService:
     # ------------------------------------------------------------ staging quota
 
     @staticmethod
-    def _staged_by(s: Session, user_name: str) -> dict[str, int]:
+    def _staged_by(
+        s: Session, user_name: str, replacing: tuple[str, str] | None = None
+    ) -> dict[str, int]:
         """What counts against a user's staging quota: sha256 -> size of the distinct
         staged objects of the files (every version) of their open requests.
 
         Requests in a final state do not count: released files have left (their
         staged copy is the release record), withdrawn and rejected ones are deleted
-        by the purge. Identical bytes count once (they are stored once)."""
+        by the purge. Identical bytes count once (they are stored once).
+        ``replacing`` (request id, file name): leave out the file of that name in the
+        request's current version, which the upload would replace."""
         rows = s.execute(
-            select(File.sha256, File.size).join(Request, File.request_id == Request.id).where(
+            select(File.sha256, File.size, File.request_id, File.name, File.version,
+                   Request.version)
+            .join(Request, File.request_id == Request.id).where(
                 Request.requester == user_name,
                 Request.state.not_in([st.value for st in FINAL_STATES]),
                 Request.purged_at.is_(None),
             )
         ).all()
-        return {sha: int(size) for sha, size in rows}
+        return {
+            sha: int(size) for sha, size, rid, name, version, current in rows
+            if not (replacing == (rid, name) and version == current)
+        }
 
     def staging_used(self, user: Identity) -> dict[str, int]:
         """The user's staging quota: ``{"quota", "used", "free"}`` in bytes."""
@@ -427,7 +436,7 @@ class AirlockService:
         """A staging writer for ``name`` that stops (and keeps nothing) as soon as the
         bytes received pass what is left of the user's staging quota."""
         with self.sessions() as s:
-            used = sum(self._staged_by(s, user.name).values())
+            used = sum(self._staged_by(s, user.name, (request_id, name)).values())
         return self.staging.writer(
             max_bytes=self.settings.max_file_bytes,
             room=self.settings.staging_quota_bytes - used,
@@ -482,7 +491,7 @@ class AirlockService:
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
             self._check_room(s, req, name)
-            staged = self._staged_by(s, user.name)
+            staged = self._staged_by(s, user.name, (request_id, name))
             if sha256 not in staged and sum(staged.values()) + size > (
                     self.settings.staging_quota_bytes):  # concurrent uploads of one user
                 if s.scalar(select(File.id).where(File.sha256 == sha256).limit(1)) is None:
@@ -496,6 +505,7 @@ class AirlockService:
                     File.request_id == req.id, File.version == req.version, File.name == name
                 )
             ).first()
+            replaced_sha = old.sha256 if old is not None else None
             if old is not None:
                 s.delete(old)
                 s.flush()
@@ -514,7 +524,19 @@ class AirlockService:
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
                 sha256=sha256, size=size, verdict=report["verdict"], replaced=old is not None,
             )
+        if replaced_sha and replaced_sha != sha256:
+            self._drop_unreferenced(replaced_sha)
         return out
+
+    def _drop_unreferenced(self, sha256: str) -> None:
+        """Delete a staged object no file refers to any more (a draft's file removed or
+        replaced: no version, no other request holds it), so it stops taking disk
+        space it no longer counts for in its owner's quota. The removal or
+        replacement was audited with the sha256."""
+        with self.sessions() as s:
+            held = s.scalar(select(File.id).where(File.sha256 == sha256).limit(1))
+        if held is None:
+            self.staging.delete(sha256)
 
     def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict]:
         """Check a staged object and render its preview, once (fail closed: ``review``)."""
@@ -551,6 +573,7 @@ class AirlockService:
             req.updated_at = utcnow()
             self._later(s, EVENTS["file_remove"], user, req, version=req.version, file=name,
                         sha256=sha)
+        self._drop_unreferenced(sha)
 
     def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
         """Bytes of one file: only the requester, once released, of the released version.

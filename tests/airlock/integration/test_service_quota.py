@@ -114,6 +114,22 @@ def test_withdrawing_a_draft_frees_the_quota_and_identical_bytes_count_once(
     assert service.add_file(users.alice, third, "more.txt", [b"m" * 600])["size"] == 600
 
 
+def test_removing_or_replacing_a_draft_file_frees_its_bytes_on_disk(make_service, users):
+    """Otherwise replacing a file again and again would fill the disk under the quota."""
+    service = make_service(staging_quota_bytes=QUOTA)
+    rid = _new(service, users.alice)
+    for i in range(5):  # 5 x 600 bytes through a 1000-byte quota, under one name
+        f = service.add_file(users.alice, rid, "t.txt", [str(i).encode() * 600])
+    assert _objects(service) == {f["sha256"]}
+    bob_rid = _new(service, users.bob)  # the same bytes in bob's request
+    service.add_file(users.bob, bob_rid, "copy.txt", [b"4" * 600])
+    service.remove_file(users.alice, rid, "t.txt")
+    assert _objects(service) == {f["sha256"]}  # still held by bob's file
+    assert service.staging_used(users.alice)["used"] == 0
+    service.remove_file(users.bob, bob_rid, "copy.txt")
+    assert _objects(service) == set()
+
+
 def test_concurrent_uploads_cannot_pass_the_quota_together(make_service, users):
     """Both uploads start with room for one; the second to attach is refused and
     its staged object deleted."""
