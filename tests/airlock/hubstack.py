@@ -33,6 +33,7 @@ USERS: dict[str, list[str]] = {
     "sam": ["staff"],
     "eve": [],  # signed-in user in no project
     "ada": ["cardio-los", "air-quality"],  # researcher in two projects
+    "quinn": ["cardio-los"],  # fills their staging quota (test_api_quota)
 }
 
 
@@ -57,6 +58,8 @@ ECLUSE_YAML = {
         "user_search_base": "ou=people,dc=test",
         "group_search_base": "ou=groups,dc=test",
     },
+    # small enough for a test to reach; every other test's uploads stay far below it
+    "airlock": {"staging_quota_bytes": "4M"},
 }
 
 

@@ -59,6 +59,13 @@ class TooLarge(AirlockError):
     code = "too_large"
 
 
+class QuotaExceeded(TooLarge):
+    """The user's staging quota would be passed (refused like a file too large)."""
+
+    status = 413
+    code = "quota_exceeded"
+
+
 class IntegrityFailure(AirlockError):
     """A staged file no longer matches its recorded sha256."""
 

@@ -190,6 +190,7 @@ EVENTS: dict[str, str] = {
     "create": "airlock.request.created",
     "file_add": "airlock.file.uploaded",
     "file_remove": "airlock.file.removed",
+    "quota": "airlock.file.quota_exceeded",
     "view": "airlock.request.viewed",
     "download": "airlock.file.downloaded",
     "integrity": "airlock.file.integrity_failure",

@@ -24,7 +24,14 @@ from sqlalchemy.orm import Session, selectinload
 
 from . import db
 from .checks import inspect_staged, unjudged
-from .errors import InvalidInput, InvalidTransition, NotFound, PermissionDenied, PolicyViolation
+from .errors import (
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    PolicyViolation,
+    QuotaExceeded,
+)
 from .models import File, HistoryEntry, Request, Review, as_utc, utcnow
 from .permissions import (
     Identity,
@@ -41,6 +48,7 @@ from .permissions import (
 from .rules import (
     DECISIONS,
     EVENTS,
+    FINAL_STATES,
     PURGEABLE_STATES,
     REVIEWABLE_STATES,
     VERDICT_RULES,
@@ -52,7 +60,7 @@ from .rules import (
     transitions_for,
 )
 from .settings import AirlockSettings, airlock_settings
-from .storage import Staging, clean_filename
+from .storage import Staging, StagingWriter, clean_filename
 
 log = logging.getLogger(__name__)
 
@@ -344,15 +352,96 @@ class AirlockService:
 
     # ------------------------------------------------------------ files
 
-    def check_can_add_file(self, user: Identity, request_id: str, filename: Any) -> str:
-        """Pre-flight of an upload (called before the body is read): returns the clean name."""
+    def check_can_add_file(
+        self, user: Identity, request_id: str, filename: Any, *,
+        expected_bytes: int | None = None,
+    ) -> str:
+        """Pre-flight of an upload (called before the body is read): returns the clean name.
+
+        ``expected_bytes`` (the body's length, when known) is checked against what is
+        left of the user's staging quota; a user already at their quota is refused.
+        """
         name = clean_filename(filename)
         with self._guard(user, "add_file", request_id), self.sessions() as s:
             req = self._load(s, request_id)
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
             self._check_room(s, req, name)
+            used = sum(self._staged_by(s, user.name, (request_id, name)).values())
+        incoming = max(expected_bytes or 0, 1)
+        if used + incoming > self.settings.staging_quota_bytes:
+            raise self._quota_refusal(user, request_id, name, used, incoming)
         return name
+
+    # ------------------------------------------------------------ staging quota
+
+    @staticmethod
+    def _staged_by(
+        s: Session, user_name: str, replacing: tuple[str, str] | None = None
+    ) -> dict[str, int]:
+        """What counts against a user's staging quota: sha256 -> size of the distinct
+        staged objects of the files (every version) of their open requests.
+
+        Requests in a final state do not count: released files have left (their
+        staged copy is the release record), withdrawn and rejected ones are deleted
+        by the purge. Identical bytes count once (they are stored once).
+        ``replacing`` (request id, file name): leave out the file of that name in the
+        request's current version, which the upload would replace."""
+        rows = s.execute(
+            select(File.sha256, File.size, File.request_id, File.name, File.version,
+                   Request.version)
+            .join(Request, File.request_id == Request.id).where(
+                Request.requester == user_name,
+                Request.state.not_in([st.value for st in FINAL_STATES]),
+                Request.purged_at.is_(None),
+            )
+        ).all()
+        return {
+            sha: int(size) for sha, size, rid, name, version, current in rows
+            if not (replacing == (rid, name) and version == current)
+        }
+
+    def staging_used(self, user: Identity) -> dict[str, int]:
+        """The user's staging quota: ``{"quota", "used", "free"}`` in bytes."""
+        with self.sessions() as s:
+            used = sum(self._staged_by(s, user.name).values())
+        quota = self.settings.staging_quota_bytes
+        return {"quota": quota, "used": used, "free": max(0, quota - used)}
+
+    def _quota_refusal(
+        self, user: Identity, request_id: str, name: str, used: int, incoming: int
+    ) -> QuotaExceeded:
+        """The refusal of an upload past the user's staging quota, audited."""
+        quota = self.settings.staging_quota_bytes
+        err = QuotaExceeded(
+            f"staging quota exceeded: {name} is refused and nothing of it was kept. Your "
+            f"quota is {_sized(quota)}; your open requests already hold {_sized(used)}, "
+            f"{_sized(max(0, quota - used))} left, and this file needs at least "
+            f"{_sized(incoming)}. Free space by withdrawing a draft you "
+            "no longer need or removing files from one (released, withdrawn and rejected "
+            "requests do not count), or ask staff for a larger quota.",
+            log_message=f"staging quota of {user.name}: {used}+{incoming} > {quota}",
+        )
+        try:
+            with self.sessions() as s:
+                req = s.get(Request, request_id)
+            where = {} if req is not None else {"project": None, "request_id": request_id}
+            self._audit(EVENTS["quota"], user, req, outcome="denied", file=name,
+                        quota_bytes=quota, used_bytes=used, refused_at_bytes=incoming, **where)
+        except Exception:  # pragma: no cover - never mask the refusal itself
+            log.exception("could not audit a staging quota refusal")
+        return err
+
+    def upload_writer(self, user: Identity, request_id: str, name: str) -> StagingWriter:
+        """A staging writer for ``name`` that stops (and keeps nothing) as soon as the
+        bytes received pass what is left of the user's staging quota."""
+        with self.sessions() as s:
+            used = sum(self._staged_by(s, user.name, (request_id, name)).values())
+        return self.staging.writer(
+            max_bytes=self.settings.max_file_bytes,
+            room=self.settings.staging_quota_bytes - used,
+            over_room=lambda size: self._quota_refusal(user, request_id, name, used, size),
+        )
 
     def _check_room(self, s: Session, req: Request, name: str) -> None:
         count = s.scalar(
@@ -375,7 +464,14 @@ class AirlockService:
     ) -> dict[str, Any]:
         """Stage the bytes of ``chunks`` under ``filename`` and check them."""
         name = self.check_can_add_file(user, request_id, filename)
-        sha, size = self.staging.put_stream(chunks, max_bytes=self.settings.max_file_bytes)
+        writer = self.upload_writer(user, request_id, name)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        sha, size = writer.commit()
         return self.attach_file(user, request_id, name, sha, size)
 
     def attach_file(
@@ -395,6 +491,12 @@ class AirlockService:
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
             self._check_room(s, req, name)
+            staged = self._staged_by(s, user.name, (request_id, name))
+            if sha256 not in staged and sum(staged.values()) + size > (
+                    self.settings.staging_quota_bytes):  # concurrent uploads of one user
+                if s.scalar(select(File.id).where(File.sha256 == sha256).limit(1)) is None:
+                    self.staging.delete(sha256)
+                raise self._quota_refusal(user, request_id, name, sum(staged.values()), size)
             if not self.staging.exists(sha256):  # purged while it was being checked
                 raise NotFound(f"the staged copy of {name} is gone; upload it again",
                                log_message=f"object {sha256} vanished before attach")
@@ -403,6 +505,7 @@ class AirlockService:
                     File.request_id == req.id, File.version == req.version, File.name == name
                 )
             ).first()
+            replaced_sha = old.sha256 if old is not None else None
             if old is not None:
                 s.delete(old)
                 s.flush()
@@ -421,7 +524,19 @@ class AirlockService:
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
                 sha256=sha256, size=size, verdict=report["verdict"], replaced=old is not None,
             )
+        if replaced_sha and replaced_sha != sha256:
+            self._drop_unreferenced(replaced_sha)
         return out
+
+    def _drop_unreferenced(self, sha256: str) -> None:
+        """Delete a staged object no file refers to any more (a draft's file removed or
+        replaced: no version, no other request holds it), so it stops taking disk
+        space it no longer counts for in its owner's quota. The removal or
+        replacement was audited with the sha256."""
+        with self.sessions() as s:
+            held = s.scalar(select(File.id).where(File.sha256 == sha256).limit(1))
+        if held is None:
+            self.staging.delete(sha256)
 
     def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict]:
         """Check a staged object and render its preview, once (fail closed: ``review``)."""
@@ -458,6 +573,7 @@ class AirlockService:
             req.updated_at = utcnow()
             self._later(s, EVENTS["file_remove"], user, req, version=req.version, file=name,
                         sha256=sha)
+        self._drop_unreferenced(sha)
 
     def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
         """Bytes of one file: only the requester, once released, of the released version.
@@ -840,6 +956,16 @@ def _needs_reason(verdict: str) -> bool:
         return VERDICT_RULES[Verdict(verdict)][1]
     except ValueError:
         return True
+
+
+def _sized(n: int) -> str:
+    """``1000 bytes``, ``1073741824 bytes (1.0 GiB)``: exact, and readable when large."""
+    if n < 1024:
+        return f"{n} bytes"
+    x, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while x >= 1024 and len(units) > 1:
+        x, units = x / 1024, units[1:]
+    return f"{n} bytes ({x:.1f} {units[0]})"
 
 
 def _iso(value: Any) -> str | None:

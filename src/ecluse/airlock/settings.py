@@ -39,6 +39,13 @@ class AirlockSettings(BaseModel):
     max_files_per_request: int = Field(
         50, ge=1, le=10000, description="Most files in one version of a request."
     )
+    staging_quota_bytes: int = Field(
+        10 * 1024**3, ge=1,
+        description="Most bytes one user may hold in the staging area, in bytes or with a unit "
+        "(e.g. 10G): the distinct files of their open requests (draft, submitted, in review, "
+        "changes requested, approved). An upload that would pass it is refused (HTTP 413, "
+        "audited as airlock.file.quota_exceeded) and nothing of it is kept.",
+    )
     max_title_chars: int = Field(200, ge=10, description="Longest request title.")
     max_text_chars: int = Field(
         20000, ge=100, description="Longest justification, comment or override reason."
@@ -100,7 +107,7 @@ class AirlockSettings(BaseModel):
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
     )
 
-    @field_validator("check_memory", mode="before")
+    @field_validator("check_memory", "staging_quota_bytes", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         from ..config import parse_size

@@ -15,7 +15,7 @@ import re
 import stat
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -90,12 +90,16 @@ class Staging:
             raise InvalidInput("sha256: expected 64 lower-case hex digits")
         return self.objects / sha256[:2] / sha256[2:4] / sha256
 
-    def put_stream(self, chunks: Iterable[bytes], *, max_bytes: int) -> tuple[str, int]:
+    def put_stream(
+        self, chunks: Iterable[bytes], *, max_bytes: int, room: int | None = None,
+        over_room: Callable[[int], Exception] | None = None,
+    ) -> tuple[str, int]:
         """Store the bytes of ``chunks``; return ``(sha256, size)``.
 
-        Raises :class:`TooLarge` (and keeps nothing) past ``max_bytes``.
+        Raises :class:`TooLarge` (and keeps nothing) past ``max_bytes``, and
+        ``over_room(size)`` past ``room`` (a staging quota).
         """
-        writer = self.writer(max_bytes=max_bytes)
+        writer = self.writer(max_bytes=max_bytes, room=room, over_room=over_room)
         try:
             for chunk in chunks:
                 writer.write(chunk)
@@ -104,9 +108,12 @@ class Staging:
             raise
         return writer.commit()
 
-    def writer(self, *, max_bytes: int) -> StagingWriter:
+    def writer(
+        self, *, max_bytes: int, room: int | None = None,
+        over_room: Callable[[int], Exception] | None = None,
+    ) -> StagingWriter:
         self.prepare()
-        return StagingWriter(self, max_bytes)
+        return StagingWriter(self, max_bytes, room=room, over_room=over_room)
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
@@ -157,11 +164,21 @@ class Staging:
 
 
 class StagingWriter:
-    """Incremental writer used by streamed uploads: write(), then commit() or abort()."""
+    """Incremental writer used by streamed uploads: write(), then commit() or abort().
 
-    def __init__(self, staging: Staging, max_bytes: int) -> None:
+    Past ``max_bytes`` it raises :class:`TooLarge`; past ``room`` (what is left
+    of the uploader's staging quota) the exception ``over_room(size)`` returns.
+    Either way the temporary file is deleted first: nothing of it is kept.
+    """
+
+    def __init__(
+        self, staging: Staging, max_bytes: int, *, room: int | None = None,
+        over_room: Callable[[int], Exception] | None = None,
+    ) -> None:
         self.staging = staging
         self.max_bytes = max_bytes
+        self.room = room
+        self.over_room = over_room
         fd, name = tempfile.mkstemp(dir=staging.tmp, prefix="upload-")
         self._fh = os.fdopen(fd, "wb")
         self._tmp = Path(name)
@@ -174,6 +191,11 @@ class StagingWriter:
         if self.size > self.max_bytes:
             self.abort()
             raise TooLarge(f"file: larger than the limit of {self.max_bytes} bytes")
+        if self.room is not None and self.size > self.room:
+            self.abort()
+            if self.over_room is not None:
+                raise self.over_room(self.size)
+            raise TooLarge(f"file: larger than the {self.room} bytes left in staging")
         self._hash.update(data)
         self._fh.write(data)
 

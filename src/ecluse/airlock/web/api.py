@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tornado import web
 
-from ..errors import AirlockError, InvalidInput, TooLarge
+from ..errors import AirlockError, InvalidInput, QuotaExceeded, TooLarge
 from ..rules import FILE_ACCESS, FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
 from .base import REQ, BaseHandler
@@ -170,11 +170,14 @@ class FilesHandler(APIHandler):
             await self._prepare_upload()
         except AirlockError as e:
             # answer once the body is in: a proxy (configurable-http-proxy) turns a
-            # response sent mid-upload into a 503; drain at most 1 MiB for that
+            # response sent mid-upload into a 503; drain at most 1 MiB for that (a
+            # quota refusal drains the whole file, discarded, so its message arrives)
             self._upload_error = e
             if self.writer is not None:
                 self.writer.abort()
             self._parser = None
+            if isinstance(e, QuotaExceeded):
+                return
             if not isinstance(e, TooLarge):
                 self.request.connection.set_max_body_size(1024 * 1024)
             else:
@@ -206,10 +209,13 @@ class FilesHandler(APIHandler):
                     "filename: missing (give ?filename=, an X-Filename header or a "
                     "multipart/form-data body)"
                 )
+            raw = int(length) if length and length.isdigit() else None
             self.filename = await self.run(
-                self.service.check_can_add_file, me, request_id, name
+                self.service.check_can_add_file, me, request_id, name, expected_bytes=raw
             )
-            self.writer = self.service.staging.writer(max_bytes=conf.max_file_bytes)
+            self.writer = await self.run(
+                self.service.upload_writer, me, request_id, self.filename
+            )
 
     def data_received(self, chunk: bytes) -> None:
         if self._upload_error is not None:
@@ -304,8 +310,8 @@ class _MultipartFile:
         self.h.filename = self.h.service.check_can_add_file(
             me, self.h.path_kwargs["request_id"], filename
         )
-        self.h.writer = self.h.service.staging.writer(
-            max_bytes=self.h.service.settings.max_file_bytes
+        self.h.writer = self.h.service.upload_writer(
+            me, self.h.path_kwargs["request_id"], self.h.filename
         )
         self.active = True
 
