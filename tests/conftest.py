@@ -88,19 +88,12 @@ def settings(make_config):
 
 @pytest.fixture(scope="module")
 def hub_stack(tmp_path_factory, slapd):
-    from ecluse.stack import Stack
+    from tests.support.stacks import running_stack
 
     directory = tmp_path_factory.mktemp("hub")
     path = write_config(directory, slapd, overrides={"hub.auth_refresh_age": 1})
-    settings = load_settings(path)
-    log = open(directory / "hub.log", "wb")  # noqa: SIM115
-    stack = Stack(settings, hub_log=log)
-    try:
-        stack.start()
+    with running_stack(load_settings(path), directory / "hub.log") as stack:
         yield stack
-    finally:
-        stack.stop()
-        log.close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from ecluse.config import load_settings
 from ecluse.ldapserver import free_port
 from ecluse.stack import Stack
 from ecluse.testing import HubClient, write_config
+from tests.support.stacks import running_stack
 
 from .conftest import _projects, wait_port
 
@@ -54,16 +55,9 @@ def gateway_hub(tmp_path_factory, slapd, warehouse):
                                              "dask.api_port": free_port(),
                                              "dask.proxy_http_port": free_port()})
     (d / "projects.yaml").write_text(yaml.safe_dump(_projects(warehouse)))
-    settings = load_settings(path)
-    log = open(d / "hub.log", "wb")  # noqa: SIM115
-    stack = GatewayStack(settings, hub_log=log,
-                         extra_env={"ECLUSE_DASK_PROXY_PORT": str(PORT)})
-    try:
-        stack.start()
+    with running_stack(load_settings(path), d / "hub.log", GatewayStack,
+                       extra_env={"ECLUSE_DASK_PROXY_PORT": str(PORT)}) as stack:
         yield stack
-    finally:
-        stack.stop()
-        log.close()
 
 
 def _token(hub, slapd, user: str, project: str | None = None) -> str:

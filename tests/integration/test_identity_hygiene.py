@@ -26,21 +26,14 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def hub_stack(tmp_path_factory, slapd):
     """This module's hub: a short token lifetime, refresh every second."""
-    from ecluse.stack import Stack
+    from tests.support.stacks import running_stack
 
     directory = tmp_path_factory.mktemp("hub-identity")
     path = write_config(directory, slapd, overrides={
         "hub.auth_refresh_age": 1, "hub.token_max_age": 3600, "hub.login_max_failures": 3,
         "hub.login_backoff": 30})
-    settings = load_settings(path)
-    log = open(directory / "hub.log", "wb")  # noqa: SIM115
-    stack = Stack(settings, hub_log=log)
-    try:
-        stack.start()
+    with running_stack(load_settings(path), directory / "hub.log") as stack:
         yield stack
-    finally:
-        stack.stop()
-        log.close()
 
 
 def _client(hub_stack, slapd, user: str) -> HubClient:
