@@ -152,13 +152,13 @@ def test_plain_double_refuses_without_opt_in():
         PlainProcessSandbox()
 
 
-async def test_plain_double_follows_the_contract(plain_spec):
+async def test_plain_double_follows_the_contract(plain_spec, tmp_path):
     import sys
 
     from ecluse.sandbox.testing import PlainProcessSandbox
 
     project, user = plain_spec
-    sb = PlainProcessSandbox(unsafe_no_isolation=True)
+    sb = PlainProcessSandbox(unsafe_no_isolation=True, root=str(tmp_path))
     r = await sb.run(SandboxSpec(project, user, [sys.executable, "-c",
                                                  "import sys; print('o'); print('e', file=sys.stderr); sys.exit(4)"]))
     assert (r.exit_code, r.stdout, r.stderr, r.timed_out) == (4, "o\n", "e\n", False)
@@ -167,7 +167,7 @@ async def test_plain_double_follows_the_contract(plain_spec):
     code = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\ntime.sleep(60)"
     state = await sb.start(SandboxSpec(project, user, [sys.executable, "-c", code], port=8888))
     assert state["ip"] == "127.0.0.1" and await sb.poll(state) is None
-    adopted = PlainProcessSandbox(unsafe_no_isolation=True)  # after a "restart"
+    adopted = PlainProcessSandbox(unsafe_no_isolation=True, root=str(tmp_path))  # a "restart"
     assert await adopted.poll(dict(state)) is None
     assert await adopted.poll(dict(state, pid_start=1)) == 1  # PID reused by another process
     await asyncio.sleep(0.3)
@@ -175,13 +175,14 @@ async def test_plain_double_follows_the_contract(plain_spec):
     assert await sb.poll(state) == 0
 
 
-async def test_failing_double(plain_spec):
+async def test_failing_double(plain_spec, tmp_path):
     from ecluse.sandbox import SandboxError
     from ecluse.sandbox.testing import FailingSandbox
 
     project, user = plain_spec
     with pytest.raises(SandboxError) as e:
-        await FailingSandbox(unsafe_no_isolation=True).start(SandboxSpec(project, user, ["x"]))
+        await FailingSandbox(unsafe_no_isolation=True, root=str(tmp_path)).start(
+            SandboxSpec(project, user, ["x"]))
     assert "test double" in e.value.log_message
 
 

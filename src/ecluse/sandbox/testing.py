@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool
+from traitlets import Bool, Unicode
 
 from .base import ProjectPaths, Sandbox, SandboxError, SandboxSpec, UserIdentity, sandbox_env
 
@@ -38,6 +39,9 @@ class PlainProcessSandbox(Sandbox):
     """Runs commands as plain local processes (no isolation at all): tests only."""
 
     unsafe_no_isolation = Bool(False, help="Must be True: this backend isolates nothing.")
+    root = Unicode("", help="Folder of the project folders and outputs (a test's temp "
+                   "dir, removed by the test; default: a new temp dir the caller removes "
+                   "with :meth:`remove_root`).")
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -45,7 +49,11 @@ class PlainProcessSandbox(Sandbox):
             raise SandboxError("PlainProcessSandbox isolates nothing: pass "
                                "unsafe_no_isolation=True (tests only)")
         self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._root = Path(tempfile.mkdtemp(prefix="ecluse-plain-"))
+        self._root = Path(self.root or tempfile.mkdtemp(prefix="ecluse-plain-"))
+
+    def remove_root(self) -> None:
+        """Delete the folder of project folders and outputs (the test is done with it)."""
+        shutil.rmtree(self._root, ignore_errors=True)
 
     def host_address(self) -> str:
         return "127.0.0.1"
