@@ -18,6 +18,8 @@ import pytest
 from ecluse.testing import run_in_terminal
 from tests.support import canary
 
+from .helpers import past_the_filter
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 HOME = "home/alice"
@@ -49,8 +51,14 @@ def test_the_canary_is_planted_and_detectable(planted):
     assert {c["name"] for c in listing["content"]} >= {"canary.parquet", "canary.csv"}
 
 
-def test_no_canary_byte_leaves_through_any_file_reading_route(planted):
+@pytest.mark.parametrize("wall", ["both walls", "in-server guard alone"])
+def test_no_canary_byte_leaves_through_any_file_reading_route(planted, workspace_hub, wall):
+    """Through the proxy (host filter, then the in-server guard), and straight to the
+    server past the filter: the in-server guard alone (the filter alone:
+    tests/unit/test_routefilter_content.py)."""
     ws, files = planted
+    if wall == "in-server guard alone":
+        ws = past_the_filter(workspace_hub, ws)
     needles = canary.needles(files)
     leaked, answered = [], {}
     for method, path in canary.probes(HOME, files):

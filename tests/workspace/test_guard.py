@@ -17,6 +17,8 @@ import requests
 
 from ecluse.testing import project_token_scopes, run_in_terminal
 
+from .helpers import past_the_filter
+
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 SECRET = "NIR-1850775123456-ROWLEVEL"
@@ -299,17 +301,24 @@ UNLISTED = [
 
 
 @pytest.mark.parametrize(("method", "path"), UNLISTED)
-def test_routes_outside_the_allow_list_are_refused(ws, method, path):
+@pytest.mark.parametrize("wall", ["host filter", "in-server guard alone"])
+def test_routes_outside_the_allow_list_are_refused(ws, workspace_hub, wall, method, path):
     """dask-labextension's dashboard-check fetches any URL inside the sandbox and returns
     what it answered (here a ``python -m http.server`` in /project): refused before its
-    handler runs, like every route not on the allow-list."""
+    handler runs, like every route not on the allow-list — by the host's route filter in
+    front of the workspace, and by the server's own guard when reached past the filter."""
     put_file(ws, "project/individual-plots.json", json.dumps({"rows": SECRET}))
-    r = ws.request(method, path, timeout=20)
+    client = ws if wall == "host filter" else past_the_filter(workspace_hub, ws)
+    r = client.request(method, path, timeout=20)
     assert r.status_code == 403, (path, r.status_code, r.text[:300])
     assert SECRET not in r.text
     body = r.json()
-    assert body["reason"] == "export-guard" and "not one the Écluse workspace serves" in \
-        body["message"] and "airlock" in body["message"].lower()
+    assert "airlock" in body["message"].lower()
+    if wall == "host filter":
+        assert "route allow-list" in body["message"] and body["reason"] != "export-guard"
+    else:
+        assert body["reason"] == "export-guard" and \
+            "not one the Écluse workspace serves" in body["message"]
 
 
 def test_the_allow_list_keeps_jupyterlab_working(ws):
