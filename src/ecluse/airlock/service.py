@@ -464,14 +464,7 @@ class AirlockService:
     ) -> dict[str, Any]:
         """Stage the bytes of ``chunks`` under ``filename`` and check them."""
         name = self.check_can_add_file(user, request_id, filename)
-        writer = self.upload_writer(user, request_id, name)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        sha, size = writer.commit()
+        sha, size = self.upload_writer(user, request_id, name).write_all(chunks)
         return self.attach_file(user, request_id, name, sha, size)
 
     def attach_file(

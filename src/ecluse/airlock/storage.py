@@ -99,14 +99,7 @@ class Staging:
         Raises :class:`TooLarge` (and keeps nothing) past ``max_bytes``, and
         ``over_room(size)`` past ``room`` (a staging quota).
         """
-        writer = self.writer(max_bytes=max_bytes, room=room, over_room=over_room)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return self.writer(max_bytes=max_bytes, room=room, over_room=over_room).write_all(chunks)
 
     def writer(
         self, *, max_bytes: int, room: int | None = None,
@@ -212,6 +205,16 @@ class StagingWriter:
         os.chmod(self._tmp, 0o400)
         os.replace(self._tmp, target)
         return digest, self.size
+
+    def write_all(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Write every chunk and commit; on any error keep nothing and re-raise."""
+        try:
+            for chunk in chunks:
+                self.write(chunk)
+        except BaseException:
+            self.abort()
+            raise
+        return self.commit()
 
     def abort(self) -> None:
         if not self.closed:
