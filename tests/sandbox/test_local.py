@@ -267,6 +267,27 @@ async def test_start_failure_cleans_up(backend, covid, deployment):
         assert not Cgroups(sid).exists()
 
 
+async def test_a_mount_over_the_python_environment_is_refused_before_launch(backend, covid,
+                                                                              tmp_path):
+    """A checkout under /check (where CI cloned it) once hid the airlock's check
+    sandbox its own interpreter: ``exec: ...python: not found``, exit 127, every
+    file ``review``. Such a mount is now refused at once, saying which."""
+    hidden = Path(sys.prefix).resolve()
+    before = set(CREATED)
+    for target in (str(hidden.parent), str(hidden)):
+        with pytest.raises(SandboxError) as e:
+            await backend.run(SandboxSpec(covid, ALICE, ["true"], extra_mounts=[
+                Mount(tmp_path, target, read_only=True)]))
+        assert f"mount {target} would hide its Python environment" in str(e.value)
+        assert str(hidden) in e.value.log_message
+    assert not [sid for sid in set(CREATED) - before
+                if Path(f"/run/ecluse/sandboxes/{sid}").exists()]
+    # a mount beside it is fine
+    result = await backend.run(SandboxSpec(covid, ALICE, ["python", "-c", "print(1)"],
+                                           extra_mounts=[Mount(tmp_path, "/airlock-check")]))
+    assert result.exit_code == 0 and result.stdout.strip() == "1"
+
+
 def test_project_without_gid_is_refused(backend, covid):
     nogid = covid.model_copy(update={"gid": None})
     with pytest.raises(SandboxError, match="no group id"):

@@ -12,7 +12,7 @@ runs the workspaces:
   ``no_new_privs``, the sandbox's seccomp filter;
 * its own network namespace with no allowed port: no network at all;
 * a read-only copy of the staged object under its display name at
-  ``/check/in/`` (the staging area, the database, the state directory and its
+  ``/airlock-check/in/`` (the staging area, the database, the state directory and its
   secrets are not mounted); no dataset under ``/data``; a project folder and
   home of its own, removed afterwards;
 * CPU, memory and process limits (``check_cpu``, ``check_memory``) and the
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 class CheckSandboxUnavailable(RuntimeError):
     """The deployment cannot run check sandboxes: the service refuses to start."""
 
+
+#: where the job and its input are mounted in the check sandbox: a path no host
+#: checkout or environment uses (a mount there would hide it)
+CHECK_DIR = "/airlock-check"
 
 #: slug prefix of the throw-away project of each check sandbox (reserved)
 CHECK_PROJECT_PREFIX = "airlock-check-"
@@ -115,9 +119,9 @@ class SandboxChecker:
             await asyncio.to_thread(self._stage, work, Path(object_path), display_name,
                                     policy, preview_rows)
             spec = SandboxSpec(
-                project, self.user, self.job_command("/check/job.json"),
+                project, self.user, self.job_command(f"{CHECK_DIR}/job.json"),
                 env={"HOME": "/tmp", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-                allowed_ports=[], extra_mounts=[Mount(work, "/check", read_only=True)],
+                allowed_ports=[], extra_mounts=[Mount(work, CHECK_DIR, read_only=True)],
                 workdir="/tmp", name="airlock-check",
             )
             return await self.backend.run(spec, timeout=self.timeout)

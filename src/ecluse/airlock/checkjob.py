@@ -1,7 +1,7 @@
-"""``python -m ecluse.airlock.checkjob /check/job.json``: one inspection, in a check sandbox.
+"""``python -m ecluse.airlock.checkjob /airlock-check/job.json``: one inspection, in a check sandbox.
 
 Reads the job (display name, disclosure policy, preview rows), inspects
-``/check/in/<name>`` (report and preview) and prints one line
+``/airlock-check/in/<name>`` (report and preview) and prints one line
 ``ECLUSE-CHECK-RESULT <json>`` on stdout. Started by
 :class:`~ecluse.airlock.checkbox.SandboxChecker`, never by the service itself.
 """

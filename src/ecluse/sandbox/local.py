@@ -37,13 +37,14 @@ import shutil
 import signal
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from traitlets import Bool, Float, List, Unicode
 
 from . import network
 from .base import (
+    Mount,
     ProjectPaths,
     Sandbox,
     SandboxError,
@@ -237,6 +238,25 @@ def _python_dirs(env: Path) -> list[Path]:
             if line.startswith("/") and Path(line).is_dir():
                 dirs.append(Path(line).resolve())
     return [d for i, d in enumerate(dirs) if d not in dirs[:i]]
+
+
+def _refuse_hidden_python(mounts: list[Mount], pdirs: list[Path]) -> None:
+    """A mount over the Python environment would start nothing (``exec: not found``).
+
+    Say so before launching: a checkout or environment under ``/check``,
+    ``/project`` or a user's ``/home/<user>`` is hidden by the sandbox's own mounts.
+    """
+    for m in mounts:
+        target = PurePosixPath(m.target)
+        for pdir in pdirs:
+            p = PurePosixPath(pdir)
+            if p == target or target in p.parents:
+                raise SandboxError(
+                    f"the sandbox mount {m.target} would hide its Python environment; "
+                    "the platform's operators must install it elsewhere",
+                    log_message=f"the sandbox mount {m.target} would hide the Python "
+                    f"environment directory {pdir}; install the environment outside "
+                    f"{m.target} (sandbox.python_env)")
 
 
 _ROOT_UNSAFE_PREFIXES = ("LD_", "GCONV_", "MALLOC_", "GLIBC_")
@@ -512,12 +532,15 @@ class LocalSandbox(Sandbox):
             bind(d / "etc" / f, f"/etc/{f}")
         # the workspace Python environment, at its own path
         env = Path(self.settings.sandbox.python_env or sys.prefix)
-        for pdir in _python_dirs(env):
+        pdirs = _python_dirs(env)
+        for pdir in pdirs:
             bind(pdir, str(pdir))
         # the project: /data/<dataset> (ro), /project and /home/<user> (rw), extras
         args.extend(["--perms", "0755", "--dir", "/data", "--perms", "0755", "--dir", "/home"])
         made.update({"/data", "/home"})
-        for m in planned_mounts(spec, Path(self.settings.projects_root).resolve()):
+        mounts = planned_mounts(spec, Path(self.settings.projects_root).resolve())
+        _refuse_hidden_python(mounts, pdirs)
+        for m in mounts:
             bind(m.source, m.target, rw=not m.read_only)
         # process
         env_vars = sandbox_env(spec, f"{env}/bin:{SYSTEM_PATH}")

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from ecluse.airlock.checkbox import CHECK_PROJECT_PREFIX, RESULT_MARK, SandboxChecker
+from ecluse.airlock.checkbox import (
+    CHECK_DIR,
+    CHECK_PROJECT_PREFIX,
+    RESULT_MARK,
+    SandboxChecker,
+)
 from ecluse.airlock.settings import AirlockSettings
 from ecluse.config import LDAPSettings, SandboxSettings, Settings
 from ecluse.sandbox.cgroups import Cgroups
@@ -99,7 +104,7 @@ def test_checks_and_previews_run_in_an_unprivileged_sandbox(checker, tmp_path):
         assert spec.user.uid == 64900 and spec.user.gid == 64900
         assert spec.allowed_ports == [] and spec.project.datasets == []
         assert spec.project.slug.startswith(CHECK_PROJECT_PREFIX)
-        assert [(m.target, m.read_only) for m in spec.extra_mounts] == [("/check", True)]
+        assert [(m.target, m.read_only) for m in spec.extra_mounts] == [(CHECK_DIR, True)]
         if verdict == "fail":
             assert ["F", "41-65", "3"] in out["preview"]["rows"]
         if verdict == "block":
@@ -119,8 +124,8 @@ attempt("secret", lambda: open(SECRET).read())
 attempt("state_dir", lambda: os.listdir(STATE))
 attempt("database", lambda: open(STATE + "/airlock.sqlite").read())
 attempt("staged_object", lambda: open(OBJECT, "rb").read())
-attempt("input_copy", lambda: open("/check/in/" + NAME).read())
-attempt("write_input", lambda: open("/check/in/" + NAME, "a").write("x"))
+attempt("input_copy", lambda: open("/airlock-check/in/" + NAME).read())
+attempt("write_input", lambda: open("/airlock-check/in/" + NAME, "a").write("x"))
 attempt("data", lambda: os.listdir("/data"))
 def net():
     s = socket.create_connection(("127.0.0.1", 22), timeout=2)
@@ -166,7 +171,7 @@ def test_a_checking_process_cannot_read_the_state_directory_secrets(deployment, 
     staged = tmp_path / "control" / "in"
     staged.mkdir(parents=True)
     (staged / name).write_bytes(data)
-    control = subprocess.run([sys.executable, "-I", "-c", code.replace("/check/in/",
+    control = subprocess.run([sys.executable, "-I", "-c", code.replace("/airlock-check/in/",
                                                                         f"{staged}/")],
                              capture_output=True, text=True, timeout=60)
     seen = _payload(control.stdout)
