@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
-from ecluse.dask.warehouse import generate
+from ecluse.dev.warehouse import generate
 from ecluse.sandbox import SandboxSpec, UserIdentity
 from ecluse.sandbox.local import LocalSandbox
 

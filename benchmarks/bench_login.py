@@ -1,7 +1,7 @@
 """Login latency through the hub with LDAP, and hub API latency while LDAP hangs.
 
 Starts a real slapd and a real JupyterHub + configurable-http-proxy on
-loopback (the same :class:`ecluse.stack.Stack` as ``ecluse up``), then:
+loopback (the same :class:`ecluse.dev.stack.Stack` as ``ecluse up``), then:
 
 1. sign-in latency (GET /hub/login + POST /hub/login, LDAP search + bind +
    group search, hub DB update, cookie) with 1 and 16 concurrent users;
@@ -28,9 +28,9 @@ from pathlib import Path
 import requests
 
 from ecluse.config import load_settings
-from ecluse.ldapserver import EmbeddedSlapd
-from ecluse.stack import Stack
-from ecluse.testing import HubClient, write_config
+from ecluse.dev.ldapserver import EmbeddedSlapd
+from ecluse.dev.stack import Stack
+from ecluse.dev.testing import HubClient, write_config
 
 
 def pct(values: list[float], p: float) -> float:

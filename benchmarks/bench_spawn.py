@@ -40,9 +40,9 @@ from pathlib import Path
 import requests
 
 from ecluse.config import load_settings
-from ecluse.ldapserver import EmbeddedSlapd
-from ecluse.stack import Stack
-from ecluse.testing import HubClient, write_config
+from ecluse.dev.ldapserver import EmbeddedSlapd
+from ecluse.dev.stack import Stack
+from ecluse.dev.testing import HubClient, write_config
 
 
 def spawn_and_wait(stack: Stack, c: HubClient, token: str, user: str, server: str,

@@ -9,7 +9,7 @@ Fixtures for whole components (each starts the real thing and stops it):
   that slapd into a temp dir, with free ports; returns the path.
 * ``settings`` — the loaded :class:`ecluse.config.Settings` of such a config.
 * ``hub_stack`` (module) — JupyterHub + configurable-http-proxy started by
-  :class:`ecluse.stack.Stack` against ``slapd``, with a short refresh age.
+  :class:`ecluse.dev.stack.Stack` against ``slapd``, with a short refresh age.
 * ``hub_client`` — log in through the hub's HTML form, get tokens, call the
   REST API.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from ecluse.config import load_settings
-from ecluse.ldapserver import DEMO_GROUPS, DEMO_USERS, EmbeddedSlapd
-from ecluse.testing import HubClient, write_config
+from ecluse.dev.ldapserver import DEMO_GROUPS, DEMO_USERS, EmbeddedSlapd
+from ecluse.dev.testing import HubClient, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 TMP_PREFIX = "ecluse-test-"

@@ -11,7 +11,7 @@ Components (each is the real thing, removed afterwards pass or fail):
   sandbox it launches); closed at the end of the test.
 * ``notebook`` — writes small notebooks (``nb(cells, tag_parameters=...)``).
 * ``batch_hub`` (module, in test_api.py) — the stack ``ecluse up`` builds
-  (:class:`hubstack.UpStack`: ``ecluse.stack.Stack`` on the repository's
+  (:class:`hubstack.UpStack`: ``ecluse.dev.stack.Stack`` on the repository's
   config, embedded slapd, hub, proxy, the hub-managed airlock and batch
   services, real sandboxes).
 
@@ -38,10 +38,10 @@ import pytest
 from ecluse.batch.service import BatchService
 from ecluse.batch.settings import BatchSettings
 from ecluse.config import load_settings
+from ecluse.dev.testing import write_config
 from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
-from ecluse.testing import write_config
 
 CREATED: dict[str, int] = {}  # sandbox id -> slot, every sandbox this run launched
 ROOTS: list[str] = []  # folders this run's configs live in (hub stacks, services)

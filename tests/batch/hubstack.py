@@ -1,13 +1,13 @@
 """The stack ``ecluse up`` builds, with the batch service, for REST and CLI tests.
 
-:class:`UpStack` is :class:`ecluse.stack.Stack` — the class ``ecluse up``
+:class:`UpStack` is :class:`ecluse.dev.stack.Stack` — the class ``ecluse up``
 runs — on the repository's own ``config/ecluse.yaml`` and
 ``config/projects.yaml`` (what ``make up`` starts), changed only where two
 stacks must not collide on one host: the state folder, free loopback ports,
 no dask-gateway (not used here) and a short stop grace. So the hub's
-configuration is the real one (:mod:`ecluse.hubconfig`): the embedded slapd
+configuration is the real one (:mod:`ecluse.hub.hubconfig`): the embedded slapd
 with the demo directory, the LDAP authenticator, ``EcluseSpawner``, the
-airlock and batch services wired by :func:`ecluse.hubconfig.configure`, the
+airlock and batch services wired by :func:`ecluse.hub.hubconfig.configure`, the
 service password passed in the environment (``ldap.bind_password_env``), not
 in a file. No harness of ours wires a service.
 
@@ -29,9 +29,9 @@ import requests
 import yaml
 
 from ecluse.config import load_settings
-from ecluse.ldapserver import free_port
-from ecluse.stack import Stack, StackError
-from ecluse.testing import HubClient
+from ecluse.dev.ldapserver import free_port
+from ecluse.dev.stack import Stack, StackError
+from ecluse.dev.testing import HubClient
 
 from .conftest import ROOTS
 

@@ -1,8 +1,8 @@
 """The batch service in the stack ``ecluse up`` builds: tokens, staff scope, CLI, export.
 
-The stack is :class:`hubstack.UpStack` (``ecluse.stack.Stack`` on the
+The stack is :class:`hubstack.UpStack` (``ecluse.dev.stack.Stack`` on the
 repository's config, real sandboxes, the hub configuration of
-``ecluse.hubconfig``): what platform staff get after ``make up``.
+``ecluse.hub.hubconfig``): what platform staff get after ``make up``.
 """
 
 from __future__ import annotations

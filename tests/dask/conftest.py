@@ -34,11 +34,11 @@ import yaml
 from dask_gateway_server.auth import Authenticator, User, unauthorized
 
 from ecluse.config import load_settings
-from ecluse.dask.warehouse import generate
-from ecluse.ldapserver import free_port
+from ecluse.dev.ldapserver import free_port
+from ecluse.dev.testing import write_config
+from ecluse.dev.warehouse import generate
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
-from ecluse.testing import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ class TokenAuthenticator(Authenticator):
     async def authenticate(self, request):
         from ecluse.dask.gateway import ProjectUser
         from ecluse.directory import Directory
-        from ecluse.roles import hub_groups_for
+        from ecluse.hub.roles import hub_groups_for
 
         auth = request.headers.get("Authorization", "")
         kind, _, name = auth.partition(" ")

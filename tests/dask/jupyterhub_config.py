@@ -2,7 +2,7 @@
 service, wired exactly as docs/dask.md asks hubconfig.configure to do."""
 
 from ecluse.dask.gateway import USER_SCOPES, gateway_service_spec
-from ecluse.hubconfig import configure_from_env
+from ecluse.hub.hubconfig import configure_from_env
 
 c = get_config()  # noqa: F821
 settings = configure_from_env(c)

@@ -24,7 +24,7 @@ from traitlets.config import Config
 from ecluse.dask.front import DASHBOARD_REFUSED
 from ecluse.dask.gateway import gateway_client_env
 from ecluse.directory import Directory
-from ecluse.hubconfig import configure_spawner
+from ecluse.hub.hubconfig import configure_spawner
 from ecluse.sandbox import SandboxSpec, UserIdentity, get_backend
 
 pytestmark = pytest.mark.root

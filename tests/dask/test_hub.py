@@ -1,6 +1,6 @@
 """dask-gateway as a hub-managed service, authenticating users through JupyterHub.
 
-A real JupyterHub + configurable-http-proxy (``ecluse.stack.Stack``) with the
+A real JupyterHub + configurable-http-proxy (``ecluse.dev.stack.Stack``) with the
 gateway service wired as docs/dask.md describes (tests/dask/jupyterhub_config.py);
 users sign in with LDAP passwords and use hub API tokens with the gateway on
 the sandbox host address, as workspaces do. The hub's public route to the
@@ -23,9 +23,9 @@ import yaml
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-from ecluse.ldapserver import free_port
-from ecluse.stack import Stack
-from ecluse.testing import HubClient, write_config
+from ecluse.dev.ldapserver import free_port
+from ecluse.dev.stack import Stack
+from ecluse.dev.testing import HubClient, write_config
 from tests.support.stacks import running_stack
 
 from .conftest import _projects, wait_port
@@ -63,7 +63,7 @@ def gateway_hub(tmp_path_factory, slapd, warehouse):
 def _token(hub, slapd, user: str, project: str | None = None) -> str:
     """A token as a workspace of ``project`` holds it (the gateway's scopes, one project)."""
     from ecluse.dask.gateway import WORKSPACE_TOKEN_SCOPES
-    from ecluse.roles import project_scope
+    from ecluse.hub.roles import project_scope
 
     client = HubClient(hub.url)
     assert client.login(user, slapd.passwords[user]).status_code == 302

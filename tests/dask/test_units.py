@@ -21,7 +21,7 @@ from ecluse.dask.gateway import (
     project_options,
 )
 from ecluse.dask.sizing import dask_command_prefix, dask_env, sizing
-from ecluse.dask.warehouse import SIZES, generate, omop_tables
+from ecluse.dev.warehouse import SIZES, generate, omop_tables
 
 
 def _project(**quota) -> Project:
@@ -91,7 +91,7 @@ def test_only_the_scheduler_proxy_and_the_api_listener_face_sandboxes(settings):
     from traitlets.config import Config
 
     from ecluse.dask.gateway import gateway_client_env, host_address
-    from ecluse.hubconfig import configure_spawner
+    from ecluse.hub.hubconfig import configure_spawner
 
     ds = DaskSettings(proxy_port=9999, api_port=9998, proxy_http_port=9997)
     c = gateway_config(settings, address="10.9.0.1", dask=ds, prefix="/services/dask-gateway")
@@ -245,7 +245,7 @@ async def test_api_listener_forwards_the_api_only():
     from tornado.httpserver import HTTPServer
 
     from ecluse.dask.front import DASHBOARD_REFUSED, ApiFront, make_api_app
-    from ecluse.ldapserver import free_port
+    from ecluse.dev.ldapserver import free_port
 
     seen = []
 

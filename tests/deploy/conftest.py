@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from ecluse.ldapserver import EmbeddedSlapd, free_port
+from ecluse.dev.ldapserver import EmbeddedSlapd, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from ecluse.config import load_settings
-from ecluse.testing import HubClient
+from ecluse.dev.testing import HubClient
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from ecluse.audit import AuditLog
-from ecluse.testing import HubClient, project_token_scopes
+from ecluse.dev.testing import HubClient, project_token_scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.browser, pytest.mark.timeout(300)]
 

@@ -6,8 +6,8 @@ in-sandbox guard would have. Everything else (sandbox, proxy, route filter) is r
 
 import sys
 
-from ecluse.hubconfig import configure_from_env
-from ecluse.spawner import EcluseSpawner
+from ecluse.hub.hubconfig import configure_from_env
+from ecluse.hub.spawner import EcluseSpawner
 
 # Answers every path; /files/<path> with the bytes of <path>, anything else with a JSON
 # page that carries the bytes of /data/admissions/admissions.csv (a "contents" answer

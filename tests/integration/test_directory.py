@@ -86,7 +86,7 @@ def test_lookup_without_password(directory):
 
 
 def test_ldap_down_fails_fast_with_clear_error(make_config):
-    from ecluse.ldapserver import free_port
+    from ecluse.dev.ldapserver import free_port
 
     settings = load_settings(make_config(**{"ldap.uri": f"ldap://127.0.0.1:{free_port()}"}))
     t0 = time.monotonic()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from ecluse.audit import AuditLog
+from ecluse.dev.testing import HubClient, run_in_terminal
 from ecluse.sandbox.quota import remove_project_volumes
-from ecluse.testing import HubClient, run_in_terminal
 from tests.integration.test_spawner import login, sandbox_stack, wait_ready
 
 pytestmark = pytest.mark.root

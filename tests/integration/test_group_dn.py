@@ -9,7 +9,7 @@ from traitlets.config import Config
 from ecluse.cli import main
 from ecluse.config import ConfigError, load_settings
 from ecluse.directory import Directory, MembershipResolver, NotAMember, check_group_names
-from ecluse.hubconfig import configure
+from ecluse.hub.hubconfig import configure
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
-from ecluse.auth import NO_PROJECT_MESSAGE, EcluseAuthenticator
 from ecluse.config import load_settings
-from ecluse.testing import HubClient
+from ecluse.dev.testing import HubClient
+from ecluse.hub.auth import NO_PROJECT_MESSAGE, EcluseAuthenticator
 
 
 def test_login_form_then_groups_through_rest_api(hub_client, ldap_passwords):
@@ -158,7 +158,7 @@ async def test_authenticator_no_project_raises_403(settings, ldap_passwords):
 
 
 async def test_refresh_keeps_running_sessions_when_ldap_is_down(make_config):
-    from ecluse.ldapserver import free_port
+    from ecluse.dev.ldapserver import free_port
 
     settings = load_settings(make_config(**{"ldap.uri": f"ldap://127.0.0.1:{free_port()}"}))
     auth = EcluseAuthenticator(settings=settings, audit_logins=False)

@@ -17,8 +17,8 @@ import requests
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-from ecluse.roles import project_scope
-from ecluse.testing import HubClient, write_config
+from ecluse.dev.testing import HubClient, write_config
+from ecluse.hub.roles import project_scope
 
 pytestmark = pytest.mark.timeout(180)
 

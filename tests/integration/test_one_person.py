@@ -9,8 +9,8 @@ from __future__ import annotations
 import ldap3
 import pytest
 
-from ecluse.auth import EcluseAuthenticator
 from ecluse.directory import Directory
+from ecluse.hub.auth import EcluseAuthenticator
 
 
 @pytest.fixture

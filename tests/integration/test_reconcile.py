@@ -1,6 +1,6 @@
 """The membership reconciler against the real directory (slapd), the hub's side recorded.
 
-:class:`RecordingHub` is a :class:`ecluse.reconcile.HubAPI` whose users come
+:class:`RecordingHub` is a :class:`ecluse.hub.reconcile.HubAPI` whose users come
 from the test and whose stop/leave calls are recorded instead of sent. The
 full path through a real hub is ``test_revocation.py``.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
+from ecluse.dev.ldapserver import free_port
 from ecluse.directory import MembershipResolver
-from ecluse.ldapserver import free_port
-from ecluse.reconcile import HubAPI, reconcile_once
+from ecluse.hub.reconcile import HubAPI, reconcile_once
 
 
 class RecordingHub(HubAPI):

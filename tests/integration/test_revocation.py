@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from ecluse.audit import AuditLog
-from ecluse.roles import project_scope
-from ecluse.testing import HubClient
+from ecluse.dev.testing import HubClient
+from ecluse.hub.roles import project_scope
 
 from .test_spawner import sandbox_stack, wait_ready
 

@@ -23,9 +23,9 @@ import requests
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-from ecluse.routefilter import AUDIT_EVENT
-from ecluse.stack import Stack
-from ecluse.testing import run_in_terminal, write_config
+from ecluse.dev.stack import Stack
+from ecluse.dev.testing import run_in_terminal, write_config
+from ecluse.hub.routefilter import AUDIT_EVENT
 
 from .test_spawner import login, wait_ready
 
@@ -88,7 +88,7 @@ def _filter_processes(stack) -> list[int]:
             except OSError:
                 continue
             port = str(stack.settings.hub.route_filter_port).encode()
-            if b"ecluse.routefilter" in cmd and b"\0" + port + b"\0" in cmd:
+            if b"ecluse.hub.routefilter" in cmd and b"\0" + port + b"\0" in cmd:
                 found.append(int(pid))
     return found
 

@@ -13,8 +13,8 @@ import yaml
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-from ecluse.stack import Stack
-from ecluse.testing import HubClient, run_in_terminal, write_config
+from ecluse.dev.stack import Stack
+from ecluse.dev.testing import HubClient, run_in_terminal, write_config
 
 pytestmark = pytest.mark.root
 

@@ -316,7 +316,7 @@ def plant(ws, home: str, files: dict[str, bytes] | None = None) -> None:
     """
     import asyncio
 
-    from ecluse.testing import run_in_terminal
+    from ecluse.dev.testing import run_in_terminal
 
     files = canary_files() if files is None else files
     moves = []

@@ -1,7 +1,7 @@
 """A real JupyterHub configured as a deployment is, for a hub-managed Écluse service.
 
 :class:`ServiceHub` writes a ``jupyterhub_config.py`` that calls
-:func:`ecluse.hubconfig.configure` — the hub configuration of every
+:func:`ecluse.hub.hubconfig.configure` — the hub configuration of every
 deployment: services (their command, URL and environment), roles, secrets,
 proxy — on the service's Écluse config, with free loopback ports written
 into it. The test changes two things only, and no service's wiring: users
@@ -35,7 +35,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from ecluse.ldapserver import free_port
+from ecluse.dev.ldapserver import free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,7 +43,7 @@ HUB_CONFIG = '''
 import sys
 sys.path.insert(0, {here!r})
 from ecluse.config import load_settings
-from ecluse.hubconfig import configure
+from ecluse.hub.hubconfig import configure
 
 c = get_config()  # noqa: F821
 configure(c, load_settings({config!r}))  # what every deployment's hub runs
@@ -186,7 +186,7 @@ class ServiceHub:
 
         Without ``scopes``: :attr:`token_scopes` plus the scope of ``project``, or
         of the user's only project (as a workspace's token has it)."""
-        from ecluse.roles import ROLE_GROUPS, project_scope
+        from ecluse.hub.roles import ROLE_GROUPS, project_scope
 
         self.login(user)
         body: dict = {"note": f"{self.service} test", "expires_in": 3600}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from traitlets.config import Config
 
 from ecluse.config import load_settings
-from ecluse.hubconfig import configure
-from ecluse.roles import OUTPUT_CHECKERS, STAFF, STAFF_SCOPES
+from ecluse.hub.hubconfig import configure
+from ecluse.hub.roles import OUTPUT_CHECKERS, STAFF, STAFF_SCOPES
 
 
 def build(make_config, **overrides) -> tuple[Config, object]:
@@ -66,8 +66,8 @@ def test_ecluse_spawner_and_authenticator_by_entry_point(make_config):
     assert c.JupyterHub.authenticator_class == "ecluse"
     spawners = {e.name: e.value for e in entry_points(group="jupyterhub.spawners")}
     auths = {e.name: e.value for e in entry_points(group="jupyterhub.authenticators")}
-    assert spawners["ecluse"] == "ecluse.spawner:EcluseSpawner"
-    assert auths["ecluse"] == "ecluse.auth:EcluseAuthenticator"
+    assert spawners["ecluse"] == "ecluse.hub.spawner:EcluseSpawner"
+    assert auths["ecluse"] == "ecluse.hub.auth:EcluseAuthenticator"
 
 
 def test_secrets_are_generated_once_with_private_modes(make_config):

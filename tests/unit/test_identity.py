@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from traitlets.config import Config
 
-from ecluse.auth import LoginThrottle
 from ecluse.config import ConfigError, load_settings
 from ecluse.directory import DirectoryUser, NoProjectGid, NotAMember, membership, projects_of
-from ecluse.hubconfig import configure
-from ecluse.roles import credential_projects, project_scope
+from ecluse.hub.auth import LoginThrottle
+from ecluse.hub.hubconfig import configure
+from ecluse.hub.roles import credential_projects, project_scope
 
 
 def test_a_token_acts_for_exactly_one_project():
@@ -125,7 +125,7 @@ def test_hub_tokens_scopes_and_culling(make_config):
 
 
 def test_workspace_token_names_its_own_project(make_config):
-    from ecluse.spawner import workspace_token_scopes
+    from ecluse.hub.spawner import workspace_token_scopes
 
     scopes = workspace_token_scopes(["access:servers!server"])
 

@@ -1,6 +1,6 @@
 """The host-side route filter in front of a real upstream server (aiohttp, loopback).
 
-The filter runs as in production (:class:`ecluse.routefilter.RouteFilter` on
+The filter runs as in production (:class:`ecluse.hub.routefilter.RouteFilter` on
 a real socket, a real audit log on SQLite); the upstream stands for a
 workspace server that answers everything — the worst case, a server with no
 guard of its own.
@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from ecluse.audit import AuditLog
-from ecluse.ldapserver import free_port
-from ecluse.routefilter import (
+from ecluse.dev.ldapserver import free_port
+from ecluse.hub.routefilter import (
     AUDIT_EVENT,
     Auditor,
     RouteFilter,
@@ -201,7 +201,7 @@ async def test_refusals_are_audited_within_a_bound(stack):
 
 
 def test_the_proxy_sends_user_servers_through_the_filter_and_shows_the_hub_their_address():
-    from ecluse.proxy import TARGET_KEY, EcluseProxy
+    from ecluse.hub.proxy import TARGET_KEY, EcluseProxy
 
     proxy = EcluseProxy(auth_token="proxy-token-for-tests", route_filter_port=9999)
     data = {"user": "alice", "server_name": "cardio-los"}
@@ -224,9 +224,9 @@ def test_hubconfig_turns_the_filter_on_for_workspaces(make_config):
     from traitlets.config import Config
 
     from ecluse.config import load_settings
-    from ecluse.hubconfig import configure
+    from ecluse.hub.hubconfig import configure
 
-    for spawner, expected in (("ecluse", "ecluse.proxy.EcluseProxy"), ("simple", None)):
+    for spawner, expected in (("ecluse", "ecluse.hub.proxy.EcluseProxy"), ("simple", None)):
         # docker: no host network to set up for a configuration test
         settings = load_settings(make_config(**{"hub.spawner": spawner,
                                                 "sandbox.backend": "docker",
@@ -254,7 +254,7 @@ def test_the_filter_never_outlives_the_hub_that_started_it(tmp_path):
     pidfile = tmp_path / "filter.pid"
     # the "hub": a shell that starts the filter as the proxy does, then waits
     hub = subprocess.Popen(
-        ["/bin/sh", "-c", f'"$0" -m ecluse.routefilter --ip 127.0.0.1 --port {port} '
+        ["/bin/sh", "-c", f'"$0" -m ecluse.hub.routefilter --ip 127.0.0.1 --port {port} '
          f'--parent-pid $$ --no-audit & echo $! > {pidfile}; wait', sys.executable],
         env={**os.environ, "ECLUSE_ROUTE_FILTER_KEY": KEY.hex()}, start_new_session=True)
     try:
@@ -263,7 +263,7 @@ def test_the_filter_never_outlives_the_hub_that_started_it(tmp_path):
             try:
                 import urllib.request
 
-                from ecluse.routefilter import HEALTH_PATH
+                from ecluse.hub.routefilter import HEALTH_PATH
 
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=1):
                     break

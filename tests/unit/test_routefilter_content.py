@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 from ecluse.audit import AuditLog
-from ecluse.ldapserver import free_port
-from ecluse.routefilter import (
+from ecluse.dev.ldapserver import free_port
+from ecluse.hub.routefilter import (
     AUDIT_EVENT,
     Auditor,
     RouteFilter,

@@ -3,7 +3,7 @@
 * ``workspace_extension`` (session) — runs ``extensions/build.sh`` (idempotent:
   a no-op when the installed extension matches the sources), so the
   extension is installed, non-editable, in the environment sandboxes mount.
-* ``workspace_hub`` (module) — :class:`ecluse.stack.Stack` with
+* ``workspace_hub`` (module) — :class:`ecluse.dev.stack.Stack` with
   ``hub.spawner: ecluse`` (real sandboxes) and the hub-managed airlock on a
   free port, against the session ``slapd``; stopped, with its sandboxes and
   host network, afterwards.

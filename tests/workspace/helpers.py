@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from ecluse.config import load_settings
-from ecluse.ldapserver import free_port
-from ecluse.stack import Stack
-from ecluse.testing import HubClient, project_token_scopes, write_config
+from ecluse.dev.ldapserver import free_port
+from ecluse.dev.stack import Stack
+from ecluse.dev.testing import HubClient, project_token_scopes, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "extensions" / "build.sh"
@@ -89,7 +89,7 @@ class Workspace:
 def past_the_filter(hub: Stack, ws: Workspace) -> Workspace:
     """The same workspace reached directly, past the host's route filter: what the
     in-server guard alone answers (the proxy's route names the real server, signed)."""
-    from ecluse.routefilter import derive_key, open_route
+    from ecluse.hub.routefilter import derive_key, open_route
     from ecluse.secrets import ensure_secrets
 
     proxy_token = ensure_secrets(hub.state_dir)["proxy_token"]

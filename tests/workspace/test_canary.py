@@ -15,7 +15,7 @@ import asyncio
 
 import pytest
 
-from ecluse.testing import run_in_terminal
+from ecluse.dev.testing import run_in_terminal
 from tests.support import canary
 
 from .helpers import past_the_filter

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from ecluse.testing import project_token_scopes, run_in_terminal
+from ecluse.dev.testing import project_token_scopes, run_in_terminal
 
 from .helpers import past_the_filter
 

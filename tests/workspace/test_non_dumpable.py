@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from ecluse.testing import run_in_terminal
+from ecluse.dev.testing import run_in_terminal
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 

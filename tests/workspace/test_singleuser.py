@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ecluse.spawner import EcluseSpawner
-from ecluse.workspace import server_config
+from ecluse.hub.spawner import EcluseSpawner
+from ecluse.hub.workspace import server_config
 
 PROBE = """
 import json, sys

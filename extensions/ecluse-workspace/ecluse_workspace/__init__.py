@@ -2,7 +2,7 @@
 
 Installed into the workspace Python environment. The server extension is
 enabled, and the guard configured, by the read-only Jupyter configuration
-the spawner mounts at ``/etc/jupyter`` (``ecluse.workspace``).
+the spawner mounts at ``/etc/jupyter`` (``ecluse.hub.workspace``).
 """
 
 from __future__ import annotations

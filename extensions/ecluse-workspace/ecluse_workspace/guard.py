@@ -15,7 +15,7 @@ Three layers, each enough on its own (better redundant than allow):
    guard).
 
 The configuration lives in a read-only folder mounted by the spawner
-(``ecluse.workspace``); user configuration is not read.
+(``ecluse.hub.workspace``); user configuration is not read.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the hub needs to run the airlock: the service entry and its roles.
 
-Called from the hub configuration (``ecluse.hubconfig``)::
+Called from the hub configuration (``ecluse.hub.hubconfig``)::
 
     c.JupyterHub.services.append(airlock_service_spec(settings))
     c.JupyterHub.load_roles.extend(airlock_roles())
@@ -37,7 +37,7 @@ SERVICE_SCOPES = ["read:users:groups"]
 
 def airlock_service_spec(settings: Any) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed airlock on loopback."""
-    from ..roles import project_scope  # (ecluse.config imports this package)
+    from ..hub.roles import project_scope  # (ecluse.config imports this package)
 
     spec = service_spec(SERVICE_NAME, settings, airlock_settings(settings), display=True,
                         description="Export requests and output checking")

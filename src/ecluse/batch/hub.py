@@ -1,6 +1,6 @@
 """What the hub needs to run the batch service: the service entry and its roles.
 
-Called from the hub configuration (``ecluse.hubconfig``)::
+Called from the hub configuration (``ecluse.hub.hubconfig``)::
 
     c.JupyterHub.services.append(batch_service_spec(settings))
     c.JupyterHub.load_roles.extend(batch_roles())

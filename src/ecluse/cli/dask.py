@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_warehouse(args: argparse.Namespace) -> int:
-    from ..dask.warehouse import generate, seed_warehouse
+    from ..dev.warehouse import generate, seed_warehouse
 
     settings = load_settings(args.config)
     if not args.force:

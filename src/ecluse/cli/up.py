@@ -7,7 +7,7 @@ import signal
 import threading
 
 from ..config import load_settings
-from ..stack import Stack
+from ..dev.stack import Stack
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@
 * :mod:`ecluse.dask.front` — the authenticating front of the service's public
   route (dashboards for their cluster's owner only) and the API listener on the
   sandbox host address (the gateway API only, dashboards refused);
-* :mod:`ecluse.dask.warehouse` — the deterministic demo warehouse;
+* :mod:`ecluse.dev.warehouse` — the deterministic demo warehouse;
 * :mod:`ecluse.dask.supervisor` — runs inside cluster sandboxes.
 
 See docs/dask.md.

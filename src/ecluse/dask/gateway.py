@@ -18,7 +18,7 @@
   user's uid/gid and membership.
 * :class:`ProjectTokenAuthenticator` — dask-gateway's JupyterHub
   authenticator that also keeps the projects the token acts for
-  (:func:`ecluse.roles.credential_projects`): a workspace's token, its own
+  (:func:`ecluse.hub.roles.credential_projects`): a workspace's token, its own
   project; a request naming another project is refused with 403, audited.
 * :func:`gateway_config` — the traitlets ``Config`` of the whole gateway
   from Écluse settings; :func:`gateway_service_spec` — the JupyterHub service
@@ -107,7 +107,7 @@ class ProjectTokenAuthenticator(JupyterHubAuthenticator):
     """JupyterHub tokens, with the project the token acts for (its project scope)."""
 
     async def authenticate(self, request: Any) -> ProjectUser:
-        from ..roles import credential_projects
+        from ..hub.roles import credential_projects
 
         token = self.get_token(request)
         if token is None:

@@ -11,7 +11,7 @@
   Services built with their deployment settings re-check those groups
   against the directory (:class:`DirectoryGroups`, cache ≤ 60 s).
   The projects the credential acts for come from its scopes
-  (:func:`ecluse.roles.credential_projects`: a token, one project; a browser
+  (:func:`ecluse.hub.roles.credential_projects`: a token, one project; a browser
   session, the user's) and are set on identities that have a ``projects``
   field.
 * :func:`service_prefix`, :func:`handler_settings` — the application settings
@@ -39,7 +39,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from ..roles import credential_projects
+from ..hub.roles import credential_projects
 from . import ServiceError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class DirectoryGroups:
     def narrow(self, name: str, groups: frozenset[str]) -> frozenset[str]:
         """Blocking (run it in the service's pool)."""
         from ..directory import DirectoryError, DirectoryUnavailable
-        from ..roles import hub_groups_for
+        from ..hub.roles import hub_groups_for
 
         try:
             user = self.resolver.lookup(name)

@@ -1,7 +1,7 @@
 """A token acts for one project: the airlock refuses a request naming another (403, audited).
 
 The tokens are real hub tokens; their project comes from the custom scope
-``custom:ecluse:project:<slug>`` (``ecluse.roles``) that the hub grants to the
+``custom:ecluse:project:<slug>`` (``ecluse.hub.roles``) that the hub grants to the
 project's hub group and resolves at every use.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from ecluse.airlock.hub import WORKSPACE_TOKEN_SCOPES
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-from ecluse.roles import project_scope
+from ecluse.hub.roles import project_scope
 
 pytestmark = pytest.mark.timeout(180)
 

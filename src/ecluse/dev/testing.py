@@ -94,7 +94,7 @@ def write_config(
 def project_token_scopes(project: str) -> list[str]:
     """A token as a script of ``project`` would ask for it: the user's own servers and
     the airlock, acting for that one project (not ``tokens``: it must not mint others)."""
-    from .roles import project_scope
+    from ..hub.roles import project_scope
 
     return ["servers!user", "access:servers!user", "read:users!user", "users:activity!user",
             "access:services!service=airlock", "read:users:groups!user",

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Settings, load_settings
+from ..config import Settings, load_settings
+from ..secrets import ensure_secrets
 from .roles import custom_scopes, hub_roles
-from .secrets import ensure_secrets
 
 #: environment read by configure_from_env (set by `ecluse up`)
 ENV_CONFIG = "ECLUSE_CONFIG"
@@ -63,9 +63,9 @@ def check_directory_groups(settings: Settings) -> None:
     the directory cannot be reached, the hub starts (sign-ins wait for it anyway)."""
     import logging
 
-    from .directory import DirectoryUnavailable, check_group_names
+    from ..directory import DirectoryUnavailable, check_group_names
 
-    log = logging.getLogger("ecluse.hubconfig")
+    log = logging.getLogger("ecluse.hub.hubconfig")
     try:
         for line in check_group_names(settings):
             log.warning("%s", line)
@@ -105,7 +105,7 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     # tokens users create (Token page, API) live at most this long; a token asked
     # for without an expiry gets this one (workspace tokens end with their server)
     c.JupyterHub.token_expires_in_max_seconds = hub.token_max_age
-    c.JupyterHub.template_paths = [str(Path(__file__).parent / "hub" / "templates")]
+    c.JupyterHub.template_paths = [str(Path(__file__).parent / "templates")]
     c.JupyterHub.template_vars = {
         "announcement_login": "Écluse — sign in with your hospital account.",
         "ecluse_projects": {
@@ -120,7 +120,7 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
     if hub.spawner == "ecluse":
         # workspaces: every request passes the route allow-list on the host too
-        c.JupyterHub.proxy_class = "ecluse.proxy.EcluseProxy"
+        c.JupyterHub.proxy_class = "ecluse.hub.proxy.EcluseProxy"
         c.EcluseProxy.route_filter_port = hub.route_filter_port
         c.EcluseProxy.route_filter_pid_file = str(state / "route-filter.pid")
 
@@ -143,8 +143,8 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     if settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local":
         batch_spec = _optional("ecluse.batch", "batch_service_spec")
         if batch_spec is not None:
-            from .batch import batch_roles
-            from .batch.hub import USER_SCOPES as BATCH_USER_SCOPES
+            from ..batch import batch_roles
+            from ..batch.hub import USER_SCOPES as BATCH_USER_SCOPES
 
             services.append(batch_spec(settings))
             extra_user_scopes.extend(BATCH_USER_SCOPES)
@@ -152,7 +152,7 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     if settings.dask.gateway and settings.hub.spawner == "ecluse":
         gateway = _optional("ecluse.dask.gateway", "gateway_service_spec")
         if gateway is not None:
-            from .dask.gateway import USER_SCOPES as DASK_USER_SCOPES
+            from ..dask.gateway import USER_SCOPES as DASK_USER_SCOPES
 
             services.append(gateway(settings))
             extra_user_scopes.extend(DASK_USER_SCOPES)
@@ -199,7 +199,7 @@ def idle_culler_service(settings: Settings) -> dict:
 
 
 def configure_spawner(c: Any, settings: Settings) -> None:
-    if settings.hub.spawner == "ecluse" and _optional("ecluse.spawner", "EcluseSpawner"):
+    if settings.hub.spawner == "ecluse" and _optional("ecluse.hub.spawner", "EcluseSpawner"):
         c.JupyterHub.spawner_class = "ecluse"
         c.EcluseSpawner.config_file = str(settings.config_file)
         c.EcluseSpawner.state_dir = str(settings.state_dir)
@@ -217,7 +217,7 @@ def configure_spawner(c: Any, settings: Settings) -> None:
             if dask_scopes:
                 # ... and create Dask clusters of its project through the gateway: its
                 # API listener and its scheduler (TLS) proxy, never a dashboard port
-                from .dask.settings import dask_settings
+                from ..dask.settings import dask_settings
 
                 scopes += [s for s in dask_scopes if s not in scopes]
                 ds = dask_settings(settings)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .directory import group_key, projects_of
+from ..directory import group_key, projects_of
 
 OUTPUT_CHECKERS = "output-checkers"
 STAFF = "staff"

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import requests
 
 SERVICE_NAME = "ecluse-reconciler"
-log = logging.getLogger("ecluse.reconcile")
+log = logging.getLogger("ecluse.hub.reconcile")
 
 
 def reconciler_role(settings: Any) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def reconciler_role(settings: Any) -> dict[str, Any]:
 
 def reconciler_service_spec(settings: Any) -> dict[str, Any]:
     """The ``c.JupyterHub.services`` entry (no URL: it only calls the hub API)."""
-    command = [sys.executable, "-m", "ecluse.reconcile",
+    command = [sys.executable, "-m", "ecluse.hub.reconcile",
                f"--interval={settings.hub.revocation_interval}",
                "--state-dir", str(settings.state_dir)]
     if getattr(settings, "config_file", None):
@@ -114,7 +114,7 @@ class Round:
 
 def reconcile_once(settings: Any, hub: HubAPI, resolver: Any, audit: Any) -> Round:
     """One pass over the hub's users (see the module docstring)."""
-    from .directory import DirectoryError, DirectoryUnavailable, projects_of
+    from ..directory import DirectoryError, DirectoryUnavailable, projects_of
 
     done = Round()
     for u in hub.users():
@@ -149,9 +149,9 @@ def reconcile_once(settings: Any, hub: HubAPI, resolver: Any, audit: Any) -> Rou
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .audit import AuditLog
-    from .config import load_settings
-    from .directory import MembershipResolver
+    from ..audit import AuditLog
+    from ..config import load_settings
+    from ..directory import MembershipResolver
 
     p = argparse.ArgumentParser(prog="ecluse-reconciler")
     p.add_argument("--config", default=None)

@@ -17,15 +17,15 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from .audit import AuditLog
-from .config import Settings
-from .hubconfig import ENV_CLEANUP, ENV_CONFIG, ENV_PORT, ENV_STATE_DIR
+from ..audit import AuditLog
+from ..config import Settings
+from ..hub.hubconfig import ENV_CLEANUP, ENV_CONFIG, ENV_PORT, ENV_STATE_DIR
+from ..secrets import ensure_secrets
 from .ldapserver import EmbeddedSlapd
-from .secrets import ensure_secrets
 
 log = logging.getLogger(__name__)
 
-HUB_CONFIG = Path(__file__).parent / "hub" / "jupyterhub_config.py"
+HUB_CONFIG = Path(__file__).parent.parent / "hub" / "jupyterhub_config.py"
 
 
 class StackError(RuntimeError):
@@ -72,7 +72,7 @@ class Stack:
         os.chmod(self.state_dir, 0o700)
         ensure_secrets(self.state_dir)
         AuditLog.from_settings(self.settings)  # create the audit tables once, up front
-        from .sandbox.quota import state_disk_warning
+        from ..sandbox.quota import state_disk_warning
 
         warning = state_disk_warning(self.settings)
         if warning:
@@ -153,7 +153,7 @@ class Stack:
             return
         import asyncio
 
-        from .sandbox import get_backend
+        from ..sandbox import get_backend
 
         removed = asyncio.run(get_backend(self.settings).cleanup_orphans())
         if removed:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Settings
+from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def seed_demo_data(settings: Settings) -> list[Path]:
             written.append(ds.path)
     # the demo warehouse (OMOP tables, exposure cube, cohort) of datasets named
     # omop / exposure / cohort; size from $ECLUSE_DEMO_SIZE (small | default | full)
-    from .dask.warehouse import seed_warehouse
+    from .warehouse import seed_warehouse
 
     written.extend(seed_warehouse(settings))
     return written

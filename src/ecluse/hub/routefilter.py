@@ -21,7 +21,7 @@ Each refusal is logged and recorded in the audit log as
 ``workspace.route_denied`` (at most :data:`AUDIT_BURST` records per workspace
 and minute; the next record counts the ones it left out).
 
-Run by :class:`ecluse.proxy.EcluseProxy`: ``python -m ecluse.routefilter
+Run by :class:`ecluse.hub.proxy.EcluseProxy`: ``python -m ecluse.hub.routefilter
 --ip 127.0.0.1 --port N``, the key in ``$ECLUSE_ROUTE_FILTER_KEY``, the
 deployment in ``$ECLUSE_CONFIG`` / ``$ECLUSE_STATE_DIR``.
 """
@@ -48,7 +48,7 @@ from urllib.parse import unquote
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, WSMsgType, web
 
-log = logging.getLogger("ecluse.routefilter")
+log = logging.getLogger("ecluse.hub.routefilter")
 
 ENV_KEY = "ECLUSE_ROUTE_FILTER_KEY"
 ENV_ROUTES = "ECLUSE_WORKSPACE_ROUTES"
@@ -476,7 +476,7 @@ class _NoCookies:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ecluse.routefilter",
+    parser = argparse.ArgumentParser(prog="python -m ecluse.hub.routefilter",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--ip", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
                         "alone); refusals are still logged.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
-                        format="[%(levelname).1s %(asctime)s ecluse.routefilter] %(message)s")
+                        format="[%(levelname).1s %(asctime)s ecluse.hub.routefilter] %(message)s")
     key_hex = os.environ.pop(ENV_KEY, "")
     if not key_hex:
         raise SystemExit(f"ecluse route filter: ${ENV_KEY} is not set")
@@ -496,8 +496,8 @@ def main(argv: list[str] | None = None) -> None:
     judge = load_answer_judge()
     auditor = None
     if not args.no_audit:
-        from .audit import AuditLog
-        from .config import load_settings
+        from ..audit import AuditLog
+        from ..config import load_settings
         from .hubconfig import ENV_CONFIG, ENV_STATE_DIR
 
         settings = load_settings(os.environ.get(ENV_CONFIG) or None,

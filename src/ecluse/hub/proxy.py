@@ -2,7 +2,7 @@
 
 :class:`EcluseProxy` is JupyterHub's ``ConfigurableHTTPProxy`` (same process,
 same REST API, same options) plus one change: a route to a user's server is
-registered with the route filter (:mod:`ecluse.routefilter`) as its target,
+registered with the route filter (:mod:`ecluse.hub.routefilter`) as its target,
 the real server named in a signed first path segment. The hub still sees the
 real targets (``get_all_routes`` translates back), so its route checks are
 unchanged. The proxy starts, watches and stops the filter with itself.
@@ -46,7 +46,7 @@ class EcluseProxy(ConfigurableHTTPProxy):
 
     @default("route_filter_command")
     def _default_filter_command(self) -> list[str]:
-        return [sys.executable, "-m", "ecluse.routefilter"]
+        return [sys.executable, "-m", "ecluse.hub.routefilter"]
 
     _filter_process: subprocess.Popen | None = None
 
@@ -160,7 +160,7 @@ class EcluseProxy(ConfigurableHTTPProxy):
             return
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"ecluse.routefilter" not in fh.read():
+                if b"ecluse.hub.routefilter" not in fh.read():
                     return
         except OSError:
             return
