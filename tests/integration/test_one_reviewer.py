@@ -1,0 +1,183 @@
+"""One person, one reviewer: the airlock tells reviewers apart by directory entry.
+
+A real slapd entry answering to two login names (``carol`` and ``c.petit``), or
+two entries sharing one uidNumber, is one person: its second review of a
+version is refused (audited), the requester reviews under no name, and a
+request approved by one person twice is never released (issue 14, item 5).
+The hub-side half (one hub name per entry) is ``test_one_person.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import ldap3
+import pytest
+from sqlalchemy import select
+
+from ecluse.airlock import db
+from ecluse.airlock.errors import IdentityUnavailable, PermissionDenied, PolicyViolation
+from ecluse.airlock.models import Review
+from ecluse.airlock.rules import State
+from ecluse.airlock.service import AirlockService
+from ecluse.airlock.settings import AirlockSettings
+from ecluse.airlock.storage import Staging
+from ecluse.audit import AuditLog
+from ecluse.config import load_settings
+from ecluse.dev.testing import write_config
+from ecluse.directory import normalize_dn
+from ecluse.people import People
+
+TABLE = ("counts.csv", b"sex,age_band,n\nF,18-40,25\nF,41-65,13\nM,18-40,31\nM,41-65,40\n")
+CHECKERS = ["output-checkers"]
+
+
+@pytest.fixture
+def second_name(slapd) -> Iterator[None]:
+    """carol also answers to ``c.petit``; alice to ``a.martin``."""
+    added = {"carol": "c.petit", "alice": "a.martin"}
+    with slapd.admin_connection() as conn:
+        for uid, alias in added.items():
+            conn.modify(slapd.user_dn(uid), {"uid": [(ldap3.MODIFY_ADD, [alias])]})
+    try:
+        yield
+    finally:
+        with slapd.admin_connection() as conn:
+            for uid, alias in added.items():
+                conn.modify(slapd.user_dn(uid), {"uid": [(ldap3.MODIFY_DELETE, [alias])]})
+
+
+@pytest.fixture
+def shared_uid_number(slapd) -> Iterator[str]:
+    """``carol-adm``: another entry with carol's uidNumber (20003)."""
+    dn = slapd.add_user("carol-adm", "pw-carol-adm-Secret1", 20003, cn="Carol Petit (admin)")
+    try:
+        yield "carol-adm"
+    finally:
+        with slapd.admin_connection() as conn:
+            conn.delete(dn)
+
+
+def _service(settings, tmp_path: Path, people) -> AirlockService:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'airlock.sqlite'}")
+    db.upgrade(engine)
+    staging = Staging(tmp_path / "staging")
+    staging.prepare()
+    return AirlockService(
+        engine=engine, staging=staging, projects=settings.projects,
+        policy_for=settings.policy_for,
+        audit=AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}"),
+        settings=AirlockSettings(required_approvals=2), people=people,
+    )
+
+
+@pytest.fixture
+def airlock(settings, tmp_path) -> Iterator[AirlockService]:
+    service = _service(settings, tmp_path, People(settings))
+    try:
+        yield service
+    finally:
+        service.close()
+        service.audit.engine.dispose()
+
+
+def _submitted(service: AirlockService, requester: str = "alice") -> str:
+    me = service.identity(requester, ["cardio-los"])
+    rid = service.create_request(me, project="cardio-los", title="LOS",
+                                 justification="paper")["id"]
+    service.add_file(me, rid, *TABLE[:1], [TABLE[1]])
+    service.submit(me, rid)
+    return rid
+
+
+def _denials(service: AirlockService) -> list[dict]:
+    return [r.details for r in service.audit.records(event="airlock.permission_denied")]
+
+
+def test_one_person_approves_once_under_two_names(airlock, second_name, slapd):
+    rid = _submitted(airlock)
+    carol = airlock.identity("carol", CHECKERS)
+    # a hub account from before canonical names: c.petit, in the checkers' group
+    c_petit = airlock.identity("c.petit", CHECKERS)
+    assert airlock.review(carol, rid, decision="approve")["state"] == State.IN_REVIEW
+    with pytest.raises(PolicyViolation) as e:
+        airlock.review(c_petit, rid, decision="approve")
+    assert "as 'carol'" in e.value.message and "one person" in e.value.message
+    assert normalize_dn(slapd.user_dn("carol")) in e.value.message
+    denied = _denials(airlock)
+    assert denied[-1]["action"] == "approve" and "one person" in denied[-1]["reason"]
+    assert airlock.audit.records(event="airlock.permission_denied")[-1].actor == "c.petit"
+    # nothing recorded, nothing released
+    req = airlock.get_request(carol, rid, record_view=False)
+    assert req["state"] == State.IN_REVIEW and req["approvals"] == 1
+    with pytest.raises(Exception, match="in_review: cannot release"):
+        airlock.release(airlock.identity("erin", ["staff"]), rid)
+    # another person completes the two-person rule
+    dan = airlock.identity("dan", CHECKERS)
+    assert airlock.review(dan, rid, decision="approve")["state"] == State.APPROVED
+    with airlock.sessions() as s:
+        rows = {r.reviewer: (r.reviewer_dn, r.reviewer_uid_number)
+                for r in s.scalars(select(Review).where(Review.request_id == rid))}
+    assert rows == {"carol": (normalize_dn(slapd.user_dn("carol")), 20003),
+                    "dan": (normalize_dn(slapd.user_dn("dan")), 20004)}
+
+
+def test_two_entries_with_one_uid_number_review_once(airlock, shared_uid_number):
+    rid = _submitted(airlock)
+    airlock.review(airlock.identity("carol", CHECKERS), rid, decision="approve")
+    with pytest.raises(PolicyViolation, match="one uidNumber, 20003"):
+        airlock.review(airlock.identity(shared_uid_number, CHECKERS), rid,
+                       decision="reject", comment="no")
+    assert airlock.get_request(airlock.identity("dan", CHECKERS), rid,
+                               record_view=False)["state"] == State.IN_REVIEW
+
+
+def test_the_requester_reviews_under_no_name(airlock, second_name):
+    rid = _submitted(airlock, "alice")
+    a_martin = airlock.identity("a.martin", [*CHECKERS, "staff"])
+    for decision in ("approve", "reject"):
+        with pytest.raises(PermissionDenied, match="you made this request as 'alice'"):
+            airlock.review(a_martin, rid, decision=decision, comment="x")
+    assert [d["action"] for d in _denials(airlock)][-2:] == ["approve", "reject"]
+    airlock.review(airlock.identity("carol", CHECKERS), rid, decision="approve")
+    airlock.review(airlock.identity("dan", CHECKERS), rid, decision="approve")
+    with pytest.raises(PermissionDenied, match="you made this request as 'alice'"):
+        airlock.release(a_martin, rid)
+    released = airlock.release(airlock.identity("erin", ["staff"]), rid)
+    assert released["state"] == State.RELEASED
+
+
+def test_approvals_by_one_person_recorded_before_the_fix_never_release(
+        airlock, second_name):
+    """A request approved under two names of one person (rows in the old shape:
+    no DN, no uidNumber) is refused at release: approvals are counted again, by person."""
+    rid = _submitted(airlock)
+    airlock.review(airlock.identity("carol", CHECKERS), rid, decision="approve")
+    with airlock._write_sessions() as s, s.begin():  # the old service let this through
+        r = s.scalars(select(Review).where(Review.request_id == rid)).one()
+        r.reviewer_dn, r.reviewer_uid_number = None, None
+        s.add(Review(request_id=rid, version=1, reviewer="c.petit", decision="approve",
+                     comment="", overrides="{}"))
+        s.get(type(r.request), rid).state = State.APPROVED.value
+    with pytest.raises(PolicyViolation, match="1 distinct person"):
+        airlock.release(airlock.identity("erin", ["staff"]), rid)
+    assert airlock.get_request(airlock.identity("erin", ["staff"]), rid,
+                               record_view=False)["state"] == State.APPROVED
+
+
+def test_no_review_while_the_directory_is_down(slapd, tmp_path):
+    path = write_config(tmp_path / "cfg", slapd, overrides={"ldap.uri": "ldap://127.0.0.1:9"})
+    settings = load_settings(path)
+    service = _service(settings, tmp_path, People(settings))
+    try:
+        rid = _submitted(service)
+        with pytest.raises(IdentityUnavailable, match="does not answer") as e:
+            service.review(service.identity("carol", CHECKERS), rid, decision="approve")
+        assert e.value.status == 503
+        assert service.get_request(service.identity("carol", CHECKERS), rid,
+                                   record_view=False)["reviews"] == []
+        assert _denials(service)[-1]["action"] == "approve"
+    finally:
+        service.close()
+        service.audit.engine.dispose()
