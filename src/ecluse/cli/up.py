@@ -48,6 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         elif settings.ldap.embedded:
             print(f"Demo users' passwords: {stack.demo_users_file}")
         stack.cleanup_sandboxes()
+        _migrate_identities(settings)
         stack.start_hub(timeout=settings.sandbox.start_timeout)
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
         while not stopping.wait(1):
@@ -60,3 +61,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_identities(settings) -> None:
+    """Once per state directory, before the hub starts: names from before canonical
+    hub names mapped to one person (``ecluse migrate identities``)."""
+    from ..identities import MigrationError, run_once
+
+    try:
+        report = run_once(settings)
+    except MigrationError as e:
+        print(f"Identity migration not done: {e}\n  (run `ecluse migrate identities` "
+              "before the hub serves reviewers)", flush=True)
+        return
+    if report is not None and report.changed:
+        print("Identity migration:\n  " + "\n  ".join(report.lines()), flush=True)
