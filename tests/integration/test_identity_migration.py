@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import ldap3
 import pytest
 from sqlalchemy import text
 
@@ -25,20 +24,13 @@ from ecluse.dev.testing import write_config
 from ecluse.directory import normalize_dn
 from ecluse.identities import IdentityMigration, MigrationError
 from ecluse.people import People
+from tests.support.aliases import second_names
 
 
 @pytest.fixture
-def second_names(slapd) -> Iterator[None]:
-    added = {"carol": "c.petit", "alice": "a.martin"}
-    with slapd.admin_connection() as conn:
-        for uid, alias in added.items():
-            conn.modify(slapd.user_dn(uid), {"uid": [(ldap3.MODIFY_ADD, [alias])]})
-    try:
+def aliases(slapd) -> Iterator[None]:
+    with second_names(slapd, {"carol": "c.petit", "alice": "a.martin"}):
         yield
-    finally:
-        with slapd.admin_connection() as conn:
-            for uid, alias in added.items():
-                conn.modify(slapd.user_dn(uid), {"uid": [(ldap3.MODIFY_DELETE, [alias])]})
 
 
 def _old_hub(settings, running: bool = False) -> None:
@@ -131,7 +123,7 @@ def _airlock_rows(settings) -> dict[str, list]:
 
 
 @pytest.fixture
-def old_deployment(settings, second_names):
+def old_deployment(settings, aliases):
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     _old_hub(settings)
     _old_airlock(settings)
@@ -246,7 +238,7 @@ def test_directory_down_migrates_nothing(old_deployment, slapd, tmp_path):
     assert [r.outcome for r in failed] == ["failure"]
 
 
-def test_running_alias_server_stops_the_migration(settings, second_names):
+def test_running_alias_server_stops_the_migration(settings, aliases):
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     _old_hub(settings, running=True)
     with pytest.raises(MigrationError, match=r"c.petit \(server 'air-quality'\).*stop them"):

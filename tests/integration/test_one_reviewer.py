@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import ldap3
 import pytest
 from sqlalchemy import select
 
@@ -28,6 +27,7 @@ from ecluse.config import load_settings
 from ecluse.dev.testing import write_config
 from ecluse.directory import normalize_dn
 from ecluse.people import People
+from tests.support.aliases import second_names
 
 TABLE = ("counts.csv", b"sex,age_band,n\nF,18-40,25\nF,41-65,13\nM,18-40,31\nM,41-65,40\n")
 CHECKERS = ["output-checkers"]
@@ -36,16 +36,8 @@ CHECKERS = ["output-checkers"]
 @pytest.fixture
 def second_name(slapd) -> Iterator[None]:
     """carol also answers to ``c.petit``; alice to ``a.martin``."""
-    added = {"carol": "c.petit", "alice": "a.martin"}
-    with slapd.admin_connection() as conn:
-        for uid, alias in added.items():
-            conn.modify(slapd.user_dn(uid), {"uid": [(ldap3.MODIFY_ADD, [alias])]})
-    try:
+    with second_names(slapd, {"carol": "c.petit", "alice": "a.martin"}):
         yield
-    finally:
-        with slapd.admin_connection() as conn:
-            for uid, alias in added.items():
-                conn.modify(slapd.user_dn(uid), {"uid": [(ldap3.MODIFY_DELETE, [alias])]})
 
 
 @pytest.fixture
