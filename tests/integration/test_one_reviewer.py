@@ -173,3 +173,81 @@ def test_no_review_while_the_directory_is_down(slapd, tmp_path):
     finally:
         service.close()
         service.audit.engine.dispose()
+
+
+# ---------------------------------------------------------------- through the hub
+
+
+@pytest.fixture(scope="module")
+def reviewer_hub(tmp_path_factory, slapd):
+    """The real stack (hub, proxy, airlock service, slapd); erin is a hub admin, so she
+    can make the kind of account a hub from before canonical names holds."""
+    from tests.support.stacks import running_stack
+
+    directory = tmp_path_factory.mktemp("reviewer-hub")
+    path = write_config(directory, slapd, overrides={
+        "hub.auth_refresh_age": 1, "hub.admin_users": ["erin"],
+        "airlock.group_cache_seconds": 1})
+    with running_stack(load_settings(path), directory / "hub.log") as stack:
+        yield stack
+
+
+def _signed_in(stack, slapd, user: str):
+    from ecluse.dev.testing import HubClient
+
+    c = HubClient(stack.url)
+    assert c.login(user, slapd.passwords[user]).status_code == 302
+    return c
+
+
+def _airlock_api(stack, token: str):
+    import requests
+
+    base = f"{stack.url}/services/airlock/api/v1"
+
+    def call(method: str, path: str, **kw):
+        return requests.request(method, base + path, timeout=60,
+                                headers={"Authorization": f"token {token}"}, **kw)
+    return call
+
+
+def test_the_hub_api_path_refuses_a_second_name(reviewer_hub, slapd, second_name):
+    """carol approves; her old hub account ``c.petit`` (a checker, with its own token)
+    approves again through the airlock's REST API: 422, audited, nothing released."""
+    from ecluse.dev.testing import project_token_scopes
+
+    stack = reviewer_hub
+    scopes = ["access:services!service=airlock", "read:users:groups!user"]
+    erin = _signed_in(stack, slapd, "erin")
+    admin = erin.new_token("erin")
+    assert erin.api("POST", "/users/c.petit", admin).status_code == 201
+    assert erin.api("POST", "/groups/output-checkers/users", admin,
+                    json={"users": ["c.petit"]}).status_code == 200
+    r = erin.api("POST", "/users/c.petit/tokens", admin,
+                 json={"scopes": scopes, "expires_in": 600})
+    assert r.status_code == 201, r.text
+    as_c_petit = _airlock_api(stack, r.json()["token"])
+
+    alice = _signed_in(stack, slapd, "alice")
+    work = _airlock_api(stack, alice.new_token("alice", project_token_scopes("cardio-los")))
+    r = work("POST", "/requests", json={"project": "cardio-los", "title": "t",
+                                         "justification": "j"})
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    assert work("POST", f"/requests/{rid}/files", params={"filename": TABLE[0]},
+                data=TABLE[1]).status_code == 201
+    assert work("POST", f"/requests/{rid}/submit", json={}).status_code == 200
+
+    carol = _airlock_api(stack, _signed_in(stack, slapd, "carol").new_token("carol", scopes))
+    r = carol("POST", f"/requests/{rid}/reviews", json={"decision": "approve"})
+    assert r.status_code == 201 and r.json()["state"] == "in_review", r.text
+    r = as_c_petit("POST", f"/requests/{rid}/reviews", json={"decision": "approve"})
+    assert r.status_code == 422, r.text
+    assert "as 'carol'" in r.json()["error"]["message"], r.text
+    staff = _airlock_api(stack, admin)
+    r = staff("POST", f"/requests/{rid}/release", json={})
+    assert r.status_code in (403, 409), r.text
+    assert work("GET", f"/requests/{rid}").json()["state"] == "in_review"
+    denied = [e for e in AuditLog.from_settings(stack.settings).records(
+        event="airlock.permission_denied") if e.details.get("request_id") == rid]
+    assert [(e.actor, e.details["action"]) for e in denied][:1] == [("c.petit", "approve")]
