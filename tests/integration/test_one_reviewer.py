@@ -16,7 +16,12 @@ import pytest
 from sqlalchemy import select
 
 from ecluse.airlock import db
-from ecluse.airlock.errors import IdentityUnavailable, PermissionDenied, PolicyViolation
+from ecluse.airlock.errors import (
+    IdentityUnavailable,
+    InvalidTransition,
+    PermissionDenied,
+    PolicyViolation,
+)
 from ecluse.airlock.models import Review
 from ecluse.airlock.rules import State
 from ecluse.airlock.service import AirlockService
@@ -103,7 +108,7 @@ def test_one_person_approves_once_under_two_names(airlock, second_name, slapd):
     # nothing recorded, nothing released
     req = airlock.get_request(carol, rid, record_view=False)
     assert req["state"] == State.IN_REVIEW and req["approvals"] == 1
-    with pytest.raises(Exception, match="in_review: cannot release"):
+    with pytest.raises(InvalidTransition, match="in_review: cannot release"):
         airlock.release(airlock.identity("erin", ["staff"]), rid)
     # another person completes the two-person rule
     dan = airlock.identity("dan", CHECKERS)
