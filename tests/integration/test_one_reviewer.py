@@ -118,6 +118,8 @@ def test_one_person_approves_once_under_two_names(airlock, second_name, slapd):
                 for r in s.scalars(select(Review).where(Review.request_id == rid))}
     assert rows == {"carol": (normalize_dn(slapd.user_dn("carol")), 20003),
                     "dan": (normalize_dn(slapd.user_dn("dan")), 20004)}
+    approved = airlock.audit.records(event="airlock.request.approved")[-1]
+    assert (approved.actor, approved.details["reviewer_uid_number"]) == ("dan", 20004)
 
 
 def test_two_entries_with_one_uid_number_review_once(airlock, shared_uid_number):

@@ -779,6 +779,8 @@ class AirlockService:
                 s, t.event, user, req, version=old_version, from_state=before,
                 to_state=req.state, decision=decision, sha256=shas, comment=comment,
                 overrides={k: v for k, v in reasons.items() if v},
+                **({"reviewer_dn": user.dn, "reviewer_uid_number": user.uid_number}
+                   if user.dn else {}),
             )
         return self.get_request(user, request_id, record_view=False)
 
