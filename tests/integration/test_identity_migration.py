@@ -10,6 +10,7 @@ alias; the directory is the session's slapd, where carol also answers to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -147,6 +148,11 @@ def test_dry_run_changes_nothing(old_deployment, capsys):
     assert "hub: would rename 'a.martin' into 'alice'" in out
     assert "audit: would record identity.alias_migrated for 'c.petit'" in out
     assert "ghost" in out  # not in the directory: left as it is
+    assert main(["migrate", "identities", "--config", str(settings.config_file),
+                 "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dry_run"] and data["aliases"]["a.martin"]["name"] == "alice"
+    assert data["airlock"]["requests"] == 1 and data["airlock"]["reviews"] == 2
     assert _hub_users(settings) == hub
     assert len(AuditLog.from_settings(settings).records()) == count
     engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock.sqlite'}")
