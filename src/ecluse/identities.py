@@ -217,6 +217,10 @@ class IdentityMigration:
     def run(self, *, dry_run: bool = False) -> MigrationReport:
         """Migrate (or, with ``dry_run``, say what would be migrated)."""
         report = MigrationReport(dry_run=dry_run)
+        if dry_run and self._audit is None:  # a reader: creates no key, writes nothing
+            from .audit import AuditLog
+
+            self._audit = AuditLog.from_settings(self.settings, writer=False)
         hub = self._hub_engine()
         airlock_url = self._airlock_url()
         airlock = None
