@@ -84,6 +84,10 @@ class DockerSandbox(Sandbox):
     labels = Dict(help="Extra labels on containers and networks.").tag(config=True)
     init = Bool(True, help="Run the engine's init (tini) as PID 1 of each container.").tag(
         config=True)
+    seccomp = Bool(
+        True, help="The local backend's seccomp filter (ecluse.sandbox.seccomp) as the "
+        "containers' profile, so both backends deny the same calls; False: the engine's "
+        "default profile.").tag(config=True)
     api_timeout = Float(120.0, help="Seconds an Engine API call may take.").tag(config=True)
 
     @default("image")
@@ -131,6 +135,13 @@ class DockerSandbox(Sandbox):
         return {"ecluse.project": spec.project.slug, "ecluse.user": spec.user.name,
                 "ecluse.sandbox": spec.name or "workspace", **self.labels}
 
+    def _seccomp_opt(self) -> list[str]:
+        if not self.seccomp:
+            return []  # the engine's default profile
+        from .seccomp import docker_profile
+
+        return ["seccomp=" + json.dumps(docker_profile(), separators=(",", ":"))]
+
     def host_address(self) -> str:
         return ensure_host_network(self.settings, self.runtime_dir)
 
@@ -168,10 +179,12 @@ class DockerSandbox(Sandbox):
             "extra_host_config": {
                 "group_add": groups,
                 "cap_drop": ["ALL"],
-                "security_opt": ["no-new-privileges:true"],
+                "security_opt": ["no-new-privileges:true"] + self._seccomp_opt(),
                 "privileged": False,
                 "read_only": True,
-                "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmp_size}"},
+                "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmp_size}",
+                          # the cgroup tree stays out of sight, as in a local sandbox
+                          "/sys/fs/cgroup": "ro,nosuid,nodev,noexec,size=4k"},
                 "mem_limit": q.memory,
                 "memswap_limit": q.memory,  # no swap beyond the limit
                 "nano_cpus": int(q.cpu * NANO),

@@ -212,21 +212,21 @@ class Dockerd:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SandboxError("the Docker engine did not start",
-                                   log_message=f"dockerd exited {self.proc.returncode}: "
-                                   + self.log_tail())
+                log = f"dockerd exited {self.proc.returncode}: " + self.log_tail()
+                self.stop()
+                raise SandboxError("the Docker engine did not start", log_message=log)
             if self.socket.exists() and self._ping():
                 return self
             time.sleep(0.1)
+        log = self.log_tail()
         self.stop()
-        raise SandboxError("the Docker engine did not start in time",
-                           log_message=self.log_tail())
+        raise SandboxError("the Docker engine did not start in time", log_message=log)
 
     def _ping(self) -> bool:
         import docker
 
         try:
-            with docker.DockerClient(base_url=self.url, timeout=5) as c:
+            with contextlib.closing(docker.DockerClient(base_url=self.url, timeout=5)) as c:
                 return bool(c.ping())
         except Exception:
             return False
@@ -245,7 +245,7 @@ class Dockerd:
         """Every container (running or not) and every network of this engine."""
         if not self.socket.exists():
             return
-        with contextlib.suppress(Exception), self.client(timeout=60) as c:
+        with contextlib.suppress(Exception), contextlib.closing(self.client(timeout=60)) as c:
             for ctr in c.containers.list(all=True):
                 with contextlib.suppress(Exception):
                     ctr.remove(force=True, v=True)
@@ -293,12 +293,20 @@ def _mounts_under(root: Path) -> list[str]:
     return out
 
 
+#: the engine's own programs (never anything else is killed by :meth:`Dockerd.stop`)
+ENGINE_PROGRAMS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2",
+                   "runc", "docker-proxy")
+
+
 def _pids_mentioning(text: str) -> list[int]:
+    """Engine processes (:data:`ENGINE_PROGRAMS`) whose command line mentions ``text``."""
     needle = text.encode()
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit() and int(pid) != os.getpid():
             with contextlib.suppress(OSError):
-                if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+                if (exe in ENGINE_PROGRAMS
+                        and needle in Path(f"/proc/{pid}/cmdline").read_bytes()):
                     pids.append(int(pid))
     return pids
