@@ -72,7 +72,7 @@ def writable(p):
         open(p, "w").close(); os.unlink(p); return True
     except OSError:
         return False
-print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(set(os.getgroups()) | {os.getgid()}),
                   "name": pwd.getpwuid(os.getuid()).pw_name, "cwd": os.getcwd(),
                   "data": os.listdir("/data/covid"), "home": writable(os.path.expanduser("~/x")),
                   "project": writable("/project/x"), "tmp": writable("/tmp/x"),
