@@ -96,6 +96,8 @@ class DockerSandbox(Sandbox):
 
     @default("docker_url")
     def _docker_url_default(self) -> str:
+        if self.settings is not None and self.settings.sandbox.docker_url:
+            return self.settings.sandbox.docker_url
         return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
     def __init__(self, **kwargs: Any):
