@@ -202,3 +202,22 @@ def test_resource_quota_and_namespace(settings, spec):
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert [m["kind"] for m in k.manifests(spec)] == ["Namespace", "NetworkPolicy",
                                                        "ResourceQuota"]
+
+
+def test_base_image_uses_the_hosts_debian_mirror(tmp_path):
+    from ecluse.sandbox.engine import DEFAULT_MIRROR, base_key, host_debian_mirror
+
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    assert host_debian_mirror(apt) == DEFAULT_MIRROR
+    (apt / "sources.list").write_text(
+        "# comment\ndeb [signed-by=/k.gpg] http://mirror.hospital.fr/debian/ bookworm main\n")
+    assert host_debian_mirror(apt) == "http://mirror.hospital.fr/debian"
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://apt.hospital.fr/debian/\nSuites: bookworm bookworm-updates\n")
+    assert host_debian_mirror(apt) == "http://apt.hospital.fr/debian"
+    # the cache key follows every input of the root filesystem
+    assert base_key("http://a/debian") != base_key("http://b/debian")
+    assert base_key("http://a/debian") != base_key("http://a/debian", ("python3",))
+    assert base_key("http://a/debian") == base_key("http://a/debian")
