@@ -8,6 +8,7 @@ a daemonized process killed with its container, and the engine's own clean-up.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import pytest
@@ -100,3 +101,33 @@ async def test_a_daemonized_process_dies_with_its_container(docker_backend, covi
     alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
     escape("a daemonized process survives the sandbox", not alive)
     assert not alive
+
+
+async def test_no_package_installable_at_run_time(docker_backend, covid, escape):
+    """The user is not root and the image is read-only: neither APT nor pip installs."""
+    code = """
+import json, os, subprocess, sys
+def ok(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+    except OSError:
+        return False
+def writable(d):
+    try:
+        open(os.path.join(d, "evil.py"), "w").close()
+        return True
+    except OSError:
+        return False
+print(json.dumps({"uid": os.getuid(), "apt": ok(["apt-get", "install", "-y", "curl"]),
+                  "dpkg": ok(["dpkg", "-i", "/nonexistent.deb"]),
+                  "pip": ok([sys.executable, "-m", "pip", "--version"]),
+                  "ensurepip": ok([sys.executable, "-m", "ensurepip", "--user"]),
+                  "site": any(writable(d) for d in sys.path if d.startswith("/usr"))}))
+"""
+    result = await docker_backend.run(SandboxSpec(covid, ALICE, ["python3", "-c", code]),
+                                      timeout=120)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["uid"] == ALICE.uid
+    for what in ("apt", "dpkg", "pip", "ensurepip", "site"):
+        escape(f"install a package at run time ({what})", not out[what])
+    assert not any(out[w] for w in ("apt", "dpkg", "pip", "ensurepip", "site")), out
