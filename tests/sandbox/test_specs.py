@@ -221,3 +221,14 @@ def test_base_image_uses_the_hosts_debian_mirror(tmp_path):
     assert base_key("http://a/debian") != base_key("http://b/debian")
     assert base_key("http://a/debian") != base_key("http://a/debian", ("python3",))
     assert base_key("http://a/debian") == base_key("http://a/debian")
+
+
+def test_sandbox_host_address_per_backend(settings):
+    from ecluse.sandbox import sandbox_host_address
+
+    settings.sandbox.subnet = "10.213.0.0/16"
+    for backend in ("local", "docker"):
+        settings.sandbox.backend = backend
+        assert sandbox_host_address(settings, ensure=False) == "10.213.0.1"
+    settings.sandbox.backend = "kubernetes"
+    assert sandbox_host_address(settings) is None
