@@ -131,3 +131,19 @@ print(json.dumps({"uid": os.getuid(), "apt": ok(["apt-get", "install", "-y", "cu
     for what in ("apt", "dpkg", "pip", "ensurepip", "site"):
         escape(f"install a package at run time ({what})", not out[what])
     assert not any(out[w] for w in ("apt", "dpkg", "pip", "ensurepip", "site")), out
+
+
+async def test_no_capability_in_any_set_seccomp_and_no_new_privs(docker_backend, covid, escape):
+    """All five capability sets empty (the bounding set too: cap_drop ALL), no_new_privs,
+    a seccomp filter, as for a local sandbox's command."""
+    code = ("import json\nst = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+            "print(json.dumps({k: st[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', "
+            "'CapBnd', 'CapAmb', 'NoNewPrivs', 'Seccomp')}))\n")
+    result = await docker_backend.run(SandboxSpec(covid, ALICE, ["python3", "-c", code]),
+                                      timeout=60)
+    st = json.loads(result.stdout.strip().splitlines()[-1])
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        escape(f"hold a capability ({cap})", int(st[cap], 16) == 0)
+    assert all(int(st[c], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapBnd",
+                                             "CapAmb")), st
+    assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
