@@ -147,3 +147,19 @@ async def test_no_capability_in_any_set_seccomp_and_no_new_privs(docker_backend,
     assert all(int(st[c], 16) == 0 for c in ("CapInh", "CapPrm", "CapEff", "CapBnd",
                                              "CapAmb")), st
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", st
+
+
+async def test_cleanup_after_a_container_removed_behind_our_back(docker_backend, covid):
+    """An operator (or a crash) removed the container: its network, firewall elements and
+    registry entry are swept."""
+    from ecluse.sandbox import network as net
+
+    state = await docker_backend.start(SandboxSpec(covid, ALICE, ["sleep", "300"],
+                                                   allowed_ports=[18081]))
+    docker_backend.client.api.remove_container(state["container"], force=True)
+    removed = await docker_backend.cleanup_orphans(min_age=0)
+    assert state["id"] in removed
+    assert not docker_backend.client.api.networks(filters={"name": state["network"]})
+    assert (state["veth"], 18081) not in net.allowed_elements()
+    assert not os.path.exists(f"/run/ecluse/sandboxes/{state['id']}")
+    assert not os.path.exists(f"/sys/class/net/{state['veth']}")
