@@ -252,7 +252,7 @@ class SandboxSettings(_Model):
     )
     subnet: str = Field(
         "10.213.0.0/16",
-        description="Private range carved into one /30 per sandbox (local backend only).",
+        description="Private range carved into one /30 per sandbox (local and docker backends).",
     )
     python_env: Path | None = Field(
         None,
@@ -269,6 +269,11 @@ class SandboxSettings(_Model):
     )
     image: str = Field(
         "ecluse/workspace:0.1.0", description="Workspace image (docker and kubernetes backends)."
+    )
+    docker_url: str | None = Field(
+        None,
+        description="Docker backend: the Engine API socket, e.g. unix:///run/ecluse/docker/"
+        "docker.sock (default: $DOCKER_HOST, else unix:///var/run/docker.sock).",
     )
     project_volumes: Literal["none", "sparse", "preallocated"] = Field(
         "none",
