@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(240)
 
 AIRLOCK_UID = 64950  # the airlock service's user (a system account in production)
 STRANGER_UID = 64951  # a local user who is no caller
+BATCH_UID = 64952  # the batch service's user
 HUB_UID = 0
 
 
@@ -66,7 +67,8 @@ def launch_settings(deployment: Settings, sandbox_tmp: Path) -> Iterator[Setting
     sandbox = deployment.sandbox.model_copy(update={
         "launcher_socket": run / "launcher.sock",
         "launcher_group": str(AIRLOCK_UID),
-        "launcher_callers": {"airlock": str(AIRLOCK_UID), "hub": str(HUB_UID)},
+        "launcher_callers": {"airlock": str(AIRLOCK_UID), "hub": str(HUB_UID),
+                             "batch": str(BATCH_UID)},
     })
     airlock = deployment.airlock.model_copy(update={
         "storage_dir": storage, "check_timeout": 60.0, "check_memory": 512 * 1024**2})
@@ -306,3 +308,43 @@ def test_the_airlock_checks_through_the_launcher_as_a_non_root_user(launch_setti
     assert all(r.details["caller"] == "airlock" and r.actor == f"uid:{AIRLOCK_UID}"
                and r.details["user"] == s.airlock.check_user for r in started)
     assert list((Path(s.airlock.storage_dir) / "tmp").iterdir()) == []
+
+
+def test_the_hub_starts_workspaces_through_the_launcher_and_owns_them(launch_settings, launcher,
+                                                                      covid):
+    from ecluse.sandbox import SandboxSpec, UserIdentity, sandbox_for
+
+    s = launch_settings
+    hub = sandbox_for(s, "hub")
+    assert type(hub).__name__ == "LauncherSandbox"
+    alice = UserIdentity("alice", 5001, 5001)
+    spec = SandboxSpec(covid, alice, ["/bin/sh", "-c", "id -u; ls /data; sleep 30"],
+                       name="workspace", allowed_ports=[s.hub.hub_port])
+
+    async def scenario():
+        state = await hub.launch(spec)
+        try:
+            assert await hub.poll(state) is None
+            # the batch service may not stop, poll or read another caller's sandbox
+            answers = await asyncio.to_thread(
+                ask, s, BATCH_UID, {"op": "terminate", "id": state["id"]},
+                {"op": "read_logs", "id": state["id"]})
+            for answer in answers:
+                assert answer["refused"] and answer["error"] == (
+                    f"sandbox {state['id']} is not the batch's"), answer
+            assert await hub.poll(state) is None
+            # a project's datasets come from the launcher's settings, not the request
+            out = ""
+            for _ in range(100):
+                out, _err = await hub.read_logs(state)
+                if "covid" in out:
+                    break
+                await asyncio.sleep(0.05)
+            assert out.split() == ["5001", "covid"], out
+        finally:
+            await hub.stop(state, grace=0)
+        assert state["released"] and await hub.poll(state) is not None
+
+    asyncio.run(scenario())
+    assert launcher.launcher.owners == {}
+    assert [r["caller"] for r in refusals(s)] == ["batch", "batch"]

@@ -254,9 +254,9 @@ class SandboxBackend(DBBackendBase):
 
     @default("sandbox_backend")
     def _default_sandbox_backend(self) -> Any:
-        from ..sandbox import get_backend
+        from ..sandbox import sandbox_for
 
-        return get_backend(self.settings)
+        return sandbox_for(self.settings, "dask")
 
     @default("cluster_options")
     def _default_cluster_options(self) -> Options:

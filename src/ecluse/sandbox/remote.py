@@ -122,12 +122,3 @@ def _sync(coro: Any) -> dict[str, Any]:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
 
-
-def sandbox_for(settings: Any, caller: str) -> Sandbox:
-    """The sandbox backend a service uses: the launcher when ``sandbox.launcher_socket``
-    is set (the service then needs no privilege), else ``sandbox.backend`` directly."""
-    if settings.sandbox.launcher_socket:
-        return LauncherSandbox(settings=settings, caller=caller)
-    from . import get_backend
-
-    return get_backend(settings)
