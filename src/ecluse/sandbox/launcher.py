@@ -414,6 +414,8 @@ class Launcher:
             self.server.close()
             await self.server.wait_closed()
             self.server = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
         for sid, (_caller, state) in list(self.owners.items()):
             with contextlib.suppress(Exception):
                 if state.get("one_shot"):
@@ -596,24 +598,7 @@ async def serve(settings: Any) -> None:
         await launcher.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from ..config import load_settings
-
-    parser = argparse.ArgumentParser(prog="ecluse sandbox launcher",
-                                     description="The privileged sandbox launcher (root).")
-    parser.add_argument("-c", "--config", default=os.environ.get("ECLUSE_CONFIG", "ecluse.yaml"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings(Path(args.config))
-    try:
-        asyncio.run(serve(settings))
-    except SandboxError as e:
-        print(f"ecluse sandbox launcher: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ..cli import main
+
+    raise SystemExit(main(["sandbox", "launcher", *sys.argv[1:]]))
