@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 
 from ecluse.audit import AuditLog
 from ecluse.config import Settings
+from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.launcher import REFUSED_EVENT, STARTED_EVENT, Launcher
 from ecluse.sandbox.local import LocalSandbox
 
@@ -348,3 +350,29 @@ def test_the_hub_starts_workspaces_through_the_launcher_and_owns_them(launch_set
     asyncio.run(scenario())
     assert launcher.launcher.owners == {}
     assert [r["caller"] for r in refusals(s)] == ["batch", "batch"]
+
+
+def test_a_check_whose_caller_goes_away_is_stopped(launch_settings, launcher):
+    """A killed airlock (or a cancelled check) leaves no sandbox running."""
+    s = launch_settings
+    req = {"op": "run", "timeout": 120, "spec": check_spec(s, command=["/bin/sleep", "100"])}
+    client = subprocess.Popen(
+        [*as_user(AIRLOCK_UID), sys.executable, "-I", "-c", ASK,
+         str(s.sandbox.launcher_socket), json.dumps([req])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    check = launcher.launcher.check_backend
+    try:
+        deadline = time.monotonic() + 60
+        while not check._children and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [sid] = list(check._children)
+        assert Cgroups(sid).pids()
+    finally:
+        client.kill()
+        client.wait(10)
+    deadline = time.monotonic() + 30
+    while Path(f"/run/ecluse/sandboxes/{sid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/run/ecluse/sandboxes/{sid}").exists()
+    assert not Cgroups(sid).exists()
+    assert check._children == {}

@@ -383,6 +383,9 @@ class Launcher:
         self.check_backend = check_backend or backend_class("local")(
             settings=settings.model_copy(update={"sandbox": sb}))
         self.owners: dict[str, tuple[str, dict[str, Any]]] = {}
+        # the airlock's one-shot checks at once (more wait): a flood of requests from
+        # a taken-over airlock costs the host no more than its configured checks
+        self.check_slots = asyncio.Semaphore(max(1, self.policy.airlock.check_processes))
         self.server: asyncio.AbstractServer | None = None
 
     # ---------------------------------------------------------------- socket
@@ -480,9 +483,10 @@ class Launcher:
         limit = self.policy.airlock.check_timeout if caller == "airlock" else None
         timeout = req.timeout if limit is None else min(req.timeout or limit, limit)
         backend = self.check_backend if caller == "airlock" else self.backend
+        slots = self.check_slots if caller == "airlock" else contextlib.nullcontext()
         try:
             await self._audit_start(caller, uid, spec, "run")
-            task = asyncio.ensure_future(backend.run(spec, timeout=timeout))
+            task = asyncio.ensure_future(self._run_in(slots, backend, spec, timeout))
             if reader is not None:
                 # the caller going away (a crash, a cancelled check) stops the sandbox
                 gone = asyncio.ensure_future(reader.read(1))
@@ -500,6 +504,11 @@ class Launcher:
             if caller == "airlock":
                 await asyncio.to_thread(self._remove_check_dirs, spec.project.slug)
         return {"result": asdict(result)}
+
+    @staticmethod
+    async def _run_in(slots: Any, backend: Any, spec: SandboxSpec, timeout: float | None) -> Any:
+        async with slots:
+            return await backend.run(spec, timeout=timeout)
 
     def _remove_check_dirs(self, slug: str) -> None:
         root = Path(self.settings.projects_root)
