@@ -376,3 +376,51 @@ def test_a_check_whose_caller_goes_away_is_stopped(launch_settings, launcher):
     assert not Path(f"/run/ecluse/sandboxes/{sid}").exists()
     assert not Cgroups(sid).exists()
     assert check._children == {}
+
+
+def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_settings,
+                                                                        launcher):
+    s = launch_settings
+    runs = Path(s.state_dir) / "batch-records"
+    inputs = runs / "r42" / "input"
+    inputs.mkdir(parents=True)
+    (inputs / "notebook.ipynb").write_text("the run's notebook\n")
+    for p in (runs / "r42", inputs, inputs / "notebook.ipynb"):
+        os.chown(p, BATCH_UID, BATCH_UID)
+    os.chmod(inputs / "notebook.ipynb", 0o444)
+    try:
+        def spec(source, **changes):
+            return check_spec(s, **{
+                "project": "covid-los", "project_gid": 7001, "name": "batch",
+                "user": {"name": "alice", "uid": 5001, "gid": 5001}, "workdir": None,
+                "command": ["/bin/sh", "-c", "cat /batch-input/notebook.ipynb; ls /data"],
+                "mounts": [{"source": str(source), "target": "/batch-input",
+                            "read_only": True}], **changes})
+
+        refused = ask(s, BATCH_UID,
+                      {"op": "launch", "one_shot": True, "spec": spec(runs)},
+                      {"op": "launch", "one_shot": True, "spec": spec(s.state_dir)},
+                      {"op": "launch", "one_shot": True, "spec": spec(inputs, port=8888)},
+                      {"op": "run", "spec": spec(inputs)})
+        assert [a["error"] for a in refused] == [
+            f"mount source {runs} is not a batch folder",
+            f"the batch may mount folders under {runs} only, not {s.state_dir}",
+            "the batch's sandboxes serve no port (asked 8888)",
+            "the batch may not ask the launcher to run (allowed: launch, poll, "
+            "prepare_project_dirs, read_logs, release, terminate)",
+        ]
+        [started] = ask(s, BATCH_UID, {"op": "launch", "one_shot": True, "spec": spec(inputs)})
+        assert started["ok"], started
+        sid = started["state"]["id"]
+        for _ in range(200):
+            [polled] = ask(s, BATCH_UID, {"op": "poll", "id": sid})
+            if polled["status"] is not None:
+                break
+            time.sleep(0.05)
+        logs, released = ask(s, BATCH_UID, {"op": "read_logs", "id": sid},
+                             {"op": "release", "id": sid})
+        assert polled["status"] == 0, logs
+        assert logs["stdout"].split() == ["the", "run's", "notebook", "covid"], logs
+        assert released["ok"] and not Path(f"/run/ecluse/sandboxes/{sid}").exists()
+    finally:
+        shutil.rmtree(runs)

@@ -95,6 +95,7 @@ MOUNTS: dict[str, tuple[str, tuple[re.Pattern[str], ...]] | None] = {
 REFUSED_EVENT = "sandbox.launch.refused"
 STARTED_EVENT = "sandbox.launch"
 MAX_REQUEST_BYTES = 1 << 20
+REQUEST_TIMEOUT = 30.0  # seconds to send one request line
 SANDBOX_ID = r"^s[0-9a-f]{10}$"
 
 
@@ -430,7 +431,7 @@ class Launcher:
         pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
         try:
-            line = await reader.readline()
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
             answer = await self.handle(uid, pid, line, reader)
         except Exception as e:  # noqa: BLE001 - the answer says what failed
             log.exception("launcher request from uid %s failed", uid)
