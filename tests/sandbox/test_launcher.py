@@ -424,3 +424,31 @@ def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_s
         assert released["ok"] and not Path(f"/run/ecluse/sandboxes/{sid}").exists()
     finally:
         shutil.rmtree(runs)
+
+
+def test_the_embedded_stack_starts_and_stops_the_launcher(launch_settings):
+    """``ecluse up`` as root with ``sandbox.launcher_socket``: the launcher runs as a child
+    process from the same config file, and is gone with the stack."""
+    import yaml
+
+    from ecluse.config import load_settings
+    from ecluse.dev.stack import Stack
+
+    s = launch_settings
+    folder = Path(s.sandbox.launcher_socket).parent
+    (folder / "projects.yaml").write_text("projects: {}\n")
+    data = json.loads(s.model_dump_json())
+    data["projects_file"] = str(folder / "projects.yaml")
+    (folder / "ecluse.yaml").write_text(yaml.safe_dump(data))
+    stack = Stack(load_settings(folder / "ecluse.yaml"))
+    try:
+        stack.start_launcher()
+        assert stack.launcher is not None and stack.launcher.proc.poll() is None
+        [answer] = ask(s, STRANGER_UID, {"op": "run", "spec": check_spec(s)})
+        assert answer["error"] == (f"uid {STRANGER_UID} is not a caller of the sandbox "
+                                   "launcher (sandbox.launcher_callers)")
+        proc = stack.launcher.proc
+    finally:
+        stack.stop()
+    assert proc.returncode == 0 and stack.launcher is None
+    assert not Path(s.sandbox.launcher_socket).exists()

@@ -592,6 +592,55 @@ class Launcher:
         return {"shared": str(paths.shared), "home": str(paths.home)}
 
 
+class LauncherProcess:
+    """The launcher as a child process of ``ecluse up`` (root), from the same config file."""
+
+    def __init__(self, settings: Any, *, log_file: Any = None) -> None:
+        self.settings = settings
+        self.log_file = log_file
+        self.proc: Any = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        import subprocess
+        import time
+
+        if not self.settings.config_file:
+            raise SandboxError("the sandbox launcher needs the settings' file "
+                               "(sandbox.launcher_socket is set but no config file is known)")
+        path = str(self.settings.sandbox.launcher_socket)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecluse.sandbox.launcher", "--config",
+             str(self.settings.config_file)],
+            stdin=subprocess.DEVNULL, stdout=self.log_file,
+            stderr=subprocess.STDOUT if self.log_file else None, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SandboxError(f"the sandbox launcher exited with status "
+                                   f"{self.proc.returncode} (its log says why)")
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise SandboxError(f"the sandbox launcher did not listen on {path} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+
 async def serve(settings: Any) -> None:
     """Run the launcher until SIGTERM/SIGINT."""
     import signal
