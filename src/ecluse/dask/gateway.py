@@ -483,6 +483,10 @@ def host_address(settings: Any, *, ensure: bool = True) -> str:
         from ..sandbox.local import ensure_host_network
         from ..sandbox.network import Subnet
 
+        if ensure and settings.sandbox.launcher_socket:
+            from ..sandbox import sandbox_for  # not root: the launcher makes it
+
+            return sandbox_for(settings, "dask").host_address()
         if ensure:
             return ensure_host_network(settings)
         return Subnet(settings.sandbox.subnet).host_address
