@@ -24,6 +24,7 @@ import pytest
 
 from ecluse.audit import AuditLog
 from ecluse.config import Settings
+from ecluse.sandbox import sandbox_for
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.launcher import REFUSED_EVENT, STARTED_EVENT, Launcher
 from ecluse.sandbox.local import LocalSandbox
@@ -314,7 +315,7 @@ def test_the_airlock_checks_through_the_launcher_as_a_non_root_user(launch_setti
 
 def test_the_hub_starts_workspaces_through_the_launcher_and_owns_them(launch_settings, launcher,
                                                                       covid):
-    from ecluse.sandbox import SandboxSpec, UserIdentity, sandbox_for
+    from ecluse.sandbox import SandboxSpec, UserIdentity
 
     s = launch_settings
     hub = sandbox_for(s, "hub")
@@ -406,7 +407,7 @@ def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_s
             f"mount source {runs} is not a batch folder",
             f"the batch may mount folders under {runs} only, not {s.state_dir}",
             "the batch's sandboxes serve no port (asked 8888)",
-            "the batch may not ask the launcher to run (allowed: launch, poll, "
+            "the batch may not ask the launcher to run (allowed: launch, list, poll, "
             "prepare_project_dirs, read_logs, release, terminate)",
         ]
         [started] = ask(s, BATCH_UID, {"op": "launch", "one_shot": True, "spec": spec(inputs)})
@@ -422,6 +423,19 @@ def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_s
         assert polled["status"] == 0, logs
         assert logs["stdout"].split() == ["the", "run's", "notebook", "covid"], logs
         assert released["ok"] and not Path(f"/run/ecluse/sandboxes/{sid}").exists()
+        # a run left by a batch service that restarted: listed for the batch (only) and
+        # stopped by it
+        [started] = ask(s, BATCH_UID, {"op": "launch", "one_shot": True,
+                                       "spec": spec(inputs, command=["/bin/sleep", "60"])})
+        sid = started["state"]["id"]
+        mine, = ask(s, BATCH_UID, {"op": "list"})
+        assert [(m["id"], m["alive"]) for m in mine["sandboxes"]] == [(sid, True)]
+        assert sid in [m["id"] for m in launcher.launcher.backend.list()]
+        hubs = asyncio.run(asyncio.to_thread(sandbox_for(s, "hub").list))
+        assert hubs == []
+        stopped, released, polled = ask(s, BATCH_UID, {"op": "terminate", "id": sid, "grace": 0},
+                                        {"op": "release", "id": sid}, {"op": "poll", "id": sid})
+        assert stopped["ok"] and released["ok"] and polled == {"ok": True, "gone": True}
     finally:
         shutil.rmtree(runs)
 

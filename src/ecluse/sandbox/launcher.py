@@ -64,17 +64,17 @@ log = logging.getLogger("ecluse.sandbox.launcher")
 
 Caller = Literal["hub", "airlock", "batch", "dask"]
 Op = Literal["run", "launch", "poll", "terminate", "release", "read_logs", "host_address",
-             "prepare_project_dirs"]
+             "prepare_project_dirs", "list"]
 
 #: what each caller may ask for (anything else: refused)
 OPS: dict[str, frozenset[str]] = {
     "airlock": frozenset({"run"}),
     "batch": frozenset({"launch", "poll", "terminate", "release", "read_logs",
-                        "prepare_project_dirs"}),
+                        "prepare_project_dirs", "list"}),
     "dask": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
-                       "prepare_project_dirs"}),
+                       "prepare_project_dirs", "list"}),
     "hub": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
-                      "prepare_project_dirs"}),
+                      "prepare_project_dirs", "list"}),
 }
 #: the sandbox names each caller may use
 NAMES: dict[str, re.Pattern[str]] = {
@@ -384,6 +384,7 @@ class Launcher:
         self.check_backend = check_backend or backend_class("local")(
             settings=settings.model_copy(update={"sandbox": sb}))
         self.owners: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.mount_fds: dict[str, list[int]] = {}
         # the airlock's one-shot checks at once (more wait): a flood of requests from
         # a taken-over airlock costs the host no more than its configured checks
         self.check_slots = asyncio.Semaphore(max(1, self.policy.airlock.check_processes))
@@ -425,6 +426,15 @@ class Launcher:
                 if state.get("one_shot"):
                     await self.backend.stop(state, grace=0)
             self.owners.pop(sid, None)
+        for fds in self.mount_fds.values():
+            self._close(fds)
+        self.mount_fds.clear()
+
+    @staticmethod
+    def _close(fds: list[int]) -> None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -520,9 +530,12 @@ class Launcher:
         spec, fds = self._spec(caller, uid, req)
         try:
             state = await self.backend.launch(spec, one_shot=req.one_shot)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        except BaseException:
+            self._close(fds)
+            raise
+        # bubblewrap binds the mount sources after it reports the sandbox started:
+        # their fds stay open until the sandbox is released
+        self.mount_fds[state["id"]] = fds
         self.owners[state["id"]] = (caller, state)
         state["caller"] = caller
         if hasattr(self.backend, "_save_meta"):
@@ -554,6 +567,8 @@ class Launcher:
         if state is None:
             return {"gone": True}
         status = await self.backend.poll(state)
+        if status is not None:  # ended: its mounts are gone
+            self._close(self.mount_fds.pop(state["id"], []))
         return {"status": status, "state": state}
 
     async def _op_terminate(self, caller: str, uid: int, req: Request,
@@ -569,6 +584,7 @@ class Launcher:
         if state is not None:
             await self.backend.release(state)
             self.owners.pop(state["id"], None)
+            self._close(self.mount_fds.pop(state["id"], []))
         return {"state": state}
 
     async def _op_read_logs(self, caller: str, uid: int, req: Request,
@@ -576,6 +592,13 @@ class Launcher:
         state = self._owned(caller, req)
         out, err = await self.backend.read_logs(state) if state is not None else ("", "")
         return {"stdout": out, "stderr": err}
+
+    async def _op_list(self, caller: str, uid: int, req: Request, reader: Any) -> dict[str, Any]:
+        """The caller's own registered sandboxes (e.g. one-shot runs of a service that
+        restarted), with ``alive`` set."""
+        listing = getattr(self.backend, "list", None)
+        metas = await asyncio.to_thread(listing) if listing is not None else []
+        return {"sandboxes": [m for m in metas if m.get("caller") == caller]}
 
     async def _op_host_address(self, caller: str, uid: int, req: Request,
                                reader: Any) -> dict[str, Any]:

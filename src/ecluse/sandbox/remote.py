@@ -101,6 +101,10 @@ class LauncherSandbox(Sandbox):
         answer = await self.request("read_logs", id=state["id"])
         return answer["stdout"], answer["stderr"]
 
+    def list(self) -> list[dict[str, Any]]:
+        """This caller's registered sandboxes (alive or not)."""
+        return _sync(self.request("list"))["sandboxes"]
+
     def host_address(self) -> str:
         return _sync(self.request("host_address"))["address"]
 
