@@ -315,14 +315,18 @@ def test_the_airlock_checks_through_the_launcher_as_a_non_root_user(launch_setti
 
 def test_the_hub_starts_workspaces_through_the_launcher_and_owns_them(launch_settings, launcher,
                                                                       covid):
-    from ecluse.sandbox import SandboxSpec, UserIdentity
+    from ecluse.sandbox import Mount, SandboxSpec, UserIdentity
 
     s = launch_settings
     hub = sandbox_for(s, "hub")
     assert type(hub).__name__ == "LauncherSandbox"
     alice = UserIdentity("alice", 5001, 5001)
-    spec = SandboxSpec(covid, alice, ["/bin/sh", "-c", "id -u; ls /data; sleep 30"],
-                       name="workspace", allowed_ports=[s.hub.hub_port])
+    jupyter = Path(s.state_dir) / "workspace" / "jupyter"  # the export guard's config
+    jupyter.mkdir(parents=True, exist_ok=True)
+    (jupyter / "jupyter_server_config.json").write_text("{}")
+    spec = SandboxSpec(covid, alice, ["/bin/sh", "-c", "id -u; ls /data /etc/jupyter; sleep 30"],
+                       name="workspace", allowed_ports=[s.hub.hub_port],
+                       extra_mounts=[Mount(jupyter, "/etc/jupyter")])
 
     async def scenario():
         state = await hub.launch(spec)
@@ -340,10 +344,11 @@ def test_the_hub_starts_workspaces_through_the_launcher_and_owns_them(launch_set
             out = ""
             for _ in range(100):
                 out, _err = await hub.read_logs(state)
-                if "covid" in out:
+                if "jupyter_server_config.json" in out:
                     break
                 await asyncio.sleep(0.05)
-            assert out.split() == ["5001", "covid"], out
+            assert out.split() == ["5001", "/data:", "covid", "/etc/jupyter:",
+                                   "jupyter_server_config.json"], out
         finally:
             await hub.stop(state, grace=0)
         assert state["released"] and await hub.poll(state) is not None
