@@ -471,3 +471,24 @@ def test_the_embedded_stack_starts_and_stops_the_launcher(launch_settings):
         stack.stop()
     assert proc.returncode == 0 and stack.launcher is None
     assert not Path(s.sandbox.launcher_socket).exists()
+
+
+def test_an_unprivileged_airlock_without_a_launcher_refuses_to_start(launch_settings):
+    s = launch_settings
+    settings = s.model_copy(update={"sandbox": s.sandbox.model_copy(
+        update={"launcher_socket": None})})
+    code = textwrap.dedent("""
+        import sys
+        from ecluse.airlock.checkbox import CheckSandboxUnavailable, SandboxChecker
+        from ecluse.config import Settings
+        settings = Settings.model_validate_json(sys.argv[1])
+        try:
+            SandboxChecker(settings, settings.airlock)
+        except CheckSandboxUnavailable as e:
+            print(e)
+    """)
+    proc = subprocess.run([*as_user(AIRLOCK_UID), sys.executable, "-I", "-c", code,
+                           settings.model_dump_json()], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "started by root only; set sandbox.launcher_socket" in proc.stdout
