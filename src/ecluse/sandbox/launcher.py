@@ -442,6 +442,9 @@ class Launcher:
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
         try:
             line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            if not line:  # connected and left (a readiness probe): nothing asked
+                writer.close()
+                return
             answer = await self.handle(uid, pid, line, reader)
         except Exception as e:  # noqa: BLE001 - the answer says what failed
             log.exception("launcher request from uid %s failed", uid)
