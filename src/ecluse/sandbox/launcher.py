@@ -385,6 +385,7 @@ class Launcher:
             settings=settings.model_copy(update={"sandbox": sb}))
         self.owners: dict[str, tuple[str, dict[str, Any]]] = {}
         self.mount_fds: dict[str, list[int]] = {}
+        self.handlers: set[asyncio.Task[Any]] = set()
         # the airlock's one-shot checks at once (more wait): a flood of requests from
         # a taken-over airlock costs the host no more than its configured checks
         self.check_slots = asyncio.Semaphore(max(1, self.policy.airlock.check_processes))
@@ -421,6 +422,10 @@ class Launcher:
             self.server = None
             with contextlib.suppress(OSError):
                 self.path.unlink()
+        if self.handlers:  # requests in flight: their sandboxes stop and are removed
+            for task in self.handlers:
+                task.cancel()
+            await asyncio.wait(self.handlers, timeout=60)
         for sid, (_caller, state) in list(self.owners.items()):
             with contextlib.suppress(Exception):
                 if state.get("one_shot"):
@@ -437,6 +442,10 @@ class Launcher:
                 os.close(fd)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
         sock = writer.get_extra_info("socket")
         pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
@@ -501,17 +510,23 @@ class Launcher:
         try:
             await self._audit_start(caller, uid, spec, "run")
             task = asyncio.ensure_future(self._run_in(slots, backend, spec, timeout))
-            if reader is not None:
-                # the caller going away (a crash, a cancelled check) stops the sandbox
-                gone = asyncio.ensure_future(reader.read(1))
-                await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not task.done():
+            try:
+                if reader is not None:
+                    # the caller going away (a crash, a cancelled check) stops the sandbox
+                    gone = asyncio.ensure_future(reader.read(1))
+                    try:
+                        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        gone.cancel()
+                    if not task.done():
+                        raise SandboxError("the caller went away: sandbox stopped")
+                result = await task
+            except BaseException:
+                if not task.done():  # the caller went away, or the launcher stops
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                    raise SandboxError("the caller went away: sandbox stopped")
-                gone.cancel()
-            result = task.result()
+                raise
         finally:
             for fd in fds:
                 os.close(fd)
