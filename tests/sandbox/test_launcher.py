@@ -372,6 +372,8 @@ def test_a_check_whose_caller_goes_away_is_stopped(launch_settings, launcher):
         while not check._children and time.monotonic() < deadline:
             time.sleep(0.05)
         [sid] = list(check._children)
+        while not Cgroups(sid).pids() and time.monotonic() < deadline:  # sleep is running
+            time.sleep(0.05)
         assert Cgroups(sid).pids()
     finally:
         client.kill()
