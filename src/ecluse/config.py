@@ -281,6 +281,24 @@ class SandboxSettings(_Model):
         "quota.disk bytes ('preallocated': space reserved up front; 'sparse': taken as "
         "written; 'none': no disk quota).",
     )
+    launcher_socket: Path | None = Field(
+        None,
+        description="Unix socket of the sandbox launcher (`ecluse sandbox launcher`, root). "
+        "When set, the airlock, batch, dask-gateway and the spawner start sandboxes through "
+        "it (each with its own policy) and may run as non-root users; unset: each service "
+        "starts sandboxes itself and must run as root.",
+    )
+    launcher_group: str | None = Field(
+        None,
+        description="Group owning the launcher's socket (mode 0660): the services' users "
+        "are its members. Unset: the socket is root's only (0600).",
+    )
+    launcher_callers: dict[Literal["hub", "airlock", "batch", "dask"], str] = Field(
+        default_factory=dict,
+        description="Who may ask the launcher for what: caller (hub, airlock, batch, dask) -> "
+        "the system user (name or uid) its service runs as. The launcher knows a caller by "
+        "the kernel-verified uid of its socket peer; any other uid is refused.",
+    )
 
 
 class Settings(_Model):

@@ -49,6 +49,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Demo users' passwords: {stack.demo_users_file}")
         stack.cleanup_sandboxes()
         _migrate_identities(settings)
+        stack.start_launcher()
         stack.start_hub(timeout=settings.sandbox.start_timeout)
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
         while not stopping.wait(1):

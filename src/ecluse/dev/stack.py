@@ -52,6 +52,7 @@ class Stack:
         self.slapd: EmbeddedSlapd | None = None
         self.hub: subprocess.Popen | None = None
         self.demo_passwords: dict[str, str] | None = None
+        self.launcher = None
 
     @property
     def state_dir(self) -> Path:
@@ -159,11 +160,26 @@ class Stack:
         if removed:
             log.warning("removed %d dead sandbox(es): %s", len(removed), ", ".join(removed))
 
+    def start_launcher(self) -> None:
+        """The sandbox launcher (root), when the settings name its socket: the services
+        then start their sandboxes through it, each within its policy."""
+        if not self.settings.sandbox.launcher_socket:
+            return
+        if os.geteuid() != 0:
+            log.warning("sandbox.launcher_socket is set but this is not root: no sandbox "
+                        "launcher started (start `ecluse sandbox launcher` as root)")
+            return
+        from ..sandbox.launcher import LauncherProcess
+
+        self.launcher = LauncherProcess(self.settings, log_file=self.hub_log)
+        self.launcher.start()
+
     def start(self) -> None:
         self.prepare()
         try:
             self.start_ldap()
             self.cleanup_sandboxes()
+            self.start_launcher()
             self.start_hub()
         except BaseException:
             self.stop()
@@ -186,6 +202,9 @@ class Stack:
         try:
             self.stop_hub()
         finally:
+            if self.launcher:
+                self.launcher.stop()
+                self.launcher = None
             if self.slapd:
                 self.slapd.stop()
                 self.slapd = None

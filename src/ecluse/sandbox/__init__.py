@@ -74,6 +74,18 @@ def get_backend(settings: Any, **kwargs: Any) -> Sandbox:
     return backend_class(settings.sandbox.backend)(settings=settings, **kwargs)
 
 
+def sandbox_for(settings: Any, caller: str) -> Sandbox:
+    """The sandboxes a service (``caller``: hub, airlock, batch, dask) starts: through the
+    privileged launcher when ``sandbox.launcher_socket`` is set (the service then needs no
+    privilege, and the launcher's policy for ``caller`` applies), else
+    ``sandbox.backend`` directly (the service must run as root for ``local``)."""
+    if settings.sandbox.launcher_socket:
+        from .remote import LauncherSandbox
+
+        return LauncherSandbox(settings=settings, caller=caller)
+    return get_backend(settings)
+
+
 __all__ = [
     "HOST_ADDRESS_BACKENDS",
     "Mount",
@@ -85,5 +97,6 @@ __all__ = [
     "UserIdentity",
     "backend_class",
     "get_backend",
+    "sandbox_for",
     "sandbox_host_address",
 ]
