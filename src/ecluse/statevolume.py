@@ -157,6 +157,7 @@ def ensure_state_volume(settings: Any) -> list[Path]:
                              "the audit checkpoints' volume", adopt=True):
                 mounted.append(cp[1])
     target = database_dir(settings)
+    os.chmod(target, 0o700)
     projects = existing_parent(Path(settings.projects_root))
     if os.stat(target).st_dev == os.stat(projects).st_dev:
         raise StateVolumeError(
