@@ -74,14 +74,9 @@ def service_spec(name: str, settings: Any, conf: Any, *, description: str,
         "info": {"description": description},
         "url": f"http://{conf.ip}:{conf.port}",
         "command": command,
+        # the config file, the state folder and the directory's service password
         "environment": service_environment(settings),
     }
-    # the directory's service password, for the service's membership re-check
-    # (passed on from the hub's environment, never written to a file)
-    ldap = getattr(settings, "ldap", None)
-    pw_env = getattr(ldap, "bind_password_env", None)
-    if pw_env and os.environ.get(pw_env):
-        spec["environment"] = {pw_env: os.environ[pw_env]}
     return spec
 
 

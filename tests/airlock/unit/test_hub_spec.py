@@ -27,6 +27,18 @@ def test_service_spec_defaults_to_loopback_and_hub_oauth():
     assert "api_token" not in spec  # the hub generates the service's token
 
 
+def test_service_spec_keeps_config_and_state_with_the_directory_password(monkeypatch):
+    """The service password was once set by replacing the whole environment,
+    dropping ECLUSE_CONFIG and ECLUSE_STATE_DIR."""
+    monkeypatch.setenv("ECLUSE_TEST_BIND_PW", "s3cret")
+    settings = SimpleNamespace(config_file=Path("/etc/ecluse/ecluse.yaml"),
+                               state_dir=Path("/var/lib/ecluse"),
+                               ldap=SimpleNamespace(bind_password_env="ECLUSE_TEST_BIND_PW"))
+    assert airlock_service_spec(settings)["environment"] == {
+        "ECLUSE_STATE_DIR": "/var/lib/ecluse", "ECLUSE_CONFIG": "/etc/ecluse/ecluse.yaml",
+        "ECLUSE_TEST_BIND_PW": "s3cret"}
+
+
 def test_service_spec_follows_airlock_settings():
     settings = SimpleNamespace(config_file=None, state_dir=Path("/s"),
                                airlock=AirlockSettings(port=9999, ip="127.0.0.2"))
