@@ -507,7 +507,7 @@ def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_se
     ok, other, launch, stamped, hub = ask(
         s, AIRLOCK_UID,
         {"op": "audit", "event": "airlock.request.created", "actor": "alice",
-         "project": "covid-los", "details": {"request_id": "r-1", "title": "LOS"}},
+         "audit_project": "covid-los", "details": {"request_id": "r-1", "title": "LOS"}},
         {"op": "audit", "event": "auth.login", "actor": "alice"},
         {"op": "audit", "event": STARTED_EVENT, "actor": "uid:0"},
         {"op": "audit", "event": "airlock.request.released", "actor": "carol",

@@ -157,6 +157,8 @@ class Request(_Wire):
     # op "audit": one record of the caller's own events
     event: str | None = Field(None, max_length=80)
     actor: str | None = Field(None, max_length=128)
+    #: the record's project as the service names it (a refused request's may be no slug)
+    audit_project: str | None = Field(None, max_length=256)
     outcome: str | None = Field(None, pattern=r"^[a-z_]{1,20}$")
     details: dict[str, Any] | None = None
 
@@ -648,7 +650,7 @@ class Launcher:
             raise LaunchRefused(f"audit details may not set {', '.join(stamped)}")
         details.update(via=caller, via_uid=uid, via_pid=pid)
         rec = await asyncio.to_thread(
-            self.audit.record, req.event, actor=req.actor, project=req.project,
+            self.audit.record, req.event, actor=req.actor, project=req.audit_project,
             outcome=req.outcome or "success", **details)
         return {"seq": rec.seq}
 

@@ -149,7 +149,7 @@ class LauncherAudit:
 
         try:
             answer = _sync(self.client.request(
-                "audit", event=event, actor=actor, project=project, outcome=outcome,
+                "audit", event=event, actor=actor, audit_project=project, outcome=outcome,
                 details=json.loads(json.dumps(details, default=str))))
         except SandboxError as e:
             raise AuditError(f"the audit record {event} could not be written through the "
