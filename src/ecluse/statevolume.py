@@ -170,6 +170,7 @@ def ensure_state_volume(settings: Any) -> list[Path]:
 def state_files(settings: Any, directory: Path) -> list[Path]:
     """The state's files (SQLite databases and their companions, the audit mirror) as
     they are named in ``directory`` by default; databases set by URL are not listed."""
+    from .airlock.settings import DB_NAME as AIRLOCK_DB_NAME
     from .airlock.settings import airlock_settings
     from .batch.settings import batch_settings
 
@@ -178,7 +179,9 @@ def state_files(settings: Any, directory: Path) -> list[Path]:
     for url in (
         settings.database_url or sqlite_url(directory, HUB_DB),
         settings.audit_database_url or sqlite_url(directory, AUDIT_DB),
-        airlock_settings(settings).resolved_database_url(directory),
+        # the flat name of the layouts before the airlock's own folder (the airlock moves
+        # it into <db_dir>/airlock/ when it opens it: resolved_database_url)
+        airlock_settings(settings).database_url or sqlite_url(directory, AIRLOCK_DB_NAME),
         batch_settings(settings).resolved_database_url(directory),
     ):
         if url.startswith("sqlite:///"):

@@ -76,7 +76,7 @@ def _hub_users(settings) -> dict[str, dict]:
 def _old_airlock(settings) -> None:
     """ar-1: a.martin's request, approved by carol and c.petit (one person twice);
     ar-2: alice's, approved once by c.petit."""
-    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock.sqlite'}")
+    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock' / 'airlock.sqlite'}")
     db.upgrade(engine, "0002_previews_purge")
     now = datetime.now(UTC)
     with engine.begin() as conn:
@@ -104,7 +104,7 @@ def _old_airlock(settings) -> None:
 
 
 def _airlock_rows(settings) -> dict[str, list]:
-    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock.sqlite'}")
+    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock' / 'airlock.sqlite'}")
     try:
         with engine.connect() as conn:
             return {
@@ -155,7 +155,7 @@ def test_dry_run_changes_nothing(old_deployment, capsys):
     assert data["airlock"]["requests"] == 1 and data["airlock"]["reviews"] == 2
     assert _hub_users(settings) == hub
     assert len(AuditLog.from_settings(settings).records()) == count
-    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock.sqlite'}")
+    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock' / 'airlock.sqlite'}")
     assert db.current_revision(engine) == "0002_previews_purge"
     engine.dispose()
     assert (settings.projects_root / "cardio-los" / "home" / "a.martin").is_dir()
@@ -234,7 +234,7 @@ def test_directory_down_migrates_nothing(old_deployment, slapd, tmp_path):
     with pytest.raises(MigrationError, match="does not answer.*nothing was migrated"):
         IdentityMigration(settings, people=People(down)).run()
     assert _hub_users(settings) == hub
-    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock.sqlite'}")
+    engine = db.make_engine(f"sqlite:///{settings.state_dir / 'airlock' / 'airlock.sqlite'}")
     with engine.connect() as conn:  # not even the schema changed
         assert db.current_revision(engine) == "0002_previews_purge"
         assert conn.execute(text("SELECT requester FROM airlock_requests WHERE id = 'ar-1'")

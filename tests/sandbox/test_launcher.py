@@ -161,7 +161,7 @@ def test_the_airlock_may_run_check_sandboxes_only(launch_settings, launcher):
     cases = [
         # a workspace (a long-running server) instead of a check
         ({"op": "launch", "spec": check_spec(s, name="workspace")},
-         "the airlock may not ask the launcher to launch (allowed: run)"),
+         "the airlock may not ask the launcher to launch (allowed: audit, run)"),
         ({"op": "run", "spec": check_spec(s, name="workspace")},
          "may not start a sandbox named 'workspace'"),
         # a project with its datasets under /data
@@ -494,3 +494,105 @@ def test_an_unprivileged_airlock_without_a_launcher_refuses_to_start(launch_sett
                           timeout=120, cwd="/")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "started by root only; set sandbox.launcher_socket" in proc.stdout
+
+
+def audit_records(settings: Settings, prefix: str) -> list:
+    return [r for r in AuditLog.from_settings(settings, writer=False).records()
+            if r.event.startswith(prefix)]
+
+
+def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_settings,
+                                                                       launcher):
+    s = launch_settings
+    ok, other, launch, stamped, hub = ask(
+        s, AIRLOCK_UID,
+        {"op": "audit", "event": "airlock.request.created", "actor": "alice",
+         "audit_project": "covid-los", "details": {"request_id": "r-1", "title": "LOS"}},
+        {"op": "audit", "event": "auth.login", "actor": "alice"},
+        {"op": "audit", "event": STARTED_EVENT, "actor": "uid:0"},
+        {"op": "audit", "event": "airlock.request.released", "actor": "carol",
+         "details": {"via": "hub", "via_uid": 0}},
+        {"op": "audit", "caller": "hub", "event": "airlock.request.released", "actor": "x"})
+    assert ok["ok"] and isinstance(ok["seq"], int), ok
+    assert other == {"ok": False, "refused": True,
+                     "error": "the airlock may not record the audit event 'auth.login'"}
+    assert launch["refused"] and STARTED_EVENT in launch["error"]
+    assert stamped == {"ok": False, "refused": True,
+                       "error": "audit details may not set via, via_uid"}
+    assert hub["refused"] and hub["error"] == f"uid {AIRLOCK_UID} is not the hub caller"
+    # a caller whose policy has no audit (batch), and a stranger: refused
+    [batch] = ask(s, BATCH_UID, {"op": "audit", "event": "airlock.request.released"})
+    [stranger] = ask(s, STRANGER_UID, {"op": "audit", "event": "airlock.request.released"})
+    assert batch["refused"] and "the batch may not ask the launcher to audit" in batch["error"]
+    assert stranger["refused"] and "is not a caller" in stranger["error"]
+    # one record, stamped with the caller the kernel named
+    [rec] = audit_records(s, "airlock.")
+    assert (rec.event, rec.actor, rec.project, rec.outcome) == (
+        "airlock.request.created", "alice", "covid-los", "success")
+    assert rec.details["via"] == "airlock" and rec.details["via_uid"] == AIRLOCK_UID
+    assert rec.details["request_id"] == "r-1" and rec.details["via_pid"] > 0
+    assert len(refusals(s)) == 6
+    # the chain (HMAC, checkpoints) holds; the JSON Lines copy is the state directory's,
+    # shared by this module's tests, so it is not this log's alone
+    problems = AuditLog.from_settings(s, writer=False).verify().problems
+    assert [p for p in problems if "mirror" not in p] == [], problems
+
+
+AIRLOCK_AS_USER = textwrap.dedent(r"""
+    import json, os, sys
+    from pathlib import Path
+    from ecluse.airlock.service import AirlockService
+    from ecluse.config import Project, Settings
+    settings = Settings.model_validate_json(sys.argv[1])
+    settings.projects = {k: Project.model_validate(v) for k, v in json.loads(sys.argv[3]).items()}
+    out = {"uid": os.getuid()}
+    # what the airlock's user may not touch: the state directory, the audit log
+    for what, path, mode in (("secrets", settings.state_dir / "secrets.env", "r"),
+                             ("hub_db", settings.state_dir / "jupyterhub.sqlite", "r+b"),
+                             ("audit_db", sys.argv[2], "r+b")):
+        try:
+            open(path, mode).close()
+            out[what] = "opened"
+        except PermissionError:
+            out[what] = "denied"
+    service = AirlockService.from_settings(settings, process_checks=True)
+    out["audit"] = type(service.audit).__name__
+    out["checker"] = type(service.checker.backend).__name__
+    alice = service.identity("alice", ["covid-los"])
+    rid = service.create_request(alice, project="covid-los", title="LOS counts",
+                                 justification="the paper's table 1")["id"]
+    f = service.add_file(alice, rid, "counts.csv",
+                         [b"sex,age_band,n\nF,18-40,25\nF,41-65,3\nM,18-40,31\n"])
+    out["verdict"] = f["verdict"]
+    out["request"] = rid
+    service.close()
+    print(json.dumps(out))
+""")
+
+
+def test_the_airlock_service_runs_as_its_own_user_with_the_launcher(launch_settings, launcher):
+    """The whole airlock as a non-root uid without the state directory: its database in its
+    own folder, checks and audit records through the launcher; what it may not touch."""
+    s = launch_settings
+    s = s.model_copy(update={"airlock": s.airlock.model_copy(update={"reviewers_by": "name"})})
+    audit_db = str(s.audit_database_url).removeprefix("sqlite:///")
+    AuditLog.from_settings(s).record("test.start", actor="root")  # the audit db exists
+    proc = subprocess.run(
+        [*as_user(AIRLOCK_UID), sys.executable, "-I", "-c", AIRLOCK_AS_USER,
+         s.model_dump_json(), audit_db,
+         json.dumps({k: p.model_dump(mode="json") for k, p in s.projects.items()})],
+        capture_output=True, text=True, timeout=180, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["uid"] == AIRLOCK_UID
+    assert (out["secrets"], out["hub_db"], out["audit_db"]) == ("denied",) * 3
+    assert (out["audit"], out["checker"]) == ("LauncherAudit", "LauncherSandbox")
+    assert out["verdict"] == "fail", out
+    db = Path(s.airlock.storage_dir) / "airlock.sqlite"
+    assert db.stat().st_uid == AIRLOCK_UID
+    assert not (s.state_dir / "airlock.sqlite").exists()
+    recs = {r.event: r for r in audit_records(s, "airlock.")}
+    assert {"airlock.request.created", "airlock.file.uploaded"} <= set(recs), list(recs)
+    up = recs["airlock.file.uploaded"]
+    assert (up.actor, up.project, up.details["via_uid"]) == ("alice", "covid-los", AIRLOCK_UID)
+    assert up.details["request_id"] == out["request"]

@@ -130,7 +130,7 @@ class AirlockService:
         service): in a one-shot sandbox per file (``check_runner: sandbox``, the default)
         or in a process pool (``process``).
         """
-        from ..audit import AuditLog
+        from ..sandbox.remote import audit_for
         from .checks import ProcessChecker
 
         conf = airlock_settings(settings)
@@ -141,12 +141,14 @@ class AirlockService:
             checker = SandboxChecker(settings, conf)
         elif process_checks and conf.check_processes:
             checker = ProcessChecker(conf.check_processes, conf.check_timeout)
+        staging = Staging(conf.resolved_storage_dir(settings.state_dir))
+        staging.prepare()
+        # <db_dir>/airlock/airlock.sqlite by default: on the state volume, in a folder of
+        # the airlock's own (an earlier layout's database is moved there first)
         url = conf.resolved_database_url(settings.db_dir)
         engine = db.make_engine(url)
         db.upgrade(engine)
         read_engine = db.make_engine(url, readonly=True) if url.startswith("sqlite") else None
-        staging = Staging(conf.resolved_storage_dir(settings.state_dir))
-        staging.prepare()
         people = None
         if conf.reviewers_by == "directory":
             from ..people import People
@@ -157,7 +159,7 @@ class AirlockService:
             staging=staging,
             projects=settings.projects,
             policy_for=settings.policy_for,
-            audit=audit if audit is not None else AuditLog.from_settings(settings),
+            audit=audit if audit is not None else audit_for(settings, "airlock"),
             settings=conf,
             checker=checker,
             read_engine=read_engine,

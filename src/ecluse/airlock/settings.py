@@ -28,7 +28,9 @@ class AirlockSettings(BaseModel):
         "<state_dir>/airlock). No workspace may mount it.",
     )
     database_url: str | None = Field(
-        None, description="Airlock database URL (default: SQLite airlock.sqlite in the state dir)."
+        None, description="Airlock database URL (default: SQLite airlock.sqlite in the airlock's "
+        "folder, storage_dir; a database of the earlier layout, <state_dir>/airlock.sqlite, is "
+        "moved there when the service starts)."
     )
     required_approvals: int = Field(
         2, ge=1, le=10, description="Independent checker approvals needed before release."
@@ -126,7 +128,42 @@ class AirlockSettings(BaseModel):
         return Path(self.storage_dir) if self.storage_dir else Path(state_dir) / "airlock"
 
     def resolved_database_url(self, state_dir: Path) -> str:
-        return self.database_url or f"sqlite:///{Path(state_dir) / 'airlock.sqlite'}"
+        """The database URL; the default is ``<storage_dir>/airlock.sqlite``, where a
+        database of the earlier layout (``<state_dir>/airlock.sqlite``) is moved first."""
+        if self.database_url:
+            return self.database_url
+        folder = self.resolved_storage_dir(state_dir)
+        move_legacy_database(Path(state_dir) / DB_NAME, folder / DB_NAME)
+        return f"sqlite:///{folder / DB_NAME}"
+
+
+DB_NAME = "airlock.sqlite"
+#: SQLite's files next to a database (written-ahead pages, shared memory, hot journal)
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def move_legacy_database(old: Path, new: Path) -> None:
+    """Move the airlock's SQLite database (and its sidecar files) from the state directory
+    to the airlock's own folder, once: the folder the airlock's user owns holds its files,
+    and the state directory stays root's. The sidecars move first and the database last,
+    so an interrupted move is finished by the next start and loses nothing. A service
+    that cannot see the state directory (its own user) has nothing to move: root moved it
+    (``ecluse up``, the install)."""
+    import os
+    import shutil
+
+    if os.path.lexists(new) or not os.path.lexists(old):  # False also where we may not look
+        return
+    new.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for suffix in (*SIDECARS, ""):
+        src, dst = Path(f"{old}{suffix}"), Path(f"{new}{suffix}")
+        if not src.exists():
+            continue
+        try:
+            os.rename(src, dst)
+        except OSError:  # another file system: copy, then remove
+            shutil.copy2(src, dst)
+            os.unlink(src)
 
 
 def airlock_settings(settings: Any) -> AirlockSettings:

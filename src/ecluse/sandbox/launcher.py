@@ -64,11 +64,11 @@ log = logging.getLogger("ecluse.sandbox.launcher")
 
 Caller = Literal["hub", "airlock", "batch", "dask"]
 Op = Literal["run", "launch", "poll", "terminate", "release", "read_logs", "host_address",
-             "prepare_project_dirs", "list"]
+             "prepare_project_dirs", "list", "audit"]
 
 #: what each caller may ask for (anything else: refused)
 OPS: dict[str, frozenset[str]] = {
-    "airlock": frozenset({"run"}),
+    "airlock": frozenset({"run", "audit"}),
     "batch": frozenset({"launch", "poll", "terminate", "release", "read_logs",
                         "prepare_project_dirs", "list"}),
     "dask": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
@@ -83,6 +83,14 @@ NAMES: dict[str, re.Pattern[str]] = {
     "dask": re.compile(r"dask-[A-Za-z0-9_.-]{1,55}"),
     "hub": re.compile(r"workspace"),
 }
+#: the audit events each caller may append through the launcher (``audit``): a service
+#: that cannot write the audit log itself (it runs as its own user, without the state
+#: directory) records its own events only; the launcher stamps who sent them
+AUDIT_EVENTS: dict[str, re.Pattern[str]] = {
+    "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"),
+}
+#: detail keys the launcher sets on an ``audit`` record (a caller may not send them)
+AUDIT_STAMPS = ("via", "via_uid", "via_pid")
 #: the one mount target each caller may ask for, and the pattern of the source
 #: folder's path relative to the caller's root (see Policy.mount_root)
 MOUNTS: dict[str, tuple[str, tuple[re.Pattern[str], ...]] | None] = {
@@ -146,6 +154,13 @@ class Request(_Wire):
     project: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{1,62}$")
     project_gid: int | None = None
     user: WireUser | None = None
+    # op "audit": one record of the caller's own events
+    event: str | None = Field(None, max_length=80)
+    actor: str | None = Field(None, max_length=128)
+    #: the record's project as the service names it (a refused request's may be no slug)
+    audit_project: str | None = Field(None, max_length=256)
+    outcome: str | None = Field(None, pattern=r"^[a-z_]{1,20}$")
+    details: dict[str, Any] | None = None
 
 
 def wire_spec(spec: SandboxSpec) -> dict[str, Any]:
@@ -479,7 +494,11 @@ class Launcher:
             op = req.op
             caller = self.policy.caller_of(uid, req.caller)
             self.policy.allow_op(caller, req.op)
-            result = await getattr(self, "_op_" + req.op)(caller, uid, req, reader)
+            handler = getattr(self, "_op_" + req.op)
+            if req.op == "audit":
+                result = await handler(caller, uid, req, reader, pid=pid)
+            else:
+                result = await handler(caller, uid, req, reader)
         except SandboxError as e:
             refused = isinstance(e, LaunchRefused)
             if refused:
@@ -617,6 +636,23 @@ class Launcher:
         listing = getattr(self.backend, "list", None)
         metas = await asyncio.to_thread(listing) if listing is not None else []
         return {"sandboxes": [m for m in metas if m.get("caller") == caller]}
+
+    async def _op_audit(self, caller: str, uid: int, req: Request, reader: Any,
+                        pid: int = 0) -> dict[str, Any]:
+        """Append one audit record for ``caller``: its own events only, stamped with its
+        role and kernel-verified uid and pid (``via``, ``via_uid``, ``via_pid``)."""
+        rule = AUDIT_EVENTS.get(caller)
+        if req.event is None or rule is None or not rule.fullmatch(req.event):
+            raise LaunchRefused(f"the {caller} may not record the audit event {req.event!r}")
+        details = dict(req.details or {})
+        stamped = sorted(set(details) & {*AUDIT_STAMPS, "event", "actor", "project", "outcome"})
+        if stamped:
+            raise LaunchRefused(f"audit details may not set {', '.join(stamped)}")
+        details.update(via=caller, via_uid=uid, via_pid=pid)
+        rec = await asyncio.to_thread(
+            self.audit.record, req.event, actor=req.actor, project=req.audit_project,
+            outcome=req.outcome or "success", **details)
+        return {"seq": rec.seq}
 
     async def _op_host_address(self, caller: str, uid: int, req: Request,
                                reader: Any) -> dict[str, Any]:

@@ -126,3 +126,44 @@ def _sync(coro: Any) -> dict[str, Any]:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
 
+
+
+class LauncherAudit:
+    """The audit log of a service that cannot write it itself, through the launcher.
+
+    A service running as its own user (the airlock) has no access to the state
+    directory, where the audit database, its JSON Lines copy and the checkpoints
+    are. It sends each record to the launcher (op ``audit``), which appends it
+    as root, only if the event is one of the caller's own, and stamps the
+    caller's role, kernel-verified uid and pid (``via``, ``via_uid``,
+    ``via_pid``). :meth:`record` returns when the record is written, and raises
+    :class:`~ecluse.audit.AuditError` when it is not (the change is not made).
+    """
+
+    def __init__(self, settings: Any, caller: str) -> None:
+        self.client = LauncherSandbox(settings=settings, caller=caller)
+
+    def record(self, event: str, *, actor: str | None, project: str | None = None,
+               outcome: str = "success", **details: Any) -> int:
+        from ..audit import AuditError
+
+        try:
+            answer = _sync(self.client.request(
+                "audit", event=event, actor=actor, audit_project=project, outcome=outcome,
+                details=json.loads(json.dumps(details, default=str))))
+        except SandboxError as e:
+            raise AuditError(f"the audit record {event} could not be written through the "
+                             f"sandbox launcher: {e.log_message or e}") from None
+        return int(answer["seq"])
+
+
+def audit_for(settings: Any, caller: str) -> Any:
+    """The audit log a service writes: its own :class:`~ecluse.audit.AuditLog` when it
+    runs as root, else (with ``sandbox.launcher_socket`` set) :class:`LauncherAudit`."""
+    import os
+
+    from ..audit import AuditLog
+
+    if settings.sandbox.launcher_socket and os.geteuid() != 0:
+        return LauncherAudit(settings, caller)
+    return AuditLog.from_settings(settings)

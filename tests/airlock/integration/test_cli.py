@@ -17,7 +17,7 @@ def test_migrate_then_list(tmp_path, capsys):
     from ecluse.airlock.db import head_revision
 
     assert f"revision {head_revision()}" in capsys.readouterr().out
-    assert (tmp_path / "state" / "airlock.sqlite").exists()
+    assert (tmp_path / "state" / "airlock" / "airlock.sqlite").exists()
     assert main(["airlock", "list", "--config", str(cfg), "--json"]) == 0
     assert capsys.readouterr().out == ""
     assert oct((tmp_path / "state" / "airlock").stat().st_mode & 0o777) == oct(0o700)

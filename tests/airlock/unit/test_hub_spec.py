@@ -59,7 +59,7 @@ def test_settings_defaults_validation_and_fallback():
     conf = AirlockSettings()
     assert (conf.port, conf.ip, conf.required_approvals) == (8090, "127.0.0.1", 2)
     assert conf.resolved_storage_dir(Path("/s")) == Path("/s/airlock")
-    assert conf.resolved_database_url(Path("/s")) == "sqlite:////s/airlock.sqlite"
+    assert conf.resolved_database_url(Path("/s")) == "sqlite:////s/airlock/airlock.sqlite"
     assert airlock_settings(SimpleNamespace()) == conf
     assert airlock_settings(SimpleNamespace(airlock={"required_approvals": 3})
                             ).required_approvals == 3
