@@ -74,7 +74,7 @@ def database_dir(settings: Any) -> Path:
     state = Path(settings.state_dir)
     mode = settings.state_volume.mode
     if mode == "none":
-        if image_file(settings).exists():
+        if os.path.exists(image_file(settings)):  # False where we may not look (a service user)
             raise StateVolumeError(
                 f"state_volume.mode is 'none' but {image_file(settings)} holds the state's "
                 "databases: set state_volume.mode: image (or move them out first, "
