@@ -1,0 +1,224 @@
+"""``ecluse up`` under crashes: real processes killed with SIGKILL, what comes back,
+what is re-adopted, and that nothing is left behind.
+
+``ecluse up`` runs as a process of its own on the repository's configuration
+(``tests/batch/hubstack.py:up_config``: embedded slapd, hub, proxy, route
+filter, the hub-managed airlock and batch services, real sandboxes). Every
+process of the run is found by its state folder (command line or environment),
+and killed at the end, pass or fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from ecluse.audit import AuditLog
+from ecluse.config import load_settings
+from ecluse.dev.ldapserver import free_port
+from ecluse.dev.supervisor import RESTARTED
+from ecluse.dev.testing import HubClient
+from ecluse.hubservice import instances
+from ecluse.hubservice.instances import LEFTOVERS_EVENT
+from ecluse.sandbox.local import LocalSandbox, teardown_host_network
+from tests.batch.hubstack import up_config
+
+pytestmark = pytest.mark.root
+
+UP_TIMEOUT = 300  # a shared 2-core host
+
+
+def wait_for(cond, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.3)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail}")
+
+
+def run_processes(root: Path, state: Path, exclude: int | None = None) -> list[str]:
+    """Every live process of this run: its command line names our folder, or its
+    environment our state folder (the hub, its services and their children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), exclude):
+            continue
+        pid = int(entry.name)
+        cmd = instances.cmdline(pid)
+        if not cmd or not instances._alive(pid):
+            continue
+        env = instances.environ(pid)
+        if str(root) in cmd or str(state) in (env.get("ECLUSE_STATE_DIR"),
+                                              env.get(instances.MARK)):
+            found.append(f"{pid}: {cmd[:150]}")
+    return found
+
+
+def pid_in(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if instances._alive(pid) else None
+
+
+class Up:
+    """One ``ecluse up`` process on ``config``; its output in ``log``."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ecluse", "up", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def wait_up(self) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ecluse up exited {self.proc.returncode}:\n"
+                                     f"{self.log.read_text(errors='replace')[-3000:]}")
+            return "Écluse is up" in self.log.read_text(errors="replace")
+        wait_for(up, UP_TIMEOUT, "ecluse up", self.log)
+
+
+@pytest.fixture
+def up_stack(tmp_path: Path) -> Iterator[tuple[Path, object]]:
+    root = tmp_path / "up"
+    root.mkdir()
+    config = up_config(root)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["hub"]["route_filter_port"] = free_port()  # two stacks on one host
+    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    settings = load_settings(config)
+    try:
+        yield config, settings
+    finally:
+        for line in run_processes(root, settings.state_dir):
+            pid = int(line.split(":")[0])
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        backend = LocalSandbox()
+        for meta in backend.list():
+            if settings.airlock.port in meta.get("allowed_ports", []):
+                import asyncio
+
+                asyncio.run(backend.stop(meta, grace=0))
+        teardown_host_network()
+
+
+def services_answer(url: str) -> bool:
+    """The airlock and batch services answer through the proxy (401/302: no token)."""
+    try:
+        a = requests.get(f"{url}/services/airlock/api/v1/me", timeout=3,
+                         allow_redirects=False)
+        b = requests.get(f"{url}/services/batch/api/v1/me", timeout=3, allow_redirects=False)
+    except requests.RequestException:
+        return False
+    return a.status_code == 401 and b.status_code == 401
+
+
+def our_sandboxes(settings) -> list[dict]:
+    return [m for m in LocalSandbox().list()
+            if settings.airlock.port in m.get("allowed_ports", []) and m.get("alive")]
+
+
+def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, tmp_path):
+    config, settings = up_stack
+    state, root = settings.state_dir, config.parent
+    url = f"http://127.0.0.1:{settings.hub.port}"
+    log = tmp_path / "up.log"
+    up = Up(config, log)
+    up.wait_up()
+    wait_for(lambda: services_answer(url), 120, "services after start", log)
+    passwords = json.loads((state / "demo-users.json").read_text())
+
+    # a workspace, running
+    client = HubClient(url)
+    assert client.login("alice", passwords["alice"]).status_code == 302
+    token = client.new_token("alice")
+    r = client.api("POST", "/users/alice/servers/cardio-los", token)
+    assert r.status_code in (201, 202), r.text
+    ws = f"{url}/user/alice/cardio-los/api/status"
+    auth = {"Authorization": f"token {token}"}
+
+    def ws_started() -> str | None:
+        try:
+            r = requests.get(ws, headers=auth, timeout=5)
+        except requests.RequestException:
+            return None
+        return r.json()["started"] if r.status_code == 200 else None
+
+    started = wait_for(ws_started, 120, "workspace", log)
+    (sandbox,) = our_sandboxes(settings)
+
+    # 1. SIGKILL of the hub: restarted; proxy and services replaced, not doubled;
+    #    the workspace re-adopted (the same server, not a new one)
+    hub = pid_in(state / "jupyterhub.pid")
+    proxy = pid_in(state / "proxy.pid")
+    old_services = {i.pid: i.service for i in instances.find(state)}
+    assert {"airlock", "batch"} <= set(old_services.values()), old_services
+    t0 = time.monotonic()
+    os.kill(hub, signal.SIGKILL)
+    wait_for(lambda: (pid_in(state / "jupyterhub.pid") or hub) != hub, 60, "new hub", log)
+    wait_for(lambda: services_answer(url) and ws_started(), 240, "hub restart", log)
+    recovery = time.monotonic() - t0
+    print(f"hub SIGKILL: everything answers again after {recovery:.1f} s")
+    assert not any(instances._alive(p) for p in [hub, proxy, *old_services]), \
+        "processes of the killed hub still run"
+    names = sorted(i.service for i in instances.find(state))
+    assert names.count("airlock") == 1 and names.count("batch") == 1, names
+    assert pid_in(state / "proxy.pid") not in (None, proxy)
+    assert ws_started() == started, "the workspace was restarted, not re-adopted"
+    assert [m["id"] for m in our_sandboxes(settings)] == [sandbox["id"]]
+
+    # 2. SIGKILL of slapd: restarted; sign-in works again
+    slapd = pid_in(state / "ldap" / "slapd.pid")
+    os.kill(slapd, signal.SIGKILL)
+    wait_for(lambda: (pid_in(state / "ldap" / "slapd.pid") or slapd) != slapd, 60,
+             "new slapd", log)
+    wait_for(lambda: HubClient(url).login("alice", passwords["alice"]).status_code == 302,
+             60, "sign-in after slapd restart", log)
+
+    audit = AuditLog.from_settings(settings, writer=False)
+    restarted = [r.details["component"] for r in audit.records(event=RESTARTED)]
+    assert restarted == ["hub", "slapd"]
+    stopped = [r for r in audit.records(event=LEFTOVERS_EVENT) if r.actor == "hub"]
+    assert stopped and {"airlock", "batch"} <= {
+        s.split(" ")[0] for s in stopped[-1].details["removed"]}
+
+    # 3. SIGKILL of `ecluse up` itself: hub and slapd die with it and stop the rest
+    #    (proxy, services, workspaces: it runs without --keep-servers)
+    up.proc.kill()
+    up.proc.wait(10)
+    wait_for(lambda: not run_processes(root, state), 120,
+             f"processes after SIGKILL of ecluse up: {run_processes(root, state)}", log)
+    assert our_sandboxes(settings) == []
+
+    # 4. the next `ecluse up` on the same state starts (no port taken), Ctrl-C-like
+    #    SIGTERM stops it cleanly and leaves nothing
+    up2 = Up(config, log)
+    up2.wait_up()
+    wait_for(lambda: services_answer(url), 120, "services after the second start", log)
+    up2.proc.send_signal(signal.SIGTERM)
+    assert up2.proc.wait(120) == 0
+    assert run_processes(root, state) == []
