@@ -10,11 +10,13 @@ and killed at the end, pass or fail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +25,12 @@ import pytest
 import requests
 import yaml
 
+from ecluse.airlock.settings import airlock_settings
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 from ecluse.dev.ldapserver import free_port
 from ecluse.dev.supervisor import RESTARTED
-from ecluse.dev.testing import HubClient
+from ecluse.dev.testing import HubClient, project_token_scopes
 from ecluse.hubservice import instances
 from ecluse.hubservice.instances import LEFTOVERS_EVENT
 from ecluse.sandbox.local import LocalSandbox, teardown_host_network
@@ -199,14 +202,62 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     wait_for(lambda: HubClient(url).login("alice", passwords["alice"]).status_code == 302,
              60, "sign-in after slapd restart", log)
 
+    # 3. SIGKILL of the airlock during an upload: the hub restarts it, the request
+    #    stays a draft without the file, and the partial upload is swept and audited
+    ptoken = client.new_token("alice", project_token_scopes("cardio-los"))
+    pauth = {"Authorization": f"token {ptoken}"}
+    api = f"{url}/services/airlock/api/v1"
+    r = requests.post(f"{api}/requests", json={"project": "cardio-los", "title": "crash",
+                                                 "justification": "restart test"},
+                      headers=pauth, timeout=30)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    tmp_dir = airlock_settings(settings).resolved_storage_dir(state) / "tmp"
+    stop_upload = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        for _ in range(2000):  # up to 2 GB, slowly: killed long before
+            if stop_upload.is_set():
+                return
+            yield b"1,2,3\n" * 100_000
+            time.sleep(0.02)
+
+    def upload() -> None:
+        with contextlib.suppress(requests.RequestException):
+            requests.post(f"{api}/requests/{rid}/files?filename=big.csv", data=body(),
+                          headers={**pauth, "Content-Type": "text/csv"}, timeout=120)
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        def partial() -> int:
+            return sum(p.stat().st_size for p in tmp_dir.glob("upload-*"))
+        wait_for(lambda: partial() > 5_000_000, 60, "a partial upload", log)
+        (airlock,) = instances.find(state, "airlock")
+        t0 = time.monotonic()
+        os.kill(airlock.pid, signal.SIGKILL)
+    finally:
+        stop_upload.set()
+        uploader.join(60)
+    wait_for(lambda: [i for i in instances.find(state, "airlock") if i.pid != airlock.pid]
+             and services_answer(url), 120, "airlock restart", log)
+    print(f"airlock SIGKILL: answers again after {time.monotonic() - t0:.1f} s")
+    assert list(tmp_dir.iterdir()) == [], "the partial upload was left behind"
+    r = requests.get(f"{api}/requests/{rid}", headers=pauth, timeout=30)
+    assert r.status_code == 200 and r.json()["state"] == "draft" and r.json()["files"] == []
+
     audit = AuditLog.from_settings(settings, writer=False)
+    swept = [r for r in audit.records(event=LEFTOVERS_EVENT) if r.actor == "airlock"]
+    assert swept and swept[-1].details["kind"] == "temporary files"
+    assert [f["bytes"] > 5_000_000 for f in swept[-1].details["removed"]] == [True]
+
     restarted = [r.details["component"] for r in audit.records(event=RESTARTED)]
     assert restarted == ["hub", "slapd"]
     stopped = [r for r in audit.records(event=LEFTOVERS_EVENT) if r.actor == "hub"]
     assert stopped and {"airlock", "batch"} <= {
         s.split(" ")[0] for s in stopped[-1].details["removed"]}
 
-    # 3. SIGKILL of `ecluse up` itself: hub and slapd die with it and stop the rest
+    # 4. SIGKILL of `ecluse up` itself: hub and slapd die with it and stop the rest
     #    (proxy, services, workspaces: it runs without --keep-servers)
     up.proc.kill()
     up.proc.wait(10)
@@ -214,7 +265,7 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
              f"processes after SIGKILL of ecluse up: {run_processes(root, state)}", log)
     assert our_sandboxes(settings) == []
 
-    # 4. the next `ecluse up` on the same state starts (no port taken), Ctrl-C-like
+    # 5. the next `ecluse up` on the same state starts (no port taken), Ctrl-C-like
     #    SIGTERM stops it cleanly and leaves nothing
     up2 = Up(config, log)
     up2.wait_up()
