@@ -265,3 +265,29 @@ def test_batch_sweep_removes_half_written_record_files(tmp_path: Path) -> None:
     removed = store.sweep()
     assert removed == [{"name": "r1/.output.ipynb.0a1b2c3d.tmp", "bytes": 4}]
     assert sorted(p.name for p in run.iterdir()) == ["output.ipynb"]
+
+
+def test_a_hub_left_running_on_the_state_folder_is_stopped_before_a_new_one(
+        settings, procs) -> None:
+    """``ecluse up`` killed while its hub survived (or a hub that would not stop): the
+    next start kills it (SIGKILL: its workspaces are re-adopted), and only a hub of
+    this state folder, whatever the pid file says."""
+    from ecluse.dev.stack import Stack
+    from ecluse.hub.hubconfig import ENV_STATE_DIR
+
+    stack = Stack(settings)
+    stack.prepare()
+    other = subprocess.Popen(SLEEPER, env=dict(os.environ, **{ENV_STATE_DIR: "/elsewhere"}))
+    procs.append(other)
+    stack.hub_pid_file.write_text(str(other.pid))
+    assert stack.stop_stale_hub() is None and other.poll() is None
+    hub = subprocess.Popen(SLEEPER, env=dict(os.environ,
+                                             **{ENV_STATE_DIR: str(settings.state_dir)}))
+    procs.append(hub)
+    stack.hub_pid_file.write_text(str(hub.pid))
+    assert wait_for(lambda: instances.environ(hub.pid).get(ENV_STATE_DIR))
+    assert stack.stop_stale_hub() == hub.pid
+    assert hub.wait(5) == -signal.SIGKILL
+    (rec,) = AuditLog.from_settings(settings, writer=False).records(
+        event=instances.LEFTOVERS_EVENT)
+    assert rec.details["kind"] == "hub process" and rec.actor == "ecluse-up"

@@ -158,7 +158,7 @@ class Stack:
                 Path(env[ENV_STATE_DIR]).resolve() != self.state_dir.resolve():
             return None
         log.warning("stopping the hub left running at pid %s on %s", pid, self.state_dir)
-        instances.stop([instances.Instance(pid, "hub", instances.cmdline(pid))], grace=0)
+        instances.stop([instances.Instance(pid, "hub", instances.cmdline(pid))], grace=None)
         instances.record_removed(AuditLog.from_settings(self.settings), "ecluse-up",
                                  "hub process", [f"pid {pid}"])
         return pid

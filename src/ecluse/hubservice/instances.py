@@ -101,9 +101,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def stop(instances: list[Instance], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, for every instance."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+def stop(instances: list[Instance], grace: float | None = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, for every instance (at once when
+    ``grace`` is None: no chance to clean up, as a crash)."""
+    steps = [(signal.SIGKILL, 5.0)]
+    if grace is not None:
+        steps.insert(0, (signal.SIGTERM, grace))
+    for sig, wait in steps:
         left = [i for i in instances if _alive(i.pid)]
         for i in left:
             try:
