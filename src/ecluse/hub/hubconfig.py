@@ -275,5 +275,10 @@ def configure_from_env(c: Any) -> Settings:
         port=int(port) if port else None,
     )
     configure(c, settings, cleanup_servers=os.environ.get(ENV_CLEANUP, "1") != "0")
-    stop_previous_services(settings)
+    if not HUB_SUBCOMMANDS & set(sys.argv[1:]):  # the hub itself starts, not `upgrade-db`
+        stop_previous_services(settings)
     return settings
+
+
+#: jupyterhub commands that load the configuration but start no hub (nor services)
+HUB_SUBCOMMANDS = {"upgrade-db", "token", "generate-certs", "--generate-config"}
