@@ -11,6 +11,7 @@ and killed at the end, pass or fail.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -273,3 +274,195 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     up2.proc.send_signal(signal.SIGTERM)
     assert up2.proc.wait(120) == 0
     assert run_processes(root, state) == []
+
+
+#: how long the chaos test runs: one minute in `make test`, five as a benchmark
+CHAOS_SECONDS = float(os.environ.get("ECLUSE_CHAOS_SECONDS", "60"))
+TABLE = b"sex,age_band,n\nF,18-40,25\nM,18-40,31\nF,41-65,44\nM,41-65,52\n"
+
+
+class Workload:
+    """Researchers' and checkers' work against the stack, counting what succeeded and
+    what clients saw fail (by kind) — never stopping for a failure: it retries."""
+
+    def __init__(self, url: str, passwords: dict[str, str]) -> None:
+        self.url, self.passwords = url, passwords
+        self.api = f"{url}/services/airlock/api/v1"
+        self.ops: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
+        self.released: list[str] = []
+        self.tokens: dict[str, str] = {}
+
+    def _count(self, table: dict[str, int], key: str) -> None:
+        table[key] = table.get(key, 0) + 1
+
+    def step(self, op: str, fn) -> object | None:
+        try:
+            value = fn()
+        except requests.RequestException as e:
+            self._count(self.failures, f"{op}: {type(e).__name__}")
+            return None
+        except AssertionError as e:
+            self._count(self.failures, f"{op}: {str(e).splitlines()[0][:40]}")
+            return None
+        self._count(self.ops, op)
+        return value
+
+    def sign_in(self, user: str, project: str | None = None) -> str:
+        c = HubClient(self.url)
+        r = c.login(user, self.passwords[user])
+        assert r.status_code == 302, f"HTTP {r.status_code}"
+        token = c.new_token(user, project_token_scopes(project) if project else None)
+        self.tokens[user] = token
+        return token
+
+    def call(self, user: str, method: str, path: str, expect: int, **kw) -> dict:
+        r = requests.request(method, f"{self.api}{path}", timeout=30,
+                             headers={"Authorization": f"token {self.tokens[user]}",
+                                      **kw.pop("headers", {})}, **kw)
+        assert r.status_code == expect, f"HTTP {r.status_code}"
+        return r.json() if r.content else {}
+
+    def export_once(self, n: int) -> None:
+        """Sign-ins, a request, its file, submission, two reviews, release, download."""
+        for user, project in (("alice", "cardio-los"), ("carol", None), ("dan", None)):
+            if self.step("sign-in", lambda u=user, p=project: self.sign_in(u, p)) is None:
+                return
+        req = self.step("request", lambda: self.call(
+            "alice", "POST", "/requests", 201, json={
+                "project": "cardio-los", "title": f"chaos {n}", "justification": "t"}))
+        if req is None:
+            return
+        rid = req["id"]
+        steps = [
+            ("upload", lambda: self.call(
+                "alice", "POST", f"/requests/{rid}/files?filename=t{n}.csv", 201,
+                data=TABLE, headers={"Content-Type": "text/csv"})),
+            ("submit", lambda: self.call("alice", "POST", f"/requests/{rid}/submit", 200,
+                                         json={})),
+            ("review", lambda: self.call("carol", "POST", f"/requests/{rid}/reviews", 201,
+                                         json={"decision": "approve", "comment": "ok"})),
+            ("review", lambda: self.call("dan", "POST", f"/requests/{rid}/reviews", 201,
+                                         json={"decision": "approve", "comment": "ok"})),
+            ("release", lambda: self.call("carol", "POST", f"/requests/{rid}/release", 200,
+                                          json={})),
+        ]
+        for op, fn in steps:
+            for _attempt in range(3):  # a component may be down: try again shortly
+                if self.step(op, fn) is not None:
+                    break
+                time.sleep(2)
+            else:
+                return
+        self.released.append(rid)
+
+
+def kill_one(target: str, state: Path, settings) -> int | None:
+    """SIGKILL one component's process; its pid, or None when it was not running."""
+    if target in ("hub", "proxy"):
+        pid = pid_in(state / ("jupyterhub.pid" if target == "hub" else "proxy.pid"))
+    elif target == "slapd":
+        pid = pid_in(state / "ldap" / "slapd.pid")
+    elif target == "workspace":
+        boxes = our_sandboxes(settings)
+        pid = boxes[0].get("pid") if boxes else None
+        if boxes:  # the whole sandbox, as an out-of-memory kill would
+            from ecluse.sandbox.cgroups import Cgroups
+
+            for p in Cgroups.from_state(boxes[0]["id"], boxes[0]["cgroup"]).pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            return pid
+    else:
+        found = instances.find(state, target)
+        pid = found[0].pid if found else None
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_chaos(up_stack, tmp_path):
+    """For CHAOS_SECONDS, sign-ins, a workspace and export requests (submitted,
+    reviewed, released, downloaded) run while one component is killed every 20-40 s
+    (hub, proxy, slapd, airlock, batch, the workspace). Then: the audit log verifies,
+    no request is half-recorded, every released file's bytes match its sha256, the
+    workspace is running and reachable or cleanly stopped, and after `ecluse up`
+    stops nothing is left."""
+    import random
+
+    config, settings = up_stack
+    state, root = settings.state_dir, config.parent
+    url = f"http://127.0.0.1:{settings.hub.port}"
+    log = tmp_path / "up.log"
+    up = Up(config, log)
+    up.wait_up()
+    wait_for(lambda: services_answer(url), 120, "services after start", log)
+    work = Workload(url, json.loads((state / "demo-users.json").read_text()))
+    work.sign_in("alice", "cardio-los")
+    requests.post(f"{url}/hub/api/users/alice/servers/cardio-los", timeout=30,
+                  headers={"Authorization": f"token {work.tokens['alice']}"})
+
+    seed = int(os.environ.get("ECLUSE_CHAOS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    targets = ["hub", "proxy", "slapd", "airlock", "batch", "workspace"]
+    kills: list[tuple[float, str, int | None]] = []
+    t0 = time.monotonic()
+    next_kill = t0 + rng.uniform(20, 40)
+    n = 0
+    while time.monotonic() - t0 < CHAOS_SECONDS:
+        if time.monotonic() >= next_kill:
+            target = rng.choice(targets)
+            kills.append((round(time.monotonic() - t0, 1), target,
+                          kill_one(target, state, settings)))
+            next_kill = time.monotonic() + rng.uniform(20, 40)
+        n += 1
+        work.export_once(n)
+        assert up.proc.poll() is None, "ecluse up gave up"
+
+    # recovery: everything answers again
+    t1 = time.monotonic()
+    wait_for(lambda: services_answer(url) and HubClient(url).login(
+        "alice", work.passwords["alice"]).status_code == 302, 240, "recovery", log)
+    recovery = time.monotonic() - t1
+    work.sign_in("alice", "cardio-los")
+    report = (f"chaos seed {seed}, {CHAOS_SECONDS:.0f} s: kills {kills}; operations "
+              f"{work.ops}; client failures {work.failures}; released {len(work.released)}; "
+              f"recovered {recovery:.1f} s after the last kill window")
+    print(report)
+    assert work.ops.get("sign-in", 0) > 0 and kills
+
+    # released files: the bytes downloaded are those recorded
+    for rid in work.released:
+        detail = work.call("alice", "GET", f"/requests/{rid}", 200)
+        assert detail["state"] == "released"
+        for f in detail["files"]:
+            r = requests.get(f"{work.api}/requests/{rid}/files/{f['id']}/content", timeout=30,
+                             headers={"Authorization": f"token {work.tokens['alice']}"})
+            assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == f["sha256"]
+    # no request half-recorded: every file a request holds is staged, intact
+    from ecluse.airlock.storage import Staging
+
+    staging = Staging(airlock_settings(settings).resolved_storage_dir(state))
+    listing = work.call("alice", "GET", "/requests?project=cardio-los", 200)
+    requests_ = listing["requests"] if isinstance(listing, dict) else listing
+    for req in requests_:
+        for f in work.call("alice", "GET", f"/requests/{req['id']}", 200)["files"]:
+            staging.verify(f["sha256"], name=f.get("name", ""))
+    # the workspace: running and reachable, or cleanly stopped (no sandbox left)
+    model = requests.get(f"{url}/hub/api/users/alice", timeout=30,
+                         headers={"Authorization": f"token {work.tokens['alice']}"}).json()
+    server = model["servers"].get("cardio-los")
+    if server and server.get("ready"):
+        r = requests.get(f"{url}/user/alice/cardio-los/api/status", timeout=30,
+                         headers={"Authorization": f"token {work.tokens['alice']}"})
+        assert r.status_code == 200
+    else:
+        wait_for(lambda: our_sandboxes(settings) == [], 60, "sandbox of a stopped workspace")
+
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.proc.wait(120) == 0
+    assert run_processes(root, state) == []
+    assert our_sandboxes(settings) == []
+    result = AuditLog.from_settings(settings, writer=False).verify()
+    assert result.ok, result.problems
