@@ -115,7 +115,8 @@ def test_a_killed_hub_comes_back_with_its_workspaces_and_services(deployment):
     state = deployment.state_dir
     before = instances.find(state)
     assert {"airlock", "batch"} <= {i.service for i in before}, before
-    pid = int((deployment.prefix / "run/ecluse-hub.pid").read_text())
+    # ecluse-daemon's pid file: the pid, then the command line
+    pid = int((deployment.prefix / "run/ecluse-hub.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
     start = subprocess.run(
         [sys.executable, str(deployment.opt / "bin/ecluse-daemon"), "start",
