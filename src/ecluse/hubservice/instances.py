@@ -35,6 +35,7 @@ class Instance:
     pid: int
     service: str
     cmdline: str
+    ppid: int = 0
 
     def describe(self) -> str:
         return f"{self.service} (pid {self.pid}: {self.cmdline[:120]})"
@@ -90,8 +91,21 @@ def find(state_dir: str | os.PathLike[str], service: str | None = None,
         cmd = cmdline(int(entry.name))
         if not cmd or in_sandbox(int(entry.name)):  # a zombie; a sandbox (re-adopted)
             continue
-        found.append(Instance(int(entry.name), name, cmd))
+        found.append(Instance(int(entry.name), name, cmd, _ppid(int(entry.name))))
     return found
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def started_by_hub(found: list[Instance]) -> list[Instance]:
+    """The instances the hub started: not their children (the gateway's proxy)."""
+    pids = {i.pid: i.service for i in found}
+    return [i for i in found if pids.get(i.ppid) != i.service]
 
 
 def _alive(pid: int) -> bool:
@@ -166,8 +180,5 @@ def _ancestors() -> set[int]:
     pids, pid = set(), os.getpid()
     while pid > 1:
         pids.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
+        pid = _ppid(pid)
     return pids
