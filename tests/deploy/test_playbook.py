@@ -10,8 +10,10 @@ of both runs are printed (``-s`` shows them) and bounded.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -97,6 +99,61 @@ def test_the_workspace_survived_the_second_run(deployment):
     r = requests.get(f"{deployment.hub_url}/user/alice/cardio-los/api/status",
                      headers={"Authorization": f"token {token}"}, timeout=30)
     assert r.status_code == 200
+
+
+def test_a_killed_hub_comes_back_with_its_workspaces_and_services(deployment):
+    """SIGKILL of the hub's main process, then the unit's command started again (what
+    systemd's ``Restart=on-failure`` does): the workspace is re-adopted (the same
+    server), every service answers, and no service runs twice (issue 18)."""
+    from ecluse.hubservice import instances
+
+    token = deployment.cleanup.get("token")
+    assert token
+    auth = {"Authorization": f"token {token}"}
+    status = f"{deployment.hub_url}/user/alice/cardio-los/api/status"
+    started = requests.get(status, headers=auth, timeout=30).json()["started"]
+    state = deployment.state_dir
+    before = instances.find(state)
+    assert {"airlock", "batch"} <= {i.service for i in before}, before
+    # ecluse-daemon's pid file: the pid, then the command line
+    pid = int((deployment.prefix / "run/ecluse-hub.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    start = subprocess.run(
+        [sys.executable, str(deployment.opt / "bin/ecluse-daemon"), "start",
+         "--pidfile", str(deployment.prefix / "run/ecluse-hub.pid"),
+         "--log-file", str(deployment.prefix / "hub-after-kill.log"),
+         "--env-file", str(deployment.config_dir / "ecluse-hub.env"),
+         "--env-file", str(deployment.config_dir / "ecluse-secrets.env"),
+         "--cwd", str(state), "--",
+         str(deployment.opt / "venv/bin/ecluse-hub"), "-f",
+         str(deployment.config_dir / "jupyterhub_config.py")],
+        capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0 and "started" in start.stdout, start.stderr
+
+    def answers() -> bool:
+        try:
+            ws = requests.get(status, headers=auth, timeout=5)
+            services = [requests.get(f"{deployment.hub_url}/services/{s}/api/v1/me",
+                                     timeout=5).status_code for s in ("airlock", "batch")]
+        except requests.RequestException:
+            return False
+        return ws.status_code == 200 and services == [401, 401]
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not answers():
+        time.sleep(1)
+    assert answers(), (deployment.prefix / "hub-after-kill.log").read_text()[-4000:]
+    assert requests.get(status, headers=auth, timeout=30).json()["started"] == started
+    assert not any(instances._alive(i.pid) for i in before), "the killed hub's services run"
+    want = sorted(i.service for i in instances.started_by_hub(before))
+
+    def names() -> list[str]:
+        return sorted(i.service for i in instances.started_by_hub(instances.find(state)))
+
+    deadline = time.monotonic() + 60  # services the hub restarted after `answers`
+    while time.monotonic() < deadline and names() != want:
+        time.sleep(1)
+    assert names() == want, f"services before the kill: {want}, after: {names()}"
 
 
 def test_systemd_unit_keeps_workspaces_on_hub_restart(deployment):

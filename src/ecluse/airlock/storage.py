@@ -9,9 +9,11 @@ mount; the service refuses to start when it is world-accessible.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 import unicodedata
@@ -84,6 +86,28 @@ class Staging:
         mode = stat.S_IMODE(self.root.stat().st_mode)
         if mode & 0o077:
             os.chmod(self.root, 0o700)
+
+    def sweep(self) -> list[dict[str, object]]:
+        """Remove what the temporary folder holds (partial uploads, check and preview
+        work folders of an instance that was killed); at start only, when no upload
+        is under way. Returns each entry removed with its size in bytes."""
+        removed: list[dict[str, object]] = []
+        if not self.tmp.is_dir():
+            return removed
+        for entry in sorted(self.tmp.iterdir()):
+            size = 0
+            if entry.is_dir() and not entry.is_symlink():
+                for dirpath, _dirs, files in os.walk(entry):
+                    for f in files:
+                        with contextlib.suppress(OSError):
+                            size += os.lstat(os.path.join(dirpath, f)).st_size
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    size = entry.lstat().st_size
+                entry.unlink(missing_ok=True)
+            removed.append({"name": entry.name, "bytes": size})
+        return removed
 
     def path_for(self, sha256: str) -> Path:
         if not SHA256_RE.match(sha256 or ""):

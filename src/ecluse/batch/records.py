@@ -44,6 +44,18 @@ class RecordStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
 
+    def sweep(self) -> list[dict[str, object]]:
+        """Remove the temporary files (``.<name>.<hex>.tmp``) a killed service left
+        half-written in run folders; at start only. Returns each with its size."""
+        removed: list[dict[str, object]] = []
+        for tmp in sorted(self.root.glob("*/.*.tmp")):
+            if tmp.is_symlink() or not tmp.is_file():
+                continue
+            size = tmp.stat().st_size
+            tmp.unlink(missing_ok=True)
+            removed.append({"name": f"{tmp.parent.name}/{tmp.name}", "bytes": size})
+        return removed
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 

@@ -23,6 +23,7 @@ from jupyterhub.services.auth import HubAuth
 from tornado import web
 
 from ..hubservice import web as hubweb
+from ..hubservice.instances import record_removed
 from .errors import InvalidInput, NotAuthenticated, PermissionDenied
 from .runs import Status
 from .service import BatchService, Identity
@@ -161,6 +162,8 @@ async def serve(service: BatchService, *, ip: str, port: int) -> None:
     app = make_app(service, hub_auth=hub_auth)
     server = hubweb.listen(app, ip=ip, port=port,
                            max_body_size=2 * service.conf.max_notebook_bytes + 256 * 1024)
+    # nothing is being written: temporary files are a killed instance's
+    record_removed(service.audit, "batch", "temporary files", service.records.sweep())
     log.info("batch service listening on http://%s:%s%s", ip, port, hub_auth.base_url)
     scheduler = asyncio.create_task(service.run_scheduler())
     await hubweb.until_stopped()

@@ -6,8 +6,10 @@ import argparse
 import signal
 import threading
 
+from ..audit import AuditLog
 from ..config import load_settings
 from ..dev.stack import Stack
+from ..dev.supervisor import Supervisor, SupervisorGaveUp
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
-    stack = Stack(settings, cleanup_servers=not args.keep_servers)
+    stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True)
     stopping = threading.Event()
 
     def _stop(signum, _frame):
@@ -52,9 +54,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.start_launcher()
         stack.start_hub(timeout=settings.sandbox.start_timeout)
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
-        while not stopping.wait(1):
-            if stack.hub and stack.hub.poll() is not None:
-                print(f"JupyterHub exited with status {stack.hub.returncode}")
+        # a component that dies is restarted (with back-off, logged, audited)
+        supervisor = Supervisor(stack.supervised(), audit=AuditLog.from_settings(settings))
+        while not stopping.wait(0.5):
+            try:
+                supervisor.poll()
+            except SupervisorGaveUp as e:
+                print(f"ecluse up: {e}", flush=True)
                 return 1
     finally:
         print("Stopping Écluse...", flush=True)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import sys
@@ -606,6 +607,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="host:port of the authenticating front (the hub service's url)")
     args = p.parse_args(argv)
     settings = load_settings(args.config, state_dir=os.environ.get("ECLUSE_STATE_DIR") or None)
+    from ..hubservice.instances import stop_my_previous
+
+    # a gateway that was killed leaves its proxy holding the ports: stop it first
+    stop_my_previous(_audit_log(settings, logging.getLogger(__name__)))
     app = DaskGateway(config=gateway_config(settings, prefix=args.prefix))
     app.initialize([])
     app.backend.settings = settings

@@ -121,6 +121,8 @@ class EmbeddedSlapd:
         self.admin_dn = f"cn=admin,{base_dn}"
         self.service_dn = service_dn or f"cn=ecluse-service,ou=services,{base_dn}"
         self.proc: subprocess.Popen | None = None
+        #: run in the child before slapd (ecluse up: die with it, supervisor.die_with_parent)
+        self.preexec_fn = None
 
     # ------------------------------------------------------------ secrets
 
@@ -195,6 +197,7 @@ access to *
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=self.preexec_fn,
         )
         logfile.close()
         deadline = time.monotonic() + timeout

@@ -20,8 +20,10 @@ from typing import IO
 from ..audit import AuditLog
 from ..config import Settings
 from ..hub.hubconfig import ENV_CLEANUP, ENV_CONFIG, ENV_PORT, ENV_STATE_DIR
+from ..hubservice import instances
 from ..secrets import ensure_secrets
 from .ldapserver import EmbeddedSlapd
+from .supervisor import Supervised, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class Stack:
         hub_log: IO | None = None,
         extra_env: dict[str, str] | None = None,
         seed_demo: bool | None = None,
+        die_with_parent: bool = False,
     ):
         self.settings = settings
         self.cleanup_servers = cleanup_servers
@@ -53,6 +56,8 @@ class Stack:
         self.hub: subprocess.Popen | None = None
         self.demo_passwords: dict[str, str] | None = None
         self.launcher = None
+        #: the hub and slapd get SIGTERM when this process dies (``ecluse up``)
+        self.die_with_parent = die_with_parent
 
     @property
     def state_dir(self) -> Path:
@@ -95,6 +100,8 @@ class Stack:
             port=ldap.port or ldap.uri_port,
             service_dn=ldap.bind_dn,
         )
+        if self.die_with_parent:
+            self.slapd.preexec_fn = die_with_parent()
         self.slapd.start()
         if ldap.bind_password_env:
             os.environ[ldap.bind_password_env] = self.slapd.service_password
@@ -124,6 +131,7 @@ class Stack:
         # ecluse-hub: jupyterhub minus a 3 s optional import (ecluse.hub), as a
         # module so that an environment installed before the script works too
         cmd = [sys.executable, "-m", "ecluse.hub", "-f", str(HUB_CONFIG)]
+        self.stop_stale_hub()
         self.hub = subprocess.Popen(
             cmd,
             cwd=self.state_dir,
@@ -132,8 +140,34 @@ class Stack:
             stderr=subprocess.STDOUT if self.hub_log else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent() if self.die_with_parent else None,
         )
         self.wait_ready(timeout)
+
+    @property
+    def hub_pid_file(self) -> Path:
+        return self.state_dir / "jupyterhub.pid"  # hubconfig: c.JupyterHub.pid_file
+
+    def stop_stale_hub(self) -> int | None:
+        """A hub of this state folder still running (its ``ecluse up`` was killed, or it
+        did not stop): kill it, before a new one starts. SIGKILL, as a crash would: its
+        workspaces are re-adopted by the new hub, which stops the proxy and services
+        the old one leaves (pid files, ecluse.hubservice.instances)."""
+        try:
+            pid = int(self.hub_pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if self.hub is not None and self.hub.pid == pid:
+            return None
+        env = instances.environ(pid)
+        if env.get(ENV_STATE_DIR) is None or \
+                Path(env[ENV_STATE_DIR]).resolve() != self.state_dir.resolve():
+            return None
+        log.warning("stopping the hub left running at pid %s on %s", pid, self.state_dir)
+        instances.stop([instances.Instance(pid, "hub", instances.cmdline(pid))], grace=None)
+        instances.record_removed(AuditLog.from_settings(self.settings), "ecluse-up",
+                                 "hub process", [f"pid {pid}"])
+        return pid
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -176,7 +210,9 @@ class Stack:
             return
         from ..sandbox.launcher import LauncherProcess
 
-        self.launcher = LauncherProcess(self.settings, log_file=self.hub_log)
+        self.launcher = LauncherProcess(
+            self.settings, log_file=self.hub_log,
+            preexec_fn=die_with_parent() if self.die_with_parent else None)
         self.launcher.start()
 
     def start(self) -> None:
@@ -202,6 +238,25 @@ class Stack:
                 os.killpg(self.hub.pid, signal.SIGKILL)
                 self.hub.wait(10)
         self.hub = None
+
+    def supervised(self) -> list[Supervised]:
+        """The components ``ecluse up`` restarts when they die, in start order."""
+        components = []
+        if self.slapd is not None:
+            slapd = self.slapd
+            components.append(Supervised(
+                "slapd", start=slapd.start, stop=slapd.stop,
+                exit_status=lambda: slapd.proc.poll() if slapd.proc else -1))
+        if self.launcher is not None:
+            launcher = self.launcher
+            components.append(Supervised(
+                "sandbox-launcher", start=launcher.start, stop=launcher.stop,
+                exit_status=lambda: launcher.proc.poll() if launcher.proc else -1))
+        components.append(Supervised(
+            "hub", start=lambda: self.start_hub(self.settings.sandbox.start_timeout),
+            stop=self.stop_hub,
+            exit_status=lambda: self.hub.poll() if self.hub else -1))
+        return components
 
     def stop(self) -> None:
         try:

@@ -176,10 +176,36 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
 
         services.append(reconciler_service_spec(settings))
         roles_extra.append(reconciler_role(settings))
+    mark_services(services, settings)
     c.JupyterHub.services = services
     # one scope per project (roles.project_scope), held by the project's hub group
     c.JupyterHub.custom_scopes = custom_scopes(settings)
     c.JupyterHub.load_roles = hub_roles(settings, extra_user_scopes) + roles_extra
+
+
+def mark_services(services: list[dict], settings: Settings) -> None:
+    """Mark every service the hub starts as this deployment's
+    (:data:`ecluse.hubservice.instances.MARK`): the next hub, or the service's
+    next instance, finds and stops what a killed one left."""
+    from ..hubservice.instances import MARK
+
+    for spec in services:
+        if spec.get("command"):
+            spec["environment"] = {**spec.get("environment", {}),
+                                   MARK: str(settings.state_dir.resolve())}
+
+
+def stop_previous_services(settings: Settings) -> list[str]:
+    """At hub start, before the hub starts its services: stop the services an earlier
+    hub of this deployment left running (it was killed), and audit what was stopped."""
+    from ..hubservice.instances import record_removed, stop_previous
+
+    stopped = stop_previous(settings.state_dir)
+    if stopped:
+        from ..audit import AuditLog
+
+        record_removed(AuditLog.from_settings(settings), "hub", "service processes", stopped)
+    return stopped
 
 
 #: the culler's --timeout when workspaces are never culled for idleness (ten years)
@@ -253,4 +279,10 @@ def configure_from_env(c: Any) -> Settings:
         port=int(port) if port else None,
     )
     configure(c, settings, cleanup_servers=os.environ.get(ENV_CLEANUP, "1") != "0")
+    if not HUB_SUBCOMMANDS & set(sys.argv[1:]):  # the hub itself starts, not `upgrade-db`
+        stop_previous_services(settings)
     return settings
+
+
+#: jupyterhub commands that load the configuration but start no hub (nor services)
+HUB_SUBCOMMANDS = {"upgrade-db", "token", "generate-certs", "--generate-config"}

@@ -41,6 +41,7 @@ from tornado.httpserver import HTTPServer
 
 from ..hub.roles import credential_projects
 from . import ServiceError
+from .instances import stop_my_previous
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -343,7 +344,10 @@ def bind_address(default_ip: str, default_port: int) -> tuple[str, int]:
 
 
 def listen(app: web.Application, *, ip: str, port: int, max_body_size: int) -> HTTPServer:
-    """An HTTP server for ``app`` (behind the hub's proxy) listening on ``ip:port``."""
+    """An HTTP server for ``app`` (behind the hub's proxy) listening on ``ip:port``,
+    after stopping what an earlier instance of the service left holding it
+    (:func:`ecluse.hubservice.instances.stop_my_previous`)."""
+    stop_my_previous(getattr(app.settings.get("service"), "audit", None))
     server = HTTPServer(app, xheaders=True, max_body_size=max_body_size)
     server.listen(port, address=ip)
     return server

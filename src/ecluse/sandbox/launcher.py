@@ -672,9 +672,12 @@ class Launcher:
 class LauncherProcess:
     """The launcher as a child process of ``ecluse up`` (root), from the same config file."""
 
-    def __init__(self, settings: Any, *, log_file: Any = None) -> None:
+    def __init__(self, settings: Any, *, log_file: Any = None,
+                 preexec_fn: Any = None) -> None:
         self.settings = settings
         self.log_file = log_file
+        #: e.g. ``ecluse up``'s death signal, so the launcher dies with it
+        self.preexec_fn = preexec_fn
         self.proc: Any = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -689,7 +692,8 @@ class LauncherProcess:
             [sys.executable, "-m", "ecluse.sandbox.launcher", "--config",
              str(self.settings.config_file)],
             stdin=subprocess.DEVNULL, stdout=self.log_file,
-            stderr=subprocess.STDOUT if self.log_file else None, start_new_session=True)
+            stderr=subprocess.STDOUT if self.log_file else None, start_new_session=True,
+            preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -21,6 +21,7 @@ from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from ...hubservice import web as hubweb
+from ...hubservice.instances import record_removed
 from ...hubservice.web import bind_address
 from ..service import AirlockService
 from .api import api_handlers
@@ -118,6 +119,8 @@ async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path)
     )
     server = hubweb.listen(app, ip=ip, port=port,
                                max_body_size=service.settings.max_file_bytes)
+    # no upload is under way: what the temporary folder holds, a killed instance left
+    record_removed(service.audit, "airlock", "temporary files", service.staging.sweep())
     log.info("airlock listening on http://%s:%s%s", ip, port, app.settings["airlock_prefix"])
     purger = start_purge_task(service, app.settings["pool"])
     IOLoop.current().run_in_executor(app.settings["pool"], service.render_missing_previews)
