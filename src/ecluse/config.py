@@ -122,6 +122,47 @@ class HubSettings(_Model):
     )
 
 
+MFA_ROLES = ("researcher", "output-checker", "staff")
+#: roles whose second factor cannot be turned off (SATRE 3.2.04)
+MFA_ALWAYS = ("output-checker", "staff")
+
+
+class MfaSettings(_Model):
+    required_for: list[Literal["researcher", "output-checker", "staff"]] = Field(
+        default_factory=lambda: list(MFA_ROLES),
+        description="Roles that must give a TOTP code at sign-in (researcher: a member "
+        "of a project). output-checker and staff cannot be left out. A user who has "
+        "enrolled gives a code whatever their role.",
+    )
+    issuer: str = Field(
+        "Écluse", description="Name shown for the account in the user's authenticator app."
+    )
+    valid_window: int = Field(
+        1, ge=0, le=10,
+        description="Time steps (30 s) either side of now whose code is accepted, for "
+        "clock drift. 1 is what RFC 6238 recommends; a code is never accepted twice.",
+    )
+    key_file: Path | None = Field(
+        None,
+        description="File holding the key (32 bytes, hex) that encrypts the TOTP secrets. "
+        "Default: <state_dir>/secrets/totp_key, generated at first start. Kept apart "
+        "from the hub database and from the secrets store (mfa.sqlite).",
+    )
+    enrol_timeout: int = Field(
+        600, ge=60, description="Seconds a user has to confirm enrolment after the password."
+    )
+
+    @field_validator("required_for")
+    @classmethod
+    def _never_off_for_staff(cls, v: list[str]) -> list[str]:
+        missing = [r for r in MFA_ALWAYS if r not in v]
+        if missing:
+            raise ValueError(
+                f"the second factor cannot be turned off for {', '.join(missing)} "
+                f"(must include {', '.join(MFA_ALWAYS)})")
+        return sorted(set(v), key=MFA_ROLES.index)
+
+
 def _is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost":
@@ -291,6 +332,7 @@ class Settings(_Model):
     )
     projects_file: Path = Field(Path("projects.yaml"), description="The projects definition.")
     hub: HubSettings = Field(default_factory=HubSettings)
+    mfa: MfaSettings = Field(default_factory=MfaSettings)
     ldap: LDAPSettings
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     disclosure: DisclosurePolicy = Field(default_factory=DisclosurePolicy)
@@ -592,6 +634,7 @@ def load_settings(
     settings.sandbox.projects_root = _resolve(base, settings.sandbox.projects_root)
     settings.sandbox.python_env = _resolve(base, settings.sandbox.python_env)
     settings.airlock.storage_dir = _resolve(base, settings.airlock.storage_dir)
+    settings.mfa.key_file = _resolve(base, settings.mfa.key_file)
     _resolve_audit(path, base, settings)
     settings.projects = load_projects(settings.projects_file)
     return settings
