@@ -95,6 +95,17 @@ def test_sign_in_without_the_required_acr_is_refused(oidc_hub):
     assert "acr-not-satisfied" in reasons
 
 
+def test_id_token_not_signed_by_the_provider_is_refused(oidc_hub):
+    oidc_hub.op.forge_next = True
+    s, r = sign_in(oidc_hub, "alice", PROVIDER_USERS["alice"], oidc_hub.op.code("alice"))
+    assert not oidc_hub.op.forge_next  # the forged token was the one the hub got
+    assert r.status_code == 403, r.text[:300]
+    assert "could not be verified" in r.text
+    assert s.get(f"{oidc_hub.url}/hub/api/user", timeout=30).status_code == 403
+    failures = AuditLog.from_settings(oidc_hub.settings).records(event="login.failure")
+    assert "bad-id-token" in [e.details.get("reason") for e in failures]
+
+
 def test_provider_user_unknown_to_the_directory_is_refused(oidc_hub):
     s, r = sign_in(oidc_hub, "zoe", PROVIDER_USERS["zoe"], oidc_hub.op.code("zoe"))
     assert r.status_code == 403

@@ -77,6 +77,8 @@ class OpenIDProvider:
         self.users = users
         #: what the provider refused (to explain a failing test)
         self.errors: list[str] = []
+        #: sign the next ID token with a key that is not the published one
+        self.forge_next = False
         #: authorization code -> what the sign-in established (acr, amr, name)
         self.claims_of_code: dict[str, dict] = {}
         self.totp = {name: pyotp.random_base32() for name in users}
@@ -132,6 +134,9 @@ class OpenIDProvider:
     # ------------------------------------------------------------ HTTP
 
     def _handler(self) -> type:
+        from Cryptodome.PublicKey import RSA
+        from jwkest.jwk import RSAKey
+
         op = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -176,9 +181,17 @@ class OpenIDProvider:
                 if self.path == "/token":
                     try:
                         code = parse_qs(body).get("code", [""])[0]
-                        r = op.provider.handle_token_request(
-                            body, dict(self.headers),
-                            extra_id_token_claims=op.claims_of_code.pop(code, {}))
+                        genuine = op.provider.signing_key
+                        if op.forge_next:  # same kid, another key: what a forger can do
+                            op.forge_next = False
+                            op.provider.signing_key = RSAKey(
+                                key=RSA.generate(2048), alg="RS256", kid=genuine.kid)
+                        try:
+                            r = op.provider.handle_token_request(
+                                body, dict(self.headers),
+                                extra_id_token_claims=op.claims_of_code.pop(code, {}))
+                        finally:
+                            op.provider.signing_key = genuine
                         self._send(200, r.to_json())
                     except Exception as e:
                         op.errors.append(f"token: {type(e).__name__}: {e}")

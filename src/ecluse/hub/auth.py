@@ -91,6 +91,10 @@ ENROL_EXPIRED_MESSAGE = (
 )
 
 
+#: enrolments waiting for their first code, at most
+MAX_PENDING = 10_000
+
+
 def mfa_roles(model: dict) -> list[str]:
     """The roles of ``mfa.required_for`` an auth model holds."""
     state = model.get("auth_state") or {}
@@ -403,8 +407,13 @@ class EcluseAuthenticator(Authenticator):
         import secrets as _secrets
 
         now = time.monotonic()
-        for ticket in [t for t, p in self._pending.items() if p.expires < now]:
+        # only the latest enrolment page of a user counts; expired ones go; at most
+        # MAX_PENDING waiting (the oldest dropped first)
+        for ticket in [t for t, p in self._pending.items()
+                       if p.expires < now or p.username == username]:
             self._pending.pop(ticket, None)
+        while len(self._pending) >= MAX_PENDING:
+            self._pending.pop(next(iter(self._pending)))
         ticket = _secrets.token_urlsafe(32)
         pending = PendingEnrolment(username, model, address,
                                    now + self.settings.mfa.enrol_timeout)

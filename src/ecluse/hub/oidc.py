@@ -164,6 +164,15 @@ class EcluseOIDCAuthenticator(GenericOAuthenticator, EcluseAuthenticator):
             raise web.HTTPError(403, "The identity provider's answer could not be "
                                      "verified.") from None
 
+    def user_info_to_username(self, user_info: dict) -> str:
+        try:
+            return super().user_info_to_username(user_info)
+        except ValueError:
+            self._record("login.failure", None, "failure", reason="no-username-claim",
+                         claim=self.oidc.username_claim)
+            raise web.HTTPError(403, f"The identity provider did not give your user name "
+                                     f"({self.oidc.username_claim}).") from None
+
     def second_factor_refusal(self, claims: dict) -> str | None:
         """Why the ID token does not show the required second factor (None: it does)."""
         oidc = self.oidc
