@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ class Authenticators:
     secrets: dict[tuple[str, str], str] = {}
     recovery_codes: dict[tuple[str, str], list[str]] = {}
     _last: dict[str, int] = {}
+    _lock = threading.Lock()
 
     @classmethod
     def secret(cls, base_url: str, username: str) -> str | None:
@@ -145,10 +147,11 @@ class Authenticators:
         """The code of the first step not used yet (a hub refuses a used one)."""
         from ..hub.mfa import STEP, code_at, counter_at
 
-        step = max(counter_at(time.time()), cls._last.get(secret, -1) + 1)
+        with cls._lock:  # two threads never take the same step
+            step = max(counter_at(time.time()), cls._last.get(secret, -1) + 1)
+            cls._last[secret] = step
         while step > counter_at(time.time()) + window:
             time.sleep(min(STEP, (step - window) * STEP - time.time() + 0.05))
-        cls._last[secret] = step
         return code_at(secret, step)
 
 

@@ -20,6 +20,7 @@ import hmac
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ class TotpStore:
         self.fernet = Fernet(key)
         self.valid_window = valid_window
         self.clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(
@@ -160,10 +163,26 @@ class TotpStore:
         kwargs.setdefault("valid_window", settings.mfa.valid_window)
         return cls(settings.state_dir / "mfa.sqlite", fernet_key(key_file), **kwargs)
 
-    def _db(self) -> _Closing:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        return _Closing(db)
+    def _db(self) -> _Locked:
+        """The store's one connection, for one thread at a time (opened at first use:
+        closing the last connection of a WAL database checkpoints it, slow per call)."""
+        if self._conn is None:
+            with self._lock:
+                if self._conn is None:
+                    db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                         check_same_thread=False)
+                    db.execute("PRAGMA journal_mode=WAL")
+                    # WAL + NORMAL: a commit does not wait for fsync (a power cut may lose
+                    # the last accepted step; that code's window has passed by reboot)
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    self._conn = db
+        return _Locked(self._conn, self._lock)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # ------------------------------------------------------------ queries
 
@@ -255,14 +274,21 @@ class TotpStore:
         return Accepted("recovery-code", self.recovery_codes_left(username))
 
 
-class _Closing:
-    """A connection used as ``with``: closed at the end (sqlite3's own only commits)."""
+class _Locked:
+    """The connection used as ``with``: under the store's lock; a transaction left open
+    by an error is rolled back."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
         self.db = db
+        self.lock = lock
 
     def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
         return self.db
 
     def __exit__(self, *exc: Any) -> None:
-        self.db.close()
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        finally:
+            self.lock.release()
