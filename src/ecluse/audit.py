@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 #: the record that starts the HMAC chain (first start with an audit key)
 KEYED_EVENT = "audit.keyed"
+#: "this name is that person" (``ecluse migrate identities``): records are never
+#: rewritten, queries by actor follow these
+ALIAS_EVENT = "identity.alias_migrated"
 
 metadata = MetaData()
 audit_table = Table(
@@ -395,10 +398,14 @@ class AuditLog:
         event: str | None = None,
         project: str | None = None,
         limit: int | None = None,
+        aliases: bool = True,
     ) -> list[AuditRecord]:
+        """Records in chain order; ``user``: by that person under any of their names
+        (``aliases``, from the ``identity.alias_migrated`` records), or by that name only."""
         q = select(audit_table).order_by(audit_table.c.seq)
         if user:
-            q = q.where(audit_table.c.actor == user)
+            names = self.names_of(user) if aliases else {user}
+            q = q.where(audit_table.c.actor.in_(sorted(names)))
         if event:
             q = q.where(audit_table.c.event == event)
         if project:
@@ -411,6 +418,29 @@ class AuditLog:
             q = q.limit(limit)
         with self.engine.connect() as conn:
             return [self._row(r) for r in conn.execute(q)]
+
+    def names_of(self, name: str) -> set[str]:
+        """``name`` and every name recorded as the same person by
+        ``identity.alias_migrated`` records (followed transitively)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(audit_table.c.details)
+                                .where(audit_table.c.event == ALIAS_EVENT)).scalars().all()
+        links: dict[str, set[str]] = {}
+        for raw in rows:
+            try:
+                d = json.loads(raw)
+                a, c = str(d["alias"]), str(d["canonical"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            links.setdefault(a, set()).add(c)
+            links.setdefault(c, set()).add(a)
+        seen, todo = {name}, [name]
+        while todo:
+            for other in links.get(todo.pop(), ()):
+                if other not in seen:
+                    seen.add(other)
+                    todo.append(other)
+        return seen
 
     @staticmethod
     def _row(r: Any) -> AuditRecord:

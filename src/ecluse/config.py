@@ -346,7 +346,7 @@ class SandboxSettings(_Model):
     )
     subnet: str = Field(
         "10.213.0.0/16",
-        description="Private range carved into one /30 per sandbox (local backend only).",
+        description="Private range carved into one /30 per sandbox (local and docker backends).",
     )
     python_env: Path | None = Field(
         None,
@@ -364,11 +364,34 @@ class SandboxSettings(_Model):
     image: str = Field(
         "ecluse/workspace:0.1.0", description="Workspace image (docker and kubernetes backends)."
     )
+    docker_url: str | None = Field(
+        None,
+        description="Docker backend: the Engine API socket, e.g. unix:///run/ecluse/docker/"
+        "docker.sock (default: $DOCKER_HOST, else unix:///var/run/docker.sock).",
+    )
     project_volumes: Literal["none", "sparse", "preallocated"] = Field(
         "none",
         description="Local backend: each project folder is its own ext4 filesystem of "
         "quota.disk bytes ('preallocated': space reserved up front; 'sparse': taken as "
         "written; 'none': no disk quota).",
+    )
+    launcher_socket: Path | None = Field(
+        None,
+        description="Unix socket of the sandbox launcher (`ecluse sandbox launcher`, root). "
+        "When set, the airlock, batch, dask-gateway and the spawner start sandboxes through "
+        "it (each with its own policy) and may run as non-root users; unset: each service "
+        "starts sandboxes itself and must run as root.",
+    )
+    launcher_group: str | None = Field(
+        None,
+        description="Group owning the launcher's socket (mode 0660): the services' users "
+        "are its members. Unset: the socket is root's only (0600).",
+    )
+    launcher_callers: dict[Literal["hub", "airlock", "batch", "dask"], str] = Field(
+        default_factory=dict,
+        description="Who may ask the launcher for what: caller (hub, airlock, batch, dask) -> "
+        "the system user (name or uid) its service runs as. The launcher knows a caller by "
+        "the kernel-verified uid of its socket peer; any other uid is refused.",
     )
 
 

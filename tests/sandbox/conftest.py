@@ -4,7 +4,9 @@ Components (each is the real thing, and is gone when the run ends, pass or fail)
 
 * ``backend`` — a :class:`TrackingLocalSandbox` (a real ``LocalSandbox`` that
   records every sandbox it launches, so the final check can prove each one
-  was removed), on a deployment with two projects (``covid-los``: alice and
+  was removed), or, for a test parametrized with ``backend=docker``
+  (``both_backends``), a :class:`TrackingDockerSandbox` on ``docker_engine``;
+  on a deployment with two projects (``covid-los``: alice and
   carol; ``onco-surv``: bob), each with a dataset.
 * ``outside`` (session) — an "internet" host: a network namespace linked to
   this host by a veth pair and routed from the host like any outside address
@@ -16,6 +18,11 @@ Components (each is the real thing, and is gone when the run ends, pass or fail)
   send traffic off this machine even if the sandbox firewall were broken.
 * ``host_listeners`` (session) — TCP listeners on the LDAP and database ports,
   on loopback and on every non-loopback host address, logging connections.
+* ``docker_engine`` (session, only for docker tests) — a ``dockerd`` of the run's
+  own (data root, exec root and socket in the temporary directory,
+  ``--iptables=false --bridge=none``) and the debootstrap base image, built
+  once and cached (``ecluse.sandbox.engine``); at the end every container and
+  network is removed, the daemon stopped and its directory deleted.
 * ``escape`` — records escape attempts; the run ends with
   ``isolation: N escape attempts, N blocked``.
 
@@ -28,6 +35,7 @@ with a clear message (they are never silently skipped).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -46,6 +54,7 @@ from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings
 from ecluse.sandbox import SandboxSpec, UserIdentity
 from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
+from ecluse.sandbox.docker import DockerSandbox
 from ecluse.sandbox.local import LocalSandbox, teardown_host_network
 
 HUB_PORT = 18081
@@ -74,10 +83,25 @@ def _sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 class TrackingLocalSandbox(LocalSandbox):
     """A real LocalSandbox that records the ids it launched (for the leak check)."""
 
+    python = sys.executable  # the interpreter inside the sandbox
+
     def _allocate(self, meta):
         slot = super()._allocate(meta)
         CREATED[meta["id"]] = slot
         return slot
+
+
+class TrackingDockerSandbox(DockerSandbox):
+    """A real DockerSandbox that records the ids it launched (for the leak check)."""
+
+    python = "python3"
+
+    def _allocate(self, spec, meta):
+        super()._allocate(spec, meta)
+        CREATED[meta["id"]] = meta["slot"]
+
+#: ``@both_backends``: the test runs against the local and the docker backend
+both_backends = pytest.mark.parametrize("backend", ["local", "docker"], indirect=True)
 
 
 # --------------------------------------------------------------- session
@@ -214,8 +238,34 @@ def _leak_check() -> Iterator[None]:
 # ----------------------------------------------------------- per test
 
 
+@pytest.fixture(scope="session")
+def docker_engine(sandbox_tmp: Path) -> Iterator[tuple]:
+    """(our own running Dockerd, the base image name); everything gone at the end."""
+    from ecluse.sandbox.engine import Dockerd, _pids_mentioning, base_image
+
+    if not shutil.which("dockerd") or not shutil.which("debootstrap"):
+        pytest.fail("the docker tests need dockerd (docker.io) and debootstrap "
+                    "(scripts/install-system-deps.sh test)", pytrace=False)
+    engine = Dockerd(sandbox_tmp / "docker")
+    try:
+        engine.start()
+        with contextlib.closing(engine.client(timeout=600)) as client:
+            image = base_image(client, progress=lambda m: print(m, flush=True))
+        yield engine, image
+    finally:
+        engine.stop()
+    left = _pids_mentioning(str(engine.root))
+    assert not left, f"docker engine processes left: {left}"
+    assert not engine.root.exists(), f"{engine.root} left behind"
+
+
 @pytest.fixture
-def backend(deployment: Settings) -> TrackingLocalSandbox:
+def backend(request, deployment: Settings):
+    """The local backend, or the docker one when parametrized so (``both_backends``)."""
+    kind = getattr(request, "param", "local")
+    if kind == "docker":
+        engine, image = request.getfixturevalue("docker_engine")
+        return TrackingDockerSandbox(settings=deployment, docker_url=engine.url, image=image)
     return TrackingLocalSandbox(settings=deployment)
 
 
@@ -235,7 +285,7 @@ def run_py(backend: TrackingLocalSandbox, covid: Project):
 
     async def run(code: str, *, project: Project | None = None, user: UserIdentity = ALICE,
                   timeout: float = 60, allowed_ports: list[int] | None = None, env=None):
-        spec = SandboxSpec(project or covid, user, [sys.executable, "-c", textwrap.dedent(code)],
+        spec = SandboxSpec(project or covid, user, [backend.python, "-c", textwrap.dedent(code)],
                            env=env or {}, allowed_ports=allowed_ports or [])
         result = await backend.run(spec, timeout=timeout)
         payload = None
@@ -425,7 +475,7 @@ async def server(backend: TrackingLocalSandbox):
             print("serving", flush=True)
             h.serve_forever()
         """)
-        spec = SandboxSpec(project, user, [sys.executable, "-c", code], port=port,
+        spec = SandboxSpec(project, user, [backend.python, "-c", code], port=port,
                            allowed_ports=allowed_ports or [])
         state = await backend.start(spec)
         started.append(state)
@@ -436,6 +486,7 @@ async def server(backend: TrackingLocalSandbox):
     for state in started:
         await backend.stop(state, grace=1)
         assert not Cgroups(state["id"]).exists()
+        assert await backend.poll(state) is not None
 
 
 async def wait_http(ip: str, port: int, timeout: float = 20.0) -> None:

@@ -78,24 +78,38 @@ def test_docker_container_spec(settings, spec):
     hc = s["extra_host_config"]
     assert hc["group_add"] == ["7001"]
     assert hc["cap_drop"] == ["ALL"]
-    assert hc["security_opt"] == ["no-new-privileges:true"]
+    assert hc["security_opt"][0] == "no-new-privileges:true"
+    assert hc["security_opt"][1].startswith("seccomp=")  # the local backend's filter
+    assert '"ptrace"' in hc["security_opt"][1]
     assert hc["privileged"] is False and hc["read_only"] is True
-    assert hc["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=1g"}
+    assert hc["tmpfs"]["/tmp"] == "rw,nosuid,nodev,size=1g"
+    assert hc["tmpfs"]["/sys/fs/cgroup"].startswith("ro,")
     assert hc["mem_limit"] == hc["memswap_limit"] == 4 * 2**30
     assert hc["nano_cpus"] == 2_000_000_000
     assert hc["pids_limit"] == 256
     assert hc["network_mode"] == "ecluse-covid-los-alice"
     assert hc["ipc_mode"] == "private" and hc["dns"] == []
     assert "cap_add" not in hc and "devices" not in hc
-    assert net["internal"] is True and net["driver"] == "bridge"
+    assert net["driver"] == "bridge"
     assert net["options"]["com.docker.network.bridge.enable_ip_masquerade"] == "false"
-    assert net["connect"] == ["ecluse-hub", "ecluse-airlock"]
+    assert net["options"]["com.docker.network.bridge.enable_icc"] == "false"
     assert net["allowed_ports"] == [8081, 8082]
 
 
-async def test_docker_does_not_pretend_to_run(settings, spec):
-    with pytest.raises(NotImplementedError, match="DockerSpawner"):
-        await DockerSandbox(settings=settings).start(spec)
+def test_docker_seccomp_profile_denies_what_the_local_filter_denies():
+    from ecluse.sandbox.seccomp import ALLOWED_SOCKET_FAMILIES, DENIED, docker_profile
+
+    p = docker_profile("x86_64")
+    assert p["defaultAction"] == "SCMP_ACT_ALLOW" and p["architectures"] == ["SCMP_ARCH_X86_64"]
+    denied = {n for r in p["syscalls"] if "args" not in r for n in r["names"]}
+    assert denied == set(DENIED) | {"clone3"}
+    families = {a["value"] for r in p["syscalls"] if "socket" in r["names"]
+                for a in r["args"] if a["op"] == "SCMP_CMP_EQ"}
+    assert families == set(range(17)) - set(ALLOWED_SOCKET_FAMILIES)
+    assert any(a["op"] == "SCMP_CMP_GT" and a["value"] == 16
+               for r in p["syscalls"] if "socket" in r["names"] for a in r["args"])
+    clone = [r["args"][0]["value"] for r in p["syscalls"] if r["names"] == ["clone"]]
+    assert len(clone) == 8  # every namespace flag
 
 
 def test_kubespawner_config(settings, spec):
@@ -188,3 +202,33 @@ def test_resource_quota_and_namespace(settings, spec):
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert [m["kind"] for m in k.manifests(spec)] == ["Namespace", "NetworkPolicy",
                                                        "ResourceQuota"]
+
+
+def test_base_image_uses_the_hosts_debian_mirror(tmp_path):
+    from ecluse.sandbox.engine import DEFAULT_MIRROR, base_key, host_debian_mirror
+
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    assert host_debian_mirror(apt) == DEFAULT_MIRROR
+    (apt / "sources.list").write_text(
+        "# comment\ndeb [signed-by=/k.gpg] http://mirror.hospital.fr/debian/ bookworm main\n")
+    assert host_debian_mirror(apt) == "http://mirror.hospital.fr/debian"
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://apt.hospital.fr/debian/\nSuites: bookworm bookworm-updates\n")
+    assert host_debian_mirror(apt) == "http://apt.hospital.fr/debian"
+    # the cache key follows every input of the root filesystem
+    assert base_key("http://a/debian") != base_key("http://b/debian")
+    assert base_key("http://a/debian") != base_key("http://a/debian", ("python3",))
+    assert base_key("http://a/debian") == base_key("http://a/debian")
+
+
+def test_sandbox_host_address_per_backend(settings):
+    from ecluse.sandbox import sandbox_host_address
+
+    settings.sandbox.subnet = "10.213.0.0/16"
+    for backend in ("local", "docker"):
+        settings.sandbox.backend = backend
+        assert sandbox_host_address(settings, ensure=False) == "10.213.0.1"
+    settings.sandbox.backend = "kubernetes"
+    assert sandbox_host_address(settings) is None

@@ -70,11 +70,18 @@ class SandboxChecker:
         sandbox = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
         self.settings = settings = settings.model_copy(update={"sandbox": sandbox})
         self.conf = conf
+        if backend is None and settings.sandbox.launcher_socket:
+            from ..sandbox.remote import LauncherSandbox
+
+            # the service runs unprivileged: the launcher (root) starts the sandbox,
+            # and its policy lets the airlock start check sandboxes and nothing else
+            backend = LauncherSandbox(settings=settings, caller="airlock")
         if backend is None:
             if os.geteuid() != 0:
                 raise CheckSandboxUnavailable(
                     "airlock.check_runner is sandbox, and check sandboxes (bubblewrap, "
-                    "network namespaces, cgroups) are started as root only; run the airlock "
+                    "network namespaces, cgroups) are started by root only; set "
+                    "sandbox.launcher_socket (the sandbox launcher), run the airlock "
                     "as root, or set airlock.check_runner: process (development only: the "
                     "service then parses untrusted files in its own processes)")
             backend = backend_class("local")(settings=settings)
@@ -131,8 +138,14 @@ class SandboxChecker:
 
     def _stage(self, work: Path, object_path: Path, display_name: str, policy: Any,
                preview_rows: int) -> None:
-        """``work/in/<name>`` (a copy, readable by the check group only) and ``job.json``."""
+        """``work/in/<name>`` (a copy, readable by the check group only) and ``job.json``.
+
+        Run unprivileged (through the launcher), the service cannot give them to
+        the check group: it makes them readable by all instead, inside its own
+        private (0700) staging area, which only the check sandbox's mount opens.
+        """
         gid = self.conf.check_gid
+        root = os.geteuid() == 0
         inbox = work / "in"
         inbox.mkdir()
         copy = inbox / display_name
@@ -142,8 +155,9 @@ class SandboxChecker:
         job.write_text(json.dumps({"name": display_name, "policy": policy_data,
                                    "preview_rows": preview_rows}))
         for path, mode in ((copy, 0o440), (job, 0o440), (inbox, 0o750), (work, 0o750)):
-            os.chown(path, 0, gid)
-            os.chmod(path, mode)
+            if root:
+                os.chown(path, 0, gid)
+            os.chmod(path, mode if root else mode | (mode >> 3 & 0o5))
 
     def _remove_project_dirs(self, slug: str) -> None:
         if not slug.startswith(CHECK_PROJECT_PREFIX):  # pragma: no cover - defensive

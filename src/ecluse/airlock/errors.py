@@ -71,3 +71,10 @@ class IntegrityFailure(AirlockError):
 
     status = 409
     code = "integrity_failure"
+
+
+class IdentityUnavailable(AirlockError):
+    """The directory cannot say who someone is, and the decision depends on it."""
+
+    status = 503
+    code = "directory_unavailable"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..people import Person
 from .errors import InvalidTransition, NotFound, PermissionDenied, PolicyViolation
 from .rules import (
     EDITABLE_STATES,
@@ -42,6 +43,14 @@ class Identity:
     #: the projects the credential in use may act for (``None``: not restricted,
     #: e.g. the CLI): a workspace's token names its own project only
     projects: frozenset[str] | None = None
+    #: the directory entry and uidNumber behind the name (set by the service when it
+    #: asks the directory; two names of one person are one requester, one reviewer)
+    dn: str | None = None
+    uid_number: int | None = None
+
+    @property
+    def person(self) -> Person:
+        return Person(self.name, self.dn, self.uid_number)
 
     @property
     def is_checker(self) -> bool:
@@ -71,16 +80,32 @@ class RequestLike(Protocol):
     state: str
 
 
+def requester_of(req: RequestLike) -> Person:
+    """The person who made ``req`` (its DN and uidNumber when recorded)."""
+    return Person(req.requester, getattr(req, "requester_dn", None),
+                  getattr(req, "requester_uid_number", None))
+
+
+def made_by(user: Identity, req: RequestLike) -> str | None:
+    """Why ``user`` is the person who made ``req``, under whichever name (None: not)."""
+    return user.person.same_as(requester_of(req))
+
+
 def actors_for(user: Identity, req: RequestLike, project: ProjectLike | None) -> set[Actor]:
-    """The roles ``user`` holds for this one request."""
+    """The roles ``user`` holds for this one request.
+
+    The requester acts under the name the request records; as a checker or staff
+    they are excluded under any of their names (same directory entry or uidNumber).
+    """
     actors: set[Actor] = set()
+    own = made_by(user, req) is not None
     if user.name == req.requester and user.is_member(req.project):
         actors.add(Actor.REQUESTER)
-    if user.is_checker and user.name != req.requester:
+    if user.is_checker and not own:
         members_ok = bool(project and project.members_may_review)
         if members_ok or not user.in_project(req.project):
             actors.add(Actor.CHECKER)
-    if user.is_staff and user.name != req.requester:
+    if user.is_staff and not own:
         # staff administer other people's requests: nobody releases their own export
         actors.add(Actor.STAFF)
     return actors
@@ -97,6 +122,11 @@ def _why_not(user: Identity, req: RequestLike, allowed: frozenset[Actor], action
     if Actor.CHECKER in allowed:
         if user.name == req.requester:
             return "you made this request: a requester never reviews or releases their own export"
+        why = made_by(user, req)
+        if why:
+            return (f"you made this request as {req.requester!r} (the directory says "
+                    f"{user.name!r} and {req.requester!r} are one person: {why}): a requester "
+                    "never reviews or releases their own export, under any name")
         if user.is_checker and user.in_project(req.project):
             return (
                 f"you are a member of project {req.project}: its members may not review "

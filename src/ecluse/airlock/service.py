@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,9 +22,12 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
+from ..directory import DirectoryError, DirectoryUnavailable
+from ..people import Person, distinct
 from . import db
 from .checks import inspect_staged, unjudged
 from .errors import (
+    IdentityUnavailable,
     InvalidInput,
     InvalidTransition,
     NotFound,
@@ -38,6 +41,7 @@ from .permissions import (
     ProjectLike,
     actors_for,
     file_views,
+    requester_of,
     require_approvable,
     require_create,
     require_editable,
@@ -100,8 +104,11 @@ class AirlockService:
         settings: AirlockSettings | None = None,
         checker: Callable[..., dict[str, Any]] = inspect_staged,
         read_engine: Engine | None = None,
+        people: Callable[[str], Person] | None = None,
     ) -> None:
         self.engine = engine
+        #: name -> Person through the directory (``None``: people told apart by name)
+        self.people = people
         self.read_engine = read_engine or engine
         self.checker = checker
         #: read-only sessions (SQLite: deferred, never wait for the writer)
@@ -140,6 +147,11 @@ class AirlockService:
         read_engine = db.make_engine(url, readonly=True) if url.startswith("sqlite") else None
         staging = Staging(conf.resolved_storage_dir(settings.state_dir))
         staging.prepare()
+        people = None
+        if conf.reviewers_by == "directory":
+            from ..people import People
+
+            people = People(settings)
         return cls(
             engine=engine,
             staging=staging,
@@ -149,6 +161,7 @@ class AirlockService:
             settings=conf,
             checker=checker,
             read_engine=read_engine,
+            people=people,
         )
 
     def close(self) -> None:
@@ -165,6 +178,66 @@ class AirlockService:
             checker_group=self.settings.checker_group,
             staff_group=self.settings.staff_group,
         )
+
+    # ------------------------------------------------------------ people
+
+    def _as_person(self, user: Identity) -> Identity:
+        """``user`` with the DN and uidNumber the directory gives their name now.
+
+        Deciding who reviews needs them: a directory that does not answer, or does
+        not know the name, refuses the action (fail closed)."""
+        if self.people is None:
+            return user
+        try:
+            p = self.people(user.name)
+        except DirectoryUnavailable as e:
+            raise IdentityUnavailable(
+                "the directory (LDAP) does not answer: reviews and releases wait until it "
+                "says who you are (one person, one reviewer); try again in a few minutes",
+                log_message=f"{user.name}: {e}") from None
+        except DirectoryError as e:
+            raise PermissionDenied(
+                f"the directory has no entry for {user.name!r}: only a person the directory "
+                "knows may review or release", log_message=f"{user.name}: {e}") from None
+        return replace(user, dn=p.dn, uid_number=p.uid_number)
+
+    def _known(self, name: str, dn: str | None, uid_number: int | None) -> Person:
+        """A recorded requester or reviewer: as recorded, or (recorded without the
+        directory's word) as the directory says now; a name it no longer knows
+        stays a bare name."""
+        if dn or uid_number is not None or self.people is None:
+            return Person(name, dn, uid_number)
+        try:
+            return self.people(name)
+        except DirectoryUnavailable as e:
+            raise IdentityUnavailable(
+                "the directory (LDAP) does not answer: reviews and releases wait until it "
+                f"can say who {name!r} is; try again in a few minutes",
+                log_message=f"{name}: {e}") from None
+        except DirectoryError:
+            return Person(name)
+
+    def _persons(self, req: Request) -> None:
+        """Record the requester's and reviewers' DN/uidNumber where still missing
+        (requests from before they were recorded), inside the caller's transaction."""
+        if self.people is None:
+            return
+        if not (req.requester_dn or req.requester_uid_number is not None):
+            p = self._known(req.requester, None, None)
+            req.requester_dn, req.requester_uid_number = p.dn, p.uid_number
+        for r in req.current_reviews():
+            if not (r.reviewer_dn or r.reviewer_uid_number is not None):
+                p = self._known(r.reviewer, None, None)
+                r.reviewer_dn, r.reviewer_uid_number = p.dn, p.uid_number
+
+    @staticmethod
+    def _reviewer(r: Review) -> Person:
+        return Person(r.reviewer, r.reviewer_dn, r.reviewer_uid_number)
+
+    def _approvers(self, req: Request) -> list[Person]:
+        """The distinct people who approved the current version."""
+        return distinct([self._reviewer(r) for r in req.current_reviews()
+                         if r.decision == "approve"])
 
     # ------------------------------------------------------------ internals
 
@@ -261,7 +334,7 @@ class AirlockService:
         """Audit refusals (permission, state, policy) of ``action``."""
         try:
             yield
-        except (PermissionDenied, InvalidTransition, PolicyViolation) as e:
+        except (PermissionDenied, InvalidTransition, PolicyViolation, IdentityUnavailable) as e:
             req = None
             if request_id:
                 with self.sessions() as s:
@@ -280,11 +353,16 @@ class AirlockService:
         justification = self._text(justification, "justification", required=True)
         with self._guard(user, "create"):
             require_create(user, project, project in self.projects)
+        try:  # recorded when the directory answers; otherwise at the first review
+            me = self._as_person(user).person
+        except (IdentityUnavailable, PermissionDenied):
+            me = user.person
         now = utcnow()
         with self._tx() as s:
             req = Request(
                 id=REQUEST_ID_PREFIX + secrets.token_hex(8), project=project,
-                requester=user.name, title=title, justification=justification,
+                requester=user.name, requester_dn=me.dn, requester_uid_number=me.uid_number,
+                title=title, justification=justification,
                 state=State.DRAFT.value, version=1, created_at=now, updated_at=now,
             )
             s.add(req)
@@ -654,14 +732,13 @@ class AirlockService:
             for k, v in (overrides or {}).items()
         }
         with self._guard(user, action.value, request_id), self._tx() as s:
+            user = self._as_person(user)
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
+            self._persons(req)
             # state and actor checks (approve's target is refined below)
             require_transition(user, req, self._project(req.project), action)
-            if any(r.reviewer == user.name for r in req.current_reviews()):
-                raise PolicyViolation(
-                    f"you have already reviewed version {req.version} of request {req.id}"
-                )
+            self._require_first_review(user, req)
             files = req.current_files()
             unknown = set(reasons) - {f.name for f in files}
             if unknown:
@@ -671,7 +748,8 @@ class AirlockService:
             if action is Action.APPROVE:
                 for f in files:
                     require_approvable(f.name, f.verdict, reasons.get(f.name))
-                approvals = 1 + sum(1 for r in req.current_reviews() if r.decision == "approve")
+                # people, not names: one person's approvals under two names count once
+                approvals = len(distinct([*self._approvers(req), user.person]))
                 target = (
                     State.APPROVED
                     if approvals >= self.settings.required_approvals
@@ -683,6 +761,7 @@ class AirlockService:
             s.add(
                 Review(
                     request_id=req.id, version=req.version, reviewer=user.name,
+                    reviewer_dn=user.dn, reviewer_uid_number=user.uid_number,
                     decision=decision, comment=comment,
                     overrides=json.dumps({k: v for k, v in reasons.items() if v}),
                     created_at=utcnow(),
@@ -700,8 +779,38 @@ class AirlockService:
                 s, t.event, user, req, version=old_version, from_state=before,
                 to_state=req.state, decision=decision, sha256=shas, comment=comment,
                 overrides={k: v for k, v in reasons.items() if v},
+                **({"reviewer_dn": user.dn, "reviewer_uid_number": user.uid_number}
+                   if user.dn else {}),
             )
         return self.get_request(user, request_id, record_view=False)
+
+    def _require_first_review(self, user: Identity, req: Request) -> None:
+        """One person reviews a version once, under whichever of their names."""
+        me = user.person
+        for r in req.current_reviews():
+            why = me.same_as(self._reviewer(r))
+            if why is None:
+                continue
+            if r.reviewer == user.name:
+                raise PolicyViolation(
+                    f"you have already reviewed version {req.version} of request {req.id}")
+            raise PolicyViolation(
+                f"you have already reviewed version {req.version} of request {req.id} as "
+                f"{r.reviewer!r}: the directory says {user.name!r} and {r.reviewer!r} are one "
+                f"person ({why}); one person is one reviewer, under any name")
+
+    def _require_approvers(self, req: Request) -> None:
+        """Checked again at release: enough distinct people approved, none of them the
+        requester (reviews recorded before people were told apart included)."""
+        requester = requester_of(req)
+        approvers = [p for p in self._approvers(req) if p.same_as(requester) is None]
+        need = self.settings.required_approvals
+        if len(approvers) < need:
+            names = sorted(r.reviewer for r in req.current_reviews() if r.decision == "approve")
+            raise PolicyViolation(
+                f"request {req.id} cannot be released: {len(approvers)} distinct person(s) "
+                f"other than the requester approved version {req.version} (approvals by "
+                f"{', '.join(names) or 'nobody'}; one person's names count once), {need} needed")
 
     @staticmethod
     def _release_record(req: Request, files: list[File]) -> list[dict[str, Any]]:
@@ -736,9 +845,12 @@ class AirlockService:
         """Re-hash every staged file, then mark the request released."""
         comment = self._text(comment, "comment", required=False)
         with self._guard(user, "release", request_id), self._tx() as s:
+            user = self._as_person(user)
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
+            self._persons(req)
             t = require_transition(user, req, self._project(req.project), Action.RELEASE)
+            self._require_approvers(req)
             files = req.current_files()
             for f in files:
                 require_approvable(f.name, f.verdict, "(checked at approval)")

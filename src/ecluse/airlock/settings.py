@@ -103,6 +103,14 @@ class AirlockSettings(BaseModel):
         description="How often the running service purges (0: never; then run "
         "`ecluse airlock purge` from cron).",
     )
+    reviewers_by: Literal["directory", "name"] = Field(
+        "directory",
+        description="How reviewers are told apart: `directory` (by the directory entry's DN "
+        "and uidNumber, asked of LDAP at each review and release: one person with two "
+        "login names, or two accounts with one uidNumber, reviews once; reviews are refused "
+        "while the directory does not answer) or `name` (by hub name only: for test stacks "
+        "without a directory, never in production).",
+    )
     group_cache_seconds: float = Field(
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
     )

@@ -114,9 +114,9 @@ class BatchService(QueueRunner):
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from ..sandbox import get_backend
+            from ..sandbox import sandbox_for
 
-            self._backend = get_backend(self.settings)
+            self._backend = sandbox_for(self.settings, "batch")
         return self._backend
 
     def identity(self, name: str, groups: Iterable[str]) -> Identity:

@@ -18,8 +18,8 @@ import sys
 from ..config import ConfigError
 
 #: sub-command modules, in the order shown by ``ecluse --help``
-COMMANDS = ["up", "config", "check", "audit", "projects", "sandbox", "airlock", "batch",
-            "dask", "dev"]
+COMMANDS = ["up", "config", "check", "audit", "projects", "sandbox", "images", "airlock",
+            "batch", "dask", "migrate", "dev"]
 
 
 def build_parser() -> argparse.ArgumentParser:

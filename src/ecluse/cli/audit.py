@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--public-key", type=Path, required=True, help="audit-checkpoint.pub")
     c.set_defaults(func=cmd_checkpoints)
     s = asub.add_parser("show", help="list audit events")
-    s.add_argument("--user", help="only events by this user")
+    s.add_argument("--user", help="only events by this person, under any of their names "
+                   "(identity.alias_migrated records: ecluse migrate identities)")
     s.add_argument("--project", help="only events about this project")
     s.add_argument("--event", help="only this event type (e.g. login.failure)")
     s.add_argument(

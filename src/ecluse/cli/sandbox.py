@@ -1,4 +1,4 @@
-"""``ecluse sandbox list | stop | cleanup | network`` — operations on local sandboxes."""
+"""``ecluse sandbox list | stop | cleanup | network | launcher`` — local sandboxes."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
               "firewall table", cmd_network)
     net.add_argument("--remove", action="store_true")
     net.add_argument("--force", action="store_true", help="remove even if sandboxes run")
+    add("launcher", "run the privileged sandbox launcher (root) on sandbox.launcher_socket",
+        cmd_launcher)
 
 
 def _backend(args: argparse.Namespace):
@@ -97,4 +99,21 @@ def cmd_network(args: argparse.Namespace) -> int:
         return 1
     settings = load_settings(args.config)
     print(ensure_host_network(settings, args.runtime_dir))
+    return 0
+
+
+def cmd_launcher(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM: the services start their sandboxes through it."""
+    from ..sandbox import SandboxError
+    from ..sandbox.launcher import serve
+
+    settings = load_settings(args.config)
+    if not settings.sandbox.launcher_socket:
+        print("ecluse sandbox launcher: sandbox.launcher_socket is not set in the config")
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except SandboxError as e:
+        print(f"ecluse sandbox launcher: {e}")
+        return 2
     return 0

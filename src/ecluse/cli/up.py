@@ -51,6 +51,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Demo users' passwords and TOTP keys: {stack.demo_users_file} "
                   "(current code: `ecluse dev totp alice`)")
         stack.cleanup_sandboxes()
+        _migrate_identities(settings)
+        stack.start_launcher()
         stack.start_hub(timeout=settings.sandbox.start_timeout)
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
         while not stopping.wait(1):
@@ -63,3 +65,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_identities(settings) -> None:
+    """Once per state directory, before the hub starts: names from before canonical
+    hub names mapped to one person (``ecluse migrate identities``)."""
+    from ..identities import MigrationError, run_once
+
+    try:
+        report = run_once(settings)
+    except MigrationError as e:
+        print(f"Identity migration not done: {e}\n  (run `ecluse migrate identities` "
+              "before the hub serves reviewers)", flush=True)
+        return
+    if report is not None and report.changed:
+        print("Identity migration:\n  " + "\n  ".join(report.lines()), flush=True)

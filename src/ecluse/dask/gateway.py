@@ -254,9 +254,9 @@ class SandboxBackend(DBBackendBase):
 
     @default("sandbox_backend")
     def _default_sandbox_backend(self) -> Any:
-        from ..sandbox import get_backend
+        from ..sandbox import sandbox_for
 
-        return get_backend(self.settings)
+        return sandbox_for(self.settings, "dask")
 
     @default("cluster_options")
     def _default_cluster_options(self) -> Options:
@@ -483,6 +483,10 @@ def host_address(settings: Any, *, ensure: bool = True) -> str:
         from ..sandbox.local import ensure_host_network
         from ..sandbox.network import Subnet
 
+        if ensure and settings.sandbox.launcher_socket:
+            from ..sandbox import sandbox_for  # not root: the launcher makes it
+
+            return sandbox_for(settings, "dask").host_address()
         if ensure:
             return ensure_host_network(settings)
         return Subnet(settings.sandbox.subnet).host_address

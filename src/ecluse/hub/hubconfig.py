@@ -51,9 +51,9 @@ def _optional(module: str, attr: str) -> Any | None:
 def hub_bind_ip(settings: Settings) -> str:
     """Where the hub API listens: an address sandboxes can route to, or loopback."""
     if settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local":
-        get_backend = _optional("ecluse.sandbox", "get_backend")
-        if get_backend is not None:
-            return get_backend(settings).host_address()
+        sandbox_for = _optional("ecluse.sandbox", "sandbox_for")
+        if sandbox_for is not None:
+            return sandbox_for(settings, "hub").host_address()
     return "127.0.0.1"
 
 

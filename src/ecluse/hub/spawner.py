@@ -114,10 +114,10 @@ class EcluseSpawner(Spawner):
 
     @property
     def backend(self):
-        from ..sandbox import get_backend
+        from ..sandbox import sandbox_for
 
         if getattr(self, "_backend", None) is None:
-            self._backend = get_backend(self.settings)
+            self._backend = sandbox_for(self.settings, "hub")
         return self._backend
 
     _audit_log: AuditLog | None = None

@@ -9,9 +9,9 @@
 >>> await sandbox.stop(state)
 
 Backends: ``local`` (bubblewrap + network namespace + cgroups, this host),
-``docker`` and ``kubernetes`` (translate the same specification into a
-DockerSpawner container spec / a KubeSpawner pod spec and manifests). See
-docs/sandbox.md.
+``docker`` (containers of a Docker engine on this host, on the same address
+plan and firewall) and ``kubernetes`` (translates the same specification into
+a KubeSpawner pod spec and manifests). See docs/sandbox.md.
 """
 
 from __future__ import annotations
@@ -46,12 +46,48 @@ def backend_class(name: str) -> type[Sandbox]:
     return getattr(importlib.import_module(module), cls)
 
 
+#: backends whose sandboxes run on this host and reach the hub API, the airlock and
+#: the Dask gateway on the sandbox host address (``ecluse0``, ``sandbox.subnet``)
+HOST_ADDRESS_BACKENDS = frozenset({"local", "docker"})
+
+
+def sandbox_host_address(settings: Any, *, ensure: bool = True) -> str | None:
+    """Where host services that sandboxes use must listen, for ``settings``' backend.
+
+    The host address of ``sandbox.subnet`` for the local and docker backends
+    (``ensure``: create the interface and the firewall table when missing);
+    None for a backend whose sandboxes do not run on this host (kubernetes).
+    """
+    if settings.sandbox.backend not in HOST_ADDRESS_BACKENDS:
+        return None
+    if ensure:
+        from .local import ensure_host_network
+
+        return ensure_host_network(settings)
+    from .network import Subnet
+
+    return Subnet(settings.sandbox.subnet).host_address
+
+
 def get_backend(settings: Any, **kwargs: Any) -> Sandbox:
     """The backend chosen by ``settings.sandbox.backend``, configured from ``settings``."""
     return backend_class(settings.sandbox.backend)(settings=settings, **kwargs)
 
 
+def sandbox_for(settings: Any, caller: str) -> Sandbox:
+    """The sandboxes a service (``caller``: hub, airlock, batch, dask) starts: through the
+    privileged launcher when ``sandbox.launcher_socket`` is set (the service then needs no
+    privilege, and the launcher's policy for ``caller`` applies), else
+    ``sandbox.backend`` directly (the service must run as root for ``local``)."""
+    if settings.sandbox.launcher_socket:
+        from .remote import LauncherSandbox
+
+        return LauncherSandbox(settings=settings, caller=caller)
+    return get_backend(settings)
+
+
 __all__ = [
+    "HOST_ADDRESS_BACKENDS",
     "Mount",
     "ProjectPaths",
     "RunResult",
@@ -61,4 +97,6 @@ __all__ = [
     "UserIdentity",
     "backend_class",
     "get_backend",
+    "sandbox_for",
+    "sandbox_host_address",
 ]

@@ -1,53 +1,134 @@
-"""The ``docker`` backend: the sandbox specification as a DockerSpawner container spec.
+"""The ``docker`` backend: each sandbox is a container of a Docker engine on this host.
 
-No Docker client is imported: :meth:`DockerSandbox.container_spec` is a pure
-function of the :class:`~ecluse.sandbox.SandboxSpec`, producing
+Lifecycle through the Docker Engine API (the ``docker`` SDK, as DockerSpawner
+uses it), behind the same :class:`~ecluse.sandbox.Sandbox` base as the
+``local`` backend, so the spawner, batch runs and Dask clusters use it
+unchanged. One sandbox is:
 
-* ``spawner`` — values for DockerSpawner traits (``image``, ``cmd``,
-  ``environment``, ``volumes``, ``network_name``, ``mem_limit``,
-  ``cpu_limit``, ``extra_create_kwargs``, ``extra_host_config``, ...);
-* ``network`` — the ``docker network create`` arguments of the sandbox's own
-  **internal** network (no route out of the host, no masquerading), to
-  which the hub and airlock containers are connected (``connect``).
+* its **own bridge network** ``ecluse-<id>``, whose host interface is the
+  ``eclv<slot>`` of a /30 slot of ``SandboxSettings.subnet`` (allocated under
+  the local backend's lock and registry, so both backends share the address
+  space): ``.1`` is the host end and the container's gateway, ``.2`` the
+  container. No masquerade, no other container on it; the engine runs with
+  ``--iptables=false``. The firewall is the local backend's own
+  ``table inet ecluse`` (:mod:`ecluse.sandbox.network`): from ``eclv*`` only new
+  TCP connections to the host address on the sandbox's allowed ports (hub API,
+  airlock, gateway) are accepted, everything else is dropped, and nothing is
+  forwarded — not to another container, not off the host.
+* a **container**: the user's uid:gid plus the project group, every capability
+  dropped, ``no-new-privileges``, the engine's default seccomp profile, a
+  read-only root filesystem with a private ``/tmp`` tmpfs, memory (no swap
+  beyond it), CPU and PID limits from the project quota, ``/data/<dataset>``
+  read-only, ``/project`` and ``/home/<user>`` read-write, generated
+  ``passwd``/``group``/``resolv.conf`` (no name service), labels
+  ``ecluse.*`` by which a restarted hub finds it again (:meth:`list`,
+  :meth:`adopt`, :meth:`cleanup_orphans`).
 
-Controls, matching the local backend: the user's uid:gid with the project
-group added, every capability dropped, ``no-new-privileges``, the default
-seccomp profile, a read-only root filesystem with a private ``/tmp``,
-memory (+swap), CPU and PID limits from the project quota, datasets
-read-only, ``/project`` and ``/home/<user>`` read-write.
-
-Starting and stopping containers is DockerSpawner's job; the lifecycle
-methods of this class raise :class:`NotImplementedError`.
+:meth:`DockerSandbox.container_spec` gives the same controls as DockerSpawner
+trait values, for a hub that runs DockerSpawner itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
 from typing import Any
 
-from traitlets import Dict, List, Unicode, default
+from traitlets import Bool, Dict, Float, Unicode, default
 
-from .base import Sandbox, SandboxSpec, planned_mounts, sandbox_env
+from . import network
+from .base import (
+    ProjectPaths,
+    Sandbox,
+    SandboxError,
+    SandboxSpec,
+    UserIdentity,
+    planned_mounts,
+    sandbox_env,
+)
+from .local import (
+    _flock,
+    _registered,
+    check_host_account,
+    ensure_host_network,
+    prepare_project_dirs,
+)
+from .network import Subnet
 
 NANO = 1_000_000_000
+LABEL = "ecluse.sandbox-id"
+BACKEND_LABEL = "ecluse.backend"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class DockerSandbox(Sandbox):
-    """Translate a sandbox specification into DockerSpawner configuration."""
+    """Sandboxes as containers of a Docker engine on this host."""
 
     image = Unicode(help="Workspace image (default: SandboxSettings.image).").tag(config=True)
-    network_prefix = Unicode(
-        "ecluse-", help="Prefix of the per-sandbox internal network names.").tag(config=True)
-    service_containers = List(
-        Unicode(), default_value=["ecluse-hub", "ecluse-airlock"],
-        help="Containers connected to every sandbox network (hub API, airlock).",
+    docker_url = Unicode(
+        help="Docker Engine API URL (default: $DOCKER_HOST, else the system socket)."
     ).tag(config=True)
+    runtime_dir = Unicode(
+        "/run/ecluse", help="Registry and lock shared with the local backend (root only)."
+    ).tag(config=True)
+    network_prefix = Unicode(
+        "ecluse-", help="Prefix of the per-sandbox network names.").tag(config=True)
     tmp_size = Unicode("1g", help="Size of the private /tmp (counts against memory).").tag(
         config=True)
     labels = Dict(help="Extra labels on containers and networks.").tag(config=True)
+    init = Bool(True, help="Run the engine's init (tini) as PID 1 of each container.").tag(
+        config=True)
+    seccomp = Bool(
+        True, help="The local backend's seccomp filter (ecluse.sandbox.seccomp) as the "
+        "containers' profile, so both backends deny the same calls; False: the engine's "
+        "default profile.").tag(config=True)
+    api_timeout = Float(120.0, help="Seconds an Engine API call may take.").tag(config=True)
 
     @default("image")
     def _image_default(self) -> str:
         return self.settings.sandbox.image if self.settings else "ecluse/workspace:0.1.0"
+
+    @default("docker_url")
+    def _docker_url_default(self) -> str:
+        if self.settings is not None and self.settings.sandbox.docker_url:
+            return self.settings.sandbox.docker_url
+        return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._client: Any = None
+
+    # -------------------------------------------------------------- helpers
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.DockerClient(base_url=self.docker_url,
+                                                   timeout=int(self.api_timeout))
+            except docker.errors.DockerException as e:
+                raise SandboxError("the container engine is unavailable",
+                                   log_message=f"Docker engine at {self.docker_url}: {e}") from e
+        return self._client
+
+    @property
+    def subnet(self) -> Subnet:
+        return Subnet(self.settings.sandbox.subnet)
+
+    @property
+    def _rt(self) -> Path:
+        return Path(self.runtime_dir)
+
+    def _dir(self, sandbox_id: str) -> Path:
+        return self._rt / "sandboxes" / sandbox_id
 
     def network_name(self, spec: SandboxSpec) -> str:
         return f"{self.network_prefix}{spec.project.slug}-{spec.user.name}"
@@ -55,6 +136,21 @@ class DockerSandbox(Sandbox):
     def _labels(self, spec: SandboxSpec) -> dict[str, str]:
         return {"ecluse.project": spec.project.slug, "ecluse.user": spec.user.name,
                 "ecluse.sandbox": spec.name or "workspace", **self.labels}
+
+    def _seccomp_opt(self) -> list[str]:
+        if not self.seccomp:
+            return []  # the engine's default profile
+        from .seccomp import docker_profile
+
+        return ["seccomp=" + json.dumps(docker_profile(), separators=(",", ":"))]
+
+    def host_address(self) -> str:
+        return ensure_host_network(self.settings, self.runtime_dir)
+
+    def prepare_project_dirs(self, project: Any, user: UserIdentity) -> ProjectPaths:
+        return prepare_project_dirs(self.settings, project, user)
+
+    # ------------------------------------------------------------ the spec
 
     def container_spec(self, spec: SandboxSpec) -> dict[str, Any]:
         """``{"spawner": DockerSpawner trait values, "network": network create kwargs}``."""
@@ -85,38 +181,397 @@ class DockerSandbox(Sandbox):
             "extra_host_config": {
                 "group_add": groups,
                 "cap_drop": ["ALL"],
-                "security_opt": ["no-new-privileges:true"],
+                "security_opt": ["no-new-privileges:true"] + self._seccomp_opt(),
                 "privileged": False,
                 "read_only": True,
-                "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmp_size}"},
+                "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmp_size}",
+                          # the cgroup tree stays out of sight, as in a local sandbox
+                          "/sys/fs/cgroup": "ro,nosuid,nodev,noexec,size=4k"},
                 "mem_limit": q.memory,
                 "memswap_limit": q.memory,  # no swap beyond the limit
                 "nano_cpus": int(q.cpu * NANO),
                 "pids_limit": q.pids,
                 "network_mode": net,
                 "ipc_mode": "private",
-                "init": True,
+                "init": self.init,
                 "dns": [],
             },
         }
-        network = {
+        network_spec = {
             "name": net,
             "driver": "bridge",
-            "internal": True,  # no route to the outside world
+            "internal": False,  # the gateway is the host end; table inet ecluse filters it
             "options": {
                 "com.docker.network.bridge.enable_ip_masquerade": "false",
+                "com.docker.network.bridge.enable_icc": "false",
             },
             "labels": self._labels(spec),
-            "connect": list(self.service_containers),
             "allowed_ports": sorted(set(spec.allowed_ports)),
         }
-        return {"spawner": spawner, "network": network}
+        return {"spawner": spawner, "network": network_spec}
 
-    def host_address(self) -> str:
-        # sandboxes reach the hub by its container name on their internal network
-        return self.service_containers[0] if self.service_containers else ""
+    # --------------------------------------------------------------- launch
 
     async def launch(self, spec: SandboxSpec, *, one_shot: bool = False) -> dict[str, Any]:
-        raise NotImplementedError(
-            "the docker backend only describes containers: configure DockerSpawner with "
-            "DockerSandbox.container_spec(spec)")
+        if os.geteuid() != 0:
+            raise SandboxError("the docker sandbox backend must run as root")
+        t0 = time.monotonic()
+        await asyncio.to_thread(check_host_account, spec.user)
+        await asyncio.to_thread(self.prepare_project_dirs, spec.project, spec.user)
+        for ds in spec.project.datasets:
+            if not Path(ds.path).exists():
+                raise SandboxError(
+                    f"dataset {ds.name} of project {spec.project.slug} is unavailable",
+                    log_message=f"dataset {ds.name}: {ds.path} does not exist")
+        for m in spec.extra_mounts:
+            if not Path(m.source).exists():
+                raise SandboxError(f"{m.target} is unavailable",
+                                   log_message=f"extra mount source {m.source} does not exist")
+        sandbox_id = "d" + secrets.token_hex(5)
+        meta: dict[str, Any] = {
+            "backend": "docker",
+            "id": sandbox_id,
+            "project": spec.project.slug,
+            "user": spec.user.name,
+            "uid": spec.user.uid,
+            "name": spec.name,
+            "one_shot": one_shot,
+            "phase": "starting",
+            "created": time.time(),
+            "runtime_dir": str(self._rt),
+            "docker_url": self.docker_url,
+            "port": spec.port,
+            "allowed_ports": sorted(set(spec.allowed_ports)),
+            "network": f"{self.network_prefix}{sandbox_id}",
+            "container": None,
+        }
+        try:
+            await asyncio.to_thread(self._allocate, spec, meta)
+            await asyncio.to_thread(self._create, spec, meta)
+        except BaseException as e:
+            self.log.error("sandbox %s for %s/%s failed to start: %s", sandbox_id,
+                           spec.project.slug, spec.user.name, getattr(e, "log_message", e))
+            with contextlib.suppress(Exception):
+                await self.release(meta)
+            if isinstance(e, (SandboxError, asyncio.CancelledError, KeyboardInterrupt)):
+                raise
+            raise SandboxError("the workspace could not be started",
+                               log_message=f"{type(e).__name__}: {e}") from e
+        meta["phase"] = "running"
+        meta["start_seconds"] = round(time.monotonic() - t0, 4)
+        await asyncio.to_thread(self._save_meta, meta)
+        self.log.info("sandbox %s (container %s) started for %s in %s at %s (%.0f ms)",
+                      sandbox_id, meta["container"][:12], spec.user.name, spec.project.slug,
+                      meta["ip"], 1000 * meta["start_seconds"])
+        return dict(meta)
+
+    def _save_meta(self, meta: dict[str, Any]) -> None:
+        d = self._dir(meta["id"])
+        tmp = d / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, d / "meta.json")
+
+    def _allocate(self, spec: SandboxSpec, meta: dict[str, Any]) -> None:
+        """A free /30 slot, registered, with its bridge network made (under the lock)."""
+        import docker.types
+
+        with _flock(self._rt):
+            network.ensure_dummy(self.subnet)
+            network.ensure_table(self.subnet)
+            used = set()
+            for sid in _registered(self._rt):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    used.add(json.loads((self._dir(sid) / "meta.json").read_text())["slot"])
+            existing = set(network.list_veths())
+            for slot in range(1, self.subnet.slots):
+                if slot not in used and network.veth_name(slot) not in existing:
+                    break
+            else:
+                raise SandboxError("no free sandbox address",
+                                   log_message=f"all slots of {self.subnet.net} in use")
+            host_ip, ip = self.subnet.addresses(slot)
+            bridge = network.veth_name(slot)
+            meta.update(slot=slot, ip=ip, gateway=host_ip, veth=bridge)
+            self._dir(meta["id"]).mkdir(mode=0o711)
+            self._save_meta(meta)
+            self._write_etc(spec, meta)
+            cidr = f"{self.subnet.net.network_address + 4 * slot}/30"
+            ipam = docker.types.IPAMConfig(pool_configs=[
+                docker.types.IPAMPool(subnet=cidr, gateway=host_ip)])
+            self.client.networks.create(
+                meta["network"], driver="bridge", ipam=ipam, internal=False,
+                check_duplicate=True, enable_ipv6=False,
+                labels={**self._labels(spec), BACKEND_LABEL: "docker", LABEL: meta["id"]},
+                options={
+                    "com.docker.network.bridge.name": bridge,
+                    "com.docker.network.bridge.enable_ip_masquerade": "false",
+                    "com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.driver.mtu": "1500",
+                })
+            with contextlib.suppress(OSError):
+                Path(f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6").write_text("1")
+            if spec.allowed_ports:
+                elems = ", ".join(f'"{bridge}" . {int(p)}' for p in meta["allowed_ports"])
+                network.sh("nft", "add", "element", "inet", network.TABLE, "allowed",
+                           f"{{ {elems} }}")
+
+    def _write_etc(self, spec: SandboxSpec, meta: dict[str, Any]) -> None:
+        etc = self._dir(meta["id"]) / "etc"
+        etc.mkdir(mode=0o755)
+        u, p = spec.user, spec.project
+        files = {
+            "passwd": ("root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                       f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:/home/{u.name}:/bin/bash\n"
+                       "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
+            "group": ("root:x:0:\n" + (f"{u.name}:x:{u.gid}:\n" if u.gid != p.gid else "")
+                      + f"{p.slug}:x:{p.gid}:{u.name}\nnogroup:x:65534:\n"),
+            "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{meta['ip']}\t{p.slug}\n",
+            "nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
+            "resolv.conf": "# no name service inside an Écluse workspace\n",
+        }
+        for name, text in files.items():
+            (etc / name).write_text(text)
+            (etc / name).chmod(0o644)
+
+    def _create(self, spec: SandboxSpec, meta: dict[str, Any]) -> None:
+        import docker.errors
+
+        cs = self.container_spec(spec)["spawner"]
+        host = dict(cs["extra_host_config"])
+        host.pop("network_mode")
+        host["dns"] = None
+        volumes = dict(cs["volumes"])
+        etc = self._dir(meta["id"]) / "etc"
+        for name in sorted(os.listdir(etc)):
+            volumes[str(etc / name)] = {"bind": f"/etc/{name}", "mode": "ro"}
+        env = sandbox_env(spec, SYSTEM_PATH) | {"ECLUSE_SANDBOX_IP": meta["ip"]}
+        env.update(spec.env)
+        endpoint = self.client.api.create_networking_config({
+            meta["network"]: self.client.api.create_endpoint_config(ipv4_address=meta["ip"])})
+        host_config = self.client.api.create_host_config(
+            binds=volumes, network_mode=meta["network"],
+            **{k: v for k, v in host.items() if v is not None})
+        ck = cs["extra_create_kwargs"]
+        labels = {**ck["labels"], BACKEND_LABEL: "docker", LABEL: meta["id"],
+                  "ecluse.one-shot": "1" if meta["one_shot"] else "0"}
+        try:
+            created = self.client.api.create_container(
+                self.image, command=list(spec.command), user=ck["user"], environment=env,
+                working_dir=spec.cwd, hostname=ck["hostname"], labels=labels,
+                host_config=host_config, networking_config=endpoint,
+                name=f"ecluse-{meta['id']}", stdin_open=False, tty=False,
+                ports=[spec.port] if spec.port else None)
+        except docker.errors.ImageNotFound as e:
+            raise SandboxError("the workspace image is not available on this host",
+                               log_message=f"image {self.image}: {e}") from e
+        meta["container"] = created["Id"]
+        self._save_meta(meta)
+        self.client.api.start(created["Id"])
+
+    # ----------------------------------------------------------------- poll
+
+    def _inspect(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        import docker.errors
+
+        if not state.get("container"):
+            return None
+        try:
+            return self.client.api.inspect_container(state["container"])
+        except docker.errors.NotFound:
+            return None
+
+    def _status(self, state: dict[str, Any], info: dict[str, Any]) -> int | None:
+        st = info["State"]
+        if st.get("Running") or st.get("Status") in ("created", "restarting"):
+            return None
+        if st.get("OOMKilled"):
+            state["oom_killed"] = True
+            return 137
+        return int(st.get("ExitCode", 1))
+
+    async def poll(self, state: dict[str, Any]) -> int | None:
+        if state.get("released"):
+            return state.get("exit_code", 0)
+        info = await asyncio.to_thread(self._inspect, state)
+        if info is None:
+            return state.get("exit_code", 0)  # removed by someone else
+        status = self._status(state, info)
+        if status is not None:
+            state["exit_code"] = status
+        return status
+
+    async def wait(self, state: dict[str, Any], timeout: float | None = None) -> int | None:
+        """The engine's own wait (no polling), up to ``timeout`` seconds."""
+        import docker.errors
+        import requests
+
+        if not state.get("container") or state.get("released"):
+            return await self.poll(state)
+
+        def _wait() -> None:
+            with contextlib.suppress(docker.errors.NotFound, requests.exceptions.ConnectionError,
+                                     requests.exceptions.ReadTimeout):
+                self.client.api.wait(state["container"],
+                                     timeout=timeout if timeout is not None else None)
+
+        await asyncio.to_thread(_wait)
+        return await self.poll(state)
+
+    # ----------------------------------------------------------------- stop
+
+    async def terminate(self, state: dict[str, Any], grace: float | None = None) -> None:
+        """SIGTERM to the command, ``grace`` seconds, then SIGKILL (the engine's stop)."""
+        import docker.errors
+
+        if grace is None:
+            grace = self.settings.sandbox.stop_grace
+        if not state.get("container"):
+            return
+
+        def _stop() -> None:
+            info = self._inspect(state)
+            if info is None or self._status(state, info) is not None:
+                return
+            with contextlib.suppress(docker.errors.NotFound):
+                if grace > 0:
+                    self.client.api.stop(state["container"], timeout=int(max(1, grace)))
+                else:
+                    self.client.api.kill(state["container"])
+                    self.client.api.wait(state["container"], timeout=30)
+            state["killed"] = True
+
+        await asyncio.to_thread(_stop)
+
+    async def release(self, state: dict[str, Any]) -> None:
+        """Remove the container, its network, firewall elements and runtime files."""
+        await asyncio.to_thread(self._release_sync, state)
+        state["released"] = True
+        self.log.info("sandbox %s removed (exit %s)", state["id"], state.get("exit_code"))
+
+    def _release_sync(self, state: dict[str, Any]) -> None:
+        import docker.errors
+
+        info = self._inspect(state)
+        if info is not None:
+            status = self._status(state, info)
+            if status is not None and "exit_code" not in state:
+                state["exit_code"] = status
+            if state.get("one_shot") and "logs" not in state:
+                with contextlib.suppress(docker.errors.APIError):
+                    state["logs"] = list(self._logs(state))
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.api.remove_container(state["container"], force=True, v=True)
+        else:
+            # a launch that failed before its container was known: find it by label
+            for c in self.client.api.containers(all=True,
+                                                filters={"label": f"{LABEL}={state['id']}"}):
+                with contextlib.suppress(docker.errors.NotFound):
+                    self.client.api.remove_container(c["Id"], force=True, v=True)
+        if state.get("network"):
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.api.remove_network(state["network"])
+        if state.get("veth") and state.get("allowed_ports"):
+            network.remove_allowed(state["veth"])
+        with _flock(self._rt):
+            shutil.rmtree(self._dir(state["id"]), ignore_errors=True)
+            if not _registered(self._rt):
+                network.delete_table()
+
+    # ----------------------------------------------------------------- logs
+
+    def _logs(self, state: dict[str, Any]) -> tuple[str, str]:
+        cid = state["container"]
+        if state.get("one_shot"):
+            out = self.client.api.logs(cid, stdout=True, stderr=False)
+            err = self.client.api.logs(cid, stdout=False, stderr=True)
+        else:
+            out, err = self.client.api.logs(cid, stdout=True, stderr=True), b""
+        return (out[-self.max_log_bytes:].decode(errors="replace"),
+                err[-self.max_log_bytes:].decode(errors="replace"))
+
+    async def read_logs(self, state: dict[str, Any]) -> tuple[str, str]:
+        import docker.errors
+
+        if state.get("logs"):
+            return tuple(state["logs"])  # type: ignore[return-value]
+        if not state.get("container"):
+            return "", ""
+        try:
+            return await asyncio.to_thread(self._logs, state)
+        except docker.errors.NotFound:
+            return "", ""
+
+    # ------------------------------------------------------------ operations
+
+    def list(self) -> list[dict[str, Any]]:
+        """The engine's Écluse containers, as states (from the registry when there),
+        with ``alive`` set. A restarted hub finds its sandboxes here by label."""
+        out = []
+        for c in self.client.api.containers(all=True,
+                                            filters={"label": f"{BACKEND_LABEL}=docker"}):
+            sid = c["Labels"].get(LABEL, "")
+            try:
+                meta = json.loads((self._dir(sid) / "meta.json").read_text())
+            except (OSError, ValueError):
+                meta = {"backend": "docker", "id": sid, "container": c["Id"],
+                        "project": c["Labels"].get("ecluse.project"),
+                        "user": c["Labels"].get("ecluse.user"),
+                        "name": c["Labels"].get("ecluse.sandbox"),
+                        "one_shot": c["Labels"].get("ecluse.one-shot") == "1",
+                        "network": f"{self.network_prefix}{sid}", "phase": "unknown"}
+            meta["alive"] = c["State"] in ("running", "created", "restarting")
+            out.append(meta)
+        return out
+
+    def adopt(self, project: str, user: str, name: str = "workspace") -> dict[str, Any] | None:
+        """The state of the running sandbox of ``user`` in ``project`` (after a hub
+        restart without its saved state), or None."""
+        for meta in self.list():
+            if (meta.get("project"), meta.get("user"), meta.get("name") or "workspace") == (
+                    project, user, name or "workspace") and meta["alive"]:
+                return meta
+        return None
+
+    async def cleanup_orphans(self, *, min_age: float = 60.0) -> list[str]:
+        """Remove stopped sandboxes, networks without their container and registry
+        entries without a container. A sandbox younger than ``min_age`` is left."""
+        removed = []
+        now = time.time()
+        known = set()
+        for meta in await asyncio.to_thread(self.list):
+            known.add(meta["id"])
+            if meta.get("alive") or (meta.get("phase") == "starting"
+                                     and now - meta.get("created", 0) < min_age):
+                continue
+            await self.release(meta)
+            removed.append(meta["id"])
+        await asyncio.to_thread(self._sweep, known, removed, now - min_age)
+        return removed
+
+    def _sweep(self, known: set[str], removed: list[str], before: float) -> None:
+        import docker.errors
+
+        for net in self.client.api.networks(filters={"label": f"{BACKEND_LABEL}=docker"}):
+            sid = (net.get("Labels") or {}).get(LABEL, "")
+            if sid not in known:
+                meta = self._registered_meta(sid)
+                if meta and meta.get("created", 0) > before:
+                    continue
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    self.client.api.remove_network(net["Id"])
+                removed.append(sid)
+        for sid in _registered(self._rt):
+            meta = self._registered_meta(sid)
+            if (meta and meta.get("backend") == "docker" and sid not in known
+                    and meta.get("docker_url") == self.docker_url
+                    and meta.get("created", 0) <= before):
+                meta.setdefault("container", None)
+                self._release_sync(meta)
+                if sid not in removed:
+                    removed.append(sid)
+
+    def _registered_meta(self, sid: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self._dir(sid) / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None

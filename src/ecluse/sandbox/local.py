@@ -184,6 +184,30 @@ def check_host_account(user: UserIdentity, passwd: str | os.PathLike = "/etc/pas
     )
 
 
+def prepare_project_dirs(settings: Any, project: Any, user: UserIdentity) -> ProjectPaths:
+    """The project's shared folder (root:project 2770) and the user's home (user 0700),
+    on this host (the local and docker backends)."""
+    if project.gid is None:
+        raise SandboxError(
+            f"project {project.slug} has no group id yet",
+            log_message=f"project {project.slug}: gid (LDAP gidNumber) is not set",
+        )
+    root = Path(settings.projects_root).resolve()
+    pdir = root / project.slug
+    shared, homes, home = pdir / "shared", pdir / "home", pdir / "home" / user.name
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    ensure_project_volume(root, project.slug, project.quota.disk,
+                          settings.sandbox.project_volumes)  # disk quota
+    for d, mode in ((root, 0o755), (pdir, 0o755), (homes, 0o711)):
+        d.mkdir(mode=mode, parents=True, exist_ok=True)
+        _own(d, 0, 0, mode)
+    shared.mkdir(exist_ok=True)
+    _own(shared, 0, project.gid, 0o2770)
+    home.mkdir(exist_ok=True)
+    _own(home, user.uid, user.gid, 0o700)
+    return ProjectPaths(shared=shared, home=home)
+
+
 def _remove_cgroup_parents(parent: str) -> None:
     from .cgroups import CGROUP_FS, detect
 
@@ -340,25 +364,7 @@ class LocalSandbox(Sandbox):
         return ensure_host_network(self.settings, self.runtime_dir)
 
     def prepare_project_dirs(self, project: Any, user: UserIdentity) -> ProjectPaths:
-        if project.gid is None:
-            raise SandboxError(
-                f"project {project.slug} has no group id yet",
-                log_message=f"project {project.slug}: gid (LDAP gidNumber) is not set",
-            )
-        root = Path(self.settings.projects_root).resolve()
-        pdir = root / project.slug
-        shared, homes, home = pdir / "shared", pdir / "home", pdir / "home" / user.name
-        root.mkdir(mode=0o755, parents=True, exist_ok=True)
-        ensure_project_volume(root, project.slug, project.quota.disk,
-                              self.settings.sandbox.project_volumes)  # disk quota
-        for d, mode in ((root, 0o755), (pdir, 0o755), (homes, 0o711)):
-            d.mkdir(mode=mode, parents=True, exist_ok=True)
-            _own(d, 0, 0, mode)
-        shared.mkdir(exist_ok=True)
-        _own(shared, 0, project.gid, 0o2770)
-        home.mkdir(exist_ok=True)
-        _own(home, user.uid, user.gid, 0o700)
-        return ProjectPaths(shared=shared, home=home)
+        return prepare_project_dirs(self.settings, project, user)
 
     # --------------------------------------------------------------- launch
 
@@ -778,6 +784,8 @@ class LocalSandbox(Sandbox):
                 meta = json.loads((self._dir(sid) / "meta.json").read_text())
             except (OSError, ValueError):
                 meta = {"id": sid, "phase": "unknown"}
+            if meta.get("backend", "local") != "local":
+                continue  # another backend's sandbox (docker): its slot, not ours to remove
             if "cgroup" in meta:
                 meta["alive"] = bool(self._cgroups(meta).pids())
             out.append(meta)

@@ -183,3 +183,45 @@ def build(arch: str | None = None) -> bytes:
                 raise ValueError("seccomp program too long for short jumps")
         out += _insn(op, jt, jf, k)
     return out
+
+
+DOCKER_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
+
+
+def docker_profile(arch: str | None = None) -> dict:
+    """The same filter as a Docker seccomp profile (``security_opt seccomp=<json>``).
+
+    The docker backend gives its containers exactly the local backend's rules, so
+    both pass the same isolation suite: the denied calls (``EPERM``), ``clone3``
+    (``ENOSYS``), ``clone`` with a namespace flag (``EPERM``), ``socket`` and
+    ``socketpair`` of a family outside :data:`ALLOWED_SOCKET_FAMILIES`
+    (``EAFNOSUPPORT``). Only the native architecture is listed, so a call of a
+    foreign one (32-bit, x32) kills the process, as in :func:`build`.
+    """
+    arch = arch or platform.machine()
+    if arch not in DOCKER_ARCH:
+        raise ValueError(f"no seccomp profile for architecture {arch!r}")
+    col = 0 if arch == "x86_64" else 1
+    rules: list[dict] = [{
+        "names": sorted(n for n, nrs in DENIED.items() if nrs[col] is not None),
+        "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM,
+    }, {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}]
+    for bit in range(32):
+        flag = 1 << bit
+        if CLONE_NS_FLAGS & flag:
+            rules.append({"names": ["clone"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": errno.EPERM,
+                          "args": [{"index": 0, "value": flag, "valueTwo": flag,
+                                    "op": "SCMP_CMP_MASKED_EQ"}]})
+    top = max(ALLOWED_SOCKET_FAMILIES)
+    for family in range(top):
+        if family not in ALLOWED_SOCKET_FAMILIES:
+            rules.append({"names": ["socket", "socketpair"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": errno.EAFNOSUPPORT,
+                          "args": [{"index": 0, "value": family, "valueTwo": 0,
+                                    "op": "SCMP_CMP_EQ"}]})
+    rules.append({"names": ["socket", "socketpair"], "action": "SCMP_ACT_ERRNO",
+                  "errnoRet": errno.EAFNOSUPPORT,
+                  "args": [{"index": 0, "value": top, "valueTwo": 0, "op": "SCMP_CMP_GT"}]})
+    return {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [DOCKER_ARCH[arch]],
+            "syscalls": rules}

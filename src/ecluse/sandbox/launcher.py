@@ -1,0 +1,704 @@
+"""The sandbox launcher: one small root daemon through which services start sandboxes.
+
+``ecluse sandbox launcher`` (or ``python -m ecluse.sandbox.launcher``) listens
+on a Unix socket (``sandbox.launcher_socket``, mode 0660, group
+``sandbox.launcher_group``). The services — the airlock, batch, dask-gateway
+and the spawner — then run as non-root users and ask it for sandboxes through
+:class:`~ecluse.sandbox.remote.LauncherSandbox`.
+
+Each connection carries one JSON request and gets one JSON answer. The caller
+is known by the kernel-verified uid of its socket peer (``SO_PEERCRED``),
+mapped to a role (``hub``, ``airlock``, ``batch``, ``dask``) by
+``sandbox.launcher_callers``; an unknown uid is refused. Then the **policy of
+that role** decides, by allow-list, and everything it does not allow is
+refused with a message that says why, and audited
+(``sandbox.launch.refused``):
+
+* which operations (:data:`OPS`): the airlock may only ``run`` one-shot check
+  sandboxes;
+* which sandbox names (:data:`NAMES`);
+* which project: a check sandbox's project is made here (reserved
+  ``airlock-check-`` slug, the check group, the airlock's check limits, no
+  dataset); any other project must be one of the deployment's, with its
+  datasets and quota as configured here — never as sent;
+* which user: the airlock only the check uid; the others never the check uid,
+  a service's uid or a system account;
+* which host ports the sandbox may reach (:meth:`Policy.ports`) and which port
+  it serves on;
+* which mounts (:data:`MOUNTS`): one target per role, whose source must be a
+  directory the caller owns, directly under the role's own root (the airlock:
+  ``<staging>/tmp/sbx-*``). The launcher opens it component by component
+  without following symbolic links and mounts what it opened
+  (``/proc/<launcher>/fd/<n>``), so a path swapped after the check mounts
+  nothing else. ``..``, symlinks, the state directory, ``/etc``, a dataset:
+  refused.
+
+Sandboxes a caller started are its own: polling, stopping or reading another
+caller's sandbox is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import struct
+import sys
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .base import Mount, SandboxError, SandboxSpec, UserIdentity
+
+log = logging.getLogger("ecluse.sandbox.launcher")
+
+Caller = Literal["hub", "airlock", "batch", "dask"]
+Op = Literal["run", "launch", "poll", "terminate", "release", "read_logs", "host_address",
+             "prepare_project_dirs", "list"]
+
+#: what each caller may ask for (anything else: refused)
+OPS: dict[str, frozenset[str]] = {
+    "airlock": frozenset({"run"}),
+    "batch": frozenset({"launch", "poll", "terminate", "release", "read_logs",
+                        "prepare_project_dirs", "list"}),
+    "dask": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
+                       "prepare_project_dirs", "list"}),
+    "hub": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
+                      "prepare_project_dirs", "list"}),
+}
+#: the sandbox names each caller may use
+NAMES: dict[str, re.Pattern[str]] = {
+    "airlock": re.compile(r"airlock-check"),
+    "batch": re.compile(r"batch"),
+    "dask": re.compile(r"dask-[A-Za-z0-9_.-]{1,55}"),
+    "hub": re.compile(r"workspace"),
+}
+#: the one mount target each caller may ask for, and the pattern of the source
+#: folder's path relative to the caller's root (see Policy.mount_root)
+MOUNTS: dict[str, tuple[str, tuple[re.Pattern[str], ...]] | None] = {
+    "airlock": ("/airlock-check", (re.compile(r"sbx-[A-Za-z0-9_]{1,64}"),)),
+    "batch": ("/batch-input", (re.compile(r"[A-Za-z0-9_-]{1,64}"), re.compile(r"input"))),
+    "hub": ("/etc/jupyter", ()),
+    "dask": None,
+}
+
+REFUSED_EVENT = "sandbox.launch.refused"
+STARTED_EVENT = "sandbox.launch"
+MAX_REQUEST_BYTES = 1 << 20
+REQUEST_TIMEOUT = 30.0  # seconds to send one request line
+SANDBOX_ID = r"^s[0-9a-f]{10}$"
+
+
+class LaunchRefused(SandboxError):
+    """The launcher's policy refused a request; the message says why."""
+
+
+# ------------------------------------------------------------------ the wire
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WireUser(_Wire):
+    name: str = Field(max_length=64)
+    uid: int
+    gid: int
+
+
+class WireMount(_Wire):
+    source: str = Field(max_length=4096)
+    target: str = Field(max_length=4096)
+    read_only: bool = True
+
+
+class WireSpec(_Wire):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
+    project_gid: int | None = None
+    user: WireUser
+    command: list[str] = Field(min_length=1, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict)
+    port: int | None = Field(None, ge=1, le=65535)
+    allowed_ports: list[int] = Field(default_factory=list, max_length=32)
+    workdir: str | None = Field(None, max_length=4096)
+    mounts: list[WireMount] = Field(default_factory=list, max_length=8)
+    name: str = Field("", max_length=64)
+
+
+class Request(_Wire):
+    op: Op
+    caller: Caller | None = None
+    spec: WireSpec | None = None
+    one_shot: bool = False
+    id: str | None = Field(None, pattern=SANDBOX_ID)
+    timeout: float | None = Field(None, gt=0)
+    grace: float | None = Field(None, ge=0)
+    project: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{1,62}$")
+    project_gid: int | None = None
+    user: WireUser | None = None
+
+
+def wire_spec(spec: SandboxSpec) -> dict[str, Any]:
+    """A :class:`SandboxSpec` as the launcher reads it (the project by slug only)."""
+    return {
+        "project": spec.project.slug, "project_gid": spec.project.gid,
+        "user": asdict(spec.user), "command": list(spec.command), "env": dict(spec.env),
+        "port": spec.port, "allowed_ports": list(spec.allowed_ports), "workdir": spec.workdir,
+        "mounts": [{"source": str(m.source), "target": m.target, "read_only": m.read_only}
+                   for m in spec.extra_mounts],
+        "name": spec.name,
+    }
+
+
+# ------------------------------------------------------------------ the policy
+
+
+def _uid_of(user: str) -> int:
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise SandboxError(f"sandbox.launcher_callers: no system user {user!r} on this host; "
+                           "create it (the install creates ecluse-airlock and ecluse)") from None
+
+
+class Policy:
+    """What each caller may ask for, from the deployment's settings (never the request)."""
+
+    def __init__(self, settings: Any) -> None:
+        from ..airlock.settings import airlock_settings
+
+        self.settings = settings
+        self.airlock = airlock_settings(settings)
+        self.callers: dict[int, set[str]] = {}
+        for caller, user in settings.sandbox.launcher_callers.items():
+            self.callers.setdefault(_uid_of(str(user)), set()).add(caller)
+
+    def caller_of(self, uid: int, asked: str | None) -> str:
+        roles = self.callers.get(uid)
+        if not roles:
+            raise LaunchRefused(f"uid {uid} is not a caller of the sandbox launcher "
+                                "(sandbox.launcher_callers)")
+        if asked is None:
+            if len(roles) > 1:
+                raise LaunchRefused(f"uid {uid} is several callers ({', '.join(sorted(roles))}); "
+                                    "the request must name one")
+            return next(iter(roles))
+        if asked not in roles:
+            raise LaunchRefused(f"uid {uid} is not the {asked} caller")
+        return asked
+
+    def allow_op(self, caller: str, op: str) -> None:
+        if op not in OPS[caller]:
+            raise LaunchRefused(f"the {caller} may not ask the launcher to {op} "
+                                f"(allowed: {', '.join(sorted(OPS[caller]))})")
+
+    def ports(self, caller: str) -> set[int]:
+        """Host ports a sandbox of ``caller`` may reach."""
+        s = self.settings
+        if caller == "hub":
+            from ..dask.settings import dask_settings
+
+            ds = dask_settings(s)
+            return {s.hub.hub_port, self.airlock.port, ds.api_port, ds.proxy_port}
+        if caller == "dask":
+            from ..dask.settings import dask_settings
+
+            return {dask_settings(s).api_port}
+        return set()
+
+    def mount_root(self, caller: str) -> Path:
+        """The folder under which ``caller``'s one mount source must be."""
+        state = Path(self.settings.state_dir)
+        if caller == "airlock":
+            from ..airlock.storage import Staging
+
+            return Staging(self.airlock.resolved_storage_dir(state)).tmp
+        if caller == "batch":
+            from ..batch.records import ROOT_NAME
+
+            return state / ROOT_NAME
+        return state / "workspace" / "jupyter"  # the hub: the workspace Jupyter config
+
+    def reserved_uids(self) -> set[int]:
+        return {self.airlock.check_uid, *self.callers}
+
+    def project(self, caller: str, spec: WireSpec) -> Any:
+        from ..airlock.checkbox import CHECK_PROJECT_PREFIX
+        from ..config import Project, Quota
+
+        a = self.airlock
+        if caller == "airlock":
+            if not re.fullmatch(re.escape(CHECK_PROJECT_PREFIX) + r"[0-9a-f]{8}", spec.project):
+                raise LaunchRefused(f"the airlock may start check sandboxes only (project "
+                                    f"{CHECK_PROJECT_PREFIX}<8 hex digits>), not {spec.project!r}")
+            return Project(slug=spec.project, title="airlock check", ldap_group="-",
+                           gid=a.check_gid,
+                           quota=Quota(cpu=a.check_cpu, memory=a.check_memory, pids=64))
+        if spec.project.startswith(CHECK_PROJECT_PREFIX):
+            raise LaunchRefused(f"only the airlock starts check sandboxes ({spec.project})")
+        project = self.settings.projects.get(spec.project)
+        if project is None:
+            raise LaunchRefused(f"no project {spec.project!r} in this deployment")
+        gid = spec.project_gid if spec.project_gid is not None else project.gid
+        if gid is None or gid < 1000 or gid == a.check_gid:
+            raise LaunchRefused(f"project {spec.project}: group id {gid} is not allowed")
+        if project.gid is not None and gid != project.gid:
+            raise LaunchRefused(f"project {spec.project}: group id {gid} is not the project's")
+        return project.model_copy(update={"gid": gid})
+
+    def user(self, caller: str, u: WireUser) -> UserIdentity:
+        a = self.airlock
+        try:
+            user = UserIdentity(u.name, u.uid, u.gid)
+        except ValueError as e:
+            raise LaunchRefused(str(e)) from None
+        if caller == "airlock":
+            if (u.name, u.uid, u.gid) != (a.check_user, a.check_uid, a.check_gid):
+                raise LaunchRefused(
+                    f"the airlock may run checks as {a.check_user} ({a.check_uid}:"
+                    f"{a.check_gid}) only, not as {u.name} ({u.uid}:{u.gid})")
+        elif u.uid in self.reserved_uids() or u.gid == a.check_gid:
+            raise LaunchRefused(f"uid {u.uid} is reserved (the check uid or a service's)")
+        return user
+
+    def check(self, caller: str, spec: WireSpec, peer_uid: int) -> tuple[SandboxSpec, list[int]]:
+        """The spec to launch, and the fds its mounts hold open (the caller closes them)."""
+        if not NAMES[caller].fullmatch(spec.name):
+            raise LaunchRefused(f"the {caller} may not start a sandbox named {spec.name!r}")
+        project = self.project(caller, spec)
+        user = self.user(caller, spec.user)
+        allowed = self.ports(caller)
+        bad = sorted(set(spec.allowed_ports) - allowed)
+        if bad:
+            raise LaunchRefused(f"the {caller}'s sandboxes may not reach host port(s) "
+                                + ", ".join(map(str, bad)))
+        if spec.port is not None and caller in ("airlock", "batch"):
+            raise LaunchRefused(f"the {caller}'s sandboxes serve no port (asked {spec.port})")
+        if caller == "airlock" and project.datasets:  # pragma: no cover - made above
+            raise LaunchRefused("a check sandbox has no dataset")
+        fds: list[int] = []
+        try:
+            mounts = [self._mount(caller, m, peer_uid, fds) for m in spec.mounts]
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        try:
+            out = SandboxSpec(project, user, list(spec.command), env=dict(spec.env),
+                              port=spec.port, allowed_ports=list(spec.allowed_ports),
+                              workdir=spec.workdir, extra_mounts=mounts, name=spec.name)
+        except ValueError as e:
+            for fd in fds:
+                os.close(fd)
+            raise LaunchRefused(str(e)) from None
+        return out, fds
+
+    def _mount(self, caller: str, m: WireMount, peer_uid: int, fds: list[int]) -> Mount:
+        rule = MOUNTS[caller]
+        if rule is None or m.target != rule[0]:
+            raise LaunchRefused(f"the {caller} may not mount anything at {m.target!r}"
+                                + (f" (only {rule[0]})" if rule else ""))
+        if not m.read_only:
+            raise LaunchRefused(f"{m.target} must be mounted read-only")
+        root = self.mount_root(caller)
+        source = PurePosixPath(m.source)
+        if not source.is_absolute() or ".." in source.parts or str(source) != m.source.rstrip("/"):
+            raise LaunchRefused(f"mount source {m.source!r} is not a plain absolute path")
+        try:
+            rel = source.relative_to(root)
+        except ValueError:
+            raise LaunchRefused(f"the {caller} may mount folders under {root} only, "
+                                f"not {m.source}") from None
+        patterns = rule[1]
+        if len(rel.parts) != len(patterns) or not all(
+                p.fullmatch(part) for p, part in zip(patterns, rel.parts, strict=True)):
+            raise LaunchRefused(f"mount source {m.source} is not a {caller} folder")
+        fd = open_beneath(root, rel.parts)
+        fds.append(fd)
+        st = os.fstat(fd)
+        if st.st_uid != peer_uid:
+            raise LaunchRefused(f"mount source {m.source} is not the {caller}'s own "
+                                f"(owner uid {st.st_uid})")
+        return Mount(Path(f"/proc/{os.getpid()}/fd/{fd}"), m.target, read_only=True)
+
+
+def open_beneath(root: Path, parts: tuple[str, ...]) -> int:
+    """An fd of ``root/parts...``, every part opened without following a symlink."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        fd = os.open(root, flags)
+    except OSError as e:
+        raise LaunchRefused(f"{root} cannot be opened ({e.strerror})") from None
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                raise LaunchRefused(
+                    f"{root}/{'/'.join(parts)}: {part!r} is not a folder ({e.strerror}; "
+                    "symbolic links are never followed)") from None
+            os.close(fd)
+            fd = nxt
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):  # pragma: no cover - O_DIRECTORY
+            raise LaunchRefused(f"{root}/{'/'.join(parts)} is not a folder")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+class Launcher:
+    """The daemon: policy, audit, and the local backend doing the work."""
+
+    def __init__(self, settings: Any, *, audit: Any = None, backend: Any = None,
+                 check_backend: Any = None) -> None:
+        from . import backend_class, get_backend
+
+        if os.geteuid() != 0:
+            raise SandboxError("the sandbox launcher must run as root")
+        self.settings = settings
+        self.policy = Policy(settings)
+        if audit is None:
+            from ..audit import AuditLog
+
+            audit = AuditLog.from_settings(settings)
+        self.audit = audit
+        self.backend = backend or get_backend(settings)
+        # check sandboxes run the airlock's own code: this installation's environment
+        sb = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
+        self.check_backend = check_backend or backend_class("local")(
+            settings=settings.model_copy(update={"sandbox": sb}))
+        self.owners: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.mount_fds: dict[str, list[int]] = {}
+        self.handlers: set[asyncio.Task[Any]] = set()
+        # the airlock's one-shot checks at once (more wait): a flood of requests from
+        # a taken-over airlock costs the host no more than its configured checks
+        self.check_slots = asyncio.Semaphore(max(1, self.policy.airlock.check_processes))
+        self.server: asyncio.AbstractServer | None = None
+
+    # ---------------------------------------------------------------- socket
+
+    async def start(self, path: str | os.PathLike[str] | None = None) -> None:
+        path = Path(path or self.settings.sandbox.launcher_socket or "")
+        if not str(path):
+            raise SandboxError("sandbox.launcher_socket is not set")
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old = os.umask(0o177)
+        try:
+            self.server = await asyncio.start_unix_server(self._serve, path=str(path),
+                                                          limit=MAX_REQUEST_BYTES)
+        finally:
+            os.umask(old)
+        group = self.settings.sandbox.launcher_group
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            os.chown(path, 0, gid)
+            os.chmod(path, 0o660)
+        self.path = path
+        log.info("sandbox launcher on %s (callers: %s)", path, ", ".join(
+            f"{c}=uid {u}" for u, cs in self.policy.callers.items() for c in sorted(cs)))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        if self.handlers:  # requests in flight: their sandboxes stop and are removed
+            for task in self.handlers:
+                task.cancel()
+            await asyncio.wait(self.handlers, timeout=60)
+        for sid, (_caller, state) in list(self.owners.items()):
+            with contextlib.suppress(Exception):
+                if state.get("one_shot"):
+                    await self.backend.stop(state, grace=0)
+            self.owners.pop(sid, None)
+        for fds in self.mount_fds.values():
+            self._close(fds)
+        self.mount_fds.clear()
+
+    @staticmethod
+    def _close(fds: list[int]) -> None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
+        sock = writer.get_extra_info("socket")
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            if not line:  # connected and left (a readiness probe): nothing asked
+                writer.close()
+                return
+            answer = await self.handle(uid, pid, line, reader)
+        except Exception as e:  # noqa: BLE001 - the answer says what failed
+            log.exception("launcher request from uid %s failed", uid)
+            answer = {"ok": False, "error": f"the launcher failed ({type(e).__name__})"}
+        with contextlib.suppress(ConnectionError):
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+            writer.close()
+
+    # ------------------------------------------------------------- requests
+
+    async def handle(self, uid: int, pid: int, line: bytes,
+                     reader: asyncio.StreamReader | None = None) -> dict[str, Any]:
+        caller = None
+        op = None
+        try:
+            try:
+                req = Request.model_validate_json(line)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(x) for x in first["loc"])
+                raise LaunchRefused(f"malformed request: {where}: {first['msg']}") from None
+            op = req.op
+            caller = self.policy.caller_of(uid, req.caller)
+            self.policy.allow_op(caller, req.op)
+            result = await getattr(self, "_op_" + req.op)(caller, uid, req, reader)
+        except SandboxError as e:
+            refused = isinstance(e, LaunchRefused)
+            if refused:
+                log.warning("refused uid %s (%s) %s: %s", uid, caller or "unknown", op, e)
+                await asyncio.to_thread(
+                    self.audit.record, REFUSED_EVENT, actor=f"uid:{uid}", outcome="denied",
+                    caller=caller, op=op, pid=pid, reason=str(e))
+            return {"ok": False, "refused": refused, "error": str(e)}
+        return {"ok": True, **result}
+
+    async def _audit_start(self, caller: str, uid: int, spec: SandboxSpec, sid: str) -> None:
+        await asyncio.to_thread(
+            self.audit.record, STARTED_EVENT, actor=f"uid:{uid}", project=spec.project.slug,
+            caller=caller, sandbox=sid, name=spec.name, user=spec.user.name)
+
+    def _spec(self, caller: str, uid: int, req: Request) -> tuple[SandboxSpec, list[int]]:
+        if req.spec is None:
+            raise LaunchRefused(f"{req.op}: no spec")
+        return self.policy.check(caller, req.spec, uid)
+
+    async def _op_run(self, caller: str, uid: int, req: Request,
+                      reader: asyncio.StreamReader | None) -> dict[str, Any]:
+        spec, fds = self._spec(caller, uid, req)
+        limit = self.policy.airlock.check_timeout if caller == "airlock" else None
+        timeout = req.timeout if limit is None else min(req.timeout or limit, limit)
+        backend = self.check_backend if caller == "airlock" else self.backend
+        slots = self.check_slots if caller == "airlock" else contextlib.nullcontext()
+        try:
+            await self._audit_start(caller, uid, spec, "run")
+            task = asyncio.ensure_future(self._run_in(slots, backend, spec, timeout))
+            try:
+                if reader is not None:
+                    # the caller going away (a crash, a cancelled check) stops the sandbox
+                    gone = asyncio.ensure_future(reader.read(1))
+                    try:
+                        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        gone.cancel()
+                    if not task.done():
+                        raise SandboxError("the caller went away: sandbox stopped")
+                result = await task
+            except BaseException:
+                if not task.done():  # the caller went away, or the launcher stops
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if caller == "airlock":
+                await asyncio.to_thread(self._remove_check_dirs, spec.project.slug)
+        return {"result": asdict(result)}
+
+    @staticmethod
+    async def _run_in(slots: Any, backend: Any, spec: SandboxSpec, timeout: float | None) -> Any:
+        async with slots:
+            return await backend.run(spec, timeout=timeout)
+
+    def _remove_check_dirs(self, slug: str) -> None:
+        root = Path(self.settings.projects_root)
+        shutil.rmtree(root / slug, ignore_errors=True)
+
+    async def _op_launch(self, caller: str, uid: int, req: Request,
+                         reader: Any) -> dict[str, Any]:
+        spec, fds = self._spec(caller, uid, req)
+        try:
+            state = await self.backend.launch(spec, one_shot=req.one_shot)
+        except BaseException:
+            self._close(fds)
+            raise
+        # bubblewrap binds the mount sources after it reports the sandbox started:
+        # their fds stay open until the sandbox is released
+        self.mount_fds[state["id"]] = fds
+        self.owners[state["id"]] = (caller, state)
+        state["caller"] = caller
+        if hasattr(self.backend, "_save_meta"):
+            await asyncio.to_thread(self.backend._save_meta, state)
+        await self._audit_start(caller, uid, spec, state["id"])
+        return {"state": state}
+
+    def _owned(self, caller: str, req: Request) -> dict[str, Any] | None:
+        """The launcher's own state of sandbox ``req.id`` (None: gone); refused unless
+        ``caller`` started it."""
+        if req.id is None:
+            raise LaunchRefused(f"{req.op}: no sandbox id")
+        if req.id in self.owners:
+            owner, state = self.owners[req.id]
+        else:  # started before a restart of the launcher: its meta data on disk
+            meta = Path(getattr(self.backend, "runtime_dir", "/run/ecluse")) / "sandboxes" \
+                / req.id / "meta.json"
+            try:
+                state = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                return None
+            owner = state.get("caller")
+        if owner != caller:
+            raise LaunchRefused(f"sandbox {req.id} is not the {caller}'s")
+        return state
+
+    async def _op_poll(self, caller: str, uid: int, req: Request, reader: Any) -> dict[str, Any]:
+        state = self._owned(caller, req)
+        if state is None:
+            return {"gone": True}
+        status = await self.backend.poll(state)
+        if status is not None:  # ended: its mounts are gone
+            self._close(self.mount_fds.pop(state["id"], []))
+        return {"status": status, "state": state}
+
+    async def _op_terminate(self, caller: str, uid: int, req: Request,
+                            reader: Any) -> dict[str, Any]:
+        state = self._owned(caller, req)
+        if state is not None:
+            await self.backend.terminate(state, req.grace)
+        return {"state": state}
+
+    async def _op_release(self, caller: str, uid: int, req: Request,
+                          reader: Any) -> dict[str, Any]:
+        state = self._owned(caller, req)
+        if state is not None:
+            await self.backend.release(state)
+            self.owners.pop(state["id"], None)
+            self._close(self.mount_fds.pop(state["id"], []))
+        return {"state": state}
+
+    async def _op_read_logs(self, caller: str, uid: int, req: Request,
+                            reader: Any) -> dict[str, Any]:
+        state = self._owned(caller, req)
+        out, err = await self.backend.read_logs(state) if state is not None else ("", "")
+        return {"stdout": out, "stderr": err}
+
+    async def _op_list(self, caller: str, uid: int, req: Request, reader: Any) -> dict[str, Any]:
+        """The caller's own registered sandboxes (e.g. one-shot runs of a service that
+        restarted), with ``alive`` set."""
+        listing = getattr(self.backend, "list", None)
+        metas = await asyncio.to_thread(listing) if listing is not None else []
+        return {"sandboxes": [m for m in metas if m.get("caller") == caller]}
+
+    async def _op_host_address(self, caller: str, uid: int, req: Request,
+                               reader: Any) -> dict[str, Any]:
+        return {"address": await asyncio.to_thread(self.backend.host_address)}
+
+    async def _op_prepare_project_dirs(self, caller: str, uid: int, req: Request,
+                                       reader: Any) -> dict[str, Any]:
+        if req.project is None or req.user is None:
+            raise LaunchRefused("prepare_project_dirs: project and user are required")
+        wire = WireSpec(project=req.project, project_gid=req.project_gid, user=req.user,
+                        command=["true"])
+        project, user = self.policy.project(caller, wire), self.policy.user(caller, req.user)
+        paths = await asyncio.to_thread(self.backend.prepare_project_dirs, project, user)
+        return {"shared": str(paths.shared), "home": str(paths.home)}
+
+
+class LauncherProcess:
+    """The launcher as a child process of ``ecluse up`` (root), from the same config file."""
+
+    def __init__(self, settings: Any, *, log_file: Any = None) -> None:
+        self.settings = settings
+        self.log_file = log_file
+        self.proc: Any = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        import subprocess
+        import time
+
+        if not self.settings.config_file:
+            raise SandboxError("the sandbox launcher needs the settings' file "
+                               "(sandbox.launcher_socket is set but no config file is known)")
+        path = str(self.settings.sandbox.launcher_socket)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecluse.sandbox.launcher", "--config",
+             str(self.settings.config_file)],
+            stdin=subprocess.DEVNULL, stdout=self.log_file,
+            stderr=subprocess.STDOUT if self.log_file else None, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SandboxError(f"the sandbox launcher exited with status "
+                                   f"{self.proc.returncode} (its log says why)")
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise SandboxError(f"the sandbox launcher did not listen on {path} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        import signal
+        import subprocess
+
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+
+async def serve(settings: Any) -> None:
+    """Run the launcher until SIGTERM/SIGINT."""
+    import signal
+
+    launcher = Launcher(settings)
+    await launcher.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await launcher.close()
+
+
+if __name__ == "__main__":
+    from ..cli import main
+
+    raise SystemExit(main(["sandbox", "launcher", *sys.argv[1:]]))

@@ -1,0 +1,128 @@
+"""The ``launcher`` client: the :class:`Sandbox` interface over the launcher's socket.
+
+A service that does not run as root (the airlock, batch, dask-gateway, the
+spawner, when ``sandbox.launcher_socket`` is set) starts its sandboxes through
+:class:`LauncherSandbox`; its code keeps the same shape. The launcher
+(:mod:`ecluse.sandbox.launcher`) decides what the caller may ask for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from traitlets import Float, Unicode
+
+from .base import ProjectPaths, RunResult, Sandbox, SandboxError, SandboxSpec, UserIdentity
+from .launcher import MAX_REQUEST_BYTES, LaunchRefused, wire_spec
+
+
+class LauncherSandbox(Sandbox):
+    """Sandboxes started by the privileged launcher, as the ``caller`` role."""
+
+    caller = Unicode(help="The role this service has with the launcher (hub, airlock, batch, "
+                     "dask).").tag(config=True)
+    socket_path = Unicode(help="The launcher's socket (default: sandbox.launcher_socket)."
+                          ).tag(config=True)
+    connect_timeout = Float(10.0, help="Seconds to reach the launcher.").tag(config=True)
+
+    def _path(self) -> str:
+        path = self.socket_path or str(self.settings.sandbox.launcher_socket or "")
+        if not path:
+            raise SandboxError("sandboxes are unavailable",
+                               log_message="sandbox.launcher_socket is not set")
+        return path
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request to the launcher; its answer, or :class:`SandboxError`."""
+        path = self._path()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(path, limit=MAX_REQUEST_BYTES * 16),
+                self.connect_timeout)
+        except (OSError, TimeoutError) as e:
+            raise SandboxError(
+                "sandboxes are unavailable (the sandbox launcher is not running)",
+                log_message=f"cannot reach the sandbox launcher at {path}: {e}") from None
+        try:
+            body = {"op": op, "caller": self.caller or None, **fields}
+            writer.write(json.dumps(body).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+        if not line:
+            raise SandboxError("the sandbox launcher gave no answer",
+                               log_message=f"launcher {path}: connection closed on {op}")
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            error = answer.get("error", "refused")
+            cls = LaunchRefused if answer.get("refused") else SandboxError
+            raise cls(f"the sandbox launcher refused: {error}" if answer.get("refused")
+                      else "the sandbox could not be started",
+                      log_message=f"launcher {op}: {error}")
+        return answer
+
+    # ------------------------------------------------------------- the interface
+
+    async def launch(self, spec: SandboxSpec, *, one_shot: bool = False) -> dict[str, Any]:
+        return (await self.request("launch", spec=wire_spec(spec), one_shot=one_shot))["state"]
+
+    async def run(self, spec: SandboxSpec, timeout: float | None = None) -> RunResult:
+        """One-shot, run by the launcher itself (it stops the sandbox if we go away)."""
+        answer = await self.request("run", spec=wire_spec(spec), timeout=timeout)
+        return RunResult(**answer["result"])
+
+    async def poll(self, state: dict[str, Any]) -> int | None:
+        if state.get("released"):
+            return state.get("exit_code", 0)
+        answer = await self.request("poll", id=state["id"])
+        if answer.get("gone"):
+            return state.get("exit_code", 0)
+        state.update({k: v for k, v in (answer.get("state") or {}).items()
+                      if k in ("exit_code", "oom_killed", "killed")})
+        return answer["status"]
+
+    async def terminate(self, state: dict[str, Any], grace: float | None = None) -> None:
+        answer = await self.request("terminate", id=state["id"], grace=grace)
+        if answer.get("state") and answer["state"].get("killed"):
+            state["killed"] = True
+
+    async def release(self, state: dict[str, Any]) -> None:
+        answer = await self.request("release", id=state["id"])
+        final = answer.get("state") or {}
+        if "exit_code" in final:
+            state["exit_code"] = final["exit_code"]
+        state["released"] = True
+
+    async def read_logs(self, state: dict[str, Any]) -> tuple[str, str]:
+        answer = await self.request("read_logs", id=state["id"])
+        return answer["stdout"], answer["stderr"]
+
+    def list(self) -> list[dict[str, Any]]:
+        """This caller's registered sandboxes (alive or not)."""
+        return _sync(self.request("list"))["sandboxes"]
+
+    def host_address(self) -> str:
+        return _sync(self.request("host_address"))["address"]
+
+    def prepare_project_dirs(self, project: Any, user: UserIdentity) -> ProjectPaths:
+        answer = _sync(self.request(
+            "prepare_project_dirs", project=project.slug, project_gid=project.gid,
+            user={"name": user.name, "uid": user.uid, "gid": user.gid}))
+        return ProjectPaths(shared=Path(answer["shared"]), home=Path(answer["home"]))
+
+
+def _sync(coro: Any) -> dict[str, Any]:
+    """Run ``coro`` from synchronous code (in a thread of its own inside an event loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+

@@ -1,0 +1,496 @@
+"""The sandbox launcher: services start sandboxes through it, each within its policy.
+
+A real launcher (:class:`ecluse.sandbox.launcher.Launcher`, root, on a Unix
+socket) runs in a thread of the test; its callers are real processes running
+as other uids (``subprocess`` with ``user=``), so the launcher knows them by
+``SO_PEERCRED`` as in production. Every refusal is checked in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecluse.audit import AuditLog
+from ecluse.config import Settings
+from ecluse.sandbox import sandbox_for
+from ecluse.sandbox.cgroups import Cgroups
+from ecluse.sandbox.launcher import REFUSED_EVENT, STARTED_EVENT, Launcher
+from ecluse.sandbox.local import LocalSandbox
+
+pytestmark = pytest.mark.timeout(240)
+
+AIRLOCK_UID = 64950  # the airlock service's user (a system account in production)
+STRANGER_UID = 64951  # a local user who is no caller
+BATCH_UID = 64952  # the batch service's user
+HUB_UID = 0
+
+
+class LauncherThread:
+    """A real launcher serving on its socket from an event loop in a thread."""
+
+    def __init__(self, settings: Settings, backend: LocalSandbox):
+        self.settings = settings
+        self.launcher = Launcher(settings, backend=backend)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> LauncherThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.launcher.start(), self.loop).result(30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.launcher.close(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+@pytest.fixture
+def launch_settings(deployment: Settings, sandbox_tmp: Path) -> Iterator[Settings]:
+    storage = Path(tempfile_dir(sandbox_tmp, "airlock-"))
+    (storage / "tmp").mkdir(mode=0o700)
+    (storage / "objects").mkdir(mode=0o700)
+    for p in (storage, storage / "tmp", storage / "objects"):
+        os.chown(p, AIRLOCK_UID, AIRLOCK_UID)
+    run = Path(tempfile_dir(sandbox_tmp, "launcher-"))
+    os.chmod(run, 0o755)
+    sandbox = deployment.sandbox.model_copy(update={
+        "launcher_socket": run / "launcher.sock",
+        "launcher_group": str(AIRLOCK_UID),
+        "launcher_callers": {"airlock": str(AIRLOCK_UID), "hub": str(HUB_UID),
+                             "batch": str(BATCH_UID)},
+    })
+    airlock = deployment.airlock.model_copy(update={
+        "storage_dir": storage, "check_timeout": 60.0, "check_memory": 512 * 1024**2})
+    yield deployment.model_copy(update={"sandbox": sandbox, "airlock": airlock,
+                                        "audit_database_url": f"sqlite:///{run}/audit.sqlite"})
+    shutil.rmtree(storage, ignore_errors=True)
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def tempfile_dir(parent: Path, prefix: str) -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=prefix, dir=parent)
+
+
+@pytest.fixture
+def launcher(launch_settings: Settings, backend) -> Iterator[LauncherThread]:
+    with LauncherThread(launch_settings, backend) as lt:
+        yield lt
+    projects = Path(launch_settings.projects_root)
+    left = [p.name for p in projects.iterdir()] if projects.exists() else []
+    assert not [n for n in left if n.startswith("airlock-check-")], left
+
+
+ASK = textwrap.dedent(r"""
+    import json, socket, sys
+    out = []
+    for req in json.loads(sys.argv[2]):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        s.sendall(json.dumps(req).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        out.append(json.loads(data))
+    print(json.dumps(out))
+""")
+
+
+def as_user(uid: int) -> list[str]:
+    """The prefix running a command as ``uid`` (group: the socket's), no capabilities."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={AIRLOCK_UID}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all"]
+
+
+def ask(settings: Settings, uid: int, *requests: dict) -> list[dict]:
+    """Send raw requests to the launcher from a process running as ``uid``."""
+    proc = subprocess.run(
+        [*as_user(uid), sys.executable, "-I", "-c", ASK, str(settings.sandbox.launcher_socket),
+         json.dumps(list(requests))], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def check_spec(settings: Settings, **changes) -> dict:
+    """A request the airlock's policy allows (a check sandbox), with ``changes``."""
+    a = settings.airlock
+    spec = {
+        "project": "airlock-check-0123abcd", "project_gid": a.check_gid,
+        "user": {"name": a.check_user, "uid": a.check_uid, "gid": a.check_gid},
+        "command": ["/bin/true"], "env": {}, "port": None, "allowed_ports": [],
+        "workdir": "/tmp", "mounts": [], "name": "airlock-check",
+    }
+    spec.update(changes)
+    return spec
+
+
+def refusals(settings: Settings) -> list[dict]:
+    audit = AuditLog.from_settings(settings, writer=False)
+    return [r.details | {"actor": r.actor, "outcome": r.outcome}
+            for r in audit.records() if r.event == REFUSED_EVENT]
+
+
+def _sbx(settings: Settings, name: str = "sbx-job", owner: int = AIRLOCK_UID) -> Path:
+    d = Path(settings.airlock.storage_dir) / "tmp" / name
+    d.mkdir()
+    os.chown(d, owner, owner)
+    return d
+
+
+def test_the_airlock_may_run_check_sandboxes_only(launch_settings, launcher):
+    s = launch_settings
+    hub_port = s.hub.hub_port
+    cases = [
+        # a workspace (a long-running server) instead of a check
+        ({"op": "launch", "spec": check_spec(s, name="workspace")},
+         "the airlock may not ask the launcher to launch (allowed: run)"),
+        ({"op": "run", "spec": check_spec(s, name="workspace")},
+         "may not start a sandbox named 'workspace'"),
+        # a project with its datasets under /data
+        ({"op": "run", "spec": check_spec(s, project="covid-los", project_gid=7001)},
+         "the airlock may start check sandboxes only"),
+        # a port to serve on, a host port to reach
+        ({"op": "run", "spec": check_spec(s, port=8888)}, "serve no port"),
+        ({"op": "run", "spec": check_spec(s, allowed_ports=[hub_port])},
+         f"may not reach host port(s) {hub_port}"),
+        # another uid: a researcher's, root's
+        ({"op": "run", "spec": check_spec(s, user={"name": "alice", "uid": 5001, "gid": 5001})},
+         "may run checks as ecluse-check (64900:64900) only, not as alice"),
+        ({"op": "run", "spec": check_spec(s, user={"name": "root", "uid": 0, "gid": 0})},
+         "uid/gid 0/0 below 1000"),
+        # other operations
+        ({"op": "host_address"}, "the airlock may not ask the launcher to host_address"),
+        ({"op": "poll", "id": "s0123456789"}, "the airlock may not ask the launcher to poll"),
+        # acting as another caller
+        ({"op": "launch", "caller": "hub", "spec": check_spec(s)}, "is not the hub caller"),
+    ]
+    answers = ask(s, AIRLOCK_UID, *[req for req, _ in cases])
+    for (req, expected), answer in zip(cases, answers, strict=True):
+        assert answer["ok"] is False and answer["refused"] is True, (req, answer)
+        assert expected in answer["error"], (expected, answer["error"])
+    audited = refusals(s)
+    assert len(audited) == len(cases)
+    assert {r["actor"] for r in audited} == {f"uid:{AIRLOCK_UID}"}
+    assert [r["reason"] for r in audited] == [a["error"] for a in answers]
+    assert all(r["outcome"] == "denied" for r in audited)
+    assert launcher.launcher.owners == {}
+
+
+def test_check_mounts_are_the_airlocks_own_folders_only(launch_settings, launcher):
+    s = launch_settings
+    tmp = Path(s.airlock.storage_dir) / "tmp"
+    good = _sbx(s, "sbx-good")
+    _sbx(s, "sbx-roots", owner=0)  # a folder the airlock does not own
+    (tmp / "sbx-link").symlink_to(s.state_dir)  # a symlink to the state directory
+    (tmp / "sbx-etc").symlink_to("/etc")
+
+    def mount(source, target="/airlock-check", read_only=True):
+        return check_spec(s, mounts=[{"source": str(source), "target": target,
+                                      "read_only": read_only}])
+
+    cases = [
+        (mount(s.state_dir), f"may mount folders under {tmp} only"),
+        (mount("/etc"), f"may mount folders under {tmp} only"),
+        (mount(s.state_dir, target="/etc"), "may not mount anything at '/etc'"),
+        (mount(f"{good}/../../../state"), "is not a plain absolute path"),
+        (mount(tmp / "sbx-link"), "'sbx-link' is not a folder"),
+        (mount(tmp / "sbx-etc"), "'sbx-etc' is not a folder"),
+        (mount(tmp / "sbx-roots"), "is not the airlock's own (owner uid 0)"),
+        (mount(good, read_only=False), "must be mounted read-only"),
+        (mount(tmp), "is not a airlock folder"),
+        (mount(Path(s.projects["covid-los"].datasets[0].path), target="/data/covid"),
+         "may not mount anything at '/data/covid'"),
+    ]
+    answers = ask(s, AIRLOCK_UID, *[{"op": "run", "spec": spec} for spec, _ in cases])
+    for (_spec, expected), answer in zip(cases, answers, strict=True):
+        assert answer["ok"] is False and answer["refused"], answer
+        assert expected in answer["error"], (expected, answer["error"])
+    assert len(refusals(s)) == len(cases)
+
+
+def test_an_unknown_uid_is_refused(launch_settings, launcher):
+    s = launch_settings
+    [answer] = ask(s, STRANGER_UID, {"op": "run", "spec": check_spec(s)})
+    assert answer == {"ok": False, "refused": True, "error":
+                      f"uid {STRANGER_UID} is not a caller of the sandbox launcher "
+                      "(sandbox.launcher_callers)"}
+    [rec] = refusals(s)
+    assert rec["actor"] == f"uid:{STRANGER_UID}" and rec["caller"] is None
+
+
+def test_a_hub_may_not_start_check_sandboxes_nor_use_reserved_uids(launch_settings, launcher):
+    s = launch_settings
+    a = s.airlock
+    cases = [
+        ({"op": "run", "spec": check_spec(s)}, "the hub may not ask the launcher to run"),
+        ({"op": "launch", "spec": check_spec(s, name="workspace")},
+         "only the airlock starts check sandboxes"),
+        ({"op": "launch", "spec": check_spec(s, name="workspace", project="covid-los",
+                                             project_gid=7001)},
+         f"uid {a.check_uid} is reserved"),
+        ({"op": "launch", "spec": check_spec(
+            s, name="workspace", project="covid-los", project_gid=7002,
+            user={"name": "alice", "uid": 5001, "gid": 5001})},
+         "group id 7002 is not the project's"),
+        ({"op": "launch", "spec": check_spec(
+            s, name="workspace", project="nope-proj",
+            user={"name": "alice", "uid": 5001, "gid": 5001})},
+         "no project 'nope-proj'"),
+    ]
+    answers = ask(s, HUB_UID, *[req for req, _ in cases])
+    for (_req, expected), answer in zip(cases, answers, strict=True):
+        assert answer["ok"] is False and answer["refused"], answer
+        assert expected in answer["error"], (expected, answer["error"])
+
+
+CHECKER = textwrap.dedent(r"""
+    import json, sys
+    from pathlib import Path
+    from ecluse.airlock.checkbox import SandboxChecker
+    from ecluse.config import Settings
+    from ecluse.sdc import DisclosurePolicy
+    settings = Settings.model_validate_json(sys.argv[1])
+    chk = SandboxChecker(settings, settings.airlock)
+    assert type(chk.backend).__name__ == "LauncherSandbox"
+    out = {}
+    for name, path in json.loads(sys.argv[2]):
+        tmp = Path(settings.airlock.storage_dir) / "tmp"
+        out[name] = chk(Path(path), name, DisclosurePolicy(), tmp, 200)
+    print(json.dumps(out))
+""")
+
+
+def test_the_airlock_checks_through_the_launcher_as_a_non_root_user(launch_settings, launcher):
+    s = launch_settings
+    objects = Path(s.airlock.storage_dir) / "objects"
+    rows = "".join(f"P{100000 + i},{20 + i % 70},{1 + i % 29}\n" for i in range(40))
+    files = {
+        "patients.csv": "patient_id,age,los_days\n" + rows,
+        "counts_small.csv": "sex,age_band,n\nF,18-40,25\nF,41-65,3\nM,18-40,31\nM,41-65,40\n",
+        "counts_safe.csv": "sex,age_band,n\nF,18-40,25\nF,41-65,13\nM,18-40,31\nM,41-65,40\n",
+    }
+    staged = []
+    for name, text in files.items():
+        obj = objects / name.replace(".", "-")
+        obj.write_text(text)
+        os.chown(obj, AIRLOCK_UID, AIRLOCK_UID)
+        obj.chmod(0o400)
+        staged.append((name, str(obj)))
+    proc = subprocess.run(
+        [*as_user(AIRLOCK_UID), sys.executable, "-I", "-c", CHECKER, s.model_dump_json(),
+         json.dumps(staged)], capture_output=True, text=True, timeout=180, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    verdicts = {name: r["report"]["verdict"] for name, r in out.items()}
+    assert verdicts == {"patients.csv": "block", "counts_small.csv": "fail",
+                        "counts_safe.csv": "pass"}, out
+    assert "P100000" not in proc.stdout
+    # each check ran in a sandbox the launcher started as the airlock's caller, as the
+    # check uid; nothing is left in the staging area
+    audit = AuditLog.from_settings(s, writer=False)
+    started = [r for r in audit.records() if r.event == STARTED_EVENT]
+    assert len(started) == 3
+    assert all(r.details["caller"] == "airlock" and r.actor == f"uid:{AIRLOCK_UID}"
+               and r.details["user"] == s.airlock.check_user for r in started)
+    assert list((Path(s.airlock.storage_dir) / "tmp").iterdir()) == []
+
+
+def test_the_hub_starts_workspaces_through_the_launcher_and_owns_them(launch_settings, launcher,
+                                                                      covid):
+    from ecluse.sandbox import Mount, SandboxSpec, UserIdentity
+
+    s = launch_settings
+    hub = sandbox_for(s, "hub")
+    assert type(hub).__name__ == "LauncherSandbox"
+    alice = UserIdentity("alice", 5001, 5001)
+    jupyter = Path(s.state_dir) / "workspace" / "jupyter"  # the export guard's config
+    jupyter.mkdir(parents=True, exist_ok=True)
+    (jupyter / "jupyter_server_config.json").write_text("{}")
+    spec = SandboxSpec(covid, alice, ["/bin/sh", "-c", "id -u; ls /data /etc/jupyter; sleep 30"],
+                       name="workspace", allowed_ports=[s.hub.hub_port],
+                       extra_mounts=[Mount(jupyter, "/etc/jupyter")])
+
+    async def scenario():
+        state = await hub.launch(spec)
+        try:
+            assert await hub.poll(state) is None
+            # the batch service may not stop, poll or read another caller's sandbox
+            answers = await asyncio.to_thread(
+                ask, s, BATCH_UID, {"op": "terminate", "id": state["id"]},
+                {"op": "read_logs", "id": state["id"]})
+            for answer in answers:
+                assert answer["refused"] and answer["error"] == (
+                    f"sandbox {state['id']} is not the batch's"), answer
+            assert await hub.poll(state) is None
+            # a project's datasets come from the launcher's settings, not the request
+            out = ""
+            for _ in range(100):
+                out, _err = await hub.read_logs(state)
+                if "jupyter_server_config.json" in out:
+                    break
+                await asyncio.sleep(0.05)
+            assert out.split() == ["5001", "/data:", "covid", "/etc/jupyter:",
+                                   "jupyter_server_config.json"], out
+        finally:
+            await hub.stop(state, grace=0)
+        assert state["released"] and await hub.poll(state) is not None
+
+    asyncio.run(scenario())
+    assert launcher.launcher.owners == {}
+    assert [r["caller"] for r in refusals(s)] == ["batch", "batch"]
+
+
+def test_a_check_whose_caller_goes_away_is_stopped(launch_settings, launcher):
+    """A killed airlock (or a cancelled check) leaves no sandbox running."""
+    s = launch_settings
+    req = {"op": "run", "timeout": 120, "spec": check_spec(s, command=["/bin/sleep", "100"])}
+    client = subprocess.Popen(
+        [*as_user(AIRLOCK_UID), sys.executable, "-I", "-c", ASK,
+         str(s.sandbox.launcher_socket), json.dumps([req])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    check = launcher.launcher.check_backend
+    try:
+        deadline = time.monotonic() + 60
+        while not check._children and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [sid] = list(check._children)
+        while not Cgroups(sid).pids() and time.monotonic() < deadline:  # sleep is running
+            time.sleep(0.05)
+        assert Cgroups(sid).pids()
+    finally:
+        client.kill()
+        client.wait(10)
+    deadline = time.monotonic() + 30
+    while Path(f"/run/ecluse/sandboxes/{sid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/run/ecluse/sandboxes/{sid}").exists()
+    assert not Cgroups(sid).exists()
+    assert check._children == {}
+
+
+def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_settings,
+                                                                        launcher):
+    s = launch_settings
+    runs = Path(s.state_dir) / "batch-records"
+    inputs = runs / "r42" / "input"
+    inputs.mkdir(parents=True)
+    (inputs / "notebook.ipynb").write_text("the run's notebook\n")
+    for p in (runs / "r42", inputs, inputs / "notebook.ipynb"):
+        os.chown(p, BATCH_UID, BATCH_UID)
+    os.chmod(inputs / "notebook.ipynb", 0o444)
+    try:
+        def spec(source, **changes):
+            return check_spec(s, **{
+                "project": "covid-los", "project_gid": 7001, "name": "batch",
+                "user": {"name": "alice", "uid": 5001, "gid": 5001}, "workdir": None,
+                "command": ["/bin/sh", "-c", "cat /batch-input/notebook.ipynb; ls /data"],
+                "mounts": [{"source": str(source), "target": "/batch-input",
+                            "read_only": True}], **changes})
+
+        refused = ask(s, BATCH_UID,
+                      {"op": "launch", "one_shot": True, "spec": spec(runs)},
+                      {"op": "launch", "one_shot": True, "spec": spec(s.state_dir)},
+                      {"op": "launch", "one_shot": True, "spec": spec(inputs, port=8888)},
+                      {"op": "run", "spec": spec(inputs)})
+        assert [a["error"] for a in refused] == [
+            f"mount source {runs} is not a batch folder",
+            f"the batch may mount folders under {runs} only, not {s.state_dir}",
+            "the batch's sandboxes serve no port (asked 8888)",
+            "the batch may not ask the launcher to run (allowed: launch, list, poll, "
+            "prepare_project_dirs, read_logs, release, terminate)",
+        ]
+        [started] = ask(s, BATCH_UID, {"op": "launch", "one_shot": True, "spec": spec(inputs)})
+        assert started["ok"], started
+        sid = started["state"]["id"]
+        for _ in range(200):
+            [polled] = ask(s, BATCH_UID, {"op": "poll", "id": sid})
+            if polled["status"] is not None:
+                break
+            time.sleep(0.05)
+        logs, released = ask(s, BATCH_UID, {"op": "read_logs", "id": sid},
+                             {"op": "release", "id": sid})
+        assert polled["status"] == 0, logs
+        assert logs["stdout"].split() == ["the", "run's", "notebook", "covid"], logs
+        assert released["ok"] and not Path(f"/run/ecluse/sandboxes/{sid}").exists()
+        # a run left by a batch service that restarted: listed for the batch (only) and
+        # stopped by it
+        [started] = ask(s, BATCH_UID, {"op": "launch", "one_shot": True,
+                                       "spec": spec(inputs, command=["/bin/sleep", "60"])})
+        sid = started["state"]["id"]
+        mine, = ask(s, BATCH_UID, {"op": "list"})
+        assert [(m["id"], m["alive"]) for m in mine["sandboxes"]] == [(sid, True)]
+        assert sid in [m["id"] for m in launcher.launcher.backend.list()]
+        hubs = asyncio.run(asyncio.to_thread(sandbox_for(s, "hub").list))
+        assert hubs == []
+        stopped, released, polled = ask(s, BATCH_UID, {"op": "terminate", "id": sid, "grace": 0},
+                                        {"op": "release", "id": sid}, {"op": "poll", "id": sid})
+        assert stopped["ok"] and released["ok"] and polled == {"ok": True, "gone": True}
+    finally:
+        shutil.rmtree(runs)
+
+
+def test_the_embedded_stack_starts_and_stops_the_launcher(launch_settings):
+    """``ecluse up`` as root with ``sandbox.launcher_socket``: the launcher runs as a child
+    process from the same config file, and is gone with the stack."""
+    import yaml
+
+    from ecluse.config import load_settings
+    from ecluse.dev.stack import Stack
+
+    s = launch_settings
+    folder = Path(s.sandbox.launcher_socket).parent
+    (folder / "projects.yaml").write_text("projects: {}\n")
+    data = json.loads(s.model_dump_json())
+    data["projects_file"] = str(folder / "projects.yaml")
+    (folder / "ecluse.yaml").write_text(yaml.safe_dump(data))
+    stack = Stack(load_settings(folder / "ecluse.yaml"))
+    try:
+        stack.start_launcher()
+        assert stack.launcher is not None and stack.launcher.proc.poll() is None
+        [answer] = ask(s, STRANGER_UID, {"op": "run", "spec": check_spec(s)})
+        assert answer["error"] == (f"uid {STRANGER_UID} is not a caller of the sandbox "
+                                   "launcher (sandbox.launcher_callers)")
+        proc = stack.launcher.proc
+    finally:
+        stack.stop()
+    assert proc.returncode == 0 and stack.launcher is None
+    assert not Path(s.sandbox.launcher_socket).exists()
+
+
+def test_an_unprivileged_airlock_without_a_launcher_refuses_to_start(launch_settings):
+    s = launch_settings
+    settings = s.model_copy(update={"sandbox": s.sandbox.model_copy(
+        update={"launcher_socket": None})})
+    code = textwrap.dedent("""
+        import sys
+        from ecluse.airlock.checkbox import CheckSandboxUnavailable, SandboxChecker
+        from ecluse.config import Settings
+        settings = Settings.model_validate_json(sys.argv[1])
+        try:
+            SandboxChecker(settings, settings.airlock)
+        except CheckSandboxUnavailable as e:
+            print(e)
+    """)
+    proc = subprocess.run([*as_user(AIRLOCK_UID), sys.executable, "-I", "-c", code,
+                           settings.model_dump_json()], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "started by root only; set sandbox.launcher_socket" in proc.stdout
