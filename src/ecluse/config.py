@@ -395,6 +395,35 @@ class SandboxSettings(_Model):
     )
 
 
+class StateVolumeSettings(_Model):
+    mode: Literal["none", "image", "mounted"] = Field(
+        "none",
+        description="Where the state's databases (hub, audit, airlock, batch queue) live: "
+        "'image': an ext4 image <state_dir>/db.ext4 of `size` bytes, reserved up front, "
+        "mounted on <state_dir>/db by `ecluse up` (with the file checkpoint sink, the "
+        "checkpoints get their own image too); 'mounted': a filesystem of its own the "
+        "operator mounts on <state_dir>/db (a disk, an LVM volume); 'none': in the state "
+        "directory, on the projects' disk.",
+    )
+    size: int = Field(1024**3, description="Image mode: size of the state volume (grown "
+                      "when raised, never shrunk), e.g. 1G.")
+    checkpoint_size: int = Field(64 * 1024**2, description="Image mode with the file "
+                                 "checkpoint sink at its default place: size of the audit "
+                                 "checkpoints' volume, e.g. 64M.")
+
+    @field_validator("size", "checkpoint_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
+HUB_DB, AUDIT_DB, AUDIT_JSONL = "jupyterhub.sqlite", "audit.sqlite", "audit.jsonl"
+
+
+def sqlite_url(directory: Path, name: str) -> str:
+    return f"sqlite:///{Path(directory) / name}"
+
+
 class Settings(_Model):
     """The whole deployment, as read from ``ecluse.yaml`` and ``projects.yaml``."""
 
@@ -407,6 +436,7 @@ class Settings(_Model):
         None, description="Audit log database URL (default: SQLite audit.sqlite in the state dir)."
     )
     projects_file: Path = Field(Path("projects.yaml"), description="The projects definition.")
+    state_volume: StateVolumeSettings = Field(default_factory=StateVolumeSettings)
     hub: HubSettings = Field(default_factory=HubSettings)
     mfa: MfaSettings = Field(default_factory=MfaSettings)
     oidc: OidcSettings | None = Field(
@@ -422,16 +452,24 @@ class Settings(_Model):
     projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
 
     @property
+    def db_dir(self) -> Path:
+        """Where the state's SQLite databases live: the state volume when there is one
+        (:mod:`ecluse.statevolume`; raises when it is not mounted)."""
+        from .statevolume import database_dir
+
+        return database_dir(self)
+
+    @property
     def hub_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.state_dir / 'jupyterhub.sqlite'}"
+        return self.database_url or sqlite_url(self.db_dir, HUB_DB)
 
     @property
     def audit_db_url(self) -> str:
-        return self.audit_database_url or f"sqlite:///{self.state_dir / 'audit.sqlite'}"
+        return self.audit_database_url or sqlite_url(self.db_dir, AUDIT_DB)
 
     @property
     def audit_jsonl_path(self) -> Path:
-        return self.state_dir / "audit.jsonl"
+        return self.db_dir / AUDIT_JSONL
 
     @property
     def projects_root(self) -> Path:

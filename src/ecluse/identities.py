@@ -178,7 +178,7 @@ class IdentityMigration:
     def _airlock_url(self) -> str | None:
         from .airlock.settings import airlock_settings
 
-        url = airlock_settings(self.settings).resolved_database_url(self.settings.state_dir)
+        url = airlock_settings(self.settings).resolved_database_url(self.settings.db_dir)
         return None if _sqlite_missing(url) else url
 
     def _hub_names(self, engine: Any) -> set[str]:

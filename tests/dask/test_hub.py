@@ -1,7 +1,9 @@
 """dask-gateway as a hub-managed service, authenticating users through JupyterHub.
 
-A real JupyterHub + configurable-http-proxy (``ecluse.dev.stack.Stack``) with the
-gateway service wired as docs/dask.md describes (tests/dask/jupyterhub_config.py);
+The stack ``ecluse up`` builds (``ecluse.dev.stack.Stack``: JupyterHub +
+configurable-http-proxy, the EcluseSpawner) with ``dask.gateway: true``: the
+gateway service, its scopes and the workspaces' ports come from the real hub
+configuration (``ecluse.hub.hubconfig.configure``), nothing added by hand;
 users sign in with LDAP passwords and use hub API tokens with the gateway on
 the sandbox host address, as workspaces do. The hub's public route to the
 service is the authenticating front (``ecluse.dask.front``): dashboards for
@@ -13,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -24,39 +23,27 @@ import yaml
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 from ecluse.dev.ldapserver import free_port
-from ecluse.dev.stack import Stack
 from ecluse.dev.testing import HubClient, write_config
 from tests.support.stacks import running_stack
 
 from .conftest import _projects, wait_port
 
 pytestmark = pytest.mark.root
-HUB_CONFIG = Path(__file__).with_name("jupyterhub_config.py")
 PORT = free_port()  # other test runs may share this host
-
-
-class GatewayStack(Stack):
-    """The Écluse stack with tests/dask/jupyterhub_config.py as the hub's config."""
-
-    def start_hub(self, timeout: float = 60) -> None:
-        self.hub = subprocess.Popen(
-            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(HUB_CONFIG)],
-            cwd=self.state_dir, env=self.hub_env(), stdout=self.hub_log,
-            stderr=subprocess.STDOUT if self.hub_log else None, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        self.wait_ready(timeout)
 
 
 @pytest.fixture(scope="module")
 def gateway_hub(tmp_path_factory, slapd, warehouse):
     d = tmp_path_factory.mktemp("dask-hub")
     path = write_config(d, slapd, overrides={"hub.auth_refresh_age": 1,
+                                             "hub.spawner": "ecluse",
+                                             "dask.gateway": True,
+                                             "dask.proxy_port": PORT,
                                              "dask.front_port": free_port(),
                                              "dask.api_port": free_port(),
                                              "dask.proxy_http_port": free_port()})
     (d / "projects.yaml").write_text(yaml.safe_dump(_projects(warehouse)))
-    with running_stack(load_settings(path), d / "hub.log", GatewayStack,
-                       extra_env={"ECLUSE_DASK_PROXY_PORT": str(PORT)}) as stack:
+    with running_stack(load_settings(path), d / "hub.log") as stack:
         yield stack
 
 

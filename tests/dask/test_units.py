@@ -303,3 +303,27 @@ async def test_api_listener_forwards_the_api_only():
     finally:
         server.stop()
         upstream.stop()
+
+
+def test_gateway_ports_come_from_the_configuration_only(make_config, monkeypatch):
+    """The ports workspaces may reach (the hub's holes in their firewall) and the gateway's
+    listeners have one source, the configuration: no environment variable moves them."""
+    from ecluse.config import load_settings
+    from ecluse.dask.settings import dask_settings
+    from ecluse.hub.hubconfig import configure_spawner
+
+    settings = load_settings(make_config(**{"hub.spawner": "ecluse", "dask.gateway": True}))
+    for var in ("ECLUSE_DASK_PROXY_PORT", "ECLUSE_DASK_API_PORT", "ECLUSE_DASK_PROXY_HTTP_PORT"):
+        monkeypatch.setenv(var, "1")
+    ds = dask_settings(settings)
+    assert (ds.proxy_port, ds.api_port, ds.proxy_http_port) == (
+        settings.dask.proxy_port, settings.dask.api_port, settings.dask.proxy_http_port)
+    assert not {"ECLUSE_DASK_PROXY_PORT", "ECLUSE_DASK_API_PORT"} & set(
+        gateway_service_spec(settings)["environment"])
+
+    from traitlets.config import Config
+
+    c = Config()
+    configure_spawner(c, settings)
+    assert 1 not in c.EcluseSpawner.extra_allowed_ports
+    assert settings.dask.proxy_port in c.EcluseSpawner.extra_allowed_ports

@@ -177,7 +177,7 @@ def _snapshot_sources(dest: Path) -> None:
     (dest / "docs").mkdir()
 
 
-def _extra_vars(prefix: Path, slapd: EmbeddedSlapd) -> tuple[dict, str]:
+def _extra_vars(prefix: Path, slapd: EmbeddedSlapd, state_device: str) -> tuple[dict, str]:
     hub_port = free_port()
     data_target = prefix / "data/cardio-los/stays"
     data_src = prefix / "datasrc/cardio-los/stays"
@@ -200,6 +200,11 @@ def _extra_vars(prefix: Path, slapd: EmbeddedSlapd) -> tuple[dict, str]:
         "hub_audit_checkpoint_sink": "file",
         # no loop-mounted project volumes left behind on the CI machine
         "hub_project_volumes": "none",
+        # the state's databases on a device of their own (a loop device the test
+        # makes and removes), mounted now only
+        "hub_state_volume": "device",
+        "hub_state_device": state_device,
+        "hub_state_fstab": False,
         "ecluse_apt_install": False,
         "ecluse_sandbox_backend": "local",
         "ecluse_instance": prefix.name,
@@ -298,9 +303,9 @@ def _teardown(dep: Deployment, token_for_cleanup: dict) -> None:
         teardown_host_network()
     except Exception as e:  # report, keep cleaning
         print(f"teardown_host_network: {e}")
-    target = dep.prefix / "data/cardio-los/stays"
-    if subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
-        subprocess.run(["umount", "-l", str(target)], check=False)
+    for target in (dep.prefix / "data/cardio-los/stays", dep.prefix / "state/db"):
+        if subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
+            subprocess.run(["umount", "-l", str(target)], check=False)
     keep = os.environ.get("ECLUSE_DEPLOY_KEEP_LOGS")
     if keep:  # for debugging: the playbook and hub logs survive the cleanup
         dest = Path(keep) / dep.prefix.name
@@ -318,9 +323,15 @@ def deployment(slapd: EmbeddedSlapd, ansible_bin: Path) -> Iterator[Deployment]:
     os.chmod(prefix, 0o755)
     cleanup: dict = {}
     dep = None
+    state_device = ""
     try:
+        image = prefix / "state-device.img"
+        with open(image, "wb") as fh:
+            fh.truncate(256 * 1024 * 1024)
+        state_device = subprocess.run(["losetup", "-f", "--show", str(image)], check=True,
+                                      capture_output=True, text=True).stdout.strip()
         _snapshot_sources(prefix / "source")
-        variables, hub_url = _extra_vars(prefix, slapd)
+        variables, hub_url = _extra_vars(prefix, slapd, state_device)
         vars_file = prefix / "extra-vars.json"
         fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -333,3 +344,5 @@ def deployment(slapd: EmbeddedSlapd, ansible_bin: Path) -> Iterator[Deployment]:
             _teardown(dep, cleanup)
         else:
             shutil.rmtree(prefix, ignore_errors=True)
+        if state_device:
+            subprocess.run(["losetup", "-d", state_device], capture_output=True)

@@ -131,6 +131,20 @@ def test_secrets_are_generated_into_a_0640_environment_file(deployment):
             assert secret not in text, f"a secret leaked into {name}"
 
 
+def test_the_state_is_on_its_own_device(deployment, monkeypatch):
+    """hub_state_volume: device — the databases on the device, mounted nosuid,nodev."""
+    db = deployment.state_dir / "db"
+    mount = subprocess.run(["findmnt", "-n", "-o", "SOURCE,OPTIONS", "--mountpoint", str(db)],
+                           capture_output=True, text=True).stdout.split()
+    assert mount and mount[0] == deployment.vars["hub_state_device"], mount
+    assert {"nosuid", "nodev"} <= set(mount[1].split(","))
+    assert (db / "jupyterhub.sqlite").exists() and (db / "audit.sqlite").exists()
+    assert not (deployment.state_dir / "audit.sqlite").exists()
+    monkeypatch.setenv("ECLUSE_LDAP_BIND_PASSWORD", "x")
+    settings = load_settings(deployment.config_dir / "ecluse.yaml")
+    assert settings.state_volume.mode == "mounted" and settings.db_dir == db
+
+
 def test_deployed_settings_load(deployment, monkeypatch):
     monkeypatch.setenv("ECLUSE_LDAP_BIND_PASSWORD", "x")
     settings = load_settings(deployment.config_dir / "ecluse.yaml")

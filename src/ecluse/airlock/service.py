@@ -141,7 +141,7 @@ class AirlockService:
             checker = SandboxChecker(settings, conf)
         elif process_checks and conf.check_processes:
             checker = ProcessChecker(conf.check_processes, conf.check_timeout)
-        url = conf.resolved_database_url(settings.state_dir)
+        url = conf.resolved_database_url(settings.db_dir)
         engine = db.make_engine(url)
         db.upgrade(engine)
         read_engine = db.make_engine(url, readonly=True) if url.startswith("sqlite") else None

@@ -107,7 +107,7 @@ class BatchService(QueueRunner):
 
         conf = kwargs.pop("conf", None) or batch_settings(settings)
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = make_engine(conf.resolved_database_url(settings.state_dir))
+        engine = make_engine(conf.resolved_database_url(settings.db_dir))
         kwargs.setdefault("audit", AuditLog.from_settings(settings))
         return cls(settings, engine=engine, conf=conf, **kwargs)
 

@@ -74,7 +74,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from ..airlock.settings import airlock_settings
 
     settings = _settings(args)
-    engine = db.make_engine(airlock_settings(settings).resolved_database_url(settings.state_dir))
+    engine = db.make_engine(airlock_settings(settings).resolved_database_url(settings.db_dir))
     db.upgrade(engine)
     print(f"airlock database at revision {db.current_revision(engine)}")
     return 0

@@ -33,11 +33,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    stack.prepare()
-    print(f"Audit keys: {settings.audit.key_dir}; signed audit checkpoints: "
-          f"{settings.audit.checkpoint_file if settings.audit.checkpoint_sink == 'file' else 'syslog'}"
-          " (back both up, apart from the state directory)")
     try:
+        stack.prepare()
+        print(f"Audit keys: {settings.audit.key_dir}; signed audit checkpoints: "
+              f"{settings.audit.checkpoint_file if settings.audit.checkpoint_sink == 'file' else 'syslog'}"
+              " (back both up, apart from the state directory)")
         stack.start_ldap()
         if stack.demo_passwords:
             print("\nDemo users (shown once; also in "

@@ -546,13 +546,8 @@ def gateway_service_spec(settings: Any) -> dict[str, Any]:
     (``oauth_client_allowed_scopes`` empty); the hub's own service, so no
     confirmation page.
     """
-    from .settings import PORT_ENV
-
     ds = dask_settings(settings)
     env = service_environment(settings)
-    for var in PORT_ENV.values():
-        if os.environ.get(var):
-            env[var] = os.environ[var]
     prefix = f"/services/{SERVICE_NAME}"
     command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix", prefix,
                "--front", f"127.0.0.1:{ds.front_port}"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,17 +44,10 @@ class DaskSettings(BaseModel):
         60, gt=0, description="Seconds a worker may take to start.")
 
 
-#: environment variables that override a port (tests, several stacks on one host)
-PORT_ENV = {"proxy_port": "ECLUSE_DASK_PROXY_PORT", "api_port": "ECLUSE_DASK_API_PORT",
-            "proxy_http_port": "ECLUSE_DASK_PROXY_HTTP_PORT"}
-
-
 def dask_settings(settings: Any) -> DaskSettings:
-    """``settings.dask`` when the section is wired, else defaults; ``$ECLUSE_DASK_PROXY_PORT``,
-    ``$ECLUSE_DASK_API_PORT`` and ``$ECLUSE_DASK_PROXY_HTTP_PORT`` override those ports
-    (tests, several stacks on one host)."""
-    ds = getattr(settings, "dask", None) or DaskSettings()
-    update = {key: int(os.environ[var]) for key, var in PORT_ENV.items() if os.environ.get(var)}
-    return ds.model_copy(update=update) if update else ds
+    """``settings.dask`` when the section is wired, else defaults. The ports come from
+    the configuration only (the hub's firewall holes for workspaces, the gateway's
+    listeners and the workspaces' addresses are all computed from them)."""
+    return getattr(settings, "dask", None) or DaskSettings()
 
 

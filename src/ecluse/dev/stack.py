@@ -73,7 +73,12 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)
         ensure_secrets(self.state_dir)
-        AuditLog.from_settings(self.settings)  # create the audit tables once, up front
+        from ..statevolume import ensure_state_volume
+
+        ensure_state_volume(self.settings)
+        # create the audit tables once, up front (and let go of the files: the volume
+        # is unmounted when the stack stops)
+        AuditLog.from_settings(self.settings).engine.dispose()
         from ..sandbox.quota import state_disk_warning
 
         warning = state_disk_warning(self.settings)
@@ -194,8 +199,8 @@ class Stack:
         self.launcher.start()
 
     def start(self) -> None:
-        self.prepare()
         try:
+            self.prepare()
             self.start_ldap()
             self.cleanup_sandboxes()
             self.start_launcher()
@@ -227,6 +232,9 @@ class Stack:
             if self.slapd:
                 self.slapd.stop()
                 self.slapd = None
+            from ..statevolume import release_state_volume
+
+            release_state_volume(self.settings)  # one in use by another stack stays
 
     def __enter__(self) -> Stack:
         self.start()

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import Settings, load_settings
 from ..secrets import ensure_secrets
+from ..statevolume import ensure_state_volume
 from .roles import custom_scopes, hub_roles
 
 #: environment read by configure_from_env (set by `ecluse up`)
@@ -79,6 +80,9 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     secrets = ensure_secrets(state)
+    # the databases on their own filesystem: mounted (image), checked (mounted), an
+    # earlier layout moved in; the hub does not start without it
+    ensure_state_volume(settings)
     os.environ.setdefault("JUPYTERHUB_CRYPT_KEY", secrets["crypt_key"])
     os.environ.setdefault(ENV_CONFIG, str(settings.config_file))
     os.environ.setdefault(ENV_STATE_DIR, str(state))

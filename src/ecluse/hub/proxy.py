@@ -110,7 +110,8 @@ class EcluseProxy(ConfigurableHTTPProxy):
             await asyncio.to_thread(self.start_route_filter)
         await super().check_running()
 
-    def start_route_filter(self, timeout: float = 15.0) -> None:
+    def start_route_filter(self, timeout: float = 60.0) -> None:
+        # 60 s: loading the answer judge takes ~5 s of CPU, 15-20 s on a loaded 2-core host
         self._stop_previous_filter()
         env = dict(os.environ)
         env[ENV_KEY] = self._key.hex()

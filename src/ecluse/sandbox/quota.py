@@ -43,17 +43,17 @@ MOUNT_OPTIONS = "loop,nosuid,nodev"
 MODES = ("none", "sparse", "preallocated")
 
 
-def _run(*cmd: str) -> None:
+def _run(*cmd: str, what: str = "the project's disk") -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise SandboxError(
-            "the project's disk could not be prepared",
+            f"{what} could not be prepared",
             log_message=f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-500:]}",
         )
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -66,7 +66,15 @@ def image_path(projects_root: Path, slug: str) -> Path:
     return Path(projects_root) / VOLUMES_DIR / f"{slug}.ext4"
 
 
-def _create_image(image: Path, size: int, mode: str) -> None:
+def prepare_image(image: Path, size: int, mode: str, what: str = "the project's disk") -> None:
+    """Create the ext4 image of ``size`` bytes, or grow it to ``size`` (never shrink)."""
+    if image.exists():
+        _grow_image(image, size, mode, what)
+    else:
+        _create_image(image, size, mode, what)
+
+
+def _create_image(image: Path, size: int, mode: str, what: str) -> None:
     tmp = image.with_suffix(".new")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -78,17 +86,18 @@ def _create_image(image: Path, size: int, mode: str) -> None:
         os.close(fd)
         tmp.unlink(missing_ok=True)
         raise SandboxError(
-            "the project's disk could not be created (not enough space for its quota)",
+            f"{what} could not be created (not enough space for its size)",
             log_message=f"allocating {size} bytes for {image}: {e.strerror}") from None
     os.close(fd)
-    _run("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", str(tmp))
+    _run("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", str(tmp),
+         what=what)
     os.replace(tmp, image)
 
 
-def _grow_image(image: Path, size: int, mode: str) -> None:
+def _grow_image(image: Path, size: int, mode: str, what: str) -> None:
     current = image.stat().st_size
     if size < current:
-        log.warning("%s: quota.disk lowered to %d bytes but the volume holds %d: kept at its "
+        log.warning("%s: size lowered to %d bytes but the volume holds %d: kept at its "
                     "size (shrinking could lose data)", image, size, current)
         return
     if size == current:
@@ -98,12 +107,12 @@ def _grow_image(image: Path, size: int, mode: str) -> None:
             os.posix_fallocate(fh.fileno(), current, size - current)
         else:
             fh.truncate(size)
-    _run("e2fsck", "-f", "-p", str(image))
-    _run("resize2fs", str(image))
+    _run("e2fsck", "-f", "-p", str(image), what=what)
+    _run("resize2fs", str(image), what=what)
 
 
-def _mount(image: Path, target: Path) -> None:
-    _run("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(target))
+def mount_image(image: Path, target: Path, what: str = "the project's disk") -> None:
+    _run("mount", "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(target), what=what)
 
 
 def ensure_project_volume(projects_root: Path, slug: str, size: int, mode: str) -> None:
@@ -121,18 +130,15 @@ def ensure_project_volume(projects_root: Path, slug: str, size: int, mode: str) 
     volumes.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(volumes, 0o700)
     pdir = root / slug
-    with _locked(volumes / f"{slug}.lock"):
+    with locked(volumes / f"{slug}.lock"):
         if os.path.ismount(pdir):
             return
         image = image_path(root, slug)
-        if image.exists():
-            _grow_image(image, size, mode)
-        else:
-            _create_image(image, size, mode)
+        prepare_image(image, size, mode)
         pdir.mkdir(mode=0o755, exist_ok=True)
         if any(pdir.iterdir()):
-            _adopt(image, pdir)
-        _mount(image, pdir)
+            adopt_folder(image, pdir)
+        mount_image(image, pdir)
         os.chown(pdir, 0, 0)
         os.chmod(pdir, 0o755)
         lost = pdir / "lost+found"
@@ -140,15 +146,15 @@ def ensure_project_volume(projects_root: Path, slug: str, size: int, mode: str) 
             os.chmod(lost, 0o700)
 
 
-def _adopt(image: Path, pdir: Path) -> None:
-    """Copy a folder written before quotas into the volume; keep the original aside."""
+def adopt_folder(image: Path, pdir: Path, what: str = "the project's disk") -> None:
+    """Copy a folder written before its volume into the volume; keep the original aside."""
     staging = pdir.with_name(f".{pdir.name}.adopting")
     staging.mkdir(mode=0o700, exist_ok=True)
-    _mount(image, staging)
+    mount_image(image, staging, what=what)
     try:
-        _run("cp", "-a", "--", f"{pdir}/.", str(staging))
+        _run("cp", "-a", "--", f"{pdir}/.", str(staging), what=what)
     finally:
-        _run("umount", str(staging))
+        _run("umount", str(staging), what=what)
         staging.rmdir()
     aside = pdir.with_name(f".{pdir.name}.pre-quota")
     if aside.exists():
@@ -156,7 +162,7 @@ def _adopt(image: Path, pdir: Path) -> None:
     os.rename(pdir, aside)
     os.chmod(aside, 0o700)
     pdir.mkdir(mode=0o755)
-    log.warning("%s held data from before disk quotas: copied into its volume, the original "
+    log.warning("%s held data from before its volume: copied into the volume, the original "
                 "kept in %s (remove it once checked)", pdir, aside)
 
 
@@ -167,11 +173,12 @@ def state_disk_warning(settings: Any) -> str | None:
     filesystem, or when every project's space is reserved up front
     (``preallocated``). Otherwise a message for the operator.
     """
-    if settings.sandbox.backend != "local" or settings.sandbox.project_volumes == "preallocated":
+    if (settings.sandbox.backend != "local" or settings.sandbox.project_volumes == "preallocated"
+            or settings.state_volume.mode != "none"):
         return None
     state, projects = Path(settings.state_dir), Path(settings.projects_root)
     try:
-        same = state.stat().st_dev == _existing(projects).stat().st_dev
+        same = state.stat().st_dev == existing_parent(projects).stat().st_dev
     except OSError:
         return None
     if not same:
@@ -179,10 +186,12 @@ def state_disk_warning(settings: Any) -> str | None:
     return (f"the state directory {state} and the project folders {projects} share one "
             f"filesystem and sandbox.project_volumes is {settings.sandbox.project_volumes!r}: "
             "a project filling it would stop sign-in and the audit log. Set "
-            "sandbox.project_volumes: preallocated, or put the state on its own filesystem.")
+            "state_volume.mode: image (the databases on a volume of their own), or "
+            "sandbox.project_volumes: preallocated.")
 
 
-def _existing(path: Path) -> Path:
+def existing_parent(path: Path) -> Path:
+    """``path`` or its nearest existing parent."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
