@@ -115,11 +115,105 @@ class HubSettings(_Model):
     login_backoff_max: int = Field(
         900, ge=1, description="Longest wait, in seconds, between sign-in attempts."
     )
+    authenticator: Literal["ldap", "oidc"] = Field(
+        "ldap",
+        description="How people sign in: 'ldap' (password in the hub's form, and the TOTP "
+        "second factor of mfa), or 'oidc' (the hospital's OpenID Connect provider, which "
+        "asks the second factor itself; see the oidc section). Groups come from LDAP either way.",
+    )
     spawner: str = Field(
         "ecluse",
         description="Spawner class or entry-point name used for workspaces ('simple' for "
         "a plain local process spawner with no isolation — development only).",
     )
+
+
+MFA_ROLES = ("researcher", "output-checker", "staff")
+#: roles whose second factor cannot be turned off (SATRE 3.2.04)
+MFA_ALWAYS = ("output-checker", "staff")
+
+
+class MfaSettings(_Model):
+    required_for: list[Literal["researcher", "output-checker", "staff"]] = Field(
+        default_factory=lambda: list(MFA_ROLES),
+        description="Roles that must give a TOTP code at sign-in (researcher: a member "
+        "of a project). output-checker and staff cannot be left out. A user who has "
+        "enrolled gives a code whatever their role.",
+    )
+    issuer: str = Field(
+        "Écluse", description="Name shown for the account in the user's authenticator app."
+    )
+    valid_window: int = Field(
+        1, ge=0, le=10,
+        description="Time steps (30 s) either side of now whose code is accepted, for "
+        "clock drift. 1 is what RFC 6238 recommends; a code is never accepted twice.",
+    )
+    key_file: Path | None = Field(
+        None,
+        description="File holding the key (32 bytes, hex) that encrypts the TOTP secrets. "
+        "Default: <state_dir>/secrets/totp_key, generated at first start. Kept apart "
+        "from the hub database and from the secrets store (mfa.sqlite).",
+    )
+    enrol_timeout: int = Field(
+        600, ge=60, description="Seconds a user has to confirm enrolment after the password."
+    )
+
+    @field_validator("required_for")
+    @classmethod
+    def _never_off_for_staff(cls, v: list[str]) -> list[str]:
+        missing = [r for r in MFA_ALWAYS if r not in v]
+        if missing:
+            raise ValueError(
+                f"the second factor cannot be turned off for {', '.join(missing)} "
+                f"(must include {', '.join(MFA_ALWAYS)})")
+        return sorted(set(v), key=MFA_ROLES.index)
+
+
+class OidcSettings(_Model):
+    issuer: str = Field(
+        ..., description="Issuer URL of the hospital's OpenID Connect provider (its "
+        "/.well-known/openid-configuration is read at hub start). https, or http on loopback.",
+    )
+    client_id: str = Field(..., description="The hub's client id at the provider.")
+    client_secret_file: Path | None = Field(
+        None, description="File holding the client secret (mode 0600; never in this file)."
+    )
+    client_secret_env: str | None = Field(
+        "ECLUSE_OIDC_CLIENT_SECRET",
+        description="Environment variable holding the client secret, when no file is given.",
+    )
+    username_claim: str = Field(
+        "preferred_username",
+        description="ID token claim holding the directory user name (looked up in LDAP for "
+        "projects and roles).",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile"], description="Scopes asked for."
+    )
+    required_acr: list[str] = Field(
+        default_factory=list,
+        description="acr values (any one) the ID token must carry, e.g. "
+        "'https://refeds.org/profile/mfa'; also sent as acr_values. Empty: not checked.",
+    )
+    required_amr: list[str] = Field(
+        default_factory=list,
+        description="amr methods of which the ID token must list at least one, e.g. "
+        "['mfa', 'otp', 'hwk']. Empty: not checked.",
+    )
+    ca_file: Path | None = Field(None, description="CA bundle used to verify the provider.")
+    login_service: str = Field(
+        "your hospital account", description="Shown on the button: 'Sign in with …'."
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _secure_issuer(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(v)
+        if u.scheme == "https" or (u.scheme == "http" and _is_loopback(u.hostname or "")):
+            return v.rstrip("/")
+        raise ValueError(f"expected an https:// URL (http only on loopback), got {v!r}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -344,6 +438,10 @@ class Settings(_Model):
     projects_file: Path = Field(Path("projects.yaml"), description="The projects definition.")
     state_volume: StateVolumeSettings = Field(default_factory=StateVolumeSettings)
     hub: HubSettings = Field(default_factory=HubSettings)
+    mfa: MfaSettings = Field(default_factory=MfaSettings)
+    oidc: OidcSettings | None = Field(
+        None, description="OpenID Connect sign-in (with hub.authenticator: oidc)."
+    )
     ldap: LDAPSettings
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     disclosure: DisclosurePolicy = Field(default_factory=DisclosurePolicy)
@@ -653,6 +751,13 @@ def load_settings(
     settings.sandbox.projects_root = _resolve(base, settings.sandbox.projects_root)
     settings.sandbox.python_env = _resolve(base, settings.sandbox.python_env)
     settings.airlock.storage_dir = _resolve(base, settings.airlock.storage_dir)
+    settings.mfa.key_file = _resolve(base, settings.mfa.key_file)
+    if settings.oidc is not None:
+        settings.oidc.client_secret_file = _resolve(base, settings.oidc.client_secret_file)
+        settings.oidc.ca_file = _resolve(base, settings.oidc.ca_file)
+    if settings.hub.authenticator == "oidc" and settings.oidc is None:
+        raise ConfigError(f"{path}: oidc: required with hub.authenticator: oidc "
+                          "(issuer, client_id, client secret)")
     _resolve_audit(path, base, settings)
     settings.projects = load_projects(settings.projects_file)
     return settings

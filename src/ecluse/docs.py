@@ -7,7 +7,16 @@ from pydantic import BaseModel
 from .airlock.settings import AirlockSettings
 from .auditkeys import AuditSettings
 from .batch.settings import BatchSettings
-from .config import HubSettings, LDAPSettings, Project, Quota, SandboxSettings, Settings
+from .config import (
+    HubSettings,
+    LDAPSettings,
+    MfaSettings,
+    OidcSettings,
+    Project,
+    Quota,
+    SandboxSettings,
+    Settings,
+)
 from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
 
@@ -44,6 +53,14 @@ def config_reference() -> str:
         "### `hub`",
         "",
         *_table(HubSettings, "hub."),
+        "",
+        "### `mfa`",
+        "",
+        *_table(MfaSettings, "mfa."),
+        "",
+        "### `oidc`",
+        "",
+        *_table(OidcSettings, "oidc."),
         "",
         "### `ldap`",
         "",

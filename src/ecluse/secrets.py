@@ -16,6 +16,7 @@ SECRETS = {
     "cookie_secret": (32, "JupyterHub cookie signing (JUPYTERHUB_COOKIE_SECRET)"),
     "crypt_key": (32, "auth_state encryption (JUPYTERHUB_CRYPT_KEY)"),
     "proxy_token": (32, "hub ↔ configurable-http-proxy API (CONFIGPROXY_AUTH_TOKEN)"),
+    "totp_key": (32, "encryption of the TOTP secrets in mfa.sqlite (default mfa.key_file)"),
 }
 
 

@@ -4,7 +4,9 @@
 runs — on the repository's own ``config/ecluse.yaml`` and
 ``config/projects.yaml`` (what ``make up`` starts), changed only where two
 stacks must not collide on one host: the state folder, free loopback ports,
-no dask-gateway (not used here) and a short stop grace. So the hub's
+no dask-gateway (not used here), a short stop grace and a wider TOTP window
+(its users sign in many times a minute; each signs in with the second factor
+the stack enrolled from ``demo-users.json``). So the hub's
 configuration is the real one (:mod:`ecluse.hub.hubconfig`): the embedded slapd
 with the demo directory, the LDAP authenticator, ``EcluseSpawner``, the
 airlock and batch services wired by :func:`ecluse.hub.hubconfig.configure`, the
@@ -19,7 +21,6 @@ unused) and deleted afterwards.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -29,9 +30,10 @@ import requests
 import yaml
 
 from ecluse.config import load_settings
+from ecluse.dev.demo import read_demo_users
 from ecluse.dev.ldapserver import free_port
 from ecluse.dev.stack import Stack, StackError
-from ecluse.dev.testing import HubClient
+from ecluse.dev.testing import TEST_TOTP_WINDOW, HubClient
 
 from .conftest import ROOTS
 
@@ -58,6 +60,7 @@ def up_config(directory: Path) -> Path:
     cfg["airlock"]["port"] = free_port()
     cfg["batch"]["port"] = free_port()
     cfg["dask"]["gateway"] = False
+    cfg["mfa"] = {"valid_window": TEST_TOTP_WINDOW}  # tokens are made many times a minute
     (directory / "projects.yaml").write_text(yaml.safe_dump(projects))
     path = directory / "ecluse.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
@@ -75,6 +78,7 @@ class UpStack(Stack):
         super().__init__(load_settings(self.config), hub_log=self._log)
         self.batch_url = f"{self.url}/services/batch/"
         self.passwords: dict[str, str] = {}
+        self.totp: dict[str, str] = {}
 
     def start_hub(self, timeout: float = 180) -> None:
         """As ``ecluse up`` (which waits ``sandbox.start_timeout``): a shared 2-core host."""
@@ -86,7 +90,9 @@ class UpStack(Stack):
     def start(self) -> None:
         super().start()
         self.wait_service()
-        self.passwords = json.loads(self.demo_users_file.read_text())
+        users = read_demo_users(self.demo_users_file)  # {"alice": {"password", "totp"}}
+        self.passwords = {name: u["password"] for name, u in users.items()}
+        self.totp = {name: u["totp"] for name, u in users.items()}
         assert self.slapd is not None
         self.slapd.add_user("sam", SAM_PASSWORD, 20010, cn="Sam Staff")
         self.slapd.add_member("ecluse-staff", "sam")
@@ -124,7 +130,7 @@ class UpStack(Stack):
     def token(self, user: str, scopes: list[str] | None = None) -> str:
         """An API token of ``user``, signed in through the hub's login form (LDAP)."""
         client = HubClient(self.url)
-        r = client.login(user, self.passwords[user])
+        r = client.login(user, self.passwords[user], totp=self.totp.get(user))
         assert r.status_code == 302, f"login of {user}: {r.status_code}"
         if scopes is None:
             return client.new_token(user)

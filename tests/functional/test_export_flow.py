@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from ecluse.audit import AuditLog
-from ecluse.dev.testing import HubClient, project_token_scopes
+from ecluse.dev.testing import HubClient, project_token_scopes, sign_in_page
 
 pytestmark = [pytest.mark.root, pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -106,11 +106,7 @@ def test_researcher_exports_through_the_airlock(workspace_hub, ldap_passwords, b
     page.on("response", lambda r: refused.append(f"{r.request.method} {r.url}")
             if r.status == 403 and "/user/alice/cardio-los/" in r.url else None)
     # alice signs in and starts her project workspace from the spawn form
-    page.goto(f"{stack.url}/hub/login")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", ldap_passwords["alice"])
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(re.compile(r".*/hub/.*"))
+    sign_in_page(page, stack.url, "alice", ldap_passwords["alice"])  # password and code
     page.goto(f"{stack.url}/hub/spawn/alice/cardio-los")
     page.check("#project-cardio-los")
     page.click("form input[type=submit], form button[type=submit]")

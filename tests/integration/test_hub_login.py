@@ -10,8 +10,9 @@ import pytest
 import requests
 
 from ecluse.config import load_settings
-from ecluse.dev.testing import HubClient
+from ecluse.dev.testing import Authenticators, HubClient
 from ecluse.hub.auth import NO_PROJECT_MESSAGE, EcluseAuthenticator
+from ecluse.hub.mfa import new_secret
 
 
 def test_login_form_then_groups_through_rest_api(hub_client, ldap_passwords):
@@ -138,8 +139,11 @@ def test_stalled_ldap_fails_login_in_time_while_hub_keeps_answering(hub_stack, s
 
 async def test_auth_state_carries_posix_identity_for_the_spawner(settings, ldap_passwords):
     auth = EcluseAuthenticator(settings=settings, audit_logins=False)
+    secret = new_secret()
+    auth.mfa.enrol("alice", secret)
     model = await auth.authenticate(None, {"username": "alice",
-                                           "password": ldap_passwords["alice"]})
+                                           "password": ldap_passwords["alice"],
+                                           "otp": Authenticators.code(secret)})
     state = model["auth_state"]
     assert state["uid_number"] == 20001 and state["gid_number"] == 20000
     assert state["projects"] == ["air-quality", "cardio-los"]

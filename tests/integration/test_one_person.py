@@ -9,8 +9,10 @@ from __future__ import annotations
 import ldap3
 import pytest
 
+from ecluse.dev.testing import Authenticators
 from ecluse.directory import Directory
 from ecluse.hub.auth import EcluseAuthenticator
+from ecluse.hub.mfa import new_secret
 
 
 @pytest.fixture
@@ -37,7 +39,10 @@ def test_both_login_names_are_one_hub_user(settings, slapd, alias):
 
 async def test_the_hub_name_is_the_canonical_uid(settings, slapd, alias):
     auth = EcluseAuthenticator(settings=settings, audit_logins=False)
+    secret = new_secret()
+    auth.mfa.enrol("carol", secret)  # one second factor, whichever name is typed
     model = await auth.authenticate(None, {"username": alias,
-                                           "password": slapd.passwords["carol"]})
+                                           "password": slapd.passwords["carol"],
+                                           "otp": Authenticators.code(secret)})
     assert model["name"] == "carol"
     assert model["groups"] == ["output-checkers"]

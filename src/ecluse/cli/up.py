@@ -44,11 +44,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         if stack.demo_passwords:
             print("\nDemo users (shown once; also in "
                   f"{stack.demo_users_file}, mode 0600):")
-            for user, password in stack.demo_passwords.items():
-                print(f"  {user:<6} {password}")
-            print()
+            for user, entry in stack.demo_passwords.items():
+                print(f"  {user:<6} {entry['password']}")
+            print("Second factor: add each user's \"totp\" key from that file to an "
+                  "authenticator app, or print the current code with "
+                  "`ecluse dev totp alice`.\n")
         elif settings.ldap.embedded:
-            print(f"Demo users' passwords: {stack.demo_users_file}")
+            print(f"Demo users' passwords and TOTP keys: {stack.demo_users_file} "
+                  "(current code: `ecluse dev totp alice`)")
         stack.cleanup_sandboxes()
         _migrate_identities(settings)
         stack.start_launcher()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,33 @@ import pandas as pd
 from ..config import Settings
 
 log = logging.getLogger(__name__)
+
+
+def read_demo_users(path: Path, *, migrate: bool = False) -> dict[str, dict[str, str]]:
+    """The demo users' file: ``{"alice": {"password": …, "totp": …}, …}``.
+
+    With ``migrate``, a file from an earlier version (passwords only) gets a
+    TOTP secret for each user, rewritten in place (0600, atomically)."""
+    from ..hub.mfa import new_secret
+
+    users = json.loads(path.read_text())
+    if not isinstance(users, dict):
+        raise ValueError(f"{path}: expected an object of users, got {type(users).__name__}")
+    old = [name for name, v in users.items() if isinstance(v, str)]
+    if old and not migrate:
+        raise ValueError(f"{path}: {', '.join(old)} have no TOTP secret yet: run `make up` "
+                         "once to add them")
+    if old:
+        users = {name: v if isinstance(v, dict) else {"password": v, "totp": new_secret()}
+                 for name, v in users.items()}
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(users, fh, indent=2)
+        os.replace(tmp, path)
+        log.warning("%s: added TOTP secrets for %s (second factor at sign-in)", path,
+                    ", ".join(old))
+    return users
 
 
 def _stays(n: int = 5000, seed: int = 7) -> pd.DataFrame:

@@ -372,15 +372,21 @@ access to *
                     conn.modify(dn, {attr: [(ldap3.MODIFY_ADD, [self.service_dn])]})
             conn.modify(dn, {attr: [(ldap3.MODIFY_DELETE, [value])]})
 
-    def seed_demo(self, passwords_file: Path) -> dict[str, str] | None:
+    def seed_demo(self, passwords_file: Path) -> dict[str, dict[str, str]] | None:
         """Create the demo users and groups once.
 
-        Returns the generated passwords the first time (to print once), or
-        None when the directory was already seeded.
+        Writes ``{"alice": {"password": …, "totp": <base32 secret>}, …}`` to
+        ``passwords_file`` (0600) and returns it the first time (to print
+        once), or None when the directory was already seeded. (The stack
+        enrols the secrets in the hub's second-factor store.)
         """
         if passwords_file.exists():
             return None
-        passwords = {u.uid: generate_password(12) for u in DEMO_USERS}
+        from ..hub.mfa import new_secret
+
+        users = {u.uid: {"password": generate_password(12), "totp": new_secret()}
+                 for u in DEMO_USERS}
+        passwords = {uid: v["password"] for uid, v in users.items()}
         for u in DEMO_USERS:
             self.add_user(u.uid, passwords[u.uid], u.uid_number, cn=u.cn)
             self.set_password(u.uid, passwords[u.uid])
@@ -390,8 +396,8 @@ access to *
         passwords_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(passwords_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump(passwords, fh, indent=2)
-        return passwords
+            json.dump(users, fh, indent=2)
+        return users
 
     def __enter__(self) -> EmbeddedSlapd:
         self.start()

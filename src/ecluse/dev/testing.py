@@ -3,13 +3,22 @@
 * :func:`write_config` — an ``ecluse.yaml`` + ``projects.yaml`` pair for a
   given slapd, with free loopback ports and short LDAP timeouts;
 * :class:`HubClient` — a browser-like hub client: HTML login form, cookies,
-  API tokens, REST calls.
+  API tokens, REST calls;
+* :class:`Authenticators` — the users' authenticator apps: the TOTP secret of
+  each user on each hub, learnt at enrolment (or given: the demo users'), and
+  the next code. :meth:`HubClient.login` and :func:`sign_in_page` (a browser)
+  sign in with both factors and enrol a user at their first sign-in, as a
+  person would.
 """
 
 from __future__ import annotations
 
+import html
 import re
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import requests
 import yaml
@@ -66,6 +75,9 @@ def write_config(
             "receive_timeout": 1,
         },
         "sandbox": {"idle_timeout": 0},
+        # users sign in many times a minute: codes of the next steps are accepted
+        # (tests/integration/test_mfa.py checks the default window of 1)
+        "mfa": {"valid_window": TEST_TOTP_WINDOW},
         # a gateway per test hub is not needed (tests/dask start their own)
         "dask": {"gateway": False, "proxy_port": free_port()},
         "airlock": {"port": free_port()},
@@ -101,22 +113,104 @@ def project_token_scopes(project: str) -> list[str]:
             project_scope(project)]
 
 
+#: steps either side accepted by the hubs of :func:`write_config`
+TEST_TOTP_WINDOW = 10
+
+
+class Authenticators:
+    """The users' authenticator apps, per hub: secret, recovery codes, next code.
+
+    A code is never accepted twice by a hub, so signing in twice within 30 s
+    takes the code of the next step (accepted within the hub's
+    ``mfa.valid_window``); past that, :meth:`code` waits for the clock.
+    """
+
+    #: (hub url, user) -> base32 secret; user -> recovery codes last shown
+    secrets: dict[tuple[str, str], str] = {}
+    recovery_codes: dict[tuple[str, str], list[str]] = {}
+    _last: dict[str, int] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def secret(cls, base_url: str, username: str) -> str | None:
+        return cls.secrets.get((base_url.rstrip("/"), username))
+
+    @classmethod
+    def learn(cls, base_url: str, username: str, secret: str,
+              recovery_codes: list[str] | None = None) -> None:
+        cls.secrets[(base_url.rstrip("/"), username)] = secret
+        if recovery_codes is not None:
+            cls.recovery_codes[(base_url.rstrip("/"), username)] = recovery_codes
+
+    @classmethod
+    def code(cls, secret: str, window: int = TEST_TOTP_WINDOW) -> str:
+        """The code of the first step not used yet (a hub refuses a used one)."""
+        from ..hub.mfa import STEP, code_at, counter_at
+
+        with cls._lock:  # two threads never take the same step
+            step = max(counter_at(time.time()), cls._last.get(secret, -1) + 1)
+            cls._last[secret] = step
+        while step > counter_at(time.time()) + window:
+            time.sleep(min(STEP, (step - window) * STEP - time.time() + 0.05))
+        return code_at(secret, step)
+
+
+def enrolment_form(page_html: str) -> dict[str, Any] | None:
+    """The secret, recovery codes and ticket of an enrolment page (None: not one)."""
+    ticket = re.search(r'name="ticket" value="([^"]+)"', page_html)
+    secret = re.search(r'<code id="mfa-secret">([A-Z2-7]+)</code>', page_html)
+    if not ticket or not secret:
+        return None
+    codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", page_html)
+    return {"ticket": html.unescape(ticket.group(1)), "secret": secret.group(1),
+            "recovery_codes": codes}
+
+
 class HubClient:
     """A browser-like client of the hub: HTML login form, cookies, tokens."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, totp_window: int = TEST_TOTP_WINDOW):
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        self.totp_window = totp_window
 
-    def login(self, username: str, password: str) -> requests.Response:
+    def login(self, username: str, password: str, *, otp: str | None = None,
+              totp: str | None = None, enrol: bool = True) -> requests.Response:
+        """Sign in through the login form with both factors, as a person does.
+
+        The code is ``otp`` if given, else the next code of ``totp`` (a secret)
+        or of the secret this user enrolled on this hub. A user with none is
+        shown the enrolment page: with ``enrol`` the client reads the secret
+        there (as an app scans the QR code) and confirms with its first code.
+        """
+        if totp:
+            Authenticators.learn(self.base_url, username, totp)
+        secret = Authenticators.secret(self.base_url, username)
+        if otp is None:
+            otp = Authenticators.code(secret, self.totp_window) if secret else ""
         page = self.session.get(f"{self.base_url}/hub/login", timeout=30)
         m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         assert m, "login form has no _xsrf field"
-        return self.session.post(
+        r = self.session.post(
             f"{self.base_url}/hub/login",
-            data={"_xsrf": m.group(1), "username": username, "password": password},
+            data={"_xsrf": m.group(1), "username": username, "password": password,
+                  "otp": otp},
             allow_redirects=False,
             timeout=60,
+        )
+        form = enrolment_form(r.text) if r.status_code == 200 else None
+        if form is None or not enrol:
+            return r
+        Authenticators.learn(self.base_url, username, form["secret"], form["recovery_codes"])
+        return self.confirm_enrolment(form["ticket"],
+                                      Authenticators.code(form["secret"], self.totp_window))
+
+    def confirm_enrolment(self, ticket: str, otp: str) -> requests.Response:
+        return self.session.post(
+            f"{self.base_url}/hub/mfa/enrol",
+            data={"_xsrf": self.session.cookies.get("_xsrf") or "", "ticket": ticket,
+                  "otp": otp},
+            allow_redirects=False, timeout=60,
         )
 
     def new_token(self, username: str, scopes: list[str] | None = None) -> str:
@@ -145,6 +239,30 @@ class HubClient:
         )
 
 
+
+
+def sign_in_page(page: Any, base_url: str, username: str, password: str,
+                 totp: str | None = None) -> None:
+    """Sign in with a Playwright page: type the name, password and code; at a first
+    sign-in, read the key on the enrolment page and type the app's first code."""
+    base_url = base_url.rstrip("/")
+    if totp:
+        Authenticators.learn(base_url, username, totp)
+    secret = Authenticators.secret(base_url, username)
+    page.goto(f"{base_url}/hub/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    if secret:
+        page.fill("input[name=otp]", Authenticators.code(secret))
+    page.click("#login_submit")
+    page.wait_for_load_state()
+    if secret is None and page.locator("#mfa-secret").count():
+        secret = page.inner_text("#mfa-secret").strip()
+        codes = [c.strip() for c in page.locator("#mfa-recovery-codes code").all_inner_texts()]
+        Authenticators.learn(base_url, username, secret, codes)
+        page.fill("#ecluse-mfa-enrol input[name=otp]", Authenticators.code(secret))
+        page.click("#mfa_submit")
+    page.wait_for_url(re.compile(r".*/(hub|user)/(?!login|mfa).*"))
 
 
 async def run_in_terminal(server_url: str, token: str, command: str,

@@ -25,7 +25,14 @@ What it adds over jupyterhub-ldapauthenticator (its issues #124, #213, #239):
   wait (``hub.login_backoff`` seconds, doubling, at most
   ``hub.login_backoff_max``) and are refused *without asking the directory*,
   so guessing never locks the account out in Active Directory; refusals are
-  audited (``login.throttled``).
+  audited (``login.throttled``);
+* a second factor (:mod:`ecluse.hub.mfa`): a TOTP code in the login form's
+  ``otp`` field, or a recovery code, required for the roles of
+  ``mfa.required_for`` and for everyone who enrolled; a user without one
+  enrols at their first sign-in (QR code, recovery codes, first code:
+  :mod:`ecluse.hub.mfaweb`). A wrong, replayed or expired code is refused
+  like a wrong password (same message, same throttle, audited with its
+  reason).
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from ..directory import (
     NoProjectGid,
     membership,
 )
-from .roles import hub_groups_for
+from .mfa import Accepted, MfaError, TotpStore, match_counter, new_recovery_codes, new_secret
+from .roles import OUTPUT_CHECKERS, STAFF, hub_groups_for
 
 UNAVAILABLE_MESSAGE = (
     "Sign-in is unavailable: the directory (LDAP) did not answer in time. "
@@ -75,6 +83,41 @@ THROTTLED_MESSAGE = (
     "Too many failed sign-ins: wait {wait} seconds before trying again. "
     "Your account is not locked in the directory."
 )
+
+
+ENROL_EXPIRED_MESSAGE = (
+    "Your enrolment of a second factor took too long or was already completed: "
+    "sign in again with your password."
+)
+
+
+#: enrolments waiting for their first code, at most
+MAX_PENDING = 10_000
+
+
+def mfa_roles(model: dict) -> list[str]:
+    """The roles of ``mfa.required_for`` an auth model holds."""
+    state = model.get("auth_state") or {}
+    roles = []
+    if state.get("projects"):
+        roles.append("researcher")
+    if OUTPUT_CHECKERS in state.get("roles", []):
+        roles.append("output-checker")
+    if STAFF in state.get("roles", []):
+        roles.append("staff")
+    return roles
+
+
+class PendingEnrolment:
+    """A sign-in whose password was accepted, waiting for its first TOTP code."""
+
+    def __init__(self, username: str, model: dict, address: str | None, expires: float):
+        self.username = username
+        self.model = model
+        self.address = address
+        self.expires = expires
+        self.secret = new_secret()
+        self.recovery_codes = new_recovery_codes()
 
 
 class LoginThrottle:
@@ -201,12 +244,24 @@ class EcluseAuthenticator(Authenticator):
         self.throttle = LoginThrottle(hub.login_max_failures, hub.login_backoff,
                                       hub.login_backoff_max,
                                       address_failures=hub.login_max_failures_per_address)
+        self.mfa = TotpStore.from_settings(self.settings)
+        #: ticket -> enrolment waiting for its first code (in memory: the hub is one process)
+        self._pending: dict[str, PendingEnrolment] = {}
+
+    @default("request_otp")
+    def _default_request_otp(self) -> bool:
+        return True
+
+    @default("otp_prompt")
+    def _default_otp_prompt(self) -> str:
+        return "Code from your authenticator app (or a recovery code):"
 
     def get_handlers(self, app: Any) -> list:
         # the hub's server API, recording who asks for a stop (ecluse.hub.requester)
+        from .mfaweb import mfa_handlers
         from .requester import server_api_handlers
 
-        return [*super().get_handlers(app), *server_api_handlers()]
+        return [*super().get_handlers(app), *server_api_handlers(), *mfa_handlers()]
 
     # ------------------------------------------------------------ helpers
 
@@ -291,18 +346,121 @@ class EcluseAuthenticator(Authenticator):
             self._record("login.failure", shown, "failure", reason=e.reason, address=address,
                          **({"backoff": int(opened)} if opened else {}))
             return None
-        self.throttle.succeeded(keys)
         model = self._auth_model(user)
         if model is None:
+            self.throttle.succeeded(keys)
             self.log.warning("LDAP user %s is in no Écluse project or role group", username)
             self._record("login.failure", username, "failure", reason="no-project")
             raise web.HTTPError(403, NO_PROJECT_MESSAGE)
+        username = model["name"]
+        factor = await self._second_factor(handler, username, model, str(data.get("otp", "")),
+                                           keys, address)
+        if factor is None:
+            return None
+        return await self._signed_in(handler, model, keys, factor)
+
+    async def _signed_in(self, handler, model: dict, keys: list[str], factor: Accepted | None,
+                         ) -> dict:
+        username = model["name"]
+        self.throttle.succeeded(keys)
+        extra: dict[str, Any] = {}
+        if factor is not None:
+            extra["factor"] = factor.kind
+            if factor.recovery_codes_left is not None:
+                extra["recovery_codes_left"] = factor.recovery_codes_left
         self._record(
             "login.success", username, "success", groups=model["groups"],
-            uid_number=user.uid_number,
+            uid_number=model["auth_state"]["uid_number"], **extra,
         )
         await self._record_group_change(handler, username, model["groups"])
         return model
+
+    # ------------------------------------------------------------ second factor
+
+    def mfa_required(self, username: str, model: dict) -> bool:
+        required = set(self.settings.mfa.required_for)
+        return bool(required & set(mfa_roles(model))) or self.mfa.enrolled(username)
+
+    async def _mfa(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _second_factor(self, handler, username: str, model: dict, otp: str,
+                             keys: list[str], address: str | None) -> Accepted | None:
+        """The accepted second factor; None (refused, as a wrong password); or, for a
+        user with none yet, the enrolment page (the request ends there)."""
+        if not await self._mfa(self.mfa_required, username, model):
+            return Accepted("none")
+        try:
+            return await self._mfa(self.mfa.verify, username, otp)
+        except MfaError as e:
+            if e.reason == "not-enrolled":
+                await self._start_enrolment(handler, username, model, address)
+            self.log.warning("second factor of %s refused: %s", username, e.reason)
+            opened = self.throttle.failed(keys)
+            self._record("login.failure", username, "failure", reason=e.reason,
+                         address=address, **({"backoff": int(opened)} if opened else {}))
+            return None
+
+    async def _start_enrolment(self, handler, username: str, model: dict,
+                               address: str | None) -> None:
+        """Answer the sign-in with the enrolment page (QR code, recovery codes)."""
+        import secrets as _secrets
+
+        now = time.monotonic()
+        # only the latest enrolment page of a user counts; expired ones go; at most
+        # MAX_PENDING waiting (the oldest dropped first)
+        for ticket in [t for t, p in self._pending.items()
+                       if p.expires < now or p.username == username]:
+            self._pending.pop(ticket, None)
+        while len(self._pending) >= MAX_PENDING:
+            self._pending.pop(next(iter(self._pending)))
+        ticket = _secrets.token_urlsafe(32)
+        pending = PendingEnrolment(username, model, address,
+                                   now + self.settings.mfa.enrol_timeout)
+        self._pending[ticket] = pending
+        self._record("mfa.enrol", username, "started", address=address)
+        from .mfaweb import render_enrolment
+
+        await render_enrolment(handler, ticket, pending, self.settings.mfa.issuer)
+        raise web.Finish()
+
+    def pending_enrolment(self, ticket: str) -> PendingEnrolment:
+        pending = self._pending.get(ticket)
+        if pending is None or pending.expires < time.monotonic():
+            self._pending.pop(ticket, None)
+            raise web.HTTPError(403, ENROL_EXPIRED_MESSAGE)
+        return pending
+
+    async def finish_enrolment(self, handler, ticket: str, otp: str) -> dict | None:
+        """The first code of a pending enrolment: the auth model (signed in), or None
+        (wrong code: the page is shown again). Throttled like a sign-in."""
+        pending = self.pending_enrolment(ticket)
+        keys = self.throttle.keys(pending.username, pending.address)
+        wait = self.throttle.wait(keys)
+        if wait > 0:
+            self._record("login.throttled", pending.username, "denied",
+                         address=pending.address, retry_after=int(wait + 0.999))
+            raise web.HTTPError(429, THROTTLED_MESSAGE.format(wait=int(wait + 0.999)))
+        try:
+            counter = match_counter(pending.secret, otp, self.mfa.clock(),
+                                    self.mfa.valid_window)
+        except MfaError as e:
+            opened = self.throttle.failed(keys)
+            self._record("mfa.enrol", pending.username, "failure", reason=e.reason,
+                         **({"backoff": int(opened)} if opened else {}))
+            return None
+        self._pending.pop(ticket, None)
+        await self._mfa(self.mfa.enrol, pending.username, pending.secret,
+                        pending.recovery_codes, counter)
+        self._record("mfa.enrol", pending.username, "success")
+        return await self._signed_in(handler, pending.model, keys, Accepted("totp-enrolment"))
+
+    def reset_mfa(self, username: str, by: str) -> bool:
+        """Forget ``username``'s second factor (asked by staff member ``by``); audited."""
+        removed = self.mfa.reset(username)
+        self._record("mfa.reset", by, "success" if removed else "not-enrolled",
+                     user=username)
+        return removed
 
     async def refresh_user(self, user, handler=None):
         """Re-read the user's groups from LDAP.

@@ -128,7 +128,8 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
         c.EcluseProxy.route_filter_port = hub.route_filter_port
         c.EcluseProxy.route_filter_pid_file = str(state / "route-filter.pid")
 
-    c.JupyterHub.authenticator_class = "ecluse"
+    # "ecluse": LDAP password + TOTP; "ecluse-oidc": the hospital's OpenID provider
+    c.JupyterHub.authenticator_class = "ecluse-oidc" if hub.authenticator == "oidc" else "ecluse"
     c.EcluseAuthenticator.config_file = str(settings.config_file)
     c.EcluseAuthenticator.state_dir = str(state)
 
