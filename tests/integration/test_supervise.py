@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -29,6 +28,7 @@ import yaml
 from ecluse.airlock.settings import airlock_settings
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
+from ecluse.dev.demo import read_demo_users
 from ecluse.dev.ldapserver import free_port
 from ecluse.dev.supervisor import RESTARTED
 from ecluse.dev.testing import HubClient, project_token_scopes
@@ -154,11 +154,12 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     up = Up(config, log)
     up.wait_up()
     wait_for(lambda: services_answer(url), 120, "services after start", log)
-    passwords = json.loads((state / "demo-users.json").read_text())
+    users = read_demo_users(state / "demo-users.json")  # {"alice": {"password", "totp"}}
 
     # a workspace, running
     client = HubClient(url)
-    assert client.login("alice", passwords["alice"]).status_code == 302
+    assert client.login("alice", users["alice"]["password"],
+                        totp=users["alice"]["totp"]).status_code == 302
     token = client.new_token("alice")
     r = client.api("POST", "/users/alice/servers/cardio-los", token)
     assert r.status_code in (201, 202), r.text
@@ -200,7 +201,8 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     os.kill(slapd, signal.SIGKILL)
     wait_for(lambda: (pid_in(state / "ldap" / "slapd.pid") or slapd) != slapd, 60,
              "new slapd", log)
-    wait_for(lambda: HubClient(url).login("alice", passwords["alice"]).status_code == 302,
+    wait_for(lambda: HubClient(url).login("alice", users["alice"]["password"],
+                                          totp=users["alice"]["totp"]).status_code == 302,
              60, "sign-in after slapd restart", log)
 
     # 3. SIGKILL of the airlock during an upload: the hub restarts it, the request
@@ -285,8 +287,8 @@ class Workload:
     """Researchers' and checkers' work against the stack, counting what succeeded and
     what clients saw fail (by kind) — never stopping for a failure: it retries."""
 
-    def __init__(self, url: str, passwords: dict[str, str]) -> None:
-        self.url, self.passwords = url, passwords
+    def __init__(self, url: str, users: dict[str, dict[str, str]]) -> None:
+        self.url, self.users = url, users
         self.api = f"{url}/services/airlock/api/v1"
         self.ops: dict[str, int] = {}
         self.failures: dict[str, int] = {}
@@ -310,7 +312,7 @@ class Workload:
 
     def sign_in(self, user: str, project: str | None = None) -> str:
         c = HubClient(self.url)
-        r = c.login(user, self.passwords[user])
+        r = c.login(user, self.users[user]["password"], totp=self.users[user]["totp"])
         assert r.status_code == 302, f"HTTP {r.status_code}"
         token = c.new_token(user, project_token_scopes(project) if project else None)
         self.tokens[user] = token
@@ -398,7 +400,7 @@ def test_chaos(up_stack, tmp_path):
     up = Up(config, log)
     up.wait_up()
     wait_for(lambda: services_answer(url), 120, "services after start", log)
-    work = Workload(url, json.loads((state / "demo-users.json").read_text()))
+    work = Workload(url, read_demo_users(state / "demo-users.json"))
     work.sign_in("alice", "cardio-los")
     requests.post(f"{url}/hub/api/users/alice/servers/cardio-los", timeout=30,
                   headers={"Authorization": f"token {work.tokens['alice']}"})
@@ -423,7 +425,8 @@ def test_chaos(up_stack, tmp_path):
     # recovery: everything answers again
     t1 = time.monotonic()
     wait_for(lambda: services_answer(url) and HubClient(url).login(
-        "alice", work.passwords["alice"]).status_code == 302, 240, "recovery", log)
+        "alice", work.users["alice"]["password"],
+        totp=work.users["alice"]["totp"]).status_code == 302, 240, "recovery", log)
     recovery = time.monotonic() - t1
     work.sign_in("alice", "cardio-los")
     report = (f"chaos seed {seed}, {CHAOS_SECONDS:.0f} s: kills {kills}; operations "
