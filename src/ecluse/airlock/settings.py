@@ -113,6 +113,13 @@ class AirlockSettings(BaseModel):
         "while the directory does not answer) or `name` (by hub name only: for test stacks "
         "without a directory, never in production).",
     )
+    service_user: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
+        description="System user the hub runs the airlock service as (e.g. ecluse-airlock; "
+        "unset: the hub's own user). The hub must run as root; the user must exist, be in "
+        "the launcher's group (sandbox.launcher_socket) and own the airlock's folders, and "
+        "the service's Python must be reachable by it. The service starts in /.",
+    )
     group_cache_seconds: float = Field(
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
     )

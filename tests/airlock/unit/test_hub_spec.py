@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from ecluse.airlock import AirlockSettings, airlock_roles, airlock_service_spec, airlock_settings
+from ecluse.airlock.hub import service_user_cannot_run
 from ecluse.cli import build_parser
 
 
@@ -73,3 +75,36 @@ def test_cli_has_serve_migrate_list():
     args = build_parser().parse_args(["airlock", "migrate", "--state-dir", "/tmp/x"])
     assert args.airlock_command == "migrate" and args.state_dir == "/tmp/x"
     assert build_parser().parse_args(["airlock", "--config", "c.yaml", "serve"]).config == "c.yaml"
+
+
+def test_service_user_sets_the_hub_entry_user_and_cwd():
+    """The hub runs the airlock as the configured system user, from / (not the hub's
+    folder, which that user may not read)."""
+    assert os.geteuid() == 0, "the hub switches users only as root (this suite runs as root)"
+    settings = SimpleNamespace(config_file=None, state_dir=Path("/s"),
+                               airlock=AirlockSettings(service_user="nobody"))
+    spec = airlock_service_spec(settings)
+    assert (spec["user"], spec["cwd"]) == ("nobody", "/")
+    plain = airlock_service_spec(SimpleNamespace(config_file=None, state_dir=Path("/s")))
+    assert "user" not in plain and "cwd" not in plain  # unset: the hub's own user
+
+
+def test_service_user_that_does_not_exist_fails_closed():
+    settings = SimpleNamespace(config_file=None, state_dir=Path("/s"),
+                               airlock=AirlockSettings(service_user="ecluse-no-such-user"))
+    with pytest.raises(ValueError, match="'ecluse-no-such-user' is not a user on this machine"):
+        airlock_service_spec(settings)
+    with pytest.raises(ValidationError):
+        AirlockSettings(service_user="root; rm -rf /")
+
+
+def test_service_user_cannot_run_an_interpreter_under_a_private_folder(tmp_path):
+    """A virtualenv under /root (0700) is not reachable by the service user: said, not
+    discovered when the hub fails to start the service."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    python = private / "python"
+    python.symlink_to(sys.executable)
+    problem = service_user_cannot_run("nobody", str(python))
+    assert problem == f"'nobody' cannot run {python}: [Errno 13] Permission denied: '{python}'"
+    assert "not a user" in service_user_cannot_run("ecluse-no-such-user")
