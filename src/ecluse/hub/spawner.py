@@ -279,8 +279,10 @@ class EcluseSpawner(Spawner):
 
     def _airlock_ip(self) -> str:
         """Where workspaces reach the airlock (the hub config binds it there)."""
+        from ..sandbox import HOST_ADDRESS_BACKENDS
+
         ip = self.settings.airlock.ip
-        if ip == "127.0.0.1" and self.settings.sandbox.backend == "local":
+        if ip == "127.0.0.1" and self.settings.sandbox.backend in HOST_ADDRESS_BACKENDS:
             return self.backend.host_address()
         return ip
 
