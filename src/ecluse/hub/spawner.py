@@ -85,7 +85,8 @@ class EcluseSpawner(Spawner):
     workspace_cmd = List(
         Unicode(),
         help="""Command of the workspace server inside the sandbox (default:
-        ecluse-singleuser of the Python environment mounted in workspaces:
+        ecluse-singleuser: the image's for the docker and kubernetes backends, else
+        that of the Python environment mounted in workspaces:
         jupyterhub-singleuser without the optional imports a workspace never
         needs, see ecluse_workspace.singleuser).""",
     ).tag(config=True)
@@ -110,6 +111,9 @@ class EcluseSpawner(Spawner):
 
     @default("workspace_cmd")
     def _default_cmd(self) -> list[str]:
+        sandbox = getattr(self.settings, "sandbox", None)
+        if getattr(sandbox, "backend", "local") != "local":
+            return ["/opt/ecluse/venv/bin/ecluse-singleuser"]  # images/workspace
         return [str(Path(sys.executable).parent / "ecluse-singleuser")]
 
     @property
