@@ -259,6 +259,16 @@ def docker_engine(sandbox_tmp: Path) -> Iterator[tuple]:
     assert not engine.root.exists(), f"{engine.root} left behind"
 
 
+@pytest.fixture(scope="session")
+def workspace_image(docker_engine) -> str:
+    """images/workspace built FROM the base image on the run's engine (cached by inputs)."""
+    from ecluse.sandbox.images import workspace_image as build
+
+    engine, _ = docker_engine
+    with contextlib.closing(engine.client(timeout=1800)) as client:
+        return build(client, progress=lambda m: print(m, flush=True))
+
+
 @pytest.fixture
 def backend(request, deployment: Settings):
     """The local backend, or the docker one when parametrized so (``both_backends``)."""

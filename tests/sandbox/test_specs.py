@@ -232,3 +232,25 @@ def test_sandbox_host_address_per_backend(settings):
         assert sandbox_host_address(settings, ensure=False) == "10.213.0.1"
     settings.sandbox.backend = "kubernetes"
     assert sandbox_host_address(settings) is None
+
+
+def test_hub_side_host_addresses_follow_the_backend(settings, monkeypatch):
+    """The hub API, the airlock (spawner) and the Dask gateway listen on the sandbox
+    host address for every backend whose sandboxes run on this host, docker included."""
+    import ecluse.sandbox as sandbox_pkg
+    from ecluse.dask.gateway import host_address
+    from ecluse.hub.hubconfig import hub_bind_ip
+
+    settings.sandbox.subnet = "10.213.0.0/16"
+    settings.hub.spawner = "ecluse"
+    # no interface is created here: ensure=True resolves like ensure=False
+    real = sandbox_pkg.sandbox_host_address
+    monkeypatch.setattr(sandbox_pkg, "sandbox_host_address",
+                        lambda s, ensure=True: real(s, ensure=False))
+    for backend in ("local", "docker"):
+        settings.sandbox.backend = backend
+        assert host_address(settings) == "10.213.0.1"
+        assert hub_bind_ip(settings) == "10.213.0.1"
+    settings.sandbox.backend = "kubernetes"
+    assert host_address(settings) == "0.0.0.0"
+    assert hub_bind_ip(settings) == "127.0.0.1"

@@ -1,10 +1,11 @@
-"""``ecluse images build`` — the Debian base image every Écluse image starts from.
+"""``ecluse images build`` — the Debian base image, and the workspace image FROM it.
 
 ``debootstrap --variant=minbase bookworm`` against the Debian mirror this host
 already uses (no container registry needed), imported into the Docker engine
 as ``ecluse/base:bookworm-<key>``; the root filesystem is cached under
 ``$ECLUSE_CACHE_DIR`` (default ``~/.cache/ecluse``) and reused while its inputs
-are unchanged. With ``--engine-dir`` a ``dockerd`` of our own is started for
+are unchanged; then ``images/workspace`` is built FROM it (ecluse.sandbox.images),
+reused while its inputs are unchanged. With ``--engine-dir`` a ``dockerd`` of our own is started for
 the build and stopped afterwards (its data directory, holding the image, is kept).
 """
 
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("images", help="build the container images (docker backend)")
     isub = p.add_subparsers(dest="images_command", metavar="ACTION")
     isub.required = True
-    b = isub.add_parser("build", help="build the base image with debootstrap (cached)")
+    b = isub.add_parser("build", help="build the base image with debootstrap, then the "
+                        "workspace image from it (cached by their inputs)")
     where = b.add_mutually_exclusive_group()
     where.add_argument("--docker-url", help="Docker Engine API (default: $DOCKER_HOST, "
                        "else the system socket)")
@@ -34,7 +36,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     import os
 
     from ..sandbox import SandboxError
-    from ..sandbox.engine import Dockerd, base_image
+    from ..sandbox.engine import Dockerd
+    from ..sandbox.images import workspace_image
 
     def progress(msg: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
@@ -51,7 +54,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         import docker
 
         with contextlib.closing(docker.DockerClient(base_url=url, timeout=600)) as client:
-            name = base_image(client, mirror=args.mirror, progress=progress)
+            name = workspace_image(client, mirror=args.mirror, progress=progress)
         progress(f"done: {name}")
         print(name)
         return 0

@@ -476,22 +476,14 @@ class SandboxBackend(DBBackendBase):
 
 
 def host_address(settings: Any, *, ensure: bool = True) -> str:
-    """Where the gateway proxy listens: the sandbox host address (local backend).
+    """Where the gateway proxy listens: the sandbox host address (local and docker
+    backends, :func:`ecluse.sandbox.sandbox_host_address`), else every address.
 
     ``ensure``: create the host interface if missing (the gateway binds to it).
     """
-    if settings.sandbox.backend == "local":
-        from ..sandbox.local import ensure_host_network
-        from ..sandbox.network import Subnet
+    from ..sandbox import sandbox_host_address
 
-        if ensure and settings.sandbox.launcher_socket:
-            from ..sandbox import sandbox_for  # not root: the launcher makes it
-
-            return sandbox_for(settings, "dask").host_address()
-        if ensure:
-            return ensure_host_network(settings)
-        return Subnet(settings.sandbox.subnet).host_address
-    return "0.0.0.0"
+    return sandbox_host_address(settings, ensure=ensure, caller="dask") or "0.0.0.0"
 
 
 def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "",

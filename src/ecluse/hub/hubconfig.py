@@ -51,10 +51,10 @@ def _optional(module: str, attr: str) -> Any | None:
 
 def hub_bind_ip(settings: Settings) -> str:
     """Where the hub API listens: an address sandboxes can route to, or loopback."""
-    if settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local":
-        sandbox_for = _optional("ecluse.sandbox", "sandbox_for")
-        if sandbox_for is not None:
-            return sandbox_for(settings, "hub").host_address()
+    if settings.hub.spawner == "ecluse":
+        host_address = _optional("ecluse.sandbox", "sandbox_host_address")
+        if host_address is not None:
+            return host_address(settings) or "127.0.0.1"
     return "127.0.0.1"
 
 

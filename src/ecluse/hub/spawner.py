@@ -85,7 +85,8 @@ class EcluseSpawner(Spawner):
     workspace_cmd = List(
         Unicode(),
         help="""Command of the workspace server inside the sandbox (default:
-        ecluse-singleuser of the Python environment mounted in workspaces:
+        ecluse-singleuser: the image's for the docker and kubernetes backends, else
+        that of the Python environment mounted in workspaces:
         jupyterhub-singleuser without the optional imports a workspace never
         needs, see ecluse_workspace.singleuser).""",
     ).tag(config=True)
@@ -110,6 +111,9 @@ class EcluseSpawner(Spawner):
 
     @default("workspace_cmd")
     def _default_cmd(self) -> list[str]:
+        sandbox = getattr(self.settings, "sandbox", None)
+        if getattr(sandbox, "backend", "local") != "local":
+            return ["/opt/ecluse/venv/bin/ecluse-singleuser"]  # images/workspace
         return [str(Path(sys.executable).parent / "ecluse-singleuser")]
 
     @property
@@ -279,8 +283,10 @@ class EcluseSpawner(Spawner):
 
     def _airlock_ip(self) -> str:
         """Where workspaces reach the airlock (the hub config binds it there)."""
+        from ..sandbox import HOST_ADDRESS_BACKENDS
+
         ip = self.settings.airlock.ip
-        if ip == "127.0.0.1" and self.settings.sandbox.backend == "local":
+        if ip == "127.0.0.1" and self.settings.sandbox.backend in HOST_ADDRESS_BACKENDS:
             return self.backend.host_address()
         return ip
 

@@ -51,15 +51,20 @@ def backend_class(name: str) -> type[Sandbox]:
 HOST_ADDRESS_BACKENDS = frozenset({"local", "docker"})
 
 
-def sandbox_host_address(settings: Any, *, ensure: bool = True) -> str | None:
+def sandbox_host_address(settings: Any, *, ensure: bool = True,
+                         caller: str = "hub") -> str | None:
     """Where host services that sandboxes use must listen, for ``settings``' backend.
 
     The host address of ``sandbox.subnet`` for the local and docker backends
-    (``ensure``: create the interface and the firewall table when missing);
-    None for a backend whose sandboxes do not run on this host (kubernetes).
+    (``ensure``: create the interface and the firewall table when missing —
+    through the launcher, as ``caller``, when ``sandbox.launcher_socket`` is
+    set: the service need not be root); None for a backend whose sandboxes do
+    not run on this host (kubernetes).
     """
     if settings.sandbox.backend not in HOST_ADDRESS_BACKENDS:
         return None
+    if ensure and settings.sandbox.launcher_socket:
+        return sandbox_for(settings, caller).host_address()
     if ensure:
         from .local import ensure_host_network
 
