@@ -35,6 +35,7 @@ from ecluse.dev.testing import HubClient, project_token_scopes
 from ecluse.hubservice import instances
 from ecluse.hubservice.instances import LEFTOVERS_EVENT
 from ecluse.sandbox.local import LocalSandbox, teardown_host_network
+from ecluse.statevolume import release_state_volume
 from tests.batch.hubstack import up_config
 
 pytestmark = pytest.mark.root
@@ -128,6 +129,9 @@ def up_stack(tmp_path: Path) -> Iterator[tuple[Path, object]]:
 
                 asyncio.run(backend.stop(meta, grace=0))
         teardown_host_network()
+        # the state volume (config/ecluse.yaml: image mode) of a stack killed by the test
+        release_state_volume(settings)
+        assert not os.path.ismount(settings.state_dir / "db"), "the state volume stays mounted"
 
 
 def services_answer(url: str) -> bool:
