@@ -240,10 +240,15 @@ def migrate_databases(settings: Any) -> list[str]:
     return names
 
 
-def release_state_volume(settings: Any, mounted: list[Path] | None = None) -> list[Path]:
+def release_state_volume(settings: Any, mounted: list[Path] | None = None, *,
+                         wait: float = 10.0) -> list[Path]:
     """Unmount the state volumes (``mounted``: only those; default: every one of the
-    image mode). One still in use (a hub from another ``ecluse up``) stays mounted.
-    Returns the mount points unmounted."""
+    image mode). One still in use after ``wait`` seconds (a hub from another
+    ``ecluse up``; services of a stopped hub still exiting are waited for) stays
+    mounted. Returns the mount points unmounted."""
+    import time
+
+    deadline = time.monotonic() + wait
     if mounted is None:
         if settings.state_volume.mode != "image":
             return []
@@ -256,6 +261,9 @@ def release_state_volume(settings: Any, mounted: list[Path] | None = None) -> li
         if not os.path.ismount(target):
             continue
         r = subprocess.run(["umount", str(target)], capture_output=True, text=True)
+        while r.returncode != 0 and "busy" in r.stderr and time.monotonic() < deadline:
+            time.sleep(0.25)
+            r = subprocess.run(["umount", str(target)], capture_output=True, text=True)
         if r.returncode == 0:
             done.append(target)
         elif "busy" in r.stderr or r.returncode == errno.EBUSY:

@@ -246,7 +246,7 @@ def test_hub_side_host_addresses_follow_the_backend(settings, monkeypatch):
     # no interface is created here: ensure=True resolves like ensure=False
     real = sandbox_pkg.sandbox_host_address
     monkeypatch.setattr(sandbox_pkg, "sandbox_host_address",
-                        lambda s, ensure=True: real(s, ensure=False))
+                        lambda s, ensure=True, caller="hub": real(s, ensure=False))
     for backend in ("local", "docker"):
         settings.sandbox.backend = backend
         assert host_address(settings) == "10.213.0.1"

@@ -92,7 +92,7 @@ def test_unmounted_it_refuses_rather_than_write_on_the_shared_disk(vsettings):
 def test_a_volume_in_use_stays_mounted(vsettings):
     ensure_state_volume(vsettings)
     with open(volume_dir(vsettings) / "held", "w"):
-        assert volume_dir(vsettings) not in release_state_volume(vsettings)
+        assert volume_dir(vsettings) not in release_state_volume(vsettings, wait=0.5)
         assert os.path.ismount(volume_dir(vsettings))
 
 
