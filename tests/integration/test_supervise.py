@@ -35,7 +35,7 @@ from ecluse.dev.testing import HubClient, project_token_scopes
 from ecluse.hubservice import instances
 from ecluse.hubservice.instances import LEFTOVERS_EVENT
 from ecluse.sandbox.local import LocalSandbox, teardown_host_network
-from ecluse.statevolume import release_state_volume
+from ecluse.statevolume import ensure_state_volume, release_state_volume
 from tests.batch.hubstack import up_config
 
 pytestmark = pytest.mark.root
@@ -263,6 +263,7 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     stopped = [r for r in audit.records(event=LEFTOVERS_EVENT) if r.actor == "hub"]
     assert stopped and {"airlock", "batch"} <= {
         s.split(" ")[0] for s in stopped[-1].details["removed"]}
+    audit.engine.dispose()  # an open connection would keep the state volume busy at stop
 
     # 4. SIGKILL of `ecluse up` itself: hub and slapd die with it and stop the rest
     #    (proxy, services, workspaces: it runs without --keep-servers)
@@ -471,5 +472,12 @@ def test_chaos(up_stack, tmp_path):
     assert up.proc.wait(120) == 0
     assert run_processes(root, state) == []
     assert our_sandboxes(settings) == []
-    result = AuditLog.from_settings(settings, writer=False).verify()
+    # the stack is stopped: its state volume (image mode) is mounted again to read the log
+    mounted = ensure_state_volume(settings)
+    try:
+        audit = AuditLog.from_settings(settings, writer=False)
+        result = audit.verify()
+        audit.engine.dispose()
+    finally:
+        release_state_volume(settings, mounted)
     assert result.ok, result.problems
