@@ -165,3 +165,17 @@ def test_daemon_ignores_a_recycled_pid(tmp_path):
     pidfile.write_text(f"{os.getpid()}\n/no/such/service\n")
     r = _daemon(tmp_path, "status", "--pidfile", str(pidfile))
     assert r.returncode == 3
+
+
+def test_generate_secrets_writes_the_environment_secrets_only(tmp_path):
+    """The hub role's secrets script once failed on the TOTP key (a file secret, not an
+    environment one): KeyError, and no deploy."""
+    script = Path(__file__).resolve().parents[2] / "ansible/roles/hub/files/generate-secrets.py"
+    env_file = tmp_path / "ecluse-secrets.env"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "state"), str(env_file)],
+                   check=True, capture_output=True, text=True)
+    names = {line.split("=", 1)[0] for line in env_file.read_text().splitlines()
+             if line and not line.startswith("#")}
+    assert names == {"JUPYTERHUB_CRYPT_KEY", "JPY_COOKIE_SECRET", "CONFIGPROXY_AUTH_TOKEN"}
+    assert env_file.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "state" / "secrets" / "totp_key").exists()

@@ -272,6 +272,8 @@ def _refuse_hidden_python(mounts: list[Mount], pdirs: list[Path]) -> None:
     """
     for m in mounts:
         target = PurePosixPath(m.target)
+        if os.path.realpath(m.source) == os.path.realpath(m.target):
+            continue  # a folder bound at its own path hides nothing (a source checkout)
         for pdir in pdirs:
             p = PurePosixPath(pdir)
             if p == target or target in p.parents:

@@ -30,7 +30,10 @@ def main(state_dir: str, env_file: str) -> int:
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     values = ensure_secrets(state)
     lines = ["# Generated on the first deploy by the Écluse hub role. Do not commit.\n"]
-    lines += [f"{ENV_NAMES[name]}={value}\n" for name, value in values.items()]
+    # only the secrets the hub and its services take from their environment; the
+    # others (the TOTP key) stay files in STATE_DIR/secrets/ (mode 0600)
+    lines += [f"{ENV_NAMES[name]}={value}\n" for name, value in values.items()
+              if name in ENV_NAMES]
     target = Path(env_file)
     tmp = target.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
