@@ -158,7 +158,7 @@ print(json.dumps({"routes": found, "extensions": sorted(app.extension_manager.ex
 @pytest.fixture(scope="module")
 def registered(workspace_extension, tmp_path_factory) -> dict:
     """Routes of the workspace server as the spawner configures it (in a subprocess)."""
-    from ecluse import workspace
+    from ecluse.hub import workspace
 
     # the configuration folder the spawner mounts at /etc/jupyter (default settings)
     conf = workspace.config_dir(SimpleNamespace(state_dir=tmp_path_factory.mktemp("state")))

@@ -117,7 +117,7 @@ def test_proxy_rule(workspace_extension):
 
 
 def test_generated_config_is_read_only_and_complete(make_config, workspace_extension):
-    from ecluse import workspace
+    from ecluse.hub import workspace
 
     settings = load_settings(make_config())
     d = workspace.config_dir(settings)
