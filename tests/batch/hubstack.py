@@ -21,7 +21,9 @@ unused) and deleted afterwards.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -105,7 +107,15 @@ class UpStack(Stack):
         try:
             super().stop()
         finally:
+            from ecluse.statevolume import release_state_volume
+
             teardown_host_network()
+            # before its folder is removed below; a connection the test process still
+            # holds (an engine not yet collected) only delays the detach (umount -l)
+            release_state_volume(self.settings)
+            db = self.settings.state_dir / "db"
+            if os.path.ismount(db):
+                subprocess.run(["umount", "-l", str(db)], check=False)
             self._log.close()
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -117,6 +117,7 @@ def test_cli_run_progress_and_export(batch_hub: UpStack, tmp_path: Path) -> None
              if e.details["run_id"] == run_id]
     assert reads == [("sam", "member"), ("erin", "shared")]
     assert [e.actor for e in audit.records(event="batch.share")] == ["alice"]
+    audit.engine.dispose()  # an open connection would keep the state volume busy at stop
     listed = _cli(batch_hub, sam, "list", "--project", "cardio-los").stdout
     assert run_id in listed
 
