@@ -57,6 +57,7 @@ from .local import (
     _registered,
     check_host_account,
     ensure_host_network,
+    free_slot,
     prepare_project_dirs,
 )
 from .network import Subnet
@@ -278,17 +279,7 @@ class DockerSandbox(Sandbox):
         with _flock(self._rt):
             network.ensure_dummy(self.subnet)
             network.ensure_table(self.subnet)
-            used = set()
-            for sid in _registered(self._rt):
-                with contextlib.suppress(OSError, ValueError, KeyError):
-                    used.add(json.loads((self._dir(sid) / "meta.json").read_text())["slot"])
-            existing = set(network.list_veths())
-            for slot in range(1, self.subnet.slots):
-                if slot not in used and network.veth_name(slot) not in existing:
-                    break
-            else:
-                raise SandboxError("no free sandbox address",
-                                   log_message=f"all slots of {self.subnet.net} in use")
+            slot = free_slot(self._rt, self.subnet, self._dir)
             host_ip, ip = self.subnet.addresses(slot)
             bridge = network.veth_name(slot)
             meta.update(slot=slot, ip=ip, gateway=host_ip, veth=bridge)

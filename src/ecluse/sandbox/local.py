@@ -264,6 +264,21 @@ def _python_dirs(env: Path) -> list[Path]:
     return [d for i, d in enumerate(dirs) if d not in dirs[:i]]
 
 
+def free_slot(rt: Path, subnet: Subnet, dir_of: Any) -> int:
+    """The first /30 slot no registered sandbox (of any backend) and no interface uses;
+    call under the runtime folder's lock. ``dir_of(sid)``: a sandbox's folder."""
+    used = set()
+    for sid in _registered(rt):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            used.add(json.loads((dir_of(sid) / "meta.json").read_text())["slot"])
+    existing = set(network.list_veths())
+    for slot in range(1, subnet.slots):
+        if slot not in used and network.veth_name(slot) not in existing:
+            return slot
+    raise SandboxError("no free sandbox address",
+                       log_message=f"all slots of {subnet.net} in use")
+
+
 def _refuse_hidden_python(mounts: list[Mount], pdirs: list[Path]) -> None:
     """A mount over the Python environment would start nothing (``exec: not found``).
 
@@ -431,17 +446,7 @@ class LocalSandbox(Sandbox):
         with _flock(self._rt):
             network.ensure_dummy(self.subnet)
             network.ensure_table(self.subnet)
-            used = set()
-            for sid in _registered(self._rt):
-                with contextlib.suppress(OSError, ValueError, KeyError):
-                    used.add(json.loads((self._dir(sid) / "meta.json").read_text())["slot"])
-            existing = set(network.list_veths())
-            for slot in range(1, self.subnet.slots):
-                if slot not in used and network.veth_name(slot) not in existing:
-                    break
-            else:
-                raise SandboxError("no free sandbox address",
-                                   log_message=f"all slots of {self.subnet.net} in use")
+            slot = free_slot(self._rt, self.subnet, self._dir)
             meta["slot"] = slot
             d = self._dir(meta["id"])
             d.mkdir(mode=0o711)
