@@ -165,7 +165,18 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     count_named = [j for j in count_named if j not in flat]
     total_cols = [j for j in value_cols if (kinds[j] == "total" or _total_header(t, j))
                   and integer[j] and j not in dom]
-    if count_named:
+    surv = _survival_roles(t, value_cols, integer)
+    if surv is not None:
+        # a survival / life table: time is its label, the numbers at risk, events,
+        # censorings and entries are its counts, the estimates are statistics on the
+        # number at risk of their row
+        label_cols = label_cols + surv.time
+        value_cols = [j for j in value_cols if j not in surv.time]
+        count_named = surv.counts
+        flat = []
+        counts = list(surv.counts)
+        stats = [j for j in value_cols if j not in counts and j not in aux and j not in dom]
+    elif count_named:
         counts = count_named + [j for j in total_cols if j not in count_named]
         stats = [j for j in value_cols if j not in counts and j not in aux and j not in dom
                  and not (is_regression and reg[j])]
@@ -241,20 +252,36 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
         prof.blocked = True
         return out, prof
     # ---------------------------------------------------------- aggregate checks
+    desc = _statistics_in_rows(t, policy, label_cols, value_cols, num)
+    if desc is not None:  # ``df.describe()``: a statistic per row, a variable per column
+        return out + desc, prof
     small = _Cells("small-count", t, label_cols)
     zeros = _Cells("zero-count", t, label_cols)
+    unrounded = _Cells("unrounded-count", t, label_cols)
     thr = policy.threshold
+    zeros_fail = policy.zeros_disclosive and (surv is None or policy.survival_zeros_disclosive)
     for j in counts:
         v = num[j].to_numpy()
         for i in np.flatnonzero((v > 0) & (v < thr)):
             small.add(int(i), j, f"count {_fmt(v[i])} is below the threshold {thr}")
-        if policy.zeros_disclosive:
+        if zeros_fail:
             for i in np.flatnonzero(v == 0):
+                if surv is not None and i == 0:
+                    continue  # the first interval's zero is structural
                 zeros.add(int(i), j, "zero count (zeros are disclosive under this policy)")
-    out += small.findings() + zeros.findings()
+        if policy.rounding_required:
+            base = policy.rounding_base
+            for i in np.flatnonzero((v > 0) & (np.mod(v, base) != 0)):
+                unrounded.add(int(i), j, f"count {_fmt(v[i])} is not rounded to a multiple "
+                              f"of {base}")
+    out += small.findings() + zeros.findings() + unrounded.findings()
+    out += _min_max_columns(t, policy, stats, num, empty, marker)
     if stats:
         if counts:
-            cnt = pd.concat([num[j] for j in counts], axis=1).min(axis=1, skipna=True)
+            if surv is not None and surv.at_risk:
+                cnt = num[surv.at_risk[0]]
+            else:
+                cnt = pd.concat([num[j] for j in counts], axis=1).min(axis=1, skipna=True)
             smalln = _Cells("small-n-statistic", t, label_cols)
             for j in stats:
                 has = (~empty[j] & ~marker[j]).to_numpy()
@@ -275,6 +302,122 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
             out.append(finding("ambiguous-layout", "no counts or statistics found in this table",
                                **t.base))
     return out, prof
+
+
+# ---------------------------------------------------------------- survival tables
+
+#: column names (normalised) of survival / life tables: lifelines, R ``survfit``, Stata
+SURV_AT_RISK = {"at_risk", "n_risk", "n_at_risk", "nrisk", "number_at_risk", "risk_set",
+                "atrisk", "n_risque", "effectif_a_risque", "nb_risque"}
+SURV_EVENTS = {"observed", "n_event", "n_events", "nevent", "events", "event", "deaths",
+               "n_deaths", "died", "removed", "failures", "n_fail", "evenements", "deces"}
+SURV_CENSOR = {"censored", "n_censor", "n_censored", "ncensor", "censor", "lost", "censures",
+               "n_lost"}
+SURV_ENTRY = {"entrance", "n_enter", "entered", "entries"}
+SURV_TIME = {"time", "timeline", "event_at", "t", "days", "day", "months", "month", "years",
+             "duration", "duree", "temps", "tps", "time_days", "time_months", "interval",
+             "intervalle", "jour", "jours", "mois"}
+
+
+@dataclass
+class _Survival:
+    time: list[int]
+    at_risk: list[int]
+    counts: list[int]
+
+
+def _survival_roles(t: Table, value_cols: list[int],
+                    integer: dict[int, bool]) -> _Survival | None:
+    """The roles of a survival table's columns, or ``None`` for any other table: it
+    needs a number at risk and events or censorings."""
+    norm = {j: normalise(t.names[j]) for j in value_cols}
+    at_risk = [j for j in value_cols if norm[j] in SURV_AT_RISK and integer[j]]
+    events = [j for j in value_cols if norm[j] in SURV_EVENTS | SURV_CENSOR | SURV_ENTRY
+              and integer[j]]
+    if not at_risk or not events:
+        return None
+    time = [j for j in value_cols if norm[j] in SURV_TIME]
+    return _Survival(time=time, at_risk=at_risk, counts=at_risk + events)
+
+
+# ---------------------------------------------------------------- minima, maxima
+
+_MINMAX = {"min", "max", "minimum", "maximum", "mini", "maxi", "smallest", "largest"}
+
+
+def _is_min_max(name: str) -> bool:
+    return any(tok in _MINMAX for tok in normalise(name).split("_"))
+
+
+def _min_max_columns(t: Table, policy: DisclosurePolicy, stats: list[int],
+                     num: dict[int, pd.Series], empty: dict[int, pd.Series],
+                     marker: dict[int, pd.Series]) -> list[Finding]:
+    """A column of minima or maxima: each cell is one individual's value.
+
+    Whole numbers rising down the rows (``age_min`` of age bands) are the bounds of
+    the groups, not statistics, and are left alone."""
+    if not policy.min_max_disclosive:
+        return []
+    out = []
+    for j in stats:
+        if not _is_min_max(t.names[j]):
+            continue
+        v = num[j][~empty[j] & ~marker[j]].dropna()
+        if not len(v):
+            continue
+        if len(v) >= 3 and (v == np.round(v)).all() and v.is_monotonic_increasing and v.is_unique:
+            continue
+        out.append(finding("min-max", f"column {t.names[j]!r} holds minima or maxima: each is "
+                           "the value of one individual (set min_max_disclosive: false to "
+                           "allow them)", **t.loc(None, j)))
+    return out
+
+
+#: row labels of ``df.describe()`` and of R's ``summary()``
+_COUNT_ROWS = {"count", "n", "nobs", "n_obs", "effectif", "valid_n"}
+_STAT_ROWS = {"mean", "std", "sd", "min", "max", "median", "25_pct", "50_pct", "75_pct",
+              "1st_qu", "3rd_qu", "q1", "q3", "minimum", "maximum", "unique", "top", "freq"}
+
+
+def _statistics_in_rows(t: Table, policy: DisclosurePolicy, label_cols: list[int],
+                        value_cols: list[int], num: dict[int, pd.Series]) -> list[Finding] | None:
+    """``df.describe()`` written out: a label column of statistic names (count, mean,
+    std, min, 25%…) and one column per variable. Each variable's count is the
+    ``count`` row; the other rows are statistics on it. ``None`` for other layouts."""
+    if not value_cols or not label_cols:
+        return None
+    for lj in label_cols:
+        names = [normalise(v) for v in t.body[lj].tolist()]
+        count_rows = [i for i, nm in enumerate(names) if nm in _COUNT_ROWS]
+        stat_rows = [i for i, nm in enumerate(names) if nm in _STAT_ROWS]
+        if count_rows and len(stat_rows) >= 2 and len(count_rows) + len(stat_rows) == len(names):
+            break
+    else:
+        return None
+    thr = policy.threshold
+    small = _Cells("small-count", t, [lj])
+    smalln = _Cells("small-n-statistic", t, [lj])
+    out: list[Finding] = []
+    ci = count_rows[0]
+    for j in value_cols:
+        n = num[j].iat[ci]
+        if np.isnan(n):
+            continue
+        if 0 < n < thr:
+            small.add(ci, j, f"count {_fmt(n)} is below the threshold {thr}")
+        for i in stat_rows:
+            if n < thr and not np.isnan(num[j].iat[i]):
+                smalln.add(i, j, f"{t.body[lj].iat[i]} of {t.names[j]} is computed on "
+                           f"{_fmt(n)} units, below the threshold {thr}")
+    out += small.findings() + smalln.findings()
+    if policy.min_max_disclosive:
+        for i in stat_rows:
+            if names[i] in _MINMAX:
+                out.append(finding("min-max", f"row {t.body[lj].iat[i]!r} holds minima or "
+                                   "maxima: each is the value of one individual (set "
+                                   "min_max_disclosive: false to allow them)",
+                                   **t.loc(i, None)))
+    return out
 
 
 _ROWNUM_NAMES = {"", "index", "unnamed_0", "level_0", "index_level_0", "row", "rownum",

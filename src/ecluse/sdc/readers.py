@@ -672,6 +672,10 @@ def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd
             yield where, pd.DataFrame([r + [None] * (width - len(r)) for r in doc])
             return
     if isinstance(doc, dict):
+        counts = _json_numbers(doc)
+        if counts is not None:
+            yield where, counts
+            return
         if "columns" in doc and "data" in doc and isinstance(doc["data"], list):
             try:
                 yield where, pd.DataFrame(doc["data"], columns=doc["columns"],
@@ -692,14 +696,42 @@ def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd
             if all(str(k).lstrip("-").isdigit() for k in doc):  # pandas orient="index"
                 yield where, pd.DataFrame.from_dict(doc, orient="index").reset_index(
                     names="index")
-            else:  # pandas orient="columns"
-                yield where, pd.DataFrame(doc).reset_index(names="index")
+            else:  # pandas orient="columns": its row keys are categories
+                yield where, pd.DataFrame(doc).reset_index(names="category")
             return
         for k, v in doc.items():
             yield from _json_tables(v, f"{where}.{k}", depth + 1)
     elif isinstance(doc, list):
         for k, v in enumerate(doc):
             yield from _json_tables(v, f"{where}[{k}]", depth + 1)
+
+
+#: deepest nesting of a JSON document of numbers read as one long table
+MAX_JSON_LEVELS = 6
+
+
+def _json_numbers(doc: dict) -> pd.DataFrame | None:
+    """A dict of numbers keyed by category (``value_counts().to_json()``), or nested
+    dicts of them all at the same depth other than two (``{"F": {"<50": {"N": 12}}}``),
+    as a long table: one label column per level, then ``value``. Depth two is a
+    crosstab and stays wide; anything else is ``None``."""
+    rows: list[list[Any]] = []
+
+    def walk(d: Any, path: list[str]) -> bool:
+        if isinstance(d, dict):
+            if not d or len(path) >= MAX_JSON_LEVELS:
+                return False
+            return all(walk(v, [*path, str(k)]) for k, v in d.items())
+        if isinstance(d, int | float) and not isinstance(d, bool):
+            rows.append([*path, d])
+            return True
+        return False
+
+    if not walk(doc, []) or len({len(r) for r in rows}) != 1 or len(rows[0]) == 3:
+        return None
+    levels = len(rows[0]) - 1
+    names = ["category"] if levels == 1 else [f"category {k + 1}" for k in range(levels)]
+    return pd.DataFrame(rows, columns=[*names, "value"])
 
 
 def read_jsonl(path: Path, ctx: Ctx) -> None:

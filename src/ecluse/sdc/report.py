@@ -186,4 +186,7 @@ def render_text(files: Iterable[FileReport], max_findings: int = 20) -> str:
                 lines.append(f"           {'':24} at {where}")
     overall = Verdict.worst(f.verdict for f in files)
     lines.append(f"overall: {overall.value} ({len(files)} file{'s' if len(files) != 1 else ''})")
+    packs = sorted({str(f.policy["pack"]) for f in files if f.policy.get("pack")})
+    if packs:
+        lines.append(f"policy pack: {', '.join(packs)}")
     return "\n".join(lines)

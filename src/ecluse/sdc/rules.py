@@ -48,9 +48,13 @@ RULES: dict[str, Rule] = {
         # --- disclosive aggregates: fail
         Rule("small-count", F, "A count cell below the threshold.", ("threshold",)),
         Rule("zero-count", F, "A zero count cell (structural zeros disclose that nobody has a "
-             "characteristic).", ("zeros_disclosive",)),
+             "characteristic).", ("zeros_disclosive", "survival_zeros_disclosive")),
         Rule("small-n-statistic", F, "A statistic (mean, median, sd, percentage, rate, min/max…) "
              "computed on fewer units than the threshold.", ("threshold",)),
+        Rule("min-max", F, "A minimum or maximum: the value of one individual.",
+             ("min_max_disclosive",)),
+        Rule("unrounded-count", F, "A count that is not a multiple of the rounding base, under "
+             "a policy that requires rounding.", ("rounding_required", "rounding_base")),
         Rule("recoverable-suppression", F, "A suppressed cell (<10, *, c, empty) that can be "
              "recomputed from published totals (differencing)."),
         Rule("low-residual-df", F, "A regression with fewer residual degrees of freedom than "
@@ -70,6 +74,8 @@ RULES: dict[str, Rule] = {
         Rule("constant-count", R, "A column named as a count holds the same value on (nearly) "
              "every row of a long table: it counts nothing, and the rows are judged without it.",
              ("row_level_min_rows",)),
+        Rule("acro-outcome", R, "ACRO's own results.json, sent with the outputs, judged an "
+             "output fail or review (its checks and the researcher's exception are shown)."),
         Rule("unjudgeable-format", R, "Images, PDFs, office documents, unknown or binary "
              "formats: a person must look."),
         Rule("free-text", R, "Free text (plain text, notebook text and Markdown) may quote "
@@ -85,6 +91,8 @@ RULES: dict[str, Rule] = {
         Rule("hidden-sheet", INFO, "A hidden or very hidden Excel sheet (checked like the others)."),
         Rule("sampled", INFO, "Part of the file was judged on a sample (identifier patterns, "
              "distinct rows) or scanned only partly."),
+        Rule("acro-pass", INFO, "ACRO's results.json, sent with the outputs, judged an output "
+             "pass."),
         Rule("suppressed-cells", INFO, "Suppressed cells found; none could be recovered from "
              "the totals published."),
     ]
