@@ -1,4 +1,4 @@
-"""``ecluse check PATH... [--policy FILE | --project SLUG [--config FILE]] [--json]``.
+"""``ecluse check PATH... [--policy FILE | --project SLUG [--config FILE]] [--json] [--acro-json OUT]``.
 
 Exit status: 0 when every file passes, 1 when any is fail/block/review,
 2 on a usage error (missing path, bad policy file).
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="deployment config for --project (default: $ECLUSE_CONFIG or "
                    "config/ecluse.yaml)")
     p.add_argument("--json", action="store_true", help="print the machine-readable report")
+    p.add_argument("--acro-json", metavar="OUT",
+                   help="also write the results in ACRO's results.json format to OUT (a file, "
+                   "or a folder to hold results.json), for SACRO-Viewer")
     p.set_defaults(func=cmd_check)
 
 
@@ -80,6 +83,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     policy = _policy(args)
     report = check_paths(args.paths, policy)
+    if args.acro_json:
+        from ..sdc.acro import write_acro
+
+        try:
+            write_acro(report, Path(args.acro_json))
+        except OSError as e:
+            print(f"ecluse check: cannot write {args.acro_json}: {e.strerror or e}",
+                  file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps({"files": [f.to_dict() for f in report.files]}, indent=2,
                          ensure_ascii=False, default=str))

@@ -83,11 +83,30 @@ def check_frame(df: pd.DataFrame, policy: DisclosurePolicy | None = None, *,
 def check_paths(paths: Iterable[str | os.PathLike[str]],
                 policy: DisclosurePolicy | None = None) -> Report:
     """Check files; directories are walked (a Zarr store is one unit)."""
+    from .acro import AcroError, attach, is_acro_results, load_results
+
     policy = policy or DisclosurePolicy()
     report = Report()
+    acro: list[tuple[Path, FileReport]] = []
     for path in paths:
         for p in _expand(Path(path)):
             report.files.append(check_file(p, policy))
+            if is_acro_results(p):
+                acro.append((p, report.files[-1]))
+    # ACRO's results.json among the outputs: its judgement of each output is shown
+    # beside ours on that output's report; a malformed one sends itself to review
+    for p, own in acro:
+        try:
+            attach(report, load_results(p), own.path)
+            # its commands, comments and exceptions are text; its lists of files and
+            # cells are no table to judge
+            own.findings = [f for f in own.findings if f.rule != "ambiguous-layout"]
+            own.findings.append(finding("free-text", "ACRO's results.json: its commands, "
+                                        "comments and exception requests are read by a person"))
+            own.verdict = FileReport.verdict_of(own.findings)
+        except AcroError as e:
+            own.findings.append(finding("reader-error", str(e)))
+            own.verdict = FileReport.verdict_of(own.findings)
     return report
 
 
