@@ -133,8 +133,11 @@ def attach(report: Report, results: AcroResults, results_path: str) -> None:
                     msg += f" ({out.summary.strip()})"
                 if out.exception:
                     msg += f"; the researcher asks for an exception: {out.exception.strip()}"
-                rule = "acro-pass" if out.status == "pass" else "acro-outcome"
-                fr.findings.append(finding(rule, msg[:1000], acro_output=out.uid))
+                if out.status == "pass":
+                    fr.findings.append(finding("acro-pass", msg[:1000], acro_output=out.uid))
+                else:
+                    fr.findings.append(finding("acro-outcome", msg[:1000],
+                                               acro_output=out.uid))
                 fr.verdict = FileReport.verdict_of(fr.findings)
 
 
