@@ -97,7 +97,11 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     empty = pre.get("empty") or {j: is_empty(body[j]) for j in range(m)}
     marker = pre.get("marker") or {j: is_marker(body[j]) for j in range(m)}
     numeric, integer = {}, {}
+    empty = dict(empty)
     for j in range(m):
+        na = _na_cells(body[j], num[j])
+        if na is not None:
+            empty[j] = empty[j] | na  # R's NA in a column of numbers: a missing value
         cand = ~empty[j] & ~marker[j]
         got = num[j][cand]
         numeric[j] = bool(len(got)) and got.notna().mean() >= 0.9
@@ -154,6 +158,10 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     reg = {j: regression_role(t.names[j]) for j in value_cols}
     is_regression = any(r == "coef" for r in reg.values()) and any(r == "err" for r in reg.values())
     aux = {j for j in value_cols if kinds[j] in ("df", "nobs", "dfmodel")}
+    if aux:  # a model summary (broom's glance): its plain "df" is the model's
+        aux |= {j for j in value_cols if normalise(t.names[j]) == "df"}
+        kinds = [("dfmodel" if j in aux and normalise(nm) == "df" else k)
+                 for j, (nm, k) in enumerate(zip(t.names, kinds, strict=True))]
     top_cols, total_value_col = _dominance_columns(t, value_cols)
     dom = set(top_cols.values()) | ({total_value_col} if total_value_col is not None else set())
     # a count is a whole number: a column named "n" that holds 70.3 is not one
@@ -290,13 +298,24 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
                     smalln.add(int(i), j, f"{t.names[j]} is computed on {_fmt(nn[i])} units, "
                                f"below the threshold {thr}")
             out += smalln.findings()
+        elif nobs_cols := [j for j in aux if kinds[j] == "nobs"]:
+            # model statistics (R², AIC, a t statistic) on the model's observations
+            nn = num[nobs_cols[0]].to_numpy()
+            smalln = _Cells("small-n-statistic", t, label_cols)
+            for j in stats:
+                for i in np.flatnonzero(nn < thr):
+                    smalln.add(int(i), j, f"{t.names[j]} is computed on {_fmt(nn[i])} "
+                               f"observations, below the threshold {thr}")
+            out += smalln.findings()
         else:
             out.append(finding("statistic-without-n", "statistics without their counts: "
                                + ", ".join(repr(t.names[j]) for j in stats[:6]), **t.base))
     out += _suppression(t, counts, label_cols, num, empty, marker)
-    out += _regression(t, policy, is_regression, label_cols, value_cols, kinds, num)
+    reg_out, model_sizes = _regression(t, policy, is_regression, label_cols, value_cols, kinds,
+                                       num)
+    out += reg_out
     out += _dominance(t, policy, top_cols, total_value_col, num, label_cols)
-    if not counts and not stats and not is_regression and not any(
+    if not counts and not stats and not is_regression and not model_sizes and not any(
             f.rule in ("low-residual-df", "dominance-nk", "dominance-p") for f in out):
         if not any(f.severity != "info" for f in out):
             out.append(finding("ambiguous-layout", "no counts or statistics found in this table",
@@ -418,6 +437,25 @@ def _statistics_in_rows(t: Table, policy: DisclosurePolicy, label_cols: list[int
                                    "min_max_disclosive: false to allow them)",
                                    **t.loc(i, None)))
     return out
+
+
+#: how R, pandas and SQL exports write a missing number
+_NA_TOKENS = {"NA", "NaN", "nan", "null", "NULL", "None", "N/A", "#N/A", "<NA>"}
+
+
+def _na_cells(col: pd.Series, num: pd.Series) -> pd.Series | None:
+    """Cells spelling a missing value, in a column whose other cells are (nearly all)
+    numbers; ``None`` when there are none or the column is not one of numbers (a
+    label ``NA`` stays a label)."""
+    if col.dtype != object:
+        return None
+    na = col.isin(_NA_TOKENS)
+    if not na.any():
+        return None
+    rest = num[~na & col.notna()]
+    if not len(rest) or rest.notna().mean() < 0.9:
+        return None
+    return na
 
 
 _ROWNUM_NAMES = {"", "index", "unnamed_0", "level_0", "index_level_0", "row", "rownum",
@@ -564,7 +602,9 @@ def _isnull(v: Any) -> bool:
 
 def _regression(t: Table, policy: DisclosurePolicy, is_regression: bool, label_cols: list[int],
                 value_cols: list[int], kinds: list[str | None],
-                num: dict[int, pd.Series]) -> list[Finding]:
+                num: dict[int, pd.Series]) -> tuple[list[Finding], bool]:
+    """Residual degrees of freedom, and whether the table gave any model size (df or
+    observations) to judge them by."""
     df_vals: list[tuple[float, dict]] = []
     nobs = dfmodel = None
     for j in value_cols:
@@ -587,10 +627,13 @@ def _regression(t: Table, policy: DisclosurePolicy, is_regression: bool, label_c
             i = int(i)
             key = normalise(col.iat[i])
             if key in wanted:
-                vals = [num[k].iat[i] for k in value_cols if not np.isnan(num[k].iat[i])]
+                right = [k for k in value_cols if not np.isnan(num[k].iat[i])]
+                if not right and j + 1 < len(t.names) and not np.isnan(num[j + 1].iat[i]):
+                    right = [j + 1]  # statsmodels' summary2 info: label, value pairs
+                vals = [num[k].iat[i] for k in right]
                 if not vals:
                     continue
-                where = t.loc(i, value_cols[0] if value_cols else None)
+                where = t.loc(i, right[0])
                 if key in DF_NAMES:
                     df_vals.append((float(vals[0]), where))
                 elif key in NOBS_NAMES:
@@ -609,7 +652,7 @@ def _regression(t: Table, policy: DisclosurePolicy, is_regression: bool, label_c
     if is_regression and not df_vals:
         out.append(finding("regression-without-df", "regression table without residual degrees "
                            "of freedom or number of observations", **t.base))
-    return out
+    return out, bool(df_vals)
 
 
 # ---------------------------------------------------------------- dominance

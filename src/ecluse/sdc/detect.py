@@ -77,7 +77,8 @@ REGRESSION_COEF = {"coef", "coefficient", "coefficients", "estimate", "estimates
                    "hr", "hazard", "or", "irr"}
 REGRESSION_ERR = {"std_err", "stderr", "se", "std_error", "standard_error", "p", "pvalue",
                   "p_value", "p_t", "p_z", "pr_t", "pr_z", "t", "z", "t_value", "z_value",
-                  "0_025", "0_975", "conf_low", "conf_high", "ci_lower", "ci_upper"}
+                  "0_025", "0_975", "conf_low", "conf_high", "ci_lower", "ci_upper",
+                  "statistic", "t_stat", "z_stat", "wald", "chi2", "chisq"}
 DF_NAMES = {"df_resid", "df_residuals", "residual_df", "resid_df", "df_residual",
             "residual_degrees_of_freedom", "ddl_residuels", "ddl", "df_res"}
 NOBS_NAMES = {"nobs", "n_obs", "no_observations", "observations", "n_observations",
