@@ -1017,6 +1017,7 @@ class AirlockService:
         project = self._project(r.project)
         data["files"] = [self._file(f, file_views(user, r, project, f.version))
                          for f in r.current_files()]
+        _acro_beside(data["files"])
         data["versions"] = {
             str(v): [self._file(f, file_views(user, r, project, f.version))
                      for f in r.files if f.version == v]
@@ -1078,3 +1079,15 @@ def _sized(n: int) -> str:
 def _iso(value: Any) -> str | None:
     v = as_utc(value)
     return v.isoformat() if v else None
+
+
+def _acro_beside(files: list[dict[str, Any]]) -> None:
+    """ACRO's judgements, from an ACRO ``results.json`` of the request, put beside the
+    files they are about (``acro``: status, summary, command, the researcher's
+    exception). Only reports the viewer may see are read; the verdicts stay ours."""
+    from ecluse.sdc.acro import entries_by_file
+
+    by_name = entries_by_file([f["report"] for f in files if "report" in f])
+    for f in files:
+        if "report" in f and f["name"].rsplit("/", 1)[-1] in by_name:
+            f["acro"] = by_name[f["name"].rsplit("/", 1)[-1]]

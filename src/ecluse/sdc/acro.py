@@ -112,33 +112,72 @@ def load_results(path: Path) -> AcroResults:
     return res
 
 
-def attach(report: Report, results: AcroResults, results_path: str) -> None:
+def judge_results_file(path: Path, report: FileReport) -> None:
+    """When ``path`` is ACRO's results.json, validate it into ``report``.
+
+    A valid one keeps its outputs' judgements in ``details.acro_results`` (what
+    :func:`entries_by_file` reads, so nobody reads the file again) and is
+    ``free-text``: its commands, comments and exceptions are read by a person. A
+    malformed one gets a ``reader-error`` saying what is wrong."""
+    if not is_acro_results(path):
+        return
+    try:
+        results = load_results(path)
+    except AcroError as e:
+        report.findings.append(finding("reader-error", str(e)))
+    else:
+        report.details["acro_results"] = {
+            out.uid: {"status": out.status, "type": out.type, "command": out.command[:2000],
+                      "summary": out.summary[:2000], "exception": out.exception[:4000],
+                      "comments": [c[:2000] for c in out.comments[:50]],
+                      "files": [f.name for f in out.files]}
+            for out in results.results.values()}
+        # its lists of files and cells are no table to judge
+        report.findings = [f for f in report.findings if f.rule != "ambiguous-layout"]
+        report.findings.append(finding("free-text", "ACRO's results.json: its commands, "
+                                       "comments and exception requests are read by a person"))
+    report.verdict = FileReport.verdict_of(report.findings)
+
+
+def entries_by_file(reports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """ACRO's judgements by the bare file name they are about, from the reports (as
+    dicts) of the results.json files among ``reports``."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rep in reports:
+        outputs = (rep.get("details") or {}).get("acro_results") or {}
+        for uid, o in outputs.items():
+            for name in o.get("files", []):
+                out.setdefault(PurePosixPath(name).name, []).append(
+                    {"results": rep.get("path", RESULTS_NAME), "output": uid,
+                     **{k: v for k, v in o.items() if k != "files"}})
+    return out
+
+
+def attach(report: Report) -> None:
     """Show ACRO's judgement of each output beside Écluse's, on the file it names.
 
     A ``fail`` or ``review`` from ACRO adds an ``acro-outcome`` finding (review: a
     person reads ACRO's reasons and the researcher's exception); a ``pass`` adds an
     ``acro-pass`` note. ACRO never makes a file pass: Écluse's own findings stay."""
-    by_name: dict[str, list[FileReport]] = {}
+    entries = entries_by_file([fr.to_dict() for fr in report.files])
     for fr in report.files:
-        by_name.setdefault(PurePosixPath(fr.path).name, []).append(fr)
-    for out in results.results.values():
-        for f in out.files:
-            for fr in by_name.get(PurePosixPath(f.name).name, []):
-                entry = {"results": results_path, "output": out.uid, "status": out.status,
-                         "type": out.type, "command": out.command, "summary": out.summary,
-                         "exception": out.exception, "comments": list(out.comments)}
-                fr.details.setdefault("acro", []).append(entry)
-                msg = f"ACRO judged output {out.uid} {out.status}"
-                if out.summary.strip() and out.summary.strip() != out.status:
-                    msg += f" ({out.summary.strip()})"
-                if out.exception:
-                    msg += f"; the researcher asks for an exception: {out.exception.strip()}"
-                if out.status == "pass":
-                    fr.findings.append(finding("acro-pass", msg[:1000], acro_output=out.uid))
-                else:
-                    fr.findings.append(finding("acro-outcome", msg[:1000],
-                                               acro_output=out.uid))
-                fr.verdict = FileReport.verdict_of(fr.findings)
+        name = PurePosixPath(fr.path).name
+        if name == RESULTS_NAME:
+            continue
+        for entry in entries.get(name, []):
+            fr.details.setdefault("acro", []).append(entry)
+            status, summary = entry["status"], entry["summary"].strip()
+            msg = f"ACRO judged output {entry['output']} {status}"
+            if summary and summary != status:
+                msg += f" ({summary})"
+            if entry["exception"]:
+                msg += f"; the researcher asks for an exception: {entry['exception'].strip()}"
+            if status == "pass":
+                fr.findings.append(finding("acro-pass", msg[:1000], acro_output=entry["output"]))
+            else:
+                fr.findings.append(finding("acro-outcome", msg[:1000],
+                                           acro_output=entry["output"]))
+            fr.verdict = FileReport.verdict_of(fr.findings)
 
 
 # ---------------------------------------------------------------- writing

@@ -52,13 +52,17 @@ UNJUDGEABLE = {
 def check_file(path: str | os.PathLike[str], policy: DisclosurePolicy | None = None, *,
                display_name: str | None = None) -> FileReport:
     """Check one file (or Zarr directory) and return its report. Never raises for bad input."""
+    from .acro import judge_results_file
+
     policy = policy or DisclosurePolicy()
     p = Path(path)
     ctx = Ctx(policy=policy)
     fmt = _dispatch(p, ctx)
-    return FileReport(path=display_name or str(path), format=fmt,
-                      verdict=FileReport.verdict_of(ctx.findings), findings=ctx.findings,
-                      policy=policy.model_dump(), details=ctx.details)
+    report = FileReport(path=display_name or str(path), format=fmt,
+                        verdict=FileReport.verdict_of(ctx.findings), findings=ctx.findings,
+                        policy=policy.model_dump(), details=ctx.details)
+    judge_results_file(p, report)
+    return report
 
 
 def check_frame(df: pd.DataFrame, policy: DisclosurePolicy | None = None, *,
@@ -83,30 +87,16 @@ def check_frame(df: pd.DataFrame, policy: DisclosurePolicy | None = None, *,
 def check_paths(paths: Iterable[str | os.PathLike[str]],
                 policy: DisclosurePolicy | None = None) -> Report:
     """Check files; directories are walked (a Zarr store is one unit)."""
-    from .acro import AcroError, attach, is_acro_results, load_results
+    from .acro import attach
 
     policy = policy or DisclosurePolicy()
     report = Report()
-    acro: list[tuple[Path, FileReport]] = []
     for path in paths:
         for p in _expand(Path(path)):
             report.files.append(check_file(p, policy))
-            if is_acro_results(p):
-                acro.append((p, report.files[-1]))
     # ACRO's results.json among the outputs: its judgement of each output is shown
-    # beside ours on that output's report; a malformed one sends itself to review
-    for p, own in acro:
-        try:
-            attach(report, load_results(p), own.path)
-            # its commands, comments and exceptions are text; its lists of files and
-            # cells are no table to judge
-            own.findings = [f for f in own.findings if f.rule != "ambiguous-layout"]
-            own.findings.append(finding("free-text", "ACRO's results.json: its commands, "
-                                        "comments and exception requests are read by a person"))
-            own.verdict = FileReport.verdict_of(own.findings)
-        except AcroError as e:
-            own.findings.append(finding("reader-error", str(e)))
-            own.verdict = FileReport.verdict_of(own.findings)
+    # beside ours on that output's report
+    attach(report)
     return report
 
 
