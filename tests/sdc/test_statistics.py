@@ -13,7 +13,7 @@ import yaml
 
 from ecluse.cli import main
 from ecluse.config import ConfigError, load_projects
-from ecluse.sdc import DisclosurePolicy, check_file
+from ecluse.sdc import DisclosurePolicy, check_file, check_paths
 from ecluse.sdc.policy import PACKS
 
 
@@ -233,3 +233,22 @@ def test_opensafely_pack_wants_rounded_counts_above_seven(tmp_path):
     assert rules(rep) == {"unrounded-count", "small-count"}
     assert [loc["row"] for loc in cells(rep, "unrounded-count")] == [3]
     assert [loc["row"] for loc in cells(rep, "small-count")] == [4]
+
+
+def test_dominance_with_contributors_in_a_supporting_file(tmp_path):
+    mag = tmp_path / "turnover.csv"
+    mag.write_text("sector,n_firms,total\nA,25,1000\nB,30,2000\n")
+    con = tmp_path / "turnover_contributors.csv"
+    con.write_text("sector,top1,top2\nA,870,40\nB,600,300\n")
+    assert check_paths([mag]).verdict == "pass"  # alone, dominance cannot be told
+    rep = check_paths([mag, con])
+    table = rep.files[0]
+    assert table.verdict == "fail"
+    found = [f for f in table.findings if f.rule == "dominance-nk"]
+    assert [(f.location["row"], f.location["column"], f.location["supporting_file"])
+            for f in found] == [(2, "total", str(con))]
+    assert "turnover_contributors.csv" in found[0].message
+    # INSEE's 85 % rule on the largest contributor alone
+    rep = check_paths([mag, con], DisclosurePolicy(pack="insee-business"))
+    assert [f.location["labels"] for f in rep.files[0].findings
+            if f.rule == "dominance-nk"] == [{"sector": "A"}]

@@ -88,15 +88,20 @@ def check_paths(paths: Iterable[str | os.PathLike[str]],
                 policy: DisclosurePolicy | None = None) -> Report:
     """Check files; directories are walked (a Zarr store is one unit)."""
     from .acro import attach
+    from .contributors import judge_supporting_contributors
 
     policy = policy or DisclosurePolicy()
     report = Report()
+    checked: list[tuple[Path, FileReport]] = []
     for path in paths:
         for p in _expand(Path(path)):
             report.files.append(check_file(p, policy))
+            checked.append((p, report.files[-1]))
     # ACRO's results.json among the outputs: its judgement of each output is shown
     # beside ours on that output's report
     attach(report)
+    # a magnitude table with its largest contributors in another file
+    judge_supporting_contributors(checked, policy)
     return report
 
 
