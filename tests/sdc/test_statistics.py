@@ -161,7 +161,8 @@ def test_percentage_with_its_numerator_and_denominator(tmp_path):
                   "pct": [4.0, 1.6]}).to_csv(p, index=False)
     rep = check_file(p)
     assert {loc["column"] for loc in cells(rep, "small-n-statistic")} == {"pct"}
-    assert {loc["column"] for loc in cells(rep, "small-count")} == {"deaths"}
+    # the percentage gives the 4 deaths back too
+    assert {loc["column"] for loc in cells(rep, "small-count")} == {"deaths", "pct"}
 
 
 def test_dominance_with_largest_contributors(tmp_path):
@@ -252,3 +253,19 @@ def test_dominance_with_contributors_in_a_supporting_file(tmp_path):
     rep = check_paths([mag, con], DisclosurePolicy(pack="insee-business"))
     assert [f.location["labels"] for f in rep.files[0].findings
             if f.rule == "dominance-nk"] == [{"sector": "A"}]
+
+
+def test_a_percentage_with_its_denominator_gives_its_numerator_back(tmp_path):
+    p = tmp_path / "mortality.csv"
+    # 1.3 % of 300 is 4 deaths, never published as a count
+    pd.DataFrame({"region": ["N", "S"], "admissions": [300, 250],
+                  "pct_died": [1.3, 8.0]}).to_csv(p, index=False)
+    rep = check_file(p)
+    assert [(loc["row"], loc["column"]) for loc in cells(rep, "small-count")] == [
+        (2, "pct_died")]
+    assert "gives a count of 4" in next(f.message for f in rep.findings
+                                         if f.rule == "small-count")
+    # a proportion (0-1) the same way; percentiles are not shares
+    pd.DataFrame({"region": ["N", "S"], "n": [300, 250], "prop_died": [0.013, 0.08],
+                  "25%": [1.0, 2.0]}).to_csv(p, index=False)
+    assert [loc["column"] for loc in cells(check_file(p), "small-count")] == ["prop_died"]

@@ -298,6 +298,7 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
                     smalln.add(int(i), j, f"{t.names[j]} is computed on {_fmt(nn[i])} units, "
                                f"below the threshold {thr}")
             out += smalln.findings()
+            out += _shares_of_counts(t, policy, counts, stats, num, label_cols)
         elif nobs_cols := [j for j in aux if kinds[j] == "nobs"]:
             # model statistics (R², AIC, a t statistic) on the model's observations
             nn = num[nobs_cols[0]].to_numpy()
@@ -357,6 +358,49 @@ def _survival_roles(t: Table, value_cols: list[int],
         return None
     time = [j for j in value_cols if norm[j] in SURV_TIME]
     return _Survival(time=time, at_risk=at_risk, counts=at_risk + events)
+
+
+# ---------------------------------------------------------------- percentages
+
+_PCT_TOKENS = {"pct", "percent", "percentage", "pourcentage", "pourcent"}
+_PROP_TOKENS = {"prop", "proportion", "share", "part", "fraction"}
+
+
+def _share_kind(name: str) -> str | None:
+    """``pct`` for a percentage column, ``prop`` for a proportion (0–1), else ``None``.
+    Percentiles (``25%``, ``los / 75%``, ``p75``, ``q1``) are not shares."""
+    toks = normalise(name).split("_")
+    if any(re.fullmatch(r"[pq]\d+", tok) for tok in toks) or any(
+            a.isdigit() and b == "pct" for a, b in zip(toks, toks[1:], strict=False)):
+        return None
+    if set(toks) & _PCT_TOKENS:
+        return "pct"
+    if set(toks) & _PROP_TOKENS:
+        return "prop"
+    return None
+
+
+def _shares_of_counts(t: Table, policy: DisclosurePolicy, counts: list[int], stats: list[int],
+                      num: dict[int, pd.Series], label_cols: list[int]) -> list[Finding]:
+    """A percentage published with its denominator gives its numerator back:
+    4.0 % of 300 admissions is 12 people, 1.3 % of 300 is 4. The largest count of
+    the row is taken as the denominator; a numerator it recovers below the
+    threshold fails like the count it is."""
+    thr = policy.threshold
+    denom = pd.concat([num[j] for j in counts], axis=1).max(axis=1, skipna=True).to_numpy()
+    small = _Cells("small-count", t, label_cols)
+    for j in stats:
+        kind = _share_kind(t.names[j])
+        if kind is None:
+            continue
+        v = num[j].to_numpy()
+        if kind == "prop" and np.nanmax(np.abs(v), initial=0) > 1:
+            kind = "pct"  # written as a percentage whatever its name
+        x = np.rint(v * denom / (100 if kind == "pct" else 1))
+        for i in np.flatnonzero((denom >= thr) & (x > 0) & (x < thr)):
+            small.add(int(i), j, f"{t.names[j]} {_fmt(v[i])} of {_fmt(denom[i])} gives a count "
+                      f"of {_fmt(x[i])}, below the threshold {thr}")
+    return small.findings()
 
 
 # ---------------------------------------------------------------- minima, maxima
