@@ -436,6 +436,8 @@ def _min_max_columns(t: Table, policy: DisclosurePolicy, stats: list[int],
     return out
 
 
+#: most rows of a table of statistics by row (``describe()`` has 8)
+MAX_STATISTIC_ROWS = 50
 #: row labels of ``df.describe()`` and of R's ``summary()``
 _COUNT_ROWS = {"count", "n", "nobs", "n_obs", "effectif", "valid_n"}
 _STAT_ROWS = {"mean", "std", "sd", "min", "max", "median", "25_pct", "50_pct", "75_pct",
@@ -447,7 +449,7 @@ def _statistics_in_rows(t: Table, policy: DisclosurePolicy, label_cols: list[int
     """``df.describe()`` written out: a label column of statistic names (count, mean,
     std, min, 25%…) and one column per variable. Each variable's count is the
     ``count`` row; the other rows are statistics on it. ``None`` for other layouts."""
-    if not value_cols or not label_cols:
+    if not value_cols or not label_cols or len(t.body) > MAX_STATISTIC_ROWS:
         return None
     for lj in label_cols:
         names = [normalise(v) for v in t.body[lj].tolist()]
