@@ -814,14 +814,17 @@ class AirlockService:
                 f"other than the requester approved version {req.version} (approvals by "
                 f"{', '.join(names) or 'nobody'}; one person's names count once), {need} needed")
 
-    @staticmethod
-    def _release_record(req: Request, files: list[File]) -> list[dict[str, Any]]:
-        """Per released file: its verdict and every approver's written reason (the
-        release record of the audit log, SATRE 3.3.09)."""
+    def _release_record(self, req: Request, files: list[File]) -> list[dict[str, Any]]:
+        """Per released file: its verdict, the policy pack it was judged under and every
+        approver's written reason (the release record of the audit log, SATRE 3.3.09)."""
         approvals = [r for r in req.current_reviews() if r.decision == "approve"]
+        # the disclosure policy pack each verdict was reached under (the project's, when
+        # the checker gave no report of its policy)
+        pack = str(getattr(self.policy_for(req.project), "pack", ""))
         return [
             {
                 "file": f.name, "sha256": f.sha256, "verdict": f.verdict,
+                "policy_pack": str((f.report_dict().get("policy") or {}).get("pack") or pack),
                 "approved_by": [r.reviewer for r in approvals],
                 "override_reasons": {
                     r.reviewer: r.overrides_dict()[f.name]

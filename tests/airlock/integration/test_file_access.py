@@ -217,6 +217,7 @@ def test_unjudged_files_need_a_written_reason_to_approve(make_service, kind):
     released = service.audit.records(event="airlock.request.released")[-1]
     record = released.details["files"]
     assert record == [{"file": name, "sha256": f["sha256"], "verdict": "review",
+                       "policy_pack": "ecluse-default",
                        "approved_by": ["carol", "dan"],
                        "override_reasons": {"carol": reason, "dan": "Same: aggregate rates"}}]
     refused = service.audit.records(event="airlock.permission_denied")
