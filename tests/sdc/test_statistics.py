@@ -192,6 +192,16 @@ def test_packs_set_their_values_and_state_their_boundary():
     assert DisclosurePolicy(pack="snds").boundary.startswith("a count n fails when 0 < n < 11")
 
 
+def test_a_project_pack_replaces_the_deployment_pack():
+    deployment = DisclosurePolicy(pack="opensafely")
+    project = deployment.merged({"pack": "snds"})
+    assert (project.pack, project.threshold, project.rounding_required) == ("snds", 11, False)
+    back = DisclosurePolicy(pack="insee-business").merged({"pack": "ecluse-default"})
+    assert back == DisclosurePolicy()
+    # single values beside the deployment's pack keep it
+    assert deployment.merged({"threshold": 10}).rounding_required is True
+
+
 def test_unknown_pack_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="unknown disclosure policy pack 'casd'.*snds"):
         DisclosurePolicy(pack="casd")

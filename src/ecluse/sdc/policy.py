@@ -192,6 +192,10 @@ class DisclosurePolicy(BaseModel):
             return self
         data = self.model_dump()
         if "pack" in overrides and isinstance(overrides["pack"], str):
+            # another pack replaces this one: what any pack sets goes back to the code
+            # default first (a project on snds under an opensafely deployment rounds nothing)
+            for key in {k for p in PACKS.values() for k in p.values}:
+                data[key] = DisclosurePolicy.model_fields[key].default
             data.update(pack_values(overrides["pack"]))
         data.update(overrides)
         return DisclosurePolicy.model_validate(data)
