@@ -38,8 +38,8 @@ PACKS: dict[str, PolicyPack] = {
             "a count n fails when 0 < n < 10, and n = 0 when zeros are disclosive"),
         PolicyPack(
             "snds", {"threshold": 11},
-            "SNDS (Système national des données de santé) publication rule, as the CNAM and "
-            "Health Data Hub state it: no published count between 1 and 10",
+            "the small-numbers rule of the French SNDS (Système national des données de "
+            "santé) framework: no published count between 1 and 10",
             "a count n fails when 0 < n < 11 (1 to 10), and n = 0 when zeros are disclosive"),
         PolicyPack(
             "insee-business",
