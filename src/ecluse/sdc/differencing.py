@@ -418,3 +418,47 @@ def difference_reports(reports: Sequence[FileReport], policy: DisclosurePolicy,
     for r, rep in enumerate(reports):
         rep.findings.extend(per_file.get(r, [])[:MAX_FINDINGS])
         rep.verdict = FileReport.verdict_of(rep.findings)
+
+
+# ------------------------------------------------------------------ one table
+
+
+class TableSystem:
+    """The cells of one table as sums of its atoms, to ask which hidden cells the
+    published ones determine (used by :mod:`ecluse.sdc.suppress`)."""
+
+    def __init__(self, table: CountTable) -> None:
+        self.table = table
+        dims = range(len(table.dims))
+        self.axes = [_dimension({key[k] for key, _ in table.cells}) for k in dims]
+        sizes = [len(ax.atoms) for ax in self.axes]
+        self.n_atoms = math.prod(sizes)
+        if self.n_atoms == 0 or self.n_atoms > MAX_ATOMS:
+            raise ValueError(f"a table of {self.n_atoms} atoms is too large to solve")
+        strides = [math.prod(sizes[k + 1:]) for k in range(len(sizes))]
+        rows = []
+        for key, _ in table.cells:
+            idx = np.zeros(1, dtype=np.int64)
+            for k, lab in enumerate(key):
+                cov = np.asarray(self.axes[k].cover.get(lab, []), dtype=np.int64)
+                idx = (idx[:, None] + cov[None, :] * strides[k]).ravel()
+            r = np.zeros(self.n_atoms)
+            r[idx] = 1.0
+            rows.append(r)
+        self.rows = np.array(rows)
+
+    def determined(self, hidden: Iterable[int]) -> list[int]:
+        """The hidden cells (indices into ``table.cells``) the others determine exactly."""
+        hidden = sorted(set(hidden))
+        if not hidden:
+            return []
+        shown = np.ones(len(self.rows), bool)
+        shown[hidden] = False
+        if not shown.any():
+            return []
+        null, _ = _solve(self.rows[shown], np.zeros(int(shown.sum())))
+        h = self.rows[hidden]
+        if null.size == 0:
+            return list(hidden)
+        return [c for c, ok in zip(hidden, np.abs(h @ null.T).max(axis=1) < 1e-8, strict=True)
+                if ok]
