@@ -55,6 +55,8 @@ MAX_FINDINGS = 50
 #: the dimension name of a crosstab's header (its variable's name is not written out)
 COLUMNS_DIM = "~columns"
 ALL = "*"
+#: the atom of a categorical dimension holding the categories one table does not list
+OTHER = "(not listed)"
 INF = math.inf
 
 
@@ -194,6 +196,7 @@ class _Dim:
 
     atoms: list[str]
     cover: dict[str, list[int]]
+    interval: bool = False
 
 
 def _dimension(labels: set[str]) -> _Dim:
@@ -206,7 +209,7 @@ def _dimension(labels: set[str]) -> _Dim:
         cover = {lab: [k for k, (lo, hi) in enumerate(spans) if lo >= b[0] and hi <= b[1]]  # type: ignore[index]
                  for lab, b in bands.items()}
         cover[ALL] = list(range(len(spans)))
-        return _Dim([_band(lo, hi) for lo, hi in spans], cover)
+        return _Dim([_band(lo, hi) for lo, hi in spans], cover, interval=True)
     cover = {lab: [k] for k, lab in enumerate(concrete)}
     cover[ALL] = list(range(len(concrete)))
     return _Dim(list(concrete), cover)
@@ -250,35 +253,64 @@ def compare(a: CountTable, b: CountTable, policy: DisclosurePolicy) -> list[Reco
     pa_, pb_ = dict(c for c in ca if c[1] is not None), dict(c for c in cb if c[1] is not None)
     if pa_ == pb_:
         return []
-    for key in pa_.keys() & pb_.keys():
-        if abs(pa_[key] - pb_[key]) > 1e-6 * max(1.0, abs(pa_[key])):
-            return []  # the same cell with two values: two populations
+    agree = all(abs(pa_[k] - pb_[k]) <= 1e-6 * max(1.0, abs(pa_[k])) for k in pa_.keys() & pb_.keys())
+    # a total is first read as the total of every category either table lists; when the
+    # two disagree, as the total of the categories its own table lists (a crosstab without
+    # a category), the other's total holding the rest: the categories not listed
+    for listed in ((None, 0, 1) if agree else (0, 1)):
+        got = _compare(a, b, ca, cb, dims, listed, policy)
+        if got is not None:
+            return got
+    return []  # no counts of one population satisfy both tables: two populations
+
+
+def _compare(a: CountTable, b: CountTable, ca: list, cb: list, dims: list[str],
+             listed: int | None, policy: DisclosurePolicy) -> list[Recovered] | None:
+    tabs = (ca, cb)
     axes = [_dimension({c[0][k] for c in ca + cb}) for k in range(len(dims))]
+    own: list[list[list[int] | None]] = [[None] * len(dims), [None] * len(dims)]
+    if listed is not None:
+        narrower = False
+        for k, ax in enumerate(axes):
+            if ax.interval:
+                continue
+            mine = {c[0][k] for c in tabs[listed]} - {ALL}
+            if not mine:
+                continue
+            narrower = True
+            own[listed][k] = [ax.cover[lab][0] for lab in sorted(mine)]
+            ax.atoms.append(OTHER)
+            ax.cover[ALL] = list(range(len(ax.atoms)))
+        if not narrower:
+            return None
     sizes = [len(ax.atoms) for ax in axes]
     n_atoms = math.prod(sizes)
     if n_atoms == 0 or n_atoms > MAX_ATOMS:
         return []
     strides = [math.prod(sizes[k + 1:]) for k in range(len(sizes))]
 
-    def row(key: tuple[str, ...]) -> np.ndarray:
+    def row(key: tuple[str, ...], t: int) -> np.ndarray:
         r = np.zeros(n_atoms)
         idx = np.zeros(1, dtype=np.int64)
         for k, lab in enumerate(key):
-            cov = np.asarray(axes[k].cover.get(lab, []), dtype=np.int64)
+            sel = own[t][k] if lab == ALL and own[t][k] is not None else axes[k].cover.get(lab, [])
+            cov = np.asarray(sel, dtype=np.int64)
             idx = (idx[:, None] + cov[None, :] * strides[k]).ravel()
         r[idx] = 1.0
         return r
 
-    published = [(key, v, t) for t, cells in ((0, ca), (1, cb)) for key, v in cells if v is not None]
-    suppressed = [(key, t) for t, cells in ((0, ca), (1, cb)) for key, v in cells if v is None]
-    A = np.array([row(k) for k, _, _ in published])
+    published = [(key, v, t) for t, cells in enumerate(tabs) for key, v in cells if v is not None]
+    suppressed = [(key, t) for t, cells in enumerate(tabs) for key, v in cells if v is None]
+    A = np.array([row(k, t) for k, _, t in published])
     bvec = np.array([v for _, v, _ in published])
     which = np.array([t for _, _, t in published])
     null, x0 = _solve(A, bvec)
     if x0 is None:
-        return []  # no counts of one population satisfy both tables
-    # every margin of atoms over every subset of the dimensions
-    groups: list[tuple[tuple[str, ...], np.ndarray, bool]] = []
+        return None
+    # the suppressed cells first (a suppressed atom is reported as such), then every
+    # margin of atoms over every subset of the dimensions
+    groups: list[tuple[tuple[str, ...], np.ndarray, bool]] = [
+        (key, row(key, t), True) for key, t in suppressed]
     for choice in itertools.product(*[[None, *range(s)] for s in sizes]):
         key = tuple(ALL if c is None else axes[k].atoms[c] for k, c in enumerate(choice))
         r = np.zeros(n_atoms)
@@ -288,9 +320,6 @@ def compare(a: CountTable, b: CountTable, policy: DisclosurePolicy) -> list[Reco
             idx = (idx[:, None] + cov[None, :] * strides[k]).ravel()
         r[idx] = 1.0
         groups.append((key, r, False))
-    groups += [(key, row(key), True) for key, _ in suppressed]
-    if not groups:
-        return []
     G = np.array([g[1] for g in groups])
     determined = np.abs(G @ null.T).max(axis=1) < 1e-8 if null.size else np.ones(len(G), bool)
     values = G @ x0
@@ -313,7 +342,7 @@ def compare(a: CountTable, b: CountTable, policy: DisclosurePolicy) -> list[Reco
         if r.tobytes() in done:
             continue
         done.add(r.tobytes())
-        if any(n.size == 0 or np.abs(n @ r).max() < 1e-8 for n in alone):
+        if OTHER not in key and any(n.size == 0 or np.abs(n @ r).max() < 1e-8 for n in alone):
             continue  # one table alone gives it: not a differencing of the two
         group = {d: lab for d, lab in zip(dims, key, strict=True) if lab != ALL}
         out.append(Recovered(a, b, group, val, supp))
@@ -366,10 +395,12 @@ def _finding(rec: Recovered, mine: CountTable, policy: DisclosurePolicy) -> Find
     other = rec.second if mine is rec.first else rec.first
     what = "the suppressed cell" if rec.suppressed else "a group no table publishes"
     where = "an earlier release" if other.origin.get("request") else "another table of this request"
-    msg = (f"{what} ({describe(rec.group)}) is {rec.value:g}, below the threshold "
+    order = [*mine.dims, *other.dims]
+    group = dict(sorted(rec.group.items(), key=lambda kv: order.index(kv[0])))
+    msg = (f"{what} ({describe(group)}) is {rec.value:g}, below the threshold "
            f"{policy.threshold}: recovered by subtracting {mine.source} and {_cited(other)} "
            f"({where})")
-    loc: dict[str, Any] = {"labels": dict(rec.group), "pair": [mine.source, other.source]}
+    loc: dict[str, Any] = {"labels": group, "pair": [mine.source, other.source]}
     if other.origin.get("request"):
         loc["released_in"] = other.origin["request"]
     return finding("differencing", msg, **loc)
