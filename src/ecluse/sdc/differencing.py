@@ -235,13 +235,79 @@ def comparable(a: CountTable, b: CountTable) -> bool:
 
 
 def _multiples(tables: Iterable[CountTable], base: int) -> bool:
-    vals = [v for t in tables for _, v in t.cells if v is not None]
-    return base > 1 and len(vals) >= 4 and all(v % base == 0 for v in vals)
+    if base <= 1:
+        return False
+    n = 0
+    for t in tables:
+        cache = t.__dict__.setdefault("_multiples", {})
+        if base not in cache:
+            vals = [v for _, v in t.cells if v is not None]
+            cache[base] = (len(vals), all(v % base == 0 for v in vals))
+        count, every = cache[base]
+        if not every:
+            return False
+        n += count
+    return n >= 4
+
+
+def margins(t: CountTable, shared: tuple[str, ...]) -> dict[tuple[str, ...], float | None]:
+    """``t``'s counts over the dimensions ``shared`` only: a published cell with a total
+    in every other dimension, else the sum of its finest cells (``None``: one is hidden)."""
+    cache = t.__dict__.setdefault("_margins", {})
+    if shared in cache:
+        return cache[shared]
+    pos = [t.dims.index(d) for d in shared]
+    rest = [k for k in range(len(t.dims)) if t.dims[k] not in shared]
+    direct: dict[tuple[str, ...], float | None] = {}
+    sums: dict[tuple[str, ...], float | None] = {}
+    for key, v in t.cells:
+        sk = tuple(key[k] for k in pos)
+        others = [key[k] for k in rest]
+        if all(o == ALL for o in others):
+            direct[sk] = v
+        elif ALL not in others:
+            sums[sk] = None if v is None or sums.get(sk, 0.0) is None else sums.get(sk, 0.0) + v
+    out = {**sums, **direct}
+    cache[shared] = out
+    return out
+
+
+def _evidence(a: CountTable, b: CountTable) -> tuple[bool, bool]:
+    """(``link``, ``conflict``): a margin over the dimensions both share that both
+    tables give, with the same count (same population) or with different ones."""
+    shared = tuple(sorted(set(a.dims) & set(b.dims)))
+    ma, mb = margins(a, shared), margins(b, shared)
+    link = conflict = False
+    for k in ma.keys() & mb.keys():
+        va, vb = ma[k], mb[k]
+        if va is None or vb is None:
+            continue
+        if abs(va - vb) <= 1e-6 * max(1.0, abs(va)):
+            link = True
+        elif ALL not in k:
+            conflict = True
+            break
+    return link, conflict
+
+
+def _banded(a: CountTable, b: CountTable) -> bool:
+    """A shared dimension banded differently by the two tables (``≥ 18`` and ``≥ 19``)."""
+    for d in set(a.dims) & set(b.dims):
+        la = {key[a.dims.index(d)] for key, _ in a.cells} - {ALL}
+        lb = {key[b.dims.index(d)] for key, _ in b.cells} - {ALL}
+        if la != lb and all(interval(x) is not None for x in la | lb):
+            return True
+    return False
 
 
 def compare(a: CountTable, b: CountTable, policy: DisclosurePolicy) -> list[Recovered]:
     """Groups that ``a`` and ``b`` together reveal below the threshold (see the module)."""
     if not comparable(a, b) or _multiples((a, b), policy.rounding_base):
+        return []
+    # two tables are of one population when a common margin has the same count in
+    # both, or (no margin to compare) when they band a common dimension differently
+    link, conflict = _evidence(a, b)
+    if conflict or not (link or _banded(a, b)):
         return []
     dims = sorted(set(a.dims) | set(b.dims))
 
@@ -253,7 +319,11 @@ def compare(a: CountTable, b: CountTable, policy: DisclosurePolicy) -> list[Reco
     pa_, pb_ = dict(c for c in ca if c[1] is not None), dict(c for c in cb if c[1] is not None)
     if pa_ == pb_:
         return []
-    agree = all(abs(pa_[k] - pb_[k]) <= 1e-6 * max(1.0, abs(pa_[k])) for k in pa_.keys() & pb_.keys())
+    differ = [k for k in pa_.keys() & pb_.keys()
+              if abs(pa_[k] - pb_[k]) > 1e-6 * max(1.0, abs(pa_[k]))]
+    if any(ALL not in k for k in differ):
+        return []  # the same cell with two values: two populations
+    agree = not differ
     # a total is first read as the total of every category either table lists; when the
     # two disagree, as the total of the categories its own table lists (a crosstab without
     # a category), the other's total holding the rest: the categories not listed
@@ -308,31 +378,37 @@ def _compare(a: CountTable, b: CountTable, ca: list, cb: list, dims: list[str],
     if x0 is None:
         return None
     # the suppressed cells first (a suppressed atom is reported as such), then every
-    # margin of atoms over every subset of the dimensions
-    groups: list[tuple[tuple[str, ...], np.ndarray, bool]] = [
-        (key, row(key, t), True) for key, t in suppressed]
-    for choice in itertools.product(*[[None, *range(s)] for s in sizes]):
-        key = tuple(ALL if c is None else axes[k].atoms[c] for k, c in enumerate(choice))
-        r = np.zeros(n_atoms)
-        idx = np.zeros(1, dtype=np.int64)
-        for k, c in enumerate(choice):
-            cov = np.arange(sizes[k]) if c is None else np.array([c])
-            idx = (idx[:, None] + cov[None, :] * strides[k]).ravel()
-        r[idx] = 1.0
-        groups.append((key, r, False))
-    G = np.array([g[1] for g in groups])
-    determined = np.abs(G @ null.T).max(axis=1) < 1e-8 if null.size else np.ones(len(G), bool)
-    values = G @ x0
-    seen_rows = {A[i].tobytes() for i in range(len(A))}
+    # margin of atoms over every subset of the dimensions: the rows of the Kronecker
+    # product of [all; each atom] per dimension
+    S = np.array([row(key, t) for key, t in suppressed]).reshape(len(suppressed), n_atoms)
+    M = np.ones((1, 1))
+    for size in sizes:
+        M = np.kron(M, np.vstack([np.ones((1, size)), np.eye(size)]))
+    G = np.vstack([S, M])
+    values = np.round(G @ x0, 6)
     thr = policy.threshold
+    supp = np.arange(len(G)) < len(S)
+    small = (values < thr) & (values >= 0) & ((values > 0) | supp)
+    if not small.any():
+        return []
+    idx = np.flatnonzero(small)
+    if null.size:
+        idx = idx[np.abs(G[idx] @ null.T).max(axis=1) < 1e-8]
+    if not len(idx):
+        return []
+    seen_rows = {A[i].tobytes() for i in range(len(A))}
     cands = []
-    for (key, r, supp), det, val in zip(groups, determined, values, strict=True):
-        val = float(np.round(val, 6))
-        if not det or val >= thr or val < 0 or (val == 0 and not supp):
-            continue
-        if not supp and r.tobytes() in seen_rows:
+    for g in idx:
+        r = G[g]
+        if not supp[g] and r.tobytes() in seen_rows:
             continue  # published as it is: the table's own check judges it
-        cands.append((key, r, supp, val))
+        if supp[g]:
+            key = suppressed[g][0]
+            key = tuple(lab for lab in key)
+        else:
+            choice = np.unravel_index(g - len(S), [s_ + 1 for s_ in sizes])
+            key = tuple(ALL if c == 0 else axes[k].atoms[c - 1] for k, c in enumerate(choice))
+        cands.append((key, r, bool(supp[g]), float(values[g])))
     if not cands:
         return []
     alone = [_solve(A[which == t], bvec[which == t])[0] for t in (0, 1)]
