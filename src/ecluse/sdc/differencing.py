@@ -290,24 +290,13 @@ def _evidence(a: CountTable, b: CountTable) -> tuple[bool, bool]:
     return link, conflict
 
 
-def _banded(a: CountTable, b: CountTable) -> bool:
-    """A shared dimension banded differently by the two tables (``≥ 18`` and ``≥ 19``)."""
-    for d in set(a.dims) & set(b.dims):
-        la = {key[a.dims.index(d)] for key, _ in a.cells} - {ALL}
-        lb = {key[b.dims.index(d)] for key, _ in b.cells} - {ALL}
-        if la != lb and all(interval(x) is not None for x in la | lb):
-            return True
-    return False
-
-
 def compare(a: CountTable, b: CountTable, policy: DisclosurePolicy) -> list[Recovered]:
     """Groups that ``a`` and ``b`` together reveal below the threshold (see the module)."""
     if not comparable(a, b) or _multiples((a, b), policy.rounding_base):
         return []
-    # two tables are of one population when a common margin has the same count in
-    # both, or (no margin to compare) when they band a common dimension differently
+    # a common margin with two counts: two populations, not compared
     link, conflict = _evidence(a, b)
-    if conflict or not (link or _banded(a, b)):
+    if conflict:
         return []
     dims = sorted(set(a.dims) | set(b.dims))
 
