@@ -212,6 +212,68 @@ def line(label: str, ours: float, base: float, base_label: str, target: float | 
             f"ratio {ratio:5.2f}x{verdict}")
 
 
+def bench_differencing(n_request: int = 20, n_ledger: int = 1000, seed: int = 7) -> dict:
+    """Differencing a request of ``n_request`` count tables against each other and a
+    ledger of ``n_ledger`` released ones (issue 20 item 7: adds at most 1 s).
+
+    The tables are what a busy extract accumulates: counts by one to three of age
+    band, sex, region and year, each over its own population (a tenth of them
+    nested in another, so that the exact solve runs too). Timed: reading the
+    ledger's JSON and every comparison."""
+    import numpy as np
+
+    from ecluse.sdc import DisclosurePolicy
+    from ecluse.sdc.differencing import CountTable, differencing_findings
+
+    rng = np.random.default_rng(seed)
+    values = {"age": ["0-17", "18-39", "40-64", ">= 65"], "sex": ["F", "M"],
+              "region": ["Nord", "Sud", "Est", "Ouest", "Centre"],
+              "year": ["2021", "2022", "2023"]}
+
+    def table(name: str) -> dict:
+        dims = sorted(rng.choice(list(values), size=int(rng.integers(1, 4)), replace=False))
+        keys = [()]
+        for d in dims:
+            keys = [k + (v,) for k in keys for v in values[d]]
+        cells = [[list(k), float(rng.integers(10, 500))] for k in keys]
+        if rng.random() < 0.5:  # with its grand total
+            cells.append([["*"] * len(dims), float(sum(c[1] for c in cells))])
+        return {"source": name, "measure": "n", "dims": list(dims), "cells": cells}
+
+    ledger = [table(f"released-{i}.csv") for i in range(n_ledger)]
+    request = [table(f"new-{i}.csv") for i in range(n_request)]
+    for i in range(0, n_request, 10):  # a margin of a released table: compared for real
+        src = ledger[i]
+        if len(src["dims"]) > 1:
+            d0 = src["dims"][0]
+            sums: dict = {}
+            for key, v in src["cells"]:
+                if "*" not in key:
+                    sums[key[0]] = sums.get(key[0], 0.0) + v
+            request[i] = {"source": f"new-{i}.csv", "measure": "n", "dims": [d0],
+                          "cells": [[[k], v] for k, v in sums.items()]}
+    blob = json.dumps(ledger)
+    policy = DisclosurePolicy()
+    t0, c0 = time.perf_counter(), time.process_time()
+    released = [CountTable.from_dict(t) for t in json.loads(blob)]
+    for t in released:
+        t.origin = {"request": "r"}
+    new = [CountTable.from_dict(t) for t in request]
+    found = differencing_findings(new, policy, released)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu, "request_tables": n_request,
+            "ledger_tables": n_ledger,
+            "findings": sum(len(v) for v in found.values())}
+
+
+def differencing_line(res: dict) -> str:
+    ok = "OK" if res["seconds"] <= 1.0 else "OVER TARGET 1 s"
+    return (f"{'differencing, request x ledger':34} {res['seconds']:7.2f} s "
+            f"(CPU {res['cpu_seconds']:.2f} s) for "
+            f"{res['request_tables']} tables x {res['ledger_tables']} released "
+            f"({res['findings']} findings) {ok}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="about a tenth of the full sizes")
@@ -223,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the second CSV (a long aggregate whose counts are all checked)")
     ap.add_argument("--no-acro", action="store_true", help="skip the ACRO comparison")
     ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    ap.add_argument("--differencing-only", action="store_true",
+                    help="only the differencing measurement (20 tables x a ledger of 1,000)")
     args = ap.parse_args(argv)
+    if args.differencing_only:
+        print(differencing_line(bench_differencing()))
+        return 0
     csv_rows = args.csv_rows or (1_000_000 if args.quick else 10_000_000)
     pq_rows = args.parquet_rows or (300_000 if args.quick else 3_000_000)
     py = sys.executable
@@ -298,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"ACRO over pandas {acro['seconds'] / pandas_ct['seconds']:.2f}x")
         else:
             print(f"{'checked crosstab (ecluse)':34} {ours['seconds']:7.2f} s (ACRO skipped)")
+    results["differencing"] = bench_differencing()
+    print(differencing_line(results["differencing"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
@@ -305,3 +374,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

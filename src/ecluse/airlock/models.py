@@ -159,3 +159,22 @@ class HistoryEntry(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
 
     request: Mapped[Request] = relationship(back_populates="history")
+
+
+class LedgerEntry(Base):
+    """A count table of a released file, kept to check later requests against it
+    (differencing across releases, :mod:`ecluse.airlock.ledger`)."""
+
+    __tablename__ = "airlock_ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: the source data it was computed from: ``dataset:<host path>`` (or ``project:<slug>``)
+    scope: Mapped[str] = mapped_column(String(600), index=True)
+    request_id: Mapped[str] = mapped_column(String(32), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    project: Mapped[str] = mapped_column(String(64))
+    file: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    #: the count table (groups, counts), as :class:`ecluse.sdc.differencing.CountTable` JSON
+    table: Mapped[str] = mapped_column(Text)
+    released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ..directory import DirectoryError, DirectoryUnavailable
 from ..people import Person, distinct
-from . import db
+from . import db, ledger
 from .checks import inspect_staged, unjudged
 from .errors import (
     IdentityUnavailable,
@@ -592,6 +592,8 @@ class AirlockService:
             s.add(f)
             req.updated_at = utcnow()
             s.flush()
+            s.refresh(req, ["files"])
+            self._difference(s, req)
             out = self._file(f, file_views(user, req, self._project(req.project), f.version))
             self._later(
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
@@ -600,6 +602,17 @@ class AirlockService:
         if replaced_sha and replaced_sha != sha256:
             self._drop_unreferenced(replaced_sha)
         return out
+
+    def _difference(self, s: Session, req: Request) -> None:
+        """Judge the request's files as one set and against the released ones
+        (:mod:`.ledger`); if that fails, every file goes to ``review`` (fail closed)."""
+        try:
+            ledger.check_request(s, req, self.policy_for(req.project),
+                                 ledger.scopes_of(req.project, self._project(req.project)))
+        except Exception as e:
+            log.exception("differencing of request %s failed", req.id)
+            ledger.unchecked(req, f"differencing against the other files and earlier releases "
+                             f"failed ({type(e).__name__}); review by hand")
 
     def _drop_unreferenced(self, sha256: str) -> None:
         """Delete a staged object no file refers to any more (a draft's file removed or
@@ -644,6 +657,9 @@ class AirlockService:
             sha = f.sha256
             s.delete(f)
             req.updated_at = utcnow()
+            s.flush()
+            s.refresh(req, ["files"])
+            self._difference(s, req)
             self._later(s, EVENTS["file_remove"], user, req, version=req.version, file=name,
                         sha256=sha)
         self._drop_unreferenced(sha)
@@ -703,6 +719,7 @@ class AirlockService:
             req.updated_at = utcnow()
             if t.target is State.SUBMITTED:
                 req.submitted_at = req.updated_at
+                self._difference(s, req)  # the ledger may have grown since the files came
             self._history(s, req, user, action.value, before, comment)
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment)
@@ -864,6 +881,8 @@ class AirlockService:
             req.state = t.target.value
             req.updated_at = req.released_at = utcnow()
             self._history(s, req, user, Action.RELEASE.value, before, comment)
+            ledger.record_release(s, req, files, ledger.scopes_of(
+                req.project, self._project(req.project)))
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment,
                         files=self._release_record(req, files))

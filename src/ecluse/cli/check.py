@@ -37,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acro-json", metavar="OUT",
                    help="also write the results in ACRO's results.json format to OUT (a file, "
                    "or a folder to hold results.json), for SACRO-Viewer")
+    p.add_argument("--fix", metavar="OUT",
+                   help="write a version of the (one, CSV) table that passes to OUT: small "
+                   "cells suppressed so that none can be recomputed, or rounded "
+                   "(--fix-method); the fixed table is checked again")
+    p.add_argument("--fix-method", choices=["suppress", "round"], default="suppress",
+                   help="suppress (primary and secondary) or round to the policy's "
+                   "rounding_base then suppress what is still small (default: suppress)")
     p.set_defaults(func=cmd_check)
 
 
@@ -82,6 +89,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"ecluse check: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     policy = _policy(args)
+    if args.fix:
+        return _fix(args, policy)
     report = check_paths(args.paths, policy)
     if args.acro_json:
         from ..sdc.acro import write_acro
@@ -98,3 +107,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(report.render())
     return 0 if report.verdict == "pass" else 1
+
+
+def _fix(args: argparse.Namespace, policy) -> int:  # type: ignore[no-untyped-def]
+    from ..sdc.report import render_text
+    from ..sdc.suppress import CannotFix, fix_csv
+
+    if len(args.paths) != 1 or Path(args.paths[0]).is_dir():
+        print("ecluse check --fix: give exactly one table to fix", file=sys.stderr)
+        return 2
+    try:
+        fix = fix_csv(args.paths[0], args.fix, policy, args.fix_method)
+    except CannotFix as e:
+        print(f"ecluse check --fix: {e}", file=sys.stderr)
+        return 1
+    assert fix.report is not None
+    if args.json:
+        print(json.dumps({"fix": fix.to_dict(), "files": [fix.report.to_dict()]}, indent=2,
+                         ensure_ascii=False, default=str))
+    else:
+        print(f"wrote {args.fix} ({fix.method}):")
+        for note in fix.notes:
+            print(f"  - {note}")
+        print(render_text([fix.report]))
+    return 0 if fix.report.verdict == "pass" else 1

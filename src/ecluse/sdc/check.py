@@ -58,11 +58,21 @@ def check_file(path: str | os.PathLike[str], policy: DisclosurePolicy | None = N
     p = Path(path)
     ctx = Ctx(policy=policy)
     fmt = _dispatch(p, ctx)
-    report = FileReport(path=display_name or str(path), format=fmt,
+    name = display_name or str(path)
+    _keep_count_tables(ctx, name)
+    report = FileReport(path=name, format=fmt,
                         verdict=FileReport.verdict_of(ctx.findings), findings=ctx.findings,
                         policy=policy.model_dump(), details=ctx.details)
     judge_results_file(p, report)
     return report
+
+
+def _keep_count_tables(ctx: Ctx, name: str) -> None:
+    """The file's count tables, named after it, in its details (for differencing)."""
+    if ctx.count_tables:
+        for t in ctx.count_tables:
+            t.source = f"{name} ({t.source})" if t.source else name
+        ctx.details["count_tables"] = [t.to_dict() for t in ctx.count_tables]
 
 
 def check_frame(df: pd.DataFrame, policy: DisclosurePolicy | None = None, *,
@@ -79,16 +89,22 @@ def check_frame(df: pd.DataFrame, policy: DisclosurePolicy | None = None, *,
     except Exception as e:  # noqa: BLE001 - fail closed
         ctx.add(finding("reader-error", f"cannot judge the frame: {type(e).__name__}: "
                         f"{str(e)[:300]}"))
+    details: dict = {"rows": int(len(df)), "columns": int(df.shape[1])}
+    _keep_count_tables(ctx, name)
+    details.update(ctx.details)
     return FileReport(path=name, format="dataframe", verdict=FileReport.verdict_of(ctx.findings),
-                      findings=ctx.findings, policy=policy.model_dump(),
-                      details={"rows": int(len(df)), "columns": int(df.shape[1])})
+                      findings=ctx.findings, policy=policy.model_dump(), details=details)
 
 
 def check_paths(paths: Iterable[str | os.PathLike[str]],
                 policy: DisclosurePolicy | None = None) -> Report:
-    """Check files; directories are walked (a Zarr store is one unit)."""
+    """Check files; directories are walked (a Zarr store is one unit).
+
+    The files are one set: tables that differ by a small group fail together
+    (:mod:`ecluse.sdc.differencing`)."""
     from .acro import attach
     from .contributors import judge_supporting_contributors
+    from .differencing import difference_reports
 
     policy = policy or DisclosurePolicy()
     report = Report()
@@ -102,6 +118,7 @@ def check_paths(paths: Iterable[str | os.PathLike[str]],
     attach(report)
     # a magnitude table with its largest contributors in another file
     judge_supporting_contributors(checked, policy)
+    difference_reports(report.files, policy)
     return report
 
 

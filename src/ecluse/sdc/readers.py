@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from .analyze import MAX_LOCATIONS, Profile, analyze_table
 from .policy import DisclosurePolicy
-from .report import Finding
+from .report import Finding, format_location
 from .rules import finding
 from .sniff import Sniffed
 from .table import (
@@ -62,15 +62,23 @@ class Ctx:
     findings: list[Finding] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     judged: int = 0  # tables / arrays actually judged
+    #: the count tables judged, for differencing (:mod:`ecluse.sdc.differencing`)
+    count_tables: list[Any] = field(default_factory=list)
 
     def add(self, *fs: Finding) -> None:
         self.findings.extend(fs)
 
-    def judge(self, t: Table, decode_cells: bool = True) -> Profile:
+    def judge(self, t: Table, decode_cells: bool = True, whole: bool = True) -> Profile:
         t.base = {**self.base, **t.base}
         fs, prof = analyze_table(t, self.policy)
         self.findings.extend(fs)
         self.judged += 1
+        if whole and not prof.blocked:
+            from .differencing import extract
+
+            ct = extract(t, prof.label_cols, prof.count_cols, format_location(t.base))
+            if ct is not None:
+                self.count_tables.append(ct)
         if not prof.blocked and _transposed_records(t, self.policy, self.findings):
             prof.blocked = True
         if decode_cells and not prof.blocked:
@@ -193,7 +201,7 @@ def read_csv(path: Path, sn: Sniffed, ctx: Ctx) -> None:
         ctx.add(finding("empty-file", "no cells in this CSV file", **ctx.base))
         return
     ctx.details.update(columns=len(t.names), delimiter=sn.sep, decimal_comma=decimal_comma)
-    prof = ctx.judge(t)
+    prof = ctx.judge(t, whole=False)
     _stream_csv(path, sn, ctx, t, prof, decimal_comma)
 
 

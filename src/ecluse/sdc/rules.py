@@ -57,6 +57,10 @@ RULES: dict[str, Rule] = {
              "a policy that requires rounding.", ("rounding_required", "rounding_base")),
         Rule("recoverable-suppression", F, "A suppressed cell (<10, *, c, empty) that can be "
              "recomputed from published totals (differencing)."),
+        Rule("differencing", F, "A group no table publishes (or a suppressed cell), below the "
+             "threshold, recovered by subtracting two tables of the request, or a table of the "
+             "request and one released earlier from the same data.", ("threshold",
+                                                                        "rounding_base")),
         Rule("low-residual-df", F, "A regression with fewer residual degrees of freedom than "
              "the minimum.", ("min_residual_df",)),
         Rule("dominance-nk", F, "N-k dominance: the top N contributors make more than k of "

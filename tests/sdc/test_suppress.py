@@ -1,0 +1,159 @@
+"""Suggested fixes (issue 20 items 4 and 8): ``ecluse check --fix`` writes a
+version of a failing table that passes, and no suppressed cell can be
+recomputed from what it shows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from ecluse.cli import main
+from ecluse.sdc import DisclosurePolicy, check_file
+from ecluse.sdc.suppress import CannotFix, fix_csv, fix_text
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow],
+                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
+
+CROSSTAB = "region,F,M,Total\nNorth,25,3,28\nSouth,40,33,73\nEast,12,15,27\nTotal,77,51,128\n"
+
+
+def _grid(text):
+    return list(csv.reader(io.StringIO(text)))
+
+
+def _recoverable(grid):
+    """Brute force, independent of the module: every hidden cell whose value is
+    fixed by the row and column totals shown (iterating until nothing changes)."""
+    body = [r[1:-1] for r in grid[1:-1]]
+    rtot = [r[-1] for r in grid[1:-1]]
+    ctot = grid[-1][1:-1]
+    grand = grid[-1][-1]
+    known = {}
+    for i, r in enumerate(body):
+        for j, v in enumerate(r):
+            if v != "c":
+                known[(i, j)] = int(v)
+    lines = [[(i, j) for j in range(len(ctot))] for i in range(len(body))]
+    totals = [rtot[i] for i in range(len(body))]
+    lines += [[(i, j) for i in range(len(body))] for j in range(len(ctot))]
+    totals += list(ctot)
+    # the margins are cells too: the row totals sum to the grand total, and so on
+    found = set()
+    changed = True
+    while changed:
+        changed = False
+        for cells, tot in zip(lines, totals, strict=True):
+            if tot == "c":
+                continue
+            unknown = [c for c in cells if c not in known]
+            if len(unknown) == 1:
+                known[unknown[0]] = int(tot) - sum(known[c] for c in cells if c in known)
+                found.add(unknown[0])
+                changed = True
+    del grand
+    return found
+
+
+def test_fix_suppresses_and_passes(tmp_path, capsys):
+    src = tmp_path / "t.csv"
+    src.write_text(CROSSTAB)
+    assert check_file(src).verdict == "fail"
+    out = tmp_path / "fixed.csv"
+    assert main(["check", str(src), "--fix", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "primary" in text and "secondary" in text and "overall: pass" in text
+    grid = _grid(out.read_text())
+    assert grid[1][2] == "c"  # North M (3)
+    assert sum(v == "c" for r in grid for v in r) == 4
+    assert not _recoverable(grid)
+    assert check_file(out).verdict == "pass"
+
+
+def test_fix_by_rounding(tmp_path, capsys):
+    src = tmp_path / "t.csv"
+    src.write_text(CROSSTAB)
+    out = tmp_path / "rounded.csv"
+    assert main(["check", str(src), "--fix", str(out), "--fix-method", "round"]) == 0
+    grid = _grid(out.read_text())
+    numbers = [int(v) for r in grid[1:] for v in r[1:] if v != "c"]
+    assert numbers and all(v % 5 == 0 for v in numbers)
+    assert "rounded" in capsys.readouterr().out
+    pol = DisclosurePolicy(rounding_base=10)
+    fix = fix_csv(src, tmp_path / "r10.csv", pol, "round")
+    assert fix.report.verdict == "pass"
+    assert all(int(v) % 10 == 0 for r in _grid((tmp_path / "r10.csv").read_text())[1:]
+               for v in r[1:] if v != "c")
+
+
+def test_fix_refuses_what_it_cannot_fix(tmp_path, capsys):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("patient_id,age\n" + "".join(f"P{i},{30 + i}\n" for i in range(30)))
+    with pytest.raises(CannotFix, match="row-level"):
+        fix_csv(rows, tmp_path / "o.csv")
+    pq = tmp_path / "t.parquet"
+    import pandas as pd
+
+    pd.DataFrame({"ward": ["A"], "n": [3]}).to_parquet(pq)
+    assert main(["check", str(pq), "--fix", str(tmp_path / "o.csv")]) == 1
+    assert "only CSV" in capsys.readouterr().err
+    assert main(["check", str(rows), str(pq), "--fix", str(tmp_path / "o.csv")]) == 2
+
+
+def test_long_table_with_total_row():
+    text = "ward,n\nA,40\nB,4\nC,30\nTotal,74\n"
+    fix = fix_text(text, ",", DisclosurePolicy())
+    grid = _grid(fix.text)
+    assert grid[2][1] == "c" and grid[3][1] == "c" and grid[1][1] == "40"  # B, and C (30 < 40)
+    assert len(fix.notes) == 2
+
+
+# ------------------------------------------------------------------ properties
+
+
+@SETTINGS
+@given(data=st.data())
+def test_fixed_crosstab_always_passes_and_hides_what_it_hides(data):
+    rows = data.draw(st.integers(2, 4))
+    cols = data.draw(st.integers(2, 4))
+    values = np.array([[data.draw(st.sampled_from([0, 1, 3, 7, 9, 10, 12, 25, 40, 80]))
+                        for _ in range(cols)] for _ in range(rows)])
+    head = ["region"] + [f"c{j}" for j in range(cols)] + ["Total"]
+    lines = [",".join(head)]
+    for i in range(rows):
+        lines.append(",".join([f"r{i}", *map(str, values[i]), str(values[i].sum())]))
+    lines.append(",".join(["Total", *map(str, values.sum(axis=0)), str(values.sum())]))
+    text = "\n".join(lines) + "\n"
+    policy = DisclosurePolicy()
+    fix = fix_text(text, ",", policy)
+    grid = _grid(fix.text)
+    # every small cell is hidden, every shown cell is unchanged
+    for i, j in itertools.product(range(rows), range(cols)):
+        v = int(values[i, j])
+        shown = grid[i + 1][j + 1]
+        if 0 <= v < policy.threshold:
+            assert shown == "c"
+        elif shown != "c":
+            assert int(shown) == v
+    # no hidden cell can be recomputed from the margins shown (brute force)
+    assert not _recoverable(grid)
+    # and the checker passes it
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "fixed.csv"
+        p.write_text(fix.text)
+        rep = check_file(p, policy)
+    counts = [v for r in grid[1:] for v in r[1:]]
+    if all(v == "c" for v in counts):
+        # nothing may be shown: the checker has nothing to judge, a person looks
+        assert rep.verdict == "review"
+    else:
+        assert rep.verdict == "pass", (text, fix.text, [f.message for f in rep.findings])
