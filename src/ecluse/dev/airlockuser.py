@@ -34,7 +34,6 @@ from typing import Any
 
 from ..airlock.hub import service_user_cannot_run
 from ..airlock.settings import airlock_settings
-from ..config import AUDIT_DB, HUB_DB
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +95,7 @@ def open_state_dir(settings: Any, keep: set[str]) -> None:
     folders = {state, Path(settings.db_dir)}
     for folder in folders:
         os.chmod(folder, 0o711)
-    for name in (HUB_DB, AUDIT_DB, "batch.sqlite"):
-        db = Path(settings.db_dir) / name
+    for db in sqlite_files(settings):
         if not db.exists():
             db.touch(mode=0o600)
     for folder in folders:
@@ -107,6 +105,17 @@ def open_state_dir(settings: Any, keep: set[str]) -> None:
             mode = entry.stat().st_mode
             if mode & 0o007:
                 os.chmod(entry, mode & 0o7770)
+
+
+def sqlite_files(settings: Any) -> list[Path]:
+    """The hub's, audit and batch SQLite databases in the state's database folder."""
+    from ..batch.settings import batch_settings
+
+    db_dir = Path(settings.db_dir)
+    urls = (settings.hub_database_url, settings.audit_db_url,
+            batch_settings(settings).resolved_database_url(db_dir))
+    paths = [Path(u.removeprefix("sqlite:///")) for u in urls if u.startswith("sqlite:///")]
+    return [p for p in paths if p.parent == db_dir]
 
 
 def give_airlock_folders(settings: Any, user: pwd.struct_passwd) -> None:
