@@ -44,17 +44,18 @@ def _vars(**overrides) -> dict:
     values.update(overrides)
     env = _env()
 
-    def resolve(v):
+    def resolve(v, current):
         if isinstance(v, str) and "{{" in v:
-            return env.from_string(v).render(values)
+            return env.from_string(v).render(current)
         if isinstance(v, list):
-            return [resolve(x) for x in v]
+            return [resolve(x, current) for x in v]
         if isinstance(v, dict):
-            return {k: resolve(x) for k, x in v.items()}
+            return {k: resolve(x, current) for k, x in v.items()}
         return v
 
-    for _ in range(6):  # defaults refer to other defaults
-        values = {k: resolve(v) for k, v in values.items()}
+    raw = dict(values)
+    for _ in range(6):  # defaults refer to other defaults: each from its template, as
+        values = {k: resolve(v, values) for k, v in raw.items()}  # Ansible does, lazily
     return values
 
 
@@ -96,7 +97,7 @@ def test_the_rendered_settings_point_the_services_at_the_launcher():
     assert str(sb.launcher_socket) == "/run/ecluse-services/sandbox-launcher.sock"
     assert sb.launcher_group == "ecluse-sandbox"
     assert sb.launcher_callers == callers
-    off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", hub_airlock_user="")))
+    off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_airlock_user="")))
     assert off.sandbox.launcher_socket is None and off.sandbox.launcher_callers == {}
     assert off.airlock.service_user is None
 
@@ -146,7 +147,7 @@ def test_the_airlock_runs_as_its_own_user_with_the_launcher_by_default():
 def test_the_folders_the_airlock_user_must_traverse(airlock_user, modes):
     """Traversable (never listable) where the airlock's own user must reach its folders,
     the settings and the launcher's socket by path; private otherwise."""
-    v = {"hub_airlock_user": airlock_user}
+    v = {"ecluse_airlock_user": airlock_user}
     state = _task("ecluse", "Create the state directory")["ansible.builtin.file"]["mode"]
     config = _task("ecluse", "Create the configuration directory")["ansible.builtin.file"]
     run = _task("ecluse", "Create the run directory")["ansible.builtin.file"]["mode"]
