@@ -3,12 +3,15 @@
 #   make test   install everything and run the test suite
 # Both are idempotent.
 
-PYTHON ?= python3
+# the distribution's Python when there is one (Debian's python3 + python3-venv, as in
+# production): the services' own users must be able to run the virtualenv's interpreter,
+# which they cannot when it lives under a private home (pyenv in /root, mode 0700)
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMPS := .make
 
-.PHONY: up test deps test-deps lint bench clean help workspace-extension system-deps system-test-deps
+.PHONY: FORCE up test deps test-deps lint bench clean help workspace-extension system-deps system-test-deps
 
 help:
 	@echo "make up      install and start the embedded stack (LDAP, hub, proxy, airlock)"
@@ -19,7 +22,14 @@ help:
 $(STAMPS):
 	@mkdir -p $(STAMPS)
 
-$(STAMPS)/venv: pyproject.toml | $(STAMPS)
+# a virtualenv missing, or made from another interpreter (.venv/pyvenv.cfg), is made anew
+$(STAMPS)/python: FORCE | $(STAMPS)
+	@$(PYTHON) scripts/venv-base.py $(VENV) || { rm -rf $(VENV); touch $@; }
+	@test -e $@ || touch $@
+
+FORCE:
+
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/python | $(STAMPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test]'

@@ -3,9 +3,9 @@
 # Usage: scripts/install-system-deps.sh [runtime|docker|test]  (test includes docker)
 set -euo pipefail
 
-RUNTIME_PKGS=(slapd ldap-utils bubblewrap nftables iproute2 procps psmisc util-linux e2fsprogs
-              libcap2-bin ca-certificates)
-TEST_PKGS=(postgresql chromium chromium-driver python3-venv)
+RUNTIME_PKGS=(python3 python3-venv slapd ldap-utils bubblewrap nftables iproute2 procps psmisc
+              util-linux e2fsprogs libcap2-bin ca-certificates)
+TEST_PKGS=(postgresql chromium chromium-driver)
 # the docker sandbox backend: the engine (started by Écluse or the tests themselves,
 # never the system one), tini as the containers' init, debootstrap for the base image
 DOCKER_PKGS=(docker.io tini debootstrap)

@@ -1,5 +1,8 @@
 """The sandbox launcher in the playbook: a root unit, the services' settings point at it.
 
+And who runs as whom: every unit names its user; the airlock, started by the
+hub, runs as its own user (``hub_airlock_user``) with the launcher on.
+
 The hub role's templates are rendered with the roles' own defaults (plain
 Jinja2 with the few Ansible filters they use), then checked: the launcher
 runs as root with the deployment's settings, the hub starts after it, and the
@@ -41,22 +44,23 @@ def _vars(**overrides) -> dict:
     values.update(overrides)
     env = _env()
 
-    def resolve(v):
+    def resolve(v, current):
         if isinstance(v, str) and "{{" in v:
-            return env.from_string(v).render(values)
+            return env.from_string(v).render(current)
         if isinstance(v, list):
-            return [resolve(x) for x in v]
+            return [resolve(x, current) for x in v]
         if isinstance(v, dict):
-            return {k: resolve(x) for k, x in v.items()}
+            return {k: resolve(x, current) for k, x in v.items()}
         return v
 
-    for _ in range(6):  # defaults refer to other defaults
-        values = {k: resolve(v) for k, v in values.items()}
+    raw = dict(values)
+    for _ in range(6):  # defaults refer to other defaults: each from its template, as
+        values = {k: resolve(v, values) for k, v in raw.items()}  # Ansible does, lazily
     return values
 
 
-def render(template: str, **overrides) -> str:
-    text = (ANSIBLE / "roles" / "hub" / "templates" / template).read_text()
+def render(template: str, role: str = "hub", **overrides) -> str:
+    text = (ANSIBLE / "roles" / role / "templates" / template).read_text()
     return _env().from_string(text).render(_vars(**overrides))
 
 
@@ -93,5 +97,60 @@ def test_the_rendered_settings_point_the_services_at_the_launcher():
     assert str(sb.launcher_socket) == "/run/ecluse-services/sandbox-launcher.sock"
     assert sb.launcher_group == "ecluse-sandbox"
     assert sb.launcher_callers == callers
-    off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2")))
+    off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_airlock_user="")))
     assert off.sandbox.launcher_socket is None and off.sandbox.launcher_callers == {}
+    assert off.airlock.service_user is None
+
+
+def _task(role: str, name: str) -> dict:
+    tasks = yaml.safe_load((ANSIBLE / "roles" / role / "tasks" / "configure.yml").read_text())
+    [task] = [t for t in tasks if t["name"].startswith(name)]
+    return task
+
+
+def _rendered(value: str, **overrides) -> str:
+    return _env().from_string(value).render(_vars(**overrides))
+
+
+@pytest.mark.parametrize(("role", "template", "user"), [
+    ("hub", "ecluse-hub.service.j2", "root"),
+    ("hub", "ecluse-sandbox-launcher.service.j2", "root"),
+    ("dask_gateway", "ecluse-dask-gateway.service.j2", "root"),
+])
+def test_every_service_unit_names_its_user(role, template, user):
+    unit = _unit(render(template, role=role, hub_launcher=True))
+    assert unit["Service"]["User"] == user
+
+
+def test_the_airlock_runs_as_its_own_user_with_the_launcher_by_default():
+    settings = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2")))
+    assert settings.airlock.service_user == "ecluse-airlock"
+    assert settings.sandbox.launcher_socket is not None
+    assert settings.sandbox.launcher_callers["airlock"] == "ecluse-airlock"
+    assert settings.sandbox.launcher_callers["hub"] == "root"
+    hub = _unit(render("ecluse-hub.service.j2"))
+    assert "ecluse-sandbox-launcher.service" in hub["Unit"]["Wants"].split()
+    user = _task("hub", "Create the airlock's system user")["ansible.builtin.user"]
+    assert _rendered(user["name"]) == "ecluse-airlock"
+    # the launcher's group only: not the group reading the secrets, nor the audit keys'
+    assert [_rendered(g) for g in user["groups"]] == ["ecluse-sandbox"]
+    staging = _task("hub", "Give the airlock's user its staging area")["ansible.builtin.file"]
+    assert _rendered(staging["owner"]) == "ecluse-airlock" and staging["mode"] == "0700"
+    airlock = _task("airlock", "Create the staging area")["ansible.builtin.file"]
+    assert _rendered(airlock["owner"]) == "ecluse-airlock"  # both roles agree: idempotent
+
+
+@pytest.mark.parametrize(("airlock_user", "modes"), [
+    ("ecluse-airlock", ("0711", "0751", "0751", "0644")),
+    ("", ("0700", "0750", "0750", "0640")),
+])
+def test_the_folders_the_airlock_user_must_traverse(airlock_user, modes):
+    """Traversable (never listable) where the airlock's own user must reach its folders,
+    the settings and the launcher's socket by path; private otherwise."""
+    v = {"ecluse_airlock_user": airlock_user}
+    state = _task("ecluse", "Create the state directory")["ansible.builtin.file"]["mode"]
+    config = _task("ecluse", "Create the configuration directory")["ansible.builtin.file"]
+    run = _task("ecluse", "Create the run directory")["ansible.builtin.file"]["mode"]
+    settings = _task("hub", "Write the deployment settings")
+    [yaml_mode] = [i["mode"] for i in settings["loop"] if i["name"] == "ecluse.yaml"]
+    assert tuple(_rendered(m, **v) for m in (state, config["mode"], run, yaml_mode)) == modes

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -45,6 +46,30 @@ def test_hub_answers(deployment):
     r = requests.get(f"{deployment.hub_url}/hub/api/", timeout=10)
     assert r.status_code == 200 and "version" in r.json()
     assert "running pid" in deployment.daemon("status").stdout
+
+
+def test_the_airlock_runs_as_its_own_user(deployment):
+    """hub_airlock_user: the hub starts the airlock as ecluse-airlock (its uid read from
+    /proc), the launcher runs as root; the state directory is only traversable."""
+    import pwd
+
+    from ecluse.hubservice import instances
+
+    airlock = pwd.getpwnam("ecluse-airlock")
+    uids = {}
+    for i in instances.find(deployment.state_dir):
+        status = Path(f"/proc/{i.pid}/status").read_text()
+        uids[i.service] = int(next(line for line in status.splitlines()
+                                   if line.startswith("Uid:")).split()[1])
+    assert uids.get("airlock") == airlock.pw_uid, uids
+    assert uids.get("batch") == 0, uids  # the hub's user
+    assert stat.S_IMODE(deployment.state_dir.stat().st_mode) == 0o711
+    staging = deployment.state_dir / "airlock"
+    assert (staging.stat().st_uid, stat.S_IMODE(staging.stat().st_mode)) == (airlock.pw_uid,
+                                                                             0o700)
+    # ecluse-daemon's pid file: the pid, then the command line
+    launcher = int((deployment.prefix / "run/ecluse-sandbox-launcher.pid").read_text().split()[0])
+    assert Path(f"/proc/{launcher}").stat().st_uid == 0
 
 
 def test_ldap_user_signs_in_and_a_project_server_starts(deployment, ldap_passwords):
@@ -209,4 +234,5 @@ def test_deployed_settings_load(deployment, monkeypatch):
     assert settings.state_dir == deployment.state_dir
     assert list(settings.projects) == ["cardio-los"]
     assert settings.database_url is None  # SQLite: PostgreSQL is off in this test
-    assert os.stat(deployment.state_dir).st_mode & 0o777 == 0o700
+    # traversable only: the airlock's own user reaches its staging area by path
+    assert os.stat(deployment.state_dir).st_mode & 0o777 == 0o711

@@ -77,12 +77,15 @@ def service_user_entry(name: str) -> dict[str, str]:
     return {"user": name, "cwd": "/"}
 
 
-def service_user_cannot_run(name: str, python: str | None = None) -> str | None:
+def service_user_cannot_run(name: str, python: str | None = None,
+                            reach: tuple[str, ...] = ()) -> str | None:
     """Why the system user ``name`` cannot run the service's Python (None: it can).
 
     Runs ``python -I -c "import ecluse"`` as that user (its groups, from ``/``), the way
     the hub will start the service: a virtualenv whose interpreter lives under a
-    private home (``/root``, mode 0700) is not reachable by another user. Root only.
+    private home (``/root``, mode 0700) is not reachable by another user. ``reach``:
+    paths it must also get to (a folder: found; a file: read), such as the state
+    directory under a private temporary folder. Root only.
     """
     import pwd
     import subprocess
@@ -101,15 +104,27 @@ def service_user_cannot_run(name: str, python: str | None = None) -> str | None:
         os.setuid(entry.pw_uid)
 
     try:
-        proc = subprocess.run([python, "-I", "-c", "import ecluse"], preexec_fn=become,
+        proc = subprocess.run([python, "-I", "-c", REACH, *reach], preexec_fn=become,
                               cwd="/", env={"PATH": "/usr/bin:/bin"}, capture_output=True,
                               text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as e:
         return f"{name!r} cannot run {python}: {e}"
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"{name!r} cannot run {python} with ecluse: {last}"
+        also = f" and reach {', '.join(reach)}" if reach else ""
+        return f"{name!r} cannot run {python} with ecluse{also}: {last}"
     return None
+
+
+#: run as the service user: Écluse imports, and each path given is reached
+REACH = """import os, sys
+import ecluse
+for p in sys.argv[1:]:
+    if os.path.isdir(p):
+        os.stat(p)
+    else:
+        open(p, "rb").close()
+"""
 
 
 def airlock_roles(settings: Any | None = None) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import threading
 
 from ..audit import AuditLog
 from ..config import load_settings
+from ..dev.airlockuser import DEFAULT_USER as DEFAULT_AIRLOCK_USER
 from ..dev.stack import Stack
 from ..dev.supervisor import Supervisor, SupervisorGaveUp
 
@@ -22,12 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave workspaces running when the stack stops (re-adopted at next start)",
     )
+    p.add_argument(
+        "--airlock-user", default=DEFAULT_AIRLOCK_USER, metavar="NAME",
+        help="system user the airlock runs as when started as root (created if missing; "
+        f"default {DEFAULT_AIRLOCK_USER}; '' to keep it root's)",
+    )
     p.set_defaults(func=cmd_up)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
-    stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True)
+    stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
+                  airlock_user=getattr(args, "airlock_user", DEFAULT_AIRLOCK_USER) or None)
     stopping = threading.Event()
 
     def _stop(signum, _frame):

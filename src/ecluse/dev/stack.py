@@ -46,6 +46,7 @@ class Stack:
         extra_env: dict[str, str] | None = None,
         seed_demo: bool | None = None,
         die_with_parent: bool = False,
+        airlock_user: str | None = None,
     ):
         self.settings = settings
         self.cleanup_servers = cleanup_servers
@@ -59,6 +60,8 @@ class Stack:
         self.launcher = None
         #: the hub and slapd get SIGTERM when this process dies (``ecluse up``)
         self.die_with_parent = die_with_parent
+        #: the system user the airlock runs as, when root can arrange it (else root)
+        self.airlock_user = airlock_user or settings.airlock.service_user
 
     @property
     def state_dir(self) -> Path:
@@ -89,6 +92,14 @@ class Stack:
         warning = state_disk_warning(self.settings)
         if warning:
             log.warning("%s", warning)
+        self.prepare_airlock_user()
+
+    def prepare_airlock_user(self) -> None:
+        """The airlock as its own system user (:mod:`ecluse.dev.airlockuser`), as root."""
+        if self.airlock_user and os.geteuid() == 0:
+            from .airlockuser import run_airlock_as
+
+            run_airlock_as(self.settings, self.airlock_user)
 
     def start_ldap(self) -> None:
         ldap = self.settings.ldap
