@@ -25,8 +25,9 @@ from ecluse.dev.testing import HubClient
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(1200)]
 
-FIRST_RUN_BUDGET = 420  # seconds, 2-core CI machine, warm uv cache ~1-2 min
-SECOND_RUN_BUDGET = 180
+# How long the runs take is reported (printed at the end), not asserted: speed
+# targets live in benchmarks/, and a loaded CI machine must not fail a deploy
+# that worked. The module's timeout above catches a hang.
 
 
 def _fail_with_log(run, what: str) -> None:
@@ -39,7 +40,6 @@ def test_first_run_deploys(deployment):
     if run.rc != 0 or run.failed:
         _fail_with_log(run, "the first ansible-playbook run failed")
     assert run.changed > 0
-    assert run.seconds < FIRST_RUN_BUDGET, f"first run took {run.seconds:.0f}s"
 
 
 def test_hub_answers(deployment):
@@ -112,7 +112,6 @@ def test_second_run_changes_nothing(deployment):
     if run.rc != 0 or run.failed:
         _fail_with_log(run, "the second ansible-playbook run failed")
     assert run.changed == 0, f"not idempotent, changed: {run.changed_tasks()}"
-    assert run.seconds < SECOND_RUN_BUDGET, f"second run took {run.seconds:.0f}s"
     total = sum(r.seconds for r in deployment.runs)
     print("\ndeploy runs: " + ", ".join(f"{r.seconds:.1f}s" for r in deployment.runs)
           + f" (total {total:.1f}s)")

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .acro import attach, judge_results_file
 from .archive import read_gzip, read_zip
 from .carriers import judge_image_text
+from .contributors import judge_supporting_contributors
+from .differencing import difference_reports
 from .other import read_notebook, read_text, read_xarray
 from .policy import DisclosurePolicy
 from .readers import (
@@ -52,7 +55,6 @@ UNJUDGEABLE = {
 def check_file(path: str | os.PathLike[str], policy: DisclosurePolicy | None = None, *,
                display_name: str | None = None) -> FileReport:
     """Check one file (or Zarr directory) and return its report. Never raises for bad input."""
-    from .acro import judge_results_file
 
     policy = policy or DisclosurePolicy()
     p = Path(path)
@@ -102,9 +104,6 @@ def check_paths(paths: Iterable[str | os.PathLike[str]],
 
     The files are one set: tables that differ by a small group fail together
     (:mod:`ecluse.sdc.differencing`)."""
-    from .acro import attach
-    from .contributors import judge_supporting_contributors
-    from .differencing import difference_reports
 
     policy = policy or DisclosurePolicy()
     report = Report()
