@@ -39,7 +39,7 @@ def test_hub_services_get_the_directory_password_from_the_hub(settings, monkeypa
     """JupyterHub starts a managed service without the hub's environment: the password
     given to the hub in ``ldap.bind_password_env`` must be passed on to every service."""
     from ecluse.airlock import airlock_service_spec
-    from ecluse.dask.gateway import gateway_service_spec
+    from ecluse.dask.hub import gateway_service_spec
 
     settings.ldap.bind_password_env = "ECLUSE_TEST_BIND_PASSWORD"
     monkeypatch.setenv("ECLUSE_TEST_BIND_PASSWORD", "s3cret-from-the-hub")

@@ -21,10 +21,9 @@
   (:func:`ecluse.hub.roles.credential_projects`): a workspace's token, its own
   project; a request naming another project is refused with 403, audited.
 * :func:`gateway_config` — the traitlets ``Config`` of the whole gateway
-  from Écluse settings; :func:`gateway_service_spec` — the JupyterHub service
-  that runs it, with its authenticating front (:mod:`ecluse.dask.front`) as
-  the service's public URL; :func:`gateway_client_env` — what workspaces need
-  to use it.
+  from Écluse settings (the JupyterHub service that runs it, with its
+  authenticating front as the service's public URL, and what workspaces need
+  to use it: :mod:`ecluse.dask.hub`).
 
 Listeners (docs/dask.md): the gateway proxy's HTTP listener (API and
 dashboards, which dask-gateway does not authenticate) on ``127.0.0.1:
@@ -55,11 +54,10 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
-from ..hubservice import service_environment
-from .settings import DaskSettings, dask_settings  # noqa: F401 (re-exported)
+from .hub import SERVICE_NAME
+from .settings import DaskSettings
 from .sizing import sizing
 
-SERVICE_NAME = "dask-gateway"
 TLS_DIR = "/tmp/dask-gateway"
 SUPERVISOR_SOURCE = (Path(__file__).parent / "supervisor.py").read_text()
 
@@ -495,7 +493,7 @@ def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "
     its scheduler (TLS) listener on the sandbox host address; clusters call the API
     (``api_url``) through the front's API listener (:func:`serve_api_listener`).
     """
-    ds = dask or dask_settings(settings)
+    ds = dask or settings.dask
     addr = address or host_address(settings)
     c = Config()
     c.DaskGateway.address = "127.0.0.1:0"  # private API: the proxy forwards to it
@@ -521,65 +519,6 @@ def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "
 def _url_host(addr: str) -> str:
     """A host for URLs given to sandboxes: the wildcard is not an address to connect to."""
     return "127.0.0.1" if addr in ("0.0.0.0", "") else addr
-
-
-def gateway_service_spec(settings: Any) -> dict[str, Any]:
-    """The ``c.JupyterHub.services`` entry: a hub-managed dask-gateway.
-
-    The hub starts it with ``JUPYTERHUB_API_TOKEN``/``_URL``/``_SERVICE_NAME``
-    (the authenticator's ``jupyterhub_service_name``); users' tokens must carry
-    ``access:services!service=dask-gateway`` (:data:`USER_SCOPES`) and be able
-    to read their own groups (``self`` does). The LDAP service password is
-    passed on from the hub's environment (never written to a file).
-
-    The service's ``url`` — where configurable-http-proxy sends the hub's public
-    ``/services/dask-gateway/`` — is the authenticating front on loopback
-    (:mod:`ecluse.dask.front`), not the gateway proxy: dashboards only for their
-    cluster's owner, the API refused. Its OAuth client may only identify users
-    (``oauth_client_allowed_scopes`` empty); the hub's own service, so no
-    confirmation page.
-    """
-    ds = dask_settings(settings)
-    env = service_environment(settings)
-    prefix = f"/services/{SERVICE_NAME}"
-    command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix", prefix,
-               "--front", f"127.0.0.1:{ds.front_port}"]
-    if getattr(settings, "config_file", None):
-        command += ["--config", str(settings.config_file)]
-    return {
-        "name": SERVICE_NAME,
-        "url": f"http://127.0.0.1:{ds.front_port}",
-        "command": command,
-        "environment": env,
-        "display": False,
-        "oauth_client_id": f"service-{SERVICE_NAME}",
-        "oauth_redirect_uri": f"{prefix}/oauth_callback",
-        "oauth_client_allowed_scopes": [],
-        "oauth_no_confirm": True,
-    }
-
-
-#: extra scopes of the hub's ``user`` role (``hub_roles(settings, extra_user_scopes)``)
-USER_SCOPES = [f"access:services!service={SERVICE_NAME}"]
-
-
-#: scopes the workspace server's token needs to use the gateway (server_token_scopes)
-WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users:groups!user"]
-
-
-def gateway_client_env(settings: Any) -> dict[str, str]:
-    """Workspace environment so that ``Gateway()`` needs no arguments: the API through
-    the front's API listener, the schedulers through the proxy's TLS listener, both on
-    the sandbox host address (the workspace's allowed ports)."""
-    ds = dask_settings(settings)
-    addr = host_address(settings, ensure=False) if settings.sandbox.backend == "local" \
-        else "127.0.0.1"
-    return {
-        "DASK_GATEWAY__ADDRESS": f"http://{addr}:{ds.api_port}/services/{SERVICE_NAME}",
-        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{addr}:{ds.proxy_port}",
-        "DASK_GATEWAY__PUBLIC_ADDRESS": f"/services/{SERVICE_NAME}",
-        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -633,7 +572,7 @@ def serve_api_listener(app: Any, settings: Any, *, dask: DaskSettings | None = N
     ``app``: a set-up ``DaskGateway``. Returns the tornado server (``.stop()``)."""
     from .front import ApiFront, serve_api
 
-    ds = dask or dask_settings(settings)
+    ds = dask or settings.dask
     proxy = app.backend.proxy
     front = ApiFront(upstream=f"http://{proxy.address}", prefix=proxy.prefix, audit=audit,
                      logger=app.log.getChild("api"))

@@ -68,7 +68,7 @@ def dask_env(project: Project, user: str | None = None, *,
     * the threaded scheduler (``dask.compute`` without a client) uses the CPU
       quota (``DASK_NUM_WORKERS``);
     * ``ECLUSE_DASK_*`` carry the figures for code that builds its own
-      cluster: ``LocalCluster(**ecluse_cluster_kwargs())`` (see docs/dask.md);
+      cluster (see docs/dask.md);
     * with ``user``, spilling goes to ``/home/<user>/.cache/dask-spill``, not to
       ``/tmp`` (a tmpfs counted in the memory limit);
     * the dashboard link goes through jupyter-server-proxy (via the hub).
@@ -108,15 +108,3 @@ def dask_command_prefix(project: Project) -> list[str]:
     """
     return ["/usr/bin/prlimit", f"--rss={sizing(project).total_worker_memory}", "--"]
 
-
-def ecluse_cluster_kwargs() -> dict[str, int]:
-    """``LocalCluster`` keyword arguments from the ``ECLUSE_DASK_*`` environment."""
-    import os
-
-    if "ECLUSE_DASK_WORKERS" not in os.environ:
-        return {}
-    return {
-        "n_workers": int(os.environ["ECLUSE_DASK_WORKERS"]),
-        "threads_per_worker": int(os.environ["ECLUSE_DASK_THREADS_PER_WORKER"]),
-        "memory_limit": int(os.environ["ECLUSE_DASK_WORKER_MEMORY"]),
-    }

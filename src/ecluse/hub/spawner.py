@@ -30,6 +30,7 @@ from traitlets import Dict, Integer, List, Unicode, default
 
 from ..audit import AuditLog
 from ..config import Project, Settings, load_settings
+from ..dask.hub import gateway_client_env
 from ..directory import (
     DirectoryError,
     DirectoryUnavailable,
@@ -37,34 +38,11 @@ from ..directory import (
     NoProjectGid,
     NotAMember,
 )
+from . import workspace
 from .requester import current_requester
-from .roles import project_scope
 
 WORKSPACE_PORT = 8888
 _OWNER = object()  # default actor of the spawner's audit events: the server's owner
-
-
-def workspace_token_scopes(base: list[str]):
-    """``Spawner.server_token_scopes``: ``base`` plus the scope of the server's project
-    (its name), so the workspace's ``JUPYTERHUB_API_TOKEN`` acts for that project only."""
-    base = list(base)
-
-    def scopes(spawner: Spawner) -> list[str]:
-        # only a configured project has a scope (the hub refuses undefined ones); any
-        # other name is refused by start() with its own message
-        projects = getattr(getattr(spawner, "settings", None), "projects", None) or {}
-        return [*base, project_scope(spawner.name)] if spawner.name in projects else base
-
-    return scopes
-
-
-def _workspace_hooks():
-    """``ecluse.hub.workspace`` (workspace env and mounts), when installed."""
-    try:
-        from . import workspace
-    except ImportError:
-        return None
-    return workspace
 
 
 def _fail(message: str, reason: str, log_message: str | None = None) -> SpawnException:
@@ -310,7 +288,7 @@ class EcluseSpawner(Spawner):
         return env
 
     async def start(self):
-        from ..sandbox import SandboxError, SandboxSpec, UserIdentity
+        from ..sandbox import SandboxError, SandboxSpec, UserIdentity, sandbox_host_address
 
         project = self.resolve_project()
         self.project_slug = project.slug
@@ -343,16 +321,13 @@ class EcluseSpawner(Spawner):
         env.update(dask_env(project, user.name))
         command_prefix = dask_command_prefix(project)
         if self.settings.dask.gateway:
-            from ..dask.gateway import gateway_client_env
-
-            env.update(gateway_client_env(self.settings))
-        mounts = []
-        workspace = _workspace_hooks()
-        if workspace is not None:
-            # ecluse.hub.workspace: the export guard's config (read-only, outside user
-            # paths), Dask sizing and anything else the workspace environment needs
-            env.update(workspace.workspace_env(self.settings, project, user))
-            mounts = workspace.workspace_mounts(self.settings, project, user)
+            host = (sandbox_host_address(self.settings, ensure=False)
+                    if self.settings.sandbox.backend == "local" else None)
+            env.update(gateway_client_env(self.settings, host))
+        # the export guard's config (read-only, outside user paths), Dask sizing and
+        # anything else the workspace environment needs
+        env.update(workspace.workspace_env(self.settings, project, user))
+        mounts = workspace.workspace_mounts(self.settings, project, user)
         spec = SandboxSpec(
             project=project,
             user=user,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Project, Settings
+from ..dask.sizing import dask_env
 from ..sandbox import Mount, UserIdentity
 
 #: where the configuration appears inside the sandbox
@@ -142,13 +143,7 @@ def airlock_url(settings: Settings) -> str:
 def workspace_env(settings: Settings, project: Project, user: UserIdentity) -> dict[str, str]:
     """Environment of the workspace server: Jupyter reads only the read-only config."""
     home = f"/home/{user.name}"
-    env = {}
-    try:  # Dask fitted to the project's quota, when the dask integration is installed
-        from ..dask.sizing import dask_env
-    except ImportError:
-        pass
-    else:
-        env.update(dask_env(project))
+    env = dask_env(project)  # Dask fitted to the project's quota
     env.update({
         "ECLUSE_AIRLOCK_URL": airlock_url(settings),
         "ECLUSE_PROJECT": project.slug,

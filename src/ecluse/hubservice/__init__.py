@@ -1,6 +1,9 @@
 """What a JupyterHub-managed service of Écluse shares (the airlock, the batch service).
 
 * :class:`ServiceError` — the base of a service's domain exceptions;
+* :class:`HubService` — what a service gives the hub configuration (its entry,
+  roles, scopes, the ports and environment of workspaces); each service's
+  ``hub.py`` defines one, and ``ecluse.hub.hubconfig`` loops over them;
 * :func:`service_spec`, :func:`settings_section` — the hub's service entry
   and the service's section of the deployment settings;
 * :func:`service_environment` — what every hub-managed service needs from
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -33,6 +38,35 @@ class ServiceError(Exception):
 
     def to_dict(self) -> dict[str, object]:
         return {"error": {"code": self.code, "status": self.status, "message": self.message}}
+
+
+def _nothing(*args: Any) -> Any:
+    return ()
+
+
+@dataclass(frozen=True)
+class HubService:
+    """What a hub-managed service gives the hub configuration (one per service ``hub.py``).
+
+    ``host`` is the sandbox host address (None: workspaces do not run on this
+    host): where the hub side listens for workspaces, given by the sandbox backend.
+    """
+
+    name: str
+    #: does this deployment run the service (``settings`` → bool)
+    enabled: Callable[[Any], bool]
+    #: the ``c.JupyterHub.services`` entry (``settings, host`` → dict)
+    spec: Callable[[Any, str | None], dict[str, Any]]
+    #: the service's own roles for ``c.JupyterHub.load_roles`` (``settings`` → list)
+    roles: Callable[[Any], list[dict[str, Any]]] = _nothing
+    #: extra scopes of the hub's ``user`` role
+    user_scopes: tuple[str, ...] = ()
+    #: extra scopes of a workspace's own token (``Spawner.server_token_scopes``)
+    workspace_scopes: tuple[str, ...] = ()
+    #: ports on the host address workspaces may reach (``settings`` → ports)
+    workspace_ports: Callable[[Any], tuple[int, ...]] = _nothing
+    #: what a workspace needs in its environment to reach it (``settings, host`` → env)
+    workspace_env: Callable[[Any, str | None], dict[str, str]] = lambda settings, host: {}
 
 
 def service_environment(settings: Any) -> dict[str, str]:

@@ -223,14 +223,9 @@ class Policy:
         """Host ports a sandbox of ``caller`` may reach."""
         s = self.settings
         if caller == "hub":
-            from ..dask.settings import dask_settings
-
-            ds = dask_settings(s)
-            return {s.hub.hub_port, self.airlock.port, ds.api_port, ds.proxy_port}
+            return {s.hub.hub_port, self.airlock.port, s.dask.api_port, s.dask.proxy_port}
         if caller == "dask":
-            from ..dask.settings import dask_settings
-
-            return {dask_settings(s).api_port}
+            return {s.dask.api_port}
         return set()
 
     def mount_root(self, caller: str) -> Path:
