@@ -89,7 +89,7 @@ def test_the_services_are_a_loop_over_their_own_hub_entries(make_config, monkeyp
     ``hub.py`` (``HubService``); the airlock listens on the sandbox host address
     without the settings being changed to say so."""
     import ecluse.sandbox
-    from ecluse.hub.hubconfig import SERVICES
+    from ecluse.hub.services import SERVICES
 
     monkeypatch.setattr(ecluse.sandbox, "sandbox_host_address",
                         lambda settings, ensure=True, caller="hub": "10.213.0.1")

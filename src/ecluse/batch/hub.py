@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..hubservice import HubService, service_spec
+from ..sandbox import backend_class
 from .settings import batch_settings
 
 SERVICE_NAME = "batch"
@@ -58,8 +59,10 @@ def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
 
 
 def batch_enabled(settings: Any) -> bool:
-    """The hub runs the batch service with the Écluse spawner on the local backend."""
-    return settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local"
+    """The hub runs the batch service with the Écluse spawner on a backend whose sandboxes
+    run this host's Python environment (papermill and the driver: ``Sandbox.host_python``)."""
+    return (settings.hub.spawner == "ecluse"
+            and backend_class(settings.sandbox.backend).host_python)
 
 
 HUB_SERVICE = HubService(

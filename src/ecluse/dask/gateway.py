@@ -360,8 +360,6 @@ class SandboxBackend(DBBackendBase):
         slug = cluster.options.get("project")
         project = self.settings.projects[slug]
         user, project = await self.resolve_identity(cluster.username, project)
-        await asyncio.get_running_loop().run_in_executor(
-            None, self.sandbox_backend.prepare_project_dirs, project, user)
         token = secrets.token_urlsafe(32)
         env = self.get_scheduler_env(cluster)
         env.update({

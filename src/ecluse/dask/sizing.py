@@ -58,8 +58,8 @@ def sizing(project: Project) -> DaskSizing:
 
 
 def dask_env(project: Project, user: str | None = None, *,
-             dashboard_link: str = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
-             ) -> dict[str, str]:
+             dashboard_link: str = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status",
+             sized: DaskSizing | None = None) -> dict[str, str]:
     """Environment for a workspace sandbox so that Dask fits the project quota.
 
     * ``LocalCluster()`` from dask-labextension's "New cluster" button gets
@@ -74,9 +74,10 @@ def dask_env(project: Project, user: str | None = None, *,
     * the dashboard link goes through jupyter-server-proxy (via the hub).
 
     A plain ``LocalCluster()`` also needs the memory rlimit that
-    :func:`dask_command_prefix` sets on the workspace server.
+    :func:`dask_command_prefix` sets on the workspace server. ``sized``: the
+    project's :func:`sizing`, when the caller has it already.
     """
-    s = sizing(project)
+    s = sized or sizing(project)
     env = {
         "DASK_NUM_WORKERS": str(max(1, math.ceil(s.cores))),
         "DASK_LABEXTENSION__FACTORY__MODULE": "distributed",
@@ -97,7 +98,7 @@ def dask_env(project: Project, user: str | None = None, *,
     return env
 
 
-def dask_command_prefix(project: Project) -> list[str]:
+def dask_command_prefix(project: Project, sized: DaskSizing | None = None) -> list[str]:
     """Prefix for the workspace server command: ``prlimit --rss=<worker memory total>``.
 
     distributed takes the smallest of the host memory, the cgroup limit (not
@@ -106,5 +107,6 @@ def dask_command_prefix(project: Project) -> list[str]:
     instead of the host's 24 GB. (Linux does not enforce ``RLIMIT_RSS``; the
     cgroup does.)
     """
-    return ["/usr/bin/prlimit", f"--rss={sizing(project).total_worker_memory}", "--"]
+    s = sized or sizing(project)
+    return ["/usr/bin/prlimit", f"--rss={s.total_worker_memory}", "--"]
 

@@ -13,17 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import sandbox
-from ..airlock.hub import HUB_SERVICE as AIRLOCK
-from ..batch.hub import HUB_SERVICE as BATCH
 from ..config import Settings, load_settings
-from ..dask.hub import HUB_SERVICE as DASK_GATEWAY
-from ..hubservice import HubService
 from ..secrets import ensure_secrets
 from ..statevolume import ensure_state_volume
 from .roles import custom_scopes, hub_roles, workspace_token_scopes
-
-#: the hub-managed services of Écluse, each described by its own ``hub.py``
-SERVICES: tuple[HubService, ...] = (AIRLOCK, BATCH, DASK_GATEWAY)
+from .services import enabled_services
 
 #: environment read by configure_from_env (set by `ecluse up`)
 ENV_CONFIG = "ECLUSE_CONFIG"
@@ -60,11 +54,6 @@ def sandbox_host(settings: Settings) -> str | None:
 def hub_bind_ip(settings: Settings) -> str:
     """Where the hub API listens: an address sandboxes can route to, or loopback."""
     return sandbox_host(settings) or "127.0.0.1"
-
-
-def enabled_services(settings: Settings) -> list[HubService]:
-    """The services this deployment runs, in :data:`SERVICES` order."""
-    return [s for s in SERVICES if s.enabled(settings)]
 
 
 def check_directory_groups(settings: Settings) -> None:

@@ -28,6 +28,7 @@ from .base import (
     SandboxSpec,
     UserIdentity,
 )
+from .network import Subnet
 
 BACKENDS = {
     "local": "ecluse.sandbox.local:LocalSandbox",
@@ -46,31 +47,22 @@ def backend_class(name: str) -> type[Sandbox]:
     return getattr(importlib.import_module(module), cls)
 
 
-#: backends whose sandboxes run on this host and reach the hub API, the airlock and
-#: the Dask gateway on the sandbox host address (``ecluse0``, ``sandbox.subnet``)
-HOST_ADDRESS_BACKENDS = frozenset({"local", "docker"})
-
-
 def sandbox_host_address(settings: Any, *, ensure: bool = True,
                          caller: str = "hub") -> str | None:
     """Where host services that sandboxes use must listen, for ``settings``' backend.
 
-    The host address of ``sandbox.subnet`` for the local and docker backends
-    (``ensure``: create the interface and the firewall table when missing —
+    The host address of ``sandbox.subnet`` for a backend whose sandboxes run on
+    this host (``Sandbox.on_host``: local, docker), asked of that backend
+    (``ensure``: it creates the interface and the firewall table when missing —
     through the launcher, as ``caller``, when ``sandbox.launcher_socket`` is
     set: the service need not be root); None for a backend whose sandboxes do
-    not run on this host (kubernetes).
+    not run on this host (kubernetes). The one source of this address for
+    callers that hold no sandbox (a sandbox's own: :meth:`Sandbox.reach_address`).
     """
-    if settings.sandbox.backend not in HOST_ADDRESS_BACKENDS:
+    if not backend_class(settings.sandbox.backend).on_host:
         return None
-    if ensure and settings.sandbox.launcher_socket:
-        return sandbox_for(settings, caller).host_address()
     if ensure:
-        from .local import ensure_host_network
-
-        return ensure_host_network(settings)
-    from .network import Subnet
-
+        return sandbox_for(settings, caller).host_address()
     return Subnet(settings.sandbox.subnet).host_address
 
 
@@ -92,7 +84,6 @@ def sandbox_for(settings: Any, caller: str) -> Sandbox:
 
 
 __all__ = [
-    "HOST_ADDRESS_BACKENDS",
     "Mount",
     "ProjectPaths",
     "RunResult",

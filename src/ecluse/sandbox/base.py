@@ -197,8 +197,21 @@ class Sandbox(LoggingConfigurable):
     ``host_address() -> str``
         address on which host services sandboxes may reach must listen.
     ``prepare_project_dirs(project, user) -> ProjectPaths``
-        create the shared folder and the user's home with the right owners.
+        create the shared folder and the user's home with the right owners
+        (``launch`` does it too: a caller need not before starting a sandbox).
+
+    and say, as class attributes, where its sandboxes run:
+
+    ``on_host``
+        sandboxes run on this host and reach the hub side (hub API, airlock,
+        Dask gateway) on :meth:`host_address`, where those listen;
+    ``host_python``
+        sandboxes run the Python environment of this host
+        (``sandbox.python_env``), not an image's.
     """
+
+    on_host: bool = False
+    host_python: bool = False
 
     settings = AnyTrait(help="The deployment settings (ecluse.config.Settings).").tag(config=False)
     poll_interval = Float(
@@ -231,6 +244,11 @@ class Sandbox(LoggingConfigurable):
 
     def host_address(self) -> str:
         raise NotImplementedError
+
+    def reach_address(self) -> str | None:
+        """Where these sandboxes reach the hub side: :meth:`host_address` when they run
+        on this host (creating the host network when missing), else None."""
+        return self.host_address() if self.on_host else None
 
     def prepare_project_dirs(self, project: Project, user: UserIdentity) -> ProjectPaths:
         raise NotImplementedError

@@ -71,6 +71,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class DockerSandbox(Sandbox):
     """Sandboxes as containers of a Docker engine on this host."""
 
+    on_host = True
+
     image = Unicode(help="Workspace image (default: SandboxSettings.image).").tag(config=True)
     docker_url = Unicode(
         help="Docker Engine API URL (default: $DOCKER_HOST, else the system socket)."

@@ -333,6 +333,9 @@ def _nspid(pid: int) -> list[int]:
 class LocalSandbox(Sandbox):
     """Sandboxes on this host with bubblewrap, network namespaces and cgroups."""
 
+    on_host = True
+    host_python = True
+
     runtime_dir = Unicode(
         "/run/ecluse", help="Runtime state: lock, registry of sandboxes, logs (root only)."
     ).tag(config=True)

@@ -28,6 +28,21 @@ class LauncherSandbox(Sandbox):
                           ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds to reach the launcher.").tag(config=True)
 
+    @property
+    def on_host(self) -> bool:  # type: ignore[override]
+        return self._launched.on_host
+
+    @property
+    def host_python(self) -> bool:  # type: ignore[override]
+        return self._launched.host_python
+
+    @property
+    def _launched(self) -> type[Sandbox]:
+        """The backend the launcher starts sandboxes with (``sandbox.backend``)."""
+        from . import backend_class
+
+        return backend_class(self.settings.sandbox.backend)
+
     def _path(self) -> str:
         path = self.socket_path or str(self.settings.sandbox.launcher_socket or "")
         if not path:
