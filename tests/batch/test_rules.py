@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ecluse.batch.hub import batch_roles, batch_service_spec
 from ecluse.batch.runs import EVENTS, FINAL, OUTCOMES, TRANSITIONS, Status
-from ecluse.batch.settings import BatchSettings, batch_settings
+from ecluse.settings.batch import BatchSettings, batch_settings
 
 
 def test_every_status_has_transitions_and_final_ones_have_none() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sdc.report import Finding, Severity, Verdict
+from .preview import render_preview
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ def check_named(path: Path, display_name: str, policy: Any) -> dict[str, Any]:
 def inspect_named(path: Path, display_name: str, policy: Any,
                   preview_rows: int = 200) -> dict[str, Any]:
     """Report and preview of a file already under its display name (never raises)."""
-    from .preview import render_preview
-
     try:
         report = check_named(path, display_name, policy)
     except Exception as e:  # fail closed
@@ -72,8 +71,6 @@ def inspect_named(path: Path, display_name: str, policy: Any,
 def inspect_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
                    preview_rows: int = 200) -> dict[str, Any]:
     """``{"report": ..., "preview": ...}`` of a staged file (never raises)."""
-    from .preview import render_preview
-
     report = check_staged(object_path, display_name, policy, tmp_dir)
     try:
         preview = render_preview(Path(object_path), display_name, report, preview_rows)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..hub.roles import project_scope
 from ..hubservice import HubService, service_spec
-from .settings import airlock_settings
+from ..settings.airlock import airlock_settings
 
 SERVICE_NAME = "airlock"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..hubservice import HubService, service_spec
 from ..sandbox import backend_class
-from .settings import batch_settings
+from ..settings.batch import batch_settings
 
 SERVICE_NAME = "batch"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"

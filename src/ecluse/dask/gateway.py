@@ -54,8 +54,17 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
+from .. import sandbox as sandboxes
+from ..audit import AuditLog
+from ..config import load_settings
+from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
+from ..directory import NotAMember as NotInDirectory
+from ..hub.roles import credential_projects
+from ..hubservice.instances import stop_my_previous
+from ..sandbox import SandboxSpec, UserIdentity, sandbox_for
+from ..settings.dask import DaskSettings
+from .front import ApiFront, Front, backend_owner, serve, serve_api
 from .hub import SERVICE_NAME
-from .settings import DaskSettings
 from .sizing import sizing
 
 TLS_DIR = "/tmp/dask-gateway"
@@ -106,8 +115,6 @@ class ProjectTokenAuthenticator(JupyterHubAuthenticator):
     """JupyterHub tokens, with the project the token acts for (its project scope)."""
 
     async def authenticate(self, request: Any) -> ProjectUser:
-        from ..hub.roles import credential_projects
-
         token = self.get_token(request)
         if token is None:
             raise unauthorized("jupyterhub")
@@ -180,8 +187,6 @@ def production_options(settings: Any, backend: str) -> Options:
 def configure_production(c: Any, backend: str, config_file: str | None = None) -> None:
     """For a dask-gateway config file / Helm ``extraConfig``: project option, membership
     and per-project limits and placement on the stock Kubernetes or Slurm backend."""
-    from ..config import load_settings
-
     settings = load_settings(config_file)
     c.Backend.cluster_options = production_options(settings, backend)
     c.DaskGateway.authenticator_class = "ecluse.dask.gateway.ProjectTokenAuthenticator"
@@ -247,14 +252,10 @@ class SandboxBackend(DBBackendBase):
 
     @default("settings")
     def _default_settings(self) -> Any:
-        from ..config import load_settings
-
         return load_settings(self.config_file or None)
 
     @default("sandbox_backend")
     def _default_sandbox_backend(self) -> Any:
-        from ..sandbox import sandbox_for
-
         return sandbox_for(self.settings, "dask")
 
     @default("cluster_options")
@@ -265,10 +266,6 @@ class SandboxBackend(DBBackendBase):
 
     async def resolve_identity(self, username: str, project: Any) -> tuple[Any, Any]:
         """``(UserIdentity, project with its gid)`` from the directory; raises if not a member."""
-        from ..directory import MembershipResolver
-        from ..directory import NotAMember as NotInDirectory
-        from ..sandbox import UserIdentity
-
         ldap = self.settings.ldap
         loop = asyncio.get_running_loop()
         try:
@@ -327,8 +324,6 @@ class SandboxBackend(DBBackendBase):
 
     def _record_denied(self, user: Any, slug: str, reason: str) -> None:
         if self._audit is None:
-            from ..audit import AuditLog
-
             self._audit = AuditLog.from_settings(self.settings)
         self._audit.record("dask.denied", actor=user.name, project=slug or None,
                            outcome="denied", reason=reason,
@@ -355,8 +350,6 @@ class SandboxBackend(DBBackendBase):
         return await super().start_cluster(user, cluster_options)
 
     async def do_start_cluster(self, cluster: Any):
-        from ..sandbox import SandboxSpec
-
         slug = cluster.options.get("project")
         project = self.settings.projects[slug]
         user, project = await self.resolve_identity(cluster.username, project)
@@ -411,8 +404,6 @@ class SandboxBackend(DBBackendBase):
     _resolver: Any = None
 
     async def _still_member(self, cluster: Any) -> bool:
-        from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
-
         slug = (cluster.state or {}).get("project") or (cluster.options or {}).get("project")
         if not slug:
             return True
@@ -428,8 +419,6 @@ class SandboxBackend(DBBackendBase):
             self.log.warning("Cluster %s: %s left project %s (%s): stopping it",
                              cluster.name, cluster.username, slug, e.reason)
             if self._audit is None:
-                from ..audit import AuditLog
-
                 self._audit = AuditLog.from_settings(self.settings)
             self._audit.record("dask.revoked", actor=cluster.username, project=slug,
                                outcome="success", cluster=cluster.name, reason=e.reason)
@@ -477,9 +466,7 @@ def host_address(settings: Any, *, ensure: bool = True) -> str:
 
     ``ensure``: create the host interface if missing (the gateway binds to it).
     """
-    from ..sandbox import sandbox_host_address
-
-    return sandbox_host_address(settings, ensure=ensure, caller="dask") or "0.0.0.0"
+    return sandboxes.sandbox_host_address(settings, ensure=ensure, caller="dask") or "0.0.0.0"
 
 
 def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "",
@@ -527,7 +514,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from dask_gateway_server.app import DaskGateway
 
-    from ..config import load_settings
 
     p = argparse.ArgumentParser(prog="ecluse-dask-gateway")
     p.add_argument("--config", default=None)
@@ -536,7 +522,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="host:port of the authenticating front (the hub service's url)")
     args = p.parse_args(argv)
     settings = load_settings(args.config, state_dir=os.environ.get("ECLUSE_STATE_DIR") or None)
-    from ..hubservice.instances import stop_my_previous
 
     # a gateway that was killed leaves its proxy holding the ports: stop it first
     stop_my_previous(_audit_log(settings, logging.getLogger(__name__)))
@@ -555,8 +540,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _audit_log(settings: Any, logger: Any) -> Any:
     try:
-        from ..audit import AuditLog
-
         return AuditLog.from_settings(settings)
     except Exception:  # noqa: BLE001 - refusals still refuse; the log says why none is kept
         logger.exception("Audit log unavailable: refused dashboard requests are only logged")
@@ -568,8 +551,6 @@ def serve_api_listener(app: Any, settings: Any, *, dask: DaskSettings | None = N
     """The front's API listener on ``<sandbox host address>:<dask.api_port>``, forwarding
     ``<prefix>/api/…`` to the proxy's loopback HTTP listener and refusing dashboards.
     ``app``: a set-up ``DaskGateway``. Returns the tornado server (``.stop()``)."""
-    from .front import ApiFront, serve_api
-
     ds = dask or settings.dask
     proxy = app.backend.proxy
     front = ApiFront(upstream=f"http://{proxy.address}", prefix=proxy.prefix, audit=audit,
@@ -580,8 +561,6 @@ def serve_api_listener(app: Any, settings: Any, *, dask: DaskSettings | None = N
 async def _serve(app: Any, settings: Any, front_address: str | None, prefix: str) -> None:
     """The gateway, its API listener and (``front_address``) its public front on one event
     loop (the front reads the backend's clusters)."""
-    from .front import Front, backend_owner, serve
-
     try:
         await app.setup()
     except Exception:

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import sandbox
+from ..audit import AuditLog
 from ..config import Settings, load_settings
+from ..directory import DirectoryUnavailable, check_group_names
+from ..hubservice.instances import MARK, record_removed, stop_previous
 from ..secrets import ensure_secrets
 from ..statevolume import ensure_state_volume
+from .reconcile import reconciler_role, reconciler_service_spec
 from .roles import custom_scopes, hub_roles, workspace_token_scopes
 from .services import enabled_services
 
@@ -62,7 +66,6 @@ def check_directory_groups(settings: Settings) -> None:
     the directory cannot be reached, the hub starts (sign-ins wait for it anyway)."""
     import logging
 
-    from ..directory import DirectoryUnavailable, check_group_names
 
     log = logging.getLogger("ecluse.hub.hubconfig")
     try:
@@ -151,8 +154,6 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
             }
         )
     if hub.revocation_interval:
-        from .reconcile import reconciler_role, reconciler_service_spec
-
         services.append(reconciler_service_spec(settings))
         roles_extra.append(reconciler_role(settings))
     mark_services(services, settings)
@@ -166,8 +167,6 @@ def mark_services(services: list[dict], settings: Settings) -> None:
     """Mark every service the hub starts as this deployment's
     (:data:`ecluse.hubservice.instances.MARK`): the next hub, or the service's
     next instance, finds and stops what a killed one left."""
-    from ..hubservice.instances import MARK
-
     for spec in services:
         if spec.get("command"):
             spec["environment"] = {**spec.get("environment", {}),
@@ -177,12 +176,8 @@ def mark_services(services: list[dict], settings: Settings) -> None:
 def stop_previous_services(settings: Settings) -> list[str]:
     """At hub start, before the hub starts its services: stop the services an earlier
     hub of this deployment left running (it was killed), and audit what was stopped."""
-    from ..hubservice.instances import record_removed, stop_previous
-
     stopped = stop_previous(settings.state_dir)
     if stopped:
-        from ..audit import AuditLog
-
         record_removed(AuditLog.from_settings(settings), "hub", "service processes", stopped)
     return stopped
 

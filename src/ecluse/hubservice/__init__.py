@@ -4,8 +4,7 @@
 * :class:`HubService` — what a service gives the hub configuration (its entry,
   roles, scopes, the ports and environment of workspaces); each service's
   ``hub.py`` defines one, and ``ecluse.hub.hubconfig`` loops over them;
-* :func:`service_spec`, :func:`settings_section` — the hub's service entry
-  and the service's section of the deployment settings;
+* :func:`service_spec` — the hub's service entry;
 * :func:`service_environment` — what every hub-managed service needs from
   the hub's environment (the one place that says so);
 * :mod:`.web` — the tornado side: hub authentication, the base handler,
@@ -18,11 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
-
-M = TypeVar("M", bound=BaseModel)
+from typing import Any
 
 
 class ServiceError(Exception):
@@ -113,12 +108,3 @@ def service_spec(name: str, settings: Any, conf: Any, *, description: str,
     }
     return spec
 
-
-def settings_section(settings: Any, name: str, model: type[M]) -> M:
-    """The ``name`` section of a deployment's settings as ``model`` (defaults when absent)."""
-    value = getattr(settings, name, None)
-    if value is None:
-        return model()
-    if isinstance(value, model):
-        return value
-    return model.model_validate(value.model_dump() if isinstance(value, BaseModel) else value)

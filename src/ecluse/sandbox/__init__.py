@@ -16,7 +16,6 @@ a KubeSpawner pod spec and manifests). See docs/sandbox.md.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from .base import (
@@ -27,24 +26,9 @@ from .base import (
     SandboxError,
     SandboxSpec,
     UserIdentity,
+    backend_class,
 )
 from .network import Subnet
-
-BACKENDS = {
-    "local": "ecluse.sandbox.local:LocalSandbox",
-    "docker": "ecluse.sandbox.docker:DockerSandbox",
-    "kubernetes": "ecluse.sandbox.kubernetes:KubernetesSandbox",
-}
-
-
-def backend_class(name: str) -> type[Sandbox]:
-    """The backend class for ``name`` (``local``, ``docker``, ``kubernetes``)."""
-    try:
-        module, cls = BACKENDS[name].split(":")
-    except KeyError:
-        raise SandboxError(f"unknown sandbox backend {name!r}; expected one of "
-                           + ", ".join(BACKENDS)) from None
-    return getattr(importlib.import_module(module), cls)
 
 
 def sandbox_host_address(settings: Any, *, ensure: bool = True,
@@ -77,6 +61,7 @@ def sandbox_for(settings: Any, caller: str) -> Sandbox:
     privilege, and the launcher's policy for ``caller`` applies), else
     ``sandbox.backend`` directly (the service must run as root for ``local``)."""
     if settings.sandbox.launcher_socket:
+        # deferred: the launcher's client and the audit log it records to, when configured
         from .remote import LauncherSandbox
 
         return LauncherSandbox(settings=settings, caller=caller)

@@ -20,6 +20,7 @@ may override :meth:`wait` with something better than polling.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import re
 import time
@@ -47,6 +48,23 @@ class SandboxError(Exception):
     def __init__(self, message: str, *, log_message: str | None = None):
         super().__init__(message)
         self.log_message = log_message or message
+
+
+BACKENDS = {
+    "local": "ecluse.sandbox.local:LocalSandbox",
+    "docker": "ecluse.sandbox.docker:DockerSandbox",
+    "kubernetes": "ecluse.sandbox.kubernetes:KubernetesSandbox",
+}
+
+
+def backend_class(name: str) -> type[Sandbox]:
+    """The backend class for ``name`` (``local``, ``docker``, ``kubernetes``)."""
+    try:
+        module, cls = BACKENDS[name].split(":")
+    except KeyError:
+        raise SandboxError(f"unknown sandbox backend {name!r}; expected one of "
+                           + ", ".join(BACKENDS)) from None
+    return getattr(importlib.import_module(module), cls)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from .local import (
     prepare_project_dirs,
 )
 from .network import Subnet
+from .seccomp import docker_profile
 
 NANO = 1_000_000_000
 LABEL = "ecluse.sandbox-id"
@@ -143,7 +144,6 @@ class DockerSandbox(Sandbox):
     def _seccomp_opt(self) -> list[str]:
         if not self.seccomp:
             return []  # the engine's default profile
-        from .seccomp import docker_profile
 
         return ["seccomp=" + json.dumps(docker_profile(), separators=(",", ":"))]
 

@@ -15,7 +15,16 @@ from typing import Any
 
 from traitlets import Float, Unicode
 
-from .base import ProjectPaths, RunResult, Sandbox, SandboxError, SandboxSpec, UserIdentity
+from ..audit import AuditError, AuditLog
+from .base import (
+    ProjectPaths,
+    RunResult,
+    Sandbox,
+    SandboxError,
+    SandboxSpec,
+    UserIdentity,
+    backend_class,
+)
 from .launcher import MAX_REQUEST_BYTES, LaunchRefused, wire_spec
 
 
@@ -39,8 +48,6 @@ class LauncherSandbox(Sandbox):
     @property
     def _launched(self) -> type[Sandbox]:
         """The backend the launcher starts sandboxes with (``sandbox.backend``)."""
-        from . import backend_class
-
         return backend_class(self.settings.sandbox.backend)
 
     def _path(self) -> str:
@@ -160,8 +167,6 @@ class LauncherAudit:
 
     def record(self, event: str, *, actor: str | None, project: str | None = None,
                outcome: str = "success", **details: Any) -> int:
-        from ..audit import AuditError
-
         try:
             answer = _sync(self.client.request(
                 "audit", event=event, actor=actor, audit_project=project, outcome=outcome,
@@ -177,7 +182,6 @@ def audit_for(settings: Any, caller: str) -> Any:
     runs as root, else (with ``sandbox.launcher_socket`` set) :class:`LauncherAudit`."""
     import os
 
-    from ..audit import AuditLog
 
     if settings.sandbox.launcher_socket and os.geteuid() != 0:
         return LauncherAudit(settings, caller)
