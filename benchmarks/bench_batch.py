@@ -50,9 +50,9 @@ import nbformat
 from ecluse.audit import AuditLog
 from ecluse.batch.runs import make_engine
 from ecluse.batch.service import BatchService, RunIdentity
-from ecluse.batch.settings import BatchSettings
 from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
 from ecluse.sandbox.local import LocalSandbox
+from ecluse.settings.batch import BatchSettings
 
 FAIR = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); import papermill as pm; "
         "pm.execute_notebook(sys.argv[1], sys.argv[2], parameters={'n': 3}, "

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from ldap3.utils.dn import parse_dn
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,11 +36,12 @@ from pydantic import (
     model_validator,
 )
 
-from .airlock.settings import AirlockSettings
 from .auditkeys import AuditSettings, default_checkpoint_file, default_key_dir
-from .batch.settings import BatchSettings
-from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
+from .settings import parse_size
+from .settings.airlock import AirlockSettings
+from .settings.batch import BatchSettings
+from .settings.dask import DaskSettings
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 DEFAULT_CONFIG = Path("config/ecluse.yaml")
@@ -455,6 +457,7 @@ class Settings(_Model):
     def db_dir(self) -> Path:
         """Where the state's SQLite databases live: the state volume when there is one
         (:mod:`ecluse.statevolume`; raises when it is not mounted)."""
+        # deferred: import cycle (statevolume reads the settings)
         from .statevolume import database_dir
 
         return database_dir(self)
@@ -487,20 +490,6 @@ class Settings(_Model):
 
 
 # ------------------------------------------------------------------ projects
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.I)
-
-
-def parse_size(value: int | str) -> int:
-    """Parse ``512M``, ``2G``, ``2GiB`` or a byte count into bytes."""
-    if isinstance(value, int):
-        return value
-    m = _SIZE_RE.match(str(value))
-    if not m:
-        raise ValueError(f"expected a size such as 512M or 2G, got {value!r}")
-    number, unit = float(m.group(1)), m.group(2).upper()
-    return int(number * 1024 ** "_KMGT".index(unit or "_"))
 
 
 class Dataset(_Model):
@@ -547,8 +536,6 @@ class Project(_Model):
     @classmethod
     def _group_dn(cls, v: str) -> str:
         if "=" in v:
-            from ldap3.utils.dn import parse_dn
-
             try:
                 parse_dn(v, strip=True)
             except Exception:  # noqa: BLE001 - ldap3 raises several kinds
@@ -574,6 +561,27 @@ class Project(_Model):
     def _disclosure(cls, v: dict[str, Any]) -> dict[str, Any]:
         DisclosurePolicy().merged(v)  # validates names and types
         return v
+
+
+def is_dn(value: str) -> bool:
+    """A group named by DN (``cn=…,ou=…``) rather than by its bare name."""
+    return "=" in value
+
+
+def normalize_dn(dn: str) -> str:
+    """A DN compared case-insensitively, without spaces around separators."""
+    try:
+        parts = parse_dn(dn, strip=True)
+    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
+        return dn.strip().lower()
+    return ",".join(f"{attr.strip().lower()}={value.strip().lower()}"
+                    for attr, value, _ in parts)
+
+
+def group_key(ldap_group: str) -> str:
+    """How a configured group (``ldap_group``, checker/staff group) is matched:
+    its normalised DN, or its bare name."""
+    return normalize_dn(ldap_group) if is_dn(ldap_group) else ldap_group
 
 
 class ProjectsFile(_Model):
@@ -687,8 +695,6 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
 
 
 def load_projects(path: Path) -> dict[str, Project]:
-    from .directory import group_key
-
     path = Path(path)
     parsed: ProjectsFile = _validate(ProjectsFile, _read_yaml(path), path)
     base = path.parent.resolve()

@@ -50,7 +50,7 @@ from ldap3.core.exceptions import (
 )
 from ldap3.utils.conv import escape_filter_chars
 
-from .config import ConfigError, LDAPSettings
+from .config import ConfigError, LDAPSettings, group_key, is_dn, normalize_dn
 
 log = logging.getLogger(__name__)
 
@@ -115,29 +115,6 @@ class DirectoryUser:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def is_dn(value: str) -> bool:
-    """A group named by DN (``cn=…,ou=…``) rather than by its bare name."""
-    return "=" in value
-
-
-def normalize_dn(dn: str) -> str:
-    """A DN compared case-insensitively, without spaces around separators."""
-    from ldap3.utils.dn import parse_dn
-
-    try:
-        parts = parse_dn(dn, strip=True)
-    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
-        return dn.strip().lower()
-    return ",".join(f"{attr.strip().lower()}={value.strip().lower()}"
-                    for attr, value, _ in parts)
-
-
-def group_key(ldap_group: str) -> str:
-    """How a configured group (``ldap_group``, checker/staff group) is matched:
-    its normalised DN, or its bare name."""
-    return normalize_dn(ldap_group) if is_dn(ldap_group) else ldap_group
 
 
 def _first(entry: ldap3.Entry, attr: str) -> str | None:

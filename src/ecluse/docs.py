@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .airlock.settings import AirlockSettings
 from .auditkeys import AuditSettings
-from .batch.settings import BatchSettings
 from .config import (
     HubSettings,
     LDAPSettings,
@@ -17,8 +15,10 @@ from .config import (
     SandboxSettings,
     Settings,
 )
-from .dask.settings import DaskSettings
 from .sdc.policy import DisclosurePolicy
+from .settings.airlock import AirlockSettings
+from .settings.batch import BatchSettings
+from .settings.dask import DaskSettings
 
 
 def _table(model: type[BaseModel], prefix: str) -> list[str]:

@@ -43,9 +43,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .audit import ALIAS_EVENT
+from .airlock import db
+from .airlock.models import File, HistoryEntry, Request, Review
+from .airlock.rules import State
+from .audit import ALIAS_EVENT, AuditLog, audit_table
 from .directory import DirectoryError, DirectoryUnavailable
 from .people import People, Person, distinct
+from .settings.airlock import airlock_settings
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +134,6 @@ class IdentityMigration:
     @property
     def audit(self) -> Any:
         if self._audit is None:
-            from .audit import AuditLog
-
             self._audit = AuditLog.from_settings(self.settings)
         return self._audit
 
@@ -176,8 +178,6 @@ class IdentityMigration:
             raise MigrationError(f"the hub database is not at JupyterHub's schema: {e}") from None
 
     def _airlock_url(self) -> str | None:
-        from .airlock.settings import airlock_settings
-
         url = airlock_settings(self.settings).resolved_database_url(self.settings.db_dir)
         return None if _sqlite_missing(url) else url
 
@@ -189,8 +189,6 @@ class IdentityMigration:
 
     @staticmethod
     def _airlock_names(engine: Any) -> set[str]:
-        from .airlock.models import File, HistoryEntry, Request, Review
-
         names: set[str] = set()
         with engine.connect() as conn:
             for col in (Request.requester, Review.reviewer, HistoryEntry.actor,
@@ -201,7 +199,6 @@ class IdentityMigration:
     def _audit_actors(self) -> dict[str, int]:
         from sqlalchemy import func
 
-        from .audit import audit_table
 
         t = audit_table
         with self.audit.engine.connect() as conn:
@@ -218,15 +215,12 @@ class IdentityMigration:
         """Migrate (or, with ``dry_run``, say what would be migrated)."""
         report = MigrationReport(dry_run=dry_run)
         if dry_run and self._audit is None:  # a reader: creates no key, writes nothing
-            from .audit import AuditLog
 
             self._audit = AuditLog.from_settings(self.settings, writer=False)
         hub = self._hub_engine()
         airlock_url = self._airlock_url()
         airlock = None
         if airlock_url:
-            from .airlock import db
-
             airlock = db.make_engine(airlock_url)
         try:
             actors = self._audit_actors()
@@ -260,8 +254,6 @@ class IdentityMigration:
         airlock_session = None
         schema_ready = False
         if airlock is not None:
-            from .airlock import db
-
             if not dry_run:
                 db.upgrade(airlock)  # the DN/uidNumber columns
             schema_ready = db.current_revision(airlock) == db.head_revision()
@@ -363,9 +355,6 @@ class IdentityMigration:
 
     def _airlock(self, s: Session, people: dict[str, Person], aliases: dict[str, Person],
                  *, schema_ready: bool) -> dict[str, Any]:
-        from .airlock.models import File, HistoryEntry, Request, Review
-        from .airlock.rules import State
-
         def canon(name: str) -> str:
             return aliases[name].name if name in aliases else name
 
@@ -432,8 +421,6 @@ class IdentityMigration:
                 out["identities_recorded"] += 1
 
     def _too_few(self, req: Any) -> bool:
-        from .airlock.settings import airlock_settings
-
         requester = Person(req.requester, req.requester_dn, req.requester_uid_number)
         approvers = distinct([Person(r.reviewer, r.reviewer_dn, r.reviewer_uid_number)
                               for r in req.current_reviews() if r.decision == "approve"])

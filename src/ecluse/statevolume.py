@@ -43,9 +43,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from .auditkeys import default_checkpoint_file
 from .config import AUDIT_DB, AUDIT_JSONL, HUB_DB, ConfigError, sqlite_url
 from .sandbox.base import SandboxError
 from .sandbox.quota import adopt_folder, existing_parent, locked, mount_image, prepare_image
+from .settings.airlock import DB_NAME as AIRLOCK_DB_NAME
+from .settings.airlock import airlock_settings
+from .settings.batch import batch_settings
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +101,6 @@ def checkpoint_volume(settings: Any) -> tuple[Path, Path] | None:
     directory of its own next to the state directory); a checkpoint file
     set by the operator, or syslog, is the operator's to provision.
     """
-    from .auditkeys import default_checkpoint_file
-
     audit = settings.audit
     if settings.state_volume.mode != "image" or audit.checkpoint_sink != "file":
         return None
@@ -170,10 +172,6 @@ def ensure_state_volume(settings: Any) -> list[Path]:
 def state_files(settings: Any, directory: Path) -> list[Path]:
     """The state's files (SQLite databases and their companions, the audit mirror) as
     they are named in ``directory`` by default; databases set by URL are not listed."""
-    from .airlock.settings import DB_NAME as AIRLOCK_DB_NAME
-    from .airlock.settings import airlock_settings
-    from .batch.settings import batch_settings
-
     directory = Path(directory)
     files: list[Path] = []
     for url in (

@@ -36,11 +36,11 @@ import pytest
 from ecluse.airlock import db
 from ecluse.airlock.rules import State
 from ecluse.airlock.service import AirlockService
-from ecluse.airlock.settings import AirlockSettings
 from ecluse.airlock.storage import Staging
 from ecluse.audit import AuditLog
 from ecluse.config import Project
 from ecluse.sdc import DisclosurePolicy
+from ecluse.settings.airlock import AirlockSettings
 
 from .hubstack import AirlockHub
 from .pgserver import PostgresServer

@@ -36,12 +36,12 @@ from typing import Any
 import pytest
 
 from ecluse.batch.service import BatchService
-from ecluse.batch.settings import BatchSettings
 from ecluse.config import load_settings
 from ecluse.dev.testing import write_config
 from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
+from ecluse.settings.batch import BatchSettings
 
 CREATED: dict[str, int] = {}  # sandbox id -> slot, every sandbox this run launched
 ROOTS: list[str] = []  # folders this run's configs live in (hub stacks, services)

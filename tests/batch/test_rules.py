@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ecluse.batch.hub import batch_roles, batch_service_spec
 from ecluse.batch.runs import EVENTS, FINAL, OUTCOMES, TRANSITIONS, Status
-from ecluse.batch.settings import BatchSettings, batch_settings
+from ecluse.settings.batch import BatchSettings, batch_settings
 
 
 def test_every_status_has_transitions_and_final_ones_have_none() -> None:
@@ -39,7 +39,7 @@ def test_hub_services_get_the_directory_password_from_the_hub(settings, monkeypa
     """JupyterHub starts a managed service without the hub's environment: the password
     given to the hub in ``ldap.bind_password_env`` must be passed on to every service."""
     from ecluse.airlock import airlock_service_spec
-    from ecluse.dask.gateway import gateway_service_spec
+    from ecluse.dask.hub import gateway_service_spec
 
     settings.ldap.bind_password_env = "ECLUSE_TEST_BIND_PASSWORD"
     monkeypatch.setenv("ECLUSE_TEST_BIND_PASSWORD", "s3cret-from-the-hub")

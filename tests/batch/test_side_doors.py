@@ -27,8 +27,8 @@ import pytest
 from ecluse.audit import AuditLog
 from ecluse.batch.errors import PermissionDenied
 from ecluse.batch.service import BatchService
-from ecluse.batch.settings import BatchSettings
 from ecluse.config import load_settings
+from ecluse.settings.batch import BatchSettings
 
 from .conftest import TrackingLocalSandbox, nb, wait_final
 

@@ -153,7 +153,6 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
 
     from ecluse.dask.gateway import (
         SERVICE_NAME,
-        dask_settings,
         gateway_config,
         host_address,
         serve_api_listener,
@@ -162,7 +161,7 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     marker = request.node.get_closest_marker("idle_timeout")
     # other test runs may share this host: ports of our own
     proxy_port, api_port, http_port = free_port(), free_port(), free_port()
-    ds = dask_settings(dask_deployment).model_copy(update={
+    ds = dask_deployment.dask.model_copy(update={
         "proxy_port": proxy_port, "api_port": api_port, "proxy_http_port": http_port,
         "idle_timeout": marker.args[0] if marker else 0, "cluster_start_timeout": 60})
     settings = dask_deployment.model_copy(update={"dask": ds})

@@ -22,7 +22,8 @@ import requests
 from traitlets.config import Config
 
 from ecluse.dask.front import DASHBOARD_REFUSED
-from ecluse.dask.gateway import gateway_client_env
+from ecluse.dask.gateway import host_address
+from ecluse.dask.hub import gateway_client_env
 from ecluse.directory import Directory
 from ecluse.hub.hubconfig import configure_spawner
 from ecluse.sandbox import SandboxSpec, UserIdentity, get_backend
@@ -136,7 +137,7 @@ async def test_no_dashboard_on_the_sandbox_host_address(gateway):
         project = project.model_copy(update={"gid": who.group_gids[project.ldap_group]})
         sandbox = get_backend(settings)
         sandbox.prepare_project_dirs(project, user)
-        env = {**gateway_client_env(settings), "JUPYTERHUB_API_TOKEN": "bob"}
+        env = {**gateway_client_env(settings, host_address(settings, ensure=False)), "JUPYTERHUB_API_TOKEN": "bob"}
         spec = SandboxSpec(project, user,
                            [sys.executable, "-c", WORKSPACE, gateway.addr, json.dumps(ports),
                             json.dumps(paths)],

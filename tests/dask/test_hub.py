@@ -49,7 +49,7 @@ def gateway_hub(tmp_path_factory, slapd, warehouse):
 
 def _token(hub, slapd, user: str, project: str | None = None) -> str:
     """A token as a workspace of ``project`` holds it (the gateway's scopes, one project)."""
-    from ecluse.dask.gateway import WORKSPACE_TOKEN_SCOPES
+    from ecluse.dask.hub import WORKSPACE_TOKEN_SCOPES
     from ecluse.hub.roles import project_scope
 
     client = HubClient(hub.url)
@@ -68,20 +68,20 @@ def _gateway(hub, token: str | None):
     (the proxy's TLS listener) on the sandbox host address."""
     from dask_gateway import Gateway, JupyterHubAuth
 
-    from ecluse.dask.gateway import dask_settings, host_address
+    from ecluse.dask.gateway import host_address
 
     addr = host_address(hub.settings, ensure=False)
-    api = dask_settings(hub.settings).api_port
+    api = hub.settings.dask.api_port
     return Gateway(address=f"http://{addr}:{api}/services/dask-gateway",
                    proxy_address=f"gateway://{addr}:{PORT}",
                    auth=JupyterHubAuth(api_token=token or "not-a-token"), asynchronous=True)
 
 
 async def _ready(hub) -> None:
-    from ecluse.dask.gateway import dask_settings, host_address
+    from ecluse.dask.gateway import host_address
 
     await wait_port(host_address(hub.settings, ensure=False),
-                    dask_settings(hub.settings).api_port, timeout=60,
+                    hub.settings.dask.api_port, timeout=60,
                     prefix="/services/dask-gateway")
 
 

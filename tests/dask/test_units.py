@@ -17,9 +17,9 @@ from ecluse.dask.gateway import (
     SandboxBackend,
     cluster_limits,
     gateway_config,
-    gateway_service_spec,
     project_options,
 )
+from ecluse.dask.hub import gateway_service_spec
 from ecluse.dask.sizing import dask_command_prefix, dask_env, sizing
 from ecluse.dev.warehouse import SIZES, generate, omop_tables
 
@@ -90,7 +90,8 @@ def test_only_the_scheduler_proxy_and_the_api_listener_face_sandboxes(settings):
     the scheduler (TLS) listener and the front's API listener on the host address."""
     from traitlets.config import Config
 
-    from ecluse.dask.gateway import gateway_client_env, host_address
+    from ecluse.dask.gateway import host_address
+    from ecluse.dask.hub import gateway_client_env
     from ecluse.hub.hubconfig import configure_spawner
 
     ds = DaskSettings(proxy_port=9999, api_port=9998, proxy_http_port=9997)
@@ -99,8 +100,8 @@ def test_only_the_scheduler_proxy_and_the_api_listener_face_sandboxes(settings):
     assert c.Proxy.tcp_address == "10.9.0.1:9999"
     assert c.SandboxBackend.api_url == "http://10.9.0.1:9998/services/dask-gateway/api"
     s = settings.model_copy(update={"dask": ds})
-    env = gateway_client_env(s)
     addr = host_address(s, ensure=False)
+    env = gateway_client_env(s, addr)
     assert env["DASK_GATEWAY__ADDRESS"] == f"http://{addr}:9998/services/{SERVICE_NAME}"
     assert env["DASK_GATEWAY__PROXY_ADDRESS"] == f"gateway://{addr}:9999"
     hub = Config()
@@ -309,13 +310,12 @@ def test_gateway_ports_come_from_the_configuration_only(make_config, monkeypatch
     """The ports workspaces may reach (the hub's holes in their firewall) and the gateway's
     listeners have one source, the configuration: no environment variable moves them."""
     from ecluse.config import load_settings
-    from ecluse.dask.settings import dask_settings
     from ecluse.hub.hubconfig import configure_spawner
 
     settings = load_settings(make_config(**{"hub.spawner": "ecluse", "dask.gateway": True}))
     for var in ("ECLUSE_DASK_PROXY_PORT", "ECLUSE_DASK_API_PORT", "ECLUSE_DASK_PROXY_HTTP_PORT"):
         monkeypatch.setenv(var, "1")
-    ds = dask_settings(settings)
+    ds = settings.dask
     assert (ds.proxy_port, ds.api_port, ds.proxy_http_port) == (
         settings.dask.proxy_port, settings.dask.api_port, settings.dask.proxy_http_port)
     assert not {"ECLUSE_DASK_PROXY_PORT", "ECLUSE_DASK_API_PORT"} & set(

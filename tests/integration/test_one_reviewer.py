@@ -25,13 +25,13 @@ from ecluse.airlock.errors import (
 from ecluse.airlock.models import Review
 from ecluse.airlock.rules import State
 from ecluse.airlock.service import AirlockService
-from ecluse.airlock.settings import AirlockSettings
 from ecluse.airlock.storage import Staging
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 from ecluse.dev.testing import write_config
 from ecluse.directory import normalize_dn
 from ecluse.people import People
+from ecluse.settings.airlock import AirlockSettings
 from tests.support.aliases import second_names
 
 TABLE = ("counts.csv", b"sex,age_band,n\nF,18-40,25\nF,41-65,13\nM,18-40,31\nM,41-65,40\n")

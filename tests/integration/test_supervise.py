@@ -25,7 +25,6 @@ import pytest
 import requests
 import yaml
 
-from ecluse.airlock.settings import airlock_settings
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 from ecluse.dev.demo import read_demo_users
@@ -35,6 +34,7 @@ from ecluse.dev.testing import HubClient, project_token_scopes
 from ecluse.hubservice import instances
 from ecluse.hubservice.instances import LEFTOVERS_EVENT
 from ecluse.sandbox.local import LocalSandbox, teardown_host_network
+from ecluse.settings.airlock import airlock_settings
 from ecluse.statevolume import ensure_state_volume, release_state_volume
 from tests.batch.hubstack import up_config
 

@@ -82,3 +82,32 @@ def test_secrets_are_generated_once_with_private_modes(make_config):
     configure(c2, settings)
     assert c1.JupyterHub.cookie_secret == c2.JupyterHub.cookie_secret
     assert c1.ConfigurableHTTPProxy.auth_token == c2.ConfigurableHTTPProxy.auth_token
+
+
+def test_the_services_are_a_loop_over_their_own_hub_entries(make_config, monkeypatch):
+    """Each service's spec, roles, user scopes and workspace ports come from its own
+    ``hub.py`` (``HubService``); the airlock listens on the sandbox host address
+    without the settings being changed to say so."""
+    import ecluse.sandbox
+    from ecluse.hub.services import SERVICES
+
+    monkeypatch.setattr(ecluse.sandbox, "sandbox_host_address",
+                        lambda settings, ensure=True, caller="hub": "10.213.0.1")
+    c, settings = build(make_config, **{"hub.spawner": "ecluse", "dask.gateway": True})
+    names = [s["name"] for s in c.JupyterHub.services]
+    assert names[:3] == [s.name for s in SERVICES] == ["airlock", "batch", "dask-gateway"]
+    airlock = c.JupyterHub.services[0]
+    assert airlock["url"] == f"http://10.213.0.1:{settings.airlock.port}"
+    assert settings.airlock.ip == "127.0.0.1"  # nobody mutates the settings
+    roles = roles_by_name(c)
+    assert {"ecluse-airlock-service", "ecluse-batch-user", "ecluse-batch-service"} <= set(roles)
+    user_scopes = set(roles["user"]["scopes"])
+    assert {f"access:services!service={s.name}" for s in SERVICES} <= user_scopes
+    assert c.EcluseSpawner.extra_allowed_ports == [
+        settings.airlock.port, settings.dask.api_port, settings.dask.proxy_port]
+    # a service a deployment does not run adds nothing
+    c, settings = build(make_config, **{"hub.spawner": "ecluse", "dask.gateway": False,
+                                        "sandbox.backend": "kubernetes"})
+    assert [s["name"] for s in c.JupyterHub.services][:1] == ["airlock"]
+    assert not {"batch", "dask-gateway"} & {s["name"] for s in c.JupyterHub.services}
+    assert c.EcluseSpawner.extra_allowed_ports == [settings.airlock.port]

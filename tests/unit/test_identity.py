@@ -125,7 +125,7 @@ def test_hub_tokens_scopes_and_culling(make_config):
 
 
 def test_workspace_token_names_its_own_project(make_config):
-    from ecluse.hub.spawner import workspace_token_scopes
+    from ecluse.hub.roles import workspace_token_scopes
 
     scopes = workspace_token_scopes(["access:servers!server"])
 

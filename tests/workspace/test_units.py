@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecluse.config import load_settings
+from ecluse.dask.sizing import sizing
 from ecluse.sandbox import UserIdentity
 
 
@@ -132,7 +133,7 @@ def test_generated_config_is_read_only_and_complete(make_config, workspace_exten
         assert not (f.stat().st_mode & 0o022), f  # nobody but root writes
     project = settings.projects["cardio-los"]
     user = UserIdentity("alice", 20001, 20000)
-    env = workspace.workspace_env(settings, project, user)
+    env = workspace.workspace_env(settings, project, user, None, sizing(project))
     assert env["JUPYTER_CONFIG_DIR"] == env["JUPYTER_CONFIG_PATH"] == "/etc/jupyter"
     assert env["ECLUSE_AIRLOCK_URL"].endswith(f":{settings.airlock.port}/services/airlock/")
     (mount,) = workspace.workspace_mounts(settings, project, user)

@@ -26,8 +26,8 @@ _EXPORTS = {
     "Action": ".rules",
     "Actor": ".rules",
     "State": ".rules",
-    "AirlockSettings": ".settings",
-    "airlock_settings": ".settings",
+    "AirlockSettings": "ecluse.settings.airlock",
+    "airlock_settings": "ecluse.settings.airlock",
 }
 
 

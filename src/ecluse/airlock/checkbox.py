@@ -38,6 +38,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..config import Project, Quota
+from ..sandbox import Mount, SandboxSpec, UserIdentity, backend_class
+from ..sandbox.remote import LauncherSandbox
 from .checkjob import RESULT_MARK
 from .checks import unjudged
 
@@ -64,15 +67,11 @@ class SandboxChecker:
 
     def __init__(self, settings: Any, conf: Any, *, backend: Any = None,
                  concurrency: int | None = None) -> None:
-        from ..sandbox import UserIdentity, backend_class
-
         # the checker is the airlock's own code: its environment, not the workspaces'
         sandbox = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
         self.settings = settings = settings.model_copy(update={"sandbox": sandbox})
         self.conf = conf
         if backend is None and settings.sandbox.launcher_socket:
-            from ..sandbox.remote import LauncherSandbox
-
             # the service runs unprivileged: the launcher (root) starts the sandbox,
             # and its policy lets the airlock start check sandboxes and nothing else
             backend = LauncherSandbox(settings=settings, caller="airlock")
@@ -113,9 +112,6 @@ class SandboxChecker:
     async def run(self, object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
                   preview_rows: int = 200) -> Any:
         """Run the job on a read-only copy of ``object_path``; the sandbox's RunResult."""
-        from ..config import Project, Quota
-        from ..sandbox import Mount, SandboxSpec
-
         work = Path(tempfile.mkdtemp(prefix="sbx-", dir=tmp_dir))
         project = Project(
             slug=CHECK_PROJECT_PREFIX + secrets.token_hex(4), title="airlock check",

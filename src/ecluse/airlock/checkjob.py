@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from ecluse.sdc import DisclosurePolicy
+
 from .checks import inspect_named
 
 #: the prefix of the one line of stdout that carries the result
@@ -19,8 +21,6 @@ RESULT_MARK = "ECLUSE-CHECK-RESULT "
 
 
 def main(argv: list[str]) -> int:
-    from ecluse.sdc import DisclosurePolicy
-
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
     name = str(job["name"])

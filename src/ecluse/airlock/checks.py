@@ -18,26 +18,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..sdc.report import Finding, Severity, Verdict
+from .preview import render_preview
+
 log = logging.getLogger(__name__)
 
 
 def _fallback(message: str, fmt: str = "unknown") -> dict[str, Any]:
     return {
-        "verdict": "review",
+        "verdict": str(Verdict.REVIEW),
         "format": fmt,
-        "findings": [
-            {"rule": "checker-error", "severity": "review", "message": message, "location": {}}
-        ],
+        "findings": [Finding("checker-error", Severity.REVIEW, message).to_dict()],
     }
 
 
 def check_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Path) -> dict:
     """Return the sdc report of a staged file as a dict (never raises)."""
-    try:
-        import ecluse.sdc  # noqa: F401
-    except ImportError as e:
-        log.error("ecluse.sdc is not available: %s", e)
-        return _fallback("automatic disclosure checks are unavailable; review by hand")
     workdir = Path(tempfile.mkdtemp(prefix="check-", dir=tmp_dir))
     try:
         view = workdir / display_name
@@ -55,19 +51,14 @@ def check_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Pat
 
 def check_named(path: Path, display_name: str, policy: Any) -> dict[str, Any]:
     """The sdc report (a dict) of a file already under its display name (may raise)."""
-    from ecluse.sdc import check_file
+    from ..sdc.check import check_file  # deferred: pandas and pyarrow, checks only
 
-    report = check_file(path, policy, display_name=display_name)
-    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    data["verdict"] = _verdict_value(getattr(report, "verdict", data.get("verdict", "review")))
-    return data
+    return check_file(path, policy, display_name=display_name).to_dict()
 
 
 def inspect_named(path: Path, display_name: str, policy: Any,
                   preview_rows: int = 200) -> dict[str, Any]:
     """Report and preview of a file already under its display name (never raises)."""
-    from .preview import render_preview
-
     try:
         report = check_named(path, display_name, policy)
     except Exception as e:  # fail closed
@@ -80,8 +71,6 @@ def inspect_named(path: Path, display_name: str, policy: Any,
 def inspect_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
                    preview_rows: int = 200) -> dict[str, Any]:
     """``{"report": ..., "preview": ...}`` of a staged file (never raises)."""
-    from .preview import render_preview
-
     report = check_staged(object_path, display_name, policy, tmp_dir)
     try:
         preview = render_preview(Path(object_path), display_name, report, preview_rows)
@@ -94,13 +83,6 @@ def inspect_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: P
 def unjudged(message: str) -> dict[str, Any]:
     """What a file gets when it could not be inspected at all: ``review``, no preview."""
     return {"report": _fallback(message), "preview": {"kind": "none", "error": message}}
-
-
-def _verdict_value(v: Any) -> str:
-    text = str(getattr(v, "value", v)).lower()
-    if "." in text:  # e.g. "Verdict.FAIL"
-        text = text.rsplit(".", 1)[1]
-    return text if text in {"pass", "fail", "block", "review"} else "review"
 
 
 class ProcessChecker:

@@ -1,9 +1,7 @@
 """What the hub needs to run the airlock: the service entry and its roles.
 
-Called from the hub configuration (``ecluse.hub.hubconfig``)::
-
-    c.JupyterHub.services.append(airlock_service_spec(settings))
-    c.JupyterHub.load_roles.extend(airlock_roles())
+The hub configuration (``ecluse.hub.hubconfig``) reads :data:`HUB_SERVICE`,
+as it reads every service's.
 
 Users reach the service with the ``access:services!service=airlock`` scope
 (granted by the hub configuration). The OAuth token the airlock receives for a
@@ -21,8 +19,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..hubservice import service_spec
-from .settings import airlock_settings
+from ..hub.roles import project_scope
+from ..hubservice import HubService, service_spec
+from ..settings.airlock import airlock_settings
 
 SERVICE_NAME = "airlock"
 
@@ -36,13 +35,31 @@ WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users
 SERVICE_SCOPES = ["read:users:groups"]
 
 
-def airlock_service_spec(settings: Any) -> dict[str, Any]:
-    """The entry for ``c.JupyterHub.services``: a hub-managed airlock on loopback."""
-    from ..hub.roles import project_scope  # (ecluse.config imports this package)
+#: addresses that mean "this host only": an airlock there listens on the sandbox host
+#: address instead, where workspaces upload to it
+LOOPBACK = ("127.0.0.1", "localhost")
 
+
+def airlock_ip(settings: Any, host: str | None) -> str:
+    """Where the airlock listens and workspaces reach it (the one rule): ``airlock.ip``,
+    or the sandbox host address ``host`` when that is loopback."""
+    ip = airlock_settings(settings).ip
+    return host if host and ip in LOOPBACK else ip
+
+
+def airlock_url(settings: Any, host: str | None) -> str:
+    """The airlock's URL as workspaces reach it (``ECLUSE_AIRLOCK_URL``)."""
+    return (f"http://{airlock_ip(settings, host)}:{airlock_settings(settings).port}"
+            f"/services/{SERVICE_NAME}/")
+
+
+def airlock_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]:
+    """The entry for ``c.JupyterHub.services``: a hub-managed airlock on loopback, or on
+    the sandbox host address ``host`` (:func:`airlock_ip`)."""
     conf = airlock_settings(settings)
     spec = service_spec(SERVICE_NAME, settings, conf, display=True,
                         description="Export requests and output checking")
+    spec["url"] = f"http://{airlock_ip(settings, host)}:{conf.port}"
     if conf.service_user:
         spec.update(service_user_entry(conf.service_user))
     return {
@@ -137,3 +154,16 @@ def airlock_roles(settings: Any | None = None) -> list[dict[str, Any]]:
             "services": [SERVICE_NAME],
         }
     ]
+
+
+HUB_SERVICE = HubService(
+    name=SERVICE_NAME,
+    enabled=lambda settings: True,
+    spec=airlock_service_spec,
+    roles=airlock_roles,
+    user_scopes=(f"access:services!service={SERVICE_NAME}",),
+    # the workspace's own token (the user's) may upload to the airlock
+    workspace_scopes=tuple(WORKSPACE_TOKEN_SCOPES),
+    workspace_ports=lambda settings: (airlock_settings(settings).port,),
+    workspace_env=lambda settings, host: {"ECLUSE_AIRLOCK_URL": airlock_url(settings, host)},
+)

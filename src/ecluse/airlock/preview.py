@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rules import BLOCK_SAMPLE_ROWS
+
 _A1 = re.compile(r"^\$?([A-Za-z]{1,3})\$?(\d{1,7})$")
 TABLE_FORMATS = {"csv", "tsv", "parquet", "excel", "xlsx", "xls"}
 
@@ -213,7 +215,7 @@ _LONG_DIGITS = re.compile(r"\d{6,}")
 def _value_looks_identifying(v: str) -> bool:
     """One cell: an identifier shape (NIR, UUID, hash, e-mail, hospital number,
     date, 6+ digits) or free text."""
-    from ecluse.sdc import detect
+    from ..sdc import detect  # deferred: pandas, loaded when a preview is rendered
 
     v = v.strip()
     if not v:
@@ -236,10 +238,8 @@ def masked_columns(columns: list[str], rows: list[list[str]],
     Errs on masking: a column is shown only when nothing about it looks like
     it could single out a person.
     """
-    try:
-        from ecluse.sdc import detect
-    except ImportError:  # pragma: no cover - without the checker, mask everything
-        return set(range(len(columns)))
+    from ..sdc import detect  # deferred: pandas, loaded when a preview is rendered
+
     out: set[int] = set()
     probe = Preview(columns=columns)
     _mark(probe, findings)
@@ -313,8 +313,6 @@ def render_preview(path: Path, name: str, report: dict[str, Any], max_rows: int)
     ``text`` (an excerpt of a text file), ``withheld`` (a blocked file that is
     not a table: findings only) or ``none`` (nothing to show, e.g. an image).
     """
-    from .rules import BLOCK_SAMPLE_ROWS
-
     verdict = str(report.get("verdict") or "review")
     findings = [f for f in report.get("findings") or [] if isinstance(f, dict)]
     fmt = str(report.get("format") or "")

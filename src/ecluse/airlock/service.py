@@ -23,9 +23,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
 from ..directory import DirectoryError, DirectoryUnavailable
-from ..people import Person, distinct
+from ..people import People, Person, distinct
+from ..sandbox.remote import audit_for
+from ..settings.airlock import AirlockSettings, airlock_settings
 from . import db, ledger
-from .checks import inspect_staged, unjudged
+from .checkbox import SandboxChecker
+from .checks import ProcessChecker, inspect_staged, unjudged
 from .errors import (
     IdentityUnavailable,
     InvalidInput,
@@ -63,7 +66,6 @@ from .rules import (
     Verdict,
     transitions_for,
 )
-from .settings import AirlockSettings, airlock_settings
 from .storage import Staging, StagingWriter, clean_filename
 
 log = logging.getLogger(__name__)
@@ -130,14 +132,9 @@ class AirlockService:
         service): in a one-shot sandbox per file (``check_runner: sandbox``, the default)
         or in a process pool (``process``).
         """
-        from ..sandbox.remote import audit_for
-        from .checks import ProcessChecker
-
         conf = airlock_settings(settings)
         checker: Any = inspect_staged
         if process_checks and conf.check_runner == "sandbox":
-            from .checkbox import SandboxChecker
-
             checker = SandboxChecker(settings, conf)
         elif process_checks and conf.check_processes:
             checker = ProcessChecker(conf.check_processes, conf.check_timeout)
@@ -151,8 +148,6 @@ class AirlockService:
         read_engine = db.make_engine(url, readonly=True) if url.startswith("sqlite") else None
         people = None
         if conf.reviewers_by == "directory":
-            from ..people import People
-
             people = People(settings)
         return cls(
             engine=engine,

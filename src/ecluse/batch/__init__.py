@@ -21,7 +21,7 @@ See docs/batch.md.
 
 from __future__ import annotations
 
+from ..settings.batch import BatchSettings, batch_settings
 from .hub import batch_roles, batch_service_spec
-from .settings import BatchSettings, batch_settings
 
 __all__ = ["BatchSettings", "batch_roles", "batch_service_spec", "batch_settings"]

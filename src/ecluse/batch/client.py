@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from ..settings.batch import batch_settings
 from .errors import BatchError
 
 
@@ -115,7 +116,6 @@ class BatchClient:
 def default_url(settings: Any | None) -> str:
     if os.environ.get("ECLUSE_BATCH_URL"):
         return os.environ["ECLUSE_BATCH_URL"]
-    from .settings import batch_settings
 
     conf = batch_settings(settings)
     return f"http://{conf.ip}:{conf.port}/services/batch/"

@@ -1,9 +1,7 @@
 """What the hub needs to run the batch service: the service entry and its roles.
 
-Called from the hub configuration (``ecluse.hub.hubconfig``)::
-
-    c.JupyterHub.services.append(batch_service_spec(settings))
-    c.JupyterHub.load_roles.extend(batch_roles())
+The hub configuration (``ecluse.hub.hubconfig``) reads :data:`HUB_SERVICE`,
+as it reads every service's.
 
 Every signed-in user reaches the service (:data:`USER_SCOPES`, in the hub's
 ``user`` role), because a project member shares a run's log and files with
@@ -19,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hubservice import service_spec
-from .settings import batch_settings
+from ..hubservice import HubService, service_spec
+from ..sandbox import backend_class
+from ..settings.batch import batch_settings
 
 SERVICE_NAME = "batch"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
@@ -35,7 +34,7 @@ STAFF_SCOPES = [ACCESS_SCOPE, "read:users:groups!user"]
 SERVICE_SCOPES = ["read:users:groups"]
 
 
-def batch_service_spec(settings: Any) -> dict[str, Any]:
+def batch_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed batch service on loopback."""
     return service_spec(SERVICE_NAME, settings, batch_settings(settings), display=False,
                         description="Batch notebook runs (papermill) in project sandboxes")
@@ -57,3 +56,19 @@ def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
             "services": [SERVICE_NAME],
         },
     ]
+
+
+def batch_enabled(settings: Any) -> bool:
+    """The hub runs the batch service with the Écluse spawner on a backend whose sandboxes
+    run this host's Python environment (papermill and the driver: ``Sandbox.host_python``)."""
+    return (settings.hub.spawner == "ecluse"
+            and backend_class(settings.sandbox.backend).host_python)
+
+
+HUB_SERVICE = HubService(
+    name=SERVICE_NAME,
+    enabled=batch_enabled,
+    spec=batch_service_spec,
+    roles=lambda settings: batch_roles(),
+    user_scopes=tuple(USER_SCOPES),
+)

@@ -6,6 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..directory import (
+    DirectoryError,
+    DirectoryUnavailable,
+    MembershipResolver,
+    NoProjectGid,
+    NotAMember,
+)
 from .errors import PermissionDenied, Unavailable
 
 
@@ -44,14 +51,6 @@ class _Recorder:
 
 def directory_resolver(settings: Any) -> Callable[[str, str], RunIdentity]:
     """Resolve (project, username) to a :class:`RunIdentity` from LDAP, failing closed."""
-    from ..directory import (
-        DirectoryError,
-        DirectoryUnavailable,
-        MembershipResolver,
-        NoProjectGid,
-        NotAMember,
-    )
-
     resolver = MembershipResolver(settings)
 
     def resolve(project: str, username: str) -> RunIdentity:

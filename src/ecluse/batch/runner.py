@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..sandbox import Mount, SandboxError, SandboxSpec, UserIdentity
 from . import files as fs
 from .driver import driver_command
 from .errors import BatchError
@@ -171,15 +172,13 @@ class QueueRunner:
             outcome = {"status": Status.FAILED, "error": e.message}
             log.warning("run %s: %s", rid, e.log_message)
         except Exception as e:  # the sandbox could not start, the folder is unusable...
-            msg = str(e) if type(e).__name__ == "SandboxError" else "internal error"
+            msg = str(e) if isinstance(e, SandboxError) else "internal error"
             outcome = {"status": Status.FAILED, "error": msg}
             log.exception("run %s failed in the service: %s", rid, getattr(e, "log_message", e))
         finally:
             await self._finish(run, state, run_fd, who, outcome)
 
     def _prepare_folder(self, run: dict[str, Any], who: RunIdentity) -> int:
-        from ..sandbox import UserIdentity
-
         project = self._project(run["project"], who)
         self.backend.prepare_project_dirs(project, UserIdentity(who.name, who.uid, who.gid))
         if not self.records.inputs(run["id"]).is_dir():
@@ -195,8 +194,6 @@ class QueueRunner:
         return self.settings.projects[slug].model_copy(update={"gid": who.project_gid})
 
     def _spec(self, run: dict[str, Any], who: RunIdentity) -> Any:
-        from ..sandbox import Mount, SandboxSpec, UserIdentity
-
         params_sha = hashlib.sha256(parameters_bytes(run["parameters"])).hexdigest()
         return SandboxSpec(
             project=self._project(run["project"], who),

@@ -34,6 +34,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from ..airlock.service import AirlockService
+from ..audit import AuditLog
+from ..sandbox import sandbox_for
+from ..settings.batch import BatchSettings, batch_settings
 from . import files as fs
 from .errors import (
     InvalidInput,
@@ -59,7 +63,6 @@ from .runs import (
     runs_table,
     utcnow,
 )
-from .settings import BatchSettings, batch_settings
 
 __all__ = ["BatchService", "Identity", "RunIdentity", "directory_resolver"]
 
@@ -103,8 +106,6 @@ class BatchService(QueueRunner):
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> BatchService:
-        from ..audit import AuditLog
-
         conf = kwargs.pop("conf", None) or batch_settings(settings)
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         engine = make_engine(conf.resolved_database_url(settings.db_dir))
@@ -114,8 +115,6 @@ class BatchService(QueueRunner):
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from ..sandbox import sandbox_for
-
             self._backend = sandbox_for(self.settings, "batch")
         return self._backend
 
@@ -363,8 +362,6 @@ class BatchService(QueueRunner):
             if self._airlock_factory is not None:
                 self._airlock = self._airlock_factory()
             else:
-                from ..airlock.service import AirlockService
-
                 self._airlock = AirlockService.from_settings(self.settings, audit=self.audit)
         return self._airlock
 

@@ -45,8 +45,8 @@ def _settings(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..airlock.service import AirlockService
-    from ..airlock.settings import airlock_settings
     from ..airlock.web.app import bind_address, hub_oauth_from_env, serve
+    from ..settings.airlock import airlock_settings
 
     settings = _settings(args)
     try:
@@ -71,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from ..airlock import db
-    from ..airlock.settings import airlock_settings
+    from ..settings.airlock import airlock_settings
 
     settings = _settings(args)
     engine = db.make_engine(airlock_settings(settings).resolved_database_url(settings.db_dir))
@@ -82,7 +82,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ..airlock.service import AirlockService
-    from ..airlock.settings import airlock_settings
+    from ..settings.airlock import airlock_settings
 
     settings = _settings(args)
     service = AirlockService.from_settings(settings)

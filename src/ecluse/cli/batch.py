@@ -222,9 +222,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..airlock.web.app import bind_address
     from ..batch.service import BatchService
-    from ..batch.settings import batch_settings
     from ..batch.web import serve
     from ..config import ConfigError
+    from ..settings.batch import batch_settings
 
     settings = _settings(args)
     try:  # every run identity is looked up in the directory: without it, do not start

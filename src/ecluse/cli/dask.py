@@ -49,15 +49,16 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from ..dask.gateway import gateway_client_env
+    from ..dask.hub import gateway_client_env
     from ..dask.sizing import dask_command_prefix, dask_env
+    from ..sandbox import sandbox_host_address
 
     settings = load_settings(args.config)
     project = settings.projects.get(args.project)
     if project is None:
         print(f"ecluse: no project named {args.project!r}")
         return 2
-    env = {**dask_env(project), **gateway_client_env(settings)}
+    env = {**dask_env(project), **gateway_client_env(settings, sandbox_host_address(settings, ensure=False))}
     print(json.dumps({"env": env, "command_prefix": dask_command_prefix(project)}, indent=2))
     return 0
 

@@ -21,7 +21,7 @@ gateway proxy. The front is a tornado app in the gateway's own process
   the owner: 503, nothing forwarded (fail closed).
 * everything else (the gateway REST API ``/api/…``): 403 with a message.
   Workspaces use the API on the sandbox host address
-  (``DASK_GATEWAY__ADDRESS``, :func:`ecluse.dask.gateway.gateway_client_env`),
+  (``DASK_GATEWAY__ADDRESS``, :func:`ecluse.dask.hub.gateway_client_env`),
   never through the hub's public port; outside the TRE it is of no use
   (schedulers are reachable on the sandbox host address only) and is one less
   surface.

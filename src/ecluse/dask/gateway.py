@@ -21,10 +21,9 @@
   (:func:`ecluse.hub.roles.credential_projects`): a workspace's token, its own
   project; a request naming another project is refused with 403, audited.
 * :func:`gateway_config` — the traitlets ``Config`` of the whole gateway
-  from Écluse settings; :func:`gateway_service_spec` — the JupyterHub service
-  that runs it, with its authenticating front (:mod:`ecluse.dask.front`) as
-  the service's public URL; :func:`gateway_client_env` — what workspaces need
-  to use it.
+  from Écluse settings (the JupyterHub service that runs it, with its
+  authenticating front as the service's public URL, and what workspaces need
+  to use it: :mod:`ecluse.dask.hub`).
 
 Listeners (docs/dask.md): the gateway proxy's HTTP listener (API and
 dashboards, which dask-gateway does not authenticate) on ``127.0.0.1:
@@ -55,11 +54,19 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
-from ..hubservice import service_environment
-from .settings import DaskSettings, dask_settings  # noqa: F401 (re-exported)
+from .. import sandbox as sandboxes
+from ..audit import AuditLog
+from ..config import load_settings
+from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
+from ..directory import NotAMember as NotInDirectory
+from ..hub.roles import credential_projects
+from ..hubservice.instances import stop_my_previous
+from ..sandbox import SandboxSpec, UserIdentity, sandbox_for
+from ..settings.dask import DaskSettings
+from .front import ApiFront, Front, backend_owner, serve, serve_api
+from .hub import SERVICE_NAME
 from .sizing import sizing
 
-SERVICE_NAME = "dask-gateway"
 TLS_DIR = "/tmp/dask-gateway"
 SUPERVISOR_SOURCE = (Path(__file__).parent / "supervisor.py").read_text()
 
@@ -108,8 +115,6 @@ class ProjectTokenAuthenticator(JupyterHubAuthenticator):
     """JupyterHub tokens, with the project the token acts for (its project scope)."""
 
     async def authenticate(self, request: Any) -> ProjectUser:
-        from ..hub.roles import credential_projects
-
         token = self.get_token(request)
         if token is None:
             raise unauthorized("jupyterhub")
@@ -182,8 +187,6 @@ def production_options(settings: Any, backend: str) -> Options:
 def configure_production(c: Any, backend: str, config_file: str | None = None) -> None:
     """For a dask-gateway config file / Helm ``extraConfig``: project option, membership
     and per-project limits and placement on the stock Kubernetes or Slurm backend."""
-    from ..config import load_settings
-
     settings = load_settings(config_file)
     c.Backend.cluster_options = production_options(settings, backend)
     c.DaskGateway.authenticator_class = "ecluse.dask.gateway.ProjectTokenAuthenticator"
@@ -249,14 +252,10 @@ class SandboxBackend(DBBackendBase):
 
     @default("settings")
     def _default_settings(self) -> Any:
-        from ..config import load_settings
-
         return load_settings(self.config_file or None)
 
     @default("sandbox_backend")
     def _default_sandbox_backend(self) -> Any:
-        from ..sandbox import sandbox_for
-
         return sandbox_for(self.settings, "dask")
 
     @default("cluster_options")
@@ -267,10 +266,6 @@ class SandboxBackend(DBBackendBase):
 
     async def resolve_identity(self, username: str, project: Any) -> tuple[Any, Any]:
         """``(UserIdentity, project with its gid)`` from the directory; raises if not a member."""
-        from ..directory import MembershipResolver
-        from ..directory import NotAMember as NotInDirectory
-        from ..sandbox import UserIdentity
-
         ldap = self.settings.ldap
         loop = asyncio.get_running_loop()
         try:
@@ -329,8 +324,6 @@ class SandboxBackend(DBBackendBase):
 
     def _record_denied(self, user: Any, slug: str, reason: str) -> None:
         if self._audit is None:
-            from ..audit import AuditLog
-
             self._audit = AuditLog.from_settings(self.settings)
         self._audit.record("dask.denied", actor=user.name, project=slug or None,
                            outcome="denied", reason=reason,
@@ -357,13 +350,9 @@ class SandboxBackend(DBBackendBase):
         return await super().start_cluster(user, cluster_options)
 
     async def do_start_cluster(self, cluster: Any):
-        from ..sandbox import SandboxSpec
-
         slug = cluster.options.get("project")
         project = self.settings.projects[slug]
         user, project = await self.resolve_identity(cluster.username, project)
-        await asyncio.get_running_loop().run_in_executor(
-            None, self.sandbox_backend.prepare_project_dirs, project, user)
         token = secrets.token_urlsafe(32)
         env = self.get_scheduler_env(cluster)
         env.update({
@@ -415,8 +404,6 @@ class SandboxBackend(DBBackendBase):
     _resolver: Any = None
 
     async def _still_member(self, cluster: Any) -> bool:
-        from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
-
         slug = (cluster.state or {}).get("project") or (cluster.options or {}).get("project")
         if not slug:
             return True
@@ -432,8 +419,6 @@ class SandboxBackend(DBBackendBase):
             self.log.warning("Cluster %s: %s left project %s (%s): stopping it",
                              cluster.name, cluster.username, slug, e.reason)
             if self._audit is None:
-                from ..audit import AuditLog
-
                 self._audit = AuditLog.from_settings(self.settings)
             self._audit.record("dask.revoked", actor=cluster.username, project=slug,
                                outcome="success", cluster=cluster.name, reason=e.reason)
@@ -481,9 +466,7 @@ def host_address(settings: Any, *, ensure: bool = True) -> str:
 
     ``ensure``: create the host interface if missing (the gateway binds to it).
     """
-    from ..sandbox import sandbox_host_address
-
-    return sandbox_host_address(settings, ensure=ensure, caller="dask") or "0.0.0.0"
+    return sandboxes.sandbox_host_address(settings, ensure=ensure, caller="dask") or "0.0.0.0"
 
 
 def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "",
@@ -495,7 +478,7 @@ def gateway_config(settings: Any, *, address: str | None = None, prefix: str = "
     its scheduler (TLS) listener on the sandbox host address; clusters call the API
     (``api_url``) through the front's API listener (:func:`serve_api_listener`).
     """
-    ds = dask or dask_settings(settings)
+    ds = dask or settings.dask
     addr = address or host_address(settings)
     c = Config()
     c.DaskGateway.address = "127.0.0.1:0"  # private API: the proxy forwards to it
@@ -523,65 +506,6 @@ def _url_host(addr: str) -> str:
     return "127.0.0.1" if addr in ("0.0.0.0", "") else addr
 
 
-def gateway_service_spec(settings: Any) -> dict[str, Any]:
-    """The ``c.JupyterHub.services`` entry: a hub-managed dask-gateway.
-
-    The hub starts it with ``JUPYTERHUB_API_TOKEN``/``_URL``/``_SERVICE_NAME``
-    (the authenticator's ``jupyterhub_service_name``); users' tokens must carry
-    ``access:services!service=dask-gateway`` (:data:`USER_SCOPES`) and be able
-    to read their own groups (``self`` does). The LDAP service password is
-    passed on from the hub's environment (never written to a file).
-
-    The service's ``url`` — where configurable-http-proxy sends the hub's public
-    ``/services/dask-gateway/`` — is the authenticating front on loopback
-    (:mod:`ecluse.dask.front`), not the gateway proxy: dashboards only for their
-    cluster's owner, the API refused. Its OAuth client may only identify users
-    (``oauth_client_allowed_scopes`` empty); the hub's own service, so no
-    confirmation page.
-    """
-    ds = dask_settings(settings)
-    env = service_environment(settings)
-    prefix = f"/services/{SERVICE_NAME}"
-    command = [sys.executable, "-m", "ecluse.dask.gateway", "--prefix", prefix,
-               "--front", f"127.0.0.1:{ds.front_port}"]
-    if getattr(settings, "config_file", None):
-        command += ["--config", str(settings.config_file)]
-    return {
-        "name": SERVICE_NAME,
-        "url": f"http://127.0.0.1:{ds.front_port}",
-        "command": command,
-        "environment": env,
-        "display": False,
-        "oauth_client_id": f"service-{SERVICE_NAME}",
-        "oauth_redirect_uri": f"{prefix}/oauth_callback",
-        "oauth_client_allowed_scopes": [],
-        "oauth_no_confirm": True,
-    }
-
-
-#: extra scopes of the hub's ``user`` role (``hub_roles(settings, extra_user_scopes)``)
-USER_SCOPES = [f"access:services!service={SERVICE_NAME}"]
-
-
-#: scopes the workspace server's token needs to use the gateway (server_token_scopes)
-WORKSPACE_TOKEN_SCOPES = [f"access:services!service={SERVICE_NAME}", "read:users:groups!user"]
-
-
-def gateway_client_env(settings: Any) -> dict[str, str]:
-    """Workspace environment so that ``Gateway()`` needs no arguments: the API through
-    the front's API listener, the schedulers through the proxy's TLS listener, both on
-    the sandbox host address (the workspace's allowed ports)."""
-    ds = dask_settings(settings)
-    addr = host_address(settings, ensure=False) if settings.sandbox.backend == "local" \
-        else "127.0.0.1"
-    return {
-        "DASK_GATEWAY__ADDRESS": f"http://{addr}:{ds.api_port}/services/{SERVICE_NAME}",
-        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{addr}:{ds.proxy_port}",
-        "DASK_GATEWAY__PUBLIC_ADDRESS": f"/services/{SERVICE_NAME}",
-        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m ecluse.dask.gateway --config ecluse.yaml [--prefix /services/dask-gateway]
     [--front 127.0.0.1:8785]``: the gateway, its API listener on the sandbox host address,
@@ -590,7 +514,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from dask_gateway_server.app import DaskGateway
 
-    from ..config import load_settings
 
     p = argparse.ArgumentParser(prog="ecluse-dask-gateway")
     p.add_argument("--config", default=None)
@@ -599,7 +522,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="host:port of the authenticating front (the hub service's url)")
     args = p.parse_args(argv)
     settings = load_settings(args.config, state_dir=os.environ.get("ECLUSE_STATE_DIR") or None)
-    from ..hubservice.instances import stop_my_previous
 
     # a gateway that was killed leaves its proxy holding the ports: stop it first
     stop_my_previous(_audit_log(settings, logging.getLogger(__name__)))
@@ -618,8 +540,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _audit_log(settings: Any, logger: Any) -> Any:
     try:
-        from ..audit import AuditLog
-
         return AuditLog.from_settings(settings)
     except Exception:  # noqa: BLE001 - refusals still refuse; the log says why none is kept
         logger.exception("Audit log unavailable: refused dashboard requests are only logged")
@@ -631,9 +551,7 @@ def serve_api_listener(app: Any, settings: Any, *, dask: DaskSettings | None = N
     """The front's API listener on ``<sandbox host address>:<dask.api_port>``, forwarding
     ``<prefix>/api/…`` to the proxy's loopback HTTP listener and refusing dashboards.
     ``app``: a set-up ``DaskGateway``. Returns the tornado server (``.stop()``)."""
-    from .front import ApiFront, serve_api
-
-    ds = dask or dask_settings(settings)
+    ds = dask or settings.dask
     proxy = app.backend.proxy
     front = ApiFront(upstream=f"http://{proxy.address}", prefix=proxy.prefix, audit=audit,
                      logger=app.log.getChild("api"))
@@ -643,8 +561,6 @@ def serve_api_listener(app: Any, settings: Any, *, dask: DaskSettings | None = N
 async def _serve(app: Any, settings: Any, front_address: str | None, prefix: str) -> None:
     """The gateway, its API listener and (``front_address``) its public front on one event
     loop (the front reads the backend's clusters)."""
-    from .front import Front, backend_owner, serve
-
     try:
         await app.setup()
     except Exception:

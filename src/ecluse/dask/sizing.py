@@ -58,8 +58,8 @@ def sizing(project: Project) -> DaskSizing:
 
 
 def dask_env(project: Project, user: str | None = None, *,
-             dashboard_link: str = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
-             ) -> dict[str, str]:
+             dashboard_link: str = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status",
+             sized: DaskSizing | None = None) -> dict[str, str]:
     """Environment for a workspace sandbox so that Dask fits the project quota.
 
     * ``LocalCluster()`` from dask-labextension's "New cluster" button gets
@@ -68,15 +68,16 @@ def dask_env(project: Project, user: str | None = None, *,
     * the threaded scheduler (``dask.compute`` without a client) uses the CPU
       quota (``DASK_NUM_WORKERS``);
     * ``ECLUSE_DASK_*`` carry the figures for code that builds its own
-      cluster: ``LocalCluster(**ecluse_cluster_kwargs())`` (see docs/dask.md);
+      cluster (see docs/dask.md);
     * with ``user``, spilling goes to ``/home/<user>/.cache/dask-spill``, not to
       ``/tmp`` (a tmpfs counted in the memory limit);
     * the dashboard link goes through jupyter-server-proxy (via the hub).
 
     A plain ``LocalCluster()`` also needs the memory rlimit that
-    :func:`dask_command_prefix` sets on the workspace server.
+    :func:`dask_command_prefix` sets on the workspace server. ``sized``: the
+    project's :func:`sizing`, when the caller has it already.
     """
-    s = sizing(project)
+    s = sized or sizing(project)
     env = {
         "DASK_NUM_WORKERS": str(max(1, math.ceil(s.cores))),
         "DASK_LABEXTENSION__FACTORY__MODULE": "distributed",
@@ -97,7 +98,7 @@ def dask_env(project: Project, user: str | None = None, *,
     return env
 
 
-def dask_command_prefix(project: Project) -> list[str]:
+def dask_command_prefix(project: Project, sized: DaskSizing | None = None) -> list[str]:
     """Prefix for the workspace server command: ``prlimit --rss=<worker memory total>``.
 
     distributed takes the smallest of the host memory, the cgroup limit (not
@@ -106,17 +107,6 @@ def dask_command_prefix(project: Project) -> list[str]:
     instead of the host's 24 GB. (Linux does not enforce ``RLIMIT_RSS``; the
     cgroup does.)
     """
-    return ["/usr/bin/prlimit", f"--rss={sizing(project).total_worker_memory}", "--"]
+    s = sized or sizing(project)
+    return ["/usr/bin/prlimit", f"--rss={s.total_worker_memory}", "--"]
 
-
-def ecluse_cluster_kwargs() -> dict[str, int]:
-    """``LocalCluster`` keyword arguments from the ``ECLUSE_DASK_*`` environment."""
-    import os
-
-    if "ECLUSE_DASK_WORKERS" not in os.environ:
-        return {}
-    return {
-        "n_workers": int(os.environ["ECLUSE_DASK_WORKERS"]),
-        "threads_per_worker": int(os.environ["ECLUSE_DASK_THREADS_PER_WORKER"]),
-        "memory_limit": int(os.environ["ECLUSE_DASK_WORKER_MEMORY"]),
-    }

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import Settings
+from ..hub.mfa import new_secret
+from .warehouse import seed_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +22,6 @@ def read_demo_users(path: Path, *, migrate: bool = False) -> dict[str, dict[str,
 
     With ``migrate``, a file from an earlier version (passwords only) gets a
     TOTP secret for each user, rewritten in place (0600, atomically)."""
-    from ..hub.mfa import new_secret
-
     users = json.loads(path.read_text())
     if not isinstance(users, dict):
         raise ValueError(f"{path}: expected an object of users, got {type(users).__name__}")
@@ -94,7 +94,6 @@ def seed_demo_data(settings: Settings) -> list[Path]:
             written.append(ds.path)
     # the demo warehouse (OMOP tables, exposure cube, cohort) of datasets named
     # omop / exposure / cohort; size from $ECLUSE_DEMO_SIZE (small | default | full)
-    from .warehouse import seed_warehouse
 
     written.extend(seed_warehouse(settings))
     return written

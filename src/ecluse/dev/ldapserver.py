@@ -33,6 +33,8 @@ from pathlib import Path
 import ldap3
 from ldap3.core.exceptions import LDAPEntryAlreadyExistsResult, LDAPException
 
+from ..hub.mfa import new_secret
+
 log = logging.getLogger(__name__)
 
 SCHEMAS = ["core", "cosine", "nis", "inetorgperson"]
@@ -382,7 +384,6 @@ access to *
         """
         if passwords_file.exists():
             return None
-        from ..hub.mfa import new_secret
 
         users = {u.uid: {"password": generate_password(12), "totp": new_secret()}
                  for u in DEMO_USERS}

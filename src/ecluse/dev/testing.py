@@ -23,6 +23,8 @@ from typing import Any
 import requests
 import yaml
 
+from ..hub.mfa import STEP, code_at, counter_at
+from ..hub.roles import project_scope
 from .ldapserver import EmbeddedSlapd, free_port
 
 
@@ -106,8 +108,6 @@ def write_config(
 def project_token_scopes(project: str) -> list[str]:
     """A token as a script of ``project`` would ask for it: the user's own servers and
     the airlock, acting for that one project (not ``tokens``: it must not mint others)."""
-    from ..hub.roles import project_scope
-
     return ["servers!user", "access:servers!user", "read:users!user", "users:activity!user",
             "access:services!service=airlock", "read:users:groups!user",
             project_scope(project)]
@@ -145,8 +145,6 @@ class Authenticators:
     @classmethod
     def code(cls, secret: str, window: int = TEST_TOTP_WINDOW) -> str:
         """The code of the first step not used yet (a hub refuses a used one)."""
-        from ..hub.mfa import STEP, code_at, counter_at
-
         with cls._lock:  # two threads never take the same step
             step = max(counter_at(time.time()), cls._last.get(secret, -1) + 1)
             cls._last[secret] = step

@@ -60,6 +60,8 @@ from ..directory import (
     membership,
 )
 from .mfa import Accepted, MfaError, TotpStore, match_counter, new_recovery_codes, new_secret
+from .mfaweb import mfa_handlers, render_enrolment
+from .requester import server_api_handlers
 from .roles import OUTPUT_CHECKERS, STAFF, hub_groups_for
 
 UNAVAILABLE_MESSAGE = (
@@ -258,9 +260,6 @@ class EcluseAuthenticator(Authenticator):
 
     def get_handlers(self, app: Any) -> list:
         # the hub's server API, recording who asks for a stop (ecluse.hub.requester)
-        from .mfaweb import mfa_handlers
-        from .requester import server_api_handlers
-
         return [*super().get_handlers(app), *server_api_handlers(), *mfa_handlers()]
 
     # ------------------------------------------------------------ helpers
@@ -419,7 +418,6 @@ class EcluseAuthenticator(Authenticator):
                                    now + self.settings.mfa.enrol_timeout)
         self._pending[ticket] = pending
         self._record("mfa.enrol", username, "started", address=address)
-        from .mfaweb import render_enrolment
 
         await render_enrolment(handler, ticket, pending, self.settings.mfa.issuer)
         raise web.Finish()

@@ -12,10 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import sandbox
+from ..audit import AuditLog
 from ..config import Settings, load_settings
+from ..directory import DirectoryUnavailable, check_group_names
+from ..hubservice.instances import MARK, record_removed, stop_previous
 from ..secrets import ensure_secrets
 from ..statevolume import ensure_state_volume
-from .roles import custom_scopes, hub_roles
+from .reconcile import reconciler_role, reconciler_service_spec
+from .roles import custom_scopes, hub_roles, workspace_token_scopes
+from .services import enabled_services
 
 #: environment read by configure_from_env (set by `ecluse up`)
 ENV_CONFIG = "ECLUSE_CONFIG"
@@ -41,21 +47,17 @@ def proxy_command() -> list[str]:
     )
 
 
-def _optional(module: str, attr: str) -> Any | None:
-    try:
-        mod = __import__(module, fromlist=[attr])
-    except ImportError:
+def sandbox_host(settings: Settings) -> str | None:
+    """The sandbox host address workspaces reach the hub side on (None: no workspace
+    runs on this host, or the plain development spawner)."""
+    if settings.hub.spawner != "ecluse":
         return None
-    return getattr(mod, attr, None)
+    return sandbox.sandbox_host_address(settings)
 
 
 def hub_bind_ip(settings: Settings) -> str:
     """Where the hub API listens: an address sandboxes can route to, or loopback."""
-    if settings.hub.spawner == "ecluse":
-        host_address = _optional("ecluse.sandbox", "sandbox_host_address")
-        if host_address is not None:
-            return host_address(settings) or "127.0.0.1"
-    return "127.0.0.1"
+    return sandbox_host(settings) or "127.0.0.1"
 
 
 def check_directory_groups(settings: Settings) -> None:
@@ -64,7 +66,6 @@ def check_directory_groups(settings: Settings) -> None:
     the directory cannot be reached, the hub starts (sign-ins wait for it anyway)."""
     import logging
 
-    from ..directory import DirectoryUnavailable, check_group_names
 
     log = logging.getLogger("ecluse.hub.hubconfig")
     try:
@@ -88,10 +89,8 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     os.environ.setdefault(ENV_STATE_DIR, str(state))
 
     hub = settings.hub
-    internal_ip = hub_bind_ip(settings)
-    if internal_ip != "127.0.0.1" and settings.airlock.ip == "127.0.0.1":
-        # workspaces upload to the airlock directly: it listens where they can reach it
-        settings.airlock.ip = internal_ip
+    host = sandbox_host(settings)
+    internal_ip = host or "127.0.0.1"
     c.JupyterHub.ip = hub.ip
     c.JupyterHub.port = hub.port
     c.JupyterHub.hub_ip = internal_ip
@@ -138,29 +137,11 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     services: list[dict] = []
     extra_user_scopes: list[str] = []
     roles_extra: list[dict] = []
-    airlock_spec = _optional("ecluse.airlock", "airlock_service_spec")
-    if airlock_spec is not None:
-        services.append(airlock_spec(settings))
-        extra_user_scopes.append("access:services!service=airlock")
-        airlock_roles = _optional("ecluse.airlock", "airlock_roles")
-        if airlock_roles is not None:
-            roles_extra.extend(airlock_roles())
-    if settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local":
-        batch_spec = _optional("ecluse.batch", "batch_service_spec")
-        if batch_spec is not None:
-            from ..batch import batch_roles
-            from ..batch.hub import USER_SCOPES as BATCH_USER_SCOPES
-
-            services.append(batch_spec(settings))
-            extra_user_scopes.extend(BATCH_USER_SCOPES)
-            roles_extra.extend(batch_roles())
-    if settings.dask.gateway and settings.hub.spawner == "ecluse":
-        gateway = _optional("ecluse.dask.gateway", "gateway_service_spec")
-        if gateway is not None:
-            from ..dask.gateway import USER_SCOPES as DASK_USER_SCOPES
-
-            services.append(gateway(settings))
-            extra_user_scopes.extend(DASK_USER_SCOPES)
+    for service in enabled_services(settings):
+        # services workspaces use listen where they can reach them (``host``)
+        services.append(service.spec(settings, host))
+        extra_user_scopes.extend(service.user_scopes)
+        roles_extra.extend(service.roles(settings))
     if settings.sandbox.idle_timeout or settings.sandbox.max_server_age:
         services.append(idle_culler_service(settings))
         roles_extra.append(
@@ -173,8 +154,6 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
             }
         )
     if hub.revocation_interval:
-        from .reconcile import reconciler_role, reconciler_service_spec
-
         services.append(reconciler_service_spec(settings))
         roles_extra.append(reconciler_role(settings))
     mark_services(services, settings)
@@ -188,8 +167,6 @@ def mark_services(services: list[dict], settings: Settings) -> None:
     """Mark every service the hub starts as this deployment's
     (:data:`ecluse.hubservice.instances.MARK`): the next hub, or the service's
     next instance, finds and stops what a killed one left."""
-    from ..hubservice.instances import MARK
-
     for spec in services:
         if spec.get("command"):
             spec["environment"] = {**spec.get("environment", {}),
@@ -199,12 +176,8 @@ def mark_services(services: list[dict], settings: Settings) -> None:
 def stop_previous_services(settings: Settings) -> list[str]:
     """At hub start, before the hub starts its services: stop the services an earlier
     hub of this deployment left running (it was killed), and audit what was stopped."""
-    from ..hubservice.instances import record_removed, stop_previous
-
     stopped = stop_previous(settings.state_dir)
     if stopped:
-        from ..audit import AuditLog
-
         record_removed(AuditLog.from_settings(settings), "hub", "service processes", stopped)
     return stopped
 
@@ -230,7 +203,7 @@ def idle_culler_service(settings: Settings) -> dict:
 
 
 def configure_spawner(c: Any, settings: Settings) -> None:
-    if settings.hub.spawner == "ecluse" and _optional("ecluse.hub.spawner", "EcluseSpawner"):
+    if settings.hub.spawner == "ecluse":
         c.JupyterHub.spawner_class = "ecluse"
         c.EcluseSpawner.config_file = str(settings.config_file)
         c.EcluseSpawner.state_dir = str(settings.state_dir)
@@ -238,25 +211,13 @@ def configure_spawner(c: Any, settings: Settings) -> None:
         c.EcluseSpawner.http_timeout = settings.sandbox.start_timeout
         scopes = ["users:activity!user", "access:servers!server"]
         ports: list[int] = []
-        workspace_scopes = _optional("ecluse.airlock.hub", "WORKSPACE_TOKEN_SCOPES")
-        if workspace_scopes:
-            # the workspace's own token (the user's) may upload to the airlock
-            scopes += list(workspace_scopes)
-            ports.append(settings.airlock.port)
-        if settings.dask.gateway:
-            dask_scopes = _optional("ecluse.dask.gateway", "WORKSPACE_TOKEN_SCOPES")
-            if dask_scopes:
-                # ... and create Dask clusters of its project through the gateway: its
-                # API listener and its scheduler (TLS) proxy, never a dashboard port
-                from ..dask.settings import dask_settings
-
-                scopes += [s for s in dask_scopes if s not in scopes]
-                ds = dask_settings(settings)
-                ports += [ds.api_port, ds.proxy_port]
+        for service in enabled_services(settings):
+            # what the workspace's own token (the user's) may do with each service,
+            # and the service's ports on the host address
+            scopes += [s for s in service.workspace_scopes if s not in scopes]
+            ports += service.workspace_ports(settings)
         c.EcluseSpawner.extra_allowed_ports = ports
         # ... plus its own project's scope: the workspace token acts for that project only
-        from .spawner import workspace_token_scopes
-
         c.EcluseSpawner.server_token_scopes = workspace_token_scopes(scopes)
         return
     # development fallback: a plain local process, no isolation

@@ -30,6 +30,8 @@ from typing import Any
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
 
+from ..secrets import read_or_create, secrets_dir
+
 #: seconds of one TOTP time step, and digits of a code (what every authenticator app uses)
 STEP = 30
 DIGITS = 6
@@ -154,8 +156,6 @@ class TotpStore:
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> TotpStore:
-        from ..secrets import read_or_create, secrets_dir
-
         key_file = settings.mfa.key_file
         if key_file is None:
             key_file = secrets_dir(settings.state_dir) / "totp_key"

@@ -30,6 +30,7 @@ from traitlets import default
 
 from ..directory import DirectoryError, DirectoryUnavailable
 from .auth import NO_PROJECT_MESSAGE, UNAVAILABLE_MESSAGE, EcluseAuthenticator
+from .requester import server_api_handlers
 
 SECOND_FACTOR_MESSAGE = (
     "Your identity provider did not confirm a second factor for this sign-in. "
@@ -138,8 +139,6 @@ class EcluseOIDCAuthenticator(GenericOAuthenticator, EcluseAuthenticator):
         return False  # the provider asks the second factor
 
     def get_handlers(self, app: Any) -> list:
-        from .requester import server_api_handlers
-
         return [*GenericOAuthenticator.get_handlers(self, app), *server_api_handlers()]
 
     # ------------------------------------------------------------ sign-in

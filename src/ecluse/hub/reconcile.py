@@ -35,6 +35,10 @@ from urllib.parse import quote
 
 import requests
 
+from ..audit import AuditLog
+from ..config import load_settings
+from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver, projects_of
+
 SERVICE_NAME = "ecluse-reconciler"
 log = logging.getLogger("ecluse.hub.reconcile")
 
@@ -114,8 +118,6 @@ class Round:
 
 def reconcile_once(settings: Any, hub: HubAPI, resolver: Any, audit: Any) -> Round:
     """One pass over the hub's users (see the module docstring)."""
-    from ..directory import DirectoryError, DirectoryUnavailable, projects_of
-
     done = Round()
     for u in hub.users():
         name = u["name"]
@@ -149,10 +151,6 @@ def reconcile_once(settings: Any, hub: HubAPI, resolver: Any, audit: Any) -> Rou
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..audit import AuditLog
-    from ..config import load_settings
-    from ..directory import MembershipResolver
-
     p = argparse.ArgumentParser(prog="ecluse-reconciler")
     p.add_argument("--config", default=None)
     p.add_argument("--state-dir", default=None)

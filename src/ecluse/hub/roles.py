@@ -148,3 +148,17 @@ def hub_roles(settings: Any, extra_user_scopes: list[str] | None = None) -> list
             {"name": "admin", "description": "Full hub admin (staff_are_admins)", "groups": [STAFF]}
         )
     return roles
+
+
+def workspace_token_scopes(base: list[str]) -> Any:
+    """``Spawner.server_token_scopes``: ``base`` plus the scope of the server's project
+    (its name), so the workspace's ``JUPYTERHUB_API_TOKEN`` acts for that project only."""
+    base = list(base)
+
+    def scopes(spawner: Any) -> list[str]:
+        # only a configured project has a scope (the hub refuses undefined ones); any
+        # other name is refused by start() with its own message
+        projects = getattr(getattr(spawner, "settings", None), "projects", None) or {}
+        return [*base, project_scope(spawner.name)] if spawner.name in projects else base
+
+    return scopes

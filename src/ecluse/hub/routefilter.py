@@ -48,6 +48,10 @@ from urllib.parse import unquote
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, WSMsgType, web
 
+from ..audit import AuditLog
+from ..config import load_settings
+from .hubconfig import ENV_CONFIG, ENV_STATE_DIR
+
 log = logging.getLogger("ecluse.hub.routefilter")
 
 ENV_KEY = "ECLUSE_ROUTE_FILTER_KEY"
@@ -496,10 +500,6 @@ def main(argv: list[str] | None = None) -> None:
     judge = load_answer_judge()
     auditor = None
     if not args.no_audit:
-        from ..audit import AuditLog
-        from ..config import load_settings
-        from .hubconfig import ENV_CONFIG, ENV_STATE_DIR
-
         settings = load_settings(os.environ.get(ENV_CONFIG) or None,
                                  state_dir=os.environ.get(ENV_STATE_DIR) or None)
         auditor = Auditor(AuditLog.from_settings(settings))

@@ -30,6 +30,7 @@ from traitlets import Dict, Integer, List, Unicode, default
 
 from ..audit import AuditLog
 from ..config import Project, Settings, load_settings
+from ..dask.sizing import DaskSizing, dask_command_prefix, sizing
 from ..directory import (
     DirectoryError,
     DirectoryUnavailable,
@@ -37,34 +38,12 @@ from ..directory import (
     NoProjectGid,
     NotAMember,
 )
+from ..sandbox import Sandbox, SandboxError, SandboxSpec, UserIdentity, sandbox_for
+from . import workspace
 from .requester import current_requester
-from .roles import project_scope
 
 WORKSPACE_PORT = 8888
 _OWNER = object()  # default actor of the spawner's audit events: the server's owner
-
-
-def workspace_token_scopes(base: list[str]):
-    """``Spawner.server_token_scopes``: ``base`` plus the scope of the server's project
-    (its name), so the workspace's ``JUPYTERHUB_API_TOKEN`` acts for that project only."""
-    base = list(base)
-
-    def scopes(spawner: Spawner) -> list[str]:
-        # only a configured project has a scope (the hub refuses undefined ones); any
-        # other name is refused by start() with its own message
-        projects = getattr(getattr(spawner, "settings", None), "projects", None) or {}
-        return [*base, project_scope(spawner.name)] if spawner.name in projects else base
-
-    return scopes
-
-
-def _workspace_hooks():
-    """``ecluse.hub.workspace`` (workspace env and mounts), when installed."""
-    try:
-        from . import workspace
-    except ImportError:
-        return None
-    return workspace
 
 
 def _fail(message: str, reason: str, log_message: str | None = None) -> SpawnException:
@@ -111,15 +90,12 @@ class EcluseSpawner(Spawner):
 
     @default("workspace_cmd")
     def _default_cmd(self) -> list[str]:
-        sandbox = getattr(self.settings, "sandbox", None)
-        if getattr(sandbox, "backend", "local") != "local":
+        if not self.backend.host_python:
             return ["/opt/ecluse/venv/bin/ecluse-singleuser"]  # images/workspace
         return [str(Path(sys.executable).parent / "ecluse-singleuser")]
 
     @property
-    def backend(self):
-        from ..sandbox import sandbox_for
-
+    def backend(self) -> Sandbox:
         if getattr(self, "_backend", None) is None:
             self._backend = sandbox_for(self.settings, "hub")
         return self._backend
@@ -281,37 +257,11 @@ class EcluseSpawner(Spawner):
 
     # ---------------------------------------------------------------- lifecycle
 
-    def _airlock_ip(self) -> str:
-        """Where workspaces reach the airlock (the hub config binds it there)."""
-        from ..sandbox import HOST_ADDRESS_BACKENDS
-
-        ip = self.settings.airlock.ip
-        if ip == "127.0.0.1" and self.settings.sandbox.backend in HOST_ADDRESS_BACKENDS:
-            return self.backend.host_address()
-        return ip
-
-    def get_env(self) -> dict[str, str]:
-        env = super().get_env()
-        env.update(
-            {
-                "HOME": f"/home/{self.user.name}",
-                "USER": self.user.name,
-                "SHELL": "/bin/bash",
-                "ECLUSE_PROJECT": self.project_slug,
-                "JUPYTER_DATA_DIR": f"/home/{self.user.name}/.local/share/jupyter",
-                "PYTHONNOUSERSITE": "1",
-                # the airlock, reachable from the sandbox on the host address
-                "ECLUSE_AIRLOCK_URL": (
-                    f"http://{self._airlock_ip()}:{self.settings.airlock.port}"
-                    "/services/airlock/"
-                ),
-            }
-        )
-        return env
+    def dask_sizing(self, project: Project) -> DaskSizing:
+        """Dask fitted to the project's quota (once per start: environment and command)."""
+        return sizing(project)
 
     async def start(self):
-        from ..sandbox import SandboxError, SandboxSpec, UserIdentity
-
         project = self.resolve_project()
         self.project_slug = project.slug
         self._events.append({"progress": 10, "message": f"Checking membership of {project.slug}"})
@@ -331,28 +281,16 @@ class EcluseSpawner(Spawner):
             raise _fail(f"Your directory identity cannot run a workspace: {e}",
                         reason="bad-identity") from None
         project = project.model_copy(update={"gid": ids["project_gid"]})
-        self._events.append({"progress": 30, "message": "Preparing project folders"})
-        await asyncio.get_running_loop().run_in_executor(
-            None, self.backend.prepare_project_dirs, project, user
-        )
-        env = self.get_env()
-        command_prefix: list[str] = []
-        from ..dask import dask_command_prefix, dask_env
-
-        # Dask sized to the project's quota, and the project's gateway
-        env.update(dask_env(project, user.name))
-        command_prefix = dask_command_prefix(project)
-        if self.settings.dask.gateway:
-            from ..dask.gateway import gateway_client_env
-
-            env.update(gateway_client_env(self.settings))
-        mounts = []
-        workspace = _workspace_hooks()
-        if workspace is not None:
-            # ecluse.hub.workspace: the export guard's config (read-only, outside user
-            # paths), Dask sizing and anything else the workspace environment needs
-            env.update(workspace.workspace_env(self.settings, project, user))
-            mounts = workspace.workspace_mounts(self.settings, project, user)
+        # where the workspace reaches the hub side (its backend says), and Dask sized to
+        # the project's quota: each asked once
+        host = await asyncio.to_thread(self.backend.reach_address)
+        sized = self.dask_sizing(project)
+        # the hub's variables, then the workspace's own (ecluse.hub.workspace)
+        env = {**self.get_env(),
+               **workspace.workspace_env(self.settings, project, user, host, sized)}
+        command_prefix = dask_command_prefix(project, sized)
+        # the export guard's config (read-only, outside user paths)
+        mounts = workspace.workspace_mounts(self.settings, project, user)
         spec = SandboxSpec(
             project=project,
             user=user,
@@ -364,6 +302,7 @@ class EcluseSpawner(Spawner):
             extra_mounts=mounts,
             name="workspace",
         )
+        # the sandbox prepares the project folders as it starts (Sandbox.launch)
         self._events.append({"progress": 50, "message": "Starting the isolated workspace"})
         try:
             state = await self.backend.start(spec)

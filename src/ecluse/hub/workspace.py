@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Project, Settings
-from ..sandbox import Mount, UserIdentity
+from ..dask.sizing import DaskSizing, dask_env
+from ..sandbox import Mount, UserIdentity, backend_class
+from .services import enabled_services
 
 #: where the configuration appears inside the sandbox
 CONFIG_TARGET = "/etc/jupyter"
@@ -124,33 +126,23 @@ def config_dir(settings: Settings) -> Path:
     return root
 
 
-def airlock_url(settings: Settings) -> str:
-    """The airlock as workspaces reach it: on the sandbox host address, not loopback.
-
-    The hub configuration moves a loopback airlock to the host address in the
-    hub's own copy of the settings; the spawner loads its own copy, so the
-    same rule is applied here.
-    """
-    from .hubconfig import hub_bind_ip
-
-    ip = settings.airlock.ip
-    if ip in ("127.0.0.1", "localhost"):
-        ip = hub_bind_ip(settings)
-    return f"http://{ip}:{settings.airlock.port}/services/airlock/"
-
-
-def workspace_env(settings: Settings, project: Project, user: UserIdentity) -> dict[str, str]:
-    """Environment of the workspace server: Jupyter reads only the read-only config."""
+def workspace_env(settings: Settings, project: Project, user: UserIdentity,
+                  host: str | None, sized: DaskSizing) -> dict[str, str]:
+    """Environment of the workspace server, all of it but the hub's own variables (the
+    one place): the user, Dask fitted to the project's quota (``sized``), how to reach
+    each service (on the sandbox host address ``host``), and Jupyter reading only the
+    read-only configuration."""
     home = f"/home/{user.name}"
-    env = {}
-    try:  # Dask fitted to the project's quota, when the dask integration is installed
-        from ..dask.sizing import dask_env
-    except ImportError:
-        pass
-    else:
-        env.update(dask_env(project))
+    env = {
+        "HOME": home,
+        "USER": user.name,
+        "SHELL": "/bin/bash",
+        "PYTHONNOUSERSITE": "1",
+        **dask_env(project, user.name, sized=sized),
+    }
+    for service in enabled_services(settings):
+        env.update(service.workspace_env(settings, host))
     env.update({
-        "ECLUSE_AIRLOCK_URL": airlock_url(settings),
         "ECLUSE_PROJECT": project.slug,
         "JUPYTER_CONFIG_DIR": CONFIG_TARGET,
         "JUPYTER_CONFIG_PATH": CONFIG_TARGET,
@@ -172,10 +164,11 @@ def check_extension_installed(settings: Settings) -> None:
     """Fail closed, with a clear message, when the workspace Python lacks the guard.
 
     (Without it the server would not start at all: the configuration names the
-    guard's authorizer.) Only the local backend runs the hub's own environment;
-    images (docker, kubernetes) install the extension at build time.
+    guard's authorizer.) Only a backend that runs this host's Python environment
+    (``Sandbox.host_python``: local) needs it here; images (docker, kubernetes)
+    install the extension at build time.
     """
-    if settings.sandbox.backend != "local":
+    if not backend_class(settings.sandbox.backend).host_python:
         return
     env = Path(settings.sandbox.python_env or sys.prefix)
     found = list(env.glob("lib/python3*/site-packages/ecluse_workspace/__init__.py"))

@@ -1,8 +1,10 @@
 """What a JupyterHub-managed service of Écluse shares (the airlock, the batch service).
 
 * :class:`ServiceError` — the base of a service's domain exceptions;
-* :func:`service_spec`, :func:`settings_section` — the hub's service entry
-  and the service's section of the deployment settings;
+* :class:`HubService` — what a service gives the hub configuration (its entry,
+  roles, scopes, the ports and environment of workspaces); each service's
+  ``hub.py`` defines one, and ``ecluse.hub.hubconfig`` loops over them;
+* :func:`service_spec` — the hub's service entry;
 * :func:`service_environment` — what every hub-managed service needs from
   the hub's environment (the one place that says so);
 * :mod:`.web` — the tornado side: hub authentication, the base handler,
@@ -13,11 +15,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
-
-M = TypeVar("M", bound=BaseModel)
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 
 class ServiceError(Exception):
@@ -33,6 +33,35 @@ class ServiceError(Exception):
 
     def to_dict(self) -> dict[str, object]:
         return {"error": {"code": self.code, "status": self.status, "message": self.message}}
+
+
+def _nothing(*args: Any) -> Any:
+    return ()
+
+
+@dataclass(frozen=True)
+class HubService:
+    """What a hub-managed service gives the hub configuration (one per service ``hub.py``).
+
+    ``host`` is the sandbox host address (None: workspaces do not run on this
+    host): where the hub side listens for workspaces, given by the sandbox backend.
+    """
+
+    name: str
+    #: does this deployment run the service (``settings`` → bool)
+    enabled: Callable[[Any], bool]
+    #: the ``c.JupyterHub.services`` entry (``settings, host`` → dict)
+    spec: Callable[[Any, str | None], dict[str, Any]]
+    #: the service's own roles for ``c.JupyterHub.load_roles`` (``settings`` → list)
+    roles: Callable[[Any], list[dict[str, Any]]] = _nothing
+    #: extra scopes of the hub's ``user`` role
+    user_scopes: tuple[str, ...] = ()
+    #: extra scopes of a workspace's own token (``Spawner.server_token_scopes``)
+    workspace_scopes: tuple[str, ...] = ()
+    #: ports on the host address workspaces may reach (``settings`` → ports)
+    workspace_ports: Callable[[Any], tuple[int, ...]] = _nothing
+    #: what a workspace needs in its environment to reach it (``settings, host`` → env)
+    workspace_env: Callable[[Any, str | None], dict[str, str]] = lambda settings, host: {}
 
 
 def service_environment(settings: Any) -> dict[str, str]:
@@ -79,12 +108,3 @@ def service_spec(name: str, settings: Any, conf: Any, *, description: str,
     }
     return spec
 
-
-def settings_section(settings: Any, name: str, model: type[M]) -> M:
-    """The ``name`` section of a deployment's settings as ``model`` (defaults when absent)."""
-    value = getattr(settings, name, None)
-    if value is None:
-        return model()
-    if isinstance(value, model):
-        return value
-    return model.model_validate(value.model_dump() if isinstance(value, BaseModel) else value)

@@ -39,7 +39,8 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from ..hub.roles import credential_projects
+from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
+from ..hub.roles import credential_projects, hub_groups_for
 from . import ServiceError
 from .instances import stop_my_previous
 
@@ -90,16 +91,11 @@ class DirectoryGroups:
     """
 
     def __init__(self, settings: Any, cache_seconds: float = 60.0) -> None:
-        from ..directory import MembershipResolver
-
         self.settings = settings
         self.resolver = MembershipResolver(settings, cache_seconds=cache_seconds)
 
     def narrow(self, name: str, groups: frozenset[str]) -> frozenset[str]:
         """Blocking (run it in the service's pool)."""
-        from ..directory import DirectoryError, DirectoryUnavailable
-        from ..hub.roles import hub_groups_for
-
         try:
             user = self.resolver.lookup(name)
         except DirectoryUnavailable:

@@ -16,7 +16,6 @@ a KubeSpawner pod spec and manifests). See docs/sandbox.md.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from .base import (
@@ -27,50 +26,27 @@ from .base import (
     SandboxError,
     SandboxSpec,
     UserIdentity,
+    backend_class,
 )
-
-BACKENDS = {
-    "local": "ecluse.sandbox.local:LocalSandbox",
-    "docker": "ecluse.sandbox.docker:DockerSandbox",
-    "kubernetes": "ecluse.sandbox.kubernetes:KubernetesSandbox",
-}
-
-
-def backend_class(name: str) -> type[Sandbox]:
-    """The backend class for ``name`` (``local``, ``docker``, ``kubernetes``)."""
-    try:
-        module, cls = BACKENDS[name].split(":")
-    except KeyError:
-        raise SandboxError(f"unknown sandbox backend {name!r}; expected one of "
-                           + ", ".join(BACKENDS)) from None
-    return getattr(importlib.import_module(module), cls)
-
-
-#: backends whose sandboxes run on this host and reach the hub API, the airlock and
-#: the Dask gateway on the sandbox host address (``ecluse0``, ``sandbox.subnet``)
-HOST_ADDRESS_BACKENDS = frozenset({"local", "docker"})
+from .network import Subnet
 
 
 def sandbox_host_address(settings: Any, *, ensure: bool = True,
                          caller: str = "hub") -> str | None:
     """Where host services that sandboxes use must listen, for ``settings``' backend.
 
-    The host address of ``sandbox.subnet`` for the local and docker backends
-    (``ensure``: create the interface and the firewall table when missing —
+    The host address of ``sandbox.subnet`` for a backend whose sandboxes run on
+    this host (``Sandbox.on_host``: local, docker), asked of that backend
+    (``ensure``: it creates the interface and the firewall table when missing —
     through the launcher, as ``caller``, when ``sandbox.launcher_socket`` is
     set: the service need not be root); None for a backend whose sandboxes do
-    not run on this host (kubernetes).
+    not run on this host (kubernetes). The one source of this address for
+    callers that hold no sandbox (a sandbox's own: :meth:`Sandbox.reach_address`).
     """
-    if settings.sandbox.backend not in HOST_ADDRESS_BACKENDS:
+    if not backend_class(settings.sandbox.backend).on_host:
         return None
-    if ensure and settings.sandbox.launcher_socket:
-        return sandbox_for(settings, caller).host_address()
     if ensure:
-        from .local import ensure_host_network
-
-        return ensure_host_network(settings)
-    from .network import Subnet
-
+        return sandbox_for(settings, caller).host_address()
     return Subnet(settings.sandbox.subnet).host_address
 
 
@@ -85,6 +61,7 @@ def sandbox_for(settings: Any, caller: str) -> Sandbox:
     privilege, and the launcher's policy for ``caller`` applies), else
     ``sandbox.backend`` directly (the service must run as root for ``local``)."""
     if settings.sandbox.launcher_socket:
+        # deferred: the launcher's client and the audit log it records to, when configured
         from .remote import LauncherSandbox
 
         return LauncherSandbox(settings=settings, caller=caller)
@@ -92,7 +69,6 @@ def sandbox_for(settings: Any, caller: str) -> Sandbox:
 
 
 __all__ = [
-    "HOST_ADDRESS_BACKENDS",
     "Mount",
     "ProjectPaths",
     "RunResult",

@@ -20,6 +20,7 @@ may override :meth:`wait` with something better than polling.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import re
 import time
@@ -47,6 +48,23 @@ class SandboxError(Exception):
     def __init__(self, message: str, *, log_message: str | None = None):
         super().__init__(message)
         self.log_message = log_message or message
+
+
+BACKENDS = {
+    "local": "ecluse.sandbox.local:LocalSandbox",
+    "docker": "ecluse.sandbox.docker:DockerSandbox",
+    "kubernetes": "ecluse.sandbox.kubernetes:KubernetesSandbox",
+}
+
+
+def backend_class(name: str) -> type[Sandbox]:
+    """The backend class for ``name`` (``local``, ``docker``, ``kubernetes``)."""
+    try:
+        module, cls = BACKENDS[name].split(":")
+    except KeyError:
+        raise SandboxError(f"unknown sandbox backend {name!r}; expected one of "
+                           + ", ".join(BACKENDS)) from None
+    return getattr(importlib.import_module(module), cls)
 
 
 @dataclass(frozen=True)
@@ -197,8 +215,21 @@ class Sandbox(LoggingConfigurable):
     ``host_address() -> str``
         address on which host services sandboxes may reach must listen.
     ``prepare_project_dirs(project, user) -> ProjectPaths``
-        create the shared folder and the user's home with the right owners.
+        create the shared folder and the user's home with the right owners
+        (``launch`` does it too: a caller need not before starting a sandbox).
+
+    and say, as class attributes, where its sandboxes run:
+
+    ``on_host``
+        sandboxes run on this host and reach the hub side (hub API, airlock,
+        Dask gateway) on :meth:`host_address`, where those listen;
+    ``host_python``
+        sandboxes run the Python environment of this host
+        (``sandbox.python_env``), not an image's.
     """
+
+    on_host: bool = False
+    host_python: bool = False
 
     settings = AnyTrait(help="The deployment settings (ecluse.config.Settings).").tag(config=False)
     poll_interval = Float(
@@ -231,6 +262,11 @@ class Sandbox(LoggingConfigurable):
 
     def host_address(self) -> str:
         raise NotImplementedError
+
+    def reach_address(self) -> str | None:
+        """Where these sandboxes reach the hub side: :meth:`host_address` when they run
+        on this host (creating the host network when missing), else None."""
+        return self.host_address() if self.on_host else None
 
     def prepare_project_dirs(self, project: Project, user: UserIdentity) -> ProjectPaths:
         raise NotImplementedError

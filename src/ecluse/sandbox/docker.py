@@ -61,6 +61,7 @@ from .local import (
     prepare_project_dirs,
 )
 from .network import Subnet
+from .seccomp import docker_profile
 
 NANO = 1_000_000_000
 LABEL = "ecluse.sandbox-id"
@@ -70,6 +71,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class DockerSandbox(Sandbox):
     """Sandboxes as containers of a Docker engine on this host."""
+
+    on_host = True
 
     image = Unicode(help="Workspace image (default: SandboxSettings.image).").tag(config=True)
     docker_url = Unicode(
@@ -141,7 +144,6 @@ class DockerSandbox(Sandbox):
     def _seccomp_opt(self) -> list[str]:
         if not self.seccomp:
             return []  # the engine's default profile
-        from .seccomp import docker_profile
 
         return ["seccomp=" + json.dumps(docker_profile(), separators=(",", ":"))]
 

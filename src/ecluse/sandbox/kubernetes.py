@@ -26,7 +26,7 @@ from typing import Any
 
 from traitlets import Bool, Dict, Integer, Unicode, default
 
-from .base import Sandbox, SandboxSpec
+from .base import Sandbox, SandboxSpec, sandbox_env
 
 COMPONENT = "ecluse-sandbox"
 
@@ -113,8 +113,6 @@ class KubernetesSandbox(Sandbox):
                 "requests": {"cpu": str(min(q.cpu, 0.1)), "memory": str(min(q.memory, 256 * 2**20))}}
 
     def _env(self, spec: SandboxSpec) -> dict[str, str]:
-        from .base import sandbox_env
-
         return sandbox_env(spec)
 
     # ------------------------------------------------------------- outputs

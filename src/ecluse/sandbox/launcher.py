@@ -58,6 +58,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..audit import AuditLog
+from ..config import Project, Quota
+from ..settings.airlock import airlock_settings
+from . import backend_class, get_backend
 from .base import Mount, SandboxError, SandboxSpec, UserIdentity
 
 log = logging.getLogger("ecluse.sandbox.launcher")
@@ -192,8 +196,6 @@ class Policy:
     """What each caller may ask for, from the deployment's settings (never the request)."""
 
     def __init__(self, settings: Any) -> None:
-        from ..airlock.settings import airlock_settings
-
         self.settings = settings
         self.airlock = airlock_settings(settings)
         self.callers: dict[int, set[str]] = {}
@@ -223,24 +225,21 @@ class Policy:
         """Host ports a sandbox of ``caller`` may reach."""
         s = self.settings
         if caller == "hub":
-            from ..dask.settings import dask_settings
-
-            ds = dask_settings(s)
-            return {s.hub.hub_port, self.airlock.port, ds.api_port, ds.proxy_port}
+            return {s.hub.hub_port, self.airlock.port, s.dask.api_port, s.dask.proxy_port}
         if caller == "dask":
-            from ..dask.settings import dask_settings
-
-            return {dask_settings(s).api_port}
+            return {s.dask.api_port}
         return set()
 
     def mount_root(self, caller: str) -> Path:
         """The folder under which ``caller``'s one mount source must be."""
         state = Path(self.settings.state_dir)
         if caller == "airlock":
+            # deferred: import cycle (the services start their sandboxes through this module)
             from ..airlock.storage import Staging
 
             return Staging(self.airlock.resolved_storage_dir(state)).tmp
         if caller == "batch":
+            # deferred: import cycle (the services start their sandboxes through this module)
             from ..batch.records import ROOT_NAME
 
             return state / ROOT_NAME
@@ -250,8 +249,8 @@ class Policy:
         return {self.airlock.check_uid, *self.callers}
 
     def project(self, caller: str, spec: WireSpec) -> Any:
+        # deferred: import cycle (the services start their sandboxes through this module)
         from ..airlock.checkbox import CHECK_PROJECT_PREFIX
-        from ..config import Project, Quota
 
         a = self.airlock
         if caller == "airlock":
@@ -382,15 +381,11 @@ class Launcher:
 
     def __init__(self, settings: Any, *, audit: Any = None, backend: Any = None,
                  check_backend: Any = None) -> None:
-        from . import backend_class, get_backend
-
         if os.geteuid() != 0:
             raise SandboxError("the sandbox launcher must run as root")
         self.settings = settings
         self.policy = Policy(settings)
         if audit is None:
-            from ..audit import AuditLog
-
             audit = AuditLog.from_settings(settings)
         self.audit = audit
         self.backend = backend or get_backend(settings)

@@ -53,9 +53,10 @@ from .base import (
     planned_mounts,
     sandbox_env,
 )
-from .cgroups import Cgroups, Limits, list_ids
+from .cgroups import CGROUP_FS, Cgroups, Limits, detect, list_ids
 from .network import Subnet
 from .quota import ensure_project_volume
+from .seccomp import build
 
 #: /etc entries bound read-only into every sandbox (when they exist on the host).
 #: passwd, group, hosts, hostname, nsswitch.conf and resolv.conf are generated.
@@ -209,8 +210,6 @@ def prepare_project_dirs(settings: Any, project: Any, user: UserIdentity) -> Pro
 
 
 def _remove_cgroup_parents(parent: str) -> None:
-    from .cgroups import CGROUP_FS, detect
-
     try:
         version = detect()
     except OSError:
@@ -332,6 +331,9 @@ def _nspid(pid: int) -> list[int]:
 
 class LocalSandbox(Sandbox):
     """Sandboxes on this host with bubblewrap, network namespaces and cgroups."""
+
+    on_host = True
+    host_python = True
 
     runtime_dir = Unicode(
         "/run/ecluse", help="Runtime state: lock, registry of sandboxes, logs (root only)."
@@ -488,8 +490,6 @@ class LocalSandbox(Sandbox):
             f.write_text(text)
             f.chmod(0o644)
         if self.seccomp:
-            from .seccomp import build
-
             (d / "seccomp.bpf").write_bytes(build())
         limits = Limits(memory=p.quota.memory, cpu=p.quota.cpu, pids=p.quota.pids)
         cg.create(limits)

@@ -15,7 +15,16 @@ from typing import Any
 
 from traitlets import Float, Unicode
 
-from .base import ProjectPaths, RunResult, Sandbox, SandboxError, SandboxSpec, UserIdentity
+from ..audit import AuditError, AuditLog
+from .base import (
+    ProjectPaths,
+    RunResult,
+    Sandbox,
+    SandboxError,
+    SandboxSpec,
+    UserIdentity,
+    backend_class,
+)
 from .launcher import MAX_REQUEST_BYTES, LaunchRefused, wire_spec
 
 
@@ -27,6 +36,19 @@ class LauncherSandbox(Sandbox):
     socket_path = Unicode(help="The launcher's socket (default: sandbox.launcher_socket)."
                           ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds to reach the launcher.").tag(config=True)
+
+    @property
+    def on_host(self) -> bool:  # type: ignore[override]
+        return self._launched.on_host
+
+    @property
+    def host_python(self) -> bool:  # type: ignore[override]
+        return self._launched.host_python
+
+    @property
+    def _launched(self) -> type[Sandbox]:
+        """The backend the launcher starts sandboxes with (``sandbox.backend``)."""
+        return backend_class(self.settings.sandbox.backend)
 
     def _path(self) -> str:
         path = self.socket_path or str(self.settings.sandbox.launcher_socket or "")
@@ -145,8 +167,6 @@ class LauncherAudit:
 
     def record(self, event: str, *, actor: str | None, project: str | None = None,
                outcome: str = "success", **details: Any) -> int:
-        from ..audit import AuditError
-
         try:
             answer = _sync(self.client.request(
                 "audit", event=event, actor=actor, audit_project=project, outcome=outcome,
@@ -162,7 +182,6 @@ def audit_for(settings: Any, caller: str) -> Any:
     runs as root, else (with ``sandbox.launcher_socket`` set) :class:`LauncherAudit`."""
     import os
 
-    from ..audit import AuditLog
 
     if settings.sandbox.launcher_socket and os.geteuid() != 0:
         return LauncherAudit(settings, caller)

@@ -38,6 +38,9 @@ def _start_time(pid: int) -> int | None:
 class PlainProcessSandbox(Sandbox):
     """Runs commands as plain local processes (no isolation at all): tests only."""
 
+    on_host = True
+    host_python = True
+
     unsafe_no_isolation = Bool(False, help="Must be True: this backend isolates nothing.")
     root = Unicode("", help="Folder of the project folders and outputs (a test's temp "
                    "dir, removed by the test; default: a new temp dir the caller removes "

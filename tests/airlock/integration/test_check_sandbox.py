@@ -24,11 +24,11 @@ from ecluse.airlock.checkbox import (
     RESULT_MARK,
     SandboxChecker,
 )
-from ecluse.airlock.settings import AirlockSettings
 from ecluse.config import LDAPSettings, SandboxSettings, Settings
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
 from ecluse.sdc import DisclosurePolicy
+from ecluse.settings.airlock import AirlockSettings
 
 from ..conftest import Files
 

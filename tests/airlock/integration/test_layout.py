@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from ecluse.airlock.service import AirlockService
-from ecluse.airlock.settings import move_legacy_database
+from ecluse.settings.airlock import move_legacy_database
 
 
 def _legacy_db(path: Path) -> sqlite3.Connection:

@@ -151,7 +151,7 @@ def test_concurrent_uploads_cannot_pass_the_quota_together(make_service, users):
 def test_the_quota_takes_a_size_with_a_unit_and_the_refusal_says_it_plainly(
     make_service, users
 ):
-    from ecluse.airlock.settings import AirlockSettings
+    from ecluse.settings.airlock import AirlockSettings
 
     assert AirlockSettings().staging_quota_bytes == 10 * 1024**3
     assert AirlockSettings(staging_quota_bytes="2G").staging_quota_bytes == 2 * 1024**3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ecluse.airlock.rules import EVENTS, TRANSITIONS
-from ecluse.airlock.settings import AirlockSettings
+from ecluse.settings.airlock import AirlockSettings
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "airlock.md"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -42,12 +40,4 @@ class DaskSettings(BaseModel):
         120, gt=0, description="Seconds a cluster sandbox and its scheduler may take to start.")
     worker_start_timeout: float = Field(
         60, gt=0, description="Seconds a worker may take to start.")
-
-
-def dask_settings(settings: Any) -> DaskSettings:
-    """``settings.dask`` when the section is wired, else defaults. The ports come from
-    the configuration only (the hub's firewall holes for workspaces, the gateway's
-    listeners and the workspaces' addresses are all computed from them)."""
-    return getattr(settings, "dask", None) or DaskSettings()
-
 

@@ -1,8 +1,7 @@
 """Batch settings (the ``batch:`` section of ``ecluse.yaml``).
 
-Until :class:`ecluse.config.Settings` carries a ``batch`` field, the service
-reads ``getattr(settings, "batch", BatchSettings())``: :func:`batch_settings`
-does exactly that (the airlock's pattern).
+:func:`batch_settings`: the section of a deployment's settings, defaults when
+a caller's settings have none (the airlock's pattern).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..hubservice import settings_section
+from . import settings_section
 
 
 class BatchSettings(BaseModel):

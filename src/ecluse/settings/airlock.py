@@ -1,8 +1,7 @@
 """Airlock settings (the ``airlock:`` section of ``ecluse.yaml``).
 
-Until :class:`ecluse.config.Settings` carries an ``airlock`` field, the
-service reads ``getattr(settings, "airlock", AirlockSettings())``:
-:func:`airlock_settings` does exactly that.
+:func:`airlock_settings`: the section of a deployment's settings, defaults
+when a caller's settings have none (a service's tests).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..hubservice import settings_section
+from . import parse_size, settings_section
 
 
 class AirlockSettings(BaseModel):
@@ -127,8 +126,6 @@ class AirlockSettings(BaseModel):
     @field_validator("check_memory", "staging_quota_bytes", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
-        from ..config import parse_size
-
         return parse_size(v)
 
     def resolved_storage_dir(self, state_dir: Path) -> Path:

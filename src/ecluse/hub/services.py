@@ -1,0 +1,19 @@
+"""The hub-managed services of Écluse, each described by its own ``hub.py``
+(:class:`ecluse.hubservice.HubService`): the hub configuration and the workspace
+environment loop over them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..airlock.hub import HUB_SERVICE as AIRLOCK
+from ..batch.hub import HUB_SERVICE as BATCH
+from ..dask.hub import HUB_SERVICE as DASK_GATEWAY
+from ..hubservice import HubService
+
+SERVICES: tuple[HubService, ...] = (AIRLOCK, BATCH, DASK_GATEWAY)
+
+
+def enabled_services(settings: Any) -> list[HubService]:
+    """The services this deployment runs, in :data:`SERVICES` order."""
+    return [s for s in SERVICES if s.enabled(settings)]
