@@ -71,7 +71,7 @@ def record_release(s: Session, req: Request, files: Iterable[File], scopes: list
 
 def released_tables(s: Session, scopes: list[str], *, exclude_request: str | None = None):  # type: ignore[no-untyped-def]
     """The count tables released under ``scopes`` (one per table, whatever the scope)."""
-    from ecluse.sdc.differencing import MAX_CELLS, CountTable
+    from ..sdc.differencing import MAX_CELLS, CountTable  # deferred: pandas, loaded by sdc
 
     q = select(LedgerEntry).where(LedgerEntry.scope.in_(scopes))
     if exclude_request:
@@ -98,8 +98,8 @@ def released_tables(s: Session, scopes: list[str], *, exclude_request: str | Non
 def check_request(s: Session, req: Request, policy: Any, scopes: list[str]) -> None:
     """Judge the current files of ``req`` as one set and against the ledger (in place:
     each file's stored report and verdict get their ``differencing`` findings)."""
-    from ecluse.sdc.differencing import difference_reports
-    from ecluse.sdc.report import FileReport, Finding, Severity, Verdict
+    from ..sdc.differencing import difference_reports  # deferred: pandas, loaded by sdc
+    from ..sdc.report import FileReport, Finding, Severity, Verdict  # deferred: pandas
 
     files = req.current_files()
     if not files:

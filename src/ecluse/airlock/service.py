@@ -1102,7 +1102,7 @@ def _acro_beside(files: list[dict[str, Any]]) -> None:
     """ACRO's judgements, from an ACRO ``results.json`` of the request, put beside the
     files they are about (``acro``: status, summary, command, the researcher's
     exception). Only reports the viewer may see are read; the verdicts stay ours."""
-    from ecluse.sdc.acro import entries_by_file
+    from ..sdc.acro import entries_by_file  # deferred: pandas, loaded by sdc
 
     by_name = entries_by_file([f["report"] for f in files if "report" in f])
     for f in files:

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ..airlock.hub import service_user_cannot_run
-from ..airlock.settings import airlock_settings
+from ..settings.airlock import airlock_settings
+from ..settings.batch import batch_settings
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,6 @@ def open_state_dir(settings: Any, keep: set[str]) -> None:
 
 def sqlite_files(settings: Any) -> list[Path]:
     """The hub's, audit and batch SQLite databases in the state's database folder."""
-    from ..batch.settings import batch_settings
 
     db_dir = Path(settings.db_dir)
     urls = (settings.hub_database_url, settings.audit_db_url,
