@@ -35,6 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    audit = None
     try:
         stack.prepare()
         print(f"Audit keys: {settings.audit.key_dir}; signed audit checkpoints: "
@@ -58,7 +59,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.start_hub(timeout=settings.sandbox.start_timeout)
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
         # a component that dies is restarted (with back-off, logged, audited)
-        supervisor = Supervisor(stack.supervised(), audit=AuditLog.from_settings(settings))
+        audit = AuditLog.from_settings(settings)
+        supervisor = Supervisor(stack.supervised(), audit=audit)
         while not stopping.wait(0.5):
             try:
                 supervisor.poll()
@@ -67,6 +69,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 return 1
     finally:
         print("Stopping Écluse...", flush=True)
+        if audit is not None:  # its connection (a restart recorded) keeps the volume busy
+            audit.engine.dispose()
         stack.stop()
     return 0
 
