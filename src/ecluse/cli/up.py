@@ -1,4 +1,5 @@
-"""``ecluse up``: install-time secrets, embedded LDAP, JupyterHub and proxy."""
+"""``ecluse up``: install-time secrets, embedded LDAP, JupyterHub and proxy (and, with
+``--sandbox docker``, a Docker engine and the workspace image)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", help="state directory (default: from the config, .ecluse/)")
     p.add_argument("--port", type=int, help="public port of the proxy (default 8000)")
     p.add_argument(
+        "--sandbox", choices=("local", "docker"),
+        help="workspace backend (default: sandbox.backend of the config); docker starts "
+        "a Docker engine of its own unless sandbox.docker_url is set, and builds the "
+        "workspace image on first use")
+    p.add_argument(
         "--keep-servers",
         action="store_true",
         help="leave workspaces running when the stack stops (re-adopted at next start)",
@@ -27,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
-    stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True)
+    stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
+                  sandbox=args.sandbox, progress=lambda msg: print(msg, flush=True))
     stopping = threading.Event()
 
     def _stop(signum, _frame):
@@ -53,6 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         elif settings.ldap.embedded:
             print(f"Demo users' passwords and TOTP keys: {stack.demo_users_file} "
                   "(current code: `ecluse dev totp alice`)")
+        stack.start_sandbox_backend()
         stack.cleanup_sandboxes()
         _migrate_identities(settings)
         stack.start_launcher()
