@@ -58,8 +58,25 @@ def wait_for(cond, timeout: float, what: str, log: Path | None = None):
     raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail}")
 
 
+def own_engines(root: Path, state: Path) -> list[str]:
+    """Folders of the Docker engines ``ecluse up --sandbox docker`` started for this run
+    (the dockerd children of its ``ecluse up``, or the hub's configuration copy)."""
+    found = set()
+    with contextlib.suppress(Exception):
+        found.add(yaml.safe_load((state / "ecluse-docker.yaml").read_text())["sandbox"][
+            "docker_url"].removeprefix("unix://").removesuffix("/docker.sock"))
+    ups = {int(line.split(":")[0]) for line in run_processes(root, state)
+           if " ecluse up " in line}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and instances._ppid(int(entry.name)) in ups:
+            argv = instances.cmdline(int(entry.name)).split()
+            if argv and argv[0].endswith("dockerd") and "--data-root" in argv:
+                found.add(str(Path(argv[argv.index("--data-root") + 1]).parent))
+    return sorted(found)
+
+
 def run_processes(root: Path, state: Path, exclude: int | None = None,
-                  engine: str | None = None) -> list[str]:
+                  engines: list[str] = ()) -> list[str]:
     """Every live process of this run: its command line names our folder (or the folder
     of the stack's own Docker engine), or its environment our state folder (the hub, its
     services and their children)."""
@@ -72,7 +89,7 @@ def run_processes(root: Path, state: Path, exclude: int | None = None,
         if not cmd or not instances._alive(pid):
             continue
         env = instances.environ(pid)
-        if str(root) in cmd or (engine and engine in cmd) or str(state) in (
+        if str(root) in cmd or any(e in cmd for e in engines) or str(state) in (
                 env.get("ECLUSE_STATE_DIR"), env.get(instances.MARK)):
             found.append(f"{pid}: {cmd[:150]}")
     return found
@@ -89,13 +106,13 @@ class Up:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-    def wait_up(self) -> None:
+    def wait_up(self, timeout: float = UP_TIMEOUT) -> None:
         def up() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"ecluse up exited {self.proc.returncode}:\n"
                                      f"{self.log.read_text(errors='replace')[-3000:]}")
             return "Écluse is up" in self.log.read_text(errors="replace")
-        wait_for(up, UP_TIMEOUT, "ecluse up", self.log)
+        wait_for(up, timeout, "ecluse up", self.log)
 
 
 @pytest.fixture
@@ -127,11 +144,8 @@ def up_stack(tmp_path: Path, request) -> Iterator[tuple[Path, object]]:
     try:
         yield config, settings
     finally:
-        engine = None  # a Docker engine of the stack's own (ecluse up --sandbox docker)
-        with contextlib.suppress(Exception):
-            engine = yaml.safe_load((settings.state_dir / "ecluse-docker.yaml").read_text(
-                ))["sandbox"]["docker_url"].removeprefix("unix://").removesuffix("/docker.sock")
-        for line in run_processes(root, settings.state_dir, engine=engine):
+        engines = own_engines(root, settings.state_dir)
+        for line in run_processes(root, settings.state_dir, engines=engines):
             pid = int(line.split(":")[0])
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -148,6 +162,13 @@ def up_stack(tmp_path: Path, request) -> Iterator[tuple[Path, object]]:
             for meta in our_sandboxes(settings, alive_only=False):
                 asyncio.run(sandboxes.stop(meta, grace=0))
         teardown_host_network()
+        for engine in engines:  # a killed engine leaves its folder and a netns mount
+            mounts = [line.split()[4] for line in
+                      Path("/proc/self/mountinfo").read_text().splitlines()
+                      if line.split()[4].startswith(engine)]
+            for m in sorted(mounts, reverse=True):
+                subprocess.run(["umount", "-l", m], check=False)
+            shutil.rmtree(engine, ignore_errors=True)
         # the state volume (config/ecluse.yaml: image mode) of a stack killed by the test
         release_state_volume(settings)
         assert not os.path.ismount(settings.state_dir / "db"), "the state volume stays mounted"
@@ -314,7 +335,7 @@ def up_sandbox_option() -> bool:
 
 
 
-@pytest.mark.timeout(int(CHAOS_SECONDS) + 1200)  # start, recovery, end checks, stop
+@pytest.mark.timeout(int(CHAOS_SECONDS) + 2100)  # start (an image build), checks, stop
 @pytest.mark.parametrize("up_stack", [
     {"backend": "local", "gateway": True},
     {"backend": "docker", "gateway": True},
@@ -337,7 +358,7 @@ def test_chaos(up_stack, tmp_path, request):
     url = f"http://127.0.0.1:{settings.hub.port}"
     log = tmp_path / "up.log"
     up = Up(config, log, *(["--sandbox", backend] if backend != "local" else []))
-    up.wait_up()
+    up.wait_up(UP_TIMEOUT if backend == "local" else 1200)  # docker: the image built once
     if backend == "docker":  # the hub's configuration: the stack's own engine and image
         settings = load_settings(state / "ecluse-docker.yaml")
     wait_for(lambda: services_answer(url), 120, "services after start", log)
