@@ -20,7 +20,16 @@ servers started at once
 Targets (issue #3): ratio ≤ 1.3×; 20 concurrent servers ready within 90 s.
 Needs root.
 
+``--backend docker`` (issue 17): ours is ``EcluseSpawner`` on the docker backend
+(``Stack(sandbox="docker")``: a Docker engine of its own, the workspace image
+built FROM the debootstrap base, or loaded from the image cache), the baseline
+is ``EcluseSpawner`` on the local backend, both running ``ecluse-singleuser``;
+memory per workspace is the container's cgroup (Engine API stats) and its
+processes' RSS; the engine's start and the image (warm: loaded from the cache,
+or built when its inputs changed) are timed.
+
     .venv/bin/python benchmarks/bench_spawn.py [--rounds 5] [--concurrent 20]
+    .venv/bin/python benchmarks/bench_spawn.py --backend docker
 """
 
 from __future__ import annotations
@@ -125,9 +134,12 @@ def stop_and_wait(c: HubClient, token: str, user: str, server: str) -> None:
         time.sleep(0.1)
 
 
-def sandbox_memory() -> list[tuple[int, int]]:
+def sandbox_memory(stack: Stack | None = None) -> list[tuple[int, int]]:
     """(cgroup memory bytes, RSS bytes) of each running sandbox."""
     import psutil
+
+    if stack is not None and stack.sandbox == "docker":
+        return container_memory(stack)
 
     out = []
     for sid in sorted(os.listdir("/run/ecluse/sandboxes")):
@@ -148,20 +160,48 @@ def sandbox_memory() -> list[tuple[int, int]]:
     return out
 
 
+def container_memory(stack: Stack) -> list[tuple[int, int]]:
+    """(cgroup memory bytes, RSS bytes) of each running workspace container."""
+    import contextlib
+
+    import docker
+    import psutil
+
+    out = []
+    with contextlib.closing(docker.DockerClient(base_url=stack.settings.sandbox.docker_url,
+                                                timeout=60)) as client:
+        for ctr in client.containers.list(filters={"label": "ecluse.project"}):
+            usage = ctr.stats(stream=False)["memory_stats"].get("usage", 0)
+            rss = 0
+            for row in ctr.top(ps_args="-o pid").get("Processes") or []:
+                with contextlib.suppress(psutil.Error, ValueError):
+                    rss += psutil.Process(int(row[0])).memory_info().rss
+            out.append((usage, rss))
+    return out
+
+
 def open_stack(es: ExitStack, tmp: Path, slapd: EmbeddedSlapd, spawner: str,
-               users: dict[str, str]) -> tuple[Stack, dict]:
-    """A running hub with ``spawner``, and a signed-in client and token per user."""
-    path = write_config(tmp / f"cfg-{spawner}", slapd, overrides={
+               users: dict[str, str], sandbox: str = "local") -> tuple[Stack, dict]:
+    """A running hub with ``spawner`` (and the ``sandbox`` backend), and a signed-in
+    client and token per user."""
+    path = write_config(tmp / f"cfg-{spawner}-{sandbox}", slapd, overrides={
         "hub.spawner": spawner, "sandbox.start_timeout": 180,
         "sandbox.stop_grace": 3})
-    log = es.enter_context(open(tmp / f"hub-{spawner}.log", "wb"))
-    stack = es.enter_context(Stack(load_settings(path), hub_log=log))
+    log = es.enter_context(open(tmp / f"hub-{spawner}-{sandbox}.log", "wb"))
+    t0 = time.perf_counter()
+    stack = es.enter_context(Stack(load_settings(path), hub_log=log, sandbox=sandbox,
+                                   progress=lambda m: print(f"[{sandbox}] {m}", flush=True)))
+    STARTS[sandbox if spawner == "ecluse" else spawner] = time.perf_counter() - t0
     clients = {}
     for u, pw in users.items():
         c = HubClient(stack.url)
         c.login(u, pw)
         clients[u] = (c, c.new_token(u))
     return stack, clients
+
+
+#: seconds each stack took to start (the docker one: engine and workspace image included)
+STARTS: dict[str, float] = {}
 
 
 def sequential(sides: dict[str, tuple[Stack, HubClient, str, str]],
@@ -206,7 +246,7 @@ def concurrent_phase(stack: Stack, clients: dict, names: list[str]) -> dict:
     print("[ecluse] concurrent phase CPU (s): "
           + ", ".join(f"{k} {v:.1f}" for k, v in result["cpu"].items()), flush=True)
     result["concurrent_each"] = each
-    result["memory"] = sandbox_memory()
+    result["memory"] = sandbox_memory(stack)
     for u in names:
         stop_and_wait(*clients[u], u, "cardio-los")
     return result
@@ -216,6 +256,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--concurrent", type=int, default=20)
+    ap.add_argument("--backend", choices=("local", "docker"), default="local",
+                    help="local: ours on the local backend, baseline a bare local process; "
+                    "docker: ours on the docker backend, baseline the local backend")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_spawn needs root (bubblewrap, network namespaces, cgroups)")
@@ -231,17 +274,20 @@ def main() -> int:
         slapd.add_group("proj-cardio-los", "groupOfNames", 30001, list(users))
         slapd.add_group("proj-air-quality", "groupOfNames", 30002, [])
         first = next(iter(users))
+        docker = args.backend == "docker"
         with ExitStack() as ours_es:
-            stack, clients = open_stack(ours_es, tmp, slapd, "ecluse", users)
+            stack, clients = open_stack(ours_es, tmp, slapd, "ecluse", users,
+                                        sandbox=args.backend)
             with ExitStack() as base_es:
                 # both hubs up at once, starts paired (see sequential())
-                base_stack, base_clients = open_stack(base_es, tmp, slapd, "simple",
+                base_stack, base_clients = open_stack(base_es, tmp, slapd,
+                                                      "ecluse" if docker else "simple",
                                                       {first: users[first]})
-                times = sequential({"simple": (base_stack, *base_clients[first], first),
-                                    "ecluse": (stack, *clients[first], first)}, args.rounds)
+                times = sequential({"baseline": (base_stack, *base_clients[first], first),
+                                    "ours": (stack, *clients[first], first)}, args.rounds)
             # the baseline hub is stopped before the concurrent phase
-            base = {"sequential": times["simple"]}
-            ours = {"sequential": times["ecluse"]}
+            base = {"sequential": times["baseline"]}
+            ours = {"sequential": times["ours"]}
             if args.concurrent:
                 ours.update(concurrent_phase(stack, clients, list(users)[:args.concurrent]))
     finally:
@@ -254,7 +300,8 @@ def main() -> int:
 
     b = statistics.median(base["sequential"])
     o = statistics.median(ours["sequential"])
-    print("\nbench_spawn — start request → server answers through the proxy")
+    print("\nbench_spawn — start request → server answers through the proxy"
+          + (" (ours: docker backend; baseline: local backend)" if docker else ""))
     print(f"{'measure':<46}{'ours':>10}{'baseline':>10}{'ratio':>8}")
     print(f"{'spawn time, median of ' + str(args.rounds) + ' (s)':<46}{o:>10.2f}{b:>10.2f}"
           f"{o / b:>8.2f}")
@@ -284,6 +331,10 @@ def main() -> int:
             print(f"{'CPU per start, hub + proxy (s)':<46}"
                   f"{(cpu['hub'] + cpu['proxy']) / args.concurrent:>10.2f}")
         ok = ok and allr <= 90 and ready == args.concurrent
+    if docker:
+        print(f"{'docker stack start: engine + workspace image (s)':<46}"
+              f"{STARTS.get('docker', 0):>10.1f}")
+        print(f"{'local stack start (s)':<46}{STARTS.get('local', 0):>10.1f}")
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 

@@ -19,6 +19,7 @@ machine. Its tasks are linted and syntax-checked like the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -83,6 +84,8 @@ class Deployment:
     ansible_bin: Path
     vars: dict
     runs: list[Run] = field(default_factory=list)
+    #: the playbook applied (site.yml; the docker workspace host test: one role)
+    playbook: Path = ANSIBLE_DIR / "site.yml"
 
     @property
     def config_dir(self) -> Path:
@@ -105,6 +108,7 @@ class Deployment:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles"),
             "PATH": os.pathsep.join([str(self.ansible_bin), env.get("PATH", "")]),
         })
         cmd = [
@@ -112,7 +116,7 @@ class Deployment:
             "-i", str(ANSIBLE_DIR / "inventories/single-host/hosts.yml"),
             "-e", f"@{self.extra_vars_file}",
             "--skip-tags", "common",
-            str(ANSIBLE_DIR / "site.yml"),
+            str(self.playbook),
             *extra,
         ]
         n = len(self.runs) + 1
@@ -177,12 +181,8 @@ def _snapshot_sources(dest: Path) -> None:
     (dest / "docs").mkdir()
 
 
-def _extra_vars(prefix: Path, slapd: EmbeddedSlapd, state_device: str) -> tuple[dict, str]:
-    hub_port = free_port()
-    data_target = prefix / "data/cardio-los/stays"
-    data_src = prefix / "datasrc/cardio-los/stays"
-    data_src.mkdir(parents=True)
-    (data_src / "stays.csv").write_text("patient_id,los\ncardio-los-1,4\n")
+def _prefix_vars(prefix: Path) -> dict:
+    """Run here, as root, without systemd, every path of the deployment in ``prefix``."""
     return {
         "ansible_connection": "local",
         "ansible_become": False,
@@ -195,6 +195,17 @@ def _extra_vars(prefix: Path, slapd: EmbeddedSlapd, state_device: str) -> tuple[
         "ecluse_systemd_dir": str(prefix / "systemd"),
         "ecluse_service_manager": "direct",
         "ecluse_group": "root",
+    }
+
+
+def _extra_vars(prefix: Path, slapd: EmbeddedSlapd, state_device: str) -> tuple[dict, str]:
+    hub_port = free_port()
+    data_target = prefix / "data/cardio-los/stays"
+    data_src = prefix / "datasrc/cardio-los/stays"
+    data_src.mkdir(parents=True)
+    (data_src / "stays.csv").write_text("patient_id,los\ncardio-los-1,4\n")
+    return {
+        **_prefix_vars(prefix),
         # no syslog daemon on CI machines: checkpoints to a file, keys group root
         "hub_audit_group": "root",
         "hub_audit_checkpoint_sink": "file",
@@ -346,3 +357,75 @@ def deployment(slapd: EmbeddedSlapd, ansible_bin: Path) -> Iterator[Deployment]:
             shutil.rmtree(prefix, ignore_errors=True)
         if state_device:
             subprocess.run(["losetup", "-d", state_device], capture_output=True)
+
+
+WORKSPACE_HOST_PLAY = """\
+- name: Workspace host (docker backend)
+  hosts: ecluse_workspaces
+  become: false
+  roles:
+    - role: workspace_host
+"""
+
+
+@pytest.fixture(scope="module")
+def docker_workspace_host(ansible_bin: Path) -> Iterator[Deployment]:
+    """The ``workspace_host`` role alone, docker backend, applied to THIS machine into a
+    prefix of its own: its Docker engine (``ecluse-daemon``, data and exec root, pid
+    file and socket in the prefix), the workspace image built with the test run's
+    ``ecluse`` (loaded from the image cache when its inputs are unchanged). At the end,
+    pass or fail: the engine's containers, the daemon and its processes, its mounts and
+    the prefix are gone."""
+    from ecluse.sandbox.engine import ENGINE_PROGRAMS, _mounts_under, _pids_mentioning, cache_dir
+
+    if os.geteuid() != 0:
+        pytest.fail("the docker workspace host test needs root (a Docker engine)")
+    missing = [t for t in ("dockerd", "docker", "debootstrap") if not shutil.which(t)]
+    if missing:
+        pytest.fail(f"the docker workspace host test needs {missing} (Debian packages "
+                    "docker.io and debootstrap: scripts/install-system-deps.sh test)")
+    prefix = Path(tempfile.mkdtemp(prefix="ecluse-test-wshost-", dir="/opt"))
+    os.chmod(prefix, 0o755)
+    engine = prefix / "docker"
+    playbook = prefix / "workspace-host.yml"
+    playbook.write_text(WORKSPACE_HOST_PLAY)
+    variables = {
+        **_prefix_vars(prefix),
+        "ecluse_apt_install": False,
+        "ecluse_sandbox_backend": "docker",
+        "ecluse_instance": prefix.name,
+        "workspace_host_docker_data_root": str(engine / "data"),
+        "workspace_host_docker_exec_root": str(engine / "exec"),
+        "workspace_host_docker_socket": str(engine / "docker.sock"),
+        "workspace_host_docker_pidfile": str(engine / "dockerd.pid"),
+        "workspace_host_ecluse_command": str(Path(sys.executable).parent / "ecluse"),
+        # the test run's image cache: a workspace image built by the docker suites loads
+        "workspace_host_image_cache": str(cache_dir()),
+    }
+    vars_file = prefix / "extra-vars.json"
+    vars_file.write_text(json.dumps(variables))
+    dep = Deployment(prefix, vars_file, "", ansible_bin, variables, playbook=playbook)
+    try:
+        yield dep
+    finally:
+        pidfile = prefix / "run/ecluse-docker.pid"
+        if (dep.opt / "bin/ecluse-daemon").exists() and pidfile.exists():
+            socket_ = engine / "docker.sock"
+            if socket_.exists():
+                subprocess.run(["docker", "--host", f"unix://{socket_}", "rm", "-f",
+                                *subprocess.run(["docker", "--host", f"unix://{socket_}",
+                                                 "ps", "-aq"], capture_output=True,
+                                                text=True).stdout.split()],
+                               capture_output=True)
+            subprocess.run([sys.executable, str(dep.opt / "bin/ecluse-daemon"), "stop",
+                            "--pidfile", str(pidfile), "--timeout", "30"],
+                           capture_output=True, timeout=60)
+        for pid in _pids_mentioning(str(prefix) + "/"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for mnt in sorted(_mounts_under(prefix), key=len, reverse=True):
+            subprocess.run(["umount", "--lazy", mnt], capture_output=True)
+        shutil.rmtree(prefix, ignore_errors=True)
+        left = _pids_mentioning(str(prefix) + "/")
+        assert not left, f"engine processes left ({ENGINE_PROGRAMS}): {left}"
+        assert not prefix.exists(), f"{prefix} left behind"

@@ -105,14 +105,28 @@ def test_workspace_cannot_install_packages_or_change_the_guard():
 
 def test_hub_image_has_jupyterhub_the_proxy_and_ecluse():
     structure = parse("hub")
-    runs = " ".join(i["value"] for i in structure if i["instruction"] == "RUN")
-    assert "configurable-http-proxy@" in runs
-    assert "pip install --no-cache-dir /src/ecluse" in runs
-    copies = [i["value"] for i in structure if i["instruction"] == "COPY"]
-    assert any(v.startswith("src/ ") for v in copies)
+    build, final = stages(structure)
+    build_runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
+    runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
+    # pinned dependencies, then Écluse itself without resolving anything more
+    assert "pip install --no-cache-dir -r /tmp/requirements.txt" in build_runs
+    assert "pip install --no-cache-dir --no-deps /src/ecluse" in build_runs
+    requirements = (REPO / "images/hub/requirements.txt").read_text()
+    workspace = (REPO / "images/workspace/requirements.txt").read_text()
+    for pkg in ("jupyterhub", "jupyterlab"):  # the same on both sides
+        pin = re.search(rf"^{pkg}==\S+$", requirements, re.M)
+        assert pin and pin.group(0) in workspace.splitlines(), pkg
+    # the proxy from package-lock.json (node_modules), checked at build time
+    copies = [i["value"] for i in final if i["instruction"] == "COPY"]
+    assert any(v.startswith("node_modules/ ") for v in copies)
+    assert "configurable-http-proxy --version" in runs
+    assert any(v.startswith("src/ ") for v in
+               (i["value"] for i in build if i["instruction"] == "COPY"))
     # the route filter enforces the workspace's route allow-list and content rule on the
     # hub too: the extension's Python package is in the hub's environment
-    assert any("extensions/ecluse-workspace/ecluse_workspace/ " in v
-               and "site-packages/ecluse_workspace/" in v for v in copies)
+    assert "cp -r /src/ecluse_workspace /opt/ecluse/venv/lib/python3.11/site-packages/" \
+        in build_runs
+    # the CA bundle: the build stage only
+    assert not any("build-ca" in v for v in copies)
     config = (REPO / "images/hub/jupyterhub_config.py").read_text()
     assert "configure_from_env(c)" in config and "secret" not in config.lower()

@@ -235,3 +235,45 @@ def test_deployed_settings_load(deployment, monkeypatch):
     assert settings.database_url is None  # SQLite: PostgreSQL is off in this test
     # traversable only: the airlock's own user reaches its staging area by path
     assert os.stat(deployment.state_dir).st_mode & 0o777 == 0o711
+
+
+# ------------------------------------------ the docker workspace host (issue 17 item 5)
+
+
+def _docker(host, *args: str) -> subprocess.CompletedProcess:
+    sock = host.vars["workspace_host_docker_socket"]
+    return subprocess.run(["docker", "--host", f"unix://{sock}", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_workspace_host_role_deploys_a_docker_engine_and_the_image(docker_workspace_host):
+    import json as _json
+
+    host = docker_workspace_host
+    run = host.run()
+    if run.rc != 0 or run.failed:
+        _fail_with_log(run, "the workspace_host role (docker) failed")
+    assert run.changed > 0
+    # the engine of the role's variables: its config file, paths and socket
+    config = _json.loads((host.config_dir / "docker-daemon.json").read_text())
+    assert config["data-root"] == host.vars["workspace_host_docker_data_root"]
+    assert config["exec-root"] == host.vars["workspace_host_docker_exec_root"]
+    assert config["hosts"] == [f"unix://{host.vars['workspace_host_docker_socket']}"]
+    for key in ("iptables", "ip6tables", "ip-forward", "ip-masq"):
+        assert config[key] is False, key
+    assert config["bridge"] == "none"
+    assert _docker(host, "version").returncode == 0
+    info = _json.loads(_docker(host, "info", "--format", "{{json .}}").stdout)
+    assert info["DockerRootDir"] == host.vars["workspace_host_docker_data_root"]
+    assert "bridge" not in _docker(host, "network", "ls", "--format", "{{.Name}}").stdout
+    # the workspace image, built FROM the debootstrap base, under the settings' name
+    images = _docker(host, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert "ecluse/workspace:0.1.0" in images, images
+    assert any(i.startswith("ecluse/base:bookworm-") for i in images), images
+    unit = (host.prefix / "systemd/ecluse-docker.service").read_text()
+    assert f"--config-file {host.config_dir}/docker-daemon.json" in unit
+    # a second run changes nothing
+    again = host.run()
+    if again.rc != 0 or again.failed:
+        _fail_with_log(again, "the second run of the workspace_host role failed")
+    assert again.changed == 0, f"changed on the second run: {again.changed_tasks()}"

@@ -269,6 +269,16 @@ def workspace_image(docker_engine) -> str:
         return build(client, progress=lambda m: print(m, flush=True))
 
 
+@pytest.fixture(scope="session")
+def hub_image(docker_engine) -> str:
+    """images/hub built FROM the base image on the run's engine (cached by inputs)."""
+    from ecluse.sandbox.images import hub_image as build
+
+    engine, _ = docker_engine
+    with contextlib.closing(engine.client(timeout=1800)) as client:
+        return build(client, progress=lambda m: print(m, flush=True))
+
+
 @pytest.fixture
 def backend(request, deployment: Settings):
     """The local backend, or the docker one when parametrized so (``both_backends``)."""

@@ -1,11 +1,15 @@
-"""The real hub spawns a workspace in a Docker container, from the built workspace
-image, and the user reaches JupyterLab through the proxy (issue 17 item 1)."""
+"""The embedded stack on Docker (``Stack(sandbox="docker")``, ``ecluse up --sandbox
+docker``; issue 17 items 1 and 5): it starts a Docker engine of its own, loads the
+workspace image built FROM the debootstrap base, and the real hub spawns a workspace in
+a container from it; the user reaches JupyterLab through the proxy and an export request
+goes through the airlock; the engine, its containers and its folder are gone afterwards."""
 
 from __future__ import annotations
 
 import contextlib
 
 import pytest
+import requests
 
 from ecluse.config import load_settings
 from ecluse.dev.ldapserver import free_port
@@ -15,41 +19,62 @@ from tests.workspace.helpers import start_workspace_now
 
 pytestmark = pytest.mark.root
 
+CSV = "ward,stays\nA,120\nB,140\n"
+
 
 @pytest.fixture
-def docker_hub(docker_engine, workspace_image, slapd, tmp_path_factory):
+def docker_stack(workspace_image, slapd, tmp_path_factory):
+    """A stack with ``sandbox="docker"`` and no engine configured (so: its own); the
+    session's ``workspace_image`` fixture puts the image in the cache it loads from."""
+    from ecluse.sandbox.engine import _pids_mentioning
     from ecluse.sandbox.local import teardown_host_network
 
-    engine, _ = docker_engine
     directory = tmp_path_factory.mktemp("dockerhub")
     path = write_config(directory, slapd, overrides={
-        "hub.spawner": "ecluse", "sandbox.backend": "docker",
-        "sandbox.docker_url": engine.url, "sandbox.image": workspace_image,
-        "sandbox.stop_grace": 2, "sandbox.start_timeout": 120,
+        "hub.spawner": "simple", "sandbox.stop_grace": 2, "sandbox.start_timeout": 120,
         "airlock.port": free_port(), "airlock.check_processes": 0})
+    seen = {}
     try:
-        with running_stack(load_settings(path), directory / "hub.log",
+        with running_stack(load_settings(path), directory / "hub.log", sandbox="docker",
                            cleanup_servers=True) as stack:
+            seen.update(root=stack.engine.root, copy=stack._config_copy)
             yield stack
     finally:
         teardown_host_network()
+    # nothing of the engine is left: no daemon, no shim, no folder, no configuration copy
+    assert seen and not seen["root"].exists(), seen
+    assert not _pids_mentioning(str(seen["root"]))
+    assert not seen["copy"].exists()
 
 
-def test_the_hub_spawns_a_docker_workspace_reached_through_the_proxy(docker_hub,
-                                                                   docker_engine,
-                                                                   workspace_image,
-                                                                   ldap_passwords):
-    engine, _ = docker_engine
-    ws = start_workspace_now(docker_hub, ldap_passwords, "alice", "cardio-los")
-    with contextlib.closing(engine.client()) as client:
+def test_the_stack_on_docker_spawns_a_workspace_reached_through_the_proxy(
+        docker_stack, workspace_image, ldap_passwords):
+    stack = docker_stack
+    assert stack.settings.sandbox.backend == "docker"
+    assert stack.settings.sandbox.docker_url == stack.engine.url  # its own engine
+    ws = start_workspace_now(stack, ldap_passwords, "alice", "cardio-los")
+    with contextlib.closing(stack.engine.client()) as client:
         running = client.containers.list(filters={"label": "ecluse.project=cardio-los"})
-        assert [c.image.tags for c in running] and \
-            workspace_image in running[0].image.tags, running
-        assert running[0].attrs["Config"]["User"].split(":")[0] != "0"
+        assert len(running) == 1, running
+        assert workspace_image in running[0].image.tags, running[0].image.tags
+        assert running[0].attrs["Config"]["User"].split(":")[0] not in ("", "0", "root")
     r = ws.get("lab", allow_redirects=True)
     assert r.status_code == 200 and "JupyterLab" in r.text, r.text[:500]
-    assert ws.get("api/contents/").status_code == 200
     # the export guard is there too, through the proxy
     assert ws.get("files/anything.csv").status_code == 403
+    # a table written in the workspace goes to the airlock as an export request
+    r = ws.request("PUT", "api/contents/project/wards.csv",
+                   json={"type": "file", "format": "text", "content": CSV})
+    assert r.status_code in (200, 201), r.text
+    r = ws.request("POST", "ecluse/export", json={
+        "paths": ["project/wards.csv"], "title": "Stays by ward",
+        "justification": "Paper, table 1"}, timeout=120)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["state"] == "submitted"
+    req = requests.get(f"{stack.url}/services/airlock/api/v1/requests/{created['id']}",
+                       headers={"Authorization": f"token {ws.token}"}, timeout=30).json()
+    assert req["requester"] == "alice" and req["project"] == "cardio-los", req
+    assert [f["name"] for f in req["files"]] == ["wards.csv"]
     r = ws.client.api("DELETE", "/users/alice/servers/cardio-los", ws.token)
     assert r.status_code in (202, 204), r.text

@@ -1,7 +1,9 @@
-"""The workspace image, built for real FROM the debootstrap base and run on the tests'
-own engine: non-root, FROM the base, the Écluse extension loaded, nothing installable
-at run time, no build-stage CA left in it. (The export guard needs a hub: it refuses a
-download in tests/sandbox/test_hub_docker.py.)"""
+"""The workspace and hub images, built for real FROM the debootstrap base and run on the
+tests' own engine. Workspace: non-root, FROM the base, the Écluse extension loaded,
+nothing installable at run time, no build-stage CA left in it. (The export guard needs a
+hub: it refuses a download in tests/sandbox/test_hub_docker.py.) Hub: non-root, FROM the
+base, JupyterHub, the proxy and Écluse run, its jupyterhub_config.py loads a deployment's
+configuration, no build-stage CA left in it."""
 
 from __future__ import annotations
 
@@ -14,25 +16,30 @@ import pytest
 pytestmark = pytest.mark.root
 
 
-def _run(docker_engine, image: str, argv: list[str], **kw) -> str:
+def _run(docker_engine, image: str, argv: list[str], *,
+         tmpfs: dict | None = None, **kw) -> str:
     engine, _ = docker_engine
     with contextlib.closing(engine.client(timeout=300)) as client:
-        out = client.containers.run(image, argv, remove=True, network_mode="none",
-                                    read_only=True,
-                                    tmpfs={"/tmp": "", "/home/researcher": "uid=1000,gid=1000"},
-                                    cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                                    stdout=True, stderr=True, **kw)
+        out = client.containers.run(
+            image, argv, remove=True, network_mode="none", read_only=True,
+            tmpfs=tmpfs or {"/tmp": "", "/home/researcher": "uid=1000,gid=1000"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            stdout=True, stderr=True, **kw)
     return out.decode()
 
 
-def test_the_image_runs_as_a_non_root_user(docker_engine, workspace_image):
+def _non_root_from_the_base(docker_engine, image: str, user: str, uid: str, **kw) -> None:
     engine, base = docker_engine
     with contextlib.closing(engine.client()) as client:
-        attrs = client.images.get(workspace_image).attrs
+        attrs = client.images.get(image).attrs
         layers = client.images.get(base).attrs["RootFS"]["Layers"]
-    assert attrs["Config"]["User"] == "researcher"
+    assert attrs["Config"]["User"] == user
     assert attrs["RootFS"]["Layers"][:len(layers)] == layers  # FROM the debootstrap base
-    assert _run(docker_engine, workspace_image, ["id", "-u"]).split() == ["1000"]
+    assert _run(docker_engine, image, ["id", "-u"], **kw).split() == [uid]
+
+
+def test_the_image_runs_as_a_non_root_user(docker_engine, workspace_image):
+    _non_root_from_the_base(docker_engine, workspace_image, "researcher", "1000")
 
 
 CHECKS = r"""
@@ -82,3 +89,76 @@ def test_extension_loaded_and_nothing_installable_at_run_time(docker_engine, wor
         assert not out[what], (what, out)
     assert out["site"] == [], out["site"]
     assert not out["ca_in_image"] and out["pip_cert"] is None  # build stage only
+
+
+# ------------------------------------------------------------------- the hub image
+
+HUB_TMPFS = {"/tmp": "", "/var/lib/ecluse": "uid=990,gid=990,mode=0700"}
+
+HUB_CONFIG = """
+state_dir: /var/lib/ecluse
+projects_file: /etc/ecluse/projects.yaml
+hub: {ip: 0.0.0.0, port: 8000, public_url: "https://tre.example-hospital.fr",
+      spawner: ecluse}
+ldap: {embedded: false, uri: "ldap://ldap.example-hospital.fr", security: none,
+       base_dn: "dc=h", bind_dn: "cn=svc,dc=h", bind_password_env: ECLUSE_LDAP_BIND_PASSWORD,
+       user_search_base: "ou=people,dc=h", group_search_base: "ou=groups,dc=h"}
+sandbox: {backend: docker, docker_url: "unix:///run/ecluse/docker.sock"}
+audit: {key_dir: /tmp/audit-keys, checkpoint_file: /tmp/audit-checkpoints.jsonl}
+"""
+
+#: loads the image's own jupyterhub_config.py as JupyterHub does (nothing started)
+LOAD_CONFIG = r"""
+import json, os
+from jupyterhub.app import JupyterHub
+app = JupyterHub()
+app.load_config_file("/etc/ecluse/jupyterhub_config.py")
+c = app.config
+print(json.dumps({
+    "authenticator": str(c.JupyterHub.authenticator_class),
+    "spawner": str(c.JupyterHub.spawner_class),
+    "bind_url": str(c.JupyterHub.bind_url),
+    "services": sorted(s["name"] for s in c.JupyterHub.services),
+    "secret_modes": sorted(oct(os.stat(os.path.join("/var/lib/ecluse", f)).st_mode & 0o777)
+                           for f in os.listdir("/var/lib/ecluse")
+                           if os.path.isfile(os.path.join("/var/lib/ecluse", f))),
+    "ca_in_image": any(os.path.exists(p) for p in ("/tmp/build-ca.crt", "/build-ca.crt")),
+    "pip_cert": os.environ.get("PIP_CERT"),
+}))
+"""
+
+
+def test_the_hub_image_runs_as_a_non_root_user_from_the_base(docker_engine, hub_image):
+    _non_root_from_the_base(docker_engine, hub_image, "ecluse", "990", tmpfs=HUB_TMPFS)
+
+
+def test_the_hub_image_runs_jupyterhub_the_proxy_and_ecluse(docker_engine, hub_image):
+    out = _run(docker_engine, hub_image, ["sh", "-c",
+               "jupyterhub --version && configurable-http-proxy --version "
+               "&& ecluse --help"], tmpfs=HUB_TMPFS).splitlines()
+    assert out[0].strip() == "6.1.1", out  # as images/hub/requirements.txt pins it
+    assert re.fullmatch(r"\d+\.\d+\.\d+", out[1].strip()), out
+    assert any("ecluse" in line and "up" in line for line in out[2:]), out
+
+
+def test_the_hub_image_loads_a_deployments_configuration(docker_engine, hub_image, tmp_path):
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "ecluse.yaml").write_text(HUB_CONFIG)
+    (conf / "projects.yaml").write_text(
+        "projects:\n  cardio-los: {title: Cardio, ldap_group: proj-cardio}\n")
+    conf.chmod(0o755)
+    for f in conf.iterdir():
+        f.chmod(0o644)
+    out = _run(docker_engine, hub_image, ["python3", "-c", LOAD_CONFIG], tmpfs=HUB_TMPFS,
+               volumes={str(conf): {"bind": "/etc/ecluse/deployment", "mode": "ro"}},
+               environment={"ECLUSE_CONFIG": "/etc/ecluse/deployment/ecluse.yaml",
+                            "ECLUSE_LDAP_BIND_PASSWORD": "from-the-env-file"})
+    loaded = json.loads(out.strip().splitlines()[-1])
+    assert loaded["authenticator"].endswith("EcluseAuthenticator"), loaded
+    assert "EcluseSpawner" in loaded["spawner"], loaded
+    assert loaded["bind_url"] == "http://0.0.0.0:8000", loaded
+    assert "airlock" in loaded["services"], loaded
+    # the install-time secrets were generated in the state folder, owner-only
+    assert loaded["secret_modes"] and set(loaded["secret_modes"]) == {"0o600"}, loaded
+    assert not loaded["ca_in_image"] and loaded["pip_cert"] is None  # build stage only

@@ -194,3 +194,34 @@ def test_generated_config_reference_is_current():
         "docs/reference/config.md is stale: run `ecluse config reference > "
         "docs/reference/config.md`"
     )
+
+
+def test_the_stacks_configuration_copy_reads_the_same_from_elsewhere(tmp_path):
+    """``Stack(sandbox="docker")`` gives the hub a copy of the configuration in the state
+    folder: the overrides applied, every relative path as the original resolves it."""
+    from ecluse.dev.stack import config_copy
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "projects.yaml").write_text(
+        "projects:\n  proj-one: {title: P, ldap_group: g1, datasets: [{name: d, path: data/d}]}\n")
+    (conf / "ecluse.yaml").write_text(
+        "state_dir: ../state\nprojects_file: projects.yaml\n"
+        "sandbox: {backend: local, projects_root: ../projects}\n"
+        "mfa: {key_file: null}\nhub: {spawner: simple}\n"
+        + yaml.safe_dump({"ldap": MINIMAL_LDAP}))
+    original = load_settings(conf / "ecluse.yaml")
+    elsewhere = tmp_path / "state"
+    elsewhere.mkdir()
+    copy = config_copy(original, elsewhere / "ecluse-docker.yaml", {
+        "sandbox.backend": "docker", "sandbox.docker_url": "unix:///x.sock",
+        "hub.spawner": "ecluse"})
+    assert oct(copy.stat().st_mode & 0o777) == "0o600"
+    loaded = load_settings(copy)
+    assert loaded.sandbox.backend == "docker" and loaded.sandbox.docker_url == "unix:///x.sock"
+    assert loaded.hub.spawner == "ecluse"
+    for key in ("state_dir", "projects_file"):
+        assert getattr(loaded, key) == getattr(original, key)
+    assert loaded.sandbox.projects_root == original.sandbox.projects_root
+    assert loaded.audit.key_dir == original.audit.key_dir
+    assert loaded.projects["proj-one"].datasets[0].path == conf / "data/d"

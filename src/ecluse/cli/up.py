@@ -1,4 +1,5 @@
-"""``ecluse up``: install-time secrets, embedded LDAP, JupyterHub and proxy."""
+"""``ecluse up``: install-time secrets, embedded LDAP, JupyterHub and proxy (and, with
+``--sandbox docker``, a Docker engine and the workspace image)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", help="state directory (default: from the config, .ecluse/)")
     p.add_argument("--port", type=int, help="public port of the proxy (default 8000)")
     p.add_argument(
+        "--sandbox", choices=("local", "docker"),
+        help="workspace backend (default: sandbox.backend of the config); docker starts "
+        "a Docker engine of its own unless sandbox.docker_url is set, and builds the "
+        "workspace image on first use")
+    p.add_argument(
         "--keep-servers",
         action="store_true",
         help="leave workspaces running when the stack stops (re-adopted at next start)",
@@ -34,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
     stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
-                  airlock_user=getattr(args, "airlock_user", DEFAULT_AIRLOCK_USER) or None)
+                  airlock_user=getattr(args, "airlock_user", DEFAULT_AIRLOCK_USER) or None,
+                  sandbox=args.sandbox, progress=lambda msg: print(msg, flush=True))
     stopping = threading.Event()
 
     def _stop(signum, _frame):
@@ -42,6 +49,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    audit = None
     try:
         stack.prepare()
         print(f"Audit keys: {settings.audit.key_dir}; signed audit checkpoints: "
@@ -59,13 +67,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         elif settings.ldap.embedded:
             print(f"Demo users' passwords and TOTP keys: {stack.demo_users_file} "
                   "(current code: `ecluse dev totp alice`)")
+        stack.start_sandbox_backend()
+        stack.prepare_airlock_user()
         stack.cleanup_sandboxes()
         _migrate_identities(settings)
         stack.start_launcher()
         stack.start_hub(timeout=settings.sandbox.start_timeout)
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
         # a component that dies is restarted (with back-off, logged, audited)
-        supervisor = Supervisor(stack.supervised(), audit=AuditLog.from_settings(settings))
+        audit = AuditLog.from_settings(settings)
+        supervisor = Supervisor(stack.supervised(), audit=audit)
         while not stopping.wait(0.5):
             try:
                 supervisor.poll()
@@ -74,6 +85,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 return 1
     finally:
         print("Stopping Écluse...", flush=True)
+        if audit is not None:  # its connection (a restart recorded) keeps the volume busy
+            audit.engine.dispose()
         stack.stop()
     return 0
 

@@ -2,6 +2,15 @@
 
 :class:`Stack` is also what the integration tests and benchmarks start, so
 the demo a newcomer sees and the system the tests exercise are the same.
+
+``Stack(settings, sandbox="docker")`` (``ecluse up --sandbox docker``) runs the
+workspaces as containers: with no ``sandbox.docker_url`` configured it starts a
+``dockerd`` of its own in a temporary directory (as it starts slapd when no
+directory is configured; ``ecluse.sandbox.engine.Dockerd``), builds the
+workspace image on first use (or loads it from the image cache), and gives the
+hub and its services a copy of the configuration with ``sandbox.backend:
+docker``, the engine's socket and the image; the engine, its containers and
+that copy are removed when the stack stops.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ class Stack:
         seed_demo: bool | None = None,
         die_with_parent: bool = False,
         airlock_user: str | None = None,
+        sandbox: str | None = None,
+        progress=None,
     ):
         self.settings = settings
         self.cleanup_servers = cleanup_servers
@@ -62,6 +73,20 @@ class Stack:
         self.die_with_parent = die_with_parent
         #: the system user the airlock runs as, when root can arrange it (else root)
         self.airlock_user = airlock_user or settings.airlock.service_user
+        if sandbox not in (None, "local", "docker"):
+            raise StackError(f"sandbox {sandbox!r}: the embedded stack runs local or docker "
+                             "workspaces")
+        #: ``sandbox=``: the workspace backend, overriding the configuration's
+        self._sandbox = sandbox
+        #: a dockerd of the stack's own (``sandbox="docker"`` without a configured engine)
+        self.engine = None
+        self._config_copy: Path | None = None
+        self.progress = progress or (lambda msg: log.info("%s", msg))
+
+    @property
+    def sandbox(self) -> str:
+        """The workspace backend of this stack."""
+        return self._sandbox or self.settings.sandbox.backend
 
     @property
     def state_dir(self) -> Path:
@@ -92,14 +117,17 @@ class Stack:
         warning = state_disk_warning(self.settings)
         if warning:
             log.warning("%s", warning)
-        self.prepare_airlock_user()
 
     def prepare_airlock_user(self) -> None:
-        """The airlock as its own system user (:mod:`ecluse.dev.airlockuser`), as root."""
+        """The airlock as its own system user (:mod:`ecluse.dev.airlockuser`), as root;
+        after :meth:`start_sandbox_backend`, whose settings the stack's file then holds."""
         if self.airlock_user and os.geteuid() == 0:
             from .airlockuser import run_airlock_as
 
-            run_airlock_as(self.settings, self.airlock_user)
+            if run_airlock_as(self.settings, self.airlock_user) and self._config_copy:
+                # the stack's settings file (the airlock may read it) replaces the copy
+                self._config_copy.unlink(missing_ok=True)
+                self._config_copy = None
 
     def start_ldap(self) -> None:
         ldap = self.settings.ldap
@@ -152,6 +180,8 @@ class Stack:
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
             }
         )
+        if self._config_copy is not None:
+            env[ENV_CONFIG] = str(self._config_copy)
         if self.slapd and self.settings.ldap.bind_password_env:
             env[self.settings.ldap.bind_password_env] = self.slapd.service_password
         env.update(self.extra_env)
@@ -229,6 +259,51 @@ class Stack:
         if removed:
             log.warning("removed %d dead sandbox(es): %s", len(removed), ", ".join(removed))
 
+    def start_sandbox_backend(self) -> None:
+        """``sandbox=`` given: the configuration the hub reads says so; for ``docker``, the
+        engine (ours unless one is configured) and the workspace image (built, or loaded
+        from the image cache, on first use)."""
+        if self._sandbox == "local" and self.settings.sandbox.backend != "local":
+            self.settings.sandbox.backend = "local"
+            self._config_copy = config_copy(self.settings, self.state_dir / "ecluse-local.yaml",
+                                            {"sandbox.backend": "local"})
+        if self._sandbox != "docker":
+            return  # a configured docker backend: its engine and image as configured
+        import contextlib
+
+        import docker
+
+        from ..sandbox.engine import Dockerd
+        from ..sandbox.images import workspace_image
+
+        url = self.settings.sandbox.docker_url
+        if url is None:
+            import tempfile
+
+            root = Path(tempfile.mkdtemp(prefix="ecluse-docker-"))
+            self.progress(f"starting a Docker engine of our own in {root}")
+            self.engine = Dockerd(root)
+            if self.die_with_parent:
+                self.engine.preexec_fn = die_with_parent()
+            self.engine.start()
+            url = self.engine.url
+        with contextlib.closing(docker.DockerClient(base_url=url, timeout=600)) as client:
+            image = workspace_image(client, progress=self.progress)
+        sandbox = self.settings.sandbox
+        sandbox.backend, sandbox.docker_url, sandbox.image = "docker", url, image
+        self.settings.hub.spawner = "ecluse"
+        self._config_copy = config_copy(self.settings, self.state_dir / "ecluse-docker.yaml", {
+            "sandbox.backend": "docker", "sandbox.docker_url": url, "sandbox.image": image,
+            "hub.spawner": "ecluse"})
+
+    def stop_sandbox_backend(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()  # its containers and networks, the daemon, its directory
+            self.engine = None
+        if self._config_copy is not None:
+            self._config_copy.unlink(missing_ok=True)
+            self._config_copy = None
+
     def start_launcher(self) -> None:
         """The sandbox launcher (root), when the settings name its socket: the services
         then start their sandboxes through it, each within its policy."""
@@ -249,6 +324,8 @@ class Stack:
         try:
             self.prepare()
             self.start_ldap()
+            self.start_sandbox_backend()
+            self.prepare_airlock_user()
             self.cleanup_sandboxes()
             self.start_launcher()
             self.start_hub()
@@ -298,6 +375,7 @@ class Stack:
             if self.slapd:
                 self.slapd.stop()
                 self.slapd = None
+            self.stop_sandbox_backend()
             from ..statevolume import release_state_volume
 
             release_state_volume(self.settings)  # one in use by another stack stays
@@ -308,3 +386,45 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+#: settings paths resolved against the configuration file's folder (ecluse.config)
+RESOLVED_PATHS = ("state_dir", "projects_file", "ldap.ca_file", "ldap.bind_password_file",
+                  "sandbox.projects_root", "sandbox.python_env", "airlock.storage_dir",
+                  "mfa.key_file", "oidc.client_secret_file", "oidc.ca_file",
+                  "audit.key_dir", "audit.checkpoint_file")
+
+
+def config_copy(settings: Settings, path: Path, overrides: dict[str, object]) -> Path:
+    """A copy of ``settings.config_file`` at ``path`` with ``overrides`` (dotted keys), its
+    relative paths made absolute (as loaded), so that it reads the same from anywhere."""
+    import yaml
+
+    from ..config import _read_yaml
+
+    data = _read_yaml(settings.config_file) or {}
+
+    def put(key: str, value: object, *, only_if_set: bool = False) -> None:
+        *parents, last = key.split(".")
+        target = data
+        for p in parents:
+            if not isinstance(target.get(p), dict):
+                if only_if_set:
+                    return
+                target[p] = {}
+            target = target[p]
+        if not only_if_set or target.get(last) is not None:
+            target[last] = value
+
+    for key in RESOLVED_PATHS:
+        value = settings
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if value is not None:
+            # the state folder and projects file always (their defaults are relative)
+            put(key, str(value), only_if_set=key not in ("state_dir", "projects_file"))
+    for key, value in overrides.items():
+        put(key, value)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.chmod(0o600)
+    return path

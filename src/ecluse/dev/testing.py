@@ -8,11 +8,14 @@
   each user on each hub, learnt at enrolment (or given: the demo users'), and
   the next code. :meth:`HubClient.login` and :func:`sign_in_page` (a browser)
   sign in with both factors and enrol a user at their first sign-in, as a
-  person would.
+  person would;
+* :func:`run_in_terminal` and :func:`run_in_kernel` — a shell command in a
+  workspace's terminal, code in a new kernel of a workspace (through the proxy).
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import threading
@@ -184,9 +187,10 @@ class HubClient:
         if totp:
             Authenticators.learn(self.base_url, username, totp)
         secret = Authenticators.secret(self.base_url, username)
+        # the form first: a hub that does not answer costs no step of the second factor
+        page = self.session.get(f"{self.base_url}/hub/login", timeout=30)
         if otp is None:
             otp = Authenticators.code(secret, self.totp_window) if secret else ""
-        page = self.session.get(f"{self.base_url}/hub/login", timeout=30)
         m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
         assert m, "login form has no _xsrf field"
         r = self.session.post(
@@ -305,3 +309,68 @@ async def run_in_terminal(server_url: str, token: str, command: str,
         conn.close()
         requests.delete(f"{server_url}api/terminals/{name}", headers=headers, timeout=10)
     return "".join(out)
+
+
+class KernelError(RuntimeError):
+    """The code raised in the kernel (its ``ename: evalue``), or the kernel did not answer."""
+
+
+async def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 60,
+                        kernel_name: str = "python3") -> str:
+    """Run ``code`` in a new kernel of a workspace, as a notebook cell does: the kernel
+    is started (``api/kernels``), the code sent as an ``execute_request`` on the
+    kernel's websocket, its ``stream`` output gathered until the kernel is idle
+    again, and the kernel shut down. Returns the output; :class:`KernelError` if the
+    code raised or the kernel did not finish within ``timeout``."""
+    import asyncio
+    import json as _json
+    import uuid
+    from datetime import UTC, datetime
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {token}"}
+    r = requests.post(f"{server_url}api/kernels", json={"name": kernel_name},
+                      headers=headers, timeout=timeout)
+    r.raise_for_status()
+    kernel = r.json()["id"]
+    conn = None
+    try:
+        ws_url = server_url.replace("http://", "ws://") + f"api/kernels/{kernel}/channels"
+        conn = await asyncio.wait_for(
+            websocket_connect(HTTPRequest(ws_url, headers=headers)), timeout)
+        msg_id = uuid.uuid4().hex
+        conn.write_message(_json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "",
+                       "session": uuid.uuid4().hex, "version": "5.3",
+                       "date": datetime.now(UTC).isoformat()},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False,
+                        "stop_on_error": True}}))
+        out: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                raw = await asyncio.wait_for(conn.read_message(), deadline - loop.time())
+            except TimeoutError:
+                raise KernelError(f"no answer from the kernel within {timeout:.0f} s") from None
+            if raw is None:
+                raise KernelError("the kernel's websocket closed before the code finished")
+            msg = _json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg.get("content", {})
+            if kind == "stream":
+                out.append(content.get("text", ""))
+            elif kind == "error":
+                raise KernelError(f"{content.get('ename')}: {content.get('evalue')}")
+            elif kind == "status" and content.get("execution_state") == "idle":
+                return "".join(out)
+    finally:
+        if conn is not None:
+            conn.close()
+        with contextlib.suppress(requests.RequestException):  # a workspace gone meanwhile
+            requests.delete(f"{server_url}api/kernels/{kernel}", headers=headers, timeout=30)

@@ -170,6 +170,8 @@ class Dockerd:
         self.dockerd = dockerd
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
+        #: run in the daemon before exec (``ecluse up``: stop with the parent)
+        self.preexec_fn: Callable[[], None] | None = None
 
     @property
     def socket(self) -> Path:
@@ -207,7 +209,8 @@ class Dockerd:
         env = {k: v for k, v in os.environ.items()
                if not k.lower().endswith("_proxy") and not k.startswith("DOCKER_")}
         self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, env=env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=self.preexec_fn)
         log.close()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -266,8 +269,9 @@ class Dockerd:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        # containerd-shim processes (own sessions) of containers that are left
-        for pid in _pids_mentioning(str(self.root)):
+        # containerd-shim processes (own sessions) of containers that are left (the
+        # folder's own paths only: /x/engine must not match /x/engine2's processes)
+        for pid in _pids_mentioning(str(self.root) + "/"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for mnt in sorted(_mounts_under(self.root), key=len, reverse=True):

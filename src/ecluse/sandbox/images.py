@@ -1,7 +1,7 @@
 """Écluse images built FROM the debootstrap base, without any registry.
 
 :func:`build_image` sends a build context of its own (only the files the image
-needs, listed by :func:`workspace_context`), keyed by a hash of those files and
+needs, listed by :func:`workspace_context` and :func:`hub_context`), keyed by a hash of those files and
 the base image: ``ecluse/<name>:<key>`` is reused while it is in the engine,
 else loaded from ``<cache_dir>/image-<name>-<key>.tar`` (a fresh engine, as in
 each test run, does not rebuild), else built — the build stage reaches the
@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -33,7 +34,8 @@ HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 def _files_under(root: Path, rel: str) -> dict[str, Path]:
     out = {}
     for p in sorted((root / rel).rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
+        if (p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+                and not any(part.endswith(".egg-info") for part in p.parts)):
             out[str(p.relative_to(root))] = p
     return out
 
@@ -50,6 +52,27 @@ def workspace_context(repo: Path = REPO) -> dict[str, Path]:
     files = _files_under(repo, "images/workspace")
     files["extensions/ecluse-workspace/pyproject.toml"] = ext / "pyproject.toml"
     files.update(_files_under(repo, "extensions/ecluse-workspace/ecluse_workspace"))
+    return files
+
+
+def hub_context(repo: Path = REPO) -> dict[str, Path]:
+    """The hub image's inputs: its directory, Écluse's source, the extension's Python
+    package, the proxy's node_modules (``npm ci`` from package-lock.json) and the host's
+    ``node`` (the one the embedded stack runs the proxy with)."""
+    chp = repo / "node_modules/configurable-http-proxy/package.json"
+    node = shutil.which("node")
+    if not chp.exists() or not node:
+        raise SandboxError(
+            "configurable-http-proxy or node is missing (run `npm ci` in the repository, "
+            "or make test-deps)",
+            log_message=f"{chp}: {chp.exists()}, node: {node}")
+    files = _files_under(repo, "images/hub")
+    for name in ("pyproject.toml", "README.md", "package-lock.json"):
+        files[name] = repo / name
+    files.update(_files_under(repo, "src"))
+    files.update(_files_under(repo, "extensions/ecluse-workspace/ecluse_workspace"))
+    files.update(_files_under(repo, "node_modules"))
+    files["node"] = Path(node).resolve()
     return files
 
 
@@ -138,3 +161,8 @@ def workspace_image(client: Any, **kw: Any) -> str:
     """The workspace image (images/workspace/Dockerfile), built or cached."""
     return build_image(client, "workspace", workspace_context(),
                        "images/workspace/Dockerfile", **kw)
+
+
+def hub_image(client: Any, **kw: Any) -> str:
+    """The hub image (images/hub/Dockerfile), built or cached."""
+    return build_image(client, "hub", hub_context(), "images/hub/Dockerfile", **kw)
