@@ -273,6 +273,9 @@ def main() -> int:
             slapd.add_user(u, pw, 21000 + i)
         slapd.add_group("proj-cardio-los", "groupOfNames", 30001, list(users))
         slapd.add_group("proj-air-quality", "groupOfNames", 30002, [])
+        # the hub checks that the configured reviewer and staff groups exist
+        slapd.add_group("ecluse-output-checkers", "groupOfNames", 30003, [])
+        slapd.add_group("ecluse-staff", "groupOfNames", 30004, [])
         first = next(iter(users))
         docker = args.backend == "docker"
         with ExitStack() as ours_es:

@@ -17,7 +17,8 @@ from ecluse.dev.testing import write_config
 from tests.support.stacks import running_stack
 from tests.workspace.helpers import start_workspace_now
 
-pytestmark = pytest.mark.root
+# loading the image into the stack's own engine, and removing that engine's folder
+pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
 
 CSV = "ward,stays\nA,120\nB,140\n"
 
@@ -35,7 +36,7 @@ def docker_stack(workspace_image, slapd, tmp_path_factory):
         "airlock.port": free_port(), "airlock.check_processes": 0})
     seen = {}
     try:
-        with running_stack(load_settings(path), directory / "hub.log", sandbox="docker",
+        with _hub_log_on_failure(directory / "hub.log"), running_stack(load_settings(path), directory / "hub.log", sandbox="docker",
                            cleanup_servers=True) as stack:
             seen.update(root=stack.engine.root, copy=stack._config_copy)
             yield stack
@@ -45,6 +46,16 @@ def docker_stack(workspace_image, slapd, tmp_path_factory):
     assert seen and not seen["root"].exists(), seen
     assert not _pids_mentioning(str(seen["root"]))
     assert not seen["copy"].exists()
+
+
+@contextlib.contextmanager
+def _hub_log_on_failure(path):
+    try:
+        yield
+    except Exception:
+        if path.exists():
+            print(f"--- {path} (end)\n" + path.read_text(errors="replace")[-6000:])
+        raise
 
 
 def test_the_stack_on_docker_spawns_a_workspace_reached_through_the_proxy(
