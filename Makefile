@@ -11,11 +11,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMPS := .make
 
-.PHONY: FORCE up test deps test-deps lint bench clean help workspace-extension system-deps system-test-deps
+.PHONY: FORCE up test test-docker-full deps test-deps lint bench clean help workspace-extension system-deps system-test-deps
 
 help:
 	@echo "make up      install and start the embedded stack (LDAP, hub, proxy, airlock)"
 	@echo "make test    install and run the tests"
+	@echo "make test-docker-full   the long Docker suites (hub image, stack on Docker, workspace host role)"
 	@echo "make lint    ruff"
 	@echo "make bench   run every benchmark (see benchmarks/README.md)"
 
@@ -59,6 +60,9 @@ up: deps
 
 test: test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-docker-full: test-deps
+	ECLUSE_TEST_DOCKER_FULL=1 $(PY) -m pytest $(PYTEST_ARGS) -m docker_full
 
 lint: deps
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -246,6 +246,7 @@ def _docker(host, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
+@pytest.mark.docker_full
 def test_the_workspace_host_role_deploys_a_docker_engine_and_the_image(docker_workspace_host):
     import json as _json
 

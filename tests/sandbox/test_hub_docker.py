@@ -18,7 +18,7 @@ from tests.support.stacks import running_stack
 from tests.workspace.helpers import start_workspace_now
 
 # loading the image into the stack's own engine, and removing that engine's folder
-pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.root, pytest.mark.docker_full, pytest.mark.timeout(900)]
 
 CSV = "ward,stays\nA,120\nB,140\n"
 

@@ -130,10 +130,12 @@ print(json.dumps({
 """
 
 
+@pytest.mark.docker_full
 def test_the_hub_image_runs_as_a_non_root_user_from_the_base(docker_engine, hub_image):
     _non_root_from_the_base(docker_engine, hub_image, "ecluse", "990", tmpfs=HUB_TMPFS)
 
 
+@pytest.mark.docker_full
 def test_the_hub_image_runs_jupyterhub_the_proxy_and_ecluse(docker_engine, hub_image):
     out = _run(docker_engine, hub_image, ["sh", "-c",
                "jupyterhub --version && configurable-http-proxy --version "
@@ -143,6 +145,7 @@ def test_the_hub_image_runs_jupyterhub_the_proxy_and_ecluse(docker_engine, hub_i
     assert out[2].startswith("usage: ecluse "), out
 
 
+@pytest.mark.docker_full
 def test_the_hub_image_loads_a_deployments_configuration(docker_engine, hub_image, tmp_path):
     conf = tmp_path / "etc"
     conf.mkdir()
