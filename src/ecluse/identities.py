@@ -44,14 +44,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .audit import ALIAS_EVENT
+from .auditevents import AuditEvent
 from .directory import DirectoryError, DirectoryUnavailable
 from .people import People, Person, distinct
 
 log = logging.getLogger(__name__)
 
-MIGRATION_EVENT = "identity.migration"
+MIGRATION_EVENT = AuditEvent.IDENTITY_MIGRATION
 #: audit events whose actor is whatever was typed at the login form (not a person yet)
-_TYPED_NAMES = ("login.failure", "login.throttled")
+_TYPED_NAMES = (AuditEvent.LOGIN_FAILURE, AuditEvent.LOGIN_THROTTLED)
 
 
 class MigrationError(RuntimeError):

@@ -21,6 +21,7 @@ import os
 import pytest
 
 from ecluse.audit import AuditLog
+from ecluse.auditevents import AuditEvent
 from ecluse.dev.testing import HubClient, run_in_terminal
 from ecluse.sandbox.quota import remove_project_volumes
 from tests.integration.test_spawner import login, sandbox_stack, wait_ready
@@ -86,12 +87,12 @@ def assert_sign_in_and_audit_go_on(stack, ldap_passwords) -> None:
     try:
         before = log.records()[-1].seq
         for i in range(64):
-            log.record("test.disk_full", actor="staff", note=f"{i}".ljust(4096, "."))
+            log.record(AuditEvent.PLATFORM_LEFTOVERS_REMOVED, actor="staff", note=f"{i}".ljust(4096, "."))
         for _ in range(3):
             other = HubClient(stack.url)
             assert other.login("alice", ldap_passwords["alice"]).status_code == 302
         new = [(r.event, r.actor) for r in log.records() if r.seq > before]
-        assert new.count(("test.disk_full", "staff")) == 64
+        assert new.count(("platform.leftovers_removed", "staff")) == 64
         assert new.count(("login.success", "alice")) == 3
         result = log.verify()
         assert result.ok, result.problems

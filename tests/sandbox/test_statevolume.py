@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 
 from ecluse.audit import AuditLog
+from ecluse.auditevents import AuditEvent
 from ecluse.config import ConfigError, load_settings
 from ecluse.statevolume import (
     StateVolumeError,
@@ -58,7 +59,7 @@ def test_image_mode_mounts_the_databases_and_the_checkpoints(vsettings):
     assert os.path.ismount(checkpoints)
     assert vsettings.audit.checkpoint_file.parent == checkpoints
     log = AuditLog.from_settings(vsettings)
-    log.record("test.event", actor="alice")
+    log.record(AuditEvent.LOGIN_SUCCESS, actor="alice")
     log.engine.dispose()
     assert (db / "audit.sqlite").exists() and vsettings.audit.checkpoint_file.exists()
     opts = next(line.split()[3] for line in open("/proc/self/mounts")
@@ -75,7 +76,7 @@ def test_twice_and_after_a_crash_it_mounts_once(vsettings):
 def test_unmounted_it_refuses_rather_than_write_on_the_shared_disk(vsettings):
     ensure_state_volume(vsettings)
     log = AuditLog.from_settings(vsettings)
-    log.record("test.event", actor="alice")
+    log.record(AuditEvent.LOGIN_SUCCESS, actor="alice")
     log.engine.dispose()
     assert volume_dir(vsettings) in release_state_volume(vsettings)
     assert not os.path.ismount(volume_dir(vsettings))
@@ -86,7 +87,7 @@ def test_unmounted_it_refuses_rather_than_write_on_the_shared_disk(vsettings):
     assert list(volume_dir(vsettings).iterdir()) == []  # nothing created under the mount point
     # mounted again: the records are there
     ensure_state_volume(vsettings)
-    assert [r.event for r in AuditLog.from_settings(vsettings).records()][-1] == "test.event"
+    assert [r.event for r in AuditLog.from_settings(vsettings).records()][-1] == "login.success"
 
 
 def test_a_volume_in_use_stays_mounted(vsettings):

@@ -23,6 +23,7 @@ from ecluse.audit import (
     record_hash,
     record_mac,
 )
+from ecluse.auditevents import AuditEvent
 from ecluse.auditkeys import (
     CHECKPOINT_TAG,
     AuditKeyError,
@@ -434,10 +435,22 @@ def test_unkeyed_log_still_works(legacy, tmp_path):
 
 
 def test_filters(audit):
-    audit.record("spawn.start", actor="alice", project="air-quality")
-    assert [r.event for r in audit.records(user="alice")] == ["spawn.start"]
+    audit.record(AuditEvent.WORKSPACE_START, actor="alice", project="air-quality")
+    assert [r.event for r in audit.records(user="alice")] == ["workspace.start"]
     assert len(audit.records(project="cardio-los")) == 6
-    assert len(audit.records(event="spawn.start")) == 1
+    assert len(audit.records(event="workspace.start")) == 1
+
+
+def test_a_name_that_is_not_an_audit_event_is_refused_and_nothing_written(audit):
+    with pytest.raises(ValueError, match="'spawn.start' is not an audit event: add it to "
+                                         "ecluse.auditevents.AuditEvent"):
+        audit.record("spawn.start", actor="alice")
+    assert len(audit.records()) == 7  # the keyed marker and the six sign-ins
+    # a member and its plain value are the same event, stored as the plain string
+    rec = audit.record(AuditEvent.LOGIN_FAILURE, actor="alice")
+    assert type(rec.event) is str and rec.event == "login.failure"
+    assert audit.record("login.failure", actor="alice").event == "login.failure"
+    assert audit.verify().ok
 
 
 def test_keys_and_checkpoints_default_outside_the_state_dir(make_config):
@@ -511,7 +524,7 @@ def _write_many(root: str, worker: int) -> None:
 
     log = keyed_log(Path(root))
     for i in range(25):
-        log.record("test.event", actor=f"w{worker}", i=i)
+        log.record(AuditEvent.LOGIN_SUCCESS, actor=f"w{worker}", i=i)
 
 
 def test_writers_key_a_log_once_when_starting_together(tmp_path):

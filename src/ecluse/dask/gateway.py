@@ -55,6 +55,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
+from ..auditevents import AuditEvent
 from ..hubservice import service_environment
 from .settings import DaskSettings, dask_settings  # noqa: F401 (re-exported)
 from .sizing import sizing
@@ -332,7 +333,7 @@ class SandboxBackend(DBBackendBase):
             from ..audit import AuditLog
 
             self._audit = AuditLog.from_settings(self.settings)
-        self._audit.record("dask.denied", actor=user.name, project=slug or None,
+        self._audit.record(AuditEvent.DASK_DENIED, actor=user.name, project=slug or None,
                            outcome="denied", reason=reason,
                            token_projects=sorted(_acts_for(user) or []))
 
@@ -435,7 +436,7 @@ class SandboxBackend(DBBackendBase):
                 from ..audit import AuditLog
 
                 self._audit = AuditLog.from_settings(self.settings)
-            self._audit.record("dask.revoked", actor=cluster.username, project=slug,
+            self._audit.record(AuditEvent.DASK_REVOKED, actor=cluster.username, project=slug,
                                outcome="success", cluster=cluster.name, reason=e.reason)
             return False
         return True
