@@ -1,7 +1,7 @@
 """The chaos test in full: five minutes of work against ``ecluse up`` while a driver
 kills one component at random every 20-40 s (issue 18).
 
-It is ``tests/integration/test_supervise.py::test_chaos`` (one minute in
+It is ``tests/stack/test_supervise.py::test_chaos`` (one minute in
 ``make test``) run for ``--seconds`` (default 300); the report line gives the
 kills, the operations done, the failures clients saw by kind and the recovery
 time. Exit 0 when every end check passed (audit log verifies, no request
@@ -32,7 +32,7 @@ def main() -> int:
         env["ECLUSE_CHAOS_SEED"] = str(args.seed)
     return subprocess.call(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-         "tests/integration/test_supervise.py::test_chaos"], cwd=REPO, env=env)
+         "tests/stack/test_supervise.py::test_chaos"], cwd=REPO, env=env)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ what of a file each may see (:data:`FILE_ACCESS`).
 
 The tables here are the single source of truth for the request life cycle;
 :mod:`ecluse.airlock.service` looks every action up in them and
-``tests/airlock/unit/test_rules.py`` checks they are complete.
+``tests/airlock/test_rules.py`` checks they are complete.
 
 Life cycle::
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from ecluse.airlock.rules import EVENTS, TRANSITIONS
 from ecluse.airlock.settings import AirlockSettings
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "airlock.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "airlock.md"
 
 
 def test_transition_table_matches_the_rules():

@@ -26,8 +26,7 @@ from ecluse.config import load_settings
 from ecluse.dev.stack import Stack
 from ecluse.dev.testing import run_in_terminal, write_config
 from ecluse.hub.routefilter import AUDIT_EVENT
-
-from .test_spawner import login, wait_ready
+from tests.hub.test_spawner import login, wait_ready
 
 pytestmark = pytest.mark.root
 
@@ -47,7 +46,7 @@ REFUSED = [
 
 
 class RogueStack(Stack):
-    """The Écluse stack with tests/integration/rogue_hub_config.py as the hub's config."""
+    """The Écluse stack with tests/hub/rogue_hub_config.py as the hub's config."""
 
     def start_hub(self, timeout: float = 60) -> None:
         self.hub = subprocess.Popen(

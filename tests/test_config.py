@@ -10,7 +10,7 @@ import yaml
 from ecluse.cli import main
 from ecluse.config import ConfigError, load_settings, parse_size
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 MINIMAL_LDAP = {
     "uri": "ldap://127.0.0.1:3890",

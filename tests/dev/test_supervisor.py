@@ -2,7 +2,7 @@
 ``ecluse up`` (:mod:`ecluse.dev.supervisor`), the services' mark
 (:mod:`ecluse.hubservice.instances`) and the sweeps of temporary files at start
 (airlock staging, batch run folders). The whole stack is killed and restarted in
-``tests/integration/test_supervise.py``."""
+``tests/stack/test_supervise.py``."""
 
 from __future__ import annotations
 

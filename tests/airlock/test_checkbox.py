@@ -29,8 +29,7 @@ from ecluse.config import LDAPSettings, SandboxSettings, Settings
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
 from ecluse.sdc import DisclosurePolicy
-
-from ..conftest import Files
+from tests.airlock.conftest import Files
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -188,7 +188,7 @@ def test_unjudged_files_need_a_written_reason_to_approve(make_service, kind):
     alice, carol, dan = (service.identity(u, g) for u, g in
                          (("alice", ["cardio-los"]), ("carol", ["output-checkers"]),
                           ("dan", ["output-checkers"])))
-    from ..conftest import png_bytes
+    from tests.airlock.conftest import png_bytes
 
     name, data = {
         "image": ("plot.png", png_bytes()),

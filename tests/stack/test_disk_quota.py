@@ -24,7 +24,7 @@ from ecluse.audit import AuditLog
 from ecluse.auditevents import AuditEvent
 from ecluse.dev.testing import HubClient, run_in_terminal
 from ecluse.sandbox.quota import remove_project_volumes
-from tests.integration.test_spawner import login, sandbox_stack, wait_ready
+from tests.hub.test_spawner import login, sandbox_stack, wait_ready
 from tests.support.mounts import scratch_disk
 
 pytestmark = pytest.mark.root

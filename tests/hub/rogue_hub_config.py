@@ -1,4 +1,4 @@
-"""The hub of tests/integration/test_route_filter.py: Écluse's configuration, except
+"""The hub of tests/hub/test_routefilter_hub.py: Écluse's configuration, except
 that alice's air-quality workspace runs a server of the researcher's own instead of
 the guarded Jupyter server — what a researcher who killed, patched or replaced the
 in-sandbox guard would have. Everything else (sandbox, proxy, route filter) is real.

@@ -5,8 +5,7 @@ from __future__ import annotations
 import yaml
 
 from ecluse.cli import main
-
-from ..hubstack import ECLUSE_YAML, PROJECTS
+from tests.airlock.hubstack import ECLUSE_YAML, PROJECTS
 
 
 def test_migrate_then_list(tmp_path, capsys):

@@ -8,7 +8,7 @@ import re
 import pytest
 import requests
 
-from ..conftest import Files
+from tests.airlock.conftest import Files
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -246,7 +246,7 @@ def test_researcher_submits_and_withdraws_from_the_page(airlock_hub):
 
 def test_checker_never_gets_the_bytes_of_a_block_file_even_after_withdraw(airlock_hub):
     """Attack: an output checker (not a member) GETs .../content of a block file."""
-    from .test_file_access import CANARY_LATE, CANARY_NAME, canary_block
+    from tests.airlock.test_service_file_access import CANARY_LATE, CANARY_NAME, canary_block
 
     alice, carol = airlock_hub.api("alice"), airlock_hub.api("carol")
     rules = carol.get("/rules").json()

@@ -16,8 +16,7 @@ import requests
 from ecluse.audit import AuditLog
 from ecluse.dev.testing import HubClient
 from ecluse.hub.roles import project_scope
-
-from .test_spawner import sandbox_stack, wait_ready
+from tests.hub.test_spawner import sandbox_stack, wait_ready
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 

@@ -48,8 +48,7 @@ def test_the_service_moves_its_database_into_its_folder(tmp_path):
     import yaml
 
     from ecluse.config import load_settings
-
-    from ..hubstack import ECLUSE_YAML, PROJECTS
+    from tests.airlock.hubstack import ECLUSE_YAML, PROJECTS
 
     (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
     cfg = tmp_path / "ecluse.yaml"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import Files
-from ..hubstack import password
-from ..pgserver import TMP_PREFIX
+from tests.airlock.conftest import Files
+from tests.airlock.hubstack import password
+from tests.airlock.pgserver import TMP_PREFIX
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 

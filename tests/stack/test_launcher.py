@@ -12,8 +12,7 @@ import requests
 
 from ecluse.audit import AuditLog
 from ecluse.sandbox.launcher import STARTED_EVENT
-
-from .test_spawner import login, pytestmark, sandbox_stack, wait_ready  # noqa: F401
+from tests.hub.test_spawner import login, pytestmark, sandbox_stack, wait_ready  # noqa: F401
 
 
 def test_a_workspace_starts_through_the_launcher(tmp_path_factory, slapd, ldap_passwords):

@@ -11,7 +11,7 @@ import pytest
 
 from ecluse.auditevents import AuditEvent, reference
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "ecluse"
 DOC = ROOT / "docs" / "reference" / "audit-events.md"
 
