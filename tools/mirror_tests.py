@@ -166,7 +166,16 @@ def remove_empty_packages(root: Path, dry: bool) -> None:
                 git(root, "rm", "-q", str(init))
 
 
-def rewrite_references(root: Path, dry: bool) -> None:
+def sort_imports(root: Path, paths: list[str]) -> None:
+    """Absolute ``tests.*`` imports sort elsewhere than the relative ones they replace."""
+    ruff = root / ".venv" / "bin" / "ruff"
+    files = [str(root / p) for p in paths if p.endswith(".py") and (root / p).exists()]
+    if files:
+        subprocess.run([str(ruff) if ruff.exists() else "ruff", "check", "-q", "--fix",
+                        "--select", "I", *files], check=False)
+
+
+def rewrite_references(root: Path, dry: bool) -> list[str]:
     pairs = []
     for old, new in MOVES.items():
         pairs.append((re.compile(re.escape(old) + r"(?![\w/])"), new))
@@ -174,6 +183,7 @@ def rewrite_references(root: Path, dry: bool) -> None:
                       module(new)))
         # a test node id or path without the tests/ prefix is left alone on purpose
     me = Path(__file__).resolve()
+    changed = []
     for name in git(root, "ls-files").splitlines():
         path = root / name
         if not TEXT.search(name) or not path.is_file() or path.resolve() == me:
@@ -187,8 +197,10 @@ def rewrite_references(root: Path, dry: bool) -> None:
             new = pattern.sub(replacement, new)
         if new != text:
             print(f"references: {name}")
+            changed.append(name)
             if not dry:
                 path.write_text(new)
+    return changed
 
 
 def unplaced(root: Path, names: bool = False) -> list[str]:
@@ -222,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="also list files in a package's folder named for no module")
     args = ap.parse_args(argv)
     root = args.root.resolve()
-    move(root, args.dry_run)
+    moved = move(root, args.dry_run)
     if not args.dry_run:
         remove_empty_packages(root, args.dry_run)
-    rewrite_references(root, args.dry_run)
+    referencing = rewrite_references(root, args.dry_run)
+    if not args.dry_run:
+        sort_imports(root, [*moved.values(), *referencing])
     for line in unplaced(root, args.names):
         print(f"not placed: {line}")
     return 0

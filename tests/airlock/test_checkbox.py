@@ -27,23 +27,11 @@ from ecluse.airlock.checkbox import (
 from ecluse.airlock.settings import AirlockSettings
 from ecluse.config import LDAPSettings, SandboxSettings, Settings
 from ecluse.sandbox.cgroups import Cgroups
-from ecluse.sandbox.local import LocalSandbox
 from ecluse.sdc import DisclosurePolicy
 from tests.airlock.conftest import Files
+from tests.support.sandboxes import LAUNCHED, TrackingLocalSandbox
 
 pytestmark = pytest.mark.timeout(240)
-
-LAUNCHED: list[dict] = []
-
-
-class TrackingLocalSandbox(LocalSandbox):
-    """A real LocalSandbox that records each spec and sandbox it launches."""
-
-    async def launch(self, spec, *, one_shot=False):
-        state = await super().launch(spec, one_shot=one_shot)
-        LAUNCHED.append({"id": state["id"], "spec": spec})
-        return state
-
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Settings:

@@ -42,18 +42,9 @@ from ecluse.dev.testing import write_config
 from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
+from tests.support.sandboxes import CREATED, TrackingLocalSandbox
 
-CREATED: dict[str, int] = {}  # sandbox id -> slot, every sandbox this run launched
 ROOTS: list[str] = []  # folders this run's configs live in (hub stacks, services)
-
-
-class TrackingLocalSandbox(LocalSandbox):
-    """A real LocalSandbox that records the ids it launched (for the leak check)."""
-
-    def _allocate(self, meta: dict[str, Any]) -> int:
-        slot = super()._allocate(meta)
-        CREATED[meta["id"]] = slot
-        return slot
 
 
 def sandbox_gone(sid: str) -> bool:
