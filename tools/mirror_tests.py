@@ -74,7 +74,8 @@ MOVES: dict[str, str] = {
     "tests/airlock/integration/test_token_project.py": "tests/airlock/test_web_token_project.py",
     "tests/airlock/functional/test_browser.py": "tests/airlock/test_web_browser.py",
     "tests/airlock/integration/test_check_sandbox.py": "tests/airlock/test_checkbox.py",
-    "tests/airlock/integration/test_cli.py": "tests/airlock/test_cli.py",
+    "tests/airlock/integration/test_cli.py": "tests/cli/test_airlock.py",
+    "tests/airlock/test_cli.py": "tests/cli/test_airlock.py",
     "tests/airlock/integration/test_file_access.py": "tests/airlock/test_service_file_access.py",
     "tests/airlock/integration/test_layout.py": "tests/airlock/test_service_layout.py",
     "tests/airlock/integration/test_service_permissions.py":
@@ -83,6 +84,15 @@ MOVES: dict[str, str] = {
     "tests/airlock/integration/test_service_rules.py": "tests/airlock/test_service_rules.py",
     # a top-level module's tests
     "tests/sandbox/test_statevolume.py": "tests/test_statevolume.py",
+    # the services' folders: named for the module they test
+    "tests/batch/test_api.py": "tests/batch/test_web.py",
+    "tests/batch/test_queue.py": "tests/batch/test_runner_queue.py",
+    "tests/batch/test_rules.py": "tests/batch/test_runs_rules.py",
+    "tests/batch/test_side_doors.py": "tests/batch/test_service_side_doors.py",
+    "tests/dask/test_host_address.py": "tests/dask/test_front.py",
+    "tests/dask/test_hub.py": "tests/dask/test_gateway_hub.py",
+    "tests/dask/test_workspace.py": "tests/dask/test_sizing_workspace.py",
+    "tests/sandbox/test_hub_docker.py": "tests/sandbox/test_docker_hub.py",
 }
 #: folders of suites that cross modules (named for what they test)
 CROSS = {"functional", "deploy", "stack", "workspace", "support"}
@@ -181,7 +191,11 @@ def rewrite_references(root: Path, dry: bool) -> list[str]:
         pairs.append((re.compile(re.escape(old) + r"(?![\w/])"), new))
         pairs.append((re.compile(r"(?<![\w.])" + re.escape(module(old)) + r"(?![\w])"),
                       module(new)))
-        # a test node id or path without the tests/ prefix is left alone on purpose
+    # `test_x.py::name` in prose: the file's bare name, when no other moved file has it
+    bare = [Path(old).name for old in MOVES]
+    for old, new in MOVES.items():
+        if bare.count(Path(old).name) == 1:
+            pairs.append((re.compile(r"(?<=`)" + re.escape(Path(old).name) + r"(?=[`:])"), new))
     me = Path(__file__).resolve()
     changed = []
     for name in git(root, "ls-files").splitlines():
@@ -221,6 +235,7 @@ def unplaced(root: Path, names: bool = False) -> list[str]:
         stem = path.stem.removeprefix("test_")
         names = {p.stem for p in package.glob("*.py")} | {p.name for p in package.iterdir()
                                                            if p.is_dir()}
+        names |= {n.strip("_") for n in names}
         if not any(stem == n or stem.startswith(n + "_") for n in names):
             out.append(f"{rel}: named for no module of src/ecluse/{'/'.join(rel.parts[:-1])}")
     return out

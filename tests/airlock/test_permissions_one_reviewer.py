@@ -4,7 +4,7 @@ A real slapd entry answering to two login names (``carol`` and ``c.petit``), or
 two entries sharing one uidNumber, is one person: its second review of a
 version is refused (audited), the requester reviews under no name, and a
 request approved by one person twice is never released (issue 14, item 5).
-The hub-side half (one hub name per entry) is ``test_one_person.py``.
+The hub-side half (one hub name per entry) is ``tests/hub/test_auth_one_person.py``.
 """
 
 from __future__ import annotations

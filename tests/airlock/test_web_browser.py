@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,10 @@ import pytest
 from tests.airlock.conftest import Files
 from tests.airlock.hubstack import password
 from tests.airlock.pgserver import TMP_PREFIX
+from tests.support.browser import CHROMIUM, chromium_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +35,8 @@ def chromium() -> Path:
 
 @pytest.fixture
 def browser_page(chromium: Path):
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix=TMP_PREFIX + "chromium-")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(chromium), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(20000)
-            yield page
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    with chromium_page(prefix=TMP_PREFIX, timeout_ms=20000, chromium=chromium) as page:
+        yield page
 
 
 def test_checker_approves_a_failing_table_with_an_override_reason(airlock_hub, browser_page):

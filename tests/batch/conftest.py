@@ -10,7 +10,7 @@ Components (each is the real thing, removed afterwards pass or fail):
   :class:`TrackingLocalSandbox` (a real ``LocalSandbox`` recording every
   sandbox it launches); closed at the end of the test.
 * ``notebook`` — writes small notebooks (``nb(cells, tag_parameters=...)``).
-* ``batch_hub`` (module, in test_api.py) — the stack ``ecluse up`` builds
+* ``batch_hub`` (module, in test_web.py) — the stack ``ecluse up`` builds
   (:class:`hubstack.UpStack`: ``ecluse.dev.stack.Stack`` on the repository's
   config, embedded slapd, hub, proxy, the hub-managed airlock and batch
   services, real sandboxes).

@@ -2,7 +2,7 @@
 
 :class:`RecordingHub` is a :class:`ecluse.hub.reconcile.HubAPI` whose users come
 from the test and whose stop/leave calls are recorded instead of sent. The
-full path through a real hub is ``test_revocation.py``.
+full path through a real hub is ``tests/stack/test_revocation.py``.
 """
 
 from __future__ import annotations

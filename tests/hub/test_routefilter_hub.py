@@ -1,7 +1,7 @@
 """The host-side route filter through the real hub, proxy and sandboxes.
 
 alice's cardio-los workspace runs the guarded Jupyter server; her air-quality
-workspace runs a server of her own on the workspace port (``rogue_hub_config.py``):
+workspace runs a server of her own on the workspace port (``tests/hub/rogue_hub_config.py``):
 what she would have after patching or replacing the in-sandbox guard. The last
 test does it for real: from a terminal, it kills the guarded server and starts
 ``python -m http.server`` on its port. In every case the filter on the host

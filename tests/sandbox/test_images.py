@@ -1,7 +1,7 @@
 """The workspace image, built for real FROM the debootstrap base and run on the tests'
 own engine: non-root, FROM the base, the Écluse extension loaded, nothing installable
 at run time, no build-stage CA left in it. (The export guard needs a hub: it refuses a
-download in tests/sandbox/test_hub_docker.py.)"""
+download in tests/sandbox/test_docker_hub.py.)"""
 
 from __future__ import annotations
 

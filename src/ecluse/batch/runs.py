@@ -1,6 +1,6 @@
 """Runs as data: statuses, allowed transitions, audit events, and the queue table.
 
-Rules are tables (the airlock's pattern); ``tests/batch/test_rules.py`` checks
+Rules are tables (the airlock's pattern); ``tests/batch/test_runs_rules.py`` checks
 they are complete. The queue is one SQL table (SQLite in WAL mode by default,
 any SQLAlchemy URL otherwise); the service is its only writer.
 """

@@ -20,9 +20,8 @@ import requests
 from ecluse.airlock.service import AirlockService
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-
-from .conftest import nb, sandbox_gone
-from .hubstack import UpStack
+from tests.batch.conftest import nb, sandbox_gone
+from tests.batch.hubstack import UpStack
 
 
 @pytest.fixture(scope="module")

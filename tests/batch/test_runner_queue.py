@@ -9,8 +9,7 @@ import pytest
 
 from ecluse.audit import AuditLog
 from ecluse.batch.errors import InvalidInput, InvalidState, NotFound, PermissionDenied
-
-from .conftest import nb, sandbox_gone, wait_final
+from tests.batch.conftest import nb, sandbox_gone, wait_final
 
 SLEEPER = nb("x = 1", "import time\ntime.sleep(600)", "y = 2")
 

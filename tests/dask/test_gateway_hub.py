@@ -24,9 +24,8 @@ from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 from ecluse.dev.ldapserver import free_port
 from ecluse.dev.testing import HubClient, write_config
+from tests.dask.conftest import _projects, wait_port
 from tests.support.stacks import running_stack
-
-from .conftest import _projects, wait_port
 
 pytestmark = pytest.mark.root
 PORT = free_port()  # other test runs may share this host

@@ -29,8 +29,7 @@ from ecluse.batch.errors import PermissionDenied
 from ecluse.batch.service import BatchService
 from ecluse.batch.settings import BatchSettings
 from ecluse.config import load_settings
-
-from .conftest import TrackingLocalSandbox, nb, wait_final
+from tests.batch.conftest import TrackingLocalSandbox, nb, wait_final
 
 STAFF = ("erin", ["staff"])
 ALICE = ("alice", ["cardio-los", "air-quality"])
