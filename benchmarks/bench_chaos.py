@@ -1,7 +1,7 @@
 """The chaos test in full: five minutes of work against ``ecluse up`` while a driver
 kills one component at random every 20-40 s (issue 18).
 
-It is ``tests/integration/test_supervise.py::test_chaos`` (one minute in
+It is ``tests/stack/test_supervise.py::test_chaos`` (one minute in
 ``make test``) run for ``--seconds`` (default 300); the report line gives the
 kills, the operations done, the failures clients saw by kind and the recovery
 time per component (median, max). The workload: sign-ins, a workspace spawned
@@ -43,7 +43,7 @@ def main() -> int:
         env["ECLUSE_CHAOS_REPORT"] = str(Path(args.report).resolve())
     return subprocess.call(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-         f"tests/integration/test_supervise.py::test_chaos[{args.backend}]"], cwd=REPO, env=env)
+         f"tests/stack/test_supervise.py::test_chaos[{args.backend}]"], cwd=REPO, env=env)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from sqlalchemy import (
     text,
 )
 
+from .auditevents import AuditEvent, is_event
 from .auditkeys import (
     AuditKeyError,
     AuditKeys,
@@ -71,10 +72,10 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 #: the record that starts the HMAC chain (first start with an audit key)
-KEYED_EVENT = "audit.keyed"
+KEYED_EVENT = AuditEvent.AUDIT_KEYED
 #: "this name is that person" (``ecluse migrate identities``): records are never
 #: rewritten, queries by actor follow these
-ALIAS_EVENT = "identity.alias_migrated"
+ALIAS_EVENT = AuditEvent.IDENTITY_ALIAS_MIGRATED
 
 metadata = MetaData()
 audit_table = Table(
@@ -312,7 +313,7 @@ class AuditLog:
 
     def record(
         self,
-        event: str,
+        event: AuditEvent | str,
         *,
         actor: str | None,
         project: str | None = None,
@@ -320,7 +321,15 @@ class AuditLog:
         **details: Any,
     ) -> AuditRecord:
         """Append one event and return it. Never silently drops: errors propagate,
-        and a checkpoint that cannot be delivered rolls the record back."""
+        and a checkpoint that cannot be delivered rolls the record back.
+
+        ``event`` is a member of :class:`~ecluse.auditevents.AuditEvent` (or its value);
+        any other name is refused with ValueError, nothing written."""
+        if not is_event(event):
+            raise ValueError(
+                f"{event!r} is not an audit event: add it to ecluse.auditevents.AuditEvent "
+                "and regenerate docs/reference/audit-events.md")
+        event = AuditEvent(event).value
         details = json.loads(json.dumps(details, default=str))
         if self.keys is not None and self._keyed is None:
             raise AuditError("this audit log is not keyed: open it as a writer "

@@ -47,15 +47,16 @@ from .airlock import db
 from .airlock.models import File, HistoryEntry, Request, Review
 from .airlock.rules import State
 from .audit import ALIAS_EVENT, AuditLog, audit_table
+from .auditevents import AuditEvent
 from .directory import DirectoryError, DirectoryUnavailable
 from .people import People, Person, distinct
 from .settings.airlock import airlock_settings
 
 log = logging.getLogger(__name__)
 
-MIGRATION_EVENT = "identity.migration"
+MIGRATION_EVENT = AuditEvent.IDENTITY_MIGRATION
 #: audit events whose actor is whatever was typed at the login form (not a person yet)
-_TYPED_NAMES = ("login.failure", "login.throttled")
+_TYPED_NAMES = (AuditEvent.LOGIN_FAILURE, AuditEvent.LOGIN_THROTTLED)
 
 
 class MigrationError(RuntimeError):

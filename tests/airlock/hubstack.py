@@ -60,7 +60,7 @@ ECLUSE_YAML = {
     },
     # small enough for a test to reach; every other test's uploads stay far below it
     # users sign in from a test double, the directory above is unreachable: reviewers
-    # are told apart by hub name here (tests/integration/test_one_person.py: by person)
+    # are told apart by hub name here (tests/hub/test_auth_one_person.py: by person)
     "airlock": {"staging_quota_bytes": "4M", "reviewers_by": "name"},
 }
 

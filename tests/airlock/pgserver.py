@@ -12,20 +12,15 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from ecluse.dev.ldapserver import free_port
+
 TMP_PREFIX = "ecluse-test-"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_bindir(install: bool = True) -> Path:

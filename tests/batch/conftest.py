@@ -10,7 +10,7 @@ Components (each is the real thing, removed afterwards pass or fail):
   :class:`TrackingLocalSandbox` (a real ``LocalSandbox`` recording every
   sandbox it launches); closed at the end of the test.
 * ``notebook`` — writes small notebooks (``nb(cells, tag_parameters=...)``).
-* ``batch_hub`` (module, in test_api.py) — the stack ``ecluse up`` builds
+* ``batch_hub`` (module, in test_web.py) — the stack ``ecluse up`` builds
   (:class:`hubstack.UpStack`: ``ecluse.dev.stack.Stack`` on the repository's
   config, embedded slapd, hub, proxy, the hub-managed airlock and batch
   services, real sandboxes).
@@ -42,18 +42,9 @@ from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
 from ecluse.settings.batch import BatchSettings
+from tests.support.sandboxes import CREATED, TrackingLocalSandbox
 
-CREATED: dict[str, int] = {}  # sandbox id -> slot, every sandbox this run launched
 ROOTS: list[str] = []  # folders this run's configs live in (hub stacks, services)
-
-
-class TrackingLocalSandbox(LocalSandbox):
-    """A real LocalSandbox that records the ids it launched (for the leak check)."""
-
-    def _allocate(self, meta: dict[str, Any]) -> int:
-        slot = super()._allocate(meta)
-        CREATED[meta["id"]] = slot
-        return slot
 
 
 def sandbox_gone(sid: str) -> bool:

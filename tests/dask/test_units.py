@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dask_gateway_server.backends.db_base import DBBackendBase
+from traitlets.utils.importstring import import_item
 
 from ecluse.config import Project, Quota
 from ecluse.dask.front import DashboardDenied, backend_owner, check_owner, check_path
@@ -81,8 +83,9 @@ def test_gateway_config_uses_dask_subcommands_and_hub_service_name(settings):
     assert c.SandboxClusterConfig.scheduler_cmd[-1] == "scheduler"  # `dask scheduler`
     assert c.SandboxClusterConfig.worker_cmd[-1] == "worker"
     assert c.JupyterHubAuthenticator.jupyterhub_service_name == SERVICE_NAME
-    assert c.DaskGateway.backend_class.endswith("SandboxBackend")
-    assert issubclass(SandboxBackend, object)
+    # the class the gateway will load is ours, a dask-gateway database backend
+    assert import_item(c.DaskGateway.backend_class) is SandboxBackend
+    assert issubclass(SandboxBackend, DBBackendBase)
 
 
 def test_only_the_scheduler_proxy_and_the_api_listener_face_sandboxes(settings):

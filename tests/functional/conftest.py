@@ -12,35 +12,21 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support.browser import CHROMIUM, chromium_page
 from tests.workspace.helpers import workspace_extension, workspace_hub  # noqa: F401
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture
 def browser_page() -> Iterator:
     if not CHROMIUM.exists():
         pytest.fail("Debian chromium is needed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="ecluse-test-chromium-")
     downloads = tempfile.mkdtemp(prefix="ecluse-test-downloads-")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, accept_downloads=True,
-            downloads_path=downloads, viewport={"width": 1400, "height": 900},
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(30000)
+    try:
+        with chromium_page(accept_downloads=True, downloads_path=downloads,
+                           viewport={"width": 1400, "height": 900}) as page:
             yield page
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
-            shutil.rmtree(downloads, ignore_errors=True)
+    finally:
+        shutil.rmtree(downloads, ignore_errors=True)

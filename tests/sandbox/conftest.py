@@ -56,6 +56,7 @@ from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.docker import DockerSandbox
 from ecluse.sandbox.local import LocalSandbox, teardown_host_network
+from tests.support.sandboxes import CREATED, TrackingLocalSandbox
 
 HUB_PORT = 18081
 AIRLOCK_PORT = 18082
@@ -69,7 +70,6 @@ CONTROL_GW = "100.64.213.1"
 SAFETY_TABLE = f"ecluse_test_{os.getpid()}"  # forward safety net of this run
 
 ESCAPES: list[tuple[str, str, bool]] = []  # (test, attempt, blocked)
-CREATED: dict[str, int] = {}  # sandbox id -> slot, for every sandbox this run launched
 
 ALICE = UserIdentity("alice", 5001, 5001)
 BOB = UserIdentity("bob", 5002, 5002)
@@ -78,17 +78,6 @@ CAROL = UserIdentity("carol", 5003, 5003)
 
 def _sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
-
-
-class TrackingLocalSandbox(LocalSandbox):
-    """A real LocalSandbox that records the ids it launched (for the leak check)."""
-
-    python = sys.executable  # the interpreter inside the sandbox
-
-    def _allocate(self, meta):
-        slot = super()._allocate(meta)
-        CREATED[meta["id"]] = slot
-        return slot
 
 
 class TrackingDockerSandbox(DockerSandbox):

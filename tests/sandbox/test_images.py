@@ -1,7 +1,7 @@
 """The workspace and hub images, built for real FROM the debootstrap base and run on the
 tests' own engine. Workspace: non-root, FROM the base, the Écluse extension loaded,
 nothing installable at run time, no build-stage CA left in it. (The export guard needs a
-hub: it refuses a download in tests/sandbox/test_hub_docker.py.) Hub: non-root, FROM the
+hub: it refuses a download in tests/sandbox/test_docker_hub.py.) Hub: non-root, FROM the
 base, JupyterHub, the proxy and Écluse run, its jupyterhub_config.py loads a deployment's
 configuration, no build-stage CA left in it."""
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ecluse.audit import AuditLog
+from ecluse.auditevents import AuditEvent
 from ecluse.config import Settings
 from ecluse.sandbox import sandbox_for
 from ecluse.sandbox.cgroups import Cgroups
@@ -532,6 +533,12 @@ def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_se
     assert rec.details["via"] == "airlock" and rec.details["via_uid"] == AIRLOCK_UID
     assert rec.details["request_id"] == "r-1" and rec.details["via_pid"] > 0
     assert len(refusals(s)) == 6
+    # an airlock-shaped name that is not an audit event
+    [unknown] = ask(s, AIRLOCK_UID, {"op": "audit", "event": "airlock.request.eaten",
+                                     "actor": "alice"})
+    assert unknown == {"ok": False, "refused": True,
+                       "error": "'airlock.request.eaten' is not an audit event"}
+    assert len(audit_records(s, "airlock.")) == 1
     # the chain (HMAC, checkpoints) holds; the JSON Lines copy is the state directory's,
     # shared by this module's tests, so it is not this log's alone
     problems = AuditLog.from_settings(s, writer=False).verify().problems
@@ -576,7 +583,7 @@ def test_the_airlock_service_runs_as_its_own_user_with_the_launcher(launch_setti
     s = launch_settings
     s = s.model_copy(update={"airlock": s.airlock.model_copy(update={"reviewers_by": "name"})})
     audit_db = str(s.audit_database_url).removeprefix("sqlite:///")
-    AuditLog.from_settings(s).record("test.start", actor="root")  # the audit db exists
+    AuditLog.from_settings(s).record(AuditEvent.PLATFORM_COMPONENT_RESTARTED, actor="root")  # the audit db exists
     proc = subprocess.run(
         [*as_user(AIRLOCK_UID), sys.executable, "-I", "-c", AIRLOCK_AS_USER,
          s.model_dump_json(), audit_db,

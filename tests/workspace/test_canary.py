@@ -55,7 +55,7 @@ def test_the_canary_is_planted_and_detectable(planted):
 def test_no_canary_byte_leaves_through_any_file_reading_route(planted, workspace_hub, wall):
     """Through the proxy (host filter, then the in-server guard), and straight to the
     server past the filter: the in-server guard alone (the filter alone:
-    tests/unit/test_routefilter_content.py)."""
+    tests/hub/test_routefilter_content.py)."""
     ws, files = planted
     if wall == "in-server guard alone":
         ws = past_the_filter(workspace_hub, ws)

@@ -7,7 +7,7 @@ Users reach the service with the ``access:services!service=airlock`` scope
 (granted by the hub configuration). The OAuth token the airlock receives for a
 browser session carries only that scope and ``read:users:groups!user``, so the
 identity model includes the user's own groups and nothing else (checked against
-JupyterHub 6 in ``tests/airlock/integration/test_api.py``: the hub adds
+JupyterHub 6 in ``tests/airlock/test_web.py``: the hub adds
 ``read:users:name!user`` and ``read:users:groups!user`` to every token's
 identify scopes, so the groups scope is explicit here for hubs that do not).
 The service's own token may read users' groups, used only when an identity

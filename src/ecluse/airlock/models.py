@@ -2,7 +2,7 @@
 
 The schema is created and upgraded by the Alembic migrations in
 ``ecluse/airlock/migrations`` only (never ``create_all``), so the ORM classes
-and the migrations must agree: ``tests/airlock/unit/test_migrations.py``
+and the migrations must agree: ``tests/airlock/test_migrations.py``
 compares them.
 """
 

@@ -3,7 +3,7 @@ what of a file each may see (:data:`FILE_ACCESS`).
 
 The tables here are the single source of truth for the request life cycle;
 :mod:`ecluse.airlock.service` looks every action up in them and
-``tests/airlock/unit/test_rules.py`` checks they are complete.
+``tests/airlock/test_rules.py`` checks they are complete.
 
 Life cycle::
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
+from ..auditevents import AuditEvent
 
 
 class State(StrEnum):
@@ -78,34 +80,34 @@ R, C, S = Actor.REQUESTER, Actor.CHECKER, Actor.STAFF
 
 #: every allowed state change; anything not listed is refused
 TRANSITIONS: tuple[Transition, ...] = (
-    _t(Action.SUBMIT, State.DRAFT, State.SUBMITTED, {R}, "airlock.request.submitted"),
-    _t(Action.APPROVE, State.SUBMITTED, State.IN_REVIEW, {C}, "airlock.review.approved"),
-    _t(Action.APPROVE, State.IN_REVIEW, State.IN_REVIEW, {C}, "airlock.review.approved"),
-    _t(Action.APPROVE, State.SUBMITTED, State.APPROVED, {C}, "airlock.request.approved"),
-    _t(Action.APPROVE, State.IN_REVIEW, State.APPROVED, {C}, "airlock.request.approved"),
+    _t(Action.SUBMIT, State.DRAFT, State.SUBMITTED, {R}, AuditEvent.AIRLOCK_REQUEST_SUBMITTED),
+    _t(Action.APPROVE, State.SUBMITTED, State.IN_REVIEW, {C}, AuditEvent.AIRLOCK_REVIEW_APPROVED),
+    _t(Action.APPROVE, State.IN_REVIEW, State.IN_REVIEW, {C}, AuditEvent.AIRLOCK_REVIEW_APPROVED),
+    _t(Action.APPROVE, State.SUBMITTED, State.APPROVED, {C}, AuditEvent.AIRLOCK_REQUEST_APPROVED),
+    _t(Action.APPROVE, State.IN_REVIEW, State.APPROVED, {C}, AuditEvent.AIRLOCK_REQUEST_APPROVED),
     _t(
         Action.REQUEST_CHANGES, State.SUBMITTED, State.CHANGES_REQUESTED, {C},
-        "airlock.request.changes_requested",
+        AuditEvent.AIRLOCK_REQUEST_CHANGES_REQUESTED,
     ),
     _t(
         Action.REQUEST_CHANGES, State.IN_REVIEW, State.CHANGES_REQUESTED, {C},
-        "airlock.request.changes_requested",
+        AuditEvent.AIRLOCK_REQUEST_CHANGES_REQUESTED,
     ),
-    _t(Action.REJECT, State.SUBMITTED, State.REJECTED, {C}, "airlock.request.rejected"),
-    _t(Action.REJECT, State.IN_REVIEW, State.REJECTED, {C}, "airlock.request.rejected"),
+    _t(Action.REJECT, State.SUBMITTED, State.REJECTED, {C}, AuditEvent.AIRLOCK_REQUEST_REJECTED),
+    _t(Action.REJECT, State.IN_REVIEW, State.REJECTED, {C}, AuditEvent.AIRLOCK_REQUEST_REJECTED),
     _t(
         Action.RESUBMIT, State.CHANGES_REQUESTED, State.SUBMITTED, {R},
-        "airlock.request.resubmitted",
+        AuditEvent.AIRLOCK_REQUEST_RESUBMITTED,
     ),
-    _t(Action.RELEASE, State.APPROVED, State.RELEASED, {C, S}, "airlock.request.released"),
-    _t(Action.WITHDRAW, State.DRAFT, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
-    _t(Action.WITHDRAW, State.SUBMITTED, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
-    _t(Action.WITHDRAW, State.IN_REVIEW, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
+    _t(Action.RELEASE, State.APPROVED, State.RELEASED, {C, S}, AuditEvent.AIRLOCK_REQUEST_RELEASED),
+    _t(Action.WITHDRAW, State.DRAFT, State.WITHDRAWN, {R, S}, AuditEvent.AIRLOCK_REQUEST_WITHDRAWN),
+    _t(Action.WITHDRAW, State.SUBMITTED, State.WITHDRAWN, {R, S}, AuditEvent.AIRLOCK_REQUEST_WITHDRAWN),
+    _t(Action.WITHDRAW, State.IN_REVIEW, State.WITHDRAWN, {R, S}, AuditEvent.AIRLOCK_REQUEST_WITHDRAWN),
     _t(
         Action.WITHDRAW, State.CHANGES_REQUESTED, State.WITHDRAWN, {R, S},
-        "airlock.request.withdrawn",
+        AuditEvent.AIRLOCK_REQUEST_WITHDRAWN,
     ),
-    _t(Action.WITHDRAW, State.APPROVED, State.WITHDRAWN, {R, S}, "airlock.request.withdrawn"),
+    _t(Action.WITHDRAW, State.APPROVED, State.WITHDRAWN, {R, S}, AuditEvent.AIRLOCK_REQUEST_WITHDRAWN),
 )
 
 #: states a request never leaves
@@ -173,13 +175,13 @@ _REQUESTER_PREVIEW_STATES = frozenset(
 #: and rejected requests show nothing. Anything not listed is refused.
 FILE_ACCESS: tuple[FileAccess, ...] = (
     FileAccess(FileView.CONTENT, frozenset({State.RELEASED}), frozenset({R}), True,
-               "airlock.file.downloaded"),
+               AuditEvent.AIRLOCK_FILE_DOWNLOADED),
     FileAccess(FileView.PREVIEW, REVIEWABLE_STATES, frozenset({C}), False,
-               "airlock.request.viewed"),
+               AuditEvent.AIRLOCK_REQUEST_VIEWED),
     FileAccess(FileView.PREVIEW, _REQUESTER_PREVIEW_STATES, frozenset({R}), False,
-               "airlock.request.viewed"),
+               AuditEvent.AIRLOCK_REQUEST_VIEWED),
     FileAccess(FileView.REPORT, frozenset(State) - PURGEABLE_STATES,
-               frozenset({R, C, S}), False, "airlock.request.viewed"),
+               frozenset({R, C, S}), False, AuditEvent.AIRLOCK_REQUEST_VIEWED),
 )
 
 #: rows shown of a ``block`` file's masked sample (never its content)
@@ -187,15 +189,15 @@ BLOCK_SAMPLE_ROWS = 20
 
 #: audit events emitted outside state changes
 EVENTS: dict[str, str] = {
-    "create": "airlock.request.created",
-    "file_add": "airlock.file.uploaded",
-    "file_remove": "airlock.file.removed",
-    "quota": "airlock.file.quota_exceeded",
-    "view": "airlock.request.viewed",
-    "download": "airlock.file.downloaded",
-    "integrity": "airlock.file.integrity_failure",
-    "purge": "airlock.request.purged",
-    "denied": "airlock.permission_denied",
+    "create": AuditEvent.AIRLOCK_REQUEST_CREATED,
+    "file_add": AuditEvent.AIRLOCK_FILE_UPLOADED,
+    "file_remove": AuditEvent.AIRLOCK_FILE_REMOVED,
+    "quota": AuditEvent.AIRLOCK_FILE_QUOTA_EXCEEDED,
+    "view": AuditEvent.AIRLOCK_REQUEST_VIEWED,
+    "download": AuditEvent.AIRLOCK_FILE_DOWNLOADED,
+    "integrity": AuditEvent.AIRLOCK_FILE_INTEGRITY_FAILURE,
+    "purge": AuditEvent.AIRLOCK_REQUEST_PURGED,
+    "denied": AuditEvent.AIRLOCK_PERMISSION_DENIED,
 }
 
 

@@ -1,6 +1,6 @@
 """Runs as data: statuses, allowed transitions, audit events, and the queue table.
 
-Rules are tables (the airlock's pattern); ``tests/batch/test_rules.py`` checks
+Rules are tables (the airlock's pattern); ``tests/batch/test_runs_rules.py`` checks
 they are complete. The queue is one SQL table (SQLite in WAL mode by default,
 any SQLAlchemy URL otherwise); the service is its only writer.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine
 from sqlalchemy.engine import Engine
 
+from ..auditevents import AuditEvent
 from ..sqlite import sqlite_pragmas
 
 
@@ -43,14 +44,14 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 #: what happened -> audit event name
 EVENTS: dict[str, str] = {
-    "submit": "batch.submit",
-    "start": "batch.start",
-    "finish": "batch.finish",
-    "cancel": "batch.cancel",
-    "export": "batch.export",
-    "share": "batch.share",
-    "read": "batch.read",
-    "denied": "batch.denied",
+    "submit": AuditEvent.BATCH_SUBMIT,
+    "start": AuditEvent.BATCH_START,
+    "finish": AuditEvent.BATCH_FINISH,
+    "cancel": AuditEvent.BATCH_CANCEL,
+    "export": AuditEvent.BATCH_EXPORT,
+    "share": AuditEvent.BATCH_SHARE,
+    "read": AuditEvent.BATCH_READ,
+    "denied": AuditEvent.BATCH_DENIED,
 }
 
 #: final status -> audit outcome of batch.finish

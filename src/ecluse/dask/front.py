@@ -76,10 +76,12 @@ from jupyterhub.services.auth import (
 from tornado import httpclient, web, websocket
 from tornado.httpserver import HTTPServer
 
+from ..auditevents import AuditEvent
+
 log = logging.getLogger("ecluse.dask.front")
 
 #: audit event of refused dashboard requests
-AUDIT_EVENT = "dask.dashboard"
+AUDIT_EVENT = AuditEvent.DASK_DASHBOARD
 
 #: headers never forwarded either way (hop-by-hop, hub credentials, framing)
 REQUEST_DROP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",

@@ -56,6 +56,7 @@ from traitlets.config import Config
 
 from .. import sandbox as sandboxes
 from ..audit import AuditLog
+from ..auditevents import AuditEvent
 from ..config import load_settings
 from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
 from ..directory import NotAMember as NotInDirectory
@@ -325,7 +326,7 @@ class SandboxBackend(DBBackendBase):
     def _record_denied(self, user: Any, slug: str, reason: str) -> None:
         if self._audit is None:
             self._audit = AuditLog.from_settings(self.settings)
-        self._audit.record("dask.denied", actor=user.name, project=slug or None,
+        self._audit.record(AuditEvent.DASK_DENIED, actor=user.name, project=slug or None,
                            outcome="denied", reason=reason,
                            token_projects=sorted(_acts_for(user) or []))
 
@@ -420,7 +421,7 @@ class SandboxBackend(DBBackendBase):
                              cluster.name, cluster.username, slug, e.reason)
             if self._audit is None:
                 self._audit = AuditLog.from_settings(self.settings)
-            self._audit.record("dask.revoked", actor=cluster.username, project=slug,
+            self._audit.record(AuditEvent.DASK_REVOKED, actor=cluster.username, project=slug,
                                outcome="success", cluster=cluster.name, reason=e.reason)
             return False
         return True

@@ -24,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..auditevents import AuditEvent
+
 log = logging.getLogger(__name__)
 
 #: the audit event of a restart
-RESTARTED = "platform.component_restarted"
+RESTARTED = AuditEvent.PLATFORM_COMPONENT_RESTARTED
 
 PR_SET_PDEATHSIG = 1
 

@@ -81,7 +81,7 @@ def write_config(
         },
         "sandbox": {"idle_timeout": 0},
         # users sign in many times a minute: codes of the next steps are accepted
-        # (tests/integration/test_mfa.py checks the default window of 1)
+        # (tests/hub/test_mfa.py checks the default window of 1)
         "mfa": {"valid_window": TEST_TOTP_WINDOW},
         # a gateway per test hub is not needed (tests/dask start their own)
         "dask": {"gateway": False, "proxy_port": free_port()},

@@ -49,6 +49,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Integer, Unicode, default
 
 from ..audit import AuditLog
+from ..auditevents import AuditEvent
 from ..config import Settings, load_settings
 from ..directory import (
     Directory,
@@ -329,27 +330,27 @@ class EcluseAuthenticator(Authenticator):
         if wait > 0:
             # refused here, before the directory sees a password: no lock-out storm
             self.log.warning("sign-in of %r from %s throttled for %.0fs", shown, address, wait)
-            self._record("login.throttled", shown, "denied", address=address,
+            self._record(AuditEvent.LOGIN_THROTTLED, shown, "denied", address=address,
                          retry_after=int(wait + 0.999))
             raise web.HTTPError(429, THROTTLED_MESSAGE.format(wait=int(wait + 0.999)))
         try:
             user = await self._call(self.directory.authenticate, username, password)
         except DirectoryUnavailable as e:
             self.log.error("LDAP sign-in for %r failed: %s", shown, e)
-            self._record("login.failure", shown, "failure", reason=e.reason, detail=str(e))
+            self._record(AuditEvent.LOGIN_FAILURE, shown, "failure", reason=e.reason, detail=str(e))
             raise web.HTTPError(503, UNAVAILABLE_MESSAGE) from None
         except DirectoryError as e:
             level = self.log.info if isinstance(e, InvalidUsername) else self.log.warning
             level("LDAP sign-in refused for %r: %s (%s)", shown, e.reason, e)
             opened = self.throttle.failed(keys)
-            self._record("login.failure", shown, "failure", reason=e.reason, address=address,
+            self._record(AuditEvent.LOGIN_FAILURE, shown, "failure", reason=e.reason, address=address,
                          **({"backoff": int(opened)} if opened else {}))
             return None
         model = self._auth_model(user)
         if model is None:
             self.throttle.succeeded(keys)
             self.log.warning("LDAP user %s is in no Écluse project or role group", username)
-            self._record("login.failure", username, "failure", reason="no-project")
+            self._record(AuditEvent.LOGIN_FAILURE, username, "failure", reason="no-project")
             raise web.HTTPError(403, NO_PROJECT_MESSAGE)
         username = model["name"]
         factor = await self._second_factor(handler, username, model, str(data.get("otp", "")),
@@ -368,7 +369,7 @@ class EcluseAuthenticator(Authenticator):
             if factor.recovery_codes_left is not None:
                 extra["recovery_codes_left"] = factor.recovery_codes_left
         self._record(
-            "login.success", username, "success", groups=model["groups"],
+            AuditEvent.LOGIN_SUCCESS, username, "success", groups=model["groups"],
             uid_number=model["auth_state"]["uid_number"], **extra,
         )
         await self._record_group_change(handler, username, model["groups"])
@@ -396,7 +397,7 @@ class EcluseAuthenticator(Authenticator):
                 await self._start_enrolment(handler, username, model, address)
             self.log.warning("second factor of %s refused: %s", username, e.reason)
             opened = self.throttle.failed(keys)
-            self._record("login.failure", username, "failure", reason=e.reason,
+            self._record(AuditEvent.LOGIN_FAILURE, username, "failure", reason=e.reason,
                          address=address, **({"backoff": int(opened)} if opened else {}))
             return None
 
@@ -417,7 +418,7 @@ class EcluseAuthenticator(Authenticator):
         pending = PendingEnrolment(username, model, address,
                                    now + self.settings.mfa.enrol_timeout)
         self._pending[ticket] = pending
-        self._record("mfa.enrol", username, "started", address=address)
+        self._record(AuditEvent.MFA_ENROL, username, "started", address=address)
 
         await render_enrolment(handler, ticket, pending, self.settings.mfa.issuer)
         raise web.Finish()
@@ -436,7 +437,7 @@ class EcluseAuthenticator(Authenticator):
         keys = self.throttle.keys(pending.username, pending.address)
         wait = self.throttle.wait(keys)
         if wait > 0:
-            self._record("login.throttled", pending.username, "denied",
+            self._record(AuditEvent.LOGIN_THROTTLED, pending.username, "denied",
                          address=pending.address, retry_after=int(wait + 0.999))
             raise web.HTTPError(429, THROTTLED_MESSAGE.format(wait=int(wait + 0.999)))
         try:
@@ -444,19 +445,19 @@ class EcluseAuthenticator(Authenticator):
                                     self.mfa.valid_window)
         except MfaError as e:
             opened = self.throttle.failed(keys)
-            self._record("mfa.enrol", pending.username, "failure", reason=e.reason,
+            self._record(AuditEvent.MFA_ENROL, pending.username, "failure", reason=e.reason,
                          **({"backoff": int(opened)} if opened else {}))
             return None
         self._pending.pop(ticket, None)
         await self._mfa(self.mfa.enrol, pending.username, pending.secret,
                         pending.recovery_codes, counter)
-        self._record("mfa.enrol", pending.username, "success")
+        self._record(AuditEvent.MFA_ENROL, pending.username, "success")
         return await self._signed_in(handler, pending.model, keys, Accepted("totp-enrolment"))
 
     def reset_mfa(self, username: str, by: str) -> bool:
         """Forget ``username``'s second factor (asked by staff member ``by``); audited."""
         removed = self.mfa.reset(username)
-        self._record("mfa.reset", by, "success" if removed else "not-enrolled",
+        self._record(AuditEvent.MFA_RESET, by, "success" if removed else "not-enrolled",
                      user=username)
         return removed
 
@@ -477,11 +478,11 @@ class EcluseAuthenticator(Authenticator):
             return True
         except DirectoryError as e:
             self.log.warning("refresh: %s no longer valid in LDAP: %s", user.name, e)
-            self._record("auth.refresh", user.name, "failure", reason=e.reason)
+            self._record(AuditEvent.AUTH_REFRESH, user.name, "failure", reason=e.reason)
             return False
         model = self._auth_model(found)
         if model is None:
-            self._record("auth.refresh", user.name, "failure", reason="no-project")
+            self._record(AuditEvent.AUTH_REFRESH, user.name, "failure", reason="no-project")
             return False
         await self._record_group_change(handler, user.name, model["groups"], user=user)
         return model
@@ -496,7 +497,7 @@ class EcluseAuthenticator(Authenticator):
             before = sorted(g.name for g in user.groups)
         if sorted(groups) != before:
             self._record(
-                "groups.change", username, "success",
+                AuditEvent.GROUPS_CHANGE, username, "success",
                 added=sorted(set(groups) - set(before)),
                 removed=sorted(set(before) - set(groups)),
             )

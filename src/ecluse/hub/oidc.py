@@ -28,6 +28,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from traitlets import default
 
+from ..auditevents import AuditEvent
 from ..directory import DirectoryError, DirectoryUnavailable
 from .auth import NO_PROJECT_MESSAGE, UNAVAILABLE_MESSAGE, EcluseAuthenticator
 from .requester import server_api_handlers
@@ -159,7 +160,7 @@ class EcluseOIDCAuthenticator(GenericOAuthenticator, EcluseAuthenticator):
             )
         except (jwt.PyJWTError, jwt.PyJWKClientError) as e:
             self.log.warning("oidc: ID token refused: %s", e)
-            self._record("login.failure", None, "failure", reason="bad-id-token", detail=str(e))
+            self._record(AuditEvent.LOGIN_FAILURE, None, "failure", reason="bad-id-token", detail=str(e))
             raise web.HTTPError(403, "The identity provider's answer could not be "
                                      "verified.") from None
 
@@ -167,7 +168,7 @@ class EcluseOIDCAuthenticator(GenericOAuthenticator, EcluseAuthenticator):
         try:
             return super().user_info_to_username(user_info)
         except ValueError:
-            self._record("login.failure", None, "failure", reason="no-username-claim",
+            self._record(AuditEvent.LOGIN_FAILURE, None, "failure", reason="no-username-claim",
                          claim=self.oidc.username_claim)
             raise web.HTTPError(403, f"The identity provider did not give your user name "
                                      f"({self.oidc.username_claim}).") from None
@@ -192,24 +193,24 @@ class EcluseOIDCAuthenticator(GenericOAuthenticator, EcluseAuthenticator):
         if refusal:
             self.log.warning("oidc: sign-in of %s refused: %s (acr=%r, amr=%r)", username,
                              refusal, claims.get("acr"), claims.get("amr"))
-            self._record("login.failure", username, "failure", reason=refusal,
+            self._record(AuditEvent.LOGIN_FAILURE, username, "failure", reason=refusal,
                          acr=claims.get("acr"), amr=claims.get("amr"))
             raise web.HTTPError(403, SECOND_FACTOR_MESSAGE)
         try:
             user = await self._call(self.directory.lookup, username)
         except DirectoryUnavailable as e:
-            self._record("login.failure", username, "failure", reason=e.reason, detail=str(e))
+            self._record(AuditEvent.LOGIN_FAILURE, username, "failure", reason=e.reason, detail=str(e))
             raise web.HTTPError(503, UNAVAILABLE_MESSAGE) from None
         except DirectoryError as e:
-            self._record("login.failure", username, "failure", reason=e.reason)
+            self._record(AuditEvent.LOGIN_FAILURE, username, "failure", reason=e.reason)
             raise web.HTTPError(403, NO_PROJECT_MESSAGE) from None
         model = self._auth_model(user)
         if model is None:
-            self._record("login.failure", username, "failure", reason="no-project")
+            self._record(AuditEvent.LOGIN_FAILURE, username, "failure", reason="no-project")
             raise web.HTTPError(403, NO_PROJECT_MESSAGE)
         model["auth_state"]["oidc"] = {k: claims.get(k) for k in ("iss", "sub", "acr", "amr")}
         model["admin"] = auth_model.get("admin")
-        self._record("login.success", model["name"], "success", groups=model["groups"],
+        self._record(AuditEvent.LOGIN_SUCCESS, model["name"], "success", groups=model["groups"],
                      uid_number=user.uid_number, factor="oidc", acr=claims.get("acr"),
                      amr=claims.get("amr"))
         return model

@@ -36,6 +36,7 @@ from urllib.parse import quote
 import requests
 
 from ..audit import AuditLog
+from ..auditevents import AuditEvent
 from ..config import load_settings
 from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver, projects_of
 
@@ -143,7 +144,7 @@ def reconcile_once(settings: Any, hub: HubAPI, resolver: Any, audit: Any) -> Rou
             if slug in held:
                 hub.leave_group(name, slug)
                 actions.append("group-left")
-            audit.record("membership.revoked", actor=SERVICE_NAME, project=slug,
+            audit.record(AuditEvent.MEMBERSHIP_REVOKED, actor=SERVICE_NAME, project=slug,
                          outcome="success", user=name, actions=actions)
             log.info("%s left project %s: %s", name, slug, ", ".join(actions))
             done.revoked.append({"user": name, "project": slug, "actions": actions})

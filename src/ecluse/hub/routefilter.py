@@ -49,6 +49,7 @@ from urllib.parse import unquote
 from aiohttp import ClientError, ClientSession, ClientTimeout, WSMsgType, web
 
 from ..audit import AuditLog
+from ..auditevents import AuditEvent
 from ..config import load_settings
 from .hubconfig import ENV_CONFIG, ENV_STATE_DIR
 
@@ -56,7 +57,7 @@ log = logging.getLogger("ecluse.hub.routefilter")
 
 ENV_KEY = "ECLUSE_ROUTE_FILTER_KEY"
 ENV_ROUTES = "ECLUSE_WORKSPACE_ROUTES"
-AUDIT_EVENT = "workspace.route_denied"
+AUDIT_EVENT = AuditEvent.WORKSPACE_ROUTE_DENIED
 #: refusals recorded per workspace and minute; the rest are counted in the next record
 AUDIT_BURST = 30
 HEALTH_PATH = "/_ecluse_route_filter/health"

@@ -29,6 +29,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Dict, Integer, List, Unicode, default
 
 from ..audit import AuditLog
+from ..auditevents import AuditEvent
 from ..config import Project, Settings, load_settings
 from ..dask.sizing import DaskSizing, dask_command_prefix, sizing
 from ..directory import (
@@ -205,7 +206,7 @@ class EcluseSpawner(Spawner):
 
     def _audit_denied(self, slug: str, reason: str) -> None:
         self.project_slug = slug
-        self._audit("workspace.denied", outcome="failure", reason=reason)
+        self._audit(AuditEvent.WORKSPACE_DENIED, outcome="failure", reason=reason)
 
     async def _verify_in_directory(self, project: Project) -> dict[str, int]:
         """Ask LDAP again (fail closed). Returns identity numbers."""
@@ -307,12 +308,12 @@ class EcluseSpawner(Spawner):
         try:
             state = await self.backend.start(spec)
         except SandboxError as e:
-            self._audit("workspace.start", outcome="failure", error=str(e))
+            self._audit(AuditEvent.WORKSPACE_START, outcome="failure", error=str(e))
             raise _fail(f"The workspace could not start: {e}", reason="sandbox",
                         log_message=e.log_message) from None
         self.sandbox_state = state
         self._audit(
-            "workspace.start",
+            AuditEvent.WORKSPACE_START,
             server=self.name,
             datasets=[{"name": d.name, "path": str(d.path)} for d in project.datasets],
             sandbox=state.get("id"),
@@ -381,7 +382,7 @@ class EcluseSpawner(Spawner):
             self._reported_exit = True
             self.project_slug = self.project_slug or self.name
             self._audit(
-                "workspace.exit", outcome="failure" if status else "success", status=status,
+                AuditEvent.WORKSPACE_EXIT, outcome="failure" if status else "success", status=status,
                 oom_killed=bool(self.sandbox_state.get("oom_killed")),
             )
         return status
@@ -394,7 +395,7 @@ class EcluseSpawner(Spawner):
         await self.backend.stop(self.sandbox_state, grace=grace)
         # the actor is who asked (staff, the idle culler), not the owner; None: the hub
         who = current_requester()
-        self._audit("workspace.stop", actor=who.name if who else None, owner=self.user.name,
+        self._audit(AuditEvent.WORKSPACE_STOP, actor=who.name if who else None, owner=self.user.name,
                     requested_by=who.kind if who else "hub", sandbox=self.sandbox_state.get("id"))
         self.sandbox_state = {}
 

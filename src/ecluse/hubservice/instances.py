@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..auditevents import AuditEvent
+
 log = logging.getLogger(__name__)
 
 #: environment variable marking a hub-managed service of one deployment (its state folder)
@@ -163,7 +165,7 @@ def stop_my_previous(audit: Any | None = None) -> list[str]:
 
 
 #: the audit event of what a start removed (processes, temporary files)
-LEFTOVERS_EVENT = "platform.leftovers_removed"
+LEFTOVERS_EVENT = AuditEvent.PLATFORM_LEFTOVERS_REMOVED
 
 
 def record_removed(audit: Any | None, component: str, kind: str, removed: list) -> None:

@@ -59,6 +59,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..audit import AuditLog
+from ..auditevents import AuditEvent, is_event
 from ..config import Project, Quota
 from ..settings.airlock import airlock_settings
 from . import backend_class, get_backend
@@ -104,8 +105,8 @@ MOUNTS: dict[str, tuple[str, tuple[re.Pattern[str], ...]] | None] = {
     "dask": None,
 }
 
-REFUSED_EVENT = "sandbox.launch.refused"
-STARTED_EVENT = "sandbox.launch"
+REFUSED_EVENT = AuditEvent.SANDBOX_LAUNCH_REFUSED
+STARTED_EVENT = AuditEvent.SANDBOX_LAUNCH
 MAX_REQUEST_BYTES = 1 << 20
 REQUEST_TIMEOUT = 30.0  # seconds to send one request line
 SANDBOX_ID = r"^s[0-9a-f]{10}$"
@@ -639,6 +640,8 @@ class Launcher:
         rule = AUDIT_EVENTS.get(caller)
         if req.event is None or rule is None or not rule.fullmatch(req.event):
             raise LaunchRefused(f"the {caller} may not record the audit event {req.event!r}")
+        if not is_event(req.event):
+            raise LaunchRefused(f"{req.event!r} is not an audit event")
         details = dict(req.details or {})
         stamped = sorted(set(details) & {*AUDIT_STAMPS, "event", "actor", "project", "outcome"})
         if stamped:

@@ -1,0 +1,214 @@
+"""Disclosure checks and previews run in a one-shot sandbox (issue 14, item 4).
+
+Real sandboxes (``ecluse.sandbox.local``: bubblewrap, a network namespace,
+cgroups), so these tests need root, like ``tests/sandbox`` (CI runs as root);
+without it they fail with a clear message. Every sandbox launched here is
+tracked and checked gone afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ecluse.airlock.checkbox import (
+    CHECK_DIR,
+    CHECK_PROJECT_PREFIX,
+    RESULT_MARK,
+    SandboxChecker,
+)
+from ecluse.config import LDAPSettings, SandboxSettings, Settings
+from ecluse.sandbox.cgroups import Cgroups
+from ecluse.sdc import DisclosurePolicy
+from ecluse.settings.airlock import AirlockSettings
+from tests.airlock.conftest import Files
+from tests.support.sandboxes import LAUNCHED, TrackingLocalSandbox
+
+pytestmark = pytest.mark.timeout(240)
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Settings:
+    if os.geteuid() != 0:
+        pytest.fail("the check sandbox tests need root (bubblewrap, network namespaces, "
+                    "cgroups), like tests/sandbox; CI runs as root", pytrace=False)
+    os.chmod(tmp_path, 0o755)
+    state = tmp_path / "state"
+    (state / "secrets").mkdir(parents=True, mode=0o700)
+    os.chmod(state, 0o755)  # even a traversable state directory must not be reachable
+    secret = state / "secrets" / "cookie_secret"
+    secret.write_text("TOP-SECRET-cookie-0123456789")
+    secret.chmod(0o644)  # even a world-readable secret file
+    (state / "airlock.sqlite").write_text("SQLite format 3 (the airlock database)")
+    ldap = LDAPSettings(uri="ldap://127.0.0.1:3890", base_dn="dc=test", bind_dn="cn=svc,dc=test",
+                        user_search_base="ou=people,dc=test", group_search_base="ou=groups,dc=test")
+    return Settings(state_dir=state, ldap=ldap,
+                    sandbox=SandboxSettings(stop_grace=1.0, subnet="10.213.0.0/16"))
+
+
+@pytest.fixture
+def checker(deployment: Settings, tmp_path: Path):
+    conf = AirlockSettings(check_timeout=60, check_memory="512M")
+    backend = TrackingLocalSandbox(settings=deployment)
+    start = len(LAUNCHED)
+    tmp = tmp_path / "staging" / "tmp"
+    tmp.mkdir(parents=True, mode=0o700)
+    yield SandboxChecker(deployment, conf, backend=backend), tmp
+    projects = Path(deployment.state_dir) / "projects"
+    left = [p.name for p in projects.iterdir()] if projects.exists() else []
+    assert not [n for n in left if n.startswith(CHECK_PROJECT_PREFIX)], left
+    assert list(tmp.iterdir()) == []
+    for launched in LAUNCHED[start:]:
+        sid = launched["id"]
+        assert not Cgroups(sid).exists(), sid
+        assert not Path(f"/run/ecluse/sandboxes/{sid}").exists(), sid
+        assert not Path(f"/run/netns/ecluse-{sid}").exists(), sid
+
+
+def _object(tmp_path: Path, data: bytes) -> Path:
+    obj = tmp_path / "staging" / "objects" / "ab" / "object"
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(tmp_path / "staging", 0o700)
+    obj.write_bytes(data)
+    obj.chmod(0o400)
+    return obj
+
+
+def test_checks_and_previews_run_in_an_unprivileged_sandbox(checker, tmp_path):
+    chk, tmp = checker
+    for name, data, verdict in ((*Files.block, "block"), (*Files.fail, "fail"),
+                                (*Files.ok, "pass"), (*Files.review, "review")):
+        obj = _object(tmp_path, data)
+        out = chk(obj, name, DisclosurePolicy(), tmp, 200)
+        assert out["report"]["verdict"] == verdict, (name, out["report"])
+        spec = LAUNCHED[-1]["spec"]
+        assert spec.user.uid == 64900 and spec.user.gid == 64900
+        assert spec.allowed_ports == [] and spec.project.datasets == []
+        assert spec.project.slug.startswith(CHECK_PROJECT_PREFIX)
+        assert [(m.target, m.read_only) for m in spec.extra_mounts] == [(CHECK_DIR, True)]
+        if verdict == "fail":
+            assert ["F", "41-65", "3"] in out["preview"]["rows"]
+        if verdict == "block":
+            assert len(out["preview"]["rows"]) <= 20 and out["preview"]["masked_columns"]
+            assert "P100000" not in json.dumps(out)
+
+
+PROBE = r"""
+import json, os, socket, sys
+out = {"uid": os.getuid(), "gid": os.getgid()}
+def attempt(key, fn):
+    try:
+        out[key] = ["read", str(fn())[:80]]
+    except Exception as e:
+        out[key] = ["refused", type(e).__name__]
+attempt("secret", lambda: open(SECRET).read())
+attempt("state_dir", lambda: os.listdir(STATE))
+attempt("database", lambda: open(STATE + "/airlock.sqlite").read())
+attempt("staged_object", lambda: open(OBJECT, "rb").read())
+attempt("input_copy", lambda: open("/airlock-check/in/" + NAME).read())
+attempt("write_input", lambda: open("/airlock-check/in/" + NAME, "a").write("x"))
+attempt("data", lambda: os.listdir("/data"))
+def net():
+    s = socket.create_connection(("127.0.0.1", 22), timeout=2)
+    return s
+attempt("loopback_net", net)
+def net2():
+    s = socket.socket(); s.settimeout(2); s.connect(("1.1.1.1", 443)); return s
+attempt("outside_net", net2)
+print(MARK + json.dumps(out), flush=True)
+"""
+
+
+class SecretsProbe(SandboxChecker):
+    """The check sandbox path, running a probe where the reader would run: what an
+    exploited parser could reach."""
+
+    probe = ""
+
+    def job_command(self, job_path: str) -> list[str]:
+        return [sys.executable, "-I", "-c", self.probe]
+
+
+def _probe_code(settings: Settings, obj: Path, name: str) -> str:
+    consts = (f"SECRET = {str(settings.state_dir / 'secrets' / 'cookie_secret')!r}\n"
+              f"STATE = {str(settings.state_dir)!r}\nOBJECT = {str(obj)!r}\n"
+              f"NAME = {name!r}\nMARK = {RESULT_MARK!r}\n")
+    return consts + textwrap.dedent(PROBE)
+
+
+def _payload(stdout: str) -> dict:
+    line = next(x for x in stdout.splitlines() if x.startswith(RESULT_MARK))
+    return json.loads(line[len(RESULT_MARK):])
+
+
+def test_a_checking_process_cannot_read_the_state_directory_secrets(deployment, checker,
+                                                                    tmp_path):
+    chk, tmp = checker
+    name, data = Files.block
+    obj = _object(tmp_path, data)
+    code = _probe_code(deployment, obj, name)
+    # control: the same probe where checks used to run (the service's own processes)
+    # reads everything, so the refusals below are the sandbox's doing
+    staged = tmp_path / "control" / "in"
+    staged.mkdir(parents=True)
+    (staged / name).write_bytes(data)
+    control = subprocess.run([sys.executable, "-I", "-c", code.replace("/airlock-check/in/",
+                                                                        f"{staged}/")],
+                             capture_output=True, text=True, timeout=60)
+    seen = _payload(control.stdout)
+    assert seen["secret"][0] == "read" and "TOP-SECRET" in seen["secret"][1]
+    assert seen["staged_object"][0] == "read" and seen["database"][0] == "read"
+
+    probe = SecretsProbe(deployment, chk.conf, backend=chk.backend)
+    probe.probe = code
+    result = asyncio.run(probe.run(obj, name, DisclosurePolicy(), tmp))
+    assert result.exit_code == 0, result.stderr
+    got = _payload(result.stdout)
+    assert got["uid"] == 64900 and got["gid"] == 64900
+    assert got["input_copy"][0] == "read" and "patient_id" in got["input_copy"][1]
+    for key in ("secret", "state_dir", "database", "staged_object", "write_input",
+                "loopback_net", "outside_net"):
+        assert got[key][0] == "refused", (key, got[key])
+    assert got["data"] == ["read", "[]"]
+    assert "TOP-SECRET" not in result.stdout + result.stderr
+
+
+class SleepingJob(SandboxChecker):
+    """A reader stuck in a loop (a decompression bomb, a pathological regex)."""
+
+    def job_command(self, job_path: str) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+class CrashingJob(SandboxChecker):
+    """A reader that dies (a segfault in a C extension)."""
+
+    def job_command(self, job_path: str) -> list[str]:
+        return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+
+
+class LyingJob(SandboxChecker):
+    """An exploited reader printing a forged ``pass`` after garbage."""
+
+    def job_command(self, job_path: str) -> list[str]:
+        return [sys.executable, "-c", f"print({RESULT_MARK!r} + '{{not json'); exit(0)"]
+
+
+@pytest.mark.parametrize("job,expected", [
+    (SleepingJob, "timed out after 2s"), (CrashingJob, "automatic check failed (exit status"),
+    (LyingJob, "automatic check failed (exit status 0)"),
+])
+def test_a_check_sandbox_that_fails_sends_the_file_to_review(deployment, checker, tmp_path,
+                                                             job, expected):
+    chk, tmp = checker
+    bad = job(deployment, chk.conf.model_copy(update={"check_timeout": 2}), backend=chk.backend)
+    out = bad(_object(tmp_path, Files.ok[1]), Files.ok[0], DisclosurePolicy(), tmp, 200)
+    assert out["report"]["verdict"] == "review"
+    assert expected in out["report"]["findings"][0]["message"]
+    assert out["preview"]["kind"] == "none"

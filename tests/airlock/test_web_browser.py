@@ -1,0 +1,90 @@
+"""A checker signs in through the hub, opens a request, sees the flagged cell, approves.
+
+Headless Debian Chromium driven by Playwright (``/usr/bin/chromium``; installed
+with apt-get when missing and running as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.airlock.conftest import Files
+from tests.airlock.hubstack import password
+from tests.airlock.pgserver import TMP_PREFIX
+from tests.support.browser import CHROMIUM, chromium_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                       stdout=subprocess.DEVNULL)
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser_page(chromium: Path):
+    with chromium_page(prefix=TMP_PREFIX, timeout_ms=20000, chromium=chromium) as page:
+        yield page
+
+
+def test_checker_approves_a_failing_table_with_an_override_reason(airlock_hub, browser_page):
+    alice = airlock_hub.api("alice")
+    rid = alice.post("/requests", json={"project": "cardio-los", "title": "Browser review",
+                                        "justification": "Table 2 of the paper"}).json()["id"]
+    r = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
+                   data=Files.fail[1])
+    assert r.json()["verdict"] == "fail"
+    alice.post(f"/requests/{rid}/submit")
+
+    page = browser_page
+    page.goto(airlock_hub.airlock_url + "/")
+    # not signed in: the airlock sends us to the hub's login form
+    page.wait_for_selector("input[name=username]")
+    page.fill("input[name=username]", "carol")
+    page.fill("input[name=password]", password("carol"))
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(airlock_hub.airlock_url + "/**")
+    if not page.url.rstrip("/").endswith("/services/airlock"):
+        page.goto(airlock_hub.airlock_url + "/")
+    assert page.locator("#queue").is_visible()
+
+    page.click(f"#queue a[href$='/requests/{rid}']")
+    page.wait_for_selector(".preview-table")
+    flagged = page.locator("td.flagged")
+    assert flagged.count() == 1
+    assert flagged.first.inner_text() == "3"
+    bg = flagged.first.evaluate("el => getComputedStyle(el).backgroundColor")
+    plain = page.locator(".preview-table tbody td:not(.flagged):not(.rownum)").first.evaluate(
+        "el => getComputedStyle(el).backgroundColor")
+    assert bg != plain  # the flagged cell is highlighted by the service's own stylesheet
+    assert page.locator(".verdict-fail").first.is_visible()
+
+    # approving without a reason is refused with the precise message
+    page.click("#approve")
+    page.wait_for_selector(".error .message")
+    assert "override reason" in page.inner_text(".error .message")
+    page.go_back()
+    page.reload()
+    page.fill("textarea[name='override:counts_small.csv']", "Same figure as the published "
+              "annual report")
+    page.fill("#comment", "Fine once the override is recorded")
+    page.click("#approve")
+    page.wait_for_selector(".flash")
+    assert "recorded: approve" in page.inner_text(".flash")
+    assert page.inner_text("#state") == "in review"
+    req = airlock_hub.api("dan").get(f"/requests/{rid}").json()
+    assert req["approvals"] == 1
+    assert req["reviews"][0]["overrides"] == {
+        "counts_small.csv": "Same figure as the published annual report"}
