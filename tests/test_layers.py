@@ -26,7 +26,6 @@ DEFERRED_PACKAGES = {
 #: modules not brought in line yet, and why (issue 16 item 2 is open for them)
 PENDING = {
     "ecluse.sdc": "import cycles between carriers, other and readers, to untangle",
-    "ecluse.dev.stack": "being changed on the docker branch; its imports follow the merge",
 }
 
 

@@ -32,6 +32,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..airlock.hub import service_user_cannot_run
 from ..settings.airlock import airlock_settings
 from ..settings.batch import batch_settings
@@ -146,8 +148,6 @@ def launcher_settings(settings: Any, name: str, group: str) -> None:
 def write_stack_config(settings: Any, gid: int) -> Path:
     """``settings`` as a complete settings file in the state directory (root:``gid``,
     0640), now their ``config_file``: what the hub, its services and the launcher load."""
-    import yaml
-
     path = Path(settings.state_dir) / STACK_CONFIG
     data = json.loads(settings.model_dump_json())
     tmp = path.with_name(path.name + ".tmp")

@@ -15,22 +15,36 @@ that copy are removed when the stack stops.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO
 
+import yaml
+
 from ..audit import AuditLog
-from ..config import Settings
+from ..config import Settings, _read_yaml
 from ..hub.hubconfig import ENV_CLEANUP, ENV_CONFIG, ENV_PORT, ENV_STATE_DIR
+from ..hub.mfa import TotpStore
 from ..hubservice import instances
+from ..sandbox import backend_class, get_backend
+from ..sandbox.engine import Dockerd
+from ..sandbox.images import workspace_image
+from ..sandbox.launcher import LauncherProcess
+from ..sandbox.quota import state_disk_warning
 from ..secrets import ensure_secrets
+from ..statevolume import ensure_state_volume, release_state_volume
+from .airlockuser import run_airlock_as
+from .demo import read_demo_users, seed_demo_data
 from .ldapserver import EmbeddedSlapd
 from .supervisor import Supervised, die_with_parent
 
@@ -106,14 +120,10 @@ class Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)
         ensure_secrets(self.state_dir)
-        from ..statevolume import ensure_state_volume
-
         ensure_state_volume(self.settings)
         # create the audit tables once, up front (and let go of the files: the volume
         # is unmounted when the stack stops)
         AuditLog.from_settings(self.settings).engine.dispose()
-        from ..sandbox.quota import state_disk_warning
-
         warning = state_disk_warning(self.settings)
         if warning:
             log.warning("%s", warning)
@@ -122,8 +132,6 @@ class Stack:
         """The airlock as its own system user (:mod:`ecluse.dev.airlockuser`), as root;
         after :meth:`start_sandbox_backend`, whose settings the stack's file then holds."""
         if self.airlock_user and os.geteuid() == 0:
-            from .airlockuser import run_airlock_as
-
             if run_airlock_as(self.settings, self.airlock_user) and self._config_copy:
                 # the stack's settings file (the airlock may read it) replaces the copy
                 self._config_copy.unlink(missing_ok=True)
@@ -148,8 +156,6 @@ class Stack:
         if self.seed_demo:
             self.demo_passwords = self.slapd.seed_demo(self.demo_users_file)
             self.enrol_demo_users()
-            from .demo import seed_demo_data
-
             seed_demo_data(self.settings)
 
     def enrol_demo_users(self) -> None:
@@ -159,9 +165,6 @@ class Stack:
         each user gets a secret, written beside the password. A user already
         enrolled (in the hub, or reset and enrolled again) keeps their factor.
         """
-        from ..hub.mfa import TotpStore
-        from .demo import read_demo_users
-
         users = read_demo_users(self.demo_users_file, migrate=True)
         store = TotpStore.from_settings(self.settings)
         for name, entry in users.items():
@@ -249,13 +252,11 @@ class Stack:
 
         Running sandboxes are left alone: the hub re-adopts them.
         """
-        if self.settings.hub.spawner != "ecluse" or self.settings.sandbox.backend != "local":
-            return
-        import asyncio
-
-        from ..sandbox import get_backend
-
-        removed = asyncio.run(get_backend(self.settings).cleanup_orphans())
+        if self.settings.hub.spawner != "ecluse" or \
+                not backend_class(self.settings.sandbox.backend).on_host:
+            return  # sandboxes elsewhere (a cluster) are that platform's to sweep
+        backend = get_backend(self.settings)
+        removed = asyncio.run(backend.cleanup_orphans())
         if removed:
             log.warning("removed %d dead sandbox(es): %s", len(removed), ", ".join(removed))
 
@@ -269,17 +270,10 @@ class Stack:
                                             {"sandbox.backend": "local"})
         if self._sandbox != "docker":
             return  # a configured docker backend: its engine and image as configured
-        import contextlib
-
-        import docker
-
-        from ..sandbox.engine import Dockerd
-        from ..sandbox.images import workspace_image
+        import docker  # deferred: the docker SDK, only for sandbox="docker"
 
         url = self.settings.sandbox.docker_url
         if url is None:
-            import tempfile
-
             root = Path(tempfile.mkdtemp(prefix="ecluse-docker-"))
             self.progress(f"starting a Docker engine of our own in {root}")
             self.engine = Dockerd(root)
@@ -313,8 +307,6 @@ class Stack:
             log.warning("sandbox.launcher_socket is set but this is not root: no sandbox "
                         "launcher started (start `ecluse sandbox launcher` as root)")
             return
-        from ..sandbox.launcher import LauncherProcess
-
         self.launcher = LauncherProcess(
             self.settings, log_file=self.hub_log,
             preexec_fn=die_with_parent() if self.die_with_parent else None)
@@ -376,8 +368,6 @@ class Stack:
                 self.slapd.stop()
                 self.slapd = None
             self.stop_sandbox_backend()
-            from ..statevolume import release_state_volume
-
             release_state_volume(self.settings)  # one in use by another stack stays
 
     def __enter__(self) -> Stack:
@@ -398,10 +388,6 @@ RESOLVED_PATHS = ("state_dir", "projects_file", "ldap.ca_file", "ldap.bind_passw
 def config_copy(settings: Settings, path: Path, overrides: dict[str, object]) -> Path:
     """A copy of ``settings.config_file`` at ``path`` with ``overrides`` (dotted keys), its
     relative paths made absolute (as loaded), so that it reads the same from anywhere."""
-    import yaml
-
-    from ..config import _read_yaml
-
     data = _read_yaml(settings.config_file) or {}
 
     def put(key: str, value: object, *, only_if_set: bool = False) -> None:
