@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ecluse.config import load_settings
 from ecluse.hub.spawner import EcluseSpawner
 from ecluse.hub.workspace import server_config
 
@@ -46,8 +47,11 @@ def test_launcher_runs_singleuser_without_the_iri_grammar(workspace_extension):
     assert res == {"exit": 0, "grammar": False, "server": True, "invalid_refused": True}
 
 
-def test_spawner_starts_workspaces_with_the_launcher(workspace_extension):
-    cmd = EcluseSpawner(settings=object()).workspace_cmd
+def test_spawner_starts_workspaces_with_the_launcher(workspace_extension, tmp_path):
+    # the embedded stack's settings: the local backend runs this host's environment
+    settings = load_settings(Path(__file__).parents[2] / "config" / "ecluse.yaml",
+                             state_dir=tmp_path)
+    cmd = EcluseSpawner(settings=settings).workspace_cmd
     assert Path(cmd[0]).name == "ecluse-singleuser"
     assert os.access(cmd[0], os.X_OK), f"{cmd[0]} missing: run extensions/build.sh"
     # the script is the installed entry point of the workspace extension

@@ -51,6 +51,8 @@ from .supervisor import Supervised, die_with_parent
 log = logging.getLogger(__name__)
 
 HUB_CONFIG = Path(__file__).parent.parent / "hub" / "jupyterhub_config.py"
+#: seconds the stop waits for what still uses the state volume before leaving it mounted
+STOP_WAIT = 30.0
 
 
 class StackError(RuntimeError):
@@ -232,12 +234,24 @@ class Stack:
                                  "hub process", [f"pid {pid}"])
         return pid
 
+    def _hub_log_tail(self, lines: int = 30) -> str:
+        """The end of the hub's log file (when it has one), to say why it stopped."""
+        name = getattr(self.hub_log, "name", None)
+        if not isinstance(name, str) or not os.path.isfile(name):
+            return ""
+        with contextlib.suppress(OSError):
+            self.hub_log.flush()
+        with open(name, "rb") as f:
+            tail = f.read()[-16384:].decode(errors="replace").splitlines()[-lines:]
+        return "; its log ends:\n" + "\n".join(tail)
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         url = f"{self.url}/hub/api/"
         while time.monotonic() < deadline:
             if self.hub and self.hub.poll() is not None:
-                raise StackError(f"JupyterHub exited with status {self.hub.returncode}")
+                raise StackError(f"JupyterHub exited with status {self.hub.returncode}"
+                                 f"{self._hub_log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
@@ -368,7 +382,9 @@ class Stack:
                 self.slapd.stop()
                 self.slapd = None
             self.stop_sandbox_backend()
-            release_state_volume(self.settings)  # one in use by another stack stays
+            # the stopped hub's services and sandboxes may take a while to exit on a
+            # loaded host; one in use by another stack stays mounted
+            release_state_volume(self.settings, wait=STOP_WAIT)
 
     def __enter__(self) -> Stack:
         self.start()
