@@ -130,6 +130,8 @@ class IdentityMigration:
         self.settings = settings
         self.people = people or People(settings)
         self._audit = audit
+        #: the audit log is ours to close (opened here, not given)
+        self._own_audit = audit is None
         self.actor = actor
 
     @property
@@ -137,6 +139,13 @@ class IdentityMigration:
         if self._audit is None:
             self._audit = AuditLog.from_settings(self.settings)
         return self._audit
+
+    def close(self) -> None:
+        """Let go of the audit database when this migration opened it (a connection
+        left open keeps the state volume busy: ``ecluse up`` could not unmount it)."""
+        if self._own_audit and self._audit is not None:
+            self._audit.engine.dispose()
+            self._audit = None
 
     # ------------------------------------------------------------ resolving
 
@@ -216,7 +225,6 @@ class IdentityMigration:
         """Migrate (or, with ``dry_run``, say what would be migrated)."""
         report = MigrationReport(dry_run=dry_run)
         if dry_run and self._audit is None:  # a reader: creates no key, writes nothing
-
             self._audit = AuditLog.from_settings(self.settings, writer=False)
         hub = self._hub_engine()
         airlock_url = self._airlock_url()
@@ -246,6 +254,7 @@ class IdentityMigration:
             for engine in (hub, airlock):
                 if engine is not None:
                     engine.dispose()
+            self.close()
         return report
 
     def _apply(self, report: MigrationReport, people: dict[str, Person],

@@ -230,8 +230,11 @@ class Stack:
             return None
         log.warning("stopping the hub left running at pid %s on %s", pid, self.state_dir)
         instances.stop([instances.Instance(pid, "hub", instances.cmdline(pid))], grace=None)
-        instances.record_removed(AuditLog.from_settings(self.settings), "ecluse-up",
-                                 "hub process", [f"pid {pid}"])
+        audit = AuditLog.from_settings(self.settings)
+        try:
+            instances.record_removed(audit, "ecluse-up", "hub process", [f"pid {pid}"])
+        finally:
+            audit.engine.dispose()  # an open connection keeps the state volume busy
         return pid
 
     def _hub_log_tail(self, lines: int = 30) -> str:
