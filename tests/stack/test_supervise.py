@@ -339,6 +339,7 @@ def up_sandbox_option() -> bool:
 
 
 
+@pytest.mark.chaos
 @pytest.mark.timeout(int(CHAOS_SECONDS) + 2100)  # start (an image build), checks, stop
 @pytest.mark.parametrize("up_stack", [
     {"backend": "local", "gateway": True},
