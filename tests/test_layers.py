@@ -4,7 +4,9 @@
   imports no service package;
 * a function imports one of the project's own modules only when the import is
   deferred on purpose, marked by a ``# deferred: <why>`` comment on the import
-  or on the line above it.
+  or on the line above it;
+* each module of ``ecluse.sdc`` imports only the modules listed above it in the
+  package's map (its docstring), so its imports run one way, without cycles.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ast
 from pathlib import Path
 
 import ecluse
+import ecluse.sdc
 
 SRC = Path(ecluse.__file__).parent
 SERVICES = ("airlock", "batch", "dask", "hub", "hubservice", "sandbox", "cli", "dev")
@@ -24,9 +27,7 @@ DEFERRED_PACKAGES = {
     "ecluse.cli",
 }
 #: modules not brought in line yet, and why (issue 16 item 2 is open for them)
-PENDING = {
-    "ecluse.sdc": "import cycles between carriers, other and readers, to untangle",
-}
+PENDING: dict[str, str] = {}
 
 
 def _module(path: Path) -> str:
@@ -98,3 +99,56 @@ def test_the_scan_sees_an_unmarked_import(tmp_path):
     (node,) = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert _own(node, "ecluse.hub.spawner", False) == "ecluse.audit"
     assert _own(node, "ecluse.hub", True) == "ecluse.audit" != None
+
+
+def _sdc_layers(doc: str) -> list[str]:
+    """The modules of the map in ``ecluse.sdc``'s docstring, bottom first."""
+    block = doc.split("listed above it", 1)[1].split("::", 1)[1]
+    names = []
+    for line in block.splitlines()[1:]:
+        if not line.strip():
+            if names:
+                break
+            continue
+        names.append(line.split()[0])
+    return names
+
+
+def _sdc_imports(path: Path, module: str) -> set[str]:
+    """The ``ecluse.sdc`` modules a module of it imports (anywhere in the file)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        target = _own(node, module, path.name == "__init__.py")
+        if target and target.startswith("ecluse.sdc."):
+            out.add(target.split(".")[2])
+        elif target == "ecluse.sdc" and isinstance(node, ast.ImportFrom):
+            out.update(a.name for a in node.names)  # from . import check
+    return out
+
+
+def _layer_breaks(order: list[str], imports: dict[str, set[str]]) -> list[str]:
+    rank = {name: k for k, name in enumerate(order)}
+    breaks = [f"{m} is not in the map of ecluse.sdc" for m in imports if m not in rank]
+    for m, targets in sorted(imports.items()):
+        for t in sorted(targets):
+            if m in rank and rank.get(t, len(order)) >= rank[m]:
+                breaks.append(f"ecluse.sdc.{m} imports {t}, listed below it (or not listed)")
+    return breaks
+
+
+def test_sdc_modules_import_only_those_listed_above_them():
+    order = _sdc_layers(ecluse.sdc.__doc__)
+    imports = {path.stem: _sdc_imports(path, f"ecluse.sdc.{path.stem}")
+               for path in sorted((SRC / "sdc").glob("*.py")) if path.name != "__init__.py"}
+    assert sorted(order) == sorted(imports), "the map lists exactly the modules of ecluse.sdc"
+    assert not _layer_breaks(order, imports), "\n".join(_layer_breaks(order, imports))
+
+
+def test_the_sdc_map_sees_an_import_upwards():
+    """The rule above can fail: a reader importing the module that dispatches to it is found."""
+    order = ["report", "carriers", "readers", "check"]
+    assert _layer_breaks(order, {"readers": {"carriers"}, "check": {"readers"}}) == []
+    assert _layer_breaks(order, {"carriers": {"check"}}) == [
+        "ecluse.sdc.carriers imports check, listed below it (or not listed)"]
+    assert _layer_breaks(order, {"carriers": {"carriers"}}) != []
+    assert _layer_breaks(order, {"new": {"report"}}) == ["new is not in the map of ecluse.sdc"]

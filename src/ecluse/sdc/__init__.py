@@ -9,6 +9,30 @@ Every file a researcher asks to take out of a project is read and judged::
 
 See ``docs/output-checking.md`` for the rules and :mod:`ecluse.sdc.rules` for
 their table.
+
+The modules, each importing only modules listed above it (``tests/test_layers.py``
+checks it)::
+
+    report        findings, verdicts, file reports
+    policy        the disclosure-control policy
+    rules         the rules, as data
+    detect        what a column is, from its name and values
+    sniff         a file's format, from its content
+    table         a table to judge, from a frame or a raw grid
+    analyze       judge one table
+    differencing  small cells recovered by subtracting tables
+    contributors  dominance, with the contributors in a supporting file
+    acro          ACRO's results.json, read and written
+    carriers      the checking context (Ctx); values carried outside the tables
+    workbook      the parts of an Excel workbook beyond its cells
+    archive       zip and gzip members
+    readers       CSV, Parquet, Arrow, Excel, JSON, JSON Lines, HTML
+    other         free text, notebooks, netCDF / Zarr
+    check         the entry points: each file sniffed and read by its reader
+    suppress      suggested fixes for a failing count table
+
+A value that decodes to a file is checked like one handed in: the context
+carries ``check``'s dispatcher down to :mod:`~ecluse.sdc.carriers`.
 """
 
 from importlib import import_module

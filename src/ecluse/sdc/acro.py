@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import datetime
 import json
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -220,9 +222,6 @@ def to_acro(report: Report, *, version: str | None = None,
     number and the column its header, as in Écluse's own findings. Every finding,
     whatever its rule, is also a line of ``comments``. File names are relative to
     ``root`` (the folder of the results file) when under it, else bare names."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
     if version is None:
         try:
             version = f"ecluse-{dist_version('ecluse')}"

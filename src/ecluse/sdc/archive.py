@@ -14,17 +14,12 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from .readers import Ctx
-from .report import FileReport
+from .carriers import CheckFn, Ctx, _check_member, judge_value
 from .rules import finding
 
 CHUNK = 1024 * 1024
-
-#: check one extracted member: (path, ctx with depth+1 and base) -> (format, findings)
-CheckFn = Callable[[Path, Ctx], str]
 
 
 class _Limit(Exception):
@@ -64,8 +59,6 @@ def read_zip(path: Path, ctx: Ctx, check: CheckFn) -> None:
                             f"{pol.archive_max_total_bytes}", **ctx.base))
             return
         # the archive's comment and its members' comments and extra fields carry data too
-        from .carriers import judge_value
-
         if zf.comment:
             judge_value(zf.comment, ctx, "zip comment")
         for i in infos:
@@ -126,16 +119,6 @@ def _member_name(ctx: Ctx, name: str) -> str:
     clean = str(PurePosixPath(name))
     parent = ctx.base.get("member")
     return f"{parent}!{clean}" if parent else clean
-
-
-def _check_member(dest: Path, ctx: Ctx, check: CheckFn, member: str) -> None:
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth + 1, base={**ctx.base, "member": member})
-    fmt = check(dest, sub)
-    ctx.findings.extend(sub.findings)
-    ctx.judged += sub.judged
-    ctx.details.setdefault("member_reports", []).append(
-        {"member": member, "format": fmt,
-         "verdict": str(FileReport.verdict_of(sub.findings))})
 
 
 def read_gzip(path: Path, ctx: Ctx, check: CheckFn) -> None:

@@ -16,6 +16,12 @@ Every such value goes through :func:`judge_value`:
 Images and PDFs stay ``review``; :func:`judge_image_text` reads the text they
 carry (PNG text chunks, SVG text, the PDF text layer) and judges the tables
 laid out in it, so text that reads as records blocks.
+
+Every reader writes into a :class:`Ctx`, defined here because judging a table
+decodes its cells with :func:`judge_value`. A value that decodes to a file is
+checked like one handed in, by the context's ``check`` (the dispatcher of
+:mod:`ecluse.sdc.check`, which the context carries so that this module needs
+none of the readers above it).
 """
 
 from __future__ import annotations
@@ -28,14 +34,35 @@ import json
 import re
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .readers import Ctx
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+
+from .analyze import Profile, analyze_table
+from .detect import text_identifiers, text_residual_df
+from .differencing import extract
+from .policy import DisclosurePolicy
+from .report import FileReport, Finding, format_location
 from .rules import finding
 from .sniff import sniff_delimiter
-from .table import grid_to_table, split_tables
+from .table import (
+    Table,
+    _plain_dtype,
+    from_frame,
+    grid_to_table,
+    parse_numbers,
+    split_tables,
+)
+from .table import _strings as _column_strings
+
+#: check one file (or a part extracted from one) into a context; returns its format
+#: name (:func:`ecluse.sdc.check._dispatch`)
+CheckFn = Callable[[Path, "Ctx"], str]
 
 #: characters of one embedded value read at most
 MAX_VALUE_CHARS = 16 * 1024 * 1024
@@ -52,6 +79,135 @@ _B64_RE = re.compile(r"^[A-Za-z0-9+/_\-\r\n]+={0,2}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
 
 
+@dataclass
+class Ctx:
+    """What a reader needs and produces while checking one file."""
+
+    policy: DisclosurePolicy
+    #: checks a file found inside this one (an archive member, a decoded value)
+    check: CheckFn
+    depth: int = 0
+    base: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    judged: int = 0  # tables / arrays actually judged
+    #: the count tables judged, for differencing (:mod:`ecluse.sdc.differencing`)
+    count_tables: list[Any] = field(default_factory=list)
+
+    def add(self, *fs: Finding) -> None:
+        self.findings.extend(fs)
+
+    def sub(self, base: dict[str, Any], depth: int | None = None) -> Ctx:
+        """A context for a part of this file, at ``base`` (the caller merges its findings)."""
+        return Ctx(policy=self.policy, check=self.check,
+                   depth=self.depth if depth is None else depth, base=base)
+
+    def judge(self, t: Table, decode_cells: bool = True, whole: bool = True) -> Profile:
+        t.base = {**self.base, **t.base}
+        fs, prof = analyze_table(t, self.policy)
+        self.findings.extend(fs)
+        self.judged += 1
+        if whole and not prof.blocked:
+            ct = extract(t, prof.label_cols, prof.count_cols, format_location(t.base))
+            if ct is not None:
+                self.count_tables.append(ct)
+        if not prof.blocked and _transposed_records(t, self.policy, self.findings):
+            prof.blocked = True
+        if decode_cells and not prof.blocked:
+            _judge_cells(t, self)
+        return prof
+
+
+#: tables wider than this are not judged
+MAX_COLUMNS = 5000
+#: cells of one table decoded (JSON, base64, bytes), at most
+MAX_DECODED_CELLS = 200
+
+
+def _judge_cells(t: Table, ctx: Ctx) -> None:
+    """Cells that hold JSON, base64 or bytes (a file per cell) are decoded and judged."""
+    done = 0
+    for j in range(t.body.shape[1]):
+        col = t.body[j]
+        if _plain_dtype(col):
+            continue
+        lengths = pc.fill_null(pc.utf8_length(_column_strings(col)), 0).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(lengths >= MIN_DECODE_CHARS):
+            v = col.iat[int(i)]
+            if isinstance(v, bytes | bytearray | dict | list):
+                pass
+            elif not (isinstance(v, str) and (v.lstrip()[:1] in ("{", "[") or "\n" in v.strip()
+                                              or looks_base64(v.strip()))):
+                continue
+            if done >= MAX_DECODED_CELLS:
+                ctx.add(finding("unjudgeable-format", f"more than {MAX_DECODED_CELLS} cells hold "
+                                "encoded values: the rest is not decoded", **t.base))
+                return
+            done += 1
+            sub = ctx.sub({**t.base})
+            judge_value(v, sub, f"cell {t.names[j][:40]!r} row {t.rownums[int(i)]}",
+                        free_text=False)
+            ctx.findings.extend(sub.findings)
+
+
+def _transposed_records(t: Table, policy: DisclosurePolicy, out: list[Finding]) -> bool:
+    """Judge a wide table column by column: records laid out as columns (``df.T``)
+    are row-level like records laid out as rows. Only row-level findings of the
+    turned table count (its other findings are the table's own, read the other way)."""
+    n, m = t.body.shape
+    if m < policy.row_level_min_rows or m <= n or n == 0 or n > MAX_COLUMNS:
+        return False
+    first = parse_numbers(t.body[0], t.decimal_comma)
+    named_rows = first.notna().mean() < 0.5  # the first column names the fields
+    if named_rows:
+        header = [t.names[0]] + [_cell(v) for v in t.body[0]]
+        cols = range(1, m)
+    else:
+        header = [""] + [f"row {r}" for r in t.rownums]
+        cols = range(m)
+    # the header of the wide table, as written (before names were made unique)
+    heads = [" / ".join(p for p in t.levels[j] if p) if j < len(t.levels) else t.names[j]
+             for j in range(m)]
+    if all(not h for h in heads[1:]):  # no header row: the columns had no names
+        header = header[1:]
+        grid = [header] + [[_cell(v) for v in t.body[j]] for j in cols]
+    else:
+        grid = [header] + [[heads[j]] + [_cell(v) for v in t.body[j]] for j in cols]
+    turned = grid_to_table(grid, base={**t.base}, decimal_comma=t.decimal_comma)
+    if turned is None or len(turned.body) < policy.row_level_min_rows:
+        return False
+    fs, _ = analyze_table(turned, policy)
+    blocks = [f for f in fs if f.severity == "block"]
+    if not blocks:
+        return False
+    out.append(finding("transposed-records", f"{m} columns over {n} rows, read column by column: "
+                       f"{blocks[0].message}", **t.base))
+    return True
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None or (isinstance(v, float) and v != v) else v
+
+
+def text_checks(text: str, ctx: Ctx, **where: Any) -> None:
+    """Identifiers and regression degrees of freedom quoted in free text."""
+    loc = {**ctx.base, **where}
+    ids = text_identifiers(text)
+    if ids:
+        what = ", ".join(f"{n} {label}" for label, n in ids.items())
+        ctx.add(finding("identifier-value", f"text quotes identifier-shaped values: {what}", **loc))
+    for df in text_residual_df(text):
+        if df < ctx.policy.min_residual_df:
+            ctx.add(finding("low-residual-df", f"regression printout with {df} residual degrees "
+                            f"of freedom (minimum {ctx.policy.min_residual_df})", **loc))
+    m = re.search(r"\[([\d,]+) rows x (\d+) columns\]", text)
+    if m:
+        rows = int(m.group(1).replace(",", ""))
+        if rows > ctx.policy.max_rows_aggregate:
+            ctx.add(finding("row-level", f"printed data frame of {rows} rows: more rows than an "
+                            f"aggregate may have ({ctx.policy.max_rows_aggregate})", **loc))
+
+
 def looks_base64(s: str) -> bool:
     """Long enough, only base64 characters (line breaks allowed), not a hex digest."""
     return (len(s) >= MIN_DECODE_CHARS and bool(_B64_RE.match(s)) and not _HEX_RE.match(s)
@@ -66,15 +222,13 @@ def _where(ctx: Ctx, what: str) -> dict[str, Any]:
 def judge_value(value: Any, ctx: Ctx, what: str, *, depth: int = 0,
                 free_text: bool = True) -> None:
     """Judge one embedded value (text, bytes or parsed JSON) found at ``what``."""
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base=_where(ctx, what))
+    sub = ctx.sub(_where(ctx, what))
     _judge(value, sub, depth, free_text)
     ctx.findings.extend(sub.findings)
     ctx.judged += sub.judged
 
 
 def _judge(value: Any, ctx: Ctx, depth: int, free_text: bool) -> None:
-    from .other import text_checks
-
     if depth > MAX_VALUE_DEPTH:
         ctx.add(finding("unjudgeable-format", "value nested too deeply to decode", **ctx.base))
         return
@@ -141,9 +295,6 @@ def _b64(s: str) -> bytes | None:
 
 def check_bytes(data: bytes, ctx: Ctx, depth: int = 0) -> None:
     """Check decoded bytes as a file of their own (sniffed by content)."""
-    from .archive import _check_member
-    from .check import _dispatch
-
     if ctx.depth >= ctx.policy.archive_max_depth:
         ctx.add(finding("archive-limit", "embedded file nested too deep to open", **ctx.base))
         return
@@ -154,10 +305,20 @@ def check_bytes(data: bytes, ctx: Ctx, depth: int = 0) -> None:
     with tempfile.TemporaryDirectory(prefix="ecluse-value-") as tmp:
         dest = Path(tmp) / "value"
         dest.write_bytes(data)
-        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base=dict(ctx.base))
-        _check_member(dest, sub, _dispatch, "decoded value")
+        sub = ctx.sub(dict(ctx.base))
+        _check_member(dest, sub, ctx.check, "decoded value")
         ctx.findings.extend(sub.findings)
         ctx.judged += sub.judged
+
+
+def _check_member(dest: Path, ctx: Ctx, check: CheckFn, member: str) -> None:
+    sub = ctx.sub({**ctx.base, "member": member}, depth=ctx.depth + 1)
+    fmt = check(dest, sub)
+    ctx.findings.extend(sub.findings)
+    ctx.judged += sub.judged
+    ctx.details.setdefault("member_reports", []).append(
+        {"member": member, "format": fmt,
+         "verdict": str(FileReport.verdict_of(sub.findings))})
 
 
 #: JSON nested deeper than this is not walked (and not passed)
@@ -183,13 +344,84 @@ def _strings(doc: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str | N
             yield from _strings(v, f"{path}[{i}]", depth + 1)
 
 
+def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd.DataFrame]]:
+    if depth > 32:
+        return
+    if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
+        yield where, pd.json_normalize(doc, max_level=1)
+        return
+    if isinstance(doc, list) and doc and all(isinstance(r, list) for r in doc):
+        width = max(len(r) for r in doc)
+        if width and all(not isinstance(c, dict | list) for r in doc for c in r):
+            yield where, pd.DataFrame([r + [None] * (width - len(r)) for r in doc])
+            return
+    if isinstance(doc, dict):
+        counts = _json_numbers(doc)
+        if counts is not None:
+            yield where, counts
+            return
+        if "columns" in doc and "data" in doc and isinstance(doc["data"], list):
+            try:
+                yield where, pd.DataFrame(doc["data"], columns=doc["columns"],
+                                          index=doc.get("index"))
+                return
+            except (ValueError, TypeError):
+                pass
+        if "schema" in doc and "data" in doc and isinstance(doc["data"], list):
+            yield where, pd.json_normalize(doc["data"], max_level=1)
+            return
+        vals = list(doc.values())
+        if vals and all(isinstance(v, list) for v in vals) and len({len(v) for v in vals}) == 1 \
+                and all(not isinstance(c, dict | list) for v in vals for c in v):
+            yield where, pd.DataFrame(doc)
+            return
+        if len(vals) >= 1 and all(isinstance(v, dict) for v in vals) and all(
+                not isinstance(c, dict | list) for v in vals for c in v.values()) and len(vals) > 1:
+            if all(str(k).lstrip("-").isdigit() for k in doc):  # pandas orient="index"
+                yield where, pd.DataFrame.from_dict(doc, orient="index").reset_index(
+                    names="index")
+            else:  # pandas orient="columns": its row keys are categories
+                yield where, pd.DataFrame(doc).reset_index(names="category")
+            return
+        for k, v in doc.items():
+            yield from _json_tables(v, f"{where}.{k}", depth + 1)
+    elif isinstance(doc, list):
+        for k, v in enumerate(doc):
+            yield from _json_tables(v, f"{where}[{k}]", depth + 1)
+
+
+#: deepest nesting of a JSON document of numbers read as one long table
+MAX_JSON_LEVELS = 6
+
+
+def _json_numbers(doc: dict) -> pd.DataFrame | None:
+    """A dict of numbers keyed by category (``value_counts().to_json()``), or nested
+    dicts of them all at the same depth other than two (``{"F": {"<50": {"N": 12}}}``),
+    as a long table: one label column per level, then ``value``. Depth two is a
+    crosstab and stays wide; anything else is ``None``."""
+    rows: list[list[Any]] = []
+
+    def walk(d: Any, path: list[str]) -> bool:
+        if isinstance(d, dict):
+            if not d or len(path) >= MAX_JSON_LEVELS:
+                return False
+            return all(walk(v, [*path, str(k)]) for k, v in d.items())
+        if isinstance(d, int | float) and not isinstance(d, bool):
+            rows.append([*path, d])
+            return True
+        return False
+
+    if not walk(doc, []) or len({len(r) for r in rows}) != 1 or len(rows[0]) == 3:
+        return None
+    levels = len(rows[0]) - 1
+    names = ["category"] if levels == 1 else [f"category {k + 1}" for k in range(levels)]
+    return pd.DataFrame(rows, columns=[*names, "value"])
+
+
 def judge_json(doc: Any, ctx: Ctx, depth: int = 0, free_text: bool = True) -> int:
     """Judge the tables of a parsed JSON value and decode its long strings.
 
     Returns the number of tables judged."""
-    from .readers import _json_tables
-    from .table import from_frame
-
     found = 0
     for where, frame in _json_tables(doc, "$"):
         base = dict(ctx.base)
@@ -234,7 +466,7 @@ def judge_json_strings(doc: Any, ctx: Ctx, depth: int = 0, free_text: bool = Tru
             ctx.add(finding("unjudgeable-format", f"more than {MAX_STRINGS} long strings: the "
                             "rest is not decoded", **ctx.base))
             break
-        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "table": path})
+        sub = ctx.sub({**ctx.base, "table": path})
         _judge(s, sub, depth + 1, free_text=False)
         ctx.findings.extend(sub.findings)
         ctx.judged += sub.judged
@@ -351,7 +583,7 @@ def _inflate(data: bytes, limit: int = MAX_VALUE_CHARS) -> bytes:
 def svg_text(data: bytes) -> str:
     """Text of an SVG image, one line per row of text elements (grouped by their
     ``y``, ordered by ``x``), then titles, descriptions, metadata and comments."""
-    from lxml import etree
+    from lxml import etree  # deferred: lxml, only for SVG images
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False,
                              load_dtd=False)
@@ -404,7 +636,7 @@ def _coord(v: str | None) -> float | None:
 
 def pdf_text(path: Path, max_pages: int = 500) -> tuple[str, int]:
     """The text layer of a PDF (columns kept apart by runs of spaces) and its page count."""
-    from pypdf import PdfReader
+    from pypdf import PdfReader  # deferred: pypdf, only for PDF files
 
     reader = PdfReader(str(path))
     pages = []
@@ -420,8 +652,6 @@ def pdf_text(path: Path, max_pages: int = 500) -> tuple[str, int]:
 
 def judge_image_text(path: Path, kind: str, ctx: Ctx) -> None:
     """Judge the text an image or a PDF carries; the file itself stays ``review``."""
-    from .other import text_checks
-
     if kind == "PNG image":
         with open(path, "rb") as fh:
             data = fh.read(256 * 1024 * 1024)
@@ -438,7 +668,7 @@ def judge_image_text(path: Path, kind: str, ctx: Ctx) -> None:
 def _image_text(text: str, ctx: Ctx, what: str, text_checks: Any) -> None:
     if not text.strip():
         return
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base=_where(ctx, what))
+    sub = ctx.sub(_where(ctx, what))
     text_checks(text, sub)
     s = text.strip()
     if s[0] in "{[" or looks_base64(s):

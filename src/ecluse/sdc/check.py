@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,13 +18,12 @@ import pandas as pd
 
 from .acro import attach, judge_results_file
 from .archive import read_gzip, read_zip
-from .carriers import judge_image_text
+from .carriers import Ctx, judge_image_text
 from .contributors import judge_supporting_contributors
 from .differencing import difference_reports
 from .other import read_notebook, read_text, read_xarray
 from .policy import DisclosurePolicy
 from .readers import (
-    Ctx,
     read_arrow,
     read_csv,
     read_excel,
@@ -58,7 +58,7 @@ def check_file(path: str | os.PathLike[str], policy: DisclosurePolicy | None = N
 
     policy = policy or DisclosurePolicy()
     p = Path(path)
-    ctx = Ctx(policy=policy)
+    ctx = Ctx(policy=policy, check=_dispatch)
     fmt = _dispatch(p, ctx)
     name = display_name or str(path)
     _keep_count_tables(ctx, name)
@@ -85,7 +85,7 @@ def check_frame(df: pd.DataFrame, policy: DisclosurePolicy | None = None, *,
     it would be after ``to_csv``.
     """
     policy = policy or DisclosurePolicy()
-    ctx = Ctx(policy=policy)
+    ctx = Ctx(policy=policy, check=_dispatch)
     try:
         ctx.judge(from_frame(df))
     except Exception as e:  # noqa: BLE001 - fail closed
@@ -204,8 +204,6 @@ def _read_without_nuls(path: Path, ctx: Ctx) -> None:
 
     The file keeps its ``review`` (its bytes are not what they claim), but rows
     in it are judged, so row-level data blocks."""
-    import tempfile
-
     if path.stat().st_size > MAX_NUL_CLEAN_BYTES:
         return
     with tempfile.TemporaryDirectory(prefix="ecluse-nul-") as tmp:
@@ -213,7 +211,7 @@ def _read_without_nuls(path: Path, ctx: Ctx) -> None:
         with open(path, "rb") as src, open(clean, "wb") as dst:
             while chunk := src.read(4 * 1024 * 1024):
                 dst.write(chunk.replace(b"\x00", b""))
-        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "part": "text without its NUL bytes"})
+        sub = ctx.sub({**ctx.base, "part": "text without its NUL bytes"})
         if sniff(clean).format == "binary":
             return
         _dispatch(clean, sub)

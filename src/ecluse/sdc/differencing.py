@@ -43,6 +43,7 @@ from .detect import is_total_label, normalise
 from .policy import DisclosurePolicy
 from .report import FileReport, Finding
 from .rules import finding
+from .table import parse_numbers
 
 #: a table with more cells than this is not kept for differencing
 MAX_CELLS = 5000
@@ -108,8 +109,6 @@ def _label(value: Any) -> str | None:
 def extract(t: Any, label_cols: Sequence[int], count_cols: Sequence[int],
             source: str = "") -> CountTable | None:
     """The count table of an analysed :class:`~ecluse.sdc.table.Table` (or ``None``)."""
-    from .table import parse_numbers
-
     if not label_cols or not count_cols:
         return None
     n = len(t.body)

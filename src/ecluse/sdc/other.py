@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,26 @@ import numpy as np
 import pandas as pd
 
 from .analyze import MAX_LOCATIONS
-from .detect import ENTITY, ENTITY_PLURAL, name_kind, text_identifiers, text_residual_df, tokens
-from .readers import Ctx, html_tables
+from .carriers import (
+    Ctx,
+    _b64,
+    _runs,
+    check_bytes,
+    judge_image_text,
+    judge_json,
+    judge_text_tables,
+    judge_value,
+    text_checks,
+)
+from .detect import (
+    ENTITY,
+    ENTITY_PLURAL,
+    name_kind,
+    text_residual_df,
+    tokens,
+    value_identifier_kind,
+)
+from .readers import _html_outside_tables, html_tables
 from .rules import finding
 from .table import from_frame, grid_to_table
 
@@ -28,25 +48,6 @@ _PERSON_DIMS = (ENTITY | ENTITY_PLURAL) - {"deaths", "deces", "events", "eveneme
 # ----------------------------------------------------------------- text
 
 
-def text_checks(text: str, ctx: Ctx, **where: Any) -> None:
-    """Identifiers and regression degrees of freedom quoted in free text."""
-    loc = {**ctx.base, **where}
-    ids = text_identifiers(text)
-    if ids:
-        what = ", ".join(f"{n} {label}" for label, n in ids.items())
-        ctx.add(finding("identifier-value", f"text quotes identifier-shaped values: {what}", **loc))
-    for df in text_residual_df(text):
-        if df < ctx.policy.min_residual_df:
-            ctx.add(finding("low-residual-df", f"regression printout with {df} residual degrees "
-                            f"of freedom (minimum {ctx.policy.min_residual_df})", **loc))
-    m = re.search(r"\[([\d,]+) rows x (\d+) columns\]", text)
-    if m:
-        rows = int(m.group(1).replace(",", ""))
-        if rows > ctx.policy.max_rows_aggregate:
-            ctx.add(finding("row-level", f"printed data frame of {rows} rows: more rows than an "
-                            f"aggregate may have ({ctx.policy.max_rows_aggregate})", **loc))
-
-
 def read_text(path: Path, encoding: str, ctx: Ctx, detail: str = "plain text") -> None:
     size = path.stat().st_size
     enc = encoding if encoding in ("utf-8", "utf-8-sig", "cp1252", "latin-1", "utf-16") else "utf-8"
@@ -59,7 +60,7 @@ def read_text(path: Path, encoding: str, ctx: Ctx, detail: str = "plain text") -
                 break
             scanned += len(chunk)
             text = carry + chunk
-            sub = Ctx(policy=ctx.policy, base=ctx.base)
+            sub = ctx.sub(ctx.base)
             text_checks(text, sub)
             for f in sub.findings:
                 if not any(g.rule == f.rule for g in ctx.findings):
@@ -91,8 +92,6 @@ _TEXT_MIMES = {"text/plain", "text/html", "text/markdown", "text/latex", "applic
 
 
 def read_notebook(path: Path, ctx: Ctx) -> None:
-    from .carriers import check_bytes, judge_value
-
     with open(path, "rb") as fh:
         nb = json.load(fh)
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
@@ -113,7 +112,7 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
             continue
         ctype = cell.get("cell_type")
         src = _src(cell.get("source"))
-        cell_ctx = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "cell_index": k})
+        cell_ctx = ctx.sub({**ctx.base, "cell_index": k})
         if ctype == "markdown" and re.search(r"\d", src):
             n_text += 1
             text_checks(src, ctx, cell_index=k)
@@ -134,8 +133,7 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
         if isinstance(atts, dict):
             for name, bundle in atts.items():
                 for mime, value in (bundle.items() if isinstance(bundle, dict) else [("", bundle)]):
-                    sub = Ctx(policy=ctx.policy, depth=ctx.depth,
-                              base={**cell_ctx.base, "part": f"attachment {name!s:.60} ({mime})"})
+                    sub = ctx.sub({**cell_ctx.base, "part": f"attachment {name!s:.60} ({mime})"})
                     data = _attachment_bytes(mime, value)
                     if data is None:
                         judge_value(value, sub, "value")
@@ -150,7 +148,7 @@ def read_notebook(path: Path, ctx: Ctx) -> None:
                 continue
             n_out += 1
             where = {"cell_index": k, "output": o}
-            out_ctx = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where})
+            out_ctx = ctx.sub({**ctx.base, **where})
             if out.get("metadata"):
                 judge_value(out["metadata"], out_ctx, "output metadata")
             extra = {key: v for key, v in out.items() if key not in _OUTPUT_KEYS}
@@ -239,10 +237,6 @@ def _code_literals(src: str, ctx: Ctx) -> None:
     """Data written into code: string literals (CSV, JSON, base64) and long literal
     lists or dicts of records. Row-level findings count; a literal table of
     ``MIN_LITERAL_ITEMS`` items or more goes to review; the rest is code."""
-    import ast
-
-    from .carriers import judge_json, judge_value
-
     try:
         tree = ast.parse(src)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
@@ -252,7 +246,7 @@ def _code_literals(src: str, ctx: Ctx) -> None:
             tree = ast.parse("\n".join(lines))
         except (SyntaxError, ValueError, MemoryError, RecursionError):
             return
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "part": "code literal"})
+    sub = ctx.sub({**ctx.base, "part": "code literal"})
     skip: set[int] = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -280,8 +274,7 @@ def _code_literals(src: str, ctx: Ctx) -> None:
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
             if isinstance(value, dict):
                 value = {str(k): list(v) if isinstance(v, tuple) else v for k, v in value.items()}
-            tmp = Ctx(policy=ctx.policy, depth=ctx.depth,
-                      base={**sub.base, "part": f"code literal line {node.lineno}"})
+            tmp = ctx.sub({**sub.base, "part": f"code literal line {node.lineno}"})
             if judge_json(value, tmp, 0, free_text=False):
                 # a literal table: numbers alone (colours, bands) are not taken for records,
                 # but a person looks at any table written into code
@@ -295,8 +288,6 @@ def _code_literals(src: str, ctx: Ctx) -> None:
 
 
 def _attachment_bytes(mime: str, value: Any) -> bytes | None:
-    from .carriers import _b64
-
     if isinstance(value, list):
         value = "".join(str(v) for v in value)
     if not isinstance(value, str):
@@ -309,56 +300,19 @@ def _attachment_bytes(mime: str, value: Any) -> bytes | None:
 
 def _printed_tables(text: str, ctx: Ctx, where: dict[str, Any]) -> None:
     """Tables printed as text (``print(df)``): records there block."""
-    from .carriers import judge_text_tables
-
     if text.count("\n") < 2:
         return
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where,
-                                                        "part": "printed table"})
+    sub = ctx.sub({**ctx.base, **where, "part": "printed table"})
     judge_text_tables(text, sub)
     # the text itself is reviewed anyway; what counts here is records or identifiers
     ctx.findings.extend(f for f in sub.findings if f.severity in ("block", "fail"))
-
-
-def _html_outside_tables(html: str, ctx: Ctx, where: dict[str, Any]) -> None:
-    """Text, scripts and comments of an HTML output outside its tables."""
-    import lxml.html
-
-    from .carriers import judge_value
-
-    try:
-        doc = lxml.html.fromstring(html)
-    except Exception:  # noqa: BLE001 - not HTML: judged as text
-        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where})
-        judge_value(html, sub, "HTML output", free_text=False)
-        ctx.findings.extend(sub.findings)
-        return
-    parts = []
-    for el in list(doc.iter()):
-        if not isinstance(el.tag, str):  # comments, processing instructions
-            if el.text and el.text.strip():
-                parts.append(el.text)
-    for el in list(doc.iter("script")):
-        if el.text and el.text.strip():
-            parts.append(el.text)
-    for t in list(doc.iter("table", "script", "style")):
-        t.drop_tree()
-    parts.append(doc.text_content())
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where})
-    for part in parts:
-        if part.strip():
-            judge_value(part.strip(), sub, "HTML output outside its tables", free_text=False)
-    ctx.findings.extend(sub.findings)
-    ctx.judged += sub.judged
 
 
 def _other_output(mime: str, value: Any, ctx: Ctx, where: dict[str, Any],
                   others: set[str]) -> int:
     """Judge one output of a MIME type other than text/plain and text/html; returns 1
     when it is text a person must read."""
-    from .carriers import _b64, judge_image_text, judge_json, judge_text_tables, judge_value
-
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, **where, "part": mime[:80]})
+    sub = ctx.sub({**ctx.base, **where, "part": mime[:80]})
     text = _src(value) if isinstance(value, str | list) and not (
         isinstance(value, list) and any(not isinstance(v, str) for v in value)) else None
     is_text = 0
@@ -368,8 +322,6 @@ def _other_output(mime: str, value: Any, ctx: Ctx, where: dict[str, Any],
                     "application/pdf": "pdf"}.get(mime)
             data = text.encode() if mime == "image/svg+xml" else _b64(text)
             if kind and data:
-                import tempfile
-
                 with tempfile.TemporaryDirectory(prefix="ecluse-out-") as tmp:
                     p = Path(tmp) / "image"
                     p.write_bytes(data)
@@ -386,8 +338,6 @@ def _other_output(mime: str, value: Any, ctx: Ctx, where: dict[str, Any],
         text_checks(text, sub)
         rows = _latex_rows(text)
         if rows:
-            from .carriers import _runs
-
             for blk in _runs(rows, 1):
                 t = grid_to_table(blk, base=dict(sub.base))
                 if t is not None and len(t.body):
@@ -438,12 +388,12 @@ def _latex_rows(text: str) -> list[list[str]]:
 
 
 def read_xarray(path: Path, fmt: str, detail: str, ctx: Ctx) -> None:
-    import xarray as xr
+    import xarray as xr  # deferred: xarray, only for netCDF and Zarr
 
     if fmt == "zarr" and path.is_dir():
         ds = xr.open_zarr(str(path), consolidated=None, chunks=None)
     elif fmt == "zarr":
-        import zarr
+        import zarr  # deferred: zarr, only for zipped Zarr stores
 
         ds = xr.open_zarr(zarr.storage.ZipStore(str(path), mode="r"), consolidated=None,
                           chunks=None)
@@ -464,8 +414,6 @@ def _person_dim(dim: str) -> bool:
 
 
 def _check_dataset(ds: Any, ctx: Ctx) -> None:
-    from .carriers import judge_value
-
     pol = ctx.policy
     # attributes of the dataset and of each variable: tables, base64 files and
     # identifiers hidden there are judged (ordinary text such as "history" is not)
@@ -493,7 +441,6 @@ def _check_dataset(ds: Any, ctx: Ctx) -> None:
         if dim in ds.coords:
             vals = ds.coords[dim].values
             if vals.dtype.kind in "OUSi" and vals.size:
-                from .detect import value_identifier_kind
                 kind = value_identifier_kind(vals.ravel()[:2000].tolist())
                 if kind:
                     ctx.add(finding("identifier-value", f"coordinate {dim!r} holds {kind}s",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .analyze import MAX_LOCATIONS, Profile, analyze_table
-from .policy import DisclosurePolicy
-from .report import Finding, format_location
+from .analyze import MAX_LOCATIONS, Profile
+from .carriers import MAX_COLUMNS, Ctx, _json_tables, judge_json_strings, judge_value
+from .report import Finding
 from .rules import finding
 from .sniff import Sniffed
 from .table import (
@@ -37,6 +37,7 @@ from .table import (
     parse_numbers,
     split_tables,
 )
+from .workbook import read_workbook_parts
 
 #: files up to this size are read whole
 SMALL_BYTES = 4 * 1024 * 1024
@@ -46,116 +47,8 @@ HEAD_BYTES = 1024 * 1024
 HEAD_ROWS = 20_000
 #: JSON documents larger than this are not parsed
 MAX_JSON_BYTES = 256 * 1024 * 1024
-#: tables wider than this are not judged
-MAX_COLUMNS = 5000
 #: rows of one Excel sheet read (more rows are counted only)
 MAX_SHEET_ROWS = 200_000
-
-
-@dataclass
-class Ctx:
-    """What a reader needs and produces while checking one file."""
-
-    policy: DisclosurePolicy
-    depth: int = 0
-    base: dict[str, Any] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-    judged: int = 0  # tables / arrays actually judged
-    #: the count tables judged, for differencing (:mod:`ecluse.sdc.differencing`)
-    count_tables: list[Any] = field(default_factory=list)
-
-    def add(self, *fs: Finding) -> None:
-        self.findings.extend(fs)
-
-    def judge(self, t: Table, decode_cells: bool = True, whole: bool = True) -> Profile:
-        t.base = {**self.base, **t.base}
-        fs, prof = analyze_table(t, self.policy)
-        self.findings.extend(fs)
-        self.judged += 1
-        if whole and not prof.blocked:
-            from .differencing import extract
-
-            ct = extract(t, prof.label_cols, prof.count_cols, format_location(t.base))
-            if ct is not None:
-                self.count_tables.append(ct)
-        if not prof.blocked and _transposed_records(t, self.policy, self.findings):
-            prof.blocked = True
-        if decode_cells and not prof.blocked:
-            _judge_cells(t, self)
-        return prof
-
-
-#: cells of one table decoded (JSON, base64, bytes), at most
-MAX_DECODED_CELLS = 200
-
-
-def _judge_cells(t: Table, ctx: Ctx) -> None:
-    """Cells that hold JSON, base64 or bytes (a file per cell) are decoded and judged."""
-    from .carriers import MIN_DECODE_CHARS, judge_value, looks_base64
-    from .table import _plain_dtype, _strings
-
-    done = 0
-    for j in range(t.body.shape[1]):
-        col = t.body[j]
-        if _plain_dtype(col):
-            continue
-        lengths = pc.fill_null(pc.utf8_length(_strings(col)), 0).to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(lengths >= MIN_DECODE_CHARS):
-            v = col.iat[int(i)]
-            if isinstance(v, bytes | bytearray | dict | list):
-                pass
-            elif not (isinstance(v, str) and (v.lstrip()[:1] in ("{", "[") or "\n" in v.strip()
-                                              or looks_base64(v.strip()))):
-                continue
-            if done >= MAX_DECODED_CELLS:
-                ctx.add(finding("unjudgeable-format", f"more than {MAX_DECODED_CELLS} cells hold "
-                                "encoded values: the rest is not decoded", **t.base))
-                return
-            done += 1
-            sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**t.base})
-            judge_value(v, sub, f"cell {t.names[j][:40]!r} row {t.rownums[int(i)]}",
-                        free_text=False)
-            ctx.findings.extend(sub.findings)
-
-
-def _transposed_records(t: Table, policy: DisclosurePolicy, out: list[Finding]) -> bool:
-    """Judge a wide table column by column: records laid out as columns (``df.T``)
-    are row-level like records laid out as rows. Only row-level findings of the
-    turned table count (its other findings are the table's own, read the other way)."""
-    n, m = t.body.shape
-    if m < policy.row_level_min_rows or m <= n or n == 0 or n > MAX_COLUMNS:
-        return False
-    first = parse_numbers(t.body[0], t.decimal_comma)
-    named_rows = first.notna().mean() < 0.5  # the first column names the fields
-    if named_rows:
-        header = [t.names[0]] + [_cell(v) for v in t.body[0]]
-        cols = range(1, m)
-    else:
-        header = [""] + [f"row {r}" for r in t.rownums]
-        cols = range(m)
-    # the header of the wide table, as written (before names were made unique)
-    heads = [" / ".join(p for p in t.levels[j] if p) if j < len(t.levels) else t.names[j]
-             for j in range(m)]
-    if all(not h for h in heads[1:]):  # no header row: the columns had no names
-        header = header[1:]
-        grid = [header] + [[_cell(v) for v in t.body[j]] for j in cols]
-    else:
-        grid = [header] + [[heads[j]] + [_cell(v) for v in t.body[j]] for j in cols]
-    turned = grid_to_table(grid, base={**t.base}, decimal_comma=t.decimal_comma)
-    if turned is None or len(turned.body) < policy.row_level_min_rows:
-        return False
-    fs, _ = analyze_table(turned, policy)
-    blocks = [f for f in fs if f.severity == "block"]
-    if not blocks:
-        return False
-    out.append(finding("transposed-records", f"{m} columns over {n} rows, read column by column: "
-                       f"{blocks[0].message}", **t.base))
-    return True
-
-
-def _cell(v: Any) -> Any:
-    return "" if v is None or (isinstance(v, float) and v != v) else v
 
 
 # ----------------------------------------------------------------- CSV
@@ -207,7 +100,7 @@ def read_csv(path: Path, sn: Sniffed, ctx: Ctx) -> None:
 
 def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
                 decimal_comma: bool) -> None:
-    import pyarrow.csv as pcsv
+    import pyarrow.csv as pcsv  # deferred: pyarrow's CSV reader, only for large CSV files
 
     skip = t.rownums[0] - 1 if t.rownums else 0
     ncols = len(t.names)
@@ -401,7 +294,7 @@ def _num(x: float) -> str:
 
 
 def read_parquet(path: Path, ctx: Ctx) -> None:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: pyarrow's Parquet reader, only for Parquet files
 
     pf = pq.ParquetFile(path)
     n = pf.metadata.num_rows
@@ -416,7 +309,7 @@ def read_parquet(path: Path, ctx: Ctx) -> None:
 
 def read_arrow(path: Path, ctx: Ctx) -> None:
     """An Arrow IPC file (Feather v2): its schema, metadata and rows, like Parquet."""
-    import pyarrow.ipc as ipc
+    import pyarrow.ipc as ipc  # deferred: pyarrow's IPC reader, only for Arrow files
 
     with pa.memory_map(str(path)) as src:
         reader = ipc.open_file(src)
@@ -486,8 +379,6 @@ def judge_arrow_metadata(schema: pa.Schema, ctx: Ctx, kv: dict[bytes, bytes] | N
     """Judge the key-value metadata of a Parquet/Arrow file, of its schema and of
     every field: a table, a base64 file or long text hidden there is judged like
     the rows themselves (``ARROW:schema`` is the schema itself, read by pyarrow)."""
-    from .carriers import judge_value
-
     seen: set[tuple[bytes, bytes]] = set()
     items: list[tuple[str, bytes, bytes]] = []
     for label, md in ((f"{kind} key-value metadata", kv), (f"{kind} schema metadata",
@@ -511,7 +402,7 @@ def judge_arrow_metadata(schema: pa.Schema, ctx: Ctx, kv: dict[bytes, bytes] | N
     if len(names) >= ctx.policy.row_level_min_rows:
         # many field names: records written as names are judged like text (only what
         # reads as row-level counts; ordinary names are the header, judged with the rows)
-        sub = Ctx(policy=ctx.policy, depth=ctx.depth, base=dict(ctx.base))
+        sub = ctx.sub(dict(ctx.base))
         judge_value("\n".join(names), sub, f"{kind} field names", free_text=False)
         ctx.findings.extend(f for f in sub.findings if f.severity == "block")
     for label, k, v in items:
@@ -529,8 +420,6 @@ def judge_arrow_metadata(schema: pa.Schema, ctx: Ctx, kv: dict[bytes, bytes] | N
 
 
 def _judge_pandas_metadata(value: bytes, ctx: Ctx, what: str) -> None:
-    from .carriers import judge_value
-
     try:
         doc = json.loads(value)
     except ValueError:
@@ -592,7 +481,7 @@ def _as_float(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def read_excel(path: Path, ctx: Ctx) -> None:
-    import openpyxl
+    import openpyxl  # deferred: openpyxl, only for workbooks
 
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
@@ -634,8 +523,6 @@ def read_excel(path: Path, ctx: Ctx) -> None:
         n_sheets = len(wb.worksheets)
     finally:
         wb.close()
-    from .workbook import read_workbook_parts
-
     with zipfile.ZipFile(path) as zf:
         read_workbook_parts(zf, n_sheets, ctx)
     if ctx.judged == 0 and not ctx.findings:
@@ -652,7 +539,6 @@ def read_json(path: Path, ctx: Ctx) -> None:
         return
     with open(path, "rb") as fh:
         doc = json.load(fh)
-    from .carriers import judge_json_strings
 
     found = 0
     for where, frame in _json_tables(doc, "$"):
@@ -668,82 +554,8 @@ def read_json(path: Path, ctx: Ctx) -> None:
                         **ctx.base))
 
 
-def _json_tables(doc: Any, where: str, depth: int = 0) -> Iterator[tuple[str, pd.DataFrame]]:
-    if depth > 32:
-        return
-    if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
-        yield where, pd.json_normalize(doc, max_level=1)
-        return
-    if isinstance(doc, list) and doc and all(isinstance(r, list) for r in doc):
-        width = max(len(r) for r in doc)
-        if width and all(not isinstance(c, dict | list) for r in doc for c in r):
-            yield where, pd.DataFrame([r + [None] * (width - len(r)) for r in doc])
-            return
-    if isinstance(doc, dict):
-        counts = _json_numbers(doc)
-        if counts is not None:
-            yield where, counts
-            return
-        if "columns" in doc and "data" in doc and isinstance(doc["data"], list):
-            try:
-                yield where, pd.DataFrame(doc["data"], columns=doc["columns"],
-                                          index=doc.get("index"))
-                return
-            except (ValueError, TypeError):
-                pass
-        if "schema" in doc and "data" in doc and isinstance(doc["data"], list):
-            yield where, pd.json_normalize(doc["data"], max_level=1)
-            return
-        vals = list(doc.values())
-        if vals and all(isinstance(v, list) for v in vals) and len({len(v) for v in vals}) == 1 \
-                and all(not isinstance(c, dict | list) for v in vals for c in v):
-            yield where, pd.DataFrame(doc)
-            return
-        if len(vals) >= 1 and all(isinstance(v, dict) for v in vals) and all(
-                not isinstance(c, dict | list) for v in vals for c in v.values()) and len(vals) > 1:
-            if all(str(k).lstrip("-").isdigit() for k in doc):  # pandas orient="index"
-                yield where, pd.DataFrame.from_dict(doc, orient="index").reset_index(
-                    names="index")
-            else:  # pandas orient="columns": its row keys are categories
-                yield where, pd.DataFrame(doc).reset_index(names="category")
-            return
-        for k, v in doc.items():
-            yield from _json_tables(v, f"{where}.{k}", depth + 1)
-    elif isinstance(doc, list):
-        for k, v in enumerate(doc):
-            yield from _json_tables(v, f"{where}[{k}]", depth + 1)
-
-
-#: deepest nesting of a JSON document of numbers read as one long table
-MAX_JSON_LEVELS = 6
-
-
-def _json_numbers(doc: dict) -> pd.DataFrame | None:
-    """A dict of numbers keyed by category (``value_counts().to_json()``), or nested
-    dicts of them all at the same depth other than two (``{"F": {"<50": {"N": 12}}}``),
-    as a long table: one label column per level, then ``value``. Depth two is a
-    crosstab and stays wide; anything else is ``None``."""
-    rows: list[list[Any]] = []
-
-    def walk(d: Any, path: list[str]) -> bool:
-        if isinstance(d, dict):
-            if not d or len(path) >= MAX_JSON_LEVELS:
-                return False
-            return all(walk(v, [*path, str(k)]) for k, v in d.items())
-        if isinstance(d, int | float) and not isinstance(d, bool):
-            rows.append([*path, d])
-            return True
-        return False
-
-    if not walk(doc, []) or len({len(r) for r in rows}) != 1 or len(rows[0]) == 3:
-        return None
-    levels = len(rows[0]) - 1
-    names = ["category"] if levels == 1 else [f"category {k + 1}" for k in range(levels)]
-    return pd.DataFrame(rows, columns=[*names, "value"])
-
-
 def read_jsonl(path: Path, ctx: Ctx) -> None:
-    import pyarrow.json as pjson
+    import pyarrow.json as pjson  # deferred: pyarrow's JSON reader, only for JSON Lines files
 
     try:
         tbl = pjson.read_json(path, read_options=pjson.ReadOptions(block_size=8 * 1024 * 1024))
@@ -781,9 +593,7 @@ def read_jsonl(path: Path, ctx: Ctx) -> None:
 def html_tables(html: str) -> list[tuple[list[list[str]], int | None]]:
     """Raw cell grids of the ``<table>`` elements of an HTML fragment, with the row
     count announced by a pandas footer (``5000 rows × 10 columns``) when present."""
-    import re
-
-    import lxml.html
+    import lxml.html  # deferred: lxml, only for HTML
 
     out = []
     try:
@@ -819,16 +629,44 @@ def read_html(path: Path, sn: Sniffed, ctx: Ctx) -> None:
         t = grid_to_table(rows, base={**ctx.base, "table": k + 1}, declared_rows=declared)
         if t is not None:
             ctx.judge(t)
-    from .other import _html_outside_tables
-
     _html_outside_tables(text, ctx, {})  # scripts, comments and text: records there block
     if _text_outside_tables(text).strip() or not tables:
         ctx.add(finding("free-text", "HTML page: text outside tables must be read by a person",
                         **ctx.base))
 
 
+def _html_outside_tables(html: str, ctx: Ctx, where: dict[str, Any]) -> None:
+    """Text, scripts and comments of an HTML output outside its tables."""
+    import lxml.html  # deferred: lxml, only for HTML
+
+    try:
+        doc = lxml.html.fromstring(html)
+    except Exception:  # noqa: BLE001 - not HTML: judged as text
+        sub = ctx.sub({**ctx.base, **where})
+        judge_value(html, sub, "HTML output", free_text=False)
+        ctx.findings.extend(sub.findings)
+        return
+    parts = []
+    for el in list(doc.iter()):
+        if not isinstance(el.tag, str):  # comments, processing instructions
+            if el.text and el.text.strip():
+                parts.append(el.text)
+    for el in list(doc.iter("script")):
+        if el.text and el.text.strip():
+            parts.append(el.text)
+    for t in list(doc.iter("table", "script", "style")):
+        t.drop_tree()
+    parts.append(doc.text_content())
+    sub = ctx.sub({**ctx.base, **where})
+    for part in parts:
+        if part.strip():
+            judge_value(part.strip(), sub, "HTML output outside its tables", free_text=False)
+    ctx.findings.extend(sub.findings)
+    ctx.judged += sub.judged
+
+
 def _text_outside_tables(html: str) -> str:
-    import lxml.html
+    import lxml.html  # deferred: lxml, only for HTML
 
     try:
         doc = lxml.html.fromstring(html)

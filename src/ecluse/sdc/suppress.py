@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analyze import analyze_table
+from .check import check_file
 from .differencing import ALL, CountTable, TableSystem, describe, extract
 from .policy import DisclosurePolicy
 from .report import FileReport
@@ -153,8 +154,6 @@ def _write(rows: list[list[str]], sep: str) -> str:
 def fix_csv(path: str | Path, out: str | Path, policy: DisclosurePolicy | None = None,
             method: str = "suppress") -> Fix:
     """Write the fixed version of the CSV ``path`` to ``out`` and check it again."""
-    from .check import check_file
-
     policy = policy or DisclosurePolicy()
     path = Path(path)
     sn = sniff(path)

@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from .carriers import judge_value
-from .readers import Ctx
+from .carriers import Ctx, judge_value
+from .detect import name_kind, value_identifier_kind
 from .rules import finding
 from .table import from_frame, grid_to_table
 
@@ -51,7 +51,7 @@ _TEXT = re.compile(
 
 
 def _parse(data: bytes) -> Any:
-    from lxml import etree
+    from lxml import etree  # deferred: lxml, only for workbooks
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                              huge_tree=False, recover=False)
@@ -128,7 +128,7 @@ def xml_records(root: Any) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _text_part(name: str, data: bytes, ctx: Ctx) -> None:
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "part": name})
+    sub = ctx.sub({**ctx.base, "part": name})
     try:
         root = _parse(data)
     except Exception as e:  # noqa: BLE001 - lxml raises many kinds
@@ -170,7 +170,7 @@ def _defined_names(data: bytes, ctx: Ctx) -> None:
         consts.append((el.get("name", ""), value))
     if not consts:
         return
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**ctx.base, "part": "defined names"})
+    sub = ctx.sub({**ctx.base, "part": "defined names"})
     for name, value in consts:
         if value.startswith("{") and value.endswith("}"):
             rows = [[c.strip().strip('"') for c in r.split(",")] for r in value[1:-1].split(";")]
@@ -193,8 +193,6 @@ def _defined_names(data: bytes, ctx: Ctx) -> None:
 
 
 def _pivot_cache(zf: zipfile.ZipFile, name: str, ctx: Ctx) -> None:
-    from .detect import name_kind, value_identifier_kind
-
     base = {**ctx.base, "part": name}
     root = _parse(zf.read(name))
     fields: list[str] = []
@@ -242,7 +240,7 @@ def _pivot_cache(zf: zipfile.ZipFile, name: str, ctx: Ctx) -> None:
     width = max([len(fields)] + [len(r) for r in rows]) if rows else len(fields)
     cols = fields + [f"field {k + 1}" for k in range(len(fields), width)]
     frame = pd.DataFrame([r + [None] * (width - len(r)) for r in rows], columns=cols)
-    sub = Ctx(policy=ctx.policy, depth=ctx.depth, base={**base, "part": records_name})
+    sub = ctx.sub({**base, "part": records_name})
     if len(frame):
         sub.judge(from_frame(frame, base=dict(sub.base),
                              declared_rows=len(frame) + extra if extra else None))
@@ -285,7 +283,7 @@ def _item(el: Any) -> Any:
 
 def _unused_strings(zf: zipfile.ZipFile, sheet_parts: list[str], ctx: Ctx) -> None:
     """Shared strings that no cell of any sheet uses are data no reader shows."""
-    from lxml import etree
+    from lxml import etree  # deferred: lxml, only for workbooks
 
     strings: list[str] = []
     for _, el in etree.iterparse(zf.open("xl/sharedStrings.xml"), events=("end",),
