@@ -20,12 +20,9 @@ import ecluse.sdc
 SRC = Path(ecluse.__file__).parent
 SERVICES = ("airlock", "batch", "dask", "hub", "hubservice", "sandbox", "cli", "dev")
 
-#: packages whose functions defer every import of their own on purpose
-DEFERRED_PACKAGES = {
-    # `ecluse --help` and each sub-command load only what that command runs (the
-    # services, sqlalchemy, tornado, pandas)
-    "ecluse.cli",
-}
+#: packages whose functions defer every import of their own on purpose (none: the
+#: command line marks each import it defers for start-up time, like everyone else)
+DEFERRED_PACKAGES: set[str] = set()
 #: modules not brought in line yet, and why (issue 16 item 2 is open for them)
 PENDING: dict[str, str] = {}
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 
 from ..config import load_settings
+from ..settings.airlock import airlock_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,9 +46,8 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..airlock.service import AirlockService
-    from ..airlock.web.app import bind_address, hub_oauth_from_env, serve
-    from ..settings.airlock import airlock_settings
+    from ..airlock.service import AirlockService  # deferred: start-up time
+    from ..airlock.web.app import bind_address, hub_oauth_from_env, serve  # deferred: start-up time
 
     settings = _settings(args)
     try:
@@ -54,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         print(f"ecluse airlock serve: {e}", file=sys.stderr)
         return 2
-    from ..airlock.checkbox import CheckSandboxUnavailable
+    from ..airlock.checkbox import CheckSandboxUnavailable  # deferred: start-up time
 
     conf = airlock_settings(settings)
     try:
@@ -70,8 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from ..airlock import db
-    from ..settings.airlock import airlock_settings
+    from ..airlock import db  # deferred: start-up time
 
     settings = _settings(args)
     engine = db.make_engine(airlock_settings(settings).resolved_database_url(settings.db_dir))
@@ -81,8 +81,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..airlock.service import AirlockService
-    from ..settings.airlock import airlock_settings
+    from ..airlock.service import AirlockService  # deferred: start-up time
 
     settings = _settings(args)
     service = AirlockService.from_settings(settings)
@@ -98,9 +97,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    import getpass
-
-    from ..airlock.service import AirlockService
+    from ..airlock.service import AirlockService  # deferred: start-up time
 
     settings = _settings(args)
     service = AirlockService.from_settings(settings)

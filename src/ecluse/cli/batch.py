@@ -15,7 +15,9 @@ import os
 import sys
 from typing import Any
 
-from ..config import load_settings
+from ..batch.client import ApiError, BatchClient, default_url, resolve_value
+from ..config import ConfigError, load_settings
+from ..settings.batch import batch_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,8 +84,6 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ..batch.client import BatchClient, default_url
-
     url = getattr(args, "url", None)
     if not url:
         url = os.environ.get("ECLUSE_BATCH_URL") or default_url(_settings(args))
@@ -96,8 +96,6 @@ def _client(args: argparse.Namespace) -> Any:
 
 def _api(fn: Any) -> Any:
     """Run a client call; API errors become a message and exit status 1."""
-    from ..batch.client import ApiError
-
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return fn(args)
@@ -142,8 +140,6 @@ def _describe(run: dict[str, Any]) -> str:
 
 @_api
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..batch.client import resolve_value
-
     client = _client(args)
     params = {name: resolve_value(value) for name, value in args.parameter}
     try:
@@ -220,11 +216,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..airlock.web.app import bind_address
-    from ..batch.service import BatchService
-    from ..batch.web import serve
-    from ..config import ConfigError
-    from ..settings.batch import batch_settings
+    from ..airlock.web.app import bind_address  # deferred: start-up time
+    from ..batch.service import BatchService  # deferred: start-up time
+    from ..batch.web import serve  # deferred: start-up time
 
     settings = _settings(args)
     try:  # every run identity is looked up in the directory: without it, do not start

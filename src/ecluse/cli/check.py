@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from ..config import ConfigError
+from ..config import ConfigError, load_settings
+from ..sdc.policy import DisclosurePolicy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _policy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from ..sdc.policy import DisclosurePolicy
-
     if args.policy:
         path = Path(args.policy)
         try:
@@ -67,22 +66,18 @@ def _policy(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                              for err in e.errors())
             raise ConfigError(f"{path}: {msgs}") from None
     if args.project:
-        from ..config import load_settings
-
         settings = load_settings(args.config)
         if args.project not in settings.projects:
             raise ConfigError(f"{settings.config_file}: no project {args.project!r} "
                               f"(known: {', '.join(sorted(settings.projects)) or 'none'})")
         return settings.policy_for(args.project)
     if args.config:
-        from ..config import load_settings
-
         return load_settings(args.config).disclosure
     return DisclosurePolicy()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..sdc import check_paths
+    from ..sdc import check_paths  # deferred: start-up time
 
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -93,7 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _fix(args, policy)
     report = check_paths(args.paths, policy)
     if args.acro_json:
-        from ..sdc.acro import write_acro
+        from ..sdc.acro import write_acro  # deferred: start-up time
 
         try:
             write_acro(report, Path(args.acro_json))
@@ -110,8 +105,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _fix(args: argparse.Namespace, policy) -> int:  # type: ignore[no-untyped-def]
-    from ..sdc.report import render_text
-    from ..sdc.suppress import CannotFix, fix_csv
+    from ..sdc.report import render_text  # deferred: start-up time
+    from ..sdc.suppress import CannotFix, fix_csv  # deferred: start-up time
 
     if len(args.paths) != 1 or Path(args.paths[0]).is_dir():
         print("ecluse check --fix: give exactly one table to fix", file=sys.stderr)

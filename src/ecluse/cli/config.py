@@ -6,7 +6,8 @@ import argparse
 
 import yaml
 
-from ..config import effective_settings, load_settings
+from ..config import ConfigError, effective_settings, load_settings
+from ..directory import DirectoryUnavailable, check_group_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from ..config import ConfigError
-    from ..directory import DirectoryUnavailable, check_group_names
-
     settings = load_settings(args.config)
     try:
         groups = check_group_names(settings)
@@ -40,7 +38,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
-    from ..docs import config_reference
+    from ..docs import config_reference  # deferred: start-up time
 
     print(config_reference())
     return 0

@@ -7,6 +7,10 @@ import json
 from pathlib import Path
 
 from ..config import load_settings
+from ..dask.hub import gateway_client_env
+from ..dask.sizing import dask_command_prefix, dask_env
+from ..dev.warehouse import generate, seed_warehouse
+from ..sandbox import sandbox_host_address
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_warehouse(args: argparse.Namespace) -> int:
-    from ..dev.warehouse import generate, seed_warehouse
-
     settings = load_settings(args.config)
     if not args.force:
         written = seed_warehouse(settings, args.size)
@@ -49,10 +51,6 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from ..dask.hub import gateway_client_env
-    from ..dask.sizing import dask_command_prefix, dask_env
-    from ..sandbox import sandbox_host_address
-
     settings = load_settings(args.config)
     project = settings.projects.get(args.project)
     if project is None:
@@ -64,7 +62,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from ..dask.gateway import main
+    from ..dask.gateway import main  # deferred: start-up time
 
     argv = ["--prefix", args.prefix]
     if args.config:

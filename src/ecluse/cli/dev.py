@@ -12,6 +12,8 @@ import sys
 import time
 
 from ..config import load_settings
+from ..dev.demo import read_demo_users
+from ..hub.mfa import STEP, code_at, counter_at
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_totp(args: argparse.Namespace) -> int:
-    from ..dev.demo import read_demo_users
-    from ..hub.mfa import STEP, code_at, counter_at
-
     settings = load_settings(args.config, state_dir=args.state_dir)
     path = settings.state_dir / "demo-users.json"
     try:

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
+
+from ..sandbox import SandboxError, images
+from ..sandbox.engine import Dockerd
 
 IMAGES = ("workspace", "hub")
 
@@ -38,11 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    import os
-
-    from ..sandbox import SandboxError, images
-    from ..sandbox.engine import Dockerd
-
     def progress(msg: str) -> None:
         print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
 

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_identities(args: argparse.Namespace) -> int:
-    from ..identities import IdentityMigration, MigrationError
+    from ..identities import IdentityMigration, MigrationError  # deferred: start-up time
 
     settings = load_settings(args.config, state_dir=args.state_dir)
     try:

@@ -8,6 +8,8 @@ import json
 import time
 
 from ..config import load_settings
+from ..sandbox import SandboxError
+from ..sandbox.launcher import serve
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _backend(args: argparse.Namespace):
-    from ..sandbox.local import LocalSandbox
+    from ..sandbox.local import LocalSandbox  # deferred: start-up time
 
     try:
         settings = load_settings(args.config)
@@ -89,7 +91,10 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
-    from ..sandbox.local import ensure_host_network, teardown_host_network
+    from ..sandbox.local import (  # deferred: start-up time
+        ensure_host_network,
+        teardown_host_network,
+    )
 
     if args.remove:
         if teardown_host_network(args.runtime_dir, force=args.force):
@@ -104,9 +109,6 @@ def cmd_network(args: argparse.Namespace) -> int:
 
 def cmd_launcher(args: argparse.Namespace) -> int:
     """Serve until SIGTERM: the services start their sandboxes through it."""
-    from ..sandbox import SandboxError
-    from ..sandbox.launcher import serve
-
     settings = load_settings(args.config)
     if not settings.sandbox.launcher_socket:
         print("ecluse sandbox launcher: sandbox.launcher_socket is not set in the config")

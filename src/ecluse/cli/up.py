@@ -94,7 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _migrate_identities(settings) -> None:
     """Once per state directory, before the hub starts: names from before canonical
     hub names mapped to one person (``ecluse migrate identities``)."""
-    from ..identities import MigrationError, run_once
+    from ..identities import MigrationError, run_once  # deferred: start-up time
 
     try:
         report = run_once(settings)
