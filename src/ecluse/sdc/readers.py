@@ -8,7 +8,8 @@ converting only the columns the checks need: counts and statistics are checked
 on every row, rows are counted, and a parse error anywhere is a finding. A CSV
 file is streamed in parts of :data:`PART_BYTES` cut at line breaks, each parsed
 by pyarrow's threads while the previous one is checked; a part with malformed
-rows sends the file back to the single-threaded reader, which numbers them.
+rows sends the file back to the single-threaded reader (a cut may have fallen
+inside a quoted value holding a line break).
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
                         text_cols=text_cols)
             break
         except _Serial:
-            serial = True  # malformed rows: read again in order, which numbers them
+            serial = True  # malformed rows, or a cut inside a quoted value: read in order
         except pa.ArrowInvalid as e:
             msg = str(e).lower()
             if ("conversion" in msg or "convert" in msg) and not as_text:
@@ -291,10 +292,10 @@ def _csv_parts(path: Path, parse: Any, convert: Any, bad: dict[str, Any], *, ski
     after a line break, by ``pyarrow.csv.read_csv`` (multi-threaded, unlike the
     streaming reader), the next part read while the caller checks this one.
 
-    A line break inside a quoted value can fall on a cut, as it can on the blocks
-    of pyarrow's own reader without ``newlines_in_values``: its two halves are
+    A line break inside a quoted value can fall on a cut: its two halves are
     malformed rows, and any malformed row raises :class:`_Serial` so the file is
-    read again by the streaming reader (which also tells where the first one is)."""
+    read again by the streaming reader, which keeps a quoted value whole within
+    its (larger) blocks as it did before parts."""
     import pyarrow.csv as pcsv
 
     size = path.stat().st_size
