@@ -5,7 +5,10 @@ the same data:
 
 1. a ~1 GB, 10-column, ~10-million-row CSV: ``check_file`` vs
    ``pyarrow.csv.read_csv`` (target: at most 2x), with the peak memory of
-   each (target for ours: at most 1.5 GB);
+   each (target for ours: at most 1.5 GB); then an aggregate CSV whose every
+   row is a table cell (seven group columns, a count column all above the
+   threshold, two statistics), at 100 MB and 1 GB (``--aggregate-mb``):
+   ``check_file`` vs ``read_csv`` (issue 20 item 7: at most 2x);
 2. a 3-million-row Parquet file: ``check_file`` vs ``pyarrow.parquet.read_table``
    (target: at most 1.5x);
 3. a checked 3-way crosstab of a 1-million-row table: ``pandas.crosstab`` +
@@ -20,6 +23,11 @@ data is generated into a temporary directory that is deleted at the end.
 
     .venv/bin/python benchmarks/bench_check.py            # full size (~1 GB CSV)
     .venv/bin/python benchmarks/bench_check.py --quick    # ~1/10 size
+    .venv/bin/python benchmarks/bench_check.py --aggregate-only --aggregate-mb 100,1000
+
+Wall times depend on what else runs: the load average is printed beside each
+figure (on a machine with two cores, a load above 2 makes every ratio worse
+for the single-threaded parts of ours than for pyarrow's threads).
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ def chunk(start, size):
     })
 def agg_chunk(start, size):
     i = np.arange(start, start + size)
-    n = rng.integers(0, 2000, size)
+    n = rng.integers(10, 2000, size)  # all above the threshold: every cell is judged
     return pa.table({
         "region": pa.array(np.char.add("R", (i % 13).astype(str))),
         "departement": pa.array(np.char.add("D", ((i // 13) % 101).astype(str))),
@@ -126,13 +134,13 @@ import json, resource, sys, time
 what, path = sys.argv[1], sys.argv[2]
 if what == "pyarrow-csv":
     import pyarrow.csv as pcsv
-    t0 = time.perf_counter(); t = pcsv.read_csv(path); rows = t.num_rows
+    c0, t0 = time.process_time(), time.perf_counter(); t = pcsv.read_csv(path); rows = t.num_rows
 elif what == "pyarrow-parquet":
     import pyarrow.parquet as pq
     t0 = time.perf_counter(); t = pq.read_table(path); rows = t.num_rows
 elif what == "ecluse":
     from ecluse.sdc import check_file
-    t0 = time.perf_counter(); rep = check_file(path); rows = rep.details.get("rows")
+    c0, t0 = time.process_time(), time.perf_counter(); rep = check_file(path); rows = rep.details.get("rows")
     extra = {"verdict": str(rep.verdict), "rules": sorted({f.rule for f in rep.findings})}
 elif what in ("pandas-crosstab", "ecluse-crosstab", "acro-crosstab"):
     import pandas as pd
@@ -160,6 +168,8 @@ else:
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 out = {"seconds": dt, "peak_bytes": peak, "rows": rows}
+if "c0" in globals():  # CPU of every thread: a figure that holds on a loaded machine
+    out["cpu_seconds"] = time.process_time() - c0
 out.update(locals().get("extra", {}))
 print(json.dumps(out))
 """
@@ -177,6 +187,8 @@ def best(python: str, what: str, path: Path, repeat: int) -> dict:
     runs = [run_py(python, MEASURE, what, str(path)) for _ in range(repeat)]
     out = min(runs, key=lambda r: r["seconds"])
     out["peak_bytes"] = max(r["peak_bytes"] for r in runs)
+    if all("cpu_seconds" in r for r in runs):
+        out["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
     return out
 
 
@@ -271,7 +283,39 @@ def differencing_line(res: dict) -> str:
     return (f"{'differencing, request x ledger':34} {res['seconds']:7.2f} s "
             f"(CPU {res['cpu_seconds']:.2f} s) for "
             f"{res['request_tables']} tables x {res['ledger_tables']} released "
-            f"({res['findings']} findings) {ok}")
+            f"({res['findings']} findings) {ok}; {load()}")
+
+
+def load() -> str:
+    """The load average now (1, 5 minutes), to read a wall time by."""
+    one, five, _ = os.getloadavg()
+    return f"load {one:.1f}/{five:.1f} on {os.cpu_count()} cores"
+
+
+def bench_aggregate(py: str, d: Path, sizes_mb: list[int], repeat: int,
+                    results: dict[str, dict]) -> None:
+    """The aggregate CSV at each size: ``check_file`` against ``read_csv`` (issue 20
+    item 7: at most 2x). Each file is deleted once measured; the largest runs once."""
+    for mb in sizes_mb:
+        path = d / f"counts-{mb}mb.csv"
+        rows = int(mb * 1_000_000 / 51.7)  # ~51.7 bytes a row
+        subprocess.run([py, "-c", GEN, "aggregate", str(path), str(rows)], check=True)
+        try:
+            reps = 1 if mb >= 1000 else repeat
+            warm(path)
+            base = best(py, "pyarrow-csv", path, reps)
+            ours = best(py, "ecluse", path, reps)
+        finally:
+            size = path.stat().st_size
+            path.unlink()
+        results[f"csv_aggregate_{mb}mb"] = {"ours": ours, "baseline": base, "bytes": size,
+                                             "rows": rows, "load": os.getloadavg()}
+        print(line(f"aggregate CSV {size / 1e6:.0f} MB vs read_csv", ours["seconds"],
+                   base["seconds"], "pyarrow", 2.0))
+        print(f"{'':34} CPU ours {ours['cpu_seconds']:.2f} s | pyarrow "
+              f"{base['cpu_seconds']:.2f} s | ratio {ours['cpu_seconds'] / base['cpu_seconds']:.2f}x"
+              f"; {rows} rows; peak memory ours {gb(ours['peak_bytes'])} | pyarrow "
+              f"{gb(base['peak_bytes'])}; verdict {ours['verdict']} {ours['rules']}; {load()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table-rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-aggregate", dest="aggregate", action="store_false",
-                    help="skip the second CSV (a long aggregate whose counts are all checked)")
+                    help="skip the aggregate CSVs (long aggregates whose counts are all checked)")
+    ap.add_argument("--aggregate-mb", default=None,
+                    help="sizes of the aggregate CSV in MB, comma-separated (default 100,1000; "
+                         "100 with --quick)")
+    ap.add_argument("--aggregate-only", action="store_true",
+                    help="only the aggregate CSVs and differencing")
     ap.add_argument("--no-acro", action="store_true", help="skip the ACRO comparison")
     ap.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     ap.add_argument("--differencing-only", action="store_true",
@@ -293,18 +342,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     csv_rows = args.csv_rows or (1_000_000 if args.quick else 10_000_000)
     pq_rows = args.parquet_rows or (300_000 if args.quick else 3_000_000)
+    agg_mb = [int(x) for x in (args.aggregate_mb or ("100" if args.quick else "100,1000"))
+              .split(",") if x.strip()]
     py = sys.executable
     results: dict[str, dict] = {}
+    print(f"# {load()}")
+    if args.aggregate_only:
+        with tempfile.TemporaryDirectory(prefix="ecluse-bench-") as tmp:
+            bench_aggregate(py, Path(tmp), agg_mb, args.repeat, results)
+        results["differencing"] = bench_differencing()
+        print(differencing_line(results["differencing"]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="ecluse-bench-") as tmp:
         d = Path(tmp)
         csv_path, pq_path, tab_path = d / "stays.csv", d / "stays.parquet", d / "table.csv"
-        agg_path, aggpq_path = d / "counts.csv", d / "counts.parquet"
+        aggpq_path = d / "counts.parquet"
         t0 = time.perf_counter()
         run_gen = lambda kind, p, n: subprocess.run(  # noqa: E731
             [py, "-c", GEN, kind, str(p), str(n)], check=True)
         run_gen("csv", csv_path, csv_rows)
-        if args.aggregate:
-            run_gen("aggregate", agg_path, csv_rows)
         run_gen("parquet", pq_path, pq_rows)
         if args.aggregate:
             run_gen("aggregate-parquet", aggpq_path, pq_rows)
@@ -321,17 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':34} peak memory ours {gb(ours['peak_bytes'])} (target <= 1.5 GB) | "
               f"pyarrow {gb(base['peak_bytes'])}; verdict {ours['verdict']} {ours['rules']}")
         if args.aggregate:
-            # 1b. a long aggregate of the same size: not blocked, every count cell checked
-            warm(agg_path)
-            base = best(py, "pyarrow-csv", agg_path, args.repeat)
-            ours = best(py, "ecluse", agg_path, args.repeat)
-            results["csv_aggregate"] = {"ours": ours, "baseline": base}
-            print(line("aggregate CSV (counts checked)", ours["seconds"], base["seconds"],
-                       "pyarrow", 2.0))
-            print(f"{'':34} {gb(agg_path.stat().st_size)}; peak memory ours "
-                  f"{gb(ours['peak_bytes'])} | pyarrow {gb(base['peak_bytes'])}; verdict "
-                  f"{ours['verdict']} {ours['rules']}")
-            agg_path.unlink()
+            # 1b. long aggregates: not blocked, every count cell checked
+            bench_aggregate(py, d, agg_mb, args.repeat, results)
         # 2. Parquet
         warm(pq_path)
         base = best(py, "pyarrow-parquet", pq_path, args.repeat)

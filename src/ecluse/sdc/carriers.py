@@ -127,11 +127,14 @@ MAX_DECODED_CELLS = 200
 def _judge_cells(t: Table, ctx: Ctx) -> None:
     """Cells that hold JSON, base64 or bytes (a file per cell) are decoded and judged."""
     done = 0
+    known = (t.pre or {}).get("strings") or {}
     for j in range(t.body.shape[1]):
         col = t.body[j]
         if _plain_dtype(col):
             continue
-        lengths = pc.fill_null(pc.utf8_length(_column_strings(col)), 0).to_numpy(zero_copy_only=False)
+        strs = known.get(j)
+        strs = _column_strings(col) if strs is None else strs
+        lengths = pc.fill_null(pc.utf8_length(strs), 0).to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(lengths >= MIN_DECODE_CHARS):
             v = col.iat[int(i)]
             if isinstance(v, bytes | bytearray | dict | list):

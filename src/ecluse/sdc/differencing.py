@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,10 @@ class CountTable:
     def from_dict(cls, data: dict[str, Any]) -> CountTable:
         dims = tuple(str(d) for d in data["dims"])
         cells = []
+        width = len(dims)
         for key, value in data["cells"]:
-            key = tuple(str(k) for k in key)
-            if len(key) != len(dims):
+            key = tuple(map(str, key))
+            if len(key) != width:
                 raise ValueError("a cell key does not match the table's dimensions")
             cells.append((key, None if value is None else float(value)))
         return cls(source=str(data["source"]), measure=str(data.get("measure", "")), dims=dims,
@@ -255,17 +257,26 @@ def margins(t: CountTable, shared: tuple[str, ...]) -> dict[tuple[str, ...], flo
     cache = t.__dict__.setdefault("_margins", {})
     if shared in cache:
         return cache[shared]
+    # which dimensions of each cell are totals, as bits (computed once per table): a
+    # ledger of a thousand tables is compared with every table of a request
+    totals = t.__dict__.get("_totals")
+    if totals is None:
+        totals = t.__dict__["_totals"] = [
+            sum(1 << k for k, lab in enumerate(key) if lab == ALL) for key, _ in t.cells]
     pos = [t.dims.index(d) for d in shared]
-    rest = [k for k in range(len(t.dims)) if t.dims[k] not in shared]
+    rest = sum(1 << k for k in range(len(t.dims)) if t.dims[k] not in shared)
+    pick: Any = (operator.itemgetter(*pos) if len(pos) > 1 else
+                 (lambda key, p=pos[0]: (key[p],)) if pos else (lambda key: ()))
     direct: dict[tuple[str, ...], float | None] = {}
     sums: dict[tuple[str, ...], float | None] = {}
-    for key, v in t.cells:
-        sk = tuple(key[k] for k in pos)
-        others = [key[k] for k in rest]
-        if all(o == ALL for o in others):
-            direct[sk] = v
-        elif ALL not in others:
-            sums[sk] = None if v is None or sums.get(sk, 0.0) is None else sums.get(sk, 0.0) + v
+    for (key, v), tot in zip(t.cells, totals, strict=True):
+        other = tot & rest
+        if other == rest:  # a total in every other dimension: a published margin
+            direct[pick(key)] = v
+        elif not other:  # a finest cell over the other dimensions
+            sk = pick(key)
+            prev = sums.get(sk, 0.0)
+            sums[sk] = None if v is None or prev is None else prev + v
     out = {**sums, **direct}
     cache[shared] = out
     return out

@@ -5,7 +5,11 @@ steps so memory stays bounded: the first rows (the *head*) decide what each
 column is (:func:`~ecluse.sdc.analyze.analyze_table`), then the whole file is
 streamed batch by batch (``pyarrow.csv.open_csv`` / ``ParquetFile.iter_batches``)
 converting only the columns the checks need: counts and statistics are checked
-on every row, rows are counted, and a parse error anywhere is a finding.
+on every row, rows are counted, and a parse error anywhere is a finding. A CSV
+file is streamed in parts of :data:`PART_BYTES` cut at line breaks, each parsed
+by pyarrow's threads while the previous one is checked; a part with malformed
+rows sends the file back to the single-threaded reader (a cut may have fallen
+inside a quoted value holding a line break).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import re
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,31 +122,36 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
             bad["first"] = getattr(row, "number", None)
         return "skip"
 
-    def reader(as_text: bool, newlines: bool) -> Any:
+    def reader(as_text: bool, newlines: bool, serial: bool) -> Any:
         cols = [names[j] for j in need] + [names[j] for j in text_cols]
         types = {names[j]: (pa.string() if as_text else pa.float64()) for j in need}
         types.update({names[j]: pa.string() for j in text_cols})
         if not cols:
             cols, types = [names[0]], {names[0]: pa.string()}
+        parse = pcsv.ParseOptions(delimiter=sn.sep, newlines_in_values=newlines,
+                                  invalid_row_handler=on_bad)
+        convert = pcsv.ConvertOptions(
+            include_columns=cols, column_types=types, decimal_point="," if decimal_comma else ".",
+            strings_can_be_null=True, quoted_strings_can_be_null=True)
+        if not (serial or newlines):
+            return _csv_parts(path, parse, convert, bad, skip=skip, column_names=names,
+                              encoding=enc)
         return pcsv.open_csv(
             path,
             read_options=pcsv.ReadOptions(skip_rows=skip, column_names=names, encoding=enc,
                                           block_size=16 * 1024 * 1024, use_threads=True),
-            parse_options=pcsv.ParseOptions(delimiter=sn.sep, newlines_in_values=newlines,
-                                            invalid_row_handler=on_bad),
-            convert_options=pcsv.ConvertOptions(
-                include_columns=cols, column_types=types, decimal_point="," if decimal_comma else ".",
-                strings_can_be_null=True, quoted_strings_can_be_null=True),
-        )
+            parse_options=parse, convert_options=convert)
 
-    as_text = newlines = False
+    as_text = newlines = serial = False
     while True:
         bad.update(n=0, first=None)
         checker = _TailChecker(ctx, t, prof, head_rows=len(t.body))
         try:
-            checker.run(_batches(reader(as_text, newlines)), need, as_text=as_text,
+            checker.run(_batches(reader(as_text, newlines, serial)), need, as_text=as_text,
                         text_cols=text_cols)
             break
+        except _Serial:
+            serial = True  # malformed rows, or a cut inside a quoted value: read in order
         except pa.ArrowInvalid as e:
             msg = str(e).lower()
             if ("conversion" in msg or "convert" in msg) and not as_text:
@@ -159,6 +169,59 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
 
 def _batches(reader: Any) -> Iterator[pa.RecordBatch]:
     yield from reader
+
+
+#: bytes of a large CSV file parsed at a time, by all of pyarrow's threads
+PART_BYTES = 32 * 1024 * 1024
+
+
+class _Serial(Exception):
+    """A part of a CSV file read in parallel had malformed rows."""
+
+
+def _csv_parts(path: Path, parse: Any, convert: Any, bad: dict[str, Any], *, skip: int,
+               column_names: list[str], encoding: str) -> Iterator[pa.Table]:
+    """The rows of a CSV file parsed in parts of about :data:`PART_BYTES` cut
+    after a line break, by ``pyarrow.csv.read_csv`` (multi-threaded, unlike the
+    streaming reader), the next part read while the caller checks this one.
+
+    A line break inside a quoted value can fall on a cut: its two halves are
+    malformed rows, and any malformed row raises :class:`_Serial` so the file is
+    read again by the streaming reader, which keeps a quoted value whole within
+    its (larger) blocks as it did before parts."""
+    import pyarrow.csv as pcsv  # deferred: pyarrow's CSV reader, only for large CSV files
+
+    size = path.stat().st_size
+
+    def read(fh: Any, start: int, first: bool) -> tuple[Any, int]:
+        end = min(start + PART_BYTES, size)
+        while end < size:  # cut after the next line break
+            tail = fh.read_at(64 * 1024, end)
+            k = tail.find(b"\n")
+            if k >= 0:
+                end += k + 1
+                break
+            end += len(tail)
+            if end - start > 4 * PART_BYTES:  # no line breaks (\r alone?): read in order
+                raise _Serial
+        opts = pcsv.ReadOptions(skip_rows=skip if first else 0, column_names=column_names,
+                                encoding=encoding, block_size=1024 * 1024, use_threads=True)
+        part = pcsv.read_csv(pa.py_buffer(fh.read_at(end - start, start)), read_options=opts,
+                             parse_options=parse, convert_options=convert)
+        return part, end
+
+    with pa.OSFile(str(path)) as fh, ThreadPoolExecutor(1, thread_name_prefix="ecluse-csv") as pool:
+        nxt = pool.submit(read, fh, 0, True)
+        while True:
+            part, end = nxt.result()
+            if bad["n"]:
+                raise _Serial
+            if end < size:
+                nxt = pool.submit(read, fh, end, False)
+            yield part  # a table of ~1 MB chunks: checked whole (fewer calls than per chunk)
+            del part
+            if end >= size:
+                return
 
 
 class _TailChecker:
@@ -190,7 +253,7 @@ class _TailChecker:
                     continue
                 # cheap filters first: every shape is 13+ characters long or holds an @
                 longest = pc.max(pc.binary_length(arr)).as_py() or 0
-                if longest < 13 and not pc.any(pc.match_substring(arr, "@")).as_py():
+                if longest < 13 and not _holds_byte(arr, ord("@")):
                     continue
                 hit = pc.match_substring_regex(arr, ID_RE2)
                 got = pc.sum(hit).as_py() or 0
@@ -272,6 +335,17 @@ class _TailChecker:
                         f"columns and distinct rows judged on the first {self.head_rows} rows; "
                         "counts, statistics and identifier-shaped text checked on every row",
                         **self.t.base))
+
+
+def _holds_byte(arr: pa.Array | pa.ChunkedArray, byte: int) -> bool:
+    """Whether the character data of a string array holds ``byte`` anywhere (the
+    whole data buffer of each chunk is searched, so a slice's neighbours count:
+    a filter before the exact test, never instead of it)."""
+    for chunk in arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]:
+        data = chunk.buffers()[2]
+        if data is not None and bool((np.frombuffer(data, dtype=np.uint8) == byte).any()):
+            return True
+    return False
 
 
 #: identifier shapes tested on every row of a streamed text column (RE2 syntax)

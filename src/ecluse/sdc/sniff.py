@@ -108,6 +108,10 @@ def _sniff_zip(path: Path) -> Sniffed:
     return Sniffed("zip")
 
 
+#: control characters other than line breaks, tabs and form feeds
+_CONTROLS_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
+
+
 def _decode(head: bytes) -> tuple[str | None, str]:
     if b"\x00" in head:
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -124,7 +128,7 @@ def _decode(head: bytes) -> tuple[str | None, str]:
                 text = head[: e.start].decode(enc)
             else:
                 continue
-        controls = sum(1 for c in text if ord(c) < 32 and c not in "\r\n\t\f")
+        controls = len(_CONTROLS_RE.findall(text))
         if controls > 0.01 * max(len(text), 1):
             return None, ""
         return text, enc

@@ -136,10 +136,11 @@ def _plain_dtype(s: pd.Series) -> bool:
             or isinstance(s.dtype, pd.PeriodDtype) or pd.api.types.is_timedelta64_dtype(s.dtype))
 
 
-def is_empty(s: pd.Series) -> pd.Series:
+def is_empty(s: pd.Series, *, strings: pa.Array | None = None) -> pd.Series:
+    """Cells without a value. ``strings``: ``_strings(s)`` when the caller has it."""
     if _plain_dtype(s):
         return s.isna()
-    arr = _strings(s)
+    arr = _strings(s) if strings is None else strings
     out = pc.fill_null(pc.equal(arr, ""), True)
     return pd.Series(out.to_numpy(zero_copy_only=False), index=s.index)
 
@@ -148,21 +149,23 @@ _MARKER_RE2 = (r"(?i)^([<≤]=?\s*\d+([.,]\d+)?|\*+|c|x|\[c\]|\[x\]|\[z\]|s|"
                r"suppr(essed|ime|imee)?|redacted|secret|masque|n\s*<\s*\d+)$")
 
 
-def is_marker(s: pd.Series) -> pd.Series:
+def is_marker(s: pd.Series, *, strings: pa.Array | None = None) -> pd.Series:
     """Cells holding a suppression marker such as ``<10``, ``*`` or ``c``."""
     if _plain_dtype(s):
         return pd.Series(False, index=s.index)
-    out = pc.fill_null(pc.match_substring_regex(_strings(s), _MARKER_RE2), False)
+    arr = _strings(s) if strings is None else strings
+    out = pc.fill_null(pc.match_substring_regex(arr, _MARKER_RE2), False)
     return pd.Series(out.to_numpy(zero_copy_only=False), index=s.index)
 
 
 _PLAIN_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 
 
-def parse_numbers(s: pd.Series, decimal_comma: bool = False) -> pd.Series:
+def parse_numbers(s: pd.Series, decimal_comma: bool = False, *,
+                  strings: pa.Array | None = None) -> pd.Series:
     """Cell values as floats (NaN where not a number); understands ``1 234,5``,
     ``1,234.5``, ``12.5%``. Plain numbers are parsed in Arrow; only the other
-    cells take the slow path."""
+    cells take the slow path. ``strings``: ``_strings(s)`` when the caller has it."""
     if pd.api.types.is_bool_dtype(s.dtype):
         return pd.Series(np.nan, index=s.index, dtype=float)
     if pd.api.types.is_numeric_dtype(s.dtype):
@@ -178,7 +181,8 @@ def parse_numbers(s: pd.Series, decimal_comma: bool = False) -> pd.Series:
             if isnum.all():
                 return direct
             s = s.where(~isnum, None)
-    arr = _strings(s)
+            strings = None  # some cells were numbers: not the strings given
+    arr = _strings(s) if strings is None else strings
     if decimal_comma:
         arr = pc.replace_substring_regex(arr, r"^([-+]?\d+),(\d+)$", r"\1.\2")
     ok = pc.fill_null(pc.match_substring_regex(arr, _PLAIN_NUMBER), False)
@@ -275,7 +279,9 @@ def grid_to_table(rows: list[list[Any]], *, base: dict | None = None, first_row:
         return None
     grid = pd.DataFrame([list(r) + [None] * (width - len(r)) for r in rows], dtype=object)
     rownums = np.arange(first_row, first_row + len(grid))
-    filled = pd.DataFrame({j: ~is_empty(grid[j]) for j in grid.columns})
+    # each column's cells as Arrow strings, once (for emptiness, numbers and markers)
+    strs = {j: _strings(grid[j]) for j in grid.columns}
+    filled = pd.DataFrame({j: ~is_empty(grid[j], strings=strs[j]) for j in grid.columns})
     keep_rows = filled.any(axis=1).to_numpy()
     keep_cols = filled.any(axis=0).to_numpy()
     if not keep_rows.any():
@@ -300,9 +306,16 @@ def grid_to_table(rows: list[list[Any]], *, base: dict | None = None, first_row:
         grid, filled, rownums = grid.iloc[top:bottom], filled.iloc[top:bottom], rownums[top:bottom]
         grid = grid.reset_index(drop=True)
         filled = filled.reset_index(drop=True)
+    else:
+        top, bottom = 0, len(grid)
     n = len(grid)
-    num = pd.DataFrame({j: parse_numbers(grid[j], decimal_comma) for j in grid.columns})
-    marker = pd.DataFrame({j: is_marker(grid[j]) for j in grid.columns})
+    # the kept rows and columns of the strings computed above
+    rows_kept = pa.array(np.flatnonzero(keep_rows)[top:bottom])
+    old_cols = np.flatnonzero(keep_cols)
+    strs = {j: strs[int(old_cols[j])].take(rows_kept) for j in grid.columns}
+    num = pd.DataFrame({j: parse_numbers(grid[j], decimal_comma, strings=strs[j])
+                        for j in grid.columns})
+    marker = pd.DataFrame({j: is_marker(grid[j], strings=strs[j]) for j in grid.columns})
     isnum = num.notna()
     h = _header_rows(grid, filled, isnum, marker, n)
     # value columns: (nearly) all non-empty non-marker body cells are numbers
@@ -335,6 +348,7 @@ def grid_to_table(rows: list[list[Any]], *, base: dict | None = None, first_row:
         "num": {j: pd.Series(num[j].to_numpy()[h:][keep]) for j in grid.columns},
         "empty": {j: pd.Series(~filled[j].to_numpy()[h:][keep]) for j in grid.columns},
         "marker": {j: pd.Series(marker[j].to_numpy()[h:][keep]) for j in grid.columns},
+        "strings": {j: strs[j].slice(h).filter(pa.array(keep)) for j in grid.columns},
     }
     return Table(body=body, names=_dedupe(names), levels=levels,
                  rownums=[int(x) for x in rownums[h:][keep]], colnums=colnums,
