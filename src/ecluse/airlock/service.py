@@ -113,6 +113,9 @@ class AirlockService:
         self.people = people
         self.read_engine = read_engine or engine
         self.checker = checker
+        #: differencing of a request's files against each other and the ledger: where
+        #: the checks run (a check sandbox, given the ledger read-only), else here
+        self.differ: Callable[..., list] = getattr(checker, "difference", None) or _difference_here
         #: read-only sessions (SQLite: deferred, never wait for the writer)
         self.sessions = db.session_factory(self.read_engine)
         self._write_sessions = db.session_factory(engine)
@@ -602,8 +605,13 @@ class AirlockService:
         """Judge the request's files as one set and against the released ones
         (:mod:`.ledger`); if that fails, every file goes to ``review`` (fail closed)."""
         try:
-            ledger.check_request(s, req, self.policy_for(req.project),
-                                 ledger.scopes_of(req.project, self._project(req.project)))
+            files = ledger.stored_reports(req)
+            if not files:
+                return
+            released = ledger.export(s, ledger.scopes_of(req.project, self._project(req.project)),
+                                     exclude_request=req.id)
+            ledger.apply(req, self.differ(files, released, self.policy_for(req.project),
+                                          self.staging.tmp))
         except Exception as e:
             log.exception("differencing of request %s failed", req.id)
             ledger.unchecked(req, f"differencing against the other files and earlier releases "
@@ -1074,6 +1082,12 @@ class AirlockService:
                             continue
                     out.append(action.value)
         return out
+
+
+def _difference_here(files: list[dict[str, Any]], released: list[dict[str, Any]], policy: Any,
+                tmp_dir: Any = None) -> list[list[dict[str, Any]]]:
+    """Differencing in the service's own process (``check_runner: process``)."""
+    return ledger.difference(files, released, policy)
 
 
 def _needs_reason(verdict: str) -> bool:
