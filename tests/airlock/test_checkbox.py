@@ -97,6 +97,11 @@ def test_checks_and_previews_run_in_an_unprivileged_sandbox(checker, tmp_path):
         assert [(m.target, m.read_only) for m in spec.extra_mounts] == [(CHECK_DIR, True)]
         if verdict == "fail":
             assert ["F", "41-65", "3"] in out["preview"]["rows"]
+            # the fixed version proposed is made here too, from the sandbox's copy
+            assert "F,41-65,c" in out["proposal"]["text"]
+            assert out["proposal"]["verdict"] == "pass"
+        else:
+            assert "proposal" not in out
         if verdict == "block":
             assert len(out["preview"]["rows"]) <= 20 and out["preview"]["masked_columns"]
             assert "P100000" not in json.dumps(out)

@@ -49,6 +49,7 @@ from .permissions import (
     require_create,
     require_editable,
     require_file_content,
+    require_file_view,
     require_transition,
     require_view,
 )
@@ -556,7 +557,7 @@ class AirlockService:
         name = clean_filename(filename)
         with self.sessions() as s:
             project = self._load(s, request_id).project
-        report, preview = self._inspect(sha256, name, project)
+        report, preview, proposal = self._inspect(sha256, name, project)
         with self._guard(user, "add_file", request_id), self._tx() as s:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
@@ -585,6 +586,7 @@ class AirlockService:
                 verdict=report["verdict"], format=str(report.get("format") or "")[:32],
                 report=json.dumps(report, default=str),
                 preview=json.dumps(preview, default=str), uploaded_by=user.name,
+                proposal=json.dumps(proposal, default=str) if proposal else None,
                 created_at=utcnow(),
             )
             s.add(f)
@@ -627,8 +629,9 @@ class AirlockService:
         if held is None:
             self.staging.delete(sha256)
 
-    def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict]:
-        """Check a staged object and render its preview, once (fail closed: ``review``)."""
+    def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict, dict | None]:
+        """Check a staged object and render its preview, once (fail closed: ``review``);
+        with them, for a ``fail`` table, the fixed version the check proposes."""
         try:
             result = self.checker(self.staging.path_for(sha256), name, self.policy_for(project),
                                   self.staging.tmp, self.settings.preview_rows)
@@ -642,7 +645,62 @@ class AirlockService:
             report, preview = result["report"], result["preview"]
         if not isinstance(preview, dict):
             preview = {"kind": "none"}
-        return report, preview
+        proposal = result.get("proposal") if report.get("verdict") == "fail" else None
+        return report, preview, proposal if isinstance(proposal, dict) else None
+
+    # ------------------------------------------------------------ proposals
+
+    def _proposal_of(self, s: Session, user: Identity, request_id: str,
+                     file_id: Any) -> tuple[Request, File, dict[str, Any]]:
+        req = self._load(s, request_id)
+        require_view(user, req, self._project(req.project))
+        f = s.get(File, file_id) if isinstance(file_id, int) else None
+        if f is None or f.request_id != req.id:
+            raise NotFound(f"request {req.id} has no file {file_id}")
+        require_file_view(user, req, self._project(req.project), FileView.PROPOSAL, f.version)
+        proposal = f.proposal_dict()
+        if proposal is None:
+            raise NotFound(f"no fixed version is proposed for {f.name} (only a file that "
+                           "failed its checks gets one)")
+        return req, f, proposal
+
+    def get_proposal(self, user: Identity, request_id: str, file_id: int) -> dict[str, Any]:
+        """The fixed version the airlock proposes for a ``fail`` table (its text and what
+        changed), or why none can be made: the requester only, like the preview."""
+        with self._guard(user, "read_proposal", request_id), self.sessions() as s:
+            req, f, proposal = self._proposal_of(s, user, request_id, file_id)
+            out = {"file_id": f.id, "name": f.name, "version": f.version,
+                   "sha256": f.sha256, **{k: proposal[k] for k in (
+                       "method", "notes", "verdict", "text", "size", "error")
+                       if k in proposal}}
+        self._audit(EVENTS["proposal_view"], user, req, version=out["version"],
+                    file=out["name"], sha256=out["sha256"], method=out.get("method"))
+        return out
+
+    def accept_proposal(self, user: Identity, request_id: str, file_id: int) -> dict[str, Any]:
+        """Put the proposed fixed version in place of the file, in the request's current
+        version (a draft, or the new version opened when changes were requested): it is
+        staged and checked again like any upload (the requester's quota applies)."""
+        with self._guard(user, "accept_proposal", request_id), self.sessions() as s:
+            req, f, proposal = self._proposal_of(s, user, request_id, file_id)
+            require_editable(user, req)
+            if f.version != req.version:
+                raise InvalidTransition(
+                    f"{f.name} is a file of version {f.version}; request {req.id} is at "
+                    f"version {req.version}: accept the proposal of its current file")
+            if "text" not in proposal:
+                raise PolicyViolation(proposal.get("error") or
+                                      f"no fixed version is proposed for {f.name}")
+            name, old_sha = f.name, f.sha256
+        data = str(proposal["text"]).encode("utf-8")
+        sha, size = self.upload_writer(user, request_id, name).write_all([data])
+        out = self.attach_file(user, request_id, name, sha, size)
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+        self._audit(EVENTS["proposal_accept"], user, req, version=out["version"], file=name,
+                    replaced_sha256=old_sha, sha256=sha, method=proposal.get("method"),
+                    notes=proposal.get("notes") or [], verdict=out["verdict"])
+        return out
 
     def remove_file(self, user: Identity, request_id: str, filename: Any) -> None:
         name = clean_filename(filename)
@@ -862,7 +920,8 @@ class AirlockService:
                 File(
                     request_id=req.id, version=req.version, name=f.name, sha256=f.sha256,
                     size=f.size, verdict=f.verdict, format=f.format, report=f.report,
-                    preview=f.preview, uploaded_by=f.uploaded_by, created_at=f.created_at,
+                    preview=f.preview, proposal=f.proposal, uploaded_by=f.uploaded_by,
+                    created_at=f.created_at,
                 )
             )
 
@@ -914,7 +973,7 @@ class AirlockService:
         for fid, sha, name, project in todo:
             if not self.staging.exists(sha):
                 continue
-            _, preview = self._inspect(sha, name, project)
+            _, preview, _ = self._inspect(sha, name, project)
             with self._write_sessions() as s, s.begin():
                 f = s.get(File, fid)
                 if f is not None and f.preview is None:
@@ -1034,6 +1093,16 @@ class AirlockService:
             out["report"] = report
         if FileView.PREVIEW in views:
             out["preview"] = f.preview_dict()
+        proposal = f.proposal_dict()
+        if proposal is not None and views & {FileView.REPORT, FileView.PROPOSAL}:
+            # that a fix is proposed (and why not) is part of the report; what it says
+            # and its bytes go to the requester only (get_proposal)
+            out["proposal"] = {"available": "text" in proposal,
+                               "method": proposal.get("method")}
+            if "error" in proposal:
+                out["proposal"]["error"] = proposal["error"]
+            if FileView.PROPOSAL in views and "text" in proposal:
+                out["proposal"]["notes"] = proposal.get("notes") or []
         return out
 
     def _detail(self, r: Request, user: Identity, actors: set[Actor]) -> dict[str, Any]:
