@@ -302,8 +302,15 @@ def test_differencing_that_cannot_run_in_its_sandbox_sends_the_files_to_review(
     service.differ = CrashingJob(deployment, chk.conf, backend=chk.backend).difference
     req = service.create_request(users.bob, project="cardio-los", title="Older",
                                  justification="paper")
+    started = len(LAUNCHED)
     service.add_file(users.bob, req["id"], OLDER_SAFE[0], [OLDER_SAFE[1]])
-    [f] = service.get_request(users.bob, req["id"], record_view=False)["files"]
-    assert f["verdict"] == "review"
-    assert "differencing against the other files and earlier releases failed" in \
-        f["findings"][-1]["message"]
+    # one table and no earlier release: nothing to compare, no sandbox
+    assert len(LAUNCHED) == started
+    assert service.get_request(users.bob, req["id"], record_view=False)["files"][0][
+        "verdict"] == "pass"
+    service.add_file(users.bob, req["id"], ADULTS[0], [ADULTS[1]])
+    assert len(LAUNCHED) == started + 1
+    for f in service.get_request(users.bob, req["id"], record_view=False)["files"]:
+        assert f["verdict"] == "review", f
+        assert "differencing against the other files and earlier releases failed" in \
+            f["findings"][-1]["message"]

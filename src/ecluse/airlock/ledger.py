@@ -127,6 +127,13 @@ def stored_reports(req: Request) -> list[dict[str, Any]]:
     return out
 
 
+def nothing_to_compare(files: list[dict[str, Any]], released: list[dict[str, Any]]) -> bool:
+    """No pair of tables to compare: no count table, or one and no earlier release
+    (then no sandbox is started for nothing)."""
+    n = sum(len((f.get("details") or {}).get("count_tables") or []) for f in files)
+    return n == 0 or (n == 1 and not released)
+
+
 def difference(files: list[dict[str, Any]], released: list[dict[str, Any]],
                policy: Any) -> list[list[dict[str, Any]]]:
     """The ``differencing`` findings of each of ``files`` (:func:`stored_reports`),

@@ -38,7 +38,7 @@ from .errors import (
     PolicyViolation,
     QuotaExceeded,
 )
-from .models import File, HistoryEntry, Request, Review, as_utc, utcnow
+from .models import File, HistoryEntry, LedgerEntry, Request, Review, as_utc, utcnow
 from .permissions import (
     Identity,
     ProjectLike,
@@ -593,31 +593,92 @@ class AirlockService:
             req.updated_at = utcnow()
             s.flush()
             s.refresh(req, ["files"])
-            self._difference(s, req)
-            out = self._file(f, file_views(user, req, self._project(req.project), f.version))
+            fid = f.id
             self._later(
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
                 sha256=sha256, size=size, verdict=report["verdict"], replaced=old is not None,
             )
         if replaced_sha and replaced_sha != sha256:
             self._drop_unreferenced(replaced_sha)
-        return out
+        self._redifference(request_id)
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+            f = s.get(File, fid)
+            return self._file(f, file_views(user, req, self._project(req.project), f.version))
 
-    def _difference(self, s: Session, req: Request) -> None:
-        """Judge the request's files as one set and against the released ones
-        (:mod:`.ledger`); if that fails, every file goes to ``review`` (fail closed)."""
-        try:
+    # ------------------------------------------------------------ differencing
+    #
+    # The files of a request are judged as one set and against the ledger of its
+    # scopes (:mod:`.ledger`), where the checks run: in a check sandbox that may take
+    # seconds. It runs outside any write transaction on a snapshot of the request
+    # (its current files, the ledger's last row), and its findings are stored only if
+    # that snapshot is still current; a submit whose snapshot went stale judges again
+    # inside its transaction. Whatever fails sends the files to ``review``.
+
+    def _difference_key(self, s: Session, req: Request) -> tuple:
+        scopes = ledger.scopes_of(req.project, self._project(req.project))
+        last = s.scalar(select(func.max(LedgerEntry.id)).where(LedgerEntry.scope.in_(scopes)))
+        return (req.version, tuple((f.id, f.sha256) for f in req.current_files()), last)
+
+    def _difference_plan(self, request_id: str) -> tuple[tuple, Any]:
+        """Judge a snapshot of the request outside any write transaction."""
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+            key = self._difference_key(s, req)
             files = ledger.stored_reports(req)
-            if not files:
-                return
             released = ledger.export(s, ledger.scopes_of(req.project, self._project(req.project)),
                                      exclude_request=req.id)
-            ledger.apply(req, self.differ(files, released, self.policy_for(req.project),
-                                          self.staging.tmp))
+            policy = self.policy_for(req.project)
+        if not files:
+            return key, None
+        if ledger.nothing_to_compare(files, released):
+            return key, [[] for _ in files]
+        try:
+            return key, self.differ(files, released, policy, self.staging.tmp)
         except Exception as e:
-            log.exception("differencing of request %s failed", req.id)
+            log.exception("differencing of request %s failed", request_id)
+            return key, e
+
+    def _store_difference(self, req: Request, found: Any) -> None:
+        if found is None:
+            return
+        try:
+            if isinstance(found, Exception):
+                raise found
+            ledger.apply(req, found)
+        except Exception as e:
             ledger.unchecked(req, f"differencing against the other files and earlier releases "
                              f"failed ({type(e).__name__}); review by hand")
+
+    def _difference(self, s: Session, req: Request, plan: tuple[tuple, Any] | None = None) -> None:
+        """Store the differencing of ``req``'s files (in the caller's transaction): the
+        ``plan`` judged beforehand if it is still current, else judged now."""
+        if plan is not None and plan[0] == self._difference_key(s, req):
+            self._store_difference(req, plan[1])
+            return
+        files = ledger.stored_reports(req)
+        if not files:
+            return
+        released = ledger.export(s, ledger.scopes_of(req.project, self._project(req.project)),
+                                 exclude_request=req.id)
+        found: Any = [[] for _ in files]
+        if not ledger.nothing_to_compare(files, released):
+            try:
+                found = self.differ(files, released, self.policy_for(req.project),
+                                    self.staging.tmp)
+            except Exception as e:
+                log.exception("differencing of request %s failed", req.id)
+                found = e
+        self._store_difference(req, found)
+
+    def _redifference(self, request_id: str) -> None:
+        """After a file was added or removed: judge the set again and store the result
+        unless the request changed meanwhile (the change that came later does it)."""
+        plan = self._difference_plan(request_id)
+        with self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            if plan[0] == self._difference_key(s, req):
+                self._store_difference(req, plan[1])
 
     def _drop_unreferenced(self, sha256: str) -> None:
         """Delete a staged object no file refers to any more (a draft's file removed or
@@ -720,10 +781,10 @@ class AirlockService:
             req.updated_at = utcnow()
             s.flush()
             s.refresh(req, ["files"])
-            self._difference(s, req)
             self._later(s, EVENTS["file_remove"], user, req, version=req.version, file=name,
                         sha256=sha)
         self._drop_unreferenced(sha)
+        self._redifference(request_id)
 
     def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
         """Bytes of one file: only the requester, once released, of the released version.
@@ -768,6 +829,15 @@ class AirlockService:
         needs_files: bool = False,
     ) -> dict[str, Any]:
         comment = self._text(comment, "comment", required=False)
+        plan = None
+        if action in (Action.SUBMIT, Action.RESUBMIT):
+            # the ledger may have grown since the files came: judged again, first outside
+            # the transaction (for those who may act only)
+            with self._guard(user, action.value, request_id), self.sessions() as s:
+                req = self._load(s, request_id)
+                require_view(user, req, self._project(req.project))
+                require_transition(user, req, self._project(req.project), action)
+            plan = self._difference_plan(request_id)
         with self._guard(user, action.value, request_id), self._tx() as s:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
@@ -780,7 +850,7 @@ class AirlockService:
             req.updated_at = utcnow()
             if t.target is State.SUBMITTED:
                 req.submitted_at = req.updated_at
-                self._difference(s, req)  # the ledger may have grown since the files came
+                self._difference(s, req, plan)
             self._history(s, req, user, action.value, before, comment)
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment)
