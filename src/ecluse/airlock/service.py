@@ -547,12 +547,14 @@ class AirlockService:
         return self.attach_file(user, request_id, name, sha, size)
 
     def attach_file(
-        self, user: Identity, request_id: str, filename: str, sha256: str, size: int
+        self, user: Identity, request_id: str, filename: str, sha256: str, size: int,
+        *, replacing: str | None = None,
     ) -> dict[str, Any]:
         """Record an already staged object as a file of the request's current version.
 
-        Replaces a file of the same name in that version. Permissions are checked
-        again here (the upload may have taken a while).
+        Replaces a file of the same name in that version (with ``replacing``, only the
+        one whose sha256 it is). Permissions are checked again here (the upload may
+        have taken a while).
         """
         name = clean_filename(filename)
         with self.sessions() as s:
@@ -578,6 +580,10 @@ class AirlockService:
                 )
             ).first()
             replaced_sha = old.sha256 if old is not None else None
+            if replacing is not None and replaced_sha != replacing:
+                raise InvalidTransition(
+                    f"{name} changed in request {req.id} meanwhile: the proposal was made "
+                    "for the file it replaced; look at the new one first")
             if old is not None:
                 s.delete(old)
                 s.flush()
@@ -755,7 +761,11 @@ class AirlockService:
             name, old_sha = f.name, f.sha256
         data = str(proposal["text"]).encode("utf-8")
         sha, size = self.upload_writer(user, request_id, name).write_all([data])
-        out = self.attach_file(user, request_id, name, sha, size)
+        try:
+            out = self.attach_file(user, request_id, name, sha, size, replacing=old_sha)
+        except InvalidTransition:
+            self._drop_unreferenced(sha)
+            raise
         with self.sessions() as s:
             req = self._load(s, request_id)
         self._audit(EVENTS["proposal_accept"], user, req, version=out["version"], file=name,
