@@ -104,6 +104,12 @@ class AuditEvent(StrEnum):
     AIRLOCK_REQUEST_CREATED = ("airlock.request.created", "a request opened")
     AIRLOCK_FILE_UPLOADED = ("airlock.file.uploaded", "a file added to a request")
     AIRLOCK_FILE_REMOVED = ("airlock.file.removed", "a file removed from a request")
+    AIRLOCK_PROPOSAL_VIEWED = ("airlock.proposal.viewed",
+                               "the requester read the fixed version the airlock proposed "
+                               "for a failing table")
+    AIRLOCK_PROPOSAL_ACCEPTED = ("airlock.proposal.accepted",
+                                 "the requester accepted the airlock's fixed version of a "
+                                 "failing table in place of the file (re-checked as an upload)")
     AIRLOCK_FILE_QUOTA_EXCEEDED = ("airlock.file.quota_exceeded", "an upload refused by the "
                                    "uploader's staging quota")
     AIRLOCK_REQUEST_VIEWED = ("airlock.request.viewed", "a checker opened a request")

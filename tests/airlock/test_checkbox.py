@@ -24,11 +24,14 @@ from ecluse.airlock.checkbox import (
     RESULT_MARK,
     SandboxChecker,
 )
-from ecluse.config import LDAPSettings, SandboxSettings, Settings
+from ecluse.airlock.checkjob import LEDGER_DIR
+from ecluse.airlock.rules import State
+from ecluse.config import Dataset, LDAPSettings, Project, SandboxSettings, Settings
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sdc import DisclosurePolicy
 from ecluse.settings.airlock import AirlockSettings
 from tests.airlock.conftest import Files
+from tests.airlock.test_ledger import ADULTS, OLDER, OLDER_SAFE
 from tests.support.sandboxes import LAUNCHED, TrackingLocalSandbox
 
 pytestmark = pytest.mark.timeout(240)
@@ -94,6 +97,11 @@ def test_checks_and_previews_run_in_an_unprivileged_sandbox(checker, tmp_path):
         assert [(m.target, m.read_only) for m in spec.extra_mounts] == [(CHECK_DIR, True)]
         if verdict == "fail":
             assert ["F", "41-65", "3"] in out["preview"]["rows"]
+            # the fixed version proposed is made here too, from the sandbox's copy
+            assert "F,41-65,c" in out["proposal"]["text"]
+            assert out["proposal"]["verdict"] == "pass"
+        else:
+            assert "proposal" not in out
         if verdict == "block":
             assert len(out["preview"]["rows"]) <= 20 and out["preview"]["masked_columns"]
             assert "P100000" not in json.dumps(out)
@@ -212,3 +220,97 @@ def test_a_check_sandbox_that_fails_sends_the_file_to_review(deployment, checker
     assert out["report"]["verdict"] == "review"
     assert expected in out["report"]["findings"][0]["message"]
     assert out["preview"]["kind"] == "none"
+
+
+LEDGER_PROBE = r"""
+import json, os
+out = {}
+def attempt(key, fn):
+    try:
+        out[key] = ["done", str(fn())[:80]]
+    except Exception as e:
+        out[key] = ["refused", type(e).__name__]
+job = json.load(open("/airlock-check/job.json"))
+rows = json.load(open("/airlock-ledger/ledger.json"))
+out["released_in"] = sorted({r["origin"]["request"] for r in rows})
+out["ledger_dir"] = sorted(os.listdir("/airlock-ledger"))
+attempt("write_ledger", lambda: open("/airlock-ledger/ledger.json", "a").write("[]"))
+attempt("new_file", lambda: open("/airlock-ledger/more.json", "w").write("[]"))
+attempt("chmod", lambda: os.chmod("/airlock-ledger/ledger.json", 0o666))
+attempt("write_job", lambda: open("/airlock-check/job.json", "a").write("{}"))
+out["differencing"] = [[] for _ in job["files"]]
+print(MARK + json.dumps(out), flush=True)
+"""
+
+
+class LedgerProbe(SandboxChecker):
+    """The differencing sandbox running a probe where the job would run: what an
+    exploited job could do with the ledger it is given."""
+
+    def job_command(self, job_path: str) -> list[str]:
+        return [sys.executable, "-I", "-c", f"MARK = {RESULT_MARK!r}\n" + LEDGER_PROBE]
+
+    def _payload(self, result, display_name):
+        payload = super()._payload(result, display_name)
+        self.seen.append(payload)
+        return payload
+
+
+def test_differencing_runs_in_a_sandbox_that_reads_its_scopes_ledger_only(
+        checker, deployment, service, users, create_request_at_status, tmp_path):
+    chk, tmp = checker
+    assert service.staging.tmp == tmp
+    service.projects = {
+        "cardio-los": Project(slug="cardio-los", title="Cardiac LOS",
+                              ldap_group="proj-cardio-los",
+                              datasets=[Dataset(name="pmsi", path=tmp_path / "pmsi-2024")]),
+        "air-quality": Project(slug="air-quality", title="Air quality",
+                               ldap_group="proj-air-quality", members_may_review=True,
+                               datasets=[Dataset(name="pmsi", path=tmp_path / "pmsi-2023")]),
+    }
+    mine = create_request_at_status(State.RELEASED, files=[ADULTS])
+    theirs = create_request_at_status(State.RELEASED, files=[ADULTS], requester="gus",
+                                      project="air-quality")
+    # the real differencing job, in its sandbox: the earlier release is cited
+    service.differ = chk.difference
+    req = service.create_request(users.bob, project="cardio-los", title="Older",
+                                 justification="paper")
+    service.add_file(users.bob, req["id"], OLDER[0], [OLDER[1]])
+    [older] = service.get_request(users.bob, req["id"], record_view=False)["files"]
+    assert older["verdict"] == "fail"
+    [found] = [x for x in older["findings"] if x["rule"] == "differencing"]
+    assert found["location"]["released_in"] == mine["id"]
+    spec = LAUNCHED[-1]["spec"]
+    assert [(m.target, m.read_only) for m in spec.extra_mounts] == [
+        (CHECK_DIR, True), (LEDGER_DIR, True)]
+    assert spec.user.uid == 64900 and spec.allowed_ports == []
+    # what the sandbox sees: its scope's releases only, and none of it writable
+    probe = LedgerProbe(deployment, chk.conf, backend=chk.backend)
+    probe.seen = []
+    service.differ = probe.difference
+    service.submit(users.bob, req["id"])
+    [got] = probe.seen
+    assert got["released_in"] == [mine["id"]] and theirs["id"] not in json.dumps(got)
+    assert got["ledger_dir"] == ["ledger.json"]
+    for key in ("write_ledger", "new_file", "chmod", "write_job"):
+        assert got[key][0] == "refused", (key, got[key])
+
+
+def test_differencing_that_cannot_run_in_its_sandbox_sends_the_files_to_review(
+        checker, deployment, service, users):
+    chk, _tmp = checker
+    service.differ = CrashingJob(deployment, chk.conf, backend=chk.backend).difference
+    req = service.create_request(users.bob, project="cardio-los", title="Older",
+                                 justification="paper")
+    started = len(LAUNCHED)
+    service.add_file(users.bob, req["id"], OLDER_SAFE[0], [OLDER_SAFE[1]])
+    # one table and no earlier release: nothing to compare, no sandbox
+    assert len(LAUNCHED) == started
+    assert service.get_request(users.bob, req["id"], record_view=False)["files"][0][
+        "verdict"] == "pass"
+    service.add_file(users.bob, req["id"], ADULTS[0], [ADULTS[1]])
+    assert len(LAUNCHED) == started + 1
+    for f in service.get_request(users.bob, req["id"], record_view=False)["files"]:
+        assert f["verdict"] == "review", f
+        assert "differencing against the other files and earlier releases failed" in \
+            f["findings"][-1]["message"]

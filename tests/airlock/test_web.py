@@ -283,3 +283,41 @@ def test_checker_never_gets_the_bytes_of_a_block_file_even_after_withdraw(airloc
     page = s.get(f"{airlock_hub.airlock_url}/requests/{rid}", timeout=15).text
     assert "no longer shown" in page and 'class="preview-table"' not in page
     assert "identifier-column" not in page
+
+
+# ---------------------------------------------------------------- fixed versions proposed
+
+
+def test_a_failing_table_is_fixed_by_accepting_the_proposal_then_released(airlock_hub):
+    """fail -> proposal -> accept into the new version -> passes -> review -> release; a
+    checker never gets the proposal's bytes."""
+    alice, carol, dan = (airlock_hub.api(u) for u in ("alice", "carol", "dan"))
+    rid = _create(alice, title="Fix me")
+    name, data = Files.fail
+    f = alice.post(f"/requests/{rid}/files", params={"filename": name}, data=data).json()
+    assert f["verdict"] == "fail" and f["proposal"]["available"] is True
+    assert alice.post(f"/requests/{rid}/submit").json()["state"] == "submitted"
+    [seen] = carol.get(f"/requests/{rid}").json()["files"]
+    assert seen["proposal"] == {"available": True, "method": "suppress"}
+    msg = _error(carol.get(f"/requests/{rid}/files/{f['id']}/proposal"), 403,
+                 "permission_denied")
+    assert "you may not see the proposal of this file" in msg
+    _error(carol.post(f"/requests/{rid}/files/{f['id']}/proposal/accept"), 403,
+           "permission_denied")
+    _error(alice.post(f"/requests/{rid}/files/{f['id']}/proposal/accept"), 409, "invalid_state")
+    carol.post(f"/requests/{rid}/reviews", json={"decision": "request_changes",
+                                                 "comment": "Suppress the small cell"})
+    [f2] = alice.get(f"/requests/{rid}").json()["files"]
+    proposal = alice.get(f"/requests/{rid}/files/{f2['id']}/proposal").json()
+    assert "F,41-65,c" in proposal["text"] and proposal["verdict"] == "pass"
+    r = alice.post(f"/requests/{rid}/files/{f2['id']}/proposal/accept")
+    assert r.status_code == 201, r.text
+    new = r.json()
+    assert new["verdict"] == "pass" and new["version"] == 2
+    alice.post(f"/requests/{rid}/resubmit", json={"comment": "suppressed"})
+    for checker in (carol, dan):
+        r = checker.post(f"/requests/{rid}/reviews", json={"decision": "approve"})
+        assert r.status_code == 201, r.text
+    assert carol.post(f"/requests/{rid}/release").json()["state"] == "released"
+    r = alice.get(f"/requests/{rid}/files/{new['id']}/content")
+    assert r.status_code == 200 and r.content == proposal["text"].encode()

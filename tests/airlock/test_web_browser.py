@@ -88,3 +88,34 @@ def test_checker_approves_a_failing_table_with_an_override_reason(airlock_hub, b
     assert req["approvals"] == 1
     assert req["reviews"][0]["overrides"] == {
         "counts_small.csv": "Same figure as the published annual report"}
+
+
+def test_researcher_accepts_the_fixed_version_from_the_request_page(airlock_hub, browser_page):
+    alice = airlock_hub.api("alice")
+    rid = alice.post("/requests", json={"project": "cardio-los", "title": "Browser fix",
+                                        "justification": "Table 3"}).json()["id"]
+    f = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
+                   data=Files.fail[1]).json()
+    assert f["verdict"] == "fail"
+
+    page = browser_page
+    page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
+    page.wait_for_selector("input[name=username]")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", password("alice"))
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(airlock_hub.airlock_url + "/**")
+    if f"/requests/{rid}" not in page.url:
+        page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
+    card = page.locator(f"#proposal-{f['id']}")
+    assert "A fixed version is proposed" in card.inner_text()
+    assert "sex F, age_band 41-65" in card.locator(".proposal-notes").inner_text()
+    card.locator("a.button").click()
+    page.wait_for_selector("#proposal-text")
+    assert "F,41-65,c" in page.inner_text("#proposal-text")
+    page.click(".accept-proposal button")
+    page.wait_for_selector(".flash")
+    assert "fixed version of counts_small.csv accepted: pass" in page.inner_text(".flash")
+    assert page.locator(".file .verdict").first.inner_text().lower() == "pass"
+    [now] = alice.get(f"/requests/{rid}").json()["files"]
+    assert now["verdict"] == "pass" and now["sha256"] != f["sha256"]

@@ -227,6 +227,43 @@ def test_check_mounts_are_the_airlocks_own_folders_only(launch_settings, launche
     assert len(refusals(s)) == len(cases)
 
 
+def test_the_airlock_mounts_the_ledger_of_a_differencing_job_and_nothing_else(launch_settings,
+                                                                               launcher):
+    s = launch_settings
+    tmp = Path(s.airlock.storage_dir) / "tmp"
+    job, rows = _sbx(s, "sbx-job"), _sbx(s, "ledger-rows")
+    _sbx(s, "ledger-roots", owner=0)
+    (tmp / "ledger-link").symlink_to(s.state_dir)
+
+    def mounts(*pairs, read_only=True):
+        return check_spec(s, mounts=[{"source": str(src), "target": target,
+                                      "read_only": read_only} for src, target in pairs])
+
+    objects = Path(s.airlock.storage_dir) / "objects"
+    cases = [
+        # the staging area's objects, the state directory (its audit and hub databases)
+        (mounts((job, "/airlock-check"), (objects, "/airlock-ledger")),
+         f"may mount folders under {tmp} only"),
+        (mounts((s.state_dir, "/airlock-ledger")), f"may mount folders under {tmp} only"),
+        # a job folder as the ledger, the ledger as a job folder
+        (mounts((job, "/airlock-ledger")), "is not a airlock folder"),
+        (mounts((rows, "/airlock-check")), "is not a airlock folder"),
+        (mounts((rows, "/airlock-ledger"), read_only=False), "must be mounted read-only"),
+        (mounts((tmp / "ledger-link", "/airlock-ledger")), "'ledger-link' is not a folder"),
+        (mounts((tmp / "ledger-roots", "/airlock-ledger")),
+         "is not the airlock's own (owner uid 0)"),
+        # two ledgers (or job folders) in one sandbox
+        (mounts((rows, "/airlock-ledger"), (job, "/airlock-ledger")),
+         "may mount one folder per target"),
+        (mounts((rows, "/airlock-ledger/sub")), "may not mount anything at '/airlock-ledger/sub'"),
+    ]
+    answers = ask(s, AIRLOCK_UID, *[{"op": "run", "spec": spec} for spec, _ in cases])
+    for (_spec, expected), answer in zip(cases, answers, strict=True):
+        assert answer["ok"] is False and answer["refused"], answer
+        assert expected in answer["error"], (expected, answer["error"])
+    assert len(refusals(s)) == len(cases)
+
+
 def test_an_unknown_uid_is_refused(launch_settings, launcher):
     s = launch_settings
     [answer] = ask(s, STRANGER_UID, {"op": "run", "spec": check_spec(s)})
@@ -275,6 +312,12 @@ CHECKER = textwrap.dedent(r"""
     for name, path in json.loads(sys.argv[2]):
         tmp = Path(settings.airlock.storage_dir) / "tmp"
         out[name] = chk(Path(path), name, DisclosurePolicy(), tmp, 200)
+    # differencing against the ledger, mounted read-only at /airlock-ledger
+    older = {"name": "older.csv", "findings": [], "details": {"count_tables": [
+        {"source": "older.csv", "measure": "n", "dims": ["age"], "cells": [[[">= 19"], 115]]}]}}
+    released = [{"source": "adults.csv", "measure": "n", "dims": ["age"],
+                 "cells": [[[">= 18"], 120]], "origin": {"request": "ar-0123456789abcdef"}}]
+    out["~differencing"] = chk.difference([older], released, DisclosurePolicy(), tmp)
     print(json.dumps(out))
 """)
 
@@ -300,6 +343,9 @@ def test_the_airlock_checks_through_the_launcher_as_a_non_root_user(launch_setti
          json.dumps(staged)], capture_output=True, text=True, timeout=180, cwd="/")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
+    [[found]] = out.pop("~differencing")
+    assert found["rule"] == "differencing"
+    assert found["location"]["released_in"] == "ar-0123456789abcdef"
     verdicts = {name: r["report"]["verdict"] for name, r in out.items()}
     assert verdicts == {"patients.csv": "block", "counts_small.csv": "fail",
                         "counts_safe.csv": "pass"}, out
@@ -308,7 +354,7 @@ def test_the_airlock_checks_through_the_launcher_as_a_non_root_user(launch_setti
     # check uid; nothing is left in the staging area
     audit = AuditLog.from_settings(s, writer=False)
     started = [r for r in audit.records() if r.event == STARTED_EVENT]
-    assert len(started) == 3
+    assert len(started) == 4
     assert all(r.details["caller"] == "airlock" and r.actor == f"uid:{AIRLOCK_UID}"
                and r.details["user"] == s.airlock.check_user for r in started)
     assert list((Path(s.airlock.storage_dir) / "tmp").iterdir()) == []

@@ -15,6 +15,9 @@ runs the workspaces:
   ``/airlock-check/in/`` (the staging area, the database, the state directory and its
   secrets are not mounted); no dataset under ``/data``; a project folder and
   home of its own, removed afterwards;
+* for differencing (:meth:`SandboxChecker.difference`), the ledger rows of the
+  request's scopes — and nothing else of the ledger — in a read-only file at
+  ``/airlock-ledger/ledger.json``;
 * CPU, memory and process limits (``check_cpu``, ``check_memory``) and the
   ``check_timeout``.
 
@@ -35,13 +38,14 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import Project, Quota
 from ..sandbox import Mount, SandboxSpec, UserIdentity, backend_class
 from ..sandbox.remote import LauncherSandbox
-from .checkjob import RESULT_MARK
+from .checkjob import LEDGER_DIR, LEDGER_FILE, RESULT_MARK
 from .checks import unjudged
 
 log = logging.getLogger(__name__)
@@ -112,48 +116,91 @@ class SandboxChecker:
     async def run(self, object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
                   preview_rows: int = 200) -> Any:
         """Run the job on a read-only copy of ``object_path``; the sandbox's RunResult."""
+        return await self._sandbox(Path(tmp_dir), lambda work: self._stage(
+            work, Path(object_path), display_name, policy, preview_rows))
+
+    def difference(self, files: list[dict[str, Any]], released: list[dict[str, Any]],
+                   policy: Any, tmp_dir: Path) -> list[list[dict[str, Any]]]:
+        """The ``differencing`` findings of a request's files (:func:`.ledger.difference`),
+        judged in a check sandbox that reads ``released`` — the ledger rows of the
+        request's scopes — from a read-only mount at ``/airlock-ledger``. Raises when
+        the sandbox gives no usable answer (the service then sends the files to review)."""
+        with self._slots:
+            result = asyncio.run(self._sandbox(
+                Path(tmp_dir), lambda work: self._job(work, {
+                    "kind": "difference", "files": files, "policy": _policy_data(policy)}),
+                ledger=released))
+        payload = self._payload(result, "differencing")
+        if isinstance(payload, str):
+            raise RuntimeError(f"differencing in its check sandbox {payload}")
+        found = payload.get("differencing")
+        if not isinstance(found, list) or len(found) != len(files):
+            raise RuntimeError("differencing in its check sandbox gave no usable answer")
+        return found
+
+    async def _sandbox(self, tmp_dir: Path, stage: Callable[[Path], None],
+                       ledger: list[dict[str, Any]] | None = None) -> Any:
+        """Stage a job folder (``stage(work)``), run the job in a one-shot sandbox with
+        it at ``/airlock-check`` (and ``ledger`` at ``/airlock-ledger``), both
+        read-only; the sandbox's RunResult. Everything staged is removed afterwards."""
         work = Path(tempfile.mkdtemp(prefix="sbx-", dir=tmp_dir))
+        released = Path(tempfile.mkdtemp(prefix="ledger-", dir=tmp_dir)) if ledger is not None \
+            else None
         project = Project(
             slug=CHECK_PROJECT_PREFIX + secrets.token_hex(4), title="airlock check",
             ldap_group="-", gid=self.conf.check_gid,
             quota=Quota(cpu=self.conf.check_cpu, memory=self.conf.check_memory, pids=64),
         )
         try:
-            await asyncio.to_thread(self._stage, work, Path(object_path), display_name,
-                                    policy, preview_rows)
+            await asyncio.to_thread(stage, work)
+            mounts = [Mount(work, CHECK_DIR, read_only=True)]
+            if released is not None:
+                await asyncio.to_thread(self._stage_ledger, released, ledger or [])
+                mounts.append(Mount(released, LEDGER_DIR, read_only=True))
             spec = SandboxSpec(
                 project, self.user, self.job_command(f"{CHECK_DIR}/job.json"),
                 env={"HOME": "/tmp", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-                allowed_ports=[], extra_mounts=[Mount(work, CHECK_DIR, read_only=True)],
-                workdir="/tmp", name="airlock-check",
+                allowed_ports=[], extra_mounts=mounts, workdir="/tmp", name="airlock-check",
             )
             return await self.backend.run(spec, timeout=self.timeout)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            if released is not None:
+                shutil.rmtree(released, ignore_errors=True)
             await asyncio.to_thread(self._remove_project_dirs, project.slug)
 
     def _stage(self, work: Path, object_path: Path, display_name: str, policy: Any,
                preview_rows: int) -> None:
-        """``work/in/<name>`` (a copy, readable by the check group only) and ``job.json``.
-
-        Run unprivileged (through the launcher), the service cannot give them to
-        the check group: it makes them readable by all instead, inside its own
-        private (0700) staging area, which only the check sandbox's mount opens.
-        """
-        gid = self.conf.check_gid
-        root = os.geteuid() == 0
+        """``work/in/<name>`` (a copy, readable by the check group only) and ``job.json``."""
         inbox = work / "in"
         inbox.mkdir()
         copy = inbox / display_name
         shutil.copyfile(object_path, copy)
-        policy_data = policy.model_dump(mode="json") if hasattr(policy, "model_dump") else policy
-        job = work / "job.json"
-        job.write_text(json.dumps({"name": display_name, "policy": policy_data,
-                                   "preview_rows": preview_rows}))
-        for path, mode in ((copy, 0o440), (job, 0o440), (inbox, 0o750), (work, 0o750)):
-            if root:
-                os.chown(path, 0, gid)
-            os.chmod(path, mode if root else mode | (mode >> 3 & 0o5))
+        self._give(copy, 0o440)
+        self._give(inbox, 0o750)
+        self._job(work, {"name": display_name, "policy": _policy_data(policy),
+                         "preview_rows": preview_rows})
+
+    def _job(self, work: Path, job: dict[str, Any]) -> None:
+        (work / "job.json").write_text(json.dumps(job, default=str))
+        self._give(work / "job.json", 0o440)
+        self._give(work, 0o750)
+
+    def _stage_ledger(self, folder: Path, rows: list[dict[str, Any]]) -> None:
+        """``folder/ledger.json``: the ledger rows of the request's scopes, nothing else."""
+        (folder / LEDGER_FILE).write_text(json.dumps(rows, default=str))
+        self._give(folder / LEDGER_FILE, 0o440)
+        self._give(folder, 0o750)
+
+    def _give(self, path: Path, mode: int) -> None:
+        """Give ``path`` to the check group (``mode``). Run unprivileged (through the
+        launcher), the service cannot: it makes it readable by all instead, inside its
+        own private (0700) staging area, which only the check sandbox's mounts open."""
+        if os.geteuid() == 0:
+            os.chown(path, 0, self.conf.check_gid)
+            os.chmod(path, mode)
+        else:
+            os.chmod(path, mode | (mode >> 3 & 0o5))
 
     def _remove_project_dirs(self, slug: str) -> None:
         if not slug.startswith(CHECK_PROJECT_PREFIX):  # pragma: no cover - defensive
@@ -164,14 +211,12 @@ class SandboxChecker:
 
     # ----------------------------------------------------------- the result
 
-    def parse(self, result: Any, display_name: str) -> dict[str, Any]:
-        """The inspection from a finished sandbox, or ``review`` saying what went wrong."""
+    def _payload(self, result: Any, display_name: str) -> dict[str, Any] | str:
+        """The job's JSON answer, or what went wrong (``timed out after 2s``)."""
         if result.timed_out:
-            return unjudged(f"automatic check timed out after {self.timeout:.0f}s; "
-                            "review by hand")
+            return f"timed out after {self.timeout:.0f}s"
         if result.oom_killed:
-            return unjudged("automatic check ran out of memory "
-                            f"({self.conf.check_memory} bytes); review by hand")
+            return f"ran out of memory ({self.conf.check_memory} bytes)"
         payload = None
         for line in reversed(result.stdout.splitlines()):
             if line.startswith(RESULT_MARK):
@@ -183,12 +228,25 @@ class SandboxChecker:
         if result.exit_code != 0 or not isinstance(payload, dict):
             log.error("check sandbox for %s: exit %s, stderr %s", display_name,
                       result.exit_code, result.stderr[-2000:])
-            return unjudged(f"automatic check failed (exit status {result.exit_code}); "
-                            "review by hand")
+            return f"failed (exit status {result.exit_code})"
+        return payload
+
+    def parse(self, result: Any, display_name: str) -> dict[str, Any]:
+        """The inspection from a finished sandbox, or ``review`` saying what went wrong."""
+        payload = self._payload(result, display_name)
+        if isinstance(payload, str):
+            return unjudged(f"automatic check {payload}; review by hand")
         report, preview = payload.get("report"), payload.get("preview")
         if not isinstance(report, dict) or not isinstance(preview, dict):
             return unjudged("automatic check gave no usable report; review by hand")
-        return {"report": report, "preview": preview}
+        out = {"report": report, "preview": preview}
+        if isinstance(payload.get("proposal"), dict):
+            out["proposal"] = payload["proposal"]
+        return out
 
     def shutdown(self) -> None:
         """Nothing runs between calls (one sandbox per check)."""
+
+
+def _policy_data(policy: Any) -> Any:
+    return policy.model_dump(mode="json") if hasattr(policy, "model_dump") else policy

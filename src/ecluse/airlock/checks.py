@@ -23,6 +23,9 @@ from .preview import render_preview
 
 log = logging.getLogger(__name__)
 
+#: the largest fixed table kept as a proposal (its CSV text, stored with the file)
+MAX_PROPOSAL_BYTES = 1 << 20
+
 
 def _fallback(message: str, fmt: str = "unknown") -> dict[str, Any]:
     return {
@@ -58,26 +61,88 @@ def check_named(path: Path, display_name: str, policy: Any) -> dict[str, Any]:
 
 def inspect_named(path: Path, display_name: str, policy: Any,
                   preview_rows: int = 200) -> dict[str, Any]:
-    """Report and preview of a file already under its display name (never raises)."""
+    """Report, preview and (for a ``fail`` file) the fixed version proposed, of a file
+    already under its display name (never raises)."""
     try:
         report = check_named(path, display_name, policy)
     except Exception as e:  # fail closed
         log.exception("disclosure check of %s failed", display_name)
         return unjudged(f"automatic check failed ({type(e).__name__}); review by hand")
-    return {"report": report, "preview": render_preview(path, display_name, report,
-                                                        preview_rows)}
+    return _with_proposal({"report": report, "preview": render_preview(
+        path, display_name, report, preview_rows)}, path, display_name, policy)
+
+
+def propose(path: Path, display_name: str, report: dict[str, Any],
+            policy: Any) -> dict[str, Any] | None:
+    """For a ``fail`` file, the fixed version the airlock proposes (never raises).
+
+    :func:`ecluse.sdc.suppress.fix_csv` rewrites the table — rounding to the
+    policy's ``rounding_base`` when the policy requires rounded counts, else primary
+    and secondary suppression — and checks the result again: ``{"method", "notes",
+    "verdict", "text", "size"}`` when the fixed table passes, else ``{"error"}``
+    saying why no fix is proposed. ``None`` for a file that did not fail."""
+    if report.get("verdict") != "fail":
+        return None
+    from ..sdc.suppress import CannotFix, fix_csv  # deferred: pandas, checks only
+
+    method = "round" if getattr(policy, "rounding_required", False) else "suppress"
+    folder = Path(tempfile.mkdtemp(prefix="fix-"))
+    try:
+        fixed = folder / display_name
+        try:
+            fix = fix_csv(path, fixed, policy, method)
+        except CannotFix as e:
+            return {"method": method, "error": f"no fixed version can be proposed: {e}"}
+        except Exception as e:
+            log.exception("the fix of %s failed", display_name)
+            return {"method": method, "error": "no fixed version can be proposed (the fix "
+                    f"failed: {type(e).__name__})"}
+        verdict = str(fix.report.verdict) if fix.report else "review"
+        if verdict != "pass":
+            why = next((f.message for f in fix.report.findings), "") if fix.report else ""
+            return {"method": method, "error": "no fixed version can be proposed: the fixed "
+                    f"table would still be {verdict}" + (f" ({why})" if why else "")}
+        data = fixed.read_bytes()
+        if len(data) > MAX_PROPOSAL_BYTES:
+            return {"method": method, "error": "no fixed version can be proposed: the fixed "
+                    f"table would be {len(data)} bytes (at most {MAX_PROPOSAL_BYTES})"}
+        return {"method": method, "notes": list(fix.notes), "verdict": verdict,
+                "text": data.decode("utf-8"), "size": len(data)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _with_proposal(result: dict[str, Any], path: Path, display_name: str,
+                   policy: Any) -> dict[str, Any]:
+    proposal = propose(path, display_name, result["report"], policy)
+    if proposal is not None:
+        result["proposal"] = proposal
+    return result
 
 
 def inspect_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
                    preview_rows: int = 200) -> dict[str, Any]:
-    """``{"report": ..., "preview": ...}`` of a staged file (never raises)."""
+    """``{"report": ..., "preview": ..., "proposal": ...}`` of a staged file (never
+    raises; ``proposal`` for a ``fail`` file only)."""
     report = check_staged(object_path, display_name, policy, tmp_dir)
     try:
         preview = render_preview(Path(object_path), display_name, report, preview_rows)
     except Exception as e:  # pragma: no cover - render_preview never raises
         log.exception("preview of %s failed", display_name)
         preview = {"kind": "none", "error": f"cannot preview this file ({type(e).__name__})"}
-    return {"report": report, "preview": preview}
+    result = {"report": report, "preview": preview}
+    if report.get("verdict") != "fail":
+        return result
+    workdir = Path(tempfile.mkdtemp(prefix="check-", dir=tmp_dir))
+    try:  # the fix reads the file under its display name (format by extension)
+        view = workdir / display_name
+        try:
+            os.link(object_path, view)
+        except OSError:
+            shutil.copyfile(object_path, view)
+        return _with_proposal(result, view, display_name, policy)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def unjudged(message: str) -> dict[str, Any]:

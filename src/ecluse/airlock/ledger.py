@@ -12,11 +12,14 @@ Whenever the files of an open request change, and when it is submitted, its
 tables are compared (:func:`ecluse.sdc.differencing.difference_reports`) with
 each other and with the ledger of its scopes: a small group recovered from an
 earlier release plus the new output fails (``differencing``), the finding
-citing the earlier request. The comparison reads the count tables the
-sandboxed checker extracted (JSON numbers and labels), never a researcher's
-file: the ledger never enters a check sandbox and no released table is shown
-to a process that parses untrusted files. The ledger is a table of the
-airlock's database: it survives restarts and is backed up with it.
+citing the earlier request. The comparison runs where the checks run: with
+``check_runner: sandbox``, in a one-shot check sandbox
+(:meth:`~ecluse.airlock.checkbox.SandboxChecker.difference`) that gets the
+count tables of the request's files (as the sandboxed checker extracted them)
+and, mounted read-only, the ledger rows of the request's scopes only
+(:func:`export`); the service applies the findings it returns
+(:func:`apply`). The ledger is a table of the airlock's database: it survives
+restarts and is backed up with it.
 """
 
 from __future__ import annotations
@@ -69,10 +72,11 @@ def record_release(s: Session, req: Request, files: Iterable[File], scopes: list
     return n
 
 
-def released_tables(s: Session, scopes: list[str], *, exclude_request: str | None = None):  # type: ignore[no-untyped-def]
-    """The count tables released under ``scopes`` (one per table, whatever the scope)."""
-    from ..sdc.differencing import MAX_CELLS, CountTable  # deferred: pandas, loaded by sdc
-
+def export(s: Session, scopes: list[str], *,
+           exclude_request: str | None = None) -> list[dict[str, Any]]:
+    """The ledger rows released under ``scopes`` (one per table, whatever the scope),
+    as the JSON a check sandbox reads: each table with its ``origin`` (the request,
+    version, file and sha256 it was released in)."""
     q = select(LedgerEntry).where(LedgerEntry.scope.in_(scopes))
     if exclude_request:
         q = q.where(LedgerEntry.request_id != exclude_request)
@@ -83,32 +87,66 @@ def released_tables(s: Session, scopes: list[str], *, exclude_request: str | Non
             continue
         seen.add(key)
         try:
-            t = CountTable.from_dict(json.loads(e.table))
-        except (ValueError, KeyError, TypeError):
+            table = json.loads(e.table)
+        except ValueError:
             log.warning("ledger entry %s is unreadable: skipped", e.id)
             continue
-        if len(t.cells) > MAX_CELLS:
-            continue
-        t.origin = {"request": e.request_id, "version": e.version, "file": e.file,
-                    "sha256": e.sha256}
-        out.append(t)
+        if isinstance(table, dict):
+            out.append({**table, "origin": {"request": e.request_id, "version": e.version,
+                                            "file": e.file, "sha256": e.sha256}})
     return out
 
 
-def check_request(s: Session, req: Request, policy: Any, scopes: list[str]) -> None:
-    """Judge the current files of ``req`` as one set and against the ledger (in place:
-    each file's stored report and verdict get their ``differencing`` findings)."""
+def released_tables(rows: Iterable[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    """The :class:`~ecluse.sdc.differencing.CountTable` of each exported ledger row
+    (unreadable and oversized ones skipped)."""
+    from ..sdc.differencing import MAX_CELLS, CountTable  # deferred: pandas, loaded by sdc
+
+    out = []
+    for row in rows:
+        try:
+            t = CountTable.from_dict(row)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ledger table of %s is unreadable: skipped", row.get("origin"))
+            continue
+        if len(t.cells) <= MAX_CELLS:
+            t.origin = dict(row.get("origin") or {})
+            out.append(t)
+    return out
+
+
+def stored_reports(req: Request) -> list[dict[str, Any]]:
+    """What differencing reads of the current files of ``req``: each one's name and the
+    findings and count tables of its stored report (no byte of the file)."""
+    out = []
+    for f in req.current_files():
+        data = f.report_dict()
+        out.append({"name": f.name, "format": str(data.get("format") or ""),
+                    "findings": list(data.get("findings") or []),
+                    "details": {"count_tables": _tables(data)}})
+    return out
+
+
+def nothing_to_compare(files: list[dict[str, Any]], released: list[dict[str, Any]]) -> bool:
+    """No pair of tables to compare: no count table, or one and no earlier release
+    (then no sandbox is started for nothing)."""
+    n = sum(len((f.get("details") or {}).get("count_tables") or []) for f in files)
+    return n == 0 or (n == 1 and not released)
+
+
+def difference(files: list[dict[str, Any]], released: list[dict[str, Any]],
+               policy: Any) -> list[list[dict[str, Any]]]:
+    """The ``differencing`` findings of each of ``files`` (:func:`stored_reports`),
+    judged as one set and against the ``released`` ledger rows (:func:`export`).
+
+    Pure: what a check sandbox runs (``checkjob``, kind ``difference``), and what the
+    service runs itself with ``check_runner: process``."""
     from ..sdc.differencing import difference_reports  # deferred: pandas, loaded by sdc
     from ..sdc.report import FileReport, Finding, Severity, Verdict  # deferred: pandas
 
-    files = req.current_files()
-    if not files:
-        return
-    reports, raw = [], []
-    for f in files:
-        data = f.report_dict()
-        raw.append(data)
-        rep = FileReport(path=f.name, format=str(data.get("format") or ""),
+    reports = []
+    for data in files:
+        rep = FileReport(path=str(data["name"]), format=str(data.get("format") or ""),
                          verdict=Verdict.REVIEW, details=dict(data.get("details") or {}))
         for item in data.get("findings") or []:
             try:
@@ -117,12 +155,25 @@ def check_request(s: Session, req: Request, policy: Any, scopes: list[str]) -> N
                 rep.findings.append(Finding("checker-error", Severity.REVIEW,
                                             "unreadable stored finding"))
         reports.append(rep)
-    released = released_tables(s, scopes, exclude_request=req.id)
-    difference_reports(reports, policy, released)
-    for f, data, rep in zip(files, raw, reports, strict=True):
+    difference_reports(reports, policy, released_tables(released))
+    return [[x.to_dict() for x in rep.findings if x.rule == "differencing"]
+            for rep in reports]
+
+
+def apply(req: Request, found: list[list[dict[str, Any]]]) -> None:
+    """Store the ``differencing`` findings ``found`` (one list per current file of
+    ``req``, in order) in each file's report, and the verdict they give it."""
+    from ..sdc.report import Severity, Verdict  # deferred: pandas, loaded by sdc
+
+    files = req.current_files()
+    if not isinstance(found, list) or len(found) != len(files):
+        raise ValueError(f"differencing gave {len(found) if isinstance(found, list) else '?'} "
+                         f"results for {len(files)} files")
+    for f, added in zip(files, found, strict=True):
+        data = f.report_dict()
         before = [x for x in data.get("findings") or [] if x.get("rule") != "differencing"]
-        added = [x.to_dict() for x in rep.findings if x.rule == "differencing"]
         old = [x for x in data.get("findings") or [] if x.get("rule") == "differencing"]
+        added = [x for x in added if isinstance(x, dict) and x.get("rule") == "differencing"]
         if added == old:
             continue
         data["findings"] = before + added

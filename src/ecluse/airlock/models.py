@@ -93,10 +93,22 @@ class File(Base):
     report: Mapped[str] = mapped_column(Text)
     #: the checker's preview, rendered once when the file was checked (JSON)
     preview: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: for a ``fail`` table, the fixed version the check proposed (JSON: method,
+    #: notes, verdict of its re-check, text), or why none could be made (``error``)
+    proposal: Mapped[str | None] = mapped_column(Text, nullable=True)
     uploaded_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     request: Mapped[Request] = relationship(back_populates="files")
+
+    def proposal_dict(self) -> dict[str, Any] | None:
+        if not self.proposal:
+            return None
+        try:
+            data = json.loads(self.proposal)
+        except ValueError:
+            return {"error": "unreadable stored proposal"}
+        return data if isinstance(data, dict) else None
 
     def preview_dict(self) -> dict[str, Any]:
         if not self.preview:

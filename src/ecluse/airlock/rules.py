@@ -144,6 +144,7 @@ class FileView(StrEnum):
     CONTENT = "content"  # the raw bytes (a download)
     PREVIEW = "preview"  # the preview rendered once, when the file was checked
     REPORT = "report"  # the verdict's findings
+    PROPOSAL = "proposal"  # the fixed version the airlock proposes for a ``fail`` table
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,10 @@ FILE_ACCESS: tuple[FileAccess, ...] = (
                AuditEvent.AIRLOCK_REQUEST_VIEWED),
     FileAccess(FileView.PREVIEW, _REQUESTER_PREVIEW_STATES, frozenset({R}), False,
                AuditEvent.AIRLOCK_REQUEST_VIEWED),
+    # the airlock's fixed version of the requester's own failing table, like the
+    # preview: to the requester only (checkers see that it exists, in the report view)
+    FileAccess(FileView.PROPOSAL, _REQUESTER_PREVIEW_STATES, frozenset({R}), False,
+               AuditEvent.AIRLOCK_PROPOSAL_VIEWED),
     FileAccess(FileView.REPORT, frozenset(State) - PURGEABLE_STATES,
                frozenset({R, C, S}), False, AuditEvent.AIRLOCK_REQUEST_VIEWED),
 )
@@ -198,6 +203,8 @@ EVENTS: dict[str, str] = {
     "integrity": AuditEvent.AIRLOCK_FILE_INTEGRITY_FAILURE,
     "purge": AuditEvent.AIRLOCK_REQUEST_PURGED,
     "denied": AuditEvent.AIRLOCK_PERMISSION_DENIED,
+    "proposal_view": AuditEvent.AIRLOCK_PROPOSAL_VIEWED,
+    "proposal_accept": AuditEvent.AIRLOCK_PROPOSAL_ACCEPTED,
 }
 
 

@@ -38,7 +38,7 @@ from .errors import (
     PolicyViolation,
     QuotaExceeded,
 )
-from .models import File, HistoryEntry, Request, Review, as_utc, utcnow
+from .models import File, HistoryEntry, LedgerEntry, Request, Review, as_utc, utcnow
 from .permissions import (
     Identity,
     ProjectLike,
@@ -49,6 +49,7 @@ from .permissions import (
     require_create,
     require_editable,
     require_file_content,
+    require_file_view,
     require_transition,
     require_view,
 )
@@ -113,6 +114,9 @@ class AirlockService:
         self.people = people
         self.read_engine = read_engine or engine
         self.checker = checker
+        #: differencing of a request's files against each other and the ledger: where
+        #: the checks run (a check sandbox, given the ledger read-only), else here
+        self.differ: Callable[..., list] = getattr(checker, "difference", None) or _difference_here
         #: read-only sessions (SQLite: deferred, never wait for the writer)
         self.sessions = db.session_factory(self.read_engine)
         self._write_sessions = db.session_factory(engine)
@@ -543,17 +547,19 @@ class AirlockService:
         return self.attach_file(user, request_id, name, sha, size)
 
     def attach_file(
-        self, user: Identity, request_id: str, filename: str, sha256: str, size: int
+        self, user: Identity, request_id: str, filename: str, sha256: str, size: int,
+        *, replacing: str | None = None,
     ) -> dict[str, Any]:
         """Record an already staged object as a file of the request's current version.
 
-        Replaces a file of the same name in that version. Permissions are checked
-        again here (the upload may have taken a while).
+        Replaces a file of the same name in that version (with ``replacing``, only the
+        one whose sha256 it is). Permissions are checked again here (the upload may
+        have taken a while).
         """
         name = clean_filename(filename)
         with self.sessions() as s:
             project = self._load(s, request_id).project
-        report, preview = self._inspect(sha256, name, project)
+        report, preview, proposal = self._inspect(sha256, name, project)
         with self._guard(user, "add_file", request_id), self._tx() as s:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
@@ -574,6 +580,10 @@ class AirlockService:
                 )
             ).first()
             replaced_sha = old.sha256 if old is not None else None
+            if replacing is not None and replaced_sha != replacing:
+                raise InvalidTransition(
+                    f"{name} changed in request {req.id} meanwhile: the proposal was made "
+                    "for the file it replaced; look at the new one first")
             if old is not None:
                 s.delete(old)
                 s.flush()
@@ -582,32 +592,99 @@ class AirlockService:
                 verdict=report["verdict"], format=str(report.get("format") or "")[:32],
                 report=json.dumps(report, default=str),
                 preview=json.dumps(preview, default=str), uploaded_by=user.name,
+                proposal=json.dumps(proposal, default=str) if proposal else None,
                 created_at=utcnow(),
             )
             s.add(f)
             req.updated_at = utcnow()
             s.flush()
             s.refresh(req, ["files"])
-            self._difference(s, req)
-            out = self._file(f, file_views(user, req, self._project(req.project), f.version))
+            fid = f.id
             self._later(
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
                 sha256=sha256, size=size, verdict=report["verdict"], replaced=old is not None,
             )
         if replaced_sha and replaced_sha != sha256:
             self._drop_unreferenced(replaced_sha)
-        return out
+        self._redifference(request_id)
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+            f = s.get(File, fid)
+            return self._file(f, file_views(user, req, self._project(req.project), f.version))
 
-    def _difference(self, s: Session, req: Request) -> None:
-        """Judge the request's files as one set and against the released ones
-        (:mod:`.ledger`); if that fails, every file goes to ``review`` (fail closed)."""
+    # ------------------------------------------------------------ differencing
+    #
+    # The files of a request are judged as one set and against the ledger of its
+    # scopes (:mod:`.ledger`), where the checks run: in a check sandbox that may take
+    # seconds. It runs outside any write transaction on a snapshot of the request
+    # (its current files, the ledger's last row), and its findings are stored only if
+    # that snapshot is still current; a submit whose snapshot went stale judges again
+    # inside its transaction. Whatever fails sends the files to ``review``.
+
+    def _difference_key(self, s: Session, req: Request) -> tuple:
+        scopes = ledger.scopes_of(req.project, self._project(req.project))
+        last = s.scalar(select(func.max(LedgerEntry.id)).where(LedgerEntry.scope.in_(scopes)))
+        return (req.version, tuple((f.id, f.sha256) for f in req.current_files()), last)
+
+    def _difference_plan(self, request_id: str) -> tuple[tuple, Any]:
+        """Judge a snapshot of the request outside any write transaction."""
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+            key = self._difference_key(s, req)
+            files = ledger.stored_reports(req)
+            released = ledger.export(s, ledger.scopes_of(req.project, self._project(req.project)),
+                                     exclude_request=req.id)
+            policy = self.policy_for(req.project)
+        if not files:
+            return key, None
+        if ledger.nothing_to_compare(files, released):
+            return key, [[] for _ in files]
         try:
-            ledger.check_request(s, req, self.policy_for(req.project),
-                                 ledger.scopes_of(req.project, self._project(req.project)))
+            return key, self.differ(files, released, policy, self.staging.tmp)
         except Exception as e:
-            log.exception("differencing of request %s failed", req.id)
+            log.exception("differencing of request %s failed", request_id)
+            return key, e
+
+    def _store_difference(self, req: Request, found: Any) -> None:
+        if found is None:
+            return
+        try:
+            if isinstance(found, Exception):
+                raise found
+            ledger.apply(req, found)
+        except Exception as e:
             ledger.unchecked(req, f"differencing against the other files and earlier releases "
                              f"failed ({type(e).__name__}); review by hand")
+
+    def _difference(self, s: Session, req: Request, plan: tuple[tuple, Any] | None = None) -> None:
+        """Store the differencing of ``req``'s files (in the caller's transaction): the
+        ``plan`` judged beforehand if it is still current, else judged now."""
+        if plan is not None and plan[0] == self._difference_key(s, req):
+            self._store_difference(req, plan[1])
+            return
+        files = ledger.stored_reports(req)
+        if not files:
+            return
+        released = ledger.export(s, ledger.scopes_of(req.project, self._project(req.project)),
+                                 exclude_request=req.id)
+        found: Any = [[] for _ in files]
+        if not ledger.nothing_to_compare(files, released):
+            try:
+                found = self.differ(files, released, self.policy_for(req.project),
+                                    self.staging.tmp)
+            except Exception as e:
+                log.exception("differencing of request %s failed", req.id)
+                found = e
+        self._store_difference(req, found)
+
+    def _redifference(self, request_id: str) -> None:
+        """After a file was added or removed: judge the set again and store the result
+        unless the request changed meanwhile (the change that came later does it)."""
+        plan = self._difference_plan(request_id)
+        with self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            if plan[0] == self._difference_key(s, req):
+                self._store_difference(req, plan[1])
 
     def _drop_unreferenced(self, sha256: str) -> None:
         """Delete a staged object no file refers to any more (a draft's file removed or
@@ -619,8 +696,9 @@ class AirlockService:
         if held is None:
             self.staging.delete(sha256)
 
-    def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict]:
-        """Check a staged object and render its preview, once (fail closed: ``review``)."""
+    def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict, dict | None]:
+        """Check a staged object and render its preview, once (fail closed: ``review``);
+        with them, for a ``fail`` table, the fixed version the check proposes."""
         try:
             result = self.checker(self.staging.path_for(sha256), name, self.policy_for(project),
                                   self.staging.tmp, self.settings.preview_rows)
@@ -634,7 +712,66 @@ class AirlockService:
             report, preview = result["report"], result["preview"]
         if not isinstance(preview, dict):
             preview = {"kind": "none"}
-        return report, preview
+        proposal = result.get("proposal") if report.get("verdict") == "fail" else None
+        return report, preview, proposal if isinstance(proposal, dict) else None
+
+    # ------------------------------------------------------------ proposals
+
+    def _proposal_of(self, s: Session, user: Identity, request_id: str,
+                     file_id: Any) -> tuple[Request, File, dict[str, Any]]:
+        req = self._load(s, request_id)
+        require_view(user, req, self._project(req.project))
+        f = s.get(File, file_id) if isinstance(file_id, int) else None
+        if f is None or f.request_id != req.id:
+            raise NotFound(f"request {req.id} has no file {file_id}")
+        require_file_view(user, req, self._project(req.project), FileView.PROPOSAL, f.version)
+        proposal = f.proposal_dict()
+        if proposal is None:
+            raise NotFound(f"no fixed version is proposed for {f.name} (only a file that "
+                           "failed its checks gets one)")
+        return req, f, proposal
+
+    def get_proposal(self, user: Identity, request_id: str, file_id: int) -> dict[str, Any]:
+        """The fixed version the airlock proposes for a ``fail`` table (its text and what
+        changed), or why none can be made: the requester only, like the preview."""
+        with self._guard(user, "read_proposal", request_id), self.sessions() as s:
+            req, f, proposal = self._proposal_of(s, user, request_id, file_id)
+            out = {"file_id": f.id, "name": f.name, "version": f.version,
+                   "sha256": f.sha256, **{k: proposal[k] for k in (
+                       "method", "notes", "verdict", "text", "size", "error")
+                       if k in proposal}}
+        self._audit(EVENTS["proposal_view"], user, req, version=out["version"],
+                    file=out["name"], sha256=out["sha256"], method=out.get("method"))
+        return out
+
+    def accept_proposal(self, user: Identity, request_id: str, file_id: int) -> dict[str, Any]:
+        """Put the proposed fixed version in place of the file, in the request's current
+        version (a draft, or the new version opened when changes were requested): it is
+        staged and checked again like any upload (the requester's quota applies)."""
+        with self._guard(user, "accept_proposal", request_id), self.sessions() as s:
+            req, f, proposal = self._proposal_of(s, user, request_id, file_id)
+            require_editable(user, req)
+            if f.version != req.version:
+                raise InvalidTransition(
+                    f"{f.name} is a file of version {f.version}; request {req.id} is at "
+                    f"version {req.version}: accept the proposal of its current file")
+            if "text" not in proposal:
+                raise PolicyViolation(proposal.get("error") or
+                                      f"no fixed version is proposed for {f.name}")
+            name, old_sha = f.name, f.sha256
+        data = str(proposal["text"]).encode("utf-8")
+        sha, size = self.upload_writer(user, request_id, name).write_all([data])
+        try:
+            out = self.attach_file(user, request_id, name, sha, size, replacing=old_sha)
+        except InvalidTransition:
+            self._drop_unreferenced(sha)
+            raise
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+        self._audit(EVENTS["proposal_accept"], user, req, version=out["version"], file=name,
+                    replaced_sha256=old_sha, sha256=sha, method=proposal.get("method"),
+                    notes=proposal.get("notes") or [], verdict=out["verdict"])
+        return out
 
     def remove_file(self, user: Identity, request_id: str, filename: Any) -> None:
         name = clean_filename(filename)
@@ -654,10 +791,10 @@ class AirlockService:
             req.updated_at = utcnow()
             s.flush()
             s.refresh(req, ["files"])
-            self._difference(s, req)
             self._later(s, EVENTS["file_remove"], user, req, version=req.version, file=name,
                         sha256=sha)
         self._drop_unreferenced(sha)
+        self._redifference(request_id)
 
     def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
         """Bytes of one file: only the requester, once released, of the released version.
@@ -702,6 +839,15 @@ class AirlockService:
         needs_files: bool = False,
     ) -> dict[str, Any]:
         comment = self._text(comment, "comment", required=False)
+        plan = None
+        if action in (Action.SUBMIT, Action.RESUBMIT):
+            # the ledger may have grown since the files came: judged again, first outside
+            # the transaction (for those who may act only)
+            with self._guard(user, action.value, request_id), self.sessions() as s:
+                req = self._load(s, request_id)
+                require_view(user, req, self._project(req.project))
+                require_transition(user, req, self._project(req.project), action)
+            plan = self._difference_plan(request_id)
         with self._guard(user, action.value, request_id), self._tx() as s:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
@@ -714,7 +860,7 @@ class AirlockService:
             req.updated_at = utcnow()
             if t.target is State.SUBMITTED:
                 req.submitted_at = req.updated_at
-                self._difference(s, req)  # the ledger may have grown since the files came
+                self._difference(s, req, plan)
             self._history(s, req, user, action.value, before, comment)
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment)
@@ -854,7 +1000,8 @@ class AirlockService:
                 File(
                     request_id=req.id, version=req.version, name=f.name, sha256=f.sha256,
                     size=f.size, verdict=f.verdict, format=f.format, report=f.report,
-                    preview=f.preview, uploaded_by=f.uploaded_by, created_at=f.created_at,
+                    preview=f.preview, proposal=f.proposal, uploaded_by=f.uploaded_by,
+                    created_at=f.created_at,
                 )
             )
 
@@ -906,7 +1053,7 @@ class AirlockService:
         for fid, sha, name, project in todo:
             if not self.staging.exists(sha):
                 continue
-            _, preview = self._inspect(sha, name, project)
+            _, preview, _ = self._inspect(sha, name, project)
             with self._write_sessions() as s, s.begin():
                 f = s.get(File, fid)
                 if f is not None and f.preview is None:
@@ -1026,6 +1173,16 @@ class AirlockService:
             out["report"] = report
         if FileView.PREVIEW in views:
             out["preview"] = f.preview_dict()
+        proposal = f.proposal_dict()
+        if proposal is not None and views & {FileView.REPORT, FileView.PROPOSAL}:
+            # that a fix is proposed (and why not) is part of the report; what it says
+            # and its bytes go to the requester only (get_proposal)
+            out["proposal"] = {"available": "text" in proposal,
+                               "method": proposal.get("method")}
+            if "error" in proposal:
+                out["proposal"]["error"] = proposal["error"]
+            if FileView.PROPOSAL in views and "text" in proposal:
+                out["proposal"]["notes"] = proposal.get("notes") or []
         return out
 
     def _detail(self, r: Request, user: Identity, actors: set[Actor]) -> dict[str, Any]:
@@ -1074,6 +1231,12 @@ class AirlockService:
                             continue
                     out.append(action.value)
         return out
+
+
+def _difference_here(files: list[dict[str, Any]], released: list[dict[str, Any]], policy: Any,
+                tmp_dir: Any = None) -> list[list[dict[str, Any]]]:
+    """Differencing in the service's own process (``check_runner: process``)."""
+    return ledger.difference(files, released, policy)
 
 
 def _needs_reason(verdict: str) -> bool:

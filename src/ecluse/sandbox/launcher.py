@@ -25,9 +25,11 @@ refused with a message that says why, and audited
   a service's uid or a system account;
 * which host ports the sandbox may reach (:meth:`Policy.ports`) and which port
   it serves on;
-* which mounts (:data:`MOUNTS`): one target per role, whose source must be a
-  directory the caller owns, directly under the role's own root (the airlock:
-  ``<staging>/tmp/sbx-*``). The launcher opens it component by component
+* which mounts (:data:`MOUNTS`): the targets of the role, each at most once,
+  whose source must be a directory the caller owns, directly under the role's
+  own root (the airlock: ``<staging>/tmp/sbx-*`` at ``/airlock-check``, and
+  ``<staging>/tmp/ledger-*`` — the ledger rows a differencing job reads — at
+  ``/airlock-ledger``). The launcher opens it component by component
   without following symbolic links and mounts what it opened
   (``/proc/<launcher>/fd/<n>``), so a path swapped after the check mounts
   nothing else. ``..``, symlinks, the state directory, ``/etc``, a dataset:
@@ -96,13 +98,16 @@ AUDIT_EVENTS: dict[str, re.Pattern[str]] = {
 }
 #: detail keys the launcher sets on an ``audit`` record (a caller may not send them)
 AUDIT_STAMPS = ("via", "via_uid", "via_pid")
-#: the one mount target each caller may ask for, and the pattern of the source
-#: folder's path relative to the caller's root (see Policy.mount_root)
-MOUNTS: dict[str, tuple[str, tuple[re.Pattern[str], ...]] | None] = {
-    "airlock": ("/airlock-check", (re.compile(r"sbx-[A-Za-z0-9_]{1,64}"),)),
-    "batch": ("/batch-input", (re.compile(r"[A-Za-z0-9_-]{1,64}"), re.compile(r"input"))),
-    "hub": ("/etc/jupyter", ()),
-    "dask": None,
+#: the mount targets each caller may ask for (each at most once), and for each the
+#: pattern of the source folder's path relative to the caller's root (see
+#: Policy.mount_root): the airlock's job folder, and for differencing the folder
+#: holding the ledger rows of the request's scopes
+MOUNTS: dict[str, dict[str, tuple[re.Pattern[str], ...]]] = {
+    "airlock": {"/airlock-check": (re.compile(r"sbx-[A-Za-z0-9_]{1,64}"),),
+                "/airlock-ledger": (re.compile(r"ledger-[A-Za-z0-9_]{1,64}"),)},
+    "batch": {"/batch-input": (re.compile(r"[A-Za-z0-9_-]{1,64}"), re.compile(r"input"))},
+    "hub": {"/etc/jupyter": ()},
+    "dask": {},
 }
 
 REFUSED_EVENT = AuditEvent.SANDBOX_LAUNCH_REFUSED
@@ -303,6 +308,10 @@ class Policy:
             raise LaunchRefused(f"the {caller}'s sandboxes serve no port (asked {spec.port})")
         if caller == "airlock" and project.datasets:  # pragma: no cover - made above
             raise LaunchRefused("a check sandbox has no dataset")
+        targets = [m.target for m in spec.mounts]
+        if len(set(targets)) != len(targets):
+            raise LaunchRefused(f"the {caller} may mount one folder per target, not "
+                                f"{', '.join(sorted(targets))}")
         fds: list[int] = []
         try:
             mounts = [self._mount(caller, m, peer_uid, fds) for m in spec.mounts]
@@ -321,10 +330,10 @@ class Policy:
         return out, fds
 
     def _mount(self, caller: str, m: WireMount, peer_uid: int, fds: list[int]) -> Mount:
-        rule = MOUNTS[caller]
-        if rule is None or m.target != rule[0]:
+        rules = MOUNTS[caller]
+        if m.target not in rules:
             raise LaunchRefused(f"the {caller} may not mount anything at {m.target!r}"
-                                + (f" (only {rule[0]})" if rule else ""))
+                                + (f" (only {', '.join(rules)})" if rules else ""))
         if not m.read_only:
             raise LaunchRefused(f"{m.target} must be mounted read-only")
         root = self.mount_root(caller)
@@ -336,7 +345,7 @@ class Policy:
         except ValueError:
             raise LaunchRefused(f"the {caller} may mount folders under {root} only, "
                                 f"not {m.source}") from None
-        patterns = rule[1]
+        patterns = rules[m.target]
         if len(rel.parts) != len(patterns) or not all(
                 p.fullmatch(part) for p, part in zip(patterns, rel.parts, strict=True)):
             raise LaunchRefused(f"mount source {m.source} is not a {caller} folder")

@@ -146,6 +146,26 @@ class FileContentHandler(APIHandler):
         await self.send_file(content, disposition, {"X-Airlock-SHA256": content.sha256})
 
 
+class ProposalHandler(APIHandler):
+    """GET .../files/<id>/proposal — the fixed version the airlock proposes for a ``fail``
+    table (``text``, ``notes``, ``method``, ``verdict``; or ``error``): the requester only."""
+
+    async def get(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        self.send(await self.run(self.service.get_proposal, me, request_id, int(file_id)))
+
+
+class AcceptProposalHandler(APIHandler):
+    """POST .../files/<id>/proposal/accept — put the proposal in place of the file in the
+    request's current version (draft or changes requested), checked again: 201, the file."""
+
+    async def post(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        self.json_body()
+        self.send(await self.run(self.service.accept_proposal, me, request_id, int(file_id)),
+                  201)
+
+
 @web.stream_request_body
 class FilesHandler(APIHandler):
     """POST .../files — add a file, streamed to the staging area.
@@ -345,6 +365,9 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
         (base + rf"/requests/{REQ}", RequestHandler),
         (base + rf"/requests/{REQ}/files", FilesHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/content", FileContentHandler),
+        (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal", ProposalHandler),
+        (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal/accept",
+         AcceptProposalHandler),
         (base + rf"/requests/{REQ}/reviews", ReviewHandler),
         (
             base + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release)",

@@ -90,6 +90,26 @@ class ActionForm(PageHandler):
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"done: {action}"))
 
 
+class ProposalPage(PageHandler):
+    """The fixed version the airlock proposes for the requester's failing table."""
+
+    @web.authenticated
+    async def get(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        proposal = await self.run(self.service.get_proposal, me, request_id, int(file_id))
+        req = await self.run(self.service.get_request, me, request_id, record_view=False)
+        self.finish(self.render_template("proposal.html", req=req, p=proposal))
+
+
+class AcceptProposalForm(PageHandler):
+    @web.authenticated
+    async def post(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        f = await self.run(self.service.accept_proposal, me, request_id, int(file_id))
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(
+            f"fixed version of {f['name']} accepted: {f['verdict']}"))
+
+
 class DownloadPage(PageHandler):
     @web.authenticated
     async def get(self, request_id: str, file_id: str) -> None:
@@ -116,4 +136,7 @@ def ui_handlers(prefix: str) -> list[tuple]:
         (p + rf"/requests/{REQ}/review", ReviewForm),
         (p + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release)", ActionForm),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/download", DownloadPage),
+        (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal", ProposalPage),
+        (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal/accept",
+         AcceptProposalForm),
     ]
