@@ -54,7 +54,7 @@ def stack(slapd) -> Iterator:
 
     if os.geteuid() != 0:
         pytest.fail("the airlock user tests need root (useradd, the sandbox launcher)")
-    directory = Path(tempfile.mkdtemp(prefix="ecluse-airlockuser-", dir="/tmp"))
+    directory = Path(tempfile.mkdtemp(prefix="ecluse-serviceusers-", dir="/tmp"))
     os.chmod(directory, 0o755)
     path = write_config(directory, slapd, overrides={
         "ldap.bind_password_env": PASSWORD_ENV, "hub.spawner": "ecluse",
