@@ -294,3 +294,15 @@ def test_an_unreachable_state_directory_leaves_the_services_roots(tmp_path, slap
     assert f"the airlock runs as root, not as {DEFAULT_USER}" in warnings[0]
     assert f"the dask runs as root, not as {DASK_USER}" in warnings[1]
     assert all(str(settings.state_dir) in w for w in warnings)
+
+
+def test_a_stack_without_the_gateway_makes_no_dask_user_of_it(tmp_path, slapd, caplog):
+    """``dask.gateway: false`` (or another spawner): there is no gateway to run as
+    ``ecluse-dask``; only the airlock is considered."""
+    settings = load_settings(write_config(tmp_path / "private", slapd))  # gateway off
+    settings.state_dir.mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="ecluse.dev.serviceusers"):
+        assert run_services_as(settings, DEFAULT_USERS) == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(":")[0] for w in warnings] == [
+        f"the airlock runs as root, not as {DEFAULT_USER}"]
