@@ -16,6 +16,7 @@ the services root's, with a warning (last test).
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import logging
 import os
@@ -68,6 +69,9 @@ def stack(slapd) -> Iterator:
         with open(directory / "hub.log", "wb") as log:
             s = Stack(load_settings(path), hub_log=log, airlock_user=DEFAULT_USER,
                       dask_user=DASK_USER, extra_env={PASSWORD_ENV: slapd.service_password})
+            # the hub adds its own route to the proxy once its services answer: the
+            # gateway's start (dask, distributed) takes a while on a loaded machine
+            s.start_hub = functools.partial(s.start_hub, timeout=240)
             try:
                 try:
                     s.start()
