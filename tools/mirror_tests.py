@@ -45,7 +45,7 @@ MOVES: dict[str, str] = {
     "tests/unit/test_spawner_once.py": "tests/hub/test_spawner_once.py",
     "tests/unit/test_venv_base.py": "tests/deploy/test_venv_base.py",
     "tests/integration/chaos.py": "tests/stack/chaos.py",
-    "tests/integration/test_airlock_user.py": "tests/stack/test_airlock_user.py",
+    "tests/integration/test_airlock_user.py": "tests/stack/test_service_users.py",
     "tests/airlock/integration/test_ledger.py": "tests/airlock/test_ledger.py",
     "tests/airlock/integration/test_acro_results.py": "tests/airlock/test_acro_results.py",
     "tests/unit/test_supervisor.py": "tests/dev/test_supervisor.py",

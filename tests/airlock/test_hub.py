@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from ecluse.airlock import AirlockSettings, airlock_roles, airlock_service_spec, airlock_settings
-from ecluse.airlock.hub import service_user_cannot_run
 from ecluse.cli import build_parser
+from ecluse.hubservice import service_user_cannot_run
 
 
 def test_service_spec_defaults_to_loopback_and_hub_oauth():

@@ -125,6 +125,21 @@ def test_service_url_is_the_front_with_an_identify_only_oauth_client(settings):
     assert spec["oauth_client_allowed_scopes"] == []
 
 
+def test_service_user_runs_the_gateway_as_that_user_or_fails_closed(settings):
+    """``dask.service_user``: the hub (root) starts the gateway as that system user, from
+    ``/``; a user that does not exist stops the hub's configuration with the key's name
+    (never a gateway started as root instead)."""
+    assert "user" not in gateway_service_spec(settings)  # unset: the hub's own user
+    as_nobody = settings.model_copy(update={"dask": settings.dask.model_copy(
+        update={"service_user": "nobody"})})
+    spec = gateway_service_spec(as_nobody)
+    assert (spec["user"], spec["cwd"]) == ("nobody", "/")
+    missing = settings.model_copy(update={"dask": settings.dask.model_copy(
+        update={"service_user": "ecluse-no-such-user"})})
+    with pytest.raises(ValueError, match="dask.service_user 'ecluse-no-such-user' is not a user"):
+        gateway_service_spec(missing)
+
+
 class _Db:
     def __init__(self, clusters):
         self.clusters = clusters

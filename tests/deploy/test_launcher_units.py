@@ -11,6 +11,7 @@ rendered ``ecluse.yaml`` loads with the launcher settings in it.
 
 from __future__ import annotations
 
+import ast
 import configparser
 import json
 from pathlib import Path
@@ -97,9 +98,10 @@ def test_the_rendered_settings_point_the_services_at_the_launcher():
     assert str(sb.launcher_socket) == "/run/ecluse-services/sandbox-launcher.sock"
     assert sb.launcher_group == "ecluse-sandbox"
     assert sb.launcher_callers == callers
-    off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_airlock_user="")))
+    off = Settings.model_validate(yaml.safe_load(render(
+        "ecluse.yaml.j2", ecluse_airlock_user="", ecluse_dask_user="")))
     assert off.sandbox.launcher_socket is None and off.sandbox.launcher_callers == {}
-    assert off.airlock.service_user is None
+    assert off.airlock.service_user is None and off.dask.service_user is None
 
 
 def _task(role: str, name: str) -> dict:
@@ -130,24 +132,42 @@ def test_the_airlock_runs_as_its_own_user_with_the_launcher_by_default():
     assert settings.sandbox.launcher_callers["hub"] == "root"
     hub = _unit(render("ecluse-hub.service.j2"))
     assert "ecluse-sandbox-launcher.service" in hub["Unit"]["Wants"].split()
-    user = _task("hub", "Create the airlock's system user")["ansible.builtin.user"]
-    assert _rendered(user["name"]) == "ecluse-airlock"
+    users = _task("hub", "Create the services' system users")
+    assert _rendered(users["ansible.builtin.user"]["name"], item="x") == "x"
+    assert ast.literal_eval(_rendered(users["loop"])) == ["ecluse-airlock", "ecluse-dask"]
     # the launcher's group only: not the group reading the secrets, nor the audit keys'
-    assert [_rendered(g) for g in user["groups"]] == ["ecluse-sandbox"]
+    assert [_rendered(g) for g in users["ansible.builtin.user"]["groups"]] == ["ecluse-sandbox"]
     staging = _task("hub", "Give the airlock's user its staging area")["ansible.builtin.file"]
     assert _rendered(staging["owner"]) == "ecluse-airlock" and staging["mode"] == "0700"
     airlock = _task("airlock", "Create the staging area")["ansible.builtin.file"]
     assert _rendered(airlock["owner"]) == "ecluse-airlock"  # both roles agree: idempotent
 
 
-@pytest.mark.parametrize(("airlock_user", "modes"), [
-    ("ecluse-airlock", ("0711", "0751", "0751", "0644")),
-    ("", ("0700", "0750", "0750", "0640")),
+def test_dask_gateway_runs_as_its_own_user_with_the_launcher_by_default():
+    settings = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2")))
+    assert settings.dask.service_user == "ecluse-dask"
+    assert settings.sandbox.launcher_callers["dask"] == "ecluse-dask"
+    assert settings.sandbox.launcher_callers["batch"] == "root"  # still the hub's
+    # the gateway alone with a user of its own: the launcher is on all the same
+    alone = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2",
+                                                          ecluse_airlock_user="")))
+    assert alone.sandbox.launcher_socket is not None and alone.airlock.service_user is None
+    assert alone.sandbox.launcher_callers["dask"] == "ecluse-dask"
+    users = _task("hub", "Create the services' system users")
+    assert ast.literal_eval(_rendered(users["loop"], ecluse_airlock_user="")) == ["ecluse-dask"]
+    off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_dask_user="")))
+    assert off.dask.service_user is None and off.sandbox.launcher_callers["dask"] == "root"
+
+
+@pytest.mark.parametrize(("service_users", "modes"), [
+    (("ecluse-airlock", "ecluse-dask"), ("0711", "0751", "0751", "0644")),
+    (("", "ecluse-dask"), ("0711", "0751", "0751", "0644")),
+    (("", ""), ("0700", "0750", "0750", "0640")),
 ])
-def test_the_folders_the_airlock_user_must_traverse(airlock_user, modes):
-    """Traversable (never listable) where the airlock's own user must reach its folders,
-    the settings and the launcher's socket by path; private otherwise."""
-    v = {"ecluse_airlock_user": airlock_user}
+def test_the_folders_the_service_users_must_traverse(service_users, modes):
+    """Traversable (never listable) where the services' own users must reach their
+    folders, the settings and the launcher's socket by path; private otherwise."""
+    v = {"ecluse_airlock_user": service_users[0], "ecluse_dask_user": service_users[1]}
     state = _task("ecluse", "Create the state directory")["ansible.builtin.file"]["mode"]
     config = _task("ecluse", "Create the configuration directory")["ansible.builtin.file"]
     run = _task("ecluse", "Create the run directory")["ansible.builtin.file"]["mode"]

@@ -48,21 +48,24 @@ def test_hub_answers(deployment):
     assert "running pid" in deployment.daemon("status").stdout
 
 
-def test_the_airlock_runs_as_its_own_user(deployment):
-    """hub_airlock_user: the hub starts the airlock as ecluse-airlock (its uid read from
-    /proc), the launcher runs as root; the state directory is only traversable."""
+def test_the_airlock_and_the_gateway_run_as_their_own_users(deployment):
+    """hub_airlock_user, hub_dask_user: the hub starts the airlock as ecluse-airlock and
+    dask-gateway as ecluse-dask (their uids read from /proc), the launcher runs as root;
+    the state directory is only traversable."""
     import pwd
 
     from ecluse.hubservice import instances
 
     airlock = pwd.getpwnam("ecluse-airlock")
-    uids = {}
+    uids: dict[str, set[int]] = {}
     for i in instances.find(deployment.state_dir):
         status = Path(f"/proc/{i.pid}/status").read_text()
-        uids[i.service] = int(next(line for line in status.splitlines()
-                                   if line.startswith("Uid:")).split()[1])
-    assert uids.get("airlock") == airlock.pw_uid, uids
-    assert uids.get("batch") == 0, uids  # the hub's user
+        uids.setdefault(i.service, set()).add(int(next(
+            line for line in status.splitlines() if line.startswith("Uid:")).split()[1]))
+    assert uids.get("airlock") == {airlock.pw_uid}, uids
+    # the gateway and its proxy
+    assert uids.get("dask-gateway") == {pwd.getpwnam("ecluse-dask").pw_uid}, uids
+    assert uids.get("batch") == {0}, uids  # the hub's user
     assert stat.S_IMODE(deployment.state_dir.stat().st_mode) == 0o711
     staging = deployment.state_dir / "airlock"
     assert (staging.stat().st_uid, stat.S_IMODE(staging.stat().st_mode)) == (airlock.pw_uid,

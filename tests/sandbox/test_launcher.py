@@ -35,6 +35,7 @@ pytestmark = pytest.mark.timeout(240)
 AIRLOCK_UID = 64950  # the airlock service's user (a system account in production)
 STRANGER_UID = 64951  # a local user who is no caller
 BATCH_UID = 64952  # the batch service's user
+DASK_UID = 64953  # dask-gateway's user
 HUB_UID = 0
 
 
@@ -72,7 +73,7 @@ def launch_settings(deployment: Settings, sandbox_tmp: Path) -> Iterator[Setting
         "launcher_socket": run / "launcher.sock",
         "launcher_group": str(AIRLOCK_UID),
         "launcher_callers": {"airlock": str(AIRLOCK_UID), "hub": str(HUB_UID),
-                             "batch": str(BATCH_UID)},
+                             "batch": str(BATCH_UID), "dask": str(DASK_UID)},
     })
     airlock = deployment.airlock.model_copy(update={
         "storage_dir": storage, "check_timeout": 60.0, "check_memory": 512 * 1024**2})
@@ -589,6 +590,32 @@ def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_se
     # shared by this module's tests, so it is not this log's alone
     problems = AuditLog.from_settings(s, writer=False).verify().problems
     assert [p for p in problems if "mirror" not in p] == [], problems
+
+
+def test_the_gateway_records_its_own_audit_events_through_the_launcher(launch_settings,
+                                                                       launcher):
+    """dask-gateway as its own user: its refusals, revocations and start clean-up only;
+    never another service's events, a sign-in or a launcher record."""
+    s = launch_settings
+    denied, leftovers, airlock, login, launch = ask(
+        s, DASK_UID,
+        {"op": "audit", "event": "dask.denied", "actor": "bob", "audit_project": "covid-los",
+         "outcome": "denied", "details": {"reason": "not-a-member"}},
+        {"op": "audit", "event": "platform.leftovers_removed", "actor": "dask-gateway",
+         "details": {"kind": "service processes", "removed": ["pid 1"]}},
+        {"op": "audit", "event": "airlock.request.released", "actor": "carol"},
+        {"op": "audit", "event": "auth.login", "actor": "alice"},
+        {"op": "audit", "event": STARTED_EVENT, "actor": "uid:0"})
+    assert denied["ok"] and leftovers["ok"], (denied, leftovers)
+    for answer, event in ((airlock, "airlock.request.released"), (login, "auth.login"),
+                          (launch, str(STARTED_EVENT.value))):
+        assert answer == {"ok": False, "refused": True,
+                          "error": f"the dask may not record the audit event {event!r}"}
+    [rec] = audit_records(s, "dask.")
+    assert (rec.event, rec.actor, rec.project, rec.outcome) == (
+        "dask.denied", "bob", "covid-los", "denied")
+    assert rec.details["via"] == "dask" and rec.details["via_uid"] == DASK_UID
+    assert audit_records(s, "airlock.") == []
 
 
 AIRLOCK_AS_USER = textwrap.dedent(r"""

@@ -16,11 +16,10 @@ model lacks them.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ..hub.roles import project_scope
-from ..hubservice import HubService, service_spec
+from ..hubservice import HubService, service_spec, service_user_entry
 from ..settings.airlock import airlock_settings
 
 SERVICE_NAME = "airlock"
@@ -61,7 +60,7 @@ def airlock_service_spec(settings: Any, host: str | None = None) -> dict[str, An
                         description="Export requests and output checking")
     spec["url"] = f"http://{airlock_ip(settings, host)}:{conf.port}"
     if conf.service_user:
-        spec.update(service_user_entry(conf.service_user))
+        spec.update(service_user_entry(conf.service_user, "airlock.service_user"))
     return {
         **spec,
         "oauth_no_confirm": True,
@@ -71,77 +70,6 @@ def airlock_service_spec(settings: Any, host: str | None = None) -> dict[str, An
             project_scope(slug) for slug in sorted(getattr(settings, "projects", None) or {})
         ],
     }
-
-
-def service_user_entry(name: str) -> dict[str, str]:
-    """The ``user`` and ``cwd`` of the service entry running it as the system user ``name``.
-
-    Fails closed (:class:`ValueError`) when the user does not exist or the hub
-    cannot switch to it (not root): the hub would otherwise start the service
-    as itself, or not at all, with a less clear error.
-    """
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        raise ValueError(f"airlock.service_user {name!r} is not a user on this machine "
-                         f"(create it: useradd --system {name})") from None
-    if os.geteuid() != 0:
-        raise ValueError(f"airlock.service_user {name!r} is set but the hub does not run as "
-                         "root: it cannot start the service as another user")
-    # "/" rather than the hub's folder (the state directory, which the user may not read)
-    return {"user": name, "cwd": "/"}
-
-
-def service_user_cannot_run(name: str, python: str | None = None,
-                            reach: tuple[str, ...] = ()) -> str | None:
-    """Why the system user ``name`` cannot run the service's Python (None: it can).
-
-    Runs ``python -I -c "import ecluse"`` as that user (its groups, from ``/``), the way
-    the hub will start the service: a virtualenv whose interpreter lives under a
-    private home (``/root``, mode 0700) is not reachable by another user. ``reach``:
-    paths it must also get to (a folder: found; a file: read), such as the state
-    directory under a private temporary folder. Root only.
-    """
-    import pwd
-    import subprocess
-    import sys
-
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return f"{name!r} is not a user on this machine"
-    python = python or sys.executable
-    gids = os.getgrouplist(name, entry.pw_gid)
-
-    def become() -> None:
-        os.setgid(entry.pw_gid)
-        os.setgroups(gids)
-        os.setuid(entry.pw_uid)
-
-    try:
-        proc = subprocess.run([python, "-I", "-c", REACH, *reach], preexec_fn=become,
-                              cwd="/", env={"PATH": "/usr/bin:/bin"}, capture_output=True,
-                              text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"{name!r} cannot run {python}: {e}"
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        also = f" and reach {', '.join(reach)}" if reach else ""
-        return f"{name!r} cannot run {python} with ecluse{also}: {last}"
-    return None
-
-
-#: run as the service user: Écluse imports, and each path given is reached
-REACH = """import os, sys
-import ecluse
-for p in sys.argv[1:]:
-    if os.path.isdir(p):
-        os.stat(p)
-    else:
-        open(p, "rb").close()
-"""
 
 
 def airlock_roles(settings: Any | None = None) -> list[dict[str, Any]]:

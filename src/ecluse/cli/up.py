@@ -9,7 +9,7 @@ import threading
 
 from ..audit import AuditLog
 from ..config import load_settings
-from ..dev.airlockuser import DEFAULT_USER as DEFAULT_AIRLOCK_USER
+from ..dev.serviceusers import DEFAULT_USERS
 from ..dev.stack import Stack
 from ..dev.supervisor import Supervisor, SupervisorGaveUp
 
@@ -29,18 +29,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave workspaces running when the stack stops (re-adopted at next start)",
     )
-    p.add_argument(
-        "--airlock-user", default=DEFAULT_AIRLOCK_USER, metavar="NAME",
-        help="system user the airlock runs as when started as root (created if missing; "
-        f"default {DEFAULT_AIRLOCK_USER}; '' to keep it root's)",
-    )
+    for service, user in DEFAULT_USERS.items():
+        p.add_argument(
+            f"--{service}-user", default=user, metavar="NAME",
+            help=f"system user the {service} service runs as when started as root (created "
+            f"if missing; default {user}; '' to keep it root's)",
+        )
     p.set_defaults(func=cmd_up)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
     stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
-                  airlock_user=getattr(args, "airlock_user", DEFAULT_AIRLOCK_USER) or None,
+                  airlock_user=getattr(args, "airlock_user", DEFAULT_USERS["airlock"]) or None,
+                  dask_user=getattr(args, "dask_user", DEFAULT_USERS["dask"]) or None,
                   sandbox=args.sandbox, progress=lambda msg: print(msg, flush=True))
     stopping = threading.Event()
 
@@ -68,7 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Demo users' passwords and TOTP keys: {stack.demo_users_file} "
                   "(current code: `ecluse dev totp alice`)")
         stack.start_sandbox_backend()
-        stack.prepare_airlock_user()
+        stack.prepare_service_users()
         stack.cleanup_sandboxes()
         _migrate_identities(settings)
         stack.start_launcher()

@@ -55,7 +55,6 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Config
 
 from .. import sandbox as sandboxes
-from ..audit import AuditLog
 from ..auditevents import AuditEvent
 from ..config import load_settings
 from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver
@@ -63,6 +62,7 @@ from ..directory import NotAMember as NotInDirectory
 from ..hub.roles import credential_projects
 from ..hubservice.instances import stop_my_previous
 from ..sandbox import SandboxSpec, UserIdentity, sandbox_for
+from ..sandbox.remote import audit_for
 from ..settings.dask import DaskSettings
 from .front import ApiFront, Front, backend_owner, serve, serve_api
 from .hub import SERVICE_NAME
@@ -325,7 +325,7 @@ class SandboxBackend(DBBackendBase):
 
     def _record_denied(self, user: Any, slug: str, reason: str) -> None:
         if self._audit is None:
-            self._audit = AuditLog.from_settings(self.settings)
+            self._audit = audit_for(self.settings, "dask")
         self._audit.record(AuditEvent.DASK_DENIED, actor=user.name, project=slug or None,
                            outcome="denied", reason=reason,
                            token_projects=sorted(_acts_for(user) or []))
@@ -420,7 +420,7 @@ class SandboxBackend(DBBackendBase):
             self.log.warning("Cluster %s: %s left project %s (%s): stopping it",
                              cluster.name, cluster.username, slug, e.reason)
             if self._audit is None:
-                self._audit = AuditLog.from_settings(self.settings)
+                self._audit = audit_for(self.settings, "dask")
             self._audit.record(AuditEvent.DASK_REVOKED, actor=cluster.username, project=slug,
                                outcome="success", cluster=cluster.name, reason=e.reason)
             return False
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _audit_log(settings: Any, logger: Any) -> Any:
     try:
-        return AuditLog.from_settings(settings)
+        return audit_for(settings, "dask")  # through the launcher when not root
     except Exception:  # noqa: BLE001 - refusals still refuse; the log says why none is kept
         logger.exception("Audit log unavailable: refused dashboard requests are only logged")
         return None

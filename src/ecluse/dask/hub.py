@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..hubservice import HubService, service_environment
+from ..hubservice import HubService, service_environment, service_user_entry
 
 SERVICE_NAME = "dask-gateway"
 
@@ -44,7 +44,9 @@ def gateway_service_spec(settings: Any, host: str | None = None) -> dict[str, An
                "--front", f"127.0.0.1:{ds.front_port}"]
     if settings.config_file:
         command += ["--config", str(settings.config_file)]
+    user = service_user_entry(ds.service_user, "dask.service_user") if ds.service_user else {}
     return {
+        **user,
         "name": SERVICE_NAME,
         "url": f"http://127.0.0.1:{ds.front_port}",
         "command": command,

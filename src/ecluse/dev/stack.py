@@ -43,9 +43,9 @@ from ..sandbox.launcher import LauncherProcess
 from ..sandbox.quota import state_disk_warning
 from ..secrets import ensure_secrets
 from ..statevolume import ensure_state_volume, release_state_volume
-from .airlockuser import run_airlock_as
 from .demo import read_demo_users, seed_demo_data
 from .ldapserver import EmbeddedSlapd
+from .serviceusers import run_services_as
 from .supervisor import Supervised, die_with_parent
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class Stack:
         seed_demo: bool | None = None,
         die_with_parent: bool = False,
         airlock_user: str | None = None,
+        dask_user: str | None = None,
         sandbox: str | None = None,
         progress=None,
     ):
@@ -87,8 +88,9 @@ class Stack:
         self.launcher = None
         #: the hub and slapd get SIGTERM when this process dies (``ecluse up``)
         self.die_with_parent = die_with_parent
-        #: the system user the airlock runs as, when root can arrange it (else root)
-        self.airlock_user = airlock_user or settings.airlock.service_user
+        #: the system user each service runs as, when root can arrange it (else root)
+        self.service_users = {"airlock": airlock_user or settings.airlock.service_user,
+                              "dask": dask_user or settings.dask.service_user}
         if sandbox not in (None, "local", "docker"):
             raise StackError(f"sandbox {sandbox!r}: the embedded stack runs local or docker "
                              "workspaces")
@@ -130,11 +132,12 @@ class Stack:
         if warning:
             log.warning("%s", warning)
 
-    def prepare_airlock_user(self) -> None:
-        """The airlock as its own system user (:mod:`ecluse.dev.airlockuser`), as root;
-        after :meth:`start_sandbox_backend`, whose settings the stack's file then holds."""
-        if self.airlock_user and os.geteuid() == 0:
-            if run_airlock_as(self.settings, self.airlock_user) and self._config_copy:
+    def prepare_service_users(self) -> None:
+        """The airlock and dask-gateway as system users of their own
+        (:mod:`ecluse.dev.serviceusers`), as root; after :meth:`start_sandbox_backend`,
+        whose settings the stack's file then holds."""
+        if os.geteuid() == 0:
+            if run_services_as(self.settings, self.service_users) and self._config_copy:
                 # the stack's settings file (the airlock may read it) replaces the copy
                 self._config_copy.unlink(missing_ok=True)
                 self._config_copy = None
@@ -334,7 +337,7 @@ class Stack:
             self.prepare()
             self.start_ldap()
             self.start_sandbox_backend()
-            self.prepare_airlock_user()
+            self.prepare_service_users()
             self.cleanup_sandboxes()
             self.start_launcher()
             self.start_hub()

@@ -79,7 +79,7 @@ OPS: dict[str, frozenset[str]] = {
     "batch": frozenset({"launch", "poll", "terminate", "release", "read_logs",
                         "prepare_project_dirs", "list"}),
     "dask": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
-                       "prepare_project_dirs", "list"}),
+                       "prepare_project_dirs", "list", "audit"}),
     "hub": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
                       "prepare_project_dirs", "list"}),
 }
@@ -95,6 +95,8 @@ NAMES: dict[str, re.Pattern[str]] = {
 #: directory) records its own events only; the launcher stamps who sent them
 AUDIT_EVENTS: dict[str, re.Pattern[str]] = {
     "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"),
+    # dask-gateway: its refusals and revocations, and what its start removed
+    "dask": re.compile(r"dask\.[a-z0-9_]{1,40}|platform\.leftovers_removed"),
 }
 #: detail keys the launcher sets on an ``audit`` record (a caller may not send them)
 AUDIT_STAMPS = ("via", "via_uid", "via_pid")

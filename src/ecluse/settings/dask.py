@@ -40,4 +40,11 @@ class DaskSettings(BaseModel):
         120, gt=0, description="Seconds a cluster sandbox and its scheduler may take to start.")
     worker_start_timeout: float = Field(
         60, gt=0, description="Seconds a worker may take to start.")
+    service_user: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
+        description="System user the hub runs the gateway as (e.g. ecluse-dask; unset: the "
+        "hub's own user). The hub must run as root; the user must exist, be in the "
+        "launcher's group (sandbox.launcher_socket: the gateway starts its clusters and "
+        "writes its audit records through the launcher) and reach the service's Python and "
+        "the settings. The service starts in /.")
 

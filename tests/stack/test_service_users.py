@@ -1,0 +1,312 @@
+"""The embedded stack runs the airlock and dask-gateway as system users of their own
+(issue 14 item 4).
+
+A real stack (:class:`~ecluse.dev.stack.Stack`, as ``ecluse up`` starts it as
+root, slapd, JupyterHub, the sandbox launcher, the Écluse spawner and
+dask-gateway) with the default service users: the hub starts ``ecluse airlock
+serve`` as ``ecluse-airlock``, which checks uploads in sandboxes and writes its
+audit records through the launcher, and ``ecluse.dask.gateway`` as
+``ecluse-dask``, which starts its clusters (sandboxes) and writes its audit
+records through the launcher. Their processes are read from ``/proc``; what
+they may not read is tried as their uid and groups. The stack's folder is
+under ``/tmp`` (traversable): a state directory under a private folder leaves
+the services root's, with a warning (last test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import grp
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from ecluse.audit import AuditLog
+from ecluse.config import load_settings
+from ecluse.dev.ldapserver import free_port
+from ecluse.dev.serviceusers import DEFAULT_USERS, run_services_as
+from ecluse.dev.testing import HubClient, project_token_scopes, write_config
+from ecluse.hubservice import instances
+from ecluse.sandbox.launcher import STARTED_EVENT
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+
+PASSWORD_ENV = "ECLUSE_TEST_AIRLOCK_USER_LDAP"
+DEFAULT_USER = DEFAULT_USERS["airlock"]
+DASK_USER = DEFAULT_USERS["dask"]
+ROWS = b"patient_id,age,postcode\n" + b"".join(
+    f"P{i:05d},{20 + i % 60},75{i % 20:03d}\n".encode() for i in range(40))
+
+
+@pytest.fixture(scope="module")
+def stack(slapd) -> Iterator:
+    from ecluse.dev.stack import Stack
+    from ecluse.sandbox.local import teardown_host_network
+
+    if os.geteuid() != 0:
+        pytest.fail("the airlock user tests need root (useradd, the sandbox launcher)")
+    directory = Path(tempfile.mkdtemp(prefix="ecluse-serviceusers-", dir="/tmp"))
+    os.chmod(directory, 0o755)
+    path = write_config(directory, slapd, overrides={
+        "ldap.bind_password_env": PASSWORD_ENV, "hub.spawner": "ecluse",
+        "sandbox.stop_grace": 5, "dask.gateway": True, "dask.proxy_port": free_port(),
+        "dask.front_port": free_port(), "dask.api_port": free_port(),
+        "dask.proxy_http_port": free_port(), "dask.control_port": free_port()})
+    try:
+        for slug in ("cardio-los", "air-quality"):  # the projects' datasets (write_config's)
+            (directory / "data" / slug).mkdir(parents=True, exist_ok=True)
+            (directory / "data" / slug / "stays.csv").write_text("stay,days\n1,3\n")
+        with open(directory / "hub.log", "wb") as log:
+            s = Stack(load_settings(path), hub_log=log, airlock_user=DEFAULT_USER,
+                      dask_user=DASK_USER, extra_env={PASSWORD_ENV: slapd.service_password})
+            # the hub adds its own route to the proxy once its services answer: the
+            # gateway's start (dask, distributed) takes a while on a loaded machine
+            s.start_hub = functools.partial(s.start_hub, timeout=240)
+            try:
+                try:
+                    s.start()
+                except Exception:  # say why (the folder and its log are removed below)
+                    log.flush()
+                    print((directory / "hub.log").read_text(errors="replace")[-6000:])
+                    raise
+                yield s
+            finally:
+                s.stop()
+                teardown_host_network()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def service_pid(stack, *words: str) -> int:
+    """The pid of the stack's service whose command line has ``words``."""
+    state = str(stack.state_dir)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            cmd = instances.cmdline(int(entry.name))
+            if cmd and all(w in cmd for w in words) and state in cmd:
+                return int(entry.name)
+    raise AssertionError(f"no {' '.join(words)} process for {state}")
+
+
+def airlock_pid(stack) -> int:
+    return service_pid(stack, "airlock", "serve")
+
+
+def gateway_pid(stack) -> int:
+    return service_pid(stack, "ecluse.dask.gateway")
+
+
+def proc_ids(pid: int) -> tuple[int, int, list[int]]:
+    """(real uid, real gid, supplementary groups) of ``pid``, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines() if ":" in line)
+    return (int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0]),
+            [int(g) for g in fields["Groups"].split()])
+
+
+def try_read_as(pid: int, *paths: Path) -> dict[str, str]:
+    """Open each path for reading as ``pid``'s uid, gid and groups: what happened."""
+    uid, gid, groups = proc_ids(pid)
+    code = ("import sys\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'rb').read(1)\n"
+            "        print('read')\n    except OSError as e:\n        print(type(e).__name__)")
+    proc = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}",
+         f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups",
+         "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-I", "-c", code,
+         *map(str, paths)], capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    return dict(zip(map(str, paths), proc.stdout.split(), strict=True))
+
+
+def test_the_airlock_process_runs_as_its_own_user(stack):
+    user = pwd.getpwnam(DEFAULT_USER)
+    uid, gid, _ = proc_ids(airlock_pid(stack))
+    assert (uid, gid) == (user.pw_uid, user.pw_gid) and uid != 0
+    assert stack.launcher is not None and stack.launcher.proc.poll() is None
+    assert stack.settings.sandbox.launcher_callers["airlock"] == DEFAULT_USER
+
+
+def test_an_upload_through_the_hub_is_checked_and_audited(stack, ldap_passwords):
+    c = HubClient(stack.url)
+    assert c.login("alice", ldap_passwords["alice"]).status_code == 302
+    token = c.new_token("alice", project_token_scopes("cardio-los"))
+    api = requests.Session()
+    api.headers["Authorization"] = f"token {token}"
+    base = f"{stack.url}/services/airlock/api/v1"
+    r = api.post(f"{base}/requests", json={"project": "cardio-los", "title": "LOS",
+                                           "justification": "paper"}, timeout=60)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    r = api.post(f"{base}/requests/{rid}/files", params={"filename": "rows.csv"}, data=ROWS,
+                 headers={"Content-Type": "application/octet-stream"}, timeout=120)
+    assert r.status_code == 201, r.text
+    assert r.json()["verdict"] == "block", r.json()  # row-level: checked, in a sandbox
+    audit = AuditLog.from_settings(stack.settings, writer=False)
+    [uploaded] = [e for e in audit.records(event="airlock.file.uploaded")
+                  if e.details.get("request_id") == rid]
+    assert (uploaded.actor, uploaded.project) == ("alice", "cardio-los")
+    # written by the launcher for the airlock's uid: the service holds no audit key
+    assert uploaded.details["via_uid"] == pwd.getpwnam(DEFAULT_USER).pw_uid
+    checks = [e for e in audit.records(event=STARTED_EVENT)
+              if e.details.get("caller") == "airlock"]
+    assert checks, "the check did not run in a sandbox started through the launcher"
+    staged = Path(stack.settings.airlock.resolved_storage_dir(stack.state_dir))
+    assert staged.stat().st_uid == pwd.getpwnam(DEFAULT_USER).pw_uid
+
+
+def test_the_airlock_cannot_read_the_secrets_nor_the_hub_database(stack):
+    s = stack.settings
+    secrets = sorted((s.state_dir / "secrets").iterdir())
+    assert secrets
+    targets = [*secrets, s.db_dir / "jupyterhub.sqlite", s.db_dir / "audit.sqlite",
+               s.state_dir / "demo-users.json"]
+    result = try_read_as(airlock_pid(stack), *[t for t in targets if t.exists()])
+    assert set(result.values()) == {"PermissionError"}, result
+    # its own database it reads
+    own = s.airlock.resolved_storage_dir(s.db_dir) / "airlock.sqlite"
+    assert try_read_as(airlock_pid(stack), own) == {str(own): "read"}
+
+
+def test_attack_the_airlock_user_cannot_read_the_audit_keys(stack):
+    """A checker exploit in the service (it parses researchers' files) gets its uid:
+    with it, the audit chain's keys stay out of reach (it could forge the log)."""
+    keys = sorted(p for p in Path(stack.settings.audit.key_dir).iterdir() if p.is_file())
+    assert keys
+    result = try_read_as(airlock_pid(stack), *keys)
+    assert set(result.values()) == {"PermissionError"}, result
+
+
+# ------------------------------------------------------------------ dask-gateway
+
+
+def test_the_gateway_process_runs_as_its_own_user(stack):
+    user = pwd.getpwnam(DASK_USER)
+    uid, gid, groups = proc_ids(gateway_pid(stack))
+    assert (uid, gid) == (user.pw_uid, user.pw_gid) and uid != 0
+    assert stack.settings.sandbox.launcher_callers["dask"] == DASK_USER
+    assert stack.settings.dask.service_user == DASK_USER
+    # the launcher's group (its socket, the stack's settings), no other
+    assert set(groups) <= {user.pw_gid, grp.getgrnam(stack.settings.sandbox.launcher_group).gr_gid}
+
+
+async def _compute_on_a_cluster(stack, token: str) -> int:
+    from dask_gateway import Gateway, JupyterHubAuth
+
+    from ecluse.dask.gateway import host_address
+    from tests.dask.conftest import wait_port
+
+    addr = host_address(stack.settings, ensure=False)
+    ds = stack.settings.dask
+    await wait_port(addr, ds.api_port, timeout=60, prefix="/services/dask-gateway")
+    async with Gateway(address=f"http://{addr}:{ds.api_port}/services/dask-gateway",
+                       proxy_address=f"gateway://{addr}:{ds.proxy_port}",
+                       auth=JupyterHubAuth(api_token=token), asynchronous=True) as g:
+        cluster = await g.new_cluster(project="cardio-los")
+        try:
+            await cluster.scale(1)
+            client = await cluster.get_client(set_as_default=False)
+            try:
+                await client.wait_for_workers(1, timeout=120)
+                return await client.submit(sum, range(10), pure=False)
+            finally:
+                await client.close()
+        finally:
+            await cluster.shutdown()
+
+
+def test_a_cluster_starts_through_the_launcher_and_computes(stack, ldap_passwords):
+    from ecluse.dask.hub import WORKSPACE_TOKEN_SCOPES
+    from ecluse.hub.roles import project_scope
+
+    c = HubClient(stack.url)
+    assert c.login("alice", ldap_passwords["alice"]).status_code == 302
+    token = c.new_token("alice", [*WORKSPACE_TOKEN_SCOPES, project_scope("cardio-los")])
+    assert asyncio.run(_compute_on_a_cluster(stack, token)) == 45
+    audit = AuditLog.from_settings(stack.settings, writer=False)
+    started = [e for e in audit.records(event=STARTED_EVENT)
+               if e.details.get("caller") == "dask"]
+    assert [(e.project, e.details["user"]) for e in started] == [("cardio-los", "alice")]
+    assert started[0].actor == f"uid:{pwd.getpwnam(DASK_USER).pw_uid}"
+
+
+def test_a_refused_cluster_is_audited_through_the_launcher(stack, ldap_passwords):
+    """bob is not in air-quality: refused, and the gateway's record (it holds no audit
+    key) is written by the launcher, stamped with the gateway's uid."""
+    from dask_gateway import Gateway, JupyterHubAuth
+
+    from ecluse.dask.gateway import host_address
+    from ecluse.dask.hub import WORKSPACE_TOKEN_SCOPES
+    from ecluse.hub.roles import project_scope
+
+    c = HubClient(stack.url)
+    assert c.login("bob", ldap_passwords["bob"]).status_code == 302
+    token = c.new_token("bob", [*WORKSPACE_TOKEN_SCOPES, project_scope("cardio-los")])
+    addr = host_address(stack.settings, ensure=False)
+    ds = stack.settings.dask
+
+    async def ask() -> None:
+        async with Gateway(address=f"http://{addr}:{ds.api_port}/services/dask-gateway",
+                           auth=JupyterHubAuth(api_token=token), asynchronous=True) as g:
+            with pytest.raises(ValueError, match="not a member of project 'air-quality'"):
+                await g.new_cluster(project="air-quality")
+
+    asyncio.run(ask())
+    audit = AuditLog.from_settings(stack.settings, writer=False)
+    [denied] = [e for e in audit.records(event="dask.denied") if e.actor == "bob"]
+    assert denied.project == "air-quality"
+    assert denied.details["via"] == "dask"
+    assert denied.details["via_uid"] == pwd.getpwnam(DASK_USER).pw_uid
+
+
+def test_attack_the_gateway_user_cannot_read_the_secrets_nor_the_audit_keys(stack):
+    """A cluster escape or a gateway exploit gets the gateway's uid: the state directory's
+    secrets (the hub's cookie secret, the proxy token), the hub and audit databases and
+    the audit chain's keys stay out of its reach."""
+    s = stack.settings
+    targets = [*sorted((s.state_dir / "secrets").iterdir()),
+               *sorted(p for p in Path(s.audit.key_dir).iterdir() if p.is_file()),
+               s.db_dir / "jupyterhub.sqlite", s.db_dir / "audit.sqlite"]
+    assert any(t.name == "cookie_secret" for t in targets), targets
+    result = try_read_as(gateway_pid(stack), *[t for t in targets if t.exists()])
+    assert set(result.values()) == {"PermissionError"}, result
+    # the settings (no secret in them) it reads
+    assert try_read_as(gateway_pid(stack), s.config_file) == {str(s.config_file): "read"}
+
+
+def test_an_unreachable_state_directory_leaves_the_services_roots(tmp_path, slapd, caplog):
+    """pytest's own folders are private (0700): the users could not reach the state
+    directory, so nothing changes and one warning per service says why."""
+    settings = load_settings(write_config(tmp_path / "private", slapd, overrides={
+        "hub.spawner": "ecluse", "dask.gateway": True}))
+    settings.state_dir.mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="ecluse.dev.serviceusers"):
+        assert run_services_as(settings, DEFAULT_USERS) == {}
+    assert settings.airlock.service_user is None and settings.sandbox.launcher_socket is None
+    assert settings.dask.service_user is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert f"the airlock runs as root, not as {DEFAULT_USER}" in warnings[0]
+    assert f"the dask runs as root, not as {DASK_USER}" in warnings[1]
+    assert all(str(settings.state_dir) in w for w in warnings)
+
+
+def test_a_stack_without_the_gateway_makes_no_dask_user_of_it(tmp_path, slapd, caplog):
+    """``dask.gateway: false`` (or another spawner): there is no gateway to run as
+    ``ecluse-dask``; only the airlock is considered."""
+    settings = load_settings(write_config(tmp_path / "private", slapd))  # gateway off
+    settings.state_dir.mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="ecluse.dev.serviceusers"):
+        assert run_services_as(settings, DEFAULT_USERS) == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(":")[0] for w in warnings] == [
+        f"the airlock runs as root, not as {DEFAULT_USER}"]
