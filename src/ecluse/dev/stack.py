@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 HUB_CONFIG = Path(__file__).parent.parent / "hub" / "jupyterhub_config.py"
 #: seconds the stop waits for what still uses the state volume before leaving it mounted
 STOP_WAIT = 30.0
+#: pid files of the processes the hub starts in sessions of their own (hubconfig)
+HUB_PID_FILES = ("proxy.pid", "route-filter.pid")
 
 
 class StackError(RuntimeError):
@@ -61,6 +63,10 @@ class StackError(RuntimeError):
 
 class Stack:
     """Start and stop everything a deployment needs on this machine."""
+
+    #: the hub's ``jupyterhub_config.py`` (every deployment's: it only calls
+    #: :func:`ecluse.hub.hubconfig.configure_from_env`)
+    hub_config: Path = HUB_CONFIG
 
     def __init__(
         self,
@@ -195,7 +201,7 @@ class Stack:
     def start_hub(self, timeout: float = 60) -> None:
         # ecluse-hub: jupyterhub minus a 3 s optional import (ecluse.hub), as a
         # module so that an environment installed before the script works too
-        cmd = [sys.executable, "-m", "ecluse.hub", "-f", str(HUB_CONFIG)]
+        cmd = [sys.executable, "-m", "ecluse.hub", "-f", str(self.hub_config)]
         self.stop_stale_hub()
         self.hub = subprocess.Popen(
             cmd,
@@ -345,15 +351,48 @@ class Stack:
     def stop_hub(self, timeout: float = 60) -> None:
         if not self.hub:
             return
-        if self.hub.poll() is None:
-            self.hub.send_signal(signal.SIGTERM)
+        hub = self.hub
+        if hub.poll() is None:
+            hub.send_signal(signal.SIGTERM)
             try:
-                self.hub.wait(timeout)
+                hub.wait(timeout)
             except subprocess.TimeoutExpired:
                 log.warning("JupyterHub did not stop in %ss: killing its process group", timeout)
-                os.killpg(self.hub.pid, signal.SIGKILL)
-                self.hub.wait(10)
+                os.killpg(hub.pid, signal.SIGKILL)
+                hub.wait(10)
+        self.stop_left_by_hub(hub.pid)
         self.hub = None
+
+    def stop_left_by_hub(self, pid: int) -> list[str]:
+        """After the hub (``pid``) exited: stop what it started and left running (it
+        died or was killed while starting or serving, or did not finish its cleanup),
+        as its next start would: its process group, the proxy and the route filter
+        (their pid files; each in a session of its own) and the services marked as
+        this deployment's (:mod:`ecluse.hubservice.instances`); never a sandbox.
+        Returns what was stopped."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        left = instances.find(self.state_dir)
+        for name in HUB_PID_FILES:
+            found = self._hub_child(self.state_dir / name)
+            if found is not None:
+                left.append(found)
+        if left:
+            log.warning("stopping what the hub left running: %s",
+                        "; ".join(i.describe() for i in left))
+            instances.stop(left)
+        return [i.describe() for i in left]
+
+    def _hub_child(self, pid_file: Path) -> instances.Instance | None:
+        """The process of ``pid_file`` when a hub of this state folder started it."""
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        state = instances.environ(pid).get(ENV_STATE_DIR)
+        if state is None or Path(state).resolve() != self.state_dir.resolve():
+            return None  # gone, or the pid is another process's now
+        return instances.Instance(pid, pid_file.stem, instances.cmdline(pid))
 
     def supervised(self) -> list[Supervised]:
         """The components ``ecluse up`` restarts when they die, in start order."""
