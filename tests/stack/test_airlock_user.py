@@ -30,6 +30,7 @@ from ecluse.dev.airlockuser import DEFAULT_USER, run_airlock_as
 from ecluse.dev.testing import HubClient, project_token_scopes, write_config
 from ecluse.hubservice import instances
 from ecluse.sandbox.launcher import STARTED_EVENT
+from tests.support.hubstack import running_hub
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -40,24 +41,15 @@ ROWS = b"patient_id,age,postcode\n" + b"".join(
 
 @pytest.fixture(scope="module")
 def stack(slapd) -> Iterator:
-    from ecluse.dev.stack import Stack
-    from ecluse.sandbox.local import teardown_host_network
-
     if os.geteuid() != 0:
         pytest.fail("the airlock user tests need root (useradd, the sandbox launcher)")
     directory = Path(tempfile.mkdtemp(prefix="ecluse-airlockuser-", dir="/tmp"))
     os.chmod(directory, 0o755)
     path = write_config(directory, slapd, overrides={"ldap.bind_password_env": PASSWORD_ENV})
     try:
-        with open(directory / "hub.log", "wb") as log:
-            s = Stack(load_settings(path), hub_log=log, airlock_user=DEFAULT_USER,
-                      extra_env={PASSWORD_ENV: slapd.service_password})
-            try:
-                s.start()
-                yield s
-            finally:
-                s.stop()
-                teardown_host_network()
+        with running_hub(path, airlock_user=DEFAULT_USER,
+                         extra_env={PASSWORD_ENV: slapd.service_password}) as s:
+            yield s
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
