@@ -35,7 +35,7 @@ from ecluse.config import load_settings
 from ecluse.dev.ldapserver import DEMO_GROUPS, DEMO_USERS, EmbeddedSlapd
 from ecluse.dev.testing import HubClient, write_config
 from tests.support import leftovers
-from tests.support.hubstack import running_hub
+from tests.support.hubstack import password, running_hub
 
 REPO = Path(__file__).resolve().parent.parent
 TMP_PREFIX = "ecluse-test-"
@@ -83,11 +83,11 @@ def slapd(session_tmp: Path) -> Iterator[EmbeddedSlapd]:
     server.start()
     server.passwords = {}
     for u in DEMO_USERS:
-        pw = f"pw-{u.uid}-Secret1"
+        pw = password(u.uid)
         server.add_user(u.uid, pw, u.uid_number, cn=u.cn)
         server.passwords[u.uid] = pw
-    server.add_user("nobody", "pw-nobody-Secret1", 20099, cn="No Project")
-    server.passwords["nobody"] = "pw-nobody-Secret1"
+    server.add_user("nobody", password("nobody"), 20099, cn="No Project")
+    server.passwords["nobody"] = password("nobody")
     for name, (kind, gid) in DEMO_GROUPS.items():
         server.add_group(name, kind, gid, [u.uid for u in DEMO_USERS if name in u.groups])
     yield server

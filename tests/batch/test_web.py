@@ -21,9 +21,7 @@ from ecluse.airlock.service import AirlockService
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
 from tests.batch.conftest import ROOTS, nb, sandbox_gone
-from tests.support.hubstack import HubStack, running_hub, up_config
-
-SAM_PASSWORD = "pw-sam-Secret1"
+from tests.support.hubstack import HubStack, password, running_hub, up_config
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +31,7 @@ def batch_hub(tmp_path_factory) -> Iterator[HubStack]:
     root = tmp_path_factory.mktemp("batch-hub")
     ROOTS.append(str(root))  # the session's check: nothing of it left running
     with running_hub(up_config(root), wait_for=("batch",), root=root) as hub:
-        hub.add_directory_user("sam", SAM_PASSWORD, 20010, ["ecluse-staff", "proj-cardio-los"],
+        hub.add_directory_user("sam", password("sam"), 20010, ["ecluse-staff", "proj-cardio-los"],
                                cn="Sam Staff")
         yield hub
 

@@ -38,13 +38,14 @@ def test_an_orphan_marked_with_a_session_folder_is_found_and_killed(tmp_path: Pa
     theirs = _orphan({MARK: str(other / "state")})
     try:
         assert not any(p.pid == os.getpid() for p in psutil.Process(mine).parents())
-        found = [p.pid for p in leftovers.leftover_processes([str(ours.resolve())])]
+        found = [p.pid for p in leftovers.leftover_processes([str(ours.resolve())],
+                                                          descendants=False)]
         assert mine in found
         assert theirs not in found, "another session's process is not ours to kill"
         leftovers.kill([psutil.Process(mine)])
         assert not psutil.pid_exists(mine) or \
             psutil.Process(mine).status() == psutil.STATUS_ZOMBIE
-        assert leftovers.settle([str(ours.resolve())], wait=0) == []
+        assert leftovers.settle([str(ours.resolve())], wait=0, descendants=False) == []
     finally:
         for pid in (mine, theirs):
             try:
