@@ -121,7 +121,7 @@ def main() -> int:
         t0 = time.perf_counter()
         hub.start()
         print(f"stack up in {time.perf_counter() - t0:.1f}s "
-              f"(hub + proxy + airlock on 127.0.0.1:{hub.port})")
+              f"(hub + proxy + airlock on 127.0.0.1:{hub.settings.hub.port})")
         res = asyncio.run(run(hub, args.clients, max(1, args.rounds)))
     finally:
         hub.stop()

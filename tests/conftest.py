@@ -8,13 +8,17 @@ Fixtures for whole components (each starts the real thing and stops it):
 * ``make_config`` — writes an ``ecluse.yaml`` + ``projects.yaml`` pair for
   that slapd into a temp dir, with free ports; returns the path.
 * ``settings`` — the loaded :class:`ecluse.config.Settings` of such a config.
-* ``hub_stack`` (module) — JupyterHub + configurable-http-proxy started by
-  :class:`ecluse.dev.stack.Stack` against ``slapd``, with a short refresh age.
+* ``hub_stack`` (module) — JupyterHub + configurable-http-proxy + the hub's
+  services: the one harness (:class:`tests.support.hubstack.HubStack`, what
+  ``ecluse up`` runs) against ``slapd``, with a short refresh age.
 * ``hub_client`` — log in through the hub's HTML form, get tokens, call the
   REST API.
 
 Every fixture removes what it created (processes, temp dirs) pass or fail;
-``pytest_sessionfinish`` checks that no slapd or hub process is left over.
+``pytest_sessionfinish`` fails the run when a process the tests started is
+still alive (:mod:`tests.support.leftovers`: descendants, and processes naming
+a folder of the session on their command line or in their environment, as a
+dead hub's proxy and services do), and kills it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import pytest
 from ecluse.config import load_settings
 from ecluse.dev.ldapserver import DEMO_GROUPS, DEMO_USERS, EmbeddedSlapd
 from ecluse.dev.testing import HubClient, write_config
+from tests.support import leftovers
+from tests.support.hubstack import password, running_hub
 
 REPO = Path(__file__).resolve().parent.parent
 TMP_PREFIX = "ecluse-test-"
@@ -66,7 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def session_tmp() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
     os.chmod(d, 0o755)
-    _SESSION_PATHS.append(str(d))
+    leftovers.register(d)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -77,11 +83,11 @@ def slapd(session_tmp: Path) -> Iterator[EmbeddedSlapd]:
     server.start()
     server.passwords = {}
     for u in DEMO_USERS:
-        pw = f"pw-{u.uid}-Secret1"
+        pw = password(u.uid)
         server.add_user(u.uid, pw, u.uid_number, cn=u.cn)
         server.passwords[u.uid] = pw
-    server.add_user("nobody", "pw-nobody-Secret1", 20099, cn="No Project")
-    server.passwords["nobody"] = "pw-nobody-Secret1"
+    server.add_user("nobody", password("nobody"), 20099, cn="No Project")
+    server.passwords["nobody"] = password("nobody")
     for name, (kind, gid) in DEMO_GROUPS.items():
         server.add_group(name, kind, gid, [u.uid for u in DEMO_USERS if name in u.groups])
     yield server
@@ -110,11 +116,9 @@ def settings(make_config):
 
 @pytest.fixture(scope="module")
 def hub_stack(tmp_path_factory, slapd):
-    from tests.support.stacks import running_stack
-
     directory = tmp_path_factory.mktemp("hub")
     path = write_config(directory, slapd, overrides={"hub.auth_refresh_age": 1})
-    with running_stack(load_settings(path), directory / "hub.log") as stack:
+    with running_hub(path) as stack:
         yield stack
 
 
@@ -123,49 +127,18 @@ def hub_client(hub_stack) -> HubClient:
     return HubClient(hub_stack.url)
 
 
-_SESSION_PATHS: list[str] = []
-
-
-def _leftover_processes(config) -> list[str]:
-    """Processes this test session started and left running.
-
-    Descendants of this pytest process, and processes whose command line names
-    this session's temp dirs (a daemon that detached from us). Other sessions'
-    processes on the same machine are not ours to report.
-    """
-    import psutil
-
-    me = os.getpid()
-    paths = list(_SESSION_PATHS)
-    basetemp = getattr(config, "_tmp_path_factory", None)
+def pytest_sessionfinish(session, exitstatus):
+    """Every process the tests started must be gone: what is left (the hub's proxy or
+    services outliving it, a daemon) is listed, killed, and fails the run."""
+    basetemp = getattr(session.config, "_tmp_path_factory", None)
     if basetemp is not None:
         try:
-            paths.append(str(basetemp.getbasetemp()))
+            leftovers.register(basetemp.getbasetemp())
         except Exception:
-            pass
-    left = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if proc.info["pid"] == me:
-            continue
-        cmd = " ".join(proc.info["cmdline"] or [])
-        try:
-            ours = any(p.pid == me for p in proc.parents())
-        except psutil.Error:
-            continue
-        if "multiprocessing.resource_tracker" in cmd or "multiprocessing.forkserver" in cmd:
-            continue  # the interpreter's own helpers: they exit with pytest itself
-        if ours or any(path in cmd for path in paths):
-            left.append(f"{proc.info['pid']} {cmd[:160]}")
-    return left
-
-
-def pytest_sessionfinish(session, exitstatus):
-    import time
-
-    left = _leftover_processes(session.config)
-    if left:  # give exiting processes a moment to be reaped
-        time.sleep(2)
-        left = _leftover_processes(session.config)
+            pass  # no test asked for a temporary folder
+    left = leftovers.settle()
     if left:
-        print("\nLEFTOVER PROCESSES after the test session:\n" + "\n".join(left))
+        print("\nLEFTOVER PROCESSES after the test session (killed now):\n"
+              + "\n".join(leftovers.describe(p) for p in left))
+        leftovers.kill(left)
         session.exitstatus = 1

@@ -1,25 +1,26 @@
-"""A real JupyterHub with the hub-managed airlock service, for API and browser tests.
+"""The airlock suite's hub: the one harness, with the hub-managed airlock service.
 
-:class:`AirlockHub` (a :class:`~tests.support.hubservice.ServiceHub`) writes an
-``ecluse.yaml``/``projects.yaml`` pair and a ``jupyterhub_config.py`` into a
-temporary folder, starts ``jupyterhub`` (which starts configurable-http-proxy
-and ``ecluse airlock serve``) on free loopback ports, and stops everything
-(process group) and deletes the folder. Users sign in through the hub's login
-form (:class:`~tests.support.doubles.GroupsFromConfigAuthenticator`); API
-tokens are minted by a ``test-admin`` service through the hub REST API.
+:class:`AirlockHub` is :class:`tests.support.hubstack.HubStack` (``ecluse.dev.stack.Stack``:
+the hub configuration of every deployment) on an ``ecluse.yaml``/``projects.yaml``
+pair written into a temporary folder, with free loopback ports. Users sign in
+through the hub's login form with hub groups from :data:`USERS`
+(:class:`~tests.support.doubles.GroupsFromConfigAuthenticator`); API tokens are
+minted by the harness's ``test-admin`` service. Stopped (hub, proxy, services)
+and deleted afterwards.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
+import tempfile
 from pathlib import Path
 
 import requests
 import yaml
 
-from ..support.hubservice import ServiceHub, password
+from ecluse.dev.ldapserver import free_port
+
+from ..support.hubstack import HubStack, password
 from .pgserver import TMP_PREFIX
 
 __all__ = ["ECLUSE_YAML", "PROJECTS", "USERS", "AirlockHub", "ApiClient", "password"]
@@ -65,25 +66,34 @@ ECLUSE_YAML = {
 }
 
 
-class AirlockHub(ServiceHub):
-    service = "airlock"
-    users = USERS
-    token_scopes = ["access:services!service=airlock", "read:users:groups!user"]
-    tmp_prefix = TMP_PREFIX + "hub-"
+def airlock_config(directory: Path) -> Path:
+    """:data:`ECLUSE_YAML` and :data:`PROJECTS` in ``directory``, on free loopback ports;
+    a plain process spawner and no other service (the workspaces, dask-gateway and the
+    culler are not what these tests are about)."""
+    (directory / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
+    data = yaml.safe_load(yaml.safe_dump(ECLUSE_YAML))
+    port = free_port()
+    data["hub"] = {"ip": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
+                   "hub_port": free_port(), "proxy_api_port": free_port(),
+                   "spawner": "simple"}
+    data["airlock"].update(ip="127.0.0.1", port=free_port())
+    data["sandbox"] = {"idle_timeout": 0}
+    data["dask"] = {"gateway": False}
+    cfg = directory / "ecluse.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+class AirlockHub(HubStack):
+    """JupyterHub + proxy + the airlock service, in a temporary folder."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.airlock_url = self.service_url
-        self.state_dir = self.root / "state"
-
-    def ecluse_config(self) -> Path:
-        (self.root / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
-        cfg = self.root / "ecluse.yaml"
-        cfg.write_text(yaml.safe_dump(ECLUSE_YAML))
-        return cfg
-
-    def kill_leftovers(self) -> None:
-        _kill_matching(str(self.root))
+        root = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "hub-"))
+        os.chmod(root, 0o755)
+        super().__init__(
+            airlock_config(root), users=USERS, wait_for=("airlock",), root=root,
+            token_scopes=["access:services!service=airlock", "read:users:groups!user"])
+        self.airlock_url = self.service_url("airlock")
 
     def api(self, user: str, **kw) -> ApiClient:
         return ApiClient(f"{self.airlock_url}/api/v1", self.token(user, **kw))
@@ -104,14 +114,3 @@ class ApiClient:
             return getattr(self.s, method)(self.base + path, **kw)
 
         return call
-
-
-def _kill_matching(text: str) -> None:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    for line in out.splitlines()[1:]:
-        pid, _, args = line.strip().partition(" ")
-        if text in args and pid.isdigit() and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass

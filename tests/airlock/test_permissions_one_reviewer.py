@@ -189,13 +189,13 @@ def test_no_review_while_the_directory_is_down(slapd, tmp_path):
 def reviewer_hub(tmp_path_factory, slapd):
     """The real stack (hub, proxy, airlock service, slapd); erin is a hub admin, so she
     can make the kind of account a hub from before canonical names holds."""
-    from tests.support.stacks import running_stack
+    from tests.support.hubstack import running_hub
 
     directory = tmp_path_factory.mktemp("reviewer-hub")
     path = write_config(directory, slapd, overrides={
         "hub.auth_refresh_age": 1, "hub.admin_users": ["erin"],
         "airlock.group_cache_seconds": 1})
-    with running_stack(load_settings(path), directory / "hub.log") as stack:
+    with running_hub(path) as stack:
         yield stack
 
 

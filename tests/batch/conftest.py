@@ -11,9 +11,9 @@ Components (each is the real thing, removed afterwards pass or fail):
   sandbox it launches); closed at the end of the test.
 * ``notebook`` — writes small notebooks (``nb(cells, tag_parameters=...)``).
 * ``batch_hub`` (module, in test_web.py) — the stack ``ecluse up`` builds
-  (:class:`hubstack.UpStack`: ``ecluse.dev.stack.Stack`` on the repository's
-  config, embedded slapd, hub, proxy, the hub-managed airlock and batch
-  services, real sandboxes).
+  (:class:`tests.support.hubstack.HubStack` on the repository's config,
+  :func:`~tests.support.hubstack.up_config`: embedded slapd, hub, proxy, the
+  hub-managed airlock and batch services, real sandboxes).
 
 The session teardown proves that every sandbox the run launched is gone
 (registry entry, network namespace, cgroup) and that no hub or batch service
@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from ecluse.sandbox import network as net
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import LocalSandbox
 from ecluse.settings.batch import BatchSettings
+from tests.support import leftovers
 from tests.support.sandboxes import CREATED, TrackingLocalSandbox
 
 ROOTS: list[str] = []  # folders this run's configs live in (hub stacks, services)
@@ -50,13 +50,6 @@ ROOTS: list[str] = []  # folders this run's configs live in (hub stacks, service
 def sandbox_gone(sid: str) -> bool:
     return (not os.path.exists(net.netns_path(sid)) and not Cgroups(sid).exists()
             and not Path(f"/run/ecluse/sandboxes/{sid}").exists())
-
-
-def _our_processes() -> list[str]:
-    """Processes whose command line names a folder of this run (other runs on the host
-    have their own)."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if any(root in line for root in ROOTS)]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,8 +61,12 @@ def _root_and_leaks() -> Iterator[None]:
     if left:
         asyncio.run(LocalSandbox(settings=None).cleanup_orphans(min_age=0))
     assert not left, f"sandboxes left behind by the batch tests: {left}"
-    procs = _our_processes()
-    assert not procs, "processes left behind by the batch tests:\n" + "\n".join(procs)
+    # processes naming a folder of this run, on their command line or in their environment
+    # (a hub's services once the hub is gone); other runs on the host have their own
+    procs = leftovers.settle([str(Path(r).resolve()) for r in ROOTS], descendants=False)
+    described = [leftovers.describe(p) for p in procs]
+    leftovers.kill(procs)
+    assert not procs, "processes left behind by the batch tests:\n" + "\n".join(described)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The batch service in the stack ``ecluse up`` builds: tokens, staff scope, CLI, export.
 
-The stack is :class:`hubstack.UpStack` (``ecluse.dev.stack.Stack`` on the
+The stack is :class:`tests.support.hubstack.HubStack` (``ecluse.dev.stack.Stack`` on the
 repository's config, real sandboxes, the hub configuration of
 ``ecluse.hub.hubconfig``): what platform staff get after ``make up``.
 """
@@ -20,29 +20,31 @@ import requests
 from ecluse.airlock.service import AirlockService
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-from tests.batch.conftest import nb, sandbox_gone
-from tests.batch.hubstack import UpStack
+from tests.batch.conftest import ROOTS, nb, sandbox_gone
+from tests.support.hubstack import HubStack, password, running_hub, up_config
 
 
 @pytest.fixture(scope="module")
-def batch_hub() -> Iterator[UpStack]:
-    hub = UpStack()
-    try:
-        hub.start()
+def batch_hub(tmp_path_factory) -> Iterator[HubStack]:
+    """The stack ``make up`` starts; the demo directory has no staff member who is also a
+    project member: ``sam`` (``ecluse-staff`` and ``proj-cardio-los``) is added."""
+    root = tmp_path_factory.mktemp("batch-hub")
+    ROOTS.append(str(root))  # the session's check: nothing of it left running
+    with running_hub(up_config(root), wait_for=("batch",), root=root) as hub:
+        hub.add_directory_user("sam", password("sam"), 20010, ["ecluse-staff", "proj-cardio-los"],
+                               cn="Sam Staff")
         yield hub
-    finally:
-        hub.stop()
 
 
-def _cli(hub: UpStack, token: str, *args: str, timeout: float = 240):
+def _cli(hub: HubStack, token: str, *args: str, timeout: float = 240):
     env = {**os.environ, "JUPYTERHUB_API_TOKEN": token}
     return subprocess.run(
-        [sys.executable, "-m", "ecluse", "batch", *args[:1], "--url", hub.batch_url,
+        [sys.executable, "-m", "ecluse", "batch", *args[:1], "--url", hub.service_url("batch") + "/",
          *args[1:]], capture_output=True, text=True, env=env, timeout=timeout,
     )
 
 
-def test_staff_run_succeeds_in_the_stack_ecluse_up_builds(batch_hub: UpStack,
+def test_staff_run_succeeds_in_the_stack_ecluse_up_builds(batch_hub: HubStack,
                                                           tmp_path: Path) -> None:
     """What staff do after ``make up``: ``ecluse batch run`` with the deployment's config
     (the service's own address, no --url), as a project member. It used to fail with
@@ -61,8 +63,8 @@ def test_staff_run_succeeds_in_the_stack_ecluse_up_builds(batch_hub: UpStack,
     assert " succeeded " in res.stdout and "cardio-los" in res.stdout
 
 
-def test_non_staff_cannot_submit(batch_hub: UpStack) -> None:
-    api = batch_hub.batch_url + "api/v1"
+def test_non_staff_cannot_submit(batch_hub: HubStack) -> None:
+    api = batch_hub.service_url("batch") + "/" + "api/v1"
     body = {"project": "cardio-los", "as_user": "alice",
             "notebook": {"name": "a.ipynb", "content": nb("x = 1")}}
     assert requests.post(f"{api}/runs", json=body, timeout=30).status_code == 401
@@ -80,7 +82,7 @@ def test_non_staff_cannot_submit(batch_hub: UpStack) -> None:
     assert r.status_code == 200 and r.json()["staff"] is True
 
 
-def test_cli_run_progress_and_export(batch_hub: UpStack, tmp_path: Path) -> None:
+def test_cli_run_progress_and_export(batch_hub: HubStack, tmp_path: Path) -> None:
     book = nb(
         "import csv\nrows = [('ward', 'stays'), ('A', 20 * n), ('B', 30 * n)]\n"
         "with open('summary.csv', 'w', newline='') as fh:\n    csv.writer(fh).writerows(rows)",

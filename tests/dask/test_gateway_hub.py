@@ -21,11 +21,10 @@ import requests
 import yaml
 
 from ecluse.audit import AuditLog
-from ecluse.config import load_settings
 from ecluse.dev.ldapserver import free_port
 from ecluse.dev.testing import HubClient, write_config
 from tests.dask.conftest import _projects, wait_port
-from tests.support.stacks import running_stack
+from tests.support.hubstack import running_hub
 
 pytestmark = pytest.mark.root
 PORT = free_port()  # other test runs may share this host
@@ -42,7 +41,7 @@ def gateway_hub(tmp_path_factory, slapd, warehouse):
                                              "dask.api_port": free_port(),
                                              "dask.proxy_http_port": free_port()})
     (d / "projects.yaml").write_text(yaml.safe_dump(_projects(warehouse)))
-    with running_stack(load_settings(path), d / "hub.log") as stack:
+    with running_hub(path) as stack:
         yield stack
 
 

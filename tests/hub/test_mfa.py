@@ -24,12 +24,12 @@ REFUSED = "Invalid username or password"
 
 @pytest.fixture(scope="module")
 def mfa_hub(tmp_path_factory, slapd):
-    from tests.support.stacks import running_stack
+    from tests.support.hubstack import running_hub
 
     directory = tmp_path_factory.mktemp("mfa-hub")
     path = write_config(directory, slapd, overrides={
         "mfa.valid_window": 1, "hub.login_max_failures": 3, "hub.login_backoff": 2})
-    with running_stack(load_settings(path), directory / "hub.log") as stack:
+    with running_hub(path) as stack:
         yield stack
 
 

@@ -28,7 +28,7 @@ PROVIDER_USERS = {"alice": "alice-at-the-idp", "bob": "bob-at-the-idp",
 
 @pytest.fixture(scope="module")
 def oidc_hub(tmp_path_factory, slapd):
-    from tests.support.stacks import running_stack
+    from tests.support.hubstack import running_hub
 
     directory = tmp_path_factory.mktemp("oidc-hub")
     port = free_port()
@@ -42,7 +42,7 @@ def oidc_hub(tmp_path_factory, slapd):
                      "client_secret_file": str(directory / "oidc-client-secret"),
                      "ca_file": str(op.ca_file), "required_acr": [MFA_ACR]},
         })
-        with running_stack(load_settings(path), directory / "hub.log") as stack:
+        with running_hub(path) as stack:
             stack.op = op
             yield stack
 

@@ -16,7 +16,6 @@ import pytest
 import requests
 
 from ecluse.audit import AuditLog
-from ecluse.config import load_settings
 from ecluse.dev.testing import HubClient, write_config
 from ecluse.hub.roles import project_scope
 
@@ -26,13 +25,13 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def hub_stack(tmp_path_factory, slapd):
     """This module's hub: a short token lifetime, refresh every second."""
-    from tests.support.stacks import running_stack
+    from tests.support.hubstack import running_hub
 
     directory = tmp_path_factory.mktemp("hub-identity")
     path = write_config(directory, slapd, overrides={
         "hub.auth_refresh_age": 1, "hub.token_max_age": 3600, "hub.login_max_failures": 3,
         "hub.login_backoff": 30})
-    with running_stack(load_settings(path), directory / "hub.log") as stack:
+    with running_hub(path) as stack:
         yield stack
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,11 +20,10 @@ import pytest
 import requests
 
 from ecluse.audit import AuditLog
-from ecluse.config import load_settings
-from ecluse.dev.stack import Stack
 from ecluse.dev.testing import run_in_terminal, write_config
 from ecluse.hub.routefilter import AUDIT_EVENT
 from tests.hub.test_spawner import login, wait_ready
+from tests.support.hubstack import HubStack
 
 pytestmark = pytest.mark.root
 
@@ -45,36 +42,26 @@ REFUSED = [
 ]
 
 
-class RogueStack(Stack):
+class RogueStack(HubStack):
     """The Écluse stack with tests/hub/rogue_hub_config.py as the hub's config."""
 
-    def start_hub(self, timeout: float = 60) -> None:
-        self.hub = subprocess.Popen(
-            [sys.executable, "-m", "ecluse.hub", "-f", str(HUB_CONFIG)],
-            cwd=self.state_dir, env=self.hub_env(), stdout=self.hub_log,
-            stderr=subprocess.STDOUT if self.hub_log else None, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        self.wait_ready(timeout)
+    hub_config = HUB_CONFIG
 
 
 @pytest.fixture(scope="module")
 def rogue_hub(tmp_path_factory, slapd):
     if os.geteuid() != 0:
         pytest.fail("the route filter tests need root (real sandboxes)")
-    from ecluse.sandbox.local import teardown_host_network
-
     d = tmp_path_factory.mktemp("route-filter-hub")
     path = write_config(d, slapd, overrides={"hub.spawner": "ecluse",
                                              "sandbox.stop_grace": 5,
                                              "sandbox.start_timeout": 60})
-    with open(d / "hub.log", "wb") as log:
-        stack = RogueStack(load_settings(path), hub_log=log, cleanup_servers=True)
-        try:
-            stack.start()
-            yield stack
-        finally:
-            stack.stop()
-            teardown_host_network()
+    stack = RogueStack(path, cleanup_servers=True)
+    stack.start()  # stops what it started when it fails
+    try:
+        yield stack
+    finally:
+        stack.stop()
     assert not _filter_processes(stack), "the route filter outlived the hub"
 
 

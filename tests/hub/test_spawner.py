@@ -12,9 +12,8 @@ import requests
 import yaml
 
 from ecluse.audit import AuditLog
-from ecluse.config import load_settings
-from ecluse.dev.stack import Stack
 from ecluse.dev.testing import HubClient, run_in_terminal, write_config
+from tests.support.hubstack import running_hub
 
 pytestmark = pytest.mark.root
 
@@ -31,16 +30,8 @@ def sandbox_stack(directory, slapd, edit_projects=None, **overrides):
         projects = yaml.safe_load(projects_file.read_text())
         edit_projects(projects["projects"])
         projects_file.write_text(yaml.safe_dump(projects))
-    from ecluse.sandbox.local import teardown_host_network
-
-    with open(directory / "hub.log", "wb") as log:
-        stack = Stack(load_settings(path), hub_log=log, cleanup_servers=True)
-        try:
-            stack.start()  # stopped below even when the start fails half-way
-            yield stack
-        finally:
-            stack.stop()
-            teardown_host_network()
+    with running_hub(path, cleanup_servers=True) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

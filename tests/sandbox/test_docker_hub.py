@@ -11,10 +11,9 @@ import contextlib
 import pytest
 import requests
 
-from ecluse.config import load_settings
 from ecluse.dev.ldapserver import free_port
 from ecluse.dev.testing import write_config
-from tests.support.stacks import running_stack
+from tests.support.hubstack import running_hub
 from tests.workspace.helpers import start_workspace_now
 
 # loading the image into the stack's own engine, and removing that engine's folder
@@ -36,8 +35,8 @@ def docker_stack(workspace_image, slapd, tmp_path_factory):
         "airlock.port": free_port(), "airlock.check_processes": 0})
     seen = {}
     try:
-        with _hub_log_on_failure(directory / "hub.log"), running_stack(load_settings(path), directory / "hub.log", sandbox="docker",
-                           cleanup_servers=True) as stack:
+        with _hub_log_on_failure(directory / "hub.log"), running_hub(path, sandbox="docker",
+                                                                cleanup_servers=True) as stack:
             seen.update(root=stack.engine.root, copy=stack._config_copy)
             yield stack
     finally:

@@ -16,7 +16,6 @@ the services root's, with a warning (last test).
 from __future__ import annotations
 
 import asyncio
-import functools
 import grp
 import logging
 import os
@@ -38,6 +37,7 @@ from ecluse.dev.serviceusers import DEFAULT_USERS, run_services_as
 from ecluse.dev.testing import HubClient, project_token_scopes, write_config
 from ecluse.hubservice import instances
 from ecluse.sandbox.launcher import STARTED_EVENT
+from tests.support.hubstack import running_hub
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -50,9 +50,6 @@ ROWS = b"patient_id,age,postcode\n" + b"".join(
 
 @pytest.fixture(scope="module")
 def stack(slapd) -> Iterator:
-    from ecluse.dev.stack import Stack
-    from ecluse.sandbox.local import teardown_host_network
-
     if os.geteuid() != 0:
         pytest.fail("the airlock user tests need root (useradd, the sandbox launcher)")
     directory = Path(tempfile.mkdtemp(prefix="ecluse-serviceusers-", dir="/tmp"))
@@ -66,23 +63,12 @@ def stack(slapd) -> Iterator:
         for slug in ("cardio-los", "air-quality"):  # the projects' datasets (write_config's)
             (directory / "data" / slug).mkdir(parents=True, exist_ok=True)
             (directory / "data" / slug / "stays.csv").write_text("stay,days\n1,3\n")
-        with open(directory / "hub.log", "wb") as log:
-            s = Stack(load_settings(path), hub_log=log, airlock_user=DEFAULT_USER,
-                      dask_user=DASK_USER, extra_env={PASSWORD_ENV: slapd.service_password})
-            # the hub adds its own route to the proxy once its services answer: the
-            # gateway's start (dask, distributed) takes a while on a loaded machine
-            s.start_hub = functools.partial(s.start_hub, timeout=240)
-            try:
-                try:
-                    s.start()
-                except Exception:  # say why (the folder and its log are removed below)
-                    log.flush()
-                    print((directory / "hub.log").read_text(errors="replace")[-6000:])
-                    raise
-                yield s
-            finally:
-                s.stop()
-                teardown_host_network()
+        # the hub adds its own route to the proxy once its services answer: the
+        # gateway's start (dask, distributed) takes a while on a loaded machine
+        with running_hub(path, airlock_user=DEFAULT_USER, dask_user=DASK_USER,
+                         start_timeout=240,
+                         extra_env={PASSWORD_ENV: slapd.service_password}) as s:
+            yield s
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

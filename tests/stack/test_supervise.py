@@ -2,7 +2,7 @@
 what is re-adopted, and that nothing is left behind.
 
 ``ecluse up`` runs as a process of its own on the repository's configuration
-(``tests/batch/hubstack.py:up_config``: embedded slapd, hub, proxy, route
+(``tests/support/hubstack.py:up_config``: embedded slapd, hub, proxy, route
 filter, the hub-managed airlock and batch services, real sandboxes). Every
 process of the run is found by its state folder (command line or environment),
 and killed at the end, pass or fail.
@@ -39,8 +39,9 @@ from ecluse.sandbox import get_backend
 from ecluse.sandbox.local import teardown_host_network
 from ecluse.settings.airlock import airlock_settings
 from ecluse.statevolume import ensure_state_volume, release_state_volume
-from tests.batch.hubstack import up_config
 from tests.stack.chaos import our_sandboxes, pid_in
+from tests.support import leftovers
+from tests.support.hubstack import up_config
 
 pytestmark = pytest.mark.root
 
@@ -137,6 +138,7 @@ def up_stack(tmp_path: Path, request) -> Iterator[tuple[Path, object]]:
                         "no dockerd on this host (scripts/install-system-deps.sh)")
     root = tmp_path / "up"
     root.mkdir()
+    leftovers.register(root)  # `ecluse up` in a process of its own: the session checks it
     config = up_config(root)
     cfg = yaml.safe_load(config.read_text())
     cfg["hub"]["route_filter_port"] = free_port()  # two stacks on one host

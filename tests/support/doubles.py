@@ -1,7 +1,7 @@
 """Test doubles for the hub service tests (real subclasses, named by behaviour).
 
-The hub of :class:`hubservice.ServiceHub` loads them by name (this folder is
-put on its ``sys.path``).
+The hub of :class:`hubstack.HubStack` with ``users=`` loads them by name
+(``jupyterhub_config.py`` puts this folder on its ``sys.path``).
 
 :class:`GroupsFromConfigAuthenticator` is a real JupyterHub
 ``Authenticator``: users and passwords come from config and each login sets the

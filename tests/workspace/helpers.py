@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from ecluse.config import load_settings
 from ecluse.dev.ldapserver import free_port
-from ecluse.dev.stack import Stack
 from ecluse.dev.testing import HubClient, project_token_scopes, write_config
+from tests.support.hubstack import HubStack, running_hub
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "extensions" / "build.sh"
@@ -38,32 +37,8 @@ def workspace_hub(tmp_path_factory, slapd, workspace_extension):
                    "sandbox.start_timeout": 60, "airlock.port": free_port(),
                    "airlock.check_processes": 0},
     )
-    settings = load_settings(path)
-    log = open(directory / "hub.log", "wb")  # noqa: SIM115
-    stack = Stack(settings, hub_log=log, cleanup_servers=True)
-    try:
-        stack.start()
-        _wait_airlock(stack)
+    with running_hub(path, cleanup_servers=True, wait_for=("airlock",)) as stack:
         yield stack
-    finally:
-        stack.stop()
-        log.close()
-        from ecluse.sandbox.local import teardown_host_network
-
-        teardown_host_network()
-
-
-def _wait_airlock(stack: Stack, timeout: float = 60) -> None:
-    url = f"{stack.url}/services/airlock/api/v1/me"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 401:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("the airlock service did not come up")
 
 
 @dataclass
@@ -86,7 +61,7 @@ class Workspace:
                                 headers={"Authorization": f"token {self.token}"}, **kw)
 
 
-def past_the_filter(hub: Stack, ws: Workspace) -> Workspace:
+def past_the_filter(hub: HubStack, ws: Workspace) -> Workspace:
     """The same workspace reached directly, past the host's route filter: what the
     in-server guard alone answers (the proxy's route names the real server, signed)."""
     from ecluse.hub.routefilter import derive_key, open_route
@@ -104,7 +79,7 @@ def past_the_filter(hub: Stack, ws: Workspace) -> Workspace:
     return Workspace(ws.client, ws.token, route.target + prefix, ws.user)
 
 
-def start_workspace_now(hub: Stack, passwords: dict[str, str], user: str,
+def start_workspace_now(hub: HubStack, passwords: dict[str, str], user: str,
                         project: str) -> Workspace:
     """Sign ``user`` in, start their ``project`` workspace, wait until it is ready."""
     c = HubClient(hub.url)
