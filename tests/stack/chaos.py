@@ -398,6 +398,8 @@ class Killer(threading.Thread):
         time.sleep(1)  # let the death be seen (a port still open for a moment)
         deadline = since + self.recovery_timeout
         while time.monotonic() < deadline:
+            if target == "workspace" and self.done.is_set():
+                return  # only the workload spawns it again, and it has stopped: not counted
             if self.serving(target):
                 self.recovery.setdefault(target, []).append(round(time.monotonic() - since, 1))
                 return
