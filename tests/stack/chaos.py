@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from tornado.httpclient import HTTPClientError
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
 
 from ecluse.dev.testing import HubClient, KernelError, project_token_scopes, run_in_kernel
 from ecluse.hubservice import instances
@@ -93,6 +96,12 @@ class Workload:
         try:
             value = fn()
         except (requests.RequestException, OSError, TimeoutError) as e:
+            self._count(self.failures, f"{op}: {type(e).__name__}")
+            return None
+        except HTTPClientError as e:  # the kernel's websocket refused (the proxy's 502, 503)
+            self._count(self.failures, f"{op}: websocket HTTP {e.code}")
+            return None
+        except (StreamClosedError, WebSocketClosedError) as e:  # it closed under the kernel
             self._count(self.failures, f"{op}: {type(e).__name__}")
             return None
         except (AssertionError, KernelError) as e:
