@@ -369,7 +369,8 @@ def test_chaos(up_stack, tmp_path, request):
     """For CHAOS_SECONDS, sign-ins, a workspace spawned, stopped and running code in
     a real kernel, export requests (submitted, reviewed, released) and batch runs go
     on while one component is killed every 20-40 s (hub, proxy, slapd, airlock,
-    batch, gateway, the workspace). Then: the audit log verifies, no request or run
+    batch, gateway, the workspace). Then: everything answers again, one more round of
+    every kind of work succeeds first time, the audit log verifies, no request or run
     is half-recorded, every released file's bytes match its sha256, the workspace
     is running and reachable or cleanly stopped, and after `ecluse up` stops
     nothing is left (processes, sandboxes, netns, cgroups, mounts, containers)."""
