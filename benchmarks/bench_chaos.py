@@ -36,7 +36,7 @@ def main() -> int:
                    help="sandbox backend of the stack (docker: `ecluse up --sandbox docker`)")
     p.add_argument("--report", help="write the figures (JSON) to this file")
     args = p.parse_args()
-    env = dict(os.environ, ECLUSE_CHAOS_SECONDS=str(args.seconds), ECLUSE_TEST_CHAOS="1")
+    env = dict(os.environ, ECLUSE_CHAOS_SECONDS=str(args.seconds))
     if args.seed is not None:
         env["ECLUSE_CHAOS_SEED"] = str(args.seed)
     if args.report:

@@ -55,17 +55,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Docker engine) run only when asked: they do not fit the CI budget yet (issue 17)."""
     docker_full = config.getoption("--docker-full") or \
         os.environ.get("ECLUSE_TEST_DOCKER_FULL") == "1"
-    chaos = os.environ.get("ECLUSE_TEST_CHAOS") == "1"
     docker_off = pytest.mark.skip(reason="long Docker suite: set ECLUSE_TEST_DOCKER_FULL=1 or "
                                   "--docker-full (`make test-docker-full`)")
-    chaos_off = pytest.mark.skip(reason="the chaos test is not yet stable on a loaded 2-core "
-                                 "machine (issue 18 item 4): set ECLUSE_TEST_CHAOS=1, or "
-                                 "run benchmarks/bench_chaos.py")
     for item in items:
         if item.get_closest_marker("docker_full") and not docker_full:
             item.add_marker(docker_off)
-        if item.get_closest_marker("chaos") and not chaos:
-            item.add_marker(chaos_off)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The embedded stack stops everything its hub started, however the hub ended.
+"""The embedded stack: it stops everything its hub started, however the hub ended,
+and its supervised components (:meth:`ecluse.dev.stack.Stack.supervised`).
 
 The hub starts configurable-http-proxy and its services in sessions of their
 own: when the hub dies (killed, crashed while starting) they are nobody's
@@ -17,7 +18,7 @@ import psutil
 import pytest
 
 from ecluse.config import load_settings
-from ecluse.dev.stack import Stack, StackError
+from ecluse.dev.stack import HUB_RESTART_WAIT, Stack, StackError
 from ecluse.dev.testing import write_config
 from ecluse.hubservice import instances
 
@@ -84,3 +85,24 @@ def test_a_killed_hub_leaves_no_proxy_or_service_after_stop(tmp_path: Path, slap
     left = [s.describe() for s in services if _alive(s.pid)]
     assert not _alive(proxy), "the proxy outlived its killed hub"
     assert not left, f"services outlived their killed hub: {left}"
+
+
+class HubStartRecorder(Stack):
+    """A stack whose hub start records how long it would wait for the hub, and starts
+    nothing."""
+
+    def start_hub(self, timeout: float = 60) -> None:
+        self.waits.append(timeout)
+
+
+def test_a_restarted_hub_is_waited_for_longer_than_a_workspace(make_config) -> None:
+    """A restarted hub starts its route filter, proxy and services again: on a loaded
+    host it answered after 106 s, which sandbox.start_timeout (120 s) barely covered;
+    the supervisor would kill a hub slower than that and start it again, in a loop."""
+    settings = load_settings(make_config())
+    stack = HubStartRecorder(settings)
+    stack.waits = []
+    (hub,) = [c for c in stack.supervised() if c.name == "hub"]
+    hub.start()
+    assert stack.waits == [HUB_RESTART_WAIT]
+    assert HUB_RESTART_WAIT >= 2 * settings.sandbox.start_timeout

@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from tornado.httpclient import HTTPClientError
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
 
 from ecluse.dev.testing import HubClient, KernelError, project_token_scopes, run_in_kernel
 from ecluse.hubservice import instances
@@ -93,6 +96,12 @@ class Workload:
         try:
             value = fn()
         except (requests.RequestException, OSError, TimeoutError) as e:
+            self._count(self.failures, f"{op}: {type(e).__name__}")
+            return None
+        except HTTPClientError as e:  # the kernel's websocket refused (the proxy's 502, 503)
+            self._count(self.failures, f"{op}: websocket HTTP {e.code}")
+            return None
+        except (StreamClosedError, WebSocketClosedError) as e:  # it closed under the kernel
             self._count(self.failures, f"{op}: {type(e).__name__}")
             return None
         except (AssertionError, KernelError) as e:
@@ -398,6 +407,8 @@ class Killer(threading.Thread):
         time.sleep(1)  # let the death be seen (a port still open for a moment)
         deadline = since + self.recovery_timeout
         while time.monotonic() < deadline:
+            if target == "workspace" and self.done.is_set():
+                return  # only the workload spawns it again, and it has stopped: not counted
             if self.serving(target):
                 self.recovery.setdefault(target, []).append(round(time.monotonic() - since, 1))
                 return

@@ -55,6 +55,9 @@ HUB_CONFIG = Path(__file__).parent.parent / "hub" / "jupyterhub_config.py"
 STOP_WAIT = 30.0
 #: pid files of the processes the hub starts in sessions of their own (hubconfig)
 HUB_PID_FILES = ("proxy.pid", "route-filter.pid")
+#: seconds a restarted hub may take to answer (measured: 106 s on a loaded 2-core host,
+#: with the route filter, proxy and services started again)
+HUB_RESTART_WAIT = 300.0
 
 
 class StackError(RuntimeError):
@@ -413,8 +416,11 @@ class Stack:
             components.append(Supervised(
                 "sandbox-launcher", start=launcher.start, stop=launcher.stop,
                 exit_status=lambda: launcher.proc.poll() if launcher.proc else -1))
+        # a hub that runs but is slow to answer is waited for, not killed and started
+        # again (it then stops and starts every service anew: slower still)
         components.append(Supervised(
-            "hub", start=lambda: self.start_hub(self.settings.sandbox.start_timeout),
+            "hub", start=lambda: self.start_hub(
+                max(self.settings.sandbox.start_timeout, HUB_RESTART_WAIT)),
             stop=self.stop_hub,
             exit_status=lambda: self.hub.poll() if self.hub else -1))
         return components

@@ -189,10 +189,12 @@ class HubClient:
         secret = Authenticators.secret(self.base_url, username)
         # the form first: a hub that does not answer costs no step of the second factor
         page = self.session.get(f"{self.base_url}/hub/login", timeout=30)
+        m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        # nor does the proxy's error page while the hub restarts: a code taken for a form
+        # never posted would push every later sign-in of this user a step into the future
+        assert m, f"login form has no _xsrf field (HTTP {page.status_code})"
         if otp is None:
             otp = Authenticators.code(secret, self.totp_window) if secret else ""
-        m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-        assert m, "login form has no _xsrf field"
         r = self.session.post(
             f"{self.base_url}/hub/login",
             data={"_xsrf": m.group(1), "username": username, "password": password,
