@@ -26,7 +26,7 @@ from ecluse.sandbox import IMAGE_PYTHON_ENV
 from ecluse.sandbox.docker import LABEL
 from ecluse.settings.batch import BatchSettings
 from tests.batch.conftest import nb, wait_final
-from tests.batch.test_runs import ISOLATION
+from tests.batch.test_runs import check_isolation
 
 from .conftest import TrackingDockerSandbox
 
@@ -144,22 +144,4 @@ async def test_a_failing_notebook_fails_the_run_with_papermills_error(docker_bat
 
 
 async def test_a_run_in_a_container_sees_its_own_project_only(docker_batch) -> None:
-    service = docker_batch
-    staff = service.identity(*STAFF)
-    settings = service.settings
-    other = settings.projects["air-quality"].datasets[0].path / "admissions.csv"
-    other_project = service.shared_dir("air-quality").parent
-    other_project.mkdir(parents=True, exist_ok=True)
-    params = {"OTHER": str(other), "OTHER_PROJECT": str(other_project),
-              "STATE": str(settings.state_dir)}
-    book = nb(ISOLATION, parameters="OTHER = ''\nOTHER_PROJECT = ''\nSTATE = ''")
-    run = service.submit(staff, project="cardio-los", notebook="probe.ipynb", content=book,
-                         parameters=params, as_user="alice", timeout=300)
-    run = await wait_final(service, run["id"], timeout=300)
-    assert run["status"] == "succeeded", run
-    probe = _probe(service.shared_dir("cardio-los") / "batch" / run["id"])
-    assert probe["data"] == ["stays"] and probe["own"] == "cardio-los-1,42"
-    assert probe["other_dataset_host_path"] == "FileNotFoundError"
-    assert probe["other_project_host_dir"] == "FileNotFoundError"
-    assert probe["hub_state"] == "FileNotFoundError"
-    assert probe["glob"] == ["/data/stays/stays.csv"]
+    await check_isolation(docker_batch, timeout=300)

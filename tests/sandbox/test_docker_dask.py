@@ -19,7 +19,7 @@ from ecluse.dev.ldapserver import free_port
 from ecluse.dev.testing import write_config
 from ecluse.sandbox import IMAGE_PYTHON_ENV
 from ecluse.sandbox.docker import LABEL
-from tests.dask.conftest import wait_port
+from tests.dask.conftest import running_gateway
 
 from .conftest import TrackingDockerSandbox
 
@@ -46,10 +46,6 @@ async def docker_gateway(docker_engine, workspace_image, slapd,
                          tmp_path: Path) -> AsyncIterator:
     """An in-process dask-gateway (as tests/dask's ``gateway``) whose settings say
     ``sandbox.backend: docker``, over a tracking docker backend."""
-    from dask_gateway_server.app import DaskGateway
-
-    from ecluse.dask.gateway import SERVICE_NAME, gateway_config, serve_api_listener
-
     engine, _ = docker_engine
     path = write_config(tmp_path / "cfg", slapd, overrides={
         "sandbox.backend": "docker", "sandbox.docker_url": engine.url,
@@ -58,41 +54,19 @@ async def docker_gateway(docker_engine, workspace_image, slapd,
         "dask.proxy_http_port": free_port(), "dask.cluster_start_timeout": 120,
         "dask.idle_timeout": 0})
     settings = load_settings(path)
-    prefix = f"/services/{SERVICE_NAME}"
-    c = gateway_config(settings, authenticator="tests.dask.conftest.TokenAuthenticator",
-                       prefix=prefix)
     sandbox = TrackingDockerSandbox(settings=settings)
-    app = DaskGateway(config=c)
-    app.initialize([])
-    app.backend.settings = settings
-    app.backend.sandbox_backend = sandbox
-    app.authenticator.settings = settings
-    await app.setup()
-    addr = sandbox.host_address()
-    api = serve_api_listener(app, settings)
     try:
-        await wait_port(addr, settings.dask.api_port, prefix=prefix)
-        app.ecluse = (settings, sandbox, addr, prefix)
-        yield app
-    finally:
-        api.stop()
-        proxy = getattr(app.backend.proxy, "proxy_process", None)
-        await app.cleanup()
-        if proxy is not None:  # dask-gateway terminates its proxy without reaping it
-            await asyncio.to_thread(proxy.wait, 10)
+        async with running_gateway(settings, sandbox) as app:
+            yield app
         left = [s["id"] for s in sandbox.list() if s.get("alive")]
-        shutil.rmtree(tmp_path / "cfg", ignore_errors=True)
         assert not left, f"cluster containers left: {left}"
+    finally:
+        shutil.rmtree(tmp_path / "cfg", ignore_errors=True)
 
 
 async def test_a_cluster_runs_in_a_container_of_the_workspace_image(docker_gateway):
-    from dask_gateway import Gateway, JupyterHubAuth
-
-    settings, sandbox, addr, prefix = docker_gateway.ecluse
-    gateway = Gateway(address=f"http://{addr}:{settings.dask.api_port}{prefix}",
-                      proxy_address=f"gateway://{addr}:{settings.dask.proxy_port}",
-                      auth=JupyterHubAuth(api_token="alice@cardio-los"), asynchronous=True)
-    cluster = await gateway.new_cluster(project="cardio-los")
+    alice = docker_gateway.connect("alice@cardio-los")  # a workspace's token
+    cluster = await alice.new_cluster(project="cardio-los")
     db = docker_gateway.backend.db
     try:
         await cluster.scale(1)
@@ -106,10 +80,9 @@ async def test_a_cluster_runs_in_a_container_of_the_workspace_image(docker_gatew
         await client.close()
     finally:
         await cluster.shutdown()
-        await gateway.close()
     for _ in range(300):
         if db.get_cluster(cluster.name).status >= JobStatus.STOPPED:
             break
         await asyncio.sleep(0.1)
-    assert not sandbox.client.api.containers(
+    assert not docker_gateway.sandbox.client.api.containers(
         all=True, filters={"label": f"{LABEL}={state['id']}"})
