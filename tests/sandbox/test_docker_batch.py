@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from ecluse.batch.runs import runs_table, utcnow
 from ecluse.batch.service import BatchService
 from ecluse.config import load_settings
 from ecluse.dev.testing import write_config
-from ecluse.sandbox import IMAGE_PYTHON_ENV
+from ecluse.sandbox import IMAGE_PYTHON_ENV, SandboxSpec, UserIdentity
 from ecluse.sandbox.docker import LABEL
 from ecluse.settings.batch import BatchSettings
 from tests.batch.conftest import nb, wait_final
@@ -145,3 +146,42 @@ async def test_a_failing_notebook_fails_the_run_with_papermills_error(docker_bat
 
 async def test_a_run_in_a_container_sees_its_own_project_only(docker_batch) -> None:
     await check_isolation(docker_batch, timeout=300)
+
+
+async def test_a_restarted_service_removes_the_container_of_an_interrupted_run(
+        docker_batch) -> None:
+    """A container does not die with the batch service, as a local one-shot sandbox does:
+    the service that starts next marks the run failed and removes its container."""
+    service = docker_batch
+    settings = service.settings
+    who = service.resolve_identity("cardio-los", "bob")
+    project = settings.projects["cardio-los"].model_copy(update={"gid": who.project_gid})
+    # what a service killed during a run leaves: the run "running", its container running
+    state = await service.backend.launch(SandboxSpec(
+        project, UserIdentity(who.name, who.uid, who.gid), ["sleep", "600"], name="batch"),
+        one_shot=True)
+    assert await service.backend.poll(state) is None
+    with service.engine.begin() as c:
+        c.execute(runs_table.insert().values(
+            id="br-0123456789ab", project="cardio-los", notebook="x.ipynb",
+            notebook_sha256="0" * 64, parameters="{}", submitted_by="erin", run_as="bob",
+            status="running", timeout=600.0, created_at=utcnow(), started_at=utcnow(),
+            cells_done=0, cells_total=0, sandbox_id=state["id"]))
+    second = BatchService.from_settings(  # the restarted service, on the same database
+        settings, conf=BatchSettings(poll_interval=0.1),
+        backend=TrackingDockerSandbox(settings=settings))
+    task = asyncio.create_task(second.run_scheduler())
+    try:
+        run = await wait_final(second, "br-0123456789ab", timeout=120)
+        assert run["status"] == "failed" and "restarted" in run["error"]
+        for _ in range(100):
+            if not _containers(second, state["id"]):
+                break
+            await asyncio.sleep(0.2)
+        assert not _containers(second, state["id"]), "the interrupted run's container runs on"
+    finally:
+        await second.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await service.backend.stop(state, grace=0)  # idempotent
