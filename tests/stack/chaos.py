@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from tornado.httpclient import HTTPClientError
 
 from ecluse.dev.testing import HubClient, KernelError, project_token_scopes, run_in_kernel
 from ecluse.hubservice import instances
@@ -92,7 +93,9 @@ class Workload:
         t0 = time.monotonic()
         try:
             value = fn()
-        except (requests.RequestException, OSError, TimeoutError) as e:
+        # HTTPClientError: a kernel's websocket answered by the proxy's error page (a
+        # workspace killed under it: 502)
+        except (requests.RequestException, OSError, TimeoutError, HTTPClientError) as e:
             self._count(self.failures, f"{op}: {type(e).__name__}")
             return None
         except (AssertionError, KernelError) as e:
@@ -469,7 +472,13 @@ def leftovers(settings, root: Path, seen: set[str],
     from ecluse.sandbox.network import list_netns, netns_name
 
     out = list(processes())
-    out += [f"sandbox {m['id']}" for m in our_sandboxes(settings, False)]
+    if settings.sandbox.backend == "docker":
+        # the stack's own engine went with it (docker_leftovers: its folder, processes,
+        # containers); what the backend registered on the host must be gone too
+        out += [f"sandbox {s} (registered)" for s in sorted(seen)
+                if Path("/run/ecluse/sandboxes", s).exists()]
+    else:
+        out += [f"sandbox {m['id']}" for m in our_sandboxes(settings, False)]
     netns = set(list_netns())
     out += [f"netns {netns_name(s)}" for s in sorted(seen) if netns_name(s) in netns]
     cgroups = list_ids()
