@@ -92,8 +92,10 @@ print("PROBE" + json.dumps(probe))
 '''
 
 
-async def test_run_cannot_read_another_projects_data(make_service) -> None:
-    service = make_service()
+async def check_isolation(service, timeout: float = 120) -> None:
+    """A run of alice in cardio-los probes the other project's data and folder and the
+    hub's state by their host paths: it sees its own project's data only. (alice is a
+    member of both projects: the sandbox, not the user, decides.)"""
     staff = service.identity(*STAFF)
     settings = service.settings
     other = settings.projects["air-quality"].datasets[0].path / "admissions.csv"
@@ -102,10 +104,9 @@ async def test_run_cannot_read_another_projects_data(make_service) -> None:
     params = {"OTHER": str(other), "OTHER_PROJECT": str(other_project),
               "STATE": str(settings.state_dir)}
     book = nb(ISOLATION, parameters="OTHER = ''\nOTHER_PROJECT = ''\nSTATE = ''")
-    # alice is a member of both projects: the sandbox, not the user, decides
     run = service.submit(staff, project="cardio-los", notebook="probe.ipynb", content=book,
-                         parameters=params, as_user="alice", timeout=120)
-    run = await wait_final(service, run["id"])
+                         parameters=params, as_user="alice", timeout=timeout)
+    run = await wait_final(service, run["id"], timeout=timeout)
     assert run["status"] == "succeeded", run
     folder = service.shared_dir("cardio-los") / "batch" / run["id"]
     text = "".join(json.loads((folder / "output.ipynb").read_text())["cells"][-1]["outputs"][0]
@@ -119,3 +120,7 @@ async def test_run_cannot_read_another_projects_data(make_service) -> None:
     assert probe["other_project_host_dir"] == "FileNotFoundError"
     assert probe["hub_state"] == "FileNotFoundError"
     assert probe["glob"] == ["/data/stays/stays.csv"]
+
+
+async def test_run_cannot_read_another_projects_data(make_service) -> None:
+    await check_isolation(make_service())

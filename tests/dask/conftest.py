@@ -24,6 +24,7 @@ cgroup is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -148,6 +149,24 @@ def dask_deployment(tmp_path_factory, slapd, warehouse):
 
 @pytest.fixture
 async def gateway(request, dask_deployment) -> AsyncIterator:
+    marker = request.node.get_closest_marker("idle_timeout")
+    # other test runs may share this host: ports of our own
+    ds = dask_deployment.dask.model_copy(update={
+        "proxy_port": free_port(), "api_port": free_port(), "proxy_http_port": free_port(),
+        "idle_timeout": marker.args[0] if marker else 0, "cluster_start_timeout": 60})
+    settings = dask_deployment.model_copy(update={"dask": ds})
+    sandbox = TrackingSandbox(settings=settings)
+    async with running_gateway(settings, sandbox) as app:
+        yield app
+    left = [s["id"] for s in sandbox.list() if s["id"] in sandbox.created and s.get("alive")]
+    assert not left, f"cluster sandboxes left: {left}"
+    assert not [i for i in sandbox.created if Cgroups(i).exists()]
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings, sandbox) -> AsyncIterator:
+    """An in-process dask-gateway of ``settings`` (its ``dask`` ports) over ``sandbox``,
+    wired as deployed; ``app.connect(user)`` gives a client, closed at the end."""
     from dask_gateway import Gateway, JupyterHubAuth
     from dask_gateway_server.app import DaskGateway
 
@@ -158,18 +177,11 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
         serve_api_listener,
     )
 
-    marker = request.node.get_closest_marker("idle_timeout")
-    # other test runs may share this host: ports of our own
-    proxy_port, api_port, http_port = free_port(), free_port(), free_port()
-    ds = dask_deployment.dask.model_copy(update={
-        "proxy_port": proxy_port, "api_port": api_port, "proxy_http_port": http_port,
-        "idle_timeout": marker.args[0] if marker else 0, "cluster_start_timeout": 60})
-    settings = dask_deployment.model_copy(update={"dask": ds})
+    ds = settings.dask
     prefix = f"/services/{SERVICE_NAME}"
     c = gateway_config(settings, authenticator="tests.dask.conftest.TokenAuthenticator",
                        dask=ds, prefix=prefix)
     c.DaskGateway.log_level = "INFO"
-    sandbox = TrackingSandbox(settings=settings)
     app = DaskGateway(config=c)
     app.initialize([])
     app.backend.settings = settings
@@ -178,12 +190,11 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     await app.setup()
     addr = host_address(settings)
     api = serve_api_listener(app, settings, dask=ds)
-    await wait_port(addr, api_port, prefix=prefix)
     clients: list = []
 
     def connect(user: str) -> Gateway:
-        g = Gateway(address=f"http://{addr}:{api_port}{prefix}",
-                    proxy_address=f"gateway://{addr}:{proxy_port}",
+        g = Gateway(address=f"http://{addr}:{ds.api_port}{prefix}",
+                    proxy_address=f"gateway://{addr}:{ds.proxy_port}",
                     auth=JupyterHubAuth(api_token=user), asynchronous=True)
         clients.append(g)
         return g
@@ -194,6 +205,7 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
     app.ecluse_settings = settings
     app.prefix = prefix
     try:
+        await wait_port(addr, ds.api_port, prefix=prefix)
         yield app
     finally:
         for g in clients:
@@ -203,9 +215,6 @@ async def gateway(request, dask_deployment) -> AsyncIterator:
         await app.cleanup()
         if proxy is not None:  # dask-gateway terminates its proxy without reaping it
             await asyncio.to_thread(proxy.wait, 10)
-        left = [s["id"] for s in sandbox.list() if s["id"] in sandbox.created and s.get("alive")]
-        assert not left, f"cluster sandboxes left: {left}"
-        assert not [i for i in sandbox.created if Cgroups(i).exists()]
 
 
 def pytest_configure(config):

@@ -80,8 +80,9 @@ def test_workspace_installs_the_extension_and_the_stack():
     assert "import ecluse_workspace" in runs
     assert (REPO / "extensions/build.sh").exists()
     requirements = (REPO / "images/workspace/requirements.txt").read_text()
+    # papermill: batch runs; dask-gateway: the client, and its scheduler preload in clusters
     for pkg in ("jupyterlab", "pandas", "pyarrow", "dask", "xarray", "zarr", "papermill",
-                "dask-labextension", "jupyterhub"):
+                "dask-labextension", "dask-gateway", "jupyterhub"):
         assert re.search(rf"^{re.escape(pkg)}(\[[^\]]+\])?==", requirements, re.M), pkg
 
 

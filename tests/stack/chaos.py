@@ -480,7 +480,13 @@ def leftovers(settings, root: Path, seen: set[str],
     from ecluse.sandbox.network import list_netns, netns_name
 
     out = list(processes())
-    out += [f"sandbox {m['id']}" for m in our_sandboxes(settings, False)]
+    if settings.sandbox.backend == "docker":
+        # the stack's own engine went with it (docker_leftovers: its folder, processes,
+        # containers); what the backend registered on the host must be gone too
+        out += [f"sandbox {s} (registered)" for s in sorted(seen)
+                if Path("/run/ecluse/sandboxes", s).exists()]
+    else:
+        out += [f"sandbox {m['id']}" for m in our_sandboxes(settings, False)]
     netns = set(list_netns())
     out += [f"netns {netns_name(s)}" for s in sorted(seen) if netns_name(s) in netns]
     cgroups = list_ids()

@@ -59,10 +59,12 @@ def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
 
 
 def batch_enabled(settings: Any) -> bool:
-    """The hub runs the batch service with the Écluse spawner on a backend whose sandboxes
-    run this host's Python environment (papermill and the driver: ``Sandbox.host_python``)."""
+    """The hub runs the batch service with the Écluse spawner on a backend that starts
+    sandboxes on this host (``Sandbox.on_host``: local, with this host's Python
+    environment; docker, with the workspace image's — papermill is in both). The
+    kubernetes backend only describes pods: no batch service there yet."""
     return (settings.hub.spawner == "ecluse"
-            and backend_class(settings.sandbox.backend).host_python)
+            and backend_class(settings.sandbox.backend).on_host)
 
 
 HUB_SERVICE = HubService(

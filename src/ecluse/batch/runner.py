@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..sandbox import Mount, SandboxError, SandboxSpec, UserIdentity
+from ..sandbox import Mount, SandboxError, SandboxSpec, UserIdentity, sandbox_python_env
 from . import files as fs
 from .driver import driver_command
 from .errors import BatchError
@@ -86,14 +86,17 @@ class QueueRunner:
             self._wake.clear()
 
     async def _remove_sandbox(self, sandbox_id: str) -> None:
-        """Stop and remove a sandbox left by a previous process (one-shot sandboxes die
-        with their parent, but their network and cgroup stay until removed)."""
+        """Stop and remove a sandbox left by a previous process (a local one-shot sandbox
+        dies with its parent, but its network and cgroup stay until removed; a container
+        runs on in its engine until stopped)."""
         listing = getattr(self.backend, "list", None)
         if listing is None:
             return
         try:
             for meta in await asyncio.to_thread(listing):
-                if meta.get("id") == sandbox_id and "cgroup" in meta:
+                # a registered sandbox of either backend (local: its cgroup; docker: its
+                # container), not a registry entry left without its meta data
+                if meta.get("id") == sandbox_id and ("cgroup" in meta or "container" in meta):
                     await self.backend.stop(meta, grace=0)
         except Exception:
             log.exception("could not remove sandbox %s of an interrupted run", sandbox_id)
@@ -198,7 +201,7 @@ class QueueRunner:
         return SandboxSpec(
             project=self._project(run["project"], who),
             user=UserIdentity(who.name, who.uid, who.gid),
-            command=driver_command(self.settings.sandbox.python_env, self.conf.kernel_name,
+            command=driver_command(sandbox_python_env(self.settings), self.conf.kernel_name,
                                    run["notebook_sha256"], params_sha),
             extra_mounts=[Mount(self.records.inputs(run["id"]), INPUT_MOUNT, True)],
             env={

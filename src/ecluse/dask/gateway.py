@@ -73,7 +73,9 @@ SUPERVISOR_SOURCE = (Path(__file__).parent / "supervisor.py").read_text()
 
 
 def python_env(settings: Any) -> Path:
-    return Path(settings.sandbox.python_env or sys.prefix)
+    """The Python environment cluster sandboxes run (this host's, or the workspace
+    image's: :func:`ecluse.sandbox.sandbox_python_env`)."""
+    return sandboxes.sandbox_python_env(settings)
 
 
 # ------------------------------------------------------------------ options

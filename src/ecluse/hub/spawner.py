@@ -39,7 +39,14 @@ from ..directory import (
     NoProjectGid,
     NotAMember,
 )
-from ..sandbox import Sandbox, SandboxError, SandboxSpec, UserIdentity, sandbox_for
+from ..sandbox import (
+    IMAGE_PYTHON_ENV,
+    Sandbox,
+    SandboxError,
+    SandboxSpec,
+    UserIdentity,
+    sandbox_for,
+)
 from . import workspace
 from .requester import current_requester
 
@@ -92,7 +99,7 @@ class EcluseSpawner(Spawner):
     @default("workspace_cmd")
     def _default_cmd(self) -> list[str]:
         if not self.backend.host_python:
-            return ["/opt/ecluse/venv/bin/ecluse-singleuser"]  # images/workspace
+            return [str(IMAGE_PYTHON_ENV / "bin" / "ecluse-singleuser")]  # images/workspace
         return [str(Path(sys.executable).parent / "ecluse-singleuser")]
 
     @property

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..config import Project, Settings
 from ..dask.sizing import DaskSizing, dask_env
-from ..sandbox import Mount, UserIdentity, backend_class
+from ..sandbox import Mount, UserIdentity, backend_class, sandbox_python_env
 from .services import enabled_services
 
 #: where the configuration appears inside the sandbox
@@ -170,7 +169,7 @@ def check_extension_installed(settings: Settings) -> None:
     """
     if not backend_class(settings.sandbox.backend).host_python:
         return
-    env = Path(settings.sandbox.python_env or sys.prefix)
+    env = sandbox_python_env(settings)
     found = list(env.glob("lib/python3*/site-packages/ecluse_workspace/__init__.py"))
     if not found:
         raise WorkspaceExtensionMissing(

@@ -16,9 +16,12 @@ a KubeSpawner pod spec and manifests). See docs/sandbox.md.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from .base import (
+    IMAGE_PYTHON_ENV,
     Mount,
     ProjectPaths,
     RunResult,
@@ -50,6 +53,20 @@ def sandbox_host_address(settings: Any, *, ensure: bool = True,
     return Subnet(settings.sandbox.subnet).host_address
 
 
+def sandbox_python_env(settings: Any) -> Path:
+    """The workspace Python environment as sandboxes of ``settings``' backend see it.
+
+    This host's (``sandbox.python_env``, default: the environment running Écluse)
+    for a backend whose sandboxes run it (``Sandbox.host_python``: local), else the
+    workspace image's (:data:`IMAGE_PYTHON_ENV`: docker, kubernetes). The one source
+    of the interpreter, ``papermill`` and ``dask`` that the spawner, batch runs and
+    Dask clusters start inside a sandbox.
+    """
+    if backend_class(settings.sandbox.backend).host_python:
+        return Path(settings.sandbox.python_env or sys.prefix)
+    return IMAGE_PYTHON_ENV
+
+
 def get_backend(settings: Any, **kwargs: Any) -> Sandbox:
     """The backend chosen by ``settings.sandbox.backend``, configured from ``settings``."""
     return backend_class(settings.sandbox.backend)(settings=settings, **kwargs)
@@ -69,6 +86,7 @@ def sandbox_for(settings: Any, caller: str) -> Sandbox:
 
 
 __all__ = [
+    "IMAGE_PYTHON_ENV",
     "Mount",
     "ProjectPaths",
     "RunResult",
@@ -80,4 +98,5 @@ __all__ = [
     "get_backend",
     "sandbox_for",
     "sandbox_host_address",
+    "sandbox_python_env",
 ]

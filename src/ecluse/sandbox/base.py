@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import Project
 
 USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
+#: the workspace Python environment inside the workspace image (images/workspace): what
+#: sandboxes of a backend without ``host_python`` (docker, kubernetes) run
+IMAGE_PYTHON_ENV = Path("/opt/ecluse/venv")
 
 
 class SandboxError(Exception):
