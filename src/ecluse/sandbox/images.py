@@ -136,7 +136,7 @@ def wheelhouse(requirements: Path, *, cache: Path | None = None,
                                      "v": 1}).encode()).hexdigest()[:16]
     out = (cache or cache_dir()) / f"wheels-{key}"
     if out.is_dir():
-        progress(f"wheels of {requirements.name}: cached ({out})")
+        progress(f"wheels of {requirements.parent.name}/{requirements.name}: cached ({out})")
         return out
     part = out.with_name(out.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
