@@ -71,13 +71,28 @@ def test_nothing_is_installed_at_run_time(name):
                 i["content"]
 
 
+def _one_install_step(build: list[dict], packages: str, chmod: str) -> str:
+    """The build stage's one RUN that makes the environment without pip, installs from
+    the context's wheels only (no index: the build has no network) and sets the modes."""
+    copies = [i["value"] for i in build if i["instruction"] == "COPY"]
+    assert "wheels/ /tmp/wheels/" in copies, copies
+    runs = [i["value"] for i in build if i["instruction"] == "RUN"]
+    assert len(runs) == 1, runs
+    run = runs[0]
+    for part in ("python3 -m venv --without-pip /opt/ecluse/venv", "$(echo /tmp/wheels/pip-*.whl)/pip",
+                 "--no-index --find-links /tmp/wheels",
+                 f"-r /tmp/requirements.txt {packages}", "! test -e /opt/ecluse/venv/bin/pip",
+                 "compileall", chmod):
+        assert part in run, part
+    assert run.index("install") < run.index(chmod)
+    return run
+
+
 def test_workspace_installs_the_extension_and_the_stack():
     structure = parse("workspace")
-    copies = [i["value"] for i in structure if i["instruction"] == "COPY"]
-    assert any(v.split()[0] == "extensions/" for v in copies), "extensions/ is not copied"
-    runs = " ".join(i["value"] for i in structure if i["instruction"] == "RUN")
-    assert "pip install --no-cache-dir --no-deps /src/extensions/ecluse-workspace" in runs
-    assert "import ecluse_workspace" in runs
+    run = _one_install_step(stages(structure)[0], "ecluse-workspace",
+                            "chmod -R a-w /opt/ecluse/venv")
+    assert "import ecluse_workspace" in run
     assert (REPO / "extensions/build.sh").exists()
     requirements = (REPO / "images/workspace/requirements.txt").read_text()
     # papermill: batch runs; dask-gateway: the client, and its scheduler preload in clusters
@@ -91,11 +106,14 @@ def test_workspace_cannot_install_packages_or_change_the_guard():
     final = stages(structure)[-1]
     runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
     build_runs = " ".join(i["value"] for i in stages(structure)[0] if i["instruction"] == "RUN")
-    assert "pip uninstall -y pip" in build_runs  # no pip in the workspace environment
-    assert "pip uninstall -y pip" in runs  # nor in the system Python
+    # no pip in the workspace environment (made without, checked), nor in the system Python
+    assert "venv --without-pip" in build_runs and "! test -e /opt/ecluse/venv/bin/pip" in build_runs
+    assert "pip uninstall -y pip" in runs
     # made read-only in the build stage (COPY --from keeps the modes), checked in the final
+    # stage without a recursive chmod of the environment there (that would copy it up)
     assert "chmod -R a-w /opt/ecluse/venv" in build_runs
     assert "find /opt/ecluse/venv -perm /222" in runs
+    assert not re.search(r"(chmod|chown) -R[^&;]*/opt/ecluse/venv", runs), runs
     assert "chown -R root:root /etc/jupyter" in runs and "chmod 0555 /etc/jupyter" in runs
     env = " ".join(i["value"] for i in final if i["instruction"] == "ENV")
     for setting in ("PYTHONNOUSERSITE=1", "JUPYTER_CONFIG_DIR=/etc/jupyter", "PIP_NO_INDEX=1"):
@@ -109,9 +127,10 @@ def test_hub_image_has_jupyterhub_the_proxy_and_ecluse():
     build, final = stages(structure)
     build_runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
     runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
-    # pinned dependencies, then Écluse itself without resolving anything more
-    assert "pip install --no-cache-dir -r /tmp/requirements.txt" in build_runs
-    assert "pip install --no-cache-dir --no-deps /src/ecluse" in build_runs
+    # the pinned dependencies and Écluse's wheel, from the wheels only, in one step
+    _one_install_step(build, "ecluse", "chmod -R go-w /opt/ecluse/venv")
+    # no chmod or chown layer in the final stage, and no package manager (no network)
+    assert not re.search(r"\b(chmod|chown|apt-get|pip)\b", runs), runs
     requirements = (REPO / "images/hub/requirements.txt").read_text()
     workspace = (REPO / "images/workspace/requirements.txt").read_text()
     for pkg in ("jupyterhub", "jupyterlab"):  # the same on both sides
@@ -121,11 +140,9 @@ def test_hub_image_has_jupyterhub_the_proxy_and_ecluse():
     copies = [i["value"] for i in final if i["instruction"] == "COPY"]
     assert any(v.startswith("node_modules/ ") for v in copies)
     assert "configurable-http-proxy --version" in runs
-    assert any(v.startswith("src/ ") for v in
-               (i["value"] for i in build if i["instruction"] == "COPY"))
     # the route filter enforces the workspace's route allow-list and content rule on the
     # hub too: the extension's Python package is in the hub's environment
-    assert "cp -r /src/ecluse_workspace /opt/ecluse/venv/lib/python3.11/site-packages/" \
+    assert "cp -r /tmp/ecluse_workspace /opt/ecluse/venv/lib/python3.11/site-packages/" \
         in build_runs
     # the CA bundle: the build stage only
     assert not any("build-ca" in v for v in copies)

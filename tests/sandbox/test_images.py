@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import zipfile
+from pathlib import Path
 
 import pytest
+
+from ecluse.sandbox import images
 
 pytestmark = pytest.mark.root
 
@@ -40,6 +44,43 @@ def _non_root_from_the_base(docker_engine, image: str, user: str, uid: str, **kw
 
 def test_the_image_runs_as_a_non_root_user(docker_engine, workspace_image):
     _non_root_from_the_base(docker_engine, workspace_image, "researcher", "1000")
+
+
+def _tree(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*")}
+
+
+def test_the_extensions_wheel_is_built_on_the_host_from_the_context(tmp_path):
+    """The build has no network: the extension arrives as a wheel built on the host from
+    the context's files (its prebuilt JupyterLab assets in it), the source tree untouched."""
+    ext = images.REPO / "extensions/ecluse-workspace"
+    before = _tree(ext)
+    images.local_wheels(images.workspace_context(), images.RECIPES["workspace"][1], tmp_path)
+    (wheel,) = tmp_path.glob("ecluse_workspace-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ecluse_workspace/guard.py" in names, names
+    assert any(n.endswith("/labextensions/@ecluse/workspace/package.json") for n in names), names
+    assert _tree(ext) == before
+
+
+def _environment_in_one_layer(docker_engine, image: str) -> None:
+    """The environment (/opt/ecluse/venv) is one layer, and no later layer is more than a
+    small fraction of it: no chmod or chown copied the environment up into another."""
+    engine, _ = docker_engine
+    with contextlib.closing(engine.client()) as client:
+        history = list(reversed(client.images.get(image).history()))  # oldest first
+    env = [i for i, h in enumerate(history)
+           if "COPY" in h["CreatedBy"] and "/opt/ecluse/venv" in h["CreatedBy"]]
+    assert len(env) == 1, [h["CreatedBy"] for h in history]
+    size = history[env[0]]["Size"]
+    assert size > 100e6, size  # the whole environment (not a layer of it)
+    later = [(h["CreatedBy"], h["Size"]) for h in history[env[0] + 1:]
+             if h["Size"] > 0.02 * size]
+    assert not later, f"layers after the environment's ({size / 1e6:.0f} MB): {later}"
+
+
+def test_the_environment_is_one_layer_no_chmod_copies_it_up(docker_engine, workspace_image):
+    _environment_in_one_layer(docker_engine, workspace_image)
 
 
 CHECKS = r"""
@@ -133,6 +174,11 @@ print(json.dumps({
 @pytest.mark.docker_full
 def test_the_hub_image_runs_as_a_non_root_user_from_the_base(docker_engine, hub_image):
     _non_root_from_the_base(docker_engine, hub_image, "ecluse", "990", tmpfs=HUB_TMPFS)
+
+
+@pytest.mark.docker_full
+def test_the_hub_environment_is_one_layer_no_chmod_copies_it_up(docker_engine, hub_image):
+    _environment_in_one_layer(docker_engine, hub_image)
 
 
 @pytest.mark.docker_full
