@@ -60,6 +60,9 @@ class AuditEvent(StrEnum):
     WORKSPACE_EXIT = ("workspace.exit", "a workspace's process ended on its own "
                       "(`status`, `oom_killed`)")
     WORKSPACE_DENIED = ("workspace.denied", "a workspace start refused (`reason`)")
+    WORKSPACE_ORPHAN_REMOVED = ("workspace.orphan_removed", "a workspace sandbox that no hub "
+                                "record owned (its hub was killed while it started) was "
+                                "stopped and removed (`sandbox`, `found`: at `start` or `poll`)")
     WORKSPACE_ROUTE_DENIED = ("workspace.route_denied", "the route filter refused a request to "
                               "a workspace")
 

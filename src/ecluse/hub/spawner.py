@@ -313,6 +313,7 @@ class EcluseSpawner(Spawner):
         # the sandbox prepares the project folders as it starts (Sandbox.launch)
         self._events.append({"progress": 50, "message": "Starting the isolated workspace"})
         try:
+            await self._remove_orphans(project.slug, found="start")
             state = await self.backend.start(spec)
         except SandboxError as e:
             self._audit(AuditEvent.WORKSPACE_START, outcome="failure", error=str(e))
@@ -329,6 +330,39 @@ class EcluseSpawner(Spawner):
         self._events.append({"progress": 80, "message": "Waiting for the server to answer"})
         await self._wait_listening(state)
         return (state["ip"], int(state["port"]))
+
+    async def _remove_orphans(self, slug: str, *, found: str) -> list[str]:
+        """Stop and remove this server's workspace sandboxes that its state does not own.
+
+        JupyterHub saves a spawner's state only after :meth:`start` returns: a hub
+        killed while a workspace starts (during ``backend.start`` or just after it)
+        leaves a sandbox, with the project's data mounted, that no hub record names.
+        The backend's labels (user, project, ``workspace``) still do, and a server
+        has at most one workspace, so any other one found here is such an orphan.
+        Called before each launch and when the hub polls a server it has no sandbox
+        for (the next hub does that at its start: "appears to have stopped while
+        the Hub was down"). A backend that cannot list its sandboxes (kubernetes:
+        one pod per user and project, replaced by the next start) is not asked.
+        """
+        listing = getattr(self.backend, "list", None)
+        if listing is None:
+            return []
+        owned = self.sandbox_state.get("id")
+        hub_port = self.settings.hub.hub_port
+        orphans = [m for m in await asyncio.to_thread(listing)
+                   if (m.get("user"), m.get("project"), m.get("name") or "workspace")
+                   == (self.user.name, slug, "workspace")
+                   and not m.get("one_shot") and m.get("id") != owned
+                   # this hub's (another deployment's hub on this host has another port)
+                   and hub_port in m.get("allowed_ports", [hub_port])]
+        for meta in orphans:
+            self.log.warning("removing workspace sandbox %s of %s/%s: no hub record owns it "
+                             "(its hub stopped while it started)", meta["id"],
+                             self.user.name, slug)
+            await self.backend.stop(meta, grace=0)
+            self._audit(AuditEvent.WORKSPACE_ORPHAN_REMOVED, actor=None, owner=self.user.name,
+                        sandbox=meta["id"], found=found, was_running=bool(meta.get("alive")))
+        return [m["id"] for m in orphans]
 
     async def _wait_listening(self, state: dict) -> None:
         """Return once the workspace server accepts connections.
@@ -383,7 +417,16 @@ class EcluseSpawner(Spawner):
     async def poll(self):
         if not self.sandbox_state:
             # while start() is still setting the sandbox up, it is not dead
-            return None if self.pending == "spawn" else 0
+            if self.pending == "spawn":
+                return None
+            if self.name in self.settings.projects:
+                self.project_slug = self.project_slug or self.name
+                try:
+                    await self._remove_orphans(self.name, found="poll")
+                except (SandboxError, OSError) as e:  # the next start checks again
+                    self.log.error("could not check %s/%s for an orphaned workspace: %s",
+                                   self.user.name, self.name, e)
+            return 0
         status = await self.backend.poll(self.sandbox_state)
         if status is not None and not getattr(self, "_reported_exit", False):
             self._reported_exit = True
