@@ -58,6 +58,9 @@ class Request(Base):
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     #: when the staged files of a withdrawn or rejected request were purged
     purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the release record (JSON, ``ecluse.airlock.release``), byte for byte as hashed
+    #: into the audit log at release
+    release_record: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     files: Mapped[list[File]] = relationship(
         back_populates="request", order_by="File.id", cascade="all, delete-orphan"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from ..directory import DirectoryError, DirectoryUnavailable
 from ..people import People, Person, distinct
 from ..sandbox.remote import audit_for
 from ..settings.airlock import AirlockSettings, airlock_settings
-from . import db, ledger
+from . import db, ledger, release
 from .checkbox import SandboxChecker
 from .checks import ProcessChecker, inspect_staged, unjudged
 from .errors import (
@@ -992,6 +993,94 @@ class AirlockService:
             for f in files
         ]
 
+    def _record(self, req: Request, files: list[File], released_by: str,
+                comment: str) -> dict[str, Any]:
+        """The release record (``ecluse.airlock.release``): what left, under which
+        policy, judged how, approved by whom and why."""
+        policy = self.policy_for(req.project)
+        names = {v: sorted(f.name for f in req.files if f.version == v)
+                 for v in range(1, req.version + 1)}
+        return {
+            "format": release.RECORD_FORMAT,
+            "tool": {"name": "ecluse", "version": release.tool_version()},
+            "request": {
+                "id": req.id, "project": req.project, "requester": req.requester,
+                "title": req.title, "justification": req.justification,
+                "version": req.version, "created_at": _iso(req.created_at),
+                "submitted_at": _iso(req.submitted_at), "released_at": _iso(req.released_at),
+                "released_by": released_by, "release_comment": comment,
+            },
+            "policy": {"pack": str(getattr(policy, "pack", "") or ""),
+                       "values": release.policy_values(policy)},
+            "required_approvals": self.settings.required_approvals,
+            "files": [
+                {
+                    "name": f.name, "sha256": f.sha256, "size": f.size, "format": f.format,
+                    "verdict": f.verdict, "findings": f.report_dict().get("findings", []),
+                    "report": f.report_dict(), "uploaded_by": f.uploaded_by,
+                    "uploaded_at": _iso(f.created_at),
+                }
+                for f in files
+            ],
+            "reviews": [
+                {
+                    "reviewer": r.reviewer, "version": r.version, "decision": r.decision,
+                    "comment": r.comment, "override_reasons": r.overrides_dict(),
+                    "created_at": _iso(r.created_at), "files": names.get(r.version, []),
+                }
+                for r in req.reviews
+            ],
+            "history": [
+                {"ts": _iso(h.ts), "actor": h.actor, "action": h.action,
+                 "from_state": h.from_state, "to_state": h.to_state, "version": h.version,
+                 "comment": h.comment}
+                for h in req.history
+            ],
+        }
+
+    def get_record(self, user: Identity, request_id: str) -> bytes:
+        """The release record of a released request, byte for byte as hashed into the
+        audit log: for whoever may see the request (its project's members, checkers,
+        staff); 404 for anybody else, 409 before release."""
+        with self._guard(user, "read_record", request_id), self.sessions() as s:
+            req = self._load(s, request_id)
+            require_view(user, req, self._project(req.project))
+            if req.release_record is None:
+                raise InvalidTransition(
+                    f"request {req.id} has no release record: it is {req.state}, and a "
+                    "record is written when a request is released")
+            return req.release_record.encode()
+
+    def release_package(self, user: Identity, request_id: str) -> FileContent:
+        """The release package (a zip: the released files, the record, SHA256SUMS,
+        ACRO ``results.json``, ``ro-crate-metadata.json``): the requester only, as for
+        the files' bytes. Every file is re-hashed before it leaves."""
+        with self._guard(user, "read_package", request_id), self.sessions() as s:
+            req = self._load(s, request_id)
+            require_view(user, req, self._project(req.project))
+            if req.release_record is None:
+                raise InvalidTransition(
+                    f"request {req.id} has no release package: it is {req.state}")
+            files = [(f.name, f.sha256, f.version) for f in req.current_files()]
+            for _name, _sha, version in files:
+                require_file_content(user, req, self._project(req.project), version)
+            record = req.release_record.encode()
+        for name, sha, _version in files:
+            self._verify_or_audit(user, req, name, sha)
+        out = tempfile.TemporaryFile(dir=self.staging.tmp)
+        try:
+            release.write_package(out, record, [(name, self.staging.iter_bytes(sha))
+                                                for name, sha, _v in files])
+            size = out.tell()
+        except BaseException:
+            out.close()
+            raise
+        self._audit(EVENTS["download"], user, req, version=req.version,
+                    file=f"{req.id}-release.zip", sha256=[sha for _n, sha, _v in files],
+                    record_sha256=release.sha256_of(record), size=size)
+        return FileContent(f"{req.id}-release.zip", release.sha256_of(record), size,
+                           "download", release.chunks_of(out))
+
     def _new_version(self, s: Session, req: Request, files: list[File]) -> None:
         """Open version N+1 with the same files; version N stays as it was reviewed."""
         req.version += 1
@@ -1025,9 +1114,14 @@ class AirlockService:
             self._history(s, req, user, Action.RELEASE.value, before, comment)
             ledger.record_release(s, req, files, ledger.scopes_of(
                 req.project, self._project(req.project)))
+            s.flush()
+            s.refresh(req, ["history"])
+            record = release.encode(self._record(req, files, user.name, comment))
+            req.release_record = record.decode()
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment,
-                        files=self._release_record(req, files))
+                        files=self._release_record(req, files),
+                        record_sha256=release.sha256_of(record))
         return self.get_request(user, request_id, record_view=False)
 
     # ------------------------------------------------------------ previews

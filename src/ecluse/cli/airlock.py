@@ -1,4 +1,4 @@
-"""``ecluse airlock serve | migrate | list | purge``: thin entry points over the airlock."""
+"""``ecluse airlock serve | migrate | list | purge | verify-release``: thin entry points over the airlock."""
 
 from __future__ import annotations
 
@@ -34,7 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     pg.add_argument("--dry-run", action="store_true", help="only list what would be purged")
     pg.add_argument("--json", action="store_true", help="one JSON object per line")
     pg.set_defaults(func=cmd_purge)
-    for q in (s, m, ls, pg):  # also accept the options after the action
+    vr = asub.add_parser(
+        "verify-release",
+        help="check a release package against the audit log: its record is the one "
+        "audited at release, every file's sha256 is the record's, nothing extra or missing",
+    )
+    vr.add_argument("package", help="the release package (.zip) the requester downloaded")
+    vr.set_defaults(func=cmd_verify_release)
+    for q in (s, m, ls, pg, vr):  # also accept the options after the action
         q.add_argument("--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         q.add_argument(
             "--state-dir", dest="state_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -116,3 +123,27 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{len(done)} request(s) {verb}")
     return 0
+
+
+def cmd_verify_release(args: argparse.Namespace) -> int:
+    """0: the package is as released; 1: it is not (each problem on a line); 2: unusable."""
+    from ..airlock.release import audited_hashes, verify_package  # deferred: start-up time
+    from ..audit import AuditLog  # deferred: start-up time
+
+    settings = _settings(args)
+    audit = AuditLog.from_settings(settings, writer=False)
+    try:
+        result = verify_package(args.package, lambda rid: audited_hashes(audit, rid))
+    finally:
+        audit.engine.dispose()
+    if not result.request_id and result.problems:
+        print(f"ecluse airlock verify-release: {result.problems[0]}", file=sys.stderr)
+        return 2
+    if result.ok:
+        print(f"{args.package}: request {result.request_id}, {result.files} file(s): as "
+              f"released (record sha256 {result.record_sha256} is in the audit log)")
+        return 0
+    print(f"{args.package}: request {result.request_id}: NOT as released", file=sys.stderr)
+    for p in result.problems:
+        print(f"  {p}", file=sys.stderr)
+    return 1

@@ -166,6 +166,27 @@ class AcceptProposalHandler(APIHandler):
                   201)
 
 
+class RecordHandler(APIHandler):
+    """GET .../record — the release record (JSON), byte for byte as hashed into the audit
+    log: for the project's members, checkers and staff; 409 before release."""
+
+    async def get(self, request_id: str) -> None:
+        me = self.require_identity()
+        data = await self.run(self.service.get_record, me, request_id)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(data)
+
+
+class PackageHandler(APIHandler):
+    """GET .../package — the release package (zip), for the requester of a released
+    request only (as the files' bytes)."""
+
+    async def get(self, request_id: str) -> None:
+        me = self.require_identity()
+        content = await self.run(self.service.release_package, me, request_id)
+        await self.send_file(content, "attachment", {"X-Airlock-Record-SHA256": content.sha256})
+
+
 @web.stream_request_body
 class FilesHandler(APIHandler):
     """POST .../files — add a file, streamed to the staging area.
@@ -369,6 +390,8 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal/accept",
          AcceptProposalHandler),
         (base + rf"/requests/{REQ}/reviews", ReviewHandler),
+        (base + rf"/requests/{REQ}/record", RecordHandler),
+        (base + rf"/requests/{REQ}/package", PackageHandler),
         (
             base + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release)",
             ActionHandler,
