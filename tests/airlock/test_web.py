@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import zipfile
 
 import pytest
 import requests
@@ -112,6 +114,39 @@ def test_full_flow_create_upload_submit_review_release_download(airlock_hub):
     assert "attachment" in r.headers["Content-Disposition"]
     mine = alice.get("/requests").json()["requests"]
     assert [m["state"] for m in mine if m["id"] == rid] == ["released"]
+
+
+def test_release_record_and_package_over_http(airlock_hub):
+    """GET .../record (JSON, as audited) for members, checkers and staff, 404 for an
+    outsider, 409 before release; GET .../package (zip) for the requester only."""
+    alice, bob, carol, dan, sam, eve = (airlock_hub.api(u) for u in (
+        "alice", "bob", "carol", "dan", "sam", "eve"))
+    rid = _create(alice)
+    r = alice.post(f"/requests/{rid}/files", params={"filename": Files.ok[0]},
+                   data=Files.ok[1], headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    alice.post(f"/requests/{rid}/submit", json={})
+    for c in (carol, dan):
+        assert c.post(f"/requests/{rid}/reviews", json={"decision": "approve"}
+                      ).status_code == 201
+    assert "no release record" in _error(alice.get(f"/requests/{rid}/record"), 409,
+                                         "invalid_state")
+    assert sam.post(f"/requests/{rid}/release", json={}).json()["state"] == "released"
+    r = alice.get(f"/requests/{rid}/record")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    record = r.json()
+    assert record["request"]["released_by"] == "sam"
+    assert [x["reviewer"] for x in record["reviews"]] == ["carol", "dan"]
+    for who in (bob, carol, sam):
+        assert who.get(f"/requests/{rid}/record").content == r.content
+    _error(eve.get(f"/requests/{rid}/record"), 404, "not_found")
+    _error(carol.get(f"/requests/{rid}/package"), 403, "permission_denied")
+    p = alice.get(f"/requests/{rid}/package")
+    assert p.status_code == 200 and "attachment" in p.headers["Content-Disposition"]
+    assert p.headers["X-Airlock-Record-SHA256"] == hashlib.sha256(r.content).hexdigest()
+    with zipfile.ZipFile(io.BytesIO(p.content)) as z:
+        assert z.read("release-record.json") == r.content
+        assert z.read("files/" + Files.ok[0]) == Files.ok[1]
 
 
 # ---------------------------------------------------------------- errors

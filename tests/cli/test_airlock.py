@@ -92,3 +92,49 @@ def test_checks_are_sandboxed_on_the_airlock_host_whatever_runs_workspaces(tmp_p
         assert isinstance(service.checker.backend, LocalSandbox)
     finally:
         service.close()
+
+
+def test_verify_release_checks_a_package_against_the_audit_log(tmp_path, capsys):
+    """``ecluse airlock verify-release PACKAGE``: 0 as released, 1 with each problem."""
+    import zipfile
+
+    from ecluse.airlock.service import AirlockService
+    from ecluse.audit import AuditLog
+    from ecluse.config import load_settings
+
+    (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
+    cfg = tmp_path / "ecluse.yaml"
+    cfg.write_text(yaml.safe_dump(ECLUSE_YAML))
+    settings = load_settings(str(cfg))
+    audit = AuditLog.from_settings(settings)
+    service = AirlockService.from_settings(settings, audit=audit)
+    try:
+        alice = service.identity("alice", ["cardio-los"])
+        checkers = [service.identity(n, ["output-checkers"]) for n in ("carol", "dan")]
+        rid = service.create_request(alice, project="cardio-los", title="t",
+                                     justification="j")["id"]
+        service.add_file(alice, rid, "t.csv", b"sex,n\nF,25\nM,31\n".splitlines(True))
+        service.submit(alice, rid)
+        for c in checkers:
+            service.review(c, rid, decision="approve")
+        service.release(checkers[0], rid)
+        content = service.release_package(alice, rid)
+        pkg = tmp_path / "release.zip"
+        pkg.write_bytes(b"".join(content.chunks))
+    finally:
+        service.close()
+        audit.engine.dispose()
+    capsys.readouterr()
+    assert main(["airlock", "verify-release", "--config", str(cfg), str(pkg)]) == 0
+    assert f"request {rid}, 1 file(s): as released" in capsys.readouterr().out
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(pkg) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, b"sex,n\nF,2\n" if name == "files/t.csv" else zin.read(name))
+    assert main(["airlock", "verify-release", "--config", str(cfg), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"request {rid}: NOT as released" in err and "files/t.csv: sha256" in err
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    assert main(["airlock", "verify-release", "--config", str(cfg),
+                 str(tmp_path / "junk.zip")]) == 2
+    assert "not a readable zip file" in capsys.readouterr().err
