@@ -101,12 +101,43 @@ def test_a_file_that_cannot_be_fixed_says_why(service, users):
         service.accept_proposal(users.alice, rid, f["id"])
     assert service.get_proposal(users.alice, rid, f["id"])["error"] == f["proposal"]["error"]
     # the checker sees why too (it is part of the report)
+    service.add_file(users.alice, rid, "deaths.csv", [b"total_patients,deaths\n120,3\n"])
+    f = _file(service, users.alice, rid, "deaths.csv")
+    assert f["verdict"] == "fail" and "no count table with label columns" in f["proposal"]["error"]
+    # a grand total over age bands is the total of the bands listed: the 3 and its
+    # partner are hidden, and the fix passes (it was refused as still recoverable)
     service.add_file(users.alice, rid, "with_total.csv", [total])
     f = _file(service, users.alice, rid, "with_total.csv")
-    assert f["verdict"] == "fail" and "error" in f["proposal"]
+    assert f["verdict"] == "fail" and f["proposal"]["available"] is True
+    assert service.get_proposal(users.alice, rid, f["id"])["text"] == (
+        "sex,age_band,n\nF,18-40,c\nF,41-65,c\nM,18-40,31\nM,41-65,40\nAll,All,99\n")
     # a passing file has no proposal
     service.add_file(users.alice, rid, "safe.csv", [b"sex,n\nF,25\nM,31\n"])
     f = _file(service, users.alice, rid, "safe.csv")
     assert f["verdict"] == "pass" and "proposal" not in f
     with pytest.raises(Exception, match="no fixed version is proposed for safe.csv"):
         service.get_proposal(users.alice, rid, f["id"])
+
+
+def test_a_pandas_crosstab_with_margins_gets_a_proposal_that_passes(service, users):
+    # ``pd.crosstab(..., margins=True)`` over age bands: the All row and column are
+    # totals of the bands listed, so the 3 and its partner are not enough to hide
+    people = pd.DataFrame({"sex": ["F"] * 40 + ["M"] * 43,
+                           "age_band": ["18-40"] * 25 + ["41-65"] * 15 + ["18-40"] * 40
+                           + ["41-65"] * 3})
+    data = pd.crosstab(people.sex, people.age_band, margins=True).to_csv().encode()
+    req = service.create_request(users.alice, project="cardio-los", title="Ages",
+                                 justification="paper")
+    rid = req["id"]
+    service.add_file(users.alice, rid, "crosstab.csv", [data])
+    f = _file(service, users.alice, rid, "crosstab.csv")
+    assert f["verdict"] == "fail" and f["proposal"]["available"] is True
+    proposal = service.get_proposal(users.alice, rid, f["id"])
+    assert proposal["verdict"] == "pass" and proposal["method"] == "suppress"
+    assert proposal["text"].splitlines() == ["sex,18-40,41-65,All", "F,c,c,40", "M,c,c,43",
+                                             "All,65,18,83"]
+    assert "secondary" in proposal["notes"][1]
+    new = service.accept_proposal(users.alice, rid, f["id"])
+    assert new["verdict"] == "pass"
+    req = service.get_request(users.alice, rid, record_view=False)
+    assert [x["verdict"] for x in req["files"]] == ["pass"]

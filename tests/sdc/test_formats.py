@@ -171,6 +171,20 @@ def test_two_suppressed_cells_recovered_through_both_margins(tmp_path):
     assert len(locs(rep, "recoverable-suppression")) == 2
 
 
+def test_a_wholly_suppressed_column_is_hidden_counts_not_labels(tmp_path):
+    # every cell of M suppressed, its total too: M is still Total - F on every row
+    p = tmp_path / "s.csv"
+    p.write_text("region,F,M,Total\nNord,40,c,43\nSud,30,c,35\nTotal,70,c,78\n")
+    rep = check_file(p)
+    assert rep.verdict == "fail"
+    assert {(loc["row"], loc["column"]) for loc in locs(rep, "recoverable-suppression")} == {
+        (2, "M"), (3, "M"), (4, "M")}
+    # two such columns: the totals give only their sum, nothing is recoverable
+    p.write_text("region,F,M,X,Total\nNord,40,c,c,60\nSud,30,c,c,70\nTotal,70,c,c,130\n")
+    rep = check_file(p)
+    assert rep.verdict == "pass" and "suppressed-cells" in rules(rep)
+
+
 def test_dominance_p_percent(tmp_path):
     df = pd.DataFrame({"sector": ["A", "B"], "n": [25, 30], "total": [1000.0, 5000.0],
                        "top1": [600.0, 800.0], "top2": [380.0, 700.0]})

@@ -29,36 +29,22 @@ def _grid(text):
 
 
 def _recoverable(grid):
-    """Brute force, independent of the module: every hidden cell whose value is
-    fixed by the row and column totals shown (iterating until nothing changes)."""
-    body = [r[1:-1] for r in grid[1:-1]]
-    rtot = [r[-1] for r in grid[1:-1]]
-    ctot = grid[-1][1:-1]
-    grand = grid[-1][-1]
-    known = {}
-    for i, r in enumerate(body):
-        for j, v in enumerate(r):
-            if v != "c":
-                known[(i, j)] = int(v)
-    lines = [[(i, j) for j in range(len(ctot))] for i in range(len(body))]
-    totals = [rtot[i] for i in range(len(body))]
-    lines += [[(i, j) for i in range(len(body))] for j in range(len(ctot))]
-    totals += list(ctot)
-    # the margins are cells too: the row totals sum to the grand total, and so on
-    found = set()
-    changed = True
-    while changed:
-        changed = False
-        for cells, tot in zip(lines, totals, strict=True):
-            if tot == "c":
-                continue
-            unknown = [c for c in cells if c not in known]
-            if len(unknown) == 1:
-                known[unknown[0]] = int(tot) - sum(known[c] for c in cells if c in known)
-                found.add(unknown[0])
-                changed = True
-    del grand
-    return found
+    """Independent of the module: every hidden cell (inner, margin or the grand total)
+    whose value the cells shown fix exactly. The unknowns are the inner cells; each
+    cell of the grid is the sum of some of them; a hidden cell is recoverable when
+    its row lies in the row space of the shown ones (the rank does not grow)."""
+    n_r, n_c = len(grid) - 2, len(grid[0]) - 2
+    rows, shown, hidden = [], [], []
+    for i in range(n_r + 1):
+        for j in range(n_c + 1):
+            r = np.zeros((n_r, n_c))
+            r[i if i < n_r else slice(None), j if j < n_c else slice(None)] = 1
+            (hidden if grid[i + 1][j + 1] == "c" else shown).append(len(rows))
+            rows.append(r.ravel())
+    a = np.array([rows[k] for k in shown]).reshape(len(shown), n_r * n_c)
+    rank = np.linalg.matrix_rank(a) if len(shown) else 0
+    return {divmod(k, n_c + 1) for k in hidden
+            if np.linalg.matrix_rank(np.vstack([a, rows[k]])) == rank}
 
 
 def test_fix_suppresses_and_passes(tmp_path, capsys):
@@ -106,6 +92,28 @@ def test_fix_refuses_what_it_cannot_fix(tmp_path, capsys):
     assert main(["check", str(rows), str(pq), "--fix", str(tmp_path / "o.csv")]) == 2
 
 
+@pytest.mark.parametrize("margins_name", ["All", "Total"])
+def test_pandas_crosstab_with_margins_over_age_bands(tmp_path, margins_name):
+    import pandas as pd
+
+    people = pd.DataFrame({"sex": ["F"] * 40 + ["M"] * 43,
+                           "age_band": ["18-40"] * 25 + ["41-65"] * 15 + ["18-40"] * 40
+                           + ["41-65"] * 3})
+    src = tmp_path / "t.csv"
+    pd.crosstab(people.sex, people.age_band, margins=True,
+                margins_name=margins_name).to_csv(src)
+    assert src.read_text().splitlines()[-1] == f"{margins_name},65,18,83"
+    assert check_file(src).verdict == "fail"
+    fix = fix_csv(src, tmp_path / "fixed.csv")
+    grid = _grid(fix.text)
+    # the bands' total is the sum of the bands listed (as the checker reads it): hiding
+    # M 41-65 and F 41-65 alone would leave both recoverable from the margins
+    assert [r[1:3] for r in grid[1:3]] == [["c", "c"], ["c", "c"]]
+    assert grid[3] == [margins_name, "65", "18", "83"] and [r[3] for r in grid[1:3]] == ["40", "43"]
+    assert not _recoverable(grid)
+    assert fix.report.verdict == "pass", [f.message for f in fix.report.findings]
+
+
 def test_long_table_with_total_row():
     text = "ward,n\nA,40\nB,4\nC,30\nTotal,74\n"
     fix = fix_text(text, ",", DisclosurePolicy())
@@ -117,6 +125,29 @@ def test_long_table_with_total_row():
 # ------------------------------------------------------------------ properties
 
 
+#: labels of a crosstab's rows or columns: categories, or age bands (which the
+#: differencing module reads as intervals)
+BANDS = ["0-17", "18-40", "41-65", "66-80"]
+LABELS = st.sampled_from(["category", "band"])
+
+
+def _crosstab_text(values, row_kind, col_kind, margins_name):
+    """``values`` as ``pd.crosstab(..., margins=True, margins_name=...)`` writes it."""
+    import pandas as pd
+
+    rows, cols = values.shape
+    rlab = BANDS[:rows] if row_kind == "band" else [f"r{i}" for i in range(rows)]
+    clab = BANDS[:cols] if col_kind == "band" else [f"c{j}" for j in range(cols)]
+    records = pd.DataFrame([(r, c) for i, r in enumerate(rlab) for j, c in enumerate(clab)
+                            for _ in range(int(values[i, j]))], columns=["region", "age"])
+    records["region"] = pd.Categorical(records["region"], categories=rlab)
+    records["age"] = pd.Categorical(records["age"], categories=clab)
+    ct = pd.crosstab(records["region"], records["age"], margins=True,
+                     margins_name=margins_name, dropna=False)
+    assert ct.shape == (rows + 1, cols + 1), ct  # every category kept, zeros included
+    return ct.to_csv()
+
+
 @SETTINGS
 @given(data=st.data())
 def test_fixed_crosstab_always_passes_and_hides_what_it_hides(data):
@@ -124,12 +155,18 @@ def test_fixed_crosstab_always_passes_and_hides_what_it_hides(data):
     cols = data.draw(st.integers(2, 4))
     values = np.array([[data.draw(st.sampled_from([0, 1, 3, 7, 9, 10, 12, 25, 40, 80]))
                         for _ in range(cols)] for _ in range(rows)])
-    head = ["region"] + [f"c{j}" for j in range(cols)] + ["Total"]
-    lines = [",".join(head)]
-    for i in range(rows):
-        lines.append(",".join([f"r{i}", *map(str, values[i]), str(values[i].sum())]))
-    lines.append(",".join(["Total", *map(str, values.sum(axis=0)), str(values.sum())]))
-    text = "\n".join(lines) + "\n"
+    # a pandas crosstab with margins (``All`` or another ``margins_name``), its labels
+    # categories or bands, or the same table written by hand with ``Total`` margins
+    shape = data.draw(st.sampled_from(["hand", "All", "Total"]))
+    if shape == "hand":
+        head = ["region"] + [f"c{j}" for j in range(cols)] + ["Total"]
+        lines = [",".join(head)]
+        for i in range(rows):
+            lines.append(",".join([f"r{i}", *map(str, values[i]), str(values[i].sum())]))
+        lines.append(",".join(["Total", *map(str, values.sum(axis=0)), str(values.sum())]))
+        text = "\n".join(lines) + "\n"
+    else:
+        text = _crosstab_text(values, data.draw(LABELS), data.draw(LABELS), shape)
     policy = DisclosurePolicy()
     fix = fix_text(text, ",", policy)
     grid = _grid(fix.text)

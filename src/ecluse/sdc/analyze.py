@@ -75,6 +75,10 @@ class _Cells:
         return out
 
 
+#: column name kinds whose whole numbers are labels (a year, an age band, a code)
+LABEL_KINDS = ("label", "sex", "postcode", "birth", "weak-id")
+
+
 def _labels(t: Table, i: int, label_cols: list[int]) -> dict[str, str]:
     out = {}
     for j in label_cols[:3]:
@@ -107,6 +111,14 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
         numeric[j] = bool(len(got)) and got.notna().mean() >= 0.9
         vals = got.dropna()
         integer[j] = numeric[j] and bool(len(vals)) and bool((vals == np.round(vals)).all())
+    # a column whose every cell is a suppression mark (a whole column of a crosstab
+    # hidden, its total too) holds hidden counts, not labels: read as a label column,
+    # the totals of the rows would seem to be the sum of the cells left shown
+    if any(numeric.values()):
+        for j in range(1, m):
+            if (not numeric[j] and kinds[j] not in LABEL_KINDS and bool(marker[j].any())
+                    and bool((marker[j] | empty[j]).all())):
+                numeric[j] = integer[j] = True
 
     out: list[Finding] = []
     # ---------------------------------------------------------- identifiers
@@ -151,8 +163,7 @@ def analyze_table(t: Table, policy: DisclosurePolicy) -> tuple[list[Finding], Pr
     # numbers are a label by the column's name only when they are whole (a year, an age
     # band, a code): measurements with decimals under such a name stay values
     label_cols = [j for j in range(m) if j not in rownum and (
-                  not numeric[j] or (integer[j] and kinds[j] in ("label", "sex", "postcode",
-                                                                 "birth", "weak-id"))
+                  not numeric[j] or (integer[j] and kinds[j] in LABEL_KINDS)
                   or (j == 0 and t.names[j].startswith("column ") and integer[j]))]
     value_cols = [j for j in range(m) if j not in label_cols and j not in rownum]
     reg = {j: regression_role(t.names[j]) for j in value_cols}
