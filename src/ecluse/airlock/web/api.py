@@ -20,6 +20,7 @@ from ..errors import AirlockError, InvalidInput, QuotaExceeded, TooLarge
 from ..rules import FILE_ACCESS, FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
 from .base import REQ, BaseHandler
+from .openapi import build_spec, errors, json_body, ok
 
 
 class APIHandler(BaseHandler):
@@ -29,6 +30,9 @@ class APIHandler(BaseHandler):
 
 
 class MeHandler(APIHandler):
+    openapi = {"get": {"summary": "Who you are: groups, projects, roles",
+                       "responses": {**ok("Me", "You."), **errors()}}}
+
     async def get(self) -> None:
         me = self.require_identity()
         self.send(
@@ -44,6 +48,9 @@ class MeHandler(APIHandler):
 
 class RulesHandler(APIHandler):
     """The state machine as data (for the workspace extension and docs)."""
+
+    openapi = {"get": {"summary": "The request state machine, verdict rules and file access",
+                       "responses": {**ok("Rules", "The rules."), **errors()}}}
 
     async def get(self) -> None:
         self.require_identity()
@@ -76,6 +83,30 @@ class RulesHandler(APIHandler):
 
 
 class RequestsHandler(APIHandler):
+    openapi = {
+        "get": {
+            "summary": "List requests",
+            "parameters": [
+                {"name": "scope", "in": "query", "schema": {
+                    "type": "string", "enum": ["mine", "project", "review", "all"],
+                    "default": "mine"},
+                 "description": "mine: yours; project: your projects'; review: awaiting your "
+                 "review (checkers); all: every non-draft request (checkers, staff)."},
+                {"name": "state", "in": "query",
+                 "schema": {"type": "string", "enum": [v.value for v in State]}},
+                {"name": "project", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 200}},
+            ],
+            "responses": {**ok("RequestList", "The requests."), **errors(400)},
+        },
+        "post": {
+            "summary": "Create a draft request in one of your projects",
+            "requestBody": json_body("NewRequest"),
+            "responses": {**ok("Request", "Created (Location: its URL).", 201),
+                          **errors(400, 404)},
+        },
+    }
+
     async def get(self) -> None:
         me = self.require_identity()
         try:
@@ -106,6 +137,10 @@ class RequestsHandler(APIHandler):
 
 
 class RequestHandler(APIHandler):
+    openapi = {"get": {"summary": "One request: files as your role may see them, reviews, "
+                       "history, the actions open to you",
+                       "responses": {**ok("Request", "The request."), **errors(404)}}}
+
     async def get(self, request_id: str) -> None:
         me = self.require_identity()
         self.send(await self.run(self.service.get_request, me, request_id))
@@ -113,6 +148,11 @@ class RequestHandler(APIHandler):
 
 class ActionHandler(APIHandler):
     """POST .../submit | resubmit | withdraw | release  {"comment": "..."}"""
+
+    openapi = {"post": {"summary": "Submit, resubmit, withdraw or release a request",
+                        "requestBody": json_body("Comment", required=False),
+                        "responses": {**ok("Request", "The request after the action."),
+                                      **errors(400, 404, 409, 422, 503)}}}
 
     async def post(self, request_id: str, action: str) -> None:
         me = self.require_identity()
@@ -123,6 +163,11 @@ class ActionHandler(APIHandler):
 
 class ReviewHandler(APIHandler):
     """POST .../reviews  {"decision", "comment", "overrides": {file name: reason}}"""
+
+    openapi = {"post": {"summary": "Record your review of the current version (checkers)",
+                        "requestBody": json_body("Review"),
+                        "responses": {**ok("Request", "Recorded; the request.", 201),
+                                      **errors(400, 404, 409, 422, 503)}}}
 
     async def post(self, request_id: str) -> None:
         me = self.require_identity()
@@ -139,6 +184,11 @@ class FileContentHandler(APIHandler):
 
     Checkers review through the previews in ``GET .../requests/<id>``."""
 
+    openapi = {"get": {"summary": "A released file's bytes (the requester)",
+                       "responses": {**ok("binary", "The file (X-Airlock-SHA256: its sha256).",
+                                          media="application/octet-stream"),
+                                     **errors(404, 409)}}}
+
     async def get(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
         content = await self.run(self.service.open_file, me, request_id, int(file_id))
@@ -150,6 +200,9 @@ class ProposalHandler(APIHandler):
     """GET .../files/<id>/proposal — the fixed version the airlock proposes for a ``fail``
     table (``text``, ``notes``, ``method``, ``verdict``; or ``error``): the requester only."""
 
+    openapi = {"get": {"summary": "The fixed version proposed for a failing table (the requester)",
+                       "responses": {**ok("Proposal", "The proposal."), **errors(404)}}}
+
     async def get(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
         self.send(await self.run(self.service.get_proposal, me, request_id, int(file_id)))
@@ -158,6 +211,10 @@ class ProposalHandler(APIHandler):
 class AcceptProposalHandler(APIHandler):
     """POST .../files/<id>/proposal/accept — put the proposal in place of the file in the
     request's current version (draft or changes requested), checked again: 201, the file."""
+
+    openapi = {"post": {"summary": "Put the proposal in place of the file, checked again",
+                        "responses": {**ok("File", "The new file.", 201),
+                                      **errors(400, 404, 409)}}}
 
     async def post(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
@@ -196,6 +253,32 @@ class FilesHandler(APIHandler):
     or ``multipart/form-data`` with one file part. DELETE ``?filename=`` removes
     a file from the current version.
     """
+
+    openapi = {
+        "post": {
+            "summary": "Add a file to the current version (streamed)",
+            "parameters": [
+                {"name": "filename", "in": "query", "schema": {"type": "string"},
+                 "description": "The file's name (raw body); or the X-Filename header."},
+                {"name": "X-Filename", "in": "header", "schema": {"type": "string"},
+                 "description": "The file's name, percent-encoded UTF-8 (raw body)."},
+            ],
+            "requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {"schema": {
+                    "type": "object", "properties": {"file": {"type": "string",
+                                                              "format": "binary"}}}},
+            }},
+            "responses": {**ok("File", "Stored and checked; the file.", 201),
+                          **errors(400, 404, 409, 413, 422)},
+        },
+        "delete": {
+            "summary": "Remove a file from the current version",
+            "parameters": [{"name": "filename", "in": "query", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {**ok(None, "Removed.", 204), **errors(400, 404, 409)},
+        },
+    }
 
     writer: StagingWriter | None = None
     filename: str | None = None
@@ -370,7 +453,23 @@ def _strip_quotes(v: str) -> str:
     return re.sub(r'^"(.*)"$', r"\1", v)
 
 
+class OpenAPIHandler(APIHandler):
+    """GET .../openapi.json — this API's OpenAPI 3 document (no sign-in needed: it holds
+    nothing but the routes and their shapes). Built once from the route table."""
+
+    openapi = {"get": {"summary": "This document (no sign-in needed)", "security": [],
+                       "responses": ok(None, "The OpenAPI 3 document.")}}
+
+    def initialize(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    async def get(self) -> None:
+        self.send(self.document)
+
+
 class NotFoundAPI(APIHandler):
+    openapi_hidden = True
+
     async def get(self, *args: Any) -> None:
         raise web.HTTPError(404, "no such API endpoint")
 
@@ -379,7 +478,9 @@ class NotFoundAPI(APIHandler):
 
 def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]:
     base = prefix.rstrip("/") + "/api/v1"
-    return [
+    document: dict[str, Any] = {}
+    routes: list[Any] = [
+        (base + r"/openapi\.json", OpenAPIHandler, {"document": document}),
         (base + r"/me", MeHandler),
         (base + r"/rules", RulesHandler),
         (base + r"/requests/?", RequestsHandler),
@@ -398,3 +499,5 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
         ),
         (base + r"/.*", NotFoundAPI),
     ]
+    document.update(build_spec(routes, base))
+    return routes
