@@ -122,6 +122,10 @@ class AuditEvent(StrEnum):
     AIRLOCK_REQUEST_PURGED = ("airlock.request.purged", "the staged files of a closed request "
                               "deleted")
     AIRLOCK_PERMISSION_DENIED = ("airlock.permission_denied", "an airlock action refused")
+    AIRLOCK_MAIL_SENT = ("airlock.mail.sent", "an airlock e-mail notification sent "
+                         "(the recipients' names)")
+    AIRLOCK_MAIL_FAILED = ("airlock.mail.failed", "an airlock e-mail notification given up "
+                           "after its tries (the transition stands)")
 
 
 def is_event(name: object) -> bool:

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from ..directory import DirectoryError, DirectoryUnavailable
+from ..directory import Directory, DirectoryError, DirectoryUnavailable
 from ..people import People, Person, distinct
 from ..sandbox.remote import audit_for
 from ..settings.airlock import AirlockSettings, airlock_settings
@@ -40,6 +40,7 @@ from .errors import (
     QuotaExceeded,
 )
 from .models import File, HistoryEntry, LedgerEntry, Request, Review, as_utc, utcnow
+from .notify import DirectoryMailbook, Notifier
 from .permissions import (
     Identity,
     ProjectLike,
@@ -109,8 +110,11 @@ class AirlockService:
         checker: Callable[..., dict[str, Any]] = inspect_staged,
         read_engine: Engine | None = None,
         people: Callable[[str], Person] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.engine = engine
+        #: e-mails of transitions, queued after their commit (``None``: no e-mail)
+        self.notifier = notifier
         #: name -> Person through the directory (``None``: people told apart by name)
         self.people = people
         self.read_engine = read_engine or engine
@@ -154,22 +158,30 @@ class AirlockService:
         people = None
         if conf.reviewers_by == "directory":
             people = People(settings)
+        audit = audit if audit is not None else audit_for(settings, "airlock")
+        notifier = None
+        if conf.smtp.host:
+            notifier = Notifier(conf.smtp, DirectoryMailbook(Directory(settings.ldap)), audit,
+                                checker_group=conf.checker_group)
         return cls(
             engine=engine,
             staging=staging,
             projects=settings.projects,
             policy_for=settings.policy_for,
-            audit=audit if audit is not None else audit_for(settings, "airlock"),
+            audit=audit,
             settings=conf,
             checker=checker,
             read_engine=read_engine,
             people=people,
+            notifier=notifier,
         )
 
     def close(self) -> None:
         shutdown = getattr(self.checker, "shutdown", None)
         if shutdown is not None:
             shutdown()
+        if self.notifier is not None:
+            self.notifier.close()
         self.engine.dispose()
         self.read_engine.dispose()
 
@@ -259,6 +271,12 @@ class AirlockService:
                 session.flush()
                 for event, user, req, details in pending:
                     self._audit(event, user, req, **details)
+                notices = [
+                    (event, {"request_id": req.id, "project": req.project,
+                             "requester": req.requester, "actor": user.name,
+                             "version": details.get("version")})
+                    for event, user, req, details in pending
+                ]
             except BaseException:
                 session.rollback()
                 raise
@@ -269,6 +287,17 @@ class AirlockService:
                     self._audit(event, user, req,
                                 **{**details, "outcome": "error", "error": type(e).__name__})
                 raise
+        self._notify(notices)
+
+    def _notify(self, notices: list[tuple[str, dict[str, Any]]]) -> None:
+        """Queue the e-mails of committed events; a failure here never fails the change."""
+        if self.notifier is None:
+            return
+        for event, fields in notices:
+            try:
+                self.notifier.notify(event, **fields)
+            except Exception:
+                log.exception("could not queue the e-mail of %s", event)
 
     @staticmethod
     def _later(s: Session, event: str, user: Identity, req: Request, **details: Any) -> None:

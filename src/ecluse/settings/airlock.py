@@ -14,6 +14,65 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from . import parse_size, settings_section
 
 
+class SmtpSettings(BaseModel):
+    """E-mail notifications of the airlock over SMTP (off while ``host`` is unset)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str | None = Field(
+        None, description="SMTP server (unset: no e-mail is sent)."
+    )
+    port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    starttls: bool = Field(
+        True, description="Upgrade the connection with STARTTLS before sending (and before "
+        "logging in); a server that does not offer it fails the mail."
+    )
+    user: str | None = Field(None, description="SMTP login (unset: no login).")
+    password_env: str | None = Field(
+        "ECLUSE_SMTP_PASSWORD", description="Environment variable holding the SMTP password."
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the SMTP password (used if the variable is unset)."
+    )
+    from_address: str = Field(
+        "airlock@localhost", description="The From address of the airlock's e-mails."
+    )
+    base_url: str = Field(
+        "http://localhost:8000",
+        description="Public URL of the hub, for the links in e-mails (the request page is "
+        "<base_url>/services/airlock/requests/<id>).",
+    )
+    timeout: float = Field(30.0, gt=0, description="Seconds one SMTP conversation may take.")
+    attempts: int = Field(
+        5, ge=1, le=100, description="Tries per e-mail before it is given up (audited as "
+        "airlock.mail.failed)."
+    )
+    retry_seconds: float = Field(
+        60.0, ge=0, description="Seconds between tries (doubling after each failure)."
+    )
+
+    def password(self) -> str | None:
+        """The SMTP password from the environment or the file (``None``: no login)."""
+        import os
+
+        if self.password_env and os.environ.get(self.password_env):
+            return os.environ[self.password_env]
+        if self.password_file:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as e:
+                raise ValueError(
+                    f"airlock.smtp.password_file: cannot read {self.password_file}: {e.strerror}"
+                ) from None
+        if self.user:
+            raise ValueError(
+                f"airlock.smtp: user {self.user!r} without a password: set the environment "
+                f"variable {self.password_env or '(none configured)'} or "
+                "airlock.smtp.password_file"
+            )
+        return None
+
+
 class AirlockSettings(BaseModel):
     """Where the airlock listens, stores files and keeps its database; review rules."""
 
@@ -121,6 +180,11 @@ class AirlockSettings(BaseModel):
     )
     group_cache_seconds: float = Field(
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
+    )
+    smtp: SmtpSettings = Field(
+        default_factory=SmtpSettings,
+        description="E-mail notifications: checkers on submission, the requester on each "
+        "decision and on release; a link to the request, never file names or content.",
     )
 
     @field_validator("check_memory", "staging_quota_bytes", mode="before")

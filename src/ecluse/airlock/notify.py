@@ -1,0 +1,239 @@
+"""E-mail notifications of the airlock over SMTP (``airlock.smtp``).
+
+The output checkers on a submission (or resubmission); the requester on each
+decision (an approval, changes requested, a rejection) and on release. A mail
+says which request (id and project), what happened and links to the request's
+page: never a file name, a file's content, a title or a comment, which can be
+disclosive — the page, behind the hub's sign-in, shows them.
+
+Sending never holds up or fails a transition: :meth:`Notifier.notify` queues
+the mail and returns; one background thread resolves the recipients' addresses
+(the directory) and sends, retrying ``attempts`` times with a doubling wait. A
+mail given up is logged and audited (``airlock.mail.failed``); a sent one is
+audited too (``airlock.mail.sent``, with the recipients' names).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import smtplib
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from ..auditevents import AuditEvent
+from ..settings.airlock import SmtpSettings
+
+__all__ = ["DirectoryMailbook", "Mail", "Mailbook", "Notifier", "TEMPLATES"]
+
+log = logging.getLogger("ecluse.airlock.notify")
+
+#: transition audit event -> (who: "checkers" | "requester", subject, what happened)
+TEMPLATES: dict[str, tuple[str, str, str]] = {
+    AuditEvent.AIRLOCK_REQUEST_SUBMITTED.value: (
+        "checkers", "request {id} awaits review",
+        "Request {id} of project {project} was submitted for output checking."),
+    AuditEvent.AIRLOCK_REQUEST_RESUBMITTED.value: (
+        "checkers", "request {id} awaits review again",
+        "Request {id} of project {project} was resubmitted after changes (version {version})."),
+    AuditEvent.AIRLOCK_REVIEW_APPROVED.value: (
+        "requester", "request {id}: one approval",
+        "An output checker approved your request {id} of project {project}; it needs more "
+        "approvals before release."),
+    AuditEvent.AIRLOCK_REQUEST_APPROVED.value: (
+        "requester", "request {id} approved",
+        "Your request {id} of project {project} has all its approvals and can be released."),
+    AuditEvent.AIRLOCK_REQUEST_CHANGES_REQUESTED.value: (
+        "requester", "request {id}: changes requested",
+        "An output checker asked for changes to your request {id} of project {project}."),
+    AuditEvent.AIRLOCK_REQUEST_REJECTED.value: (
+        "requester", "request {id} rejected",
+        "An output checker rejected your request {id} of project {project}."),
+    AuditEvent.AIRLOCK_REQUEST_RELEASED.value: (
+        "requester", "request {id} released",
+        "The files of your request {id} of project {project} were released: you may "
+        "download them from its page."),
+}
+
+
+class Mailbook:
+    """Who the checkers are and where people's mail goes (blocking; may raise)."""
+
+    def members(self, group: str) -> list[str]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def address(self, name: str) -> str | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class DirectoryMailbook(Mailbook):
+    """Group members and ``mail`` attributes from the directory (LDAP)."""
+
+    def __init__(self, directory: Any) -> None:
+        self.directory = directory
+
+    def members(self, group: str) -> list[str]:
+        return list(self.directory.group_members(group))
+
+    def address(self, name: str) -> str | None:
+        return self.directory.lookup(name).mail
+
+
+@dataclass
+class Mail:
+    event: str
+    request_id: str
+    project: str
+    to_names: list[str]
+    subject: str
+    body: str
+
+
+class Notifier:
+    """Queues and sends the airlock's mails from one background thread."""
+
+    def __init__(self, conf: SmtpSettings, mailbook: Mailbook, audit: Any, *,
+                 checker_group: str, prefix: str = "/services/airlock/") -> None:
+        self.conf = conf
+        self.mailbook = mailbook
+        self.audit = audit
+        self.checker_group = checker_group
+        self.prefix = "/" + prefix.strip("/") + "/"
+        self._password = conf.password()  # fail at start, not at the first mail
+        self._queue: queue.Queue[Mail | None] = queue.Queue()
+        self._idle = threading.Condition()
+        self._busy = 0
+        self._thread = threading.Thread(target=self._run, name="airlock-mail", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ queueing
+
+    def link(self, request_id: str) -> str:
+        return f"{self.conf.base_url.rstrip('/')}{self.prefix}requests/{request_id}"
+
+    def notify(self, event: str, *, request_id: str, project: str, requester: str,
+               actor: str, version: int | None = None) -> Mail | None:
+        """Queue the mail of a transition (``None``: the event mails no one)."""
+        template = TEMPLATES.get(event)
+        if template is None:
+            return None
+        who, subject, what = template
+        fields = {"id": request_id, "project": project, "version": version}
+        body = (
+            f"{what.format(**fields)}\n\n"
+            f"See the request (sign in through the hub):\n{self.link(request_id)}\n\n"
+            "This message names no file and holds nothing of the files: the request's page "
+            "shows them.\n-- \nThe Écluse airlock\n"
+        )
+        # the requester never reviews their own request: not told of it as a checker
+        names = ([requester] if who == "requester"
+                 else ["@" + self.checker_group, "-" + requester])
+        mail = Mail(event, request_id, project, names,
+                    "[Écluse airlock] " + subject.format(**fields), body)
+        with self._idle:
+            self._busy += 1
+        self._queue.put(mail)
+        return mail
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued mail is sent or given up (tests, shutdown)."""
+        end = time.monotonic() + timeout
+        with self._idle:
+            while self._busy:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------ sending
+
+    def _recipients(self, mail: Mail) -> tuple[list[str], list[str]]:
+        names: list[str] = []
+        excluded = {n[1:] for n in mail.to_names if n.startswith("-")}
+        for n in mail.to_names:
+            if n.startswith("@"):
+                names.extend(self.mailbook.members(n[1:]))
+            elif not n.startswith("-"):
+                names.append(n)
+        names = sorted(set(names) - excluded)
+        addresses = []
+        for n in names:
+            address = self.mailbook.address(n)
+            if address:
+                addresses.append(address)
+        return names, addresses
+
+    def _send(self, mail: Mail, addresses: list[str]) -> None:
+        msg = EmailMessage()
+        msg["From"] = self.conf.from_address
+        msg["To"] = self.conf.from_address  # the recipients go in Bcc: they do not see each other
+        msg["Subject"] = mail.subject
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-ID"] = make_msgid(domain="ecluse.airlock")
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(mail.body)
+        assert self.conf.host is not None
+        with smtplib.SMTP(self.conf.host, self.conf.port, timeout=self.conf.timeout) as smtp:
+            if self.conf.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if self.conf.user:
+                smtp.login(self.conf.user, self._password or "")
+            smtp.send_message(msg, to_addrs=addresses)
+
+    def _deliver(self, mail: Mail) -> None:
+        delay = self.conf.retry_seconds
+        error = ""
+        names: list[str] = []
+        for attempt in range(1, self.conf.attempts + 1):
+            try:
+                names, addresses = self._recipients(mail)
+                if not addresses:
+                    error = "no recipient has an e-mail address"
+                    break
+                self._send(mail, addresses)
+            except Exception as e:  # the server, the network, the directory
+                error = f"{type(e).__name__}: {e}"
+                log.warning("mail %s of %s: try %d of %d failed: %s", mail.event,
+                            mail.request_id, attempt, self.conf.attempts, error)
+                if attempt < self.conf.attempts:
+                    time.sleep(delay)
+                    delay *= 2
+                continue
+            self._record(AuditEvent.AIRLOCK_MAIL_SENT, mail, "success", recipients=names,
+                         attempts=attempt)
+            return
+        log.error("mail %s of %s given up: %s", mail.event, mail.request_id, error)
+        self._record(AuditEvent.AIRLOCK_MAIL_FAILED, mail, "failure", recipients=names,
+                     error=error)
+
+    def _record(self, event: AuditEvent, mail: Mail, outcome: str, **details: Any) -> None:
+        try:
+            self.audit.record(event.value, actor="airlock", project=mail.project,
+                              outcome=outcome, request_id=mail.request_id, notice=mail.event,
+                              **details)
+        except Exception:
+            log.exception("could not audit mail %s of %s", mail.event, mail.request_id)
+
+    def _run(self) -> None:
+        while True:
+            mail = self._queue.get()
+            if mail is None:
+                return
+            try:
+                self._deliver(mail)
+            except Exception:  # pragma: no cover - _deliver catches; keep the thread alive
+                log.exception("mail %s of %s", mail.event, mail.request_id)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
