@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from ecluse.airlock.notify import Mailbook, Notifier
+from ecluse.airlock.notify import Mailbook, Notifier, notifier_for
 from ecluse.airlock.rules import State
 from ecluse.airlock.service import AirlockService
-from ecluse.settings.airlock import SmtpSettings
+from ecluse.settings.airlock import AirlockSettings, SmtpSettings
 from tests.airlock.conftest import GROUPS, Files
 
 pytestmark = pytest.mark.timeout(120)
@@ -193,3 +193,38 @@ def test_smtp_settings_password_never_in_the_file(tmp_path, monkeypatch):
     assert SmtpSettings(host="smtp", user="tre", password_file=secret).password() == "from-env"
     with pytest.raises(ValueError):
         SmtpSettings(host="smtp", password="in-the-yaml")  # no such key
+    with pytest.raises(ValueError, match="needs starttls: true"):
+        SmtpSettings(host="smtp", user="tre", starttls=False)
+
+
+def test_the_deployment_mails_the_directory_checkers_at_their_ldap_address(
+        settings, sink, tmp_path):
+    """Production wiring against the real slapd: the members of ldap.output_checker_group,
+    at their directory ``mail``; the requester at theirs; off without a host."""
+    handler, port = sink
+    assert notifier_for(settings, AirlockSettings(), None) is None
+    conf = AirlockSettings(smtp=SmtpSettings(host="127.0.0.1", port=port, starttls=False,
+                                             attempts=1))
+    audit = _Records()
+    notifier = notifier_for(settings, conf, audit)
+    try:
+        notifier.notify("airlock.request.submitted", request_id="req-1", project="cardio-los",
+                        requester="alice", actor="alice", version=1)
+        notifier.notify("airlock.request.rejected", request_id="req-1", project="cardio-los",
+                        requester="alice", actor="carol", version=1)
+        assert notifier.flush(30)
+    finally:
+        notifier.close()
+    assert [m["to"] for m in handler.mails] == [
+        ["carol@ecluse.test", "dan@ecluse.test"], ["alice@ecluse.test"]]
+    assert [e[1]["recipients"] for e in audit.events] == [["carol", "dan"], ["alice"]]
+
+
+class _Records:
+    """An audit sink keeping what it is given (the notifier's own events only)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, event: str, **kw: Any) -> None:
+        self.events.append((event, kw))

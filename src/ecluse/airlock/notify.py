@@ -27,9 +27,10 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from ..auditevents import AuditEvent
-from ..settings.airlock import SmtpSettings
+from ..directory import Directory
+from ..settings.airlock import AirlockSettings, SmtpSettings
 
-__all__ = ["DirectoryMailbook", "Mail", "Mailbook", "Notifier", "TEMPLATES"]
+__all__ = ["DirectoryMailbook", "Mail", "Mailbook", "Notifier", "TEMPLATES", "notifier_for"]
 
 log = logging.getLogger("ecluse.airlock.notify")
 
@@ -82,6 +83,16 @@ class DirectoryMailbook(Mailbook):
 
     def address(self, name: str) -> str | None:
         return self.directory.lookup(name).mail
+
+
+def notifier_for(settings: Any, conf: AirlockSettings, audit: Any) -> Notifier | None:
+    """The notifier of a deployment (``None`` while ``airlock.smtp.host`` is unset): the
+    checkers are the members of the directory's output-checker group (``ldap.
+    output_checker_group``, the hub's ``output-checkers``), addresses their ``mail``."""
+    if not conf.smtp.host:
+        return None
+    return Notifier(conf.smtp, DirectoryMailbook(Directory(settings.ldap)), audit,
+                    checker_group=settings.ldap.output_checker_group)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
-from ..directory import Directory, DirectoryError, DirectoryUnavailable
+from ..directory import DirectoryError, DirectoryUnavailable
 from ..people import People, Person, distinct
 from ..sandbox.remote import audit_for
 from ..settings.airlock import AirlockSettings, airlock_settings
@@ -40,7 +40,7 @@ from .errors import (
     QuotaExceeded,
 )
 from .models import File, HistoryEntry, LedgerEntry, Request, Review, as_utc, utcnow
-from .notify import DirectoryMailbook, Notifier
+from .notify import Notifier, notifier_for
 from .permissions import (
     Identity,
     ProjectLike,
@@ -159,10 +159,7 @@ class AirlockService:
         if conf.reviewers_by == "directory":
             people = People(settings)
         audit = audit if audit is not None else audit_for(settings, "airlock")
-        notifier = None
-        if conf.smtp.host:
-            notifier = Notifier(conf.smtp, DirectoryMailbook(Directory(settings.ldap)), audit,
-                                checker_group=conf.checker_group)
+        notifier = notifier_for(settings, conf, audit)
         return cls(
             engine=engine,
             staging=staging,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import parse_size, settings_section
 
@@ -50,6 +50,15 @@ class SmtpSettings(BaseModel):
     retry_seconds: float = Field(
         60.0, ge=0, description="Seconds between tries (doubling after each failure)."
     )
+
+    @model_validator(mode="after")
+    def _login_over_tls(self) -> SmtpSettings:
+        if self.user and not self.starttls:
+            raise ValueError(
+                "airlock.smtp: a login (user) needs starttls: true, or the password would "
+                "cross the network in clear"
+            )
+        return self
 
     def password(self) -> str | None:
         """The SMTP password from the environment or the file (``None``: no login)."""
