@@ -227,6 +227,10 @@ class RecordHandler(APIHandler):
     """GET .../record — the release record (JSON), byte for byte as hashed into the audit
     log: for the project's members, checkers and staff; 409 before release."""
 
+    openapi = {"get": {"summary": "The release record (JSON, as hashed into the audit log)",
+                       "responses": {**ok("ReleaseRecord", "The record."),
+                                     **errors(404, 409)}}}
+
     async def get(self, request_id: str) -> None:
         me = self.require_identity()
         data = await self.run(self.service.get_record, me, request_id)
@@ -237,6 +241,12 @@ class RecordHandler(APIHandler):
 class PackageHandler(APIHandler):
     """GET .../package — the release package (zip), for the requester of a released
     request only (as the files' bytes)."""
+
+    openapi = {"get": {"summary": "The release package: a zip of the files, the record, "
+                       "SHA256SUMS, ACRO results.json and RO-Crate metadata (the requester)",
+                       "responses": {**ok("binary", "The zip (X-Airlock-Record-SHA256: the "
+                                          "record's sha256).", media="application/octet-stream"),
+                                     **errors(404, 409)}}}
 
     async def get(self, request_id: str) -> None:
         me = self.require_identity()

@@ -141,6 +141,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
         ]
     },
+    "ReleaseRecord": {
+        "type": "object",
+        "description": "What was released and why: policy, tool version, per-file verdicts "
+        "and findings, each reviewer's decision and override reasons, comments, timestamps, "
+        "sha256 of every file (see docs/airlock.md).",
+        "additionalProperties": True,
+    },
     "Comment": {
         "type": "object",
         "properties": {"comment": {"type": "string"}},
