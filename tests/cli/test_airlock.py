@@ -8,10 +8,15 @@ from ecluse.cli import main
 from tests.airlock.hubstack import ECLUSE_YAML, PROJECTS
 
 
+def write_config(folder, **sections):
+    """``ecluse.yaml`` (ECLUSE_YAML, ``sections`` replaced) and its projects.yaml."""
+    (folder / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
+    cfg = folder / "ecluse.yaml"
+    cfg.write_text(yaml.safe_dump({**ECLUSE_YAML, **sections}))
+    return cfg
+
 def test_migrate_then_list(tmp_path, capsys):
-    (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
-    cfg = tmp_path / "ecluse.yaml"
-    cfg.write_text(yaml.safe_dump(ECLUSE_YAML))
+    cfg = write_config(tmp_path)
     assert main(["airlock", "--config", str(cfg), "migrate"]) == 0
     from ecluse.airlock.db import head_revision
 
@@ -25,9 +30,7 @@ def test_migrate_then_list(tmp_path, capsys):
 def test_serve_outside_the_hub_says_what_is_missing(tmp_path, capsys, monkeypatch):
     for k in ("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_PREFIX"):
         monkeypatch.delenv(k, raising=False)
-    (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
-    cfg = tmp_path / "ecluse.yaml"
-    cfg.write_text(yaml.safe_dump(ECLUSE_YAML))
+    cfg = write_config(tmp_path)
     assert main(["airlock", "serve", "--config", str(cfg)]) == 2
     assert "JupyterHub-managed service: missing JUPYTERHUB_API_TOKEN" in capsys.readouterr().err
 
@@ -43,9 +46,7 @@ def test_purge_command_deletes_old_withdrawn_files_and_audits(tmp_path, capsys):
     from ecluse.audit import AuditLog
     from ecluse.config import load_settings
 
-    (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
-    cfg = tmp_path / "ecluse.yaml"
-    cfg.write_text(yaml.safe_dump(ECLUSE_YAML))
+    cfg = write_config(tmp_path)
     settings = load_settings(str(cfg))
     service = AirlockService.from_settings(settings)
     try:
@@ -83,9 +84,7 @@ def test_checks_are_sandboxed_on_the_airlock_host_whatever_runs_workspaces(tmp_p
     from ecluse.config import load_settings
     from ecluse.sandbox.local import LocalSandbox
 
-    (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
-    cfg = tmp_path / "ecluse.yaml"
-    cfg.write_text(yaml.safe_dump({**ECLUSE_YAML, "sandbox": {"backend": "docker"}}))
+    cfg = write_config(tmp_path, sandbox={"backend": "docker"})
     service = AirlockService.from_settings(load_settings(str(cfg)), process_checks=True)
     try:
         assert isinstance(service.checker, SandboxChecker)
@@ -102,9 +101,7 @@ def test_verify_release_checks_a_package_against_the_audit_log(tmp_path, capsys)
     from ecluse.audit import AuditLog
     from ecluse.config import load_settings
 
-    (tmp_path / "projects.yaml").write_text(yaml.safe_dump(PROJECTS))
-    cfg = tmp_path / "ecluse.yaml"
-    cfg.write_text(yaml.safe_dump(ECLUSE_YAML))
+    cfg = write_config(tmp_path)
     settings = load_settings(str(cfg))
     audit = AuditLog.from_settings(settings)
     service = AirlockService.from_settings(settings, audit=audit)

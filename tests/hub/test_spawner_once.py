@@ -17,6 +17,7 @@ import ecluse.hub.spawner
 from ecluse.config import load_settings
 from ecluse.hub.spawner import EcluseSpawner
 from ecluse.sandbox.testing import PlainProcessSandbox
+from tests.support.doubles import SignedInUser
 
 #: the module (``ecluse.dask.sizing`` the attribute is the function it re-exports)
 SIZING = importlib.import_module("ecluse.dask.sizing")
@@ -50,24 +51,6 @@ class CountingSandbox(PlainProcessSandbox):
     async def launch(self, spec, *, one_shot=False):
         self.specs.append(spec)
         return await super().launch(spec, one_shot=one_shot)
-
-
-class Group:
-    def __init__(self, name: str):
-        self.name = name
-
-
-class SignedInUser:
-    """What the spawner reads of a hub user: name, URL, hub groups, auth state."""
-
-    def __init__(self, name: str, groups: list[str]):
-        self.name = self.escaped_name = name
-        self.url = f"/user/{name}/"
-        self.groups = [Group(g) for g in groups]
-
-    async def get_auth_state(self) -> dict[str, Any]:
-        return {"uid_number": 20001, "gid_number": 20001,
-                "project_gids": {"cardio-los": 30001}}
 
 
 def _free_port() -> int:

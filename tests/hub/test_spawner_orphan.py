@@ -24,6 +24,7 @@ from ecluse.hub.spawner import EcluseSpawner
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sandbox.local import teardown_host_network
 from ecluse.sandbox.network import DUMMY_IFACE
+from tests.support.doubles import SignedInUser
 from tests.support.sandboxes import TrackingLocalSandbox
 
 pytestmark = pytest.mark.root
@@ -38,24 +39,6 @@ class HubKilledAfterLaunch(EcluseSpawner):
 
     async def _wait_listening(self, state: dict) -> None:
         raise HubKilled(state["id"])
-
-
-class Group:
-    def __init__(self, name: str):
-        self.name = name
-
-
-class SignedInUser:
-    """What the spawner reads of a hub user: name, URL, hub groups, auth state."""
-
-    def __init__(self, name: str, groups: list[str]):
-        self.name = self.escaped_name = name
-        self.url = f"/user/{name}/"
-        self.groups = [Group(g) for g in groups]
-
-    async def get_auth_state(self) -> dict[str, Any]:
-        return {"uid_number": 20001, "gid_number": 20001,
-                "project_gids": {"cardio-los": 30001}}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from the directory.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from jupyterhub.auth import Authenticator
 from traitlets import Dict, Unicode
@@ -31,3 +32,24 @@ class GroupsFromConfigAuthenticator(Authenticator):
         ):
             return None
         return {"name": name, "groups": list(self.user_groups.get(name, []))}
+
+
+class HubGroup:
+    """A hub group as the spawner reads it (its name)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+class SignedInUser:
+    """What the spawner reads of a hub user: name, URL, hub groups, auth state
+    (alice's uid and gid, and cardio-los's project group)."""
+
+    def __init__(self, name: str, groups: list[str]):
+        self.name = self.escaped_name = name
+        self.url = f"/user/{name}/"
+        self.groups = [HubGroup(g) for g in groups]
+
+    async def get_auth_state(self) -> dict[str, Any]:
+        return {"uid_number": 20001, "gid_number": 20001,
+                "project_gids": {"cardio-los": 30001}}
