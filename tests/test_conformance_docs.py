@@ -60,7 +60,7 @@ def load_satre() -> dict:
 
 
 def matrix_rows(path: Path) -> list[Row]:
-    """The rows of every table of a document whose header has a ``status`` column."""
+    """The rows of every table of a document with ``status`` and ``shown by`` columns."""
     rows: list[Row] = []
     header: list[str] | None = None
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -73,7 +73,7 @@ def matrix_rows(path: Path) -> list[Row]:
             continue
         if all(set(c) <= set("-: ") for c in cells):
             continue  # the separator line
-        if "status" not in header:
+        if not {"status", "shown by"} <= set(header):
             continue
         assert len(cells) == len(header), (
             f"{path.name}:{number}: {len(cells)} cells under a header of {len(header)} "
@@ -250,6 +250,35 @@ def test_the_french_matrix_names_its_texts_and_what_stays_with_the_operator():
 
 
 # --- both ----------------------------------------------------------------------
+
+def slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of a document whose file, or whose heading anchor, is missing."""
+    bad = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue  # an absolute URL
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            bad.append(f"{path.name}: {target}: no such file")
+        elif anchor and linked.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", linked.read_text(encoding="utf-8"), re.M)
+            if anchor not in {slug(h) for h in headings}:
+                bad.append(f"{path.name}: {target}: no heading with that anchor")
+    return bad
+
+
+@pytest.mark.parametrize("doc", [SATRE_DOC, FR_DOC], ids=lambda p: p.name)
+def test_the_matrices_links_lead_somewhere(doc):
+    bad = broken_links(doc)
+    assert not bad, "\n".join(bad)
+
 
 def test_both_matrices_are_linked_from_the_docs_index():
     index = (DOCS / "README.md").read_text(encoding="utf-8")
