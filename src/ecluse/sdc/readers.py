@@ -9,7 +9,9 @@ on every row, rows are counted, and a parse error anywhere is a finding. A CSV
 file is streamed in parts of :data:`PART_BYTES` cut at line breaks, each parsed
 by pyarrow's threads while the previous one is checked; a part with malformed
 rows sends the file back to the single-threaded reader (a cut may have fallen
-inside a quoted value holding a line break).
+inside a quoted value holding a line break). The first part is parsed while the
+head is judged, every column as text, and cast to the planned columns once the
+head has said what they are (parsed again as planned when it cannot be).
 """
 
 from __future__ import annotations
