@@ -120,7 +120,7 @@ def _findings(rep):
                   for f in rep.findings), rep.verdict, rep.details.get("rows")
 
 
-@pytest.mark.parametrize("case", ["small", "marker", "title", "malformed", "clean"])
+@pytest.mark.parametrize("case", ["small", "marker", "title", "malformed", "clean", "cp1252"])
 def test_the_first_part_parsed_early_gives_what_the_planned_read_gives(tmp_path, monkeypatch,
                                                                        parts, case):
     """The first part is parsed (every column as text) while the head is judged, then
@@ -134,7 +134,12 @@ def test_the_first_part_parsed_early_gives_what_the_planned_read_gives(tmp_path,
         df.loc[6_000, "n"] = "<10"
         df.loc[7_000, "n"] = 4
     p = tmp_path / "early.csv"
-    df.to_csv(p, index=False)
+    if case == "cp1252":
+        df["dept"] = df["dept"] + " Hérault"
+        df.loc[8_000, "n"] = 2
+        df.to_csv(p, index=False, encoding="cp1252")
+    else:
+        df.to_csv(p, index=False)
     if case == "title":
         p.write_text("Stays by department and day\n" + p.read_text())
     elif case == "malformed":
@@ -153,7 +158,7 @@ def test_the_first_part_parsed_early_gives_what_the_planned_read_gives(tmp_path,
     early = check_file(p)
     assert used, "the first part was not parsed early"
     # the early part is used unless it cannot stand for the planned read
-    assert used[0] == (case in ("small", "clean"))
+    assert used[0] == (case in ("small", "clean", "cp1252"))
     monkeypatch.setattr(readers, "_from_early", lambda *a, **k: None)
     planned = check_file(p)
     assert _findings(early) == _findings(planned)
@@ -161,3 +166,5 @@ def test_the_first_part_parsed_early_gives_what_the_planned_read_gives(tmp_path,
     if case == "small":
         assert [x["row"] for x in locs(early, "small-count")] == [5_002]
         assert [x["row"] for x in locs(early, "zero-count")] == [9_002]
+    if case == "cp1252":
+        assert [x["row"] for x in locs(early, "small-count")] == [8_002]
