@@ -63,6 +63,7 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
             "resubmit": self.service.resubmit,
             "withdraw": self.service.withdraw,
             "release": self.service.release,
+            "release_partial": self.service.release_partial,
         }.get(name)
         if fn is None:  # pragma: no cover - the routes restrict it
             raise InvalidInput(f"unknown action {name}")
