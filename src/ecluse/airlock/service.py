@@ -28,9 +28,9 @@ from ..people import People, Person, distinct
 from ..sandbox.remote import audit_for
 from ..settings.airlock import AirlockSettings, airlock_settings
 from . import db, ledger, release
-from .diff import compare_files
 from .checkbox import SandboxChecker
 from .checks import ProcessChecker, inspect_staged, unjudged
+from .diff import compare_files
 from .errors import (
     IdentityUnavailable,
     InvalidInput,
