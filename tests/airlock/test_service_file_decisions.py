@@ -271,3 +271,35 @@ def test_decisions_on_an_earlier_version_are_refused(service, users, create_requ
     service.resubmit(users.alice, rid)
     with pytest.raises(InvalidTransition, match="version 1"):
         service.decide_file(users.dan, rid, old, decision="approve")
+
+
+def test_partial_release_after_a_whole_review_names_no_held_file_in_the_package(
+        service, users, create_request_at_status, files):
+    """carol approves the whole version; dan approves one table and asks for changes to
+    the other: only the first leaves, and the package (its crate's reviews included)
+    names the held one nowhere but in the record's ``held``."""
+    req = create_request_at_status(State.SUBMITTED, files=[files.ok, files.fail])
+    rid = req["id"]
+    ids = _ids(req)
+    service.review(users.carol, rid, decision="approve",
+                   overrides={"counts_small.csv": "published"})
+    service.decide_file(users.dan, rid, ids["counts_safe.csv"], decision="approve")
+    out = service.decide_file(users.dan, rid, ids["counts_small.csv"],
+                              decision="request_changes", comment="Suppress the 3")
+    assert out["state"] == State.IN_REVIEW
+    assert out["partial_release"]["release"] == ["counts_safe.csv"]
+    service.release_partial(users.sam, rid, comment="table 1 now")
+    data = b"".join(service.release_package(users.alice, rid).chunks)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        crate = json.loads(z.read("ro-crate-metadata.json"))
+        rest = b"".join(z.read(m) for m in z.namelist() if m != "release-record.json")
+        record = json.loads(z.read("release-record.json"))
+    assert b"counts_small.csv" not in rest
+    objects = [o["@id"] for e in crate["@graph"] if e.get("@type") == "AssessAction"
+               for o in e.get("object", [])]
+    assert objects and set(objects) == {"files/counts_safe.csv"}
+    assert record["held"][0]["name"] == "counts_small.csv"
+    assert record["files"][0]["name"] == "counts_safe.csv" and len(record["files"]) == 1
+    released = service.audit.records(event="airlock.request.released")[-1]
+    [f] = released.details["files"]
+    assert f["file"] == "counts_safe.csv" and f["approved_by"] == ["carol", "dan"]
