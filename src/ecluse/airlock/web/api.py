@@ -162,7 +162,7 @@ class ActionHandler(APIHandler):
         me = self.require_identity()
         body = self.json_body()
         fn = self.action(action)
-        self.send(await self.run(fn, me, request_id, body.get("comment", "")))
+        self.send(await self.run_checking(fn, me, request_id, body.get("comment", "")))
 
 
 class ReviewHandler(APIHandler):
@@ -265,7 +265,8 @@ class AcceptProposalHandler(APIHandler):
     async def post(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
         self.json_body()
-        self.send(await self.run(self.service.accept_proposal, me, request_id, int(file_id)),
+        self.send(await self.run_checking(self.service.accept_proposal, me, request_id,
+                                          int(file_id)),
                   201)
 
 
@@ -429,7 +430,8 @@ class FilesHandler(APIHandler):
                 raise InvalidInput("body: the multipart body has no file part with a filename")
         assert self.writer is not None and self.filename is not None
         sha, size = await self.run(self.writer.commit)
-        data = await self.run(self.service.attach_file, me, request_id, self.filename, sha, size)
+        data = await self.run_checking(self.service.attach_file, me, request_id, self.filename,
+                                       sha, size)
         self.send(data, 201)
 
     async def delete(self, request_id: str) -> None:

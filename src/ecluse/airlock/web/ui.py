@@ -113,7 +113,7 @@ class ActionForm(PageHandler):
     async def post(self, request_id: str, action: str) -> None:
         me = self.require_identity()
         fn = self.action(action)
-        await self.run(fn, me, request_id, self.get_body_argument("comment", ""))
+        await self.run_checking(fn, me, request_id, self.get_body_argument("comment", ""))
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"done: {action}"))
 
 
@@ -132,7 +132,7 @@ class AcceptProposalForm(PageHandler):
     @web.authenticated
     async def post(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
-        f = await self.run(self.service.accept_proposal, me, request_id, int(file_id))
+        f = await self.run_checking(self.service.accept_proposal, me, request_id, int(file_id))
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(
             f"fixed version of {f['name']} accepted: {f['verdict']}"))
 
