@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import time
@@ -169,6 +170,8 @@ def main() -> int:
     args = ap.parse_args()
     # every client's uploads must fit in the stack's per-user staging quota
     hubstack.ECLUSE_YAML["airlock"]["staging_quota_bytes"] = "64G"
+    # a SIGTERM (timeout, kill) still stops the stack in the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     hub = AirlockHub()
     try:
         t0 = time.perf_counter()
