@@ -17,9 +17,10 @@ and the ``error.html`` page for browsers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from jupyterhub.utils import url_path_join
@@ -29,6 +30,8 @@ from ...hubservice.web import GroupResolver, HubServiceHandler
 from ..errors import InvalidInput, NotAuthenticated, PermissionDenied
 from ..permissions import Identity
 from ..service import AirlockService
+
+T = TypeVar("T")
 
 __all__ = ["REQ", "BaseHandler", "GroupResolver"]
 
@@ -56,6 +59,14 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
     cookies = True
     api = False
 
+    async def run_checking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a call that may wait for a check sandbox (an upload's check, a submit's
+        differencing) in the checks' own threads, not the pool reads use: waiting for
+        one of ``check_processes`` sandboxes never starves the other requests."""
+        pool = self.settings.get("check_pool") or self.settings["pool"]
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: fn(*args, **kwargs))
+
     def action(self, name: str) -> Callable[..., dict[str, Any]]:
         """The service method of a request action named in a URL."""
         fn = {
@@ -63,6 +74,7 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
             "resubmit": self.service.resubmit,
             "withdraw": self.service.withdraw,
             "release": self.service.release,
+            "release_partial": self.service.release_partial,
         }.get(name)
         if fn is None:  # pragma: no cover - the routes restrict it
             raise InvalidInput(f"unknown action {name}")
