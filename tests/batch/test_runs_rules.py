@@ -30,9 +30,27 @@ def test_hub_spec_and_roles(settings) -> None:
     roles = {r["name"]: r for r in batch_roles()}
     assert roles["ecluse-batch-user"]["groups"] == ["staff"]
     assert "access:services!service=batch" in roles["ecluse-batch-user"]["scopes"]
-    assert roles["ecluse-batch-service"]["scopes"] == ["read:users:groups"]
+    # its own token: users' groups, and the airlock's API (exports, for staff)
+    assert roles["ecluse-batch-service"]["scopes"] == ["read:users:groups",
+                                                       "access:services!service=airlock"]
     assert batch_settings(settings) == settings.batch  # the wired section
     assert spec["environment"]["ECLUSE_STATE_DIR"] == str(settings.state_dir)
+    assert spec["environment"]["ECLUSE_AIRLOCK_URL"].endswith("/services/airlock/")
+    assert "user" not in spec  # batch.service_user unset: the hub's own user
+
+
+def test_the_hub_starts_the_batch_service_as_its_service_user(settings) -> None:
+    """``batch.service_user``: the hub's service entry runs it as that user from ``/``;
+    a user that does not exist stops the hub's configuration (never root instead)."""
+    import pytest
+
+    settings.batch.service_user = "nobody"
+    spec = batch_service_spec(settings)
+    assert (spec["user"], spec["cwd"]) == ("nobody", "/")
+    settings.batch.service_user = "ecluse-no-such-user"
+    with pytest.raises(ValueError, match="batch.service_user 'ecluse-no-such-user' is not a "
+                       "user on this machine"):
+        batch_service_spec(settings)
 
 
 def test_hub_services_get_the_directory_password_from_the_hub(settings, monkeypatch) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hubservice import HubService, service_spec
+from ..airlock.hub import airlock_url
+from ..hubservice import HubService, service_spec, service_user_entry
 from ..sandbox import backend_class
 from ..settings.batch import batch_settings
 
@@ -30,14 +31,22 @@ USER_SCOPES = [ACCESS_SCOPE]
 #: what a staff member's token needs for the batch service
 STAFF_SCOPES = [ACCESS_SCOPE, "read:users:groups!user"]
 
-#: the service's own token: look up a user's groups, nothing more
-SERVICE_SCOPES = ["read:users:groups"]
+#: the service's own token: look up a user's groups, and reach the airlock, where it
+#: puts a finished run's outputs into a request for the staff member exporting them (the
+#: airlock accepts it for that, and for nothing else: ``ecluse.airlock.web.base``)
+SERVICE_SCOPES = ["read:users:groups", "access:services!service=airlock"]
 
 
 def batch_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed batch service on loopback."""
-    return service_spec(SERVICE_NAME, settings, batch_settings(settings), display=False,
+    conf = batch_settings(settings)
+    spec = service_spec(SERVICE_NAME, settings, conf, display=False,
                         description="Batch notebook runs (papermill) in project sandboxes")
+    # exports go to the airlock's API, where workspaces reach it
+    spec["environment"]["ECLUSE_AIRLOCK_URL"] = airlock_url(settings, host)
+    if conf.service_user:
+        spec.update(service_user_entry(conf.service_user, "batch.service_user"))
+    return spec
 
 
 def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
@@ -51,7 +60,8 @@ def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
         },
         {
             "name": "ecluse-batch-service",
-            "description": "Batch service: read users' hub groups (staff check)",
+            "description": "Batch service: read users' hub groups (staff check); reach the "
+            "airlock (exports)",
             "scopes": list(SERVICE_SCOPES),
             "services": [SERVICE_NAME],
         },
