@@ -42,11 +42,24 @@ def test_hub_spec_and_roles(settings) -> None:
 def test_the_hub_starts_the_batch_service_as_its_service_user(settings) -> None:
     """``batch.service_user``: the hub's service entry runs it as that user from ``/``;
     a user that does not exist stops the hub's configuration (never root instead)."""
+    import pwd
+    from pathlib import Path
+
     import pytest
 
+    old = Path(settings.state_dir) / "batch-records" / "br-0123456789ab"
+    old.mkdir(parents=True)  # a record of a service that ran as root
     settings.batch.service_user = "nobody"
     spec = batch_service_spec(settings)
     assert (spec["user"], spec["cwd"]) == ("nobody", "/")
+    # root gives the user its record store and its queue's folder as it starts it
+    nobody = pwd.getpwnam("nobody").pw_uid
+    queue = Path(settings.batch.resolved_database_url(settings.db_dir)
+                 .removeprefix("sqlite:///")).parent
+    for folder in (old.parent, old, queue):
+        st = folder.stat()
+        assert (st.st_uid, folder.name) == (nobody, folder.name)
+    assert queue.stat().st_mode & 0o777 == 0o700 and queue.name == "batch"
     settings.batch.service_user = "ecluse-no-such-user"
     with pytest.raises(ValueError, match="batch.service_user 'ecluse-no-such-user' is not a "
                        "user on this machine"):

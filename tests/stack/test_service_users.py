@@ -287,7 +287,7 @@ def test_attack_the_gateway_user_cannot_read_the_secrets_nor_the_audit_keys(stac
 
 
 def batch_pid(stack) -> int:
-    return service_pid(stack, "batch", "serve")
+    return service_pid(stack, "ecluse batch serve")
 
 
 def test_the_batch_process_runs_as_its_own_user(stack):

@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from ..batch.hub import HUB_SERVICE as BATCH_SERVICE
+from ..batch.hub import give_service_folders
 from ..batch.records import ROOT_NAME as BATCH_RECORDS
 from ..dask.hub import HUB_SERVICE as DASK_SERVICE
 from ..hubservice import service_user_cannot_run
@@ -75,27 +76,10 @@ def give_airlock_folders(settings: Any, user: pwd.struct_passwd) -> None:
                 os.lchown(entry, user.pw_uid, user.pw_gid)
 
 
-def _give(folders: list[Path], user: pwd.struct_passwd) -> None:
-    """``folders`` (made if missing, mode 0700) and all in them owned by ``user``."""
-    for folder in folders:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-        for root, dirs, files in os.walk(folder):
-            for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.lchown(entry, user.pw_uid, user.pw_gid)
-
-
 def give_batch_folders(settings: Any, user: pwd.struct_passwd) -> None:
-    """The run record store (``<state>/batch-records``: what the launcher mounts at
-    ``/batch-input`` must be the service's) and the queue database's folder
-    (``<db>/batch``, where an earlier layout's ``batch.sqlite`` is moved first) owned by
-    ``user``, mode 0700."""
-    conf = batch_settings(settings)
-    url = conf.resolved_database_url(settings.db_dir)  # an earlier layout's moved first
-    folders = [Path(settings.state_dir) / BATCH_RECORDS]
-    if not conf.database_url:
-        folders.append(Path(url.removeprefix("sqlite:///")).parent)
-    _give(folders, user)
+    """The run record store and the queue's folder owned by ``user``
+    (:func:`ecluse.batch.hub.give_service_folders`, which the hub does too)."""
+    give_service_folders(settings, user.pw_name)
 
 
 def _nothing(settings: Any, user: pwd.struct_passwd) -> None:

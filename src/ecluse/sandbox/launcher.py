@@ -755,7 +755,7 @@ class Launcher:
         (base64), its size and inode; ``missing`` when there is none."""
         # deferred: import cycle (the services start their sandboxes through this module)
         from ..batch.errors import BatchError
-        from ..batch.files import file_name_problem, read_chunk
+        from ..batch.files import file_name_problem, read_chunk  # deferred: as above
 
         problem = file_name_problem(req.file)
         if problem:

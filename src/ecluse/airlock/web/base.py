@@ -26,6 +26,7 @@ from urllib.parse import quote
 from jupyterhub.utils import url_path_join
 from markupsafe import Markup
 
+from ...hub.roles import project_scope
 from ...hubservice.web import GroupResolver, HubServiceHandler
 from ..errors import InvalidInput, NotAuthenticated, PermissionDenied
 from ..permissions import Identity
@@ -70,7 +71,6 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
         and the project, as for anyone (:meth:`prepare`). Any other service: refused."""
         # deferred: the batch service's name, only for a service's token
         from ...batch.hub import SERVICE_NAME as BATCH
-        from ...hub.roles import project_scope
 
         user = self.request.headers.get("X-Ecluse-On-Behalf-Of", "")
         project = self.request.headers.get("X-Ecluse-Project", "")
