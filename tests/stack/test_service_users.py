@@ -307,14 +307,13 @@ def test_the_batch_process_runs_as_its_own_user(stack):
 
 def test_attack_the_batch_user_cannot_read_the_secrets_nor_the_audit_keys(stack):
     """A batch service exploit (it reads what researchers' notebooks wrote) gets its uid:
-    the state directory's secrets, the hub and audit databases, the audit keys, the
-    airlock's staging area and the projects' folders stay out of its reach."""
+    the state directory's secrets, the hub and audit databases, the audit keys and the
+    airlock's database stay out of its reach (a run's folder: the next test)."""
     s = stack.settings
-    dataset = Path(s.projects["cardio-los"].datasets[0].path) / "stays.csv"
     targets = [*sorted((s.state_dir / "secrets").iterdir()),
                *sorted(p for p in Path(s.audit.key_dir).iterdir() if p.is_file()),
                s.db_dir / "jupyterhub.sqlite", s.db_dir / "audit.sqlite",
-               s.airlock.resolved_storage_dir(s.db_dir) / "airlock.sqlite", dataset]
+               s.airlock.resolved_storage_dir(s.db_dir) / "airlock.sqlite"]
     result = try_read_as(batch_pid(stack), *[t for t in targets if t.exists()])
     assert len(result) >= 5 and set(result.values()) == {"PermissionError"}, result
     own = Path(s.batch.resolved_database_url(s.db_dir).removeprefix("sqlite:///"))
@@ -364,6 +363,9 @@ def test_a_batch_run_succeeds_and_its_export_reaches_the_airlock(stack, ldap_pas
     folder = shared_dir(stack.settings, "cardio-los") / "batch" / rid
     alice = next(u for u in DEMO_USERS if u.uid == "alice")
     assert folder.stat().st_uid == alice.uid_number  # made by the launcher, alice's
+    # the service's own uid cannot read the run's outputs: only through the launcher
+    outputs = try_read_as(batch_pid(stack), folder / "summary.csv", folder / "log.txt")
+    assert set(outputs.values()) == {"PermissionError"}, outputs
     r = api.get(f"{base}/runs/{rid}/logs", timeout=60)
     assert r.status_code == 200 and "total 50" in r.json()["log"], r.text
     r = api.post(f"{base}/runs/{rid}/export", json={"title": "Wards"}, timeout=600)
