@@ -755,6 +755,16 @@ def test_attack_batch_run_folders_are_made_and_read_within_the_batch_policy(laun
         assert result["size"] == 23
         assert base64.b64decode(part["data"]) == b"x" * 1000
         assert missing == {"ok": True, "missing": True}
+        # reads name the project only (its group may come from the directory), and only a
+        # project of the deployment: never a check sandbox's
+        plain, check = ask(
+            s, BATCH_UID, {"op": "run_folder_read", "project": "covid-los", "run": RUN,
+                           "file": "result.json"},
+            {"op": "run_folder_read", "project": "airlock-check-0123abcd", "run": RUN,
+             "file": "result.json"})
+        assert plain["ok"] and plain["size"] == 23, plain
+        assert check["refused"] and check["error"] == (
+            "no project 'airlock-check-0123abcd' in this deployment"), check
         bad_reads = ask(
             s, BATCH_UID,
             folder_request("run_folder_read", file="link.csv"),
@@ -797,7 +807,7 @@ def test_attack_batch_run_folders_are_made_and_read_within_the_batch_policy(laun
         # each refusal audited (a malformed request has no operation yet: two of them)
         reasons = [r["reason"] for r in refusals(s)
                    if (r["op"] or "").startswith("run_folder_")]
-        assert len(reasons) == 5 + 1 + 9 + 1 + 3, reasons
+        assert len(reasons) == 5 + 1 + 1 + 9 + 1 + 3, reasons
         assert len([r for r in refusals(s) if r["op"] is None]) == 2
     finally:
         shutil.rmtree(shared / "batch", ignore_errors=True)

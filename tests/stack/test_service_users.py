@@ -358,7 +358,9 @@ def test_a_batch_run_succeeds_and_its_export_reaches_the_airlock(stack, ldap_pas
         if run["final"] or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert run["status"] == "succeeded", (run, stack.log_tail())
+    if run["status"] != "succeeded":
+        print(run, stack.log_tail())
+    assert run["status"] == "succeeded", run["error"]
     assert run["progress"]["cells_done"] == run["progress"]["cells_total"] == 2
     folder = shared_dir(stack.settings, "cardio-los") / "batch" / rid
     alice = next(u for u in DEMO_USERS if u.uid == "alice")

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..sandbox import SandboxError, UserIdentity
 from ..sandbox.launcher import READ_CHUNK, LaunchRefused
-from .errors import BatchError, TooLarge
+from .errors import BatchError, TooLarge, Unavailable
 
 BATCH_DIR = "batch"
 RUN_DIR_MODE = 0o2750
@@ -288,6 +288,9 @@ class LauncherRunFolder:
         except LaunchRefused as e:
             raise UnsafePath("the run folder cannot be read", log_message=e.log_message) \
                 from None
+        except SandboxError as e:  # the launcher is not running: try again later
+            raise Unavailable("the run folder cannot be read right now (the sandbox "
+                              "launcher is unavailable)", log_message=e.log_message) from None
 
     def _chunk(self, name: str, offset: int, length: int,
                inode: int | None = None) -> dict[str, Any] | None:
