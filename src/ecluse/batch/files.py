@@ -280,11 +280,8 @@ class LauncherRunFolder:
         self.where = {"project": project, "run": run_id}
 
     def _ask(self, op: str, **fields: Any) -> dict[str, Any]:
-        # deferred: the launcher's client, from synchronous code (the service's threads)
-        from ..sandbox.remote import _sync
-
         try:
-            return _sync(self.client.request(op, **self.where, **fields))
+            return self.client.call(op, **self.where, **fields)
         except LaunchRefused as e:
             raise UnsafePath("the run folder cannot be read", log_message=e.log_message) \
                 from None
@@ -357,13 +354,10 @@ class LauncherRunFolders:
 
     def create(self, project: Any, user: UserIdentity, project_gid: int,
                run_id: str) -> LauncherRunFolder:
-        # deferred: the launcher's client, from synchronous code (the service's threads)
-        from ..sandbox.remote import _sync
-
         try:
-            _sync(self.client.request(
+            self.client.call(
                 "run_folder_create", project=project.slug, project_gid=project_gid,
-                run=run_id, user={"name": user.name, "uid": user.uid, "gid": user.gid}))
+                run=run_id, user={"name": user.name, "uid": user.uid, "gid": user.gid})
         except SandboxError as e:
             raise BatchError("the run's folder could not be made",
                              log_message=e.log_message) from None
