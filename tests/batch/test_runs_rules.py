@@ -114,3 +114,18 @@ def test_a_queue_of_an_earlier_version_gets_the_new_columns(tmp_path) -> None:
     names = {c["name"] for c in sa.inspect(engine).get_columns(runs_table.name)}
     assert set(_ADDED_COLUMNS) <= names
     engine.dispose()
+
+
+def test_an_earlier_layouts_queue_moves_into_the_services_own_folder(tmp_path) -> None:
+    """The queue lives in ``<db>/batch/`` (a folder its user may own: SQLite writes its
+    journal beside it); a ``<db>/batch.sqlite`` of the earlier layout moves there, with
+    its companions, once."""
+    (tmp_path / "batch.sqlite").write_bytes(b"queue")
+    (tmp_path / "batch.sqlite-wal").write_bytes(b"wal")
+    url = BatchSettings().resolved_database_url(tmp_path)
+    assert url == f"sqlite:///{tmp_path / 'batch' / 'batch.sqlite'}"
+    assert (tmp_path / "batch" / "batch.sqlite").read_bytes() == b"queue"
+    assert (tmp_path / "batch" / "batch.sqlite-wal").read_bytes() == b"wal"
+    assert not (tmp_path / "batch.sqlite").exists()
+    assert BatchSettings(database_url="postgresql://x/y").resolved_database_url(
+        tmp_path) == "postgresql://x/y"

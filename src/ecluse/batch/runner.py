@@ -5,8 +5,9 @@
 
 1. its identity is resolved again in the directory (fail closed);
 2. ``/project/batch/<run-id>/`` is created (owner: the run identity, group:
-   the project; by the sandbox launcher when the service runs as its own user), empty: the inputs stay in the run record store
-   (:mod:`.records`), mounted read-only at ``/batch-input``;
+   the project; by the sandbox launcher when the service runs as its own
+   user), empty: the inputs stay in the run record store (:mod:`.records`),
+   mounted read-only at ``/batch-input``;
 3. the sandbox runs :data:`~ecluse.batch.driver.DRIVER` (papermill) there,
    with no network and the inputs' sha256 to check; progress is read from
    ``progress.json`` while it runs;
