@@ -454,6 +454,16 @@ def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_s
                 "mounts": [{"source": str(source), "target": "/batch-input",
                             "read_only": True}], **changes})
 
+        # another caller's kinds of sandbox: a workspace, a Dask cluster, a check
+        kinds = ask(s, BATCH_UID,
+                    {"op": "launch", "one_shot": True, "spec": spec(inputs, name="workspace")},
+                    {"op": "launch", "one_shot": True, "spec": spec(inputs, name="dask-x")},
+                    {"op": "launch", "one_shot": True, "spec": spec(
+                        inputs, project="airlock-check-0123abcd")})
+        assert [a["error"] for a in kinds] == [
+            "the batch may not start a sandbox named 'workspace'",
+            "the batch may not start a sandbox named 'dask-x'",
+            "only the airlock starts check sandboxes (airlock-check-0123abcd)"]
         refused = ask(s, BATCH_UID,
                       {"op": "launch", "one_shot": True, "spec": spec(runs)},
                       {"op": "launch", "one_shot": True, "spec": spec(s.state_dir)},
