@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tornado import web
 
-from ..errors import AirlockError, InvalidInput, QuotaExceeded, TooLarge
+from ..errors import AirlockError, InvalidInput, PermissionDenied, QuotaExceeded, TooLarge
 from ..rules import FILE_ACCESS, FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
 from .base import REQ, BaseHandler
@@ -83,6 +83,7 @@ class RulesHandler(APIHandler):
 
 
 class RequestsHandler(APIHandler):
+    batch_export = frozenset({"POST"})  # the batch service, for staff (base.py)
     openapi = {
         "get": {
             "summary": "List requests",
@@ -137,6 +138,7 @@ class RequestsHandler(APIHandler):
 
 
 class RequestHandler(APIHandler):
+    batch_export = frozenset({"GET"})  # the batch service, for staff (base.py)
     openapi = {"get": {"summary": "One request: files as your role may see them, reviews, "
                        "history, the actions open to you",
                        "responses": {**ok("Request", "The request."), **errors(404)}}}
@@ -152,6 +154,7 @@ class ActionHandler(APIHandler):
     ``release_partial`` releases only the files with their own approvals; the others
     must be held (changes requested, or blocked); its comment is required."""
 
+    batch_export = frozenset({"POST"})  # the batch service, for staff (base.py)
     openapi = {"post": {"summary": "Submit, resubmit, withdraw, release, or release only the "
                         "approved files (release_partial, comment required)",
                         "requestBody": json_body("Comment", required=False),
@@ -160,6 +163,9 @@ class ActionHandler(APIHandler):
 
     async def post(self, request_id: str, action: str) -> None:
         me = self.require_identity()
+        if self.on_behalf_of and action != "submit":
+            raise PermissionDenied(f"the {self.on_behalf_of} service may submit a request, "
+                                   f"not {action} it")
         body = self.json_body()
         fn = self.action(action)
         self.send(await self.run_checking(fn, me, request_id, body.get("comment", "")))
@@ -311,6 +317,7 @@ class FilesHandler(APIHandler):
     a file from the current version.
     """
 
+    batch_export = frozenset({"POST"})  # the batch service, for staff (base.py)
     openapi = {
         "post": {
             "summary": "Add a file to the current version (streamed)",
