@@ -38,6 +38,17 @@ def lab_config(page) -> dict:
     return json.loads(page.locator("#jupyter-config-data").text_content())
 
 
+def lab_setting(page, base: str, plugin: str, key: str):
+    """A JupyterLab setting as the page gets it: the user's, else the default (the
+    schema's, with the deployment's overrides)."""
+    r = page.request.get(f"{base}lab/api/settings/{plugin}")
+    assert r.ok, r.text()
+    data = r.json()
+    if key in (data.get("settings") or {}):
+        return data["settings"][key]
+    return data["schema"]["properties"][key]["default"]
+
+
 def wait_for_lab(page) -> None:
     page.wait_for_url(re.compile(r".*/lab.*"), timeout=180000)
     page.wait_for_selector("#jp-main-dock-panel", timeout=120000)
@@ -77,10 +88,9 @@ def test_french_researcher_one_click_into_jupyterlab_in_french(workspace_hub, ld
     assert "/user/alice/cardio-los/" in page.url
 
     # JupyterLab in French: the setting the spawner chose, and the menus
-    r = page.request.get(f"{stack.url}/user/alice/cardio-los/lab/api/settings/"
-                         "@jupyterlab/translation-extension:plugin")
-    assert r.ok, r.text()
-    assert r.json()["settings"]["locale"] == "fr_FR", r.json()["settings"]
+    base = f"{stack.url}/user/alice/cardio-los/"
+    assert lab_setting(page, base, "@jupyterlab/translation-extension:plugin",
+                       "locale") == "fr_FR"
     page.locator(".lm-MenuBar-itemLabel", has_text="Fichier").first.wait_for(timeout=60000)
 
     # the workspace extension's strings, through JupyterLab's translation API
@@ -220,10 +230,12 @@ def test_a_fresh_workspace_phones_nobody(workspace_hub, ldap_passwords, browser_
         assert config["disabledExtensions"] and \
             "@jupyterlab/apputils-extension:announcements" in config["disabledExtensions"]
         assert config.get("news", {}).get("disabled") is True, config.get("news")
-        r = page.request.get(f"{stack.url}/user/bob/cardio-los/lab/api/settings/"
-                             "@jupyterlab/apputils-extension:notification")
-        assert r.ok and r.json()["settings"]["fetchNews"] == "false", r.text()
-        assert r.json()["settings"]["checkForUpdates"] is False
+        base = f"{stack.url}/user/bob/cardio-los/"
+        notification = "@jupyterlab/apputils-extension:notification"
+        assert lab_setting(page, base, notification, "fetchNews") == "false"
+        assert lab_setting(page, base, notification, "checkForUpdates") is False
+        assert lab_setting(page, base, "@jupyterlab/translation-extension:plugin",
+                           "locale") == "en"  # an English browser
         r = page.request.get(f"{stack.url}/user/bob/cardio-los/lab/api/news")
         assert r.ok and r.json().get("news") == [], r.text()
 
