@@ -178,10 +178,12 @@ class EcluseSpawner(Spawner):
 
     def options_from_query(self, query: dict[str, list[str]]) -> dict[str, str]:
         """``/hub/spawn/<user>/<project>?opt-project=<project>``: the home page's
-        *start*, one click to the spawn progress without the form. Anything this
-        server cannot start raises, and the hub shows the form with the message."""
+        *start*, one click to the spawn progress without the form (``opt-locale``
+        chooses the language). Anything this server cannot start raises, and the
+        hub shows the form with the message."""
         options = self.options_from_form(query)
-        slug = options["project"]
+        # ?opt-locale=fr_FR alone: this server's project
+        slug = options["project"] = options["project"] or self.name
         if not self.name:
             raise ValueError("Choose a project: workspaces are started per project.")
         if slug != self.name:
