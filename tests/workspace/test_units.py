@@ -198,3 +198,25 @@ def test_choose_locale(choice, accept, expected):
     from ecluse.hub.workspace import choose_locale
 
     assert choose_locale(choice, accept) == expected
+
+
+def test_every_string_of_the_extension_has_its_french_translation():
+    """Each ``trans.__('…')`` of the JupyterLab extension is in the French catalogue of
+    its gettext domain (``ecluse_workspace``), and the catalogue has nothing else."""
+    import re
+
+    ext = Path(__file__).resolve().parents[2] / "extensions" / "ecluse-workspace"
+    source = (ext / "src" / "index.ts").read_text()
+    assert "load(DOMAIN)" in source and "const DOMAIN = 'ecluse_workspace'" in source
+    strings = set(re.findall(r"trans\.__\(\s*'((?:[^'\\]|\\.)*)'", source))
+    assert len(strings) > 15, strings
+    catalogue = json.loads((ext / "ecluse_workspace" / "locale" / "fr_FR" / "LC_MESSAGES"
+                            / "ecluse_workspace.json").read_text())
+    assert catalogue[""]["domain"] == "ecluse_workspace"
+    messages = {k for k in catalogue if k}
+    assert strings - {"Écluse"} <= messages, sorted(strings - messages)
+    assert messages <= strings, sorted(messages - strings)
+    for msgid in messages:
+        (msgstr,) = catalogue[msgid]
+        # the same placeholders, translated
+        assert sorted(re.findall(r"%\d", msgid)) == sorted(re.findall(r"%\d", msgstr)), msgid
