@@ -19,7 +19,8 @@ BIN=$(dirname "$PY")
 STAMP_NAME=.ecluse-workspace-build
 
 cd "$PKG"
-sources=(package.json tsconfig.json pyproject.toml src/*.ts style/* ecluse_workspace/*.py)
+sources=(package.json tsconfig.json pyproject.toml src/*.ts style/* ecluse_workspace/*.py
+         ecluse_workspace/locale/*/LC_MESSAGES/*.json)
 digest=$(cat "${sources[@]}" | sha256sum | cut -d' ' -f1)
 prefix=$("$PY" -c 'import sys; print(sys.prefix)')
 installed_stamp="$prefix/share/jupyter/labextensions/@ecluse/workspace/$STAMP_NAME"

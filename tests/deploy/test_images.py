@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -120,6 +121,25 @@ def test_workspace_cannot_install_packages_or_change_the_guard():
         assert setting in env
     config = (REPO / "images/workspace/jupyter_server_config.json").read_text()
     assert "ecluse_workspace.guard.EcluseAuthorizer" in config
+
+
+def test_workspace_image_phones_nobody():
+    """The image's JupyterLab: no news feed, no update check, the announcements plugin
+    disabled and locked: the same configuration as the hub generates for workspaces."""
+    from ecluse.hub import workspace
+
+    config = json.loads((REPO / "images/workspace/jupyter_server_config.json").read_text())
+    assert config["LabApp"]["news_url"] is None
+    assert config["LabApp"]["check_for_updates_class"].endswith("NeverCheckForUpdate")
+    labconfig = REPO / "images/workspace/labconfig"
+    assert json.loads((labconfig / "page_config.json").read_text()) == workspace.page_config()
+    assert (json.loads((labconfig / "default_setting_overrides.json").read_text())
+            == workspace.LAB_SETTING_DEFAULTS)
+    copies = [i["value"] for i in stages(parse("workspace"))[-1] if i["instruction"] == "COPY"]
+    assert "images/workspace/labconfig/ /etc/jupyter/labconfig/" in copies, copies
+    # and the French language pack
+    requirements = (REPO / "images/workspace/requirements.txt").read_text()
+    assert re.search(r"^jupyterlab-language-pack-fr-fr==", requirements, re.M | re.I)
 
 
 def test_hub_image_has_jupyterhub_the_proxy_and_ecluse():

@@ -59,4 +59,4 @@ def test_spawner_starts_workspaces_with_the_launcher(workspace_extension, tmp_pa
 
 
 def test_workspace_extension_manager_is_read_only():
-    assert server_config(object())["LabApp"] == {"extension_manager": "readonly"}
+    assert server_config(object())["LabApp"]["extension_manager"] == "readonly"

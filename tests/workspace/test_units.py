@@ -134,7 +134,89 @@ def test_generated_config_is_read_only_and_complete(make_config, workspace_exten
     project = settings.projects["cardio-los"]
     user = UserIdentity("alice", 20001, 20000)
     env = workspace.workspace_env(settings, project, user, None, sizing(project))
-    assert env["JUPYTER_CONFIG_DIR"] == env["JUPYTER_CONFIG_PATH"] == "/etc/jupyter"
+    assert env["JUPYTER_CONFIG_DIR"] == "/etc/jupyter"
+    assert env["JUPYTER_CONFIG_PATH"] == "/etc/jupyter/locale/en:/etc/jupyter"
     assert env["ECLUSE_AIRLOCK_URL"].endswith(f":{settings.airlock.port}/services/airlock/")
     (mount,) = workspace.workspace_mounts(settings, project, user)
     assert mount.target == "/etc/jupyter" and mount.read_only and Path(mount.source) == d
+
+
+def test_nothing_phones_home_in_the_generated_config(make_config, workspace_extension):
+    """No news feed, no update check, the announcements plugin disabled and locked."""
+    from ecluse.hub import workspace
+
+    settings = load_settings(make_config())
+    d = workspace.config_dir(settings)
+    lab = json.loads((d / "jupyter_server_config.json").read_text())["LabApp"]
+    assert lab["news_url"] is None
+    assert lab["check_for_updates_class"].endswith("NeverCheckForUpdate")
+    page = json.loads((d / "labconfig" / "page_config.json").read_text())
+    plugin = "@jupyterlab/apputils-extension:announcements"
+    assert page["disabledExtensions"][plugin] and page["lockedExtensions"][plugin]
+    defaults = json.loads((d / "labconfig" / "default_setting_overrides.json").read_text())
+    assert defaults["@jupyterlab/apputils-extension:notification"] == {
+        "checkForUpdates": False, "fetchNews": "false"}
+
+
+def test_each_workspace_locale_has_its_read_only_folder(make_config, workspace_extension):
+    from ecluse.hub import workspace
+
+    settings = load_settings(make_config())
+    d = workspace.config_dir(settings)
+    for locale in workspace.LAB_LOCALES.values():
+        f = d / "locale" / locale / "labconfig" / "default_setting_overrides.json"
+        assert json.loads(f.read_text()) == {workspace.TRANSLATION_PLUGIN: {"locale": locale}}
+        assert workspace.locale_config_path(locale) == f"/etc/jupyter/locale/{locale}"
+    for f in d.rglob("*"):
+        assert not (f.stat().st_mode & 0o022), f
+    project = settings.projects["cardio-los"]
+    user = UserIdentity("alice", 20001, 20000)
+    env = workspace.workspace_env(settings, project, user, None, sizing(project), "fr_FR")
+    assert env["JUPYTER_CONFIG_PATH"] == "/etc/jupyter/locale/fr_FR:/etc/jupyter"
+    with pytest.raises(ValueError, match="unsupported workspace locale"):
+        workspace.workspace_env(settings, project, user, None, sizing(project), "../../x")
+
+
+@pytest.mark.parametrize(("choice", "accept", "expected"), [
+    (None, "fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", "fr_FR"),
+    (None, "fr", "fr_FR"),
+    (None, "en-US,en;q=0.9,fr;q=0.8", "en"),
+    (None, "de-DE,de;q=0.9,fr;q=0.5,en;q=0.4", "fr_FR"),  # first one a workspace has
+    (None, "en;q=0.5, fr;q=0.8", "fr_FR"),  # by quality, not by order
+    (None, "fr;q=0, en", "en"),  # q=0: not acceptable
+    (None, "de, *;q=0.1", "en"),
+    (None, "", "en"),
+    (None, None, "en"),
+    (None, "fr;q=abc", "en"),
+    ("fr_FR", "en-US", "fr_FR"),  # the user's choice wins
+    ("fr-FR", None, "fr_FR"),
+    ("en", "fr-FR", "en"),
+    ("xx", "fr-FR", "fr_FR"),  # an unknown choice falls back to the browser
+    ("../../etc", None, "en"),
+])
+def test_choose_locale(choice, accept, expected):
+    from ecluse.hub.workspace import choose_locale
+
+    assert choose_locale(choice, accept) == expected
+
+
+def test_every_string_of_the_extension_has_its_french_translation():
+    """Each ``trans.__('…')`` of the JupyterLab extension is in the French catalogue of
+    its gettext domain (``ecluse_workspace``), and the catalogue has nothing else."""
+    import re
+
+    ext = Path(__file__).resolve().parents[2] / "extensions" / "ecluse-workspace"
+    source = (ext / "src" / "index.ts").read_text()
+    assert "load(DOMAIN)" in source and "const DOMAIN = 'ecluse_workspace'" in source
+    strings = set(re.findall(r"trans\.__\(\s*'((?:[^'\\]|\\.)*)'", source))
+    assert len(strings) > 15, strings
+    catalogue = json.loads((ext / "ecluse_workspace" / "locale" / "fr_FR" / "LC_MESSAGES"
+                            / "ecluse_workspace.json").read_text())
+    assert catalogue[""]["domain"] == "ecluse_workspace"
+    messages = {k for k in catalogue if k}
+    assert strings - {"Écluse"} <= messages, sorted(strings - messages)
+    assert messages <= strings, sorted(messages - strings)
+    for msgid in messages:
+        (msgstr,) = catalogue[msgid]
+        # the same placeholders, translated
+        assert sorted(re.findall(r"%\d", msgid)) == sorted(re.findall(r"%\d", msgstr)), msgid

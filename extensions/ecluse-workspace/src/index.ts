@@ -5,6 +5,11 @@
  * streams the files to the airlock with the workspace's own token and lists
  * the project's requests. Nothing here is a security boundary: the export
  * guard lives on the server.
+ *
+ * Every string goes through JupyterLab's translation API (ITranslator), in the
+ * `ecluse_workspace` gettext domain: its French catalogue is
+ * ecluse_workspace/locale/fr_FR/LC_MESSAGES/ecluse_workspace.json, found by
+ * jupyterlab_server through the package's `jupyterlab.locale` entry point.
  */
 import {
   ILayoutRestorer,
@@ -15,11 +20,14 @@ import { Dialog, ICommandPalette, showDialog, showErrorMessage } from '@jupyterl
 import { URLExt } from '@jupyterlab/coreutils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ServerConnection } from '@jupyterlab/services';
+import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 const COMMAND = 'ecluse:request-export';
 const PANEL_ID = 'ecluse-airlock-panel';
 const REFRESH_MS = 5000;
+/** The gettext domain of this extension's strings. */
+const DOMAIN = 'ecluse_workspace';
 
 interface IExportFile {
   name: string;
@@ -82,37 +90,41 @@ interface IExportForm {
 
 /** The body of the "Request export" dialog: title, justification, the files. */
 class ExportForm extends Widget implements Dialog.IBodyWidget<IExportForm> {
-  constructor(paths: string[]) {
+  constructor(paths: string[], trans: TranslationBundle) {
     super();
     this.addClass('ecluse-export-form');
     const node = this.node;
-    node.appendChild(el('p', {}, 'Files to export (checked, then reviewed by two output checkers):'));
+    node.appendChild(
+      el('p', {}, trans.__('Files to export (checked, then reviewed by two output checkers):'))
+    );
     const list = el('ul', { class: 'ecluse-export-files' });
     for (const p of paths) {
       list.appendChild(el('li', {}, p));
     }
     node.appendChild(list);
-    node.appendChild(el('label', { for: 'ecluse-export-title' }, 'Title'));
+    node.appendChild(el('label', { for: 'ecluse-export-title' }, trans.__('Title')));
     this.title_ = el('input', {
       id: 'ecluse-export-title',
       class: 'ecluse-export-title jp-mod-styled',
       type: 'text',
       maxlength: '200',
-      placeholder: 'e.g. Table 2 of the paper'
+      placeholder: trans.__('e.g. Table 2 of the paper')
     });
     node.appendChild(this.title_);
-    node.appendChild(el('label', { for: 'ecluse-export-justification' }, 'Justification'));
+    node.appendChild(el('label', { for: 'ecluse-export-justification' }, trans.__('Justification')));
     this.justification = el('textarea', {
       id: 'ecluse-export-justification',
       class: 'ecluse-export-justification jp-mod-styled',
-      placeholder: 'Why must these files leave the project? Who will see them?'
+      placeholder: trans.__('Why must these files leave the project? Who will see them?')
     });
     node.appendChild(this.justification);
     node.appendChild(
       el(
         'p',
         { class: 'ecluse-export-note' },
-        'Row-level data is never released. Released files are downloaded from the airlock, outside the workspace.'
+        trans.__(
+          'Row-level data is never released. Released files are downloaded from the airlock, outside the workspace.'
+        )
       )
     );
   }
@@ -127,16 +139,17 @@ class ExportForm extends Widget implements Dialog.IBodyWidget<IExportForm> {
 
 /** The left-side "Airlock" panel: this project's requests, refreshed while visible. */
 class AirlockPanel extends Widget {
-  constructor() {
+  constructor(trans: TranslationBundle) {
     super();
+    this.trans = trans;
     this.id = PANEL_ID;
-    this.title.label = 'Airlock';
-    this.title.caption = 'Export requests of this project';
+    this.title.label = trans.__('Airlock');
+    this.title.caption = trans.__('Export requests of this project');
     this.title.closable = true;
     this.addClass('ecluse-airlock-panel');
-    this.header = el('h2', {}, 'Airlock');
+    this.header = el('h2', {}, trans.__('Airlock'));
     this.body = el('div', { class: 'ecluse-requests' });
-    const refresh = el('button', { class: 'jp-mod-styled ecluse-refresh' }, 'Refresh');
+    const refresh = el('button', { class: 'jp-mod-styled ecluse-refresh' }, trans.__('Refresh'));
     refresh.addEventListener('click', () => void this.refresh());
     this.node.append(this.header, refresh, this.body);
   }
@@ -172,10 +185,10 @@ class AirlockPanel extends Widget {
       this.body.replaceChildren(el('p', { class: 'ecluse-error' }, String((e as Error).message)));
       return;
     }
-    this.header.textContent = `Airlock — ${data.project}`;
+    this.header.textContent = this.trans.__('Airlock — %1', data.project);
     if (!data.requests.length) {
       this.body.replaceChildren(
-        el('p', {}, 'No export requests yet. Right-click a file: “Request export…”.')
+        el('p', {}, this.trans.__('No export requests yet. Right-click a file: “Request export…”.'))
       );
       return;
     }
@@ -193,7 +206,7 @@ class AirlockPanel extends Widget {
       el(
         'div',
         { class: 'ecluse-export-note' },
-        `${r.requester} · ${r.approvals}/${r.required_approvals} approvals`
+        this.trans.__('%1 · %2/%3 approvals', r.requester, r.approvals, r.required_approvals)
       )
     );
     const files = el('ul', {});
@@ -209,13 +222,17 @@ class AirlockPanel extends Widget {
         el('div', { class: 'ecluse-comment' }, `${c.reviewer} (${c.decision}): ${c.comment}`)
       );
     }
-    const label = r.state === 'released' ? 'Download from the airlock' : 'Open in the airlock';
+    const label =
+      r.state === 'released'
+        ? this.trans.__('Download from the airlock')
+        : this.trans.__('Open in the airlock');
     item.appendChild(
       el('a', { href: r.url, target: '_blank', rel: 'noopener', class: 'ecluse-link' }, label)
     );
     return item;
   }
 
+  private trans: TranslationBundle;
   private header: HTMLElement;
   private body: HTMLElement;
   private timer: number | null = null;
@@ -226,22 +243,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Request export… in the file browser and the Airlock panel.',
   autoStart: true,
   requires: [IDefaultFileBrowser],
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, ITranslator],
   activate: (
     app: JupyterFrontEnd,
     browser: IDefaultFileBrowser,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    translator: ITranslator | null
   ) => {
-    const panel = new AirlockPanel();
+    const trans = (translator ?? nullTranslator).load(DOMAIN);
+    const panel = new AirlockPanel(trans);
     app.shell.add(panel, 'left', { rank: 900 });
     if (restorer) {
       restorer.add(panel, PANEL_ID);
     }
 
     app.commands.addCommand(COMMAND, {
-      label: 'Request export…',
-      caption: 'Ask the airlock to export the selected files',
+      label: trans.__('Request export…'),
+      caption: trans.__('Ask the airlock to export the selected files'),
       isEnabled: () => {
         const items = Array.from(browser.selectedItems());
         return items.length > 0 && items.every(i => i.type !== 'directory');
@@ -254,9 +273,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         const result = await showDialog({
-          title: 'Request export',
-          body: new ExportForm(paths),
-          buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Request export' })],
+          title: trans.__('Request export'),
+          body: new ExportForm(paths, trans),
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.okButton({ label: trans.__('Request export') })
+          ],
           focusNodeSelector: 'input'
         });
         if (!result.button.accept || !result.value) {
@@ -276,14 +298,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
           );
           const verdicts = created.files.map(f => `${f.name}: ${f.verdict}`).join('\n');
           await showDialog({
-            title: 'Export requested',
-            body: `Request ${created.id} is ${created.state}.\n${verdicts}`,
+            title: trans.__('Export requested'),
+            body: trans.__('Request %1 is %2.', created.id, created.state) + `\n${verdicts}`,
             buttons: [Dialog.okButton()]
           });
           app.shell.activateById(PANEL_ID);
           void panel.refresh();
         } catch (e) {
-          await showErrorMessage('Export refused', (e as Error).message);
+          await showErrorMessage(trans.__('Export refused'), (e as Error).message);
         }
       }
     });
@@ -294,7 +316,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       rank: 1
     });
     if (palette) {
-      palette.addItem({ command: COMMAND, category: 'Écluse' });
+      palette.addItem({ command: COMMAND, category: trans.__('Écluse') });
     }
   }
 };

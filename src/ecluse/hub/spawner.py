@@ -51,6 +51,8 @@ from . import workspace
 from .requester import current_requester
 
 WORKSPACE_PORT = 8888
+#: how the spawn form names each workspace language
+LOCALE_NAMES = {"en": "English", "fr_FR": "Français"}
 _OWNER = object()  # default actor of the spawner's audit events: the server's owner
 
 
@@ -126,6 +128,10 @@ class EcluseSpawner(Spawner):
     # ---------------------------------------------------------------- the form
 
     def _options_form(self, spawner: Spawner) -> str:
+        """The form of ``/hub/spawn[/<user>/<project>]``: the project, the language.
+
+        The home page's *start* skips it: its link carries the project
+        (``?opt-project=<slug>``, :meth:`options_from_query`)."""
         projects = self._user_projects()
         if self.name:
             if self.name not in projects:
@@ -148,7 +154,15 @@ class EcluseSpawner(Spawner):
                 f"</b> <code>{slug}</code><br><small>datasets: {datasets} · "
                 f"{p.quota.cpu:g} CPU · {p.quota.memory // 2**20} MiB</small></label></div>"
             )
-        return "<h4>Project</h4>" + "\n".join(rows)
+        return "<h4>Project</h4>" + "\n".join(rows) + self._language_field()
+
+    @staticmethod
+    def _language_field() -> str:
+        options = ['<option value="" selected>as my browser</option>']
+        options += [f'<option value="{v}">{html.escape(LOCALE_NAMES.get(v, v))}</option>'
+                    for v in workspace.LAB_LOCALES.values()]
+        return ('<h4>Language</h4><select class="form-control" name="locale" '
+                'id="ecluse-locale">' + "".join(options) + "</select>")
 
     @default("options_form")
     def _default_options_form(self):
@@ -156,7 +170,38 @@ class EcluseSpawner(Spawner):
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
         values = formdata.get("project") or [""]
-        return {"project": values[0]}
+        options = {"project": values[0]}
+        locale = (formdata.get("locale") or [""])[0]
+        if locale:
+            options["locale"] = locale
+        return options
+
+    def options_from_query(self, query: dict[str, list[str]]) -> dict[str, str]:
+        """``/hub/spawn/<user>/<project>?opt-project=<project>``: the home page's
+        *start*, one click to the spawn progress without the form (``opt-locale``
+        chooses the language). Anything this server cannot start raises, and the
+        hub shows the form with the message."""
+        options = self.options_from_form(query)
+        # ?opt-locale=fr_FR alone: this server's project
+        slug = options["project"] = options["project"] or self.name
+        if not self.name:
+            raise ValueError("Choose a project: workspaces are started per project.")
+        if slug != self.name:
+            raise ValueError(f"This workspace is for project {self.name!r}, not {slug!r}.")
+        if slug not in self._user_projects():
+            raise ValueError(f"You are not a member of project {slug!r}.")
+        return options
+
+    def workspace_locale(self) -> str:
+        """JupyterLab's language in this workspace: the one chosen at spawn
+        (``locale`` option), else the browser's (``Accept-Language`` of the request
+        that started it), else English (:func:`ecluse.hub.workspace.choose_locale`)."""
+        handler = getattr(self, "handler", None)
+        accept = None
+        if handler is not None and getattr(handler, "request", None) is not None:
+            accept = handler.request.headers.get("Accept-Language")
+        choice = str((self.user_options or {}).get("locale") or "")
+        return workspace.choose_locale(choice, accept)
 
     # ---------------------------------------------------------------- policy
 
@@ -293,9 +338,10 @@ class EcluseSpawner(Spawner):
         # the project's quota: each asked once
         host = await asyncio.to_thread(self.backend.reach_address)
         sized = self.dask_sizing(project)
+        locale = self.workspace_locale()
         # the hub's variables, then the workspace's own (ecluse.hub.workspace)
         env = {**self.get_env(),
-               **workspace.workspace_env(self.settings, project, user, host, sized)}
+               **workspace.workspace_env(self.settings, project, user, host, sized, locale)}
         command_prefix = dask_command_prefix(project, sized)
         # the export guard's config (read-only, outside user paths)
         mounts = workspace.workspace_mounts(self.settings, project, user)
