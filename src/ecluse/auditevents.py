@@ -107,6 +107,9 @@ class AuditEvent(StrEnum):
     AIRLOCK_REQUEST_CREATED = ("airlock.request.created", "a request opened")
     AIRLOCK_FILE_UPLOADED = ("airlock.file.uploaded", "a file added to a request")
     AIRLOCK_FILE_REMOVED = ("airlock.file.removed", "a file removed from a request")
+    AIRLOCK_FILE_DESCRIBED = ("airlock.file.described",
+                              "the requester set a file's context, statistical controls or "
+                              "supporting mark")
     AIRLOCK_PROPOSAL_VIEWED = ("airlock.proposal.viewed",
                                "the requester read the fixed version the airlock proposed "
                                "for a failing table")

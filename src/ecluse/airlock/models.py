@@ -14,12 +14,14 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -101,6 +103,14 @@ class File(Base):
     proposal: Mapped[str | None] = mapped_column(Text, nullable=True)
     uploaded_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: what the researcher says the output is (required to submit a ``fail``/``review``
+    #: file): how it was made, what each number counts
+    context: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: the statistical disclosure controls the researcher applied (rounding, suppression…)
+    controls: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: a supporting file (e.g. the unrounded counts behind a rounded table): checkers see
+    #: it, the checks use it, it is never released
+    supporting: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     request: Mapped[Request] = relationship(back_populates="files")
 

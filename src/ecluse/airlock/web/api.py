@@ -179,6 +179,32 @@ class ReviewHandler(APIHandler):
         self.send(data, 201)
 
 
+class FileHandler(APIHandler):
+    """PATCH .../files/<id>  {"context", "controls", "supporting"} — the requester
+    describes a file of the current version (draft or changes requested): what it is,
+    the statistical controls applied, whether it is a supporting file (seen by the
+    checkers, never released). A ``fail``/``review`` file to release needs context and
+    controls before the request can be submitted."""
+
+    openapi = {"patch": {"summary": "Set a file's context, statistical controls and "
+                         "supporting mark (the requester)",
+                         "requestBody": json_body("FileDescription"),
+                         "responses": {**ok("File", "The file."),
+                                       **errors(400, 404, 409, 422)}}}
+
+    async def patch(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        body = self.json_body()
+        unknown = sorted(set(body) - {"context", "controls", "supporting"})
+        if unknown:
+            raise InvalidInput(f"{unknown[0]}: unknown field (expected context, controls, "
+                               "supporting)")
+        self.send(await self.run(
+            self.service.describe_file, me, request_id, int(file_id),
+            context=body.get("context"), controls=body.get("controls"),
+            supporting=body.get("supporting")))
+
+
 class FileContentHandler(APIHandler):
     """GET .../files/<id>/content — the bytes, for the requester of a released request only.
 
@@ -272,6 +298,9 @@ class FilesHandler(APIHandler):
                  "description": "The file's name (raw body); or the X-Filename header."},
                 {"name": "X-Filename", "in": "header", "schema": {"type": "string"},
                  "description": "The file's name, percent-encoded UTF-8 (raw body)."},
+                {"name": "supporting", "in": "query", "schema": {"type": "boolean"},
+                 "description": "A supporting file: checkers see it, it is never released "
+                 "(a replaced file keeps its mark when this is left out)."},
             ],
             "requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -383,7 +412,8 @@ class FilesHandler(APIHandler):
                 raise InvalidInput("body: the multipart body has no file part with a filename")
         assert self.writer is not None and self.filename is not None
         sha, size = await self.run(self.writer.commit)
-        data = await self.run(self.service.attach_file, me, request_id, self.filename, sha, size)
+        data = await self.run(self.service.attach_file, me, request_id, self.filename, sha, size,
+                              supporting=self.get_query_argument("supporting", None))
         self.send(data, 201)
 
     async def delete(self, request_id: str) -> None:
@@ -496,6 +526,7 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
         (base + r"/requests/?", RequestsHandler),
         (base + rf"/requests/{REQ}", RequestHandler),
         (base + rf"/requests/{REQ}/files", FilesHandler),
+        (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})", FileHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/content", FileContentHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal", ProposalHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal/accept",
