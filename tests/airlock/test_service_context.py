@@ -1,0 +1,233 @@
+"""Context, statistical controls and supporting files (issue 21 item 3), and dominance
+with the largest contributors in another file of the request (issue 20 item 3).
+
+Each test tries to break the control: submit a failing file with nothing said about it,
+get a supporting file's bytes out through the download, the release, the package or the
+record, or hide a dominant contributor by putting it in a separate file."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from ecluse.airlock.errors import (
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    PolicyViolation,
+)
+from ecluse.airlock.models import LedgerEntry
+
+MAGNITUDE = ("turnover.csv", b"sector,n_firms,total\nA,25,1000\nB,30,2000\n")
+CONTRIBUTORS = ("turnover_contributors.csv", b"sector,top1,top2\nA,870,40\nB,600,300\n")
+UNROUNDED = ("counts_unrounded.csv",
+             b"sex,age_band,n\nF,18-40,23\nF,41-65,3\nM,18-40,31\nM,41-65,42\n")
+
+
+def _draft(service, users, *files, supporting=()):
+    req = service.create_request(users.alice, project="cardio-los", title="Tables",
+                                 justification="For the paper")
+    out = {}
+    for name, data in files:
+        out[name] = service.add_file(users.alice, req["id"], name, [data],
+                                     supporting=name in supporting)
+    return req["id"], out
+
+
+def _audit(service, event):
+    return [{**r.details, "outcome": r.outcome} for r in service.audit.records(event=event)]
+
+
+def test_a_fail_file_without_context_and_controls_cannot_be_submitted(service, users, files):
+    rid, f = _draft(service, users, files.fail, files.review, files.ok)
+    fail, review = f[files.fail[0]], f[files.review[0]]
+    assert fail["verdict"] == "fail" and review["verdict"] == "review"
+    assert fail["needs_context"] and review["needs_context"]
+    assert not f[files.ok[0]]["needs_context"]  # a passing file needs neither
+    with pytest.raises(PolicyViolation) as e:
+        service.submit(users.alice, rid)
+    msg = str(e.value)
+    assert (f"counts_small.csv (file {fail['id']}, verdict fail) has no context and no "
+            "statistical controls") in msg
+    assert f"plot.png (file {review['id']}, verdict review) has no context" in msg
+    assert "counts_safe.csv" not in msg
+    assert service.get_request(users.alice, rid)["state"] == "draft"
+    assert _audit(service, "airlock.permission_denied")[-1]["action"] == "submit"
+
+    # context alone is not enough; whitespace is nothing
+    service.describe_file(users.alice, rid, fail["id"], context="LOS by sex and age band",
+                          controls="   ")
+    service.describe_file(users.alice, rid, review["id"], context="KM curve",
+                          controls="numbers at risk rounded to 5")
+    with pytest.raises(PolicyViolation) as e:
+        service.submit(users.alice, rid)
+    assert "counts_small.csv (file" in str(e.value)
+    assert "has no statistical controls" in str(e.value)
+    assert "plot.png" not in str(e.value)
+
+    out = service.describe_file(users.alice, rid, fail["id"], controls="none: cell of 3 is "
+                                "a published figure")
+    assert out["context"] == "LOS by sex and age band" and not out["needs_context"]
+    assert service.submit(users.alice, rid)["state"] == "submitted"
+    # what was said about the file is audited by size, kept in full on the file
+    described = _audit(service, "airlock.file.described")
+    assert described[-1]["file"] == "counts_small.csv"
+    assert described[-1]["changed"] == ["controls"] and "controls" not in described[-1]
+
+
+def test_context_only_by_the_requester_while_editable(service, users, files):
+    rid, f = _draft(service, users, files.fail)
+    fid = f[files.fail[0]]["id"]
+    with pytest.raises(PermissionDenied, match="only the requester"):
+        service.describe_file(users.bob, rid, fid, context="mine now")
+    with pytest.raises(NotFound):
+        service.describe_file(users.carol, rid, fid, context="a checker's words")
+    with pytest.raises(InvalidInput, match="nothing to change"):
+        service.describe_file(users.alice, rid, fid)
+    with pytest.raises(InvalidInput, match="supporting: expected true or false"):
+        service.describe_file(users.alice, rid, fid, supporting="perhaps")
+    with pytest.raises(InvalidInput, match="context: at most"):
+        service.describe_file(users.alice, rid, fid,
+                              context="x" * (service.settings.max_text_chars + 1))
+    with pytest.raises(NotFound):
+        service.describe_file(users.alice, rid, fid + 999, context="no such file")
+    service.describe_file(users.alice, rid, fid, context="c", controls="k")
+    service.submit(users.alice, rid)
+    with pytest.raises(InvalidTransition, match="immutable"):
+        service.describe_file(users.alice, rid, fid, context="changed after submission")
+    with pytest.raises(InvalidTransition, match="immutable"):
+        service.describe_file(users.alice, rid, fid, supporting=True)
+
+
+def test_context_follows_the_file_into_the_next_version_and_a_replacement(
+        service, users, files):
+    rid, f = _draft(service, users, files.fail, files.ok, supporting=[files.ok[0]])
+    fid = f[files.fail[0]]["id"]
+    service.describe_file(users.alice, rid, fid, context="LOS table", controls="none")
+    service.submit(users.alice, rid)
+    service.review(users.carol, rid, decision="request_changes", comment="round it")
+    req = service.get_request(users.alice, rid)
+    now = {x["name"]: x for x in req["files"]}
+    assert now["counts_small.csv"]["context"] == "LOS table"
+    assert now["counts_safe.csv"]["supporting"] is True
+    # the earlier version stays as it was reviewed, with its words
+    assert req["versions"]["1"][0]["context"] == "LOS table"
+    # a new upload under the same name keeps what was said about the file
+    again = service.add_file(users.alice, rid, files.fail[0], [files.fail[1]])
+    assert (again["context"], again["controls"]) == ("LOS table", "none")
+    ok = service.add_file(users.alice, rid, files.ok[0], [files.ok[1]])
+    assert ok["supporting"] is True
+    ok = service.add_file(users.alice, rid, files.ok[0], [files.ok[1]], supporting=False)
+    assert ok["supporting"] is False
+
+
+def test_a_request_of_supporting_files_only_is_refused(service, users, files):
+    rid, _ = _draft(service, users, files.ok, supporting=[files.ok[0]])
+    with pytest.raises(PolicyViolation, match="only supporting files, which are never released"):
+        service.submit(users.alice, rid)
+
+
+def test_a_supporting_file_is_seen_by_checkers_and_never_released(service, users, files):
+    rid, f = _draft(service, users, files.ok, UNROUNDED, supporting=[UNROUNDED[0]])
+    sup = f[UNROUNDED[0]]
+    assert sup["supporting"] and sup["verdict"] == "fail"
+    assert not sup["needs_context"] and not sup["needs_override_reason"]
+    service.describe_file(users.alice, rid, sup["id"], context="the unrounded counts "
+                          "behind counts_safe.csv")
+    service.submit(users.alice, rid)  # a supporting file needs no context to submit
+
+    # the checker sees it: its context, findings and preview (two-person preview rules)
+    seen = {x["name"]: x for x in service.get_request(users.carol, rid)["files"]}
+    s = seen[UNROUNDED[0]]
+    assert s["supporting"] and s["context"].startswith("the unrounded counts")
+    assert s["preview"]["kind"] == "table" and s["findings"]
+    # approved without an override reason: nothing of it is released
+    service.review(users.carol, rid, decision="approve")
+    service.review(users.dan, rid, decision="approve")
+    out = service.release(users.carol, rid)
+    assert out["state"] == "released"
+    files_now = {x["name"]: x for x in out["files"]}
+    assert files_now[UNROUNDED[0]]["downloadable"] is False
+    assert files_now[files.ok[0]]["downloadable"] is False  # only the requester
+
+    # raw download refused, to the requester too
+    mine = {x["name"]: x for x in service.get_request(users.alice, rid)["files"]}
+    assert mine[files.ok[0]]["downloadable"] is True
+    assert mine[UNROUNDED[0]]["downloadable"] is False
+    with pytest.raises(PermissionDenied, match="supporting file .* never leave"):
+        service.open_file(users.alice, rid, sup["id"])
+    assert b"".join(service.open_file(users.alice, rid,
+                                      mine[files.ok[0]]["id"]).chunks) == files.ok[1]
+
+    # the record: released files, and the supporting one named as not released, with
+    # none of its content
+    record = json.loads(service.get_record(users.alice, rid))
+    assert [x["name"] for x in record["files"]] == [files.ok[0]]
+    [kept] = record["supporting_files"]
+    assert kept["name"] == UNROUNDED[0] and kept["released"] is False
+    assert kept["sha256"] == sup["sha256"]
+    assert "report" not in kept and "findings" not in kept
+    assert b"41-65,3" not in json.dumps(record).encode()
+    assert all(UNROUNDED[0] not in r["files"] for r in record["reviews"])
+
+    # the package: not among its members, nor in results.json, the sums or the crate
+    pkg = service.release_package(users.alice, rid)
+    z = zipfile.ZipFile(io.BytesIO(b"".join(pkg.chunks)))
+    assert "files/" + UNROUNDED[0] not in z.namelist()
+    for member in z.namelist():
+        if member != "release-record.json" and not member.startswith("files/"):
+            assert UNROUNDED[0].encode() not in z.read(member), member
+    assert [n for n in z.namelist() if n.startswith("files/")] == ["files/" + files.ok[0]]
+
+    # the audit of the release says it stayed
+    released = _audit(service, "airlock.request.released")[-1]
+    assert released["not_released"] == [{"file": UNROUNDED[0], "sha256": sup["sha256"],
+                                          "reason": "supporting file"}]
+    assert [x["file"] for x in released["files"]] == [files.ok[0]]
+    # and the ledger of released tables never holds it
+    with service.sessions() as s:
+        assert {e.file for e in s.query(LedgerEntry).all()} == {files.ok[0]}
+
+
+def test_a_supporting_file_is_not_differenced_as_if_published(service, users, files):
+    # the unrounded table beside its published version: not a differencing pair
+    rid, f = _draft(service, users, files.ok, UNROUNDED)
+    out = service.describe_file(users.alice, rid, f[UNROUNDED[0]]["id"], supporting=True)
+    assert out["supporting"]
+    safe = next(x for x in service.get_request(users.alice, rid)["files"]
+                if x["name"] == files.ok[0])
+    assert [x for x in safe["findings"] if x["rule"] == "differencing"] == []
+    assert safe["verdict"] == "pass"
+
+
+def test_dominance_found_through_a_contributors_file_of_the_request(service, users):
+    rid, f = _draft(service, users, MAGNITUDE)
+    assert f[MAGNITUDE[0]]["verdict"] == "pass"  # alone, dominance cannot be told
+    con = service.add_file(users.alice, rid, *CONTRIBUTORS[:1], [CONTRIBUTORS[1]],
+                           supporting=True)
+    table = next(x for x in service.get_request(users.alice, rid)["files"]
+                 if x["name"] == MAGNITUDE[0])
+    found = [x for x in table["findings"] if x["rule"] == "dominance-nk"]
+    assert table["verdict"] == "fail"
+    assert [(x["location"]["row"], x["location"]["column"], x["location"]["supporting_file"])
+            for x in found] == [(2, "total", CONTRIBUTORS[0])]
+    assert "largest contributors from turnover_contributors.csv" in found[0]["message"]
+    # the checker sees it on the magnitude table
+    service.describe_file(users.alice, rid, table["id"], context="turnover by sector",
+                          controls="none")
+    service.submit(users.alice, rid)
+    seen = next(x for x in service.get_request(users.carol, rid)["files"]
+                if x["name"] == MAGNITUDE[0])
+    assert [x["rule"] for x in seen["findings"]] == ["dominance-nk"]
+    assert seen["verdict"] == "fail"
+    # removing the contributors (changes requested) takes the finding away again
+    service.review(users.carol, rid, decision="request_changes", comment="merge sectors")
+    service.remove_file(users.alice, rid, CONTRIBUTORS[0])
+    table = next(x for x in service.get_request(users.alice, rid)["files"]
+                 if x["name"] == MAGNITUDE[0])
+    assert table["findings"] == [] and table["verdict"] == "pass"
+    assert con["supporting"]
