@@ -712,7 +712,7 @@ class AirlockService:
                 found = e
         self._store_difference(req, found)
 
-    def _redifference(self, request_id: str) -> None:
+    def _redifference(self, request_id: str) -> tuple[tuple, Any]:
         """After a file was added or removed: judge the set again and store the result
         unless the request changed meanwhile (the change that came later does it)."""
         plan = self._difference_plan(request_id)
@@ -720,6 +720,7 @@ class AirlockService:
             req = self._load(s, request_id, lock=True)
             if plan[0] == self._difference_key(s, req):
                 self._store_difference(req, plan[1])
+        return plan
 
     def _drop_unreferenced(self, sha256: str) -> None:
         """Delete a staged object no file refers to any more (a draft's file removed or
@@ -935,7 +936,9 @@ class AirlockService:
                 req = self._load(s, request_id)
                 require_view(user, req, self._project(req.project))
                 require_transition(user, req, self._project(req.project), action)
-            plan = self._difference_plan(request_id)
+            # stored at once: a submission refused for a file the set judgement fails
+            # (its context missing) shows why on the file
+            plan = self._redifference(request_id)
         with self._guard(user, action.value, request_id), self._tx() as s:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
