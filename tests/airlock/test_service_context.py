@@ -231,3 +231,16 @@ def test_dominance_found_through_a_contributors_file_of_the_request(service, use
                  if x["name"] == MAGNITUDE[0])
     assert table["findings"] == [] and table["verdict"] == "pass"
     assert con["supporting"]
+
+
+def test_what_was_said_about_a_file_is_not_shown_once_withdrawn(service, users, files):
+    rid, f = _draft(service, users, files.fail)
+    service.describe_file(users.alice, rid, f[files.fail[0]]["id"],
+                          context="LOS of the 3 patients in ward B", controls="none")
+    service.submit(users.alice, rid)
+    assert service.get_request(users.carol, rid)["files"][0]["context"].startswith("LOS")
+    service.withdraw(users.alice, rid)
+    for who in (users.alice, users.carol, users.sam):
+        shown = service.get_request(who, rid)["files"][0]
+        assert "context" not in shown and "controls" not in shown
+        assert "ward B" not in json.dumps(service.get_request(who, rid))

@@ -1377,11 +1377,13 @@ class AirlockService:
             "uploaded_by": f.uploaded_by,
             "created_at": as_utc(f.created_at).isoformat(),
             "supporting": bool(f.supporting),
-            "context": f.context,
-            "controls": f.controls,
             "needs_context": _needs_context(f),
         }
         if FileView.REPORT in views:
+            # the researcher's words about the file go with its report (not shown once
+            # the request is withdrawn or rejected, like the findings)
+            out["context"] = f.context
+            out["controls"] = f.controls
             report = f.report_dict()
             out["findings"] = report.get("findings", [])
             out["report"] = report
