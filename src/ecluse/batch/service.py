@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from ..airlock.errors import PolicyViolation as AirlockPolicyViolation
 from ..airlock.service import AirlockService
 from ..audit import AuditLog
 from ..sandbox import sandbox_for
@@ -380,14 +381,17 @@ class BatchService(QueueRunner):
         return files
 
     def export(self, user: Identity, run_id: Any, *, title: Any, justification: Any = None,
-               files: Any = None, submit: bool = True) -> dict[str, Any]:
+               files: Any = None, submit: bool = True, about: Any = None) -> dict[str, Any]:
         """Put a finished run's outputs into an airlock request, as ``user``.
 
         The airlock's own business layer does everything else: the requester
         must be a project member, each file is staged (sha256) and checked,
         and the request goes to review like any other. Default files: every
         file of the run folder except ``input.ipynb``, ``parameters.json``,
-        ``log.txt`` and the progress/result bookkeeping.
+        ``log.txt`` and the progress/result bookkeeping. ``about`` maps a file
+        name to its ``context``, ``controls`` and ``supporting`` mark (the airlock
+        needs context and controls to submit a ``fail``/``review`` file): when they
+        are missing the request stays a draft, with ``submit_refused`` saying why.
         """
         self.require_staff(user, "export")
         run = self._load(run_id)
@@ -396,6 +400,7 @@ class BatchService(QueueRunner):
         if files is not None and (not isinstance(files, list)
                                   or not all(isinstance(f, str) for f in files)):
             raise InvalidInput("files: expected a list of file names of the run folder")
+        about = _about(about)
         airlock = self.airlock()
         who = airlock.identity(user.name, user.groups)
         fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
@@ -405,6 +410,9 @@ class BatchService(QueueRunner):
             missing = [n for n in chosen if n not in present]
             if missing:
                 raise InvalidInput(f"files: not in the run folder: {', '.join(missing)[:200]}")
+            unknown = sorted(set(about) - set(chosen))
+            if unknown:
+                raise InvalidInput(f"about: {unknown[0]!r} is not among the files exported")
             if not chosen:
                 raise InvalidInput(f"run {run['id']} has no output files to export")
             if justification in (None, ""):
@@ -417,11 +425,45 @@ class BatchService(QueueRunner):
             req = airlock.create_request(who, project=run["project"], title=title,
                                          justification=justification)
             for name in chosen:
-                airlock.add_file(who, req["id"], name, fs.iter_file(fd, name))
+                said = about.get(name, {})
+                f = airlock.add_file(who, req["id"], name, fs.iter_file(fd, name),
+                                     supporting=said.get("supporting"))
+                if said.get("context") or said.get("controls"):
+                    airlock.describe_file(who, req["id"], f["id"], context=said.get("context"),
+                                          controls=said.get("controls"))
         finally:
             os.close(fd)
+        refused = None
         if submit:
-            airlock.submit(who, req["id"], comment=f"batch run {run['id']}")
+            try:
+                airlock.submit(who, req["id"], comment=f"batch run {run['id']}")
+            except AirlockPolicyViolation as e:
+                current = airlock.get_request(who, req["id"], record_view=False)["files"]
+                if not any(f["needs_context"] for f in current):
+                    raise
+                refused = str(e)  # every file is in: the draft waits for their context
         self._record("export", user.name, run["project"], run_id=run["id"],
-                     request_id=req["id"], files=chosen, submitted=bool(submit))
-        return airlock.get_request(who, req["id"], record_view=False)
+                     request_id=req["id"], files=chosen, submitted=bool(submit and not refused))
+        out = airlock.get_request(who, req["id"], record_view=False)
+        if refused:
+            out["submit_refused"] = refused
+        return out
+
+
+def _about(value: Any) -> dict[str, dict[str, Any]]:
+    """``{file name: {"context", "controls", "supporting"}}`` of an export, checked."""
+    if value in (None, {}):
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("about: expected an object mapping file names to their context, "
+                           "controls and supporting mark")
+    out: dict[str, dict[str, Any]] = {}
+    for name, said in value.items():
+        if not isinstance(said, dict) or set(said) - {"context", "controls", "supporting"}:
+            raise InvalidInput(f"about: {name!r}: expected context, controls and supporting")
+        if not all(isinstance(said.get(k, ""), str) for k in ("context", "controls")):
+            raise InvalidInput(f"about: {name!r}: context and controls are text")
+        if not isinstance(said.get("supporting", False), bool):
+            raise InvalidInput(f"about: {name!r}: supporting is true or false")
+        out[str(name)] = said
+    return out
