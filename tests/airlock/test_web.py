@@ -103,6 +103,9 @@ def test_full_flow_create_upload_submit_review_release_download(airlock_hub):
     assert r.status_code == 201 and r.json()["name"] == "résultats.csv", r.text
     assert alice.delete(f"/requests/{rid}/files", params={"filename": "résultats.csv"}
                         ).status_code == 204
+    msg = _error(alice.post(f"/requests/{rid}/files", params={
+        "filename": "x.csv", "supporting": "maybe"}, data=data), 400, "invalid_input")
+    assert msg == "supporting: expected true or false"
     # a supporting file, marked at upload: the unrounded counts behind the table
     r = alice.post(f"/requests/{rid}/files", params={"filename": "unrounded.csv",
                                                      "supporting": "true"}, data=data)

@@ -349,6 +349,10 @@ class FilesHandler(APIHandler):
     async def _prepare_upload(self) -> None:
         me = self.require_identity()
         conf = self.service.settings
+        supporting = self.get_query_argument("supporting", None)
+        if supporting is not None and supporting.strip().lower() not in (
+                "true", "1", "yes", "on", "false", "0", "no", "off", ""):
+            raise InvalidInput("supporting: expected true or false")
         ctype, params = parse_options_header(self.request.headers.get("Content-Type", ""))
         request_id = self.path_kwargs["request_id"]
         length = self.request.headers.get("Content-Length")
