@@ -55,7 +55,7 @@ def check_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Pat
 def check_named(path: Path, display_name: str, policy: Any) -> dict[str, Any]:
     """The sdc report (a dict) of a file already under its display name (may raise)."""
     from ..sdc.check import check_file  # deferred: pandas and pyarrow, checks only
-    from ..sdc.contributors import side_of
+    from ..sdc.contributors import side_of  # deferred: pandas, checks only
 
     report = check_file(path, policy, display_name=display_name)
     out = report.to_dict()

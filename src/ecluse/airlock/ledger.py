@@ -174,8 +174,8 @@ def difference(files: list[dict[str, Any]], released: list[dict[str, Any]],
     Pure: what a check sandbox runs (``checkjob``, kind ``difference``), and what the
     service runs itself with ``check_runner: process``."""
     from ..sdc.contributors import judge_sides  # deferred: pandas, loaded by sdc
-    from ..sdc.differencing import difference_reports
-    from ..sdc.report import FileReport, Finding, Severity, Verdict
+    from ..sdc.differencing import difference_reports  # deferred: pandas, loaded by sdc
+    from ..sdc.report import FileReport, Finding, Severity, Verdict  # deferred: pandas
 
     reports = []
     for data in files:
