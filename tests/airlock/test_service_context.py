@@ -244,3 +244,26 @@ def test_what_was_said_about_a_file_is_not_shown_once_withdrawn(service, users, 
         shown = service.get_request(who, rid)["files"][0]
         assert "context" not in shown and "controls" not in shown
         assert "ward B" not in json.dumps(service.get_request(who, rid))
+
+
+def test_a_blocked_supporting_file_stays_behind_and_does_not_stop_the_release(
+        service, users, files):
+    rid, f = _draft(service, users, files.ok, files.block, supporting=[files.block[0]])
+    assert f[files.block[0]]["verdict"] == "block"
+    service.submit(users.alice, rid)
+    # the checker sees its findings and the masked sample, never its rows
+    seen = {x["name"]: x for x in service.get_request(users.carol, rid)["files"]}
+    assert seen[files.block[0]]["findings"] and "P100000" not in json.dumps(seen)
+    service.review(users.carol, rid, decision="approve")
+    service.review(users.dan, rid, decision="approve")
+    assert service.release(users.carol, rid)["state"] == "released"
+    pkg = service.release_package(users.alice, rid)
+    names = zipfile.ZipFile(io.BytesIO(b"".join(pkg.chunks))).namelist()
+    assert "files/" + files.block[0] not in names and "files/" + files.ok[0] in names
+    with pytest.raises(PermissionDenied, match="supporting file"):
+        service.open_file(users.alice, rid, f[files.block[0]]["id"])
+    # unmarked, the same file stops the approval as any blocked file does
+    rid, f = _draft(service, users, files.ok, files.block)
+    service.submit(users.alice, rid)
+    with pytest.raises(PolicyViolation, match="is blocked"):
+        service.review(users.carol, rid, decision="approve")
