@@ -7,10 +7,18 @@ list its requests, create a request, upload a small CSV (checked by
 ``ecluse.sdc``). Baseline: the same clients calling the hub's own
 token-authenticated ``GET /hub/api/user`` through the same proxy.
 
+Then (``--upload-mb``, default 1) the same clients upload a CSV table of that
+size ``--big-rounds`` times each (issue 21: p99 < 500 ms for a 1 MB upload),
+with the deployment's own checker — ``check_runner: sandbox``, one sandbox per
+file — and the hub-group (membership) re-check of every call, as configured in
+the stack; the hub baseline runs again beside it. The stack's staging quota is
+raised so the uploads fit.
+
 Prints p50/p99 latency per operation, throughput, and the ratio to the
-baseline. Bounded: clients × rounds × 3 requests, nothing else.
+baseline. Bounded: clients × (rounds × 3 + big rounds) requests, nothing else.
 
     .venv/bin/python benchmarks/bench_airlock.py [--clients 16] [--rounds 15]
+        [--upload-mb 1] [--big-rounds 4]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import time
@@ -28,10 +37,37 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.airlock import hubstack  # noqa: E402
 from tests.airlock.hubstack import AirlockHub  # noqa: E402
 
 CSV = b"sex,age_band,n\nF,18-40,25\nF,41-65,13\nM,18-40,31\nM,41-65,40\n"
 RESEARCHERS = ["alice", "bob"]
+
+
+def big_csv(mb: float) -> bytes:
+    """A count table of about ``mb`` MiB whose every count is safe (a ``pass``)."""
+    out = [b"region,site,age_band,sex,n\n"]
+    size, i = len(out[0]), 0
+    while size < mb * 1024 * 1024:
+        row = f"R{i % 97:02d},S{i:07d},{18 + i % 60}-{19 + i % 60},{'FM'[i % 2]},{20 + i % 500}\n"
+        out.append(row.encode())
+        size += len(row)
+        i += 1
+    return b"".join(out)
+
+
+async def big_client(base: str, token: str, rounds: int, data: bytes, samples: dict) -> None:
+    headers = {"Authorization": f"token {token}"}
+    async with aiohttp.ClientSession(headers=headers) as s:
+        for i in range(rounds):
+            async with s.post(f"{base}/requests", json={
+                "project": "cardio-los", "title": f"big {i}", "justification": "load"}) as r:
+                body = await r.json()
+                if r.status != 201:
+                    raise RuntimeError(f"create: HTTP {r.status}: {body}")
+            await _timed(samples, "upload_big", s.post(
+                f"{base}/requests/{body['id']}/files", params={"filename": "big.csv"},
+                data=data, headers={"Content-Type": "application/octet-stream"}))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -76,7 +112,8 @@ async def hub_client(url: str, token: str, rounds: int, samples: dict) -> None:
             await _timed(samples, "hub", s.get(f"{url}/hub/api/user"))
 
 
-async def run(hub: AirlockHub, clients: int, rounds: int) -> dict:
+async def run(hub: AirlockHub, clients: int, rounds: int, big_rounds: int = 0,
+              upload_mb: float = 1.0) -> dict:
     tokens = [hub.token(RESEARCHERS[i % len(RESEARCHERS)]) for i in range(clients)]
     base = f"{hub.airlock_url}/api/v1"
     # warm-up (token caches, connections, first sdc import)
@@ -92,6 +129,19 @@ async def run(hub: AirlockHub, clients: int, rounds: int) -> dict:
     await asyncio.gather(*(hub_client(hub.url, t, rounds, hub_samples) for t in tokens))
     out["hub_wall"] = time.perf_counter() - t0
     out["hub"] = hub_samples
+    if big_rounds:
+        data = big_csv(upload_mb)
+        out["big_bytes"] = len(data)
+        await asyncio.gather(*(big_client(base, t, 1, data, {}) for t in tokens[:2]))
+        big: dict[str, list[float]] = {}
+        hub_beside: dict[str, list[float]] = {}
+        t0 = time.perf_counter()
+        await asyncio.gather(
+            *(big_client(base, t, big_rounds, data, big) for t in tokens),
+            *(hub_client(hub.url, t, big_rounds, hub_beside) for t in tokens[:2]))
+        out["big_wall"] = time.perf_counter() - t0
+        out["big"] = big
+        out["hub_beside"] = hub_beside
     return out
 
 
@@ -115,14 +165,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--upload-mb", type=float, default=1.0)
+    ap.add_argument("--big-rounds", type=int, default=4)
     args = ap.parse_args()
+    # every client's uploads must fit in the stack's per-user staging quota
+    hubstack.ECLUSE_YAML["airlock"]["staging_quota_bytes"] = "64G"
+    # a SIGTERM (timeout, kill) still stops the stack in the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     hub = AirlockHub()
     try:
         t0 = time.perf_counter()
         hub.start()
         print(f"stack up in {time.perf_counter() - t0:.1f}s "
               f"(hub + proxy + airlock on 127.0.0.1:{hub.settings.hub.port})")
-        res = asyncio.run(run(hub, args.clients, max(1, args.rounds)))
+        conf = hub.settings.airlock
+        print(f"airlock: check_runner={conf.check_runner}, check_processes="
+              f"{conf.check_processes}, group_cache_seconds={conf.group_cache_seconds}, "
+              f"workers={conf.workers}")
+        res = asyncio.run(run(hub, args.clients, max(1, args.rounds), args.big_rounds,
+                              args.upload_mb))
     finally:
         hub.stop()
     n_air = sum(len(v) for v in res["airlock"].values())
@@ -146,6 +207,18 @@ def main() -> int:
           f"throughput x{air_rps / hub_rps:.2f}")
     print(f"of which: one ecluse.sdc check of the uploaded CSV costs {sdc_cost_ms():.1f} ms CPU "
           f"({len(res['airlock'].get('upload', []))} uploads on {os.cpu_count()} cores)")
+    if "big" in res:
+        v = res["big"].get("upload_big", [])
+        hv = res["hub_beside"].get("hub", [])
+        print(f"\n{res['big_bytes']} byte CSV upload, {args.clients} concurrent clients x "
+              f"{args.big_rounds}, the hub API beside it:")
+        print(f"{'operation':<10} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
+        print(f"{'upload 1MB':<10} {len(v):>5} {pct(v, 50):>9.1f} {pct(v, 99):>9.1f} "
+              f"{statistics.fmean(v):>9.1f}   (target: p99 < 500 ms)")
+        print(f"{'hub user':<10} {len(hv):>5} {pct(hv, 50):>9.1f} {pct(hv, 99):>9.1f} "
+              f"{statistics.fmean(hv):>9.1f}")
+        print(f"uploads: {len(v) / res['big_wall']:.1f}/s, "
+              f"{len(v) * res['big_bytes'] / res['big_wall'] / 1e6:.1f} MB/s")
     return 0
 
 

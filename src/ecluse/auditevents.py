@@ -101,7 +101,8 @@ class AuditEvent(StrEnum):
     AIRLOCK_REQUEST_REJECTED = ("airlock.request.rejected", "a checker rejected a request")
     AIRLOCK_REQUEST_RESUBMITTED = ("airlock.request.resubmitted", "a request resubmitted "
                                    "after changes")
-    AIRLOCK_REQUEST_RELEASED = ("airlock.request.released", "a request's files released")
+    AIRLOCK_REQUEST_RELEASED = ("airlock.request.released", "a request's files released "
+                                "(`partial`: only its approved files, the others held)")
     AIRLOCK_REQUEST_WITHDRAWN = ("airlock.request.withdrawn", "a request withdrawn")
     # the airlock: outside state changes
     AIRLOCK_REQUEST_CREATED = ("airlock.request.created", "a request opened")
@@ -110,6 +111,12 @@ class AuditEvent(StrEnum):
     AIRLOCK_FILE_DESCRIBED = ("airlock.file.described",
                               "the requester set a file's context, statistical controls or "
                               "supporting mark")
+    AIRLOCK_FILE_APPROVED = ("airlock.file.approved", "a checker approved one file of a "
+                             "request (per-file decision)")
+    AIRLOCK_FILE_CHANGES_REQUESTED = ("airlock.file.changes_requested", "a checker asked "
+                                      "for changes to one file of a request (per-file decision)")
+    AIRLOCK_VERSIONS_COMPARED = ("airlock.versions.compared", "a checker or the requester "
+                                 "compared two versions of a request (the previews' diff)")
     AIRLOCK_PROPOSAL_VIEWED = ("airlock.proposal.viewed",
                                "the requester read the fixed version the airlock proposed "
                                "for a failing table")

@@ -49,6 +49,7 @@ from .sandbox.base import SandboxError
 from .sandbox.quota import adopt_folder, existing_parent, locked, mount_image, prepare_image
 from .settings.airlock import DB_NAME as AIRLOCK_DB_NAME
 from .settings.airlock import airlock_settings
+from .settings.batch import DB_NAME as BATCH_DB_NAME
 from .settings.batch import batch_settings
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,8 @@ def state_files(settings: Any, directory: Path) -> list[Path]:
         # the flat name of the layouts before the airlock's own folder (the airlock moves
         # it into <db_dir>/airlock/ when it opens it: resolved_database_url)
         airlock_settings(settings).database_url or sqlite_url(directory, AIRLOCK_DB_NAME),
-        batch_settings(settings).resolved_database_url(directory),
+        # likewise the batch queue's flat name (moved into <db_dir>/batch/ by the service)
+        batch_settings(settings).database_url or sqlite_url(directory, BATCH_DB_NAME),
     ):
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///"):])

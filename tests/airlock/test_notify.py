@@ -231,3 +231,36 @@ class _Records:
 
     def record(self, event: str, **kw: Any) -> None:
         self.events.append((event, kw))
+
+
+def test_per_file_decisions_mail_the_requester_without_naming_the_file(
+        service, mailing, users):
+    """Each per-file decision tells the requester that one file was approved, or that
+    changes were asked to one file, and the partial release that files left: never which
+    file, nor the comment."""
+    secret_name = "MARTIN_Paul_1958-11-30.csv"
+    alice = users.alice
+    rid = service.create_request(alice, project="cardio-los", title="t",
+                                 justification="j")["id"]
+    service.add_file(alice, rid, secret_name, [Files.ok[1]])
+    service.add_file(alice, rid, *_pair(Files.fail))
+    service.submit(alice, rid)
+    files = {f["name"]: f["id"] for f in service.get_request(alice, rid,
+                                                             record_view=False)["files"]}
+    service.decide_file(users.carol, rid, files[secret_name], decision="approve")
+    service.decide_file(users.dan, rid, files[secret_name], decision="approve")
+    service.decide_file(users.dan, rid, files[Files.fail[0]], decision="request_changes",
+                        comment="Martin's cell of 3")
+    service.release_partial(users.carol, rid, comment="Martin's table only")
+    assert service.notifier.flush(30)
+    assert mailing.to("alice@hospital.example") == [
+        f"[Écluse airlock] request {rid}: a file approved",
+        f"[Écluse airlock] request {rid}: a file approved",
+        f"[Écluse airlock] request {rid}: changes requested to a file",
+        f"[Écluse airlock] request {rid} released",
+    ]
+    for m in mailing.mails:
+        for text in (m["raw"], m["body"], m["subject"]):
+            lowered = text.lower()
+            for secret in ("martin", "1958-11-30", Files.fail[0], "counts_small", "cell of 3"):
+                assert secret not in lowered, (secret, text)

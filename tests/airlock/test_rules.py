@@ -70,7 +70,7 @@ def test_reviews_are_checkers_only_and_submission_is_the_requesters():
             assert t.actors == {Actor.CHECKER}
         if t.action in (Action.SUBMIT, Action.RESUBMIT):
             assert t.actors == {Actor.REQUESTER}
-        if t.action is Action.RELEASE:
+        if t.action in (Action.RELEASE, Action.RELEASE_PARTIAL):
             assert Actor.REQUESTER not in t.actors
 
 

@@ -267,3 +267,75 @@ def test_a_blocked_supporting_file_stays_behind_and_does_not_stop_the_release(
     service.submit(users.alice, rid)
     with pytest.raises(PolicyViolation, match="is blocked"):
         service.review(users.carol, rid, decision="approve")
+
+
+def test_a_partial_release_never_includes_a_supporting_file(service, users, files):
+    """Per-file decisions (issue 21 item 4) with a supporting file: it takes no decision,
+    is neither released nor held, and stays out of the record's released files, the
+    ledger, the package (files, SHA256SUMS, results.json, RO-Crate) and the download."""
+    rid, f = _draft(service, users, files.ok, files.fail, UNROUNDED,
+                    supporting=[UNROUNDED[0]])
+    sup = f[UNROUNDED[0]]
+    service.describe_file(users.alice, rid, f[files.fail[0]]["id"], context="Table 2",
+                          controls="none yet")
+    service.submit(users.alice, rid)
+    # a decision on the supporting file is refused, approve or request changes alike
+    with pytest.raises(PolicyViolation, match="supporting file .* takes no per-file decision"):
+        service.decide_file(users.carol, rid, sup["id"], decision="approve",
+                            comment="fine")
+    with pytest.raises(PolicyViolation, match="takes no per-file decision"):
+        service.decide_file(users.carol, rid, sup["id"], decision="request_changes",
+                            comment="round it")
+    service.decide_file(users.carol, rid, f[files.ok[0]]["id"], decision="approve")
+    service.decide_file(users.dan, rid, f[files.ok[0]]["id"], decision="approve")
+    req = service.decide_file(users.carol, rid, f[files.fail[0]]["id"],
+                              decision="request_changes", comment="Round to 5")
+    assert req["partial_release"] == {"release": [files.ok[0]], "hold": [files.fail[0]],
+                                      "blocked_by": []}
+    shown = {x["name"]: x for x in req["files"]}
+    assert "decisions" not in shown[UNROUNDED[0]]  # no decision form on the page either
+
+    out = service.release_partial(users.dan, rid, comment="table 1 now")
+    by = {x["name"]: x for x in out["files"]}
+    assert by[files.ok[0]]["released"]
+    assert not by[UNROUNDED[0]]["released"] and not by[files.fail[0]]["released"]
+    with service.sessions() as s:
+        from ecluse.airlock.models import File
+        assert s.get(File, sup["id"]).released is False
+    record = json.loads(service.get_record(users.alice, rid))
+    assert record["partial"] is True and record["released_files"] == [files.ok[0]]
+    assert [x["name"] for x in record["files"]] == [files.ok[0]]
+    assert [h["name"] for h in record["held"]] == [files.fail[0]]
+    assert [x["name"] for x in record["supporting_files"]] == [UNROUNDED[0]]
+    assert b"41-65,3" not in json.dumps(record).encode()
+
+    pkg = service.release_package(users.alice, rid)
+    z = zipfile.ZipFile(io.BytesIO(b"".join(pkg.chunks)))
+    assert [n for n in z.namelist() if n.startswith("files/")] == ["files/" + files.ok[0]]
+    for member in ("SHA256SUMS", "results.json", "ro-crate-metadata.json"):
+        assert member in z.namelist()
+        assert UNROUNDED[0].encode() not in z.read(member), member
+        assert sup["sha256"].encode() not in z.read(member), member
+    with pytest.raises(PermissionDenied, match="supporting file"):
+        service.open_file(users.alice, rid, sup["id"])
+    with service.sessions() as s:
+        assert {e.file for e in s.query(LedgerEntry).filter_by(request_id=rid)} == {
+            files.ok[0]}
+    released = _audit(service, "airlock.request.released")[-1]
+    assert released["partial"] is True
+    assert [h["file"] for h in released["held"]] == [files.fail[0]]
+    assert [x["file"] for x in released["not_released"]] == [UNROUNDED[0]]
+
+
+def test_per_file_approvals_approve_a_request_with_a_supporting_file(service, users, files):
+    """The supporting file needs no approval of its own: approving every file to release
+    approves the request, and the whole release leaves the supporting file behind."""
+    rid, f = _draft(service, users, files.ok, UNROUNDED, supporting=[UNROUNDED[0]])
+    service.submit(users.alice, rid)
+    service.decide_file(users.carol, rid, f[files.ok[0]]["id"], decision="approve")
+    out = service.decide_file(users.dan, rid, f[files.ok[0]]["id"], decision="approve")
+    assert out["state"] == "approved"
+    out = service.release(users.carol, rid)
+    by = {x["name"]: x for x in out["files"]}
+    assert by[files.ok[0]]["released"] and not by[UNROUNDED[0]]["released"]
+    assert json.loads(service.get_record(users.alice, rid))["released_files"] == [files.ok[0]]

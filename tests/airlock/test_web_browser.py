@@ -175,3 +175,105 @@ def test_researcher_gives_context_on_the_page_before_submitting(airlock_hub, bro
     assert page.inner_text("#state") == "submitted"
     [now] = alice.get(f"/requests/{rid}").json()["files"]
     assert now["controls"] == "Cell of 3 checked against the published report"
+
+
+def _sign_in(page, airlock_hub, user: str, path: str) -> None:
+    page.goto(airlock_hub.airlock_url + path)
+    page.wait_for_selector("input[name=username]")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password(user))
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(airlock_hub.airlock_url + "/**")
+    if not page.url.split("?")[0].rstrip("/").endswith(path.rstrip("/")):
+        page.goto(airlock_hub.airlock_url + path)
+
+
+def test_checker_decides_file_by_file_and_releases_the_approved_file_only(
+        airlock_hub, browser_page):
+    alice = airlock_hub.api("alice")
+    rid = alice.post("/requests", json={"project": "cardio-los", "title": "Per-file review",
+                                        "justification": "Tables 1 and 2"}).json()["id"]
+    ok = alice.post(f"/requests/{rid}/files", params={"filename": Files.ok[0]},
+                    data=Files.ok[1]).json()
+    bad = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
+                     data=Files.fail[1]).json()
+    # a failing table needs its context and controls to be submitted (issue 21 item 3)
+    alice.patch(f"/requests/{rid}/files/{bad['id']}", json={
+        "context": "Admissions by sex and age band", "controls": "No rounding yet"})
+    assert alice.post(f"/requests/{rid}/submit").status_code == 200
+    # dan approves the passing table through the API; the requester may not decide
+    dan = airlock_hub.api("dan")
+    r = dan.post(f"/requests/{rid}/files/{ok['id']}/decision", json={"decision": "approve"})
+    assert r.status_code == 201, r.text
+    r = dan.post(f"/requests/{rid}/files/{ok['id']}/decision", json={"decision": "approve"})
+    assert r.status_code == 422 and "already decided" in r.json()["error"]["message"]
+    r = alice.post(f"/requests/{rid}/files/{ok['id']}/decision", json={"decision": "approve"})
+    assert r.status_code == 403
+
+    page = browser_page
+    _sign_in(page, airlock_hub, "carol", f"/requests/{rid}")
+    page.wait_for_selector(f"#decisions-{ok['id']} form.file-decision")
+    assert page.inner_text(f"#decisions-{ok['id']} .file-approvals") == "1"
+    # no partial release while a file is undecided
+    assert page.locator("#release-partial-form").count() == 0
+    page.click(f"#decisions-{ok['id']} button.approve-file")
+    page.wait_for_selector(".flash")
+    assert "recorded: approve (one file)" in page.inner_text(".flash")
+    assert page.inner_text(f"#decisions-{ok['id']} .file-approvals") == "2"
+    assert page.locator(f"#decisions-{ok['id']} .releasable").is_visible()
+    # the failing table: request changes with a comment
+    page.fill(f"#decision-comment-{bad['id']}", "Round the counts to base 5")
+    page.click(f"#decisions-{bad['id']} button.request-changes-file")
+    page.wait_for_selector(".flash")
+    assert "Round the counts to base 5" in page.inner_text(f"#decisions-{bad['id']}")
+    assert page.locator(f"#decisions-{bad['id']} .held").is_visible()
+    # release the approved file only: a comment is required
+    section = page.locator("section.partial-release")
+    assert "Released: counts_safe.csv" in section.inner_text()
+    assert "Held back (recorded with the reasons above): counts_small.csv" in section.inner_text()
+    page.fill("#release-partial-comment", "Table 1 now; table 2 once rounded")
+    page.click("#action-release_partial")
+    page.wait_for_selector(".flash")
+    assert page.inner_text("#state") == "released"
+    assert "held back, not released" in page.inner_text(f"#decisions-{bad['id']}")
+
+    req = alice.get(f"/requests/{rid}").json()
+    by = {f["name"]: f for f in req["files"]}
+    assert by["counts_safe.csv"]["downloadable"] and not by["counts_small.csv"]["downloadable"]
+    assert alice.get(f"/requests/{rid}/files/{bad['id']}/content").status_code == 403
+    record = alice.get(f"/requests/{rid}/record").json()
+    assert record["partial"] and record["released_files"] == ["counts_safe.csv"]
+    assert record["held"][0]["reasons"][0]["comment"] == "Round the counts to base 5"
+
+
+def test_checker_compares_a_returned_request_side_by_side(airlock_hub, browser_page):
+    alice = airlock_hub.api("alice")
+    rid = alice.post("/requests", json={"project": "cardio-los", "title": "Come back",
+                                        "justification": "Table 4"}).json()["id"]
+    f = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
+                   data=Files.fail[1]).json()
+    alice.patch(f"/requests/{rid}/files/{f['id']}", json={
+        "context": "Admissions by sex and age band", "controls": "No rounding yet"})
+    assert alice.post(f"/requests/{rid}/submit").status_code == 200
+    r = airlock_hub.api("carol").post(f"/requests/{rid}/reviews", json={
+        "decision": "request_changes", "comment": "Suppress the small cell"})
+    assert r.status_code == 201, r.text
+    fixed = Files.fail[1].replace(b"F,41-65,3", b"F,41-65,c")
+    assert alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
+                      data=fixed).status_code == 201
+    assert alice.post(f"/requests/{rid}/resubmit").status_code == 200
+
+    page = browser_page
+    _sign_in(page, airlock_hub, "dan", f"/requests/{rid}")
+    page.click("a.compare")
+    page.wait_for_selector(".diff-table")
+    assert "1 cell(s) changed, 0 added, 0 removed" in page.inner_text(".diff-summary")
+    changed = page.locator(".side.new td.diff-changed")
+    assert changed.count() == 1 and changed.first.inner_text() == "c"
+    assert page.locator(".side.old td.diff-changed").first.inner_text() == "3"
+    html = page.content()
+    assert "/content" not in html and "/download" not in html
+    # the API says the same, and never gives the bytes
+    cmp = airlock_hub.api("dan").get(f"/requests/{rid}/compare").json()
+    assert cmp["files"][0]["table"]["cells_changed"] == 1
+    assert cmp["files"][0]["old"]["id"] == f["id"]

@@ -120,7 +120,8 @@ def test_the_document_is_valid_openapi_3_with_the_error_shape():
         "$ref": "#/components/schemas/Review"}
     action = doc["paths"]["/requests/{request_id}/{action}"]["parameters"]
     assert {p["name"]: p["schema"].get("enum") for p in action} == {
-        "request_id": None, "action": ["submit", "resubmit", "withdraw", "release"]}
+        "request_id": None, "action": ["submit", "resubmit", "withdraw", "release",
+                                            "release_partial"]}
 
 
 @pytest.mark.timeout(180)

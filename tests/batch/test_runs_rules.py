@@ -30,9 +30,40 @@ def test_hub_spec_and_roles(settings) -> None:
     roles = {r["name"]: r for r in batch_roles()}
     assert roles["ecluse-batch-user"]["groups"] == ["staff"]
     assert "access:services!service=batch" in roles["ecluse-batch-user"]["scopes"]
-    assert roles["ecluse-batch-service"]["scopes"] == ["read:users:groups"]
+    # its own token: users' groups, and the airlock's API (exports, for staff)
+    assert roles["ecluse-batch-service"]["scopes"] == ["read:users:groups",
+                                                       "access:services!service=airlock"]
     assert batch_settings(settings) == settings.batch  # the wired section
     assert spec["environment"]["ECLUSE_STATE_DIR"] == str(settings.state_dir)
+    assert spec["environment"]["ECLUSE_AIRLOCK_URL"].endswith("/services/airlock/")
+    assert "user" not in spec  # batch.service_user unset: the hub's own user
+
+
+def test_the_hub_starts_the_batch_service_as_its_service_user(settings) -> None:
+    """``batch.service_user``: the hub's service entry runs it as that user from ``/``;
+    a user that does not exist stops the hub's configuration (never root instead)."""
+    import pwd
+    from pathlib import Path
+
+    import pytest
+
+    old = Path(settings.state_dir) / "batch-records" / "br-0123456789ab"
+    old.mkdir(parents=True)  # a record of a service that ran as root
+    settings.batch.service_user = "nobody"
+    spec = batch_service_spec(settings)
+    assert (spec["user"], spec["cwd"]) == ("nobody", "/")
+    # root gives the user its record store and its queue's folder as it starts it
+    nobody = pwd.getpwnam("nobody").pw_uid
+    queue = Path(settings.batch.resolved_database_url(settings.db_dir)
+                 .removeprefix("sqlite:///")).parent
+    for folder in (old.parent, old, queue):
+        st = folder.stat()
+        assert (st.st_uid, folder.name) == (nobody, folder.name)
+    assert queue.stat().st_mode & 0o777 == 0o700 and queue.name == "batch"
+    settings.batch.service_user = "ecluse-no-such-user"
+    with pytest.raises(ValueError, match="batch.service_user 'ecluse-no-such-user' is not a "
+                       "user on this machine"):
+        batch_service_spec(settings)
 
 
 def test_hub_services_get_the_directory_password_from_the_hub(settings, monkeypatch) -> None:
@@ -83,3 +114,18 @@ def test_a_queue_of_an_earlier_version_gets_the_new_columns(tmp_path) -> None:
     names = {c["name"] for c in sa.inspect(engine).get_columns(runs_table.name)}
     assert set(_ADDED_COLUMNS) <= names
     engine.dispose()
+
+
+def test_an_earlier_layouts_queue_moves_into_the_services_own_folder(tmp_path) -> None:
+    """The queue lives in ``<db>/batch/`` (a folder its user may own: SQLite writes its
+    journal beside it); a ``<db>/batch.sqlite`` of the earlier layout moves there, with
+    its companions, once."""
+    (tmp_path / "batch.sqlite").write_bytes(b"queue")
+    (tmp_path / "batch.sqlite-wal").write_bytes(b"wal")
+    url = BatchSettings().resolved_database_url(tmp_path)
+    assert url == f"sqlite:///{tmp_path / 'batch' / 'batch.sqlite'}"
+    assert (tmp_path / "batch" / "batch.sqlite").read_bytes() == b"queue"
+    assert (tmp_path / "batch" / "batch.sqlite-wal").read_bytes() == b"wal"
+    assert not (tmp_path / "batch.sqlite").exists()
+    assert BatchSettings(database_url="postgresql://x/y").resolved_database_url(
+        tmp_path) == "postgresql://x/y"

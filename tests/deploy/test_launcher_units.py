@@ -99,9 +99,10 @@ def test_the_rendered_settings_point_the_services_at_the_launcher():
     assert sb.launcher_group == "ecluse-sandbox"
     assert sb.launcher_callers == callers
     off = Settings.model_validate(yaml.safe_load(render(
-        "ecluse.yaml.j2", ecluse_airlock_user="", ecluse_dask_user="")))
+        "ecluse.yaml.j2", ecluse_airlock_user="", ecluse_dask_user="", ecluse_batch_user="")))
     assert off.sandbox.launcher_socket is None and off.sandbox.launcher_callers == {}
     assert off.airlock.service_user is None and off.dask.service_user is None
+    assert off.batch.service_user is None
 
 
 def _task(role: str, name: str) -> dict:
@@ -134,7 +135,8 @@ def test_the_airlock_runs_as_its_own_user_with_the_launcher_by_default():
     assert "ecluse-sandbox-launcher.service" in hub["Unit"]["Wants"].split()
     users = _task("hub", "Create the services' system users")
     assert _rendered(users["ansible.builtin.user"]["name"], item="x") == "x"
-    assert ast.literal_eval(_rendered(users["loop"])) == ["ecluse-airlock", "ecluse-dask"]
+    assert ast.literal_eval(_rendered(users["loop"])) == ["ecluse-airlock", "ecluse-dask",
+                                                          "ecluse-batch"]
     # the launcher's group only: not the group reading the secrets, nor the audit keys'
     assert [_rendered(g) for g in users["ansible.builtin.user"]["groups"]] == ["ecluse-sandbox"]
     staging = _task("hub", "Give the airlock's user its staging area")["ansible.builtin.file"]
@@ -147,30 +149,51 @@ def test_dask_gateway_runs_as_its_own_user_with_the_launcher_by_default():
     settings = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2")))
     assert settings.dask.service_user == "ecluse-dask"
     assert settings.sandbox.launcher_callers["dask"] == "ecluse-dask"
-    assert settings.sandbox.launcher_callers["batch"] == "root"  # still the hub's
+    assert settings.sandbox.launcher_callers["batch"] == "ecluse-batch"
     # the gateway alone with a user of its own: the launcher is on all the same
     alone = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2",
                                                           ecluse_airlock_user="")))
     assert alone.sandbox.launcher_socket is not None and alone.airlock.service_user is None
     assert alone.sandbox.launcher_callers["dask"] == "ecluse-dask"
     users = _task("hub", "Create the services' system users")
-    assert ast.literal_eval(_rendered(users["loop"], ecluse_airlock_user="")) == ["ecluse-dask"]
+    assert ast.literal_eval(_rendered(users["loop"], ecluse_airlock_user="",
+                                      ecluse_batch_user="")) == ["ecluse-dask"]
     off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_dask_user="")))
     assert off.dask.service_user is None and off.sandbox.launcher_callers["dask"] == "root"
 
 
 @pytest.mark.parametrize(("service_users", "modes"), [
-    (("ecluse-airlock", "ecluse-dask"), ("0711", "0751", "0751", "0644")),
-    (("", "ecluse-dask"), ("0711", "0751", "0751", "0644")),
-    (("", ""), ("0700", "0750", "0750", "0640")),
+    (("ecluse-airlock", "ecluse-dask", "ecluse-batch"), ("0711", "0751", "0751", "0644")),
+    (("", "ecluse-dask", ""), ("0711", "0751", "0751", "0644")),
+    (("", "", "ecluse-batch"), ("0711", "0751", "0751", "0644")),
+    (("", "", ""), ("0700", "0750", "0750", "0640")),
 ])
 def test_the_folders_the_service_users_must_traverse(service_users, modes):
     """Traversable (never listable) where the services' own users must reach their
     folders, the settings and the launcher's socket by path; private otherwise."""
-    v = {"ecluse_airlock_user": service_users[0], "ecluse_dask_user": service_users[1]}
+    v = {"ecluse_airlock_user": service_users[0], "ecluse_dask_user": service_users[1],
+         "ecluse_batch_user": service_users[2]}
     state = _task("ecluse", "Create the state directory")["ansible.builtin.file"]["mode"]
     config = _task("ecluse", "Create the configuration directory")["ansible.builtin.file"]
     run = _task("ecluse", "Create the run directory")["ansible.builtin.file"]["mode"]
     settings = _task("hub", "Write the deployment settings")
     [yaml_mode] = [i["mode"] for i in settings["loop"] if i["name"] == "ecluse.yaml"]
     assert tuple(_rendered(m, **v) for m in (state, config["mode"], run, yaml_mode)) == modes
+
+
+def test_the_batch_service_runs_as_its_own_user_with_the_launcher_by_default():
+    settings = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2")))
+    assert settings.batch.service_user == "ecluse-batch"
+    assert settings.sandbox.launcher_callers["batch"] == "ecluse-batch"
+    folders = _task("hub", "Give the batch service's user its record store")
+    spec = folders["ansible.builtin.file"]
+    assert _rendered(spec["owner"]) == "ecluse-batch" and spec["mode"] == "0700"
+    assert [_rendered(p).rsplit("/", 1)[1] for p in folders["loop"]] == ["batch-records",
+                                                                         "batch"]
+    # the batch service alone with a user of its own: the launcher is on all the same
+    alone = Settings.model_validate(yaml.safe_load(render(
+        "ecluse.yaml.j2", ecluse_airlock_user="", ecluse_dask_user="")))
+    assert alone.sandbox.launcher_socket is not None
+    assert alone.sandbox.launcher_callers["batch"] == "ecluse-batch"
+    off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_batch_user="")))
+    assert off.batch.service_user is None and off.sandbox.launcher_callers["batch"] == "root"

@@ -49,9 +49,10 @@ def test_hub_answers(deployment):
 
 
 def test_the_airlock_and_the_gateway_run_as_their_own_users(deployment):
-    """hub_airlock_user, hub_dask_user: the hub starts the airlock as ecluse-airlock and
-    dask-gateway as ecluse-dask (their uids read from /proc), the launcher runs as root;
-    the state directory is only traversable."""
+    """hub_airlock_user, hub_dask_user, hub_batch_user: the hub starts the airlock as
+    ecluse-airlock, dask-gateway as ecluse-dask and the batch service as ecluse-batch
+    (their uids read from /proc), the launcher runs as root; the state directory is only
+    traversable."""
     import pwd
 
     from ecluse.hubservice import instances
@@ -65,7 +66,11 @@ def test_the_airlock_and_the_gateway_run_as_their_own_users(deployment):
     assert uids.get("airlock") == {airlock.pw_uid}, uids
     # the gateway and its proxy
     assert uids.get("dask-gateway") == {pwd.getpwnam("ecluse-dask").pw_uid}, uids
-    assert uids.get("batch") == {0}, uids  # the hub's user
+    batch = pwd.getpwnam("ecluse-batch")
+    assert uids.get("batch") == {batch.pw_uid}, uids
+    records = deployment.state_dir / "batch-records"  # given to it by the hub
+    assert (records.stat().st_uid, stat.S_IMODE(records.stat().st_mode)) == (batch.pw_uid,
+                                                                             0o700)
     assert stat.S_IMODE(deployment.state_dir.stat().st_mode) == 0o711
     staging = deployment.state_dir / "airlock"
     assert (staging.stat().st_uid, stat.S_IMODE(staging.stat().st_mode)) == (airlock.pw_uid,

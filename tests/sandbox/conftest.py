@@ -455,7 +455,42 @@ table inet {SAFETY_TABLE} {{
         forward.write_text("1")
         lst = Listeners([("tcp", OUTSIDE_IP, 80), ("tcp", OUTSIDE_IP, 443),
                          ("udp", OUTSIDE_IP, 53)], sandbox_tmp / "outside.log", netns=ns_out)
-        yield {"ip": OUTSIDE_IP, "listeners": lst, "control_ns": ns_ctl}
+
+        def diagnose() -> str:
+            """What the host's routing looked like, for a failed positive control."""
+            cmds = [["cat", str(forward)], ["nft", "list", "ruleset"], ["ip", "-br", "addr"],
+                    ["ip", "route"], ["ip", "neigh"], ["ip", "-n", ns_out, "-br", "addr"],
+                    ["ip", "-n", ns_ctl, "route"],
+                    ["sh", "-c", "cat /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv4/conf/*/rp_filter"
+                     " | tr '\\n' ' '"],
+                    ["sh", "-c", "cat /proc/sys/net/netfilter/nf_conntrack_count "
+                     "/proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null"]]
+            out = [f"listener alive: {lst.proc.poll() is None}"]
+            for c in cmds:
+                r = _sh(*c, check=False)
+                out.append(f"$ {' '.join(c)}\n{r.stdout}{r.stderr}")
+            return "\n".join(out)
+
+        def reach(ip: str, port: int, attempts: int = 3) -> subprocess.CompletedProcess:
+            """Connect from the control namespace (a routed neighbour that is no sandbox).
+
+            The forwarding this fixture switched on is checked again first: it is
+            host-wide, and the run is long.
+            """
+            for i in range(attempts):
+                if forward.read_text().strip() != "1":
+                    forward.write_text("1")
+                r = subprocess.run(
+                    ["ip", "netns", "exec", ns_ctl, sys.executable, "-c",
+                     f"import socket; s=socket.create_connection(('{ip}', {port}), timeout=5); "
+                     "print(s.recv(10))"], capture_output=True, text=True, timeout=30)
+                if "hello" in r.stdout or i == attempts - 1:
+                    return r
+                time.sleep(2)
+            raise AssertionError("unreachable")
+
+        yield {"ip": OUTSIDE_IP, "listeners": lst, "control_ns": ns_ctl,
+               "reach": reach, "diagnose": diagnose}
     finally:
         if lst:
             lst.close()

@@ -164,11 +164,9 @@ async def test_network_escapes(run_py, escape, server, onco, covid, outside, hos
     before_host = len(hl["listeners"].hits())
     # positive controls: the route to the "internet" works for a namespace that is
     # not a sandbox, and the host reaches the other sandbox's server
-    ctl = subprocess.run(
-        ["ip", "netns", "exec", outside["control_ns"], sys.executable, "-c",
-         f"import socket; s=socket.create_connection(('{OUTSIDE_IP}', 80), timeout=3); "
-         "print(s.recv(10))"], capture_output=True, text=True, timeout=20)
-    assert "hello" in ctl.stdout, f"control namespace cannot reach the outside host: {ctl.stderr}"
+    ctl = outside["reach"](OUTSIDE_IP, 80)
+    assert "hello" in ctl.stdout, (f"control namespace cannot reach the outside host: "
+                                   f"{ctl.stderr}\n{outside['diagnose']()}")
     assert outside["listeners"].hits()[-1][3] == CONTROL_IP
     # ... and the host's services answer a routed neighbour that is not a sandbox
     targets = [(a, p) for a in hl["addrs"][1:] for p in (hl["ldap"], hl["db"], hl["any"])]

@@ -9,6 +9,7 @@ as other uids (``subprocess`` with ``user=``), so the launcher knows them by
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -453,6 +454,16 @@ def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_s
                 "mounts": [{"source": str(source), "target": "/batch-input",
                             "read_only": True}], **changes})
 
+        # another caller's kinds of sandbox: a workspace, a Dask cluster, a check
+        kinds = ask(s, BATCH_UID,
+                    {"op": "launch", "one_shot": True, "spec": spec(inputs, name="workspace")},
+                    {"op": "launch", "one_shot": True, "spec": spec(inputs, name="dask-x")},
+                    {"op": "launch", "one_shot": True, "spec": spec(
+                        inputs, project="airlock-check-0123abcd")})
+        assert [a["error"] for a in kinds] == [
+            "the batch may not start a sandbox named 'workspace'",
+            "the batch may not start a sandbox named 'dask-x'",
+            "only the airlock starts check sandboxes (airlock-check-0123abcd)"]
         refused = ask(s, BATCH_UID,
                       {"op": "launch", "one_shot": True, "spec": spec(runs)},
                       {"op": "launch", "one_shot": True, "spec": spec(s.state_dir)},
@@ -462,8 +473,9 @@ def test_batch_runs_through_the_launcher_with_its_own_input_folder_only(launch_s
             f"mount source {runs} is not a batch folder",
             f"the batch may mount folders under {runs} only, not {s.state_dir}",
             "the batch's sandboxes serve no port (asked 8888)",
-            "the batch may not ask the launcher to run (allowed: launch, list, poll, "
-            "prepare_project_dirs, read_logs, release, terminate)",
+            "the batch may not ask the launcher to run (allowed: audit, launch, list, poll, "
+            "prepare_project_dirs, read_logs, release, run_folder_create, run_folder_list, "
+            "run_folder_read, terminate)",
         ]
         [started] = ask(s, BATCH_UID, {"op": "launch", "one_shot": True, "spec": spec(inputs)})
         assert started["ok"], started
@@ -568,10 +580,11 @@ def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_se
     assert stamped == {"ok": False, "refused": True,
                        "error": "audit details may not set via, via_uid"}
     assert hub["refused"] and hub["error"] == f"uid {AIRLOCK_UID} is not the hub caller"
-    # a caller whose policy has no audit (batch), and a stranger: refused
+    # another service's events (batch), and a stranger: refused
     [batch] = ask(s, BATCH_UID, {"op": "audit", "event": "airlock.request.released"})
     [stranger] = ask(s, STRANGER_UID, {"op": "audit", "event": "airlock.request.released"})
-    assert batch["refused"] and "the batch may not ask the launcher to audit" in batch["error"]
+    assert batch["refused"] and batch["error"] == (
+        "the batch may not record the audit event 'airlock.request.released'")
     assert stranger["refused"] and "is not a caller" in stranger["error"]
     # one record, stamped with the caller the kernel named
     [rec] = audit_records(s, "airlock.")
@@ -676,3 +689,156 @@ def test_the_airlock_service_runs_as_its_own_user_with_the_launcher(launch_setti
     up = recs["airlock.file.uploaded"]
     assert (up.actor, up.project, up.details["via_uid"]) == ("alice", "covid-los", AIRLOCK_UID)
     assert up.details["request_id"] == out["request"]
+
+
+# ------------------------------------------------------------------ batch run folders
+
+RUN = "br-0123456789ab"
+ALICE_WIRE = {"name": "alice", "uid": 5001, "gid": 5001}
+
+
+def folder_request(op: str, **fields) -> dict:
+    return {"op": op, "project": "covid-los", "project_gid": 7001, "run": RUN, **fields}
+
+
+def test_attack_batch_run_folders_are_made_and_read_within_the_batch_policy(launch_settings,
+                                                                          launcher):
+    """The batch service (its own uid, no access to project folders) has the launcher make
+    a run's folder for the run's identity and read back bounded, regular files of it:
+    links, hard links, FIFOs, hidden and path-like names, other folders, files over the
+    limit and other callers are refused, each audited."""
+    from ecluse.batch.files import shared_dir
+
+    s = launch_settings
+    shared = shared_dir(s, "covid-los")
+    folder = shared / "batch" / RUN
+    try:
+        bad_create = ask(
+            s, BATCH_UID,
+            folder_request("run_folder_create", user={"name": "svc", "uid": BATCH_UID,
+                                                      "gid": BATCH_UID}),
+            folder_request("run_folder_create", user={"name": s.airlock.check_user,
+                                                      "uid": s.airlock.check_uid,
+                                                      "gid": s.airlock.check_gid}),
+            folder_request("run_folder_create", user=ALICE_WIRE, project_gid=7002),
+            folder_request("run_folder_create", user=ALICE_WIRE, project="no-such"),
+            folder_request("run_folder_create", user=ALICE_WIRE, run="br-../../etc"),
+            folder_request("run_folder_create", user={"name": "daemon", "uid": 1, "gid": 1}))
+        assert [a.get("refused") for a in bad_create] == [True] * 6, bad_create
+        assert "uid 64952 is reserved" in bad_create[0]["error"]
+        assert "is reserved" in bad_create[1]["error"]
+        assert "group id 7002 is not the project's" in bad_create[2]["error"]
+        assert "no project 'no-such' in this deployment" in bad_create[3]["error"]
+        assert bad_create[4]["error"].startswith("malformed request: run:")
+        assert "below 1000" in bad_create[5]["error"]
+        assert not (shared / "batch").exists() or not any((shared / "batch").iterdir())
+
+        made, again = ask(s, BATCH_UID, folder_request("run_folder_create", user=ALICE_WIRE),
+                          folder_request("run_folder_create", user=ALICE_WIRE))
+        assert made == {"ok": True}, made
+        assert again["refused"] and again["error"] == f"run folder {RUN} exists already"
+        st = folder.lstat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (5001, 7001, 0o2750)
+        assert (shared / "batch").stat().st_uid == 0  # the launcher's, sticky
+        # what a run writes, and what a hostile notebook leaves for the service to read
+        (folder / "result.json").write_text('{"status": "succeeded"}')
+        (folder / "out.csv").write_bytes(b"x" * 5000)
+        os.symlink(s.state_dir / "secrets.env", folder / "link.csv")
+        os.link(s.state_dir / "secrets.env", folder / "hard.csv")
+        os.mkfifo(folder / "fifo.csv")
+        (folder / ".hidden").write_text("h")
+        with open(folder / "huge.bin", "wb") as f:  # sparse: no disk used
+            f.truncate(s.airlock.max_file_bytes + 1)
+        for p in folder.iterdir():
+            os.lchown(p, 5001, 7001)
+
+        [listed] = ask(s, BATCH_UID, folder_request("run_folder_list"))
+        assert [(f["name"], f["size"]) for f in listed["files"]] == [
+            ("hard.csv", len((s.state_dir / "secrets.env").read_bytes())),
+            ("huge.bin", s.airlock.max_file_bytes + 1), ("out.csv", 5000),
+            ("result.json", 23)]
+        result, part, missing = ask(
+            s, BATCH_UID, folder_request("run_folder_read", file="result.json"),
+            folder_request("run_folder_read", file="out.csv", offset=4000, length=2000),
+            folder_request("run_folder_read", file="nothing.csv"))
+        assert base64.b64decode(result["data"]) == b'{"status": "succeeded"}'
+        assert result["size"] == 23
+        assert base64.b64decode(part["data"]) == b"x" * 1000
+        assert missing == {"ok": True, "missing": True}
+        # reads name the project only (its group may come from the directory), and only a
+        # project of the deployment: never a check sandbox's
+        plain, check = ask(
+            s, BATCH_UID, {"op": "run_folder_read", "project": "covid-los", "run": RUN,
+                           "file": "result.json"},
+            {"op": "run_folder_read", "project": "airlock-check-0123abcd", "run": RUN,
+             "file": "result.json"})
+        assert plain["ok"] and plain["size"] == 23, plain
+        assert check["refused"] and check["error"] == (
+            "no project 'airlock-check-0123abcd' in this deployment"), check
+        bad_reads = ask(
+            s, BATCH_UID,
+            folder_request("run_folder_read", file="link.csv"),
+            folder_request("run_folder_read", file="hard.csv"),
+            folder_request("run_folder_read", file="fifo.csv"),
+            folder_request("run_folder_read", file="huge.bin", length=10),
+            folder_request("run_folder_read", file=".hidden"),
+            folder_request("run_folder_read", file=".."),
+            folder_request("run_folder_read", file="../../../state/secrets.env"),
+            folder_request("run_folder_read", file="out.csv", length=64 * 1024 * 1024),
+            folder_request("run_folder_read", file="out.csv", inode=1),
+            folder_request("run_folder_read", file="result.json", project="onco-surv",
+                           project_gid=7002))
+        errors = [a.get("error", a) for a in bad_reads]
+        assert [a.get("refused") for a in bad_reads] == [True] * 10, errors
+        assert errors[0] == f"run folder {RUN}: link.csv is not a regular file"
+        assert errors[1] == f"run folder {RUN}: hard.csv has 2 names (a hard link): not read"
+        assert errors[2] == f"run folder {RUN}: fifo.csv is not a regular file"
+        assert errors[3] == (f"run folder {RUN}: huge.bin is {s.airlock.max_file_bytes + 1} "
+                             f"bytes, over the limit of {s.airlock.max_file_bytes}")
+        assert errors[4] == "run_folder_read: '.hidden' is a hidden name (never '.' or '..')"
+        assert errors[5] == "run_folder_read: '..' is a hidden name (never '.' or '..')"
+        assert errors[6] == ("run_folder_read: '../../../state/secrets.env' is not a single "
+                             "file name (no '/' nor NUL)")
+        assert errors[7].startswith("malformed request: length:")
+        assert errors[8] == f"run folder {RUN}: out.csv was replaced while it was read"
+        assert errors[9] == f"run folder {RUN}: the run's folder is gone"
+        # the run folder swapped for a link to the state directory: not entered
+        os.rename(folder, folder.with_name(RUN + "-real"))
+        os.symlink(s.state_dir, folder)
+        [swapped] = ask(s, BATCH_UID, folder_request("run_folder_read", file="secrets.env"))
+        assert swapped["refused"] and swapped["error"] == (
+            f"run folder {RUN}: {RUN} is not a plain folder"), swapped
+        # no other caller has these operations
+        for uid, who in ((AIRLOCK_UID, "airlock"), (DASK_UID, "dask"), (HUB_UID, "hub")):
+            [other] = ask(s, uid, folder_request("run_folder_read", file="result.json",
+                                                 caller=who))
+            assert other["refused"] and other["error"].startswith(
+                f"the {who} may not ask the launcher to run_folder_read"), other
+        # each refusal audited (a malformed request has no operation yet: two of them)
+        reasons = [r["reason"] for r in refusals(s)
+                   if (r["op"] or "").startswith("run_folder_")]
+        assert len(reasons) == 5 + 1 + 1 + 9 + 1 + 3, reasons
+        assert len([r for r in refusals(s) if r["op"] is None]) == 2
+    finally:
+        shutil.rmtree(shared / "batch", ignore_errors=True)
+
+
+def test_the_batch_records_its_own_audit_events_through_the_launcher(launch_settings,
+                                                                     launcher):
+    s = launch_settings
+    finish, leftovers, airlock, launch = ask(
+        s, BATCH_UID,
+        {"op": "audit", "event": "batch.finish", "actor": "erin", "audit_project": "covid-los",
+         "details": {"run_id": RUN, "status": "succeeded"}},
+        {"op": "audit", "event": "platform.leftovers_removed", "actor": "batch",
+         "details": {"kind": "temporary files", "removed": []}},
+        {"op": "audit", "event": "airlock.request.created", "actor": "erin"},
+        {"op": "audit", "event": STARTED_EVENT, "actor": "uid:0"})
+    assert finish["ok"] and leftovers["ok"], (finish, leftovers)
+    for answer, event in ((airlock, "airlock.request.created"),
+                          (launch, str(STARTED_EVENT.value))):
+        assert answer == {"ok": False, "refused": True,
+                          "error": f"the batch may not record the audit event {event!r}"}
+    [rec] = audit_records(s, "batch.")
+    assert (rec.event, rec.actor, rec.project) == ("batch.finish", "erin", "covid-los")
+    assert rec.details["via"] == "batch" and rec.details["via_uid"] == BATCH_UID

@@ -620,3 +620,17 @@ def test_zarr_3_reads_both_store_formats(tmp_path, zarr_format):
     rep = check_file(d)
     assert rep.format == "zarr" and rep.verdict == "fail"
     assert [x["index"] for x in locs(rep, "small-count")] == [{"region": "Nord", "month": 3}]
+
+
+def test_first_row_all_suppressed_under_two_label_columns_is_a_data_row(tmp_path):
+    """``R0, D00, c`` under ``outer, inner, n`` is a table cell hidden by suppression,
+    not a second header row: the labels and the recomputation from the subtotal are
+    read as written."""
+    p = tmp_path / "t.csv"
+    p.write_text("outer,inner,n\nR0,D00,c\nR0,D01,20\nR0,Total,35\nR1,D10,15\n"
+                 "R1,D11,20\nR1,Total,35\nTotal,Total,70\n")
+    rep = check_file(p)
+    (f,) = [f for f in rep.findings if f.rule == "recoverable-suppression"]
+    assert f.location["row"] == 2 and f.location["column"] == "n"
+    assert f.location["labels"] == {"outer": "R0", "inner": "D00"}
+    assert rep.verdict == "fail"

@@ -113,3 +113,58 @@ def test_a_short_e_mail_beyond_the_head_is_found(tmp_path, parts):
     assert rep.verdict == "block"
     (f,) = [f for f in rep.findings if f.rule == "identifier-value"]
     assert f.location["column"] == "note" and str(n - 7 + 2) in f.message
+
+
+def _findings(rep):
+    return sorted((f.rule, f.message, sorted((f.location or {}).items(), key=str))
+                  for f in rep.findings), rep.verdict, rep.details.get("rows")
+
+
+@pytest.mark.parametrize("case", ["small", "marker", "title", "malformed", "clean", "cp1252"])
+def test_the_first_part_parsed_early_gives_what_the_planned_read_gives(tmp_path, monkeypatch,
+                                                                       parts, case):
+    """The first part is parsed (every column as text) while the head is judged, then
+    cast to the columns the head asked for; the findings are those of the planned read
+    of that part, whatever it holds beyond the head."""
+    n = 60_000
+    df = _table(n).astype({"n": object})
+    if case == "small":
+        df.loc[[5_000, 9_000], "n"] = [3, 0]
+    elif case == "marker":
+        df.loc[6_000, "n"] = "<10"
+        df.loc[7_000, "n"] = 4
+    p = tmp_path / "early.csv"
+    if case == "cp1252":
+        df["dept"] = df["dept"] + " Hérault"
+        df.loc[8_000, "n"] = 2
+        df.to_csv(p, index=False, encoding="cp1252")
+    else:
+        df.to_csv(p, index=False)
+    if case == "title":
+        p.write_text("Stays by department and day\n" + p.read_text())
+    elif case == "malformed":
+        lines = p.read_text().splitlines(keepends=True)
+        lines.insert(8_000, "D01,999,25,extra\n")
+        p.write_text("".join(lines))
+    used = []
+    real = readers._from_early
+
+    def spy(*args, **kwargs):
+        got = real(*args, **kwargs)
+        used.append(got is not None)
+        return got
+
+    monkeypatch.setattr(readers, "_from_early", spy)
+    early = check_file(p)
+    assert used, "the first part was not parsed early"
+    # the early part is used unless it cannot stand for the planned read
+    assert used[0] == (case in ("small", "clean", "cp1252"))
+    monkeypatch.setattr(readers, "_from_early", lambda *a, **k: None)
+    planned = check_file(p)
+    assert _findings(early) == _findings(planned)
+    assert early.details["rows"] == n
+    if case == "small":
+        assert [x["row"] for x in locs(early, "small-count")] == [5_002]
+        assert [x["row"] for x in locs(early, "zero-count")] == [9_002]
+    if case == "cp1252":
+        assert [x["row"] for x in locs(early, "small-count")] == [8_002]

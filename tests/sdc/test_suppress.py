@@ -194,3 +194,142 @@ def test_fixed_crosstab_always_passes_and_hides_what_it_hides(data):
         assert rep.verdict == "review"
     else:
         assert rep.verdict == "pass", (text, fix.text, [f.message for f in rep.findings])
+
+
+# ------------------------------------------------------------------ two-level tables
+
+
+TOTAL_WORDS = {"total", "all", "ensemble"}
+
+
+def _is_total(label):
+    return label.strip().lower() in TOTAL_WORDS
+
+
+def _recoverable_levels(grid, n_labels):
+    """Independent of the module, for a table with ``n_labels`` row-label columns (an
+    outer level written once above blank cells, or on every row) and count columns,
+    some of them totals. The unknowns are the finest cells the table lists (rows with
+    no total label, columns with no total header): a reader takes a subtotal to be the
+    sum of the rows listed under it. Every cell shown or hidden is the sum of the finest
+    cells its labels match (a total label matches any); a hidden cell is recoverable
+    when its row lies in the row space of the rows shown (the rank does not grow).
+    Returns the (row, column) grid positions of the recoverable hidden cells."""
+    head, body = grid[0], grid[1:]
+    labels, last = [], [None] * n_labels
+    for r in body:
+        lab = []
+        for k in range(n_labels):
+            v = r[k].strip()
+            if not v and k < n_labels - 1 and last[k] is not None:
+                v = last[k]  # the outer level, left blank below its first row
+            lab.append(v or "Total")
+        last = lab
+        labels.append(tuple(lab))
+    cols = list(range(n_labels, len(head)))
+    fine_rows = [i for i, lab in enumerate(labels) if not any(map(_is_total, lab))]
+    fine_cols = [j for j in cols if not _is_total(head[j])] or cols
+    unknowns = [(i, j) for i in fine_rows for j in fine_cols]
+    pos = {u: k for k, u in enumerate(unknowns)}
+
+    def covers(i, j):
+        r = np.zeros(len(unknowns))
+        for fi in fine_rows:
+            if all(_is_total(a) or a == b for a, b in zip(labels[i], labels[fi], strict=True)):
+                for fj in fine_cols:
+                    if j == fj or (_is_total(head[j]) and len(fine_cols) < len(cols)):
+                        r[pos[(fi, fj)]] = 1
+        return r
+
+    shown, hidden = [], []
+    for i in range(len(body)):
+        for j in cols:
+            (hidden if body[i][j] == "c" else shown).append(((i, j), covers(i, j)))
+    a = np.array([r for _, r in shown]).reshape(len(shown), len(unknowns))
+    rank = np.linalg.matrix_rank(a) if len(shown) else 0
+    return {(i + 1, j) for (i, j), r in hidden
+            if np.linalg.matrix_rank(np.vstack([a, r])) == rank}
+
+
+def _two_level_text(values, nested, inner_margins, blank_outer, columns, rng_labels):
+    """A table of counts by an outer and an inner level (sex × age band, or region ×
+    district nested in it) with a subtotal row per outer group, optionally a margin
+    row per inner category, and the grand total; over region columns with a total
+    column, or one count column."""
+    n_outer, n_inner, n_cols = values.shape
+    outer = ["F", "M", "U"][:n_outer] if not nested else [f"R{o}" for o in range(n_outer)]
+    inner = (lambda o, k: f"D{o}{k}") if nested else (lambda o, k: rng_labels[k])
+    head = ["outer", "inner"] + ([f"c{j}" for j in range(n_cols)] + ["Total"]
+                                  if columns else ["n"])
+
+    def counts(vec):
+        return [str(int(v)) for v in vec] + ([str(int(vec.sum()))] if columns else [])
+
+    lines = [head]
+    for o in range(n_outer):
+        for k in range(n_inner):
+            first = k == 0 or not blank_outer
+            lines.append([outer[o] if first else "", inner(o, k), *counts(values[o, k])])
+        lines.append(["" if blank_outer else outer[o], "Total", *counts(values[o].sum(axis=0))])
+    if inner_margins and not nested:
+        for k in range(n_inner):
+            lines.append(["Total", inner(0, k), *counts(values[:, k].sum(axis=0))])
+    lines.append(["Total", "Total", *counts(values.sum(axis=(0, 1)))])
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(lines)
+    return out.getvalue()
+
+
+NESTED_REGIONS = ("region,district,F,M,Total\nNorth,a,25,3,28\nNorth,b,40,33,73\n"
+                  "North,Total,65,36,101\nSouth,c,12,15,27\nSouth,d,30,30,60\n"
+                  "South,Total,42,45,87\nTotal,Total,107,81,188\n")
+
+
+def test_nested_subtotals_do_not_give_back_a_hidden_district(tmp_path):
+    """Districts nested in regions: North's subtotal is the sum of North's districts
+    alone, so hiding North a's two cells (M 3, then F) leaves both recoverable from
+    North's subtotals; the fix must hide a second district of North too."""
+    fix = fix_text(NESTED_REGIONS, ",", DisclosurePolicy())
+    grid = _grid(fix.text)
+    assert grid[1][3] == "c"
+    assert not _recoverable_levels(grid, 2), fix.text
+    p = tmp_path / "fixed.csv"
+    p.write_text(fix.text)
+    assert check_file(p).verdict == "pass"
+
+
+@SETTINGS
+@given(data=st.data())
+def test_fixed_two_level_table_never_leaves_a_recoverable_cell(data):
+    method = data.draw(st.sampled_from(["suppress", "round"]))
+    nested = data.draw(st.booleans())
+    columns = data.draw(st.booleans())
+    n_outer = data.draw(st.integers(2, 3))
+    n_inner = data.draw(st.integers(2, 3))
+    n_cols = data.draw(st.integers(2, 3)) if columns else 1
+    pool = [0, 1, 3, 7, 9, 10, 12, 25, 40, 80] if method == "suppress" else [
+        0, 1, 3, 4, 6, 8, 11, 13, 22, 37, 41, 80]
+    values = np.array([[[data.draw(st.sampled_from(pool)) for _ in range(n_cols)]
+                        for _ in range(n_inner)] for _ in range(n_outer)])
+    text = _two_level_text(values, nested, data.draw(st.booleans()), data.draw(st.booleans()),
+                           columns, data.draw(st.sampled_from([BANDS, ["a", "b", "c"]])))
+    policy = DisclosurePolicy()
+    fix = fix_text(text, ",", policy, method)
+    grid = _grid(fix.text)
+    assert not _recoverable_levels(grid, 2), (text, fix.text)
+    shown = [v for r in grid[1:] for v in r[2:] if v != "c"]
+    assert all(int(v) >= policy.threshold or int(v) == 0 and not policy.zeros_disclosive
+               for v in shown), fix.text
+    if method == "round":
+        assert all(int(v) % policy.rounding_base == 0 for v in shown)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "fixed.csv"
+        p.write_text(fix.text)
+        rep = check_file(p, policy)
+    if not shown:
+        assert rep.verdict == "review"
+    else:
+        assert rep.verdict == "pass", (text, fix.text, [f.message for f in rep.findings])

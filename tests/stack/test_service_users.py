@@ -1,5 +1,5 @@
-"""The embedded stack runs the airlock and dask-gateway as system users of their own
-(issue 14 item 4).
+"""The embedded stack runs the airlock, dask-gateway and the batch service as system users
+of their own (issue 14 item 4).
 
 A real stack (:class:`~ecluse.dev.stack.Stack`, as ``ecluse up`` starts it as
 root, slapd, JupyterHub, the sandbox launcher, the Écluse spawner and
@@ -7,7 +7,9 @@ dask-gateway) with the default service users: the hub starts ``ecluse airlock
 serve`` as ``ecluse-airlock``, which checks uploads in sandboxes and writes its
 audit records through the launcher, and ``ecluse.dask.gateway`` as
 ``ecluse-dask``, which starts its clusters (sandboxes) and writes its audit
-records through the launcher. Their processes are read from ``/proc``; what
+records through the launcher, and ``ecluse batch serve`` as ``ecluse-batch``,
+which starts its runs, makes and reads their folders and writes its audit
+records through the launcher, and exports through the airlock's API. Their processes are read from ``/proc``; what
 they may not read is tried as their uid and groups. The stack's folder is
 under ``/tmp`` (traversable): a state directory under a private folder leaves
 the services root's, with a warning (last test).
@@ -16,6 +18,7 @@ the services root's, with a warning (last test).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import logging
 import os
@@ -24,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +36,7 @@ import requests
 
 from ecluse.audit import AuditLog
 from ecluse.config import load_settings
-from ecluse.dev.ldapserver import free_port
+from ecluse.dev.ldapserver import DEMO_USERS, free_port
 from ecluse.dev.serviceusers import DEFAULT_USERS, run_services_as
 from ecluse.dev.testing import HubClient, project_token_scopes, write_config
 from ecluse.hubservice import instances
@@ -44,6 +48,9 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 PASSWORD_ENV = "ECLUSE_TEST_AIRLOCK_USER_LDAP"
 DEFAULT_USER = DEFAULT_USERS["airlock"]
 DASK_USER = DEFAULT_USERS["dask"]
+BATCH_USER = DEFAULT_USERS["batch"]
+#: a staff member who is also a member of cardio-los (the demo directory has none)
+STAFF = ("sam", 20110)
 ROWS = b"patient_id,age,postcode\n" + b"".join(
     f"P{i:05d},{20 + i % 60},75{i % 20:03d}\n".encode() for i in range(40))
 
@@ -65,11 +72,18 @@ def stack(slapd) -> Iterator:
             (directory / "data" / slug / "stays.csv").write_text("stay,days\n1,3\n")
         # the hub adds its own route to the proxy once its services answer: the
         # gateway's start (dask, distributed) takes a while on a loaded machine
+        slapd.add_user(STAFF[0], f"pw-{STAFF[0]}-Secret1", STAFF[1], cn="Sam Staff")
+        slapd.passwords[STAFF[0]] = f"pw-{STAFF[0]}-Secret1"
+        for group in ("ecluse-staff", "proj-cardio-los"):
+            slapd.add_member(group, STAFF[0])
         with running_hub(path, airlock_user=DEFAULT_USER, dask_user=DASK_USER,
-                         start_timeout=240,
+                         batch_user=BATCH_USER, start_timeout=240, wait_for=("batch",),
                          extra_env={PASSWORD_ENV: slapd.service_password}) as s:
             yield s
     finally:
+        for group in ("ecluse-staff", "proj-cardio-los"):  # the session's directory
+            with contextlib.suppress(Exception):
+                slapd.remove_member(group, STAFF[0])
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -269,6 +283,154 @@ def test_attack_the_gateway_user_cannot_read_the_secrets_nor_the_audit_keys(stac
     assert try_read_as(gateway_pid(stack), s.config_file) == {str(s.config_file): "read"}
 
 
+# ------------------------------------------------------------------ batch
+
+
+def batch_pid(stack) -> int:
+    return service_pid(stack, "ecluse batch serve")
+
+
+def test_the_batch_process_runs_as_its_own_user(stack):
+    user = pwd.getpwnam(BATCH_USER)
+    uid, gid, groups = proc_ids(batch_pid(stack))
+    assert (uid, gid) == (user.pw_uid, user.pw_gid) and uid != 0
+    assert stack.settings.sandbox.launcher_callers["batch"] == BATCH_USER
+    assert stack.settings.batch.service_user == BATCH_USER
+    # the launcher's group, no project's group (project folders are the launcher's to read)
+    assert set(groups) <= {user.pw_gid, grp.getgrnam(stack.settings.sandbox.launcher_group).gr_gid}
+    # its record store and queue are its own
+    s = stack.settings
+    assert (s.state_dir / "batch-records").stat().st_uid == user.pw_uid
+    queue = Path(s.batch.resolved_database_url(s.db_dir).removeprefix("sqlite:///"))
+    assert queue.parent.stat().st_uid == user.pw_uid
+
+
+def test_attack_the_batch_user_cannot_read_the_secrets_nor_the_audit_keys(stack):
+    """A batch service exploit (it reads what researchers' notebooks wrote) gets its uid:
+    the state directory's secrets, the hub and audit databases, the audit keys and the
+    airlock's database stay out of its reach (a run's folder: the next test)."""
+    s = stack.settings
+    targets = [*sorted((s.state_dir / "secrets").iterdir()),
+               *sorted(p for p in Path(s.audit.key_dir).iterdir() if p.is_file()),
+               s.db_dir / "jupyterhub.sqlite", s.db_dir / "audit.sqlite",
+               s.airlock.resolved_storage_dir(s.db_dir) / "airlock.sqlite"]
+    result = try_read_as(batch_pid(stack), *[t for t in targets if t.exists()])
+    assert len(result) >= 5 and set(result.values()) == {"PermissionError"}, result
+    own = Path(s.batch.resolved_database_url(s.db_dir).removeprefix("sqlite:///"))
+    assert try_read_as(batch_pid(stack), own, s.config_file) == {
+        str(own): "read", str(s.config_file): "read"}
+
+
+NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}},
+    "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None,
+               "outputs": [], "source": src} for i, src in enumerate([
+                   "import csv\nrows = [('ward', 'stays'), ('A', 20), ('B', 30)]\n"
+                   "with open('summary.csv', 'w', newline='') as fh:\n"
+                   "    csv.writer(fh).writerows(rows)",
+                   "print('total', 50)"])],
+}
+
+
+def test_a_batch_run_succeeds_and_its_export_reaches_the_airlock(stack, ldap_passwords):
+    """End to end as staff through the hub: the run's sandbox, its folder (made by the
+    launcher for alice), its progress and log (read through the launcher), and its
+    export (the batch service's token on the airlock's API, for sam) — the audit records
+    written through the launcher with each service's uid."""
+    from ecluse.batch.files import shared_dir
+    from ecluse.batch.hub import STAFF_SCOPES
+
+    c = HubClient(stack.url)
+    assert c.login(STAFF[0], ldap_passwords[STAFF[0]]).status_code == 302
+    api = requests.Session()
+    api.headers["Authorization"] = f"token {c.new_token(STAFF[0], list(STAFF_SCOPES))}"
+    base = f"{stack.url}/services/batch/api/v1"
+    r = api.post(f"{base}/runs", timeout=60, json={
+        "project": "cardio-los", "as_user": "alice", "timeout": 200,
+        "notebook": {"name": "wards.ipynb", "content": NOTEBOOK}})
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    deadline = time.monotonic() + 240
+    while True:
+        run = api.get(f"{base}/runs/{rid}", timeout=60).json()
+        if run["final"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if run["status"] != "succeeded":
+        print(run, stack.log_tail())
+    assert run["status"] == "succeeded", run["error"]
+    assert run["progress"]["cells_done"] == run["progress"]["cells_total"] == 2
+    folder = shared_dir(stack.settings, "cardio-los") / "batch" / rid
+    alice = next(u for u in DEMO_USERS if u.uid == "alice")
+    assert folder.stat().st_uid == alice.uid_number  # made by the launcher, alice's
+    # the service's own uid cannot read the run's outputs: only through the launcher
+    outputs = try_read_as(batch_pid(stack), folder / "summary.csv", folder / "log.txt")
+    assert set(outputs.values()) == {"PermissionError"}, outputs
+    r = api.get(f"{base}/runs/{rid}/logs", timeout=60)
+    assert r.status_code == 200 and "total 50" in r.json()["log"], r.text
+    r = api.post(f"{base}/runs/{rid}/export", json={"title": "Wards"}, timeout=600)
+    assert r.status_code == 201, r.text
+    req = r.json()
+    assert (req["state"], req["requester"]) == ("submitted", STAFF[0])
+    assert sorted(f["name"] for f in req["files"]) == ["output.ipynb", "summary.csv"]
+
+    batch_uid = pwd.getpwnam(BATCH_USER).pw_uid
+    audit = AuditLog.from_settings(stack.settings, writer=False)
+    [exported] = [e for e in audit.records(event="batch.export")
+                  if e.details.get("run_id") == rid]
+    assert exported.actor == STAFF[0] and exported.details["request_id"] == req["id"]
+    assert exported.details["via_uid"] == batch_uid
+    [finish] = [e for e in audit.records(event="batch.finish") if e.details["run_id"] == rid]
+    assert finish.details["via"] == "batch" and finish.outcome == "success"
+    started = [e for e in audit.records(event=STARTED_EVENT)
+               if e.details.get("caller") == "batch"]
+    assert started and started[-1].actor == f"uid:{batch_uid}"
+    # the airlock's own records: created and uploaded by the airlock (its uid), for sam
+    created = [e for e in audit.records(event="airlock.request.created")
+               if e.details.get("request_id") == req["id"]]
+    assert [(e.actor, e.details["via_uid"]) for e in created] == [
+        (STAFF[0], pwd.getpwnam(DEFAULT_USER).pw_uid)]
+
+
+def test_attack_the_batch_token_acts_on_the_airlock_for_staff_exports_only(stack,
+                                                                          ldap_passwords):
+    """The batch service's own token on the airlock's API: only for a staff member, one
+    project, and only create, upload, submit and read — never review, release or
+    withdraw; the lists of requests stay closed to it."""
+    pid = batch_pid(stack)
+    token = dict(line.split("=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes()
+                 .decode().split("\0") if "=" in line)["JUPYTERHUB_API_TOKEN"]
+    base = f"{stack.url}/services/airlock/api/v1"
+    api = requests.Session()
+    api.headers["Authorization"] = f"token {token}"
+
+    def as_(user: str, project: str = "cardio-los") -> dict[str, str]:
+        return {"X-Ecluse-On-Behalf-Of": user, "X-Ecluse-Project": project}
+
+    body = {"project": "cardio-los", "title": "t", "justification": "j"}
+    r = api.post(f"{base}/requests", json=body, timeout=60)  # nobody named
+    assert r.status_code == 403 and "must name the staff member" in r.text, r.text
+    r = api.post(f"{base}/requests", json=body, headers=as_("alice"), timeout=60)
+    assert r.status_code == 403 and "exports for platform staff only" in r.text, r.text
+    r = api.get(f"{base}/requests", headers=as_(STAFF[0]), timeout=60)  # a list: no
+    assert r.status_code == 403, r.text
+    r = api.post(f"{base}/requests", json=body, headers=as_(STAFF[0], "air-quality"),
+                 timeout=60)  # the credential's one project is not the body's
+    assert r.status_code in (403, 404), r.text
+    r = api.post(f"{base}/requests", json=body, headers=as_(STAFF[0]), timeout=60)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    for action in ("withdraw", "release"):
+        r = api.post(f"{base}/requests/{rid}/{action}", json={}, headers=as_(STAFF[0]),
+                     timeout=60)
+        assert r.status_code == 403 and f"not {action} it" in r.text, r.text
+    r = api.post(f"{base}/requests/{rid}/reviews", json={"decision": "approve"},
+                 headers=as_(STAFF[0]), timeout=60)
+    assert r.status_code == 403, r.text
+
+
 def test_an_unreachable_state_directory_leaves_the_services_roots(tmp_path, slapd, caplog):
     """pytest's own folders are private (0700): the users could not reach the state
     directory, so nothing changes and one warning per service says why."""
@@ -280,9 +442,11 @@ def test_an_unreachable_state_directory_leaves_the_services_roots(tmp_path, slap
     assert settings.airlock.service_user is None and settings.sandbox.launcher_socket is None
     assert settings.dask.service_user is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2, warnings
+    assert len(warnings) == 3, warnings
     assert f"the airlock runs as root, not as {DEFAULT_USER}" in warnings[0]
     assert f"the dask runs as root, not as {DASK_USER}" in warnings[1]
+    assert f"the batch runs as root, not as {BATCH_USER}" in warnings[2]
+    assert settings.batch.service_user is None
     assert all(str(settings.state_dir) in w for w in warnings)
 
 
@@ -294,5 +458,6 @@ def test_a_stack_without_the_gateway_makes_no_dask_user_of_it(tmp_path, slapd, c
     with caplog.at_level(logging.WARNING, logger="ecluse.dev.serviceusers"):
         assert run_services_as(settings, DEFAULT_USERS) == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # (nor a batch user: without the Écluse spawner there is no batch service either)
     assert [w.split(":")[0] for w in warnings] == [
         f"the airlock runs as root, not as {DEFAULT_USER}"]

@@ -73,12 +73,18 @@ class Request(Base):
     history: Mapped[list[HistoryEntry]] = relationship(
         back_populates="request", order_by="HistoryEntry.id", cascade="all, delete-orphan"
     )
+    file_decisions: Mapped[list[FileDecision]] = relationship(
+        back_populates="request", order_by="FileDecision.id", cascade="all, delete-orphan"
+    )
 
     def current_files(self) -> list[File]:
         return [f for f in self.files if f.version == self.version]
 
     def current_reviews(self) -> list[Review]:
         return [r for r in self.reviews if r.version == self.version]
+
+    def current_file_decisions(self) -> list[FileDecision]:
+        return [d for d in self.file_decisions if d.version == self.version]
 
 
 class File(Base):
@@ -111,6 +117,9 @@ class File(Base):
     #: a supporting file (e.g. the unrounded counts behind a rounded table): checkers see
     #: it, the checks use it, it is never released
     supporting: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: released: a file of the released version that left (a partial release holds
+    #: back the files that lack two approvals; a supporting file never is)
+    released: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     request: Mapped[Request] = relationship(back_populates="files")
 
@@ -166,6 +175,34 @@ class Review(Base):
             return {str(k): str(v) for k, v in json.loads(self.overrides or "{}").items()}
         except (ValueError, AttributeError):
             return {}
+
+
+class FileDecision(Base):
+    """One checker's decision on one file of one version: ``approve`` or
+    ``request_changes`` (with its comment); each person decides a file once."""
+
+    __tablename__ = "airlock_file_decisions"
+    __table_args__ = (
+        UniqueConstraint("request_id", "version", "file_name", "reviewer",
+                         name="uq_file_decision_once"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("airlock_requests.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    #: the file's sha256 when decided (a decision is about those bytes)
+    sha256: Mapped[str] = mapped_column(String(64))
+    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewer_dn: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    reviewer_uid_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decision: Mapped[str] = mapped_column(String(20))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    request: Mapped[Request] = relationship(back_populates="file_decisions")
 
 
 class HistoryEntry(Base):

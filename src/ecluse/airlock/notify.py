@@ -1,7 +1,8 @@
 """E-mail notifications of the airlock over SMTP (``airlock.smtp``).
 
 The output checkers on a submission (or resubmission); the requester on each
-decision (an approval, changes requested, a rejection) and on release. A mail
+decision (an approval, changes requested, a rejection; per file too: one file
+approved, changes requested to one file — never which) and on release. A mail
 says which request (id and project), what happened and links to the request's
 page: never a file name, a file's content, a title or a comment, which can be
 disclosive — the page, behind the hub's sign-in, shows them.
@@ -55,6 +56,14 @@ TEMPLATES: dict[str, tuple[str, str, str]] = {
     AuditEvent.AIRLOCK_REQUEST_REJECTED.value: (
         "requester", "request {id} rejected",
         "An output checker rejected your request {id} of project {project}."),
+    AuditEvent.AIRLOCK_FILE_APPROVED.value: (
+        "requester", "request {id}: a file approved",
+        "An output checker approved one file of your request {id} of project {project} "
+        "(version {version})."),
+    AuditEvent.AIRLOCK_FILE_CHANGES_REQUESTED.value: (
+        "requester", "request {id}: changes requested to a file",
+        "An output checker asked for changes to one file of your request {id} of project "
+        "{project} (version {version}); the page says which and why."),
     AuditEvent.AIRLOCK_REQUEST_RELEASED.value: (
         "requester", "request {id} released",
         "The files of your request {id} of project {project} were released: you may "

@@ -99,16 +99,31 @@ def ro_crate(record: dict[str, Any], record_sha: str) -> dict[str, Any]:
          "encodingFormat": f.get("format") or "application/octet-stream"}
         for f in record["files"]
     ]
-    people = sorted({req["requester"], *(r["reviewer"] for r in record["reviews"])})
+    # a partial release: the files held back are not in the package, nor named by it
+    released = {f["name"] for f in record["files"]}
+    decisions = [d for d in record.get("file_decisions", [])
+                 if d.get("file") in released and d.get("version") == req.get("version")]
+    people = sorted({req["requester"], *(r["reviewer"] for r in record["reviews"]),
+                     *(d["reviewer"] for d in decisions)})
     reviews = [
         {"@id": f"#review-{k}", "@type": "AssessAction",
          "additionalType": {"@id": "https://w3id.org/5s-crate/0.4#DisclosureCheck"},
          "name": f"output check by {r['reviewer']}: {r['decision']}",
          "agent": {"@id": person(r["reviewer"])}, "endTime": r["created_at"],
          "actionStatus": "http://schema.org/CompletedActionStatus",
-         "object": [{"@id": FILES_DIR + name} for name in r.get("files", [])],
+         "object": [{"@id": FILES_DIR + name} for name in r.get("files", [])
+                    if name in released],
          "description": r.get("comment") or ""}
         for k, r in enumerate(record["reviews"], 1)
+    ] + [
+        {"@id": f"#file-decision-{k}", "@type": "AssessAction",
+         "additionalType": {"@id": "https://w3id.org/5s-crate/0.4#DisclosureCheck"},
+         "name": f"output check of one file by {d['reviewer']}: {d['decision']}",
+         "agent": {"@id": person(d["reviewer"])}, "endTime": d["created_at"],
+         "actionStatus": "http://schema.org/CompletedActionStatus",
+         "object": [{"@id": FILES_DIR + d["file"]}],
+         "description": d.get("comment") or ""}
+        for k, d in enumerate(decisions, 1)
     ]
     graph: list[dict[str, Any]] = [
         {"@id": CRATE_NAME, "@type": "CreativeWork",

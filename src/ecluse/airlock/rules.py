@@ -15,6 +15,9 @@ Life cycle::
 
 ``approve`` from ``submitted``/``in_review`` lands in ``approved`` when the
 approval completes the required number, otherwise in ``in_review``.
+``release_partial`` (``submitted``/``in_review`` → ``released``) releases only
+the files with the required approvals of their own (per-file decisions), when
+every other file is held with a reason (changes requested on it, or blocked).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ class Action(StrEnum):
     REJECT = "reject"
     RESUBMIT = "resubmit"
     RELEASE = "release"
+    #: release only the files two checkers approved; the others are held (their
+    #: changes requested, or blocked) and recorded so
+    RELEASE_PARTIAL = "release_partial"
     WITHDRAW = "withdraw"
 
 
@@ -100,6 +106,14 @@ TRANSITIONS: tuple[Transition, ...] = (
         AuditEvent.AIRLOCK_REQUEST_RESUBMITTED,
     ),
     _t(Action.RELEASE, State.APPROVED, State.RELEASED, {C, S}, AuditEvent.AIRLOCK_REQUEST_RELEASED),
+    _t(
+        Action.RELEASE_PARTIAL, State.SUBMITTED, State.RELEASED, {C, S},
+        AuditEvent.AIRLOCK_REQUEST_RELEASED,
+    ),
+    _t(
+        Action.RELEASE_PARTIAL, State.IN_REVIEW, State.RELEASED, {C, S},
+        AuditEvent.AIRLOCK_REQUEST_RELEASED,
+    ),
     _t(Action.WITHDRAW, State.DRAFT, State.WITHDRAWN, {R, S}, AuditEvent.AIRLOCK_REQUEST_WITHDRAWN),
     _t(Action.WITHDRAW, State.SUBMITTED, State.WITHDRAWN, {R, S}, AuditEvent.AIRLOCK_REQUEST_WITHDRAWN),
     _t(Action.WITHDRAW, State.IN_REVIEW, State.WITHDRAWN, {R, S}, AuditEvent.AIRLOCK_REQUEST_WITHDRAWN),
@@ -124,6 +138,13 @@ DECISIONS: dict[str, Action] = {
     "approve": Action.APPROVE,
     "request_changes": Action.REQUEST_CHANGES,
     "reject": Action.REJECT,
+}
+
+#: what a checker may decide on one file (per-file decisions); the request-level
+#: ``approve`` counts as approving every file of the version
+FILE_DECISIONS: dict[str, str] = {
+    "approve": AuditEvent.AIRLOCK_FILE_APPROVED,
+    "request_changes": AuditEvent.AIRLOCK_FILE_CHANGES_REQUESTED,
 }
 
 #: per verdict: may a checker approve a file with it, and is a written reason needed.
@@ -206,6 +227,7 @@ EVENTS: dict[str, str] = {
     "denied": AuditEvent.AIRLOCK_PERMISSION_DENIED,
     "proposal_view": AuditEvent.AIRLOCK_PROPOSAL_VIEWED,
     "proposal_accept": AuditEvent.AIRLOCK_PROPOSAL_ACCEPTED,
+    "compare": AuditEvent.AIRLOCK_VERSIONS_COMPARED,
 }
 
 

@@ -30,6 +30,7 @@ from ..settings.airlock import AirlockSettings, airlock_settings
 from . import db, ledger, release
 from .checkbox import SandboxChecker
 from .checks import ProcessChecker, inspect_staged, unjudged
+from .diff import compare_files
 from .errors import (
     IdentityUnavailable,
     InvalidInput,
@@ -39,7 +40,16 @@ from .errors import (
     PolicyViolation,
     QuotaExceeded,
 )
-from .models import File, HistoryEntry, LedgerEntry, Request, Review, as_utc, utcnow
+from .models import (
+    File,
+    FileDecision,
+    HistoryEntry,
+    LedgerEntry,
+    Request,
+    Review,
+    as_utc,
+    utcnow,
+)
 from .notify import Notifier, notifier_for
 from .permissions import (
     Identity,
@@ -58,6 +68,7 @@ from .permissions import (
 from .rules import (
     DECISIONS,
     EVENTS,
+    FILE_DECISIONS,
     FINAL_STATES,
     PURGEABLE_STATES,
     REVIEWABLE_STATES,
@@ -898,6 +909,10 @@ class AirlockService:
                 raise PermissionDenied(
                     f"{f.name} is a supporting file of request {req.id}: checkers saw it, "
                     "it was not released, and its bytes never leave the airlock")
+            if not f.released:
+                raise PermissionDenied(
+                    f"{f.name} was held back when request {req.id} was released in part "
+                    "(only its approved files left): its bytes stay in the airlock")
             name, sha, size, version = f.name, f.sha256, f.size, f.version
         self._verify_or_audit(user, req, name, sha)
         self._audit(EVENTS["download"], user, req, version=version, file=name, sha256=sha,
@@ -1001,10 +1016,24 @@ class AirlockService:
                 raise InvalidInput(
                     f"overrides: no file named {sorted(unknown)[0]!r} in version {req.version}"
                 )
+            mine = {d.file_name: d for d in req.current_file_decisions()
+                    if user.person.same_as(self._decider(d)) is not None}
             if action is Action.APPROVE:
+                outputs = {f.name for f in files if not f.supporting}
+                asked = sorted(n for n, d in mine.items() if d.decision == "request_changes"
+                               and n in outputs)
+                if asked:
+                    raise PolicyViolation(
+                        f"you asked for changes to {', '.join(asked)} in version "
+                        f"{req.version}: request changes to the whole request, or let the "
+                        "approved files be released in part; approving it all is refused")
                 for f in files:
-                    if not f.supporting:  # never released: nothing of it to approve
-                        require_approvable(f.name, f.verdict, reasons.get(f.name))
+                    if f.supporting:  # never released: nothing of it to approve
+                        continue
+                    # a per-file approval's reason stands for the file
+                    if not reasons.get(f.name) and f.name in mine:
+                        reasons[f.name] = mine[f.name].comment
+                    require_approvable(f.name, f.verdict, reasons.get(f.name))
                 # people, not names: one person's approvals under two names count once
                 approvals = len(distinct([*self._approvers(req), user.person]))
                 target = (
@@ -1057,22 +1086,34 @@ class AirlockService:
                 f"person ({why}); one person is one reviewer, under any name")
 
     def _require_approvers(self, req: Request) -> None:
-        """Checked again at release: enough distinct people approved, none of them the
-        requester (reviews recorded before people were told apart included)."""
-        requester = requester_of(req)
-        approvers = [p for p in self._approvers(req) if p.same_as(requester) is None]
+        """Checked again at release: every file approved by enough distinct people
+        (approving the version, or the file), none of them the requester (reviews
+        recorded before people were told apart included), and nothing held."""
         need = self.settings.required_approvals
-        if len(approvers) < need:
-            names = sorted(r.reviewer for r in req.current_reviews() if r.decision == "approve")
-            raise PolicyViolation(
-                f"request {req.id} cannot be released: {len(approvers)} distinct person(s) "
-                f"other than the requester approved version {req.version} (approvals by "
-                f"{', '.join(names) or 'nobody'}; one person's names count once), {need} needed")
+        for f in _outputs(req):  # a supporting file is never released: no approval needed
+            approvers = self._file_approvers(req, f)
+            if len(approvers) < need:
+                names = sorted({r.reviewer for r in req.current_reviews()
+                                if r.decision == "approve"} | {
+                    d.reviewer for d in req.current_file_decisions()
+                    if d.file_name == f.name and d.decision == "approve"})
+                raise PolicyViolation(
+                    f"request {req.id} cannot be released: {len(approvers)} distinct "
+                    f"person(s) other than the requester approved {f.name} in version "
+                    f"{req.version} (approvals by {', '.join(names) or 'nobody'}; one "
+                    f"person's names count once), {need} needed")
+            held = self._held_reasons(req, f)
+            if held:
+                raise PolicyViolation(
+                    f"request {req.id} cannot be released whole: {f.name} is held "
+                    f"({held[0]['decision'].replace('_', ' ')}); release the approved files "
+                    "in part, or request changes")
 
     def _release_record(self, req: Request, files: list[File]) -> list[dict[str, Any]]:
         """Per released file: its verdict, the policy pack it was judged under and every
         approver's written reason (the release record of the audit log, SATRE 3.3.09)."""
         approvals = [r for r in req.current_reviews() if r.decision == "approve"]
+        decisions = [d for d in req.current_file_decisions() if d.decision == "approve"]
         # the disclosure policy pack each verdict was reached under (the project's, when
         # the checker gave no report of its policy)
         pack = str(getattr(self.policy_for(req.project), "pack", ""))
@@ -1080,19 +1121,22 @@ class AirlockService:
             {
                 "file": f.name, "sha256": f.sha256, "verdict": f.verdict,
                 "policy_pack": str((f.report_dict().get("policy") or {}).get("pack") or pack),
-                "approved_by": [r.reviewer for r in approvals],
+                "approved_by": [p.name for p in self._file_approvers(req, f)],
                 "override_reasons": {
-                    r.reviewer: r.overrides_dict()[f.name]
-                    for r in approvals if r.overrides_dict().get(f.name)
+                    **{d.reviewer: d.comment for d in decisions
+                       if d.file_name == f.name and d.sha256 == f.sha256 and d.comment},
+                    **{r.reviewer: r.overrides_dict()[f.name]
+                       for r in approvals if r.overrides_dict().get(f.name)},
                 },
             }
             for f in files
         ]
 
-    def _record(self, req: Request, files: list[File], released_by: str,
-                comment: str) -> dict[str, Any]:
+    def _record(self, req: Request, files: list[File], released_by: str, comment: str,
+                held: list[tuple[File, list[dict[str, Any]]]] | None = None) -> dict[str, Any]:
         """The release record (``ecluse.airlock.release``): what left, under which
-        policy, judged how, approved by whom and why."""
+        policy, judged how, approved by whom and why; for a partial release, which
+        files were held back and why (``held``: never their content)."""
         policy = self.policy_for(req.project)
         names = {v: sorted(f.name for f in req.files if f.version == v and not f.supporting)
                  for v in range(1, req.version + 1)}
@@ -1143,6 +1187,19 @@ class AirlockService:
                  "comment": h.comment}
                 for h in req.history
             ],
+            "partial": bool(held),
+            "released_files": [f.name for f in files],
+            "held": [
+                {"name": f.name, "sha256": f.sha256, "size": f.size, "verdict": f.verdict,
+                 "reasons": why}
+                for f, why in held or []
+            ],
+            "file_decisions": [
+                {"reviewer": d.reviewer, "version": d.version, "file": d.file_name,
+                 "sha256": d.sha256, "decision": d.decision, "comment": d.comment,
+                 "created_at": _iso(d.created_at)}
+                for d in req.file_decisions
+            ],
         }
 
     def get_record(self, user: Identity, request_id: str) -> bytes:
@@ -1168,8 +1225,9 @@ class AirlockService:
             if req.release_record is None:
                 raise InvalidTransition(
                     f"request {req.id} has no release package: it is {req.state}")
+            # supporting files are never released (nor marked so)
             files = [(f.name, f.sha256, f.version) for f in req.current_files()
-                     if not f.supporting]  # supporting files are never released
+                     if f.released and not f.supporting]
             for _name, _sha, version in files:
                 require_file_content(user, req, self._project(req.project), version)
             record = req.release_record.encode()
@@ -1206,30 +1264,51 @@ class AirlockService:
     def release(self, user: Identity, request_id: str, comment: Any = "") -> dict[str, Any]:
         """Re-hash every staged file, then mark the request released."""
         comment = self._text(comment, "comment", required=False)
-        with self._guard(user, "release", request_id), self._tx() as s:
+        return self._release(user, request_id, comment, partial=False)
+
+    def release_partial(self, user: Identity, request_id: str,
+                        comment: Any = "") -> dict[str, Any]:
+        """Release only the files of the current version that have the required
+        approvals of their own (per-file decisions); every other file must be held
+        with a reason (a checker asked for changes to it, or it is blocked). The
+        release record and its audit event say which files left, which were held and
+        why. A written comment is required."""
+        comment = self._text(comment, "comment", required=True)
+        return self._release(user, request_id, comment, partial=True)
+
+    def _release(self, user: Identity, request_id: str, comment: str,
+                 partial: bool) -> dict[str, Any]:
+        action = Action.RELEASE_PARTIAL if partial else Action.RELEASE
+        with self._guard(user, action.value, request_id), self._tx() as s:
             user = self._as_person(user)
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
             self._persons(req)
-            t = require_transition(user, req, self._project(req.project), Action.RELEASE)
-            self._require_approvers(req)
-            # supporting files stay: they are recorded as such, never released
-            files = [f for f in req.current_files() if not f.supporting]
-            if not files:
-                raise PolicyViolation(f"request {req.id} has only supporting files: nothing "
-                                      "to release")
+            t = require_transition(user, req, self._project(req.project), action)
+            held: list[tuple[File, list[dict[str, Any]]]] = []
+            if partial:
+                files, held = self._require_partial(req)
+            else:
+                self._require_approvers(req)
+                # supporting files stay: they are recorded as such, never released
+                files = _outputs(req)
+                if not files:
+                    raise PolicyViolation(f"request {req.id} has only supporting files: "
+                                          "nothing to release")
             for f in files:
                 require_approvable(f.name, f.verdict, "(checked at approval)")
                 self._verify_or_audit(user, req, f.name, f.sha256)
             before = req.state
             req.state = t.target.value
             req.updated_at = req.released_at = utcnow()
-            self._history(s, req, user, Action.RELEASE.value, before, comment)
+            for f in files:
+                f.released = True
+            self._history(s, req, user, action.value, before, comment)
             ledger.record_release(s, req, files, ledger.scopes_of(
                 req.project, self._project(req.project)))
             s.flush()
             s.refresh(req, ["history"])
-            record = release.encode(self._record(req, files, user.name, comment))
+            record = release.encode(self._record(req, files, user.name, comment, held))
             req.release_record = record.decode()
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment,
@@ -1237,8 +1316,194 @@ class AirlockService:
                         not_released=[{"file": f.name, "sha256": f.sha256,
                                        "reason": "supporting file"}
                                       for f in req.current_files() if f.supporting],
-                        record_sha256=release.sha256_of(record))
+                        record_sha256=release.sha256_of(record), partial=partial,
+                        held=[{"file": f.name, "sha256": f.sha256, "verdict": f.verdict,
+                               "reasons": why} for f, why in held])
         return self.get_request(user, request_id, record_view=False)
+
+    # ------------------------------------------------------------ per-file decisions
+
+    @staticmethod
+    def _decider(d: FileDecision) -> Person:
+        return Person(d.reviewer, d.reviewer_dn, d.reviewer_uid_number)
+
+    def _file_approvers(self, req: Request, f: File) -> list[Person]:
+        """The distinct people other than the requester who approved ``f`` (a file of
+        the current version): by a per-file decision on these bytes, or by approving
+        the whole version."""
+        people = [self._reviewer(r) for r in req.current_reviews() if r.decision == "approve"]
+        people += [self._decider(d) for d in req.current_file_decisions()
+                   if d.file_name == f.name and d.sha256 == f.sha256
+                   and d.decision == "approve"]
+        requester = requester_of(req)
+        return [p for p in distinct(people) if p.same_as(requester) is None]
+
+    @staticmethod
+    def _held_reasons(req: Request, f: File) -> list[dict[str, Any]]:
+        """Why ``f`` is held back: its changes requests, or its ``block`` verdict."""
+        out: list[dict[str, Any]] = []
+        if f.verdict == Verdict.BLOCK.value:
+            out.append({"reviewer": None, "decision": "blocked",
+                        "comment": "blocked by the disclosure checks (row-level or "
+                                   "identifying output is never released)"})
+        out += [{"reviewer": d.reviewer, "decision": d.decision, "comment": d.comment}
+                for d in req.current_file_decisions()
+                if d.file_name == f.name and d.decision == "request_changes"]
+        return out
+
+    def _file_states(self, req: Request) -> dict[str, dict[str, Any]]:
+        """Per file of the current version: its approvers, why it is held (if it is)
+        and whether it may be released (enough approvals, nothing holding it). Not the
+        supporting files: they are never released, so never approved nor held."""
+        need = self.settings.required_approvals
+        out = {}
+        for f in _outputs(req):
+            approvers = self._file_approvers(req, f)
+            held = self._held_reasons(req, f)
+            out[f.name] = {"approvers": approvers, "held": held,
+                           "releasable": not held and len(approvers) >= need}
+        return out
+
+    def _partial_plan(self, req: Request) -> tuple[
+            list[File], list[tuple[File, list[dict[str, Any]]]], list[str]]:
+        """(files released, files held with their reasons, files neither)."""
+        states = self._file_states(req)
+        need = self.settings.required_approvals
+        out, held, undecided = [], [], []
+        for f in _outputs(req):  # supporting files: neither released nor held
+            st = states[f.name]
+            if st["releasable"]:
+                out.append(f)
+            elif st["held"]:
+                held.append((f, st["held"]))
+            else:
+                undecided.append(f"{f.name} ({len(st['approvers'])} of {need} approvals)")
+        return out, held, undecided
+
+    def _require_partial(self, req: Request) -> tuple[
+            list[File], list[tuple[File, list[dict[str, Any]]]]]:
+        files, held, undecided = self._partial_plan(req)
+        need = self.settings.required_approvals
+        if undecided:
+            raise PolicyViolation(
+                f"request {req.id} cannot be released in part: {', '.join(undecided)} "
+                f"neither has {need} approvals nor is held by a changes request; every "
+                "file must be approved or held before the approved ones are released")
+        if not files:
+            raise PolicyViolation(
+                f"request {req.id} cannot be released in part: no file of version "
+                f"{req.version} has {need} approvals from distinct people other than the "
+                "requester")
+        if not held:
+            raise PolicyViolation(
+                f"request {req.id}: every file is approved, nothing is held; release the "
+                "whole request once it is approved")
+        return files, held
+
+    def decide_file(self, user: Identity, request_id: str, file_id: Any, *,
+                    decision: Any, comment: Any = "") -> dict[str, Any]:
+        """Record one checker's decision on one file of the current version:
+        ``approve`` (a written reason needed where approving the whole request needs
+        one; never a ``block`` file) or ``request_changes`` (a comment required).
+        Each person decides a file once, under whichever of their names, and not
+        after reviewing the whole version. When every file then has the required
+        approvals, the request is approved. A supporting file takes no decision (it is
+        never released): refused."""
+        if decision not in FILE_DECISIONS:
+            raise InvalidInput("decision: expected approve or request_changes")
+        comment = self._text(comment, "comment", required=decision == "request_changes")
+        action = Action.APPROVE if decision == "approve" else Action.REQUEST_CHANGES
+        with self._guard(user, f"file_{decision}", request_id), self._tx() as s:
+            user = self._as_person(user)
+            req = self._load(s, request_id, lock=True)
+            project = self._project(req.project)
+            require_view(user, req, project)
+            self._persons(req)
+            require_transition(user, req, project, action)
+            f = s.get(File, file_id) if isinstance(file_id, int) else None
+            if f is None or f.request_id != req.id:
+                raise NotFound(f"request {req.id} has no file {file_id}")
+            if f.version != req.version:
+                raise InvalidTransition(
+                    f"{f.name} is a file of version {f.version}; request {req.id} is at "
+                    f"version {req.version}: decisions are on the current version's files")
+            if f.supporting:
+                raise PolicyViolation(
+                    f"{f.name} is a supporting file of request {req.id}: it is never "
+                    "released, so it takes no per-file decision; to have it changed, "
+                    "request changes to the whole request")
+            self._require_first_review(user, req)
+            me = user.person
+            for d in req.current_file_decisions():
+                if d.file_name != f.name:
+                    continue
+                why = me.same_as(self._decider(d))
+                if why is not None:
+                    as_ = "" if d.reviewer == user.name else (
+                        f" as {d.reviewer!r} (one person: {why})")
+                    raise PolicyViolation(
+                        f"you have already decided on {f.name} in version {req.version} of "
+                        f"request {req.id}{as_}: {d.decision.replace('_', ' ')}; each "
+                        "checker decides a file once")
+            if decision == "approve":
+                require_approvable(f.name, f.verdict, comment)
+            s.add(FileDecision(
+                request_id=req.id, version=req.version, file_name=f.name, sha256=f.sha256,
+                reviewer=user.name, reviewer_dn=user.dn, reviewer_uid_number=user.uid_number,
+                decision=decision, comment=comment, created_at=utcnow()))
+            req.updated_at = utcnow()
+            s.flush()
+            s.refresh(req, ["file_decisions"])
+            self._history(s, req, user, f"file_{decision}", "", f"{f.name}: {comment}"
+                          if comment else f.name)
+            self._later(s, FILE_DECISIONS[decision], user, req, version=req.version,
+                        file=f.name, sha256=f.sha256, decision=decision, comment=comment,
+                        **({"reviewer_dn": user.dn, "reviewer_uid_number": user.uid_number}
+                           if user.dn else {}))
+            states = self._file_states(req)
+            if decision == "approve" and all(st["releasable"] for st in states.values()):
+                t = require_transition(user, req, project, Action.APPROVE, State.APPROVED)
+                before = req.state
+                req.state = t.target.value
+                self._history(s, req, user, "approve", before,
+                              "every file has its approvals (per-file decisions)")
+                self._later(s, t.event, user, req, version=req.version, from_state=before,
+                            to_state=req.state, decision="approve",
+                            sha256=[x.sha256 for x in _outputs(req)],
+                            comment="every file has its approvals (per-file decisions)",
+                            overrides={})
+        return self.get_request(user, request_id, record_view=False)
+
+    # ------------------------------------------------------------ comparing versions
+
+    def compare_versions(self, user: Identity, request_id: str, old: Any = None,
+                         new: Any = None) -> dict[str, Any]:
+        """What changed between two versions of a request (default: the one before the
+        current one, and the current one), computed from the previews and check results
+        the viewer may see of both, never from the staged bytes."""
+        with self._guard(user, "compare", request_id), self.sessions() as s:
+            req = self._load(s, request_id)
+            project = self._project(req.project)
+            require_view(user, req, project)
+            try:
+                new_v = req.version if new in (None, "") else int(new)
+                old_v = new_v - 1 if old in (None, "") else int(old)
+            except (TypeError, ValueError):
+                raise InvalidInput("from, to: expected version numbers") from None
+            if not (1 <= old_v < new_v <= req.version):
+                raise InvalidInput(
+                    f"from, to: expected 1 <= from < to <= {req.version} (request {req.id} "
+                    f"has {req.version} version(s)); got from={old_v}, to={new_v}")
+            for v in (old_v, new_v):
+                require_file_view(user, req, project, FileView.PREVIEW, v)
+            sides = {v: [self._file(f, file_views(user, req, project, v))
+                         for f in req.files if f.version == v] for v in (old_v, new_v)}
+            summary = self._summary(req)
+        files = compare_files(sides[old_v], sides[new_v])
+        shown = [f["id"] for v in sides.values() for f in v if "preview" in f]
+        self._audit(EVENTS["compare"], user, req, version=req.version, compared=[old_v, new_v],
+                    previews=shown)
+        return {"request": summary, "from": old_v, "to": new_v, "files": files}
 
     # ------------------------------------------------------------ previews
 
@@ -1373,7 +1638,8 @@ class AirlockService:
             "verdict": f.verdict,
             "format": f.format,
             "needs_override_reason": _needs_reason(f.verdict) and not f.supporting,
-            "downloadable": FileView.CONTENT in views and not f.supporting,
+            "downloadable": FileView.CONTENT in views and f.released and not f.supporting,
+            "released": bool(f.released) and not f.supporting,
             "uploaded_by": f.uploaded_by,
             "created_at": as_utc(f.created_at).isoformat(),
             "supporting": bool(f.supporting),
@@ -1408,6 +1674,7 @@ class AirlockService:
         data["files"] = [self._file(f, file_views(user, r, project, f.version))
                          for f in r.current_files()]
         _acro_beside(data["files"])
+        self._decisions_beside(r, user, data)
         data["versions"] = {
             str(v): [self._file(f, file_views(user, r, project, f.version))
                      for f in r.files if f.version == v]
@@ -1432,7 +1699,46 @@ class AirlockService:
         ]
         data["your_roles"] = sorted(a.value for a in actors)
         data["allowed_actions"] = self._allowed(user, r, actors)
+        if "release_partial" in data["allowed_actions"] and data["partial_release"][
+                "blocked_by"]:
+            data["allowed_actions"].remove("release_partial")
         return data
+
+    def _decisions_beside(self, r: Request, user: Identity, data: dict[str, Any]) -> None:
+        """Per file of the current version: the checkers' decisions, its approvals,
+        whether it may be released and why it is held; and what a partial release
+        would release now (``partial_release``)."""
+        states = self._file_states(r)
+        me = user.person
+        for f in data["files"]:
+            st = states.get(f["name"])
+            if st is None:
+                continue
+            ds = [d for d in r.current_file_decisions() if d.file_name == f["name"]]
+            f["decisions"] = [
+                {"reviewer": d.reviewer, "decision": d.decision, "comment": d.comment,
+                 "created_at": as_utc(d.created_at).isoformat()}
+                for d in ds
+            ]
+            f["approvals"] = len(st["approvers"])
+            f["approved_by"] = [p.name for p in st["approvers"]]
+            f["releasable"] = st["releasable"]
+            f["held"] = st["held"]
+            mine = [d.decision for d in ds if me.same_as(self._decider(d)) is not None]
+            f["your_decision"] = mine[0] if mine else None
+        files, held, undecided = self._partial_plan(r)
+        blocked_by = []
+        if undecided:
+            blocked_by.append("undecided: " + ", ".join(undecided))
+        if not files:
+            blocked_by.append("no file has its approvals")
+        if not held:
+            blocked_by.append("nothing is held")
+        data["partial_release"] = {
+            "release": [f.name for f in files],
+            "hold": [f.name for f, _ in held],
+            "blocked_by": blocked_by,
+        }
 
     def _allowed(self, user: Identity, r: Request, actors: set[Actor]) -> list[str]:
         out = []
@@ -1457,6 +1763,12 @@ def _difference_here(files: list[dict[str, Any]], released: list[dict[str, Any]]
 
 #: verdicts whose files need the researcher's context and controls before submission
 CONTEXT_VERDICTS = frozenset({Verdict.FAIL.value, Verdict.REVIEW.value})
+
+
+def _outputs(req: Request) -> list[File]:
+    """The files of the current version that may be released: not the supporting ones
+    (checkers see those, the checks use them, they never leave)."""
+    return [f for f in req.current_files() if not f.supporting]
 
 
 def _needs_context(f: File) -> bool:

@@ -1,6 +1,8 @@
-"""Root-side file operations in ``/project/batch/<run-id>/`` that never follow a link.
+"""File operations in ``/project/batch/<run-id>/`` that never follow a link.
 
-The service runs as root on the hub host, but ``/project`` is writable by
+They run as root — in the sandbox launcher (:mod:`ecluse.sandbox.launcher`, ops
+``run_folder_*``) for a batch service of its own user, or in a batch service
+running as root without a launcher — and ``/project`` is writable by
 every project member (and a run folder by the notebook being run): any entry there may be
 swapped for a symbolic link, a FIFO or a hard link while a run is going. So
 every operation here starts from a directory file descriptor opened with
@@ -12,14 +14,18 @@ writes through it), and bounds every read.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from .errors import BatchError
+from ..sandbox import SandboxError, UserIdentity
+from ..sandbox.launcher import READ_CHUNK, LaunchRefused
+from .errors import BatchError, TooLarge, Unavailable
 
 BATCH_DIR = "batch"
 RUN_DIR_MODE = 0o2750
@@ -165,3 +171,205 @@ def list_regular_files(dir_fd: int) -> list[tuple[str, int]]:
         if stat.S_ISREG(st.st_mode):
             out.append((name, st.st_size))
     return sorted(out)
+
+
+# ------------------------------------------------------------------ run folders
+
+def file_name_problem(name: Any) -> str | None:
+    """Why ``name`` is not the name of a file directly in a run folder (None: it is):
+    one path component, not hidden (so never ``.`` or ``..``), no NUL."""
+    if not isinstance(name, str) or not name or len(name.encode()) > 255:
+        return "not a file name"
+    if "/" in name or "\0" in name:
+        return "not a single file name (no '/' nor NUL)"
+    if name.startswith("."):
+        return "a hidden name (never '.' or '..')"
+    return None
+
+
+def shared_dir(settings: Any, project: str) -> Path:
+    """The project's shared folder (``/project`` in its sandboxes) on this host."""
+    return Path(settings.projects_root).resolve() / project / "shared"
+
+
+def read_chunk(dir_fd: int, name: str, offset: int, length: int,
+               max_size: int) -> tuple[bytes, dict[str, int]] | None:
+    """``length`` bytes at ``offset`` of the regular file ``name`` of the folder, and its
+    identity (``size``, ``inode``); None when it does not exist. A link, a FIFO, a
+    file with several names (a hard link to something else) or one larger than
+    ``max_size`` is refused."""
+    problem = file_name_problem(name)
+    if problem:
+        raise UnsafePath(f"{name!r}: {problem}")
+    try:
+        fd = _open_regular(dir_fd, name)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_nlink != 1:
+            raise UnsafePath(f"{name} has {st.st_nlink} names (a hard link): not read")
+        if st.st_size > max_size:
+            raise TooLarge(f"{name} is {st.st_size} bytes, over the limit of {max_size}")
+        return os.pread(fd, length, offset), {"size": st.st_size, "inode": st.st_ino}
+    finally:
+        os.close(fd)
+
+
+class RunFolder:
+    """One run's folder, held open as a directory fd (each file opened beneath it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def read(self, name: str, limit: int) -> bytes | None:
+        """At most ``limit`` bytes of a regular file, or None when it does not exist."""
+        assert self.fd is not None
+        return read_file(self.fd, name, limit)
+
+    def iter(self, name: str) -> Iterator[bytes]:
+        """Its bytes in chunks (FileNotFoundError before the first when it is missing)."""
+        assert self.fd is not None
+        return iter_file(self.fd, name)
+
+    def list(self) -> list[tuple[str, int]]:
+        assert self.fd is not None
+        return list_regular_files(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalRunFolders:
+    """Run folders made and read by this process, as root: the sandbox launcher's, and
+    a batch service's that runs as root without a launcher."""
+
+    def __init__(self, settings: Any, backend: Any) -> None:
+        self.settings = settings
+        self.backend = backend
+
+    def create(self, project: Any, user: UserIdentity, project_gid: int,
+               run_id: str) -> RunFolder:
+        """The project's folders, then a new, empty ``batch/<run-id>`` owned by ``user``
+        (group: the project)."""
+        self.backend.prepare_project_dirs(project, user)
+        bfd = open_batch_dir(shared_dir(self.settings, project.slug), project_gid, create=True)
+        try:
+            return RunFolder(create_run_dir(bfd, run_id, user.uid, project_gid))
+        finally:
+            os.close(bfd)
+
+    def open(self, project: str, run_id: str) -> RunFolder:
+        return RunFolder(open_run_dir(shared_dir(self.settings, project), run_id))
+
+
+class LauncherRunFolder:
+    """A run folder read through the launcher (``run_folder_list``, ``run_folder_read``):
+    a batch service of its own user has no access to project folders."""
+
+    def __init__(self, client: Any, project: str, run_id: str) -> None:
+        self.client = client
+        self.where = {"project": project, "run": run_id}
+
+    def _ask(self, op: str, **fields: Any) -> dict[str, Any]:
+        try:
+            return self.client.call(op, **self.where, **fields)
+        except LaunchRefused as e:
+            raise UnsafePath("the run folder cannot be read", log_message=e.log_message) \
+                from None
+        except SandboxError as e:  # the launcher is not running: try again later
+            raise Unavailable("the run folder cannot be read right now (the sandbox "
+                              "launcher is unavailable)", log_message=e.log_message) from None
+
+    def _chunk(self, name: str, offset: int, length: int,
+               inode: int | None = None) -> dict[str, Any] | None:
+        answer = self._ask("run_folder_read", file=name, offset=offset, length=length,
+                           inode=inode)
+        if answer.get("missing"):
+            return None
+        return {"data": base64.b64decode(answer["data"]), "size": answer["size"],
+                "inode": answer["inode"]}
+
+    def read(self, name: str, limit: int) -> bytes | None:
+        first = self._chunk(name, 0, min(limit, READ_CHUNK))
+        if first is None:
+            return None
+        data, offset = first["data"], len(first["data"])
+        while len(data) < min(limit, first["size"]):
+            more = self._chunk(name, offset, min(limit - offset, READ_CHUNK), first["inode"])
+            if not more or not more["data"]:
+                break
+            data += more["data"]
+            offset += len(more["data"])
+        return data
+
+    def iter(self, name: str) -> Iterator[bytes]:
+        first = self._chunk(name, 0, READ_CHUNK)
+        if first is None:
+            raise FileNotFoundError(name)
+
+        def gen() -> Iterator[bytes]:
+            assert first is not None
+            chunk, offset = first["data"], 0
+            while chunk:
+                yield chunk
+                offset += len(chunk)
+                if offset >= first["size"]:
+                    return
+                more = self._chunk(name, offset, READ_CHUNK, first["inode"])
+                chunk = more["data"] if more else b""
+
+        return gen()
+
+    def list(self) -> list[tuple[str, int]]:
+        return [(f["name"], f["size"]) for f in self._ask("run_folder_list")["files"]]
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> LauncherRunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LauncherRunFolders:
+    """Run folders made (``run_folder_create``) and read by the sandbox launcher, for a
+    batch service that runs as its own user."""
+
+    def __init__(self, settings: Any) -> None:
+        # deferred: the launcher's client (only when the settings name the launcher)
+        from ..sandbox.remote import LauncherSandbox
+
+        self.client = LauncherSandbox(settings=settings, caller="batch")
+
+    def create(self, project: Any, user: UserIdentity, project_gid: int,
+               run_id: str) -> LauncherRunFolder:
+        try:
+            self.client.call(
+                "run_folder_create", project=project.slug, project_gid=project_gid,
+                run=run_id, user={"name": user.name, "uid": user.uid, "gid": user.gid})
+        except SandboxError as e:
+            raise BatchError("the run's folder could not be made",
+                             log_message=e.log_message) from None
+        return LauncherRunFolder(self.client, project.slug, run_id)
+
+    def open(self, project: str, run_id: str) -> LauncherRunFolder:
+        return LauncherRunFolder(self.client, project, run_id)
+
+
+def run_folders(settings: Any, backend: Any) -> LocalRunFolders | LauncherRunFolders:
+    """Through the launcher when the settings name one (``sandbox.launcher_socket``, as
+    for the service's sandboxes: :func:`ecluse.sandbox.sandbox_for`), else here."""
+    if settings.sandbox.launcher_socket:
+        return LauncherRunFolders(settings)
+    return LocalRunFolders(settings, backend)

@@ -15,11 +15,16 @@ and no OAuth login.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from ..hubservice import HubService, service_spec
+from ..airlock.hub import airlock_url
+from ..hubservice import HubService, service_spec, service_user_entry
 from ..sandbox import backend_class
 from ..settings.batch import batch_settings
+from ..statevolume import StateVolumeError
+from .records import ROOT_NAME
 
 SERVICE_NAME = "batch"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
@@ -30,14 +35,50 @@ USER_SCOPES = [ACCESS_SCOPE]
 #: what a staff member's token needs for the batch service
 STAFF_SCOPES = [ACCESS_SCOPE, "read:users:groups!user"]
 
-#: the service's own token: look up a user's groups, nothing more
-SERVICE_SCOPES = ["read:users:groups"]
+#: the service's own token: look up a user's groups, and reach the airlock, where it
+#: puts a finished run's outputs into a request for the staff member exporting them (the
+#: airlock accepts it for that, and for nothing else: ``ecluse.airlock.web.base``)
+SERVICE_SCOPES = ["read:users:groups", "access:services!service=airlock"]
 
 
 def batch_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]:
     """The entry for ``c.JupyterHub.services``: a hub-managed batch service on loopback."""
-    return service_spec(SERVICE_NAME, settings, batch_settings(settings), display=False,
+    conf = batch_settings(settings)
+    spec = service_spec(SERVICE_NAME, settings, conf, display=False,
                         description="Batch notebook runs (papermill) in project sandboxes")
+    # exports go to the airlock's API, where workspaces reach it
+    spec["environment"]["ECLUSE_AIRLOCK_URL"] = airlock_url(settings, host)
+    if conf.service_user:
+        spec.update(service_user_entry(conf.service_user, "batch.service_user"))
+        give_service_folders(settings, conf.service_user)
+    return spec
+
+
+def give_service_folders(settings: Any, name: str) -> None:
+    """The run record store (``<state>/batch-records``: the launcher mounts a run's
+    ``input/`` only when the service's uid owns it) and the queue's folder
+    (``<db>/batch``, where an earlier layout's ``batch.sqlite`` is moved first) owned by
+    the system user ``name``, mode 0700, with what root left in them. Done by root as
+    the hub starts the service (the state volume is mounted by then) and by ``ecluse
+    up``; a state volume that is not mounted leaves the queue's folder alone (the
+    service then says so when it opens its queue)."""
+    import pwd
+
+    user = pwd.getpwnam(name)
+    conf = batch_settings(settings)
+    folders = [Path(settings.state_dir) / ROOT_NAME]
+    if not conf.database_url:
+        try:
+            url = conf.resolved_database_url(settings.db_dir)  # an earlier layout's moved
+            folders.append(Path(url.removeprefix("sqlite:///")).parent)
+        except StateVolumeError:
+            pass
+    for folder in folders:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        for root, dirs, files in os.walk(folder):
+            for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(entry, user.pw_uid, user.pw_gid)
 
 
 def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
@@ -51,7 +92,8 @@ def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
         },
         {
             "name": "ecluse-batch-service",
-            "description": "Batch service: read users' hub groups (staff check)",
+            "description": "Batch service: read users' hub groups (staff check); reach the "
+            "airlock (exports)",
             "scopes": list(SERVICE_SCOPES),
             "services": [SERVICE_NAME],
         },

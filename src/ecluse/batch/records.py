@@ -1,11 +1,11 @@
 """The run record store: what a run was given and what it produced, kept with its audit record.
 
-``<state_dir>/batch-records/<run-id>/`` (root only, outside every project
-folder)::
+``<state_dir>/batch-records/<run-id>/`` (the service's user only — root, or
+``batch.service_user`` — outside every project folder)::
 
-    input/input.ipynb      the submitted notebook    root, 0444  (sha256 in batch.submit)
-    input/parameters.json  the parameters            root, 0444
-    output.ipynb           the executed notebook     root, 0400  (sha256 in batch.finish)
+    input/input.ipynb      the submitted notebook    the service, 0444  (sha256 in batch.submit)
+    input/parameters.json  the parameters            the service, 0444
+    output.ipynb           the executed notebook     the service, 0400  (sha256 in batch.finish)
     sandbox.log            what the sandbox printed outside the project log (driver errors)
 
 ``input/`` is mounted read-only at ``/batch-input`` in the run's sandbox:
@@ -37,7 +37,8 @@ def parameters_bytes(parameters: dict[str, Any]) -> bytes:
 
 
 class RecordStore:
-    """Root-owned folders, one per run, under ``root`` (mode 0700)."""
+    """The service's own folders, one per run, under ``root`` (mode 0700). The sandbox
+    launcher mounts a run's ``input/`` only when the service's uid owns it."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -102,5 +103,6 @@ class RecordStore:
                      0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            os.fchown(fh.fileno(), 0, 0)
+            if os.geteuid() == 0:
+                os.fchown(fh.fileno(), 0, 0)
             os.fchmod(fh.fileno(), mode)

@@ -5,8 +5,9 @@
 
 1. its identity is resolved again in the directory (fail closed);
 2. ``/project/batch/<run-id>/`` is created (owner: the run identity, group:
-   the project), empty: the inputs stay in the run record store
-   (:mod:`.records`), mounted read-only at ``/batch-input``;
+   the project; by the sandbox launcher when the service runs as its own
+   user), empty: the inputs stay in the run record store (:mod:`.records`),
+   mounted read-only at ``/batch-input``;
 3. the sandbox runs :data:`~ecluse.batch.driver.DRIVER` (papermill) there,
    with no network and the inputs' sha256 to check; progress is read from
    ``progress.json`` while it runs;
@@ -22,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from typing import Any
@@ -30,7 +30,6 @@ from typing import Any
 from sqlalchemy import select
 
 from ..sandbox import Mount, SandboxError, SandboxSpec, UserIdentity, sandbox_python_env
-from . import files as fs
 from .driver import driver_command
 from .errors import BatchError
 from .identity import RunIdentity
@@ -65,6 +64,7 @@ class QueueRunner:
     engine: Any
     backend: Any
     records: Any
+    folders: Any
     _airlock: Any
     _active: dict[str, asyncio.Task]
     _cancel: dict[str, asyncio.Event]
@@ -154,11 +154,11 @@ class QueueRunner:
         rid = run["id"]
         outcome: dict[str, Any] = {"status": Status.FAILED, "error": "internal error"}
         state: dict[str, Any] | None = None
-        run_fd: int | None = None
+        folder: Any = None
         who: RunIdentity | None = None
         try:
             who = await asyncio.to_thread(self.resolve_identity, run["project"], run["run_as"])
-            run_fd = await asyncio.to_thread(self._prepare_folder, run, who)
+            folder = await asyncio.to_thread(self._prepare_folder, run, who)
             spec = self._spec(run, who)
             if self._cancel[rid].is_set():
                 outcome = {"status": Status.CANCELLED, "error": "cancelled before it started"}
@@ -170,7 +170,7 @@ class QueueRunner:
                 self._record, "start", run["submitted_by"], run["project"], run_id=rid,
                 run_as=who.name, uid=who.uid, sandbox=state.get("id"),
             )
-            outcome = await self._watch(run, state, run_fd)
+            outcome = await self._watch(run, state, folder)
         except BatchError as e:
             outcome = {"status": Status.FAILED, "error": e.message}
             log.warning("run %s: %s", rid, e.log_message)
@@ -179,19 +179,16 @@ class QueueRunner:
             outcome = {"status": Status.FAILED, "error": msg}
             log.exception("run %s failed in the service: %s", rid, getattr(e, "log_message", e))
         finally:
-            await self._finish(run, state, run_fd, who, outcome)
+            await self._finish(run, state, folder, who, outcome)
 
-    def _prepare_folder(self, run: dict[str, Any], who: RunIdentity) -> int:
+    def _prepare_folder(self, run: dict[str, Any], who: RunIdentity) -> Any:
+        """The run's new folder (:mod:`.files`: made here as root, or by the launcher)."""
         project = self._project(run["project"], who)
-        self.backend.prepare_project_dirs(project, UserIdentity(who.name, who.uid, who.gid))
         if not self.records.inputs(run["id"]).is_dir():
             raise BatchError("the run's inputs are missing from the record store",
                              log_message=f"{self.records.inputs(run['id'])} is missing")
-        bfd = fs.open_batch_dir(self.shared_dir(run["project"]), who.project_gid, create=True)
-        try:
-            return fs.create_run_dir(bfd, run["id"], who.uid, who.project_gid)
-        finally:
-            os.close(bfd)
+        return self.folders.create(project, UserIdentity(who.name, who.uid, who.gid),
+                                   who.project_gid, run["id"])
 
     def _project(self, slug: str, who: RunIdentity) -> Any:
         return self.settings.projects[slug].model_copy(update={"gid": who.project_gid})
@@ -217,7 +214,7 @@ class QueueRunner:
         )
 
     async def _watch(self, run: dict[str, Any], state: dict[str, Any],
-                     run_fd: int) -> dict[str, Any]:
+                     folder: Any) -> dict[str, Any]:
         rid = run["id"]
         deadline = time.monotonic() + float(run["timeout"])
         cancel = self._cancel[rid]
@@ -225,7 +222,7 @@ class QueueRunner:
         stopped: Status | None = None
         while True:
             status = await self.backend.poll(state)
-            progress = await asyncio.to_thread(self._progress, run_fd)
+            progress = await asyncio.to_thread(self._progress, folder)
             if progress and progress != seen:
                 seen = progress
                 await asyncio.to_thread(self._set, rid, cells_done=progress[0],
@@ -239,7 +236,7 @@ class QueueRunner:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(cancel.wait(), self.conf.poll_interval)
-        progress = await asyncio.to_thread(self._progress, run_fd)
+        progress = await asyncio.to_thread(self._progress, folder)
         if progress:
             await asyncio.to_thread(self._set, rid, cells_done=progress[0],
                                     cells_total=progress[1])
@@ -253,7 +250,7 @@ class QueueRunner:
         if stopped is Status.TIMED_OUT:
             return {**outcome, "status": stopped,
                     "error": f"timed out after {float(run['timeout']):g} s"}
-        result = await asyncio.to_thread(self._result, run_fd)
+        result = await asyncio.to_thread(self._result, folder)
         if result.get("status") == "refused" and status == 5:
             return {**outcome, "status": Status.FAILED,
                     "error": f"refused: {result['input']} differs from the submitted one "
@@ -271,8 +268,8 @@ class QueueRunner:
         return {**outcome, "status": Status.FAILED,
                 "error": f"papermill exited with status {status}"}
 
-    def _progress(self, run_fd: int) -> tuple[int, int] | None:
-        data = self._json_file(run_fd, PROGRESS)
+    def _progress(self, folder: Any) -> tuple[int, int] | None:
+        data = self._json_file(folder, PROGRESS)
         try:
             done, total = int(data["done"]), int(data["total"])
         except (KeyError, TypeError, ValueError):
@@ -281,8 +278,8 @@ class QueueRunner:
             return None
         return done, total
 
-    def _result(self, run_fd: int) -> dict[str, Any]:
-        data = self._json_file(run_fd, RESULT)
+    def _result(self, folder: Any) -> dict[str, Any]:
+        data = self._json_file(folder, RESULT)
         if not isinstance(data, dict):
             return {}
         cell = data.get("cell_index")
@@ -298,16 +295,16 @@ class QueueRunner:
         }
 
     @staticmethod
-    def _json_file(run_fd: int, name: str) -> Any:
+    def _json_file(folder: Any, name: str) -> Any:
         """Written by the sandbox: untrusted, bounded, never through a link."""
         try:
-            raw = fs.read_file(run_fd, name, 64 * 1024)
+            raw = folder.read(name, 64 * 1024)
             return json.loads(raw) if raw else None
-        except (fs.UnsafePath, OSError, ValueError):
+        except (BatchError, OSError, ValueError):
             return None
 
     async def _finish(self, run: dict[str, Any], state: dict[str, Any] | None,
-                      run_fd: int | None, who: RunIdentity | None,
+                      folder: Any, who: RunIdentity | None,
                       outcome: dict[str, Any]) -> None:
         rid = run["id"]
         if state is not None and not state.get("released"):
@@ -323,15 +320,15 @@ class QueueRunner:
                 with contextlib.suppress(OSError):
                     self.records.keep(rid, SANDBOX_LOG,
                                       [outcome["log"].encode(errors="replace")[-MAX_KEPT:]])
-            if run_fd is not None:
+            if folder is not None:
                 try:  # the executed notebook, kept with the audit record
                     output_sha = self.records.keep(rid, OUTPUT_NOTEBOOK,
-                                                   fs.iter_file(run_fd, OUTPUT_NOTEBOOK))
+                                                   folder.iter(OUTPUT_NOTEBOOK))
                 except FileNotFoundError:
                     pass
                 except (OSError, BatchError) as e:
                     log.warning("run %s: output notebook not kept: %s", rid, e)
-                os.close(run_fd)
+                folder.close()
             self._set(rid, expect=[Status.RUNNING], status=status.value, finished_at=utcnow(),
                       exit_code=outcome.get("exit_code"), failed_cell=outcome.get("failed_cell"),
                       error=(outcome.get("error") or None) and str(outcome["error"])[:4000],

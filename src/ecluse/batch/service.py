@@ -12,7 +12,7 @@ of the project (``Sandbox.launch(one_shot=True)``: same isolation as a
 workspace, no network at all) running papermill as the run's identity.
 
 A run's inputs and its executed notebook are kept in the run record store
-(:mod:`.records`), root only. Its log and output files are project data:
+(:mod:`.records`), the service's own. Its log and output files are project data:
 staff see a run's status, exit code and error class; reading its log or its
 files needs membership of the project, or a member's share
 (:meth:`BatchService.share`), and every read is audited (``batch.read``).
@@ -34,13 +34,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from ..airlock.errors import PolicyViolation as AirlockPolicyViolation
-from ..airlock.service import AirlockService
-from ..audit import AuditLog
 from ..sandbox import sandbox_for
+from ..sandbox.remote import audit_for
 from ..settings.batch import BatchSettings, batch_settings
 from . import files as fs
 from .errors import (
+    BatchError,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -98,6 +97,7 @@ class BatchService(QueueRunner):
         self._airlock_factory = airlock_factory
         self._airlock: Any = None
         self.records = RecordStore(Path(settings.state_dir) / ROOT_NAME)
+        self._folders: Any = None
         self._active: dict[str, asyncio.Task] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -109,8 +109,12 @@ class BatchService(QueueRunner):
     def from_settings(cls, settings: Any, **kwargs: Any) -> BatchService:
         conf = kwargs.pop("conf", None) or batch_settings(settings)
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = make_engine(conf.resolved_database_url(settings.db_dir))
-        kwargs.setdefault("audit", AuditLog.from_settings(settings))
+        url = conf.resolved_database_url(settings.db_dir)
+        if url.startswith("sqlite:///"):  # its own folder (the service's user owns it)
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(mode=0o700, exist_ok=True)
+        engine = make_engine(url)
+        # written through the launcher when the service runs as its own user (no key)
+        kwargs.setdefault("audit", audit_for(settings, "batch"))
         return cls(settings, engine=engine, conf=conf, **kwargs)
 
     @property
@@ -118,6 +122,14 @@ class BatchService(QueueRunner):
         if self._backend is None:
             self._backend = sandbox_for(self.settings, "batch")
         return self._backend
+
+    @property
+    def folders(self) -> Any:
+        """Where runs' folders are made and read: by the launcher when the settings name
+        one (the service then has no access to project folders), else here, as root."""
+        if self._folders is None:
+            self._folders = fs.run_folders(self.settings, self.backend)
+        return self._folders
 
     def identity(self, name: str, groups: Iterable[str]) -> Identity:
         return Identity(name, frozenset(groups), self.conf.staff_group)
@@ -158,7 +170,7 @@ class BatchService(QueueRunner):
             return c.execute(q).rowcount == 1
 
     def shared_dir(self, project: str) -> Path:
-        return Path(self.settings.projects_root).resolve() / project / "shared"
+        return fs.shared_dir(self.settings, project)
 
     def _wake_up(self) -> None:
         if self._loop is not None and self._wake is not None:
@@ -298,15 +310,10 @@ class BatchService(QueueRunner):
 
     def _read_log_file(self, run: dict[str, Any]) -> str:
         try:
-            fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
+            with self.folders.open(run["project"], run["id"]) as folder:
+                return (folder.read(LOG, MAX_LOG_BYTES) or b"").decode(errors="replace")
         except fs.UnsafePath:
             return ""
-        try:
-            return (fs.read_file(fd, LOG, MAX_LOG_BYTES) or b"").decode(errors="replace")
-        except fs.UnsafePath:
-            return ""
-        finally:
-            os.close(fd)
 
     def share(self, user: Identity, run_id: Any) -> dict[str, Any]:
         """A project member lets platform staff read the run's log and files (audited)."""
@@ -359,23 +366,21 @@ class BatchService(QueueRunner):
     # ------------------------------------------------------------ export
 
     def airlock(self) -> Any:
+        """The airlock's API as this service's own hub token (:class:`AirlockAPI`)."""
         if self._airlock is None:
             if self._airlock_factory is not None:
                 self._airlock = self._airlock_factory()
             else:
-                self._airlock = AirlockService.from_settings(self.settings, audit=self.audit)
+                self._airlock = AirlockAPI.from_environment(self.settings)
         return self._airlock
 
     def output_files(self, user: Identity, run_id: Any) -> list[dict[str, Any]]:
         """The files of a run's folder (name, size, whether the service wrote it), audited."""
         run = self._load(run_id)
         access = self._may_read(user, run, "files")
-        fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
-        try:
+        with self.folders.open(run["project"], run["id"]) as folder:
             files = [{"name": n, "size": s, "bookkeeping": n in BOOKKEEPING}
-                     for n, s in fs.list_regular_files(fd)]
-        finally:
-            os.close(fd)
+                     for n, s in folder.list()]
         self._record("read", user.name, run["project"], run_id=run["id"], what="files",
                      access=access, files=[f["name"] for f in files])
         return files
@@ -384,9 +389,10 @@ class BatchService(QueueRunner):
                files: Any = None, submit: bool = True, about: Any = None) -> dict[str, Any]:
         """Put a finished run's outputs into an airlock request, as ``user``.
 
-        The airlock's own business layer does everything else: the requester
-        must be a project member, each file is staged (sha256) and checked,
-        and the request goes to review like any other. Default files: every
+        Through the airlock's API (:class:`AirlockAPI`: this service's token, for
+        ``user``), which does everything else: the requester must be staff and a
+        project member, each file is staged (sha256) and checked, and the request
+        goes to review like any other. Default files: every
         file of the run folder except ``input.ipynb``, ``parameters.json``,
         ``log.txt`` and the progress/result bookkeeping. ``about`` maps a file
         name to its ``context``, ``controls`` and ``supporting`` mark (the airlock
@@ -402,10 +408,9 @@ class BatchService(QueueRunner):
             raise InvalidInput("files: expected a list of file names of the run folder")
         about = _about(about)
         airlock = self.airlock()
-        who = airlock.identity(user.name, user.groups)
-        fd = fs.open_run_dir(self.shared_dir(run["project"]), run["id"])
-        try:
-            present = dict(fs.list_regular_files(fd))
+        who = (user.name, run["project"])
+        with self.folders.open(run["project"], run["id"]) as folder:
+            present = dict(folder.list())
             chosen = files if files else [n for n in present if n not in BOOKKEEPING]
             missing = [n for n in chosen if n not in present]
             if missing:
@@ -426,28 +431,115 @@ class BatchService(QueueRunner):
                                          justification=justification)
             for name in chosen:
                 said = about.get(name, {})
-                f = airlock.add_file(who, req["id"], name, fs.iter_file(fd, name),
+                f = airlock.add_file(who, req["id"], name, folder.iter(name),
                                      supporting=said.get("supporting"))
                 if said.get("context") or said.get("controls"):
                     airlock.describe_file(who, req["id"], f["id"], context=said.get("context"),
                                           controls=said.get("controls"))
-        finally:
-            os.close(fd)
         refused = None
         if submit:
             try:
                 airlock.submit(who, req["id"], comment=f"batch run {run['id']}")
-            except AirlockPolicyViolation as e:
-                current = airlock.get_request(who, req["id"], record_view=False)["files"]
+            except InvalidInput as e:  # the airlock's 422: a file lacks its context
+                current = airlock.get_request(who, req["id"])["files"]
                 if not any(f["needs_context"] for f in current):
                     raise
                 refused = str(e)  # every file is in: the draft waits for their context
         self._record("export", user.name, run["project"], run_id=run["id"],
                      request_id=req["id"], files=chosen, submitted=bool(submit and not refused))
-        out = airlock.get_request(who, req["id"], record_view=False)
+        out = airlock.get_request(who, req["id"])
         if refused:
             out["submit_refused"] = refused
         return out
+
+
+class AirlockAPI:
+    """The airlock's REST API, called with the batch service's own hub token for a staff
+    member (``X-Ecluse-On-Behalf-Of``) and one project (``X-Ecluse-Project``): the
+    airlock lets that token create a request, add files (and set their context,
+    controls and supporting mark), submit and read it, for staff
+    only (``ecluse.airlock.web.base.BaseHandler.acting_for``). Its errors come back as
+    the batch service's, with the airlock's message."""
+
+    STATUS: dict[int, type[BatchError]] = {400: InvalidInput, 403: PermissionDenied,
+                                           404: NotFound, 409: InvalidState, 413: TooLarge,
+                                           422: InvalidInput}
+
+    def __init__(self, url: str, token: str, *, timeout: float = 600.0) -> None:
+        import requests
+
+        self.base = url.rstrip("/") + "/api/v1"
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {token}"
+
+    @classmethod
+    def from_environment(cls, settings: Any) -> AirlockAPI:
+        """As the hub starts the service: its token (``JUPYTERHUB_API_TOKEN``) and the
+        airlock's address (``ECLUSE_AIRLOCK_URL``, set by the hub's service entry)."""
+        # deferred: the airlock's address rule, only when a run is exported
+        from ..airlock.hub import airlock_url
+
+        token = os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not token:
+            raise Unavailable("exports go through the airlock's API, and this batch service "
+                              "has no hub token (it is not run by the hub)")
+        return cls(os.environ.get("ECLUSE_AIRLOCK_URL") or airlock_url(settings, None), token)
+
+    def _call(self, who: tuple[str, str], method: str, path: str, **kw: Any) -> Any:
+        import requests
+
+        user, project = who
+        headers = {"X-Ecluse-On-Behalf-Of": user, "X-Ecluse-Project": project,
+                   **kw.pop("headers", {})}
+        try:
+            r = self.session.request(method, self.base + path, headers=headers,
+                                     timeout=self.timeout, **kw)
+        except requests.RequestException as e:
+            raise Unavailable("the airlock cannot be reached; try again shortly",
+                              log_message=f"airlock {method} {path}: {e}") from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if r.status_code >= 400:
+            err = (data or {}).get("error") if isinstance(data, dict) else None
+            message = (err or {}).get("message") or f"HTTP {r.status_code}"
+            raise self.STATUS.get(r.status_code, Unavailable)(f"airlock: {message}")
+        return data
+
+    def create_request(self, who: tuple[str, str], *, project: str, title: Any,
+                       justification: Any) -> dict[str, Any]:
+        return self._call(who, "POST", "/requests", json={
+            "project": project, "title": title, "justification": justification})
+
+    def add_file(self, who: tuple[str, str], request_id: str, name: str,
+                 chunks: Iterable[bytes], *, supporting: bool | None = None) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        params = {} if supporting is None else {"supporting": "true" if supporting else "false"}
+        return self._call(who, "POST", f"/requests/{request_id}/files", data=chunks,
+                          params=params,
+                          headers={"Content-Type": "application/octet-stream",
+                                   "X-Filename": quote(name, safe="")})
+
+    def describe_file(self, who: tuple[str, str], request_id: str, file_id: int, *,
+                      context: str | None = None, controls: str | None = None
+                      ) -> dict[str, Any]:
+        """The file's context and statistical controls (PATCH, ``FileHandler``)."""
+        body = {k: v for k, v in (("context", context), ("controls", controls))
+                if v is not None}
+        return self._call(who, "PATCH", f"/requests/{request_id}/files/{file_id}", json=body)
+
+    def submit(self, who: tuple[str, str], request_id: str, comment: str) -> dict[str, Any]:
+        return self._call(who, "POST", f"/requests/{request_id}/submit",
+                          json={"comment": comment})
+
+    def get_request(self, who: tuple[str, str], request_id: str) -> dict[str, Any]:
+        return self._call(who, "GET", f"/requests/{request_id}")
+
+    def close(self) -> None:
+        self.session.close()
 
 
 def _about(value: Any) -> dict[str, dict[str, Any]]:

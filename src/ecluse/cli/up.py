@@ -43,6 +43,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
                   airlock_user=getattr(args, "airlock_user", DEFAULT_USERS["airlock"]) or None,
                   dask_user=getattr(args, "dask_user", DEFAULT_USERS["dask"]) or None,
+                  batch_user=getattr(args, "batch_user", DEFAULT_USERS["batch"]) or None,
                   sandbox=args.sandbox, progress=lambda msg: print(msg, flush=True))
     stopping = threading.Event()
 

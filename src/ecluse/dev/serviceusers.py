@@ -1,8 +1,9 @@
 """The embedded stack's services as system users of their own (``ecluse up`` as root).
 
-The airlock parses researcher-supplied files and dask-gateway runs clusters of
-researcher code: each runs as its own system user (``ecluse-airlock``,
-``ecluse-dask``), not root, wherever it can. :func:`run_services_as` arranges
+The airlock parses researcher-supplied files, dask-gateway runs clusters of
+researcher code and the batch service runs researchers' notebooks and reads
+what they wrote: each runs as its own system user (``ecluse-airlock``,
+``ecluse-dask``, ``ecluse-batch``), not root, wherever it can. :func:`run_services_as` arranges
 it, one small step per function, before the hub starts:
 
 * :func:`ensure_group` and :func:`ensure_system_user` — ``groupadd`` /
@@ -12,9 +13,10 @@ it, one small step per function, before the hub starts:
   traversable (0711) so a user reaches its own folders by path, and nothing
   else directly in them readable by others (databases 0600, even before the
   hub creates them);
-* :data:`FOLDERS` — what each service owns (the airlock: its staging area and
-  database folder, :func:`give_airlock_folders`; dask-gateway: nothing, its
-  database is in memory);
+* :data:`SERVICES` — what each service owns (the airlock: its staging area and
+  database folder, :func:`give_airlock_folders`; batch: its run record store
+  and queue database folder, :func:`give_batch_folders`; dask-gateway:
+  nothing, its database is in memory);
 * :func:`launcher_settings` — the sandbox launcher on: the services start
   their sandboxes and write their audit records through it (they hold no key);
 * :func:`write_stack_config` — the settings the hub, its services and the
@@ -23,8 +25,8 @@ it, one small step per function, before the hub starts:
 A service whose user cannot run the service's Python or reach the state
 directory (a virtualenv of an interpreter under ``/root``, mode 0700; a state
 directory under a private folder) stays root's, as before, with one warning
-that says why. The hub and the batch service still run as root
-(``docs/sandbox.md`` says what they need root for).
+that says why. The hub still runs as root (``docs/sandbox.md`` says what it
+needs root for).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from typing import Any
 
 import yaml
 
+from ..batch.hub import HUB_SERVICE as BATCH_SERVICE
+from ..batch.hub import give_service_folders
+from ..batch.records import ROOT_NAME as BATCH_RECORDS
 from ..dask.hub import HUB_SERVICE as DASK_SERVICE
 from ..hubservice import service_user_cannot_run
 from ..settings.airlock import airlock_settings
@@ -49,7 +54,7 @@ from ..settings.batch import batch_settings
 log = logging.getLogger(__name__)
 
 #: the services ``ecluse up`` runs as users of their own, and those users' names
-DEFAULT_USERS = {"airlock": "ecluse-airlock", "dask": "ecluse-dask"}
+DEFAULT_USERS = {"airlock": "ecluse-airlock", "dask": "ecluse-dask", "batch": "ecluse-batch"}
 #: group of the launcher's socket and of the stack's settings file: the services' users
 LAUNCHER_GROUP = "ecluse-sandbox"
 #: the settings file written by the stack (in the state directory)
@@ -71,6 +76,12 @@ def give_airlock_folders(settings: Any, user: pwd.struct_passwd) -> None:
                 os.lchown(entry, user.pw_uid, user.pw_gid)
 
 
+def give_batch_folders(settings: Any, user: pwd.struct_passwd) -> None:
+    """The run record store and the queue's folder owned by ``user``
+    (:func:`ecluse.batch.hub.give_service_folders`, which the hub does too)."""
+    give_service_folders(settings, user.pw_name)
+
+
 def _nothing(settings: Any, user: pwd.struct_passwd) -> None:
     return None
 
@@ -81,13 +92,14 @@ SERVICES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, pwd.struct_passw
                           set[str]]] = {
     "airlock": (lambda settings: True, give_airlock_folders, {"airlock"}),
     "dask": (DASK_SERVICE.enabled, _nothing, set()),
+    "batch": (BATCH_SERVICE.enabled, give_batch_folders, {BATCH_RECORDS, "batch"}),
 }
 
 
 def run_services_as(settings: Any, users: dict[str, str | None], *,
                     python: str | None = None) -> dict[str, str]:
-    """Arrange for the hub to start each service of ``users`` (``airlock``, ``dask``:
-    system user name; empty: root's) as that user. Returns the services arranged; one
+    """Arrange for the hub to start each service of ``users`` (``airlock``, ``dask``,
+    ``batch``: system user name; empty: root's) as that user. Returns the services arranged; one
     left root's gets one warning. Root only; ``settings`` are changed in place and
     written to :data:`STACK_CONFIG`, which becomes their ``config_file``."""
     if os.geteuid() != 0:

@@ -82,6 +82,7 @@ class Stack:
         die_with_parent: bool = False,
         airlock_user: str | None = None,
         dask_user: str | None = None,
+        batch_user: str | None = None,
         sandbox: str | None = None,
         progress=None,
     ):
@@ -101,7 +102,8 @@ class Stack:
         self.die_with_parent = die_with_parent
         #: the system user each service runs as, when root can arrange it (else root)
         self.service_users = {"airlock": airlock_user or settings.airlock.service_user,
-                              "dask": dask_user or settings.dask.service_user}
+                              "dask": dask_user or settings.dask.service_user,
+                              "batch": batch_user or settings.batch.service_user}
         if sandbox not in (None, "local", "docker"):
             raise StackError(f"sandbox {sandbox!r}: the embedded stack runs local or docker "
                              "workspaces")

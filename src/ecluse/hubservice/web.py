@@ -202,7 +202,7 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
             await self.scope_denied(model)
             raise self.permission_denied(self.scope_message) from None
         if model.get("kind", "user") != "user":
-            raise self.permission_denied(self.not_user_message)
+            model = await self.acting_for(model)
         self._hub_auth_user_cache = model
         groups = await self.settings["group_resolver"].groups_for(model)
         directory = self.settings.get("directory_groups")
@@ -218,6 +218,11 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
 
     async def scope_denied(self, model: dict[str, Any]) -> None:
         """Called before a token or session without the access scope is refused."""
+
+    async def acting_for(self, model: dict[str, Any]) -> dict[str, Any]:
+        """The user a service's token (``model``) acts for here, as a user model; by
+        default none: only users use a service."""
+        raise self.permission_denied(self.not_user_message)
 
     def get_current_user(self) -> dict[str, Any] | None:
         return getattr(self, "_hub_auth_user_cache", None)

@@ -37,11 +37,22 @@ refused with a message that says why, and audited
 
 Sandboxes a caller started are its own: polling, stopping or reading another
 caller's sandbox is refused.
+
+The batch service's runs write in the project's shared folder, which its user
+may not enter: the launcher makes a run's folder (``run_folder_create``:
+``/project/batch/<run>`` of a deployment project, owned by the run's identity,
+which the policy checks like a sandbox's user) and reads back from it
+(``run_folder_list``, ``run_folder_read``): regular files directly in it,
+opened beneath the folder without following a link, never hidden names, never
+a file with another name elsewhere (a hard link), at most
+``airlock.max_file_bytes`` (the largest file an export stages) and
+:data:`READ_CHUNK` bytes per answer (:mod:`ecluse.batch.files`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import grp
 import json
@@ -71,13 +82,15 @@ log = logging.getLogger("ecluse.sandbox.launcher")
 
 Caller = Literal["hub", "airlock", "batch", "dask"]
 Op = Literal["run", "launch", "poll", "terminate", "release", "read_logs", "host_address",
-             "prepare_project_dirs", "list", "audit"]
+             "prepare_project_dirs", "list", "audit", "run_folder_create", "run_folder_list",
+             "run_folder_read"]
 
 #: what each caller may ask for (anything else: refused)
 OPS: dict[str, frozenset[str]] = {
     "airlock": frozenset({"run", "audit"}),
     "batch": frozenset({"launch", "poll", "terminate", "release", "read_logs",
-                        "prepare_project_dirs", "list"}),
+                        "prepare_project_dirs", "list", "audit", "run_folder_create",
+                        "run_folder_list", "run_folder_read"}),
     "dask": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
                        "prepare_project_dirs", "list", "audit"}),
     "hub": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
@@ -97,6 +110,8 @@ AUDIT_EVENTS: dict[str, re.Pattern[str]] = {
     "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"),
     # dask-gateway: its refusals and revocations, and what its start removed
     "dask": re.compile(r"dask\.[a-z0-9_]{1,40}|platform\.leftovers_removed"),
+    # batch: its runs' events, and what its start removed
+    "batch": re.compile(r"batch\.[a-z0-9_]{1,40}|platform\.leftovers_removed"),
 }
 #: detail keys the launcher sets on an ``audit`` record (a caller may not send them)
 AUDIT_STAMPS = ("via", "via_uid", "via_pid")
@@ -117,6 +132,10 @@ STARTED_EVENT = AuditEvent.SANDBOX_LAUNCH
 MAX_REQUEST_BYTES = 1 << 20
 REQUEST_TIMEOUT = 30.0  # seconds to send one request line
 SANDBOX_ID = r"^s[0-9a-f]{10}$"
+#: a batch run's id (its folder's name: ``/project/batch/<run>``)
+RUN_ID = r"^br-[0-9a-f]{12}$"
+#: most bytes of one ``run_folder_read`` answer
+READ_CHUNK = 4 * 1024 * 1024
 
 
 class LaunchRefused(SandboxError):
@@ -173,6 +192,13 @@ class Request(_Wire):
     audit_project: str | None = Field(None, max_length=256)
     outcome: str | None = Field(None, pattern=r"^[a-z_]{1,20}$")
     details: dict[str, Any] | None = None
+    # ops "run_folder_*": a batch run's folder and one file of it
+    run: str | None = Field(None, pattern=RUN_ID)
+    file: str | None = Field(None, min_length=1, max_length=255)
+    offset: int = Field(0, ge=0)
+    length: int = Field(READ_CHUNK, ge=0, le=READ_CHUNK)
+    #: the file read earlier chunks of (its inode): a file swapped meanwhile is refused
+    inode: int | None = None
 
 
 def wire_spec(spec: SandboxSpec) -> dict[str, Any]:
@@ -662,6 +688,98 @@ class Launcher:
             self.audit.record, req.event, actor=req.actor, project=req.audit_project,
             outcome=req.outcome or "success", **details)
         return {"seq": rec.seq}
+
+    # ------------------------------------------------------------- run folders
+
+    def _run_folders(self) -> Any:
+        # deferred: import cycle (the services start their sandboxes through this module)
+        from ..batch.files import LocalRunFolders
+
+        return LocalRunFolders(self.settings, self.backend)
+
+    def _run_folder_where(self, caller: str, req: Request) -> str:
+        # deferred: import cycle (the services start their sandboxes through this module)
+        from ..airlock.checkbox import CHECK_PROJECT_PREFIX
+
+        if req.project is None or req.run is None:
+            raise LaunchRefused(f"{req.op}: project and run are required")
+        if req.project.startswith(CHECK_PROJECT_PREFIX) or \
+                req.project not in self.settings.projects:
+            raise LaunchRefused(f"no project {req.project!r} in this deployment")
+        return req.project
+
+    async def _op_run_folder_create(self, caller: str, uid: int, req: Request,
+                                    reader: Any) -> dict[str, Any]:
+        """``/project/batch/<run>`` of a deployment project, new and empty, owned by the
+        run's identity (a user the policy allows for a sandbox), group the project."""
+        if req.user is None:
+            raise LaunchRefused("run_folder_create: user is required")
+        self._run_folder_where(caller, req)
+        wire = WireSpec(project=req.project or "", project_gid=req.project_gid, user=req.user,
+                        command=["true"])
+        project, user = self.policy.project(caller, wire), self.policy.user(caller, req.user)
+
+        def create() -> None:
+            # deferred: import cycle (the services start their sandboxes through this module)
+            from ..batch.errors import BatchError
+
+            try:
+                self._run_folders().create(project, user, project.gid, req.run).close()
+            except FileExistsError:
+                raise LaunchRefused(f"run folder {req.run} exists already") from None
+            except BatchError as e:
+                raise LaunchRefused(f"run folder {req.run}: {e.message}") from None
+
+        await asyncio.to_thread(create)
+        return {}
+
+    def _open_run_folder(self, caller: str, req: Request) -> Any:
+        # deferred: import cycle (the services start their sandboxes through this module)
+        from ..batch.errors import BatchError
+
+        project = self._run_folder_where(caller, req)
+        try:
+            return self._run_folders().open(project, req.run)
+        except BatchError as e:
+            raise LaunchRefused(f"run folder {req.run}: {e.message}") from None
+
+    async def _op_run_folder_list(self, caller: str, uid: int, req: Request,
+                                  reader: Any) -> dict[str, Any]:
+        """The regular files directly in a run's folder (name, size), no hidden name."""
+        def listing() -> list[dict[str, Any]]:
+            with self._open_run_folder(caller, req) as folder:
+                return [{"name": n, "size": size} for n, size in folder.list()]
+
+        return {"files": await asyncio.to_thread(listing)}
+
+    async def _op_run_folder_read(self, caller: str, uid: int, req: Request,
+                                  reader: Any) -> dict[str, Any]:
+        """At most ``length`` bytes at ``offset`` of one regular file of a run's folder
+        (base64), its size and inode; ``missing`` when there is none."""
+        # deferred: import cycle (the services start their sandboxes through this module)
+        from ..batch.errors import BatchError
+        from ..batch.files import file_name_problem, read_chunk  # deferred: as above
+
+        problem = file_name_problem(req.file)
+        if problem:
+            raise LaunchRefused(f"run_folder_read: {req.file!r} is {problem}")
+        limit = self.policy.airlock.max_file_bytes
+
+        def read() -> dict[str, Any]:
+            with self._open_run_folder(caller, req) as folder:
+                try:
+                    got = read_chunk(folder.fd, req.file or "", req.offset, req.length, limit)
+                except BatchError as e:
+                    raise LaunchRefused(f"run folder {req.run}: {e.message}") from None
+            if got is None:
+                return {"missing": True}
+            data, ident = got
+            if req.inode is not None and ident["inode"] != req.inode:
+                raise LaunchRefused(f"run folder {req.run}: {req.file} was replaced while "
+                                    "it was read")
+            return {"data": base64.b64encode(data).decode(), **ident}
+
+        return await asyncio.to_thread(read)
 
     async def _op_host_address(self, caller: str, uid: int, req: Request,
                                reader: Any) -> dict[str, Any]:

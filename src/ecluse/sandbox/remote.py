@@ -75,6 +75,10 @@ class LauncherSandbox(Sandbox):
             line = await reader.readline()
         finally:
             writer.close()
+        return self._answer(op, path, line)
+
+    @staticmethod
+    def _answer(op: str, path: str, line: bytes) -> dict[str, Any]:
         if not line:
             raise SandboxError("the sandbox launcher gave no answer",
                                log_message=f"launcher {path}: connection closed on {op}")
@@ -86,6 +90,39 @@ class LauncherSandbox(Sandbox):
                       else "the sandbox could not be started",
                       log_message=f"launcher {op}: {error}")
         return answer
+
+    def call(self, op: str, *, timeout: float = 120.0, **fields: Any) -> dict[str, Any]:
+        """:meth:`request` from synchronous code (a service's worker thread), on a plain
+        blocking socket: no event loop per call, for many or large answers (a batch
+        run's files)."""
+        import socket
+
+        path = self._path()
+        body = json.dumps({"op": op, "caller": self.caller or None, **fields}).encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(path)
+                sock.settimeout(timeout)
+                sock.sendall(body + b"\n")
+                chunks: list[bytes] = []
+                size = 0
+                while True:
+                    data = sock.recv(1 << 20)
+                    if not data:
+                        break
+                    chunks.append(data)
+                    size += len(data)
+                    if data.endswith(b"\n"):
+                        break
+                    if size > MAX_REQUEST_BYTES * 16:
+                        raise SandboxError("the sandbox launcher's answer is too large",
+                                           log_message=f"launcher {op}: over {size} bytes")
+        except OSError as e:
+            raise SandboxError(
+                "sandboxes are unavailable (the sandbox launcher is not running)",
+                log_message=f"cannot reach the sandbox launcher at {path}: {e}") from None
+        return self._answer(op, path, b"".join(chunks))
 
     # ------------------------------------------------------------- the interface
 

@@ -558,7 +558,47 @@ class TableSystem:
             r = np.zeros(self.n_atoms)
             r[idx] = 1.0
             rows.append(r)
-        self.rows = np.array(rows)
+        self.rows = np.array(rows).reshape(len(rows), self.n_atoms)
+        # nested levels (districts within regions) and combinations a long table leaves
+        # out: no part of any total, as a reader takes them (see :meth:`absent`)
+        self.rows[:, self.absent(sizes).ravel()] = 0.0
+
+    def absent(self, sizes: list[int]) -> np.ndarray:
+        """The atoms (combinations of one atom per dimension) the table says do not exist.
+
+        A reader takes a subtotal to be the sum of the parts listed under it: a
+        region's subtotal is the sum of that region's districts, not of every district
+        of the table. So a combination is absent when, over some two or more of the
+        dimensions, the table breaks down each of its sub-combinations (one dimension
+        left out) along the dimension left out, and never lists the combination
+        itself: district ``c`` is listed under South, North is broken down into
+        ``a`` and ``b``, so (North, ``c``) is absent. A group the table never breaks
+        down (a subtotal with no rows under it) keeps all its combinations."""
+        d = len(sizes)
+        out = np.zeros(sizes, dtype=bool)
+        if d < 2:
+            return out
+        covers = [[self.axes[k].cover.get(lab) if lab != ALL else None
+                   for k, lab in enumerate(key)] for key, _ in self.table.cells]
+        for m in range(2, d + 1):
+            for dims in itertools.combinations(range(d), m):
+                shape = [sizes[k] for k in dims]
+                present = np.zeros(shape, dtype=bool)
+                for cov in covers:
+                    if all(cov[k] for k in dims):
+                        present[np.ix_(*[cov[k] for k in dims])] = True
+                if not present.any():
+                    continue
+                # every sub-combination without one of the dimensions is broken down
+                # along it (some combination extending it is listed)
+                gone = ~present
+                for axis in range(m):
+                    gone &= present.any(axis=axis, keepdims=True)
+                if not gone.any():
+                    continue
+                full = [sizes[k] if k in dims else 1 for k in range(d)]
+                out |= gone.reshape(full)
+        return out
 
     def determined(self, hidden: Iterable[int]) -> list[int]:
         """The hidden cells (indices into ``table.cells``) the others determine exactly."""

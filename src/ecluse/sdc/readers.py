@@ -9,7 +9,9 @@ on every row, rows are counted, and a parse error anywhere is a finding. A CSV
 file is streamed in parts of :data:`PART_BYTES` cut at line breaks, each parsed
 by pyarrow's threads while the previous one is checked; a part with malformed
 rows sends the file back to the single-threaded reader (a cut may have fallen
-inside a quoted value holding a line break).
+inside a quoted value holding a line break). The first part is parsed while the
+head is judged, every column as text, and cast to the planned columns once the
+head has said what they are (parsed again as planned when it cannot be).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import re
 import zipfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,15 @@ def read_csv(path: Path, sn: Sniffed, ctx: Ctx) -> None:
                         "a table is judged with", **ctx.base))
         return
     decimal_comma = detect_decimal_comma(rows[:200], sn.sep)
+    if partial and not decimal_comma and width:
+        # the first part is parsed by pyarrow's threads while the head is judged
+        with ThreadPoolExecutor(1, thread_name_prefix="ecluse-csv-early") as pool:
+            early = pool.submit(_early_part, path, sn, width)
+            try:
+                _judge_head(path, sn, ctx, rows, decimal_comma, early)
+            finally:
+                early.cancel()
+        return
     if not partial:
         tables = [grid_to_table(blk, base=dict(ctx.base), decimal_comma=decimal_comma,
                                 first_row=off + 1) for off, blk in split_tables(rows)]
@@ -94,17 +105,79 @@ def read_csv(path: Path, sn: Sniffed, ctx: Ctx) -> None:
         for t in tables:
             ctx.judge(t)
         return
+    _judge_head(path, sn, ctx, rows, decimal_comma, None)
+
+
+def _judge_head(path: Path, sn: Sniffed, ctx: Ctx, rows: list[list[str]], decimal_comma: bool,
+                early: Future | None) -> None:
     t = grid_to_table(rows, base=dict(ctx.base), decimal_comma=decimal_comma)
     if t is None:
         ctx.add(finding("empty-file", "no cells in this CSV file", **ctx.base))
         return
     ctx.details.update(columns=len(t.names), delimiter=sn.sep, decimal_comma=decimal_comma)
     prof = ctx.judge(t, whole=False)
-    _stream_csv(path, sn, ctx, t, prof, decimal_comma)
+    skip = t.rownums[0] - 1 if t.rownums else 0
+    if early is not None and (len(t.names) != max(len(r) for r in rows)
+                              or not all(rows[:skip])):
+        early = None  # columns dropped, or blank lines above the table: parse it again
+    _stream_csv(path, sn, ctx, t, prof, decimal_comma, early)
+
+
+def _csv_encoding(sn: Sniffed) -> str:
+    return {"utf-8-sig": "utf8", "cp1252": "cp1252", "latin-1": "latin1"}.get(sn.encoding, "utf8")
+
+
+def _early_part(path: Path, sn: Sniffed, width: int) -> tuple[pa.Table, int, int]:
+    """The first part of a large CSV file, every column as text and no row skipped,
+    parsed while the head is judged (before the columns to convert are known):
+    the table, where the part ends, and how many rows were malformed."""
+    import pyarrow.csv as pcsv  # deferred: pyarrow's CSV reader, only for large CSV files
+
+    names = [f"c{j}" for j in range(width)]
+    bad = [0]
+
+    def on_bad(row: Any) -> str:
+        bad[0] += 1
+        return "skip"
+
+    size = path.stat().st_size
+    with pa.OSFile(str(path)) as fh:
+        end = _cut(fh, 0, size)
+        data = fh.read_at(end, 0)
+    table = pcsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pcsv.ReadOptions(column_names=names, encoding=_csv_encoding(sn),
+                                      block_size=1024 * 1024, use_threads=True),
+        parse_options=pcsv.ParseOptions(delimiter=sn.sep, invalid_row_handler=on_bad),
+        convert_options=pcsv.ConvertOptions(
+            column_types={c: pa.string() for c in names}, strings_can_be_null=True,
+            quoted_strings_can_be_null=True))
+    return table, end, bad[0]
+
+
+def _from_early(early: Future, skip: int, cols: list[str], types: dict[str, Any]
+                ) -> tuple[pa.Table, int] | None:
+    """The early first part as the planned read would have given it (``None``: it
+    cannot be, and the part is parsed again: malformed rows, markers in a count)."""
+    try:
+        table, end, nbad = early.result()
+    except Exception:  # noqa: BLE001 - whatever it was, the planned read meets it again
+        return None
+    if nbad or table.num_rows < skip:
+        return None
+    table = table.slice(skip)
+    arrays = []
+    try:
+        for c in cols:
+            arr = table.column(c)
+            arrays.append(arr if types[c] == pa.string() else pc.cast(arr, types[c]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
+        return None
+    return pa.table(arrays, names=cols), end
 
 
 def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
-                decimal_comma: bool) -> None:
+                decimal_comma: bool, early: Future | None = None) -> None:
     import pyarrow.csv as pcsv  # deferred: pyarrow's CSV reader, only for large CSV files
 
     skip = t.rownums[0] - 1 if t.rownums else 0
@@ -112,7 +185,7 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
     names = [f"c{j}" for j in range(ncols)]
     need = [] if prof.blocked else sorted(set(prof.count_cols) | set(prof.stat_cols))
     text_cols = [] if prof.blocked else _text_cols(t, prof)
-    enc = {"utf-8-sig": "utf8", "cp1252": "cp1252", "latin-1": "latin1"}.get(sn.encoding, "utf8")
+    enc = _csv_encoding(sn)
 
     bad: dict[str, Any] = {"n": 0, "first": None}
 
@@ -134,8 +207,9 @@ def _stream_csv(path: Path, sn: Sniffed, ctx: Ctx, t: Table, prof: Profile,
             include_columns=cols, column_types=types, decimal_point="," if decimal_comma else ".",
             strings_can_be_null=True, quoted_strings_can_be_null=True)
         if not (serial or newlines):
+            first = None if early is None else _from_early(early, skip, cols, types)
             return _csv_parts(path, parse, convert, bad, skip=skip, column_names=names,
-                              encoding=enc)
+                              encoding=enc, first=first)
         return pcsv.open_csv(
             path,
             read_options=pcsv.ReadOptions(skip_rows=skip, column_names=names, encoding=enc,
@@ -179,8 +253,24 @@ class _Serial(Exception):
     """A part of a CSV file read in parallel had malformed rows."""
 
 
+def _cut(fh: Any, start: int, size: int) -> int:
+    """Where the part of a CSV file from ``start`` ends: after the first line break
+    at least :data:`PART_BYTES` on."""
+    end = min(start + PART_BYTES, size)
+    while end < size:  # cut after the next line break
+        tail = fh.read_at(64 * 1024, end)
+        k = tail.find(b"\n")
+        if k >= 0:
+            return end + k + 1
+        end += len(tail)
+        if end - start > 4 * PART_BYTES:  # no line breaks (\r alone?): read in order
+            raise _Serial
+    return end
+
+
 def _csv_parts(path: Path, parse: Any, convert: Any, bad: dict[str, Any], *, skip: int,
-               column_names: list[str], encoding: str) -> Iterator[pa.Table]:
+               column_names: list[str], encoding: str,
+               first: tuple[pa.Table, int] | None = None) -> Iterator[pa.Table]:
     """The rows of a CSV file parsed in parts of about :data:`PART_BYTES` cut
     after a line break, by ``pyarrow.csv.read_csv`` (multi-threaded, unlike the
     streaming reader), the next part read while the caller checks this one.
@@ -194,16 +284,7 @@ def _csv_parts(path: Path, parse: Any, convert: Any, bad: dict[str, Any], *, ski
     size = path.stat().st_size
 
     def read(fh: Any, start: int, first: bool) -> tuple[Any, int]:
-        end = min(start + PART_BYTES, size)
-        while end < size:  # cut after the next line break
-            tail = fh.read_at(64 * 1024, end)
-            k = tail.find(b"\n")
-            if k >= 0:
-                end += k + 1
-                break
-            end += len(tail)
-            if end - start > 4 * PART_BYTES:  # no line breaks (\r alone?): read in order
-                raise _Serial
+        end = _cut(fh, start, size)
         opts = pcsv.ReadOptions(skip_rows=skip if first else 0, column_names=column_names,
                                 encoding=encoding, block_size=1024 * 1024, use_threads=True)
         part = pcsv.read_csv(pa.py_buffer(fh.read_at(end - start, start)), read_options=opts,
@@ -211,7 +292,11 @@ def _csv_parts(path: Path, parse: Any, convert: Any, bad: dict[str, Any], *, ski
         return part, end
 
     with pa.OSFile(str(path)) as fh, ThreadPoolExecutor(1, thread_name_prefix="ecluse-csv") as pool:
-        nxt = pool.submit(read, fh, 0, True)
+        if first is not None:  # parsed early, while the head was judged
+            nxt: Future = Future()
+            nxt.set_result(first)
+        else:
+            nxt = pool.submit(read, fh, 0, True)
         while True:
             part, end = nxt.result()
             if bad["n"]:

@@ -8,7 +8,9 @@ read from a CSV file in one of two ways, with a note of every change:
   while a hidden cell is still determined exactly by the cells shown (through
   the table's totals and margins, solved as a linear system, see
   :class:`~ecluse.sdc.differencing.TableSystem`), the smallest shown cell whose
-  hiding makes it undetermined is hidden too (totals last);
+  hiding makes it undetermined is hidden too (totals last). Each subtotal is the
+  sum of the rows listed under it, also over several label columns (districts
+  nested in regions: a region's subtotal covers its own districts only);
 * **round** — every count to the nearest multiple of the policy's
   ``rounding_base`` (halves up), then the suppression above for the counts that
   are still below the threshold.

@@ -414,6 +414,13 @@ def _header_rows(grid: pd.DataFrame, filled: pd.DataFrame, isnum: pd.DataFrame,
             rest = [j for j in grid.columns[1:] if filled.iat[h, j]]
             if rest and all(marker.iat[h, j] for j in rest):
                 break  # a data row whose cells are all suppressed
+            # a data row of several label columns whose counts are all suppressed: its
+            # cells over columns of numbers are all markers (``R0, D00, c``)
+            share = np.divide(below_num[h + 1], below_all[h + 1],
+                              out=np.zeros(f.shape[1]), where=below_all[h + 1] > 0)
+            over = [j for j in grid.columns if filled.iat[h, j] and share[j] >= 0.8]
+            if over and all(marker.iat[h, j] for j in over):
+                break
         h += 1
     if h == min(5, n - 1) and not isnum.iloc[h:].to_numpy().any():
         return 1  # a table without numbers: the first row is its header

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import settings_section
+from .airlock import move_legacy_database
 
 
 class BatchSettings(BaseModel):
@@ -22,7 +23,8 @@ class BatchSettings(BaseModel):
     ip: str = Field("127.0.0.1", description="Address the batch service binds to.")
     port: int = Field(8091, ge=1, le=65535, description="Port the batch service binds to.")
     database_url: str | None = Field(
-        None, description="Batch queue database URL (default: SQLite batch.sqlite in the state dir)."
+        None, description="Batch queue database URL (default: SQLite batch/batch.sqlite in the "
+        "state dir's database folder)."
     )
     concurrency: int = Field(
         2, ge=1, le=256, description="Most runs executing at the same time (the rest wait queued)."
@@ -49,9 +51,31 @@ class BatchSettings(BaseModel):
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
     )
     staff_group: str = Field("staff", description="Hub group whose members may use the service.")
+    service_user: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
+        description="System user the hub runs the batch service as (e.g. ecluse-batch; unset: "
+        "the hub's own user). The hub must run as root; the user must exist, be in the "
+        "launcher's group (sandbox.launcher_socket: the service starts its runs, makes and "
+        "reads their folders and writes its audit records through the launcher), own "
+        "<state>/batch-records and the queue database's folder and reach the service's "
+        "Python and the settings. The service starts in /.")
+
+    def resolved_storage_dir(self, state_dir: Path) -> Path:
+        """The batch service's own folder of the state's database folder (its queue)."""
+        return Path(state_dir) / "batch"
 
     def resolved_database_url(self, state_dir: Path) -> str:
-        return self.database_url or f"sqlite:///{Path(state_dir) / 'batch.sqlite'}"
+        """The queue's URL; the default is ``<state_dir>/batch/batch.sqlite`` (a folder the
+        service's user may own: SQLite writes its journal next to the database), where a
+        database of the earlier layout (``<state_dir>/batch.sqlite``) is moved first."""
+        if self.database_url:
+            return self.database_url
+        folder = self.resolved_storage_dir(state_dir)
+        move_legacy_database(Path(state_dir) / DB_NAME, folder / DB_NAME)
+        return f"sqlite:///{folder / DB_NAME}"
+
+
+DB_NAME = "batch.sqlite"
 
 
 def batch_settings(settings: Any) -> BatchSettings:

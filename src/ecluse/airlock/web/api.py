@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from python_multipart.multipart import MultipartParser, parse_options_header
 from tornado import web
 
-from ..errors import AirlockError, InvalidInput, QuotaExceeded, TooLarge
+from ..errors import AirlockError, InvalidInput, PermissionDenied, QuotaExceeded, TooLarge
 from ..rules import FILE_ACCESS, FINAL_STATES, TRANSITIONS, VERDICT_RULES, State
 from ..storage import StagingWriter
 from .base import REQ, BaseHandler
@@ -83,6 +83,7 @@ class RulesHandler(APIHandler):
 
 
 class RequestsHandler(APIHandler):
+    batch_export = frozenset({"POST"})  # the batch service, for staff (base.py)
     openapi = {
         "get": {
             "summary": "List requests",
@@ -137,6 +138,7 @@ class RequestsHandler(APIHandler):
 
 
 class RequestHandler(APIHandler):
+    batch_export = frozenset({"GET"})  # the batch service, for staff (base.py)
     openapi = {"get": {"summary": "One request: files as your role may see them, reviews, "
                        "history, the actions open to you",
                        "responses": {**ok("Request", "The request."), **errors(404)}}}
@@ -147,18 +149,26 @@ class RequestHandler(APIHandler):
 
 
 class ActionHandler(APIHandler):
-    """POST .../submit | resubmit | withdraw | release  {"comment": "..."}"""
+    """POST .../submit | resubmit | withdraw | release | release_partial  {"comment": "..."}
 
-    openapi = {"post": {"summary": "Submit, resubmit, withdraw or release a request",
+    ``release_partial`` releases only the files with their own approvals; the others
+    must be held (changes requested, or blocked); its comment is required."""
+
+    batch_export = frozenset({"POST"})  # the batch service, for staff (base.py)
+    openapi = {"post": {"summary": "Submit, resubmit, withdraw, release, or release only the "
+                        "approved files (release_partial, comment required)",
                         "requestBody": json_body("Comment", required=False),
                         "responses": {**ok("Request", "The request after the action."),
                                       **errors(400, 404, 409, 422, 503)}}}
 
     async def post(self, request_id: str, action: str) -> None:
         me = self.require_identity()
+        if self.on_behalf_of and action != "submit":
+            raise PermissionDenied(f"the {self.on_behalf_of} service may submit a request, "
+                                   f"not {action} it")
         body = self.json_body()
         fn = self.action(action)
-        self.send(await self.run(fn, me, request_id, body.get("comment", "")))
+        self.send(await self.run_checking(fn, me, request_id, body.get("comment", "")))
 
 
 class ReviewHandler(APIHandler):
@@ -186,6 +196,7 @@ class FileHandler(APIHandler):
     checkers, never released). A ``fail``/``review`` file to release needs context and
     controls before the request can be submitted."""
 
+    batch_export = frozenset({"PATCH"})  # the batch service, for staff (base.py)
     openapi = {"patch": {"summary": "Set a file's context, statistical controls and "
                          "supporting mark (the requester)",
                          "requestBody": json_body("FileDescription"),
@@ -203,6 +214,48 @@ class FileHandler(APIHandler):
             self.service.describe_file, me, request_id, int(file_id),
             context=body.get("context"), controls=body.get("controls"),
             supporting=body.get("supporting")))
+
+
+class FileDecisionHandler(APIHandler):
+    """POST .../files/<id>/decision  {"decision": "approve" | "request_changes", "comment"}
+    — one checker's decision on one file of the current version."""
+
+    openapi = {"post": {"summary": "Approve one file, or request changes to it (checkers; "
+                        "a comment is required to request changes and to approve a file "
+                        "that needs an override reason)",
+                        "requestBody": json_body("FileDecision"),
+                        "responses": {**ok("Request", "Recorded; the request.", 201),
+                                      **errors(400, 404, 409, 422, 503)}}}
+
+    async def post(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        body = self.json_body()
+        data = await self.run(
+            self.service.decide_file, me, request_id, int(file_id),
+            decision=body.get("decision"), comment=body.get("comment", ""),
+        )
+        self.send(data, 201)
+
+
+class CompareHandler(APIHandler):
+    """GET .../compare?from=N&to=M — what changed between two versions (default: the
+    one before the current one and the current one), from the previews only."""
+
+    openapi = {"get": {"summary": "Compare two versions: files added, removed, changed, and "
+                       "for tables the cells changed, added and removed (from the previews; "
+                       "never the files' bytes)",
+                       "parameters": [
+                           {"name": "from", "in": "query", "schema": {"type": "integer"}},
+                           {"name": "to", "in": "query", "schema": {"type": "integer"}},
+                       ],
+                       "responses": {**ok("Comparison", "The comparison."),
+                                     **errors(400, 403, 404)}}}
+
+    async def get(self, request_id: str) -> None:
+        me = self.require_identity()
+        self.send(await self.run(
+            self.service.compare_versions, me, request_id,
+            self.get_query_argument("from", None), self.get_query_argument("to", None)))
 
 
 class FileContentHandler(APIHandler):
@@ -245,7 +298,8 @@ class AcceptProposalHandler(APIHandler):
     async def post(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
         self.json_body()
-        self.send(await self.run(self.service.accept_proposal, me, request_id, int(file_id)),
+        self.send(await self.run_checking(self.service.accept_proposal, me, request_id,
+                                          int(file_id)),
                   201)
 
 
@@ -290,6 +344,7 @@ class FilesHandler(APIHandler):
     a file from the current version.
     """
 
+    batch_export = frozenset({"POST"})  # the batch service, for staff (base.py)
     openapi = {
         "post": {
             "summary": "Add a file to the current version (streamed)",
@@ -416,8 +471,9 @@ class FilesHandler(APIHandler):
                 raise InvalidInput("body: the multipart body has no file part with a filename")
         assert self.writer is not None and self.filename is not None
         sha, size = await self.run(self.writer.commit)
-        data = await self.run(self.service.attach_file, me, request_id, self.filename, sha, size,
-                              supporting=self.get_query_argument("supporting", None))
+        data = await self.run_checking(self.service.attach_file, me, request_id, self.filename,
+                                       sha, size,
+                                       supporting=self.get_query_argument("supporting", None))
         self.send(data, 201)
 
     async def delete(self, request_id: str) -> None:
@@ -535,11 +591,14 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal", ProposalHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal/accept",
          AcceptProposalHandler),
+        (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/decision",
+         FileDecisionHandler),
         (base + rf"/requests/{REQ}/reviews", ReviewHandler),
+        (base + rf"/requests/{REQ}/compare", CompareHandler),
         (base + rf"/requests/{REQ}/record", RecordHandler),
         (base + rf"/requests/{REQ}/package", PackageHandler),
         (
-            base + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release)",
+            base + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release|release_partial)",
             ActionHandler,
         ),
         (base + r"/.*", NotFoundAPI),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ def make_app(
         static_path=str(HERE / "static"),
         static_url_prefix=static_prefix,
         default_handler_class=NotFoundPage,
+        # calls that run disclosure checks (an upload, an accepted proposal, a submit's
+        # differencing) wait for a check sandbox: in threads of their own, so that they
+        # never take every worker of the pool and hold up reads (issue 21 item 1)
+        check_pool=ThreadPoolExecutor(
+            max(2, service.settings.workers), thread_name_prefix="airlock-checks"),
     )
     return app
 
@@ -130,5 +136,6 @@ async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path)
     server.stop()
     await server.close_all_connections()
     app.settings["pool"].shutdown(wait=False)
+    app.settings["check_pool"].shutdown(wait=False)
     service.close()
     log.info("airlock stopped")

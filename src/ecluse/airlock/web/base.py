@@ -17,18 +17,23 @@ and the ``error.html`` page for browsers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from jupyterhub.utils import url_path_join
 from markupsafe import Markup
 
+from ...hub.roles import project_scope
 from ...hubservice.web import GroupResolver, HubServiceHandler
 from ..errors import InvalidInput, NotAuthenticated, PermissionDenied
 from ..permissions import Identity
 from ..service import AirlockService
+
+T = TypeVar("T")
 
 __all__ = ["REQ", "BaseHandler", "GroupResolver"]
 
@@ -56,6 +61,50 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
     cookies = True
     api = False
 
+    async def run_checking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a call that may wait for a check sandbox (an upload's check, a submit's
+        differencing) in the checks' own threads, not the pool reads use: waiting for
+        one of ``check_processes`` sandboxes never starves the other requests."""
+        pool = self.settings.get("check_pool") or self.settings["pool"]
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: fn(*args, **kwargs))
+
+    #: the methods of this handler the batch service may call for a staff member
+    #: (:meth:`acting_for`): the export of a run's outputs, nothing else
+    batch_export: frozenset[str] = frozenset()
+
+    async def acting_for(self, model: dict[str, Any]) -> dict[str, Any]:
+        """The batch service's own token acts for the staff member exporting a finished
+        run's outputs, named in ``X-Ecluse-On-Behalf-Of``, for the one project named in
+        ``X-Ecluse-Project``: create a request, add its files and describe them (context,
+        controls, supporting mark), submit it and read it
+        (:attr:`batch_export`), never review, release or withdraw. The user's groups are
+        the airlock's own lookup (hub, then directory), and they must hold the staff group
+        and the project, as for anyone (:meth:`prepare`). Any other service: refused."""
+        # deferred: the batch service's name, only for a service's token
+        from ...batch.hub import SERVICE_NAME as BATCH
+
+        user = self.request.headers.get("X-Ecluse-On-Behalf-Of", "")
+        project = self.request.headers.get("X-Ecluse-Project", "")
+        if (model.get("name") != BATCH or not self.api
+                or self.request.method not in self.batch_export):
+            raise PermissionDenied(self.not_user_message)
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,128}", user) or not re.fullmatch(
+                r"[a-z][a-z0-9-]{1,62}", project):
+            raise PermissionDenied("the batch service must name the staff member "
+                                   "(X-Ecluse-On-Behalf-Of) and the project (X-Ecluse-Project)")
+        self.on_behalf_of = model["name"]
+        return {"kind": "user", "name": user, "scopes": [project_scope(project)],
+                "acting_service": model["name"]}
+
+    on_behalf_of: str | None = None
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.on_behalf_of and (self.identity is None or not self.identity.is_staff):
+            raise PermissionDenied(f"the {self.on_behalf_of} service exports for platform "
+                                   "staff only")
+
     def action(self, name: str) -> Callable[..., dict[str, Any]]:
         """The service method of a request action named in a URL."""
         fn = {
@@ -63,6 +112,7 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
             "resubmit": self.service.resubmit,
             "withdraw": self.service.withdraw,
             "release": self.service.release,
+            "release_partial": self.service.release_partial,
         }.get(name)
         if fn is None:  # pragma: no cover - the routes restrict it
             raise InvalidInput(f"unknown action {name}")

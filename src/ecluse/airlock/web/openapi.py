@@ -184,6 +184,26 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                           "verdict needs one."},
         },
     },
+    "FileDecision": {
+        "type": "object",
+        "required": ["decision"],
+        "properties": {
+            "decision": {"type": "string", "enum": ["approve", "request_changes"]},
+            "comment": {"type": "string", "description": "Required to request changes, and "
+                        "to approve a file whose verdict needs an override reason."},
+        },
+    },
+    "Comparison": {
+        "type": "object",
+        "description": "Two versions of a request compared from their previews: per file "
+        "its status (added, removed, unchanged, changed), both sides (previews as you may "
+        "see them) and, for two tables, the rows and cells changed, added and removed.",
+        "properties": {
+            "request": {"$ref": "#/components/schemas/RequestSummary"},
+            "from": {"type": "integer"}, "to": {"type": "integer"},
+            "files": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "Proposal": {
         "type": "object",
         "description": "The fixed version proposed for a failing table (or why there is none).",

@@ -81,12 +81,39 @@ class ReviewForm(PageHandler):
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"recorded: {decision}"))
 
 
+class DecisionForm(PageHandler):
+    """A checker's decision on one file (approve / request changes, with a comment)."""
+
+    @web.authenticated
+    async def post(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        decision = self.get_body_argument("decision", "")
+        await self.run(
+            self.service.decide_file, me, request_id, int(file_id), decision=decision,
+            comment=self.get_body_argument("comment", ""),
+        )
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(
+            f"recorded: {decision.replace('_', ' ')} (one file)") + f"#file-{int(file_id)}")
+
+
+class ComparePage(PageHandler):
+    """Two versions side by side, with what changed in their tables (previews only)."""
+
+    @web.authenticated
+    async def get(self, request_id: str) -> None:
+        me = self.require_identity()
+        cmp = await self.run(
+            self.service.compare_versions, me, request_id,
+            self.get_query_argument("from", None), self.get_query_argument("to", None))
+        self.finish(self.render_template("compare.html", cmp=cmp, req=cmp["request"]))
+
+
 class ActionForm(PageHandler):
     @web.authenticated
     async def post(self, request_id: str, action: str) -> None:
         me = self.require_identity()
         fn = self.action(action)
-        await self.run(fn, me, request_id, self.get_body_argument("comment", ""))
+        await self.run_checking(fn, me, request_id, self.get_body_argument("comment", ""))
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"done: {action}"))
 
 
@@ -121,7 +148,7 @@ class AcceptProposalForm(PageHandler):
     @web.authenticated
     async def post(self, request_id: str, file_id: str) -> None:
         me = self.require_identity()
-        f = await self.run(self.service.accept_proposal, me, request_id, int(file_id))
+        f = await self.run_checking(self.service.accept_proposal, me, request_id, int(file_id))
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(
             f"fixed version of {f['name']} accepted: {f['verdict']}"))
 
@@ -150,7 +177,10 @@ def ui_handlers(prefix: str) -> list[tuple]:
         (p + r"/oauth_callback", OAuthCallback),
         (p + rf"/requests/{REQ}", RequestPage),
         (p + rf"/requests/{REQ}/review", ReviewForm),
-        (p + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release)", ActionForm),
+        (p + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release|release_partial)",
+         ActionForm),
+        (p + rf"/requests/{REQ}/compare", ComparePage),
+        (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/decision", DecisionForm),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/download", DownloadPage),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/describe", DescribeForm),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal", ProposalPage),
