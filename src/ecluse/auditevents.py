@@ -108,6 +108,9 @@ class AuditEvent(StrEnum):
     AIRLOCK_REQUEST_CREATED = ("airlock.request.created", "a request opened")
     AIRLOCK_FILE_UPLOADED = ("airlock.file.uploaded", "a file added to a request")
     AIRLOCK_FILE_REMOVED = ("airlock.file.removed", "a file removed from a request")
+    AIRLOCK_FILE_DESCRIBED = ("airlock.file.described",
+                              "the requester set a file's context, statistical controls or "
+                              "supporting mark")
     AIRLOCK_FILE_APPROVED = ("airlock.file.approved", "a checker approved one file of a "
                              "request (per-file decision)")
     AIRLOCK_FILE_CHANGES_REQUESTED = ("airlock.file.changes_requested", "a checker asked "

@@ -177,6 +177,18 @@ class Files:
     review = ("plot.png", png_bytes())
 
 
+#: the context and controls the fixtures give every fail/review file they submit
+CONTEXT = "Length of stay by sex and age band, adult cardiac admissions 2019-2023"
+CONTROLS = "Counts under 10 checked by hand; no rounding"
+
+
+def describe_all(service: AirlockService, user: Any, rid: str) -> None:
+    """Give every file that needs them (``fail``/``review``) context and controls."""
+    for f in service.get_request(user, rid, record_view=False)["files"]:
+        if f["needs_context"]:
+            service.describe_file(user, rid, f["id"], context=CONTEXT, controls=CONTROLS)
+
+
 @pytest.fixture
 def files() -> type[Files]:
     return Files
@@ -202,6 +214,7 @@ def create_request_at_status(
         for name, data in files or [Files.ok]:
             service.add_file(author, req["id"], name, [data])
         rid = req["id"]
+        describe_all(service, author, rid)  # needed to submit (issue 21 item 3)
         if state is State.DRAFT:
             return service.get_request(author, rid, record_view=False)
         if state is State.WITHDRAWN:

@@ -106,7 +106,7 @@ class ApiClient:
         self.s.headers["Authorization"] = f"token {token}"
 
     def __getattr__(self, method: str):
-        if method not in ("get", "post", "delete", "put"):
+        if method not in ("get", "post", "delete", "put", "patch"):
             raise AttributeError(method)
 
         def call(path: str, **kw):

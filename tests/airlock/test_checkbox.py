@@ -30,8 +30,9 @@ from ecluse.config import Dataset, LDAPSettings, Project, SandboxSettings, Setti
 from ecluse.sandbox.cgroups import Cgroups
 from ecluse.sdc import DisclosurePolicy
 from ecluse.settings.airlock import AirlockSettings
-from tests.airlock.conftest import Files
+from tests.airlock.conftest import Files, describe_all
 from tests.airlock.test_ledger import ADULTS, OLDER, OLDER_SAFE
+from tests.airlock.test_service_context import CONTRIBUTORS, MAGNITUDE
 from tests.support.sandboxes import LAUNCHED, TrackingLocalSandbox
 
 pytestmark = pytest.mark.timeout(240)
@@ -288,6 +289,7 @@ def test_differencing_runs_in_a_sandbox_that_reads_its_scopes_ledger_only(
     probe = LedgerProbe(deployment, chk.conf, backend=chk.backend)
     probe.seen = []
     service.differ = probe.difference
+    describe_all(service, users.bob, req["id"])
     service.submit(users.bob, req["id"])
     [got] = probe.seen
     assert got["released_in"] == [mine["id"]] and theirs["id"] not in json.dumps(got)
@@ -314,3 +316,29 @@ def test_differencing_that_cannot_run_in_its_sandbox_sends_the_files_to_review(
         assert f["verdict"] == "review", f
         assert "differencing against the other files and earlier releases failed" in \
             f["findings"][-1]["message"]
+
+
+def test_dominance_through_a_supporting_file_is_found_by_the_check_sandboxes(
+        checker, service, users):
+    """Each file checked in its own sandbox keeps what the match needs; the set judgement,
+    in a sandbox of its own, finds the dominant contributor of the magnitude table."""
+    chk, _tmp = checker
+    service.checker = chk
+    service.differ = chk.difference
+    req = service.create_request(users.alice, project="cardio-los", title="Turnover",
+                                 justification="paper")
+    started = len(LAUNCHED)
+    table = service.add_file(users.alice, req["id"], MAGNITUDE[0], [MAGNITUDE[1]])
+    assert table["verdict"] == "pass"
+    assert len(LAUNCHED) == started + 1  # its check; nothing to match yet, no set sandbox
+    service.add_file(users.alice, req["id"], CONTRIBUTORS[0], [CONTRIBUTORS[1]],
+                     supporting=True)
+    assert len(LAUNCHED) == started + 3  # the contributors' check, then the set judgement
+    assert LAUNCHED[-1]["spec"].extra_mounts[-1].target == LEDGER_DIR
+    files = {f["name"]: f for f in service.get_request(users.alice, req["id"],
+                                                        record_view=False)["files"]}
+    got = files[MAGNITUDE[0]]
+    assert got["verdict"] == "fail"
+    [found] = [x for x in got["findings"] if x["rule"] == "dominance-nk"]
+    assert found["location"]["supporting_file"] == CONTRIBUTORS[0]
+    assert found["location"]["row"] == 2

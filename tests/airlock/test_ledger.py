@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
 
+from ecluse.airlock.errors import PolicyViolation
 from ecluse.airlock.models import LedgerEntry
 from ecluse.airlock.rules import State
 from ecluse.config import Dataset, Project
+
+from .conftest import describe_all
 
 ADULTS = ("adults.csv", b"age,n\n>= 18,120\n")
 OLDER = ("older.csv", b"age,n\n>= 19,115\n")
@@ -123,5 +127,12 @@ def test_submit_checks_against_releases_made_since_the_upload(service, users,
     service.add_file(users.bob, req["id"], OLDER[0], [OLDER[1]])
     assert _findings(service, req["id"], "older.csv") == ("pass", [])
     create_request_at_status(State.RELEASED, files=[ADULTS])
+    # the release made since fails the file at submission: refused until it has its
+    # context, and the finding stays on the file to say why
+    with pytest.raises(PolicyViolation, match=r"older.csv \(file \d+, verdict fail\) has no "
+                       "context and no statistical controls"):
+        service.submit(users.bob, req["id"])
+    assert _findings(service, req["id"], "older.csv")[0] == "fail"
+    describe_all(service, users.bob, req["id"])
     service.submit(users.bob, req["id"])
     assert _findings(service, req["id"], "older.csv")[0] == "fail"

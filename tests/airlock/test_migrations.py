@@ -63,3 +63,33 @@ def test_0008_marks_the_files_of_earlier_releases_released(db_url):
             ("ar-open", 1, False), ("ar-rel", 1, False), ("ar-rel", 2, True)]
     finally:
         engine.dispose()
+
+
+def test_0008_never_marks_a_supporting_file_released(db_url):
+    """0007 (context, supporting files) comes first: a request released under it left
+    its supporting files behind, and 0008 does not mark them released."""
+    from sqlalchemy import text
+
+    engine = db.make_engine(db_url)
+    try:
+        db.upgrade(engine, "0007_file_context")
+        now = "2026-01-01 00:00:00"
+        with engine.begin() as c:
+            c.execute(text(
+                "INSERT INTO airlock_requests (id, project, requester, title, justification,"
+                " state, version, created_at, updated_at) VALUES ('ar-rel', 'p', 'alice', 't',"
+                " 'j', 'released', 1, :now, :now)"), {"now": now})
+            for name, supporting in (("t.csv", False), ("unrounded.csv", True)):
+                c.execute(text(
+                    "INSERT INTO airlock_files (request_id, version, name, sha256, size, "
+                    "verdict, format, report, uploaded_by, created_at, supporting) VALUES "
+                    "('ar-rel', 1, :name, 'x', 1, 'pass', 'csv', '{}', 'alice', :now, :sup)"),
+                    {"name": name, "now": now, "sup": supporting})
+        db.upgrade(engine)
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT name, released FROM airlock_files "
+                                  "ORDER BY name")).all()
+        assert [(r[0], bool(r[1])) for r in rows] == [("t.csv", True),
+                                                       ("unrounded.csv", False)]
+    finally:
+        engine.dispose()

@@ -15,7 +15,7 @@ from ecluse.airlock.notify import Mailbook, Notifier, notifier_for
 from ecluse.airlock.rules import State
 from ecluse.airlock.service import AirlockService
 from ecluse.settings.airlock import AirlockSettings, SmtpSettings
-from tests.airlock.conftest import GROUPS, Files
+from tests.airlock.conftest import GROUPS, Files, describe_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -244,6 +244,7 @@ def test_per_file_decisions_mail_the_requester_without_naming_the_file(
                                  justification="j")["id"]
     service.add_file(alice, rid, secret_name, [Files.ok[1]])
     service.add_file(alice, rid, *_pair(Files.fail))
+    describe_all(service, alice, rid)  # needed to submit (issue 21 item 3)
     service.submit(alice, rid)
     files = {f["name"]: f["id"] for f in service.get_request(alice, rid,
                                                              record_view=False)["files"]}

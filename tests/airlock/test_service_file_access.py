@@ -17,6 +17,8 @@ from ecluse.airlock.errors import PermissionDenied, PolicyViolation
 from ecluse.airlock.models import utcnow
 from ecluse.airlock.rules import BLOCK_SAMPLE_ROWS, State
 
+from .conftest import describe_all
+
 CANARY_NAME = "Zacharie-Canary"
 CANARY_LATE = "CANARYWARD"
 
@@ -41,6 +43,7 @@ def _submitted(service, users, *named_files):
     rid = _new(service, users.alice)
     for name, data in named_files:
         service.add_file(users.alice, rid, name, [data])
+    describe_all(service, users.alice, rid)
     service.submit(users.alice, rid)
     return rid
 
@@ -201,6 +204,7 @@ def test_unjudged_files_need_a_written_reason_to_approve(make_service, kind):
     if kind == "checker-crash":
         assert f["findings"][0]["rule"] == "checker-error"
         assert f["preview"]["kind"] == "none"
+    describe_all(service, alice, rid)
     service.submit(alice, rid)
     with pytest.raises(PolicyViolation, match=f"file {name} could not be judged by the "
                                               "automatic checks.*needs a written override"):
@@ -286,6 +290,7 @@ def test_a_text_file_sniffed_as_binary_is_never_approved_without_a_reason(servic
     rid = _new(service, users.alice)
     f = service.add_file(users.alice, rid, name, [data])
     assert f["verdict"] in ("review", "block")
+    describe_all(service, users.alice, rid)
     service.submit(users.alice, rid)
     with pytest.raises(PolicyViolation, match=f"file {name} (could not be judged|is blocked)"):
         service.review(users.carol, rid, decision="approve")

@@ -15,6 +15,8 @@ from ecluse.airlock.models import LedgerEntry
 from ecluse.airlock.rules import State
 from ecluse.auditevents import AuditEvent
 
+from .conftest import describe_all
+
 
 def _file(service, user, rid, name):
     return next(f for f in service.get_request(user, rid, record_view=False)["files"]
@@ -32,6 +34,7 @@ def test_fail_then_proposal_then_accept_then_the_new_version_passes_and_is_relea
     assert f1["verdict"] == "fail"
     assert f1["proposal"]["available"] is True and f1["proposal"]["method"] == "suppress"
     assert "sex F, age_band 41-65" in f1["proposal"]["notes"][0]
+    describe_all(service, users.alice, rid)
     service.submit(users.alice, rid)
     service.review(users.carol, rid, decision="request_changes", comment="Suppress the 3")
     # version 2 carries the file and its proposal; the requester reads it

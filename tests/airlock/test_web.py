@@ -34,6 +34,16 @@ def _create(api, **kw) -> str:
 # ---------------------------------------------------------------- hub wiring
 
 
+def _describe(api, rid: str) -> None:
+    """Context and controls for every file that needs them (to submit)."""
+    for f in api.get(f"/requests/{rid}").json()["files"]:
+        if f["needs_context"]:
+            r = api.patch(f"/requests/{rid}/files/{f['id']}",
+                          json={"context": "Cardiac LOS by sex and age band",
+                                "controls": "small cells reviewed by hand"})
+            assert r.status_code == 200, r.text
+
+
 def test_oauth_scopes_give_the_identity_its_groups(airlock_hub):
     """What the spec asks for (OAUTH_SCOPES) makes /hub/api/user include the groups.
 
@@ -93,8 +103,33 @@ def test_full_flow_create_upload_submit_review_release_download(airlock_hub):
     assert r.status_code == 201 and r.json()["name"] == "résultats.csv", r.text
     assert alice.delete(f"/requests/{rid}/files", params={"filename": "résultats.csv"}
                         ).status_code == 204
+    msg = _error(alice.post(f"/requests/{rid}/files", params={
+        "filename": "x.csv", "supporting": "maybe"}, data=data), 400, "invalid_input")
+    assert msg == "supporting: expected true or false"
+    # a supporting file, marked at upload: the unrounded counts behind the table
+    r = alice.post(f"/requests/{rid}/files", params={"filename": "unrounded.csv",
+                                                     "supporting": "true"}, data=data)
+    assert r.status_code == 201 and r.json()["supporting"] is True, r.text
+    sup = r.json()
+    # the fail and review files say nothing yet: submission refused, precisely
+    msg = _error(alice.post(f"/requests/{rid}/submit", json={}), 422, "policy_violation")
+    assert f"counts_small.csv (file {f['id']}, verdict fail) has no context and no " \
+           "statistical controls" in msg and "plot.png" in msg and "unrounded" not in msg
+    _error(alice.patch(f"/requests/{rid}/files/{f['id']}", json={"kontext": "typo"}), 400,
+           "invalid_input")
+    _error(carol.patch(f"/requests/{rid}/files/{f['id']}", json={"context": "x"}), 404,
+           "not_found")
+    r = alice.patch(f"/requests/{rid}/files/{f['id']}",
+                    json={"context": "LOS by sex and age band", "controls": "none"})
+    assert r.status_code == 200 and r.json()["needs_context"] is False, r.text
+    _describe(alice, rid)
     assert alice.post(f"/requests/{rid}/submit", json={"comment": "ready"}).json()[
         "state"] == "submitted"
+    _error(alice.patch(f"/requests/{rid}/files/{f['id']}", json={"context": "later"}), 409,
+           "invalid_state")
+    seen = {x["name"]: x for x in carol.get(f"/requests/{rid}").json()["files"]}
+    assert seen[name]["context"] == "LOS by sex and age band"
+    assert seen["unrounded.csv"]["supporting"] and seen["unrounded.csv"]["preview"]
 
     queue = carol.get("/requests", params={"scope": "review"}).json()["requests"]
     assert rid in [q["id"] for q in queue]
@@ -112,6 +147,14 @@ def test_full_flow_create_upload_submit_review_release_download(airlock_hub):
     assert r.status_code == 200 and r.content == data
     assert r.headers["X-Airlock-SHA256"] == f["sha256"]
     assert "attachment" in r.headers["Content-Disposition"]
+    # the supporting file's bytes never leave, even to the requester after release
+    msg = _error(alice.get(f"/requests/{rid}/files/{sup['id']}/content"), 403,
+                 "permission_denied")
+    assert "supporting file" in msg
+    pkg = zipfile.ZipFile(io.BytesIO(alice.get(f"/requests/{rid}/package").content))
+    assert "files/unrounded.csv" not in pkg.namelist()
+    record = alice.get(f"/requests/{rid}/record").json()
+    assert [x["name"] for x in record["supporting_files"]] == ["unrounded.csv"]
     mine = alice.get("/requests").json()["requests"]
     assert [m["state"] for m in mine if m["id"] == rid] == ["released"]
 
@@ -200,7 +243,8 @@ def test_checker_pages_queue_highlight_and_xsrf(airlock_hub):
     alice = airlock_hub.api("alice")
     rid = _create(alice, title="Small counts table")
     alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]}, data=Files.fail[1])
-    alice.post(f"/requests/{rid}/submit")
+    _describe(alice, rid)
+    assert alice.post(f"/requests/{rid}/submit").status_code == 200
     s = _page_session(airlock_hub, "carol")
     home = s.get(airlock_hub.airlock_url + "/", timeout=15).text
     assert "Awaiting your review" in home and rid in home
@@ -331,6 +375,7 @@ def test_a_failing_table_is_fixed_by_accepting_the_proposal_then_released(airloc
     name, data = Files.fail
     f = alice.post(f"/requests/{rid}/files", params={"filename": name}, data=data).json()
     assert f["verdict"] == "fail" and f["proposal"]["available"] is True
+    _describe(alice, rid)
     assert alice.post(f"/requests/{rid}/submit").json()["state"] == "submitted"
     [seen] = carol.get(f"/requests/{rid}").json()["files"]
     assert seen["proposal"] == {"available": True, "method": "suppress"}

@@ -46,7 +46,14 @@ def test_checker_approves_a_failing_table_with_an_override_reason(airlock_hub, b
     r = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
                    data=Files.fail[1])
     assert r.json()["verdict"] == "fail"
-    alice.post(f"/requests/{rid}/submit")
+    fid = r.json()["id"]
+    alice.patch(f"/requests/{rid}/files/{fid}", json={
+        "context": "Admissions by sex and age band, cardiology 2019-2023",
+        "controls": "No rounding; the cell of 3 is in the published annual report"})
+    sup = alice.post(f"/requests/{rid}/files", params={"filename": "unrounded.csv",
+                                                       "supporting": "true"},
+                     data=Files.fail[1]).json()
+    assert alice.post(f"/requests/{rid}/submit").status_code == 200
 
     page = browser_page
     page.goto(airlock_hub.airlock_url + "/")
@@ -62,7 +69,7 @@ def test_checker_approves_a_failing_table_with_an_override_reason(airlock_hub, b
 
     page.click(f"#queue a[href$='/requests/{rid}']")
     page.wait_for_selector(".preview-table")
-    flagged = page.locator("td.flagged")
+    flagged = page.locator(f"#file-{fid} td.flagged")
     assert flagged.count() == 1
     assert flagged.first.inner_text() == "3"
     bg = flagged.first.evaluate("el => getComputedStyle(el).backgroundColor")
@@ -70,6 +77,17 @@ def test_checker_approves_a_failing_table_with_an_override_reason(airlock_hub, b
         "el => getComputedStyle(el).backgroundColor")
     assert bg != plain  # the flagged cell is highlighted by the service's own stylesheet
     assert page.locator(".verdict-fail").first.is_visible()
+    # the researcher's context and controls, above the findings
+    assert page.inner_text(f"#context-{fid} .context") == (
+        "Admissions by sex and age band, cardiology 2019-2023")
+    assert "published annual report" in page.inner_text(f"#context-{fid} .controls")
+    # the supporting file: seen, its preview rendered, marked as never released, and
+    # asking no override reason
+    card = page.locator(f"#file-{sup['id']}")
+    assert "supporting · not released" in card.locator(".supporting-badge").inner_text()
+    assert card.locator(".preview-table").is_visible()
+    assert page.locator("textarea[name='override:unrounded.csv']").count() == 0
+    assert page.locator(f"#file-{sup['id']} a[href$='/download']").count() == 0
 
     # approving without a reason is refused with the precise message
     page.click("#approve")
@@ -121,6 +139,44 @@ def test_researcher_accepts_the_fixed_version_from_the_request_page(airlock_hub,
     assert now["verdict"] == "pass" and now["sha256"] != f["sha256"]
 
 
+def test_researcher_gives_context_on_the_page_before_submitting(airlock_hub, browser_page):
+    alice = airlock_hub.api("alice")
+    rid = alice.post("/requests", json={"project": "cardio-los", "title": "Browser context",
+                                        "justification": "Table 4"}).json()["id"]
+    f = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
+                   data=Files.fail[1]).json()
+
+    page = browser_page
+    page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
+    page.wait_for_selector("input[name=username]")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", password("alice"))
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(airlock_hub.airlock_url + "/**")
+    if f"/requests/{rid}" not in page.url:
+        page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
+    assert "failed the checks" in page.inner_text(f"#file-{f['id']} .needs-context")
+    # submitting now is refused, saying which file lacks what
+    page.click("#action-submit")
+    page.wait_for_selector(".error .message")
+    assert "counts_small.csv" in page.inner_text(".error .message")
+    assert "has no context and no statistical controls" in page.inner_text(".error .message")
+    page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
+    # the form is open by itself under the file that needs it
+    page.fill(f"#context-input-{f['id']}", "Admissions by sex and age band")
+    page.fill(f"#controls-input-{f['id']}", "Cell of 3 checked against the published report")
+    page.click(f"#describe-{f['id']} button[type=submit]")
+    page.wait_for_selector(".flash")
+    assert "counts_small.csv described" in page.inner_text(".flash")
+    assert page.inner_text(f"#context-{f['id']} .context") == "Admissions by sex and age band"
+    assert page.locator(".needs-context").count() == 0
+    page.click("#action-submit")
+    page.wait_for_selector(".flash")
+    assert page.inner_text("#state") == "submitted"
+    [now] = alice.get(f"/requests/{rid}").json()["files"]
+    assert now["controls"] == "Cell of 3 checked against the published report"
+
+
 def _sign_in(page, airlock_hub, user: str, path: str) -> None:
     page.goto(airlock_hub.airlock_url + path)
     page.wait_for_selector("input[name=username]")
@@ -141,7 +197,10 @@ def test_checker_decides_file_by_file_and_releases_the_approved_file_only(
                     data=Files.ok[1]).json()
     bad = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
                      data=Files.fail[1]).json()
-    alice.post(f"/requests/{rid}/submit")
+    # a failing table needs its context and controls to be submitted (issue 21 item 3)
+    alice.patch(f"/requests/{rid}/files/{bad['id']}", json={
+        "context": "Admissions by sex and age band", "controls": "No rounding yet"})
+    assert alice.post(f"/requests/{rid}/submit").status_code == 200
     # dan approves the passing table through the API; the requester may not decide
     dan = airlock_hub.api("dan")
     r = dan.post(f"/requests/{rid}/files/{ok['id']}/decision", json={"decision": "approve"})
@@ -193,7 +252,9 @@ def test_checker_compares_a_returned_request_side_by_side(airlock_hub, browser_p
                                         "justification": "Table 4"}).json()["id"]
     f = alice.post(f"/requests/{rid}/files", params={"filename": Files.fail[0]},
                    data=Files.fail[1]).json()
-    alice.post(f"/requests/{rid}/submit")
+    alice.patch(f"/requests/{rid}/files/{f['id']}", json={
+        "context": "Admissions by sex and age band", "controls": "No rounding yet"})
+    assert alice.post(f"/requests/{rid}/submit").status_code == 200
     r = airlock_hub.api("carol").post(f"/requests/{rid}/reviews", json={
         "decision": "request_changes", "comment": "Suppress the small cell"})
     assert r.status_code == 201, r.text

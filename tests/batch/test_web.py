@@ -126,10 +126,25 @@ def test_cli_run_progress_and_export(batch_hub: HubStack, tmp_path: Path) -> Non
     res = _cli(batch_hub, erin, "export", run_id, "--title", "June")
     assert res.returncode == 1 and "not a member of project cardio-los" in res.stderr
 
+    # the executed notebook is free text the checks cannot judge: without its context and
+    # controls the request is kept as a draft, every file in it, saying why
     res = _cli(batch_hub, sam, "export", run_id, "--title", "June indicators", "--json")
+    assert res.returncode == 0, res.stderr
+    draft = json.loads(res.stdout)
+    assert draft["state"] == "draft"
+    assert "output.ipynb (file" in draft["submit_refused"]
+    assert "has no context and no statistical controls" in draft["submit_refused"]
+    res = _cli(batch_hub, sam, "export", run_id, "--title", "June", "--context", "nope=x")
+    assert res.returncode == 1 and "'nope' is not among the files" in res.stderr, res.stderr
+    res = _cli(batch_hub, sam, "export", run_id, "--title", "June indicators", "--json",
+               "--context", "output.ipynb=The run's notebook: stays per ward, June",
+               "--controls", "output.ipynb=every count over 10; no rounding")
     assert res.returncode == 0, res.stderr
     req = json.loads(res.stdout)
     assert req["state"] == "submitted" and req["requester"] == "sam"
+    described = {f["name"]: (f["context"], f["controls"]) for f in req["files"]}
+    assert described["output.ipynb"] == ("The run's notebook: stays per ward, June",
+                                         "every count over 10; no rounding")
     assert sorted(f["name"] for f in req["files"]) == ["output.ipynb", "summary.csv"]
     assert all(f["verdict"] in ("pass", "fail", "block", "review") for f in req["files"])
     assert run_id in req["justification"] and show["notebook_sha256"] in req["justification"]

@@ -59,7 +59,8 @@ def listing_item(page, name: str):
     return page.locator(".jp-DirListing-content .jp-DirListing-item", has_text=name).first
 
 
-def request_export(page, name: str, title: str) -> str:
+def request_export(page, name: str, title: str, about: dict | None = None) -> str:
+    """``about``: the context and controls to type in the dialog under the file."""
     if not page.locator("#filebrowser").is_visible():  # the Airlock panel took its place
         page.locator('.jp-SideBar li[data-id="filebrowser"]').click()
     item = listing_item(page, name)
@@ -74,6 +75,11 @@ def request_export(page, name: str, title: str) -> str:
     assert name in dialog.locator(".ecluse-export-files").inner_text()
     page.fill("#ecluse-export-title", title)
     page.fill("#ecluse-export-justification", "Table 2 of the LOS paper")
+    if about:
+        row = dialog.locator(f'.ecluse-export-files li[data-path$="{name}"]')
+        row.locator("summary").click()
+        row.locator(".ecluse-export-context").fill(about["context"])
+        row.locator(".ecluse-export-controls").fill(about["controls"])
     dialog.locator("button.jp-mod-accept").click()
     page.wait_for_selector(".jp-Dialog-header:has-text('Export requested')", timeout=60000)
     text = page.locator(".jp-Dialog-body").inner_text()
@@ -148,7 +154,9 @@ def test_researcher_exports_through_the_airlock(workspace_hub, ldap_passwords, b
     # to /project in the file browser, then "Request export…" on each file
     page.goto(base + "lab/tree/project")
     listing_item(page, "table1.csv").wait_for()
-    table_id = request_export(page, "table1.csv", "Table 2: LOS by sex and age")
+    about = {"context": "Admissions and mean LOS by sex and age band",
+             "controls": "groups under 11 merged; mean LOS rounded to 0.1 day"}
+    table_id = request_export(page, "table1.csv", "Table 2: LOS by sex and age", about)
     extract_id = request_export(page, "extract.csv", "Extract")
 
     # the Airlock panel shows both, with each file's verdict
@@ -195,6 +203,8 @@ def test_researcher_exports_through_the_airlock(workspace_hub, ldap_passwords, b
     detail = alice.get(f"{api}/requests/{table_id}", timeout=30).json()
     (staged,) = detail["files"]
     assert staged["name"] == "table1.csv"
+    # what she typed in the export dialog went with the file
+    assert (staged["context"], staged["controls"]) == (about["context"], about["controls"])
     assert hashlib.sha256(data).hexdigest() == staged["sha256"]
     assert data.startswith(b"sex,age_band,n,mean_los")
 

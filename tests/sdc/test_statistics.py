@@ -279,3 +279,26 @@ def test_a_percentage_with_its_denominator_gives_its_numerator_back(tmp_path):
     pd.DataFrame({"region": ["N", "S"], "n": [300, 250], "prop_died": [0.013, 0.08],
                   "25%": [1.0, 2.0]}).to_csv(p, index=False)
     assert [loc["column"] for loc in cells(check_file(p), "small-count")] == ["prop_died"]
+
+
+def test_dominance_from_stored_sides_matches_the_files_checked_together(tmp_path):
+    """The airlock checks files one at a time and matches them later from their reports:
+    the sides kept in the reports give the findings the files give together."""
+    from ecluse.sdc.contributors import judge_sides, side_of
+
+    mag = tmp_path / "turnover.csv"
+    mag.write_text("sector,n_firms,total\nA,25,1000\nB,30,2000\n")
+    con = tmp_path / "turnover_contributors.csv"
+    con.write_text("sector,top1,top2\nA,870,40\nB,600,300\n")
+    together = check_paths([mag, con]).files[0]
+    alone = [check_file(mag), check_file(con)]
+    sides = [side_of(p, r) for p, r in zip([mag, con], alone, strict=True)]
+    assert sides[0]["total"] == "total" and sides[1]["tops"] == {"1": "top1", "2": "top2"}
+    sides = json.loads(json.dumps(sides))  # as stored
+    judge_sides(list(zip(alone, sides, strict=True)), DisclosurePolicy())
+    assert alone[0].verdict == together.verdict == "fail"
+    assert [f.to_dict() for f in alone[0].findings] == [f.to_dict() for f in together.findings]
+    # a table that is neither keeps no side; nor does a row-level file
+    plain = tmp_path / "plain.csv"
+    plain.write_text("sex,n\nF,25\nM,31\n")
+    assert side_of(plain, check_file(plain)) is None

@@ -397,8 +397,9 @@ def test_a_batch_run_succeeds_and_its_export_reaches_the_airlock(stack, ldap_pas
 def test_attack_the_batch_token_acts_on_the_airlock_for_staff_exports_only(stack,
                                                                           ldap_passwords):
     """The batch service's own token on the airlock's API: only for a staff member, one
-    project, and only create, upload, submit and read — never review, release or
-    withdraw; the lists of requests stay closed to it."""
+    project, and only create, upload, describe a file, submit and read — never review,
+    decide on a file, release (whole or in part) or withdraw; the lists of requests stay
+    closed to it."""
     pid = batch_pid(stack)
     token = dict(line.split("=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes()
                  .decode().split("\0") if "=" in line)["JUPYTERHUB_API_TOKEN"]
@@ -422,13 +423,17 @@ def test_attack_the_batch_token_acts_on_the_airlock_for_staff_exports_only(stack
     r = api.post(f"{base}/requests", json=body, headers=as_(STAFF[0]), timeout=60)
     assert r.status_code == 201, r.text
     rid = r.json()["id"]
-    for action in ("withdraw", "release"):
+    for action in ("withdraw", "release", "release_partial"):
         r = api.post(f"{base}/requests/{rid}/{action}", json={}, headers=as_(STAFF[0]),
                      timeout=60)
         assert r.status_code == 403 and f"not {action} it" in r.text, r.text
     r = api.post(f"{base}/requests/{rid}/reviews", json={"decision": "approve"},
                  headers=as_(STAFF[0]), timeout=60)
     assert r.status_code == 403, r.text
+    # nor decide on one file (it may describe one: PATCH, the export's --context)
+    r = api.post(f"{base}/requests/{rid}/files/1/decision", json={"decision": "approve"},
+                 headers=as_(STAFF[0]), timeout=60)
+    assert r.status_code == 403 and "only users may use the airlock" in r.text, r.text
 
 
 def test_an_unreachable_state_directory_leaves_the_services_roots(tmp_path, slapd, caplog):

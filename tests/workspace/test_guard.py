@@ -208,10 +208,11 @@ def test_export_api_needs_title_and_justification(ws):
 
 
 def test_export_streams_files_to_the_airlock_with_the_users_token(ws, workspace_hub):
-    r = export(ws, ["project/secret.csv", "home/alice/notes.md"])
+    r = export(ws, ["project/secret.csv", "home/alice/notes.md"], files={
+        "home/alice/notes.md": {"context": "Notes on the method", "controls": "no figures"}})
     assert r.status_code == 201, r.text
     data = r.json()
-    assert data["state"] == "submitted"
+    assert data["state"] == "submitted", data
     verdicts = {f["name"]: f["verdict"] for f in data["files"]}
     assert verdicts["secret.csv"] == "block"
     assert data["url"].endswith(f"/services/airlock/requests/{data['id']}")
@@ -228,6 +229,38 @@ def test_export_streams_files_to_the_airlock_with_the_users_token(ws, workspace_
     listing = ws.get("ecluse/requests").json()
     mine = [x for x in listing["requests"] if x["id"] == data["id"]]
     assert mine and {f["verdict"] for f in mine[0]["files"]} >= {"block"}
+
+
+def test_export_sets_context_and_supporting_files_and_keeps_a_draft_without_context(
+        ws, workspace_hub):
+    airlock = f"{workspace_hub.url}/services/airlock/api/v1"
+    auth = {"Authorization": f"token {ws.token}"}
+    # a file the checks cannot judge (free text), with nothing said about it: the draft is
+    # kept with every file, and the answer says which file lacks what
+    r = export(ws, ["home/alice/notes.md", "project/secret.csv"],
+               files={"project/secret.csv": {"supporting": True}})
+    assert r.status_code == 201, r.text
+    data = r.json()
+    assert data["state"] == "draft"
+    assert "notes.md" in data["submit_refused"] and "no context" in data["submit_refused"]
+    files = {f["name"]: f for f in data["files"]}
+    assert files["notes.md"]["needs_context"] and files["secret.csv"]["supporting"]
+    req = requests.get(f"{airlock}/requests/{data['id']}", headers=auth, timeout=30).json()
+    assert req["state"] == "draft"
+    assert {f["name"]: f["supporting"] for f in req["files"]} == {
+        "notes.md": False, "secret.csv": True}
+    # given them, the same export is submitted, the texts on the airlock's files
+    r = export(ws, ["home/alice/notes.md"], files={"home/alice/notes.md": {
+        "context": "Method notes for the paper", "controls": "no figures in it"}})
+    assert r.status_code == 201 and r.json()["state"] == "submitted", r.text
+    req = requests.get(f"{airlock}/requests/{r.json()['id']}", headers=auth, timeout=30).json()
+    assert [(f["context"], f["controls"]) for f in req["files"]] == [
+        ("Method notes for the paper", "no figures in it")]
+    # descriptions of paths not exported, or of the wrong shape, are refused
+    bad = export(ws, ["home/alice/notes.md"], files={"project/secret.csv": {"context": "x"}})
+    assert bad.status_code == 400 and "not among the paths" in bad.json()["error"]["message"]
+    bad = export(ws, ["home/alice/notes.md"], files={"home/alice/notes.md": {"supporting": 1}})
+    assert bad.status_code == 400
 
 
 def test_other_users_cannot_use_the_workspace_or_its_export_api(ws, workspace_hub,

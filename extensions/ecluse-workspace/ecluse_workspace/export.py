@@ -1,11 +1,17 @@
 """The export API of the workspace: ``/ecluse/…``, the one sanctioned way out.
 
-* ``POST /ecluse/export`` ``{"paths": [...], "title", "justification", "submit": true}``:
+* ``POST /ecluse/export`` ``{"paths": [...], "title", "justification", "submit": true,
+  "files": {path: {"context", "controls", "supporting"}}}``:
   checks every path (:func:`~ecluse_workspace.policy.open_all_for_export`),
   creates an airlock request for this workspace's project, streams each file
   to the airlock with the server's own token (the user's: it carries the
-  ``access:services!service=airlock`` scope), submits it and answers
-  ``201 {"id", "state", "files": [{name, size, verdict}], "url"}``.
+  ``access:services!service=airlock`` scope), gives each file the context,
+  statistical controls and supporting mark ``files`` holds for its path,
+  submits it and answers
+  ``201 {"id", "state", "files": [{name, size, verdict, supporting, needs_context}],
+  "url"}``. When the airlock refuses the submission because a ``fail``/``review``
+  file lacks its context or controls, the request stays a draft (every file in
+  it) and the answer says why in ``submit_refused``: complete it on the airlock page.
 * ``GET /ecluse/requests``: the project's requests with each file's verdict
   (what the Airlock panel shows).
 * ``GET /ecluse/config``: project and airlock page for the panel.
@@ -114,7 +120,7 @@ class AirlockClient:
                                f"The airlock cannot be reached right now ({e}).") from None
         return json.loads(resp.body) if resp.body else None
 
-    async def upload(self, request_id: str, f: ExportFile) -> dict:
+    async def upload(self, request_id: str, f: ExportFile, supporting: bool = False) -> dict:
         loop = asyncio.get_running_loop()
 
         async def produce(write: Any) -> None:
@@ -127,7 +133,8 @@ class AirlockClient:
                 await write(chunk)
 
         return await self.call(
-            "POST", f"/requests/{quote(request_id)}/files?" + urlencode({"filename": f.name}),
+            "POST", f"/requests/{quote(request_id)}/files?" + urlencode(
+                {"filename": f.name, **({"supporting": "true"} if supporting else {})}),
             body_producer=produce,
             headers={"Content-Type": "application/octet-stream",
                      "Content-Length": str(f.size)},
@@ -203,6 +210,7 @@ class ExportHandler(EcluseHandler):
                           "Say why these files must leave the project (justification).")
         if not self.conf.project:
             raise Refused(503, "no_project", "This workspace does not belong to a project.")
+        described = _descriptions(body.get("files"), body.get("paths"))
         root = self.contents_manager.root_dir
         files = await asyncio.get_running_loop().run_in_executor(
             None, lambda: open_all_for_export(
@@ -216,14 +224,29 @@ class ExportHandler(EcluseHandler):
             request_id = created["id"]
             uploaded = []
             for f in files:
-                model = await client.upload(request_id, f)
+                about = described.get(f.path, {})
+                model = await client.upload(request_id, f, bool(about.get("supporting")))
+                texts = {k: about[k] for k in ("context", "controls") if about.get(k)}
+                if texts:
+                    model = await client.call(
+                        "PATCH", f"/requests/{quote(request_id)}/files/{int(model['id'])}",
+                        texts)
                 uploaded.append({"name": model.get("name", f.name), "path": f.path,
                                  "size": f.size, "verdict": model.get("verdict"),
-                                 "sha256": model.get("sha256")})
+                                 "sha256": model.get("sha256"),
+                                 "supporting": bool(model.get("supporting")),
+                                 "needs_context": bool(model.get("needs_context"))})
             state = created.get("state", "draft")
+            refused = None
             if body.get("submit", True):
-                state = (await client.call("POST", f"/requests/{quote(request_id)}/submit",
-                                           {}))["state"]
+                try:
+                    state = (await client.call("POST", f"/requests/{quote(request_id)}/submit",
+                                               {}))["state"]
+                except AirlockError as e:
+                    if e.status != 422 or not any(u["needs_context"] for u in uploaded):
+                        raise
+                    # complete, but a failing file needs its context: kept as a draft
+                    refused = e.message
         except BaseException:
             if request_id is not None:  # leave no half-made draft behind
                 try:
@@ -238,8 +261,37 @@ class ExportHandler(EcluseHandler):
         self.log.info("export request %s: %d files for %s", request_id, len(uploaded),
                       self.conf.project)
         self.set_status(201)
-        self.finish({"id": request_id, "state": state, "files": uploaded,
-                     "url": self.page_url(request_id)})
+        answer = {"id": request_id, "state": state, "files": uploaded,
+                  "url": self.page_url(request_id)}
+        if refused:
+            answer["submit_refused"] = refused
+        self.finish(answer)
+
+
+def _descriptions(files: Any, paths: Any) -> dict[str, dict[str, Any]]:
+    """``{path: {"context", "controls", "supporting"}}`` of the export body, checked."""
+    if files is None:
+        return {}
+    if not isinstance(files, dict):
+        raise Refused(400, "invalid_input",
+                      "files: expected an object mapping each path to its context, "
+                      "controls and supporting mark.")
+    given = set(paths) if isinstance(paths, list) else set()
+    out: dict[str, dict[str, Any]] = {}
+    for path, about in files.items():
+        if path not in given:
+            raise Refused(400, "invalid_input", f"files: {path!r} is not among the paths.")
+        if not isinstance(about, dict) or set(about) - {"context", "controls", "supporting"}:
+            raise Refused(400, "invalid_input", f"files: {path!r}: expected context, "
+                          "controls and supporting only.")
+        for key in ("context", "controls"):
+            if not isinstance(about.get(key, ""), str):
+                raise Refused(400, "invalid_input", f"files: {path!r}: {key} must be text.")
+        if not isinstance(about.get("supporting", False), bool):
+            raise Refused(400, "invalid_input",
+                          f"files: {path!r}: supporting must be true or false.")
+        out[path] = {k: (v.strip() if isinstance(v, str) else v) for k, v in about.items()}
+    return out
 
 
 class RequestsHandler(EcluseHandler):
@@ -264,7 +316,9 @@ class RequestsHandler(EcluseHandler):
                                           "approvals", "required_approvals", "updated_at")}
             item["url"] = self.page_url(s["id"])
             if isinstance(d, dict):
-                item["files"] = [{"name": f["name"], "verdict": f["verdict"], "size": f["size"]}
+                item["files"] = [{"name": f["name"], "verdict": f["verdict"], "size": f["size"],
+                                  "supporting": bool(f.get("supporting")),
+                                  "needs_context": bool(f.get("needs_context"))}
                                  for f in d.get("files", [])]
                 item["comments"] = [
                     {"reviewer": r["reviewer"], "decision": r["decision"],

@@ -34,6 +34,15 @@ interface IExportFile {
   path: string;
   size: number;
   verdict: string | null;
+  supporting?: boolean;
+  needs_context?: boolean;
+}
+
+/** What the researcher says about one file: the checkers read it. */
+interface IFileDescription {
+  context: string;
+  controls: string;
+  supporting: boolean;
 }
 
 interface IRequestItem {
@@ -44,7 +53,13 @@ interface IRequestItem {
   approvals: number;
   required_approvals: number;
   url: string;
-  files: { name: string; verdict: string; size: number }[];
+  files: {
+    name: string;
+    verdict: string;
+    size: number;
+    supporting?: boolean;
+    needs_context?: boolean;
+  }[];
   comments: { reviewer: string; decision: string; comment: string }[];
 }
 
@@ -86,6 +101,7 @@ function el<K extends keyof HTMLElementTagNameMap>(
 interface IExportForm {
   title: string;
   justification: string;
+  files: Record<string, IFileDescription>;
 }
 
 /** The body of the "Request export" dialog: title, justification, the files. */
@@ -98,9 +114,38 @@ class ExportForm extends Widget implements Dialog.IBodyWidget<IExportForm> {
       el('p', {}, trans.__('Files to export (checked, then reviewed by two output checkers):'))
     );
     const list = el('ul', { class: 'ecluse-export-files' });
-    for (const p of paths) {
-      list.appendChild(el('li', {}, p));
-    }
+    paths.forEach((p, i) => {
+      const li = el('li', { 'data-path': p });
+      li.appendChild(el('div', {}, p));
+      // context and controls: required by the airlock for a file that fails its checks
+      const more = el('details', { class: 'ecluse-export-describe' });
+      more.appendChild(el('summary', {}, trans.__('Context, controls, supporting file')));
+      const context = el('textarea', {
+        class: 'ecluse-export-context jp-mod-styled',
+        'aria-label': trans.__('Context of %1', p),
+        placeholder: trans.__('Context: what this output is, what each number counts')
+      });
+      const controls = el('textarea', {
+        class: 'ecluse-export-controls jp-mod-styled',
+        'aria-label': trans.__('Statistical controls of %1', p),
+        placeholder: trans.__('Statistical controls applied: rounding, suppression, thresholds')
+      });
+      const supporting = el('input', {
+        type: 'checkbox',
+        class: 'ecluse-export-supporting',
+        id: `ecluse-export-supporting-${i}`
+      });
+      const label = el(
+        'label',
+        { for: `ecluse-export-supporting-${i}` },
+        ' ' + trans.__('Supporting file (e.g. unrounded counts): checkers see it, never released')
+      );
+      more.append(context, controls, el('div', {}, ''));
+      (more.lastChild as HTMLElement).append(supporting, label);
+      li.appendChild(more);
+      list.appendChild(li);
+      this.described.push({ path: p, context, controls, supporting });
+    });
     node.appendChild(list);
     node.appendChild(el('label', { for: 'ecluse-export-title' }, trans.__('Title')));
     this.title_ = el('input', {
@@ -130,9 +175,30 @@ class ExportForm extends Widget implements Dialog.IBodyWidget<IExportForm> {
   }
 
   getValue(): IExportForm {
-    return { title: this.title_.value.trim(), justification: this.justification.value.trim() };
+    const files: Record<string, IFileDescription> = {};
+    for (const d of this.described) {
+      const about = {
+        context: d.context.value.trim(),
+        controls: d.controls.value.trim(),
+        supporting: d.supporting.checked
+      };
+      if (about.context || about.controls || about.supporting) {
+        files[d.path] = about;
+      }
+    }
+    return {
+      title: this.title_.value.trim(),
+      justification: this.justification.value.trim(),
+      files
+    };
   }
 
+  private described: {
+    path: string;
+    context: HTMLTextAreaElement;
+    controls: HTMLTextAreaElement;
+    supporting: HTMLInputElement;
+  }[] = [];
   private title_: HTMLInputElement;
   private justification: HTMLTextAreaElement;
 }
@@ -214,6 +280,12 @@ class AirlockPanel extends Widget {
       const li = el('li', { class: 'ecluse-file', 'data-name': f.name });
       li.appendChild(el('span', {}, `${f.name} `));
       li.appendChild(el('span', { class: 'ecluse-verdict', 'data-verdict': f.verdict }, f.verdict));
+      if (f.supporting) {
+        li.appendChild(el('span', { class: 'ecluse-supporting' }, ' supporting, not released'));
+      }
+      if (f.needs_context) {
+        li.appendChild(el('span', { class: 'ecluse-needs-context' }, ' needs context'));
+      }
       files.appendChild(li);
     }
     item.appendChild(files);
@@ -285,21 +357,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          const created = await api<{ id: string; state: string; files: IExportFile[] }>(
-            'export',
-            {
-              method: 'POST',
-              body: JSON.stringify({
-                paths,
-                title: result.value.title,
-                justification: result.value.justification
-              })
-            }
-          );
-          const verdicts = created.files.map(f => `${f.name}: ${f.verdict}`).join('\n');
+          const created = await api<{
+            id: string;
+            state: string;
+            files: IExportFile[];
+            submit_refused?: string;
+          }>('export', {
+            method: 'POST',
+            body: JSON.stringify({
+              paths,
+              title: result.value.title,
+              justification: result.value.justification,
+              files: result.value.files
+            })
+          });
+          const verdicts = created.files
+            .map(f => `${f.name}: ${f.verdict}${f.supporting ? ' ' + trans.__('(supporting)') : ''}`)
+            .join('\n');
+          const refused = created.submit_refused
+            ? '\n' + trans.__('Not submitted: %1', created.submit_refused) + '\n' + trans.__('Complete it in the airlock.')
+            : '';
           await showDialog({
-            title: trans.__('Export requested'),
-            body: trans.__('Request %1 is %2.', created.id, created.state) + `\n${verdicts}`,
+            title: created.submit_refused
+              ? trans.__('Export kept as a draft')
+              : trans.__('Export requested'),
+            body: trans.__('Request %1 is %2.', created.id, created.state) + `\n${verdicts}${refused}`,
             buttons: [Dialog.okButton()]
           });
           app.shell.activateById(PANEL_ID);

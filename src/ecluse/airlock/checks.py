@@ -55,8 +55,21 @@ def check_staged(object_path: Path, display_name: str, policy: Any, tmp_dir: Pat
 def check_named(path: Path, display_name: str, policy: Any) -> dict[str, Any]:
     """The sdc report (a dict) of a file already under its display name (may raise)."""
     from ..sdc.check import check_file  # deferred: pandas and pyarrow, checks only
+    from ..sdc.contributors import side_of  # deferred: pandas, checks only
 
-    return check_file(path, policy, display_name=display_name).to_dict()
+    report = check_file(path, policy, display_name=display_name)
+    out = report.to_dict()
+    # a magnitude table, or the largest contributors behind one: kept so that the
+    # request's files, judged together later from their stored reports, can be matched
+    # (dominance with the contributors in a supporting file, :mod:`.ledger`)
+    try:
+        side = side_of(path, report)
+    except Exception:  # noqa: BLE001 - the file's own report stands
+        log.exception("dominance side of %s failed", display_name)
+        side = None
+    if side is not None:
+        out.setdefault("details", {})["dominance"] = side
+    return out
 
 
 def inspect_named(path: Path, display_name: str, policy: Any,

@@ -115,40 +115,78 @@ def released_tables(rows: Iterable[dict[str, Any]]):  # type: ignore[no-untyped-
     return out
 
 
+def _side(report: dict[str, Any]) -> dict[str, Any] | None:
+    details = report.get("details") if isinstance(report, dict) else None
+    side = details.get("dominance") if isinstance(details, dict) else None
+    return side if isinstance(side, dict) else None
+
+
 def stored_reports(req: Request) -> list[dict[str, Any]]:
-    """What differencing reads of the current files of ``req``: each one's name and the
-    findings and count tables of its stored report (no byte of the file)."""
+    """What the set judgement reads of the current files of ``req``: each one's name,
+    whether it is a supporting file, and the findings, count tables and dominance side
+    (a magnitude table or its largest contributors) of its stored report (no byte of
+    the file)."""
     out = []
     for f in req.current_files():
         data = f.report_dict()
+        details: dict[str, Any] = {"count_tables": _tables(data)}
+        if (side := _side(data)) is not None:
+            details["dominance"] = side
         out.append({"name": f.name, "format": str(data.get("format") or ""),
-                    "findings": list(data.get("findings") or []),
-                    "details": {"count_tables": _tables(data)}})
+                    "supporting": bool(f.supporting),
+                    "findings": list(data.get("findings") or []), "details": details})
     return out
 
 
+def _dominance_pair(files: list[dict[str, Any]]) -> bool:
+    sides = [(f.get("details") or {}).get("dominance") for f in files]
+    sides = [s for s in sides if isinstance(s, dict)]
+    return any(s.get("total") for s in sides) and any(s.get("tops") for s in sides)
+
+
 def nothing_to_compare(files: list[dict[str, Any]], released: list[dict[str, Any]]) -> bool:
-    """No pair of tables to compare: no count table, or one and no earlier release
+    """No pair of tables to compare: no count table of a file to release, or one and no
+    earlier release, and no magnitude table with its contributors in another file
     (then no sandbox is started for nothing)."""
-    n = sum(len((f.get("details") or {}).get("count_tables") or []) for f in files)
-    return n == 0 or (n == 1 and not released)
+    n = sum(len((f.get("details") or {}).get("count_tables") or []) for f in files
+            if not f.get("supporting"))
+    return (n == 0 or (n == 1 and not released)) and not _dominance_pair(files)
+
+
+def set_finding(item: dict[str, Any]) -> bool:
+    """A finding of the request's files judged together (stored by :func:`apply`, not
+    by the file's own check): differencing, or dominance from another file's
+    largest contributors."""
+    rule = item.get("rule") if isinstance(item, dict) else None
+    return rule == "differencing" or (
+        rule in ("dominance-nk", "dominance-p")
+        and "supporting_file" in (item.get("location") or {}))
 
 
 def difference(files: list[dict[str, Any]], released: list[dict[str, Any]],
                policy: Any) -> list[list[dict[str, Any]]]:
-    """The ``differencing`` findings of each of ``files`` (:func:`stored_reports`),
-    judged as one set and against the ``released`` ledger rows (:func:`export`).
+    """The set findings (:func:`set_finding`) of each of ``files``
+    (:func:`stored_reports`), judged as one set and against the ``released`` ledger
+    rows (:func:`export`): differencing between the files to release (a supporting
+    file's tables are never published, so never differenced) and dominance of a
+    magnitude table whose largest contributors are in another file of the request.
 
     Pure: what a check sandbox runs (``checkjob``, kind ``difference``), and what the
     service runs itself with ``check_runner: process``."""
+    from ..sdc.contributors import judge_sides  # deferred: pandas, loaded by sdc
     from ..sdc.differencing import difference_reports  # deferred: pandas, loaded by sdc
     from ..sdc.report import FileReport, Finding, Severity, Verdict  # deferred: pandas
 
     reports = []
     for data in files:
+        details = dict(data.get("details") or {})
+        if data.get("supporting"):
+            details["count_tables"] = []
         rep = FileReport(path=str(data["name"]), format=str(data.get("format") or ""),
-                         verdict=Verdict.REVIEW, details=dict(data.get("details") or {}))
+                         verdict=Verdict.REVIEW, details=details)
         for item in data.get("findings") or []:
+            if isinstance(item, dict) and set_finding(item):
+                continue  # judged again here
             try:
                 rep.findings.append(Finding.from_dict(item))
             except (KeyError, TypeError, ValueError):
@@ -156,8 +194,9 @@ def difference(files: list[dict[str, Any]], released: list[dict[str, Any]],
                                             "unreadable stored finding"))
         reports.append(rep)
     difference_reports(reports, policy, released_tables(released))
-    return [[x.to_dict() for x in rep.findings if x.rule == "differencing"]
-            for rep in reports]
+    judge_sides([(rep, (data.get("details") or {}).get("dominance"))
+                 for rep, data in zip(reports, files, strict=True)], policy)
+    return [[d for x in rep.findings if set_finding(d := x.to_dict())] for rep in reports]
 
 
 def apply(req: Request, found: list[list[dict[str, Any]]]) -> None:
@@ -171,9 +210,9 @@ def apply(req: Request, found: list[list[dict[str, Any]]]) -> None:
                          f"results for {len(files)} files")
     for f, added in zip(files, found, strict=True):
         data = f.report_dict()
-        before = [x for x in data.get("findings") or [] if x.get("rule") != "differencing"]
-        old = [x for x in data.get("findings") or [] if x.get("rule") == "differencing"]
-        added = [x for x in added if isinstance(x, dict) and x.get("rule") == "differencing"]
+        before = [x for x in data.get("findings") or [] if not set_finding(x)]
+        old = [x for x in data.get("findings") or [] if set_finding(x)]
+        added = [x for x in added if isinstance(x, dict) and set_finding(x)]
         if added == old:
             continue
         data["findings"] = before + added

@@ -109,8 +109,16 @@ class File(Base):
     proposal: Mapped[str | None] = mapped_column(Text, nullable=True)
     uploaded_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: what the researcher says the output is (required to submit a ``fail``/``review``
+    #: file): how it was made, what each number counts
+    context: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: the statistical disclosure controls the researcher applied (rounding, suppression…)
+    controls: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: a supporting file (e.g. the unrounded counts behind a rounded table): checkers see
+    #: it, the checks use it, it is never released
+    supporting: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: released: a file of the released version that left (a partial release holds
-    #: back the files that lack two approvals)
+    #: back the files that lack two approvals; a supporting file never is)
     released: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     request: Mapped[Request] = relationship(back_populates="files")

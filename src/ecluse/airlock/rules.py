@@ -218,6 +218,7 @@ EVENTS: dict[str, str] = {
     "create": AuditEvent.AIRLOCK_REQUEST_CREATED,
     "file_add": AuditEvent.AIRLOCK_FILE_UPLOADED,
     "file_remove": AuditEvent.AIRLOCK_FILE_REMOVED,
+    "file_describe": AuditEvent.AIRLOCK_FILE_DESCRIBED,
     "quota": AuditEvent.AIRLOCK_FILE_QUOTA_EXCEEDED,
     "view": AuditEvent.AIRLOCK_REQUEST_VIEWED,
     "download": AuditEvent.AIRLOCK_FILE_DOWNLOADED,

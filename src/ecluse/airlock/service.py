@@ -577,24 +577,27 @@ class AirlockService:
             )
 
     def add_file(
-        self, user: Identity, request_id: str, filename: Any, chunks: Iterable[bytes]
+        self, user: Identity, request_id: str, filename: Any, chunks: Iterable[bytes],
+        *, supporting: Any = None,
     ) -> dict[str, Any]:
         """Stage the bytes of ``chunks`` under ``filename`` and check them."""
         name = self.check_can_add_file(user, request_id, filename)
         sha, size = self.upload_writer(user, request_id, name).write_all(chunks)
-        return self.attach_file(user, request_id, name, sha, size)
+        return self.attach_file(user, request_id, name, sha, size, supporting=supporting)
 
     def attach_file(
         self, user: Identity, request_id: str, filename: str, sha256: str, size: int,
-        *, replacing: str | None = None,
+        *, replacing: str | None = None, supporting: Any = None,
     ) -> dict[str, Any]:
         """Record an already staged object as a file of the request's current version.
 
         Replaces a file of the same name in that version (with ``replacing``, only the
-        one whose sha256 it is). Permissions are checked again here (the upload may
-        have taken a while).
+        one whose sha256 it is), keeping its context, controls and supporting mark
+        unless ``supporting`` says otherwise. Permissions are checked again here (the
+        upload may have taken a while).
         """
         name = clean_filename(filename)
+        supporting = _flag(supporting, "supporting")
         with self.sessions() as s:
             project = self._load(s, request_id).project
         report, preview, proposal = self._inspect(sha256, name, project)
@@ -622,6 +625,8 @@ class AirlockService:
                 raise InvalidTransition(
                     f"{name} changed in request {req.id} meanwhile: the proposal was made "
                     "for the file it replaced; look at the new one first")
+            kept = ((old.context, old.controls, old.supporting) if old is not None
+                    else ("", "", False))
             if old is not None:
                 s.delete(old)
                 s.flush()
@@ -631,7 +636,8 @@ class AirlockService:
                 report=json.dumps(report, default=str),
                 preview=json.dumps(preview, default=str), uploaded_by=user.name,
                 proposal=json.dumps(proposal, default=str) if proposal else None,
-                created_at=utcnow(),
+                created_at=utcnow(), context=kept[0], controls=kept[1],
+                supporting=kept[2] if supporting is None else supporting,
             )
             s.add(f)
             req.updated_at = utcnow()
@@ -641,6 +647,7 @@ class AirlockService:
             self._later(
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
                 sha256=sha256, size=size, verdict=report["verdict"], replaced=old is not None,
+                supporting=f.supporting,
             )
         if replaced_sha and replaced_sha != sha256:
             self._drop_unreferenced(replaced_sha)
@@ -662,7 +669,8 @@ class AirlockService:
     def _difference_key(self, s: Session, req: Request) -> tuple:
         scopes = ledger.scopes_of(req.project, self._project(req.project))
         last = s.scalar(select(func.max(LedgerEntry.id)).where(LedgerEntry.scope.in_(scopes)))
-        return (req.version, tuple((f.id, f.sha256) for f in req.current_files()), last)
+        return (req.version, tuple((f.id, f.sha256, bool(f.supporting))
+                                   for f in req.current_files()), last)
 
     def _difference_plan(self, request_id: str) -> tuple[tuple, Any]:
         """Judge a snapshot of the request outside any write transaction."""
@@ -715,7 +723,7 @@ class AirlockService:
                 found = e
         self._store_difference(req, found)
 
-    def _redifference(self, request_id: str) -> None:
+    def _redifference(self, request_id: str) -> tuple[tuple, Any]:
         """After a file was added or removed: judge the set again and store the result
         unless the request changed meanwhile (the change that came later does it)."""
         plan = self._difference_plan(request_id)
@@ -723,6 +731,7 @@ class AirlockService:
             req = self._load(s, request_id, lock=True)
             if plan[0] == self._difference_key(s, req):
                 self._store_difference(req, plan[1])
+        return plan
 
     def _drop_unreferenced(self, sha256: str) -> None:
         """Delete a staged object no file refers to any more (a draft's file removed or
@@ -834,6 +843,55 @@ class AirlockService:
         self._drop_unreferenced(sha)
         self._redifference(request_id)
 
+    def describe_file(
+        self, user: Identity, request_id: str, file_id: Any, *, context: Any = None,
+        controls: Any = None, supporting: Any = None,
+    ) -> dict[str, Any]:
+        """Set a file's context, the statistical controls applied to it, and whether it
+        is a supporting file (checkers see it, it is never released): the requester,
+        on a file of the current version while the request is editable. ``None``
+        leaves a field as it is; an empty string clears it."""
+        if context is None and controls is None and supporting is None:
+            raise InvalidInput("give context, controls or supporting (nothing to change)")
+        limit = self.settings.max_text_chars
+        if context is not None:
+            context = self._text(context, "context", required=False, limit=limit)
+        if controls is not None:
+            controls = self._text(controls, "controls", required=False, limit=limit)
+        supporting = _flag(supporting, "supporting")
+        with self._guard(user, "describe_file", request_id), self._tx() as s:
+            req = self._load(s, request_id, lock=True)
+            require_view(user, req, self._project(req.project))
+            f = s.get(File, file_id) if isinstance(file_id, int) else None
+            if f is None or f.request_id != req.id:
+                raise NotFound(f"request {req.id} has no file {file_id}")
+            require_editable(user, req)
+            if f.version != req.version:
+                raise InvalidTransition(
+                    f"{f.name} is a file of version {f.version}; request {req.id} is at "
+                    f"version {req.version}: describe the file of the current version")
+            changed = {}
+            for field, value in (("context", context), ("controls", controls),
+                                 ("supporting", supporting)):
+                if value is not None and getattr(f, field) != value:
+                    setattr(f, field, value)
+                    changed[field] = value
+            if changed:
+                req.updated_at = utcnow()
+                # the texts are the researcher's words about the output: the audit keeps
+                # what changed and their length, the record at release keeps the texts
+                self._later(s, EVENTS["file_describe"], user, req, version=req.version,
+                            file=f.name, sha256=f.sha256, supporting=f.supporting,
+                            context_chars=len(f.context), controls_chars=len(f.controls),
+                            changed=sorted(changed))
+            fid = f.id
+        if supporting is not None:
+            self._redifference(request_id)
+        with self.sessions() as s:
+            req = self._load(s, request_id)
+            f = s.get(File, fid)
+            return self._file(f, file_views(user, req, self._project(req.project), f.version))
+
     def open_file(self, user: Identity, request_id: str, file_id: int) -> FileContent:
         """Bytes of one file: only the requester, once released, of the released version.
 
@@ -847,6 +905,10 @@ class AirlockService:
             if f is None or f.request_id != req.id:
                 raise NotFound(f"request {req.id} has no file {file_id}")
             purpose = require_file_content(user, req, self._project(req.project), f.version)
+            if f.supporting:
+                raise PermissionDenied(
+                    f"{f.name} is a supporting file of request {req.id}: checkers saw it, "
+                    "it was not released, and its bytes never leave the airlock")
             if not f.released:
                 raise PermissionDenied(
                     f"{f.name} was held back when request {req.id} was released in part "
@@ -889,7 +951,9 @@ class AirlockService:
                 req = self._load(s, request_id)
                 require_view(user, req, self._project(req.project))
                 require_transition(user, req, self._project(req.project), action)
-            plan = self._difference_plan(request_id)
+            # stored at once: a submission refused for a file the set judgement fails
+            # (its context missing) shows why on the file
+            plan = self._redifference(request_id)
         with self._guard(user, action.value, request_id), self._tx() as s:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
@@ -897,12 +961,17 @@ class AirlockService:
             files = req.current_files()
             if needs_files and not files:
                 raise PolicyViolation(f"request {req.id} has no files: add at least one first")
+            if needs_files and all(f.supporting for f in files):
+                raise PolicyViolation(
+                    f"request {req.id} has only supporting files, which are never released: "
+                    "add the output to release, or unmark one file as supporting")
             before = req.state
             req.state = t.target.value
             req.updated_at = utcnow()
             if t.target is State.SUBMITTED:
                 req.submitted_at = req.updated_at
                 self._difference(s, req, plan)
+                _require_context(req, files)
             self._history(s, req, user, action.value, before, comment)
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment)
@@ -950,13 +1019,18 @@ class AirlockService:
             mine = {d.file_name: d for d in req.current_file_decisions()
                     if user.person.same_as(self._decider(d)) is not None}
             if action is Action.APPROVE:
-                asked = sorted(n for n, d in mine.items() if d.decision == "request_changes")
+                outputs = {f.name for f in files if not f.supporting}
+                asked = sorted(n for n, d in mine.items() if d.decision == "request_changes"
+                               and n in outputs)
                 if asked:
                     raise PolicyViolation(
                         f"you asked for changes to {', '.join(asked)} in version "
                         f"{req.version}: request changes to the whole request, or let the "
                         "approved files be released in part; approving it all is refused")
-                for f in files:  # a per-file approval's reason stands for the file
+                for f in files:
+                    if f.supporting:  # never released: nothing of it to approve
+                        continue
+                    # a per-file approval's reason stands for the file
                     if not reasons.get(f.name) and f.name in mine:
                         reasons[f.name] = mine[f.name].comment
                     require_approvable(f.name, f.verdict, reasons.get(f.name))
@@ -1016,7 +1090,7 @@ class AirlockService:
         (approving the version, or the file), none of them the requester (reviews
         recorded before people were told apart included), and nothing held."""
         need = self.settings.required_approvals
-        for f in req.current_files():
+        for f in _outputs(req):  # a supporting file is never released: no approval needed
             approvers = self._file_approvers(req, f)
             if len(approvers) < need:
                 names = sorted({r.reviewer for r in req.current_reviews()
@@ -1064,7 +1138,7 @@ class AirlockService:
         policy, judged how, approved by whom and why; for a partial release, which
         files were held back and why (``held``: never their content)."""
         policy = self.policy_for(req.project)
-        names = {v: sorted(f.name for f in req.files if f.version == v)
+        names = {v: sorted(f.name for f in req.files if f.version == v and not f.supporting)
                  for v in range(1, req.version + 1)}
         return {
             "format": release.RECORD_FORMAT,
@@ -1084,9 +1158,20 @@ class AirlockService:
                     "name": f.name, "sha256": f.sha256, "size": f.size, "format": f.format,
                     "verdict": f.verdict, "findings": f.report_dict().get("findings", []),
                     "report": f.report_dict(), "uploaded_by": f.uploaded_by,
-                    "uploaded_at": _iso(f.created_at),
+                    "uploaded_at": _iso(f.created_at), "context": f.context,
+                    "controls": f.controls,
                 }
                 for f in files
+            ],
+            # seen by the checkers, never released: named and hashed, none of their
+            # content (no findings, no report: they may quote the unrounded figures)
+            "supporting_files": [
+                {
+                    "name": f.name, "sha256": f.sha256, "size": f.size, "format": f.format,
+                    "verdict": f.verdict, "released": False, "context": f.context,
+                    "uploaded_by": f.uploaded_by, "uploaded_at": _iso(f.created_at),
+                }
+                for f in req.current_files() if f.supporting
             ],
             "reviews": [
                 {
@@ -1140,7 +1225,9 @@ class AirlockService:
             if req.release_record is None:
                 raise InvalidTransition(
                     f"request {req.id} has no release package: it is {req.state}")
-            files = [(f.name, f.sha256, f.version) for f in req.current_files() if f.released]
+            # supporting files are never released (nor marked so)
+            files = [(f.name, f.sha256, f.version) for f in req.current_files()
+                     if f.released and not f.supporting]
             for _name, _sha, version in files:
                 require_file_content(user, req, self._project(req.project), version)
             record = req.release_record.encode()
@@ -1169,7 +1256,8 @@ class AirlockService:
                     request_id=req.id, version=req.version, name=f.name, sha256=f.sha256,
                     size=f.size, verdict=f.verdict, format=f.format, report=f.report,
                     preview=f.preview, proposal=f.proposal, uploaded_by=f.uploaded_by,
-                    created_at=f.created_at,
+                    created_at=f.created_at, context=f.context, controls=f.controls,
+                    supporting=f.supporting,
                 )
             )
 
@@ -1202,7 +1290,11 @@ class AirlockService:
                 files, held = self._require_partial(req)
             else:
                 self._require_approvers(req)
-                files = req.current_files()
+                # supporting files stay: they are recorded as such, never released
+                files = _outputs(req)
+                if not files:
+                    raise PolicyViolation(f"request {req.id} has only supporting files: "
+                                          "nothing to release")
             for f in files:
                 require_approvable(f.name, f.verdict, "(checked at approval)")
                 self._verify_or_audit(user, req, f.name, f.sha256)
@@ -1221,6 +1313,9 @@ class AirlockService:
             self._later(s, t.event, user, req, version=req.version, from_state=before,
                         to_state=req.state, sha256=[f.sha256 for f in files], comment=comment,
                         files=self._release_record(req, files),
+                        not_released=[{"file": f.name, "sha256": f.sha256,
+                                       "reason": "supporting file"}
+                                      for f in req.current_files() if f.supporting],
                         record_sha256=release.sha256_of(record), partial=partial,
                         held=[{"file": f.name, "sha256": f.sha256, "verdict": f.verdict,
                                "reasons": why} for f, why in held])
@@ -1258,10 +1353,11 @@ class AirlockService:
 
     def _file_states(self, req: Request) -> dict[str, dict[str, Any]]:
         """Per file of the current version: its approvers, why it is held (if it is)
-        and whether it may be released (enough approvals, nothing holding it)."""
+        and whether it may be released (enough approvals, nothing holding it). Not the
+        supporting files: they are never released, so never approved nor held."""
         need = self.settings.required_approvals
         out = {}
-        for f in req.current_files():
+        for f in _outputs(req):
             approvers = self._file_approvers(req, f)
             held = self._held_reasons(req, f)
             out[f.name] = {"approvers": approvers, "held": held,
@@ -1274,7 +1370,7 @@ class AirlockService:
         states = self._file_states(req)
         need = self.settings.required_approvals
         out, held, undecided = [], [], []
-        for f in req.current_files():
+        for f in _outputs(req):  # supporting files: neither released nor held
             st = states[f.name]
             if st["releasable"]:
                 out.append(f)
@@ -1311,7 +1407,8 @@ class AirlockService:
         one; never a ``block`` file) or ``request_changes`` (a comment required).
         Each person decides a file once, under whichever of their names, and not
         after reviewing the whole version. When every file then has the required
-        approvals, the request is approved."""
+        approvals, the request is approved. A supporting file takes no decision (it is
+        never released): refused."""
         if decision not in FILE_DECISIONS:
             raise InvalidInput("decision: expected approve or request_changes")
         comment = self._text(comment, "comment", required=decision == "request_changes")
@@ -1330,6 +1427,11 @@ class AirlockService:
                 raise InvalidTransition(
                     f"{f.name} is a file of version {f.version}; request {req.id} is at "
                     f"version {req.version}: decisions are on the current version's files")
+            if f.supporting:
+                raise PolicyViolation(
+                    f"{f.name} is a supporting file of request {req.id}: it is never "
+                    "released, so it takes no per-file decision; to have it changed, "
+                    "request changes to the whole request")
             self._require_first_review(user, req)
             me = user.person
             for d in req.current_file_decisions():
@@ -1367,7 +1469,7 @@ class AirlockService:
                               "every file has its approvals (per-file decisions)")
                 self._later(s, t.event, user, req, version=req.version, from_state=before,
                             to_state=req.state, decision="approve",
-                            sha256=[x.sha256 for x in req.current_files()],
+                            sha256=[x.sha256 for x in _outputs(req)],
                             comment="every file has its approvals (per-file decisions)",
                             overrides={})
         return self.get_request(user, request_id, record_view=False)
@@ -1535,13 +1637,19 @@ class AirlockService:
             "size": f.size,
             "verdict": f.verdict,
             "format": f.format,
-            "needs_override_reason": _needs_reason(f.verdict),
-            "downloadable": FileView.CONTENT in views and f.released,
-            "released": f.released,
+            "needs_override_reason": _needs_reason(f.verdict) and not f.supporting,
+            "downloadable": FileView.CONTENT in views and f.released and not f.supporting,
+            "released": bool(f.released) and not f.supporting,
             "uploaded_by": f.uploaded_by,
             "created_at": as_utc(f.created_at).isoformat(),
+            "supporting": bool(f.supporting),
+            "needs_context": _needs_context(f),
         }
         if FileView.REPORT in views:
+            # the researcher's words about the file go with its report (not shown once
+            # the request is withdrawn or rejected, like the findings)
+            out["context"] = f.context
+            out["controls"] = f.controls
             report = f.report_dict()
             out["findings"] = report.get("findings", [])
             out["report"] = report
@@ -1651,6 +1759,53 @@ def _difference_here(files: list[dict[str, Any]], released: list[dict[str, Any]]
                 tmp_dir: Any = None) -> list[list[dict[str, Any]]]:
     """Differencing in the service's own process (``check_runner: process``)."""
     return ledger.difference(files, released, policy)
+
+
+#: verdicts whose files need the researcher's context and controls before submission
+CONTEXT_VERDICTS = frozenset({Verdict.FAIL.value, Verdict.REVIEW.value})
+
+
+def _outputs(req: Request) -> list[File]:
+    """The files of the current version that may be released: not the supporting ones
+    (checkers see those, the checks use them, they never leave)."""
+    return [f for f in req.current_files() if not f.supporting]
+
+
+def _needs_context(f: File) -> bool:
+    """A file to be released whose verdict asks for context and controls that lacks one."""
+    return (not f.supporting and f.verdict in CONTEXT_VERDICTS
+            and not (f.context.strip() and f.controls.strip()))
+
+
+def _require_context(req: Request, files: list[File]) -> None:
+    """Submission waits until every ``fail``/``review`` file to be released says what it
+    is and which statistical controls were applied (OpenSAFELY's context and controls)."""
+    missing = []
+    for f in files:
+        if _needs_context(f):
+            lacks = [w for w, v in (("context", f.context), ("statistical controls", f.controls))
+                     if not v.strip()]
+            missing.append(f"{f.name} (file {f.id}, verdict {f.verdict}) has no "
+                           + " and no ".join(lacks))
+    if missing:
+        raise PolicyViolation(
+            f"request {req.id} cannot be submitted: " + "; ".join(missing) + ". A file that "
+            "failed the checks or that they could not judge needs its context (what it is, "
+            "what each number counts) and the statistical controls applied (rounding, "
+            "suppression, thresholds) for the checkers: set them with PATCH "
+            f".../requests/{req.id}/files/<file id> or on the request's page, or mark the "
+            "file as supporting (never released)")
+
+
+def _flag(value: Any, field: str) -> bool | None:
+    """A yes/no input: JSON booleans, or ``true``/``false``/``1``/``0`` from a query."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off", ""):
+        return False
+    raise InvalidInput(f"{field}: expected true or false")
 
 
 def _needs_reason(verdict: str) -> bool:

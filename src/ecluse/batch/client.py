@@ -97,9 +97,10 @@ class BatchClient:
         return self._call("POST", f"/runs/{run_id}/cancel", timeout=self.timeout + 60)
 
     def export(self, run_id: str, title: str, justification: str | None = None,
-               files: list[str] | None = None, submit: bool = True) -> dict[str, Any]:
+               files: list[str] | None = None, submit: bool = True,
+               about: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         body = {"title": title, "justification": justification, "files": files or None,
-                "submit": submit}
+                "submit": submit, "about": about or None}
         return self._call("POST", f"/runs/{run_id}/export", json=body, timeout=600)
 
     def wait(self, run_id: str, on_update: Any = None, interval: float = 0.5) -> dict[str, Any]:

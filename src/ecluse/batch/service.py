@@ -386,7 +386,7 @@ class BatchService(QueueRunner):
         return files
 
     def export(self, user: Identity, run_id: Any, *, title: Any, justification: Any = None,
-               files: Any = None, submit: bool = True) -> dict[str, Any]:
+               files: Any = None, submit: bool = True, about: Any = None) -> dict[str, Any]:
         """Put a finished run's outputs into an airlock request, as ``user``.
 
         Through the airlock's API (:class:`AirlockAPI`: this service's token, for
@@ -394,7 +394,10 @@ class BatchService(QueueRunner):
         project member, each file is staged (sha256) and checked, and the request
         goes to review like any other. Default files: every
         file of the run folder except ``input.ipynb``, ``parameters.json``,
-        ``log.txt`` and the progress/result bookkeeping.
+        ``log.txt`` and the progress/result bookkeeping. ``about`` maps a file
+        name to its ``context``, ``controls`` and ``supporting`` mark (the airlock
+        needs context and controls to submit a ``fail``/``review`` file): when they
+        are missing the request stays a draft, with ``submit_refused`` saying why.
         """
         self.require_staff(user, "export")
         run = self._load(run_id)
@@ -403,6 +406,7 @@ class BatchService(QueueRunner):
         if files is not None and (not isinstance(files, list)
                                   or not all(isinstance(f, str) for f in files)):
             raise InvalidInput("files: expected a list of file names of the run folder")
+        about = _about(about)
         airlock = self.airlock()
         who = (user.name, run["project"])
         with self.folders.open(run["project"], run["id"]) as folder:
@@ -411,6 +415,9 @@ class BatchService(QueueRunner):
             missing = [n for n in chosen if n not in present]
             if missing:
                 raise InvalidInput(f"files: not in the run folder: {', '.join(missing)[:200]}")
+            unknown = sorted(set(about) - set(chosen))
+            if unknown:
+                raise InvalidInput(f"about: {unknown[0]!r} is not among the files exported")
             if not chosen:
                 raise InvalidInput(f"run {run['id']} has no output files to export")
             if justification in (None, ""):
@@ -423,18 +430,34 @@ class BatchService(QueueRunner):
             req = airlock.create_request(who, project=run["project"], title=title,
                                          justification=justification)
             for name in chosen:
-                airlock.add_file(who, req["id"], name, folder.iter(name))
+                said = about.get(name, {})
+                f = airlock.add_file(who, req["id"], name, folder.iter(name),
+                                     supporting=said.get("supporting"))
+                if said.get("context") or said.get("controls"):
+                    airlock.describe_file(who, req["id"], f["id"], context=said.get("context"),
+                                          controls=said.get("controls"))
+        refused = None
         if submit:
-            airlock.submit(who, req["id"], comment=f"batch run {run['id']}")
+            try:
+                airlock.submit(who, req["id"], comment=f"batch run {run['id']}")
+            except InvalidInput as e:  # the airlock's 422: a file lacks its context
+                current = airlock.get_request(who, req["id"])["files"]
+                if not any(f["needs_context"] for f in current):
+                    raise
+                refused = str(e)  # every file is in: the draft waits for their context
         self._record("export", user.name, run["project"], run_id=run["id"],
-                     request_id=req["id"], files=chosen, submitted=bool(submit))
-        return airlock.get_request(who, req["id"])
+                     request_id=req["id"], files=chosen, submitted=bool(submit and not refused))
+        out = airlock.get_request(who, req["id"])
+        if refused:
+            out["submit_refused"] = refused
+        return out
 
 
 class AirlockAPI:
     """The airlock's REST API, called with the batch service's own hub token for a staff
     member (``X-Ecluse-On-Behalf-Of``) and one project (``X-Ecluse-Project``): the
-    airlock lets that token create a request, add files, submit and read it, for staff
+    airlock lets that token create a request, add files (and set their context,
+    controls and supporting mark), submit and read it, for staff
     only (``ecluse.airlock.web.base.BaseHandler.acting_for``). Its errors come back as
     the batch service's, with the airlock's message."""
 
@@ -491,12 +514,22 @@ class AirlockAPI:
             "project": project, "title": title, "justification": justification})
 
     def add_file(self, who: tuple[str, str], request_id: str, name: str,
-                 chunks: Iterable[bytes]) -> dict[str, Any]:
+                 chunks: Iterable[bytes], *, supporting: bool | None = None) -> dict[str, Any]:
         from urllib.parse import quote
 
+        params = {} if supporting is None else {"supporting": "true" if supporting else "false"}
         return self._call(who, "POST", f"/requests/{request_id}/files", data=chunks,
+                          params=params,
                           headers={"Content-Type": "application/octet-stream",
                                    "X-Filename": quote(name, safe="")})
+
+    def describe_file(self, who: tuple[str, str], request_id: str, file_id: int, *,
+                      context: str | None = None, controls: str | None = None
+                      ) -> dict[str, Any]:
+        """The file's context and statistical controls (PATCH, ``FileHandler``)."""
+        body = {k: v for k, v in (("context", context), ("controls", controls))
+                if v is not None}
+        return self._call(who, "PATCH", f"/requests/{request_id}/files/{file_id}", json=body)
 
     def submit(self, who: tuple[str, str], request_id: str, comment: str) -> dict[str, Any]:
         return self._call(who, "POST", f"/requests/{request_id}/submit",
@@ -507,3 +540,22 @@ class AirlockAPI:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _about(value: Any) -> dict[str, dict[str, Any]]:
+    """``{file name: {"context", "controls", "supporting"}}`` of an export, checked."""
+    if value in (None, {}):
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("about: expected an object mapping file names to their context, "
+                           "controls and supporting mark")
+    out: dict[str, dict[str, Any]] = {}
+    for name, said in value.items():
+        if not isinstance(said, dict) or set(said) - {"context", "controls", "supporting"}:
+            raise InvalidInput(f"about: {name!r}: expected context, controls and supporting")
+        if not all(isinstance(said.get(k, ""), str) for k in ("context", "controls")):
+            raise InvalidInput(f"about: {name!r}: context and controls are text")
+        if not isinstance(said.get("supporting", False), bool):
+            raise InvalidInput(f"about: {name!r}: supporting is true or false")
+        out[str(name)] = said
+    return out

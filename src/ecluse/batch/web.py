@@ -119,7 +119,7 @@ class ExportHandler(APIHandler):
         request = await self.run(
             self.service.export, self.require_identity(), run_id, title=body.get("title"),
             justification=body.get("justification"), files=body.get("files"),
-            submit=bool(body.get("submit", True)),
+            submit=bool(body.get("submit", True)), about=body.get("about"),
         )
         self.send(request, 201)
 

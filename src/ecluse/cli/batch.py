@@ -72,6 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--file", dest="files", action="append",
                    help="a file of the run folder (repeatable; default: every output)")
     e.add_argument("--draft", action="store_true", help="leave the request as a draft")
+    e.add_argument("--context", action="append", default=[], metavar="FILE=TEXT",
+                   help="what FILE is, for the checkers (repeatable; needed to submit a "
+                   "file that fails its checks or that they cannot judge)")
+    e.add_argument("--controls", action="append", default=[], metavar="FILE=TEXT",
+                   help="the statistical controls applied to FILE (repeatable; needed with "
+                   "--context)")
+    e.add_argument("--supporting", action="append", default=[], metavar="FILE",
+                   help="FILE is a supporting file: the checkers see it, it is never "
+                   "released (repeatable)")
     e.set_defaults(func=cmd_export)
 
     s = bsub.add_parser("serve", parents=[common],
@@ -205,13 +214,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 @_api
 def cmd_export(args: argparse.Namespace) -> int:
+    about: dict[str, dict[str, Any]] = {}
+    for key in ("context", "controls"):
+        for item in getattr(args, key):
+            name, sep, text = item.partition("=")
+            if not sep or not name:
+                raise SystemExit(f"ecluse batch export: --{key} {item!r}: expected FILE=TEXT")
+            about.setdefault(name, {})[key] = text
+    for name in args.supporting:
+        about.setdefault(name, {})["supporting"] = True
     req = _client(args).export(args.run, args.title, args.justification, args.files,
-                               submit=not args.draft)
+                               submit=not args.draft, about=about)
     if args.json:
         print(json.dumps(req))
     else:
-        names = ", ".join(f"{f['name']} ({f['verdict']})" for f in req.get("files", []))
+        names = ", ".join(f"{f['name']} ({f['verdict']}"
+                          + (", supporting" if f.get("supporting") else "") + ")"
+                          for f in req.get("files", []))
         print(f"{req['id']}  {req['state']}  {req['project']}  {req['title']}\n  files: {names}")
+        if req.get("submit_refused"):
+            print(f"  not submitted: {req['submit_refused']}")
     return 0
 
 

@@ -189,6 +189,33 @@ class ReviewHandler(APIHandler):
         self.send(data, 201)
 
 
+class FileHandler(APIHandler):
+    """PATCH .../files/<id>  {"context", "controls", "supporting"} — the requester
+    describes a file of the current version (draft or changes requested): what it is,
+    the statistical controls applied, whether it is a supporting file (seen by the
+    checkers, never released). A ``fail``/``review`` file to release needs context and
+    controls before the request can be submitted."""
+
+    batch_export = frozenset({"PATCH"})  # the batch service, for staff (base.py)
+    openapi = {"patch": {"summary": "Set a file's context, statistical controls and "
+                         "supporting mark (the requester)",
+                         "requestBody": json_body("FileDescription"),
+                         "responses": {**ok("File", "The file."),
+                                       **errors(400, 404, 409, 422)}}}
+
+    async def patch(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        body = self.json_body()
+        unknown = sorted(set(body) - {"context", "controls", "supporting"})
+        if unknown:
+            raise InvalidInput(f"{unknown[0]}: unknown field (expected context, controls, "
+                               "supporting)")
+        self.send(await self.run(
+            self.service.describe_file, me, request_id, int(file_id),
+            context=body.get("context"), controls=body.get("controls"),
+            supporting=body.get("supporting")))
+
+
 class FileDecisionHandler(APIHandler):
     """POST .../files/<id>/decision  {"decision": "approve" | "request_changes", "comment"}
     — one checker's decision on one file of the current version."""
@@ -326,6 +353,9 @@ class FilesHandler(APIHandler):
                  "description": "The file's name (raw body); or the X-Filename header."},
                 {"name": "X-Filename", "in": "header", "schema": {"type": "string"},
                  "description": "The file's name, percent-encoded UTF-8 (raw body)."},
+                {"name": "supporting", "in": "query", "schema": {"type": "boolean"},
+                 "description": "A supporting file: checkers see it, it is never released "
+                 "(a replaced file keeps its mark when this is left out)."},
             ],
             "requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -374,6 +404,10 @@ class FilesHandler(APIHandler):
     async def _prepare_upload(self) -> None:
         me = self.require_identity()
         conf = self.service.settings
+        supporting = self.get_query_argument("supporting", None)
+        if supporting is not None and supporting.strip().lower() not in (
+                "true", "1", "yes", "on", "false", "0", "no", "off", ""):
+            raise InvalidInput("supporting: expected true or false")
         ctype, params = parse_options_header(self.request.headers.get("Content-Type", ""))
         request_id = self.path_kwargs["request_id"]
         length = self.request.headers.get("Content-Length")
@@ -438,7 +472,8 @@ class FilesHandler(APIHandler):
         assert self.writer is not None and self.filename is not None
         sha, size = await self.run(self.writer.commit)
         data = await self.run_checking(self.service.attach_file, me, request_id, self.filename,
-                                       sha, size)
+                                       sha, size,
+                                       supporting=self.get_query_argument("supporting", None))
         self.send(data, 201)
 
     async def delete(self, request_id: str) -> None:
@@ -551,6 +586,7 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
         (base + r"/requests/?", RequestsHandler),
         (base + rf"/requests/{REQ}", RequestHandler),
         (base + rf"/requests/{REQ}/files", FilesHandler),
+        (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})", FileHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/content", FileContentHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal", ProposalHandler),
         (base + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal/accept",

@@ -76,7 +76,8 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
     async def acting_for(self, model: dict[str, Any]) -> dict[str, Any]:
         """The batch service's own token acts for the staff member exporting a finished
         run's outputs, named in ``X-Ecluse-On-Behalf-Of``, for the one project named in
-        ``X-Ecluse-Project``: create a request, add its files, submit it and read it
+        ``X-Ecluse-Project``: create a request, add its files and describe them (context,
+        controls, supporting mark), submit it and read it
         (:attr:`batch_export`), never review, release or withdraw. The user's groups are
         the airlock's own lookup (hub, then directory), and they must hold the staff group
         and the project, as for anyone (:meth:`prepare`). Any other service: refused."""

@@ -116,6 +116,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "downloadable": {"type": "boolean"},
             "uploaded_by": {"type": "string"},
             "created_at": _TS,
+            "supporting": {"type": "boolean", "description": "A supporting file: seen by the "
+                           "checkers, never released."},
+            "context": {"type": "string", "description": "What the output is (researcher)."},
+            "controls": {"type": "string", "description": "The statistical disclosure "
+                         "controls applied (researcher)."},
+            "needs_context": {"type": "boolean", "description": "A fail/review file to release "
+                              "without its context and controls: submission is refused."},
             "findings": {"type": "array", "items": {"type": "object"}},
             "report": {"type": "object"},
             "preview": {"type": "object"},
@@ -147,6 +154,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "and findings, each reviewer's decision and override reasons, comments, timestamps, "
         "sha256 of every file (see docs/airlock.md).",
         "additionalProperties": True,
+    },
+    "FileDescription": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Fields left out stay as they are; an empty string clears a text.",
+        "properties": {
+            "context": {"type": "string", "description": "What the output is, how it was "
+                        "made, what each number counts."},
+            "controls": {"type": "string", "description": "The statistical disclosure "
+                         "controls applied: rounding, suppression, thresholds."},
+            "supporting": {"type": "boolean", "description": "A supporting file (e.g. the "
+                           "unrounded counts behind a rounded table): checkers see it, the "
+                           "checks use it, it is never released."},
+        },
     },
     "Comment": {
         "type": "object",

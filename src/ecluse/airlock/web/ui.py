@@ -117,6 +117,22 @@ class ActionForm(PageHandler):
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"done: {action}"))
 
 
+class DescribeForm(PageHandler):
+    """The requester's context, statistical controls and supporting mark of a file."""
+
+    @web.authenticated
+    async def post(self, request_id: str, file_id: str) -> None:
+        me = self.require_identity()
+        f = await self.run(
+            self.service.describe_file, me, request_id, int(file_id),
+            context=self.get_body_argument("context", ""),
+            controls=self.get_body_argument("controls", ""),
+            supporting=self.get_body_argument("supporting", "") == "true")
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(
+            f"{f['name']} described" + (" (supporting: never released)" if f["supporting"]
+                                        else "")))
+
+
 class ProposalPage(PageHandler):
     """The fixed version the airlock proposes for the requester's failing table."""
 
@@ -166,6 +182,7 @@ def ui_handlers(prefix: str) -> list[tuple]:
         (p + rf"/requests/{REQ}/compare", ComparePage),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/decision", DecisionForm),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/download", DownloadPage),
+        (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/describe", DescribeForm),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal", ProposalPage),
         (p + rf"/requests/{REQ}/files/(?P<file_id>[0-9]{{1,12}})/proposal/accept",
          AcceptProposalForm),

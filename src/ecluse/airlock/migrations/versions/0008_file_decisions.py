@@ -3,10 +3,11 @@
 ``airlock_file_decisions``: each checker's ``approve`` / ``request_changes`` of one
 file of one version; ``airlock_files.released``: which files of a released request
 left (a partial release holds some back). Files of requests released before this
-revision were all released: they are marked so.
+revision were all released: they are marked so (never a supporting file,
+``0007_file_context``: those never leave).
 
 Revision ID: 0008_file_decisions
-Revises: 0006_release_record
+Revises: 0007_file_context
 Create Date: 2026-12-04
 """
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_file_decisions"
-down_revision = "0006_release_record"
+down_revision = "0007_file_context"
 branch_labels = None
 depends_on = None
 
@@ -45,10 +46,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("released", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
     # every file of the released version of a request released before per-file decisions
+    # (supporting files excepted: they never left)
     op.execute(
         "UPDATE airlock_files SET released = TRUE WHERE EXISTS ("
         "SELECT 1 FROM airlock_requests r WHERE r.id = airlock_files.request_id "
-        "AND r.state = 'released' AND r.version = airlock_files.version)"
+        "AND r.state = 'released' AND r.version = airlock_files.version) "
+        "AND NOT airlock_files.supporting"
     )
 
 
