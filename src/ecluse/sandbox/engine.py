@@ -137,14 +137,19 @@ def base_rootfs(*, mirror: str | None = None, packages: tuple[str, ...] = BASE_P
     return tarball
 
 
+def base_image_name(mirror: str) -> str:
+    """``ecluse/base:bookworm-<key>``, the base image's name for ``mirror`` (nothing built)."""
+    return f"{BASE_REPO}:{SUITE}-{base_key(mirror)}"
+
+
 def base_image(client: Any, *, mirror: str | None = None, progress: Progress = _quiet,
                cache: Path | None = None) -> str:
     """``ecluse/base:bookworm-<key>`` in the engine of ``client`` (a docker SDK client)."""
     import docker.errors
 
     mirror = mirror or host_debian_mirror()
-    tag = f"{SUITE}-{base_key(mirror)}"
-    name = f"{BASE_REPO}:{tag}"
+    name = base_image_name(mirror)
+    tag = name.split(":", 1)[1]
     with contextlib.suppress(docker.errors.ImageNotFound):
         client.images.get(name)
         progress(f"base image {name}: present")
