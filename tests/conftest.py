@@ -50,6 +50,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "ECLUSE_TEST_DOCKER_FULL=1; `make test-docker-full`)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The Docker engines the tests start (the docker suites' own, ``ecluse up --sandbox
+    docker``'s) keep their data root in memory (``ecluse.sandbox.engine.Dockerd``): a
+    loaded image's tens of thousands of files are removed with the engine in a second,
+    not in minutes of a busy disk's unlinks."""
+    if os.geteuid() == 0:
+        os.environ.setdefault("ECLUSE_DOCKER_TMPFS", "1")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``docker_full`` tests (each adds minutes of image builds or a whole stack on a
     Docker engine) run only when asked: they do not fit the CI budget yet (issue 17)."""
