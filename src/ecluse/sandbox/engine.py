@@ -6,7 +6,10 @@
   never touches the host's firewall, routing or a system Docker. Stopping it
   removes every container and network it holds, the daemon and (for a
   temporary engine) the directory. ``ecluse up --sandbox docker`` and the
-  docker test suites use it when no engine is configured.
+  docker test suites use it when no engine is configured. A temporary engine's
+  data root may be a tmpfs of its own (``tmpfs=True``, or
+  ``ECLUSE_DOCKER_TMPFS=1`` as the tests set it): images load faster and go
+  with the unmount instead of tens of thousands of unlinks.
 * :func:`base_image` makes ``ecluse/base:bookworm-<key>``: a Debian bookworm
   root filesystem from ``debootstrap --variant=minbase`` against the Debian
   mirror the host already uses (no container registry is needed), imported
