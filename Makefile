@@ -16,7 +16,7 @@ STAMPS := .make
 help:
 	@echo "make up      install and start the embedded stack (LDAP, hub, proxy, airlock)"
 	@echo "make test    install and run the tests"
-	@echo "make test-docker-full   the long Docker suites (hub image, stack on Docker, workspace host role)"
+	@echo "make test-docker-full   only the long Docker suites (hub image, stack on Docker, workspace host role; make test runs them too)"
 	@echo "make lint    ruff"
 	@echo "make bench   run every benchmark (see benchmarks/README.md)"
 
@@ -62,7 +62,7 @@ test: test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-docker-full: test-deps
-	ECLUSE_TEST_DOCKER_FULL=1 $(PY) -m pytest $(PYTEST_ARGS) -m docker_full
+	$(PY) -m pytest $(PYTEST_ARGS) -m docker_full
 
 lint: deps
 	$(VENV)/bin/ruff check src tests benchmarks

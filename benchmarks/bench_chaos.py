@@ -37,7 +37,7 @@ def main() -> int:
     p.add_argument("--report", help="write the figures (JSON) to this file")
     args = p.parse_args()
     env = dict(os.environ, ECLUSE_CHAOS_SECONDS=str(args.seconds))
-    if args.backend == "docker":  # a docker_full test (`make test-docker-full`)
+    if args.backend == "docker":  # a docker_full test: not opted out here
         env["ECLUSE_TEST_DOCKER_FULL"] = "1"
     if args.seed is not None:
         env["ECLUSE_CHAOS_SEED"] = str(args.seed)

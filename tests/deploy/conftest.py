@@ -387,6 +387,10 @@ def docker_workspace_host(ansible_bin: Path) -> Iterator[Deployment]:
     prefix = Path(tempfile.mkdtemp(prefix="ecluse-test-wshost-", dir="/opt"))
     os.chmod(prefix, 0o755)
     engine = prefix / "docker"
+    if os.environ.get("ECLUSE_DOCKER_TMPFS") == "1":  # as the suites' own engines (conftest)
+        engine.mkdir(mode=0o700)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "ecluse-docker",
+                        str(engine)], check=True)
     playbook = prefix / "workspace-host.yml"
     playbook.write_text(WORKSPACE_HOST_PLAY)
     variables = {

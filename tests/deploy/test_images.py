@@ -41,8 +41,10 @@ def test_base_images_are_pinned(name):
     for image in froms:
         if image in stage_names:
             continue
-        if image.startswith("${"):  # the debootstrap base, tagged by its inputs
-            assert args.get(image[2:-1], "").startswith("ecluse/base:bookworm"), image
+        if image.startswith("${"):  # the debootstrap base, or the workspace image FROM it,
+            # tagged by their inputs (ecluse.sandbox.images)
+            assert args.get(image[2:-1], "").startswith(
+                ("ecluse/base:bookworm", "ecluse/workspace")), image
             continue
         assert "@sha256:" in image or re.search(r":[^:/]*\d[^:/]*$", image), \
             f"{name}: base image {image!r} is not pinned to a versioned tag or digest"
@@ -72,28 +74,35 @@ def test_nothing_is_installed_at_run_time(name):
                 i["content"]
 
 
-def _one_install_step(build: list[dict], packages: str, chmod: str) -> str:
-    """The build stage's one RUN that makes the environment without pip, installs from
-    the context's wheels only (no index: the build has no network) and sets the modes."""
-    copies = [i["value"] for i in build if i["instruction"] == "COPY"]
-    assert "wheels/ /tmp/wheels/" in copies, copies
-    runs = [i["value"] for i in build if i["instruction"] == "RUN"]
+def _one_install_step(structure, packages: str, chmod: str | None) -> str:
+    """The one RUN that installs the environment from the bind-mounted wheels only (no
+    index: the build has no network; RUN --mount: the wheels are in no layer), pip run
+    from its own wheel, compiled, with the modes set in the same step."""
+    assert not [i for i in structure if i["instruction"] == "COPY" and "wheels" in i["value"]]
+    assert not any("--from" in i["value"] for i in structure if i["instruction"] == "COPY")
+    runs = [i["value"] for i in structure if i["instruction"] == "RUN"
+            and "--find-links" in i["value"]]
     assert len(runs) == 1, runs
     run = runs[0]
-    for part in ("python3 -m venv --without-pip /opt/ecluse/venv", "$(echo /tmp/wheels/pip-*.whl)/pip",
-                 "--no-index --find-links /tmp/wheels",
+    for part in ("--mount=type=bind,source=wheels,target=/tmp/wheels",
+                 "$(echo /tmp/wheels/pip-*.whl)/pip", "--no-index --find-links /tmp/wheels",
                  f"-r /tmp/requirements.txt {packages}", "! test -e /opt/ecluse/venv/bin/pip",
-                 "compileall", chmod):
+                 "compileall", *([chmod] if chmod else [])):
         assert part in run, part
-    assert run.index("install") < run.index(chmod)
+    if chmod:
+        assert run.index("install") < run.index(chmod)
     return run
 
 
 def test_workspace_installs_the_extension_and_the_stack():
     structure = parse("workspace")
-    run = _one_install_step(stages(structure)[0], "ecluse-workspace",
-                            "chmod -R a-w /opt/ecluse/venv")
+    assert len(stages(structure)) == 1  # one stage: nothing copied from a build stage
+    run = _one_install_step(structure, "ecluse-workspace", "chmod -R a-w /opt/ecluse/venv")
+    assert "python3 -m venv --without-pip /opt/ecluse/venv" in run
     assert "import ecluse_workspace" in run
+    # resolved against the hub's pins: the hub image, FROM this one, only adds packages
+    assert "source=images/hub/requirements.txt,target=/tmp/constraints.txt" in run
+    assert "-c /tmp/constraints.txt" in run
     assert (REPO / "extensions/build.sh").exists()
     requirements = (REPO / "images/workspace/requirements.txt").read_text()
     # papermill: batch runs; dask-gateway: the client, and its scheduler preload in clusters
@@ -102,21 +111,50 @@ def test_workspace_installs_the_extension_and_the_stack():
         assert re.search(rf"^{re.escape(pkg)}(\[[^\]]+\])?==", requirements, re.M), pkg
 
 
+def test_workspace_pins_agree_with_the_hubs():
+    """Every pin of the workspace is the hub's (the workspace is resolved against the hub's
+    pins as constraints: a different one could not be installed)."""
+    hub = {re.split(r"==", ln)[0].lower().replace("_", "-"): ln.split("==")[1]
+           for ln in (REPO / "images/hub/requirements.txt").read_text().splitlines()
+           if "==" in ln and not ln.startswith("#")}
+    for ln in (REPO / "images/workspace/requirements.txt").read_text().splitlines():
+        if "==" in ln and not ln.startswith("#"):
+            name, version = ln.split("==")
+            name = re.sub(r"\[.*\]", "", name).lower().replace("_", "-")
+            assert hub.get(name) == version, (name, version, hub.get(name))
+
+
+def test_the_hubs_pins_cover_ecluses_dependencies():
+    """The hub image installs Écluse from the wheels of its pins only (no index): every
+    dependency of pyproject.toml must be pinned there, or the build fails."""
+    import tomllib
+
+    pinned = {ln.split("==")[0].lower().replace("_", "-")
+              for ln in (REPO / "images/hub/requirements.txt").read_text().splitlines()
+              if "==" in ln and not ln.startswith("#")}
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    missing = []
+    for dep in deps:
+        name = re.match(r"[A-Za-z0-9_.-]+", dep).group(0).lower().replace("_", "-")
+        if name not in pinned:
+            missing.append(dep)
+    assert not missing, f"pin these in images/hub/requirements.txt: {missing}"
+
+
 def test_workspace_cannot_install_packages_or_change_the_guard():
     structure = parse("workspace")
-    final = stages(structure)[-1]
-    runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
-    build_runs = " ".join(i["value"] for i in stages(structure)[0] if i["instruction"] == "RUN")
+    runs = [i["value"] for i in structure if i["instruction"] == "RUN"]
+    install = _one_install_step(structure, "ecluse-workspace", "chmod -R a-w /opt/ecluse/venv")
     # no pip in the workspace environment (made without, checked), nor in the system Python
-    assert "venv --without-pip" in build_runs and "! test -e /opt/ecluse/venv/bin/pip" in build_runs
-    assert "pip uninstall -y pip" in runs
-    # made read-only in the build stage (COPY --from keeps the modes), checked in the final
-    # stage without a recursive chmod of the environment there (that would copy it up)
-    assert "chmod -R a-w /opt/ecluse/venv" in build_runs
-    assert "find /opt/ecluse/venv -perm /222" in runs
-    assert not re.search(r"(chmod|chown) -R[^&;]*/opt/ecluse/venv", runs), runs
-    assert "chown -R root:root /etc/jupyter" in runs and "chmod 0555 /etc/jupyter" in runs
-    env = " ".join(i["value"] for i in final if i["instruction"] == "ENV")
+    assert "venv --without-pip" in install and "! test -e /opt/ecluse/venv/bin/pip" in install
+    assert "pip uninstall -y pip" in " ".join(runs)
+    # read-only in the installing step, checked there; no later recursive chmod or chown
+    # of the environment (that would copy it up into one more layer)
+    assert "find /opt/ecluse/venv -perm /222" in install
+    later = " ".join(runs[runs.index(install) + 1:])
+    assert not re.search(r"(chmod|chown) -R[^&;]*/opt/ecluse/venv", later), later
+    assert "chown -R root:root /etc/jupyter" in later and "chmod 0555 /etc/jupyter" in later
+    env = " ".join(i["value"] for i in structure if i["instruction"] == "ENV")
     for setting in ("PYTHONNOUSERSITE=1", "JUPYTER_CONFIG_DIR=/etc/jupyter", "PIP_NO_INDEX=1"):
         assert setting in env
     config = (REPO / "images/workspace/jupyter_server_config.json").read_text()
@@ -144,26 +182,32 @@ def test_workspace_image_phones_nobody():
 
 def test_hub_image_has_jupyterhub_the_proxy_and_ecluse():
     structure = parse("hub")
-    build, final = stages(structure)
-    build_runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
-    runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
-    # the pinned dependencies and Écluse's wheel, from the wheels only, in one step
-    _one_install_step(build, "ecluse", "chmod -R go-w /opt/ecluse/venv")
-    # no chmod or chown layer in the final stage, and no package manager (no network)
-    assert not re.search(r"\b(chmod|chown|apt-get|pip)\b", runs), runs
+    assert len(stages(structure)) == 1
+    # FROM the workspace image (its environment shared), given by `ecluse images build`
+    args = dict(i["value"].split("=", 1) for i in structure
+                if i["instruction"] == "ARG" and "=" in i["value"])
+    assert args["BASE"].startswith("ecluse/workspace"), args
+    # the pinned dependencies and Écluse's wheel, from the wheels only, in one step; the
+    # workspace's files are read-only, pip's are not group- or world-writable (checked)
+    install = _one_install_step(structure, "ecluse", "find /opt/ecluse/venv -perm /022")
+    runs = [i["value"] for i in structure if i["instruction"] == "RUN"]
+    later = " ".join(runs[runs.index(install) + 1:])
+    # no chmod or chown layer after the install, and no package manager (no network)
+    assert not re.search(r"\b(chmod|chown|apt-get|pip)\b", later), later
     requirements = (REPO / "images/hub/requirements.txt").read_text()
     workspace = (REPO / "images/workspace/requirements.txt").read_text()
     for pkg in ("jupyterhub", "jupyterlab"):  # the same on both sides
         pin = re.search(rf"^{pkg}==\S+$", requirements, re.M)
         assert pin and pin.group(0) in workspace.splitlines(), pkg
     # the proxy from package-lock.json (node_modules), checked at build time
-    copies = [i["value"] for i in final if i["instruction"] == "COPY"]
+    copies = [i["value"] for i in structure if i["instruction"] == "COPY"]
     assert any(v.startswith("node_modules/ ") for v in copies)
-    assert "configurable-http-proxy --version" in runs
+    assert "configurable-http-proxy --version" in later
     # the route filter enforces the workspace's route allow-list and content rule on the
-    # hub too: the extension's Python package is in the hub's environment
-    assert "cp -r /tmp/ecluse_workspace /opt/ecluse/venv/lib/python3.11/site-packages/" \
-        in build_runs
+    # hub too: the extension's Python package is in the (workspace's) environment
+    assert "import ecluse.hub.hubconfig, ecluse_workspace, jupyterhub" in install
+    # the workspace's user is not the hub's
+    assert "userdel --remove researcher" in " ".join(runs)
     # the CA bundle: the build stage only
     assert not any("build-ca" in v for v in copies)
     config = (REPO / "images/hub/jupyterhub_config.py").read_text()

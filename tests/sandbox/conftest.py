@@ -35,6 +35,7 @@ with a clear message (they are never silently skipped).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -230,6 +231,7 @@ def _leak_check() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def docker_engine(sandbox_tmp: Path) -> Iterator[tuple]:
     """(our own running Dockerd, the base image name); everything gone at the end."""
+    from ecluse.sandbox import images
     from ecluse.sandbox.engine import Dockerd, _pids_mentioning, base_image
 
     if not shutil.which("dockerd") or not shutil.which("debootstrap"):
@@ -238,8 +240,13 @@ def docker_engine(sandbox_tmp: Path) -> Iterator[tuple]:
     engine = Dockerd(sandbox_tmp / "docker")
     try:
         engine.start()
-        with contextlib.closing(engine.client(timeout=600)) as client:
+        # the images' wheels (the host's pip) are fetched while debootstrap makes the base
+        with contextlib.closing(engine.client(timeout=600)) as client, \
+                concurrent.futures.ThreadPoolExecutor(1) as pool:
+            wheels = pool.submit(images.wheelhouse, [images.REPO / r for r in images.REQUIREMENTS],
+                                 progress=lambda m: print(m, flush=True))
             image = base_image(client, progress=lambda m: print(m, flush=True))
+            wheels.result()
         yield engine, image
     finally:
         engine.stop()

@@ -159,4 +159,5 @@ async def test_concurrent_starts_get_their_own_network(backend, covid, onco):
         assert len({s["ip"] for s in states}) == 3 and len({s["veth"] for s in states}) == 3
     finally:
         await asyncio.gather(*(backend.stop(s, grace=0.5) for s in states))
-    assert not any(gone(backend, s) for s in states)
+    left = {s["id"]: gone(backend, s) for s in states}
+    assert not any(left.values()), left

@@ -163,3 +163,28 @@ async def test_cleanup_after_a_container_removed_behind_our_back(docker_backend,
     assert (state["veth"], 18081) not in net.allowed_elements()
     assert not os.path.exists(f"/run/ecluse/sandboxes/{state['id']}")
     assert not os.path.exists(f"/sys/class/net/{state['veth']}")
+
+
+def test_an_engine_in_a_tmpfs_leaves_no_mount_no_process_and_no_folder(sandbox_tmp):
+    """``Dockerd(tmpfs=True)`` (the tests' engines, ``ECLUSE_DOCKER_TMPFS=1``): the data
+    root is a tmpfs of its own, overlay2 runs on it, and stopping the engine unmounts it
+    and removes the folder; an engine whose folder is kept never gets one."""
+    import contextlib
+
+    from ecluse.sandbox.engine import Dockerd, _mounts_under, _pids_mentioning
+
+    root = sandbox_tmp / "tmpfs-engine"
+    engine = Dockerd(root, tmpfs=True)
+    try:
+        engine.start()
+        mounts = {f[1]: f[2] for f in (ln.split() for ln in open("/proc/mounts"))}
+        assert mounts.get(str(root / "data")) == "tmpfs", mounts.get(str(root / "data"))
+        with contextlib.closing(engine.client()) as client:
+            info = client.info()
+        assert info["Driver"] == "overlay2"
+        assert ["Backing Filesystem", "tmpfs"] in info["DriverStatus"], info["DriverStatus"]
+    finally:
+        engine.stop()
+    assert not _mounts_under(root) and not root.exists()
+    assert not _pids_mentioning(str(root) + "/")
+    assert Dockerd(root, temporary=False, tmpfs=True).tmpfs is False

@@ -55,7 +55,7 @@ def test_the_extensions_wheel_is_built_on_the_host_from_the_context(tmp_path):
     the context's files (its prebuilt JupyterLab assets in it), the source tree untouched."""
     ext = images.REPO / "extensions/ecluse-workspace"
     before = _tree(ext)
-    images.local_wheels(images.workspace_context(), images.RECIPES["workspace"][1], tmp_path)
+    images.local_wheels(images.workspace_context(), images.RECIPES["workspace"], tmp_path)
     (wheel,) = tmp_path.glob("ecluse_workspace-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ecluse_workspace/guard.py" in names, names
@@ -63,19 +63,27 @@ def test_the_extensions_wheel_is_built_on_the_host_from_the_context(tmp_path):
     assert _tree(ext) == before
 
 
-def _environment_in_one_layer(docker_engine, image: str) -> None:
-    """The environment (/opt/ecluse/venv) is one layer, and no later layer is more than a
-    small fraction of it: no chmod or chown copied the environment up into another."""
+def _environment_in_one_layer(docker_engine, image: str, *, adds: bool = False) -> None:
+    """The environment (/opt/ecluse/venv) is made in one layer, and no later layer is
+    more than a small fraction of it: no chmod or chown copied the environment up into
+    another. ``adds``: the hub's, whose one later step installs the packages the
+    workspace's environment lacks (new files only: less than half of it) and whose
+    ``COPY`` steps add the proxy (files of their own, nothing of the environment)."""
     engine, _ = docker_engine
     with contextlib.closing(engine.client()) as client:
         history = list(reversed(client.images.get(image).history()))  # oldest first
     env = [i for i, h in enumerate(history)
-           if "COPY" in h["CreatedBy"] and "/opt/ecluse/venv" in h["CreatedBy"]]
+           if "venv --without-pip /opt/ecluse/venv" in h["CreatedBy"]]
     assert len(env) == 1, [h["CreatedBy"] for h in history]
     size = history[env[0]]["Size"]
     assert size > 100e6, size  # the whole environment (not a layer of it)
     later = [(h["CreatedBy"], h["Size"]) for h in history[env[0] + 1:]
              if h["Size"] > 0.02 * size]
+    if adds:
+        installs = [(c, n) for c, n in later if "--find-links /tmp/wheels" in c]
+        assert len(installs) == 1 and installs[0][1] < 0.5 * size, (installs, size)
+        later = [(c, n) for c, n in later if (c, n) not in installs and not (
+            c.lstrip().startswith("COPY") and "/opt/ecluse/venv" not in c)]
     assert not later, f"layers after the environment's ({size / 1e6:.0f} MB): {later}"
 
 
@@ -177,8 +185,15 @@ def test_the_hub_image_runs_as_a_non_root_user_from_the_base(docker_engine, hub_
 
 
 @pytest.mark.docker_full
-def test_the_hub_environment_is_one_layer_no_chmod_copies_it_up(docker_engine, hub_image):
-    _environment_in_one_layer(docker_engine, hub_image)
+def test_the_hub_environment_is_one_layer_no_chmod_copies_it_up(docker_engine, hub_image,
+                                                                workspace_image):
+    """FROM the workspace image: its environment's layer shared, the hub's packages added
+    in one layer of new files."""
+    _environment_in_one_layer(docker_engine, hub_image, adds=True)
+    engine, _ = docker_engine
+    with contextlib.closing(engine.client()) as client:
+        ws = client.images.get(workspace_image).attrs["RootFS"]["Layers"]
+        assert client.images.get(hub_image).attrs["RootFS"]["Layers"][:len(ws)] == ws
 
 
 @pytest.mark.docker_full

@@ -361,8 +361,8 @@ def up_sandbox_option() -> bool:
 @pytest.mark.timeout(int(CHAOS_SECONDS) + 2100)  # start (an image build), checks, stop
 @pytest.mark.parametrize("up_stack", [
     {"backend": "local", "gateway": True},
-    # the docker case builds the workspace image on first use (minutes, cold) and has not
-    # passed in CI yet: `make test-docker-full`
+    # the docker case loads the workspace image the docker suites built (or builds it on
+    # first use, a few minutes cold): a docker_full test, in `make test`
     pytest.param({"backend": "docker", "gateway": True}, marks=pytest.mark.docker_full),
 ], indirect=True, ids=["local", "docker"])
 def test_chaos(up_stack, tmp_path, request):

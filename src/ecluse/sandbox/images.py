@@ -2,25 +2,34 @@
 
 :func:`build_image` sends a build context of its own (only the files the image
 needs, listed by :func:`workspace_context` and :func:`hub_context`), keyed by a hash of those files and
-the base image: ``ecluse/<name>:<key>`` is reused while it is in the engine,
+the image it is built FROM: ``ecluse/<name>:<key>`` is reused while it is in the engine,
 else loaded from ``<cache_dir>/image-<name>-<key>.tar`` (a fresh engine, as in
 each test run, does not rebuild), else built and saved there. The image is also
-tagged ``ecluse/<name>:<version>``, the name the settings default to.
+tagged ``ecluse/<name>:<version>``, the name the settings default to. The workspace
+image is built FROM the base; the hub image FROM the workspace image (the hub's
+dependencies are a superset of the workspace's, whose environment is resolved against
+the hub's pins): the two share the environment's layer, and the hub's build installs
+only what the workspace lacks.
 
-The build itself reaches no network (``network_mode="none"``): the host's pip
-downloads the wheels of the image's requirements once, for the base image's
-Python (:data:`TARGET_PYTHON`, glibc :data:`TARGET_GLIBC`) whatever the host
-runs, with the host's own index, cache and CA configuration, into
-``<cache_dir>/wheels-<key>`` (:func:`wheelhouse`, keyed by the requirements
-file); the Écluse packages the image installs (the workspace extension, Écluse
-itself for the hub) are built into wheels on the host from the context's
-sources (:func:`local_wheels`). The context sends them as ``wheels/``, and the
-Dockerfile installs with ``pip --no-index --find-links``, running pip from its
-own wheel so that no pip is left in the image.
+The build reaches no network (``networkmode=none``) and runs on the engine's own
+BuildKit through the Engine API (``version=2``; :func:`_buildkit`): the host's pip
+downloads the wheels of both images' requirements once, for the base image's Python
+(:data:`TARGET_PYTHON`, glibc :data:`TARGET_GLIBC`) whatever the host runs, with the
+host's own index, cache and CA configuration, into ``<cache_dir>/wheels-<key>``
+(:func:`wheelhouse`, keyed by the requirements files); the Écluse packages the image
+installs (the workspace extension, Écluse itself for the hub) are built into wheels on
+the host from the context's sources (:func:`local_wheels`). The context sends them as
+``wheels/``, and the Dockerfile bind-mounts them into the one step that installs
+with ``pip --no-index --find-links`` (``RUN --mount``: the wheels are in no layer, and
+the environment is written once), running pip from its own wheel so that no pip is left
+in the image.
 """
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -35,18 +44,20 @@ from pathlib import Path
 from typing import Any
 
 from .base import SandboxError
-from .engine import Progress, _quiet, base_image, cache_dir
+from .engine import Progress, _quiet, base_image, base_image_name, cache_dir, host_debian_mirror
 
 REPO = Path(__file__).resolve().parents[3]
 #: the Python and the C library of the base image (Debian bookworm): the wheels are for them
 TARGET_PYTHON = "3.11"
 TARGET_GLIBC = 36
-#: the requirements file each image installs, and its Écluse packages (built into wheels
-#: on the host): the package's directory and the context files its wheel is built from
+#: the requirements files whose wheels make the one wheelhouse of both images (the hub's
+#: pins, a superset, and the workspace's, resolved against them)
+REQUIREMENTS = ("images/hub/requirements.txt", "images/workspace/requirements.txt")
+#: each image's Écluse packages (built into wheels on the host): the package's directory
+#: and the context files its wheel is built from
 RECIPES = {
-    "workspace": ("images/workspace/requirements.txt", {
-        "extensions/ecluse-workspace": ("pyproject.toml", "ecluse_workspace/")}),
-    "hub": ("images/hub/requirements.txt", {".": ("pyproject.toml", "README.md", "src/")}),
+    "workspace": {"extensions/ecluse-workspace": ("pyproject.toml", "ecluse_workspace/")},
+    "hub": {".": ("pyproject.toml", "README.md", "src/")},
 }
 
 
@@ -69,15 +80,18 @@ def workspace_context(repo: Path = REPO) -> dict[str, Path]:
             "or make test-deps)",
             log_message=f"missing {ext}/ecluse_workspace/labextension/package.json")
     files = _files_under(repo, "images/workspace")
+    for name in REQUIREMENTS:  # the hub's pins: this environment is resolved against them
+        files[name] = repo / name
     files["extensions/ecluse-workspace/pyproject.toml"] = ext / "pyproject.toml"
     files.update(_files_under(repo, "extensions/ecluse-workspace/ecluse_workspace"))
     return files
 
 
 def hub_context(repo: Path = REPO) -> dict[str, Path]:
-    """The hub image's inputs: its directory, Écluse's source, the extension's Python
-    package, the proxy's node_modules (``npm ci`` from package-lock.json) and the host's
-    ``node`` (the one the embedded stack runs the proxy with)."""
+    """The hub image's inputs: its directory, Écluse's source, the proxy's node_modules
+    (``npm ci`` from package-lock.json) and the host's ``node`` (the one the embedded
+    stack runs the proxy with); the extension's Python package comes with the workspace
+    image it is built FROM."""
     chp = repo / "node_modules/configurable-http-proxy/package.json"
     node = shutil.which("node")
     if not chp.exists() or not node:
@@ -86,17 +100,16 @@ def hub_context(repo: Path = REPO) -> dict[str, Path]:
             "or make test-deps)",
             log_message=f"{chp}: {chp.exists()}, node: {node}")
     files = _files_under(repo, "images/hub")
-    for name in ("pyproject.toml", "README.md", "package-lock.json"):
+    for name in ("pyproject.toml", "README.md", "package-lock.json", *REQUIREMENTS):
         files[name] = repo / name
     files.update(_files_under(repo, "src"))
-    files.update(_files_under(repo, "extensions/ecluse-workspace/ecluse_workspace"))
     files.update(_files_under(repo, "node_modules"))
     files["node"] = Path(node).resolve()
     return files
 
 
 def context_key(files: dict[str, Path], base: str) -> str:
-    h = hashlib.sha256(json.dumps({"base": base, "v": 2}).encode())
+    h = hashlib.sha256(json.dumps({"base": base, "v": 3}).encode())
     for arc in sorted(files):
         h.update(arc.encode() + b"\0" + files[arc].read_bytes() + b"\0")
     return h.hexdigest()[:16]
@@ -126,25 +139,27 @@ def _pip(args: list[str], what: str, progress: Progress) -> None:
     progress(f"  {what}: {time.monotonic() - t0:.0f} s")
 
 
-def wheelhouse(requirements: Path, *, cache: Path | None = None,
+def wheelhouse(requirements: list[Path], *, cache: Path | None = None,
                progress: Progress = _quiet) -> Path:
-    """``<cache>/wheels-<key>``: wheels of every requirement and of pip (the build stage
-    runs pip from its wheel) for the base image's Python, downloaded once by the host's pip
-    and reused while the requirements file is unchanged (see the module docs)."""
+    """``<cache>/wheels-<key>``: wheels of every requirement of these files, resolved
+    together, and of pip (the build runs pip from its wheel) for the base image's Python,
+    downloaded once by the host's pip and reused while the requirements files are
+    unchanged (see the module docs)."""
     args = _target_args()
-    key = hashlib.sha256(json.dumps({"requirements": requirements.read_text(), "args": args,
-                                     "v": 1}).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps({"requirements": [r.read_text() for r in requirements],
+                                     "args": args, "v": 2}).encode()).hexdigest()[:16]
     out = (cache or cache_dir()) / f"wheels-{key}"
+    what = ", ".join(f"{r.parent.name}/{r.name}" for r in requirements)
     if out.is_dir():
-        progress(f"wheels of {requirements.parent.name}/{requirements.name}: cached ({out})")
+        progress(f"wheels of {what}: cached ({out})")
         return out
     part = out.with_name(out.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)
-    progress(f"wheels of {requirements.parent.name}/{requirements.name}: downloading "
-             f"(the host's pip, for Python {TARGET_PYTHON})")
-    _pip(["download", "--quiet", "--dest", str(part), *args, "-r", str(requirements), "pip"],
-         f"downloaded {requirements.parent.name}'s wheels", progress)
+    progress(f"wheels of {what}: downloading (the host's pip, for Python {TARGET_PYTHON})")
+    _pip(["download", "--quiet", "--dest", str(part), *args,
+          *(a for r in requirements for a in ("-r", str(r))), "pip"],
+         f"downloaded the wheels of {what}", progress)
     os.replace(part, out)
     return out
 
@@ -168,9 +183,15 @@ def local_wheels(files: dict[str, Path], packages: dict[str, tuple[str, ...]], d
                  f"built the wheel of {pkg}", progress)
 
 
-def _context_tar(files: dict[str, Path], wheels: list[Path], out: Any) -> None:
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for arc, path in sorted(files.items()):
+def _context_tar(files: dict[str, Path], wheels: list[Path], out: Any,
+                 first: str | None = None) -> None:
+    """The build context as a tar in ``out``. GNU format, ``first`` (the Dockerfile, a
+    short name) first: BuildKit tells a context tar from a lone Dockerfile by reading one
+    tar header from its first 512 bytes, which a PAX header (Python's default format, for
+    every file with a fractional mtime) or a long name's extra header would overflow."""
+    order = sorted(files.items(), key=lambda kv: (kv[0] != first, kv[0]))
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for arc, path in order:
             tar.add(str(path), arcname=arc, recursive=False)
         for path in sorted(wheels, key=lambda p: p.name):
             tar.add(str(path), arcname=f"wheels/{path.name}", recursive=False)
@@ -179,28 +200,39 @@ def _context_tar(files: dict[str, Path], wheels: list[Path], out: Any) -> None:
 
 def build_image(client: Any, name: str, files: dict[str, Path], dockerfile: str, *,
                 progress: Progress = _quiet, cache: Path | None = None,
-                mirror: str | None = None) -> str:
-    """``ecluse/<name>:<key>`` built FROM the base image (see the module docs)."""
+                mirror: str | None = None, base: str | None = None) -> str:
+    """``ecluse/<name>:<key>`` built FROM ``base`` (default: the debootstrap base image;
+    see the module docs). A build prepares its wheels (the host's pip: downloads, Écluse's
+    own wheels) while the base is made (debootstrap: mostly waiting on the mirror and the
+    disk)."""
     import docker.errors
 
-    base = base_image(client, mirror=mirror, progress=progress, cache=cache)
-    key = context_key(files, base)
+    cache = cache or cache_dir()
+    base_name = base or base_image_name(mirror or host_debian_mirror())
+    key = context_key(files, base_name)
     repo = f"ecluse/{name}"
     tagged = f"{repo}:{key}"
-    cache = cache or cache_dir()
     saved = cache / f"image-{name}-{key}.tar"
     try:
         client.images.get(tagged)
         progress(f"{name} image {tagged}: present")
     except docker.errors.ImageNotFound:
         if saved.exists():
+            if base is None:  # the base's tag too (its layers come with the image)
+                base_image(client, mirror=mirror, progress=progress, cache=cache)
             progress(f"{name} image {tagged}: loading from the cache ({saved})")
             t0 = time.monotonic()
             with open(saved, "rb") as fh:
                 client.images.load(fh)
             progress(f"{name} image: loaded in {time.monotonic() - t0:.0f} s")
         else:
-            _build(client, name, tagged, files, dockerfile, base, cache, progress)
+            with tempfile.TemporaryDirectory(prefix="ecluse-build-") as tmp, \
+                    concurrent.futures.ThreadPoolExecutor(1) as pool:
+                wheels = pool.submit(_wheels, name, files, Path(tmp), cache, progress)
+                if base is None:
+                    base_image(client, mirror=mirror, progress=progress, cache=cache)
+                _build(client, tagged, files, dockerfile, base_name, wheels.result(),
+                       progress)
             progress(f"{name} image: saving to the cache ({saved})")
             t0 = time.monotonic()
             part = saved.with_suffix(".part")
@@ -213,32 +245,119 @@ def build_image(client: Any, name: str, files: dict[str, Path], dockerfile: str,
     return tagged
 
 
-def _build(client: Any, name: str, tagged: str, files: dict[str, Path], dockerfile: str,
-           base: str, cache: Path, progress: Progress) -> None:
+def _wheels(name: str, files: dict[str, Path], dest: Path, cache: Path,
+            progress: Progress) -> list[Path]:
+    """Every wheel the build of ``name`` installs from: the shared wheelhouse and the
+    image's Écluse packages, built into ``dest``."""
+    house = wheelhouse([files[r] for r in REQUIREMENTS], cache=cache, progress=progress)
+    local_wheels(files, RECIPES[name], dest, progress=progress)
+    return list(house.iterdir()) + list(dest.iterdir())
+
+
+def _build(client: Any, tagged: str, files: dict[str, Path], dockerfile: str,
+           base: str, wheels: list[Path], progress: Progress) -> None:
     t0 = time.monotonic()
-    requirements, packages = RECIPES[name]
-    wheels = list(wheelhouse(files[requirements], cache=cache, progress=progress).iterdir())
-    progress(f"building {tagged} FROM {base} (no network)")
-    tail: list[str] = []
-    error = None
-    with tempfile.TemporaryDirectory(prefix="ecluse-build-") as tmp, \
-            tempfile.TemporaryFile() as ctx:
-        local_wheels(files, packages, Path(tmp), progress=progress)
-        _context_tar(files, wheels + list(Path(tmp).iterdir()), ctx)
-        for chunk in client.api.build(fileobj=ctx, custom_context=True, dockerfile=dockerfile,
-                                      tag=tagged, buildargs={"BASE": base}, rm=True,
-                                      forcerm=True, network_mode="none", decode=True):
-            if "error" in chunk:
-                error = chunk["error"]
-            for line in str(chunk.get("stream", "")).splitlines():
-                if line.strip():
-                    tail = (tail + [line])[-30:]
-                    if line.startswith("Step "):
-                        progress(f"  {line}")
+    progress(f"building {tagged} FROM {base} (BuildKit, no network)")
+    with tempfile.TemporaryFile() as ctx:
+        _context_tar(files, wheels, ctx, first=dockerfile)
+        error, tail = _buildkit(client, ctx, dockerfile=dockerfile, tag=tagged,
+                                buildargs={"BASE": base}, progress=progress)
     if error:
         raise SandboxError(f"the image {tagged} could not be built",
                            log_message=error + "\n" + "\n".join(tail))
     progress(f"built {tagged} in {time.monotonic() - t0:.0f} s")
+
+
+def _buildkit(client: Any, context: Any, *, dockerfile: str, tag: str,
+              buildargs: dict[str, str], progress: Progress,
+              timeout: float = 3600) -> tuple[str | None, list[str]]:
+    """Build with the engine's own BuildKit: ``POST /build?version=2`` with the context
+    tar as the body (no client session, no ``buildx``: the Docker SDK's ``build`` speaks
+    only to the classic builder, which has no ``RUN --mount``). Returns the error (None
+    when built) and the last lines the steps printed; each step is reported as it ends,
+    with its time, from BuildKit's status stream."""
+    api = client.api
+    params = {"t": tag, "dockerfile": dockerfile, "buildargs": json.dumps(buildargs),
+              "networkmode": "none", "version": "2", "rm": "1", "forcerm": "1"}
+    resp = api.post(f"{api.base_url}/v{api.api_version}/build", params=params, data=context,
+                    headers={"Content-Type": "application/x-tar"}, stream=True,
+                    timeout=timeout)
+    if resp.status_code >= 400:
+        return f"the engine refused the build ({resp.status_code}): {resp.text[:2000]}", []
+    tail: list[str] = []
+    error = None
+    done: set[str] = set()
+    with contextlib.closing(resp):
+        for raw in resp.iter_lines():
+            if not raw.strip():
+                continue
+            msg = json.loads(raw)
+            if "error" in msg:
+                error = str(msg["error"])
+            if msg.get("id") == "moby.buildkit.trace" and isinstance(msg.get("aux"), str):
+                for kind, what, extra in _trace(base64.b64decode(msg["aux"])):
+                    if kind == "log":
+                        tail = (tail + [ln for ln in what.splitlines() if ln.strip()])[-30:]
+                    elif what not in done and not what.startswith("[internal]"):
+                        done.add(what)
+                        progress(f"  {what[:120]}: {extra}")
+    return error, tail
+
+
+def _trace(buf: bytes):
+    """BuildKit's ``StatusResponse`` (protobuf): ``("step", name, "12 s" or "cached")``
+    for each vertex that completed, ``("log", text, None)`` for each output chunk."""
+    for field, value in _protobuf(buf):
+        if field == 1 and isinstance(value, bytes):  # Vertex
+            v = dict(_protobuf(value))
+            if 6 in v:  # completed
+                if v.get(4):
+                    extra = "cached"
+                else:
+                    extra = f"{_seconds(v[6]) - _seconds(v.get(5, v[6])):.0f} s"
+                name = bytes(v.get(3, b"?")).decode(errors="replace")
+                yield "step", name, extra + (" (error)" if 7 in v else "")
+        elif field == 3 and isinstance(value, bytes):  # VertexLog
+            log_ = dict(_protobuf(value))
+            yield "log", bytes(log_.get(4, b"")).decode(errors="replace"), None
+
+
+def _seconds(ts: bytes) -> float:
+    t = dict(_protobuf(ts))
+    return t.get(1, 0) + t.get(2, 0) / 1e9
+
+
+def _protobuf(buf: bytes):
+    """The (field number, value) pairs of a protobuf message: varints as ints,
+    length-delimited fields as bytes (enough for BuildKit's status stream)."""
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            b = buf[i]
+            i += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+
+    while i < len(buf):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            yield field, varint()
+        elif wire == 2:
+            n = varint()
+            yield field, buf[i:i + n]
+            i += n
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:  # groups: not in BuildKit's messages
+            return
 
 
 def _version() -> str:
@@ -254,5 +373,8 @@ def workspace_image(client: Any, **kw: Any) -> str:
 
 
 def hub_image(client: Any, **kw: Any) -> str:
-    """The hub image (images/hub/Dockerfile), built or cached."""
-    return build_image(client, "hub", hub_context(), "images/hub/Dockerfile", **kw)
+    """The hub image (images/hub/Dockerfile), built or cached FROM the workspace image
+    (built or cached first)."""
+    workspace = workspace_image(client, **kw)
+    return build_image(client, "hub", hub_context(), "images/hub/Dockerfile",
+                       base=workspace, **kw)
