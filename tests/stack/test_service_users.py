@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 PASSWORD_ENV = "ECLUSE_TEST_AIRLOCK_USER_LDAP"
 DEFAULT_USER = DEFAULT_USERS["airlock"]
 DASK_USER = DEFAULT_USERS["dask"]
+HUB_USER = DEFAULT_USERS["hub"]
 ROWS = b"patient_id,age,postcode\n" + b"".join(
     f"P{i:05d},{20 + i % 60},75{i % 20:03d}\n".encode() for i in range(40))
 
@@ -65,7 +66,7 @@ def stack(slapd) -> Iterator:
             (directory / "data" / slug / "stays.csv").write_text("stay,days\n1,3\n")
         # the hub adds its own route to the proxy once its services answer: the
         # gateway's start (dask, distributed) takes a while on a loaded machine
-        with running_hub(path, airlock_user=DEFAULT_USER, dask_user=DASK_USER,
+        with running_hub(path, airlock_user=DEFAULT_USER, dask_user=DASK_USER, hub_user=HUB_USER,
                          start_timeout=240,
                          extra_env={PASSWORD_ENV: slapd.service_password}) as s:
             yield s

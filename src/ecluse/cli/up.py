@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for service, user in DEFAULT_USERS.items():
         p.add_argument(
             f"--{service}-user", default=user, metavar="NAME",
-            help=f"system user the {service} service runs as when started as root (created "
+            help=f"system user the {service} runs as when started as root (created "
             f"if missing; default {user}; '' to keep it root's)",
         )
     p.set_defaults(func=cmd_up)
@@ -40,10 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
+    users = {s: getattr(args, f"{s}_user", user) or None for s, user in DEFAULT_USERS.items()}
     stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
-                  airlock_user=getattr(args, "airlock_user", DEFAULT_USERS["airlock"]) or None,
-                  dask_user=getattr(args, "dask_user", DEFAULT_USERS["dask"]) or None,
-                  sandbox=args.sandbox, progress=lambda msg: print(msg, flush=True))
+                  service_users=users, sandbox=args.sandbox,
+                  progress=lambda msg: print(msg, flush=True))
     stopping = threading.Event()
 
     def _stop(signum, _frame):
@@ -75,6 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _migrate_identities(settings)
         stack.start_launcher()
         stack.start_hub(timeout=settings.sandbox.start_timeout)
+        stack.start_services()  # the hub runs as its own user: the stack starts them
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
         # a component that dies is restarted (with back-off, logged, audited)
         audit = AuditLog.from_settings(settings)

@@ -81,7 +81,7 @@ OPS: dict[str, frozenset[str]] = {
     "dask": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
                        "prepare_project_dirs", "list", "audit"}),
     "hub": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
-                      "prepare_project_dirs", "list"}),
+                      "prepare_project_dirs", "list", "audit"}),
 }
 #: the sandbox names each caller may use
 NAMES: dict[str, re.Pattern[str]] = {
@@ -97,6 +97,11 @@ AUDIT_EVENTS: dict[str, re.Pattern[str]] = {
     "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"),
     # dask-gateway: its refusals and revocations, and what its start removed
     "dask": re.compile(r"dask\.[a-z0-9_]{1,40}|platform\.leftovers_removed"),
+    # the hub (hub.service_user): sign-ins and the second factor (authenticator), group
+    # changes, revocations (reconciler), workspaces (spawner, route filter), and what
+    # its start removed; never another service's events, nor the launcher's own
+    "hub": re.compile(r"(login|mfa|workspace)\.[a-z0-9_]{1,40}|groups\.change|auth\.refresh"
+                      r"|membership\.revoked|platform\.leftovers_removed"),
 }
 #: detail keys the launcher sets on an ``audit`` record (a caller may not send them)
 AUDIT_STAMPS = ("via", "via_uid", "via_pid")
