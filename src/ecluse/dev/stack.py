@@ -419,6 +419,28 @@ class Stack:
                 audit.engine.dispose()
         for name in names:
             self.start_service(name)
+        for name in names:
+            self.wait_service_listens(name, self.settings.sandbox.start_timeout)
+
+    def wait_service_listens(self, name: str, timeout: float) -> None:
+        """Until the service accepts connections on its URL (the hub's proxy sends its
+        users there), or :class:`StackError` when it exits or does not listen in time."""
+        import socket
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.service_spec(name)["url"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.services.get(name)
+            if proc is None or proc.poll() is not None:
+                raise StackError(f"the {name} service exited with status "
+                                 f"{proc.returncode if proc else None}{self._hub_log_tail()}")
+            with contextlib.suppress(OSError), \
+                    socket.create_connection((url.hostname, url.port), timeout=2):
+                return
+            time.sleep(0.2)
+        raise StackError(f"the {name} service did not listen on {url.netloc} within "
+                         f"{timeout:.0f}s{self._hub_log_tail()}")
 
     def start_service(self, name: str) -> None:
         """One external service, as the hub would start it: its command, its user (root
@@ -433,6 +455,9 @@ class Stack:
             spec, service_token(self.state_dir, name),
             f"http://{hub_ip or '127.0.0.1'}:{hub.hub_port}/hub/api", hub.public_url)
         env[instances.SUPERVISED_MARK] = str(self.state_dir.resolve())
+        var = self.settings.ldap.bind_password_env
+        if var and self.hub_env().get(var):  # as the hub had it (service_environment)
+            env[var] = self.hub_env()[var]
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
         creds: dict = {}
         if spec.get("user"):
