@@ -71,7 +71,6 @@ def stack(slapd) -> Iterator:
                          extra_env={PASSWORD_ENV: slapd.service_password}) as s:
             yield s
     finally:
-        shutil.copy(directory / "hub.log", "/tmp/14hub-last.log")  # DEBUG
         shutil.rmtree(directory, ignore_errors=True)
 
 
