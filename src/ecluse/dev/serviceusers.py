@@ -44,6 +44,7 @@ import yaml
 
 from ..dask.hub import HUB_SERVICE as DASK_SERVICE
 from ..hubservice import service_user_cannot_run
+from ..secrets import hub_secrets, service_token
 from ..settings.airlock import airlock_settings
 from ..settings.batch import batch_settings
 
@@ -101,7 +102,6 @@ def give_hub_files(settings: Any, user: pwd.struct_passwd | str) -> None:
     services' folders stay out of its reach."""
     # deferred: the hub's modules (and JupyterHub's) for the hub's user only
     from ..hub.services import enabled_services
-    from ..secrets import hub_secrets, service_token
 
     if isinstance(user, str):
         user = pwd.getpwnam(user)
