@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
 from ..audit import AuditLog
@@ -36,6 +37,41 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"if missing; default {user}; '' to keep it root's)",
         )
     p.set_defaults(func=cmd_up)
+    p = sub.add_parser(
+        "service", help="run one of the hub's services as an external service of a hub "
+        "that runs as its own user (hub.service_user; a systemd unit's ExecStart)")
+    p.add_argument("name", help="airlock, batch or dask-gateway")
+    p.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
+    p.add_argument("--token-file", help="the service's API token, as the hub knows it "
+                   "(default: $CREDENTIALS_DIRECTORY/token, systemd's LoadCredential=)")
+    p.set_defaults(func=cmd_service)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Replace this process by the service, in the environment the hub would give it;
+    refuses to run it as root when it has a user of its own."""
+    import os
+    from pathlib import Path
+
+    from ..hub.services import external_service  # deferred: the hub's modules
+
+    settings = load_settings(args.config)
+    token_file = args.token_file or (
+        Path(os.environ["CREDENTIALS_DIRECTORY"]) / "token"
+        if os.environ.get("CREDENTIALS_DIRECTORY") else None)
+    if token_file is None:
+        print("ecluse service: no token (--token-file, or systemd's LoadCredential=token:…)",
+              file=sys.stderr)
+        return 2
+    token = Path(token_file).read_text().strip()
+    svc = external_service(settings, args.name, token)
+    if svc.user and os.geteuid() == 0:
+        print(f"ecluse service: the {args.name} service runs as {svc.user}, not root "
+              f"(systemd: User={svc.user})", file=sys.stderr)
+        return 2
+    os.chdir(svc.cwd)
+    os.execvpe(svc.command[0], svc.command, svc.env)
+    return 1  # pragma: no cover - exec does not return
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -35,9 +35,9 @@ from ..audit import AuditLog
 from ..config import Settings, _read_yaml
 from ..hub.hubconfig import ENV_CLEANUP, ENV_CONFIG, ENV_PORT, ENV_STATE_DIR
 from ..hub.mfa import TotpStore
-from ..hub.services import enabled_services
-from ..hubservice import external_environment, external_services, instances
-from ..sandbox import backend_class, get_backend, sandbox_host_address
+from ..hub.services import enabled_services, external_service
+from ..hubservice import instances
+from ..sandbox import backend_class, get_backend
 from ..sandbox.engine import Dockerd
 from ..sandbox.images import workspace_image
 from ..sandbox.launcher import LauncherProcess
@@ -393,16 +393,6 @@ class Stack:
             return []
         return [s.name for s in enabled_services(self.settings)]
 
-    def service_spec(self, name: str) -> dict:
-        """The service entry of ``name`` as the hub describes it (command, user, URL)."""
-        host = None
-        if self.settings.hub.spawner == "ecluse":
-            # the address the hub made (through the launcher) before the services start
-            host = sandbox_host_address(self.settings, ensure=False)
-        service = next(s for s in enabled_services(self.settings) if s.name == name)
-        with external_services():
-            return service.spec(self.settings, host)
-
     def start_services(self) -> None:
         """Start every external service (after the hub: it knows their tokens, and
         made the sandbox host address some listen on), each as its own user; first stop
@@ -428,7 +418,7 @@ class Stack:
         import socket
         from urllib.parse import urlsplit
 
-        url = urlsplit(self.service_spec(name)["url"])
+        url = urlsplit(external_service(self.settings, name, "-", {}).url)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self.services.get(name)
@@ -444,33 +434,25 @@ class Stack:
 
     def start_service(self, name: str) -> None:
         """One external service, as the hub would start it: its command, its user (root
-        when none), from ``/``, in the environment JupyterHub gives a service."""
+        when none), from ``/``, in the environment JupyterHub gives a service
+        (:func:`ecluse.hub.services.external_service`)."""
         import pwd
 
-        spec = self.service_spec(name)
-        hub = self.settings.hub
-        hub_ip = sandbox_host_address(self.settings, ensure=False) \
-            if hub.spawner == "ecluse" else None
-        env = external_environment(
-            spec, service_token(self.state_dir, name),
-            f"http://{hub_ip or '127.0.0.1'}:{hub.hub_port}/hub/api", hub.public_url)
-        env[instances.SUPERVISED_MARK] = str(self.state_dir.resolve())
-        var = self.settings.ldap.bind_password_env
-        if var and self.hub_env().get(var):  # as the hub had it (service_environment)
-            env[var] = self.hub_env()[var]
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+        svc = external_service(self.settings, name, service_token(self.state_dir, name),
+                               self.hub_env())
+        env = {**svc.env, instances.SUPERVISED_MARK: str(self.state_dir.resolve())}
         creds: dict = {}
-        if spec.get("user"):
-            user = pwd.getpwnam(spec["user"])
+        if svc.user:
+            user = pwd.getpwnam(svc.user)
             creds = {"user": user.pw_uid, "group": user.pw_gid,
-                     "extra_groups": os.getgrouplist(spec["user"], user.pw_gid)}
+                     "extra_groups": os.getgrouplist(svc.user, user.pw_gid)}
         self.services[name] = subprocess.Popen(
-            spec["command"], cwd=spec.get("cwd") or "/", env=env,
+            svc.command, cwd=svc.cwd, env=env,
             stdout=self.hub_log, stderr=subprocess.STDOUT if self.hub_log else None,
             stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=die_with_parent() if self.die_with_parent else None, **creds)
         log.info("started the %s service (pid %d%s)", name, self.services[name].pid,
-                 f", as {spec['user']}" if spec.get("user") else "")
+                 f", as {svc.user}" if svc.user else "")
 
     def stop_service(self, name: str, timeout: float = SERVICE_STOP_WAIT) -> None:
         """SIGTERM to the service's process group, SIGKILL after ``timeout``."""
