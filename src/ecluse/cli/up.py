@@ -10,7 +10,7 @@ import threading
 
 from ..audit import AuditLog
 from ..config import load_settings
-from ..dev.serviceusers import DEFAULT_USERS
+from ..dev.serviceusers import DEFAULT_USERS, give_hub_files
 from ..dev.stack import Stack
 from ..dev.supervisor import Supervisor, SupervisorGaveUp
 
@@ -109,6 +109,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.prepare_service_users()
         stack.cleanup_sandboxes()
         _migrate_identities(settings)
+        if settings.hub.service_user:  # what the migration (root) wrote is the hub's again
+            give_hub_files(settings, settings.hub.service_user)
         stack.start_launcher()
         stack.start_hub(timeout=settings.sandbox.start_timeout)
         stack.start_services()  # the hub runs as its own user: the stack starts them
