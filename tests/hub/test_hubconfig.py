@@ -155,3 +155,14 @@ def test_a_hub_of_its_own_user_knows_the_services_as_external_ones(make_config):
     assert svc.env["JUPYTERHUB_API_URL"] == f"http://127.0.0.1:{settings.hub.hub_port}/hub/api"
     with pytest.raises(ValueError, match="no service 'nope'"):
         external_service(settings, "nope", "t", {})
+
+
+def test_a_hub_of_its_own_user_needs_the_launcher(make_config):
+    """Workspaces, the host address and the hub's audit records go through the launcher
+    only: without its socket the configuration stops and says so."""
+    import pytest
+
+    settings = load_settings(make_config(**{"hub.service_user": "ecluse-hub",
+                                            "hub.spawner": "ecluse"}))
+    with pytest.raises(RuntimeError, match="sandbox.launcher_socket is not set"):
+        configure(Config(), settings)

@@ -79,6 +79,12 @@ def check_directory_groups(settings: Settings) -> None:
 def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> None:
     """Fill a traitlets Config ``c`` for this deployment."""
     check_directory_groups(settings)
+    if settings.hub.service_user and settings.hub.spawner == "ecluse" \
+            and not settings.sandbox.launcher_socket:
+        raise RuntimeError(
+            f"hub.service_user is {settings.hub.service_user!r} but sandbox.launcher_socket "
+            "is not set: a hub that is not root starts workspaces, asks the host address "
+            "and writes its audit records through the sandbox launcher only")
     state = settings.state_dir
     if os.geteuid() == 0:
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
