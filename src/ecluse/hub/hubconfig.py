@@ -86,7 +86,7 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
             "is not set: a hub that is not root starts workspaces, asks the host address "
             "and writes its audit records through the sandbox launcher only")
     state = settings.state_dir
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 or not settings.hub.service_user:
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         # the databases on their own filesystem: mounted (image), checked (mounted), an
         # earlier layout moved in; the hub does not start without it
