@@ -248,7 +248,10 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     t0 = time.monotonic()
     os.kill(hub, signal.SIGKILL)
     wait_for(lambda: (pid_in(hub_dir / "jupyterhub.pid") or hub) != hub, 60, "new hub", log)
-    wait_for(lambda: services_answer(url) and ws_started(), 240, "hub restart", log)
+    # the new hub replaced the proxy (the old one may serve on until then: the services
+    # of a hub of its own user are not restarted with it)
+    wait_for(lambda: pid_in(hub_dir / "proxy.pid") not in (None, proxy)
+             and services_answer(url) and ws_started(), 240, "hub restart", log)
     recovery = time.monotonic() - t0
     print(f"hub SIGKILL: everything answers again after {recovery:.1f} s")
     if users_on:  # the services are not the hub's: the same processes serve on
