@@ -586,6 +586,11 @@ def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_se
     assert unknown == {"ok": False, "refused": True,
                        "error": "'airlock.request.eaten' is not an audit event"}
     assert len(audit_records(s, "airlock.")) == 1
+    # what its start swept (a killed instance's partial uploads), stamped likewise
+    [swept] = ask(s, AIRLOCK_UID, {"op": "audit", "event": "platform.leftovers_removed",
+                                   "actor": "airlock", "details": {"kind": "temporary files",
+                                                                   "removed": []}})
+    assert swept["ok"], swept
     # the chain (HMAC, checkpoints) holds; the JSON Lines copy is the state directory's,
     # shared by this module's tests, so it is not this log's alone
     problems = AuditLog.from_settings(s, writer=False).verify().problems

@@ -94,7 +94,10 @@ NAMES: dict[str, re.Pattern[str]] = {
 #: that cannot write the audit log itself (it runs as its own user, without the state
 #: directory) records its own events only; the launcher stamps who sent them
 AUDIT_EVENTS: dict[str, re.Pattern[str]] = {
-    "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"),
+    # the airlock: its own events, and what its start swept (a killed instance's partial
+    # uploads and work folders)
+    "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"
+                          r"|platform\.leftovers_removed"),
     # dask-gateway: its refusals and revocations, and what its start removed
     "dask": re.compile(r"dask\.[a-z0-9_]{1,40}|platform\.leftovers_removed"),
     # the hub (hub.service_user): sign-ins and the second factor (authenticator), group
