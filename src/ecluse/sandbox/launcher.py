@@ -125,6 +125,9 @@ STARTED_EVENT = AuditEvent.SANDBOX_LAUNCH
 MAX_REQUEST_BYTES = 1 << 20
 REQUEST_TIMEOUT = 30.0  # seconds to send one request line
 SANDBOX_ID = r"^s[0-9a-f]{10}$"
+#: when its supervisor died: seconds without a request before the launcher stops, and
+#: the most it serves on (see serve)
+LINGER_QUIET, LINGER_MAX = 5.0, 60.0
 
 
 class LaunchRefused(SandboxError):
@@ -420,6 +423,8 @@ class Launcher:
         # a taken-over airlock costs the host no more than its configured checks
         self.check_slots = asyncio.Semaphore(max(1, self.policy.airlock.check_processes))
         self.server: asyncio.AbstractServer | None = None
+        #: the loop time of the last request (linger)
+        self.last_request = 0.0
 
     # ---------------------------------------------------------------- socket
 
@@ -471,7 +476,17 @@ class Launcher:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    async def linger(self) -> None:
+        """Serve on until no request came for :data:`LINGER_QUIET` seconds (at most
+        :data:`LINGER_MAX`): the callers that stop with us finish their stops first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_MAX
+        while loop.time() < deadline and (
+                self.handlers or loop.time() - self.last_request < LINGER_QUIET):
+            await asyncio.sleep(0.2)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_request = asyncio.get_running_loop().time()
         task = asyncio.current_task()
         if task is not None:
             self.handlers.add(task)
@@ -751,6 +766,12 @@ async def serve(settings: Any) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        if os.getppid() == 1 and settings.sandbox.launcher_callers.get("hub") not in (
+                None, "root", "0"):
+            # its supervisor died (`ecluse up` killed: everything got SIGTERM at once): the
+            # hub, not root, stops its workspaces through us as it stops, so serve on
+            # while it asks (LINGER_QUIET seconds without a request, LINGER_MAX at most)
+            await launcher.linger()
     finally:
         await launcher.close()
 
