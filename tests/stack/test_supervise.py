@@ -200,19 +200,22 @@ def services_answer(url: str) -> bool:
 
 @pytest.mark.parametrize("up_stack", [{}, {"service_users": True}], indirect=True,
                          ids=["root", "service-users"])
-def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, tmp_path):
+def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, tmp_path,
+                                                                       request):
     """Both ways ``ecluse up`` runs as root: everything root's (its folder is private),
     or the hub, the airlock (and dask-gateway) as their own users, the services then
     started and restarted by ``ecluse up`` itself, never by the hub."""
     config, settings = up_stack
     state, root = settings.state_dir, config.parent
-    users_on = root.stat().st_mode & 0o005 == 0o005  # the service_users case
-    hub_dir = state / "hub" if users_on else state
-    mark = instances.SUPERVISED_MARK if users_on else instances.MARK
     url = f"http://127.0.0.1:{settings.hub.port}"
     log = tmp_path / "up.log"
     up = Up(config, log)
     up.wait_up()
+    # the hub has a folder of its own when it runs as ecluse-hub (the service_users case)
+    users_on = (state / "hub").is_dir()
+    assert users_on == bool(request.node.callspec.params["up_stack"].get("service_users"))
+    hub_dir = state / "hub" if users_on else state
+    mark = instances.SUPERVISED_MARK if users_on else instances.MARK
     wait_for(lambda: services_answer(url), 120, "services after start", log)
     users = read_demo_users(state / "demo-users.json")  # {"alice": {"password", "totp"}}
 
