@@ -758,6 +758,7 @@ async def serve(settings: Any) -> None:
     """Run the launcher until SIGTERM/SIGINT."""
     import signal
 
+    parent = os.getppid()
     launcher = Launcher(settings)
     await launcher.start()
     stop = asyncio.Event()
@@ -766,7 +767,7 @@ async def serve(settings: Any) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
-        if os.getppid() == 1 and settings.sandbox.launcher_callers.get("hub") not in (
+        if os.getppid() != parent and settings.sandbox.launcher_callers.get("hub") not in (
                 None, "root", "0"):
             # its supervisor died (`ecluse up` killed: everything got SIGTERM at once): the
             # hub, not root, stops its workspaces through us as it stops, so serve on
