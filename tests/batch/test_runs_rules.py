@@ -129,3 +129,46 @@ def test_an_earlier_layouts_queue_moves_into_the_services_own_folder(tmp_path) -
     assert not (tmp_path / "batch.sqlite").exists()
     assert BatchSettings(database_url="postgresql://x/y").resolved_database_url(
         tmp_path) == "postgresql://x/y"
+
+
+def test_attack_a_mounted_state_volume_is_opened_to_the_queues_folder_only(settings) -> None:
+    """Where the hub mounts the state volume itself (Ansible), the volume's root is 0700:
+    root, handing the batch service its queue's folder, makes that root traversable
+    (0711) so the service reaches ``<db>/batch`` by path — and closes to others what else
+    lies in it (a hub database left 0644 would otherwise become readable)."""
+    import pwd
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from ecluse.batch.hub import give_service_folders
+
+    base = Path(tempfile.mkdtemp(prefix="ecluse-test-volume-", dir="/tmp"))
+    state, db = base / "state", base / "state" / "db"
+    db.mkdir(parents=True)
+    base.chmod(0o711)
+    state.chmod(0o711)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700,size=4m", "ecluse-test", str(db)],
+                   check=True)
+    try:
+        (db / "jupyterhub.sqlite").write_bytes(b"hub")
+        (db / "jupyterhub.sqlite").chmod(0o644)
+        settings.state_dir = state
+        settings.state_volume.mode = "mounted"
+        settings.batch.service_user = "nobody"
+        give_service_folders(settings, "nobody")
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert db.stat().st_mode & 0o777 == 0o711
+        assert (db / "batch").stat().st_uid == nobody
+        assert (db / "jupyterhub.sqlite").stat().st_mode & 0o777 == 0o640
+        as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
+        reach = subprocess.run([*as_nobody, "test", "-w", str(db / "batch")])
+        assert reach.returncode == 0, "the service's user cannot reach its queue's folder"
+        peek = subprocess.run([*as_nobody, "cat", str(db / "jupyterhub.sqlite")],
+                              capture_output=True)
+        assert peek.returncode != 0 and peek.stdout == b""
+        listing = subprocess.run([*as_nobody, "ls", str(db)], capture_output=True)
+        assert listing.returncode != 0 and listing.stdout == b""
+    finally:
+        subprocess.run(["umount", str(db)], check=False)
+        subprocess.run(["rm", "-rf", str(base)], check=False)

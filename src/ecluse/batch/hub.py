@@ -16,6 +16,7 @@ and no OAuth login.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,23 @@ def give_service_folders(settings: Any, name: str) -> None:
         for root, dirs, files in os.walk(folder):
             for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.lchown(entry, user.pw_uid, user.pw_gid)
+    db_dir = Path(settings.db_dir)
+    if len(folders) > 1 and folders[1].parent == db_dir:
+        _open_to_its_own(db_dir, folders[1])
+
+
+def _open_to_its_own(db_dir: Path, own: Path) -> None:
+    """The state's database folder traversable (0711, as ``ecluse up`` makes it) so that
+    the service's user reaches its queue's folder ``own`` by path, and what lies directly
+    in it closed to others. Needed where the hub mounts the state volume itself
+    (Ansible): the volume's root is 0700 until then."""
+    os.chmod(db_dir, stat.S_IMODE(db_dir.stat().st_mode) | 0o711)
+    for entry in db_dir.iterdir():
+        if entry == own or entry.is_symlink():
+            continue
+        mode = entry.stat().st_mode
+        if mode & 0o007:
+            os.chmod(entry, stat.S_IMODE(mode) & 0o770)
 
 
 def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
