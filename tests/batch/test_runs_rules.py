@@ -172,3 +172,26 @@ def test_attack_a_mounted_state_volume_is_opened_to_the_queues_folder_only(setti
     finally:
         subprocess.run(["umount", str(db)], check=False)
         subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_without_a_state_volume_the_state_directory_keeps_its_modes(settings) -> None:
+    """No state volume: the queue's folder is in the state directory itself, whose
+    entries (the launcher's socket folder, the settings) keep the modes `ecluse up` and
+    Ansible gave them — other services reach the launcher through them."""
+    from pathlib import Path
+
+    from ecluse.batch.hub import give_service_folders
+
+    state = Path(settings.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    settings.state_volume.mode = "none"
+    (state / "launcher").mkdir(mode=0o751, exist_ok=True)
+    (state / "launcher").chmod(0o751)
+    (state / "ecluse.yaml").write_text("x: 1\n")
+    (state / "ecluse.yaml").chmod(0o644)
+    before = state.stat().st_mode & 0o777
+    give_service_folders(settings, "nobody")
+    assert (state / "batch").is_dir()
+    assert (state / "launcher").stat().st_mode & 0o777 == 0o751
+    assert (state / "ecluse.yaml").stat().st_mode & 0o777 == 0o644
+    assert state.stat().st_mode & 0o777 == before

@@ -81,7 +81,10 @@ def give_service_folders(settings: Any, name: str) -> None:
             for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.lchown(entry, user.pw_uid, user.pw_gid)
     db_dir = Path(settings.db_dir)
-    if len(folders) > 1 and folders[1].parent == db_dir:
+    # a state volume of its own only: the state directory itself (no volume) holds the
+    # launcher's socket and the settings, whose modes `ecluse up` and Ansible set
+    if (len(folders) > 1 and folders[1].parent == db_dir
+            and db_dir != Path(settings.state_dir)):
         _open_to_its_own(db_dir, folders[1])
 
 
