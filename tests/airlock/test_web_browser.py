@@ -117,14 +117,7 @@ def test_researcher_accepts_the_fixed_version_from_the_request_page(airlock_hub,
     assert f["verdict"] == "fail"
 
     page = browser_page
-    page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
-    page.wait_for_selector("input[name=username]")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", password("alice"))
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(airlock_hub.airlock_url + "/**")
-    if f"/requests/{rid}" not in page.url:
-        page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
+    _sign_in(page, airlock_hub, "alice", f"/requests/{rid}")
     card = page.locator(f"#proposal-{f['id']}")
     assert "A fixed version is proposed" in card.inner_text()
     assert "sex F, age_band 41-65" in card.locator(".proposal-notes").inner_text()
@@ -147,14 +140,7 @@ def test_researcher_gives_context_on_the_page_before_submitting(airlock_hub, bro
                    data=Files.fail[1]).json()
 
     page = browser_page
-    page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
-    page.wait_for_selector("input[name=username]")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", password("alice"))
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(airlock_hub.airlock_url + "/**")
-    if f"/requests/{rid}" not in page.url:
-        page.goto(f"{airlock_hub.airlock_url}/requests/{rid}")
+    _sign_in(page, airlock_hub, "alice", f"/requests/{rid}")
     assert "failed the checks" in page.inner_text(f"#file-{f['id']} .needs-context")
     # submitting now is refused, saying which file lacks what
     page.click("#action-submit")
