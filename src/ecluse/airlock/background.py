@@ -32,44 +32,47 @@ CHECKING = "checking"
 
 
 class BackgroundChecks:
-    """A bounded pool of threads, each running ``check(file_id)`` for one file.
+    """A bounded pool of threads, each running ``check(file_id, sha256)`` for one file.
 
-    A file queued twice (a restart's re-queue meeting an upload's own) runs once.
+    A file queued twice (a restart's re-queue meeting an upload's own) runs once. The
+    key holds the sha256: a file replaced while checked may get its row id back
+    (SQLite reuses the largest), and the new bytes need a check of their own.
     """
 
-    def __init__(self, check: Callable[[int], None], workers: int = 2) -> None:
+    def __init__(self, check: Callable[[int, str], None], workers: int = 2) -> None:
         self._check = check
         self.workers = max(1, workers)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="airlock-bg-check")
         self._lock = threading.Lock()
-        self._queued: dict[int, Future] = {}
+        self._queued: dict[tuple[int, str], Future] = {}
         self._closed = False
 
-    def submit(self, file_id: int) -> Future | None:
+    def submit(self, file_id: int, sha256: str) -> Future | None:
         """Queue the check of ``file_id`` (``None``: the pool is shut down; the file
         stays ``checking`` and is queued again when the airlock next starts)."""
         with self._lock:
             if self._closed:
                 return None
-            if file_id in self._queued:
-                return self._queued[file_id]
-            future = self._pool.submit(self._run, file_id)
-            self._queued[file_id] = future
+            key = (file_id, sha256)
+            if key in self._queued:
+                return self._queued[key]
+            future = self._pool.submit(self._run, key)
+            self._queued[key] = future
             return future
 
-    def _run(self, file_id: int) -> None:
+    def _run(self, key: tuple[int, str]) -> None:
         try:
-            self._check(file_id)
+            self._check(*key)
         except Exception:  # the file stays ``checking``: re-queued at the next start
-            log.exception("background check of file %s failed", file_id)
+            log.exception("background check of file %s failed", key[0])
         finally:
             with self._lock:
-                self._queued.pop(file_id, None)
+                self._queued.pop(key, None)
 
     def pending(self) -> list[int]:
         """Files queued or being checked now."""
         with self._lock:
-            return sorted(self._queued)
+            return sorted({fid for fid, _ in self._queued})
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait until every check queued so far has ended (tests, shutdown)."""

@@ -676,7 +676,7 @@ class AirlockService:
             self._drop_unreferenced(replaced_sha)
         if later:
             assert self.checks is not None
-            self.checks.submit(fid)  # its end judges the set (_check_in_background)
+            self.checks.submit(fid, sha256)  # its end judges the set (_check_in_background)
         else:
             self._redifference(request_id)
         with self.sessions() as s:
@@ -793,13 +793,13 @@ class AirlockService:
 
     # ------------------------------------------------------------ background checks
 
-    def _check_in_background(self, file_id: int) -> None:
+    def _check_in_background(self, file_id: int, sha256: str) -> None:
         """Check a file recorded as ``checking`` and store its verdict, report and
         preview (fail closed: ``review``), unless it was replaced or removed meanwhile;
         then judge the request's files as a set."""
         with self.sessions() as s:
             f = s.get(File, file_id)
-            if f is None or f.verdict != CHECKING:
+            if f is None or f.verdict != CHECKING or f.sha256 != sha256:
                 return
             sha, name, request_id = f.sha256, f.name, f.request_id
             project = self._load(s, request_id).project
@@ -825,10 +825,10 @@ class AirlockService:
         if self.checks is None:
             return 0
         with self.sessions() as s:
-            ids = s.scalars(select(File.id).where(File.verdict == CHECKING)
+            ids = s.execute(select(File.id, File.sha256).where(File.verdict == CHECKING)
                             .order_by(File.id)).all()
-        for fid in ids:
-            self.checks.submit(fid)
+        for fid, sha in ids:
+            self.checks.submit(fid, sha)
         if ids:
             log.info("re-queued the checks of %d file(s) left checking", len(ids))
         return len(ids)
