@@ -182,3 +182,31 @@ def test_attack_submit_racing_the_check(make_service, held):
     events = [r.event for r in service.audit.records()
               if r.event in ("airlock.file.checked", "airlock.request.submitted")]
     assert events == ["airlock.file.checked", "airlock.request.submitted"]
+
+
+def test_the_request_page_shows_a_file_being_checked(make_service, held):
+    """The page the requester reads (``request.html``, as ``RequestPage`` renders it)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from markupsafe import Markup
+
+    import ecluse.airlock
+
+    service = make_service(checker=held, background_checks=1)
+    rid, _ = draft(service, Files.fail)
+    env = Environment(loader=FileSystemLoader(
+        str(Path(ecluse.airlock.__file__).parent / "templates")),
+        autoescape=select_autoescape(["html"]))
+
+    def page() -> str:
+        req = service.get_request(who(service, "alice"), rid, record_view=False)
+        return env.get_template("request.html").render(
+            req=req, flash="", prefix="/services/airlock/", hub_home="/hub/home",
+            identity=who(service, "alice"), xsrf_form_html=Markup(""),
+            static=lambda path: "/static/" + path)
+
+    shown = page()
+    assert "being checked" in shown and 'class="being-checked"' in shown
+    held.gate.set()
+    service.checks.drain(WAIT)
+    shown = page()
+    assert "being checked" not in shown and "verdict-fail" in shown

@@ -23,6 +23,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { exportWithProgress } from './exportprogress';
+
 const COMMAND = 'ecluse:request-export';
 const PANEL_ID = 'ecluse-airlock-panel';
 const REFRESH_MS = 5000;
@@ -357,20 +359,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          const created = await api<{
+          // per file: bytes sent, then "checking…" until the airlock's verdict
+          const created = await exportWithProgress<{
             id: string;
             state: string;
             files: IExportFile[];
             submit_refused?: string;
-          }>('export', {
-            method: 'POST',
-            body: JSON.stringify({
+          }>(
+            {
               paths,
               title: result.value.title,
               justification: result.value.justification,
               files: result.value.files
-            })
-          });
+            },
+            trans
+          );
           const verdicts = created.files
             .map(f => `${f.name}: ${f.verdict}${f.supporting ? ' ' + trans.__('(supporting)') : ''}`)
             .join('\n');
