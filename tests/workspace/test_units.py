@@ -208,6 +208,8 @@ def test_every_string_of_the_extension_has_its_french_translation():
     ext = Path(__file__).resolve().parents[2] / "extensions" / "ecluse-workspace"
     source = (ext / "src" / "index.ts").read_text()
     assert "load(DOMAIN)" in source and "const DOMAIN = 'ecluse_workspace'" in source
+    # every module of the extension (each gets the bundle index.ts loaded)
+    source = "\n".join(p.read_text() for p in sorted((ext / "src").glob("*.ts")))
     strings = set(re.findall(r"trans\.__\(\s*'((?:[^'\\]|\\.)*)'", source))
     assert len(strings) > 15, strings
     catalogue = json.loads((ext / "ecluse_workspace" / "locale" / "fr_FR" / "LC_MESSAGES"

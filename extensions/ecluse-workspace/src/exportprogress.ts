@@ -42,8 +42,8 @@ export class ExportProgress extends Widget {
     this.node.appendChild(this.list);
   }
 
-  /** What the server said; returns the export's answer on its last line. */
-  update(event: IProgressEvent): void {
+  /** One line of the server's progress stream, shown. */
+  report(event: IProgressEvent): void {
     if (event.files) {
       for (const f of event.files) {
         this.add(f.path, f.name, f.size);
@@ -159,7 +159,7 @@ export async function exportWithProgress<T>(
         if (event.result !== undefined) {
           return event.result as T;
         }
-        progress.update(event);
+        progress.report(event);
       }
       if (done) {
         throw new Error(trans.__('The export stopped before it ended; see the Airlock panel.'));
