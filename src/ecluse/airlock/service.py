@@ -455,18 +455,46 @@ class AirlockService:
             q = q.where(Request.state == state)
         if project:
             q = q.where(Request.project == project)
+        if scope != "review":
+            return self._summaries(q)
         with self.sessions() as s:
             rows = s.scalars(q.options(selectinload(Request.reviews))).all()
             out = []
             for r in rows:
                 actors = actors_for(user, r, self._project(r.project))
-                if scope == "review":
-                    if Actor.CHECKER not in actors:
-                        continue
-                    if any(v.reviewer == user.name for v in r.current_reviews()):
-                        continue
+                if Actor.CHECKER not in actors:
+                    continue
+                if any(v.reviewer == user.name for v in r.current_reviews()):
+                    continue
                 out.append(self._summary(r))
             return out
+
+    def _summaries(self, q: Any) -> list[dict[str, Any]]:
+        """:meth:`_summary` of the requests ``q`` selects, read as plain rows (no ORM
+        objects, approvals counted by the database): the list is the API's most
+        frequent read (issue 21 item 1, p99 < 100 ms)."""
+        approvals = (
+            select(func.count(Review.id))
+            .where(Review.request_id == Request.id, Review.version == Request.version,
+                   Review.decision == "approve")
+            .correlate(Request).scalar_subquery()
+        )
+        cols = q.with_only_columns(
+            Request.id, Request.project, Request.requester, Request.title, Request.state,
+            Request.version, approvals, Request.created_at, Request.updated_at,
+            Request.submitted_at, Request.released_at)
+        required = self.settings.required_approvals
+        with self.sessions() as s:
+            rows = s.execute(cols).all()
+        return [
+            {"id": rid, "project": project, "requester": requester, "title": title,
+             "state": state, "version": version, "approvals": n or 0,
+             "required_approvals": required, "created_at": as_utc(created).isoformat(),
+             "updated_at": as_utc(updated).isoformat(), "submitted_at": _iso(submitted),
+             "released_at": _iso(released)}
+            for (rid, project, requester, title, state, version, n, created, updated,
+                 submitted, released) in rows
+        ]
 
     def get_request(
         self, user: Identity, request_id: str, *, record_view: bool = True
