@@ -71,7 +71,7 @@ async def settle(base: str, token: str, rids: list[str], timeout: float = 1800) 
                     still.append(rid)
             left = still
             if left:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(2.0)  # the polls are load too
     return time.perf_counter() - t0
 
 
