@@ -210,3 +210,18 @@ def test_the_request_page_shows_a_file_being_checked(make_service, held):
     service.checks.drain(WAIT)
     shown = page()
     assert "being checked" not in shown and "verdict-fail" in shown
+
+
+def test_a_check_ending_while_the_airlock_stops_leaves_the_file_checking(make_service, held):
+    """Its sandbox may have been stopped under it: no verdict from it, checked again at start."""
+    service = make_service(checker=held, background_checks=1)
+    rid, _ = draft(service, Files.ok)
+    service.checks.shutdown()
+    held.gate.set()
+    service.checks.drain(WAIT)  # the check under way, not cancelled, ends
+    assert held.ended == [Files.ok[0]]  # it ran to its end...
+    assert verdicts(service, rid) == {Files.ok[0]: CHECKING}  # ...and nothing was stored
+    restarted = make_service(background_checks=1)
+    assert restarted.requeue_checks() == 1
+    restarted.checks.drain(WAIT)
+    assert verdicts(restarted, rid) == {Files.ok[0]: "pass"}

@@ -81,6 +81,12 @@ class BackgroundChecks:
         for f in futures:
             f.exception(timeout=timeout)
 
+    @property
+    def closed(self) -> bool:
+        """Shut down: a check ending now may have been cut short by the shutdown (its
+        sandbox stopped): its result is not stored, the file is checked again at start."""
+        return self._closed
+
     def shutdown(self) -> None:
         with self._lock:
             self._closed = True

@@ -832,6 +832,8 @@ class AirlockService:
             sha, name, request_id = f.sha256, f.name, f.request_id
             project = self._load(s, request_id).project
         report, preview, proposal = self._inspect(sha, name, project)
+        if self.checks is not None and self.checks.closed:
+            return  # stopping: left ``checking``, checked again when the airlock starts
         with self._tx() as s:
             req = self._load(s, request_id, lock=True)
             f = s.get(File, file_id)
