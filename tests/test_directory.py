@@ -127,3 +127,18 @@ def test_projects_cli_lists_members_from_ldap(make_config, capsys):
     assert main(["projects", "--config", str(path), "show", "nope"]) == 2
     assert main(["projects", "--config", str(path), "list"]) == 0
     assert "proj-air-quality" in capsys.readouterr().out
+
+
+def test_membership_resolver_says_when_it_answers_from_its_cache(settings):
+    """``fresh``: the services call the directory in a thread only when the cache cannot
+    answer; an unavailable directory is never cached."""
+    from ecluse.directory import MembershipResolver
+
+    resolver = MembershipResolver(settings, cache_seconds=60)
+    assert not resolver.fresh("alice")
+    resolver.lookup("alice")
+    assert resolver.fresh("alice")
+    assert not MembershipResolver(settings).fresh("alice")  # no cache at all
+    uncached = MembershipResolver(settings, cache_seconds=0)
+    uncached.lookup("alice")
+    assert not uncached.fresh("alice")
