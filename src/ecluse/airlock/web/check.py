@@ -13,6 +13,7 @@ per user at a time (429 otherwise).
 from __future__ import annotations
 
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
@@ -191,9 +192,8 @@ class _Parts:
         filename = disp.get_param("filename", header="content-disposition")
         if filename is None:
             return
-        if isinstance(filename, tuple):  # RFC 2231 encoded
-            filename = filename[2]
-        self.files.begin(_strip_quotes(str(filename)))
+        # RFC 2231 (filename*=UTF-8''...): decoded in its charset
+        self.files.begin(_strip_quotes(collapse_rfc2231_value(filename)))
         self.active = True
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
