@@ -73,7 +73,7 @@ def test_a_dry_run_gives_a_real_uploads_verdicts_and_keeps_nothing(service, user
     assert list(service.staging.tmp.iterdir()) == []
     # the small cell is found where it is: row 3 of the file (the header is row 1), column n
     fail = got["files"][0]
-    [small] = [x for x in fail["findings"] if x["rule"] == "threshold"]
+    [small] = [x for x in fail["findings"] if x["rule"] == "small-count"]
     assert small["location"]["row"] == 3 and small["location"]["column"] == "n"
     assert fail["preview"]["kind"] == "table" and [1, 2] in fail["preview"]["flagged"]
     assert fail["sha256"] == hashlib.sha256(Files.fail[1]).hexdigest()

@@ -34,7 +34,7 @@ from typing import Any
 from ..auditevents import AuditEvent
 from . import ledger
 from .checks import unjudged
-from .errors import InvalidInput, PermissionDenied, TooLarge
+from .errors import InvalidInput, PermissionDenied, QuotaExceeded, TooLarge
 from .permissions import Identity, require_create
 from .rules import EVENTS, Verdict
 from .storage import clean_filename
@@ -71,13 +71,18 @@ class _Set:
 class DryRunFiles:
     """The files of one dry run, streamed to a private folder of the staging area's
     ``tmp/`` (0700, the service's own): at most ``max_files`` files of at most
-    ``max_bytes`` each. :meth:`discard` removes the folder (always called: the
-    handler's end, an error, a closed connection)."""
+    ``max_bytes`` each, and at most ``room`` bytes in all (what is left of the
+    user's staging quota: the bytes sit in the staging area while they are
+    checked, as an upload's do). :meth:`discard` removes the folder (always
+    called: the handler's end, an error, a closed connection)."""
 
-    def __init__(self, tmp_dir: Path, *, max_files: int, max_bytes: int) -> None:
+    def __init__(self, tmp_dir: Path, *, max_files: int, max_bytes: int,
+                 room: int | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="dryrun-", dir=tmp_dir))
         self.max_files = max_files
         self.max_bytes = max_bytes
+        self.room = room
+        self.total = 0
         #: (clean name, path, size, sha256) of each finished file
         self.files: list[tuple[str, Path, int, str]] = []
         self._fh: Any = None
@@ -104,9 +109,17 @@ class DryRunFiles:
         if self._fh is None:
             return
         self._size += len(data)
+        self.total += len(data)
         if self._size > self.max_bytes:
             self.discard()
             raise TooLarge(f"file: larger than the limit of {self.max_bytes} bytes")
+        if self.room is not None and self.total > self.room:
+            self.discard()
+            raise QuotaExceeded(
+                f"the files to check are larger than the {max(self.room, 0)} bytes left in "
+                "your staging quota (they are held there while they are checked, as an "
+                "upload is); nothing of them was kept. Check fewer or smaller files, or free "
+                "space by withdrawing a draft you no longer need.")
         self._hash.update(data)
         self._fh.write(data)
 

@@ -6,7 +6,8 @@ in ``?filename=`` / ``X-Filename`` — streamed to a private temporary folder, j
 by the checks, policy and ledger of a request of that project, and removed when
 the call ends (answered, refused, failed or the connection closed). The same
 limits as uploads: each file at most ``max_file_bytes``, at most
-``max_files_per_request`` files; the checks run in the check pool; one dry run
+``max_files_per_request`` files, no more bytes than are left of the user's
+staging quota (413 otherwise, nothing kept); the checks run in the check pool; one dry run
 per user at a time (429 otherwise).
 """
 
@@ -92,8 +93,9 @@ class CheckHandler(APIHandler):
         self.running.add(me.name)
         self._user = me.name
         self.request.connection.set_max_body_size(limit)
+        room = (await self.run(self.service.staging_used, me))["free"]
         self.files = DryRunFiles(self.service.staging.tmp, max_files=conf.max_files_per_request,
-                                 max_bytes=conf.max_file_bytes)
+                                 max_bytes=conf.max_file_bytes, room=room)
         ctype, params = parse_options_header(self.request.headers.get("Content-Type", ""))
         if ctype == b"multipart/form-data":
             boundary = params.get(b"boundary")
