@@ -111,7 +111,7 @@ export class CheckPanel extends Widget {
     this.node.appendChild(node('p', { class: 'ecluse-error' }, message));
   }
 
-  show(answer: ICheckAnswer): void {
+  showAnswer(answer: ICheckAnswer): void {
     const trans = this.trans;
     this.node.textContent = '';
     this.node.appendChild(node('h2', {}, trans.__('Check for export')));
@@ -255,7 +255,7 @@ export function registerCheck(
       app.shell.activateById(panel.id);
       panel.showRunning(paths);
       try {
-        panel.show(await checkFiles(paths));
+        panel.showAnswer(await checkFiles(paths));
       } catch (e) {
         panel.showError((e as Error).message);
         await showErrorMessage(trans.__('Check refused'), (e as Error).message);
