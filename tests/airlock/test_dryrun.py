@@ -163,3 +163,15 @@ def test_a_dry_run_runs_in_the_check_sandbox_as_an_upload_does(checker, service,
     assert [f["verdict"] for f in got["files"]] == ["fail", "fail"]
     real = _real(service, users.bob, "cardio-los", [Files.fail, OLDER])
     assert _verdicts(got["files"]) == _verdicts(real.values())
+
+
+def test_a_checker_that_crashes_gives_review_and_leaves_nothing(service, users):
+    def checker_that_crashes(*args, **kwargs):
+        raise RuntimeError("the checker crashed")
+
+    service.checker = checker_that_crashes
+    got = _check(service, users.alice, "cardio-los", [Files.ok], service.staging.tmp)
+    [f] = got["files"]
+    assert f["verdict"] == "review"
+    assert "automatic check failed (RuntimeError)" in f["findings"][0]["message"]
+    assert list(service.staging.tmp.iterdir()) == [] and _staged(service) == []

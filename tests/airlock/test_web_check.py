@@ -118,3 +118,39 @@ def test_files_past_the_staging_quota_are_refused_and_leave_nothing(airlock_hub)
                  data=_chunked(5 * MIB), timeout=120)
     assert "staging quota" in _error(r, 413, "quota_exceeded")
     assert _kept(airlock_hub) == before
+
+
+def test_one_dry_run_per_user_at_a_time(airlock_hub):
+    import threading
+
+    alice = airlock_hub.api("alice")
+    release = threading.Event()
+    answers: list = []
+
+    def slow_body():
+        yield Files.ok[1]
+        release.wait(120)  # held open until the second dry run was answered
+
+    first = threading.Thread(target=lambda: answers.append(alice.post(
+        "/check", params={"project": "cardio-los", "filename": "slow.csv"}, data=slow_body(),
+        timeout=180)))
+    first.start()
+    try:
+        for _ in range(100):  # until the first one has begun (its headers are in)
+            r = alice.post("/check", params={"project": "cardio-los"},
+                           files={"file": Files.ok})
+            if r.status_code == 429:
+                break
+            assert r.status_code == 200, r.text
+        assert "already under way" in _error(r, 429, "busy")
+        # another user is not held up
+        r = airlock_hub.api("bob").post("/check", params={"project": "cardio-los"},
+                                        files={"file": Files.ok})
+        assert r.status_code == 200, r.text
+    finally:
+        release.set()
+        first.join(180)
+    [done] = answers
+    assert done.status_code == 200 and done.json()["files"][0]["verdict"] == "pass", done.text
+    r = alice.post("/check", params={"project": "cardio-los"}, files={"file": Files.ok})
+    assert r.status_code == 200, r.text
