@@ -85,6 +85,26 @@ def test_check_for_export_shows_verdicts_and_cells_and_keeps_nothing(
     assert panel.locator('.ecluse-check-file[data-path$="small.csv"]').count() == 0
     assert panel.locator("td.ecluse-flagged").count() == 0
 
+    # what the browser can get from the route: never a file outside the export folders,
+    # and of a long disclosive table only the small window around its first findings
+    for path in ("/etc/passwd", "../../etc/passwd", "project"):
+        r = ws.request("POST", "ecluse/check", json={"paths": [path]})
+        assert r.status_code in (400, 403, 404), (path, r.status_code, r.text)
+        assert "error" in r.json() and "root:" not in r.text
+    rows = "".join(f"G{i:04d},{i % 5},{'z' * 80}\n" for i in range(2000))
+    r = ws.request("PUT", "api/contents/project/long.csv",
+                   json={"type": "file", "format": "text", "content": "g,n,note\n" + rows})
+    assert r.status_code in (200, 201), r.text
+    r = ws.request("POST", "ecluse/check", json={"paths": ["project/long.csv"]})
+    assert r.status_code == 200, r.text
+    [long] = r.json()["files"]
+    assert long["verdict"] in ("fail", "block"), long["verdict"]
+    if long["preview"] is not None:
+        assert len(long["preview"]["rows"]) <= 12
+        assert all(len(c) <= 40 for row in long["preview"]["rows"] for c in row)
+    assert len(long["findings"]) <= 50 and long["findings"][0]["location"]
+    assert "z" * 41 not in r.text and len(r.content) < 50_000
+
     # nothing appears in the airlock: no request, no staged object, no temporary file
     assert mine() == before_requests
     assert _staged(stack) == before_staged
@@ -93,5 +113,5 @@ def test_check_for_export_shows_verdicts_and_cells_and_keeps_nothing(
         runs = [r for r in audit.records(event="airlock.check.dry_run") if r.actor == "alice"]
     finally:
         audit.engine.dispose()
-    assert [[f["verdict"] for f in r.details["files"]] for r in runs][-2:] == [["fail"],
-                                                                               ["pass"]]
+    assert [[f["verdict"] for f in r.details["files"]] for r in runs][-3:-1] == [["fail"],
+                                                                                 ["pass"]]

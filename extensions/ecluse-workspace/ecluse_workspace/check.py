@@ -6,7 +6,8 @@ body, to the airlock's dry run (``POST /api/v1/check?project=<this project>``)
 with the workspace's own token, as ``/ecluse/export`` sends files. The airlock
 judges them with the checks, disclosure policy and ledger of a real request and
 keeps nothing. The answer:
-``200 {"project", "files": [{path, name, size, verdict, findings, preview}]}``.
+``200 {"project", "files": [{path, name, size, verdict, findings, more_findings,
+preview}]}`` (at most :data:`MAX_FINDINGS` findings a file).
 
 ``preview`` is a *small* window of a table, never the table: the rows holding the
 cells the findings point at (at most :data:`PREVIEW_ROWS`, with their line number
@@ -35,6 +36,8 @@ from .policy import ExportFile, Refused, open_all_for_export
 PREVIEW_ROWS = 12
 PREVIEW_COLUMNS = 12
 CELL_CHARS = 40
+#: the most findings of one file sent to the browser (how many more is said)
+MAX_FINDINGS = 50
 
 
 def _part_head(boundary: str, f: ExportFile) -> bytes:
@@ -151,9 +154,11 @@ class CheckHandler(EcluseHandler):
             raise Refused(502, "airlock_error", "The airlock gave no usable answer.")
         out = []
         for f, j in zip(files, judged, strict=True):
+            found = list(j.get("findings") or [])
             out.append({"path": f.path, "name": str(j.get("name") or f.name),
                         "size": f.size, "verdict": str(j.get("verdict") or "review"),
-                        "findings": [_finding(x) for x in j.get("findings") or []],
+                        "findings": [_finding(x) for x in found[:MAX_FINDINGS]],
+                        "more_findings": max(0, len(found) - MAX_FINDINGS),
                         "preview": small_preview(j.get("preview"))})
         self.log.info("check before export: %d files for %s", len(out), self.conf.project)
         self.finish({"project": self.conf.project, "files": out})

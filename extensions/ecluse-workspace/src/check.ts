@@ -41,6 +41,7 @@ interface ICheckedFile {
   size: number;
   verdict: string;
   findings: IFinding[];
+  more_findings?: number;
   preview: IPreview | null;
 }
 
@@ -146,6 +147,9 @@ export class CheckPanel extends Widget {
         const where = this.where(x);
         item.textContent = (where ? `${where}: ` : '') + x.message;
         list.appendChild(item);
+      }
+      if (f.more_findings) {
+        list.appendChild(node('li', {}, trans.__('and %1 more findings', f.more_findings)));
       }
       section.appendChild(list);
     } else {
