@@ -125,6 +125,8 @@ class AuditEvent(StrEnum):
                                  "failing table in place of the file (re-checked as an upload)")
     AIRLOCK_FILE_QUOTA_EXCEEDED = ("airlock.file.quota_exceeded", "an upload refused by the "
                                    "uploader's staging quota")
+    AIRLOCK_CHECK_DRY_RUN = ("airlock.check.dry_run", "files checked before export "
+                             "(a dry run: nothing kept)")
     AIRLOCK_REQUEST_VIEWED = ("airlock.request.viewed", "a checker opened a request")
     AIRLOCK_FILE_DOWNLOADED = ("airlock.file.downloaded", "a released file downloaded")
     AIRLOCK_FILE_INTEGRITY_FAILURE = ("airlock.file.integrity_failure", "a staged file no "

@@ -26,6 +26,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.utils import url_path_join
     from tornado.routing import HostMatches, Rule
 
+    from .check import CheckHandler
     from .export import ConfigHandler, ExportHandler, ExportSettings, RequestsHandler
     from .guard import (
         EcluseAuthorizer,
@@ -46,6 +47,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     base = web_app.settings.get("base_url", "/")
     handlers: list[tuple[str, type]] = [
         (url_path_join(base, "ecluse/export"), ExportHandler),
+        (url_path_join(base, "ecluse/check"), CheckHandler),
         (url_path_join(base, "ecluse/requests"), RequestsHandler),
         (url_path_join(base, "ecluse/config"), ConfigHandler),
     ]

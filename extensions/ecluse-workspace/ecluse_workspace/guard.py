@@ -364,6 +364,7 @@ ROUTE_HANDLERS: dict[str, frozenset[str]] = {
     "hub-logout": frozenset({"jupyter_server.auth.logout.LogoutHandler",
                              "jupyterhub.singleuser.extension.JupyterHubLogoutHandler"}),
     "ecluse-export": frozenset({"ecluse_workspace.export.ExportHandler"}),
+    "ecluse-check": frozenset({"ecluse_workspace.check.CheckHandler"}),
     "ecluse-requests": frozenset({"ecluse_workspace.export.RequestsHandler"}),
     "ecluse-config": frozenset({"ecluse_workspace.export.ConfigHandler"}),
     "dask-clusters": frozenset({"dask_labextension.clusterhandler.DaskClusterHandler"}),

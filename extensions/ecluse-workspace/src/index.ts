@@ -23,6 +23,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { registerCheck } from './check';
+
 const COMMAND = 'ecluse:request-export';
 const PANEL_ID = 'ecluse-airlock-panel';
 const REFRESH_MS = 5000;
@@ -400,6 +402,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (palette) {
       palette.addItem({ command: COMMAND, category: trans.__('Écluse') });
     }
+    registerCheck(app, browser, palette, trans); // "Check for export" (check.ts)
   }
 };
 
