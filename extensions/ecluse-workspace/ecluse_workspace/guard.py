@@ -547,6 +547,12 @@ def judge_response(route: str, body: bytes, complete: bool, limits: Limits,
         check_json_strings(doc, f"the layout {name}", max_string=MAX_WORKSPACE_STRING,
                            max_total=MAX_WORKSPACE_BYTES)
         return None
+    if route == "ecluse-datasets":
+        from .datapanel import MAX_CATALOGUE_BYTES, MAX_CATALOGUE_STRING
+
+        check_json_strings(doc, "the data catalogue", max_string=MAX_CATALOGUE_STRING,
+                           max_total=MAX_CATALOGUE_BYTES)
+        return None
     raise ContentRefused("refused", f"no content rule for {route}.")
 
 
