@@ -206,9 +206,12 @@ def test_every_string_of_the_extension_has_its_french_translation():
     import re
 
     ext = Path(__file__).resolve().parents[2] / "extensions" / "ecluse-workspace"
-    source = (ext / "src" / "index.ts").read_text()
-    assert "load(DOMAIN)" in source and "const DOMAIN = 'ecluse_workspace'" in source
-    strings = set(re.findall(r"trans\.__\(\s*'((?:[^'\\]|\\.)*)'", source))
+    sources = [p.read_text() for p in sorted((ext / "src").glob("*.ts"))]
+    for source in sources:
+        if "trans.__(" in source:
+            assert "load(DOMAIN)" in source and "const DOMAIN = 'ecluse_workspace'" in source
+    strings = {s for source in sources
+               for s in re.findall(r"trans\.__\(\s*'((?:[^'\\]|\\.)*)'", source)}
     assert len(strings) > 15, strings
     catalogue = json.loads((ext / "ecluse_workspace" / "locale" / "fr_FR" / "LC_MESSAGES"
                             / "ecluse_workspace.json").read_text())

@@ -141,7 +141,7 @@ def parquet_table(files: list[Path], rel: str) -> TableInfo:
 
 def csv_table(path: Path, rel: str, sep: str, light: bool = False) -> TableInfo:
     """Header, column types (names of pandas' inferred dtypes) and the record count;
-    ``light``: the header only (types ``unknown``, no count)."""
+    ``light``: no record count (the types still come from the first rows)."""
     import pandas as pd
 
     info = TableInfo(path=rel, format="tsv" if sep == "\t" else "csv")
@@ -152,13 +152,10 @@ def csv_table(path: Path, rel: str, sep: str, light: bool = False) -> TableInfo:
     if header is None:
         info.rows = 0
         return info
-    if light:
-        info.columns = [Column(str(h), "unknown") for h in header]
-        return info
     sample = pd.read_csv(path, sep=sep, nrows=TYPE_SAMPLE_ROWS, encoding_errors="replace")
     types = {str(k): str(v) for k, v in sample.dtypes.items()}
     info.columns = [Column(str(h), types.get(str(h), "object")) for h in header]
-    info.rows = rows
+    info.rows = rows  # None when light
     return info
 
 
@@ -247,7 +244,7 @@ def _cached(path: Path, make: Any, light: bool = False) -> Any:
 
 def describe_dataset(name: str, description: str = "", root: str = DATA_ROOT,
                      light: bool = False) -> DatasetInfo:
-    """What ``root/name`` holds; ``light``: CSV headers only (no types, no counts)."""
+    """What ``root/name`` holds; ``light``: no CSV record counts (a big file's take long)."""
     base = Path(root) / name
     info = DatasetInfo(name=name, description=description, path=f"{root}/{name}")
     if not base.is_dir():

@@ -23,6 +23,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { dataPlugin } from './data';
+
 const COMMAND = 'ecluse:request-export';
 const PANEL_ID = 'ecluse-airlock-panel';
 const REFRESH_MS = 5000;
@@ -403,4 +405,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, dataPlugin];

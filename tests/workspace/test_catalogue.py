@@ -1,0 +1,131 @@
+"""The data catalogue (``ecluse_workspace.catalogue``) on real files: structure, never values.
+
+Tables (Parquet files and folders of parts, CSV, TSV), Zarr stores and netCDF files
+written with the real libraries; a *canary* dataset whose every value, Parquet
+statistic (min/max, null count) and array attribute is a marker string or an
+unusual number, none of which may appear in the catalogue's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ecluse_workspace.catalogue import (
+    ENV_DATASETS,
+    catalogue,
+    declared_datasets,
+    describe_dataset,
+)
+
+#: values of the canary dataset: none may leave through the catalogue
+CANARY_STRINGS = ["CANARYxQ7-alpha", "CANARYxQ7-omega", "CANARYxQ7-attr", "CANARYxQ7-tsv"]
+CANARY_NUMBERS = [31337.625, 73313.375, 271828, 161803, 5551212]
+
+
+def _canary_dataset(root: Path) -> Path:
+    d = root / "canary"
+    d.mkdir(parents=True)
+    table = pa.table({
+        "patient_ref": ["CANARYxQ7-alpha", "CANARYxQ7-omega", "CANARYxQ7-alpha"],
+        "weight": [31337.625, 73313.375, 50000.5],
+        "code": pa.array([271828, 161803, 271828], pa.int64()),
+    })
+    # statistics written (pyarrow's default), and checked to be there: the catalogue
+    # must not copy them
+    pq.write_table(table, d / "visits.parquet", write_statistics=True)
+    stats = pq.ParquetFile(d / "visits.parquet").metadata.row_group(0).column(1).statistics
+    assert stats is not None and stats.max == 73313.375
+    (d / "parts").mkdir()
+    for i in range(3):
+        pq.write_table(table, d / "parts" / f"part-{i}.parquet")
+    pd.DataFrame({"label": ["CANARYxQ7-omega"] * 4, "n": [5551212] * 4}).to_csv(
+        d / "counts.csv", index=False)
+    pd.DataFrame({"label": ["CANARYxQ7-tsv"], "n": [5551212]}).to_csv(
+        d / "counts.tsv", sep="\t", index=False)
+    import xarray as xr
+
+    cube = xr.Dataset(
+        {"pm25": (("time", "lat"), np.full((4, 3), 31337.625, dtype="float32"))},
+        coords={"time": np.arange(4), "lat": np.array([161803.0, 2.0, 3.0])},
+        attrs={"note": "CANARYxQ7-attr"})
+    cube["pm25"].attrs["source"] = "CANARYxQ7-attr"
+    cube.to_zarr(d / "cube.zarr", consolidated=False)
+    cube.to_netcdf(d / "cube.nc")
+    (d / "README.txt").write_text("CANARYxQ7-alpha is described here\n")
+    return root
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    return _canary_dataset(tmp_path / "data")
+
+
+def test_tables_have_columns_types_and_row_counts(data_root):
+    info = describe_dataset("canary", "A canary", str(data_root))
+    tables = {t.path: t for t in info.tables}
+    assert set(tables) == {"canary/visits.parquet", "canary/parts", "canary/counts.csv",
+                           "canary/counts.tsv"}
+    visits = tables["canary/visits.parquet"]
+    assert visits.rows == 3 and visits.format == "parquet"
+    assert [(c.name, c.type) for c in visits.columns] == [
+        ("patient_ref", "string"), ("weight", "double"), ("code", "int64")]
+    parts = tables["canary/parts"]
+    assert (parts.rows, parts.parts) == (9, 3)
+    counts = tables["canary/counts.csv"]
+    assert counts.rows == 4 and [(c.name, c.type) for c in counts.columns] == [
+        ("label", "object"), ("n", "int64")]
+    assert tables["canary/counts.tsv"].format == "tsv" and tables["canary/counts.tsv"].rows == 1
+    assert info.other_files == 1  # the README, not read
+
+
+def test_arrays_have_dims_shapes_and_dtypes(data_root):
+    info = describe_dataset("canary", "", str(data_root))
+    stores = {s.path: s for s in info.arrays}
+    zarr = stores["canary/cube.zarr"]
+    assert zarr.format == "zarr" and zarr.error is None
+    pm25 = {a.name: a for a in zarr.arrays}["pm25"]
+    assert (pm25.dims, pm25.shape, pm25.dtype) == (["time", "lat"], [4, 3], "float32")
+    nc = stores["canary/cube.nc"]
+    assert nc.format == "netcdf" and nc.error is None, nc.error
+    pm25 = {a.name: a for a in nc.arrays}["pm25"]
+    assert (pm25.dims, pm25.shape, pm25.dtype) == (["time", "lat"], [4, 3], "float32")
+
+
+def test_no_value_statistic_or_attribute_leaves(data_root):
+    """The attack: every value, Parquet min/max and attribute of the canary is absent."""
+    doc = json.dumps(catalogue({ENV_DATASETS: json.dumps(
+        [{"name": "canary", "description": "d"}])}, str(data_root)))
+    for marker in ["CANARYxQ7", *CANARY_STRINGS]:
+        assert marker not in doc
+    for number in CANARY_NUMBERS:
+        for text in {str(number), repr(number), f"{number:g}", str(int(number))}:
+            assert text not in doc, text
+    # nothing named like a statistic either
+    for key in ("min", "max", "null_count", "distinct", "statistics", "mean", "attrs"):
+        assert f'"{key}"' not in doc
+
+
+def test_unreadable_file_is_an_error_without_its_content(data_root):
+    bad = data_root / "canary" / "broken.parquet"
+    bad.write_bytes(b"CANARYxQ7-alpha not a parquet file")
+    info = describe_dataset("canary", "", str(data_root))
+    broken = {t.path: t for t in info.tables}["canary/broken.parquet"]
+    assert broken.error and "CANARYxQ7" not in broken.error and broken.rows is None
+
+
+def test_declared_datasets_from_the_environment_or_the_folders(data_root):
+    env = {ENV_DATASETS: json.dumps([{"name": "canary", "description": "Descr é"},
+                                     {"name": "absent", "description": ""}])}
+    assert declared_datasets(env, str(data_root)) == [
+        {"name": "absent", "description": ""}, {"name": "canary", "description": "Descr é"}]
+    assert declared_datasets({}, str(data_root)) == [{"name": "canary", "description": ""}]
+    doc = catalogue(env, str(data_root))
+    absent = doc["datasets"][0]
+    assert absent["error"] == "not mounted in this workspace" and not absent["tables"]
