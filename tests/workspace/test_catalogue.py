@@ -79,8 +79,8 @@ def test_tables_have_columns_types_and_row_counts(data_root):
     parts = tables["canary/parts"]
     assert (parts.rows, parts.parts) == (9, 3)
     counts = tables["canary/counts.csv"]
-    assert counts.rows == 4 and [(c.name, c.type) for c in counts.columns] == [
-        ("label", "object"), ("n", "int64")]
+    assert counts.rows == 4 and [c.name for c in counts.columns] == ["label", "n"]
+    assert counts.columns[0].type in ("object", "str") and counts.columns[1].type == "int64"
     assert tables["canary/counts.tsv"].format == "tsv" and tables["canary/counts.tsv"].rows == 1
     assert info.other_files == 1  # the README, not read
 

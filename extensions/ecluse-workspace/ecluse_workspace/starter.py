@@ -166,7 +166,7 @@ def _group_column(t: TableInfo) -> str | None:
         low = c.name.lower()
         if any(k in low for k in ("id", "date", "time", "name", "birth")):
             continue
-        if c.type in ("object", "string", "large_string", "category", "bool") or \
+        if c.type in ("object", "str", "string", "large_string", "category", "bool") or \
                 c.type.startswith("dictionary"):
             return c.name
     return None
