@@ -16,7 +16,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from ecluse_workspace.catalogue import (
     ENV_DATASETS,
     catalogue,

@@ -19,7 +19,6 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-
 from ecluse_workspace.catalogue import ENV_DATASETS, describe_dataset
 from ecluse_workspace.starter import FOLDER, MARKER, seed_home, starter_notebooks
 
@@ -184,6 +183,8 @@ async def test_starter_notebooks_run_in_a_fresh_workspace(starter_deployment, sl
                                           sizing(project)).items()
            if not k.startswith("JUPYTER")}
     env.update(dask_env(project, "alice"))
+    # what JupyterHub gives every single-user server (the Dask dashboard link uses it)
+    env["JUPYTERHUB_SERVICE_PREFIX"] = f"/user/alice/{slug}/"
     paths = sandbox.prepare_project_dirs(project, user)
     spec = SandboxSpec(project, user, [sys.executable, "-c", DRIVER], env=env,
                        name="test-starter")

@@ -102,12 +102,13 @@ def wait_for_workers(client: Any, wanted: int, *, timeout: float = 300,
     return ready
 
 
-def project_quota(environ: dict[str, str] | None = None) -> int:
+def project_quota(environ: dict[str, str] | None = None) -> int | None:
+    """The project's most workers per cluster (``ECLUSE_DASK_WORKERS``), if known."""
     env = os.environ if environ is None else environ
     try:
-        return max(1, int(env.get("ECLUSE_DASK_WORKERS", "1")))
-    except ValueError:
-        return 1
+        return max(1, int(env["ECLUSE_DASK_WORKERS"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def has_gateway(environ: dict[str, str] | None = None) -> bool:
@@ -133,7 +134,7 @@ def start_cluster(workers: int | None = None, *, timeout: float = 300,
     returned once they are all connected; the progress shown meanwhile. On timeout the
     cluster is shut down and :class:`WorkersTimeout` raised."""
     quota = project_quota()
-    wanted = quota if workers is None else int(workers)
+    wanted = (quota or 1) if workers is None else int(workers)
     if wanted < 1:
         raise ValueError("ask for at least one worker")
     if use_gateway is None:
@@ -141,6 +142,9 @@ def start_cluster(workers: int | None = None, *, timeout: float = 300,
     from distributed import Client
 
     progress = progress or Progress(wanted)
+    if quota is not None and wanted > quota:
+        # the gateway gives at most the quota: say so now, not only at the timeout
+        progress.show(f"Dask: {wanted} workers asked for, the project allows {quota}")
     progress.show(f"Dask: starting a cluster of {wanted} workers…")
     if use_gateway:
         if gateway is None:
