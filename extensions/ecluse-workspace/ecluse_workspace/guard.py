@@ -366,6 +366,7 @@ ROUTE_HANDLERS: dict[str, frozenset[str]] = {
     "ecluse-export": frozenset({"ecluse_workspace.export.ExportHandler"}),
     "ecluse-requests": frozenset({"ecluse_workspace.export.RequestsHandler"}),
     "ecluse-config": frozenset({"ecluse_workspace.export.ConfigHandler"}),
+    "ecluse-datasets": frozenset({"ecluse_workspace.datapanel.DatasetsHandler"}),
     "dask-clusters": frozenset({"dask_labextension.clusterhandler.DaskClusterHandler"}),
     "trailing-slash": frozenset(),
 }
