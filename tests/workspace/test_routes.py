@@ -84,6 +84,7 @@ ALLOWED_SAMPLES: dict[str, tuple[str, str]] = {
     "ecluse_workspace.export.ExportHandler": ("POST", "ecluse/export"),
     "ecluse_workspace.export.RequestsHandler": ("GET", "ecluse/requests"),
     "ecluse_workspace.export.ConfigHandler": ("GET", "ecluse/config"),
+    "ecluse_workspace.datapanel.DatasetsHandler": ("GET", "ecluse/datasets"),
     "dask_labextension.clusterhandler.DaskClusterHandler": ("GET", f"dask/clusters/{UUID}"),
     # neutral: errors and redirects
     "jupyter_server.base.handlers.Template404": ("GET", "api/contents/"),
