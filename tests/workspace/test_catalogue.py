@@ -128,3 +128,23 @@ def test_declared_datasets_from_the_environment_or_the_folders(data_root):
     doc = catalogue(env, str(data_root))
     absent = doc["datasets"][0]
     assert absent["error"] == "not mounted in this workspace" and not absent["tables"]
+
+
+def test_the_content_rule_bounds_what_the_route_may_carry(data_root):
+    """A workspace server replaced by the user's own could answer ``ecluse/datasets``
+    with anything: the host's route filter (and the in-server guard) pass only a JSON
+    document of short strings and bounded size."""
+    from ecluse_workspace.content import ContentRefused, Limits
+    from ecluse_workspace.datapanel import MAX_CATALOGUE_BYTES, MAX_CATALOGUE_STRING
+    from ecluse_workspace.guard import judge_response
+
+    real = json.dumps(catalogue({}, str(data_root))).encode()
+    assert judge_response("ecluse-datasets", real, True, Limits()) is None
+    long_string = json.dumps({"datasets": [{"description": "x" * (MAX_CATALOGUE_STRING + 1)}]})
+    many = json.dumps({"datasets": [{"name": "y" * 1000} for _ in
+                                    range(MAX_CATALOGUE_BYTES // 1000 + 10)]})
+    for body in (long_string.encode(), many.encode(), b"name,value\nalice,42\n"):
+        with pytest.raises(ContentRefused):
+            judge_response("ecluse-datasets", body, True, Limits())
+    with pytest.raises(ContentRefused):
+        judge_response("ecluse-datasets", real, False, Limits())  # streamed: not whole
