@@ -120,7 +120,9 @@ def dask_notebook(project: str, datasets: list[DatasetInfo], root: str) -> Any:
         _code("workers = None     # None: the project's quota of workers\n"
               "timeout = 300      # seconds to wait for them", parameters=True),
         _code("from ecluse_workspace.daskcluster import start_cluster\n\n"
-              "client, cluster = start_cluster(workers, timeout=timeout)\nclient"),
+              "client, cluster = start_cluster(workers, timeout=timeout)\n"
+              "print(type(cluster).__name__, \"with\", len(client.nthreads()), \"workers\")\n"
+              "client"),
     ]
     if tables:
         t = max(tables, key=lambda t: (t.format == "parquet", t.parts))
