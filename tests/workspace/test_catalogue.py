@@ -148,3 +148,21 @@ def test_the_content_rule_bounds_what_the_route_may_carry(data_root):
             judge_response("ecluse-datasets", body, True, Limits())
     with pytest.raises(ContentRefused):
         judge_response("ecluse-datasets", real, False, Limits())  # streamed: not whole
+
+
+def test_a_csv_without_header_shows_no_value_as_column_name(tmp_path):
+    d = tmp_path / "data" / "raw"
+    d.mkdir(parents=True)
+    (d / "noheader.csv").write_text("P7350011,1987,73.5\nP7350012,1990,81.25\n"
+                                    "P7350013,1979,66.0\n")
+    (d / "header.csv").write_text("patient,year,weight\nP7350021,1987,73.5\n"
+                                  "P7350022,1990,81.25\n")
+    info = describe_dataset("raw", "", str(tmp_path / "data"))
+    tables = {t.path: t for t in info.tables}
+    raw = tables["raw/noheader.csv"]
+    assert not raw.header and raw.rows == 3
+    assert [c.name for c in raw.columns] == ["column 1", "column 2", "column 3"]
+    assert [c.type for c in raw.columns][1:] == ["int64", "float64"]
+    assert "P735" not in json.dumps(catalogue({}, str(tmp_path / "data")))
+    named = tables["raw/header.csv"]
+    assert named.header and [c.name for c in named.columns] == ["patient", "year", "weight"]

@@ -61,6 +61,7 @@ class TableInfo:
     columns: list[Column] = field(default_factory=list)
     parts: int = 1
     error: str | None = None
+    header: bool = True  # CSV/TSV: False when the first line is data (columns numbered)
 
 
 @dataclass
@@ -152,11 +153,35 @@ def csv_table(path: Path, rel: str, sep: str, light: bool = False) -> TableInfo:
     if header is None:
         info.rows = 0
         return info
+    if not has_header(path, sep):
+        # the first line is data: its cells are values, never shown as column names
+        sample = pd.read_csv(path, sep=sep, nrows=TYPE_SAMPLE_ROWS, header=None,
+                             encoding_errors="replace")
+        info.columns = [Column(f"column {i + 1}", str(t))
+                        for i, t in enumerate(sample.dtypes.tolist())]
+        info.header = False
+        info.rows = None if rows is None else rows + 1
+        return info
     sample = pd.read_csv(path, sep=sep, nrows=TYPE_SAMPLE_ROWS, encoding_errors="replace")
     types = {str(k): str(v) for k, v in sample.dtypes.items()}
     info.columns = [Column(str(h), types.get(str(h), "object")) for h in header]
     info.rows = rows  # None when light
     return info
+
+
+def has_header(path: Path, sep: str) -> bool:
+    """Whether the first line of a delimited file names its columns (Python's
+    ``csv.Sniffer``: a header whose cells differ in type or length from the columns'
+    values). Unsure is *no*: a first line of data would otherwise show its values as
+    column names."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        sample = fh.read(64 * 1024)
+    if "\n" in sample and not sample.endswith("\n"):
+        sample = sample[:sample.rfind("\n") + 1]  # whole lines only
+    try:
+        return csv.Sniffer().has_header(sample)
+    except csv.Error:
+        return False
 
 
 def _zarr_v2(store: Path, rel: str) -> ArrayStore:

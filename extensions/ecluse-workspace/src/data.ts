@@ -28,6 +28,7 @@ interface ITable {
   columns: IColumn[];
   parts: number;
   error: string | null;
+  header?: boolean;
 }
 interface IArray {
   name: string;
@@ -161,6 +162,9 @@ class DataPanel extends Widget {
       tb.append(head);
       if (t.error) {
         tb.append(el('p', { class: 'ecluse-error' }, t.error));
+      }
+      if (t.header === false) {
+        tb.append(el('p', { class: 'ecluse-data-note' }, trans.__('No header line: the columns are numbered.'));
       }
       const list = el('table', { class: 'ecluse-columns' });
       const hrow = el('tr', {});
