@@ -164,7 +164,7 @@ class DataPanel extends Widget {
         tb.append(el('p', { class: 'ecluse-error' }, t.error));
       }
       if (t.header === false) {
-        tb.append(el('p', { class: 'ecluse-data-note' }, trans.__('No header line: the columns are numbered.'));
+        tb.append(el('p', { class: 'ecluse-data-note' }, trans.__('No header line: the columns are numbered.')));
       }
       const list = el('table', { class: 'ecluse-columns' });
       const hrow = el('tr', {});
