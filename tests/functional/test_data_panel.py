@@ -11,6 +11,8 @@ user's home.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -69,8 +71,13 @@ def test_catalogue_route_has_structure_and_no_value(canary_hub, ldap_passwords):
     (cube,) = admissions["arrays"]
     pm = {a["name"]: a for a in cube["arrays"]}["pm"]
     assert (pm["dims"], pm["shape"], pm["dtype"]) == (["time", "x"], [3, 2], "float32")
-    # the starter notebooks of the first start, in the user's home
-    r = ws.get("api/contents/home/alice/starter-notebooks?content=1")
+    # the starter notebooks of the first start, in the user's home (written by the
+    # server in a thread of its own: the server does not wait for them)
+    for _ in range(600):
+        r = ws.get("api/contents/home/alice/starter-notebooks?content=1")
+        if r.status_code != 404 and len(r.json().get("content") or []) == 4:
+            break
+        time.sleep(0.2)
     assert r.status_code == 200, r.text
     names = sorted(item["name"] for item in r.json()["content"])
     assert names == ["01-pandas.ipynb", "02-dask.ipynb", "03-xarray.ipynb", "04-export.ipynb"]
