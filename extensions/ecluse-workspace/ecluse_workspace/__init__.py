@@ -73,7 +73,7 @@ def _seed_starter_notebooks(log: Any) -> None:
     import threading
 
     home = os.environ.get("HOME", "")
-    if not home or not os.path.isdir(home) or os.environ.get("ECLUSE_STARTER", "1") == "0":
+    if not home or not os.path.isdir(home):
         return
 
     def seed() -> None:
