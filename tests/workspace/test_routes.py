@@ -85,6 +85,7 @@ ALLOWED_SAMPLES: dict[str, tuple[str, str]] = {
     "ecluse_workspace.check.CheckHandler": ("POST", "ecluse/check"),
     "ecluse_workspace.export.RequestsHandler": ("GET", "ecluse/requests"),
     "ecluse_workspace.export.ConfigHandler": ("GET", "ecluse/config"),
+    "ecluse_workspace.datapanel.DatasetsHandler": ("GET", "ecluse/datasets"),
     "dask_labextension.clusterhandler.DaskClusterHandler": ("GET", f"dask/clusters/{UUID}"),
     # neutral: errors and redirects
     "jupyter_server.base.handlers.Template404": ("GET", "api/contents/"),

@@ -156,6 +156,9 @@ ROUTES: tuple[Route, ...] = (
     Route("ecluse-requests", r"ecluse/requests", _GET,
           "the researcher's airlock requests (metadata)", False),
     Route("ecluse-config", r"ecluse/config", _GET, "export limits and the airlock hint", False),
+    Route("ecluse-datasets", r"ecluse/datasets", _GET,
+          "the Data panel: the datasets' columns, types and row counts, never a value "
+          "(strings and size bounded by the content rule)", True),
     # ---- dask-labextension: the cluster panel (no dashboards, see REFUSED)
     Route("dask-clusters", r"dask/clusters(?:/" + _UUID + r"|/)?",
           frozenset({"GET", "PUT", "PATCH", "DELETE"}),

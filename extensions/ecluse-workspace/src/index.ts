@@ -24,6 +24,7 @@ import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/tran
 import { Widget } from '@lumino/widgets';
 
 import { registerCheck } from './check';
+import { dataPlugin } from './data';
 
 const COMMAND = 'ecluse:request-export';
 const PANEL_ID = 'ecluse-airlock-panel';
@@ -406,4 +407,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, dataPlugin];
