@@ -12,7 +12,8 @@ installed package (wheel, image, editable checkout) needs only the ``.po``.
 The language of a page: the ``ecluse_lang`` cookie the FR|EN switch sets
 (``/hub/ecluse/language/<lang>``, ``/services/airlock/language/<lang>``: the same
 cookie for the hub and the airlock, path ``/``), else the browser's
-``Accept-Language``, else :data:`DEFAULT_LANGUAGE`. The language of an e-mail:
+``Accept-Language``, else :data:`DEFAULT_LANGUAGE` (a client sending no
+``Accept-Language`` at all, a script, gets English, the source language). The language of an e-mail:
 the recipient's preference (the directory's ``preferredLanguage``), else
 :data:`DEFAULT_LANGUAGE` — a mail has no browser.
 
@@ -45,9 +46,10 @@ from jinja2.runtime import Context
 from tornado import web
 
 __all__ = [
-    "COOKIE", "DEFAULT_LANGUAGE", "DOMAIN", "LANGUAGES", "LOCALE_DIR", "EcluseI18n",
-    "LanguageHandler", "N_", "gettext", "install", "negotiate", "page_language",
-    "parse_accept_language", "request_language", "switch_links", "translations",
+    "COOKIE", "DEFAULT_LANGUAGE", "DOMAIN", "LANGUAGES", "LOCALE_DIR", "SOURCE_LANGUAGE",
+    "EcluseI18n", "LanguageHandler", "N_", "compile_catalogue", "gettext", "install",
+    "negotiate", "page_language", "parse_accept_language", "request_language", "switch_links",
+    "translations",
 ]
 
 def N_(message: str) -> str:  # noqa: N802 - the gettext convention
@@ -57,8 +59,11 @@ def N_(message: str) -> str:  # noqa: N802 - the gettext convention
 
 #: the languages of Écluse's pages and mails; English is the source language
 LANGUAGES: tuple[str, ...] = ("fr", "en")
-#: a deployment's language where nothing says otherwise (French hospitals)
+#: a deployment's language where nothing says otherwise (French hospitals): a browser
+#: asking only for languages Écluse does not speak, a mail to someone without a preference
 DEFAULT_LANGUAGE = "fr"
+#: the language the messages are written in
+SOURCE_LANGUAGE = "en"
 #: the cookie of the FR|EN switch (hub and airlock)
 COOKIE = "ecluse_lang"
 DOMAIN = "ecluse"
@@ -92,9 +97,14 @@ def translations(language: str) -> _gettext_module.NullTranslations:
     """
     if language not in LANGUAGES:
         raise ValueError(f"no such language: {language!r} (Écluse speaks {', '.join(LANGUAGES)})")
-    if language == "en":
+    if language == SOURCE_LANGUAGE:
         return _gettext_module.NullTranslations()
-    path = catalogue_path(language)
+    return compile_catalogue(catalogue_path(language), language)
+
+
+def compile_catalogue(path: Path, language: str) -> Translations:
+    """A ``.po`` file compiled in memory, as ``pybabel compile`` would (fuzzy entries,
+    not yet reviewed, left out: their messages stay in English)."""
     with path.open("rb") as fh:
         catalog = read_po(fh, locale=language, domain=DOMAIN)
     buf = io.BytesIO()
@@ -143,9 +153,13 @@ def parse_accept_language(header: str | None) -> list[str]:
 def negotiate(accept_language: str | None, cookie: str | None = None,
               default: str = DEFAULT_LANGUAGE) -> str:
     """The language of a page: the switch's cookie, else the first of the browser's
-    languages Écluse speaks (``*``: the default), else ``default``."""
+    languages Écluse speaks (``*``: the default), else ``default``. A client that sends
+    no ``Accept-Language`` at all (a script, ``curl``; every browser sends one) gets the
+    messages as written, in English, the source language."""
     if cookie in LANGUAGES:
         return str(cookie)
+    if not (accept_language or "").strip():
+        return SOURCE_LANGUAGE
     for tag in parse_accept_language(accept_language):
         if tag in LANGUAGES:
             return tag
