@@ -242,11 +242,11 @@ class Notifier:
         msg["From"] = self.conf.from_address
         msg["To"] = self.conf.from_address  # the recipients go in Bcc: they do not see each other
         msg["Subject"] = subject
-        msg["Content-Language"] = language
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = make_msgid(domain="ecluse.airlock")
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body)
+        msg["Content-Language"] = language  # after set_content, which clears content headers
         assert self.conf.host is not None
         with smtplib.SMTP(self.conf.host, self.conf.port, timeout=self.conf.timeout) as smtp:
             if self.conf.starttls:
