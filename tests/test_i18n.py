@@ -167,3 +167,12 @@ def test_templates_render_in_the_language_of_the_render():
     assert t.render(n="y", ecluse_lang="en").endswith("|Sign in|en")
     # without a language nor a request: the deployment's default
     assert t.render(n="y").endswith("|Se connecter|fr")
+
+
+def test_the_extension_answers_to_jinja2s_i18n_name():
+    """Code that adds ``jinja2.ext.i18n`` with null translations when an environment lacks
+    it finds Écluse's (the translations stay)."""
+    env = Environment(extensions=[i18n.EcluseI18n], autoescape=True)
+    assert isinstance(env.extensions["jinja2.ext.InternationalizationExtension"],
+                      i18n.EcluseI18n)
+    assert env.from_string('{{ _("Sign in") }}').render(ecluse_lang="fr") == "Se connecter"

@@ -245,6 +245,12 @@ class EcluseI18n(InternationalizationExtension):
         install(environment)
 
 
+# it *is* the environment's i18n extension: code that looks for jinja2's own under its
+# name (``"jinja2.ext.InternationalizationExtension" in env.extensions``) finds this one
+# rather than adding a second, untranslated one over it
+EcluseI18n.identifier = InternationalizationExtension.identifier
+
+
 # ---------------------------------------------------------------- the switch
 
 
