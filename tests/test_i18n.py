@@ -175,3 +175,17 @@ def test_the_extension_answers_to_jinja2s_i18n_name():
     assert isinstance(env.extensions["jinja2.ext.InternationalizationExtension"],
                       i18n.EcluseI18n)
     assert env.from_string('{{ _("Sign in") }}').render(ecluse_lang="fr") == "Se connecter"
+
+
+def test_macros_imported_without_the_page_context_translate_into_the_page_language():
+    from jinja2 import DictLoader
+
+    env = Environment(loader=DictLoader({
+        "macros.html": '{% macro m() %}{{ _("Sign in") }}{% endmacro %}',
+        "page.html": '{% from "macros.html" import m %}{{ m() }}|{{ _("Sign in") }}',
+    }), extensions=[i18n.EcluseI18n], autoescape=True)
+    for lang, expected in (("en", "Sign in|Sign in"), ("fr", "Se connecter|Se connecter")):
+        with i18n.rendering(lang):
+            assert env.get_template("page.html").render(ecluse_lang=lang) == expected
+    # outside a rendering block the imported macro knows no page: the default
+    assert env.get_template("page.html").render(ecluse_lang="en") == "Se connecter|Sign in"

@@ -32,6 +32,9 @@ from __future__ import annotations
 import gettext as _gettext_module
 import io
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,8 +51,8 @@ from tornado import web
 __all__ = [
     "COOKIE", "DEFAULT_LANGUAGE", "DOMAIN", "LANGUAGES", "LOCALE_DIR", "SOURCE_LANGUAGE",
     "EcluseI18n", "LanguageHandler", "N_", "compile_catalogue", "gettext", "install",
-    "negotiate", "page_language", "parse_accept_language", "request_language", "switch_links",
-    "translations",
+    "negotiate", "page_language", "parse_accept_language", "rendering", "request_language",
+    "switch_links", "translations",
 ]
 
 def N_(message: str) -> str:  # noqa: N802 - the gettext convention
@@ -186,13 +189,31 @@ def _handler(context: Context) -> web.RequestHandler | None:
     return handler if isinstance(handler, web.RequestHandler) else None
 
 
+#: the language of the page being rendered (:func:`rendering`): macros imported without
+#: the page's context (``{% from "macros.html" import x %}``) translate into it too
+_rendering: ContextVar[str | None] = ContextVar("ecluse_rendering_language", default=None)
+
+
+@contextmanager
+def rendering(language: str) -> Iterator[None]:
+    """Render a page in ``language`` within this block (the airlock's ``render_template``)."""
+    token = _rendering.set(language)
+    try:
+        yield
+    finally:
+        _rendering.reset(token)
+
+
 def page_language(context: Context) -> str:
-    """The language a template is being rendered in."""
+    """The language a template is being rendered in: the render's ``ecluse_lang``, else
+    the request of the handler rendering it, else :func:`rendering`'s, else the default."""
     lang = context.get("ecluse_lang")
     if lang in LANGUAGES:
         return str(lang)
     handler = _handler(context)
-    return request_language(handler) if handler is not None else DEFAULT_LANGUAGE
+    if handler is not None:
+        return request_language(handler)
+    return _rendering.get() or DEFAULT_LANGUAGE
 
 
 def _safe_next(target: str) -> str:

@@ -29,7 +29,7 @@ from markupsafe import Markup
 
 from ...hub.roles import project_scope
 from ...hubservice.web import GroupResolver, HubServiceHandler
-from ...i18n import N_, gettext, request_language
+from ...i18n import N_, gettext, rendering, request_language
 from ..errors import InvalidInput, NotAuthenticated, PermissionDenied
 from ..permissions import Identity
 from ..service import AirlockService
@@ -182,4 +182,5 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
             "static": lambda path: url_path_join(self.settings["airlock_prefix"], "static", path),
         }
         ns.update(kwargs)
-        return env.get_template(name).render(**ns)
+        with rendering(self.language):  # macros imported without the page's context too
+            return env.get_template(name).render(**ns)
