@@ -44,10 +44,12 @@ def test_a_french_browser_reads_french_and_the_switch_turns_both_to_english(
     assert page.locator("#mine h2").inner_text() == "Your export requests"
     page.goto(airlock_hub.url + "/hub/home")
     assert page.locator("h1").first.inner_text() == "Your projects"
+    assert page.locator("html").get_attribute("lang") == "en"
 
     # and back to French from the hub's switch
     page.click("#ecluse-lang-switch a.lang-fr")
     page.wait_for_selector("text=Vos projets")
     assert page.url.endswith("/hub/home")
+    assert page.locator("html").get_attribute("lang") == "fr"
     page.goto(airlock_hub.airlock_url + "/")
     assert page.locator("html").get_attribute("lang") == "fr"
