@@ -121,3 +121,17 @@ def test_spawn_pages_keep_jupyterhubs_form_and_scripts(hub_templates):
     for part in ('id="progress-bar"', 'id="progress-log"', 'id="stop-server-btn"',
                  "api.stop_server", "EventSource"):
         assert part in html, part
+
+
+def test_the_identity_providers_button_in_both_languages(hub_templates):
+    """``hub.authenticator: oidc``: the button, with ``oidc.login_service``'s default
+    translated too (a deployment's own name for it is shown as written)."""
+    _, env = hub_templates
+    ns = {"login_service": "your hospital account", "authenticator_login_url": "/hub/oauth"}
+    fr = env.get_template("login.html").render(**_namespace(ns, "fr"))
+    assert "Se connecter avec votre compte de l’hôpital" in fr and 'name="password"' not in fr
+    en = env.get_template("login.html").render(**_namespace(ns, "en"))
+    assert "Sign in with your hospital account" in en
+    ns["login_service"] = "AP-HP"
+    assert "Se connecter avec AP-HP" in env.get_template("login.html").render(
+        **_namespace(ns, "fr"))
