@@ -531,6 +531,12 @@ class Project(_Model):
     members_may_review: bool = Field(
         False, description="Allow project members to review this project's exports."
     )
+    data_owner_group: str | None = Field(
+        None, min_length=1,
+        description="LDAP group (by DN, or a bare name) of the project's data owners: its "
+        "members, besides staff, approve the project's import requests (never their own). "
+        "Unset: staff only.",
+    )
 
     @field_validator("ldap_group")
     @classmethod
