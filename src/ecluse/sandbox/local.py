@@ -35,6 +35,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import sys
 import time
 from pathlib import Path, PurePosixPath
@@ -204,9 +205,35 @@ def prepare_project_dirs(settings: Any, project: Any, user: UserIdentity) -> Pro
         _own(d, 0, 0, mode)
     shared.mkdir(exist_ok=True)
     _own(shared, 0, project.gid, 0o2770)
+    prepare_inbox(pdir, project.gid)
     home.mkdir(exist_ok=True)
     _own(home, user.uid, user.gid, 0o700)
     return ProjectPaths(shared=shared, home=home)
+
+
+def prepare_inbox(pdir: Path, gid: int) -> None:
+    """The project's inbox (``<pdir>/inbox``, root:project 0750: approved imports, written
+    by the airlock only) and its mount point ``shared/inbox`` (root 0755, empty; the
+    inbox is mounted read-only over it). A member's own ``inbox`` entry in the shared
+    folder that is not such a folder is moved aside (``inbox.moved-<n>``), never deleted
+    and never followed (a link there would redirect the mount)."""
+    inbox = pdir / "inbox"
+    inbox.mkdir(mode=0o750, exist_ok=True)
+    _own(inbox, 0, gid, 0o750)
+    point = pdir / "shared" / "inbox"
+    try:
+        st = os.lstat(point)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not (stat.S_ISDIR(st.st_mode) and st.st_uid == 0):
+        n = 1
+        while os.path.lexists(f"{point}.moved-{n}"):
+            n += 1
+        os.rename(point, f"{point}.moved-{n}")
+        st = None
+    if st is None:
+        os.mkdir(point, 0o755)
+    _own(point, 0, 0, 0o755)
 
 
 def _remove_cgroup_parents(parent: str) -> None:
