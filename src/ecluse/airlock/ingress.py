@@ -159,8 +159,10 @@ class IngressService:
     def __init__(self, airlock: Any, *, quarantine: Path, projects_root: Path,
                  conf: ImportSettings | None = None,
                  data_owners: Callable[[str, Any], bool] | None = None,
-                 bundle_verifier: Callable[[Path, Path], str | None] | None = None) -> None:
+                 bundle_verifier: Callable[[Path, Path], str | None] | None = None,
+                 projects: Mapping[str, Any] | None = None) -> None:
         self.airlock = airlock
+        self._projects = projects
         self.quarantine = Path(quarantine)
         self.projects_root = Path(projects_root)
         self.conf = conf or ImportSettings()
@@ -177,7 +179,7 @@ class IngressService:
 
     @property
     def projects(self) -> Mapping[str, Any]:
-        return self.airlock.projects
+        return self._projects if self._projects is not None else self.airlock.projects
 
     @property
     def limits(self) -> Limits:
