@@ -577,6 +577,8 @@ class NotFoundAPI(APIHandler):
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]:
+    from .ingress import ingress_api_routes  # imports its handlers from this module
+
     base = prefix.rstrip("/") + "/api/v1"
     document: dict[str, Any] = {}
     routes: list[Any] = [
@@ -601,6 +603,7 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
             base + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release|release_partial)",
             ActionHandler,
         ),
+        *ingress_api_routes(base),  # import requests (ingress.py)
         (base + r"/.*", NotFoundAPI),
     ]
     document.update(build_spec(routes, base))

@@ -26,6 +26,7 @@ from ...hubservice.instances import record_removed
 from ...hubservice.web import bind_address
 from ..service import AirlockService
 from .api import api_handlers
+from .ingress import ingress_ui_routes
 from .ui import NotFoundPage, ui_handlers
 
 __all__ = ["bind_address", "hub_oauth_from_env", "make_app", "serve"]
@@ -64,7 +65,8 @@ def make_app(
         lstrip_blocks=True,
     )
     static_prefix = url_path_join(prefix, "static/")
-    handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix)]
+    handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix),
+                           *ingress_ui_routes(prefix)]
     handlers.append((prefix.rstrip("/") + r"/(.*)", NotFoundPage))
     app = web.Application(
         handlers,
