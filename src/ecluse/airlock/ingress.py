@@ -45,7 +45,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from ..auditevents import AuditEvent
-from ..directory import DirectoryError, DirectoryUnavailable
+from ..directory import DirectoryError, DirectoryUnavailable, group_key
+from ..people import Person
 from ..settings.ingress import ImportSettings
 from .errors import (
     IdentityUnavailable,
@@ -86,8 +87,6 @@ class DataOwners:
         return Directory(self.settings.ldap).lookup(name).memberships
 
     def __call__(self, name: str, project: Any) -> bool:
-        from ..directory import group_key
-
         group = getattr(project, "data_owner_group", None)
         if not group:
             return False
@@ -127,9 +126,10 @@ class GitBundleVerifier:
         return None
 
     async def _run(self, path: Path, tmp_dir: Path) -> Any:
+        # deferred: the check sandbox's modules, only for a git bundle
         from ..config import Project, Quota
-        from ..sandbox import Mount, SandboxSpec
-        from .checkbox import CHECK_DIR, CHECK_PROJECT_PREFIX
+        from ..sandbox import Mount, SandboxSpec  # deferred: as above
+        from .checkbox import CHECK_DIR, CHECK_PROJECT_PREFIX  # deferred: as above
 
         c = self.checker
         work = Path(tempfile.mkdtemp(prefix="bundle-", dir=tmp_dir))
@@ -229,8 +229,6 @@ class IngressService:
         return p is not None and self.data_owners(user.name, p)
 
     def _same_person(self, user: Identity, req: ImportRequest) -> str | None:
-        from ..people import Person
-
         if user.name == req.requester:
             return "the same name"
         me = self.airlock._as_person(user).person if self.airlock.people else user.person

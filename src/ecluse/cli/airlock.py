@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     vr.add_argument("package", help="the release package (.zip) the requester downloaded")
     vr.set_defaults(func=cmd_verify_release)
-    from .airlock_import import register as register_import
+    from .airlock_import import register as register_import  # deferred: a few lines here
 
     for q in (s, m, ls, pg, vr, *register_import(asub)):  # also accept the options after the action
         q.add_argument("--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

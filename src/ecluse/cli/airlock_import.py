@@ -44,8 +44,8 @@ def register(asub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
 
 def _ingress(args: argparse.Namespace):
     from ..airlock.ingress import IngressService  # deferred: start-up time
-    from ..airlock.service import AirlockService
-    from ..config import load_settings
+    from ..airlock.service import AirlockService  # deferred: start-up time
+    from ..config import load_settings  # deferred: start-up time
 
     settings = load_settings(args.config, state_dir=args.state_dir)
     service = AirlockService.from_settings(settings)
@@ -57,11 +57,10 @@ def _refuse_unless_root(args: argparse.Namespace, what: str) -> str | None:
         return None
     import getpass
 
-    from ..audit import AuditLog  # noqa: F401 - the service's audit log below
     who = getpass.getuser()
     try:
         service, _ = _ingress(args)
-        from ..auditevents import AuditEvent
+        from ..auditevents import AuditEvent  # deferred: start-up time
 
         service.audit.record(AuditEvent.AIRLOCK_IMPORT_DENIED, actor=who, project=getattr(
             args, "project", None), outcome="denied", action=what,
@@ -79,7 +78,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     if why:
         print(why, file=sys.stderr)
         return 2
-    from ..airlock.errors import AirlockError
+    from ..airlock.errors import AirlockError  # deferred: start-up time
 
     service, ingress = _ingress(args)
     try:

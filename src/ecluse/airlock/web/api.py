@@ -577,7 +577,7 @@ class NotFoundAPI(APIHandler):
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]:
-    from .ingress import ingress_api_routes  # imports its handlers from this module
+    from .ingress import ingress_api_routes  # deferred: ingress imports this module
 
     base = prefix.rstrip("/") + "/api/v1"
     document: dict[str, Any] = {}

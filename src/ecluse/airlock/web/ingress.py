@@ -20,7 +20,7 @@ from .api import APIHandler
 from .base import BaseHandler
 from .openapi import SCHEMAS, errors, json_body, ok
 
-IMP = r"(?P<import_id>im-[0-9a-f]{16})"
+IMP = r"(?P<import_id>[A-Za-z0-9_-]{1,40})"  # the service says 404 to a bad id
 
 SCHEMAS.update({
     "NewImport": {"type": "object", "required": ["project", "title", "justification"],
