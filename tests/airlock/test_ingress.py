@@ -194,3 +194,57 @@ def test_file_names_of_an_import_are_plain_names(service, ingress):
     for bad in ("../x.csv", "/etc/passwd", "a/b.csv", ".."):
         with pytest.raises(InvalidInput):
             ingress.add_file(bob, r["id"], bad, [CSV])
+
+
+def test_data_owners_are_asked_of_the_directory(settings, slapd):
+    """The real directory (slapd): alice is in proj-air-quality, bob is not; by bare name
+    and by DN; a directory that does not answer decides nothing (fail closed)."""
+    from ecluse.airlock.errors import IdentityUnavailable
+
+    base = settings.projects["cardio-los"]
+    owners = DataOwners(settings)
+    by_name = base.model_copy(update={"data_owner_group": "proj-air-quality"})
+    by_dn = base.model_copy(update={
+        "data_owner_group": f"cn=proj-air-quality,{settings.ldap.group_search_base}"})
+    assert owners("alice", by_name) and owners("alice", by_dn)
+    assert not owners("bob", by_name) and not owners("bob", by_dn)
+    assert not owners("nobody-at-all", by_name)  # unknown to the directory: not an owner
+    assert not owners("alice", base.model_copy(update={"data_owner_group": None}))
+    down = settings.model_copy(update={"ldap": settings.ldap.model_copy(
+        update={"uri": "ldap://127.0.0.1:1"})})
+    with pytest.raises(IdentityUnavailable, match="does not answer"):
+        DataOwners(down)("alice", by_name)
+
+
+# ------------------------------------------------------------ git bundles, in a sandbox
+
+from tests.airlock.test_checkbox import checker, deployment  # noqa: E402,F401 - fixtures
+
+
+def _git(*args: str, cwd: Path) -> None:
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                   check=True, capture_output=True, timeout=60)
+
+
+def test_git_bundles_are_verified_in_a_check_sandbox(checker, tmp_path):
+    from ecluse.airlock.ingress import GitBundleVerifier
+
+    sandbox_checker, tmp = checker
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git("init", "-q", cwd=repo)
+    for i in range(2):
+        (repo / "analysis.py").write_text(f"print({i})\n")
+        _git("add", ".", cwd=repo)
+        _git("commit", "-qm", f"c{i}", cwd=repo)
+    _git("bundle", "create", str(tmp_path / "full.bundle"), "--all", cwd=repo)
+    _git("bundle", "create", str(tmp_path / "thin.bundle"), "HEAD~1..HEAD", cwd=repo)
+    full = (tmp_path / "full.bundle").read_bytes()
+    (tmp_path / "broken.bundle").write_bytes(full[: len(full) - 30])
+    verify = GitBundleVerifier(sandbox_checker)
+    assert verify(tmp_path / "full.bundle", tmp) is None
+    why = verify(tmp_path / "thin.bundle", tmp)
+    assert why and why.startswith("git bundle verify failed"), why
+    assert verify(tmp_path / "broken.bundle", tmp) is not None

@@ -103,7 +103,8 @@ class DataOwners:
 
 
 class GitBundleVerifier:
-    """``git bundle verify`` of an imported bundle in a one-shot check sandbox
+    """``git bundle verify`` and an fsck'd fetch of an imported bundle in a one-shot check
+    sandbox
     (:class:`~.checkbox.SandboxChecker`): no network, nothing of the airlock mounted but
     a copy of the bundle. Without a check sandbox, bundles are refused."""
 
@@ -132,7 +133,8 @@ class GitBundleVerifier:
         from .checkbox import CHECK_DIR, CHECK_PROJECT_PREFIX  # deferred: as above
 
         c = self.checker
-        work = Path(tempfile.mkdtemp(prefix="bundle-", dir=tmp_dir))
+        # ``<staging>/tmp/sbx-*``: the one folder the launcher mounts for the airlock
+        work = Path(tempfile.mkdtemp(prefix="sbx-", dir=tmp_dir))
         project = Project(slug=CHECK_PROJECT_PREFIX + secrets.token_hex(4),
                           title="airlock check", ldap_group="-", gid=c.conf.check_gid,
                           quota=Quota(cpu=c.conf.check_cpu, memory=c.conf.check_memory,
@@ -141,8 +143,13 @@ class GitBundleVerifier:
             shutil.copyfile(path, work / "in.bundle")
             c._give(work / "in.bundle", 0o440)
             c._give(work, 0o750)
+            # verify (complete: no prerequisite commit), then read every object with
+            # fsck (a bundle whose pack is damaged or crafted verifies, but fails here)
+            bundle = f"{CHECK_DIR}/in.bundle"
             script = ("git init -q /tmp/r && cd /tmp/r && "
-                      f"exec git bundle verify {CHECK_DIR}/in.bundle")
+                      f"git bundle verify {bundle} && "
+                      "exec git -c transfer.fsckObjects=true -c fetch.fsckObjects=true "
+                      f"fetch -q {bundle} '+refs/*:refs/imported/*'")
             spec = SandboxSpec(project, c.user, ["/bin/sh", "-c", script],
                                env={"HOME": "/tmp", "GIT_CONFIG_NOSYSTEM": "1"},
                                allowed_ports=[], workdir="/tmp", name="airlock-check",
@@ -367,7 +374,8 @@ class IngressService:
         with open(path, "rb") as fh:
             verdict = check_file(fh, name, size, code=code, limits=self.limits)
         if verdict.kind == "git-bundle" and verdict.accepted:
-            why = self.bundle_verifier(path, folder)
+            self.airlock.staging.prepare()
+            why = self.bundle_verifier(path, self.airlock.staging.tmp)
             if why:
                 verdict.reasons.append(f"{name}: {why}")
         row = ImportFile(import_id=import_id, name=name, sha256=digest.hexdigest(), size=size,
