@@ -228,7 +228,7 @@ def _git(*args: str, cwd: Path) -> None:
                    check=True, capture_output=True, timeout=60)
 
 
-def test_git_bundles_are_verified_in_a_check_sandbox(checker, tmp_path):
+def test_git_bundles_are_verified_in_a_check_sandbox(checker, tmp_path):  # noqa: F811
     from ecluse.airlock.ingress import GitBundleVerifier
 
     sandbox_checker, tmp = checker
