@@ -248,3 +248,21 @@ def test_git_bundles_are_verified_in_a_check_sandbox(checker, tmp_path):  # noqa
     why = verify(tmp_path / "thin.bundle", tmp)
     assert why and why.startswith("git bundle verify failed"), why
     assert verify(tmp_path / "broken.bundle", tmp) is not None
+
+
+def test_no_file_may_take_the_manifests_name(service, ingress):
+    bob = who(service, "bob", ["cardio-los"])
+    r = ingress.create(bob, project="cardio-los", title="t", justification="j")
+    with pytest.raises(InvalidInput, match="MANIFEST.sha256 is the name of the manifest"):
+        ingress.add_file(bob, r["id"], "MANIFEST.sha256", [b"00  /etc/passwd\n"])
+
+
+def test_a_data_owner_sees_and_may_decide_their_projects_imports_only(service, ingress):
+    bob = who(service, "bob", ["cardio-los"])
+    rid = open_with(ingress, bob, {"icd10.csv": CSV})
+    ingress.submit(bob, rid)
+    olga, gus = who(service, "olga", []), who(service, "gus", [])
+    assert [i["id"] for i in ingress.list(olga)] == [rid]
+    assert ingress.get(olga, rid)["actions"] == ["approve", "reject"]
+    assert ingress.list(gus) == []
+    assert ingress.get(bob, rid)["actions"] == ["withdraw"]

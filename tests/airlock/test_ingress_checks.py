@@ -154,3 +154,22 @@ def test_a_truncated_archive_is_refused_not_passed():
     data = zip_of({"a.csv": b"a,b\n" * 1000})
     v = check(data[: len(data) // 2], "data.zip")
     assert not v.accepted
+
+
+def test_an_archive_member_of_unknown_type_is_refused_and_office_parts_are_looked_into():
+    blob = bytes(range(256)) * 8
+    v = check(zip_of({"a.csv": b"a\n", "blob.dat": blob}), "data.zip")
+    assert not v.accepted and "members whose type cannot be told" in v.reasons[0]
+    assert "blob.dat" in v.reasons[0]
+    # an Office file's own binary parts are not data, but a program hidden in it is found
+    book = {"[Content_Types].xml": b"<Types/>", "xl/printerSettings/p1.bin": blob}
+    assert check(zip_of(book), "book.xlsx").accepted
+    v = check(zip_of({**book, "xl/media/tool": ELF}), "book.xlsx")
+    assert not v.accepted and "elf" in v.reasons[0]
+
+
+def test_known_data_formats_pass_in_an_archive():
+    sas = b"\x00" * 12 + bytes.fromhex("c2ea8160b31411cfbd92080009c7318c181f1011") + b"\x00" * 64
+    parquet = b"PAR1" + b"\x00" * 64 + b"PAR1"
+    v = check(zip_of({"a.sas7bdat": sas, "b.parquet": parquet, "c.csv": b"x,y\n"}), "d.zip")
+    assert v.accepted, v.reasons

@@ -231,9 +231,17 @@ class IngressService:
 
     # ------------------------------------------------------------ who may
 
-    def _is_owner(self, user: Identity, project: str) -> bool:
+    def _is_owner(self, user: Identity, project: str,
+                  memo: dict[str, bool] | None = None) -> bool:
+        """A data owner of ``project`` (the directory is asked once per project in
+        ``memo``, e.g. over a list)."""
+        if memo is not None and project in memo:
+            return memo[project]
         p = self.projects.get(project)
-        return p is not None and self.data_owners(user.name, p)
+        owner = p is not None and self.data_owners(user.name, p)
+        if memo is not None:
+            memo[project] = owner
+        return owner
 
     def _same_person(self, user: Identity, req: ImportRequest) -> str | None:
         if user.name == req.requester:
@@ -241,10 +249,11 @@ class IngressService:
         me = self.airlock._as_person(user).person if self.airlock.people else user.person
         return me.same_as(Person(req.requester, req.requester_dn, req.requester_uid_number))
 
-    def _require_view(self, user: Identity, req: ImportRequest) -> None:
+    def _require_view(self, user: Identity, req: ImportRequest,
+                      memo: dict[str, bool] | None = None) -> None:
         if user.is_staff or user.in_project(req.project) or user.name == req.requester:
             return
-        if self._is_owner(user, req.project):
+        if self._is_owner(user, req.project, memo):
             return
         raise NotFound(f"no import request {req.id}")
 
@@ -313,20 +322,21 @@ class IngressService:
                 q = q.where(ImportRequest.state == state)
             if project:
                 q = q.where(ImportRequest.project == project)
-            out = []
+            out, memo = [], {}
             for r in s.scalars(q.limit(1000)):
                 try:
-                    self._require_view(user, r)
+                    self._require_view(user, r, memo)
                 except (NotFound, IdentityUnavailable):
                     continue
-                out.append(self._detail(r, user))
+                out.append(self._detail(r, user, memo))
             return out
 
     def get(self, user: Identity, import_id: Any) -> dict[str, Any]:
         with self.airlock.sessions() as s:
             req = self._load(s, import_id)
-            self._require_view(user, req)
-            return self._detail(req, user)
+            memo: dict[str, bool] = {}
+            self._require_view(user, req, memo)
+            return self._detail(req, user, memo)
 
     # ------------------------------------------------------------ files
 
@@ -337,6 +347,9 @@ class IngressService:
                  chunks: Any) -> dict[str, Any]:
         """Write a file into the quarantine, check it and record the verdict."""
         name = clean_filename(name)
+        if name == MANIFEST:
+            raise InvalidInput(f"filename: {MANIFEST} is the name of the manifest the "
+                               "airlock writes beside the files; rename the file")
         with self._guard(user, "add_file", import_id if isinstance(import_id, str) else None):
             with self.airlock.sessions() as s:
                 req = self._load(s, import_id)
@@ -586,15 +599,21 @@ class IngressService:
         return {"id": f.id, "name": f.name, "sha256": f.sha256, "size": f.size,
                 "kind": f.kind, "verdict": f.verdict, "reasons": json.loads(f.reasons or "[]")}
 
-    def _detail(self, r: ImportRequest, user: Identity) -> dict[str, Any]:
+    def _detail(self, r: ImportRequest, user: Identity,
+                memo: dict[str, bool] | None = None) -> dict[str, Any]:
         actions = []
         if user.name == r.requester and r.state == OPEN:
             actions += ["add_file", "remove_file", "submit", "withdraw"]
         elif r.state == SUBMITTED:
             if user.name == r.requester or user.is_staff:
                 actions.append("withdraw")
-            if user.name != r.requester and user.is_staff:
-                actions += ["approve", "reject"]
+            if user.name != r.requester:
+                try:
+                    decider = user.is_staff or self._is_owner(user, r.project, memo)
+                except IdentityUnavailable:
+                    decider = False
+                if decider:
+                    actions += ["approve", "reject"]
         return {
             "id": r.id, "project": r.project, "requester": r.requester, "source": r.source,
             "code": r.code, "title": r.title, "justification": r.justification,

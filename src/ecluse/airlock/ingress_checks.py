@@ -37,7 +37,7 @@ SCRIPT_SUFFIXES = frozenset({
     ".py", ".pyc", ".pyw", ".sh", ".bash", ".zsh", ".ksh", ".csh", ".fish", ".r", ".rmd",
     ".qmd", ".pl", ".pm", ".rb", ".php", ".js", ".mjs", ".cjs", ".ts", ".lua", ".tcl",
     ".jl", ".m", ".do", ".ado", ".sas", ".sps", ".ps1", ".psm1", ".bat", ".cmd", ".vbs",
-    ".vba", ".wsf", ".exe", ".dll", ".so", ".dylib", ".bin", ".run", ".jar", ".class",
+    ".vba", ".wsf", ".exe", ".dll", ".so", ".dylib", ".run", ".jar", ".class",
     ".msi", ".scr", ".com", ".app", ".deb", ".rpm", ".whl", ".egg", ".ipynb", ".xlsm",
     ".docm", ".pptm", ".xlam", ".dotm", ".potm", ".ppsm", ".sql", ".awk", ".sed",
     ".makefile", ".mk", ".c", ".cc", ".cpp", ".h", ".go", ".rs", ".java", ".scala",
@@ -136,9 +136,18 @@ def sniff(head: bytes) -> str:
                         (b"7z\xbc\xaf\x27\x1c", "7z"), (b"Rar!", "rar")):
         if head.startswith(magic):
             return kind
+    if head[12:32] == SAS7BDAT_MAGIC:
+        return "sas7bdat"
+    if head.startswith((b"X\n\x00\x00", b"RDX2\n", b"RDX3\n")):
+        return "r-data"
+    if head.startswith(b"\xd7\xcd\xc6\x9a") or head[40:44] == b" EMF":
+        return "vector-image"
     if _is_text(head):
         return "text"
     return "unknown-binary"
+
+
+SAS7BDAT_MAGIC = bytes.fromhex("c2ea8160b31411cfbd92080009c7318c181f1011")
 
 
 def _is_text(head: bytes) -> bool:
@@ -158,7 +167,17 @@ def _is_text(head: bytes) -> bool:
 
 #: data kinds a data import takes as they are
 DATA_KINDS = frozenset({"text", "pdf", "png", "jpeg", "gif", "parquet", "hdf5", "sqlite",
-                        "arrow", "npy", "tiff", "json", "notebook"})
+                        "arrow", "npy", "tiff", "json", "notebook", "sas7bdat", "r-data",
+                        "vector-image"})
+
+
+class _Found(list):
+    """Kinds of executable content found; ``unknown``: archive members whose type could not
+    be told (refused like a file of unknown type)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unknown: list[str] = []
 
 
 # ------------------------------------------------------------------ one file
@@ -169,7 +188,7 @@ def check_file(stream: BinaryIO, name: str, size: int, *, code: bool,
     """Check one quarantined file (``stream`` at its start). Never raises for bad input:
     a refusal is a :class:`Verdict` with reasons."""
     limits = limits or Limits()
-    found: list[str] = []
+    found = _Found()
     reasons: list[str] = []
     if size > limits.max_file_bytes:
         return Verdict("too-large", [f"{name}: {size} bytes, more than the "
@@ -185,6 +204,10 @@ def check_file(stream: BinaryIO, name: str, size: int, *, code: bool,
     if kind == "unknown-binary":
         reasons.append(f"{name}: its type cannot be told from its content (not a known "
                        "data format): refused")
+    if found.unknown:
+        shown = ", ".join(found.unknown[:5]) + (" …" if len(found.unknown) > 5 else "")
+        reasons.append(f"{name}: members whose type cannot be told from their content "
+                       f"({shown}): refused")
     if kind in ("7z", "rar"):
         reasons.append(f"{name}: {kind} archives cannot be checked here: import a zip or "
                        "a tar archive instead")
@@ -194,14 +217,14 @@ def check_file(stream: BinaryIO, name: str, size: int, *, code: bool,
     return Verdict(kind, reasons, found)
 
 
-def _check(stream: BinaryIO, name: str, size: int, found: list[str], budget: _Budget,
-           limits: Limits, *, depth: int) -> str:
+def _check(stream: BinaryIO, name: str, size: int, found: _Found, budget: _Budget,
+           limits: Limits, *, depth: int, by_name: bool = True) -> str:
     head = stream.read(HEAD)
     stream.seek(0)
     kind = sniff(head)
     if kind in EXECUTABLE_KINDS:
         found.append(kind)
-    if PurePosixPath(name.lower()).suffix in SCRIPT_SUFFIXES:
+    if by_name and PurePosixPath(name.lower()).suffix in SCRIPT_SUFFIXES:
         found.append("script-name")
     if kind in ("zip", "tar", "gzip", "bzip2", "xz") and depth >= limits.max_nesting:
         raise _Refuse(f"{name}: archives nested more than {limits.max_nesting} deep")
@@ -216,7 +239,7 @@ def _check(stream: BinaryIO, name: str, size: int, found: list[str], budget: _Bu
     return kind
 
 
-def _text_kind(stream: BinaryIO, name: str, size: int, found: list[str]) -> str:
+def _text_kind(stream: BinaryIO, name: str, size: int, found: _Found) -> str:
     """JSON notebooks with code are executable; other text is data."""
     if size > 64 * 1024 * 1024:
         return "text"
@@ -261,32 +284,50 @@ def _member_name(name: str, where: str) -> str:
     return norm
 
 
-def _read_member(fh: BinaryIO, where: str, budget: _Budget, cap: int) -> bytes:
-    """Read a member (counting every byte against the budget); keep at most ``cap``."""
+#: kinds whose check needs more than their first bytes (kept up to ``NESTED_CAP``)
+LOOK_INSIDE = frozenset({"zip", "tar", "gzip", "bzip2", "xz", "ole2"})
+
+
+def _read_member(fh: BinaryIO, where: str, budget: _Budget, cap: int) -> tuple[bytes, bool]:
+    """Read a member to its end (counting every byte against the budget); keep what its
+    check needs: up to ``cap`` bytes of an archive, an OLE2 file or JSON text, else its
+    first bytes. Returns (kept, whether that is all of it)."""
     kept = bytearray()
+    keep = cap
+    total = 0
     while True:
         chunk = fh.read(CHUNK)
         if not chunk:
-            return bytes(kept)
+            return bytes(kept), total == len(kept)
         budget.spend(len(chunk), where)
-        if len(kept) < cap:
-            kept.extend(chunk[: cap - len(kept)])
+        if total == 0:
+            first = chunk[:HEAD]
+            if sniff(first) not in LOOK_INSIDE and not first.lstrip().startswith(b"{"):
+                keep = HEAD
+        total += len(chunk)
+        if len(kept) < keep:
+            kept.extend(chunk[: keep - len(kept)])
 
 
-def _inner(data: bytes, full: bool, name: str, where: str, found: list[str],
-           budget: _Budget, limits: Limits, depth: int) -> None:
+def _inner(data: bytes, full: bool, name: str, where: str, found: _Found,
+           budget: _Budget, limits: Limits, depth: int, *, office: bool = False) -> None:
     """Check a member's content (what was kept of it)."""
     stream = io.BytesIO(data)
     kind = sniff(data[:HEAD])
-    if kind in ("zip", "tar", "gzip", "bzip2", "xz") and not full:
-        raise _Refuse(f"{where}: a nested archive too large to check")
-    _check(stream, name, len(data), found, budget, limits, depth=depth + 1)
+    if kind in LOOK_INSIDE and not full:
+        raise _Refuse(f"{where}: a nested archive or OLE2 file too large to check")
+    # an Office file's parts are named by its format (printerSettings1.bin): content only
+    kind = _check(stream, name, len(data), found, budget, limits, depth=depth + 1,
+                  by_name=not office)
+    if kind in ("unknown-binary", "7z", "rar") and not office:
+        # an Office file's own parts (printer settings, embedded fonts) are not data
+        found.unknown.append(where.split(": ", 1)[-1])
 
 
 NESTED_CAP = 256 * 1024 * 1024
 
 
-def _zip(stream: BinaryIO, name: str, found: list[str], budget: _Budget, limits: Limits,
+def _zip(stream: BinaryIO, name: str, found: _Found, budget: _Budget, limits: Limits,
          depth: int) -> str:
     kind = "zip"
     with zipfile.ZipFile(stream) as zf:
@@ -310,10 +351,9 @@ def _zip(stream: BinaryIO, name: str, found: list[str], budget: _Budget, limits:
             if info.flag_bits & 0x1:
                 raise _Refuse(f"{where}: encrypted members cannot be checked")
             with zf.open(info) as fh:
-                data = _read_member(fh, where, budget, NESTED_CAP)
-            full = info.file_size <= NESTED_CAP
-            if kind != "office":
-                _inner(data, full, info.filename, where, found, budget, limits, depth)
+                data, full = _read_member(fh, where, budget, NESTED_CAP)
+            _inner(data, full, info.filename, where, found, budget, limits, depth,
+                   office=kind == "office")
     return kind
 
 
@@ -333,7 +373,7 @@ class _Counting(io.RawIOBase):
         return len(data)
 
 
-def _tar_or_stream(stream: BinaryIO, name: str, kind: str, found: list[str], budget: _Budget,
+def _tar_or_stream(stream: BinaryIO, name: str, kind: str, found: _Found, budget: _Budget,
                    limits: Limits, depth: int) -> str:
     opener = {"gzip": lambda s: __import__("gzip").GzipFile(fileobj=s),
               "bzip2": lambda s: bz2.BZ2File(s), "xz": lambda s: lzma.LZMAFile(s),
@@ -346,8 +386,8 @@ def _tar_or_stream(stream: BinaryIO, name: str, kind: str, found: list[str], bud
         stream.seek(0)
     if not (len(head) > 262 and head[257:262] == b"ustar") and not _tar_v7(head):
         # one compressed file, not a tar: check what it holds
-        data = _read_member(plain, name, budget, NESTED_CAP)
-        _inner(data, True, name.rsplit(".", 1)[0], name, found, budget, limits, depth)
+        data, full = _read_member(plain, name, _Free(), NESTED_CAP)  # counted underneath
+        _inner(data, full, name.rsplit(".", 1)[0], name, found, budget, limits, depth)
         return kind
     with tarfile.open(fileobj=plain, mode="r|") as tf:
         for member in tf:
@@ -364,9 +404,9 @@ def _tar_or_stream(stream: BinaryIO, name: str, kind: str, found: list[str], bud
             fh = tf.extractfile(member)
             if fh is None:  # pragma: no cover - regular members always have content
                 continue
-            data = _read_member(fh, where, budget if kind == "tar" else _Free(), NESTED_CAP)
-            _inner(data, member.size <= NESTED_CAP, member.name, where, found, budget, limits,
-                   depth)
+            data, full = _read_member(fh, where, budget if kind == "tar" else _Free(),
+                                      NESTED_CAP)
+            _inner(data, full, member.name, where, found, budget, limits, depth)
     return "tar" if kind == "tar" else f"tar+{kind}"
 
 

@@ -10,7 +10,7 @@ the decision form. Members open imports with their browser session only; an
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from jupyterhub.utils import url_path_join
 from tornado import web
@@ -120,8 +120,8 @@ class ImportFileUpload(_Ingress, APIHandler):
     async def put(self, import_id: str, name: str) -> None:
         me = self.require_identity()
         body = self.request.body
-        data = await self.run_checking(self.ingress.add_file, me, import_id, unquote(name),
-                                       [body])
+        # tornado has percent-decoded the name (a "/" in it is refused by the service)
+        data = await self.run_checking(self.ingress.add_file, me, import_id, name, [body])
         self.send(data, 201)
 
 
