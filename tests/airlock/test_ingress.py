@@ -266,3 +266,59 @@ def test_a_data_owner_sees_and_may_decide_their_projects_imports_only(service, i
     assert ingress.get(olga, rid)["actions"] == ["approve", "reject"]
     assert ingress.list(gus) == []
     assert ingress.get(bob, rid)["actions"] == ["withdraw"]
+
+
+def test_the_airlocks_own_user_delivers_into_the_inbox_it_was_given():
+    """Where the airlock runs as its own user, ``prepare_inbox`` gives it the inbox
+    (setgid to the project's group): it delivers without root, files take the project's
+    group, and a project member on the host still cannot write there."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from ecluse.sandbox.local import prepare_inbox
+
+    base = Path(tempfile.mkdtemp(prefix="ecluse-inbox-"))
+    try:
+        os.chmod(base, 0o755)
+        pdir = base / "projects" / "cardio-los"
+        (pdir / "shared").mkdir(parents=True)
+        for d in (base / "projects", pdir):
+            d.chmod(0o755)
+        prepare_inbox(pdir, 7101, owner=65534)
+        st = os.stat(pdir / "inbox")
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 7101, 0o2750)
+        q = base / "q"
+        q.mkdir(mode=0o755)
+        (q / "1").write_bytes(CSV)
+        (q / "1").chmod(0o644)
+        sha = hashlib.sha256(CSV).hexdigest()
+        code = ("import sys; from pathlib import Path; "
+                "from ecluse.airlock.ingress import write_delivery; "
+                f"print(write_delivery(Path({str(pdir / 'inbox')!r}), 'im-00000000000000aa', "
+                f"7101, [(Path({str(q / '1')!r}), 'icd10.csv', {sha!r})]))")
+        done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534",
+                               "--clear-groups", sys.executable, "-c", code],
+                              capture_output=True, text=True, timeout=120, cwd="/")
+        assert done.returncode == 0, done.stderr
+        dest = pdir / "inbox" / "im-00000000000000aa"
+        st = os.stat(dest / "icd10.csv")
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 7101, 0o440)
+        assert (dest / "MANIFEST.sha256").read_text() == f"{sha}  icd10.csv\n"
+        member = subprocess.run(
+            ["setpriv", "--reuid", "5001", "--regid", "5001", "--groups", "7101",
+             sys.executable, "-c", f"open({str(pdir / 'inbox' / 'x')!r}, 'w')"],
+            capture_output=True, text=True, timeout=120, cwd="/")
+        assert member.returncode != 0 and "Permission denied" in member.stderr
+        # a changed quarantine file is never delivered
+        (q / "1").write_bytes(CSV + b"I99,tampered\n")
+        from ecluse.airlock.errors import IntegrityFailure
+        from ecluse.airlock.ingress import write_delivery
+
+        with pytest.raises(IntegrityFailure, match="no longer match"):
+            write_delivery(pdir / "inbox", "im-00000000000000bb", 7101,
+                           [(q / "1", "icd10.csv", sha)])
+        assert sorted(p.name for p in (pdir / "inbox").iterdir()) == ["im-00000000000000aa"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

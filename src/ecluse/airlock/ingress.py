@@ -538,42 +538,12 @@ class IngressService:
             project = self.projects.get(req.project)
         gid = getattr(project, "gid", None)
         inbox = self.inbox(req.project)
-        final = inbox / req.id
         try:
             if gid is None:
                 raise PermissionError(f"project {req.project} has no gid yet")
-            inbox.mkdir(mode=0o750, parents=True, exist_ok=True)
-            os.chown(inbox, 0, gid)
-            os.chmod(inbox, 0o750)
-            partial = inbox / f".{req.id}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(mode=0o700)
-            lines = []
-            for fid, name, sha in files:
-                src = self._dir(req.id) / str(fid)
-                digest = hashlib.sha256()
-                dst = partial / name
-                with open(src, "rb") as fi, open(dst, "xb") as fo:
-                    while chunk := fi.read(CHUNK):
-                        digest.update(chunk)
-                        fo.write(chunk)
-                if digest.hexdigest() != sha:
-                    raise IntegrityFailure(f"{name}: its bytes in the quarantine no longer "
-                                           "match the sha256 recorded when it was checked")
-                os.chown(dst, 0, gid)
-                os.chmod(dst, 0o440)
-                lines.append(f"{sha}  {name}\n")
-            (partial / MANIFEST).write_text("".join(lines))
-            os.chown(partial / MANIFEST, 0, gid)
-            os.chmod(partial / MANIFEST, 0o440)
-            os.chown(partial, 0, gid)
-            os.chmod(partial, 0o550)
-            if final.exists():
-                raise FileExistsError(f"{final} already exists")
-            os.rename(partial, final)
+            final = write_delivery(inbox, req.id, gid, [
+                (self._dir(req.id) / str(fid), name, sha) for fid, name, sha in files])
         except (OSError, IntegrityFailure) as e:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(inbox / f".{req.id}.partial", ignore_errors=True)
             self._audit(AuditEvent.AIRLOCK_IMPORT_DELIVERY_FAILED, actor, req,
                         outcome="error", error=f"{type(e).__name__}: {e}")
             raise
@@ -623,6 +593,64 @@ class IngressService:
             "inbox": f"/project/inbox/{r.id}" if r.state == DELIVERED else None,
             "files": [self._file(f) for f in r.files], "actions": actions,
         }
+
+
+def write_delivery(inbox: Path, import_id: str, gid: int,
+                   files: list[tuple[Path, str, str]]) -> Path:
+    """Copy ``files`` (quarantine path, name, sha256 recorded at the check) into
+    ``inbox/<import_id>/`` with ``MANIFEST.sha256``: files 0440, folder 0550, group ``gid``.
+
+    As root the inbox is made (root:project 0750) and everything chowned; as the airlock's
+    own user the inbox must be its own, setgid to the project's group (made so by the
+    sandbox's ``prepare_inbox``), and the group of what it writes is checked. Each file is
+    re-hashed while copied: a change since its check refuses the delivery. Written in a
+    hidden folder first, renamed into place at the end (all or nothing)."""
+    root = os.geteuid() == 0
+    if root:
+        inbox.mkdir(mode=0o750, parents=True, exist_ok=True)
+        st = os.lstat(inbox)
+        if st.st_uid == 0:
+            os.chown(inbox, 0, gid)
+            os.chmod(inbox, 0o750)
+    final = inbox / import_id
+    partial = inbox / f".{import_id}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir(mode=0o700)
+        if root:
+            os.chown(partial, 0, gid)
+        if os.stat(partial).st_gid != gid:
+            raise PermissionError(f"{inbox} does not give its files the project's group "
+                                  f"{gid} (it must be setgid and of that group)")
+        lines = []
+        for src, name, sha in files:
+            digest = hashlib.sha256()
+            dst = partial / name
+            with open(src, "rb") as fi, open(dst, "xb") as fo:
+                while chunk := fi.read(CHUNK):
+                    digest.update(chunk)
+                    fo.write(chunk)
+            if digest.hexdigest() != sha:
+                raise IntegrityFailure(f"{name}: its bytes in the quarantine no longer "
+                                       "match the sha256 recorded when it was checked")
+            if root:
+                os.chown(dst, 0, gid)
+            os.chmod(dst, 0o440)
+            lines.append(f"{sha}  {name}\n")
+        (partial / MANIFEST).write_text("".join(lines))
+        if root:
+            os.chown(partial / MANIFEST, 0, gid)
+        os.chmod(partial / MANIFEST, 0o440)
+        os.chmod(partial, 0o550)
+        if os.path.lexists(final):
+            raise FileExistsError(f"{final} already exists")
+        os.rename(partial, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.chmod(partial, 0o700)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final
 
 
 def _iso(value: Any) -> str | None:
