@@ -538,10 +538,10 @@ class Project(_Model):
         "Unset: staff only.",
     )
 
-    @field_validator("ldap_group")
+    @field_validator("ldap_group", "data_owner_group")
     @classmethod
-    def _group_dn(cls, v: str) -> str:
-        if "=" in v:
+    def _group_dn(cls, v: str | None) -> str | None:
+        if v is not None and "=" in v:
             try:
                 parse_dn(v, strip=True)
             except Exception:  # noqa: BLE001 - ldap3 raises several kinds
