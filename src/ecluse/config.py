@@ -531,11 +531,17 @@ class Project(_Model):
     members_may_review: bool = Field(
         False, description="Allow project members to review this project's exports."
     )
+    data_owner_group: str | None = Field(
+        None, min_length=1,
+        description="LDAP group (by DN, or a bare name) of the project's data owners: its "
+        "members, besides staff, approve the project's import requests (never their own). "
+        "Unset: staff only.",
+    )
 
-    @field_validator("ldap_group")
+    @field_validator("ldap_group", "data_owner_group")
     @classmethod
-    def _group_dn(cls, v: str) -> str:
-        if "=" in v:
+    def _group_dn(cls, v: str | None) -> str | None:
+        if v is not None and "=" in v:
             try:
                 parse_dn(v, strip=True)
             except Exception:  # noqa: BLE001 - ldap3 raises several kinds

@@ -493,6 +493,9 @@ def check_group_names(settings: Any, directory: Directory | None = None) -> list
     directory = directory or Directory(settings.ldap)
     named = [(f"projects.{slug}.ldap_group", p.ldap_group)
              for slug, p in sorted(settings.projects.items())]
+    named += [(f"projects.{slug}.data_owner_group", p.data_owner_group)
+              for slug, p in sorted(settings.projects.items())
+              if getattr(p, "data_owner_group", None)]
     named += [("ldap.output_checker_group", settings.ldap.output_checker_group),
               ("ldap.staff_group", settings.ldap.staff_group)]
     lines, errors = [], []

@@ -16,7 +16,8 @@ specification:
   (no DNS, no other pod, no outside address), and a ResourceQuota.
 
 Storage: each dataset is a read-only PersistentVolumeClaim, the project
-folder one claim, the homes one claim mounted with ``subPath: <user>``
+folder one claim, the homes one claim mounted with ``subPath: <user>``, the project's
+inbox of approved imports one claim mounted read-only at ``/project/inbox``
 (claim names are templates, see the traits).
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 
 from traitlets import Bool, Dict, Integer, Unicode, default
 
-from .base import Sandbox, SandboxSpec, sandbox_env
+from .base import INBOX_TARGET, Sandbox, SandboxSpec, sandbox_env
 
 COMPONENT = "ecluse-sandbox"
 
@@ -43,6 +44,9 @@ class KubernetesSandbox(Sandbox):
         "data-{dataset}", help="PVC of a dataset (in the project namespace), mounted read-only."
     ).tag(config=True)
     shared_claim = Unicode("project-shared", help="PVC of the project folder.").tag(config=True)
+    inbox_claim = Unicode(
+        "project-inbox", help="PVC of the project's inbox of approved imports, mounted "
+        "read-only at /project/inbox (the airlock's delivery writes it).").tag(config=True)
     home_claim = Unicode("homes", help="PVC of the homes (one subPath per user).").tag(
         config=True)
     tmp_size = Unicode("1Gi", help="Size of the in-memory /tmp.").tag(config=True)
@@ -80,6 +84,9 @@ class KubernetesSandbox(Sandbox):
             mounts.append({"name": name, "mountPath": f"/data/{ds.name}", "readOnly": True})
         vols.append({"name": "project", "persistentVolumeClaim": {"claimName": self.shared_claim}})
         mounts.append({"name": "project", "mountPath": "/project"})
+        vols.append({"name": "inbox", "persistentVolumeClaim": {"claimName": self.inbox_claim,
+                                                                "readOnly": True}})
+        mounts.append({"name": "inbox", "mountPath": INBOX_TARGET, "readOnly": True})
         vols.append({"name": "home", "persistentVolumeClaim": {"claimName": self.home_claim}})
         mounts.append({"name": "home", "mountPath": spec.home, "subPath": spec.user.name})
         vols.append({"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": self.tmp_size}})

@@ -578,6 +578,7 @@ class NotFoundAPI(APIHandler):
 
 def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]:
     from .check import CheckHandler  # deferred: it builds on this module's handlers
+    from .ingress import ingress_api_routes  # deferred: ingress imports this module
 
     base = prefix.rstrip("/") + "/api/v1"
     document: dict[str, Any] = {}
@@ -604,6 +605,7 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
             ActionHandler,
         ),
         (base + r"/check", CheckHandler),
+        *ingress_api_routes(base),  # import requests (ingress.py)
         (base + r"/.*", NotFoundAPI),
     ]
     document.update(build_spec(routes, base))

@@ -27,6 +27,7 @@ from ...hubservice.web import bind_address
 from ...i18n import EcluseI18n
 from ..service import AirlockService
 from .api import api_handlers
+from .ingress import ingress_ui_routes
 from .ui import TEMPLATE_GLOBALS, NotFoundPage, ui_handlers
 
 __all__ = ["bind_address", "hub_oauth_from_env", "make_app", "serve"]
@@ -68,7 +69,8 @@ def make_app(
     )
     jinja.globals.update(TEMPLATE_GLOBALS)
     static_prefix = url_path_join(prefix, "static/")
-    handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix)]
+    handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix),
+                           *ingress_ui_routes(prefix)]
     handlers.append((prefix.rstrip("/") + r"/(.*)", NotFoundPage))
     app = web.Application(
         handlers,
