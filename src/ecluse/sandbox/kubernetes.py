@@ -29,9 +29,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from ..config import parse_size
+from ..settings import parse_size
 from .base import ProjectPaths, Sandbox, SandboxError, SandboxSpec, UserIdentity, sandbox_env
 from .k8s_checks import network_policy_problems, pod_problems, quota_problems
 
@@ -64,6 +64,11 @@ class KubernetesSandbox(Sandbox):
         False, help="Let sandboxes query the cluster DNS (kube-dns, port 53). Off by default: "
         "a resolver that forwards outside names is an exfiltration channel.").tag(config=True)
 
+    egress_components = List(
+        Unicode(), ["hub", "airlock", "gateway", "traefik"],
+        help="app.kubernetes.io/component values of the hub-side pods sandboxes may reach "
+        "(on the allowed ports only): the hub API, the airlock, dask-gateway's API server "
+        "and its traefik proxy.").tag(config=True)
     kubeconfig = Unicode(
         "", help="kubeconfig file of the API the hub uses (default: the hub pod's service "
         "account, as KubeSpawner in a zero-to-jupyterhub deployment).").tag(config=True)
@@ -223,14 +228,16 @@ class KubernetesSandbox(Sandbox):
         }
 
     def network_policy(self, spec: SandboxSpec) -> dict[str, Any]:
-        """Ingress from hub and proxy only; egress to the allowed hub/airlock ports only."""
+        """Ingress from hub and proxy only; egress to the allowed ports of the hub, airlock and
+        gateway only. No peer in the project's namespace: sandboxes of a project never reach
+        each other (they share files through /project)."""
         hub_ns = {"matchLabels": {"kubernetes.io/metadata.name": self.hub_namespace}}
         ingress_from = [{"namespaceSelector": hub_ns, "podSelector": {"matchExpressions": [
             {"key": "app.kubernetes.io/component", "operator": "In",
              "values": ["hub", "proxy"]}]}}]
         egress_to = [{"namespaceSelector": hub_ns, "podSelector": {"matchExpressions": [
             {"key": "app.kubernetes.io/component", "operator": "In",
-             "values": ["hub", "airlock"]}]}}]
+             "values": list(self.egress_components)}]}}]
         policy: dict[str, Any] = {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
