@@ -45,8 +45,9 @@ RESOURCES = {
 
 # ----------------------------------------------------------------- the models
 
-_LIST_RE = re.compile(r"^list\[(.+)\]$")
-_DICT_RE = re.compile(r"^dict\((\w+), (.+)\)$")
+_LIST_RE = re.compile(r"^[Ll]ist\[(.+)\]$")
+_DICT_RE = re.compile(r"^(?:dict\((\w+), (.+)\)|Dict\[(\w+), (.+)\])$")
+_OPTIONAL_RE = re.compile(r"^Optional\[(.+)\]$")
 
 
 def model_problems(data: Any, model: str, path: str = "") -> list[str]:
@@ -58,6 +59,9 @@ def model_problems(data: Any, model: str, path: str = "") -> list[str]:
     out: list[str] = []
     if data is None:
         return out
+    m = _OPTIONAL_RE.match(model)
+    if m:
+        return model_problems(data, m.group(1), path)
     m = _LIST_RE.match(model)
     if m:
         if not isinstance(data, list):
@@ -70,7 +74,7 @@ def model_problems(data: Any, model: str, path: str = "") -> list[str]:
         if not isinstance(data, dict):
             return [f"{path or '.'}: {type(data).__name__}, expected a mapping"]
         for k, v in data.items():
-            out += model_problems(v, m.group(2), f"{path}.{k}")
+            out += model_problems(v, m.group(2) or m.group(4), f"{path}.{k}")
         return out
     primitive = {"str": str, "int": int, "float": (int, float), "bool": bool,
                  "object": object, "datetime": str, "date": str}

@@ -345,10 +345,19 @@ class KubernetesSandbox(Sandbox):
     # ---------------------------------------------------------------- pods
 
     @staticmethod
-    def _dict(obj: Any) -> dict[str, Any]:
-        from kubernetes_asyncio.client import ApiClient
-
-        return ApiClient().sanitize_for_serialization(obj)
+    def _dict(obj: Any) -> Any:
+        """A ``kubernetes_asyncio`` model as the API's JSON (camelCase, no None), as its
+        ``ApiClient.sanitize_for_serialization`` does, without a client (and its loop)."""
+        if obj is None or isinstance(obj, (str, int, float, bool)):
+            return obj
+        if isinstance(obj, (list, tuple)):
+            return [KubernetesSandbox._dict(o) for o in obj]
+        if isinstance(obj, dict):
+            return {k: KubernetesSandbox._dict(v) for k, v in obj.items()}
+        if hasattr(obj, "isoformat"):
+            return obj.isoformat()
+        return {obj.attribute_map[a]: KubernetesSandbox._dict(getattr(obj, a))
+                for a in obj.openapi_types if getattr(obj, a) is not None}
 
     def _labels(self, spec: SandboxSpec, sandbox_id: str, one_shot: bool) -> dict[str, str]:
         return {**self.pod_labels(spec), "ecluse.io/sandbox": spec.name or "workspace",
@@ -375,8 +384,10 @@ class KubernetesSandbox(Sandbox):
             labels=self._labels(spec, sandbox_id, one_shot),
             annotations={"ecluse.io/allowed-ports": ",".join(
                 str(p) for p in sorted(set(spec.allowed_ports)))},
-            cpu_limit=c["cpu_limit"], cpu_guarantee=c["cpu_guarantee"],
-            mem_limit=c["mem_limit"], mem_guarantee=c["mem_guarantee"],
+            # quantities as strings: the API's models type them so (KubeSpawner passes
+            # its traits through as they are)
+            cpu_limit=str(c["cpu_limit"]), cpu_guarantee=str(c["cpu_guarantee"]),
+            mem_limit=str(c["mem_limit"]), mem_guarantee=str(c["mem_guarantee"]),
             automount_service_account_token=False,
             extra_pod_config={**c["extra_pod_config"], "restartPolicy": "Never"},
             node_selector=self.node_selector or None,
@@ -556,7 +567,7 @@ class KubernetesSandbox(Sandbox):
                                    log_message=f"pod {state['namespace']}/{state['pod']} gone")
             status = pod.status
             if status.phase in ("Succeeded", "Failed"):
-                state["exit_code"] = self._exit_code(state, api.sanitize_for_serialization(pod))
+                state["exit_code"] = self._exit_code(state, self._dict(pod))
                 raise SandboxError(
                     "the workspace stopped while it started",
                     log_message=f"pod {state['pod']} {status.phase} "
@@ -594,7 +605,7 @@ class KubernetesSandbox(Sandbox):
 
         pods = await self._call(client.CoreV1Api(api).list_namespaced_pod, state["namespace"],
                                 label_selector=f"job-name={state['job']}")
-        items = api.sanitize_for_serialization(pods).get("items") or [] if pods else []
+        items = self._dict(pods).get("items") or [] if pods else []
         return items[-1] if items else None
 
     async def _pod(self, api: Any, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -604,7 +615,7 @@ class KubernetesSandbox(Sandbox):
             return await self._job_pod(api, state)
         pod = await self._call(client.CoreV1Api(api).read_namespaced_pod, state["pod"],
                                state["namespace"], missing_ok=True)
-        return None if pod is None else api.sanitize_for_serialization(pod)
+        return None if pod is None else self._dict(pod)
 
     async def poll(self, state: dict[str, Any]) -> int | None:
         if state.get("released"):
@@ -702,7 +713,7 @@ class KubernetesSandbox(Sandbox):
         async with self.api() as api:
             pods = await self._call(client.CoreV1Api(api).list_pod_for_all_namespaces,
                                     label_selector="ecluse.io/backend=kubernetes")
-            items = api.sanitize_for_serialization(pods).get("items") or []
+            items = self._dict(pods).get("items") or []
         out = []
         for pod in items:
             meta, lab = pod["metadata"], pod["metadata"].get("labels") or {}
