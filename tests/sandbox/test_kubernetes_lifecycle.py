@@ -87,10 +87,10 @@ async def test_launch_poll_terminate_and_release(api, backend, spec):
     pod_name = await runner
     assert state["pod"] == pod_name and state["namespace"] == NS
     assert state["ip"].startswith("10.244.") and state["port"] == 8888
-    # the project's objects were made, in order, before the pod
+    # the project's objects were made, in order, before the pod (the namespace was there)
     posted = [(r[1].rsplit("/", 1)[-1], (r[3] or {}).get("metadata", {}).get("name"))
               for r in api.calls("POST")]
-    assert posted == [("namespaces", NS), ("networkpolicies", "ecluse-sandboxes"),
+    assert posted == [("networkpolicies", "ecluse-sandboxes"),
                       ("resourcequotas", "ecluse-quota"), ("limitranges", "ecluse-limits"),
                       ("persistentvolumeclaims", "project-shared"),
                       ("persistentvolumeclaims", "homes"), ("pods", pod_name)]
@@ -102,7 +102,7 @@ async def test_launch_poll_terminate_and_release(api, backend, spec):
     assert await backend.read_logs(state) == ("server started\n", "")
     await backend.terminate(state, grace=7)
     (delete,) = api.calls("DELETE", f"/pods/{pod_name}")
-    assert delete[3]["gracePeriodSeconds"] == 7  # SIGTERM, then SIGKILL after 7 s
+    assert delete[2]["gracePeriodSeconds"] == "7"  # SIGTERM, then SIGKILL after 7 s
     assert api.pod(NS, pod_name) is None
     assert await backend.poll(state) == 143
     await backend.release(state)
@@ -132,6 +132,9 @@ async def test_a_missing_dataset_claim_fails_closed(api, backend, spec):
     with pytest.raises(SandboxError, match="dataset stays of project covid-los is unavailable"):
         await backend.start(spec)
     assert api.calls("POST", "/pods") == []
+    # the namespace was made on the way, under the "restricted" Pod Security standard
+    ns = api.objects[("namespaces", "", NS)]["metadata"]["labels"]
+    assert ns["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 async def test_a_server_that_exits_while_starting_fails_the_launch(api, backend, spec):
