@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
-from ecluse.sandbox import SandboxError, SandboxSpec, UserIdentity
+from ecluse.sandbox import Mount, SandboxError, SandboxSpec, UserIdentity
 from ecluse.sandbox.kubernetes import KubernetesSandbox
 from tests.support.kubeapi import RecordingApiServer, kubeconfig
 
@@ -230,3 +230,35 @@ async def test_a_batch_run_that_times_out_is_deleted(api, backend, spec):
     assert result.timed_out and not result.ok
     assert api.calls("DELETE", "/pods/")  # the pod deleted (SIGTERM, grace)
     assert api.pods("ecluse.io/sandbox=batch") == [] and api.calls("DELETE", "/jobs/")
+
+
+async def test_the_jupyter_configuration_is_a_read_only_config_map(api, backend, spec, tmp_path):
+    """The spawner's extra mount (the hub's /etc/jupyter folder) travels as a ConfigMap of
+    the project's namespace, mounted read-only with its sub-folders; a writable extra
+    mount is refused (nothing of the hub's host is writable from a pod)."""
+    conf = tmp_path / "jupyter"
+    (conf / "locale" / "fr_FR" / "labconfig").mkdir(parents=True)
+    (conf / "jupyter_server_config.json").write_text('{"ServerApp": {}}')
+    (conf / "locale" / "fr_FR" / "labconfig" / "default_setting_overrides.json").write_text("{}")
+    (conf / "logo.png").write_bytes(b"\x89PNG\xff\x00")
+    with_dataset_claim(api)
+    api.auto_run = True
+    spec.extra_mounts = [Mount(conf, "/etc/jupyter", True)]
+    state = await backend.start(spec)
+    cm = api.objects[("configmaps", NS, "ecluse-mount-etc-jupyter")]
+    pod = api.pod(NS, state["pod"])
+    (vol,) = [v for v in pod["spec"]["volumes"] if "configMap" in v]
+    paths = {i["key"]: i["path"] for i in vol["configMap"]["items"]}
+    assert sorted(paths.values()) == ["jupyter_server_config.json",
+                                      "locale/fr_FR/labconfig/default_setting_overrides.json",
+                                      "logo.png"]
+    by_path = {p: k for k, p in paths.items()}
+    assert cm["data"][by_path["jupyter_server_config.json"]] == '{"ServerApp": {}}'
+    assert by_path["logo.png"] in cm["binaryData"]
+    (mnt,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"]
+              if m["name"] == vol["name"]]
+    assert (mnt["mountPath"], mnt["readOnly"]) == ("/etc/jupyter", True)
+    await backend.stop(state, grace=0)
+    spec.extra_mounts = [Mount(conf, "/etc/jupyter", False)]
+    with pytest.raises(SandboxError, match="cannot be mounted on Kubernetes"):
+        await backend.start(spec)

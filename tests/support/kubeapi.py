@@ -4,7 +4,7 @@ No cluster runs on these machines. :class:`RecordingApiServer` is a small
 aiohttp server on loopback (its own thread and event loop) that answers the
 calls the ``kubernetes`` sandbox backend makes — create, get, list, replace
 and delete of namespaces, pods, jobs, persistent volume claims, network
-policies, resource quotas and limit ranges, and a pod's log — keeps the
+policies, resource quotas, limit ranges and config maps, and a pod's log — keeps the
 objects in memory and records every request. Each body it receives is loaded
 into the ``kubernetes`` client's models (:func:`model_problems`): an unknown
 field or a wrong type is answered ``422``, as a real API server's strict field
@@ -39,6 +39,7 @@ RESOURCES = {
     "limitranges": ("LimitRange", "V1LimitRange"),
     "networkpolicies": ("NetworkPolicy", "V1NetworkPolicy"),
     "jobs": ("Job", "V1Job"),
+    "configmaps": ("ConfigMap", "V1ConfigMap"),
     "namespaces": ("Namespace", "V1Namespace"),
 }
 
@@ -77,7 +78,8 @@ def model_problems(data: Any, model: str, path: str = "") -> list[str]:
             out += model_problems(v, m.group(2) or m.group(4), f"{path}.{k}")
         return out
     primitive = {"str": str, "int": int, "float": (int, float), "bool": bool,
-                 "object": object, "datetime": str, "date": str}
+                 "object": object, "datetime": str, "date": str,
+                 "bytes": str, "bytearray": str}  # base64 in JSON
     if model in primitive:
         ok = isinstance(data, primitive[model]) and not (
             model in ("int", "float") and isinstance(data, bool))

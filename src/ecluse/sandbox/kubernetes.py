@@ -1,32 +1,44 @@
-"""The ``kubernetes`` backend: the sandbox specification as KubeSpawner configuration.
+"""The ``kubernetes`` backend: each sandbox is a pod of the project's namespace.
 
-No Kubernetes client is imported; every method is a pure function of the
-specification:
+Built on the ecosystem's own parts: the pod and the claims are made by
+KubeSpawner's object builders (``kubespawner.objects.make_pod``,
+``make_pvc``) from :meth:`KubernetesSandbox.kubespawner_config` (the same
+values a hub running KubeSpawner itself would use), and submitted through
+``kubernetes_asyncio`` (KubeSpawner's client), so ``EcluseSpawner`` stays the
+spawner with its LDAP re-check, audit and project-bound tokens. One sandbox:
 
-* :meth:`KubernetesSandbox.kubespawner_config` — values for KubeSpawner
-  traits (``namespace``, ``uid``, ``gid``, ``supplemental_gids``,
-  ``volumes``, ``volume_mounts``, ``container_security_context``, limits...);
-* :meth:`KubernetesSandbox.pod_manifest` — the same as a ``v1/Pod`` (batch
-  runs, Dask workers);
-* :meth:`KubernetesSandbox.namespace_manifest`,
-  :meth:`KubernetesSandbox.network_policy` and
-  :meth:`KubernetesSandbox.resource_quota` — the project namespace (Pod
-  Security "restricted"), a NetworkPolicy that lets sandbox pods be reached
-  from the hub and proxy only and reach only the hub API and airlock ports
-  (no DNS, no other pod, no outside address), and a ResourceQuota.
+* the **project's objects**, made (or put back as Écluse makes them) at each
+  launch: the namespace ``ecluse-<slug>`` (Pod Security "restricted"), a
+  NetworkPolicy that lets sandbox pods be reached from the hub and proxy only
+  and reach only the hub API, airlock and gateway ports (no DNS unless
+  ``allow_dns``, no other pod — not even of the same project —, no outside
+  address), a ResourceQuota and a LimitRange, the project folder's and the
+  homes' claims; each dataset is a read-only claim the operator binds
+  (a missing one fails the launch);
+* a **pod** (:meth:`KubernetesSandbox.build_pod`): the user's uid/gid plus the
+  project group, non-root, every capability dropped, no privilege escalation,
+  ``RuntimeDefault`` seccomp, read-only root filesystem with an in-memory
+  ``/tmp``, no service-account token, no host namespace, limits from the
+  project quota, labels ``ecluse.io/*`` by which a restarted hub finds it
+  (:meth:`KubernetesSandbox.list`, :meth:`KubernetesSandbox.adopt`);
+* a one-shot run (batch notebook) is a ``batch/v1`` **Job** of that pod
+  (:meth:`KubernetesSandbox.build_job`, no retry).
 
-Storage: each dataset is a read-only PersistentVolumeClaim, the project
-folder one claim, the homes one claim mounted with ``subPath: <user>``
-(claim names are templates, see the traits).
+Every object is checked by :mod:`ecluse.sandbox.k8s_checks` before it is
+submitted; a finding refuses the launch. Kubernetes keeps one log stream: a
+one-shot run's stdout and stderr come back together as its stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
@@ -36,6 +48,11 @@ from .base import ProjectPaths, Sandbox, SandboxError, SandboxSpec, UserIdentity
 from .k8s_checks import network_policy_problems, pod_problems, quota_problems
 
 COMPONENT = "ecluse-sandbox"
+
+
+def _files(root: Path) -> list[str]:
+    """Regular files under ``root``, relative (what a ConfigMap volume recreates)."""
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
 
 
 class KubernetesSandbox(Sandbox):
@@ -120,7 +137,55 @@ class KubernetesSandbox(Sandbox):
         mounts.append({"name": "home", "mountPath": spec.home, "subPath": spec.user.name})
         vols.append({"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": self.tmp_size}})
         mounts.append({"name": "tmp", "mountPath": "/tmp"})
+        for i, m in enumerate(spec.extra_mounts):
+            items = [{"key": f"f{j}", "path": rel}
+                     for j, rel in enumerate(sorted(_files(Path(m.source))))]
+            vols.append({"name": f"extra-{i}", "configMap": {
+                "name": self.config_map_name(m.target), "items": items}})
+            mounts.append({"name": f"extra-{i}", "mountPath": m.target, "readOnly": True})
         return vols, mounts
+
+    @staticmethod
+    def config_map_name(target: str) -> str:
+        return "ecluse-mount" + re.sub(r"[^a-z0-9]+", "-", target.lower()).rstrip("-")
+
+    def config_maps(self, spec: SandboxSpec) -> list[dict[str, Any]]:
+        """An extra mount (the workspace's Jupyter configuration) as a ConfigMap of the
+        project's namespace, mounted read-only: a folder of small files from the hub's
+        host. A writable, missing or too large one fails the launch."""
+        out = []
+        for m in spec.extra_mounts:
+            src = Path(m.source)
+            if not m.read_only:
+                raise SandboxError(f"{m.target} cannot be mounted on Kubernetes",
+                                   log_message=f"extra mount {src} -> {m.target} is writable: "
+                                   "only read-only folders (ConfigMaps) are carried")
+            if not src.is_dir():
+                raise SandboxError(f"{m.target} is unavailable",
+                                   log_message=f"extra mount source {src} is not a folder")
+            data: dict[str, str] = {}
+            binary: dict[str, str] = {}
+            for j, rel in enumerate(sorted(_files(src))):
+                raw = (src / rel).read_bytes()
+                try:
+                    data[f"f{j}"] = raw.decode()
+                except UnicodeDecodeError:
+                    binary[f"f{j}"] = base64.b64encode(raw).decode()
+            if sum(map(len, data.values())) + sum(map(len, binary.values())) > 900_000:
+                raise SandboxError(f"{m.target} is too large for Kubernetes",
+                                   log_message=f"extra mount {src}: over 900 kB (a ConfigMap "
+                                   "holds 1 MiB)")
+            cm: dict[str, Any] = {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": self.config_map_name(m.target),
+                             "namespace": self.namespace(spec),
+                             "labels": {"app.kubernetes.io/managed-by": "ecluse",
+                                        "ecluse.io/project": spec.project.slug}},
+                "data": data, "immutable": False}
+            if binary:
+                cm["binaryData"] = binary
+            out.append(cm)
+        return out
 
     def container_security_context(self) -> dict[str, Any]:
         return {
@@ -340,7 +405,7 @@ class KubernetesSandbox(Sandbox):
         # the project folder's claim (the quota's disk) and the homes claim
         hard["requests.storage"] = str(quota.disk + parse_size(self.home_size))
         return [self.namespace_manifest(slug), self.network_policy(spec), rq,
-                self.limit_range(slug, quota), *self.claims(spec)]
+                self.limit_range(slug, quota), *self.claims(spec), *self.config_maps(spec)]
 
     # ---------------------------------------------------------------- pods
 
@@ -472,7 +537,7 @@ class KubernetesSandbox(Sandbox):
             raise SandboxError("the Kubernetes API refused a request",
                                log_message=f"{fn.__name__}: {e.status} {e.reason}: "
                                f"{(e.body or '')[:500]}") from e
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             raise SandboxError("the Kubernetes API is unavailable",
                                log_message=f"{fn.__name__}: {type(e).__name__}: {e}") from e
 
@@ -497,6 +562,8 @@ class KubernetesSandbox(Sandbox):
                 "LimitRange": (core.create_namespaced_limit_range,
                                core.replace_namespaced_limit_range),
                 "PersistentVolumeClaim": (core.create_namespaced_persistent_volume_claim, None),
+                "ConfigMap": (core.create_namespaced_config_map,
+                              core.replace_namespaced_config_map),
             }[kind]
             made = await self._call(create, ns, obj, conflict_ok=True)
             if made is None and replace is not None:
