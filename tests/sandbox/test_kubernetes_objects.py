@@ -322,3 +322,21 @@ def test_quota_limits_and_claims(k, spec):
 def test_prepare_project_dirs_names_the_claims(k, spec):
     with pytest.raises(SandboxError, match="PersistentVolumeClaims"):
         k.prepare_project_dirs(spec.project, spec.user)
+
+
+def test_settings_configure_the_backend(settings, spec):
+    """sandbox.kubernetes sets the backend's values; an unknown key fails closed."""
+    settings.sandbox.kubernetes = {"hub_namespace": "jhub", "storage_class": "cephfs",
+                                   "home_size": "20Gi"}
+    settings.sandbox.start_timeout = 240
+    k = KubernetesSandbox(settings=settings)
+    assert (k.hub_namespace, k.storage_class, k.start_timeout) == ("jhub", "cephfs", 240.0)
+    homes = next(o for o in k.project_objects(spec) if o["metadata"]["name"] == "homes")
+    assert homes["spec"]["storageClassName"] == "cephfs"
+    assert homes["spec"]["resources"]["requests"] == {"storage": "20Gi"}
+    assert k.network_policy(spec)["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "jhub"}}
+    settings.sandbox.kubernetes = {"hub_namespaec": "jhub"}
+    with pytest.raises(SandboxError, match="settings are wrong") as e:
+        KubernetesSandbox(settings=settings)
+    assert "unknown setting(s) hub_namespaec" in e.value.log_message

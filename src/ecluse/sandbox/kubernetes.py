@@ -114,6 +114,21 @@ class KubernetesSandbox(Sandbox):
     def _image_default(self) -> str:
         return self.settings.sandbox.image if self.settings else "ecluse/workspace:0.1.0"
 
+    @default("start_timeout")
+    def _start_timeout_default(self) -> float:
+        return float(self.settings.sandbox.start_timeout) if self.settings else 300.0
+
+    def __init__(self, **kwargs: Any):
+        settings = kwargs.get("settings")
+        given = dict(getattr(getattr(settings, "sandbox", None), "kubernetes", None) or {})
+        unknown = sorted(k for k in given
+                         if k == "settings" or not self.class_traits(config=True).get(k))
+        if unknown:
+            raise SandboxError("the kubernetes backend's settings are wrong",
+                               log_message="sandbox.kubernetes: unknown setting(s) "
+                               + ", ".join(unknown))
+        super().__init__(**{**given, **kwargs})
+
     def namespace(self, spec_or_slug: SandboxSpec | str) -> str:
         slug = spec_or_slug if isinstance(spec_or_slug, str) else spec_or_slug.project.slug
         return self.namespace_template.format(project=slug)
