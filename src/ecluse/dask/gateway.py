@@ -65,8 +65,8 @@ from ..sandbox import SandboxSpec, UserIdentity, sandbox_for
 from ..sandbox.remote import audit_for
 from ..settings.dask import DaskSettings
 from .front import ApiFront, Front, backend_owner, serve, serve_api
-from .kube import cluster_pod_options, hard_limits
 from .hub import SERVICE_NAME
+from .kube import cluster_pod_options, hard_limits
 from .sizing import sizing
 
 TLS_DIR = "/tmp/dask-gateway"
