@@ -90,7 +90,7 @@ async def test_launch_poll_terminate_and_release(api, backend, spec):
     # the project's objects were made, in order, before the pod (the namespace was there)
     posted = [(r[1].rsplit("/", 1)[-1], (r[3] or {}).get("metadata", {}).get("name"))
               for r in api.calls("POST")]
-    assert posted == [("networkpolicies", "ecluse-sandboxes"),
+    assert posted == [("networkpolicies", "ecluse-sandboxes"), ("networkpolicies", "ecluse-dask"),
                       ("resourcequotas", "ecluse-quota"), ("limitranges", "ecluse-limits"),
                       ("persistentvolumeclaims", "project-shared"),
                       ("persistentvolumeclaims", "homes"), ("pods", pod_name)]

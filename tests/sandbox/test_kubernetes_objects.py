@@ -74,7 +74,7 @@ def policy_check(pol: dict, **kw) -> list[str]:
 def test_every_object_loads_into_the_api_models(k, spec):
     objs = everything(k, spec)
     assert [o["kind"] for o in objs] == [
-        "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PersistentVolumeClaim",
+        "Namespace", "NetworkPolicy", "NetworkPolicy", "ResourceQuota", "LimitRange", "PersistentVolumeClaim",
         "PersistentVolumeClaim", "Pod", "Job"]
     for obj in objs:
         model = load_model(obj, MODELS[obj["kind"]])
@@ -117,7 +117,7 @@ def test_the_model_check_catches_unknown_fields_and_wrong_types(k, spec):
 # -------------------------------------------------------------- isolation: pods
 
 def test_the_backend_objects_pass_every_check(k, spec):
-    objs = {o["kind"]: o for o in everything(k, spec)}
+    objs = {o["kind"]: o for o in everything(k, spec) if o["metadata"]["name"] != "ecluse-dask"}
     assert pod_check(k.build_pod(spec, "k0123456789")) == []
     assert pod_check(objs["Job"]) == []
     assert policy_check(objs["NetworkPolicy"]) == []

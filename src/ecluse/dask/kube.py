@@ -15,7 +15,8 @@ the gateway's project checks:
   labels ``ecluse.io/project``;
 * hard limits equal to the requests (``*_cores_limit``, ``*_memory_limit``).
 
-:func:`dask_network_policy` is the project's NetworkPolicy for these pods:
+:func:`dask_network_policy` (made with the project's other objects by the
+kubernetes sandbox backend) is the project's NetworkPolicy for these pods:
 scheduler and workers of the namespace reach each other; the gateway's pods
 (API and traefik proxy, in the hub side's namespace) reach them and are
 reached by them; nothing else (no outside address, no workspace pod).
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
-#: dask-gateway's label on every scheduler and worker pod it starts
-DASK_POD_LABELS = {"app.kubernetes.io/name": "dask-gateway"}
+from ..sandbox.kubernetes import DASK_POD_LABELS, dask_network_policy
+
+__all__ = ["DASK_POD_LABELS", "cluster_pod_options", "dask_network_policy", "hard_limits"]
 
 
 def _security() -> dict[str, Any]:
@@ -73,27 +75,3 @@ def hard_limits(limits: dict[str, Any]) -> dict[str, Any]:
             "scheduler_memory_limit": limits["scheduler_memory"],
             "worker_cores_limit": limits["worker_cores"],
             "worker_memory_limit": limits["worker_memory"]}
-
-
-def dask_network_policy(slug: str, *, hub_namespace: str = "ecluse",
-                        gateway_components: tuple[str, ...] = ("gateway", "traefik"),
-                        namespace_template: str = "ecluse-{project}") -> dict[str, Any]:
-    """The NetworkPolicy of a project's Dask pods (see the module's docstring)."""
-    gateway = {"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": hub_namespace}},
-        "podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/component",
-                                              "operator": "In",
-                                              "values": list(gateway_components)}]}}
-    same = {"podSelector": {"matchLabels": dict(DASK_POD_LABELS)}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "ecluse-dask", "namespace": namespace_template.format(
-            project=slug)},
-        "spec": {
-            "podSelector": {"matchLabels": dict(DASK_POD_LABELS)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [same, gateway]}],
-            "egress": [{"to": [same, gateway]}],
-        },
-    }

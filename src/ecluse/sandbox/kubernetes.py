@@ -49,6 +49,35 @@ from .k8s_checks import network_policy_problems, pod_problems, quota_problems
 
 COMPONENT = "ecluse-sandbox"
 
+#: dask-gateway's label on every scheduler and worker pod it starts (ecluse.dask.kube)
+DASK_POD_LABELS = {"app.kubernetes.io/name": "dask-gateway"}
+
+
+def dask_network_policy(slug: str, *, hub_namespace: str = "ecluse",
+                        gateway_components: tuple[str, ...] = ("gateway", "traefik"),
+                        namespace_template: str = "ecluse-{project}") -> dict[str, Any]:
+    """The NetworkPolicy of a project's Dask pods (dask-gateway's KubeBackend): scheduler and
+    workers of the namespace reach each other and the gateway's pods (API, traefik) in the
+    hub side's namespace; nothing else (no outside address, no workspace pod)."""
+    gateway = {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": hub_namespace}},
+        "podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/component",
+                                              "operator": "In",
+                                              "values": list(gateway_components)}]}}
+    same = {"podSelector": {"matchLabels": dict(DASK_POD_LABELS)}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "ecluse-dask", "namespace": namespace_template.format(
+            project=slug)},
+        "spec": {
+            "podSelector": {"matchLabels": dict(DASK_POD_LABELS)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [same, gateway]}],
+            "egress": [{"to": [same, gateway]}],
+        },
+    }
+
 
 def _files(root: Path) -> list[str]:
     """Regular files under ``root``, relative (what a ConfigMap volume recreates)."""
@@ -419,7 +448,9 @@ class KubernetesSandbox(Sandbox):
         hard["persistentvolumeclaims"] = str(2 + len(spec.project.datasets) + self.extra_claims)
         # the project folder's claim (the quota's disk) and the homes claim
         hard["requests.storage"] = str(quota.disk + parse_size(self.home_size))
-        return [self.namespace_manifest(slug), self.network_policy(spec), rq,
+        dask = dask_network_policy(slug, hub_namespace=self.hub_namespace,
+                                   namespace_template=self.namespace_template)
+        return [self.namespace_manifest(slug), self.network_policy(spec), dask, rq,
                 self.limit_range(slug, quota), *self.claims(spec), *self.config_maps(spec)]
 
     # ---------------------------------------------------------------- pods
@@ -502,7 +533,8 @@ class KubernetesSandbox(Sandbox):
         """Refuse (SandboxError) to submit an object that would not isolate the sandbox."""
         ns, slug = self.namespace(spec), spec.project.slug
         problems: list[str] = []
-        by_kind = {o["kind"]: o for o in objects}
+        by_kind = {o["kind"]: o for o in objects
+                   if o["metadata"]["name"] != "ecluse-dask"}  # the Dask pods' own policy
         for o in objects:
             if o["kind"] in ("Pod", "Job"):
                 problems += pod_problems(o, namespace=ns, project=slug)
