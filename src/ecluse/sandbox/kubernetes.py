@@ -401,7 +401,8 @@ class KubernetesSandbox(Sandbox):
 
 
     def reach_address(self) -> str | None:
-        return None  # sandboxes reach the hub side through its Services, not this host
+        """Sandboxes reach the hub side (hub API, airlock) through the hub's Service."""
+        return self.host_address()
 
     def prepare_project_dirs(self, project: Any, user: UserIdentity) -> ProjectPaths:
         raise SandboxError(
