@@ -54,7 +54,9 @@ def test_z2jh_values_run_ecluse():
     hub = values["hub"]
     assert hub["image"]["name"].endswith("/ecluse/hub")
     assert "configure_from_env(c)" in hub["extraConfig"]["ecluse"]
+    assert "c.ConfigurableHTTPProxy.should_start = True" in hub["extraConfig"]["ecluse"]
     assert hub["extraEnv"]["ECLUSE_CONFIG"] == "/etc/ecluse/ecluse.yaml"
+    assert hub["extraEnv"]["ECLUSE_CLEANUP_SERVERS"] == "0"  # workspaces outlive a restart
     ports = {p["name"]: p["port"] for p in hub["service"]["extraPorts"]}
     assert ports == {"http-ecluse": 8000, "airlock": 8090}
     (rule,) = hub["networkPolicy"]["ingress"]
