@@ -148,6 +148,7 @@ class RecordingApiServer:
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.logs: dict[tuple[str, str], str] = {}
         self.auto_run = False
+        self.pod_ip: str | None = None  # the address running pods get (default 10.244.0.x)
         self.refused: list[str] = []  # bodies refused by the schema check, why
         self._ips = itertools.count(2)
         self._lock = threading.Lock()
@@ -217,7 +218,7 @@ class RecordingApiServer:
         st["phase"] = phase
         ctr = pod["spec"]["containers"][0]["name"]
         if phase == "Running":
-            st.setdefault("podIP", f"10.244.0.{next(self._ips)}")
+            st.setdefault("podIP", self.pod_ip or f"10.244.0.{next(self._ips)}")
             st["containerStatuses"] = [{"name": ctr, "ready": True, "restartCount": 0,
                                         "image": "x", "imageID": "x",
                                         "state": {"running": {"startedAt": _now()}}}]
