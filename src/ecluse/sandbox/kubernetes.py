@@ -571,6 +571,7 @@ class KubernetesSandbox(Sandbox):
                                log_message=f"kubernetes configuration: {e}") from e
         async with client.ApiClient(configuration=cfg) as api:
             yield api
+        await asyncio.sleep(0)  # aiohttp closes the pool's sockets on the next turn
 
     async def _call(self, fn: Any, *args: Any, missing_ok: bool = False,
                     conflict_ok: bool = False, **kw: Any) -> Any:
@@ -767,7 +768,15 @@ class KubernetesSandbox(Sandbox):
             await self._call(client.CoreV1Api(api).delete_namespaced_pod,
                              pod["metadata"]["name"], state["namespace"],
                              grace_period_seconds=int(max(0, grace)), missing_ok=True)
-        state["killed"] = True
+            state["killed"] = True
+            # deletion is asynchronous: wait for the kubelet (SIGTERM, the grace, SIGKILL)
+            # so that release does not cut the grace short
+            deadline = time.monotonic() + grace + 10
+            while time.monotonic() < deadline:
+                pod = await self._pod(api, state)
+                if pod is None or self._exit_code(state, pod) is not None:
+                    break
+                await asyncio.sleep(0.5)
 
     async def release(self, state: dict[str, Any]) -> None:
         """Delete the pod or the Job (and its pods); the project's objects stay. Idempotent."""
