@@ -228,7 +228,9 @@ async def test_a_batch_run_that_times_out_is_deleted(api, backend, spec):
     api.auto_run = True
     result = await backend.run(spec, timeout=0.5)
     assert result.timed_out and not result.ok
-    assert api.calls("DELETE", "/pods/")  # the pod deleted (SIGTERM, grace)
+    job_delete, pod_delete = api.calls("DELETE")[:2]  # the Job first: nothing replaces the pod
+    assert "/jobs/" in job_delete[1] and job_delete[2]["propagationPolicy"] == "Orphan"
+    assert "/pods/" in pod_delete[1] and pod_delete[2]["gracePeriodSeconds"] == "10"
     assert api.pods("ecluse.io/sandbox=batch") == [] and api.calls("DELETE", "/jobs/")
 
 

@@ -501,7 +501,11 @@ class KubernetesSandbox(Sandbox):
             cpu_limit=str(c["cpu_limit"]), cpu_guarantee=str(c["cpu_guarantee"]),
             mem_limit=str(c["mem_limit"]), mem_guarantee=str(c["mem_guarantee"]),
             automount_service_account_token=False,
-            extra_pod_config={**c["extra_pod_config"], "restartPolicy": "Never"},
+            extra_pod_config={**c["extra_pod_config"], "restartPolicy": "Never",
+                              # what the kubelet waits between SIGTERM and SIGKILL when
+                              # the pod goes without an explicit grace (a Job's garbage)
+                              "terminationGracePeriodSeconds": int(
+                                  self.settings.sandbox.stop_grace if self.settings else 10)},
             node_selector=self.node_selector or None,
         )
         pod.metadata.namespace = c["namespace"]
@@ -765,6 +769,11 @@ class KubernetesSandbox(Sandbox):
                 return
             if state.get("one_shot") and "logs" not in state:
                 state["logs"] = list(await self._logs(api, state, pod))
+            if state.get("job"):
+                # the Job first (its pod orphaned), so that no controller replaces the pod
+                await self._call(client.BatchV1Api(api).delete_namespaced_job, state["job"],
+                                 state["namespace"], propagation_policy="Orphan",
+                                 missing_ok=True)
             await self._call(client.CoreV1Api(api).delete_namespaced_pod,
                              pod["metadata"]["name"], state["namespace"],
                              grace_period_seconds=int(max(0, grace)), missing_ok=True)
