@@ -12,9 +12,11 @@ spawner with its LDAP re-check, audit and project-bound tokens. One sandbox:
   NetworkPolicy that lets sandbox pods be reached from the hub and proxy only
   and reach only the hub API, airlock and gateway ports (no DNS unless
   ``allow_dns``, no other pod — not even of the same project —, no outside
-  address), a ResourceQuota and a LimitRange, the project folder's and the
-  homes' claims; each dataset is a read-only claim the operator binds
-  (a missing one fails the launch);
+  address), the ``ecluse-dask`` NetworkPolicy of the project's Dask pods
+  (:func:`dask_network_policy`), a ResourceQuota and a LimitRange, the project
+  folder's and the homes' claims, the spawner's read-only configuration folder
+  as a ConfigMap; each dataset is a read-only claim the operator binds (a
+  missing one fails the launch);
 * a **pod** (:meth:`KubernetesSandbox.build_pod`): the user's uid/gid plus the
   project group, non-root, every capability dropped, no privilege escalation,
   ``RuntimeDefault`` seccomp, read-only root filesystem with an in-memory
