@@ -371,6 +371,13 @@ class SandboxSettings(_Model):
         description="Docker backend: the Engine API socket, e.g. unix:///run/ecluse/docker/"
         "docker.sock (default: $DOCKER_HOST, else unix:///var/run/docker.sock).",
     )
+    kubernetes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Kubernetes backend: values of the KubernetesSandbox settings "
+        "(hub_namespace, namespace_template, storage_class, access_mode, home_size, "
+        "kubeconfig, node_selector, allow_dns, egress_components...; see "
+        "docs/deploy-kubernetes.md). Default: in-cluster, the hub in namespace ecluse.",
+    )
     project_volumes: Literal["none", "sparse", "preallocated"] = Field(
         "none",
         description="Local backend: each project folder is its own ext4 filesystem of "

@@ -96,6 +96,15 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.JupyterHub.port = hub.port
     c.JupyterHub.hub_ip = internal_ip
     c.JupyterHub.hub_port = hub.hub_port
+    in_cluster = hub.spawner == "ecluse" and settings.sandbox.backend == "kubernetes"
+    if in_cluster:
+        # workspace pods reach the hub pod through its Service (the backend's host
+        # address); the hub API and the services listen on the pod's network, which the
+        # hub's NetworkPolicy opens to sandbox pods on their ports only
+        host = "0.0.0.0"
+        c.JupyterHub.hub_ip = host
+        c.JupyterHub.hub_connect_url = (
+            f"http://{sandbox.get_backend(settings).host_address()}:{hub.hub_port}")
     c.JupyterHub.db_url = settings.hub_database_url
     c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
     c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
