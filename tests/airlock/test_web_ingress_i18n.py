@@ -42,6 +42,7 @@ def test_the_imports_pages_follow_the_browser_language(airlock_hub):
     assert "Nouvel import" in fr and "New import" not in fr
     assert "Faire entrer des données ou du code dans un projet" in fr
     assert "Bring data or code" not in fr
+    assert "dans <code>/project/inbox/&lt;request&gt;</code>, avec leur sha256" in fr
     assert "Ouvrir l’import" in fr and "Open the import" not in fr
     assert "Import de code (scripts" in fr
     assert "ouverte (pas encore soumise)" in fr and iid in fr
