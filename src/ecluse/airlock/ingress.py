@@ -46,6 +46,7 @@ from sqlalchemy.orm import selectinload
 
 from ..auditevents import AuditEvent
 from ..directory import DirectoryError, DirectoryUnavailable, group_key
+from ..i18n import N_
 from ..people import Person
 from ..settings.ingress import ImportSettings
 from .errors import (
@@ -274,14 +275,14 @@ class IngressService:
         project only with a browser session (``via_token``: an API token, which a
         workspace holds, is refused for members: imports come from outside)."""
         if not self.conf.enabled:
-            raise PermissionDenied("import requests are turned off (airlock.imports.enabled)")
+            raise PermissionDenied(N_("import requests are turned off (airlock.imports.enabled)"))
         if not isinstance(project, str) or not project:
-            raise InvalidInput("project: expected a project slug")
+            raise InvalidInput(N_("project: expected a project slug"))
         title = self.airlock._text(title, "title", required=True,
                                    limit=self.airlock.settings.max_title_chars)
         justification = self.airlock._text(justification, "justification", required=True)
         if not isinstance(code, bool):
-            raise InvalidInput("code: expected true or false")
+            raise InvalidInput(N_("code: expected true or false"))
         with self._guard(user, "create", project=project):
             if project not in self.projects:
                 raise NotFound(f"no project {project}")
@@ -290,12 +291,12 @@ class IngressService:
                     raise PermissionDenied(
                         f"only members of project {project} or staff may bring files into it")
                 if via_token:
-                    raise PermissionDenied(
+                    raise PermissionDenied(N_(
                         "imports come from outside the workspace: sign in to the airlock "
                         "with your browser (an API token, which is what a workspace holds, "
-                        "may not open one)")
+                        "may not open one)"))
             if source == "load" and not user.is_staff:
-                raise PermissionDenied("staff-side loads are for platform staff only")
+                raise PermissionDenied(N_("staff-side loads are for platform staff only"))
         try:
             me = self.airlock._as_person(user).person
         except (IdentityUnavailable, PermissionDenied):
@@ -495,7 +496,7 @@ class IngressService:
                comment: Any = "") -> dict[str, Any]:
         """``approve`` (then deliver) or ``reject`` a submitted import request."""
         if decision not in ("approve", "reject"):
-            raise InvalidInput("decision: expected approve or reject")
+            raise InvalidInput(N_("decision: expected approve or reject"))
         comment = self.airlock._text(comment, "comment", required=decision == "reject")
         with self._guard(user, decision, import_id if isinstance(import_id, str) else None):
             with self.airlock._write_sessions() as s, s.begin():

@@ -15,12 +15,29 @@ from urllib.parse import quote
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from ...i18n import N_
 from ..errors import InvalidInput, NotFound
 from .api import APIHandler
 from .base import BaseHandler
 from .openapi import SCHEMAS, errors, json_body, ok
+from .ui import ACTIONS, DECISIONS
 
 IMP = r"(?P<import_id>[A-Za-z0-9_-]{1,40})"  # the service says 404 to a bad id
+
+#: what the import pages show of an import's state, its files' verdicts and the kind of
+#: import, and the words of their flash messages (translated where they are shown)
+IMPORT_STATE_NAMES = {
+    "open": N_("open (not yet submitted)"), "submitted": N_("submitted"),
+    "approved": N_("approved"), "delivered": N_("delivered"), "rejected": N_("rejected"),
+    "withdrawn": N_("withdrawn"),
+}
+VERDICT_NAMES = {"accepted": N_("accepted"), "refused": N_("refused")}
+IMPORT_ACTIONS = {**ACTIONS, **DECISIONS, "files": N_("files added")}
+IMPORT_ACTION_LABELS = {"submit": N_("Submit"), "withdraw": N_("Withdraw"),
+                        "approve": N_("Approve"), "reject": N_("Reject")}
+IMPORT_TEMPLATE_VARS = {"import_state_names": IMPORT_STATE_NAMES,
+                        "verdict_names": VERDICT_NAMES,
+                        "import_action_labels": IMPORT_ACTION_LABELS}
 
 SCHEMAS.update({
     "NewImport": {"type": "object", "required": ["project", "title", "justification"],
@@ -57,7 +74,7 @@ class _Ingress:
     def ingress(self) -> Any:
         found = getattr(self.service, "ingress", None)  # type: ignore[attr-defined]
         if found is None:
-            raise NotFound("import requests are not enabled on this airlock")
+            raise NotFound(N_("import requests are not enabled on this airlock"))
         return found
 
     def via_token(self) -> bool:
@@ -174,7 +191,8 @@ class ImportsPage(_Ingress, BaseHandler):
         rows = await self.run(self.ingress.list, me)
         projects = sorted(p for p in self.ingress.projects if me.is_member(p) or me.is_staff)
         self.finish(self.render_template("imports.html", imports=rows, projects=projects,
-                                         flash=self.get_query_argument("flash", "")))
+                                         flash=self.get_query_argument("flash", ""),
+                                         **IMPORT_TEMPLATE_VARS))
 
     @web.authenticated
     async def post(self) -> None:
@@ -197,7 +215,8 @@ class ImportPage(ImportsPage):
         me = self.require_identity()
         imp = await self.run(self.ingress.get, me, import_id)
         self.finish(self.render_template("import.html", imp=imp,
-                                         flash=self.get_query_argument("flash", "")))
+                                         flash=self.get_query_argument("flash", ""),
+                                         **IMPORT_TEMPLATE_VARS))
 
     @web.authenticated
     async def post(self, import_id: str, action: str) -> None:  # type: ignore[override]
@@ -209,7 +228,8 @@ class ImportPage(ImportsPage):
         else:
             await self.run(_act(self.ingress, action), me, import_id,
                            self.get_body_argument("comment", ""))
-        self.redirect(self.url("imports", import_id) + "?flash=" + quote(f"done: {action}"))
+        self.redirect(self.url("imports", import_id) + "?flash=" + quote(
+            self._("done: %(action)s", action=self._(IMPORT_ACTIONS.get(action, action)))))
 
 
 def ingress_api_routes(base: str) -> list[tuple]:
