@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import ldap3
 import pytest
 
 from ecluse.config import load_settings
@@ -127,6 +128,21 @@ def test_projects_cli_lists_members_from_ldap(make_config, capsys):
     assert main(["projects", "--config", str(path), "show", "nope"]) == 2
     assert main(["projects", "--config", str(path), "list"]) == 0
     assert "proj-air-quality" in capsys.readouterr().out
+
+
+def test_lookup_reads_the_preferred_language(directory, slapd):
+    """``preferredLanguage`` (inetOrgPerson): the language of the airlock's mails to the
+    person (ecluse.airlock.notify); none given, none read."""
+    assert directory.lookup("bob").language is None
+    dn = slapd.user_dn("bob")
+    with slapd.admin_connection() as conn:
+        conn.modify(dn, {"preferredLanguage": [(ldap3.MODIFY_REPLACE, ["en-GB"])]})
+    try:
+        assert directory.lookup("bob").language == "en-GB"
+    finally:
+        with slapd.admin_connection() as conn:
+            conn.modify(dn, {"preferredLanguage": [(ldap3.MODIFY_DELETE, [])]})
+    assert directory.lookup("bob").language is None
 
 
 def test_membership_resolver_says_when_it_answers_from_its_cache(settings):

@@ -76,3 +76,18 @@ def test_config_check_says_what_to_write(make_config, capsys):
     base = settings.ldap.group_search_base
     assert (f"# projects.cardio-los.ldap_group: 'proj-cardio-los' is a bare name; it is "
             f"'cn=proj-cardio-los,{base}' (unique under {base}): write the DN") in out
+
+
+def test_an_ambiguous_data_owner_group_stops_the_start_too(make_config, twin_groups):
+    """``data_owner_group`` (import approvals) is held to the rule of ``ldap_group``."""
+    path = make_config()
+    projects_file = path.parent / "projects.yaml"
+    projects = yaml.safe_load(projects_file.read_text())
+    projects["projects"]["air-quality"]["data_owner_group"] = "proj-twin"
+    projects_file.write_text(yaml.safe_dump(projects))
+    with pytest.raises(ConfigError, match="projects.air-quality.data_owner_group: 2 groups"):
+        check_group_names(load_settings(path))
+    projects["projects"]["air-quality"]["data_owner_group"] = "cn=bad,,dc="
+    projects_file.write_text(yaml.safe_dump(projects))
+    with pytest.raises(ConfigError, match="is not a valid DN"):
+        load_settings(path)

@@ -69,6 +69,18 @@ def test_the_settings_import_no_service():
                 assert top not in SERVICES, f"{module} imports {target} (a service)"
 
 
+def test_i18n_imports_no_project_module():
+    """``ecluse.i18n`` is at the bottom, beside the settings: the hub, the airlock and the
+    directory's users translate through it; it imports none of Écluse's modules."""
+    for _path, module, tree in _sources():
+        if module != "ecluse.i18n":
+            continue
+        targets = [_own(node, module, False) for node in ast.walk(tree)]
+        assert [t for t in targets if t] == [], f"{module} imports Écluse modules"
+        return
+    raise AssertionError("ecluse.i18n not found")
+
+
 def test_function_local_imports_of_the_project_are_deliberate():
     unmarked = []
     for path, module, tree in _sources():

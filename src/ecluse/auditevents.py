@@ -105,6 +105,28 @@ class AuditEvent(StrEnum):
                                 "(`partial`: only its approved files, the others held)")
     AIRLOCK_REQUEST_WITHDRAWN = ("airlock.request.withdrawn", "a request withdrawn")
     # the airlock: outside state changes
+    # the airlock: import requests (controlled ingress, docs/airlock.md "Imports")
+    AIRLOCK_IMPORT_CREATED = ("airlock.import.created", "an import request opened (an "
+                              "upload, or a staff-side load)")
+    AIRLOCK_IMPORT_FILE_ACCEPTED = ("airlock.import.file_accepted", "a file quarantined and "
+                                    "passed the ingress checks (sha256, kind)")
+    AIRLOCK_IMPORT_FILE_REFUSED = ("airlock.import.file_refused", "a file quarantined and "
+                                   "refused by the ingress checks (the reasons)")
+    AIRLOCK_IMPORT_FILE_REMOVED = ("airlock.import.file_removed", "a file removed from an "
+                                   "open import request")
+    AIRLOCK_IMPORT_SUBMITTED = ("airlock.import.submitted", "an import request submitted "
+                                "for approval")
+    AIRLOCK_IMPORT_APPROVED = ("airlock.import.approved", "an import approved by staff or a "
+                               "data owner of the project")
+    AIRLOCK_IMPORT_REJECTED = ("airlock.import.rejected", "an import rejected")
+    AIRLOCK_IMPORT_WITHDRAWN = ("airlock.import.withdrawn", "an import request withdrawn")
+    AIRLOCK_IMPORT_DELIVERED = ("airlock.import.delivered", "an import's files copied to "
+                                "/project/inbox/<request> with their manifest")
+    AIRLOCK_IMPORT_DELIVERY_FAILED = ("airlock.import.delivery_failed", "an approved import "
+                                      "could not be copied to the inbox (retried by "
+                                      "ecluse airlock import deliver)")
+    AIRLOCK_IMPORT_DENIED = ("airlock.import.denied", "an import action refused (who, what, "
+                             "why)")
     AIRLOCK_REQUEST_CREATED = ("airlock.request.created", "a request opened")
     AIRLOCK_FILE_UPLOADED = ("airlock.file.uploaded", "a file added to a request")
     AIRLOCK_FILE_CHECKED = ("airlock.file.checked", "the background check of an uploaded "
@@ -127,6 +149,8 @@ class AuditEvent(StrEnum):
                                  "failing table in place of the file (re-checked as an upload)")
     AIRLOCK_FILE_QUOTA_EXCEEDED = ("airlock.file.quota_exceeded", "an upload refused by the "
                                    "uploader's staging quota")
+    AIRLOCK_CHECK_DRY_RUN = ("airlock.check.dry_run", "files checked before export "
+                             "(a dry run: nothing kept)")
     AIRLOCK_REQUEST_VIEWED = ("airlock.request.viewed", "a checker opened a request")
     AIRLOCK_FILE_DOWNLOADED = ("airlock.file.downloaded", "a released file downloaded")
     AIRLOCK_FILE_INTEGRITY_FAILURE = ("airlock.file.integrity_failure", "a staged file no "

@@ -371,6 +371,13 @@ class SandboxSettings(_Model):
         description="Docker backend: the Engine API socket, e.g. unix:///run/ecluse/docker/"
         "docker.sock (default: $DOCKER_HOST, else unix:///var/run/docker.sock).",
     )
+    kubernetes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Kubernetes backend: values of the KubernetesSandbox settings "
+        "(hub_namespace, namespace_template, storage_class, access_mode, home_size, "
+        "kubeconfig, node_selector, allow_dns, egress_components...; see "
+        "docs/deploy-kubernetes.md). Default: in-cluster, the hub in namespace ecluse.",
+    )
     project_volumes: Literal["none", "sparse", "preallocated"] = Field(
         "none",
         description="Local backend: each project folder is its own ext4 filesystem of "
@@ -531,11 +538,17 @@ class Project(_Model):
     members_may_review: bool = Field(
         False, description="Allow project members to review this project's exports."
     )
+    data_owner_group: str | None = Field(
+        None, min_length=1,
+        description="LDAP group (by DN, or a bare name) of the project's data owners: its "
+        "members, besides staff, approve the project's import requests (never their own). "
+        "Unset: staff only.",
+    )
 
-    @field_validator("ldap_group")
+    @field_validator("ldap_group", "data_owner_group")
     @classmethod
-    def _group_dn(cls, v: str) -> str:
-        if "=" in v:
+    def _group_dn(cls, v: str | None) -> str | None:
+        if v is not None and "=" in v:
             try:
                 parse_dn(v, strip=True)
             except Exception:  # noqa: BLE001 - ldap3 raises several kinds

@@ -107,6 +107,9 @@ class DirectoryUser:
     group_gids: dict[str, int] = field(default_factory=dict)
     #: the same groups by DN (normalised: :func:`normalize_dn`)
     group_dns: list[str] = field(default_factory=list)
+    #: ``preferredLanguage`` (inetOrgPerson, RFC 2798), e.g. ``fr``: the airlock's
+    #: mails are written in it (ecluse.i18n)
+    language: str | None = None
 
     @property
     def memberships(self) -> list[str]:
@@ -221,7 +224,8 @@ class Directory:
                 s.user_search_base,
                 flt,
                 search_scope=ldap3.SUBTREE,
-                attributes=[s.username_attribute, "cn", "mail", "uidNumber", "gidNumber"],
+                attributes=[s.username_attribute, "cn", "mail", "uidNumber", "gidNumber",
+                            "preferredLanguage"],
                 size_limit=2,
                 time_limit=int(max(1, s.receive_timeout)),
             )
@@ -293,6 +297,7 @@ class Directory:
             dn=entry.entry_dn,
             cn=_first(entry, "cn") or username,
             mail=_first(entry, "mail"),
+            language=_first(entry, "preferredLanguage"),
             uid_number=int(uid_number),
             gid_number=int(gid_number),
             groups=sorted(groups),
@@ -495,6 +500,9 @@ def check_group_names(settings: Any, directory: Directory | None = None) -> list
     directory = directory or Directory(settings.ldap)
     named = [(f"projects.{slug}.ldap_group", p.ldap_group)
              for slug, p in sorted(settings.projects.items())]
+    named += [(f"projects.{slug}.data_owner_group", p.data_owner_group)
+              for slug, p in sorted(settings.projects.items())
+              if getattr(p, "data_owner_group", None)]
     named += [("ldap.output_checker_group", settings.ldap.output_checker_group),
               ("ldap.staff_group", settings.ldap.staff_group)]
     lines, errors = [], []

@@ -185,27 +185,34 @@ def test_attack_submit_racing_the_check(make_service, held):
 
 
 def test_the_request_page_shows_a_file_being_checked(make_service, held):
-    """The page the requester reads (``request.html``, as ``RequestPage`` renders it)."""
+    """The page the requester reads (``request.html`` with the app's environment, as
+    ``RequestPage`` renders it), in English and French."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from markupsafe import Markup
 
     import ecluse.airlock
+    from ecluse.airlock.web.ui import TEMPLATE_GLOBALS
+    from ecluse.i18n import EcluseI18n, rendering
 
     service = make_service(checker=held, background_checks=1)
     rid, _ = draft(service, Files.fail)
     env = Environment(loader=FileSystemLoader(
         str(Path(ecluse.airlock.__file__).parent / "templates")),
-        autoescape=select_autoescape(["html"]))
+        autoescape=select_autoescape(["html"]), extensions=[EcluseI18n])
+    env.globals.update(TEMPLATE_GLOBALS)
 
-    def page() -> str:
+    def page(lang: str = "en") -> str:
         req = service.get_request(who(service, "alice"), rid, record_view=False)
-        return env.get_template("request.html").render(
-            req=req, flash="", prefix="/services/airlock/", hub_home="/hub/home",
-            identity=who(service, "alice"), xsrf_form_html=Markup(""),
-            static=lambda path: "/static/" + path)
+        with rendering(lang):
+            return env.get_template("request.html").render(
+                req=req, flash="", prefix="/services/airlock/", hub_home="/hub/home",
+                identity=who(service, "alice"), xsrf_form_html=Markup(""), ecluse_lang=lang,
+                ecluse_lang_url="/services/airlock/language/",
+                static=lambda path: "/static/" + path)
 
     shown = page()
     assert "being checked" in shown and 'class="being-checked"' in shown
+    assert "en cours de vérification" in page("fr")
     held.gate.set()
     service.checks.drain(WAIT)
     shown = page()

@@ -69,12 +69,16 @@ def sink() -> Iterator[tuple[Sink, int]]:
         controller.stop()
 
 
-def _notifier(service: AirlockService, port: int) -> Notifier:
+def _notifier(service: AirlockService, port: int, mailbook: Mailbook | None = None,
+              **kw: Any) -> Notifier:
+    """The tests' notifier; the mails in English (``default_language``) unless a test asks
+    for the deployments' default (French: test_mails_in_each_recipients_language)."""
     conf = SmtpSettings(host="127.0.0.1", port=port, starttls=False, base_url=BASE_URL,
                         from_address="airlock@hospital.example", attempts=2,
                         retry_seconds=0.05, timeout=5)
-    return Notifier(conf, GroupsMailbook(), service.audit,
-                    checker_group=service.settings.checker_group)
+    kw.setdefault("default_language", "en")
+    return Notifier(conf, mailbook or GroupsMailbook(), service.audit,
+                    checker_group=service.settings.checker_group, **kw)
 
 
 @pytest.fixture
@@ -265,3 +269,87 @@ def test_per_file_decisions_mail_the_requester_without_naming_the_file(
             lowered = text.lower()
             for secret in ("martin", "1958-11-30", Files.fail[0], "counts_small", "cell of 3"):
                 assert secret not in lowered, (secret, text)
+
+
+class LanguagesMailbook(GroupsMailbook):
+    """The test users' groups, and the language each gave the directory (preferredLanguage)."""
+
+    LANGUAGES = {"carol": "en-GB", "dan": "fr", "erin": "de"}  # fay, alice: none
+
+    def language(self, name: str) -> str | None:
+        return self.LANGUAGES.get(name)
+
+
+def test_mails_in_each_recipients_language(service, sink, users, create_request_at_status):
+    """Each recipient reads the mail in their own language (the directory's
+    preferredLanguage), else in the deployment's default, French: a mail has no browser.
+    One mail per language; the recipients of one still never see each other."""
+    handler, port = sink
+    from ecluse.i18n import DEFAULT_LANGUAGE
+
+    assert DEFAULT_LANGUAGE == "fr"
+    service.notifier = _notifier(service, port, LanguagesMailbook(),
+                                 default_language=DEFAULT_LANGUAGE)
+    try:
+        rid = create_request_at_status(State.SUBMITTED)["id"]
+        service.review(users.carol, rid, decision="reject", comment="Row-level data")
+        assert service.notifier.flush(30)
+    finally:
+        service.notifier.close()
+        service.notifier = None
+    link = f"{BASE_URL}/services/airlock/requests/{rid}"
+    by_subject = {m["subject"]: m for m in handler.mails}
+    assert sorted((m["to"], m["subject"]) for m in handler.mails) == sorted([
+        # carol: en-GB; dan: fr; erin: de, which Écluse does not speak; fay: none
+        (["carol@hospital.example"], f"[Écluse airlock] request {rid} awaits review"),
+        (["dan@hospital.example", "erin@hospital.example", "fay@hospital.example"],
+         f"[Sas d’Écluse] la demande {rid} attend une vérification"),
+        # alice gave no language
+        (["alice@hospital.example"], f"[Sas d’Écluse] demande {rid} refusée"),
+    ])
+    fr = by_subject[f"[Sas d’Écluse] demande {rid} refusée"]
+    assert fr["message"]["Content-Language"] == "fr"
+    assert fr["body"].replace("\r\n", "\n") == (  # SMTP line ends
+        f"Un contrôleur des sorties a refusé votre demande {rid} du projet cardio-los.\n\n"
+        f"Voir la demande (connexion par le hub) :\n{link}\n\n"
+        "Ce message ne nomme aucun fichier et ne contient rien des fichiers : la page de la "
+        "demande les montre.\n-- \nSas d’Écluse\n")
+    en = by_subject[f"[Écluse airlock] request {rid} awaits review"]
+    assert en["message"]["Content-Language"] == "en"
+    assert en["body"].replace("\r\n", "\n").startswith(
+        f"Request {rid} of project cardio-los was submitted for output checking.\n")
+    assert link in en["body"]
+    for m in handler.mails:  # the comment stays behind the sign-in, in any language
+        assert "row-level" not in m["raw"].lower()
+    # one audit record per notice, naming every recipient whatever their language
+    sent = service.audit.records(event="airlock.mail.sent")
+    assert [r.details["recipients"] for r in sent] == [
+        ["carol", "dan", "erin", "fay"], ["alice"]]
+
+
+def test_a_retry_sends_only_the_languages_not_yet_sent(service, sink, users):
+    """The English mail went out (languages in order), the French one was refused: the
+    retry sends the French one only, and the English checker does not get it twice."""
+    handler, port = sink
+    refused: list[str] = []
+    original = handler.handle_DATA
+
+    async def refuse_french_once(server, session, envelope):
+        if "dan@hospital.example" in envelope.rcpt_tos and not refused:
+            refused.append("dan")
+            return "451 try again later"
+        return await original(server, session, envelope)
+
+    handler.handle_DATA = refuse_french_once
+    notifier = _notifier(service, port, LanguagesMailbook(), default_language="fr")
+    try:
+        notifier.notify("airlock.request.submitted", request_id="req-1",
+                        project="cardio-los", requester="alice", actor="alice", version=1)
+        assert notifier.flush(30)
+    finally:
+        notifier.close()
+    assert refused == ["dan"]
+    assert [m["to"] for m in handler.mails] == [
+        ["carol@hospital.example"],
+        ["dan@hospital.example", "erin@hospital.example", "fay@hospital.example"]]
+    assert [m["message"]["Content-Language"] for m in handler.mails] == ["en", "fr"]

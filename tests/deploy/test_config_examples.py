@@ -12,7 +12,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 
 
 def test_every_example_is_tested():
-    names = {p.name for p in EXAMPLES.glob("*.yaml")} - {"projects.yaml"}
+    # z2jh-values.yaml: Helm values, tested in tests/deploy/test_kubernetes_manifests.py
+    names = {p.name for p in EXAMPLES.glob("*.yaml")} - {"projects.yaml", "z2jh-values.yaml"}
     assert names == {"hub-docker.yaml", "hub-kubernetes.yaml", "ldaps-active-directory.yaml"}
 
 
@@ -39,5 +40,7 @@ def test_active_directory_example():
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_hold_no_secret(path):
     text = path.read_text().lower()
+    if path.name == "z2jh-values.yaml":  # Helm values: a Secret *volume* is named there
+        text = text.replace("secret: {secretname: ecluse-secrets", "")
     for word in ("password:", "secret:", "token:", "bind_password: "):
         assert word not in text, f"{path.name} assigns a secret ({word})"

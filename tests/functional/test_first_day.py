@@ -114,6 +114,7 @@ def test_french_researcher_one_click_into_jupyterlab_in_french(workspace_hub, ld
     labels = menu_labels(page)
     assert "Demander l’export…" in labels, labels
     assert "Request export…" not in labels, labels
+    assert "Vérifier avant l’export" in labels, labels  # Check for export (check.ts)
 
 
 def test_a_bare_spawn_keeps_the_form(workspace_hub, ldap_passwords):

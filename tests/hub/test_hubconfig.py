@@ -111,3 +111,21 @@ def test_the_services_are_a_loop_over_their_own_hub_entries(make_config, monkeyp
     assert [s["name"] for s in c.JupyterHub.services][:1] == ["airlock"]
     assert not {"batch", "dask-gateway"} & {s["name"] for s in c.JupyterHub.services}
     assert c.EcluseSpawner.extra_allowed_ports == [settings.airlock.port]
+
+
+def test_in_a_cluster_the_hub_listens_on_the_pod_and_is_reached_by_its_service(make_config):
+    """sandbox.backend kubernetes: the hub API and the airlock listen on the pod's network;
+    workspaces get the hub Service's name, for the hub API and for the airlock."""
+    from ecluse.airlock.hub import airlock_url
+    from ecluse.sandbox import get_backend
+
+    c, settings = build(make_config, **{"hub.spawner": "ecluse", "dask.gateway": False,
+                                        "sandbox.backend": "kubernetes"})
+    assert c.JupyterHub.hub_ip == "0.0.0.0"
+    assert c.JupyterHub.hub_connect_url == (
+        f"http://hub.ecluse.svc.cluster.local:{settings.hub.hub_port}")
+    airlock = next(s for s in c.JupyterHub.services if s["name"] == "airlock")
+    assert airlock["url"] == f"http://0.0.0.0:{settings.airlock.port}"
+    reach = get_backend(settings).reach_address()
+    assert airlock_url(settings, reach) == (
+        f"http://hub.ecluse.svc.cluster.local:{settings.airlock.port}/services/airlock/")

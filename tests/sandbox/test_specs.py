@@ -65,6 +65,8 @@ def test_docker_container_spec(settings, spec):
         "/srv/data/stays": {"bind": "/data/stays", "mode": "ro"},
         "/srv/data/icd": {"bind": "/data/icd_10", "mode": "ro"},
         "/srv/ecluse/projects/covid-los/shared": {"bind": "/project", "mode": "rw"},
+        # approved imports: a read-only mount of its own over /project
+        "/srv/ecluse/projects/covid-los/inbox": {"bind": "/project/inbox", "mode": "ro"},
         "/srv/ecluse/projects/covid-los/home/alice": {"bind": "/home/alice", "mode": "rw"},
     }
     assert s["environment"]["HOME"] == "/home/alice"
@@ -135,6 +137,8 @@ def test_kubespawner_config(settings, spec):
         {"name": "data-icd-10", "persistentVolumeClaim": {"claimName": "data-icd_10",
                                                           "readOnly": True}},
         {"name": "project", "persistentVolumeClaim": {"claimName": "project-shared"}},
+        {"name": "inbox", "persistentVolumeClaim": {"claimName": "project-inbox",
+                                                    "readOnly": True}},
         {"name": "home", "persistentVolumeClaim": {"claimName": "homes"}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
     ]
@@ -142,6 +146,7 @@ def test_kubespawner_config(settings, spec):
         {"name": "data-stays", "mountPath": "/data/stays", "readOnly": True},
         {"name": "data-icd-10", "mountPath": "/data/icd_10", "readOnly": True},
         {"name": "project", "mountPath": "/project"},
+        {"name": "inbox", "mountPath": "/project/inbox", "readOnly": True},
         {"name": "home", "mountPath": "/home/alice", "subPath": "alice"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
@@ -163,7 +168,7 @@ def test_pod_manifest(settings, spec):
     assert {"name": "HOME", "value": "/home/alice"} in ctr["env"]
     assert ctr["ports"] == [{"containerPort": 8888, "protocol": "TCP"}]
     assert [m["mountPath"] for m in ctr["volumeMounts"]] == [
-        "/data/stays", "/data/icd_10", "/project", "/home/alice", "/tmp"]
+        "/data/stays", "/data/icd_10", "/project", "/project/inbox", "/home/alice", "/tmp"]
 
 
 def test_network_policy(settings, spec):

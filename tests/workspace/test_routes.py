@@ -82,8 +82,10 @@ ALLOWED_SAMPLES: dict[str, tuple[str, str]] = {
     "jupyter_server.auth.login.LoginFormHandler": ("GET", "login"),
     "jupyter_server.auth.logout.LogoutHandler": ("GET", "logout"),
     "ecluse_workspace.export.ExportHandler": ("POST", "ecluse/export"),
+    "ecluse_workspace.check.CheckHandler": ("POST", "ecluse/check"),
     "ecluse_workspace.export.RequestsHandler": ("GET", "ecluse/requests"),
     "ecluse_workspace.export.ConfigHandler": ("GET", "ecluse/config"),
+    "ecluse_workspace.datapanel.DatasetsHandler": ("GET", "ecluse/datasets"),
     "dask_labextension.clusterhandler.DaskClusterHandler": ("GET", f"dask/clusters/{UUID}"),
     # neutral: errors and redirects
     "jupyter_server.base.handlers.Template404": ("GET", "api/contents/"),
@@ -261,6 +263,7 @@ def test_every_allowed_handler_is_registered(registered):
     ("GET", f"api/kernels/{UUID}/channels", "api-kernels"),
     ("GET", "ecluse/requests", "ecluse-requests"),
     ("POST", "ecluse/export", "ecluse-export"),
+    ("POST", "ecluse/check", "ecluse-check"),
     ("GET", "dask/clusters", "dask-clusters"),
     ("GET", "lab/", "trailing-slash"),
 ])

@@ -26,6 +26,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     from jupyter_server.utils import url_path_join
     from tornado.routing import HostMatches, Rule
 
+    from .check import CheckHandler
+    from .datapanel import DatasetsHandler
     from .export import ConfigHandler, ExportHandler, ExportSettings, RequestsHandler
     from .guard import (
         EcluseAuthorizer,
@@ -46,8 +48,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     base = web_app.settings.get("base_url", "/")
     handlers: list[tuple[str, type]] = [
         (url_path_join(base, "ecluse/export"), ExportHandler),
+        (url_path_join(base, "ecluse/check"), CheckHandler),
         (url_path_join(base, "ecluse/requests"), RequestsHandler),
         (url_path_join(base, "ecluse/config"), ConfigHandler),
+        (url_path_join(base, "ecluse/datasets"), DatasetsHandler),
     ]
     policy = GuardPolicy(parent=serverapp)
     handlers += [(route, RefusedHandler) for route in refused_routes(base, policy.proxy_ports)]
@@ -59,5 +63,29 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         0, Rule(HostMatches(".*$"), _ApplicationRouter(web_app, handlers)))
     # default deny: the route allow-list (routes.py), before everything above
     install_route_guard(web_app, serverapp.log)
+    _seed_starter_notebooks(serverapp.log)
     serverapp.log.info("Écluse workspace extension: route allow-list, export guard and "
                        "export API loaded")
+
+
+def _seed_starter_notebooks(log: Any) -> None:
+    """The starter notebooks on a first start (:mod:`.starter`), in a thread: the
+    server does not wait for them, and a failure only logs."""
+    import os
+    import threading
+
+    home = os.environ.get("HOME", "")
+    if not home or not os.path.isdir(home):
+        return
+
+    def seed() -> None:
+        from .starter import seed_home
+
+        try:
+            written = seed_home(home)
+            if written:
+                log.info("starter notebooks written: %s", ", ".join(written))
+        except Exception as e:  # noqa: BLE001 — examples must never stop a workspace
+            log.warning("starter notebooks not written: %s", e)
+
+    threading.Thread(target=seed, name="ecluse-starter", daemon=True).start()

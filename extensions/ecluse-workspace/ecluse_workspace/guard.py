@@ -364,8 +364,10 @@ ROUTE_HANDLERS: dict[str, frozenset[str]] = {
     "hub-logout": frozenset({"jupyter_server.auth.logout.LogoutHandler",
                              "jupyterhub.singleuser.extension.JupyterHubLogoutHandler"}),
     "ecluse-export": frozenset({"ecluse_workspace.export.ExportHandler"}),
+    "ecluse-check": frozenset({"ecluse_workspace.check.CheckHandler"}),
     "ecluse-requests": frozenset({"ecluse_workspace.export.RequestsHandler"}),
     "ecluse-config": frozenset({"ecluse_workspace.export.ConfigHandler"}),
+    "ecluse-datasets": frozenset({"ecluse_workspace.datapanel.DatasetsHandler"}),
     "dask-clusters": frozenset({"dask_labextension.clusterhandler.DaskClusterHandler"}),
     "trailing-slash": frozenset(),
 }
@@ -546,6 +548,12 @@ def judge_response(route: str, body: bytes, complete: bool, limits: Limits,
     if route == "lab-workspaces":
         check_json_strings(doc, f"the layout {name}", max_string=MAX_WORKSPACE_STRING,
                            max_total=MAX_WORKSPACE_BYTES)
+        return None
+    if route == "ecluse-datasets":
+        from .datapanel import MAX_CATALOGUE_BYTES, MAX_CATALOGUE_STRING
+
+        check_json_strings(doc, "the data catalogue", max_string=MAX_CATALOGUE_STRING,
+                           max_total=MAX_CATALOGUE_BYTES)
         return None
     raise ContentRefused("refused", f"no content rule for {route}.")
 

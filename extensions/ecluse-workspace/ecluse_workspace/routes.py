@@ -149,9 +149,16 @@ ROUTES: tuple[Route, ...] = (
     # ---- Écluse
     Route("ecluse-export", r"ecluse/export", frozenset({"POST"}),
           "“Request export…”: sends the files to the airlock, not to the browser", False),
+    Route("ecluse-check", r"ecluse/check", frozenset({"POST"}),
+          "“Check for export”: sends the files to the airlock's dry run; answers verdicts, "
+          "findings and a few cells around each finding (ecluse_workspace.check: what a "
+          "notebook shows of a table, never a file's bytes)", False),
     Route("ecluse-requests", r"ecluse/requests", _GET,
           "the researcher's airlock requests (metadata)", False),
     Route("ecluse-config", r"ecluse/config", _GET, "export limits and the airlock hint", False),
+    Route("ecluse-datasets", r"ecluse/datasets", _GET,
+          "the Data panel: the datasets' columns, types and row counts, never a value "
+          "(strings and size bounded by the content rule)", True),
     # ---- dask-labextension: the cluster panel (no dashboards, see REFUSED)
     Route("dask-clusters", r"dask/clusters(?:/" + _UUID + r"|/)?",
           frozenset({"GET", "PUT", "PATCH", "DELETE"}),

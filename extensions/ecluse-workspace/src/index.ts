@@ -23,6 +23,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { registerCheck } from './check';
+import { dataPlugin } from './data';
 import { exportWithProgress } from './exportprogress';
 
 const COMMAND = 'ecluse:request-export';
@@ -403,7 +405,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (palette) {
       palette.addItem({ command: COMMAND, category: trans.__('Écluse') });
     }
+    registerCheck(app, browser, palette, trans); // "Check for export" (check.ts)
   }
 };
 
-export default plugin;
+export default [plugin, dataPlugin];

@@ -240,3 +240,7 @@ class LedgerEntry(Base):
     #: the count table (groups, counts), as :class:`ecluse.sdc.differencing.CountTable` JSON
     table: Mapped[str] = mapped_column(Text)
     released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# the import requests' tables share this metadata (the migrations compare it)
+from . import ingress_models  # noqa: E402,F401

@@ -29,46 +29,54 @@ from typing import Any
 
 from ..auditevents import AuditEvent
 from ..directory import Directory
+from ..i18n import DEFAULT_LANGUAGE, LANGUAGES, N_, gettext
 from ..settings.airlock import AirlockSettings, SmtpSettings
 
 __all__ = ["DirectoryMailbook", "Mail", "Mailbook", "Notifier", "TEMPLATES", "notifier_for"]
 
 log = logging.getLogger("ecluse.airlock.notify")
 
-#: transition audit event -> (who: "checkers" | "requester", subject, what happened)
+#: transition audit event -> (who: "checkers" | "requester", subject, what happened), in
+#: English; each mail is written in its recipient's language (:meth:`Notifier.render`)
 TEMPLATES: dict[str, tuple[str, str, str]] = {
     AuditEvent.AIRLOCK_REQUEST_SUBMITTED.value: (
-        "checkers", "request {id} awaits review",
-        "Request {id} of project {project} was submitted for output checking."),
+        "checkers", N_("request {id} awaits review"),
+        N_("Request {id} of project {project} was submitted for output checking.")),
     AuditEvent.AIRLOCK_REQUEST_RESUBMITTED.value: (
-        "checkers", "request {id} awaits review again",
-        "Request {id} of project {project} was resubmitted after changes (version {version})."),
+        "checkers", N_("request {id} awaits review again"),
+        N_("Request {id} of project {project} was resubmitted after changes "
+           "(version {version}).")),
     AuditEvent.AIRLOCK_REVIEW_APPROVED.value: (
-        "requester", "request {id}: one approval",
-        "An output checker approved your request {id} of project {project}; it needs more "
-        "approvals before release."),
+        "requester", N_("request {id}: one approval"),
+        N_("An output checker approved your request {id} of project {project}; it needs "
+           "more approvals before release.")),
     AuditEvent.AIRLOCK_REQUEST_APPROVED.value: (
-        "requester", "request {id} approved",
-        "Your request {id} of project {project} has all its approvals and can be released."),
+        "requester", N_("request {id} approved"),
+        N_("Your request {id} of project {project} has all its approvals and can be "
+           "released.")),
     AuditEvent.AIRLOCK_REQUEST_CHANGES_REQUESTED.value: (
-        "requester", "request {id}: changes requested",
-        "An output checker asked for changes to your request {id} of project {project}."),
+        "requester", N_("request {id}: changes requested"),
+        N_("An output checker asked for changes to your request {id} of project {project}.")),
     AuditEvent.AIRLOCK_REQUEST_REJECTED.value: (
-        "requester", "request {id} rejected",
-        "An output checker rejected your request {id} of project {project}."),
+        "requester", N_("request {id} rejected"),
+        N_("An output checker rejected your request {id} of project {project}.")),
     AuditEvent.AIRLOCK_FILE_APPROVED.value: (
-        "requester", "request {id}: a file approved",
-        "An output checker approved one file of your request {id} of project {project} "
-        "(version {version})."),
+        "requester", N_("request {id}: a file approved"),
+        N_("An output checker approved one file of your request {id} of project {project} "
+           "(version {version}).")),
     AuditEvent.AIRLOCK_FILE_CHANGES_REQUESTED.value: (
-        "requester", "request {id}: changes requested to a file",
-        "An output checker asked for changes to one file of your request {id} of project "
-        "{project} (version {version}); the page says which and why."),
+        "requester", N_("request {id}: changes requested to a file"),
+        N_("An output checker asked for changes to one file of your request {id} of project "
+           "{project} (version {version}); the page says which and why.")),
     AuditEvent.AIRLOCK_REQUEST_RELEASED.value: (
-        "requester", "request {id} released",
-        "The files of your request {id} of project {project} were released: you may "
-        "download them from its page."),
+        "requester", N_("request {id} released"),
+        N_("The files of your request {id} of project {project} were released: you may "
+           "download them from its page.")),
 }
+SEE_THE_REQUEST = N_("See the request (sign in through the hub):")
+NO_FILE_HERE = N_("This message names no file and holds nothing of the files: the request's "
+                  "page shows them.")
+AIRLOCK = N_("Écluse airlock")
 
 
 class Mailbook:
@@ -79,6 +87,14 @@ class Mailbook:
 
     def address(self, name: str) -> str | None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def language(self, name: str) -> str | None:
+        """The person's preferred language, as they gave it (``None``: none given)."""
+        return None
+
+    def recipient(self, name: str) -> tuple[str | None, str | None]:
+        """The person's address and preferred language."""
+        return self.address(name), self.language(name)
 
 
 class DirectoryMailbook(Mailbook):
@@ -93,6 +109,13 @@ class DirectoryMailbook(Mailbook):
     def address(self, name: str) -> str | None:
         return self.directory.lookup(name).mail
 
+    def language(self, name: str) -> str | None:
+        return self.directory.lookup(name).language
+
+    def recipient(self, name: str) -> tuple[str | None, str | None]:
+        user = self.directory.lookup(name)  # one search for both
+        return user.mail, user.language
+
 
 def notifier_for(settings: Any, conf: AirlockSettings, audit: Any) -> Notifier | None:
     """The notifier of a deployment (``None`` while ``airlock.smtp.host`` is unset): the
@@ -106,20 +129,28 @@ def notifier_for(settings: Any, conf: AirlockSettings, audit: Any) -> Notifier |
 
 @dataclass
 class Mail:
+    """A mail to send; ``subject`` and ``body`` in the deployment's default language (each
+    recipient gets it in theirs: :meth:`Notifier.render`)."""
+
     event: str
     request_id: str
     project: str
     to_names: list[str]
     subject: str
     body: str
+    version: int | None = None
 
 
 class Notifier:
     """Queues and sends the airlock's mails from one background thread."""
 
     def __init__(self, conf: SmtpSettings, mailbook: Mailbook, audit: Any, *,
-                 checker_group: str, prefix: str = "/services/airlock/") -> None:
+                 checker_group: str, prefix: str = "/services/airlock/",
+                 default_language: str = DEFAULT_LANGUAGE) -> None:
+        if default_language not in LANGUAGES:
+            raise ValueError(f"no such language: {default_language!r}")
         self.conf = conf
+        self.default_language = default_language
         self.mailbook = mailbook
         self.audit = audit
         self.checker_group = checker_group
@@ -142,23 +173,28 @@ class Notifier:
         template = TEMPLATES.get(event)
         if template is None:
             return None
-        who, subject, what = template
-        fields = {"id": request_id, "project": project, "version": version}
-        body = (
-            f"{what.format(**fields)}\n\n"
-            f"See the request (sign in through the hub):\n{self.link(request_id)}\n\n"
-            "This message names no file and holds nothing of the files: the request's page "
-            "shows them.\n-- \nThe Écluse airlock\n"
-        )
+        who = template[0]
         # the requester never reviews their own request: not told of it as a checker
         names = ([requester] if who == "requester"
                  else ["@" + self.checker_group, "-" + requester])
-        mail = Mail(event, request_id, project, names,
-                    "[Écluse airlock] " + subject.format(**fields), body)
+        mail = Mail(event, request_id, project, names, "", "", version)
+        mail.subject, mail.body = self.render(mail, self.default_language)
         with self._idle:
             self._busy += 1
         self._queue.put(mail)
         return mail
+
+    def render(self, mail: Mail, language: str) -> tuple[str, str]:
+        """The subject and body of ``mail`` in ``language``."""
+        _, subject, what = TEMPLATES[mail.event]
+        fields = {"id": mail.request_id, "project": mail.project, "version": mail.version}
+
+        def t(message: str) -> str:
+            return gettext(language, message)
+
+        body = (f"{t(what).format(**fields)}\n\n{t(SEE_THE_REQUEST)}\n"
+                f"{self.link(mail.request_id)}\n\n{t(NO_FILE_HERE)}\n-- \n{t(AIRLOCK)}\n")
+        return f"[{t(AIRLOCK)}] {t(subject).format(**fields)}", body
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued mail is sent or given up (tests, shutdown)."""
@@ -177,7 +213,14 @@ class Notifier:
 
     # ------------------------------------------------------------ sending
 
-    def _recipients(self, mail: Mail) -> tuple[list[str], list[str]]:
+    def _language(self, preference: str | None) -> str:
+        """A recipient's language: their preference (``fr``, ``en-GB``…) when Écluse
+        speaks it, else the deployment's default."""
+        tag = (preference or "").strip().split("-")[0].split("_")[0].lower()
+        return tag if tag in LANGUAGES else self.default_language
+
+    def _recipients(self, mail: Mail) -> tuple[list[str], dict[str, list[str]]]:
+        """The recipients' names, and their addresses by language."""
         names: list[str] = []
         excluded = {n[1:] for n in mail.to_names if n.startswith("-")}
         for n in mail.to_names:
@@ -186,22 +229,24 @@ class Notifier:
             elif not n.startswith("-"):
                 names.append(n)
         names = sorted(set(names) - excluded)
-        addresses = []
+        addresses: dict[str, list[str]] = {}
         for n in names:
-            address = self.mailbook.address(n)
+            address, preference = self.mailbook.recipient(n)
             if address:
-                addresses.append(address)
+                addresses.setdefault(self._language(preference), []).append(address)
         return names, addresses
 
-    def _send(self, mail: Mail, addresses: list[str]) -> None:
+    def _send(self, mail: Mail, language: str, addresses: list[str]) -> None:
+        subject, body = self.render(mail, language)
         msg = EmailMessage()
         msg["From"] = self.conf.from_address
         msg["To"] = self.conf.from_address  # the recipients go in Bcc: they do not see each other
-        msg["Subject"] = mail.subject
+        msg["Subject"] = subject
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = make_msgid(domain="ecluse.airlock")
         msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(mail.body)
+        msg.set_content(body)
+        msg["Content-Language"] = language  # after set_content, which clears content headers
         assert self.conf.host is not None
         with smtplib.SMTP(self.conf.host, self.conf.port, timeout=self.conf.timeout) as smtp:
             if self.conf.starttls:
@@ -214,13 +259,20 @@ class Notifier:
         delay = self.conf.retry_seconds
         error = ""
         names: list[str] = []
+        #: language -> addresses not yet sent to (one mail per language; a retry sends
+        #: only what failed)
+        pending: dict[str, list[str]] | None = None
         for attempt in range(1, self.conf.attempts + 1):
             try:
-                names, addresses = self._recipients(mail)
-                if not addresses:
-                    error = "no recipient has an e-mail address"
-                    break
-                self._send(mail, addresses)
+                if pending is None:
+                    names, addresses = self._recipients(mail)
+                    if not addresses:
+                        error = "no recipient has an e-mail address"
+                        break
+                    pending = addresses
+                for language in sorted(pending):
+                    self._send(mail, language, pending[language])
+                    del pending[language]
             except Exception as e:  # the server, the network, the directory
                 error = f"{type(e).__name__}: {e}"
                 log.warning("mail %s of %s: try %d of %d failed: %s", mail.event,

@@ -124,8 +124,10 @@ def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
 def batch_enabled(settings: Any) -> bool:
     """The hub runs the batch service with the Écluse spawner on a backend that starts
     sandboxes on this host (``Sandbox.on_host``: local, with this host's Python
-    environment; docker, with the workspace image's — papermill is in both). The
-    kubernetes backend only describes pods: no batch service there yet."""
+    environment; docker, with the workspace image's — papermill is in both). On the
+    kubernetes backend a one-shot run is a Job, but the service's run folders are paths
+    under ``projects_root`` on this host, which a cluster's claims are not: no batch
+    service there yet."""
     return (settings.hub.spawner == "ecluse"
             and backend_class(settings.sandbox.backend).on_host)
 

@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     vr.add_argument("package", help="the release package (.zip) the requester downloaded")
     vr.set_defaults(func=cmd_verify_release)
-    for q in (s, m, ls, pg, vr):  # also accept the options after the action
+    from .airlock_import import register as register_import  # deferred: a few lines here
+
+    for q in (s, m, ls, pg, vr, *register_import(asub)):  # also accept the options after the action
         q.add_argument("--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         q.add_argument(
             "--state-dir", dest="state_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -73,6 +75,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     # users' hub groups are re-checked against the directory (ecluse.hubservice.web)
     service.deployment = settings
+    from ..airlock.ingress import IngressService  # deferred: start-up time
+
+    if conf.imports.enabled:  # import requests (controlled ingress)
+        service.ingress = IngressService.from_settings(settings, service)
     ip, port = bind_address(conf.ip, conf.port)
     asyncio.run(serve(service, ip=ip, port=port, state_dir=settings.state_dir))
     return 0

@@ -66,6 +66,7 @@ from ..sandbox.remote import audit_for
 from ..settings.dask import DaskSettings
 from .front import ApiFront, Front, backend_owner, serve, serve_api
 from .hub import SERVICE_NAME
+from .kube import cluster_pod_options, hard_limits
 from .sizing import sizing
 
 TLS_DIR = "/tmp/dask-gateway"
@@ -180,8 +181,12 @@ def production_options(settings: Any, backend: str) -> Options:
     place = PLACEMENT[backend]
 
     def handler(options: Any, user: Any) -> dict[str, Any]:
-        out = base.handler(options, user)
-        out.update(place(str(options.project).strip() or _default_project(user)))
+        out = base.handler(options, user)  # the project checks, then its limits
+        slug = str(options.project).strip() or _default_project(user)
+        out.update(place(slug))
+        if backend == "kubernetes":
+            out.update(cluster_pod_options(settings.projects[slug]))
+            out.update(hard_limits(out))
         return out
 
     return Options(*base.fields, handler=handler)

@@ -60,16 +60,17 @@ from ..directory import (
     NoProjectGid,
     membership,
 )
+from ..i18n import N_
 from .mfa import Accepted, MfaError, TotpStore, match_counter, new_recovery_codes, new_secret
 from .mfaweb import mfa_handlers, render_enrolment
 from .requester import server_api_handlers
 from .roles import OUTPUT_CHECKERS, STAFF, hub_groups_for
 
-UNAVAILABLE_MESSAGE = (
+UNAVAILABLE_MESSAGE = N_(
     "Sign-in is unavailable: the directory (LDAP) did not answer in time. "
     "Running workspaces are not affected. Please try again in a few minutes."
 )
-NO_PROJECT_MESSAGE = (
+NO_PROJECT_MESSAGE = N_(
     "Your account is valid but is not a member of any Écluse project or role. "
     "Ask your project lead to add you to the project's group in the directory."
 )
@@ -88,7 +89,7 @@ THROTTLED_MESSAGE = (
 )
 
 
-ENROL_EXPIRED_MESSAGE = (
+ENROL_EXPIRED_MESSAGE = N_(
     "Your enrolment of a second factor took too long or was already completed: "
     "sign in again with your password."
 )
@@ -257,7 +258,7 @@ class EcluseAuthenticator(Authenticator):
 
     @default("otp_prompt")
     def _default_otp_prompt(self) -> str:
-        return "Code from your authenticator app (or a recovery code):"
+        return N_("Code from your authenticator app (or a recovery code):")
 
     def get_handlers(self, app: Any) -> list:
         # the hub's server API, recording who asks for a stop (ecluse.hub.requester)

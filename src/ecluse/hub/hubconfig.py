@@ -17,6 +17,7 @@ from ..audit import AuditLog
 from ..config import Settings, load_settings
 from ..directory import DirectoryUnavailable, check_group_names
 from ..hubservice.instances import MARK, record_removed, stop_previous
+from ..i18n import N_, LanguageHandler
 from ..secrets import ensure_secrets
 from ..statevolume import ensure_state_volume
 from .reconcile import reconciler_role, reconciler_service_spec
@@ -95,6 +96,15 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.JupyterHub.port = hub.port
     c.JupyterHub.hub_ip = internal_ip
     c.JupyterHub.hub_port = hub.hub_port
+    in_cluster = hub.spawner == "ecluse" and settings.sandbox.backend == "kubernetes"
+    if in_cluster:
+        # workspace pods reach the hub pod through its Service (the backend's host
+        # address); the hub API and the services listen on the pod's network, which the
+        # hub's NetworkPolicy opens to sandbox pods on their ports only
+        host = "0.0.0.0"
+        c.JupyterHub.hub_ip = host
+        c.JupyterHub.hub_connect_url = (
+            f"http://{sandbox.get_backend(settings).host_address()}:{hub.hub_port}")
     c.JupyterHub.db_url = settings.hub_database_url
     c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
     c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
@@ -109,8 +119,12 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     # for without an expiry gets this one (workspace tokens end with their server)
     c.JupyterHub.token_expires_in_max_seconds = hub.token_max_age
     c.JupyterHub.template_paths = [str(Path(__file__).parent / "templates")]
+    # French and English (ecluse.i18n): jinja2.ext.i18n translating each page into
+    # its language, and the FR|EN switch's /hub/ecluse/language/<lang>
+    c.JupyterHub.jinja_environment_options = {"extensions": ["ecluse.i18n.EcluseI18n"]}
+    c.JupyterHub.extra_handlers = [(r"/ecluse/language/(fr|en)", LanguageHandler)]
     c.JupyterHub.template_vars = {
-        "announcement_login": "Écluse — sign in with your hospital account.",
+        "announcement_login": N_("Écluse — sign in with your hospital account."),
         "ecluse_projects": {
             slug: {"title": p.title, "datasets": [d.name for d in p.datasets]}
             for slug, p in settings.projects.items()

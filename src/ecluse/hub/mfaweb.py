@@ -17,6 +17,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
+from ..i18n import N_
 from .mfa import provisioning_uri, qr_svg
 from .roles import STAFF
 
@@ -51,8 +52,8 @@ class EnrolHandler(BaseHandler):
             self.set_status(403)
             await render_enrolment(
                 self, ticket, pending, auth.settings.mfa.issuer,
-                error="That code is not right: check your phone's clock and type the "
-                "code your app shows now.")
+                error=N_("That code is not right: check your phone's clock and type the "
+                         "code your app shows now."))
             return
         user = await self.auth_to_user(model)
         self.set_login_cookie(user)

@@ -30,10 +30,15 @@ from traitlets import default
 
 from ..auditevents import AuditEvent
 from ..directory import DirectoryError, DirectoryUnavailable
+from ..i18n import N_
 from .auth import NO_PROJECT_MESSAGE, UNAVAILABLE_MESSAGE, EcluseAuthenticator
 from .requester import server_api_handlers
 
-SECOND_FACTOR_MESSAGE = (
+#: the default of ``oidc.login_service`` (ecluse.config), in the catalogue: the sign-in
+#: page's button says it in the page's language
+DEFAULT_LOGIN_SERVICE = N_("your hospital account")
+
+SECOND_FACTOR_MESSAGE = N_(
     "Your identity provider did not confirm a second factor for this sign-in. "
     "Sign in again with your second factor (card, code or key)."
 )
@@ -148,7 +153,7 @@ class EcluseOIDCAuthenticator(GenericOAuthenticator, EcluseAuthenticator):
         """The claims of the ID token, verified (signature, issuer, audience, expiry)."""
         id_token = token_info.get("id_token")
         if not id_token:
-            raise web.HTTPError(403, "The identity provider returned no ID token.")
+            raise web.HTTPError(403, N_("The identity provider returned no ID token."))
         try:
             key = self.jwks.get_signing_key_from_jwt(id_token)
             return jwt.decode(
@@ -161,8 +166,8 @@ class EcluseOIDCAuthenticator(GenericOAuthenticator, EcluseAuthenticator):
         except (jwt.PyJWTError, jwt.PyJWKClientError) as e:
             self.log.warning("oidc: ID token refused: %s", e)
             self._record(AuditEvent.LOGIN_FAILURE, None, "failure", reason="bad-id-token", detail=str(e))
-            raise web.HTTPError(403, "The identity provider's answer could not be "
-                                     "verified.") from None
+            raise web.HTTPError(403, N_("The identity provider's answer could not be "
+                                        "verified.")) from None
 
     def user_info_to_username(self, user_info: dict) -> str:
         try:

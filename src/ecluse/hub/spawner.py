@@ -387,8 +387,8 @@ class EcluseSpawner(Spawner):
         has at most one workspace, so any other one found here is such an orphan.
         Called before each launch and when the hub polls a server it has no sandbox
         for (the next hub does that at its start: "appears to have stopped while
-        the Hub was down"). A backend that cannot list its sandboxes (kubernetes:
-        one pod per user and project, replaced by the next start) is not asked.
+        the Hub was down"). A backend that cannot list its sandboxes is not asked
+        (local, docker and kubernetes all can: registry, container or pod labels).
         """
         listing = getattr(self.backend, "list", None)
         if listing is None:

@@ -226,6 +226,9 @@ def workspace_env(settings: Settings, project: Project, user: UserIdentity,
         env.update(service.workspace_env(settings, host))
     env.update({
         "ECLUSE_PROJECT": project.slug,
+        # the Data panel's and the starter notebooks' names and descriptions
+        "ECLUSE_DATASETS": json.dumps([{"name": d.name, "description": d.description}
+                                       for d in project.datasets], ensure_ascii=False),
         "JUPYTER_CONFIG_DIR": CONFIG_TARGET,
         # the locale's folder first (it only sets JupyterLab's default language)
         "JUPYTER_CONFIG_PATH": f"{locale_config_path(locale)}:{CONFIG_TARGET}",

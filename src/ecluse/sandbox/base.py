@@ -88,6 +88,10 @@ class UserIdentity:
             )
 
 
+#: where a project's approved imports appear in every sandbox (read-only)
+INBOX_TARGET = "/project/inbox"
+
+
 @dataclass
 class Mount:
     """An extra bind mount: ``source`` on the host at ``target`` in the sandbox."""
@@ -140,11 +144,15 @@ def planned_mounts(spec: SandboxSpec, projects_root: Path) -> list[Mount]:
     """Every mount of a sandbox, for any backend: datasets (ro), project, home, extras.
 
     ``/data/<dataset>`` read-only, ``/project`` = ``<projects_root>/<slug>/shared``
-    and ``/home/<user>`` = ``<projects_root>/<slug>/home/<user>`` read-write.
+    and ``/home/<user>`` = ``<projects_root>/<slug>/home/<user>`` read-write, and
+    ``/project/inbox`` = ``<projects_root>/<slug>/inbox`` read-only, a mount of its own
+    over ``/project``: the approved imports (``ecluse.airlock.ingress``), which nothing
+    in a sandbox may change.
     """
     pdir = Path(projects_root) / spec.project.slug
     mounts = [Mount(Path(ds.path), f"/data/{ds.name}", True) for ds in spec.project.datasets]
     mounts.append(Mount(pdir / "shared", "/project", False))
+    mounts.append(Mount(pdir / "inbox", INBOX_TARGET, True))
     mounts.append(Mount(pdir / "home" / spec.user.name, spec.home, False))
     mounts.extend(spec.extra_mounts)
     return mounts

@@ -35,6 +35,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import sys
 import time
 from pathlib import Path, PurePosixPath
@@ -42,6 +43,7 @@ from typing import Any
 
 from traitlets import Bool, Float, List, Unicode
 
+from ..settings.airlock import airlock_settings
 from . import network
 from .base import (
     Mount,
@@ -204,9 +206,50 @@ def prepare_project_dirs(settings: Any, project: Any, user: UserIdentity) -> Pro
         _own(d, 0, 0, mode)
     shared.mkdir(exist_ok=True)
     _own(shared, 0, project.gid, 0o2770)
+    prepare_inbox(pdir, project.gid, inbox_owner(settings))
     home.mkdir(exist_ok=True)
     _own(home, user.uid, user.gid, 0o700)
     return ProjectPaths(shared=shared, home=home)
+
+
+def inbox_owner(settings: Any) -> int:
+    """Who writes the projects' inboxes: the airlock's own user (``airlock.service_user``)
+    when it runs as one, so that it delivers approved imports itself; else root."""
+    import pwd
+
+    user = airlock_settings(settings).service_user
+    if not user:
+        return 0
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:  # not made yet: root delivers (ecluse airlock import deliver)
+        return 0
+
+
+def prepare_inbox(pdir: Path, gid: int, owner: int = 0) -> None:
+    """The project's inbox (``<pdir>/inbox``, ``owner``:project 2750: approved imports,
+    written by the airlock only; files made in it take the project's group) and its mount
+    point ``shared/inbox`` (root 0755, empty; the inbox is mounted read-only over it). A
+    member's own ``inbox`` entry in the shared folder that is not such a folder is moved
+    aside (``inbox.moved-<n>``), never deleted and never followed (a link there would
+    redirect the mount)."""
+    inbox = pdir / "inbox"
+    inbox.mkdir(mode=0o750, exist_ok=True)
+    _own(inbox, owner, gid, 0o2750)
+    point = pdir / "shared" / "inbox"
+    try:
+        st = os.lstat(point)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not (stat.S_ISDIR(st.st_mode) and st.st_uid == 0):
+        n = 1
+        while os.path.lexists(f"{point}.moved-{n}"):
+            n += 1
+        os.rename(point, f"{point}.moved-{n}")
+        st = None
+    if st is None:
+        os.mkdir(point, 0o755)
+    _own(point, 0, 0, 0o755)
 
 
 def _remove_cgroup_parents(parent: str) -> None:

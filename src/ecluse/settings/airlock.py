@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import parse_size, settings_section
+from .ingress import ImportSettings
 
 
 class SmtpSettings(BaseModel):
@@ -196,6 +197,11 @@ class AirlockSettings(BaseModel):
     )
     group_cache_seconds: float = Field(
         30.0, ge=0, description="Seconds a user's hub groups are cached by the service."
+    )
+    imports: ImportSettings = Field(
+        default_factory=ImportSettings,
+        description="Import requests: files brought into a project's `/project/inbox` "
+        "after checks and an approval (docs/airlock.md, Imports).",
     )
     smtp: SmtpSettings = Field(
         default_factory=SmtpSettings,

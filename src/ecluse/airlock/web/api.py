@@ -587,6 +587,9 @@ class NotFoundAPI(APIHandler):
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]:
+    from .check import CheckHandler  # deferred: it builds on this module's handlers
+    from .ingress import ingress_api_routes  # deferred: ingress imports this module
+
     base = prefix.rstrip("/") + "/api/v1"
     document: dict[str, Any] = {}
     routes: list[Any] = [
@@ -611,6 +614,8 @@ def api_handlers(prefix: str) -> list[tuple[str, type, dict] | tuple[str, type]]
             base + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release|release_partial)",
             ActionHandler,
         ),
+        (base + r"/check", CheckHandler),
+        *ingress_api_routes(base),  # import requests (ingress.py)
         (base + r"/.*", NotFoundAPI),
     ]
     document.update(build_spec(routes, base))

@@ -24,9 +24,11 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from ...hubservice import web as hubweb
 from ...hubservice.instances import record_removed
 from ...hubservice.web import bind_address
+from ...i18n import EcluseI18n
 from ..service import AirlockService
 from .api import api_handlers
-from .ui import NotFoundPage, ui_handlers
+from .ingress import ingress_ui_routes
+from .ui import TEMPLATE_GLOBALS, NotFoundPage, ui_handlers
 
 __all__ = ["bind_address", "hub_oauth_from_env", "make_app", "serve"]
 
@@ -62,9 +64,13 @@ def make_app(
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
+        # French and English, per page (ecluse.i18n)
+        extensions=[EcluseI18n],
     )
+    jinja.globals.update(TEMPLATE_GLOBALS)
     static_prefix = url_path_join(prefix, "static/")
-    handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix)]
+    handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix),
+                           *ingress_ui_routes(prefix)]
     handlers.append((prefix.rstrip("/") + r"/(.*)", NotFoundPage))
     app = web.Application(
         handlers,

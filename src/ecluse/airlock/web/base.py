@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from ...hub.roles import project_scope
 from ...hubservice.web import GroupResolver, HubServiceHandler
+from ...i18n import N_, gettext, rendering, request_language
 from ..errors import InvalidInput, NotAuthenticated, PermissionDenied
 from ..permissions import Identity
 from ..service import AirlockService
@@ -48,15 +49,15 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
     invalid_input = InvalidInput
     not_authenticated = NotAuthenticated
     permission_denied = PermissionDenied
-    scope_message = (
+    scope_message = N_(
         "your hub token or session does not grant access to the airlock "
         "(scope access:services!service=airlock)"
     )
-    not_user_message = "only users may use the airlock"
-    not_signed_in_message = (
+    not_user_message = N_("only users may use the airlock")
+    not_signed_in_message = N_(
         "not signed in: send 'Authorization: token <hub API token>' or sign in through the hub"
     )
-    internal_error_message = "internal error; the details are in the airlock log"
+    internal_error_message = N_("internal error; the details are in the airlock log")
     invalid_json = "body: not valid JSON ({e.msg} at position {e.pos})"
     cookies = True
     api = False
@@ -138,7 +139,19 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
         self.finish()
 
     def error_page(self, error: dict[str, Any]) -> str:
+        # the fixed messages (marked N_) are translated; a message built with values
+        # (most of the service's) is shown as it is
+        error = {**error, "message": self._(error.get("message", ""))}
         return self.render_template("error.html", error=error)
+
+    @property
+    def language(self) -> str:
+        """The page's language (:func:`ecluse.i18n.request_language`)."""
+        return request_language(self)
+
+    def _(self, message: str, **variables: Any) -> str:
+        """``message`` in the page's language (flash messages, error pages)."""
+        return gettext(self.language, message, **variables) if message else message
 
     # ------------------------------------------------------------ helpers
 
@@ -162,8 +175,12 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
             "prefix": self.settings["airlock_prefix"],
             "hub_home": self.settings.get("hub_home", "/hub/home"),
             "identity": self.identity,
+            "ecluse_lang": self.language,
+            "ecluse_handler": self,
+            "ecluse_lang_url": url_path_join(self.settings["airlock_prefix"], "language/"),
             "xsrf_form_html": xsrf,
             "static": lambda path: url_path_join(self.settings["airlock_prefix"], "static", path),
         }
         ns.update(kwargs)
-        return env.get_template(name).render(**ns)
+        with rendering(self.language):  # macros imported without the page's context too
+            return env.get_template(name).render(**ns)

@@ -69,6 +69,27 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "file_access": {"type": "array", "items": {"type": "object"}},
         },
     },
+    "DryRun": {
+        "type": "object",
+        "description": "A check before export (POST /check): nothing was kept.",
+        "properties": {
+            "project": {"type": "string"},
+            "kept": {"type": "boolean", "description": "Always false."},
+            "files": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "size": {"type": "integer"},
+                "sha256": {"type": "string"},
+                "verdict": {"type": "string", "enum": [v.value for v in Verdict]},
+                "format": {"type": "string", "nullable": True},
+                "findings": {"type": "array", "items": {"type": "object"},
+                             "description": "rule, severity, message, location (row, "
+                             "column, cell)"},
+                "preview": {"type": "object", "description": "As a request's file: kind, "
+                            "columns, rows, flagged [row, column] cells."},
+                "proposal": {"type": "object", "description": "For a fail table: the fix "
+                             "the airlock would propose (method, notes or error)."},
+            }}},
+        },
+    },
     "NewRequest": {
         "type": "object",
         "required": ["project", "title"],

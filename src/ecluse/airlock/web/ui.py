@@ -15,7 +15,36 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 
 from ...hubservice.web import HubAuthFromSettings
+from ...i18n import N_, LanguageHandler
 from .base import REQ, BaseHandler
+
+#: the words of the flash messages, translated where they are shown
+DECISIONS = {"approve": N_("approve"), "request_changes": N_("request changes"),
+             "reject": N_("reject")}
+ACTIONS = {"submit": N_("submit"), "resubmit": N_("resubmit"), "withdraw": N_("withdraw"),
+           "release": N_("release"), "release_partial": N_("release the approved files")}
+ACTION_LABELS = {"submit": N_("Submit"), "resubmit": N_("Resubmit"), "withdraw": N_("Withdraw"),
+                 "release": N_("Release")}
+
+
+#: the names of a request's states and of the errors, as the pages show them
+STATE_NAMES = {
+    "draft": N_("draft"), "submitted": N_("submitted"), "in_review": N_("in review"),
+    "changes_requested": N_("changes requested"), "approved": N_("approved"),
+    "rejected": N_("rejected"), "released": N_("released"), "withdrawn": N_("withdrawn"),
+}
+ERROR_TITLES = {
+    "invalid_input": N_("invalid input"), "not_authenticated": N_("not authenticated"),
+    "permission_denied": N_("permission denied"), "not_found": N_("not found"),
+    "invalid_state": N_("invalid state"), "policy_violation": N_("policy violation"),
+    "too_large": N_("too large"), "quota_exceeded": N_("quota exceeded"),
+    "integrity_failure": N_("integrity failure"),
+    "directory_unavailable": N_("directory unavailable"), "http_error": N_("error"),
+    "internal_error": N_("internal error"),
+}
+#: what the templates use besides the request's data (:func:`ecluse.airlock.web.app.make_app`)
+TEMPLATE_GLOBALS = {"state_names": STATE_NAMES, "error_titles": ERROR_TITLES,
+                    "decision_names": DECISIONS, "action_labels": ACTION_LABELS}
 
 
 class PageHandler(BaseHandler):
@@ -78,7 +107,8 @@ class ReviewForm(PageHandler):
             self.service.review, me, request_id, decision=decision, comment=comment,
             overrides=overrides,
         )
-        self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"recorded: {decision}"))
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(
+            self._("recorded: %(decision)s", decision=self._(DECISIONS.get(decision, decision)))))
 
 
 class DecisionForm(PageHandler):
@@ -92,8 +122,9 @@ class DecisionForm(PageHandler):
             self.service.decide_file, me, request_id, int(file_id), decision=decision,
             comment=self.get_body_argument("comment", ""),
         )
-        self.redirect(self.url("requests", request_id) + "?flash=" + quote(
-            f"recorded: {decision.replace('_', ' ')} (one file)") + f"#file-{int(file_id)}")
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(self._(
+            "recorded: %(decision)s (one file)",
+            decision=self._(DECISIONS.get(decision, decision)))) + f"#file-{int(file_id)}")
 
 
 class ComparePage(PageHandler):
@@ -114,7 +145,8 @@ class ActionForm(PageHandler):
         me = self.require_identity()
         fn = self.action(action)
         await self.run_checking(fn, me, request_id, self.get_body_argument("comment", ""))
-        self.redirect(self.url("requests", request_id) + "?flash=" + quote(f"done: {action}"))
+        self.redirect(self.url("requests", request_id) + "?flash=" + quote(
+            self._("done: %(action)s", action=self._(ACTIONS.get(action, action)))))
 
 
 class DescribeForm(PageHandler):
@@ -129,8 +161,8 @@ class DescribeForm(PageHandler):
             controls=self.get_body_argument("controls", ""),
             supporting=self.get_body_argument("supporting", "") == "true")
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(
-            f"{f['name']} described" + (" (supporting: never released)" if f["supporting"]
-                                        else "")))
+            self._("%(name)s described (supporting: never released)", name=f["name"])
+            if f["supporting"] else self._("%(name)s described", name=f["name"])))
 
 
 class ProposalPage(PageHandler):
@@ -150,7 +182,8 @@ class AcceptProposalForm(PageHandler):
         me = self.require_identity()
         f = await self.run_checking(self.service.accept_proposal, me, request_id, int(file_id))
         self.redirect(self.url("requests", request_id) + "?flash=" + quote(
-            f"fixed version of {f['name']} accepted: {f['verdict']}"))
+            self._("fixed version of %(name)s accepted: %(verdict)s", name=f["name"],
+                   verdict=f["verdict"])))
 
 
 class DownloadPage(PageHandler):
@@ -167,7 +200,7 @@ class OAuthCallback(HubAuthFromSettings, HubOAuthCallbackHandler):
 
 class NotFoundPage(PageHandler):
     async def get(self, *args: Any) -> None:
-        raise web.HTTPError(404, "page not found")
+        raise web.HTTPError(404, N_("page not found"))
 
 
 def ui_handlers(prefix: str) -> list[tuple]:
@@ -175,6 +208,7 @@ def ui_handlers(prefix: str) -> list[tuple]:
     return [
         (p + r"/?", HomeHandler),
         (p + r"/oauth_callback", OAuthCallback),
+        (p + r"/language/(?P<language>fr|en)", LanguageHandler),
         (p + rf"/requests/{REQ}", RequestPage),
         (p + rf"/requests/{REQ}/review", ReviewForm),
         (p + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release|release_partial)",
