@@ -143,3 +143,18 @@ def test_lookup_reads_the_preferred_language(directory, slapd):
         with slapd.admin_connection() as conn:
             conn.modify(dn, {"preferredLanguage": [(ldap3.MODIFY_DELETE, [])]})
     assert directory.lookup("bob").language is None
+
+
+def test_membership_resolver_says_when_it_answers_from_its_cache(settings):
+    """``fresh``: the services call the directory in a thread only when the cache cannot
+    answer; an unavailable directory is never cached."""
+    from ecluse.directory import MembershipResolver
+
+    resolver = MembershipResolver(settings, cache_seconds=60)
+    assert not resolver.fresh("alice")
+    resolver.lookup("alice")
+    assert resolver.fresh("alice")
+    assert not MembershipResolver(settings).fresh("alice")  # no cache at all
+    uncached = MembershipResolver(settings, cache_seconds=0)
+    uncached.lookup("alice")
+    assert not uncached.fresh("alice")

@@ -129,6 +129,8 @@ class AuditEvent(StrEnum):
                              "why)")
     AIRLOCK_REQUEST_CREATED = ("airlock.request.created", "a request opened")
     AIRLOCK_FILE_UPLOADED = ("airlock.file.uploaded", "a file added to a request")
+    AIRLOCK_FILE_CHECKED = ("airlock.file.checked", "the background check of an uploaded "
+                            "file ended: its verdict (`review` when the check failed)")
     AIRLOCK_FILE_REMOVED = ("airlock.file.removed", "a file removed from a request")
     AIRLOCK_FILE_DESCRIBED = ("airlock.file.described",
                               "the requester set a file's context, statistical controls or "

@@ -464,6 +464,13 @@ class MembershipResolver:
         self._remember(username, now, user)
         return user
 
+    def fresh(self, username: str) -> bool:
+        """Whether :meth:`lookup` would answer ``username`` from its cache (no directory
+        call: the caller need not go to a thread)."""
+        with self._lock:
+            hit = self._cache.get(username)
+        return bool(hit) and time.monotonic() - hit[0] < self.cache_seconds
+
     def _remember(self, username: str, now: float, value: DirectoryUser | DirectoryError) -> None:
         if self.cache_seconds > 0:
             with self._lock:

@@ -114,8 +114,10 @@ GROUPS = {
 @pytest.fixture
 def make_service(tmp_path: Path, db_url: str) -> Iterator[Callable[..., AirlockService]]:
     engines = []
+    services: list[AirlockService] = []
 
-    def make(**settings: Any) -> AirlockService:
+    def make(*, checker: Any = None, background_checks: int = 0,
+             **settings: Any) -> AirlockService:
         engine = db.make_engine(db_url)
         read_engine = db.make_engine(db_url, readonly=True) if db_url.startswith("sqlite") else None
         engines.extend([engine, read_engine] if read_engine else [engine])
@@ -124,13 +126,20 @@ def make_service(tmp_path: Path, db_url: str) -> Iterator[Callable[..., AirlockS
         staging.prepare()
         audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}", tmp_path / "audit.jsonl")
         engines.append(audit.engine)
-        return AirlockService(
+        made = AirlockService(
             engine=engine, staging=staging, projects=PROJECTS,
             policy_for=lambda slug: DisclosurePolicy(), audit=audit,
             settings=AirlockSettings(**settings), read_engine=read_engine,
+            background_checks=background_checks,
+            **({"checker": checker} if checker is not None else {}),
         )
+        services.append(made)
+        return made
 
     yield make
+    for made in services:
+        if made.checks is not None:
+            made.checks.shutdown()
     for e in engines:
         e.dispose()
 

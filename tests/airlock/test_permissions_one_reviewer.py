@@ -9,6 +9,7 @@ The hub-side half (one hub name per entry) is ``tests/hub/test_auth_one_person.p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,6 +244,11 @@ def test_the_hub_api_path_refuses_a_second_name(reviewer_hub, slapd, second_name
     rid = r.json()["id"]
     assert work("POST", f"/requests/{rid}/files", params={"filename": TABLE[0]},
                 data=TABLE[1]).status_code == 201
+    deadline = time.monotonic() + 600  # the upload is checked after it answered
+    while any(f["verdict"] == "checking"
+              for f in work("GET", f"/requests/{rid}").json()["files"]):
+        assert time.monotonic() < deadline, "the upload is still being checked"
+        time.sleep(0.5)
     assert work("POST", f"/requests/{rid}/submit", json={}).status_code == 200
 
     carol = _airlock_api(stack, _signed_in(stack, slapd, "carol").new_token("carol", scopes))

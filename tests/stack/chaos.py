@@ -170,6 +170,7 @@ class Workload:
             ("upload", lambda: self.call(
                 "alice", "POST", f"/requests/{rid}/files?filename=t{n}.csv", 201,
                 data=TABLE, headers={"Content-Type": "text/csv"})),
+            ("checked", lambda: self.checked("alice", rid)),
             ("submit", lambda: self.call("alice", "POST", f"/requests/{rid}/submit", 200,
                                          json={})),
             ("review", lambda: self.call("carol", "POST", f"/requests/{rid}/reviews", 201,
@@ -183,6 +184,17 @@ class Workload:
             if self.retried(op, fn) is None:
                 return
         self.released.append(rid)
+
+    def checked(self, user: str, rid: str, timeout: float = 600) -> dict:
+        """The request once none of its files is ``checking`` (the airlock checks an
+        upload after answering it); fails the step past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            req = self.call(user, "GET", f"/requests/{rid}", 200)
+            if all(f["verdict"] != "checking" for f in req["files"]):
+                return req
+            assert time.monotonic() < deadline, f"{rid} still checking after {timeout}s"
+            time.sleep(0.5)
 
     # ------------------------------------------------------------ the workspace
 

@@ -78,6 +78,9 @@ def test_leaving_a_project_stops_the_workspace_token_and_reviews(revocation_hub,
     rid = r.json()["id"]
     assert work.post(f"/requests/{rid}/files", params={"filename": "counts.csv"},
                      data=b"sex,n\nF,25\nM,31\n").status_code == 201
+    _until(lambda: all(f["verdict"] != "checking"  # checked after the upload answered
+                       for f in work.get(f"/requests/{rid}").json()["files"]),
+           timeout=600, what="the upload's check")
     assert work.post(f"/requests/{rid}/submit", json={}).status_code == 200
     carol = HubClient(stack.url)
     assert carol.login("carol", pw["carol"]).status_code == 302

@@ -231,6 +231,26 @@ def test_export_streams_files_to_the_airlock_with_the_users_token(ws, workspace_
     assert mine and {f["verdict"] for f in mine[0]["files"]} >= {"block"}
 
 
+def test_export_streams_its_progress_per_file(ws, workspace_hub):
+    """``"progress": true``: one JSON line per step (what the export dialog shows): the
+    files, the bytes sent of each, ``checking`` while the airlock checks it in the
+    background, its verdict, and last the answer (submitted once every file is judged)."""
+    r = export(ws, ["project/secret.csv"], progress=True)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("application/x-ndjson")
+    events = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+    size = len(CSV.encode())
+    assert events[0] == {"files": [{"path": "project/secret.csv", "name": "secret.csv",
+                                    "size": size}]}
+    sent = [e["sent"] for e in events if "sent" in e]
+    assert sent[0] == 0 and sent[-1] == size and sent == sorted(sent)
+    verdicts = [e["verdict"] for e in events if "verdict" in e]
+    assert verdicts[0] == "checking" and verdicts[-1] == "block", verdicts
+    result = events[-1]["result"]
+    assert result["state"] == "submitted"
+    assert [f["verdict"] for f in result["files"]] == ["block"]
+
+
 def test_export_sets_context_and_supporting_files_and_keeps_a_draft_without_context(
         ws, workspace_hub):
     airlock = f"{workspace_hub.url}/services/airlock/api/v1"

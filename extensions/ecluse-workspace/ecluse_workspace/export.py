@@ -12,6 +12,13 @@
   "url"}``. When the airlock refuses the submission because a ``fail``/``review``
   file lacks its context or controls, the request stays a draft (every file in
   it) and the answer says why in ``submit_refused``: complete it on the airlock page.
+  The airlock answers each upload before its check (verdict ``checking``): the
+  export reads the request until every file has its verdict, then submits.
+  With ``"progress": true`` the answer is ``200`` ``application/x-ndjson``, one JSON
+  object a line as the export goes: ``{"files": [{path, name, size}]}``, then per
+  file ``{"path", "sent", "size"}`` while its bytes go, ``{"path", "verdict"}``
+  (``checking``, then its verdict), and last ``{"result": <the answer above>}`` or
+  ``{"error": {...}}`` (what the export dialog shows as progress).
 * ``GET /ecluse/requests``: the project's requests with each file's verdict
   (what the Airlock panel shows).
 * ``GET /ecluse/config``: project and airlock page for the panel.
@@ -39,6 +46,8 @@ from .policy import ExportFile, ExportLimits, Refused, open_all_for_export
 
 AUTH_RESOURCE = "ecluse"
 CHUNK = 1024 * 1024
+#: the verdict of a file the airlock has stored but not checked yet
+CHECKING = "checking"
 
 
 class AirlockError(Refused):
@@ -120,7 +129,9 @@ class AirlockClient:
                                f"The airlock cannot be reached right now ({e}).") from None
         return json.loads(resp.body) if resp.body else None
 
-    async def upload(self, request_id: str, f: ExportFile, supporting: bool = False) -> dict:
+    async def upload(self, request_id: str, f: ExportFile, supporting: bool = False,
+                     on_sent: Any = None) -> dict:
+        """Stream ``f`` to the airlock; ``on_sent(bytes sent)`` after each chunk."""
         loop = asyncio.get_running_loop()
 
         async def produce(write: Any) -> None:
@@ -131,6 +142,8 @@ class AirlockClient:
                     raise AirlockError(409, "changed", f"{f.path} shrank while being sent.")
                 sent += len(chunk)
                 await write(chunk)
+                if on_sent is not None:
+                    await on_sent(sent)
 
         return await self.call(
             "POST", f"/requests/{quote(request_id)}/files?" + urlencode(
@@ -187,13 +200,50 @@ class ConfigHandler(EcluseHandler):
 
 
 class ExportHandler(EcluseHandler):
+    #: the answer is a stream of progress lines (``"progress": true``), begun
+    streaming = False
+
     @web.authenticated
     @authorized
     async def post(self) -> None:
         try:
             await self._export()
         except Refused as e:
-            self.refuse(e)
+            if self.streaming:
+                await self.emit(error={"code": e.code, "status": e.status,
+                                       "message": e.message})
+                self.finish()
+            else:
+                self.refuse(e)
+
+    async def emit(self, **event: Any) -> None:
+        """One progress line (only when the export streams its progress)."""
+        if self.streaming:
+            self.write(json.dumps(event) + "\n")
+            await self.flush()
+
+    async def _wait_checked(self, client: AirlockClient, request_id: str,
+                            uploaded: list[dict[str, Any]]) -> None:
+        """Read the request until no file is ``checking`` (the airlock checks each upload
+        after answering it), updating ``uploaded`` and telling each verdict."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.conf.upload_timeout
+        delay = 0.2
+        while any(u["verdict"] == CHECKING for u in uploaded):
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            current = {f["name"]: f for f in (await client.call(
+                "GET", f"/requests/{quote(request_id)}")).get("files", [])}
+            for u in uploaded:
+                f = current.get(u["name"])
+                if f is not None and f.get("verdict") != u["verdict"]:
+                    u["verdict"] = f.get("verdict")
+                    u["needs_context"] = bool(f.get("needs_context"))
+                    await self.emit(path=u["path"], verdict=u["verdict"])
+            if loop.time() > deadline and any(u["verdict"] == CHECKING for u in uploaded):
+                raise Refused(504, "still_checking",
+                              "The airlock is still checking the files after "
+                              f"{self.conf.upload_timeout} s; try again later.")
 
     async def _export(self) -> None:
         try:
@@ -218,6 +268,14 @@ class ExportHandler(EcluseHandler):
                 limits=self.conf.limits()))
         client = self.client()
         request_id = None
+        if body.get("progress") is True:
+            self.streaming = True
+            self.set_status(200)
+            self.set_header("Content-Type", "application/x-ndjson")
+            self.set_header("Cache-Control", "no-store")
+            self.set_header("X-Accel-Buffering", "no")
+            await self.emit(files=[{"path": f.path, "name": f.name, "size": f.size}
+                                   for f in files])
         try:
             created = await client.call("POST", "/requests", {
                 "project": self.conf.project, "title": title, "justification": justification})
@@ -225,7 +283,14 @@ class ExportHandler(EcluseHandler):
             uploaded = []
             for f in files:
                 about = described.get(f.path, {})
-                model = await client.upload(request_id, f, bool(about.get("supporting")))
+
+                async def sent(n: int, f: ExportFile = f) -> None:
+                    await self.emit(path=f.path, sent=n, size=f.size)
+
+                await self.emit(path=f.path, sent=0, size=f.size)
+                model = await client.upload(request_id, f, bool(about.get("supporting")),
+                                            on_sent=sent if self.streaming else None)
+                await self.emit(path=f.path, verdict=model.get("verdict"))
                 texts = {k: about[k] for k in ("context", "controls") if about.get(k)}
                 if texts:
                     model = await client.call(
@@ -236,6 +301,7 @@ class ExportHandler(EcluseHandler):
                                  "sha256": model.get("sha256"),
                                  "supporting": bool(model.get("supporting")),
                                  "needs_context": bool(model.get("needs_context"))})
+            await self._wait_checked(client, request_id, uploaded)
             state = created.get("state", "draft")
             refused = None
             if body.get("submit", True):
@@ -260,11 +326,15 @@ class ExportHandler(EcluseHandler):
                 f.close()
         self.log.info("export request %s: %d files for %s", request_id, len(uploaded),
                       self.conf.project)
-        self.set_status(201)
         answer = {"id": request_id, "state": state, "files": uploaded,
                   "url": self.page_url(request_id)}
         if refused:
             answer["submit_refused"] = refused
+        if self.streaming:
+            await self.emit(result=answer)
+            self.finish()
+            return
+        self.set_status(201)
         self.finish(answer)
 
 

@@ -25,6 +25,7 @@ import { Widget } from '@lumino/widgets';
 
 import { registerCheck } from './check';
 import { dataPlugin } from './data';
+import { exportWithProgress } from './exportprogress';
 
 const COMMAND = 'ecluse:request-export';
 const PANEL_ID = 'ecluse-airlock-panel';
@@ -360,20 +361,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          const created = await api<{
+          // per file: bytes sent, then "checking…" until the airlock's verdict
+          const created = await exportWithProgress<{
             id: string;
             state: string;
             files: IExportFile[];
             submit_refused?: string;
-          }>('export', {
-            method: 'POST',
-            body: JSON.stringify({
+          }>(
+            {
               paths,
               title: result.value.title,
               justification: result.value.justification,
               files: result.value.files
-            })
-          });
+            },
+            trans
+          );
           const verdicts = created.files
             .map(f => `${f.name}: ${f.verdict}${f.supporting ? ' ' + trans.__('(supporting)') : ''}`)
             .join('\n');

@@ -163,6 +163,16 @@ def unjudged(message: str) -> dict[str, Any]:
     return {"report": _fallback(message), "preview": {"kind": "none", "error": message}}
 
 
+class InlineChecker:
+    """Runs :func:`inspect_staged` in the calling thread: the checker of a service that
+    runs no check sandbox nor worker process (the CLI, tests); what a background check
+    thread (:mod:`.background`) calls when ``check_processes`` is 0."""
+
+    def __call__(self, object_path: Path, display_name: str, policy: Any, tmp_dir: Path,
+                 preview_rows: int = 200) -> dict:
+        return inspect_staged(object_path, display_name, policy, tmp_dir, preview_rows)
+
+
 class ProcessChecker:
     """Runs :func:`inspect_staged` in worker processes (forkserver).
 

@@ -47,6 +47,13 @@ class InvalidTransition(AirlockError):
     code = "invalid_state"
 
 
+class StillChecking(InvalidTransition):
+    """A file of the request is still being checked: submit once every file has its
+    verdict (409, code ``still_checking``)."""
+
+    code = "still_checking"
+
+
 class PolicyViolation(AirlockError):
     """A review rule forbids this (block file, missing override reason...)."""
 

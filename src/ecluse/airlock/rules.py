@@ -217,6 +217,7 @@ BLOCK_SAMPLE_ROWS = 20
 EVENTS: dict[str, str] = {
     "create": AuditEvent.AIRLOCK_REQUEST_CREATED,
     "file_add": AuditEvent.AIRLOCK_FILE_UPLOADED,
+    "file_checked": AuditEvent.AIRLOCK_FILE_CHECKED,
     "file_remove": AuditEvent.AIRLOCK_FILE_REMOVED,
     "file_describe": AuditEvent.AIRLOCK_FILE_DESCRIBED,
     "quota": AuditEvent.AIRLOCK_FILE_QUOTA_EXCEEDED,

@@ -438,6 +438,8 @@ class BatchService(QueueRunner):
                                           controls=said.get("controls"))
         refused = None
         if submit:
+            # the airlock checks uploads after answering: submit once every file is judged
+            airlock.wait_checked(who, req["id"])
             try:
                 airlock.submit(who, req["id"], comment=f"batch run {run['id']}")
             except InvalidInput as e:  # the airlock's 422: a file lacks its context
@@ -537,6 +539,24 @@ class AirlockAPI:
 
     def get_request(self, who: tuple[str, str], request_id: str) -> dict[str, Any]:
         return self._call(who, "GET", f"/requests/{request_id}")
+
+    def wait_checked(self, who: tuple[str, str], request_id: str,
+                     timeout: float = 900.0) -> dict[str, Any]:
+        """Read the request until none of its files is ``checking`` any more (the airlock
+        answers an upload before its check, ``check_in_background``); the request."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            req = self.get_request(who, request_id)
+            if not any(f.get("verdict") == "checking" for f in req.get("files", [])):
+                return req
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the airlock is still checking the files of {request_id} "
+                                  f"after {timeout:.0f}s; submit it from its page later")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
 
     def close(self) -> None:
         self.session.close()

@@ -68,7 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     conf = airlock_settings(settings)
     try:
-        service = AirlockService.from_settings(settings, process_checks=True)
+        service = AirlockService.from_settings(
+            settings, process_checks=True, background_checks=conf.check_in_background)
     except CheckSandboxUnavailable as e:
         print(f"ecluse airlock serve: {e}", file=sys.stderr)
         return 2

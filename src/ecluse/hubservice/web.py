@@ -206,7 +206,10 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
         self._hub_auth_user_cache = model
         groups = await self.settings["group_resolver"].groups_for(model)
         directory = self.settings.get("directory_groups")
-        if directory is not None:
+        if directory is not None and directory.resolver.fresh(model["name"]):
+            # answered from the cache: no thread (the pool is the requests' own queue)
+            groups = directory.narrow(model["name"], frozenset(groups))
+        elif directory is not None:
             groups = await self.run(directory.narrow, model["name"], frozenset(groups))
         identity = self.service.identity(model["name"], groups)
         if dataclasses.is_dataclass(identity) and any(

@@ -136,6 +136,13 @@ class AirlockSettings(BaseModel):
         2, ge=0, le=64,
         description="Worker processes running disclosure checks (0: in the service's threads).",
     )
+    check_in_background: bool = Field(
+        True,
+        description="An upload answers once its bytes are stored, with the verdict "
+        "`checking`, and the file is checked afterwards (check_processes at once; re-queued "
+        "when the airlock restarts); a request is submitted once every file has its "
+        "verdict. false: an upload answers only after its check.",
+    )
     check_timeout: float = Field(
         300.0, gt=0, description="Seconds one file's disclosure check may take (then: review)."
     )

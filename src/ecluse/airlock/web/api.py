@@ -157,6 +157,9 @@ class ActionHandler(APIHandler):
     batch_export = frozenset({"POST"})  # the batch service, for staff (base.py)
     openapi = {"post": {"summary": "Submit, resubmit, withdraw, release, or release only the "
                         "approved files (release_partial, comment required)",
+                        "description": "Submit and resubmit are refused (409, code "
+                        "`still_checking`) while a file of the request is still being "
+                        "checked.",
                         "requestBody": json_body("Comment", required=False),
                         "responses": {**ok("Request", "The request after the action."),
                                       **errors(400, 404, 409, 422, 503)}}}
@@ -363,7 +366,12 @@ class FilesHandler(APIHandler):
                     "type": "object", "properties": {"file": {"type": "string",
                                                               "format": "binary"}}}},
             }},
-            "responses": {**ok("File", "Stored and checked; the file.", 201),
+            "description": "With background checks (`check_in_background`, the default) "
+            "the answer comes once the bytes are stored, with the verdict `checking`; read "
+            "the request until the file has its verdict. A request with a file still "
+            "`checking` cannot be submitted (409, code `still_checking`).",
+            "responses": {**ok("File", "Stored; the file (verdict `checking` until its "
+                               "check ends, then its verdict).", 201),
                           **errors(400, 404, 409, 413, 422)},
         },
         "delete": {
@@ -471,7 +479,9 @@ class FilesHandler(APIHandler):
                 raise InvalidInput("body: the multipart body has no file part with a filename")
         assert self.writer is not None and self.filename is not None
         sha, size = await self.run(self.writer.commit)
-        data = await self.run_checking(self.service.attach_file, me, request_id, self.filename,
+        # with background checks the file is recorded ``checking`` and checked afterwards
+        attach = self.run if self.service.checks is not None else self.run_checking
+        data = await attach(self.service.attach_file, me, request_id, self.filename,
                                        sha, size,
                                        supporting=self.get_query_argument("supporting", None))
         self.send(data, 201)

@@ -136,6 +136,8 @@ async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path)
     log.info("airlock listening on http://%s:%s%s", ip, port, app.settings["airlock_prefix"])
     purger = start_purge_task(service, app.settings["pool"])
     IOLoop.current().run_in_executor(app.settings["pool"], service.render_missing_previews)
+    # files an earlier instance stored but had not checked yet (background checks)
+    service.requeue_checks()
     await hubweb.until_stopped()
     if purger is not None:
         purger.stop()

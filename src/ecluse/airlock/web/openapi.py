@@ -17,6 +17,7 @@ from typing import Any
 
 from apispec import APISpec
 
+from ..background import CHECKING
 from ..errors import AirlockError
 from ..rules import DECISIONS, State, Verdict
 
@@ -131,7 +132,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "version": {"type": "integer"},
             "sha256": {"type": "string"},
             "size": {"type": "integer"},
-            "verdict": {"type": "string", "enum": [v.value for v in Verdict]},
+            "verdict": {"type": "string", "enum": [*(v.value for v in Verdict), CHECKING],
+                        "description": "`checking`: stored, its check not finished yet "
+                        "(the request cannot be submitted until every file has its "
+                        "verdict)."},
             "format": {"type": "string"},
             "needs_override_reason": {"type": "boolean"},
             "downloadable": {"type": "boolean"},
