@@ -25,8 +25,9 @@ it, one small step per function, before the hub starts:
 A service whose user cannot run the service's Python or reach the state
 directory (a virtualenv of an interpreter under ``/root``, mode 0700; a state
 directory under a private folder) stays root's, as before, with one warning
-that says why. The hub still runs as root (``docs/sandbox.md`` says what it
-needs root for).
+that says why. The hub runs as ``ecluse-hub`` (:func:`give_hub_files`: its own
+files; the stack then starts the services itself, as external services of the
+hub).
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ from ..batch.hub import give_service_folders
 from ..batch.records import ROOT_NAME as BATCH_RECORDS
 from ..dask.hub import HUB_SERVICE as DASK_SERVICE
 from ..hubservice import service_user_cannot_run
+from ..secrets import hub_secrets, service_token
 from ..settings.airlock import airlock_settings
 from ..settings.batch import batch_settings
 
 log = logging.getLogger(__name__)
 
 #: the services ``ecluse up`` runs as users of their own, and those users' names
-DEFAULT_USERS = {"airlock": "ecluse-airlock", "dask": "ecluse-dask", "batch": "ecluse-batch"}
+DEFAULT_USERS = {"airlock": "ecluse-airlock", "dask": "ecluse-dask", "batch": "ecluse-batch",
+                 "hub": "ecluse-hub"}
 #: group of the launcher's socket and of the stack's settings file: the services' users
 LAUNCHER_GROUP = "ecluse-sandbox"
 #: the settings file written by the stack (in the state directory)
@@ -86,6 +89,64 @@ def _nothing(settings: Any, user: pwd.struct_passwd) -> None:
     return None
 
 
+#: companions of an SQLite file, moved with it
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _move_in(old: Path, folder: Path) -> None:
+    """``old`` (and its SQLite companions) into ``folder``, unless already there."""
+    new = folder / old.name
+    if old.exists() and not new.exists():
+        for suffix in ("", *SQLITE_COMPANIONS):
+            if Path(str(old) + suffix).exists():
+                os.replace(str(old) + suffix, str(new) + suffix)
+        log.info("moved %s into %s", old, folder)
+
+
+def give_hub_files(settings: Any, user: pwd.struct_passwd | str) -> None:
+    """The hub's own files in its folders, owned by ``user`` (``hub.service_user``, set):
+    ``<state>/hub`` (its secrets — cookie secret, crypt key, proxy token, TOTP key,
+    moved from ``<state>/secrets`` — the TOTP store ``mfa.sqlite``, its pid files, the
+    tokens of the services the supervisor starts), ``<db_dir>/hub`` (its database,
+    moved from ``<db_dir>``) and ``<state>/workspace`` (the workspaces' Jupyter
+    configuration, which the launcher mounts only from a folder its caller owns).
+    Nothing else of the state directory: the other secrets, the audit keys, the
+    services' folders stay out of its reach."""
+    # deferred: the hub's modules (and JupyterHub's) for the hub's user only
+    from ..hub.services import enabled_services
+
+    if isinstance(user, str):
+        user = pwd.getpwnam(user)
+    state = Path(settings.state_dir)
+    hub_dir = Path(settings.hub_dir)
+    hub_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(hub_dir, 0o700)
+    hub_secrets(settings)  # moved from <state>/secrets, or made
+    for name in ("mfa.sqlite", "jupyterhub.pid", "proxy.pid", "route-filter.pid"):
+        _move_in(state / name, hub_dir)
+    folders = [hub_dir, state / "workspace"]
+    if settings.database_url is None:
+        db_dir = Path(settings.db_dir)
+        hub_db = Path(settings.hub_db_dir)
+        hub_db.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(hub_db, 0o700)
+        _move_in(db_dir / Path(settings.hub_database_url.removeprefix("sqlite:///")).name,
+                 hub_db)
+        folders.append(hub_db)
+    for service in enabled_services(settings):  # the supervisor starts them
+        path = Path(settings.hub_secrets_dir) / f"service-token-{service.name}"
+        token = service_token(state, service.name)
+        if not path.exists() or path.read_text().strip() != token:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token)
+    (state / "workspace").mkdir(mode=0o755, exist_ok=True)
+    for folder in folders:
+        for root, dirs, files in os.walk(folder):
+            for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(entry, user.pw_uid, user.pw_gid)
+
+
 #: per service: is it run by this deployment, what it owns (given to its user), and the
 #: folders directly in the state directory that say for themselves
 SERVICES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, pwd.struct_passwd], None],
@@ -93,13 +154,14 @@ SERVICES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, pwd.struct_passw
     "airlock": (lambda settings: True, give_airlock_folders, {"airlock"}),
     "dask": (DASK_SERVICE.enabled, _nothing, set()),
     "batch": (BATCH_SERVICE.enabled, give_batch_folders, {BATCH_RECORDS, "batch"}),
+    "hub": (lambda settings: True, give_hub_files, {"hub", "workspace"}),
 }
 
 
 def run_services_as(settings: Any, users: dict[str, str | None], *,
                     python: str | None = None) -> dict[str, str]:
     """Arrange for the hub to start each service of ``users`` (``airlock``, ``dask``,
-    ``batch``: system user name; empty: root's) as that user. Returns the services arranged; one
+    ``batch``, ``hub``: system user name; empty: root's) as that user. Returns the services arranged; one
     left root's gets one warning. Root only; ``settings`` are changed in place and
     written to :data:`STACK_CONFIG`, which becomes their ``config_file``."""
     if os.geteuid() != 0:
