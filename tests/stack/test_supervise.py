@@ -341,20 +341,23 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
             s.split(" ")[0] for s in stopped[-1].details["removed"]}
     audit.engine.dispose()  # an open connection would keep the state volume busy at stop
 
-    # 4. SIGKILL of `ecluse up` itself: hub and slapd die with it and stop the rest
-    #    (proxy, services, workspaces: it runs without --keep-servers). Not yet with the
-    #    hub as its own user: its workspaces' stop through the launcher races the
-    #    launcher's own death and the hub may be left running (docs/sandbox.md, "The hub
-    #    as ecluse-hub"); there `ecluse up` is stopped as Ctrl-C does, in order.
-    if users_on:
-        up.proc.send_signal(signal.SIGTERM)
-        assert up.proc.wait(120) == 0
-    else:
-        up.proc.kill()
-        up.proc.wait(10)
-    wait_for(lambda: not run_processes(root, state), 120,
+    # 4. SIGKILL of `ecluse up` itself: its keeper (the process that owns the stack)
+    #    stops everything in order, as Ctrl-C does: the services, the hub (which stops
+    #    the workspace through the launcher: with the hub as its own user, only the
+    #    launcher can), what the hub left, then the launcher, slapd, the state volume.
+    #    It runs without --keep-servers: no sandbox is left either
+    up.proc.kill()
+    up.proc.wait(10)
+    wait_for(lambda: not run_processes(root, state), 180,
              f"processes after SIGKILL of ecluse up: {run_processes(root, state)}", log)
-    assert our_sandboxes(settings) == []
+    assert our_sandboxes(settings) == [], "a workspace outlived the killed ecluse up"
+    wait_for(lambda: not os.path.ismount(state / "db"), 60, "the state volume released", log)
+    if users_on:  # the hub stopped its workspace through the launcher, recorded
+        audit = AuditLog.from_settings(settings, writer=False)
+        stops = [e for e in audit.records(event="workspace.stop")
+                 if e.details.get("owner") == "alice"]
+        audit.engine.dispose()
+        assert stops and stops[-1].details.get("via") == "hub", stops[-1:]
 
     # 5. the next `ecluse up` on the same state starts (no port taken), Ctrl-C-like
     #    SIGTERM stops it cleanly and leaves nothing

@@ -12,7 +12,7 @@ from ..audit import AuditLog
 from ..config import load_settings
 from ..dev.serviceusers import DEFAULT_USERS, give_hub_files
 from ..dev.stack import Stack
-from ..dev.supervisor import Supervisor, SupervisorGaveUp
+from ..dev.supervisor import Supervisor, SupervisorGaveUp, run_in_keeper
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +75,12 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """The stack, run by a keeper process that stops it in order even when this one is
+    killed (:func:`ecluse.dev.supervisor.run_in_keeper`)."""
+    return run_in_keeper(lambda: _up(args))
+
+
+def _up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
     users = {s: getattr(args, f"{s}_user", user) or None for s, user in DEFAULT_USERS.items()}
     stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
