@@ -45,15 +45,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-file", help="the service's API token, as the hub knows it "
                    "(default: $CREDENTIALS_DIRECTORY/token, systemd's LoadCredential=)")
     p.set_defaults(func=cmd_service)
+    p = sub.add_parser(
+        "hub-prepare", help="as root, before a hub of its own user (hub.service_user) "
+        "starts: mount the state volume, give the hub its files and the services their "
+        "folders (a root systemd unit ordered before the hub's)")
+    p.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
+    p.set_defaults(func=cmd_hub_prepare)
+
+
+def cmd_hub_prepare(args: argparse.Namespace) -> int:
+    from ..hub.prepare import prepare  # deferred: the hub's modules
+
+    settings = load_settings(args.config)
+    try:
+        prepare(settings)
+    except (PermissionError, ValueError) as e:
+        print(f"ecluse hub-prepare: {e}", file=sys.stderr)
+        return 2
+    print(f"the hub's files ready for {settings.hub.service_user} in {settings.hub_dir}")
+    return 0
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    """Replace this process by the service, in the environment the hub would give it;
-    refuses to run it as root when it has a user of its own."""
+    """Replace this process by the service, in the environment the hub would give it,
+    marked as the supervisor's (``ECLUSE_SUPERVISED_SERVICE_OF``). Never as root when the
+    service has a user of its own: root (the direct service manager) reads the token, then
+    becomes that user; a systemd unit runs it as that user already (``User=``)."""
     import os
+    import pwd
     from pathlib import Path
 
     from ..hub.services import external_service  # deferred: the hub's modules
+    from ..hubservice import instances  # deferred: with the hub's modules
 
     settings = load_settings(args.config)
     token_file = args.token_file or (
@@ -65,12 +88,22 @@ def cmd_service(args: argparse.Namespace) -> int:
         return 2
     token = Path(token_file).read_text().strip()
     svc = external_service(settings, args.name, token)
+    env = {**svc.env, instances.SUPERVISED_MARK: str(Path(settings.state_dir).resolve())}
     if svc.user and os.geteuid() == 0:
-        print(f"ecluse service: the {args.name} service runs as {svc.user}, not root "
-              f"(systemd: User={svc.user})", file=sys.stderr)
+        user = pwd.getpwnam(svc.user)
+        os.setgroups(os.getgrouplist(svc.user, user.pw_gid))
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+        if os.geteuid() == 0 or os.getuid() == 0:  # never as root
+            print(f"ecluse service: cannot become {svc.user}", file=sys.stderr)
+            return 2
+    elif svc.user and pwd.getpwuid(os.geteuid()).pw_name != svc.user:
+        print(f"ecluse service: the {args.name} service runs as {svc.user}, not as "
+              f"{pwd.getpwuid(os.geteuid()).pw_name} (systemd: User={svc.user})",
+              file=sys.stderr)
         return 2
     os.chdir(svc.cwd)
-    os.execvpe(svc.command[0], svc.command, svc.env)
+    os.execvpe(svc.command[0], svc.command, env)
     return 1  # pragma: no cover - exec does not return
 
 

@@ -48,9 +48,8 @@ from ..batch.hub import HUB_SERVICE as BATCH_SERVICE
 from ..batch.hub import give_service_folders
 from ..batch.records import ROOT_NAME as BATCH_RECORDS
 from ..dask.hub import HUB_SERVICE as DASK_SERVICE
+from ..hub.prepare import give_airlock_folders, give_hub_files
 from ..hubservice import service_user_cannot_run
-from ..secrets import hub_secrets, service_token
-from ..settings.airlock import airlock_settings
 from ..settings.batch import batch_settings
 
 log = logging.getLogger(__name__)
@@ -65,20 +64,6 @@ STACK_CONFIG = "ecluse-stack.yaml"
 LAUNCHER_DIR = "launcher"
 
 
-def give_airlock_folders(settings: Any, user: pwd.struct_passwd) -> None:
-    """The staging area and the database folder owned by ``user``, mode 0700 (what root
-    left there too: an earlier run's files, a database of the earlier layout)."""
-    conf = airlock_settings(settings)
-    conf.resolved_database_url(settings.db_dir)  # an earlier layout's database moved first
-    for folder in (conf.resolved_storage_dir(settings.state_dir),
-                   conf.resolved_storage_dir(settings.db_dir)):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-        for root, dirs, files in os.walk(folder):
-            for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.lchown(entry, user.pw_uid, user.pw_gid)
-
-
 def give_batch_folders(settings: Any, user: pwd.struct_passwd) -> None:
     """The run record store and the queue's folder owned by ``user``
     (:func:`ecluse.batch.hub.give_service_folders`, which the hub does too)."""
@@ -87,64 +72,6 @@ def give_batch_folders(settings: Any, user: pwd.struct_passwd) -> None:
 
 def _nothing(settings: Any, user: pwd.struct_passwd) -> None:
     return None
-
-
-#: companions of an SQLite file, moved with it
-SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
-
-
-def _move_in(old: Path, folder: Path) -> None:
-    """``old`` (and its SQLite companions) into ``folder``, unless already there."""
-    new = folder / old.name
-    if old.exists() and not new.exists():
-        for suffix in ("", *SQLITE_COMPANIONS):
-            if Path(str(old) + suffix).exists():
-                os.replace(str(old) + suffix, str(new) + suffix)
-        log.info("moved %s into %s", old, folder)
-
-
-def give_hub_files(settings: Any, user: pwd.struct_passwd | str) -> None:
-    """The hub's own files in its folders, owned by ``user`` (``hub.service_user``, set):
-    ``<state>/hub`` (its secrets — cookie secret, crypt key, proxy token, TOTP key,
-    moved from ``<state>/secrets`` — the TOTP store ``mfa.sqlite``, its pid files, the
-    tokens of the services the supervisor starts), ``<db_dir>/hub`` (its database,
-    moved from ``<db_dir>``) and ``<state>/workspace`` (the workspaces' Jupyter
-    configuration, which the launcher mounts only from a folder its caller owns).
-    Nothing else of the state directory: the other secrets, the audit keys, the
-    services' folders stay out of its reach."""
-    # deferred: the hub's modules (and JupyterHub's) for the hub's user only
-    from ..hub.services import enabled_services
-
-    if isinstance(user, str):
-        user = pwd.getpwnam(user)
-    state = Path(settings.state_dir)
-    hub_dir = Path(settings.hub_dir)
-    hub_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(hub_dir, 0o700)
-    hub_secrets(settings)  # moved from <state>/secrets, or made
-    for name in ("mfa.sqlite", "jupyterhub.pid", "proxy.pid", "route-filter.pid"):
-        _move_in(state / name, hub_dir)
-    folders = [hub_dir, state / "workspace"]
-    if settings.database_url is None:
-        db_dir = Path(settings.db_dir)
-        hub_db = Path(settings.hub_db_dir)
-        hub_db.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(hub_db, 0o700)
-        _move_in(db_dir / Path(settings.hub_database_url.removeprefix("sqlite:///")).name,
-                 hub_db)
-        folders.append(hub_db)
-    for service in enabled_services(settings):  # the supervisor starts them
-        path = Path(settings.hub_secrets_dir) / f"service-token-{service.name}"
-        token = service_token(state, service.name)
-        if not path.exists() or path.read_text().strip() != token:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token)
-    (state / "workspace").mkdir(mode=0o755, exist_ok=True)
-    for folder in folders:
-        for root, dirs, files in os.walk(folder):
-            for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.lchown(entry, user.pw_uid, user.pw_gid)
 
 
 #: per service: is it run by this deployment, what it owns (given to its user), and the
