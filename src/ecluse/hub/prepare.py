@@ -6,7 +6,8 @@ deployment, ordered before the hub's) and ``ecluse up`` as root.
 mount the hub, not root, cannot make), gives the hub its own files
 (:func:`give_hub_files`) and each managed service with a user of its own its
 folders (:func:`give_service_folders`): what a root hub did as it started
-them. Nothing here needs JupyterHub.
+them; with the local backend it makes the sandbox host address too, so that
+the services may start with the hub. Nothing here needs JupyterHub.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..batch.hub import give_service_folders as give_batch_folders
+from ..sandbox import get_backend
 from ..secrets import hub_secrets, service_token
 from ..settings.airlock import airlock_settings
 from ..statevolume import ensure_state_volume
@@ -39,6 +41,11 @@ def prepare(settings: Any) -> None:
     ensure_state_volume(settings)
     give_service_folders(settings)
     give_hub_files(settings, user)
+    if settings.hub.spawner == "ecluse" and settings.sandbox.backend == "local":
+        # the sandbox host address, where some services listen: made now, so that they
+        # may start with the hub rather than after it (the hub makes it too, through the
+        # launcher; the docker backend's needs its engine, which may not be up yet)
+        get_backend(settings).host_address()
 
 
 def give_service_folders(settings: Any) -> None:
