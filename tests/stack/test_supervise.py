@@ -353,10 +353,14 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     assert our_sandboxes(settings) == [], "a workspace outlived the killed ecluse up"
     wait_for(lambda: not os.path.ismount(state / "db"), 60, "the state volume released", log)
     if users_on:  # the hub stopped its workspace through the launcher, recorded
-        audit = AuditLog.from_settings(settings, writer=False)
-        stops = [e for e in audit.records(event="workspace.stop")
-                 if e.details.get("owner") == "alice"]
-        audit.engine.dispose()
+        ensure_state_volume(settings)  # released by the keeper: mounted to read the log
+        try:
+            audit = AuditLog.from_settings(settings, writer=False)
+            stops = [e for e in audit.records(event="workspace.stop")
+                     if e.details.get("owner") == "alice"]
+            audit.engine.dispose()
+        finally:
+            release_state_volume(settings)
         assert stops and stops[-1].details.get("via") == "hub", stops[-1:]
 
     # 5. the next `ecluse up` on the same state starts (no port taken), Ctrl-C-like
