@@ -198,6 +198,7 @@ def services_answer(url: str) -> bool:
     return a.status_code == 401 and b.status_code == 401
 
 
+@pytest.mark.timeout(900)  # five kills and two starts of the whole stack on a shared host
 @pytest.mark.parametrize("up_stack", [{}, {"service_users": True}], indirect=True,
                          ids=["root", "service-users"])
 def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, tmp_path,
