@@ -111,12 +111,16 @@ def test_the_hub_as_its_own_user_spawns_containers_through_the_launcher(
     os.chmod(directory, 0o755)  # the hub's user reaches the state directory
     path = write_config(directory, slapd, overrides={
         "hub.spawner": "ecluse", "sandbox.stop_grace": 2, "sandbox.start_timeout": 120,
-        "airlock.port": free_port(), "airlock.check_processes": 0})
+        "airlock.port": free_port(), "airlock.check_processes": 0,
+        # the hub's user cannot read root's password file: the password in its
+        # environment, as the stack and the Ansible units give it
+        "ldap.bind_password_env": "ECLUSE_TEST_DOCKER_HUB_LDAP"})
     user = pwd.getpwnam(DEFAULT_USERS["hub"])
     try:
         with _hub_log_on_failure(directory / "hub.log"), running_hub(
                 path, sandbox="docker", cleanup_servers=True,
-                hub_user=DEFAULT_USERS["hub"]) as stack:
+                hub_user=DEFAULT_USERS["hub"],
+                extra_env={"ECLUSE_TEST_DOCKER_HUB_LDAP": slapd.service_password}) as stack:
             assert proc_ids(stack.hub.pid)[0] == user.pw_uid
             # the engine's socket is not the hub's to use (root's, no group of the hub's)
             st = os.stat(stack.settings.sandbox.docker_url.removeprefix("unix://"))
