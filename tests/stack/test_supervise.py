@@ -104,6 +104,8 @@ class Up:
 
     def __init__(self, config: Path, log: Path, *args: str) -> None:
         self.log = log
+        #: where this run's output starts in a log shared with an earlier run
+        self.offset = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ecluse", "up", "--config", str(config), *args],
@@ -115,7 +117,7 @@ class Up:
             if self.proc.poll() is not None:
                 raise AssertionError(f"ecluse up exited {self.proc.returncode}:\n"
                                      f"{self.log.read_text(errors='replace')[-3000:]}")
-            return "Écluse is up" in self.log.read_text(errors="replace")
+            return "Écluse is up".encode() in self.log.read_bytes()[self.offset:]
         wait_for(up, timeout, "ecluse up", self.log)
 
 
