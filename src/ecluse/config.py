@@ -128,6 +128,18 @@ class HubSettings(_Model):
         description="Spawner class or entry-point name used for workspaces ('simple' for "
         "a plain local process spawner with no isolation — development only).",
     )
+    service_user: str | None = Field(
+        None, pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
+        description="System user the hub (JupyterHub, the spawner, configurable-http-proxy, "
+        "the route filter) runs as, e.g. ecluse-hub (unset: the user that starts it). Set, "
+        "the hub's own files are in <state>/hub/ (its secrets, sign-in factor store, pid "
+        "files) and <database folder>/hub/ (its database), owned by that user; the "
+        "managed services (airlock, batch, dask-gateway) are external services of the hub "
+        "(URL and token), started by `ecluse up` or their own systemd units as their own "
+        "users; workspaces, the host address and the hub's audit records go through the "
+        "sandbox launcher (sandbox.launcher_socket). `ecluse up` as root sets it "
+        "(--hub-user, default ecluse-hub).",
+    )
 
 
 MFA_ROLES = ("researcher", "output-checker", "staff")
@@ -427,6 +439,8 @@ class StateVolumeSettings(_Model):
 
 
 HUB_DB, AUDIT_DB, AUDIT_JSONL = "jupyterhub.sqlite", "audit.sqlite", "audit.jsonl"
+#: the hub's own folder in the state directory and in the database folder (hub_dir)
+HUB_FOLDER = "hub"
 
 
 def sqlite_url(directory: Path, name: str) -> str:
@@ -470,8 +484,28 @@ class Settings(_Model):
         return database_dir(self)
 
     @property
+    def hub_dir(self) -> Path:
+        """The hub's own folder: ``<state>/hub`` when the hub runs as a user of its own
+        (``hub.service_user``) or that folder exists (it then holds the hub's files
+        whoever reads them: ``ecluse dev totp``), else the state directory."""
+        own = Path(self.state_dir) / HUB_FOLDER
+        return own if self.hub.service_user or own.is_dir() else Path(self.state_dir)
+
+    @property
+    def hub_secrets_dir(self) -> Path:
+        """Where the hub's secrets are (cookie secret, crypt key, proxy token, TOTP key)."""
+        return self.hub_dir / "secrets"
+
+    @property
+    def hub_db_dir(self) -> Path:
+        """The folder of the hub's SQLite database: ``<db_dir>/hub`` beside ``hub_dir``."""
+        if self.hub_dir == Path(self.state_dir):
+            return self.db_dir
+        return self.db_dir / HUB_FOLDER
+
+    @property
     def hub_database_url(self) -> str:
-        return self.database_url or sqlite_url(self.db_dir, HUB_DB)
+        return self.database_url or sqlite_url(self.hub_db_dir, HUB_DB)
 
     @property
     def audit_db_url(self) -> str:

@@ -20,8 +20,9 @@ SECRETS = {
 }
 
 
-def secrets_dir(state_dir: Path) -> Path:
-    d = Path(state_dir) / "secrets"
+def secrets_dir(state_dir: Path, folder: Path | None = None) -> Path:
+    """``<state>/secrets`` (or ``folder``), created 0700."""
+    d = Path(folder) if folder is not None else Path(state_dir) / "secrets"
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(d, 0o700)
     return d
@@ -47,6 +48,27 @@ def read_or_create(path: Path, nbytes: int = 32) -> str:
     return value
 
 
-def ensure_secrets(state_dir: Path) -> dict[str, str]:
-    d = secrets_dir(state_dir)
+def ensure_secrets(state_dir: Path, folder: Path | None = None) -> dict[str, str]:
+    """The hub's secrets in ``<state>/secrets`` (or ``folder``: the hub's own,
+    ``settings.hub_secrets_dir``), each created once. Given a ``folder``, a secret still
+    in ``<state>/secrets`` (an earlier layout, read by root) is moved there first."""
+    d = secrets_dir(state_dir, folder)
+    if folder is not None:
+        old = Path(state_dir) / "secrets"
+        for name in SECRETS:
+            if not (d / name).exists() and os.access(old / name, os.R_OK):
+                os.replace(old / name, d / name)
     return {name: read_or_create(d / name, n) for name, (n, _) in SECRETS.items()}
+
+
+def hub_secrets(settings: object) -> dict[str, str]:
+    """The hub's secrets where the hub keeps them (``settings.hub_secrets_dir``)."""
+    state = Path(settings.state_dir)  # type: ignore[attr-defined]
+    folder = Path(settings.hub_secrets_dir)  # type: ignore[attr-defined]
+    return ensure_secrets(state, None if folder == state / "secrets" else folder)
+
+
+def service_token(state_dir: Path, service: str) -> str:
+    """The API token of the external hub service ``service`` (``hub.service_user``: the
+    supervisor starts it, the hub knows it by this token), in ``<state>/secrets``."""
+    return read_or_create(secrets_dir(state_dir) / f"service-token-{service}", 32)

@@ -99,10 +99,11 @@ def test_the_rendered_settings_point_the_services_at_the_launcher():
     assert sb.launcher_group == "ecluse-sandbox"
     assert sb.launcher_callers == callers
     off = Settings.model_validate(yaml.safe_load(render(
-        "ecluse.yaml.j2", ecluse_airlock_user="", ecluse_dask_user="", ecluse_batch_user="")))
+        "ecluse.yaml.j2", ecluse_airlock_user="", ecluse_dask_user="", ecluse_batch_user="",
+        ecluse_hub_user="")))
     assert off.sandbox.launcher_socket is None and off.sandbox.launcher_callers == {}
     assert off.airlock.service_user is None and off.dask.service_user is None
-    assert off.batch.service_user is None
+    assert off.batch.service_user is None and off.hub.service_user is None
 
 
 def _task(role: str, name: str) -> dict:
@@ -116,7 +117,8 @@ def _rendered(value: str, **overrides) -> str:
 
 
 @pytest.mark.parametrize(("role", "template", "user"), [
-    ("hub", "ecluse-hub.service.j2", "root"),
+    ("hub", "ecluse-hub.service.j2", "ecluse-hub"),
+    ("hub", "ecluse-hub-prepare.service.j2", "root"),
     ("hub", "ecluse-sandbox-launcher.service.j2", "root"),
     ("dask_gateway", "ecluse-dask-gateway.service.j2", "root"),
 ])
@@ -130,7 +132,7 @@ def test_the_airlock_runs_as_its_own_user_with_the_launcher_by_default():
     assert settings.airlock.service_user == "ecluse-airlock"
     assert settings.sandbox.launcher_socket is not None
     assert settings.sandbox.launcher_callers["airlock"] == "ecluse-airlock"
-    assert settings.sandbox.launcher_callers["hub"] == "root"
+    assert settings.sandbox.launcher_callers["hub"] == "ecluse-hub"
     hub = _unit(render("ecluse-hub.service.j2"))
     assert "ecluse-sandbox-launcher.service" in hub["Unit"]["Wants"].split()
     users = _task("hub", "Create the services' system users")
@@ -163,16 +165,18 @@ def test_dask_gateway_runs_as_its_own_user_with_the_launcher_by_default():
 
 
 @pytest.mark.parametrize(("service_users", "modes"), [
-    (("ecluse-airlock", "ecluse-dask", "ecluse-batch"), ("0711", "0751", "0751", "0644")),
-    (("", "ecluse-dask", ""), ("0711", "0751", "0751", "0644")),
-    (("", "", "ecluse-batch"), ("0711", "0751", "0751", "0644")),
-    (("", "", ""), ("0700", "0750", "0750", "0640")),
+    (("ecluse-airlock", "ecluse-dask", "ecluse-batch", "ecluse-hub"),
+     ("0711", "0751", "0751", "0644")),
+    (("", "ecluse-dask", "", ""), ("0711", "0751", "0751", "0644")),
+    (("", "", "ecluse-batch", ""), ("0711", "0751", "0751", "0644")),
+    (("", "", "", "ecluse-hub"), ("0711", "0751", "0751", "0644")),
+    (("", "", "", ""), ("0700", "0750", "0750", "0640")),
 ])
 def test_the_folders_the_service_users_must_traverse(service_users, modes):
     """Traversable (never listable) where the services' own users must reach their
     folders, the settings and the launcher's socket by path; private otherwise."""
     v = {"ecluse_airlock_user": service_users[0], "ecluse_dask_user": service_users[1],
-         "ecluse_batch_user": service_users[2]}
+         "ecluse_batch_user": service_users[2], "ecluse_hub_user": service_users[3]}
     state = _task("ecluse", "Create the state directory")["ansible.builtin.file"]["mode"]
     config = _task("ecluse", "Create the configuration directory")["ansible.builtin.file"]
     run = _task("ecluse", "Create the run directory")["ansible.builtin.file"]["mode"]
@@ -197,3 +201,52 @@ def test_the_batch_service_runs_as_its_own_user_with_the_launcher_by_default():
     assert alone.sandbox.launcher_callers["batch"] == "ecluse-batch"
     off = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_batch_user="")))
     assert off.batch.service_user is None and off.sandbox.launcher_callers["batch"] == "root"
+
+
+def test_the_hub_runs_as_its_own_user_prepared_by_root_with_its_services_in_units():
+    """The production hub as ecluse-hub (hub_service_user): hub.service_user and the
+    launcher's hub caller in the settings, the user in the launcher's group only (not the
+    secrets' group, not the audit keys'), the hub's unit requires the root unit that
+    mounts the state volume, and each service has a unit of its own, as its user, its
+    token given by systemd from the root-only copy."""
+    settings = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2")))
+    assert settings.hub.service_user == "ecluse-hub"
+    assert settings.sandbox.launcher_callers["hub"] == "ecluse-hub"
+    assert settings.sandbox.launcher_socket is not None
+    hub = _unit(render("ecluse-hub.service.j2"))
+    assert hub["Service"]["User"] == "ecluse-hub"
+    assert hub["Unit"]["Requires"] == "ecluse-hub-prepare.service"
+    assert set(hub["Unit"]["After"].split()) == {"ecluse-hub-prepare.service",
+                                                 "ecluse-sandbox-launcher.service"}
+    prepare = _unit(render("ecluse-hub-prepare.service.j2"))
+    assert (prepare["Service"]["User"], prepare["Service"]["Type"]) == ("root", "oneshot")
+    assert prepare["Service"]["ExecStart"] == (
+        "/opt/ecluse/venv/bin/ecluse hub-prepare --config /etc/ecluse/ecluse.yaml")
+    assert prepare["Unit"]["Before"] == "ecluse-hub.service"
+    user = _task("hub", "Create the hub's system user")
+    assert _rendered(user["ansible.builtin.user"]["name"]) == "ecluse-hub"
+    assert [_rendered(g) for g in user["ansible.builtin.user"]["groups"]] == ["ecluse-sandbox"]
+    services = _vars()["hub_external_services"]
+    assert [(s["name"], s["user"]) for s in services] == [
+        ("airlock", "ecluse-airlock"), ("batch", "ecluse-batch"),
+        ("dask-gateway", "ecluse-dask")]
+    for item in services:
+        unit = _unit(render("ecluse-hub-service.service.j2", item=item))
+        svc = unit["Service"]
+        assert svc["User"] == item["user"] != "ecluse-hub"
+        assert svc["ExecStart"] == (f"/opt/ecluse/venv/bin/ecluse service {item['name']} "
+                                    "--config /etc/ecluse/ecluse.yaml")
+        assert svc["LoadCredential"] == (
+            f"token:/var/lib/ecluse/secrets/service-token-{item['name']}")
+        assert "ecluse-hub.service" in unit["Unit"]["After"].split()
+    # a service without a user of its own runs as root, never as the hub's user
+    unit = _unit(render("ecluse-hub-service.service.j2", item={"name": "airlock", "user": ""}))
+    assert unit["Service"]["User"] == "root"
+    # the jupyterhub_config.py the hub's user reads holds no secret: readable
+    settings_task = _task("hub", "Write the deployment settings")
+    [mode] = [i["mode"] for i in settings_task["loop"] if i["name"] == "jupyterhub_config.py"]
+    assert _rendered(mode) == "0644"
+    # ecluse_hub_user "": the hub is root's, as before, and starts the services itself
+    old = Settings.model_validate(yaml.safe_load(render("ecluse.yaml.j2", ecluse_hub_user="")))
+    assert old.hub.service_user is None and old.sandbox.launcher_callers["hub"] == "root"
+    assert _unit(render("ecluse-hub.service.j2", ecluse_hub_user=""))["Service"]["User"] == "root"

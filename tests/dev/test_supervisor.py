@@ -291,3 +291,45 @@ def test_a_hub_left_running_on_the_state_folder_is_stopped_before_a_new_one(
     (rec,) = AuditLog.from_settings(settings, writer=False).records(
         event=instances.LEFTOVERS_EVENT)
     assert rec.details["kind"] == "hub process" and rec.actor == "ecluse-up"
+
+
+def test_a_killed_parent_leaves_the_keeper_to_stop_in_order(tmp_path: Path, procs) -> None:
+    """``ecluse up`` killed with SIGKILL: its keeper (the child that owns the stack) gets
+    SIGTERM and stops its components in order (the launcher's stand-in last, after the
+    hub's stand-in exited), as Ctrl-C would. Without the keeper the killed process
+    stops nothing and its children all get SIGTERM at once."""
+    pids, order = tmp_path / "pids", tmp_path / "order"
+    outer = subprocess.Popen([sys.executable, "-c", f"""
+import signal, subprocess, threading
+from ecluse.dev.supervisor import die_with_parent, run_in_keeper
+
+def run():
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    hub = subprocess.Popen({SLEEPER!r}, preexec_fn=die_with_parent(signal.SIGKILL))
+    launcher = subprocess.Popen({SLEEPER!r}, preexec_fn=die_with_parent(signal.SIGKILL))
+    open({str(pids)!r}, "w").write(f"{{hub.pid}} {{launcher.pid}}")
+    stop.wait()
+    for name, proc in (("hub", hub), ("launcher", launcher)):
+        proc.terminate()
+        proc.wait()
+        with open({str(order)!r}, "a") as f:
+            f.write(name + " ")
+    return 0
+
+raise SystemExit(run_in_keeper(run))
+"""])
+    procs.append(outer)
+    assert wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30)
+    hub, launcher = (int(p) for p in pids.read_text().split())
+    try:
+        assert alive(hub) and alive(launcher)
+        outer.kill()
+        outer.wait(10)
+        assert wait_for(lambda: order.exists() and order.read_text() == "hub launcher ", 30), \
+            order.read_text() if order.exists() else "nothing stopped"
+        assert not alive(hub) and not alive(launcher)
+    finally:
+        for pid in (hub, launcher):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

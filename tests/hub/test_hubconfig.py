@@ -129,3 +129,58 @@ def test_in_a_cluster_the_hub_listens_on_the_pod_and_is_reached_by_its_service(m
     reach = get_backend(settings).reach_address()
     assert airlock_url(settings, reach) == (
         f"http://hub.ecluse.svc.cluster.local:{settings.airlock.port}/services/airlock/")
+
+
+def test_a_hub_of_its_own_user_knows_the_services_as_external_ones(make_config):
+    """``hub.service_user``: the hub starts no service (no command, user, environment);
+    each is a URL and the token the supervisor wrote in the hub's secrets folder, and
+    the supervisor starts it with the environment JupyterHub would have given it. The
+    hub's own files are in ``<state>/hub``; a missing token stops the configuration."""
+    import pytest
+
+    from ecluse.hub.hubconfig import external_service_token
+    from ecluse.hub.services import enabled_services, external_service
+    from ecluse.secrets import service_token
+
+    settings = load_settings(make_config(**{"hub.service_user": "ecluse-hub",
+                                            "sandbox.idle_timeout": 1800}))
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    names = [s.name for s in enabled_services(settings)]
+    assert "airlock" in names
+    with pytest.raises(RuntimeError, match="token of the airlock service cannot be read"):
+        configure(Config(), settings)
+    settings.hub_secrets_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (settings.hub_secrets_dir / f"service-token-{name}").write_text(
+            service_token(settings.state_dir, name))
+    c = Config()
+    configure(c, settings)
+    assert c.JupyterHub.pid_file == str(settings.state_dir / "hub" / "jupyterhub.pid")
+    assert c.JupyterHub.db_url.endswith("/hub/jupyterhub.sqlite")
+    entries = {s["name"]: s for s in c.JupyterHub.services}
+    for name in names:
+        entry = entries[name]
+        assert not {"command", "user", "cwd", "environment"} & set(entry), entry
+        assert entry["api_token"] == external_service_token(settings, name)
+        assert entry["url"].startswith("http://")
+    assert "command" in entries["idle-culler"]  # the hub's own, as its user
+    svc = external_service(settings, "airlock", "t0ken", {})
+    assert svc.command[1:5] == ["-m", "ecluse", "airlock", "serve"]
+    assert svc.url == entries["airlock"]["url"]
+    assert (svc.env["JUPYTERHUB_API_TOKEN"], svc.env["JUPYTERHUB_SERVICE_NAME"],
+            svc.env["JUPYTERHUB_CLIENT_ID"], svc.env["JUPYTERHUB_SERVICE_PREFIX"]) == (
+        "t0ken", "airlock", "service-airlock", "/services/airlock/")
+    assert svc.env["JUPYTERHUB_API_URL"] == f"http://127.0.0.1:{settings.hub.hub_port}/hub/api"
+    with pytest.raises(ValueError, match="no service 'nope'"):
+        external_service(settings, "nope", "t", {})
+
+
+def test_a_hub_of_its_own_user_needs_the_launcher(make_config):
+    """Workspaces, the host address and the hub's audit records go through the launcher
+    only: without its socket the configuration stops and says so."""
+    import pytest
+
+    settings = load_settings(make_config(**{"hub.service_user": "ecluse-hub",
+                                            "hub.spawner": "ecluse"}))
+    with pytest.raises(RuntimeError, match="sandbox.launcher_socket is not set"):
+        configure(Config(), settings)

@@ -88,3 +88,53 @@ def test_the_stack_on_docker_spawns_a_workspace_reached_through_the_proxy(
     assert [f["name"] for f in req["files"]] == ["wards.csv"]
     r = ws.client.api("DELETE", "/users/alice/servers/cardio-los", ws.token)
     assert r.status_code in (202, 204), r.text
+
+
+def test_the_hub_as_its_own_user_spawns_containers_through_the_launcher(
+        workspace_image, slapd, ldap_passwords):
+    """``hub.service_user`` on Docker: the hub (``ecluse-hub``) holds no engine socket;
+    its workspace container is started by the launcher (caller hub) and reached
+    through the proxy."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ecluse.audit import AuditLog
+    from ecluse.dev.serviceusers import DEFAULT_USERS
+    from ecluse.sandbox.launcher import STARTED_EVENT
+    from ecluse.sandbox.local import teardown_host_network
+    from tests.stack.test_service_users import proc_ids
+
+    directory = Path(tempfile.mkdtemp(prefix="ecluse-dockerhubuser-", dir="/tmp"))
+    os.chmod(directory, 0o755)  # the hub's user reaches the state directory
+    path = write_config(directory, slapd, overrides={
+        "hub.spawner": "ecluse", "sandbox.stop_grace": 2, "sandbox.start_timeout": 120,
+        "airlock.port": free_port(), "airlock.check_processes": 0,
+        # the hub's user cannot read root's password file: the password in its
+        # environment, as the stack and the Ansible units give it
+        "ldap.bind_password_env": "ECLUSE_TEST_DOCKER_HUB_LDAP"})
+    user = pwd.getpwnam(DEFAULT_USERS["hub"])
+    try:
+        with _hub_log_on_failure(directory / "hub.log"), running_hub(
+                path, sandbox="docker", cleanup_servers=True,
+                hub_user=DEFAULT_USERS["hub"],
+                extra_env={"ECLUSE_TEST_DOCKER_HUB_LDAP": slapd.service_password}) as stack:
+            assert proc_ids(stack.hub.pid)[0] == user.pw_uid
+            # the engine's socket is not the hub's to use (root's, no group of the hub's)
+            st = os.stat(stack.settings.sandbox.docker_url.removeprefix("unix://"))
+            _, _, groups = proc_ids(stack.hub.pid)
+            assert st.st_uid == 0 and not st.st_mode & 0o006 and (
+                st.st_gid not in [user.pw_gid, *groups] or not st.st_mode & 0o060), st
+            ws = start_workspace_now(stack, ldap_passwords, "alice", "cardio-los")
+            r = ws.get("lab", allow_redirects=True)
+            assert r.status_code == 200 and "JupyterLab" in r.text, r.text[:500]
+            started = [e for e in AuditLog.from_settings(stack.settings, writer=False)
+                       .records(event=STARTED_EVENT) if e.details.get("caller") == "hub"]
+            assert [e.actor for e in started] == [f"uid:{user.pw_uid}"]
+            r = ws.client.api("DELETE", "/users/alice/servers/cardio-los", ws.token)
+            assert r.status_code in (202, 204), r.text
+    finally:
+        teardown_host_network()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -599,6 +599,11 @@ def test_the_airlock_records_its_own_audit_events_through_the_launcher(launch_se
     assert unknown == {"ok": False, "refused": True,
                        "error": "'airlock.request.eaten' is not an audit event"}
     assert len(audit_records(s, "airlock.")) == 1
+    # what its start swept (a killed instance's partial uploads), stamped likewise
+    [swept] = ask(s, AIRLOCK_UID, {"op": "audit", "event": "platform.leftovers_removed",
+                                   "actor": "airlock", "details": {"kind": "temporary files",
+                                                                   "removed": []}})
+    assert swept["ok"], swept
     # the chain (HMAC, checkpoints) holds; the JSON Lines copy is the state directory's,
     # shared by this module's tests, so it is not this log's alone
     problems = AuditLog.from_settings(s, writer=False).verify().problems
@@ -629,6 +634,41 @@ def test_the_gateway_records_its_own_audit_events_through_the_launcher(launch_se
         "dask.denied", "bob", "covid-los", "denied")
     assert rec.details["via"] == "dask" and rec.details["via_uid"] == DASK_UID
     assert audit_records(s, "airlock.") == []
+
+
+def test_the_hub_records_its_own_audit_events_through_the_launcher(launch_settings,
+                                                                   launcher):
+    """The hub as its own user (hub.service_user): sign-ins, the second factor, group
+    changes, revocations, workspaces and its start's clean-up only; never a service's
+    events, the launcher's own, nor details the launcher stamps."""
+    s = launch_settings
+    answers = ask(
+        s, HUB_UID,
+        {"op": "audit", "event": "login.success", "actor": "alice",
+         "details": {"groups": ["cardio-los"]}},
+        {"op": "audit", "event": "workspace.start", "actor": "alice",
+         "audit_project": "covid-los", "details": {"sandbox": "s0123456789"}},
+        {"op": "audit", "event": "membership.revoked", "actor": "reconciler"},
+        {"op": "audit", "event": "airlock.request.released", "actor": "carol"},
+        {"op": "audit", "event": "dask.denied", "actor": "bob"},
+        {"op": "audit", "event": str(STARTED_EVENT.value), "actor": "uid:0"},
+        {"op": "audit", "event": "platform.component_restarted", "actor": "ecluse-up"},
+        {"op": "audit", "event": "login.success", "actor": "alice",
+         "details": {"via_uid": 1234}})
+    assert all(a["ok"] for a in answers[:3]), answers[:3]
+    for answer, event in zip(answers[3:7], ("airlock.request.released", "dask.denied",
+                                            str(STARTED_EVENT.value),
+                                            "platform.component_restarted"), strict=True):
+        assert answer == {"ok": False, "refused": True,
+                          "error": f"the hub may not record the audit event {event!r}"}
+    assert answers[7] == {"ok": False, "refused": True,
+                          "error": "audit details may not set via_uid"}
+    recs = [r for r in audit_records(s, "workspace.") + audit_records(s, "login.")
+            if r.actor == "alice"]
+    assert {r.event for r in recs} >= {"workspace.start", "login.success"}
+    assert all(r.details["via"] == "hub" and r.details["via_uid"] == HUB_UID for r in recs)
+    assert not [r for r in audit_records(s, "dask.") + audit_records(s, "airlock.")
+                if r.details.get("via") == "hub"]
 
 
 AIRLOCK_AS_USER = textwrap.dedent(r"""

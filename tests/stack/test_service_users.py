@@ -1,5 +1,5 @@
-"""The embedded stack runs the airlock, dask-gateway and the batch service as system users
-of their own (issue 14 item 4).
+"""The embedded stack runs the hub, the airlock, dask-gateway and the batch service as
+system users of their own (issue 14 item 4).
 
 A real stack (:class:`~ecluse.dev.stack.Stack`, as ``ecluse up`` starts it as
 root, slapd, JupyterHub, the sandbox launcher, the Écluse spawner and
@@ -51,6 +51,7 @@ DASK_USER = DEFAULT_USERS["dask"]
 BATCH_USER = DEFAULT_USERS["batch"]
 #: a staff member who is also a member of cardio-los (the demo directory has none)
 STAFF = ("sam", 20110)
+HUB_USER = DEFAULT_USERS["hub"]
 ROWS = b"patient_id,age,postcode\n" + b"".join(
     f"P{i:05d},{20 + i % 60},75{i % 20:03d}\n".encode() for i in range(40))
 
@@ -77,7 +78,8 @@ def stack(slapd) -> Iterator:
         for group in ("ecluse-staff", "proj-cardio-los"):
             slapd.add_member(group, STAFF[0])
         with running_hub(path, airlock_user=DEFAULT_USER, dask_user=DASK_USER,
-                         batch_user=BATCH_USER, start_timeout=240, wait_for=("batch",),
+                         batch_user=BATCH_USER, hub_user=HUB_USER, start_timeout=240,
+                         wait_for=("batch",),
                          extra_env={PASSWORD_ENV: slapd.service_password}) as s:
             yield s
     finally:
@@ -173,9 +175,10 @@ def test_an_upload_through_the_hub_is_checked_and_audited(stack, ldap_passwords)
 
 def test_the_airlock_cannot_read_the_secrets_nor_the_hub_database(stack):
     s = stack.settings
-    secrets = sorted((s.state_dir / "secrets").iterdir())
+    secrets = sorted((s.state_dir / "secrets").iterdir()) + sorted(s.hub_secrets_dir.iterdir())
     assert secrets
-    targets = [*secrets, s.db_dir / "jupyterhub.sqlite", s.db_dir / "audit.sqlite",
+    targets = [*secrets, Path(s.hub_database_url.removeprefix("sqlite:///")),
+               s.db_dir / "audit.sqlite",
                s.state_dir / "demo-users.json"]
     result = try_read_as(airlock_pid(stack), *[t for t in targets if t.exists()])
     assert set(result.values()) == {"PermissionError"}, result
@@ -281,8 +284,9 @@ def test_attack_the_gateway_user_cannot_read_the_secrets_nor_the_audit_keys(stac
     the audit chain's keys stay out of its reach."""
     s = stack.settings
     targets = [*sorted((s.state_dir / "secrets").iterdir()),
+               *sorted(s.hub_secrets_dir.iterdir()),
                *sorted(p for p in Path(s.audit.key_dir).iterdir() if p.is_file()),
-               s.db_dir / "jupyterhub.sqlite", s.db_dir / "audit.sqlite"]
+               Path(s.hub_database_url.removeprefix("sqlite:///")), s.db_dir / "audit.sqlite"]
     assert any(t.name == "cookie_secret" for t in targets), targets
     result = try_read_as(gateway_pid(stack), *[t for t in targets if t.exists()])
     assert set(result.values()) == {"PermissionError"}, result
@@ -446,6 +450,103 @@ def test_attack_the_batch_token_acts_on_the_airlock_for_staff_exports_only(stack
     r = api.post(f"{base}/requests/{rid}/files/1/decision", json={"decision": "approve"},
                  headers=as_(STAFF[0]), timeout=60)
     assert r.status_code == 403 and "only users may use the airlock" in r.text, r.text
+# ------------------------------------------------------------------ the hub
+
+
+def hub_pid(stack) -> int:
+    assert stack.hub is not None and stack.hub.poll() is None
+    return stack.hub.pid
+
+
+def test_the_hub_runs_as_its_own_user_and_starts_no_service(stack):
+    """The hub (JupyterHub, the spawner) and its proxy run as ``ecluse-hub``; the airlock
+    and the gateway are the stack's children (external services of the hub, marked as
+    the supervisor's), not the hub's."""
+    user = pwd.getpwnam(HUB_USER)
+    uid, gid, groups = proc_ids(hub_pid(stack))
+    assert (uid, gid) == (user.pw_uid, user.pw_gid) and uid != 0
+    assert set(groups) <= {user.pw_gid,
+                           grp.getgrnam(stack.settings.sandbox.launcher_group).gr_gid}
+    assert stack.settings.hub.service_user == HUB_USER
+    assert stack.settings.sandbox.launcher_callers["hub"] == HUB_USER
+    proxy = int((stack.settings.hub_dir / "proxy.pid").read_text())
+    assert proc_ids(proxy)[0] == user.pw_uid
+    for pid in (airlock_pid(stack), gateway_pid(stack)):
+        assert instances._ppid(pid) == os.getpid()  # the stack's, not the hub's
+        env = instances.environ(pid)
+        assert env[instances.SUPERVISED_MARK] == str(stack.state_dir.resolve())
+        assert instances.MARK not in env
+    # batch too: the stack's, as its service_user
+    assert sorted(stack.services) == ["airlock", "batch", "dask-gateway"]
+    assert instances._ppid(stack.services["batch"].pid) == os.getpid()
+
+
+def test_attack_the_hub_cannot_read_the_audit_keys_nor_the_services_secrets(stack):
+    """A hub exploit (it parses every sign-in, every request to the hub) gets the hub's
+    uid: the audit chain's keys, the audit database, the services' tokens and
+    databases, the demo passwords stay out of its reach; its own files it reads."""
+    s = stack.settings
+    root_secrets = sorted((s.state_dir / "secrets").iterdir())
+    assert any(p.name.startswith("service-token-") for p in root_secrets), root_secrets
+    keys = sorted(p for p in Path(s.audit.key_dir).iterdir() if p.is_file())
+    assert keys
+    targets = [*root_secrets, *keys, s.db_dir / "audit.sqlite",
+               s.airlock.resolved_storage_dir(s.db_dir) / "airlock.sqlite",
+               s.state_dir / "demo-users.json"]
+    result = try_read_as(hub_pid(stack), *[t for t in targets if t.exists()])
+    assert set(result.values()) == {"PermissionError"}, result
+    own = [s.hub_secrets_dir / "cookie_secret", s.hub_secrets_dir / "proxy_token",
+           Path(s.hub_database_url.removeprefix("sqlite:///"))]
+    assert own[2].parent == s.db_dir / "hub"
+    assert set(try_read_as(hub_pid(stack), *own).values()) == {"read"}
+    # and the services cannot read the hub's
+    for pid in (airlock_pid(stack), gateway_pid(stack)):
+        assert set(try_read_as(pid, *own).values()) == {"PermissionError"}
+
+
+def test_a_workspace_starts_through_the_launcher_and_the_hub_audits_through_it(
+        stack, ldap_passwords):
+    """Sign-in and a workspace of the hub that holds no audit key: the launcher starts
+    the workspace (caller hub) and writes the hub's records, stamped with its uid."""
+    from tests.hub.test_spawner import login, wait_ready
+
+    hub_uid = pwd.getpwnam(HUB_USER).pw_uid
+    c, token = login(stack, "alice", ldap_passwords)
+    r = c.api("POST", "/users/alice/servers/cardio-los", token)
+    assert r.status_code in (201, 202), r.text
+    try:
+        wait_ready(c, token, "alice", "cardio-los", timeout=240)
+        r = requests.get(f"{stack.url}/user/alice/cardio-los/api/contents/",
+                         headers={"Authorization": f"token {token}"}, timeout=60)
+        assert r.status_code == 200, r.text[:300]
+    finally:
+        r = c.api("DELETE", "/users/alice/servers/cardio-los", token)
+        assert r.status_code in (202, 204), r.text
+    audit = AuditLog.from_settings(stack.settings, writer=False)
+    started = [e for e in audit.records(event=STARTED_EVENT)
+               if e.details.get("caller") == "hub"]
+    assert [(e.project, e.details["user"], e.actor) for e in started] == [
+        ("cardio-los", "alice", f"uid:{hub_uid}")]
+    for event in ("login.success", "workspace.start"):
+        [rec, *_] = [e for e in audit.records(event=event) if e.actor == "alice"]
+        assert (rec.details["via"], rec.details["via_uid"]) == ("hub", hub_uid), rec
+
+
+def test_a_dead_service_is_restarted_by_the_supervisor(stack):
+    """The hub no longer restarts its services: ``ecluse up``'s supervisor does, as the
+    service's user again, and audits it."""
+    from ecluse.dev.supervisor import Supervisor
+
+    supervisor = Supervisor(stack.supervised(), backoff=0.1)
+    assert [c.name for c in supervisor.components][-3:] == ["airlock", "batch", "dask-gateway"]
+    old = airlock_pid(stack)
+    os.kill(old, 9)
+    stack.services["airlock"].wait(30)
+    supervisor.poll()
+    assert [r[0] for r in supervisor.restarts] == ["airlock"]
+    new = stack.services["airlock"].pid
+    assert new != old and proc_ids(new)[0] == pwd.getpwnam(DEFAULT_USER).pw_uid
+    stack.wait_service("airlock", timeout=120)
 
 
 def test_an_unreachable_state_directory_leaves_the_services_roots(tmp_path, slapd, caplog):
@@ -457,13 +558,14 @@ def test_an_unreachable_state_directory_leaves_the_services_roots(tmp_path, slap
     with caplog.at_level(logging.WARNING, logger="ecluse.dev.serviceusers"):
         assert run_services_as(settings, DEFAULT_USERS) == {}
     assert settings.airlock.service_user is None and settings.sandbox.launcher_socket is None
-    assert settings.dask.service_user is None
+    assert settings.dask.service_user is None and settings.hub.service_user is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 3, warnings
+    assert len(warnings) == 4, warnings
     assert f"the airlock runs as root, not as {DEFAULT_USER}" in warnings[0]
     assert f"the dask runs as root, not as {DASK_USER}" in warnings[1]
     assert f"the batch runs as root, not as {BATCH_USER}" in warnings[2]
     assert settings.batch.service_user is None
+    assert f"the hub runs as root, not as {HUB_USER}" in warnings[3]
     assert all(str(settings.state_dir) in w for w in warnings)
 
 
@@ -477,4 +579,5 @@ def test_a_stack_without_the_gateway_makes_no_dask_user_of_it(tmp_path, slapd, c
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # (nor a batch user: without the Écluse spawner there is no batch service either)
     assert [w.split(":")[0] for w in warnings] == [
-        f"the airlock runs as root, not as {DEFAULT_USER}"]
+        f"the airlock runs as root, not as {DEFAULT_USER}",
+        f"the hub runs as root, not as {HUB_USER}"]

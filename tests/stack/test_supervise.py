@@ -14,10 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -91,7 +93,8 @@ def run_processes(root: Path, state: Path, exclude: int | None = None,
             continue
         env = instances.environ(pid)
         if str(root) in cmd or any(e in cmd for e in engines) or str(state) in (
-                env.get("ECLUSE_STATE_DIR"), env.get(instances.MARK)):
+                env.get("ECLUSE_STATE_DIR"), env.get(instances.MARK),
+                env.get(instances.SUPERVISED_MARK)):
             found.append(f"{pid}: {cmd[:150]}")
     return found
 
@@ -101,6 +104,8 @@ class Up:
 
     def __init__(self, config: Path, log: Path, *args: str) -> None:
         self.log = log
+        #: where this run's output starts in a log shared with an earlier run
+        self.offset = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ecluse", "up", "--config", str(config), *args],
@@ -112,7 +117,7 @@ class Up:
             if self.proc.poll() is not None:
                 raise AssertionError(f"ecluse up exited {self.proc.returncode}:\n"
                                      f"{self.log.read_text(errors='replace')[-3000:]}")
-            return "Écluse is up" in self.log.read_text(errors="replace")
+            return "Écluse is up".encode() in self.log.read_bytes()[self.offset:]
         wait_for(up, timeout, "ecluse up", self.log)
 
 
@@ -132,8 +137,13 @@ def up_stack(tmp_path: Path, request) -> Iterator[tuple[Path, object]]:
         if shutil.which("dockerd") is None:
             pytest.skip("`ecluse up --sandbox docker` starts a Docker engine of its own: "
                         "no dockerd on this host (scripts/install-system-deps.sh)")
-    root = tmp_path / "up"
-    root.mkdir()
+    if options.get("service_users"):
+        # a folder the service users reach (pytest's are private: they would stay root's)
+        root = Path(tempfile.mkdtemp(prefix="ecluse-up-", dir="/tmp"))
+        os.chmod(root, 0o755)
+    else:
+        root = tmp_path / "up"
+        root.mkdir()
     leftovers.register(root)  # `ecluse up` in a process of its own: the session checks it
     config = up_config(root)
     cfg = yaml.safe_load(config.read_text())
@@ -173,7 +183,10 @@ def up_stack(tmp_path: Path, request) -> Iterator[tuple[Path, object]]:
             shutil.rmtree(engine, ignore_errors=True)
         # the state volume (config/ecluse.yaml: image mode) of a stack killed by the test
         release_state_volume(settings)
-        assert not os.path.ismount(settings.state_dir / "db"), "the state volume stays mounted"
+        mounted = os.path.ismount(settings.state_dir / "db")
+        if options.get("service_users"):
+            shutil.rmtree(root, ignore_errors=True)
+        assert not mounted, "the state volume stays mounted"
 
 
 def services_answer(url: str) -> bool:
@@ -187,13 +200,25 @@ def services_answer(url: str) -> bool:
     return a.status_code == 401 and b.status_code == 401
 
 
-def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, tmp_path):
+@pytest.mark.timeout(900)  # five kills and two starts of the whole stack on a shared host
+@pytest.mark.parametrize("up_stack", [{}, {"service_users": True}], indirect=True,
+                         ids=["root", "service-users"])
+def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, tmp_path,
+                                                                       request):
+    """Both ways ``ecluse up`` runs as root: everything root's (its folder is private),
+    or the hub, the airlock (and dask-gateway) as their own users, the services then
+    started and restarted by ``ecluse up`` itself, never by the hub."""
     config, settings = up_stack
     state, root = settings.state_dir, config.parent
     url = f"http://127.0.0.1:{settings.hub.port}"
     log = tmp_path / "up.log"
     up = Up(config, log)
     up.wait_up()
+    # the hub has a folder of its own when it runs as ecluse-hub (the service_users case)
+    users_on = (state / "hub").is_dir()
+    assert users_on == bool(request.node.callspec.params["up_stack"].get("service_users"))
+    hub_dir = state / "hub" if users_on else state
+    mark = instances.SUPERVISED_MARK if users_on else instances.MARK
     wait_for(lambda: services_answer(url), 120, "services after start", log)
     users = read_demo_users(state / "demo-users.json")  # {"alice": {"password", "totp"}}
 
@@ -219,21 +244,32 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
 
     # 1. SIGKILL of the hub: restarted; proxy and services replaced, not doubled;
     #    the workspace re-adopted (the same server, not a new one)
-    hub = pid_in(state / "jupyterhub.pid")
-    proxy = pid_in(state / "proxy.pid")
-    old_services = {i.pid: i.service for i in instances.find(state)}
+    hub = pid_in(hub_dir / "jupyterhub.pid")
+    proxy = pid_in(hub_dir / "proxy.pid")
+    if users_on:
+        hub_user = pwd.getpwnam("ecluse-hub").pw_uid
+        assert Path(f"/proc/{hub}").stat().st_uid == hub_user != 0
+    old_services = {i.pid: i.service for i in instances.find(state, mark_var=mark)}
     assert {"airlock", "batch"} <= set(old_services.values()), old_services
     t0 = time.monotonic()
     os.kill(hub, signal.SIGKILL)
-    wait_for(lambda: (pid_in(state / "jupyterhub.pid") or hub) != hub, 60, "new hub", log)
-    wait_for(lambda: services_answer(url) and ws_started(), 240, "hub restart", log)
+    wait_for(lambda: (pid_in(hub_dir / "jupyterhub.pid") or hub) != hub, 60, "new hub", log)
+    # the new hub replaced the proxy (the old one may serve on until then: the services
+    # of a hub of its own user are not restarted with it)
+    wait_for(lambda: pid_in(hub_dir / "proxy.pid") not in (None, proxy)
+             and services_answer(url) and ws_started(), 240, "hub restart", log)
     recovery = time.monotonic() - t0
     print(f"hub SIGKILL: everything answers again after {recovery:.1f} s")
-    assert not any(instances._alive(p) for p in [hub, proxy, *old_services]), \
-        "processes of the killed hub still run"
-    names = sorted(i.service for i in instances.find(state))
+    if users_on:  # the services are not the hub's: the same processes serve on
+        assert not any(instances._alive(p) for p in [hub, proxy])
+        assert {i.pid: i.service for i in instances.find(state, mark_var=mark)} == \
+            old_services
+    else:
+        assert not any(instances._alive(p) for p in [hub, proxy, *old_services]), \
+            "processes of the killed hub still run"
+    names = sorted(i.service for i in instances.find(state, mark_var=mark))
     assert names.count("airlock") == 1 and names.count("batch") == 1, names
-    assert pid_in(state / "proxy.pid") not in (None, proxy)
+    assert pid_in(hub_dir / "proxy.pid") not in (None, proxy)
     assert ws_started() == started, "the workspace was restarted, not re-adopted"
     assert [m["id"] for m in our_sandboxes(settings)] == [sandbox["id"]]
 
@@ -277,14 +313,15 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
         def partial() -> int:
             return sum(p.stat().st_size for p in tmp_dir.glob("upload-*"))
         wait_for(lambda: partial() > 5_000_000, 60, "a partial upload", log)
-        (airlock,) = instances.find(state, "airlock")
+        (airlock,) = instances.find(state, "airlock", mark_var=mark)
         t0 = time.monotonic()
         os.kill(airlock.pid, signal.SIGKILL)
     finally:
         stop_upload.set()
         uploader.join(60)
-    wait_for(lambda: [i for i in instances.find(state, "airlock") if i.pid != airlock.pid]
-             and services_answer(url), 120, "airlock restart", log)
+    wait_for(lambda: [i for i in instances.find(state, "airlock", mark_var=mark)
+                      if i.pid != airlock.pid] and services_answer(url), 120,
+             "airlock restart", log)
     print(f"airlock SIGKILL: answers again after {time.monotonic() - t0:.1f} s")
     assert list(tmp_dir.iterdir()) == [], "the partial upload was left behind"
     r = requests.get(f"{api}/requests/{rid}", headers=pauth, timeout=30)
@@ -296,19 +333,38 @@ def test_up_restarts_what_dies_readopts_workspaces_and_leaves_nothing(up_stack, 
     assert [f["bytes"] > 5_000_000 for f in swept[-1].details["removed"]] == [True]
 
     restarted = [r.details["component"] for r in audit.records(event=RESTARTED)]
-    assert restarted == ["hub", "slapd"]
     stopped = [r for r in audit.records(event=LEFTOVERS_EVENT) if r.actor == "hub"]
-    assert stopped and {"airlock", "batch"} <= {
-        s.split(" ")[0] for s in stopped[-1].details["removed"]}
+    if users_on:  # ecluse up restarted the airlock; the hub stopped no service
+        assert restarted == ["hub", "slapd", "airlock"]
+        assert not {"airlock", "batch"} & {
+            s.split(" ")[0] for r in stopped for s in r.details["removed"]}
+    else:
+        assert restarted == ["hub", "slapd"]
+        assert stopped and {"airlock", "batch"} <= {
+            s.split(" ")[0] for s in stopped[-1].details["removed"]}
     audit.engine.dispose()  # an open connection would keep the state volume busy at stop
 
-    # 4. SIGKILL of `ecluse up` itself: hub and slapd die with it and stop the rest
-    #    (proxy, services, workspaces: it runs without --keep-servers)
+    # 4. SIGKILL of `ecluse up` itself: its keeper (the process that owns the stack)
+    #    stops everything in order, as Ctrl-C does: the services, the hub (which stops
+    #    the workspace through the launcher: with the hub as its own user, only the
+    #    launcher can), what the hub left, then the launcher, slapd, the state volume.
+    #    It runs without --keep-servers: no sandbox is left either
     up.proc.kill()
     up.proc.wait(10)
-    wait_for(lambda: not run_processes(root, state), 120,
+    wait_for(lambda: not run_processes(root, state), 180,
              f"processes after SIGKILL of ecluse up: {run_processes(root, state)}", log)
-    assert our_sandboxes(settings) == []
+    assert our_sandboxes(settings) == [], "a workspace outlived the killed ecluse up"
+    wait_for(lambda: not os.path.ismount(state / "db"), 60, "the state volume released", log)
+    if users_on:  # the hub stopped its workspace through the launcher, recorded
+        ensure_state_volume(settings)  # released by the keeper: mounted to read the log
+        try:
+            audit = AuditLog.from_settings(settings, writer=False)
+            stops = [e for e in audit.records(event="workspace.stop")
+                     if e.details.get("owner") == "alice"]
+            audit.engine.dispose()
+        finally:
+            release_state_volume(settings)
+        assert stops and stops[-1].details.get("via") == "hub", stops[-1:]
 
     # 5. the next `ecluse up` on the same state starts (no port taken), Ctrl-C-like
     #    SIGTERM stops it cleanly and leaves nothing

@@ -51,7 +51,8 @@ def batch_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]
     spec["environment"]["ECLUSE_AIRLOCK_URL"] = airlock_url(settings, host)
     if conf.service_user:
         spec.update(service_user_entry(conf.service_user, "batch.service_user"))
-        give_service_folders(settings, conf.service_user)
+        if os.geteuid() == 0:  # a hub of its own user: root gave them (ecluse up, hub-prepare)
+            give_service_folders(settings, conf.service_user)
     return spec
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
 from ..audit import AuditLog
 from ..config import load_settings
-from ..dev.serviceusers import DEFAULT_USERS
+from ..dev.serviceusers import DEFAULT_USERS, give_hub_files
 from ..dev.stack import Stack
-from ..dev.supervisor import Supervisor, SupervisorGaveUp
+from ..dev.supervisor import Supervisor, SupervisorGaveUp, run_in_keeper
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,19 +33,92 @@ def register(sub: argparse._SubParsersAction) -> None:
     for service, user in DEFAULT_USERS.items():
         p.add_argument(
             f"--{service}-user", default=user, metavar="NAME",
-            help=f"system user the {service} service runs as when started as root (created "
+            help=f"system user the {service} runs as when started as root (created "
             f"if missing; default {user}; '' to keep it root's)",
         )
     p.set_defaults(func=cmd_up)
+    p = sub.add_parser(
+        "service", help="run one of the hub's services as an external service of a hub "
+        "that runs as its own user (hub.service_user; a systemd unit's ExecStart)")
+    p.add_argument("name", help="airlock, batch or dask-gateway")
+    p.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
+    p.add_argument("--token-file", help="the service's API token, as the hub knows it "
+                   "(default: $CREDENTIALS_DIRECTORY/token, systemd's LoadCredential=)")
+    p.set_defaults(func=cmd_service)
+    p = sub.add_parser(
+        "hub-prepare", help="as root, before a hub of its own user (hub.service_user) "
+        "starts: mount the state volume, give the hub its files and the services their "
+        "folders (a root systemd unit ordered before the hub's)")
+    p.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
+    p.set_defaults(func=cmd_hub_prepare)
+
+
+def cmd_hub_prepare(args: argparse.Namespace) -> int:
+    from ..hub.prepare import prepare  # deferred: the hub's modules
+
+    settings = load_settings(args.config)
+    try:
+        prepare(settings)
+    except (PermissionError, ValueError) as e:
+        print(f"ecluse hub-prepare: {e}", file=sys.stderr)
+        return 2
+    print(f"the hub's files ready for {settings.hub.service_user} in {settings.hub_dir}")
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Replace this process by the service, in the environment the hub would give it,
+    marked as the supervisor's (``ECLUSE_SUPERVISED_SERVICE_OF``). Never as root when the
+    service has a user of its own: root (the direct service manager) reads the token, then
+    becomes that user; a systemd unit runs it as that user already (``User=``)."""
+    import os
+    import pwd
+    from pathlib import Path
+
+    from ..hub.services import external_service  # deferred: the hub's modules
+    from ..hubservice import instances  # deferred: with the hub's modules
+
+    settings = load_settings(args.config)
+    token_file = args.token_file or (
+        Path(os.environ["CREDENTIALS_DIRECTORY"]) / "token"
+        if os.environ.get("CREDENTIALS_DIRECTORY") else None)
+    if token_file is None:
+        print("ecluse service: no token (--token-file, or systemd's LoadCredential=token:…)",
+              file=sys.stderr)
+        return 2
+    token = Path(token_file).read_text().strip()
+    svc = external_service(settings, args.name, token)
+    env = {**svc.env, instances.SUPERVISED_MARK: str(Path(settings.state_dir).resolve())}
+    if svc.user and os.geteuid() == 0:
+        user = pwd.getpwnam(svc.user)
+        os.setgroups(os.getgrouplist(svc.user, user.pw_gid))
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+        if os.geteuid() == 0 or os.getuid() == 0:  # never as root
+            print(f"ecluse service: cannot become {svc.user}", file=sys.stderr)
+            return 2
+    elif svc.user and pwd.getpwuid(os.geteuid()).pw_name != svc.user:
+        print(f"ecluse service: the {args.name} service runs as {svc.user}, not as "
+              f"{pwd.getpwuid(os.geteuid()).pw_name} (systemd: User={svc.user})",
+              file=sys.stderr)
+        return 2
+    os.chdir(svc.cwd)
+    os.execvpe(svc.command[0], svc.command, env)
+    return 1  # pragma: no cover - exec does not return
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """The stack, run by a keeper process that stops it in order even when this one is
+    killed (:func:`ecluse.dev.supervisor.run_in_keeper`)."""
+    return run_in_keeper(lambda: _up(args))
+
+
+def _up(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, state_dir=args.state_dir, port=args.port)
+    users = {s: getattr(args, f"{s}_user", user) or None for s, user in DEFAULT_USERS.items()}
     stack = Stack(settings, cleanup_servers=not args.keep_servers, die_with_parent=True,
-                  airlock_user=getattr(args, "airlock_user", DEFAULT_USERS["airlock"]) or None,
-                  dask_user=getattr(args, "dask_user", DEFAULT_USERS["dask"]) or None,
-                  batch_user=getattr(args, "batch_user", DEFAULT_USERS["batch"]) or None,
-                  sandbox=args.sandbox, progress=lambda msg: print(msg, flush=True))
+                  service_users=users, sandbox=args.sandbox,
+                  progress=lambda msg: print(msg, flush=True))
     stopping = threading.Event()
 
     def _stop(signum, _frame):
@@ -74,8 +148,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.prepare_service_users()
         stack.cleanup_sandboxes()
         _migrate_identities(settings)
+        if settings.hub.service_user:  # what the migration (root) wrote is the hub's again
+            give_hub_files(settings, settings.hub.service_user)
         stack.start_launcher()
         stack.start_hub(timeout=settings.sandbox.start_timeout)
+        stack.start_services()  # the hub runs as its own user: the stack starts them
         print(f"\nÉcluse is up: {settings.hub.public_url}  (Ctrl-C to stop)\n", flush=True)
         # a component that dies is restarted (with back-off, logged, audited)
         audit = AuditLog.from_settings(settings)

@@ -25,8 +25,9 @@ it, one small step per function, before the hub starts:
 A service whose user cannot run the service's Python or reach the state
 directory (a virtualenv of an interpreter under ``/root``, mode 0700; a state
 directory under a private folder) stays root's, as before, with one warning
-that says why. The hub still runs as root (``docs/sandbox.md`` says what it
-needs root for).
+that says why. The hub runs as ``ecluse-hub`` (:func:`give_hub_files`: its own
+files; the stack then starts the services itself, as external services of the
+hub).
 """
 
 from __future__ import annotations
@@ -47,33 +48,20 @@ from ..batch.hub import HUB_SERVICE as BATCH_SERVICE
 from ..batch.hub import give_service_folders
 from ..batch.records import ROOT_NAME as BATCH_RECORDS
 from ..dask.hub import HUB_SERVICE as DASK_SERVICE
+from ..hub.prepare import give_airlock_folders, give_hub_files
 from ..hubservice import service_user_cannot_run
-from ..settings.airlock import airlock_settings
 from ..settings.batch import batch_settings
 
 log = logging.getLogger(__name__)
 
 #: the services ``ecluse up`` runs as users of their own, and those users' names
-DEFAULT_USERS = {"airlock": "ecluse-airlock", "dask": "ecluse-dask", "batch": "ecluse-batch"}
+DEFAULT_USERS = {"airlock": "ecluse-airlock", "dask": "ecluse-dask", "batch": "ecluse-batch",
+                 "hub": "ecluse-hub"}
 #: group of the launcher's socket and of the stack's settings file: the services' users
 LAUNCHER_GROUP = "ecluse-sandbox"
 #: the settings file written by the stack (in the state directory)
 STACK_CONFIG = "ecluse-stack.yaml"
 LAUNCHER_DIR = "launcher"
-
-
-def give_airlock_folders(settings: Any, user: pwd.struct_passwd) -> None:
-    """The staging area and the database folder owned by ``user``, mode 0700 (what root
-    left there too: an earlier run's files, a database of the earlier layout)."""
-    conf = airlock_settings(settings)
-    conf.resolved_database_url(settings.db_dir)  # an earlier layout's database moved first
-    for folder in (conf.resolved_storage_dir(settings.state_dir),
-                   conf.resolved_storage_dir(settings.db_dir)):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(folder, 0o700)
-        for root, dirs, files in os.walk(folder):
-            for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.lchown(entry, user.pw_uid, user.pw_gid)
 
 
 def give_batch_folders(settings: Any, user: pwd.struct_passwd) -> None:
@@ -93,13 +81,14 @@ SERVICES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, pwd.struct_passw
     "airlock": (lambda settings: True, give_airlock_folders, {"airlock"}),
     "dask": (DASK_SERVICE.enabled, _nothing, set()),
     "batch": (BATCH_SERVICE.enabled, give_batch_folders, {BATCH_RECORDS, "batch"}),
+    "hub": (lambda settings: True, give_hub_files, {"hub", "workspace"}),
 }
 
 
 def run_services_as(settings: Any, users: dict[str, str | None], *,
                     python: str | None = None) -> dict[str, str]:
     """Arrange for the hub to start each service of ``users`` (``airlock``, ``dask``,
-    ``batch``: system user name; empty: root's) as that user. Returns the services arranged; one
+    ``batch``, ``hub``: system user name; empty: root's) as that user. Returns the services arranged; one
     left root's gets one warning. Root only; ``settings`` are changed in place and
     written to :data:`STACK_CONFIG`, which becomes their ``config_file``."""
     if os.geteuid() != 0:

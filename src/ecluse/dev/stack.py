@@ -35,17 +35,18 @@ from ..audit import AuditLog
 from ..config import Settings, _read_yaml
 from ..hub.hubconfig import ENV_CLEANUP, ENV_CONFIG, ENV_PORT, ENV_STATE_DIR
 from ..hub.mfa import TotpStore
+from ..hub.services import enabled_services, external_service
 from ..hubservice import instances
 from ..sandbox import backend_class, get_backend
 from ..sandbox.engine import Dockerd
 from ..sandbox.images import workspace_image
 from ..sandbox.launcher import LauncherProcess
 from ..sandbox.quota import state_disk_warning
-from ..secrets import ensure_secrets
+from ..secrets import hub_secrets, service_token
 from ..statevolume import ensure_state_volume, release_state_volume
 from .demo import read_demo_users, seed_demo_data
 from .ldapserver import EmbeddedSlapd
-from .serviceusers import run_services_as
+from .serviceusers import give_hub_files, run_services_as
 from .supervisor import Supervised, die_with_parent
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,11 @@ log = logging.getLogger(__name__)
 HUB_CONFIG = Path(__file__).parent.parent / "hub" / "jupyterhub_config.py"
 #: seconds the stop waits for what still uses the state volume before leaving it mounted
 STOP_WAIT = 30.0
-#: pid files of the processes the hub starts in sessions of their own (hubconfig)
+#: pid files of the processes the hub starts in sessions of their own (hubconfig), in
+#: the hub's folder (``settings.hub_dir``)
 HUB_PID_FILES = ("proxy.pid", "route-filter.pid")
+#: seconds a service the stack started (``hub.service_user``) has to stop on SIGTERM
+SERVICE_STOP_WAIT = 15.0
 #: seconds a restarted hub may take to answer (measured: 106 s on a loaded 2-core host,
 #: with the route filter, proxy and services started again)
 HUB_RESTART_WAIT = 300.0
@@ -83,6 +87,8 @@ class Stack:
         airlock_user: str | None = None,
         dask_user: str | None = None,
         batch_user: str | None = None,
+        hub_user: str | None = None,
+        service_users: dict[str, str | None] | None = None,
         sandbox: str | None = None,
         progress=None,
     ):
@@ -103,7 +109,14 @@ class Stack:
         #: the system user each service runs as, when root can arrange it (else root)
         self.service_users = {"airlock": airlock_user or settings.airlock.service_user,
                               "dask": dask_user or settings.dask.service_user,
-                              "batch": batch_user or settings.batch.service_user}
+                              "batch": batch_user or settings.batch.service_user,
+                              "hub": hub_user or settings.hub.service_user}
+        for name, user in (service_users or {}).items():  # ``ecluse up --<name>-user``
+            self.service_users[name] = user or self.service_users.get(name)
+        #: the hub's services the stack starts and supervises itself (the hub runs as
+        #: ``hub.service_user``: external services), by name
+        self.services: dict[str, subprocess.Popen | None] = {}
+        self._enrol_pending = False
         if sandbox not in (None, "local", "docker"):
             raise StackError(f"sandbox {sandbox!r}: the embedded stack runs local or docker "
                              "workspaces")
@@ -136,7 +149,7 @@ class Stack:
     def prepare(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)
-        ensure_secrets(self.state_dir)
+        hub_secrets(self.settings)
         ensure_state_volume(self.settings)
         # create the audit tables once, up front (and let go of the files: the volume
         # is unmounted when the stack stops)
@@ -146,14 +159,20 @@ class Stack:
             log.warning("%s", warning)
 
     def prepare_service_users(self) -> None:
-        """The airlock and dask-gateway as system users of their own
+        """The hub, the airlock and dask-gateway as system users of their own
         (:mod:`ecluse.dev.serviceusers`), as root; after :meth:`start_sandbox_backend`,
-        whose settings the stack's file then holds."""
+        whose settings the stack's file then holds, and after the demo users' second
+        factor is enrolled (the hub's store is then given to the hub's user)."""
         if os.geteuid() == 0:
             if run_services_as(self.settings, self.service_users) and self._config_copy:
                 # the stack's settings file (the airlock may read it) replaces the copy
                 self._config_copy.unlink(missing_ok=True)
                 self._config_copy = None
+            if self._enrol_pending:
+                self._enrol_pending = False
+                self.enrol_demo_users()  # as root, into the hub's folder: given again
+            if self.settings.hub.service_user:
+                give_hub_files(self.settings, self.settings.hub.service_user)
 
     def start_ldap(self) -> None:
         ldap = self.settings.ldap
@@ -173,7 +192,10 @@ class Stack:
             os.environ[ldap.bind_password_env] = self.slapd.service_password
         if self.seed_demo:
             self.demo_passwords = self.slapd.seed_demo(self.demo_users_file)
-            self.enrol_demo_users()
+            if not self.service_users.get("hub") or os.geteuid() != 0:
+                self.enrol_demo_users()
+            else:  # once the hub's folder is known (prepare_service_users)
+                self._enrol_pending = True
             seed_demo_data(self.settings)
 
     def enrol_demo_users(self) -> None:
@@ -185,10 +207,13 @@ class Stack:
         """
         users = read_demo_users(self.demo_users_file, migrate=True)
         store = TotpStore.from_settings(self.settings)
-        for name, entry in users.items():
-            if not store.enrolled(name):
-                store.enrol(name, entry["totp"])
-                log.info("enrolled the second factor of demo user %s", name)
+        try:
+            for name, entry in users.items():
+                if not store.enrolled(name):
+                    store.enrol(name, entry["totp"])
+                    log.info("enrolled the second factor of demo user %s", name)
+        finally:
+            store.close()
 
     def hub_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -205,8 +230,22 @@ class Stack:
             env[ENV_CONFIG] = str(self._config_copy)
         if self.slapd and self.settings.ldap.bind_password_env:
             env[self.settings.ldap.bind_password_env] = self.slapd.service_password
+        if self.settings.hub.service_user:
+            env["HOME"] = str(self.settings.hub_dir)  # not root's
         env.update(self.extra_env)
         return env
+
+    def hub_credentials(self) -> dict:
+        """``Popen`` keywords running the hub as ``hub.service_user`` (with its groups:
+        the launcher's), when root starts it; else none (the hub is this process's user)."""
+        name = self.settings.hub.service_user
+        if not name or os.geteuid() != 0:
+            return {}
+        import pwd
+
+        user = pwd.getpwnam(name)
+        return {"user": user.pw_uid, "group": user.pw_gid,
+                "extra_groups": os.getgrouplist(name, user.pw_gid), "umask": 0o077}
 
     def start_hub(self, timeout: float = 60) -> None:
         # ecluse-hub: jupyterhub minus a 3 s optional import (ecluse.hub), as a
@@ -215,8 +254,9 @@ class Stack:
         self.stop_stale_hub()
         self.hub = subprocess.Popen(
             cmd,
-            cwd=self.state_dir,
+            cwd=self.settings.hub_dir,
             env=self.hub_env(),
+            **self.hub_credentials(),
             stdout=self.hub_log,
             stderr=subprocess.STDOUT if self.hub_log else None,
             stdin=subprocess.DEVNULL,
@@ -228,7 +268,7 @@ class Stack:
 
     @property
     def hub_pid_file(self) -> Path:
-        return self.state_dir / "jupyterhub.pid"  # hubconfig: c.JupyterHub.pid_file
+        return self.settings.hub_dir / "jupyterhub.pid"  # hubconfig: c.JupyterHub.pid_file
 
     def stop_stale_hub(self) -> int | None:
         """A hub of this state folder still running (its ``ecluse up`` was killed, or it
@@ -346,6 +386,104 @@ class Stack:
             preexec_fn=die_with_parent() if self.die_with_parent else None)
         self.launcher.start()
 
+    # ------------------------------------------------- services (hub.service_user)
+
+    def external_services(self) -> list[str]:
+        """The hub's services this stack starts itself: every enabled one when the hub
+        runs as a user of its own (``hub.service_user``: it starts none), else none."""
+        if not self.settings.hub.service_user:
+            return []
+        return [s.name for s in enabled_services(self.settings)]
+
+    def start_services(self) -> None:
+        """Start every external service (after the hub: it knows their tokens, and
+        made the sandbox host address some listen on), each as its own user; first stop
+        what a killed ``ecluse up`` left of them."""
+        names = self.external_services()
+        if not names:
+            return
+        stopped = instances.stop_previous(self.state_dir, mark_var=instances.SUPERVISED_MARK)
+        if stopped:
+            audit = AuditLog.from_settings(self.settings)
+            try:
+                instances.record_removed(audit, "ecluse-up", "service processes", stopped)
+            finally:
+                audit.engine.dispose()
+        for name in names:
+            self.start_service(name)
+        for name in names:
+            self.wait_service_listens(name, self.settings.sandbox.start_timeout)
+
+    def wait_service_listens(self, name: str, timeout: float) -> None:
+        """Until the service accepts connections on its URL (the hub's proxy sends its
+        users there), or :class:`StackError` when it exits or does not listen in time."""
+        import socket
+        from urllib.parse import urlsplit
+
+        url = urlsplit(external_service(self.settings, name, "-", {}).url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.services.get(name)
+            if proc is None or proc.poll() is not None:
+                raise StackError(f"the {name} service exited with status "
+                                 f"{proc.returncode if proc else None}{self._hub_log_tail()}")
+            with contextlib.suppress(OSError), \
+                    socket.create_connection((url.hostname, url.port), timeout=2):
+                return
+            time.sleep(0.2)
+        raise StackError(f"the {name} service did not listen on {url.netloc} within "
+                         f"{timeout:.0f}s{self._hub_log_tail()}")
+
+    def start_service(self, name: str) -> None:
+        """One external service, as the hub would start it: its command, its user (root
+        when none), from ``/``, in the environment JupyterHub gives a service
+        (:func:`ecluse.hub.services.external_service`)."""
+        import pwd
+
+        svc = external_service(self.settings, name, service_token(self.state_dir, name),
+                               self.hub_env())
+        env = {**svc.env, instances.SUPERVISED_MARK: str(self.state_dir.resolve())}
+        creds: dict = {}
+        if svc.user:
+            user = pwd.getpwnam(svc.user)
+            creds = {"user": user.pw_uid, "group": user.pw_gid,
+                     "extra_groups": os.getgrouplist(svc.user, user.pw_gid)}
+        self.services[name] = subprocess.Popen(
+            svc.command, cwd=svc.cwd, env=env,
+            stdout=self.hub_log, stderr=subprocess.STDOUT if self.hub_log else None,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=die_with_parent() if self.die_with_parent else None, **creds)
+        log.info("started the %s service (pid %d%s)", name, self.services[name].pid,
+                 f", as {svc.user}" if svc.user else "")
+
+    def stop_service(self, name: str, timeout: float = SERVICE_STOP_WAIT) -> None:
+        """SIGTERM to the service's process group, SIGKILL after ``timeout``."""
+        proc = self.services.pop(name, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the %s service did not stop in %ss: killing it", name, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its children too (the gateway's proxy)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+
+    def stop_services(self) -> None:
+        for name in list(self.services):
+            self.stop_service(name)
+        # anything of theirs the stack did not start or lost (a killed `ecluse up`)
+        left = instances.find(self.state_dir, mark_var=instances.SUPERVISED_MARK)
+        if left:
+            instances.stop(left)
+
+    def _service_status(self, name: str) -> int | None:
+        proc = self.services.get(name)
+        return proc.poll() if proc is not None else -1
+
     def start(self) -> None:
         try:
             self.prepare()
@@ -355,6 +493,7 @@ class Stack:
             self.cleanup_sandboxes()
             self.start_launcher()
             self.start_hub()
+            self.start_services()
         except BaseException:
             self.stop()
             raise
@@ -385,7 +524,7 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL)
         left = instances.find(self.state_dir)
         for name in HUB_PID_FILES:
-            found = self._hub_child(self.state_dir / name)
+            found = self._hub_child(self.settings.hub_dir / name)
             if found is not None:
                 left.append(found)
         if left:
@@ -425,13 +564,21 @@ class Stack:
                 max(self.settings.sandbox.start_timeout, HUB_RESTART_WAIT)),
             stop=self.stop_hub,
             exit_status=lambda: self.hub.poll() if self.hub else -1))
+        for name in self.external_services():
+            components.append(Supervised(
+                name, start=lambda name=name: self.start_service(name),
+                stop=lambda name=name: self.stop_service(name),
+                exit_status=lambda name=name: self._service_status(name)))
         return components
 
     def stop(self) -> None:
         hub = self.hub
         try:
             try:
-                self.stop_hub()
+                try:
+                    self.stop_services()
+                finally:
+                    self.stop_hub()
             finally:
                 if self.hub_started:  # a hub the supervisor restarted and lost included
                     self.stop_left_by_hub(hub.pid if hub is not None else None)

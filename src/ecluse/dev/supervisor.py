@@ -8,6 +8,9 @@ audited (``platform.component_restarted``, with the exit status and how long the
 component was down). A component that cannot be started ``max_failures`` times
 in a row is given up: :class:`SupervisorGaveUp`, and ``ecluse up`` stops.
 
+``ecluse up`` runs the stack in a child process of its own, the keeper
+(:func:`run_in_keeper`), which stops it in order when ``ecluse up`` is killed.
+
 The hub's own children are the hub's business: JupyterHub restarts a dead proxy
 (within ``check_running_interval``) and dead services (their poll), and a hub
 that starts stops what a killed hub left (:mod:`ecluse.hubservice.instances`,
@@ -18,8 +21,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +49,56 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
         libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
     return preexec
+
+
+def run_in_keeper(run: Callable[[], int]) -> int:
+    """Run ``run`` in a child process, the *keeper*, and return its exit status.
+
+    The keeper owns the stack (its components are the keeper's children, each
+    with :func:`die_with_parent` on the keeper) and gets SIGTERM when this process
+    dies. ``ecluse up`` killed with SIGKILL is then stopped as Ctrl-C stops it, by
+    the same code, in order: the services, the hub (which stops its workspaces
+    through the launcher), what the hub left, and only then the launcher, slapd,
+    the engine and the state volume. Without the keeper every component got
+    SIGTERM at once and the launcher could go before the hub had stopped its
+    sandboxes through it (the hub, not root, cannot stop them itself).
+
+    This process only forwards SIGTERM, SIGINT and SIGHUP to the keeper and waits;
+    a killed keeper (SIGKILL of the child itself) leaves what the next ``ecluse up``
+    stops at its start (:meth:`ecluse.dev.stack.Stack.stop_stale_hub`, the services'
+    mark)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the keeper
+        code = 1
+        try:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # its parent's death says stop
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() == parent:  # else it died before the prctl: nothing started
+                code = run()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001 - said, and the keeper's status is 1
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os._exit(code)
+
+    def forward(signum: int, _frame: Any) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    _, status = os.waitpid(pid, 0)  # interrupted by a forwarded signal: retried (PEP 475)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
 
 
 @dataclass

@@ -61,6 +61,7 @@ from ..directory import (
     membership,
 )
 from ..i18n import N_
+from ..sandbox.remote import audit_for
 from .mfa import Accepted, MfaError, TotpStore, match_counter, new_recovery_codes, new_secret
 from .mfaweb import mfa_handlers, render_enrolment
 from .requester import server_api_handlers
@@ -269,7 +270,7 @@ class EcluseAuthenticator(Authenticator):
     @property
     def audit(self) -> AuditLog | None:
         if self._audit is None and self.audit_logins:
-            self._audit = AuditLog.from_settings(self.settings)
+            self._audit = audit_for(self.settings, "hub")
         return self._audit
 
     def _record(self, event: str, actor: str | None, outcome: str, **details: Any) -> None:

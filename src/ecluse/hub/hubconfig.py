@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import sandbox
-from ..audit import AuditLog
 from ..config import Settings, load_settings
 from ..directory import DirectoryUnavailable, check_group_names
+from ..hubservice import external_entry, external_services
 from ..hubservice.instances import MARK, record_removed, stop_previous
 from ..i18n import N_, LanguageHandler
-from ..secrets import ensure_secrets
+from ..sandbox.remote import audit_for
+from ..secrets import hub_secrets
 from ..statevolume import ensure_state_volume
 from .reconcile import reconciler_role, reconciler_service_spec
 from .roles import custom_scopes, hub_roles, workspace_token_scopes
@@ -79,12 +80,27 @@ def check_directory_groups(settings: Settings) -> None:
 def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> None:
     """Fill a traitlets Config ``c`` for this deployment."""
     check_directory_groups(settings)
+    if settings.hub.service_user and settings.hub.spawner == "ecluse" \
+            and not settings.sandbox.launcher_socket:
+        raise RuntimeError(
+            f"hub.service_user is {settings.hub.service_user!r} but sandbox.launcher_socket "
+            "is not set: a hub that is not root starts workspaces, asks the host address "
+            "and writes its audit records through the sandbox launcher only")
     state = settings.state_dir
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    secrets = ensure_secrets(state)
-    # the databases on their own filesystem: mounted (image), checked (mounted), an
-    # earlier layout moved in; the hub does not start without it
-    ensure_state_volume(settings)
+    if os.geteuid() == 0 or not settings.hub.service_user:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # the databases on their own filesystem: mounted (image), checked (mounted), an
+        # earlier layout moved in; the hub does not start without it
+        ensure_state_volume(settings)
+    else:
+        # a hub of its own user (hub.service_user): the supervisor (`ecluse up`, systemd)
+        # mounted the volume and made the hub's folders; the hub does not start without
+        settings.db_dir  # noqa: B018 - raises when the state volume is not mounted
+    hub_dir = settings.hub_dir
+    hub_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if settings.database_url is None:
+        settings.hub_db_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secrets = hub_secrets(settings)
     os.environ.setdefault("JUPYTERHUB_CRYPT_KEY", secrets["crypt_key"])
     os.environ.setdefault(ENV_CONFIG, str(settings.config_file))
     os.environ.setdefault(ENV_STATE_DIR, str(state))
@@ -107,7 +123,7 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
             f"http://{sandbox.get_backend(settings).host_address()}:{hub.hub_port}")
     c.JupyterHub.db_url = settings.hub_database_url
     c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
-    c.JupyterHub.pid_file = str(state / "jupyterhub.pid")
+    c.JupyterHub.pid_file = str(hub_dir / "jupyterhub.pid")
     c.JupyterHub.cleanup_servers = cleanup_servers
     c.JupyterHub.cleanup_proxy = True
     c.JupyterHub.allow_named_servers = True
@@ -134,12 +150,12 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.auth_token = secrets["proxy_token"]
     c.ConfigurableHTTPProxy.command = proxy_command()
-    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    c.ConfigurableHTTPProxy.pid_file = str(hub_dir / "proxy.pid")
     if hub.spawner == "ecluse":
         # workspaces: every request passes the route allow-list on the host too
         c.JupyterHub.proxy_class = "ecluse.hub.proxy.EcluseProxy"
         c.EcluseProxy.route_filter_port = hub.route_filter_port
-        c.EcluseProxy.route_filter_pid_file = str(state / "route-filter.pid")
+        c.EcluseProxy.route_filter_pid_file = str(hub_dir / "route-filter.pid")
 
     # "ecluse": LDAP password + TOTP; "ecluse-oidc": the hospital's OpenID provider
     c.JupyterHub.authenticator_class = "ecluse-oidc" if hub.authenticator == "oidc" else "ecluse"
@@ -153,7 +169,7 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     roles_extra: list[dict] = []
     for service in enabled_services(settings):
         # services workspaces use listen where they can reach them (``host``)
-        services.append(service.spec(settings, host))
+        services.append(service_entry(service, settings, host))
         extra_user_scopes.extend(service.user_scopes)
         roles_extra.extend(service.roles(settings))
     if settings.sandbox.idle_timeout or settings.sandbox.max_server_age:
@@ -177,6 +193,32 @@ def configure(c: Any, settings: Settings, *, cleanup_servers: bool = True) -> No
     c.JupyterHub.load_roles = hub_roles(settings, extra_user_scopes) + roles_extra
 
 
+def service_entry(service: Any, settings: Settings, host: str | None) -> dict:
+    """The hub's entry for one managed service: started by the hub, or, when the hub runs
+    as a user of its own (``hub.service_user``), an external service (URL and token)
+    that the supervisor starts as its own user (:func:`external_service_token`)."""
+    if not settings.hub.service_user:
+        return service.spec(settings, host)
+    with external_services():
+        spec = service.spec(settings, host)
+    return external_entry(spec, external_service_token(settings, service.name))
+
+
+def external_service_token(settings: Settings, name: str) -> str:
+    """The token of the external service ``name``: the supervisor wrote it in the hub's
+    secrets folder (``service-token-<name>``; ``ecluse.secrets.service_token``)."""
+    path = Path(settings.hub_secrets_dir) / f"service-token-{name}"
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        raise RuntimeError(f"hub.service_user is set but the token of the {name} service "
+                           f"cannot be read from {path} ({e.strerror}): the supervisor "
+                           "(`ecluse up`, the install) writes it") from None
+    if not token:
+        raise RuntimeError(f"{path} is empty: the {name} service has no token")
+    return token
+
+
 def mark_services(services: list[dict], settings: Settings) -> None:
     """Mark every service the hub starts as this deployment's
     (:data:`ecluse.hubservice.instances.MARK`): the next hub, or the service's
@@ -192,7 +234,7 @@ def stop_previous_services(settings: Settings) -> list[str]:
     hub of this deployment left running (it was killed), and audit what was stopped."""
     stopped = stop_previous(settings.state_dir)
     if stopped:
-        record_removed(AuditLog.from_settings(settings), "hub", "service processes", stopped)
+        record_removed(audit_for(settings, "hub"), "hub", "service processes", stopped)
     return stopped
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
 
-from ..secrets import read_or_create, secrets_dir
+from ..secrets import hub_secrets
 
 #: seconds of one TOTP time step, and digits of a code (what every authenticator app uses)
 STEP = 30
@@ -158,10 +158,11 @@ class TotpStore:
     def from_settings(cls, settings: Any, **kwargs: Any) -> TotpStore:
         key_file = settings.mfa.key_file
         if key_file is None:
-            key_file = secrets_dir(settings.state_dir) / "totp_key"
-            read_or_create(key_file)
+            # the hub's secrets, moved to its own folder first (hub.service_user)
+            key_file = Path(settings.hub_secrets_dir) / "totp_key"
+            hub_secrets(settings)
         kwargs.setdefault("valid_window", settings.mfa.valid_window)
-        return cls(settings.state_dir / "mfa.sqlite", fernet_key(key_file), **kwargs)
+        return cls(settings.hub_dir / "mfa.sqlite", fernet_key(key_file), **kwargs)
 
     def _db(self) -> _Locked:
         """The store's one connection, for one thread at a time (opened at first use:

@@ -35,10 +35,10 @@ from urllib.parse import quote
 
 import requests
 
-from ..audit import AuditLog
 from ..auditevents import AuditEvent
 from ..config import load_settings
 from ..directory import DirectoryError, DirectoryUnavailable, MembershipResolver, projects_of
+from ..sandbox.remote import audit_for
 
 SERVICE_NAME = "ecluse-reconciler"
 log = logging.getLogger("ecluse.hub.reconcile")
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = load_settings(args.config, state_dir=args.state_dir)
     hub = HubAPI(url, token)
-    audit = AuditLog.from_settings(settings)
+    audit = audit_for(settings, "hub")
     while True:
         # a fresh answer each round: the interval is the revocation delay
         resolver = MembershipResolver(settings)

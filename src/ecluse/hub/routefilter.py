@@ -48,9 +48,9 @@ from urllib.parse import unquote
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, WSMsgType, web
 
-from ..audit import AuditLog
 from ..auditevents import AuditEvent
 from ..config import load_settings
+from ..sandbox.remote import audit_for
 from .hubconfig import ENV_CONFIG, ENV_STATE_DIR
 
 log = logging.getLogger("ecluse.hub.routefilter")
@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_audit:
         settings = load_settings(os.environ.get(ENV_CONFIG) or None,
                                  state_dir=os.environ.get(ENV_STATE_DIR) or None)
-        auditor = Auditor(AuditLog.from_settings(settings))
+        auditor = Auditor(audit_for(settings, "hub"))
     rf = RouteFilter(bytes.fromhex(key_hex), allow_list, auditor, judge)
     app = rf.app()
     if args.parent_pid:

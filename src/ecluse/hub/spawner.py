@@ -47,6 +47,7 @@ from ..sandbox import (
     UserIdentity,
     sandbox_for,
 )
+from ..sandbox.remote import audit_for
 from . import workspace
 from .requester import current_requester
 
@@ -115,7 +116,7 @@ class EcluseSpawner(Spawner):
     def _audit(self, event: str, outcome: str = "success", *, actor: Any = _OWNER,
                **details: Any) -> None:
         if EcluseSpawner._audit_log is None:
-            EcluseSpawner._audit_log = AuditLog.from_settings(self.settings)
+            EcluseSpawner._audit_log = audit_for(self.settings, "hub")
         EcluseSpawner._audit_log.record(
             event, actor=self.user.name if actor is _OWNER else actor,
             project=self.project_slug or None, outcome=outcome, **details,

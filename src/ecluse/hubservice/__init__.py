@@ -13,9 +13,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +126,7 @@ def service_user_entry(name: str, key: str) -> dict[str, str]:
     except KeyError:
         raise ValueError(f"{key} {name!r} is not a user on this machine "
                          f"(create it: useradd --system {name})") from None
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not _external.get():
         raise ValueError(f"{key} {name!r} is set but the hub does not run as "
                          "root: it cannot start the service as another user")
     # "/" rather than the hub's folder (the state directory, which the user may not read)
@@ -178,3 +181,67 @@ for p in sys.argv[1:]:
     else:
         open(p, "rb").close()
 """
+
+
+#: set while the hub's services are described as external ones (:func:`external_services`)
+_external: contextvars.ContextVar[bool] = contextvars.ContextVar("external", default=False)
+
+#: keys of a service entry that only a service the hub starts has
+STARTED_BY_HUB = ("command", "environment", "user", "cwd")
+
+
+@contextlib.contextmanager
+def external_services() -> Iterator[None]:
+    """Describe services that the hub does not start (``hub.service_user``: the
+    supervisor, ``ecluse up`` or systemd, starts them as their users): a service's
+    ``user`` is then not the hub's to switch to, and root is not asked of the hub."""
+    token = _external.set(True)
+    try:
+        yield
+    finally:
+        _external.reset(token)
+
+
+def external_entry(spec: dict[str, Any], api_token: str) -> dict[str, Any]:
+    """The hub's entry for a service it does not start: ``spec`` without what starting
+    it needs, with the token the supervisor gives the service (JupyterHub registers
+    the token and the service's OAuth client from it)."""
+    entry = {k: v for k, v in spec.items() if k not in STARTED_BY_HUB}
+    entry["api_token"] = api_token
+    return entry
+
+
+def external_environment(spec: dict[str, Any], api_token: str, hub_api_url: str,
+                         public_url: str | None = None) -> dict[str, str]:
+    """The environment the supervisor starts an external service with: its own
+    ``environment`` and what JupyterHub gives a service it starts itself (name, URL,
+    prefix, token, OAuth client and callback, the hub API), so that the service runs
+    the same either way."""
+    name = spec["name"]
+    prefix = f"/services/{name}/"
+    client_id = spec.get("oauth_client_id") or f"service-{name}"
+    access = [f"access:services!service={name}"]
+    env = {
+        **spec.get("environment", {}),
+        "JUPYTERHUB_SERVICE_NAME": name,
+        "JUPYTERHUB_API_TOKEN": api_token,
+        "JPY_API_TOKEN": api_token,
+        "JUPYTERHUB_CLIENT_ID": client_id,
+        "JUPYTERHUB_HOST": "",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": spec.get("oauth_redirect_uri")
+        or f"{prefix}oauth_callback",
+        "JUPYTERHUB_OAUTH_SCOPES": json.dumps(access),
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(access),
+        "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": json.dumps(
+            spec.get("oauth_client_allowed_scopes", [])),
+        "JUPYTERHUB_API_URL": hub_api_url,
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+    if spec.get("url"):
+        env["JUPYTERHUB_SERVICE_URL"] = spec["url"]
+    if public_url:
+        env["JUPYTERHUB_PUBLIC_URL"] = public_url.rstrip("/") + prefix
+    return env

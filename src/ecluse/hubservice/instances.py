@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: environment variable marking a hub-managed service of one deployment (its state folder)
 MARK = "ECLUSE_SERVICE_OF"
+#: the same mark on a service the supervisor starts (``hub.service_user``: ``ecluse up``
+#: runs the services, not the hub); a hub never stops these, the supervisor does
+SUPERVISED_MARK = "ECLUSE_SUPERVISED_SERVICE_OF"
 #: set by JupyterHub in every managed service's environment
 NAME_VAR = "JUPYTERHUB_SERVICE_NAME"
 
@@ -76,8 +79,9 @@ def in_sandbox(pid: int, parent: str = "ecluse") -> bool:
 
 
 def find(state_dir: str | os.PathLike[str], service: str | None = None,
-         exclude: set[int] | None = None) -> list[Instance]:
-    """Processes marked as services of ``state_dir`` (of ``service`` only, if given)."""
+         exclude: set[int] | None = None, mark_var: str = MARK) -> list[Instance]:
+    """Processes marked (``mark_var``) as services of ``state_dir`` (of ``service``
+    only, if given)."""
     mark = str(Path(state_dir).resolve())
     exclude = set(exclude or ()) | {os.getpid()}
     found = []
@@ -85,7 +89,7 @@ def find(state_dir: str | os.PathLike[str], service: str | None = None,
         if not entry.name.isdigit() or int(entry.name) in exclude:
             continue
         env = environ(int(entry.name))
-        if env.get(MARK) != mark:
+        if env.get(mark_var) != mark:
             continue
         name = env.get(NAME_VAR, "?")
         if service is not None and name != service:
@@ -139,10 +143,10 @@ def stop(instances: list[Instance], grace: float | None = 5.0) -> None:
 
 
 def stop_previous(state_dir: str | os.PathLike[str], service: str | None = None,
-                  exclude: set[int] | None = None) -> list[str]:
+                  exclude: set[int] | None = None, mark_var: str = MARK) -> list[str]:
     """Stop the marked processes of ``state_dir`` (``service``'s only, if given);
     return what was stopped, described for the log and the audit record."""
-    instances = find(state_dir, service, exclude)
+    instances = find(state_dir, service, exclude, mark_var)
     if not instances:
         return []
     described = [i.describe() for i in instances]
@@ -156,10 +160,11 @@ def stop_my_previous(audit: Any | None = None) -> list[str]:
     """In a hub-managed service, at start: stop what an earlier instance of this
     service left (the hub restarts a service that died; its children may live on).
     Nothing when not started by the hub with the mark."""
-    mark, name = os.environ.get(MARK), os.environ.get(NAME_VAR)
+    var = MARK if os.environ.get(MARK) else SUPERVISED_MARK
+    mark, name = os.environ.get(var), os.environ.get(NAME_VAR)
     if not mark or not name:
         return []
-    stopped = stop_previous(mark, name, exclude=_ancestors())
+    stopped = stop_previous(mark, name, exclude=_ancestors(), mark_var=var)
     record_removed(audit, name, "service processes", stopped)
     return stopped
 

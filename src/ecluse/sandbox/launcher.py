@@ -94,7 +94,7 @@ OPS: dict[str, frozenset[str]] = {
     "dask": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
                        "prepare_project_dirs", "list", "audit"}),
     "hub": frozenset({"launch", "poll", "terminate", "release", "read_logs", "host_address",
-                      "prepare_project_dirs", "list"}),
+                      "prepare_project_dirs", "list", "audit"}),
 }
 #: the sandbox names each caller may use
 NAMES: dict[str, re.Pattern[str]] = {
@@ -107,11 +107,19 @@ NAMES: dict[str, re.Pattern[str]] = {
 #: that cannot write the audit log itself (it runs as its own user, without the state
 #: directory) records its own events only; the launcher stamps who sent them
 AUDIT_EVENTS: dict[str, re.Pattern[str]] = {
-    "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"),
+    # the airlock: its own events, and what its start swept (a killed instance's partial
+    # uploads and work folders)
+    "airlock": re.compile(r"airlock\.[a-z0-9_]{1,40}(\.[a-z0-9_]{1,40}){0,2}"
+                          r"|platform\.leftovers_removed"),
     # dask-gateway: its refusals and revocations, and what its start removed
     "dask": re.compile(r"dask\.[a-z0-9_]{1,40}|platform\.leftovers_removed"),
     # batch: its runs' events, and what its start removed
     "batch": re.compile(r"batch\.[a-z0-9_]{1,40}|platform\.leftovers_removed"),
+    # the hub (hub.service_user): sign-ins and the second factor (authenticator), group
+    # changes, revocations (reconciler), workspaces (spawner, route filter), and what
+    # its start removed; never another service's events, nor the launcher's own
+    "hub": re.compile(r"(login|mfa|workspace)\.[a-z0-9_]{1,40}|groups\.change|auth\.refresh"
+                      r"|membership\.revoked|platform\.leftovers_removed"),
 }
 #: detail keys the launcher sets on an ``audit`` record (a caller may not send them)
 AUDIT_STAMPS = ("via", "via_uid", "via_pid")
@@ -136,6 +144,9 @@ SANDBOX_ID = r"^s[0-9a-f]{10}$"
 RUN_ID = r"^br-[0-9a-f]{12}$"
 #: most bytes of one ``run_folder_read`` answer
 READ_CHUNK = 4 * 1024 * 1024
+#: when its supervisor died: seconds without a request before the launcher stops, and
+#: the most it serves on (see serve)
+LINGER_QUIET, LINGER_MAX = 5.0, 60.0
 
 
 class LaunchRefused(SandboxError):
@@ -438,6 +449,8 @@ class Launcher:
         # a taken-over airlock costs the host no more than its configured checks
         self.check_slots = asyncio.Semaphore(max(1, self.policy.airlock.check_processes))
         self.server: asyncio.AbstractServer | None = None
+        #: the loop time of the last request (linger)
+        self.last_request = 0.0
 
     # ---------------------------------------------------------------- socket
 
@@ -489,7 +502,17 @@ class Launcher:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    async def linger(self) -> None:
+        """Serve on until no request came for :data:`LINGER_QUIET` seconds (at most
+        :data:`LINGER_MAX`): the callers that stop with us finish their stops first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_MAX
+        while loop.time() < deadline and (
+                self.handlers or loop.time() - self.last_request < LINGER_QUIET):
+            await asyncio.sleep(0.2)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_request = asyncio.get_running_loop().time()
         task = asyncio.current_task()
         if task is not None:
             self.handlers.add(task)
@@ -853,6 +876,7 @@ async def serve(settings: Any) -> None:
     """Run the launcher until SIGTERM/SIGINT."""
     import signal
 
+    parent = os.getppid()
     launcher = Launcher(settings)
     await launcher.start()
     stop = asyncio.Event()
@@ -861,6 +885,12 @@ async def serve(settings: Any) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        if os.getppid() != parent and settings.sandbox.launcher_callers.get("hub") not in (
+                None, "root", "0"):
+            # its supervisor died (`ecluse up` killed: everything got SIGTERM at once): the
+            # hub, not root, stops its workspaces through us as it stops, so serve on
+            # while it asks (LINGER_QUIET seconds without a request, LINGER_MAX at most)
+            await launcher.linger()
     finally:
         await launcher.close()
 

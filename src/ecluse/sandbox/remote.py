@@ -36,6 +36,8 @@ class LauncherSandbox(Sandbox):
     socket_path = Unicode(help="The launcher's socket (default: sandbox.launcher_socket)."
                           ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds to reach the launcher.").tag(config=True)
+    answer_timeout = Float(300.0, help="Seconds to wait for the launcher's answer (every "
+                           "operation but a one-shot run).").tag(config=True)
 
     @property
     def on_host(self) -> bool:  # type: ignore[override]
@@ -72,7 +74,13 @@ class LauncherSandbox(Sandbox):
             body = {"op": op, "caller": self.caller or None, **fields}
             writer.write(json.dumps(body).encode() + b"\n")
             await writer.drain()
-            line = await reader.readline()
+            # a one-shot run answers when it ends (its own time limit); nothing else waits
+            line = await (reader.readline() if op == "run" else
+                          asyncio.wait_for(reader.readline(), self.answer_timeout))
+        except TimeoutError:
+            raise SandboxError("the sandbox launcher did not answer",
+                               log_message=f"launcher {path}: no answer to {op} within "
+                               f"{self.answer_timeout:.0f}s") from None
         finally:
             writer.close()
         return self._answer(op, path, line)

@@ -111,7 +111,7 @@ def start(args: argparse.Namespace) -> int:
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
             tmp = pidfile.with_suffix(".tmp")
-            tmp.write_text(f"{os.getpid()}\n{args.command[0]}\n")
+            tmp.write_text(f"{os.getpid()}\n{args.match or args.command[0]}\n")
             os.replace(tmp, pidfile)
             os.write(write_end, b"ok")
             os.close(write_end)
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-file", default="/dev/null")
     p.add_argument("--env-file", action="append", default=[])
     p.add_argument("--cwd")
+    p.add_argument("--match", help="what the running process's command line holds (default: "
+                   "the command; e.g. the program a `setpriv … --` prefix or a wrapper execs)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL on stop")
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds a started service must stay up to count as started")
