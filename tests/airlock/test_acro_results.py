@@ -4,13 +4,8 @@ the researcher's exception beside each file (issue 20 item 6)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
-import ecluse.airlock
-
-TEMPLATES = Path(ecluse.airlock.__file__).parent / "templates"
+from ecluse.airlock.web.app import template_environment
 
 
 def _results(exception: str) -> bytes:
@@ -40,10 +35,7 @@ def test_acro_results_shown_beside_the_files(service, users, files, create_reque
     assert by["counts_small.csv"]["verdict"] == "fail"
     assert by["counts_safe.csv"]["verdict"] == "pass"
     assert by["results.json"]["verdict"] == "review" and "acro" not in by["results.json"]
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
-                      autoescape=select_autoescape(["html"]), trim_blocks=True,
-                      lstrip_blocks=True)
-    html = env.get_template("request.html").render(
+    html = template_environment().get_template("request.html").render(
         req=view, prefix="/services/airlock/", identity=None, hub_home="/hub/home",
         xsrf_form_html="", static=lambda p: "/static/" + p, flash="")
     assert "ACRO fail" in html and "ACRO pass" in html

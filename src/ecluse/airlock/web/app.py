@@ -51,6 +51,20 @@ def _cookie_secret(directory: Path) -> bytes:
     return value
 
 
+def template_environment() -> Environment:
+    """The pages' Jinja environment: the airlock's templates, French and English per page
+    (:mod:`ecluse.i18n`) and the globals every page uses."""
+    jinja = Environment(
+        loader=FileSystemLoader(str(HERE / "templates")),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[EcluseI18n],
+    )
+    jinja.globals.update(TEMPLATE_GLOBALS)
+    return jinja
+
+
 def make_app(
     service: AirlockService,
     *,
@@ -59,15 +73,7 @@ def make_app(
     cookie_secret: bytes | None = None,
 ) -> web.Application:
     prefix = hubweb.service_prefix(hub_auth, prefix, "/services/airlock/")
-    jinja = Environment(
-        loader=FileSystemLoader(str(HERE / "templates")),
-        autoescape=select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        # French and English, per page (ecluse.i18n)
-        extensions=[EcluseI18n],
-    )
-    jinja.globals.update(TEMPLATE_GLOBALS)
+    jinja = template_environment()
     static_prefix = url_path_join(prefix, "static/")
     handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix),
                            *ingress_ui_routes(prefix)]
