@@ -26,6 +26,7 @@ from ...hubservice.instances import record_removed
 from ...hubservice.web import bind_address
 from ..service import AirlockService
 from .api import api_handlers
+from .review import setup_jinja
 from .ui import NotFoundPage, ui_handlers
 
 __all__ = ["bind_address", "hub_oauth_from_env", "make_app", "serve"]
@@ -63,6 +64,7 @@ def make_app(
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    setup_jinja(jinja)  # jinja2.ext.i18n, the review page's functions
     static_prefix = url_path_join(prefix, "static/")
     handlers: list[Any] = [*api_handlers(prefix), *ui_handlers(prefix)]
     handlers.append((prefix.rstrip("/") + r"/(.*)", NotFoundPage))

@@ -16,6 +16,7 @@ from tornado import web
 
 from ...hubservice.web import HubAuthFromSettings
 from .base import REQ, BaseHandler
+from .review import TurnaroundPage, home_queue
 
 
 class PageHandler(BaseHandler):
@@ -27,9 +28,10 @@ class HomeHandler(PageHandler):
     @web.authenticated
     async def get(self) -> None:
         me = self.require_identity()
-        queue = []
+        queue: dict | None = None
         if me.is_checker:
-            queue = await self.run(self.service.list_requests, me, scope="review")
+            queue = await home_queue(self, me, await self.run(
+                self.service.list_requests, me, scope="review"))
         mine = await self.run(self.service.list_requests, me, scope="mine")
         project = await self.run(self.service.list_requests, me, scope="project")
         mine_ids = {r["id"] for r in mine}
@@ -175,6 +177,7 @@ def ui_handlers(prefix: str) -> list[tuple]:
     return [
         (p + r"/?", HomeHandler),
         (p + r"/oauth_callback", OAuthCallback),
+        (p + r"/turnaround", TurnaroundPage),
         (p + rf"/requests/{REQ}", RequestPage),
         (p + rf"/requests/{REQ}/review", ReviewForm),
         (p + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release|release_partial)",
