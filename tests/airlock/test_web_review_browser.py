@@ -11,14 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tests.airlock.conftest import Files
 from PIL import Image, ImageDraw, PngImagePlugin
 
+from tests.airlock import test_web_browser as _browser
+from tests.airlock.conftest import Files
 from tests.airlock.test_imagepreview import SECRET
 from tests.airlock.test_web import _create, _describe
-from tests.airlock.test_web_browser import _sign_in, browser_page, chromium  # noqa: F401
+from tests.airlock.test_web_browser import _sign_in
 from tests.airlock.test_web_review import _grouped_csv
+
+# the browser fixtures of test_web_browser (Debian Chromium, a throw-away profile)
+chromium = _browser.chromium
+browser_page = _browser.browser_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
