@@ -145,6 +145,15 @@ def test_checker_navigates_files_by_keyboard_and_jumps_to_flagged_cells(
     assert page.evaluate("document.querySelector('article.file.current').id") == order[-2]
     page.keyboard.press("ArrowUp")
     assert page.evaluate("document.querySelector('article.file.current').id") == order[-3]
+    # f rings the flagged cells of the current file, one after the other
+    page.evaluate(f"document.getElementById('file-{gid}').scrollIntoView()")
+    page.locator(f"#file-{gid} h3").click()
+    page.keyboard.press("k")  # the file above the one in view: back to this one
+    page.keyboard.press("j")
+    current = page.evaluate("document.querySelector('article.file.current').id")
+    page.keyboard.press("f")
+    ringed = page.locator(f"#{current} .target-cell")
+    assert ringed.count() == 1 and "flagged" in ringed.get_attribute("class")
     # keys typed in a comment are text, not navigation
     page.focus(f"#decision-comment-{gid}")
     page.keyboard.type("jk")
