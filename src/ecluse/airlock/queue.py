@@ -29,7 +29,7 @@ from sqlalchemy.orm import selectinload
 
 from ..sdc.report import Verdict
 from .errors import InvalidInput, PermissionDenied
-from .models import Request, as_utc
+from .models import FileDecision, Request, Review, as_utc
 from .permissions import Identity
 from .rules import REVIEWABLE_STATES, State
 
@@ -71,12 +71,8 @@ def pending_work(service: Any, me: Identity) -> list[dict[str, Any]]:
             .options(selectinload(Request.reviews), selectinload(Request.file_decisions))
         ).all()
         everyone: set[str] = {me.name} if me.is_checker else set()
-        every = s.scalars(select(Request).where(Request.state != State.DRAFT.value)
-                          .options(selectinload(Request.reviews),
-                                   selectinload(Request.file_decisions))).all()
-        for r in every:
-            everyone |= {v.reviewer for v in r.reviews}
-            everyone |= {d.reviewer for d in r.file_decisions}
+        everyone |= set(s.scalars(select(Review.reviewer).distinct()).all())
+        everyone |= set(s.scalars(select(FileDecision.reviewer).distinct()).all())
         out = []
         for name in sorted(everyone):
             started = awaiting = 0
