@@ -9,6 +9,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import ecluse.airlock
+from ecluse.airlock.web.review import setup_jinja
 
 TEMPLATES = Path(ecluse.airlock.__file__).parent / "templates"
 
@@ -43,6 +44,7 @@ def test_acro_results_shown_beside_the_files(service, users, files, create_reque
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
+    setup_jinja(env)  # as the service's own environment: gettext, the pages' functions
     html = env.get_template("request.html").render(
         req=view, prefix="/services/airlock/", identity=None, hub_home="/hub/home",
         xsrf_form_html="", static=lambda p: "/static/" + p, flash="")
