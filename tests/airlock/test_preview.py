@@ -101,3 +101,69 @@ def test_a_stored_preview_stays_small(tmp_path):
     import json
 
     assert 0 < len(pv["rows"]) < 200 and len(json.dumps(pv)) <= PREVIEW_MAX_BYTES
+
+
+# ---------------------------------------------------------------- multi-row headers
+
+
+def _grouped(tmp_path):
+    """``df.groupby([a, b]).agg(...)`` written with ``to_csv``: two header rows for the
+    MultiIndex columns and one for the index names."""
+    df = pd.DataFrame({"sex": list("FFMMFFMM"), "band": ["a", "b"] * 4,
+                       "los": [1, 2, 3, 4, 5, 6, 7, 8], "n": [12, 30, 3, 44, 15, 16, 17, 18]})
+    p = tmp_path / "grouped.csv"
+    df.groupby(["sex", "band"]).agg({"los": ["mean", "sum"], "n": ["sum"]}).to_csv(p)
+    assert p.read_text().splitlines()[:3] == [",,los,los,n", ",,mean,sum,sum",
+                                              "sex,band,,,"]
+    return p
+
+
+def test_a_pandas_multiindex_header_is_a_header_not_data(tmp_path):
+    p = _grouped(tmp_path)
+    out = render_preview(p, "grouped.csv", check_file(p, DisclosurePolicy()).to_dict(), 50)
+    assert out["kind"] == "table"
+    # the data rows start with the first group, not with the header's lines
+    assert [r[:2] for r in out["rows"]] == [["F", "a"], ["F", "b"], ["M", "a"], ["M", "b"]]
+    assert out["header_rows"] == 3
+    # column names as the disclosure checks name them (findings point at these)
+    assert out["columns"] == ["sex", "band", "los / mean", "los / sum", "n / sum"]
+    # the header's rows, a label over two columns spanning them, "sum" not merged
+    # across the groups above it
+    assert out["header"][0] == [["", 1], ["", 1], ["los", 2], ["n", 1]]
+    assert out["header"][1] == [["", 1], ["", 1], ["mean", 1], ["sum", 1], ["sum", 1]]
+    assert out["header"][2][:2] == [["sex", 1], ["band", 1]]
+
+
+def test_findings_on_a_multirow_header_table_flag_the_right_cells(tmp_path):
+    p = _grouped(tmp_path)
+    report = check_file(p, DisclosurePolicy()).to_dict()
+    small = [f["location"] for f in report["findings"] if f["rule"] == "small-count"]
+    assert {"row": 4, "column": "los / sum"} in [
+        {k: v for k, v in loc.items() if k in ("row", "column")} for loc in small]
+    out = render_preview(p, "grouped.csv", report, 50)
+    # row 4 of the file is the first data row (F, a): its "los / sum" cell, 6
+    assert [0, 3] in out["flagged"] and out["rows"][0][3] == "6"
+    assert all(out["rows"][r][:1] != [""] for r, _ in out["flagged"])
+
+
+def test_a_single_header_stays_single(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("sex,age_band,n\nF,18-40,25\nF,41-65,3\nM,18-40,31\nM,41-65,40\n")
+    out = render_preview(p, "t.csv", check_file(p, DisclosurePolicy()).to_dict(), 50)
+    assert out["header_rows"] == 1 and out["header"] == []
+    assert out["columns"] == ["sex", "age_band", "n"] and len(out["rows"]) == 4
+    assert out["flagged"] == [[1, 2]]
+
+
+def test_a_blocked_multirow_table_masks_its_header_too(tmp_path):
+    p = tmp_path / "rows.csv"
+    lines = [",,visit,visit", "patient_id,name,date,ward"]
+    lines += [f"P{100000 + i},Person {i} Name,2023-01-{1 + i % 28:02d},W{i % 3}"
+              for i in range(40)]
+    p.write_text("\n".join(lines) + "\n")
+    report = check_file(p, DisclosurePolicy()).to_dict()
+    assert report["verdict"] == "block"
+    out = render_preview(p, "rows.csv", report, 50)
+    assert len(out["rows"]) <= 20
+    cells = [v for r in out["rows"] for v in r]
+    assert not any(v.startswith("P1000") or v.startswith("Person") for v in cells)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .imagepreview import ImagePreviewError, image_preview, is_image
 from .rules import BLOCK_SAMPLE_ROWS
 
 _A1 = re.compile(r"^\$?([A-Za-z]{1,3})\$?(\d{1,7})$")
@@ -40,6 +41,10 @@ class Preview:
     sheet: str | None = None
     truncated: bool = False
     error: str | None = None
+    #: the header's rows when it has more than one (``columns`` joins their parts)
+    header: list[list[str]] = field(default_factory=list)
+    #: lines of the file above the first data row (Parquet: 0)
+    depth: int = 1
 
     def is_flagged(self, r: int, c: int) -> bool:
         return (r, c) in self.flagged or c in self.flagged_columns
@@ -154,7 +159,8 @@ def _mark(preview: Preview, findings: list[dict[str, Any]], header_rows: int = 1
         m = _A1.match(str(loc.get("cell") or ""))
         if m:
             col = _letters_to_index(m.group(1))
-            row = int(m.group(2)) - 2  # A1 notation: the header is spreadsheet row 1
+            # A1 notation: the header is spreadsheet rows 1 to header_rows
+            row = int(m.group(2)) - 1 - max(header_rows, 1)
         else:
             if isinstance(loc.get("row"), int):
                 row = loc["row"] - 1 - header_rows
@@ -191,8 +197,82 @@ def table_preview(
     except Exception as e:  # never let a preview break the review page
         preview.error = f"cannot preview this file ({type(e).__name__})"
         return preview
-    _mark(preview, findings, header_rows=0 if kind == "parquet" else 1)
+    preview.depth = 0 if kind == "parquet" else _split_header(preview)
+    _mark(preview, findings, header_rows=preview.depth)
     return preview
+
+
+#: header rows recognised at most (as ``ecluse.sdc.table`` does)
+MAX_HEADER_ROWS = 5
+
+
+def header_depth(columns: list[str], rows: list[list[str]]) -> int:
+    """How many leading lines of a table label its columns, as the disclosure checks
+    read them (:func:`ecluse.sdc.table.grid_to_table`): 2 or more for a pandas table
+    with MultiIndex columns (``df.groupby([a, b]).agg(...)`` written with ``to_csv``),
+    1 otherwise."""
+    from ..sdc.table import grid_to_table  # deferred: pandas, loaded with previews
+
+    grid = [list(columns), *[list(r) for r in rows[:60]]]
+    if len(grid) < 3:
+        return 1
+    try:
+        t = grid_to_table(grid)
+    except Exception:  # noqa: BLE001 - a plain header then
+        return 1
+    if t is None or not t.rownums:
+        return 1
+    return max(1, min(t.rownums[0] - 1, MAX_HEADER_ROWS, len(grid) - 1))
+
+
+def _split_header(pv: Preview) -> int:
+    """Move the header's further rows out of the data rows (``pv.header``); ``columns``
+    become the parts of each column's label joined (a spanning label carried right)."""
+    depth = header_depth(pv.columns, pv.rows)
+    if depth <= 1:
+        return 1
+    width = max([len(pv.columns), *(len(r) for r in pv.rows[:depth - 1])])
+    header = [list(pv.columns) + [""] * (width - len(pv.columns))]
+    header += [list(r) + [""] * (width - len(r)) for r in pv.rows[:depth - 1]]
+    pv.header = header
+    pv.rows = pv.rows[depth - 1:]
+    names = []
+    for j in range(width):
+        parts = []
+        for r, line in enumerate(header):
+            v = str(line[j]).strip()
+            if not v and r < depth - 1 and j > 0:
+                # a blank cell right of a label in an upper row: that label spans it
+                k = j - 1
+                while k > 0 and not str(line[k]).strip():
+                    k -= 1
+                v = str(line[k]).strip() if any(str(x[j]).strip() for x in header[r + 1:]) \
+                    else ""
+            if v and v not in parts:
+                parts.append(v)
+        names.append(" / ".join(parts) if parts else f"column {j + 1}")
+    pv.columns = names
+    return depth
+
+
+def header_spans(header: list[list[str]]) -> list[list[list[Any]]]:
+    """The header rows as ``[text, colspan]`` cells: in every row but the last, a label
+    repeated in adjacent columns (pandas) is one cell spanning them."""
+    out = []
+    for r, line in enumerate(header):
+        cells: list[list[Any]] = []
+        prev: tuple[str, ...] | None = None
+        for j, v in enumerate(line):
+            v = _cell(str(v))
+            # the labels above and here: a span never crosses a group of an upper row
+            key = tuple(str(up[j]) if j < len(up) else "" for up in header[:r + 1])
+            if r < len(header) - 1 and cells and v and key == prev:
+                cells[-1][1] += 1
+            else:
+                cells.append([v, 1])
+            prev = key
+        out.append(cells)
+    return out
 
 
 def text_excerpt(path: Path, limit: int = 4096) -> str:
@@ -281,6 +361,8 @@ def _table_dict(pv: Preview) -> dict[str, Any]:
         "masked_columns": [],
         "sheet": pv.sheet,
         "truncated": pv.truncated,
+        "header_rows": pv.depth,
+        "header": header_spans([r[:PREVIEW_MAX_COLUMNS] for r in pv.header]),
     }
 
 
@@ -327,6 +409,8 @@ def render_preview(path: Path, name: str, report: dict[str, Any], max_rows: int)
             rows = [[MASK if j in mask else v for j, v in enumerate(r)]
                     for r in pv.rows[:BLOCK_SAMPLE_ROWS]]
             columns = [MASK if _value_looks_identifying(c) else c for c in pv.columns]
+            pv.header = [[MASK if _value_looks_identifying(str(c)) else c for c in line]
+                         for line in pv.header]
             out = _table_dict(pv)
             out.update(
                 rows=rows, columns=columns, masked_columns=sorted(mask),
@@ -343,9 +427,27 @@ def render_preview(path: Path, name: str, report: dict[str, Any], max_rows: int)
             return _bounded(_table_dict(pv))
         if name.lower().endswith(TEXT_SUFFIXES):
             return {"kind": "text", "text": text_excerpt(path)}
+        if is_image(name, fmt):
+            return _image(path, report)
         return {"kind": "none"}
     except Exception as e:  # never let a preview break a check; fail closed
         if blocked:
             return {"kind": "withheld",
                     "note": "blocked: row-level or identifying content is never shown"}
         return {"kind": "none", "error": f"cannot preview this file ({type(e).__name__})"}
+
+
+def _image(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """An image re-encoded without its metadata (:mod:`.imagepreview`). One that cannot
+    be decoded gets no preview, and a ``reader-error`` finding is added to ``report``
+    (which is then never ``pass``)."""
+    try:
+        return image_preview(path)
+    except ImagePreviewError as e:
+        from ..sdc.rules import finding  # deferred: the sdc rule table
+
+        message = f"image not previewed: {e}; a person must look at it"
+        report.setdefault("findings", []).append(finding("reader-error", message).to_dict())
+        if report.get("verdict") in (None, "pass"):
+            report["verdict"] = "review"
+        return {"kind": "none", "error": message}

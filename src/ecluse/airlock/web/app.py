@@ -28,6 +28,7 @@ from ...i18n import EcluseI18n
 from ..service import AirlockService
 from .api import api_handlers
 from .ingress import ingress_ui_routes
+from .review import setup_jinja
 from .ui import TEMPLATE_GLOBALS, NotFoundPage, ui_handlers
 
 __all__ = ["bind_address", "hub_oauth_from_env", "make_app", "serve"]
@@ -62,6 +63,7 @@ def template_environment() -> Environment:
         extensions=[EcluseI18n],
     )
     jinja.globals.update(TEMPLATE_GLOBALS)
+    setup_jinja(jinja)  # the review page's functions (the translations are EcluseI18n's)
     return jinja
 
 

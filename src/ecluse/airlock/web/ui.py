@@ -17,6 +17,7 @@ from tornado import web
 from ...hubservice.web import HubAuthFromSettings
 from ...i18n import N_, LanguageHandler
 from .base import REQ, BaseHandler
+from .review import TurnaroundPage, home_queue
 
 #: the words of the flash messages, translated where they are shown
 DECISIONS = {"approve": N_("approve"), "request_changes": N_("request changes"),
@@ -56,9 +57,10 @@ class HomeHandler(PageHandler):
     @web.authenticated
     async def get(self) -> None:
         me = self.require_identity()
-        queue = []
+        queue: dict | None = None
         if me.is_checker:
-            queue = await self.run(self.service.list_requests, me, scope="review")
+            queue = await home_queue(self, me, await self.run(
+                self.service.list_requests, me, scope="review"))
         mine = await self.run(self.service.list_requests, me, scope="mine")
         project = await self.run(self.service.list_requests, me, scope="project")
         mine_ids = {r["id"] for r in mine}
@@ -209,6 +211,7 @@ def ui_handlers(prefix: str) -> list[tuple]:
         (p + r"/?", HomeHandler),
         (p + r"/oauth_callback", OAuthCallback),
         (p + r"/language/(?P<language>fr|en)", LanguageHandler),
+        (p + r"/turnaround", TurnaroundPage),
         (p + rf"/requests/{REQ}", RequestPage),
         (p + rf"/requests/{REQ}/review", ReviewForm),
         (p + rf"/requests/{REQ}/(?P<action>submit|resubmit|withdraw|release|release_partial)",
