@@ -46,16 +46,24 @@ def catalogue_problems(messages: dict[str, list[str]], po: Path) -> list[str]:
     merge.)"""
     with po.open("rb") as fh:
         catalog = read_po(fh)
+    # a plural entry answers for its singular and its plural English alike
+    entries = {}
+    for entry in catalog:
+        for msgid in entry.id if isinstance(entry.id, tuple) else (entry.id,):
+            entries[msgid] = entry
     problems = []
     for msgid, where in sorted(messages.items()):
-        entry = catalog.get(msgid)
+        entry = entries.get(msgid)
+        strings = () if entry is None else (
+            entry.string if isinstance(entry.string, tuple) else (entry.string,))
         if entry is None:
             problems.append(f"missing from {po.name}: {msgid!r} ({where[0]})")
-        elif not entry.string:
+        elif not all(strings):
             problems.append(f"not translated: {msgid!r} ({where[0]})")
         elif entry.fuzzy:
             problems.append(f"fuzzy (to review): {msgid!r}")
-        elif sorted(PLACEHOLDER.findall(msgid)) != sorted(PLACEHOLDER.findall(entry.string)):
+        elif any(sorted(PLACEHOLDER.findall(msgid)) != sorted(PLACEHOLDER.findall(s))
+                 for s in strings):
             problems.append(f"placeholders differ: {msgid!r} -> {entry.string!r}")
     return problems
 

@@ -187,19 +187,14 @@ def test_attack_submit_racing_the_check(make_service, held):
 def test_the_request_page_shows_a_file_being_checked(make_service, held):
     """The page the requester reads (``request.html`` with the app's environment, as
     ``RequestPage`` renders it), in English and French."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
     from markupsafe import Markup
 
-    import ecluse.airlock
-    from ecluse.airlock.web.ui import TEMPLATE_GLOBALS
-    from ecluse.i18n import EcluseI18n, rendering
+    from ecluse.airlock.web.app import template_environment
+    from ecluse.i18n import rendering
 
     service = make_service(checker=held, background_checks=1)
     rid, _ = draft(service, Files.fail)
-    env = Environment(loader=FileSystemLoader(
-        str(Path(ecluse.airlock.__file__).parent / "templates")),
-        autoescape=select_autoescape(["html"]), extensions=[EcluseI18n])
-    env.globals.update(TEMPLATE_GLOBALS)
+    env = template_environment()
 
     def page(lang: str = "en") -> str:
         req = service.get_request(who(service, "alice"), rid, record_view=False)
