@@ -3,11 +3,14 @@
 Signs in through the hub as :mod:`tests.airlock.test_web_browser` does (its
 ``_sign_in`` and browser fixtures) and writes the screenshots the airlock's
 documentation shows (``docs/images/airlock-*.png``, embedded in
-``docs/airlock.md``).
+``docs/airlock.md``) when ``ECLUSE_SCREENSHOTS=1``; otherwise they go to a
+temporary folder, so a test run leaves the working tree as it was.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,13 +29,19 @@ browser_page = _browser.browser_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 def _shot(page, name: str) -> None:
-    """``docs/images/airlock-<name>.png``, the whole page."""
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / f"airlock-{name}.png"), full_page=True)
+    """``airlock-<name>.png``, the whole page: in ``docs/images`` with
+    ``ECLUSE_SCREENSHOTS=1``, else in a temporary folder (the shot is still taken)."""
+    if os.environ.get("ECLUSE_SCREENSHOTS") == "1":
+        page.screenshot(path=str(DOCS_IMAGES / f"airlock-{name}.png"), full_page=True)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"airlock-{name}.png"
+        page.screenshot(path=str(out), full_page=True)
+        assert out.stat().st_size > 0
 
 
 def chart_png(path: Path) -> bytes:
