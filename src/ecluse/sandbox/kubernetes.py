@@ -114,6 +114,13 @@ class KubernetesSandbox(Sandbox):
     inbox_claim = Unicode(
         "project-inbox", help="PVC of the project's inbox of approved imports, mounted "
         "read-only at /project/inbox (the airlock's delivery writes it).").tag(config=True)
+    batch_claim = Unicode(
+        "batch-runs", help="PVC of a project's batch runs (in the project namespace), bound "
+        "to <share>/<project> of the share the batch service mounts at batch_runs_root; "
+        "only batch Jobs mount it (ecluse.batch.kube).").tag(config=True)
+    batch_runs_root = Unicode(
+        "/srv/batch-runs", help="Where the batch service's pod mounts the share of run "
+        "folders (one folder per project).").tag(config=True)
     home_claim = Unicode("homes", help="PVC of the homes (one subPath per user).").tag(
         config=True)
     tmp_size = Unicode("1Gi", help="Size of the in-memory /tmp.").tag(config=True)
