@@ -63,6 +63,8 @@ from .base import (
 from .k8s_checks import network_policy_problems, pod_problems, quota_problems
 
 COMPONENT = "ecluse-sandbox"
+#: keys of ``sandbox.kubernetes`` read by a subclass only (ecluse.airlock.kubecheck)
+SUBCLASS_KEYS = ("check_namespace", "check_claim", "check_root", "check_image")
 
 #: dask-gateway's label on every scheduler and worker pod it starts (ecluse.dask.kube)
 DASK_POD_LABELS = {"app.kubernetes.io/name": "dask-gateway"}
@@ -177,6 +179,8 @@ class KubernetesSandbox(Sandbox):
     def __init__(self, **kwargs: Any):
         settings = kwargs.get("settings")
         given = dict(getattr(getattr(settings, "sandbox", None), "kubernetes", None) or {})
+        given = {k: v for k, v in given.items()  # the airlock check backend's own keys
+                 if k not in SUBCLASS_KEYS or self.class_traits(config=True).get(k)}
         unknown = sorted(k for k in given
                          if k == "settings" or not self.class_traits(config=True).get(k))
         if unknown:
