@@ -21,6 +21,7 @@ from ecluse.batch.runs import INPUT_MOUNT
 from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
 from ecluse.sandbox import SandboxError
 from ecluse.sandbox.k8s_checks import pod_problems
+from ecluse.sandbox.kubernetes import KubernetesSandbox
 from tests.support.kubeapi import RecordingApiServer, kubeconfig, load_model
 
 NS = "ecluse-covid-los"
@@ -63,12 +64,19 @@ def settings(tmp_path, api) -> Settings:
                                     "start_timeout": 30}))
 
 
-def with_dataset_claim(api: RecordingApiServer) -> None:
+def with_dataset_claim(api: RecordingApiServer, settings=None, spec=None,
+                       policy: bool = True) -> None:
+    """The project's namespace as the hub makes it (a workspace's launch: its
+    NetworkPolicy) and the operator (the dataset's and the batch-runs claims)."""
     api.objects[("namespaces", "", NS)] = {"apiVersion": "v1", "kind": "Namespace",
                                            "metadata": {"name": NS}}
-    api.objects[("persistentvolumeclaims", NS, "data-stays")] = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "data-stays", "namespace": NS}, "spec": {}}
+    for claim in ("data-stays", "batch-runs"):
+        api.objects[("persistentvolumeclaims", NS, claim)] = {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": NS}, "spec": {}}
+    if policy:
+        made = KubernetesSandbox(settings=settings).network_policy(spec)
+        api.objects[("networkpolicies", NS, "ecluse-sandboxes")] = made
 
 
 def run_spec(settings, tmp_path):
@@ -94,8 +102,8 @@ async def wait_job_pod(api):
 
 
 def test_a_run_is_a_job_with_its_folder_inputs_and_data(api, settings, tmp_path):
-    with_dataset_claim(api)
     backend, runner, spec = run_spec(settings, tmp_path)
+    with_dataset_claim(api, settings, spec)
     assert isinstance(backend, KubernetesBatchSandbox)
     folders = KubeRunFolders(settings, backend)
     assert isinstance(folders, KubeRunFolders)
@@ -134,8 +142,10 @@ def test_a_run_is_a_job_with_its_folder_inputs_and_data(api, settings, tmp_path)
     assert vols["batch-runs"]["persistentVolumeClaim"]["claimName"] == "batch-runs"
     assert mounts["/data/stays"]["readOnly"] is True
     assert vols["data-stays"]["persistentVolumeClaim"]["readOnly"] is True
-    # no ConfigMap of the inputs (a notebook may be larger than a ConfigMap holds)
+    # no ConfigMap of the inputs (a notebook may be larger than a ConfigMap holds), and
+    # nothing made but the Job: the service's role runs Jobs only
     assert not [k for k in api.objects if k[0] == "configmaps"]
+    assert {r[1].rsplit("/", 1)[-1] for r in api.calls("POST")} == {"jobs"}
     ctr = tmpl["containers"][0]
     assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
     assert tmpl["automountServiceAccountToken"] is False
@@ -154,8 +164,8 @@ def test_a_run_is_a_job_with_its_folder_inputs_and_data(api, settings, tmp_path)
 
 
 def test_exit_code_and_memory_kill_are_read_back(api, settings, tmp_path):
-    with_dataset_claim(api)
     backend, _runner, spec = run_spec(settings, tmp_path)
+    with_dataset_claim(api, settings, spec)
 
     async def go():
         state = await backend.launch(spec, one_shot=True)
@@ -170,8 +180,8 @@ def test_exit_code_and_memory_kill_are_read_back(api, settings, tmp_path):
 
 
 def test_a_restarted_service_removes_the_job_of_an_interrupted_run(api, settings, tmp_path):
-    with_dataset_claim(api)
     backend, _runner, spec = run_spec(settings, tmp_path)
+    with_dataset_claim(api, settings, spec)
 
     async def start():
         state = await backend.launch(spec, one_shot=True)
@@ -207,3 +217,19 @@ def test_run_folders_never_follow_a_link(settings, tmp_path):
         folders.open("covid-los", RID)
     with pytest.raises(FileExistsError):  # never reuse a run's folder
         folders.create(settings.projects["covid-los"], None, 7001, RID)
+
+
+@pytest.mark.parametrize("broken", ["no-policy", "open-policy", "no-claim"])
+def test_a_project_namespace_not_ready_runs_nothing(api, settings, tmp_path, broken):
+    backend, _runner, spec = run_spec(settings, tmp_path)
+    with_dataset_claim(api, settings, spec, policy=broken != "no-policy")
+    if broken == "open-policy":
+        pol = api.objects[("networkpolicies", NS, "ecluse-sandboxes")]
+        pol["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                                      "ports": [{"port": 443, "protocol": "TCP"}]})
+    if broken == "no-claim":
+        del api.objects[("persistentvolumeclaims", NS, "batch-runs")]
+    with pytest.raises(SandboxError):
+        asyncio.run(backend.launch(spec, one_shot=True))
+    assert not api.calls("POST")
+    assert not (tmp_path / "share" / "covid-los" / ".inputs" / RID).exists()

@@ -16,8 +16,11 @@ On a cluster the batch service is a pod of the hub side's namespace; a project's
   ``subPath`` bind mount opens that one folder, not its parents nor other runs.
 
 :class:`KubernetesBatchSandbox` is the kubernetes backend with those mounts (the
-rest — namespace objects, data claims read-only, pod security, no network, the
-checks of :mod:`ecluse.sandbox.k8s_checks` — is the backend's own);
+rest — data claims read-only, pod security, the checks of
+:mod:`ecluse.sandbox.k8s_checks` — is the backend's own). It makes no namespace object
+(its role runs Jobs only, ``config/kubernetes/ecluse-batch.yaml``): the project's
+NetworkPolicy, dataset claims and ``batch-runs`` claim are read back before each run
+and a missing or altered one refuses it;
 :class:`KubeRunFolders` is where the service makes and reads run folders, with
 the no-link file operations of :mod:`.files`.
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sandbox import SandboxError, SandboxSpec, UserIdentity
+from ..sandbox.k8s_checks import network_policy_problems
 from ..sandbox.kubernetes import KubernetesSandbox
 from .files import RunFolder, UnsafePath, _open_dir
 from .runs import INPUT_MOUNT
@@ -73,13 +77,35 @@ class KubernetesBatchSandbox(KubernetesSandbox):
     def config_maps(self, spec: SandboxSpec) -> list[dict[str, Any]]:
         return super().config_maps(self._without_inputs(spec))
 
-    def project_objects(self, spec: SandboxSpec) -> list[dict[str, Any]]:
-        out = super().project_objects(spec)
-        for o in out:  # the batch-runs claim counts against the project's claims
-            if o["kind"] == "ResourceQuota":
-                hard = o["spec"]["hard"]
-                hard["persistentvolumeclaims"] = str(int(hard["persistentvolumeclaims"]) + 1)
-        return out
+    async def _apply_project(self, api: Any, spec: SandboxSpec) -> None:
+        """Make nothing (the service's role may only run Jobs): read back the project's
+        NetworkPolicy (as the hub makes it at a workspace's launch), the dataset claims and
+        the ``batch-runs`` claim; anything missing or altered refuses the run."""
+        from kubernetes_asyncio import client
+
+        core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+        ns = self.namespace(spec)
+        want = self.network_policy(spec)
+        got = await self._call(net.read_namespaced_network_policy, want["metadata"]["name"],
+                               ns, missing_ok=True)
+        problems = ["no NetworkPolicy ecluse-sandboxes (start a workspace of the project "
+                    "once, or apply the project's objects)"] if got is None else \
+            network_policy_problems(self._dict(got), namespace=ns,
+                                    hub_namespaces={self.hub_namespace},
+                                    allow_dns=self.allow_dns)
+        claims = [self.batch_claim, *(self.dataset_claim_template.format(dataset=d.name)
+                                      for d in spec.project.datasets)]
+        for claim in claims:
+            if await self._call(core.read_namespaced_persistent_volume_claim, claim, ns,
+                                missing_ok=True) is None:
+                problems.append(f"claim {ns}/{claim} does not exist")
+        if problems:
+            raise SandboxError(f"the batch run of project {spec.project.slug} cannot be "
+                               "started: its namespace is not ready",
+                               log_message="; ".join(problems))
+
+    def check(self, spec: SandboxSpec, objects: list[dict[str, Any]]) -> None:
+        super().check(spec, [o for o in objects if o["kind"] == "Job"])
 
     def inputs_dir(self, project: str, run_id: str) -> Path:
         return Path(self.batch_runs_root) / project / INPUTS_DIR / run_id
