@@ -64,7 +64,9 @@ from .k8s_checks import network_policy_problems, pod_problems, quota_problems
 
 COMPONENT = "ecluse-sandbox"
 #: keys of ``sandbox.kubernetes`` read by a subclass only (ecluse.airlock.kubecheck)
-SUBCLASS_KEYS = ("check_namespace", "check_claim", "check_root", "check_image")
+SUBCLASS_KEYS = ("check_namespace", "check_claim", "check_root", "check_image",
+                 # read by the hub configuration (ecluse.airlock.hub.airlock_deployment_host)
+                 "airlock_address")
 
 #: dask-gateway's label on every scheduler and worker pod it starts (ecluse.dask.kube)
 DASK_POD_LABELS = {"app.kubernetes.io/name": "dask-gateway"}
