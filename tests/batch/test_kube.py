@@ -195,6 +195,9 @@ def test_a_restarted_service_removes_the_job_of_an_interrupted_run(api, settings
     asyncio.run(fresh._remove_sandbox(state["id"]))
     assert not [k for k in api.objects if k[0] in ("jobs", "pods")]
     assert api.calls("DELETE", f"/namespaces/{NS}/jobs/{state['job']}")
+    # found in the project's namespace: the service's role lists nothing cluster-wide
+    assert api.calls("GET", f"/namespaces/{NS}/pods") and not [
+        r for r in api.requests if r[1] == "/api/v1/pods"]
 
 
 def test_a_run_without_its_id_or_inputs_is_refused(api, settings, tmp_path):

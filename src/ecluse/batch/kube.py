@@ -104,6 +104,29 @@ class KubernetesBatchSandbox(KubernetesSandbox):
                                "started: its namespace is not ready",
                                log_message="; ".join(problems))
 
+    async def list_async(self) -> list[dict[str, Any]]:
+        """The batch Jobs' pods of each project's namespace (the service's role is bound in
+        project namespaces only: no cluster-wide listing), as the backend's states."""
+        from kubernetes_asyncio import client
+
+        out: list[dict[str, Any]] = []
+        for slug in sorted(getattr(self.settings, "projects", None) or {}):
+            async with self.api() as api:
+                pods = await self._call(client.CoreV1Api(api).list_namespaced_pod,
+                                        self.namespace(slug), missing_ok=True,
+                                        label_selector="ecluse.io/backend=kubernetes,"
+                                        "ecluse.io/one-shot=1")
+            for pod in (self._dict(pods) or {}).get("items") or [] if pods else []:
+                lab = pod["metadata"].get("labels") or {}
+                out.append({"backend": "kubernetes", "id": lab.get("ecluse.io/sandbox-id", ""),
+                            "namespace": pod["metadata"]["namespace"], "pod": None,
+                            "job": lab.get("job-name"), "project": lab.get("ecluse.io/project"),
+                            "user": lab.get("ecluse.io/user"), "one_shot": True,
+                            "name": lab.get("ecluse.io/sandbox"), "phase": "running",
+                            "alive": (pod.get("status") or {}).get("phase") in (
+                                None, "Pending", "Running")})
+        return out
+
     def check(self, spec: SandboxSpec, objects: list[dict[str, Any]]) -> None:
         super().check(spec, [o for o in objects if o["kind"] == "Job"])
 
