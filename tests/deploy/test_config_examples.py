@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,5 +43,8 @@ def test_examples_hold_no_secret(path):
     text = path.read_text().lower()
     if path.name == "z2jh-values.yaml":  # Helm values: a Secret *volume* is named there
         text = text.replace("secret: {secretname: ecluse-secrets", "")
+        # the services' tokens, read from their Secrets (a reference, not a value)
+        text = re.sub(r"ecluse_(airlock|batch)_api_token:\n\s+valuefrom: \{secretkeyref:",
+                      "", text)
     for word in ("password:", "secret:", "token:", "bind_password: "):
         assert word not in text, f"{path.name} assigns a secret ({word})"

@@ -17,7 +17,10 @@ from tests.support.kubeapi import load_model
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {"ClusterRole": "V1ClusterRole", "ClusterRoleBinding": "V1ClusterRoleBinding",
           "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Ingress": "V1Ingress",
-          "NetworkPolicy": "V1NetworkPolicy"}
+          "NetworkPolicy": "V1NetworkPolicy", "Namespace": "V1Namespace",
+          "ResourceQuota": "V1ResourceQuota", "LimitRange": "V1LimitRange",
+          "ServiceAccount": "V1ServiceAccount", "Role": "V1Role",
+          "RoleBinding": "V1RoleBinding", "Deployment": "V1Deployment", "Service": "V1Service"}
 
 
 def documents() -> list[dict]:
@@ -31,7 +34,8 @@ def test_every_manifest_loads_into_its_model(doc):
 
 
 def test_the_hub_role_grants_only_sandbox_objects():
-    (role,) = [d for d in documents() if d["kind"] == "ClusterRole"]
+    (role,) = [d for d in documents() if d["kind"] == "ClusterRole"
+               and d["metadata"]["name"] == "ecluse-hub-sandboxes"]
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}
     resources = {r for _, r, _ in granted}
@@ -68,3 +72,80 @@ def test_z2jh_values_run_ecluse():
     assert values["cull"]["enabled"] is False and values["ingress"]["enabled"] is False
     secrets = next(v for v in hub["extraVolumes"] if v["name"] == "ecluse-secrets")
     assert secrets["secret"] == {"secretName": "ecluse-secrets", "defaultMode": 0o400}
+
+
+def doc(kind: str, name: str) -> dict:
+    (found,) = [d for d in documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def grants(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]}
+
+
+DANGEROUS = {"*", "escalate", "bind", "impersonate", "create-token"}
+
+
+def bindings_of(account: str) -> list[dict]:
+    return [d for d in documents() if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+            and any(s.get("name") == account for s in d["subjects"])]
+
+
+def test_the_airlock_may_run_jobs_in_the_check_namespace_only():
+    role = doc("Role", "ecluse-airlock-checks")
+    assert role["metadata"]["namespace"] == "ecluse-airlock-checks"
+    assert {r for _, r, _ in grants(role)} == {"jobs", "pods", "pods/log", "networkpolicies"}
+    assert ("batch", "jobs", "create") in grants(role)
+    assert not {v for *_, v in grants(role)} & DANGEROUS
+    # the policy: read back, never changed; only the deny-all one
+    assert {v for _, r, v in grants(role) if r == "networkpolicies"} == {"get"}
+    (rule,) = [r for r in role["rules"] if "networkpolicies" in r["resources"]]
+    assert rule["resourceNames"] == ["deny-all"]
+    (binding,) = bindings_of("ecluse-airlock")
+    assert binding["kind"] == "RoleBinding"  # never cluster-wide
+    assert binding["metadata"]["namespace"] == "ecluse-airlock-checks"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "ecluse-airlock-checks"}
+
+
+def test_the_check_namespace_is_closed_to_the_network():
+    from ecluse.airlock.kubecheck import deny_all_problems
+
+    ns = doc("Namespace", "ecluse-airlock-checks")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert deny_all_problems(doc("NetworkPolicy", "deny-all"), "ecluse-airlock-checks") == []
+    claims = [d for d in documents() if d["kind"] == "PersistentVolumeClaim"
+              and d["metadata"].get("namespace") == "ecluse-airlock-checks"]
+    assert [c["metadata"]["name"] for c in claims] == ["airlock-checks"]  # no data claim
+
+
+def test_batch_may_run_jobs_in_project_namespaces_only():
+    role = doc("ClusterRole", "ecluse-batch-jobs")
+    g = grants(role)
+    assert {r for _, r, _ in g} == {"jobs", "pods", "pods/log", "networkpolicies",
+                                    "persistentvolumeclaims"}
+    creates = {(grp, r) for grp, r, v in g if v in ("create", "update", "patch")}
+    assert creates == {("batch", "jobs")}  # it makes Jobs, nothing else
+    assert not {v for *_, v in g} & DANGEROUS
+    for binding in bindings_of("ecluse-batch"):
+        assert binding["kind"] == "RoleBinding"  # per project namespace, never cluster-wide
+        assert binding["metadata"]["namespace"].startswith("ecluse-")
+        assert binding["metadata"]["namespace"] not in ("ecluse", "ecluse-airlock-checks")
+
+
+@pytest.mark.parametrize("name", ["ecluse-airlock", "ecluse-batch"])
+def test_the_service_deployments_run_unprivileged_with_their_own_account(name):
+    dep = doc("Deployment", name)
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (ctr,) = pod["containers"]
+    sc = ctr["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["resources"]["limits"]["memory"]
+    svc = doc("Service", name)
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    policy = doc("NetworkPolicy", name)
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]

@@ -106,10 +106,27 @@ def test_the_services_are_a_loop_over_their_own_hub_entries(make_config, monkeyp
     assert c.EcluseSpawner.extra_allowed_ports == [
         settings.airlock.port, settings.dask.api_port, settings.dask.proxy_port]
     # a service a deployment does not run adds nothing
+    monkeypatch.setenv("ECLUSE_BATCH_API_TOKEN", "t" * 32)
     c, settings = build(make_config, **{"hub.spawner": "ecluse", "dask.gateway": False,
                                         "sandbox.backend": "kubernetes"})
     assert [s["name"] for s in c.JupyterHub.services][:1] == ["airlock"]
-    assert not {"batch", "dask-gateway"} & {s["name"] for s in c.JupyterHub.services}
+    assert not {"dask-gateway"} & {s["name"] for s in c.JupyterHub.services}
+    # on kubernetes the batch service is a Deployment of its own, known by its Service
+    batch = next(s for s in c.JupyterHub.services if s["name"] == "batch")
+    assert "command" not in batch and batch["api_token"] == "t" * 32
+    assert batch["url"].startswith("http://ecluse-batch.ecluse.svc.cluster.local:")
+    # and so is the airlock given its token: workspaces reach its Service
+    monkeypatch.setenv("ECLUSE_AIRLOCK_API_TOKEN", "a" * 32)
+    c, settings = build(make_config, **{"hub.spawner": "ecluse", "dask.gateway": False,
+                                        "sandbox.backend": "kubernetes"})
+    airlock = next(s for s in c.JupyterHub.services if s["name"] == "airlock")
+    assert "command" not in airlock and airlock["api_token"] == "a" * 32
+    host = f"ecluse-airlock.ecluse.svc.cluster.local:{settings.airlock.port}"
+    assert airlock["url"] == f"http://{host}"
+    from ecluse.airlock.hub import airlock_url
+
+    assert airlock_url(settings, "hub.ecluse.svc.cluster.local") == (
+        f"http://{host}/services/airlock/")
     assert c.EcluseSpawner.extra_allowed_ports == [settings.airlock.port]
 
 

@@ -47,6 +47,7 @@ from ..sandbox import Mount, SandboxSpec, UserIdentity, backend_class
 from ..sandbox.remote import LauncherSandbox
 from .checkjob import LEDGER_DIR, LEDGER_FILE, RESULT_MARK
 from .checks import unjudged
+from .kubecheck import check_backend
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ class SandboxChecker:
         sandbox = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
         self.settings = settings = settings.model_copy(update={"sandbox": sandbox})
         self.conf = conf
+        if backend is None and settings.sandbox.backend == "kubernetes" and not (
+                settings.sandbox.launcher_socket):
+            # in a cluster: each check a Job of the check namespace (ecluse.airlock.kubecheck)
+            backend = check_backend(settings)
         if backend is None and settings.sandbox.launcher_socket:
             # the service runs unprivileged: the launcher (root) starts the sandbox,
             # and its policy lets the airlock start check sandboxes and nothing else

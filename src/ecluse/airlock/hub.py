@@ -16,6 +16,7 @@ model lacks them.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..hub.roles import project_scope
@@ -46,10 +47,28 @@ def airlock_ip(settings: Any, host: str | None) -> str:
     return host if host and ip in LOOPBACK else ip
 
 
+#: the airlock's hub API token when it runs as a Deployment of its own on Kubernetes (the
+#: hub pod and the Deployment read it from the ecluse-airlock-token Secret)
+KUBE_TOKEN_ENV = "ECLUSE_AIRLOCK_API_TOKEN"
+
+
+def airlock_deployment_host(settings: Any) -> str | None:
+    """The airlock Service's address when it runs as its own Deployment (``backend:
+    kubernetes`` with ``$ECLUSE_AIRLOCK_API_TOKEN``: config/kubernetes/ecluse-airlock.yaml),
+    else None (a process of the hub). ``sandbox.kubernetes.airlock_address`` overrides the
+    Service's name (its cluster IP, for sandboxes without DNS)."""
+    sandbox = getattr(settings, "sandbox", None)
+    if getattr(sandbox, "backend", None) != "kubernetes" or not os.environ.get(KUBE_TOKEN_ENV):
+        return None
+    kube = dict(getattr(sandbox, "kubernetes", None) or {})
+    return kube.get("airlock_address") or (
+        f"ecluse-airlock.{kube.get('hub_namespace', 'ecluse')}.svc.cluster.local")
+
+
 def airlock_url(settings: Any, host: str | None) -> str:
     """The airlock's URL as workspaces reach it (``ECLUSE_AIRLOCK_URL``)."""
-    return (f"http://{airlock_ip(settings, host)}:{airlock_settings(settings).port}"
-            f"/services/{SERVICE_NAME}/")
+    ip = airlock_deployment_host(settings) or airlock_ip(settings, host)
+    return f"http://{ip}:{airlock_settings(settings).port}/services/{SERVICE_NAME}/"
 
 
 def airlock_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]:
@@ -59,7 +78,12 @@ def airlock_service_spec(settings: Any, host: str | None = None) -> dict[str, An
     spec = service_spec(SERVICE_NAME, settings, conf, display=True,
                         description="Export requests and output checking")
     spec["url"] = f"http://{airlock_ip(settings, host)}:{conf.port}"
-    if conf.service_user:
+    external = airlock_deployment_host(settings)
+    if external:  # its own Deployment: the hub starts nothing, knows its Service
+        spec = {k: v for k, v in spec.items() if k not in ("command", "environment")}
+        spec["url"] = f"http://{external}:{conf.port}"
+        spec["api_token"] = os.environ[KUBE_TOKEN_ENV]
+    elif conf.service_user:
         spec.update(service_user_entry(conf.service_user, "airlock.service_user"))
     return {
         **spec,

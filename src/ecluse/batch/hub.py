@@ -47,6 +47,8 @@ def batch_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]
     conf = batch_settings(settings)
     spec = service_spec(SERVICE_NAME, settings, conf, display=False,
                         description="Batch notebook runs (papermill) in project sandboxes")
+    if settings.sandbox.backend == "kubernetes":
+        return external_batch_spec(settings, spec, conf)
     # exports go to the airlock's API, where workspaces reach it
     spec["environment"]["ECLUSE_AIRLOCK_URL"] = airlock_url(settings, host)
     if conf.service_user:
@@ -54,6 +56,29 @@ def batch_service_spec(settings: Any, host: str | None = None) -> dict[str, Any]
         if os.geteuid() == 0:  # a hub of its own user: root gave them (ecluse up, hub-prepare)
             give_service_folders(settings, conf.service_user)
     return spec
+
+
+#: the environment variable holding the batch service's hub API token on Kubernetes (the
+#: hub pod and the batch Deployment read it from the same Secret)
+KUBE_TOKEN_ENV = "ECLUSE_BATCH_API_TOKEN"
+
+
+def external_batch_spec(settings: Any, spec: dict[str, Any], conf: Any) -> dict[str, Any]:
+    """On Kubernetes the batch service is a Deployment of its own (config/kubernetes/
+    ecluse-batch.yaml), not a process of the hub pod: the hub knows it by its Service's
+    address and the API token both read from the ``ecluse-batch-token`` Secret. Fails
+    closed without the token (the service could not check its callers)."""
+    token = os.environ.get(KUBE_TOKEN_ENV, "")
+    if not token:
+        raise ValueError(f"sandbox.backend is kubernetes: the batch service runs as its own "
+                         f"Deployment and the hub needs its API token in ${KUBE_TOKEN_ENV} "
+                         "(from the ecluse-batch-token Secret)")
+    hub_ns = dict(getattr(settings.sandbox, "kubernetes", None) or {}).get(
+        "hub_namespace", "ecluse")
+    out = {k: v for k, v in spec.items() if k not in ("command", "environment")}
+    out["url"] = f"http://ecluse-batch.{hub_ns}.svc.cluster.local:{conf.port}"
+    out["api_token"] = token
+    return out
 
 
 def give_service_folders(settings: Any, name: str) -> None:
@@ -125,12 +150,16 @@ def batch_roles(staff_group: str = "staff") -> list[dict[str, Any]]:
 def batch_enabled(settings: Any) -> bool:
     """The hub runs the batch service with the Écluse spawner on a backend that starts
     sandboxes on this host (``Sandbox.on_host``: local, with this host's Python
-    environment; docker, with the workspace image's — papermill is in both). On the
-    kubernetes backend a one-shot run is a Job, but the service's run folders are paths
-    under ``projects_root`` on this host, which a cluster's claims are not: no batch
-    service there yet."""
-    return (settings.hub.spawner == "ecluse"
-            and backend_class(settings.sandbox.backend).on_host)
+    environment; docker, with the workspace image's — papermill is in both), or on
+    ``kubernetes``, where each run is a Job and its folder is on the project's
+    ``batch-runs`` claim (:mod:`.kube`) and the service a Deployment of its own, enabled
+    by giving the hub its API token (``$ECLUSE_BATCH_API_TOKEN``, from the Secret the
+    Deployment reads too)."""
+    if settings.hub.spawner != "ecluse":
+        return False
+    if settings.sandbox.backend == "kubernetes":
+        return bool(os.environ.get(KUBE_TOKEN_ENV))
+    return backend_class(settings.sandbox.backend).on_host
 
 
 HUB_SERVICE = HubService(

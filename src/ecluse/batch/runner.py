@@ -96,7 +96,9 @@ class QueueRunner:
             for meta in await asyncio.to_thread(listing):
                 # a registered sandbox of either backend (local: its cgroup; docker: its
                 # container), not a registry entry left without its meta data
-                if meta.get("id") == sandbox_id and ("cgroup" in meta or "container" in meta):
+                # kubernetes: its Job, found by its labels
+                if meta.get("id") == sandbox_id and ("cgroup" in meta or "container" in meta
+                                                     or meta.get("job")):
                     await self.backend.stop(meta, grace=0)
         except Exception:
             log.exception("could not remove sandbox %s of an interrupted run", sandbox_id)

@@ -48,6 +48,7 @@ from .errors import (
     Unavailable,
 )
 from .identity import Identity, RunIdentity, _Recorder, directory_resolver
+from .kube import KubeRunFolders, batch_backend
 from .records import ROOT_NAME, RecordStore
 from .runner import QueueRunner
 from .runs import (
@@ -120,7 +121,12 @@ class BatchService(QueueRunner):
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            self._backend = sandbox_for(self.settings, "batch")
+            if self.settings.sandbox.backend == "kubernetes" and not (
+                    self.settings.sandbox.launcher_socket):
+                # runs are Jobs, their folders on the project's batch-runs claim
+                self._backend = batch_backend(self.settings)
+            else:
+                self._backend = sandbox_for(self.settings, "batch")
         return self._backend
 
     @property
@@ -128,7 +134,11 @@ class BatchService(QueueRunner):
         """Where runs' folders are made and read: by the launcher when the settings name
         one (the service then has no access to project folders), else here, as root."""
         if self._folders is None:
-            self._folders = fs.run_folders(self.settings, self.backend)
+            if self.settings.sandbox.backend == "kubernetes" and not (
+                    self.settings.sandbox.launcher_socket):
+                self._folders = KubeRunFolders(self.settings, self.backend)
+            else:
+                self._folders = fs.run_folders(self.settings, self.backend)
         return self._folders
 
     def identity(self, name: str, groups: Iterable[str]) -> Identity:

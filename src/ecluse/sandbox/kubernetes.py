@@ -63,6 +63,10 @@ from .base import (
 from .k8s_checks import network_policy_problems, pod_problems, quota_problems
 
 COMPONENT = "ecluse-sandbox"
+#: keys of ``sandbox.kubernetes`` read by a subclass only (ecluse.airlock.kubecheck)
+SUBCLASS_KEYS = ("check_namespace", "check_claim", "check_root", "check_image",
+                 # read by the hub configuration (ecluse.airlock.hub.airlock_deployment_host)
+                 "airlock_address")
 
 #: dask-gateway's label on every scheduler and worker pod it starts (ecluse.dask.kube)
 DASK_POD_LABELS = {"app.kubernetes.io/name": "dask-gateway"}
@@ -114,6 +118,13 @@ class KubernetesSandbox(Sandbox):
     inbox_claim = Unicode(
         "project-inbox", help="PVC of the project's inbox of approved imports, mounted "
         "read-only at /project/inbox (the airlock's delivery writes it).").tag(config=True)
+    batch_claim = Unicode(
+        "batch-runs", help="PVC of a project's batch runs (in the project namespace), bound "
+        "to <share>/<project> of the share the batch service mounts at batch_runs_root; "
+        "only batch Jobs mount it (ecluse.batch.kube).").tag(config=True)
+    batch_runs_root = Unicode(
+        "/srv/batch-runs", help="Where the batch service's pod mounts the share of run "
+        "folders (one folder per project).").tag(config=True)
     home_claim = Unicode("homes", help="PVC of the homes (one subPath per user).").tag(
         config=True)
     tmp_size = Unicode("1Gi", help="Size of the in-memory /tmp.").tag(config=True)
@@ -170,6 +181,8 @@ class KubernetesSandbox(Sandbox):
     def __init__(self, **kwargs: Any):
         settings = kwargs.get("settings")
         given = dict(getattr(getattr(settings, "sandbox", None), "kubernetes", None) or {})
+        given = {k: v for k, v in given.items()  # the airlock check backend's own keys
+                 if k not in SUBCLASS_KEYS or self.class_traits(config=True).get(k)}
         unknown = sorted(k for k in given
                          if k == "settings" or not self.class_traits(config=True).get(k))
         if unknown:
