@@ -10,8 +10,9 @@ from ..airlock.hub import HUB_SERVICE as AIRLOCK
 from ..batch.hub import HUB_SERVICE as BATCH
 from ..dask.hub import HUB_SERVICE as DASK_GATEWAY
 from ..hubservice import HubService
+from ..mirror.hub import HUB_SERVICE as PACKAGE_MIRROR
 
-SERVICES: tuple[HubService, ...] = (AIRLOCK, BATCH, DASK_GATEWAY)
+SERVICES: tuple[HubService, ...] = (AIRLOCK, BATCH, DASK_GATEWAY, PACKAGE_MIRROR)
 
 
 def enabled_services(settings: Any) -> list[HubService]:

@@ -41,6 +41,7 @@ from typing import Any
 from ..config import Project, Settings
 from ..dask.sizing import DaskSizing, dask_env
 from ..sandbox import Mount, UserIdentity, backend_class, sandbox_python_env
+from ..mirror.hub import workspace_pip_env
 from .services import enabled_services
 
 #: where the configuration appears inside the sandbox
@@ -224,6 +225,8 @@ def workspace_env(settings: Settings, project: Project, user: UserIdentity,
     }
     for service in enabled_services(settings):
         env.update(service.workspace_env(settings, host))
+    # pip: the package mirror with this project's token (nothing when it is off)
+    env.update(workspace_pip_env(settings, project.slug, host))
     env.update({
         "ECLUSE_PROJECT": project.slug,
         "JUPYTER_CONFIG_DIR": CONFIG_TARGET,
