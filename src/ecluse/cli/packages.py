@@ -63,12 +63,14 @@ def _project(settings, slug: str) -> str | None:
 
 
 def _audit(settings):
+    # deferred: start-up time (SQLAlchemy)
     from ..audit import AuditLog
 
     return AuditLog.from_settings(settings)
 
 
 def cmd_allow(args: argparse.Namespace) -> int:
+    # deferred: start-up time (aiohttp and the sandbox layer)
     from ..mirror.serve import mirror_settings
 
     settings = load_settings(args.config, state_dir=args.state_dir)
@@ -100,6 +102,7 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    # deferred: start-up time (aiohttp and the sandbox layer)
     from ..mirror.serve import mirror_settings
 
     settings = load_settings(args.config, state_dir=args.state_dir)
@@ -120,6 +123,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    # deferred: start-up time (aiohttp and the sandbox layer)
     from ..mirror.serve import mirror_settings
 
     settings = load_settings(args.config, state_dir=args.state_dir)
@@ -140,6 +144,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # deferred: start-up time (aiohttp and the sandbox layer)
     from ..mirror.serve import serve
 
     settings = load_settings(args.config, state_dir=args.state_dir)

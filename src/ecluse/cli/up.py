@@ -44,6 +44,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                   airlock_user=getattr(args, "airlock_user", DEFAULT_USERS["airlock"]) or None,
                   dask_user=getattr(args, "dask_user", DEFAULT_USERS["dask"]) or None,
                   batch_user=getattr(args, "batch_user", DEFAULT_USERS["batch"]) or None,
+                  mirror_user=getattr(args, "mirror_user", DEFAULT_USERS["mirror"]) or None,
                   sandbox=args.sandbox, progress=lambda msg: print(msg, flush=True))
     stopping = threading.Event()
 

@@ -83,6 +83,7 @@ class Stack:
         airlock_user: str | None = None,
         dask_user: str | None = None,
         batch_user: str | None = None,
+        mirror_user: str | None = None,
         sandbox: str | None = None,
         progress=None,
     ):
@@ -103,7 +104,8 @@ class Stack:
         #: the system user each service runs as, when root can arrange it (else root)
         self.service_users = {"airlock": airlock_user or settings.airlock.service_user,
                               "dask": dask_user or settings.dask.service_user,
-                              "batch": batch_user or settings.batch.service_user}
+                              "batch": batch_user or settings.batch.service_user,
+                              "mirror": mirror_user or settings.mirror.service_user}
         if sandbox not in (None, "local", "docker"):
             raise StackError(f"sandbox {sandbox!r}: the embedded stack runs local or docker "
                              "workspaces")

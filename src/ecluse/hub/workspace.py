@@ -40,8 +40,8 @@ from typing import Any
 
 from ..config import Project, Settings
 from ..dask.sizing import DaskSizing, dask_env
-from ..sandbox import Mount, UserIdentity, backend_class, sandbox_python_env
 from ..mirror.hub import workspace_pip_env
+from ..sandbox import Mount, UserIdentity, backend_class, sandbox_python_env
 from .services import enabled_services
 
 #: where the configuration appears inside the sandbox

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..secrets import read_or_create
+
 #: a project name as PEP 508 allows it
 NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.I)
 #: NAME or NAME==VERSION, as ``ecluse packages allow`` takes it
@@ -69,8 +71,6 @@ def parse_requirement(text: str) -> tuple[str, str | None]:
 
 def mirror_key(data_dir: Path) -> bytes:
     """The mirror's token key (``<data_dir>/key``, 0600), created when missing."""
-    from ..secrets import read_or_create
-
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return bytes.fromhex(read_or_create(data_dir / "key", 32))

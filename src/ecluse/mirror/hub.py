@@ -18,6 +18,7 @@ from typing import Any
 from ..hubservice import HubService, service_environment, service_user_entry
 from ..settings import settings_section
 from ..settings.mirror import MirrorSettings
+from .allowlist import mirror_key, project_token
 
 SERVICE_NAME = "package-mirror"
 
@@ -31,7 +32,6 @@ def give_mirror_folders(settings: Any, name: str) -> None:
     the key created first; the allow-lists stay readable by root's CLI."""
     import pwd
 
-    from .allowlist import mirror_key
 
     user = pwd.getpwnam(name)
     data_dir = _conf(settings).resolved_data_dir(settings.state_dir)
@@ -64,8 +64,6 @@ def workspace_pip_env(settings: Any, project: str, host: str | None) -> dict[str
     conf = _conf(settings)
     if not conf.enabled:
         return {}
-    from .allowlist import mirror_key, project_token
-
     token = project_token(mirror_key(conf.resolved_data_dir(Path(settings.state_dir))),
                           project)
     addr = f"{host or '127.0.0.1'}:{conf.port}"

@@ -9,6 +9,7 @@ backend dies with the front (it is stopped on every way out).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..sandbox import sandbox_host_address
 from ..settings import settings_section
 from ..settings.mirror import MirrorSettings
 from .allowlist import mirror_key
@@ -35,6 +37,11 @@ def mirror_settings(settings: Any) -> MirrorSettings:
     return settings_section(settings, "mirror", MirrorSettings)
 
 
+def _die_with_parent() -> None:
+    """The backend gets SIGTERM when the front dies, however it dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
+
 def start_backend(upstream: str, cache_dir: Path, port: int,
                   timeout: float = 60) -> subprocess.Popen:
     """proxpi on ``127.0.0.1:port``, answering its health check (or an error)."""
@@ -42,7 +49,7 @@ def start_backend(upstream: str, cache_dir: Path, port: int,
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXPI_")}
     env.update(backend_env(upstream, cache_dir))
     proc = subprocess.Popen([sys.executable, "-m", "ecluse.mirror.backend", str(port)],
-                            env=env, stdin=subprocess.DEVNULL)
+                            env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -97,8 +104,6 @@ async def _serve(front: Front, host: str, port: int, bind_timeout: float) -> Non
 def listen_address(settings: Any) -> str:
     """The front's address: the sandbox host address (0.0.0.0 for a backend whose
     sandboxes are not on this host: there a network policy admits them)."""
-    from ..sandbox import sandbox_host_address
-
     return sandbox_host_address(settings, ensure=False) or "0.0.0.0"
 
 
