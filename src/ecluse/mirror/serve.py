@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..hubservice.instances import stop_my_previous
 from ..sandbox import sandbox_host_address
 from ..settings import settings_section
 from ..settings.mirror import MirrorSettings
@@ -112,6 +113,8 @@ def serve(settings: Any, listen: str | None = None, bind_timeout: float = 120) -
     data_dir = conf.resolved_data_dir(settings.state_dir)
     key = mirror_key(data_dir)
     host, port = (listen.rsplit(":", 1) if listen else (listen_address(settings), conf.port))
+    # what an earlier instance left holding the ports (a killed mirror's backend)
+    stop_my_previous()
     proc = start_backend(conf.upstream, data_dir / "cache", conf.backend_port)
     try:
         front = Front(data_dir=data_dir, key=key,
