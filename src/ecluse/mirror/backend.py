@@ -33,9 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m ecluse.mirror.backend PORT", file=sys.stderr)
         return 2
+    import logging
+
     from proxpi.server import app
     from werkzeug.serving import run_simple
 
+    # no line per request: the front logs what it refuses, the backend only problems
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     run_simple("127.0.0.1", int(argv[0]), app, threaded=True)
     return 0
 
