@@ -72,6 +72,8 @@ def workspace_pip_env(settings: Any, project: str, host: str | None) -> dict[str
         "PIP_TRUSTED_HOST": addr.rsplit(":", 1)[0],
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_NO_INPUT": "1",
+        # the workspace image sets PIP_NO_INDEX=1 (no index when the mirror is off)
+        "PIP_NO_INDEX": "0",
     }
     if conf.binary_only:
         env["PIP_ONLY_BINARY"] = ":all:"
