@@ -29,7 +29,7 @@ from ecluse.hub.spawner import EcluseSpawner
 from ecluse.hub.workspace import workspace_env, workspace_mounts
 from ecluse.mirror.hub import workspace_pip_env
 from ecluse.sandbox import IMAGE_PYTHON_ENV, SandboxSpec
-from tests.sandbox.conftest import ALICE, BOB, both_backends
+from tests.sandbox.conftest import ALICE, BOB, TrackingDockerSandbox, both_backends
 from tests.support.pypi import LocalIndex
 
 PROJECTS = {"projects": {
@@ -160,6 +160,24 @@ def clean_user_site(deployment, covid) -> Iterator[Path]:
     assert not local.exists()
 
 
+@pytest.fixture
+def ws_backend(request, backend, deployment):
+    """``backend`` running what workspaces run: on docker, the workspace image (the
+    ``backend`` fixture's docker sandboxes run the bare base image)."""
+    if backend.host_python:
+        return backend
+    engine, _ = request.getfixturevalue("docker_engine")
+    return TrackingDockerSandbox(settings=deployment, docker_url=engine.url,
+                                 image=request.getfixturevalue("workspace_image"))
+
+
+def _server_cmd(backend, settings) -> list[str]:
+    """The spawner's workspace server command for ``backend``."""
+    spawner = EcluseSpawner(settings=settings)
+    spawner._backend = backend
+    return spawner.workspace_cmd
+
+
 def _python(backend) -> str:
     """The workspace environment's Python (the image's on docker, whose PATH in a test
     sandbox is the system's)."""
@@ -197,14 +215,14 @@ print(json.dumps({"rc": p.returncode, "err": p.stderr[-2000:],
 
 
 @both_backends
-async def test_pip_install_user_in_a_workspace(backend, deployment, covid, mirror,
+async def test_pip_install_user_in_a_workspace(ws_backend, deployment, covid, mirror,
                                                clean_user_site):
     """``pip install --user`` of an allowed package through the mirror, with the
     workspace's own environment and mounts: a fresh Python (a kernel, a terminal's)
     imports it from the user site; ``python -s`` (the server's) does not."""
-    ws = _workspace(backend, deployment, covid, mirror["host"],
+    ws = _workspace(ws_backend, deployment, covid, mirror["host"],
                     extra_env=_env(mirror, "covid-los"))
-    result, out = await _run(backend, covid, PIP_USER, timeout=300,
+    result, out = await _run(ws_backend, covid, PIP_USER, timeout=300,
                              allowed_ports=[mirror["port"]], **ws)
     assert out and out["rc"] == 0, (result.stderr, out)
     assert out["kernel"], out
@@ -250,14 +268,16 @@ print(json.dumps({{"flags": flags, "unflagged_rc": unflagged.returncode,
 """
 
 
-async def test_the_user_site_never_reaches_the_workspace_server(backend, deployment, covid,
+@both_backends
+async def test_the_user_site_never_reaches_the_workspace_server(ws_backend, deployment, covid,
                                                                 escape, clean_user_site):
     """A module named like the guard's, a .pth file and usercustomize.py in the user site
     are not loaded by the workspace server's own command (the spawner's); its
     interpreter runs without the user site, and the launcher refuses to start with it."""
-    cmd = EcluseSpawner(settings=deployment).workspace_cmd
-    ws = _workspace(backend, deployment, covid, backend.host_address())
-    result, out = await _run(backend, covid, ATTACK.format(cmd=repr(cmd)), timeout=300, **ws)
+    cmd = _server_cmd(ws_backend, deployment)
+    ws = _workspace(ws_backend, deployment, covid, ws_backend.host_address())
+    result, out = await _run(ws_backend, covid, ATTACK.format(cmd=repr(cmd)), timeout=300,
+                             **ws)
     assert out is not None, result.stderr
     no_user_site, enabled, on_path = out["flags"]
     assert escape("the user site on the workspace server's sys.path",
