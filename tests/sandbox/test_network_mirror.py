@@ -203,8 +203,9 @@ async def _run(backend, project, code: str, *, timeout: float, **kw):
 
 PIP_USER = """
 import json, subprocess, sys
-p = subprocess.run([sys.executable, "-m", "pip", "install", "--user", "--no-cache-dir",
-                    "alpha"], capture_output=True, text=True)
+# a terminal's pip (the workspace's PATH)
+p = subprocess.run(["pip", "install", "--user", "--no-cache-dir", "alpha"],
+                   capture_output=True, text=True)
 probe = "import alpha, beta, json; print(json.dumps([alpha.VERSION, beta.VERSION, alpha.__file__]))"
 kernel = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
 server = subprocess.run([sys.executable, "-s", "-c", probe], capture_output=True, text=True)

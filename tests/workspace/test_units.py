@@ -143,6 +143,7 @@ def test_generated_config_is_read_only_and_complete(make_config, workspace_exten
     # the local backend's environment reads the user site in workspaces (pip install
     # --user), through a read-only copy of its pyvenv.cfg; the host's file is unchanged
     assert "PYTHONNOUSERSITE" not in env
+    assert env["PATH"].startswith(f"{sys.prefix}/bin:")
     host_cfg = Path(sys.prefix) / "pyvenv.cfg"
     assert venv_cfg.target == str(host_cfg) and venv_cfg.read_only
     key = "include-system-site-packages"

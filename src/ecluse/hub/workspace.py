@@ -167,6 +167,10 @@ def locale_config_path(locale: str) -> str:
     return f"{CONFIG_TARGET}/locale/{locale}"
 
 
+#: the system part of a workspace's PATH, after the environment's bin
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def _write(path: Path, text: str) -> None:
     if path.exists() and path.read_text() == text:
         return
@@ -220,6 +224,8 @@ def workspace_env(settings: Settings, project: Project, user: UserIdentity,
         "HOME": home,
         "USER": user.name,
         "SHELL": "/bin/bash",
+        # a terminal's python and pip: the workspace environment's (not the hub's PATH)
+        "PATH": f"{sandbox_python_env(settings)}/bin:{SYSTEM_PATH}",
         # no PYTHONNOUSERSITE: kernels and terminals read the user site (``pip install
         # --user``); the server itself runs ``python -s`` (EcluseSpawner.workspace_cmd)
         **dask_env(project, user.name, sized=sized),
