@@ -188,6 +188,9 @@ def _workspace(backend, settings, project, host: str, *, extra_env=None) -> dict
     """What the spawner gives a workspace: its environment (no PYTHONNOUSERSITE) and its
     mounts (on the local backend, the environment's pyvenv.cfg that reads the user site;
     the image has its own)."""
+    if not backend.host_python:  # the deployment's settings name the local backend
+        settings = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(
+            update={"backend": "docker"})})
     env = workspace_env(settings, project, ALICE, host, sizing(project))
     env.update(extra_env or {})
     mounts = workspace_mounts(settings, project, ALICE) if backend.host_python else []
