@@ -40,6 +40,7 @@ from typing import Any
 
 from ..config import Project, Settings
 from ..dask.sizing import DaskSizing, dask_env
+from ..mirror.hub import workspace_pip_env
 from ..sandbox import Mount, UserIdentity, backend_class, sandbox_python_env
 from .services import enabled_services
 
@@ -166,6 +167,10 @@ def locale_config_path(locale: str) -> str:
     return f"{CONFIG_TARGET}/locale/{locale}"
 
 
+#: the system part of a workspace's PATH, after the environment's bin
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def _write(path: Path, text: str) -> None:
     if path.exists() and path.read_text() == text:
         return
@@ -219,11 +224,16 @@ def workspace_env(settings: Settings, project: Project, user: UserIdentity,
         "HOME": home,
         "USER": user.name,
         "SHELL": "/bin/bash",
-        "PYTHONNOUSERSITE": "1",
+        # a terminal's python and pip: the workspace environment's (not the hub's PATH)
+        "PATH": f"{sandbox_python_env(settings)}/bin:{SYSTEM_PATH}",
+        # no PYTHONNOUSERSITE: kernels and terminals read the user site (``pip install
+        # --user``); the server itself runs ``python -s`` (EcluseSpawner.workspace_cmd)
         **dask_env(project, user.name, sized=sized),
     }
     for service in enabled_services(settings):
         env.update(service.workspace_env(settings, host))
+    # pip: the package mirror with this project's token (nothing when it is off)
+    env.update(workspace_pip_env(settings, project.slug, host))
     env.update({
         "ECLUSE_PROJECT": project.slug,
         # the Data panel's and the starter notebooks' names and descriptions
@@ -264,7 +274,47 @@ def check_extension_installed(settings: Settings) -> None:
             "run extensions/build.sh (make up / make test do)")
 
 
+def user_site_venv_cfg(settings: Settings) -> Mount | None:
+    """A ``pyvenv.cfg`` for the local backend's workspace environment that lets its
+    Python read the user site (``~/.local``), so that ``pip install --user`` works and
+    kernels import what it installed; ``None`` when that environment is no virtual
+    environment (a plain Python reads its user site anyway) or already does.
+
+    In a virtual environment without the system's site packages, ``site`` never adds
+    the user site and pip refuses ``--user``: both read
+    ``include-system-site-packages`` in ``pyvenv.cfg``. This copy of the host's file,
+    that key set to ``true``, is bound read-only over it in workspaces only — the host's
+    environment is unchanged, and the only paths it adds are the system's site packages
+    (root-owned, after the environment's own) and the user site. The workspace server
+    runs ``python -s`` and never reads the user site; the image of the docker and
+    kubernetes backends sets the same key at build time (images/workspace).
+    """
+    if not backend_class(settings.sandbox.backend).host_python:
+        return None
+    env = sandbox_python_env(settings)
+    host_cfg = env / "pyvenv.cfg"
+    if not host_cfg.is_file():
+        return None
+    key = "include-system-site-packages"
+    lines = host_cfg.read_text().splitlines()
+    values = {ln.split("=", 1)[0].strip().lower(): ln.split("=", 1)[1].strip().lower()
+              for ln in lines if "=" in ln}
+    if values.get(key) == "true":
+        return None
+    out = [ln for ln in lines if ln.split("=", 1)[0].strip().lower() != key]
+    out.append(f"{key} = true")
+    root = Path(settings.state_dir) / "workspace"
+    root.mkdir(parents=True, exist_ok=True)
+    _write(root / "pyvenv.cfg", "\n".join(out) + "\n")
+    return Mount(root / "pyvenv.cfg", str(host_cfg), True)
+
+
 def workspace_mounts(settings: Settings, project: Project, user: UserIdentity) -> list[Mount]:
-    """The configuration folder, read-only at ``/etc/jupyter``."""
+    """The configuration folder, read-only at ``/etc/jupyter``; on the local backend,
+    the environment's ``pyvenv.cfg`` that reads the user site (:func:`user_site_venv_cfg`)."""
     check_extension_installed(settings)
-    return [Mount(config_dir(settings), CONFIG_TARGET, True)]
+    mounts = [Mount(config_dir(settings), CONFIG_TARGET, True)]
+    venv_cfg = user_site_venv_cfg(settings)
+    if venv_cfg is not None:
+        mounts.append(venv_cfg)
+    return mounts
