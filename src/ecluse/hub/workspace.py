@@ -42,6 +42,7 @@ from ..config import Project, Settings
 from ..dask.sizing import DaskSizing, dask_env
 from ..mirror.hub import workspace_pip_env
 from ..sandbox import Mount, UserIdentity, backend_class, sandbox_python_env
+from ..sandbox import user_site_venv_cfg as sandbox_user_site_venv_cfg
 from .services import enabled_services
 
 #: where the configuration appears inside the sandbox
@@ -277,36 +278,18 @@ def check_extension_installed(settings: Settings) -> None:
 def user_site_venv_cfg(settings: Settings) -> Mount | None:
     """A ``pyvenv.cfg`` for the local backend's workspace environment that lets its
     Python read the user site (``~/.local``), so that ``pip install --user`` works and
-    kernels import what it installed; ``None`` when that environment is no virtual
-    environment (a plain Python reads its user site anyway) or already does.
+    kernels import what it installed (:func:`ecluse.sandbox.user_site_venv_cfg`, in
+    ``<state>/workspace``); ``None`` when that environment is no virtual environment
+    (a plain Python reads its user site anyway) or already does.
 
-    In a virtual environment without the system's site packages, ``site`` never adds
-    the user site and pip refuses ``--user``: both read
-    ``include-system-site-packages`` in ``pyvenv.cfg``. This copy of the host's file,
-    that key set to ``true``, is bound read-only over it in workspaces only — the host's
+    It is bound read-only over the environment's own in workspaces only — the host's
     environment is unchanged, and the only paths it adds are the system's site packages
     (root-owned, after the environment's own) and the user site. The workspace server
     runs ``python -s`` and never reads the user site; the image of the docker and
-    kubernetes backends sets the same key at build time (images/workspace).
+    kubernetes backends sets the same key at build time (images/workspace). Through
+    the sandbox launcher, the launcher mounts a copy of its own at that target.
     """
-    if not backend_class(settings.sandbox.backend).host_python:
-        return None
-    env = sandbox_python_env(settings)
-    host_cfg = env / "pyvenv.cfg"
-    if not host_cfg.is_file():
-        return None
-    key = "include-system-site-packages"
-    lines = host_cfg.read_text().splitlines()
-    values = {ln.split("=", 1)[0].strip().lower(): ln.split("=", 1)[1].strip().lower()
-              for ln in lines if "=" in ln}
-    if values.get(key) == "true":
-        return None
-    out = [ln for ln in lines if ln.split("=", 1)[0].strip().lower() != key]
-    out.append(f"{key} = true")
-    root = Path(settings.state_dir) / "workspace"
-    root.mkdir(parents=True, exist_ok=True)
-    _write(root / "pyvenv.cfg", "\n".join(out) + "\n")
-    return Mount(root / "pyvenv.cfg", str(host_cfg), True)
+    return sandbox_user_site_venv_cfg(settings, Path(settings.state_dir) / "workspace")
 
 
 def workspace_mounts(settings: Settings, project: Project, user: UserIdentity) -> list[Mount]:
