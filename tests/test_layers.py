@@ -18,7 +18,7 @@ import ecluse
 import ecluse.sdc
 
 SRC = Path(ecluse.__file__).parent
-SERVICES = ("airlock", "batch", "dask", "hub", "hubservice", "sandbox", "cli", "dev")
+SERVICES = ("airlock", "batch", "dask", "hub", "hubservice", "sandbox", "cli", "dev", "mirror")
 
 #: packages whose functions defer every import of their own on purpose (none: the
 #: command line marks each import it defers for start-up time, like everyone else)
@@ -161,3 +161,18 @@ def test_the_sdc_map_sees_an_import_upwards():
         "ecluse.sdc.carriers imports check, listed below it (or not listed)"]
     assert _layer_breaks(order, {"carriers": {"carriers"}}) != []
     assert _layer_breaks(order, {"new": {"report"}}) == ["new is not in the map of ecluse.sdc"]
+
+
+def test_the_mirror_imports_no_other_service_but_the_sandbox_address():
+    """``ecluse.mirror`` (the package mirror) stands beside the services: it imports the
+    settings, secrets, the hub-service helpers and the sandbox host address, never the hub,
+    the airlock, batch, dask, the command line or the development stack."""
+    allowed = {"mirror", "settings", "secrets", "hubservice", "sandbox"}
+    for path, module, tree in _sources():
+        if not _within(module, ["ecluse.mirror"]):
+            continue
+        for node in ast.walk(tree):
+            target = _own(node, module, path.name == "__init__.py")
+            if target:
+                top = target.split(".")[1] if "." in target else ""
+                assert top in allowed, f"{module} imports {target}"

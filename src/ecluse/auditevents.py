@@ -81,6 +81,12 @@ class AuditEvent(StrEnum):
     DASK_DASHBOARD = ("dask.dashboard", "a dashboard request refused by the front")
 
     # batch runs
+    MIRROR_PACKAGE_ALLOWED = ("mirror.package_allowed", "`ecluse packages allow`: a package "
+                              "and its dependency closure, pinned, put on a project's "
+                              "allow-list of the package mirror (outcome `failure`: not "
+                              "resolved, nothing allowed)")
+    MIRROR_PACKAGE_REVOKED = ("mirror.package_revoked", "`ecluse packages revoke`: a package "
+                              "and its closure taken off a project's allow-list")
     BATCH_SUBMIT = ("batch.submit", "a batch run submitted")
     BATCH_START = ("batch.start", "a batch run started in its sandbox")
     BATCH_FINISH = ("batch.finish", "a batch run ended (outcome `success`, `failure`, "

@@ -42,6 +42,7 @@ from .settings import parse_size
 from .settings.airlock import AirlockSettings
 from .settings.batch import BatchSettings
 from .settings.dask import DaskSettings
+from .settings.mirror import MirrorSettings
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 DEFAULT_CONFIG = Path("config/ecluse.yaml")
@@ -471,6 +472,7 @@ class Settings(_Model):
     airlock: AirlockSettings = Field(default_factory=AirlockSettings)
     dask: DaskSettings = Field(default_factory=DaskSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    mirror: MirrorSettings = Field(default_factory=MirrorSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     projects: dict[str, Project] = Field(default_factory=dict, exclude=True)
 

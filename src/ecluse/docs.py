@@ -19,6 +19,7 @@ from .sdc.policy import DisclosurePolicy
 from .settings.airlock import AirlockSettings
 from .settings.batch import BatchSettings
 from .settings.dask import DaskSettings
+from .settings.mirror import MirrorSettings
 
 
 def _table(model: type[BaseModel], prefix: str) -> list[str]:
@@ -85,6 +86,10 @@ def config_reference() -> str:
         "### `batch`",
         "",
         *_table(BatchSettings, "batch."),
+        "",
+        "### `mirror`",
+        "",
+        *_table(MirrorSettings, "mirror."),
         "",
         "### `audit`",
         "",

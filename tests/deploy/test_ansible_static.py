@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
 ROLES = ["ecluse", "common", "ldap_client", "hub", "airlock", "workspace_host", "data",
-         "dask_gateway"]
+         "dask_gateway", "mirror"]
 PHASES = ["install", "configure", "service"]
 DAEMON = ANSIBLE / "roles/ecluse/files/ecluse-daemon.py"
 

@@ -86,7 +86,7 @@ def _one_install_step(structure, packages: str, chmod: str | None) -> str:
     run = runs[0]
     for part in ("--mount=type=bind,source=wheels,target=/tmp/wheels",
                  "$(echo /tmp/wheels/pip-*.whl)/pip", "--no-index --find-links /tmp/wheels",
-                 f"-r /tmp/requirements.txt {packages}", "! test -e /opt/ecluse/venv/bin/pip",
+                 f"-r /tmp/requirements.txt {packages}", "test -x /opt/ecluse/venv/bin/pip",
                  "compileall", *([chmod] if chmod else [])):
         assert part in run, part
     if chmod:
@@ -145,8 +145,11 @@ def test_workspace_cannot_install_packages_or_change_the_guard():
     structure = parse("workspace")
     runs = [i["value"] for i in structure if i["instruction"] == "RUN"]
     install = _one_install_step(structure, "ecluse-workspace", "chmod -R a-w /opt/ecluse/venv")
-    # no pip in the workspace environment (made without, checked), nor in the system Python
-    assert "venv --without-pip" in install and "! test -e /opt/ecluse/venv/bin/pip" in install
+    # pip in the workspace environment (installed from its wheel, checked) for researchers'
+    # pip install --user, which the environment's pyvenv.cfg allows (user site read); none
+    # in the system Python
+    assert "venv --without-pip" in install and "test -x /opt/ecluse/venv/bin/pip" in install
+    assert "grep -qx 'include-system-site-packages = true'" in install
     assert "pip uninstall -y pip" in " ".join(runs)
     # read-only in the installing step, checked there; no later recursive chmod or chown
     # of the environment (that would copy it up into one more layer)
@@ -155,8 +158,16 @@ def test_workspace_cannot_install_packages_or_change_the_guard():
     assert not re.search(r"(chmod|chown) -R[^&;]*/opt/ecluse/venv", later), later
     assert "chown -R root:root /etc/jupyter" in later and "chmod 0555 /etc/jupyter" in later
     env = " ".join(i["value"] for i in structure if i["instruction"] == "ENV")
-    for setting in ("PYTHONNOUSERSITE=1", "JUPYTER_CONFIG_DIR=/etc/jupyter", "PIP_NO_INDEX=1"):
+    for setting in ("JUPYTER_CONFIG_DIR=/etc/jupyter", "PIP_NO_INDEX=1"):
         assert setting in env
+    # kernels and terminals read the user site; the server, which holds the guard, never:
+    # python -s (ecluse_workspace.singleuser refuses to start otherwise)
+    assert "PYTHONNOUSERSITE" not in env
+    cmd = [json.loads(i["value"]) for i in structure if i["instruction"] == "CMD"]
+    assert cmd == [["/opt/ecluse/venv/bin/python", "-s", "/opt/ecluse/venv/bin/ecluse-singleuser"]]
+    # the hub image, FROM this one, does not read a user site
+    hub_env = " ".join(i["value"] for i in parse("hub") if i["instruction"] == "ENV")
+    assert "PYTHONNOUSERSITE=1" in hub_env
     config = (REPO / "images/workspace/jupyter_server_config.json").read_text()
     assert "ecluse_workspace.guard.EcluseAuthorizer" in config
 

@@ -95,14 +95,15 @@ def test_the_services_are_a_loop_over_their_own_hub_entries(make_config, monkeyp
                         lambda settings, ensure=True, caller="hub": "10.213.0.1")
     c, settings = build(make_config, **{"hub.spawner": "ecluse", "dask.gateway": True})
     names = [s["name"] for s in c.JupyterHub.services]
-    assert names[:3] == [s.name for s in SERVICES] == ["airlock", "batch", "dask-gateway"]
+    assert [s.name for s in SERVICES] == ["airlock", "batch", "dask-gateway", "package-mirror"]
+    assert names[:3] == ["airlock", "batch", "dask-gateway"]  # the mirror is off by default
     airlock = c.JupyterHub.services[0]
     assert airlock["url"] == f"http://10.213.0.1:{settings.airlock.port}"
     assert settings.airlock.ip == "127.0.0.1"  # nobody mutates the settings
     roles = roles_by_name(c)
     assert {"ecluse-airlock-service", "ecluse-batch-user", "ecluse-batch-service"} <= set(roles)
     user_scopes = set(roles["user"]["scopes"])
-    assert {f"access:services!service={s.name}" for s in SERVICES} <= user_scopes
+    assert {f"access:services!service={s.name}" for s in SERVICES[:3]} <= user_scopes
     assert c.EcluseSpawner.extra_allowed_ports == [
         settings.airlock.port, settings.dask.api_port, settings.dask.proxy_port]
     # a service a deployment does not run adds nothing

@@ -132,10 +132,13 @@ def test_extension_loaded_and_nothing_installable_at_run_time(docker_engine, wor
     assert re.search(r"ecluse_workspace [\d.]+ OK", listed), listed
     assert (out["guard_config"]["ServerApp"]["authorizer_class"]
             == "ecluse_workspace.guard.EcluseAuthorizer")
-    for what in ("apt", "pip", "system_pip", "ensurepip", "venv", "env_dir_writable",
+    for what in ("apt", "system_pip", "ensurepip", "venv", "env_dir_writable",
                  "guard_config_writable"):
         escape(f"install a package or change the guard at run time ({what})", not out[what])
         assert not out[what], (what, out)
+    # the environment's pip, for pip install --user (into ~/.local; the environment is
+    # read-only, checked above)
+    assert out["pip"], out
     assert out["site"] == [], out["site"]
     assert not out["ca_in_image"] and out["pip_cert"] is None  # build stage only
 

@@ -52,10 +52,12 @@ def test_spawner_starts_workspaces_with_the_launcher(workspace_extension, tmp_pa
     settings = load_settings(Path(__file__).parents[2] / "config" / "ecluse.yaml",
                              state_dir=tmp_path)
     cmd = EcluseSpawner(settings=settings).workspace_cmd
-    assert Path(cmd[0]).name == "ecluse-singleuser"
-    assert os.access(cmd[0], os.X_OK), f"{cmd[0]} missing: run extensions/build.sh"
+    # the environment's Python without the user site, running the launcher
+    assert Path(cmd[0]) == Path(sys.executable).parent / "python" and cmd[1] == "-s"
+    assert Path(cmd[2]).name == "ecluse-singleuser"
+    assert os.access(cmd[2], os.X_OK), f"{cmd[2]} missing: run extensions/build.sh"
     # the script is the installed entry point of the workspace extension
-    assert "ecluse_workspace.singleuser" in Path(cmd[0]).read_text()
+    assert "ecluse_workspace.singleuser" in Path(cmd[2]).read_text()
 
 
 def test_workspace_extension_manager_is_read_only():

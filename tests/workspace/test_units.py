@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,8 +138,21 @@ def test_generated_config_is_read_only_and_complete(make_config, workspace_exten
     assert env["JUPYTER_CONFIG_DIR"] == "/etc/jupyter"
     assert env["JUPYTER_CONFIG_PATH"] == "/etc/jupyter/locale/en:/etc/jupyter"
     assert env["ECLUSE_AIRLOCK_URL"].endswith(f":{settings.airlock.port}/services/airlock/")
-    (mount,) = workspace.workspace_mounts(settings, project, user)
+    (mount, venv_cfg) = workspace.workspace_mounts(settings, project, user)
     assert mount.target == "/etc/jupyter" and mount.read_only and Path(mount.source) == d
+    # the local backend's environment reads the user site in workspaces (pip install
+    # --user), through a read-only copy of its pyvenv.cfg; the host's file is unchanged
+    assert "PYTHONNOUSERSITE" not in env
+    assert env["PATH"].startswith(f"{sys.prefix}/bin:")
+    host_cfg = Path(sys.prefix) / "pyvenv.cfg"
+    assert venv_cfg.target == str(host_cfg) and venv_cfg.read_only
+    key = "include-system-site-packages"
+    made = Path(venv_cfg.source).read_text().splitlines()
+    assert f"{key} = true" in made and not made[-1].startswith(" ")
+    assert ([ln for ln in made if not ln.startswith(key)]
+            == [ln for ln in host_cfg.read_text().splitlines() if not ln.startswith(key)])
+    assert f"{key} = false" in host_cfg.read_text()
+    assert not (Path(venv_cfg.source).stat().st_mode & 0o022)
 
 
 def test_nothing_phones_home_in_the_generated_config(make_config, workspace_extension):

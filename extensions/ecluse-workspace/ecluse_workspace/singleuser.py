@@ -23,6 +23,12 @@ dumpable again: they keep their own ``/proc`` and debuggers. A start where
 
 Everything else is ``jupyterhub.singleuser.main``, unchanged: same options,
 same configuration, same hub authentication.
+
+It refuses to start when the user site (``~/.local/lib/python3.X/site-packages``)
+is on its ``sys.path``: researchers ``pip install --user`` there, and a module
+named like the guard's, a ``.pth`` file or ``usercustomize`` there would run in
+this process. The spawner starts it with ``python -s``; kernels and terminals,
+its children, start without ``-s`` and do read the user site.
 """
 
 from __future__ import annotations
@@ -57,10 +63,28 @@ def make_non_dumpable() -> None:
         raise NotDumpableError("the workspace server is still dumpable after prctl")
 
 
+class UserSiteError(RuntimeError):
+    """The user site is on the server's ``sys.path``."""
+
+
+def check_no_user_site() -> None:
+    """Raise :class:`UserSiteError` unless this interpreter ignores the user site."""
+    import site
+
+    user_site = site.getusersitepackages()
+    if site.ENABLE_USER_SITE or any(
+            p and os.path.realpath(p).startswith(os.path.realpath(user_site))
+            for p in sys.path):
+        raise UserSiteError(
+            f"the user site {user_site} is on the server's sys.path: start it with "
+            "python -s (or PYTHONNOUSERSITE=1 for this process only)")
+
+
 def main(argv: list[str] | None = None) -> int | None:
     try:
+        check_no_user_site()
         make_non_dumpable()
-    except (OSError, AttributeError, NotDumpableError) as e:
+    except (OSError, AttributeError, NotDumpableError, UserSiteError) as e:
         sys.stderr.write(f"ecluse-singleuser: refusing to start: {e}\n")
         return 1
     for name in SKIPPED_IMPORTS:

@@ -19,7 +19,7 @@ from ..config import ConfigError
 
 #: sub-command modules, in the order shown by ``ecluse --help``
 COMMANDS = ["up", "config", "check", "audit", "projects", "sandbox", "images", "airlock",
-            "batch", "dask", "migrate", "dev"]
+            "batch", "dask", "packages", "migrate", "dev"]
 
 
 def build_parser() -> argparse.ArgumentParser:

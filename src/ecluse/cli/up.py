@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "service", help="run one of the hub's services as an external service of a hub "
         "that runs as its own user (hub.service_user; a systemd unit's ExecStart)")
-    p.add_argument("name", help="airlock, batch or dask-gateway")
+    p.add_argument("name", help="airlock, batch, dask-gateway or package-mirror")
     p.add_argument("--config", help="config file (default: $ECLUSE_CONFIG or config/ecluse.yaml)")
     p.add_argument("--token-file", help="the service's API token, as the hub knows it "
                    "(default: $CREDENTIALS_DIRECTORY/token, systemd's LoadCredential=)")

@@ -16,7 +16,8 @@ it, one small step per function, before the hub starts:
 * :data:`SERVICES` — what each service owns (the airlock: its staging area and
   database folder, :func:`give_airlock_folders`; batch: its run record store
   and queue database folder, :func:`give_batch_folders`; dask-gateway:
-  nothing, its database is in memory);
+  nothing, its database is in memory; the package mirror: its folder,
+  :func:`give_mirror_folder` — it is no caller of the launcher);
 * :func:`launcher_settings` — the sandbox launcher on: the services start
   their sandboxes and write their audit records through it (they hold no key);
 * :func:`write_stack_config` — the settings the hub, its services and the
@@ -50,13 +51,15 @@ from ..batch.records import ROOT_NAME as BATCH_RECORDS
 from ..dask.hub import HUB_SERVICE as DASK_SERVICE
 from ..hub.prepare import give_airlock_folders, give_hub_files
 from ..hubservice import service_user_cannot_run
+from ..mirror.hub import HUB_SERVICE as MIRROR_SERVICE
+from ..mirror.hub import give_mirror_folders
 from ..settings.batch import batch_settings
 
 log = logging.getLogger(__name__)
 
 #: the services ``ecluse up`` runs as users of their own, and those users' names
 DEFAULT_USERS = {"airlock": "ecluse-airlock", "dask": "ecluse-dask", "batch": "ecluse-batch",
-                 "hub": "ecluse-hub"}
+                 "mirror": "ecluse-mirror", "hub": "ecluse-hub"}
 #: group of the launcher's socket and of the stack's settings file: the services' users
 LAUNCHER_GROUP = "ecluse-sandbox"
 #: the settings file written by the stack (in the state directory)
@@ -74,6 +77,12 @@ def _nothing(settings: Any, user: pwd.struct_passwd) -> None:
     return None
 
 
+def give_mirror_folder(settings: Any, user: pwd.struct_passwd) -> None:
+    """The package mirror's folder (allow-lists, token key, cache) owned by ``user``
+    (:func:`ecluse.mirror.hub.give_mirror_folders`, which the hub does too)."""
+    give_mirror_folders(settings, user.pw_name)
+
+
 #: per service: is it run by this deployment, what it owns (given to its user), and the
 #: folders directly in the state directory that say for themselves
 SERVICES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, pwd.struct_passwd], None],
@@ -81,8 +90,11 @@ SERVICES: dict[str, tuple[Callable[[Any], bool], Callable[[Any, pwd.struct_passw
     "airlock": (lambda settings: True, give_airlock_folders, {"airlock"}),
     "dask": (DASK_SERVICE.enabled, _nothing, set()),
     "batch": (BATCH_SERVICE.enabled, give_batch_folders, {BATCH_RECORDS, "batch"}),
+    "mirror": (MIRROR_SERVICE.enabled, give_mirror_folder, {"mirror"}),
     "hub": (lambda settings: True, give_hub_files, {"hub", "workspace"}),
 }
+#: services that start no sandbox and write no audit record: not callers of the launcher
+NOT_LAUNCHER_CALLERS = {"mirror"}
 
 
 def run_services_as(settings: Any, users: dict[str, str | None], *,
@@ -112,7 +124,8 @@ def run_services_as(settings: Any, users: dict[str, str | None], *,
         arranged[service] = name
     if not arranged:
         return {}
-    launcher_settings(settings, arranged, group)
+    launcher_settings(settings, {s: n for s, n in arranged.items()
+                                 if s not in NOT_LAUNCHER_CALLERS}, group)
     keep = {LAUNCHER_DIR}
     for service, name in arranged.items():
         getattr(settings, service).service_user = name

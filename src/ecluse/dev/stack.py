@@ -87,6 +87,7 @@ class Stack:
         airlock_user: str | None = None,
         dask_user: str | None = None,
         batch_user: str | None = None,
+        mirror_user: str | None = None,
         hub_user: str | None = None,
         service_users: dict[str, str | None] | None = None,
         sandbox: str | None = None,
@@ -110,6 +111,7 @@ class Stack:
         self.service_users = {"airlock": airlock_user or settings.airlock.service_user,
                               "dask": dask_user or settings.dask.service_user,
                               "batch": batch_user or settings.batch.service_user,
+                              "mirror": mirror_user or settings.mirror.service_user,
                               "hub": hub_user or settings.hub.service_user}
         for name, user in (service_users or {}).items():  # ``ecluse up --<name>-user``
             self.service_users[name] = user or self.service_users.get(name)

@@ -284,7 +284,8 @@ def configure_spawner(c: Any, settings: Settings) -> None:
     launcher = Path(sys.executable).parent / "ecluse-singleuser"
     if not launcher.exists():
         launcher = launcher.with_name("jupyterhub-singleuser")
-    c.Spawner.cmd = [str(launcher)]
+    # python -s, as in workspaces: ecluse-singleuser refuses a user site
+    c.Spawner.cmd = [sys.executable, "-s", str(launcher)]
     if os.geteuid() == 0:
         c.Spawner.args = ["--allow-root"]
 

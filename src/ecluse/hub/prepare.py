@@ -51,7 +51,7 @@ def prepare(settings: Any) -> None:
 def give_service_folders(settings: Any) -> None:
     """Each managed service of its own user gets its folders (the hub, root, did it as it
     started them): the airlock its staging area and database folder, batch its record
-    store and queue folder."""
+    store and queue folder, the package mirror its folder (allow-lists, key, cache)."""
     from ..hub.services import enabled_services  # deferred: the hub's modules
 
     names = {s.name for s in enabled_services(settings)}
@@ -59,6 +59,10 @@ def give_service_folders(settings: Any) -> None:
         give_airlock_folders(settings, pwd.getpwnam(settings.airlock.service_user))
     if "batch" in names and settings.batch.service_user:
         give_batch_folders(settings, settings.batch.service_user)
+    if "package-mirror" in names and settings.mirror.service_user:
+        from ..mirror.hub import give_mirror_folders  # deferred: with the hub's modules
+
+        give_mirror_folders(settings, settings.mirror.service_user)
 
 
 def give_airlock_folders(settings: Any, user: pwd.struct_passwd) -> None:

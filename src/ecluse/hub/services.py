@@ -14,9 +14,10 @@ from ..airlock.hub import HUB_SERVICE as AIRLOCK
 from ..batch.hub import HUB_SERVICE as BATCH
 from ..dask.hub import HUB_SERVICE as DASK_GATEWAY
 from ..hubservice import HubService, external_environment, external_services
+from ..mirror.hub import HUB_SERVICE as PACKAGE_MIRROR
 from ..sandbox import sandbox_host_address
 
-SERVICES: tuple[HubService, ...] = (AIRLOCK, BATCH, DASK_GATEWAY)
+SERVICES: tuple[HubService, ...] = (AIRLOCK, BATCH, DASK_GATEWAY, PACKAGE_MIRROR)
 
 
 def enabled_services(settings: Any) -> list[HubService]:
@@ -35,7 +36,8 @@ class ExternalService:
     #: the system user it runs as (None: the supervisor's own)
     user: str | None
     cwd: str
-    #: where it listens (the hub's proxy sends its users there)
+    #: where it listens (the hub's proxy sends its users there; a service with no route,
+    #: the package mirror: where workspaces reach it)
     url: str
 
 
@@ -63,4 +65,5 @@ def external_service(settings: Any, name: str, token: str,
         env[var] = environ[var]
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     return ExternalService(name, list(spec["command"]), env, spec.get("user"),
-                           spec.get("cwd") or "/", spec["url"])
+                           spec.get("cwd") or "/",
+                           spec.get("url") or found[0].listen_url(settings, host) or "")

@@ -75,7 +75,8 @@ class EcluseSpawner(Spawner):
     workspace_cmd = List(
         Unicode(),
         help="""Command of the workspace server inside the sandbox (default:
-        ecluse-singleuser: the image's for the docker and kubernetes backends, else
+        python -s ecluse-singleuser, without the user site: the image's for the
+        docker and kubernetes backends, else
         that of the Python environment mounted in workspaces:
         jupyterhub-singleuser without the optional imports a workspace never
         needs, see ecluse_workspace.singleuser).""",
@@ -101,9 +102,13 @@ class EcluseSpawner(Spawner):
 
     @default("workspace_cmd")
     def _default_cmd(self) -> list[str]:
-        if not self.backend.host_python:
-            return [str(IMAGE_PYTHON_ENV / "bin" / "ecluse-singleuser")]  # images/workspace
-        return [str(Path(sys.executable).parent / "ecluse-singleuser")]
+        # ``python -s``: the server never reads the user site (~/.local), where the
+        # researcher's own ``pip install --user`` packages are and where a module named
+        # like the guard's, a .pth file or usercustomize would run in the server;
+        # kernels and terminals, started without -s, do read it (workspace_env)
+        bindir = (IMAGE_PYTHON_ENV / "bin" if not self.backend.host_python  # images/workspace
+                  else Path(sys.executable).parent)
+        return [str(bindir / "python"), "-s", str(bindir / "ecluse-singleuser")]
 
     @property
     def backend(self) -> Sandbox:

@@ -40,7 +40,9 @@ from typing import Any
 
 from ..config import Project, Settings
 from ..dask.sizing import DaskSizing, dask_env
+from ..mirror.hub import workspace_pip_env
 from ..sandbox import Mount, UserIdentity, backend_class, sandbox_python_env
+from ..sandbox import user_site_venv_cfg as sandbox_user_site_venv_cfg
 from .services import enabled_services
 
 #: where the configuration appears inside the sandbox
@@ -166,6 +168,10 @@ def locale_config_path(locale: str) -> str:
     return f"{CONFIG_TARGET}/locale/{locale}"
 
 
+#: the system part of a workspace's PATH, after the environment's bin
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def _write(path: Path, text: str) -> None:
     if path.exists() and path.read_text() == text:
         return
@@ -219,11 +225,16 @@ def workspace_env(settings: Settings, project: Project, user: UserIdentity,
         "HOME": home,
         "USER": user.name,
         "SHELL": "/bin/bash",
-        "PYTHONNOUSERSITE": "1",
+        # a terminal's python and pip: the workspace environment's (not the hub's PATH)
+        "PATH": f"{sandbox_python_env(settings)}/bin:{SYSTEM_PATH}",
+        # no PYTHONNOUSERSITE: kernels and terminals read the user site (``pip install
+        # --user``); the server itself runs ``python -s`` (EcluseSpawner.workspace_cmd)
         **dask_env(project, user.name, sized=sized),
     }
     for service in enabled_services(settings):
         env.update(service.workspace_env(settings, host))
+    # pip: the package mirror with this project's token (nothing when it is off)
+    env.update(workspace_pip_env(settings, project.slug, host))
     env.update({
         "ECLUSE_PROJECT": project.slug,
         # the Data panel's and the starter notebooks' names and descriptions
@@ -264,7 +275,29 @@ def check_extension_installed(settings: Settings) -> None:
             "run extensions/build.sh (make up / make test do)")
 
 
+def user_site_venv_cfg(settings: Settings) -> Mount | None:
+    """A ``pyvenv.cfg`` for the local backend's workspace environment that lets its
+    Python read the user site (``~/.local``), so that ``pip install --user`` works and
+    kernels import what it installed (:func:`ecluse.sandbox.user_site_venv_cfg`, in
+    ``<state>/workspace``); ``None`` when that environment is no virtual environment
+    (a plain Python reads its user site anyway) or already does.
+
+    It is bound read-only over the environment's own in workspaces only — the host's
+    environment is unchanged, and the only paths it adds are the system's site packages
+    (root-owned, after the environment's own) and the user site. The workspace server
+    runs ``python -s`` and never reads the user site; the image of the docker and
+    kubernetes backends sets the same key at build time (images/workspace). Through
+    the sandbox launcher, the launcher mounts a copy of its own at that target.
+    """
+    return sandbox_user_site_venv_cfg(settings, Path(settings.state_dir) / "workspace")
+
+
 def workspace_mounts(settings: Settings, project: Project, user: UserIdentity) -> list[Mount]:
-    """The configuration folder, read-only at ``/etc/jupyter``."""
+    """The configuration folder, read-only at ``/etc/jupyter``; on the local backend,
+    the environment's ``pyvenv.cfg`` that reads the user site (:func:`user_site_venv_cfg`)."""
     check_extension_installed(settings)
-    return [Mount(config_dir(settings), CONFIG_TARGET, True)]
+    mounts = [Mount(config_dir(settings), CONFIG_TARGET, True)]
+    venv_cfg = user_site_venv_cfg(settings)
+    if venv_cfg is not None:
+        mounts.append(venv_cfg)
+    return mounts

@@ -65,6 +65,9 @@ class HubService:
     workspace_ports: Callable[[Any], tuple[int, ...]] = _nothing
     #: what a workspace needs in its environment to reach it (``settings, host`` → env)
     workspace_env: Callable[[Any, str | None], dict[str, str]] = lambda settings, host: {}
+    #: where a service with no ``url`` (nothing of it behind the hub's proxy) listens, as
+    #: a URL (``settings, host`` → str | None): what its supervisor waits for
+    listen_url: Callable[[Any, str | None], str | None] = lambda settings, host: None
 
 
 def service_environment(settings: Any) -> dict[str, str]:

@@ -16,6 +16,7 @@ a KubeSpawner pod spec and manifests). See docs/sandbox.md.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,43 @@ def sandbox_python_env(settings: Any) -> Path:
     return IMAGE_PYTHON_ENV
 
 
+def user_site_venv_cfg(settings: Any, folder: Path) -> Mount | None:
+    """A ``pyvenv.cfg`` for the local backend's workspace environment that lets its
+    Python read the user site (``~/.local``), written into ``folder``, and its read-only
+    mount over the environment's own; ``None`` when that environment is no virtual
+    environment (a plain Python reads its user site anyway), already does, or is the
+    image's (docker, kubernetes: the image sets the key at build time).
+
+    In a virtual environment without the system's site packages, ``site`` never adds
+    the user site and pip refuses ``--user``: both read
+    ``include-system-site-packages`` in ``pyvenv.cfg``; this copy sets it to ``true``.
+    The hub writes it for its own sandboxes; the sandbox launcher writes its own (a hub
+    of its own user names only the target: :class:`ecluse.sandbox.launcher.Policy`).
+    """
+    if not backend_class(settings.sandbox.backend).host_python:
+        return None
+    host_cfg = sandbox_python_env(settings) / "pyvenv.cfg"
+    if not host_cfg.is_file():
+        return None
+    key = "include-system-site-packages"
+    lines = host_cfg.read_text().splitlines()
+    values = {ln.split("=", 1)[0].strip().lower(): ln.split("=", 1)[1].strip().lower()
+              for ln in lines if "=" in ln}
+    if values.get(key) == "true":
+        return None
+    out = [ln for ln in lines if ln.split("=", 1)[0].strip().lower() != key]
+    out.append(f"{key} = true")
+    text = "\n".join(out) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pyvenv.cfg"
+    if not path.exists() or path.read_text() != text:
+        tmp = folder / ".pyvenv.cfg.tmp"
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return Mount(path, str(host_cfg), True)
+
+
 def get_backend(settings: Any, **kwargs: Any) -> Sandbox:
     """The backend chosen by ``settings.sandbox.backend``, configured from ``settings``."""
     return backend_class(settings.sandbox.backend)(settings=settings, **kwargs)
@@ -86,6 +124,7 @@ def sandbox_for(settings: Any, caller: str) -> Sandbox:
 
 
 __all__ = [
+    "user_site_venv_cfg",
     "IMAGE_PYTHON_ENV",
     "Mount",
     "ProjectPaths",

@@ -75,7 +75,7 @@ from ..audit import AuditLog
 from ..auditevents import AuditEvent, is_event
 from ..config import Project, Quota
 from ..settings.airlock import airlock_settings
-from . import backend_class, get_backend
+from . import backend_class, get_backend, sandbox_python_env, user_site_venv_cfg
 from .base import Mount, SandboxError, SandboxSpec, UserIdentity
 
 log = logging.getLogger("ecluse.sandbox.launcher")
@@ -352,12 +352,16 @@ class Policy:
             raise LaunchRefused(f"the {caller} may mount one folder per target, not "
                                 f"{', '.join(sorted(targets))}")
         fds: list[int] = []
+        own = self.venv_cfg_mount(caller, spec.mounts)
         try:
-            mounts = [self._mount(caller, m, peer_uid, fds) for m in spec.mounts]
+            mounts = [self._mount(caller, m, peer_uid, fds) for m in spec.mounts
+                      if own is None or m.target != own.target]
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
+        if own is not None:
+            mounts.append(own)
         try:
             out = SandboxSpec(project, user, list(spec.command), env=dict(spec.env),
                               port=spec.port, allowed_ports=list(spec.allowed_ports),
@@ -367,6 +371,27 @@ class Policy:
                 os.close(fd)
             raise LaunchRefused(str(e)) from None
         return out, fds
+
+    def venv_cfg_mount(self, caller: str, mounts: list[WireMount]) -> Mount | None:
+        """The workspace environment's ``pyvenv.cfg`` that reads the user site, when the
+        hub asks for one at its target (``pip install --user``: the local backend,
+        :func:`ecluse.sandbox.user_site_venv_cfg`): the launcher's own copy, written by
+        root in ``<state>/launcher-workspace``, whatever source the hub named — a file
+        the hub wrote could say anything, or be a link to one it may not read."""
+        if caller != "hub":
+            return None
+        target = str(sandbox_python_env(self.settings) / "pyvenv.cfg")
+        asked = [m for m in mounts if m.target == target]
+        if not asked:
+            return None
+        if not asked[0].read_only:
+            raise LaunchRefused(f"{target} must be mounted read-only")
+        own = user_site_venv_cfg(self.settings,
+                                 Path(self.settings.state_dir) / "launcher-workspace")
+        if own is None:
+            raise LaunchRefused(f"the hub may not mount anything at {target!r} (the "
+                                "workspace environment reads the user site already)")
+        return own
 
     def _mount(self, caller: str, m: WireMount, peer_uid: int, fds: list[int]) -> Mount:
         rules = MOUNTS[caller]
