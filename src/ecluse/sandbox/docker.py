@@ -393,14 +393,16 @@ class DockerSandbox(Sandbox):
             return True
         ok = True
         for point in sorted(root.iterdir()):
-            if os.path.ismount(point):
+            # os.path.ismount misses a bind of a folder of the same filesystem
+            while str(point) in _mount_points():  # a point bound twice: each unmounted
                 r = subprocess.run(["umount", str(point)], capture_output=True, text=True)
                 if r.returncode != 0:
                     subprocess.run(["umount", "--lazy", str(point)], capture_output=True)
-                if os.path.ismount(point):
+                if r.returncode != 0 and str(point) in _mount_points():
                     self.log.error("sandbox %s: %s is still mounted: %s", sid, point,
                                    r.stderr.strip())
                     ok = False
+                    break
         return ok
 
     # ----------------------------------------------------------------- poll
@@ -638,3 +640,13 @@ def _bind_readonly(source: str, target: Path) -> None:
         libc.umount2(dst, 2)  # MNT_DETACH
         raise SandboxError("the workspace could not be started",
                            log_message=f"read-only {target}: {os.strerror(err)}")
+
+
+def _mount_points() -> set[str]:
+    """Where something is mounted in this mount namespace (``/proc/self/mountinfo``)."""
+    points = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            raw = line.split(" ", 5)[4]
+            points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), raw))
+    return points
