@@ -225,3 +225,34 @@ def test_the_stacks_configuration_copy_reads_the_same_from_elsewhere(tmp_path):
     assert loaded.sandbox.projects_root == original.sandbox.projects_root
     assert loaded.audit.key_dir == original.audit.key_dir
     assert loaded.projects["proj-one"].datasets[0].path == conf / "data/d"
+
+
+@pytest.mark.root
+def test_a_password_file_the_hub_user_cannot_read_says_so_and_how_out(tmp_path):
+    """The hub as its own user (hub.service_user) and a password file only root reads:
+    the error names the file, the user, and the two ways out."""
+    import os
+    import pwd
+    import subprocess
+    import sys
+
+    from ecluse.dev.serviceusers import DEFAULT_USERS
+
+    user = pwd.getpwnam(DEFAULT_USERS["hub"])
+    os.chmod(tmp_path, 0o755)
+    secret = tmp_path / "ldap-password"
+    secret.write_text("s3cret\n")
+    os.chmod(secret, 0o600)  # root's
+    code = (
+        "from ecluse.config import ConfigError, LDAPSettings\n"
+        f"s = LDAPSettings(**{MINIMAL_LDAP!r}, bind_password_env='TEST_NOT_SET_PW', "
+        f"bind_password_file={str(secret)!r})\n"
+        "try:\n    s.bind_password()\nexcept ConfigError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TEST_NOT_SET_PW"}
+    r = subprocess.run([sys.executable, "-c", code], user=user.pw_uid, group=user.pw_gid,
+                       extra_groups=[], cwd="/", env=env, capture_output=True, text=True,
+                       timeout=60, check=True)
+    message = r.stdout.strip()
+    assert str(secret) in message and f"{user.pw_name} (uid {user.pw_uid})" in message, r
+    assert "ldap.bind_password_env (TEST_NOT_SET_PW" in message, message
+    assert "s3cret" not in message + r.stderr

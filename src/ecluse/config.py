@@ -336,6 +336,9 @@ class LDAPSettings(_Model):
         if self.bind_password_file:
             try:
                 return self.bind_password_file.read_text().strip()
+            except PermissionError as e:
+                raise ConfigError(_unreadable_password_file(self.bind_password_file,
+                                                            self.bind_password_env, e)) from None
             except OSError as e:
                 raise ConfigError(
                     f"ldap.bind_password_file: cannot read {self.bind_password_file}: {e.strerror}"
@@ -344,6 +347,24 @@ class LDAPSettings(_Model):
             "ldap: no service account password: set the environment variable "
             f"{self.bind_password_env or '(none configured)'} or ldap.bind_password_file"
         )
+
+
+def _unreadable_password_file(path: Path, env: str | None, e: OSError) -> str:
+    """Why a service (the hub as ``hub.service_user``, most often) cannot read the LDAP
+    password file, and the two ways out."""
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        who = f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        who = f"uid {uid}"
+    return (f"ldap.bind_password_file: {path} is not readable by {who}, the user this "
+            f"process runs as ({e.strerror}); a hub running as its own user "
+            "(hub.service_user) cannot read a password file only root may read: give the "
+            "password in the environment variable named by ldap.bind_password_env "
+            f"({env or 'none configured'}; `ecluse up` and the Ansible units set it), or "
+            f"let {who.split(' ')[0]} read the file (its group, mode 0640)")
 
 
 class SandboxSettings(_Model):

@@ -130,11 +130,23 @@ def test_the_hub_as_its_own_user_spawns_containers_through_the_launcher(
             ws = start_workspace_now(stack, ldap_passwords, "alice", "cardio-los")
             r = ws.get("lab", allow_redirects=True)
             assert r.status_code == 200 and "JupyterLab" in r.text, r.text[:500]
+            # the hub's /etc/jupyter folder, opened by the launcher, bound read-only on a
+            # root-owned point of the sandbox's runtime folder (the engine binds that)
+            assert len(pinned_mounts()) == 1, pinned_mounts()
             started = [e for e in AuditLog.from_settings(stack.settings, writer=False)
                        .records(event=STARTED_EVENT) if e.details.get("caller") == "hub"]
             assert [e.actor for e in started] == [f"uid:{user.pw_uid}"]
             r = ws.client.api("DELETE", "/users/alice/servers/cardio-los", ws.token)
             assert r.status_code in (202, 204), r.text
+        # released with its sandbox: nothing stays mounted
+        assert not pinned_mounts()
     finally:
         teardown_host_network()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def pinned_mounts() -> list[str]:
+    """The docker backend's bind points of launcher-opened folders, on this host."""
+    from ecluse.sandbox.docker import _mount_points
+
+    return [p for p in _mount_points() if "/sandboxes/d" in p and "/mounts/" in p]

@@ -882,3 +882,21 @@ def test_the_batch_records_its_own_audit_events_through_the_launcher(launch_sett
     [rec] = audit_records(s, "batch.")
     assert (rec.event, rec.actor, rec.project) == ("batch.finish", "erin", "covid-los")
     assert rec.details["via"] == "batch" and rec.details["via_uid"] == BATCH_UID
+
+
+def test_the_ids_of_every_backend_are_well_formed_and_nothing_else():
+    """A docker (``d…``) or kubernetes (``k…``) sandbox is polled, stopped and released
+    by its id like a local one (``s…``); an id that could name another folder is not."""
+    import pydantic
+
+    from ecluse.sandbox import docker, kubernetes, local
+    from ecluse.sandbox.launcher import Request
+
+    for backend in (local, docker, kubernetes):  # each makes "<letter>" + token_hex(5)
+        letter = {local: "s", docker: "d", kubernetes: "k"}[backend]
+        assert f'"{letter}" + secrets.token_hex(5)' in Path(backend.__file__).read_text()
+        assert Request.model_validate({"op": "poll", "id": f"{letter}0123456789"}).id
+    for bad in ("x0123456789", "d012345678", "d0123456789a", "../s012345678", "d01234567/9",
+                "D0123456789"):
+        with pytest.raises(pydantic.ValidationError):
+            Request.model_validate({"op": "poll", "id": bad})

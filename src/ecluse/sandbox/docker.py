@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -333,7 +334,7 @@ class DockerSandbox(Sandbox):
         host = dict(cs["extra_host_config"])
         host.pop("network_mode")
         host["dns"] = None
-        volumes = dict(cs["volumes"])
+        volumes = self._pin_opened(dict(cs["volumes"]), meta)
         etc = self._dir(meta["id"]) / "etc"
         for name in sorted(os.listdir(etc)):
             volumes[str(etc / name)] = {"bind": f"/etc/{name}", "mode": "ro"}
@@ -360,6 +361,49 @@ class DockerSandbox(Sandbox):
         meta["container"] = created["Id"]
         self._save_meta(meta)
         self.client.api.start(created["Id"])
+
+    def _pin_opened(self, volumes: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """Mount sources the launcher opened (``/proc/<launcher>/fd/<n>``: a caller's
+        folder, opened without following a symlink) as paths the engine can bind.
+
+        runc binds a source from inside the container's new mount namespace, where
+        another process's fd names a mount of the host's namespace: the mount fails
+        (EINVAL). Resolving the fd to its path would bind whatever that path names by
+        then (the caller may have swapped a folder for a symbolic link). So the
+        backend binds the opened folder itself, read-only, on a root-owned point
+        under the sandbox's runtime folder (``mounts/<n>``), and the engine binds
+        that; :meth:`_release_sync` unmounts it."""
+        out: dict[str, Any] = {}
+        for n, (source, bind) in enumerate(volumes.items()):
+            if not _OPENED.fullmatch(source):
+                out[source] = bind
+                continue
+            point = self._dir(meta["id"]) / "mounts" / str(n)
+            point.mkdir(parents=True, mode=0o700)
+            _bind_readonly(source, point)
+            out[str(point)] = {**bind, "mode": "ro"}
+        return out
+
+    def _unpin(self, sid: str) -> bool:
+        """Unmount what :meth:`_pin_opened` bound; False when one stays mounted."""
+        import subprocess
+
+        root = self._dir(sid) / "mounts"
+        if not root.is_dir():
+            return True
+        ok = True
+        for point in sorted(root.iterdir()):
+            # os.path.ismount misses a bind of a folder of the same filesystem
+            while str(point) in _mount_points():  # a point bound twice: each unmounted
+                r = subprocess.run(["umount", str(point)], capture_output=True, text=True)
+                if r.returncode != 0:
+                    subprocess.run(["umount", "--lazy", str(point)], capture_output=True)
+                if r.returncode != 0 and str(point) in _mount_points():
+                    self.log.error("sandbox %s: %s is still mounted: %s", sid, point,
+                                   r.stderr.strip())
+                    ok = False
+                    break
+        return ok
 
     # ----------------------------------------------------------------- poll
 
@@ -465,8 +509,10 @@ class DockerSandbox(Sandbox):
                 self.client.api.remove_network(state["network"])
         if state.get("veth") and state.get("allowed_ports"):
             network.remove_allowed(state["veth"])
+        unpinned = self._unpin(state["id"])
         with _flock(self._rt):
-            shutil.rmtree(self._dir(state["id"]), ignore_errors=True)
+            if unpinned:  # never a removal through a caller's folder still bound here
+                shutil.rmtree(self._dir(state["id"]), ignore_errors=True)
             if not _registered(self._rt):
                 network.delete_table()
 
@@ -568,3 +614,39 @@ class DockerSandbox(Sandbox):
             return json.loads((self._dir(sid) / "meta.json").read_text())
         except (OSError, ValueError):
             return None
+
+
+#: a mount source the launcher opened for its caller (ecluse.sandbox.launcher.Policy)
+_OPENED = re.compile(r"/proc/[0-9]+/fd/[0-9]+")
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND = 0x1, 0x20, 0x1000
+
+
+def _bind_readonly(source: str, target: Path) -> None:
+    """``mount --bind`` of ``source`` (followed as the kernel does a ``/proc/<pid>/fd``
+    link: to the opened folder itself, not a path) on ``target``, then read-only."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                           ctypes.c_ulong, ctypes.c_void_p]
+    dst = os.fsencode(target)
+    if libc.mount(os.fsencode(source), dst, None, _MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise SandboxError("the workspace could not be started",
+                           log_message=f"bind {source} on {target}: {os.strerror(err)}")
+    if libc.mount(None, dst, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY, None) != 0:
+        err = ctypes.get_errno()
+        libc.umount2(dst, 2)  # MNT_DETACH
+        raise SandboxError("the workspace could not be started",
+                           log_message=f"read-only {target}: {os.strerror(err)}")
+
+
+def _mount_points() -> set[str]:
+    """Where something is mounted in this mount namespace (``/proc/self/mountinfo``)."""
+    points = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            raw = line.split(" ", 5)[4]
+            points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), raw))
+    return points

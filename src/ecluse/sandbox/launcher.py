@@ -139,7 +139,9 @@ REFUSED_EVENT = AuditEvent.SANDBOX_LAUNCH_REFUSED
 STARTED_EVENT = AuditEvent.SANDBOX_LAUNCH
 MAX_REQUEST_BYTES = 1 << 20
 REQUEST_TIMEOUT = 30.0  # seconds to send one request line
-SANDBOX_ID = r"^s[0-9a-f]{10}$"
+#: a sandbox's id, as each backend makes it: ``s`` (local), ``d`` (docker), ``k``
+#: (kubernetes) and 10 hex digits (a docker workspace's polls were refused as malformed)
+SANDBOX_ID = r"^[sdk][0-9a-f]{10}$"
 #: a batch run's id (its folder's name: ``/project/batch/<run>``)
 RUN_ID = r"^br-[0-9a-f]{12}$"
 #: most bytes of one ``run_folder_read`` answer
