@@ -75,8 +75,10 @@ def with_dataset_claim(api: RecordingApiServer, settings=None, spec=None,
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": claim, "namespace": NS}, "spec": {}}
     if policy:
-        made = KubernetesSandbox(settings=settings).network_policy(spec)
-        api.objects[("networkpolicies", NS, "ecluse-sandboxes")] = made
+        k = KubernetesSandbox(settings=settings)
+        api.objects[("networkpolicies", NS, "ecluse-sandboxes")] = k.network_policy(spec)
+        api.objects[("networkpolicies", NS, "ecluse-one-shot")] = k.one_shot_policy(
+            spec.project.slug)
 
 
 def run_spec(settings, tmp_path):
@@ -149,9 +151,17 @@ def test_a_run_is_a_job_with_its_folder_inputs_and_data(api, settings, tmp_path)
     ctr = tmpl["containers"][0]
     assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
     assert tmpl["automountServiceAccountToken"] is False
-    # the run talks to nothing: the namespace's policy has no egress rule for it
-    policy = api.objects[("networkpolicies", NS, "ecluse-sandboxes")]
-    assert policy["spec"]["egress"] == []
+    # the run talks to nothing: its pod is left out of the workspaces' policy and
+    # selected by the one-shot policy, which has no rule
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["ecluse.io/one-shot"] == "1"
+    sandboxes = api.objects[("networkpolicies", NS, "ecluse-sandboxes")]["spec"]
+    assert {"key": "ecluse.io/one-shot", "operator": "NotIn",
+            "values": ["1"]} in sandboxes["podSelector"]["matchExpressions"]
+    one_shot = api.objects[("networkpolicies", NS, "ecluse-one-shot")]["spec"]
+    assert one_shot["podSelector"] == {"matchLabels": {"ecluse.io/one-shot": "1"}}
+    assert sorted(one_shot["policyTypes"]) == ["Egress", "Ingress"]
+    assert not one_shot.get("ingress") and not one_shot.get("egress")
     # the service reads the outputs back through the no-link folder
     assert folder.read("result.json", 1024) == b'{"status": "succeeded"}'
     folder.close()
@@ -222,17 +232,43 @@ def test_run_folders_never_follow_a_link(settings, tmp_path):
         folders.create(settings.projects["covid-los"], None, 7001, RID)
 
 
-@pytest.mark.parametrize("broken", ["no-policy", "open-policy", "no-claim"])
+NOT_READY = {
+    "no-policy": "no NetworkPolicy ecluse-sandboxes",
+    "open-policy": "an ipBlock peer",
+    "no-claim": "claim ecluse-covid-los/batch-runs does not exist",
+    # a run's pod selected by the workspaces' policy: the hub side's ports
+    "sandboxes-select-runs": "does not leave one-shot pods out",
+    # a run's pod selected by no policy: the whole network
+    "no-one-shot-policy": "no NetworkPolicy ecluse-one-shot",
+    "open-one-shot-policy": "ecluse-one-shot: it allows traffic",
+    "one-shot-policy-narrowed": "does not select every one-shot pod",
+}
+
+
+@pytest.mark.parametrize("broken", list(NOT_READY))
 def test_a_project_namespace_not_ready_runs_nothing(api, settings, tmp_path, broken):
     backend, _runner, spec = run_spec(settings, tmp_path)
     with_dataset_claim(api, settings, spec, policy=broken != "no-policy")
+    if broken == "no-policy":  # the one-shot policy alone
+        api.objects[("networkpolicies", NS, "ecluse-one-shot")] = KubernetesSandbox(
+            settings=settings).one_shot_policy(spec.project.slug)
+    pol = api.objects.get(("networkpolicies", NS, "ecluse-sandboxes"))
+    one_shot = api.objects[("networkpolicies", NS, "ecluse-one-shot")]
     if broken == "open-policy":
-        pol = api.objects[("networkpolicies", NS, "ecluse-sandboxes")]
         pol["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
                                       "ports": [{"port": 443, "protocol": "TCP"}]})
     if broken == "no-claim":
         del api.objects[("persistentvolumeclaims", NS, "batch-runs")]
-    with pytest.raises(SandboxError):
+    if broken == "sandboxes-select-runs":
+        del pol["spec"]["podSelector"]["matchExpressions"]
+    if broken == "no-one-shot-policy":
+        del api.objects[("networkpolicies", NS, "ecluse-one-shot")]
+    if broken == "open-one-shot-policy":
+        one_shot["spec"]["egress"] = [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]
+    if broken == "one-shot-policy-narrowed":
+        one_shot["spec"]["podSelector"]["matchLabels"]["ecluse.io/user"] = "bob"
+    with pytest.raises(SandboxError, match="its namespace is not ready") as e:
         asyncio.run(backend.launch(spec, one_shot=True))
+    assert NOT_READY[broken] in e.value.log_message
     assert not api.calls("POST")
     assert not (tmp_path / "share" / "covid-los" / ".inputs" / RID).exists()

@@ -90,7 +90,8 @@ async def test_launch_poll_terminate_and_release(api, backend, spec):
     # the project's objects were made, in order, before the pod (the namespace was there)
     posted = [(r[1].rsplit("/", 1)[-1], (r[3] or {}).get("metadata", {}).get("name"))
               for r in api.calls("POST")]
-    assert posted == [("networkpolicies", "ecluse-sandboxes"), ("networkpolicies", "ecluse-dask"),
+    assert posted == [("networkpolicies", "ecluse-sandboxes"),
+                      ("networkpolicies", "ecluse-one-shot"), ("networkpolicies", "ecluse-dask"),
                       ("resourcequotas", "ecluse-quota"), ("limitranges", "ecluse-limits"),
                       ("persistentvolumeclaims", "project-shared"),
                       ("persistentvolumeclaims", "homes"),
@@ -112,17 +113,24 @@ async def test_launch_poll_terminate_and_release(api, backend, spec):
 
 
 async def test_a_second_launch_keeps_the_claims_and_restores_the_policy(api, backend, spec):
-    """The project's objects exist: claims are kept; a policy someone widened is put back."""
+    """The project's objects exist: claims are kept; a policy someone widened is put back
+    (the workspaces' and the one-shot pods' alike)."""
     with_dataset_claim(api)
     api.auto_run = True
     first = await backend.start(spec)
     pol = api.objects[("networkpolicies", NS, "ecluse-sandboxes")]
     pol["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
+    one_shot = api.objects[("networkpolicies", NS, "ecluse-one-shot")]
+    assert one_shot["spec"] == {"podSelector": {"matchLabels": {"ecluse.io/one-shot": "1"}},
+                                "policyTypes": ["Ingress", "Egress"]}
+    one_shot["spec"]["egress"] = [{}]  # one-shot runs open to everything
     second = await backend.start(spec)
     assert first["id"] != second["id"]
     restored = api.objects[("networkpolicies", NS, "ecluse-sandboxes")]
     assert all("ipBlock" not in t for r in restored["spec"]["egress"] for t in r["to"])
     assert len(api.calls("PUT", "/networkpolicies/ecluse-sandboxes")) == 1
+    assert "egress" not in api.objects[("networkpolicies", NS, "ecluse-one-shot")]["spec"]
+    assert len(api.calls("PUT", "/networkpolicies/ecluse-one-shot")) == 1
     assert len(api.calls("POST", "/persistentvolumeclaims")) == 6  # 3 made, 3 conflicts
     for st in (first, second):
         await backend.stop(st, grace=0)

@@ -20,7 +20,12 @@ import pytest
 
 from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
 from ecluse.sandbox import SandboxError, SandboxSpec, UserIdentity
-from ecluse.sandbox.k8s_checks import network_policy_problems, pod_problems, quota_problems
+from ecluse.sandbox.k8s_checks import (
+    network_policy_problems,
+    one_shot_policy_problems,
+    pod_problems,
+    quota_problems,
+)
 from ecluse.sandbox.kubernetes import KubernetesSandbox
 from tests.support.kubeapi import load_model, model_problems
 
@@ -74,8 +79,11 @@ def policy_check(pol: dict, **kw) -> list[str]:
 def test_every_object_loads_into_the_api_models(k, spec):
     objs = everything(k, spec)
     assert [o["kind"] for o in objs] == [
-        "Namespace", "NetworkPolicy", "NetworkPolicy", "ResourceQuota", "LimitRange", "PersistentVolumeClaim",
-        "PersistentVolumeClaim", "PersistentVolumeClaim", "Pod", "Job"]
+        "Namespace", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "ResourceQuota",
+        "LimitRange", "PersistentVolumeClaim", "PersistentVolumeClaim", "PersistentVolumeClaim",
+        "Pod", "Job"]
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "NetworkPolicy"] == [
+        "ecluse-sandboxes", "ecluse-one-shot", "ecluse-dask"]
     for obj in objs:
         model = load_model(obj, MODELS[obj["kind"]])
         assert model.metadata.name == obj["metadata"]["name"]
@@ -117,10 +125,13 @@ def test_the_model_check_catches_unknown_fields_and_wrong_types(k, spec):
 # -------------------------------------------------------------- isolation: pods
 
 def test_the_backend_objects_pass_every_check(k, spec):
-    objs = {o["kind"]: o for o in everything(k, spec) if o["metadata"]["name"] != "ecluse-dask"}
+    objs = {o["kind"]: o for o in everything(k, spec) if o["kind"] != "NetworkPolicy"}
+    policies = {o["metadata"]["name"]: o for o in k.project_objects(spec)
+                if o["kind"] == "NetworkPolicy"}
     assert pod_check(k.build_pod(spec, "k0123456789")) == []
     assert pod_check(objs["Job"]) == []
-    assert policy_check(objs["NetworkPolicy"]) == []
+    assert policy_check(policies["ecluse-sandboxes"]) == []
+    assert one_shot_policy_problems(policies["ecluse-one-shot"], namespace=NS) == []
     assert quota_problems(objs["ResourceQuota"], objs["LimitRange"], namespace=NS) == []
     pod = k.build_pod(spec, "k0123456789")
     sc = pod["spec"]["containers"][0]["securityContext"]
@@ -267,6 +278,15 @@ POLICY_ATTACKS = [
      "every port of the peer"),
     ("a narrower selection", lambda s: s.update({"podSelector": {"matchLabels": {
         "ecluse.io/user": "alice"}}}), "does not select every sandbox pod"),
+    ("one-shot pods selected again", lambda s: s.update({"podSelector": {"matchLabels": {
+        "app.kubernetes.io/component": "ecluse-sandbox"}}}), "does not leave one-shot pods out"),
+    ("every pod of the namespace", lambda s: s.update({"podSelector": {}}),
+     "does not leave one-shot pods out"),
+    ("the exclusion turned around", lambda s: s["podSelector"]["matchExpressions"][0].update(
+        {"values": ["0"]}), "does not leave one-shot pods out"),
+    ("the exclusion made an Exists", lambda s: s["podSelector"]["matchExpressions"].__setitem__(
+        0, {"key": "ecluse.io/one-shot", "operator": "Exists"}),
+     "does not leave one-shot pods out"),
     ("DNS without allow_dns", lambda s: s["egress"].append(
         {"to": [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": "kube-system"}}, "podSelector": {
@@ -281,6 +301,119 @@ def test_an_altered_policy_is_caught(k, spec, what, alter, found):
     alter(pol["spec"])
     problems = policy_check(pol)
     assert any(found in p for p in problems), (what, problems)
+
+
+def _selects(sel: dict, labels: dict[str, str]) -> bool:
+    """A label selector's meaning (Kubernetes' semantics: ``NotIn`` and ``DoesNotExist``
+    match a pod without the label)."""
+    if any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+        return False
+    for e in sel.get("matchExpressions") or []:
+        key, op, vals = e["key"], e["operator"], e.get("values") or []
+        ok = {"In": key in labels and labels[key] in vals,
+              "NotIn": labels.get(key) not in vals,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def test_a_one_shot_pod_is_selected_by_the_deny_all_policy_only(k, spec):
+    """A batch run's pod is in ecluse-one-shot (no rule: no network, as on the local and
+    docker backends) and not in ecluse-sandboxes (the hub side's ports); a workspace pod
+    the other way round; a sandbox pod without the one-shot label stays a workspace's."""
+    pol = {o["metadata"]["name"]: o["spec"]["podSelector"] for o in k.project_objects(spec)
+           if o["kind"] == "NetworkPolicy"}
+    job_pod = k.build_job(spec, "k9876543210")["spec"]["template"]["metadata"]["labels"]
+    workspace = k.build_pod(spec, "k0123456789")["metadata"]["labels"]
+    unlabelled = {k_: v for k_, v in workspace.items() if k_ != "ecluse.io/one-shot"}
+    assert job_pod["ecluse.io/one-shot"] == "1"
+    assert {n for n, sel in pol.items() if _selects(sel, job_pod)} == {"ecluse-one-shot"}
+    for labels in (workspace, unlabelled):
+        assert {n for n, sel in pol.items() if _selects(sel, labels)} == {"ecluse-sandboxes"}
+    one_shot = k.one_shot_policy("covid-los")["spec"]
+    assert one_shot["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in one_shot and "egress" not in one_shot
+
+
+ONE_SHOT_ATTACKS = [
+    ("egress to the hub side", lambda p: p["spec"].update({"egress": [
+        {"to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ecluse"}}}], "ports": [{"port": 8081}]}]}),
+     "it allows traffic"),
+    ("egress anywhere", lambda p: p["spec"].update({"egress": [{}]}), "it allows traffic"),
+    ("ingress from anywhere", lambda p: p["spec"].update({"ingress": [{}]}),
+     "it allows traffic"),
+    ("egress left out", lambda p: p["spec"].update({"policyTypes": ["Ingress"]}),
+     "a direction left out is open"),
+    ("no direction", lambda p: p["spec"].pop("policyTypes"), "both Ingress and Egress"),
+    ("a narrower selection", lambda p: p["spec"].update({"podSelector": {"matchLabels": {
+        "ecluse.io/one-shot": "1", "ecluse.io/user": "alice"}}}),
+     "does not select every one-shot pod"),
+    ("another label", lambda p: p["spec"]["podSelector"]["matchLabels"].update(
+        {"ecluse.io/one-shot": "0"}), "does not select every one-shot pod"),
+    ("another namespace", lambda p: p["metadata"].update({"namespace": "ecluse-onco-surv"}),
+     "not 'ecluse-covid-los'"),
+]
+
+
+@pytest.mark.parametrize("what,alter,found", ONE_SHOT_ATTACKS,
+                         ids=[a[0] for a in ONE_SHOT_ATTACKS])
+def test_an_altered_one_shot_policy_is_caught(k, spec, what, alter, found):
+    pol = k.one_shot_policy("covid-los")
+    alter(pol)
+    problems = one_shot_policy_problems(pol, namespace=NS)
+    assert any(found in p for p in problems), (what, problems)
+
+
+def test_a_missing_one_shot_policy_is_caught():
+    assert one_shot_policy_problems(None, namespace=NS) == [
+        "no NetworkPolicy ecluse-one-shot in 'ecluse-covid-los': one-shot pods would have "
+        "the network"]
+
+
+class OneShotPodsReachTheHub(KubernetesSandbox):
+    """A project whose one-shot policy lets its runs reach the hub API."""
+
+    def one_shot_policy(self, slug):
+        pol = super().one_shot_policy(slug)
+        pol["spec"]["egress"] = [{"to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ecluse"}}, "podSelector": {}}]}]
+        return pol
+
+
+class WithoutOneShotPolicy(KubernetesSandbox):
+    """A project made without the one-shot policy (its runs' pods, left out of the
+    workspaces' policy, would be selected by none: the whole network)."""
+
+    def project_objects(self, spec):
+        return [o for o in super().project_objects(spec)
+                if o["metadata"]["name"] != "ecluse-one-shot"]
+
+
+class SandboxesPolicySelectsOneShot(KubernetesSandbox):
+    """A workspaces' policy that selects one-shot pods again (the hub side's ports)."""
+
+    def network_policy(self, spec):
+        pol = super().network_policy(spec)
+        pol["spec"]["podSelector"].pop("matchExpressions")
+        return pol
+
+
+@pytest.mark.parametrize("cls,found", [
+    (OneShotPodsReachTheHub, "ecluse-one-shot: it allows traffic"),
+    (WithoutOneShotPolicy, "no NetworkPolicy ecluse-one-shot"),
+    (SandboxesPolicySelectsOneShot, "does not leave one-shot pods out"),
+])
+@pytest.mark.parametrize("one_shot", [True, False], ids=["job", "pod"])
+async def test_the_backend_refuses_a_launch_whose_one_shot_pods_have_the_network(
+        k, spec, tmp_path, cls, found, one_shot):
+    """Refused before the API is asked (the kubeconfig names no server: a submitted
+    object would fail differently), for a workspace's launch as for a run's."""
+    bad = cls(settings=k.settings, kubeconfig=str(tmp_path / "none"))
+    with pytest.raises(SandboxError, match="would not isolate it") as e:
+        await bad.launch(spec, one_shot=one_shot)
+    assert found in e.value.log_message
 
 
 def test_dns_only_when_allowed(settings, spec):

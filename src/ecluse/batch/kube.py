@@ -19,8 +19,9 @@ On a cluster the batch service is a pod of the hub side's namespace; a project's
 rest — data claims read-only, pod security, the checks of
 :mod:`ecluse.sandbox.k8s_checks` — is the backend's own). It makes no namespace object
 (its role runs Jobs only, ``config/kubernetes/ecluse-batch.yaml``): the project's
-NetworkPolicy, dataset claims and ``batch-runs`` claim are read back before each run
-and a missing or altered one refuses it;
+NetworkPolicies (``ecluse-one-shot``, which leaves a run's pod no network at all, and
+``ecluse-sandboxes``, which must leave it out), dataset claims and ``batch-runs`` claim
+are read back before each run and a missing or altered one refuses it;
 :class:`KubeRunFolders` is where the service makes and reads run folders, with
 the no-link file operations of :mod:`.files`.
 """
@@ -36,7 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from ..sandbox import SandboxError, SandboxSpec, UserIdentity
-from ..sandbox.k8s_checks import network_policy_problems
+from ..sandbox.k8s_checks import (
+    ONE_SHOT_POLICY,
+    SANDBOX_POLICY,
+    network_policy_problems,
+    one_shot_policy_problems,
+)
 from ..sandbox.kubernetes import KubernetesSandbox
 from .files import RunFolder, UnsafePath, _open_dir
 from .runs import INPUT_MOUNT
@@ -79,20 +85,27 @@ class KubernetesBatchSandbox(KubernetesSandbox):
 
     async def _apply_project(self, api: Any, spec: SandboxSpec) -> None:
         """Make nothing (the service's role may only run Jobs): read back the project's
-        NetworkPolicy (as the hub makes it at a workspace's launch), the dataset claims and
-        the ``batch-runs`` claim; anything missing or altered refuses the run."""
+        NetworkPolicies (as the hub makes them at a workspace's launch: ``ecluse-one-shot``
+        closes the run's pod to the network, ``ecluse-sandboxes`` must leave it out), the
+        dataset claims and the ``batch-runs`` claim; anything missing or altered refuses
+        the run."""
         from kubernetes_asyncio import client
 
         core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
         ns = self.namespace(spec)
-        want = self.network_policy(spec)
-        got = await self._call(net.read_namespaced_network_policy, want["metadata"]["name"],
-                               ns, missing_ok=True)
-        problems = ["no NetworkPolicy ecluse-sandboxes (start a workspace of the project "
-                    "once, or apply the project's objects)"] if got is None else \
-            network_policy_problems(self._dict(got), namespace=ns,
-                                    hub_namespaces={self.hub_namespace},
-                                    allow_dns=self.allow_dns)
+        problems: list[str] = []
+        for name in (SANDBOX_POLICY, ONE_SHOT_POLICY):
+            got = await self._call(net.read_namespaced_network_policy, name, ns,
+                                   missing_ok=True)
+            if got is None:
+                problems.append(f"no NetworkPolicy {name} (start a workspace of the project "
+                                "once, or apply the project's objects)")
+            elif name == SANDBOX_POLICY:
+                problems += network_policy_problems(self._dict(got), namespace=ns,
+                                                    hub_namespaces={self.hub_namespace},
+                                                    allow_dns=self.allow_dns)
+            else:
+                problems += one_shot_policy_problems(self._dict(got), namespace=ns)
         claims = [self.batch_claim, *(self.dataset_claim_template.format(dataset=d.name)
                                       for d in spec.project.datasets)]
         for claim in claims:

@@ -14,7 +14,11 @@ the way an attacker or a careless operator would.
 * :func:`network_policy_problems` — the project's NetworkPolicy: both
   directions, selects every sandbox pod, peers only in the hub side's
   namespace (hub, proxy, airlock, gateway), no ``ipBlock``, no peer in the
-  project's own namespace (pods of a project never reach each other).
+  project's own namespace (pods of a project never reach each other), and
+  one-shot pods left out of its selection;
+* :func:`one_shot_policy_problems` — the project's ``ecluse-one-shot``
+  NetworkPolicy: every one-shot pod (a batch run's Job), both directions, no
+  rule (no network at all, as a one-shot run has on the other backends).
 * :func:`quota_problems` — the ResourceQuota and LimitRange of a project.
 """
 
@@ -23,6 +27,20 @@ from __future__ import annotations
 from typing import Any
 
 COMPONENT = "ecluse-sandbox"
+#: the label of a one-shot run's pod (a Job's: batch runs): ``"1"``, else ``"0"``
+ONE_SHOT_LABEL = "ecluse.io/one-shot"
+#: the name of the project's NetworkPolicy of its workspaces
+SANDBOX_POLICY = "ecluse-sandboxes"
+#: the name of the project's NetworkPolicy of its one-shot pods (deny all)
+ONE_SHOT_POLICY = "ecluse-one-shot"
+#: what leaves one-shot pods out of the workspaces' policy (a pod without the label
+#: stays selected: ``NotIn`` matches a missing label)
+ONE_SHOT_EXCLUDED = {"key": ONE_SHOT_LABEL, "operator": "NotIn", "values": ["1"]}
+#: the workspaces' policy's podSelector: sandbox pods but one-shot ones
+SANDBOX_SELECTOR = {"matchLabels": {"app.kubernetes.io/component": COMPONENT},
+                    "matchExpressions": [ONE_SHOT_EXCLUDED]}
+#: the one-shot policy's podSelector
+ONE_SHOT_SELECTOR = {"matchLabels": {ONE_SHOT_LABEL: "1"}}
 #: labels every sandbox pod carries: the NetworkPolicy selects on the first; a
 #: restarted hub finds its pods by the others
 REQUIRED_LABELS = ("app.kubernetes.io/component", "ecluse.io/project", "ecluse.io/user",
@@ -159,9 +177,20 @@ def network_policy_problems(policy: dict[str, Any], *, namespace: str,
         out.append(f"policyTypes {spec.get('policyTypes')}: both Ingress and Egress needed "
                    "(a direction left out is open)")
     sel = spec.get("podSelector")
-    if sel is None or (sel != {} and sel != {"matchLabels": {
-            "app.kubernetes.io/component": COMPONENT}}):
+    if not isinstance(sel, dict):
         out.append(f"podSelector {sel} does not select every sandbox pod")
+    else:
+        exprs = sel.get("matchExpressions") or []
+        others = [e for e in exprs if e != ONE_SHOT_EXCLUDED]
+        rest = {k: v for k, v in sel.items() if k != "matchExpressions"}
+        if others:
+            rest["matchExpressions"] = others
+        if len(others) == len(exprs):
+            out.append(f"podSelector {sel} does not leave one-shot pods out (label "
+                       f"{ONE_SHOT_LABEL} NotIn [1]): they have no network, only "
+                       f"{ONE_SHOT_POLICY} may select them")
+        if rest not in ({}, {"matchLabels": {"app.kubernetes.io/component": COMPONENT}}):
+            out.append(f"podSelector {sel} does not select every sandbox pod")
     for rule in spec.get("ingress") or []:
         if not rule.get("from"):
             out.append("ingress: a rule without 'from' (open to every source)")
@@ -180,6 +209,32 @@ def network_policy_problems(policy: dict[str, Any], *, namespace: str,
                               namespace=namespace, direction="egress")
         if not rule.get("ports"):
             out.append("egress: a rule without ports (every port of the peer)")
+    return out
+
+
+def one_shot_policy_problems(policy: dict[str, Any] | None, *, namespace: str) -> list[str]:
+    """What lets a one-shot pod of ``namespace`` send or receive anything: the policy
+    must select every one-shot pod, in both directions, with no rule (none: one-shot pods,
+    left out of the workspaces' policy, would be selected by no policy — open)."""
+    if policy is None:
+        return [f"no NetworkPolicy {ONE_SHOT_POLICY} in {namespace!r}: one-shot pods "
+                "would have the network"]
+    if policy.get("kind") != "NetworkPolicy":
+        return [f"{ONE_SHOT_POLICY}: not a NetworkPolicy: {policy.get('kind')!r}"]
+    meta = policy.get("metadata") or {}
+    spec = policy.get("spec") or {}
+    out: list[str] = []
+    if meta.get("namespace") != namespace:
+        out.append(f"{ONE_SHOT_POLICY}: in namespace {meta.get('namespace')!r}, "
+                   f"not {namespace!r}")
+    if spec.get("podSelector") not in ({}, ONE_SHOT_SELECTOR):
+        out.append(f"{ONE_SHOT_POLICY}: podSelector {spec.get('podSelector')} does not "
+                   "select every one-shot pod")
+    if sorted(spec.get("policyTypes") or []) != ["Egress", "Ingress"]:
+        out.append(f"{ONE_SHOT_POLICY}: policyTypes {spec.get('policyTypes')}: both Ingress "
+                   "and Egress needed (a direction left out is open)")
+    if spec.get("ingress") or spec.get("egress"):
+        out.append(f"{ONE_SHOT_POLICY}: it allows traffic (ingress or egress rules)")
     return out
 
 

@@ -12,7 +12,10 @@ spawner with its LDAP re-check, audit and project-bound tokens. One sandbox:
   NetworkPolicy that lets sandbox pods be reached from the hub and proxy only
   and reach only the hub API, airlock and gateway ports (no DNS unless
   ``allow_dns``, no other pod — not even of the same project —, no outside
-  address), the ``ecluse-dask`` NetworkPolicy of the project's Dask pods
+  address; one-shot pods left out), the ``ecluse-one-shot`` NetworkPolicy that
+  selects one-shot pods (batch runs' Jobs) with no rule — no network at all, as
+  on the other backends (:meth:`KubernetesSandbox.one_shot_policy`) —, the
+  ``ecluse-dask`` NetworkPolicy of the project's Dask pods
   (:func:`dask_network_policy`), a ResourceQuota and a LimitRange, the project
   folder's and the homes' claims, the spawner's read-only configuration folder
   as a ConfigMap; each dataset is a read-only claim the operator binds (a
@@ -41,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import re
 import secrets
 import time
@@ -60,7 +64,17 @@ from .base import (
     UserIdentity,
     sandbox_env,
 )
-from .k8s_checks import network_policy_problems, pod_problems, quota_problems
+from .k8s_checks import (
+    ONE_SHOT_LABEL,
+    ONE_SHOT_POLICY,
+    ONE_SHOT_SELECTOR,
+    SANDBOX_POLICY,
+    SANDBOX_SELECTOR,
+    network_policy_problems,
+    one_shot_policy_problems,
+    pod_problems,
+    quota_problems,
+)
 
 COMPONENT = "ecluse-sandbox"
 #: keys of ``sandbox.kubernetes`` read by a subclass only (ecluse.airlock.kubecheck)
@@ -375,7 +389,8 @@ class KubernetesSandbox(Sandbox):
     def network_policy(self, spec: SandboxSpec) -> dict[str, Any]:
         """Ingress from hub and proxy only; egress to the allowed ports of the hub, airlock and
         gateway only. No peer in the project's namespace: sandboxes of a project never reach
-        each other (they share files through /project)."""
+        each other (they share files through /project). One-shot pods are left out: they
+        are :meth:`one_shot_policy`'s."""
         hub_ns = {"matchLabels": {"kubernetes.io/metadata.name": self.hub_namespace}}
         ingress_from = [{"namespaceSelector": hub_ns, "podSelector": {"matchExpressions": [
             {"key": "app.kubernetes.io/component", "operator": "In",
@@ -386,9 +401,9 @@ class KubernetesSandbox(Sandbox):
         policy: dict[str, Any] = {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": {"name": "ecluse-sandboxes", "namespace": self.namespace(spec)},
+            "metadata": {"name": SANDBOX_POLICY, "namespace": self.namespace(spec)},
             "spec": {
-                "podSelector": {"matchLabels": {"app.kubernetes.io/component": COMPONENT}},
+                "podSelector": copy.deepcopy(SANDBOX_SELECTOR),
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [{"from": ingress_from,
                              "ports": [{"protocol": "TCP", "port": spec.port or 8888}]}],
@@ -408,6 +423,17 @@ class KubernetesSandbox(Sandbox):
                 "ports": [{"protocol": "TCP", "port": p} for p in sorted(set(spec.allowed_ports))],
             })
         return policy
+
+    def one_shot_policy(self, slug: str) -> dict[str, Any]:
+        """The project's one-shot pods (batch runs' Jobs), both directions, no rule: no
+        traffic at all, as a one-shot run has on the local and docker backends."""
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": ONE_SHOT_POLICY, "namespace": self.namespace(slug)},
+            "spec": {"podSelector": copy.deepcopy(ONE_SHOT_SELECTOR),
+                     "policyTypes": ["Ingress", "Egress"]},
+        }
 
     def resource_quota(self, slug: str, quota: Any) -> dict[str, Any]:
         n = self.max_sandboxes
@@ -489,7 +515,8 @@ class KubernetesSandbox(Sandbox):
                                        + parse_size(self.inbox_size))
         dask = dask_network_policy(slug, hub_namespace=self.hub_namespace,
                                    namespace_template=self.namespace_template)
-        return [self.namespace_manifest(slug), self.network_policy(spec), dask, rq,
+        return [self.namespace_manifest(slug), self.network_policy(spec),
+                self.one_shot_policy(slug), dask, rq,
                 self.limit_range(slug, quota), *self.claims(spec), *self.config_maps(spec)]
 
     # ---------------------------------------------------------------- pods
@@ -512,7 +539,7 @@ class KubernetesSandbox(Sandbox):
     def _labels(self, spec: SandboxSpec, sandbox_id: str, one_shot: bool) -> dict[str, str]:
         return {**self.pod_labels(spec), "ecluse.io/sandbox": spec.name or "workspace",
                 "ecluse.io/sandbox-id": sandbox_id, "ecluse.io/backend": "kubernetes",
-                "ecluse.io/one-shot": "1" if one_shot else "0"}
+                ONE_SHOT_LABEL: "1" if one_shot else "0"}
 
     def build_pod(self, spec: SandboxSpec, sandbox_id: str, *,
                   one_shot: bool = False) -> dict[str, Any]:
@@ -576,15 +603,22 @@ class KubernetesSandbox(Sandbox):
         """Refuse (SandboxError) to submit an object that would not isolate the sandbox."""
         ns, slug = self.namespace(spec), spec.project.slug
         problems: list[str] = []
-        by_kind = {o["kind"]: o for o in objects
-                   if o["metadata"]["name"] != "ecluse-dask"}  # the Dask pods' own policy
+        by_kind = {o["kind"]: o for o in objects if o["kind"] != "NetworkPolicy"}
+        # the Dask pods' own policy (ecluse-dask) is dask_network_policy's
+        policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
         for o in objects:
             if o["kind"] in ("Pod", "Job"):
                 problems += pod_problems(o, namespace=ns, project=slug)
-        if "NetworkPolicy" in by_kind:
-            problems += network_policy_problems(
-                by_kind["NetworkPolicy"], namespace=ns, hub_namespaces={self.hub_namespace},
-                allow_dns=self.allow_dns)
+        if policies:
+            # together or not at all: one-shot pods left out of the workspaces' policy
+            # and selected by no other would have the whole network
+            if SANDBOX_POLICY in policies:
+                problems += network_policy_problems(
+                    policies[SANDBOX_POLICY], namespace=ns,
+                    hub_namespaces={self.hub_namespace}, allow_dns=self.allow_dns)
+            else:
+                problems.append(f"no NetworkPolicy {SANDBOX_POLICY}")
+            problems += one_shot_policy_problems(policies.get(ONE_SHOT_POLICY), namespace=ns)
         if "ResourceQuota" in by_kind:
             problems += quota_problems(by_kind["ResourceQuota"], by_kind["LimitRange"],
                                        namespace=ns)
