@@ -15,6 +15,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { el as node } from './dom';
+
 export const CHECK_COMMAND = 'ecluse:check-export';
 const CHECK_PANEL_ID = 'ecluse-check-panel';
 
@@ -48,21 +50,6 @@ interface ICheckedFile {
 interface ICheckAnswer {
   project: string;
   files: ICheckedFile[];
-}
-
-function node<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const n = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    n.setAttribute(k, v);
-  }
-  if (text !== undefined) {
-    n.textContent = text;
-  }
-  return n;
 }
 
 async function checkFiles(paths: string[]): Promise<ICheckAnswer> {

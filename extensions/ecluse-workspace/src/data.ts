@@ -13,6 +13,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { el } from './dom';
+
 const PANEL_ID = 'ecluse-data-panel';
 const COMMAND = 'ecluse:open-data-panel';
 const DOMAIN = 'ecluse_workspace';
@@ -55,21 +57,6 @@ interface IDataset {
 interface ICatalogue {
   project: string;
   datasets: IDataset[];
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    node.setAttribute(k, v);
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
 }
 
 async function fetchCatalogue(): Promise<ICatalogue> {

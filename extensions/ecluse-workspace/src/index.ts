@@ -25,6 +25,7 @@ import { Widget } from '@lumino/widgets';
 
 import { registerCheck } from './check';
 import { dataPlugin } from './data';
+import { el } from './dom';
 import { exportWithProgress } from './exportprogress';
 
 const COMMAND = 'ecluse:request-export';
@@ -85,21 +86,6 @@ async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
     throw new ApiError(message);
   }
   return data as T;
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    node.setAttribute(k, v);
-  }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
 }
 
 interface IExportForm {
