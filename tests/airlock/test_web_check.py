@@ -120,37 +120,63 @@ def test_files_past_the_staging_quota_are_refused_and_leave_nothing(airlock_hub)
     assert _kept(airlock_hub) == before
 
 
-def test_one_dry_run_per_user_at_a_time(airlock_hub):
+def _overlapping_dry_runs(hub, alice) -> tuple:
+    """A slow dry run of alice's (its body held open) and, once its first bytes are
+    sent, a few quick ones of hers, one after another, until one is refused: (the
+    first quick answer that is not 200, or ``None``; the slow one's answer). A quick
+    one still under way when the slow one arrives gets the slow one refused instead:
+    then no quick one is refused and the slow one's answer is the 429 (the caller
+    tries again)."""
     import threading
 
-    alice = airlock_hub.api("alice")
-    release = threading.Event()
+    release, sent = threading.Event(), threading.Event()
     answers: list = []
 
     def slow_body():
         yield Files.ok[1]
+        sent.set()  # the headers and first bytes are sent: the dry run has begun
         release.wait(120)  # held open until the second dry run was answered
 
     first = threading.Thread(target=lambda: answers.append(alice.post(
         "/check", params={"project": "cardio-los", "filename": "slow.csv"}, data=slow_body(),
         timeout=180)))
     first.start()
+    refused = None
     try:
-        for _ in range(100):  # until the first one has begun (its headers are in)
+        assert sent.wait(120), "the slow dry run's body was never sent"
+        for _ in range(3):
             r = alice.post("/check", params={"project": "cardio-los"},
-                           files={"file": Files.ok})
-            if r.status_code == 429:
+                           files={"file": Files.ok}, timeout=180)
+            if r.status_code != 200:
+                refused = r
                 break
+        if refused is not None and refused.status_code == 429:
+            # another user is not held up
+            r = hub.api("bob").post("/check", params={"project": "cardio-los"},
+                                    files={"file": Files.ok}, timeout=180)
             assert r.status_code == 200, r.text
-        assert "already under way" in _error(r, 429, "busy")
-        # another user is not held up
-        r = airlock_hub.api("bob").post("/check", params={"project": "cardio-los"},
-                                        files={"file": Files.ok})
-        assert r.status_code == 200, r.text
     finally:
         release.set()
         first.join(180)
     [done] = answers
+    return refused, done
+
+
+def test_one_dry_run_per_user_at_a_time(airlock_hub):
+    # independent of the machine's speed and of earlier tests: a quick dry run under
+    # way when the slow one arrives (a check sandbox takes seconds under load) gets the
+    # slow one refused instead; either way one of two overlapping dry runs is refused
+    alice = airlock_hub.api("alice")
+    for _ in range(3):
+        refused, done = _overlapping_dry_runs(airlock_hub, alice)
+        if refused is not None:
+            break
+        # no quick one refused: the slow one was, a quick one being under way
+        assert "already under way" in _error(done, 429, "busy")
+    assert refused is not None, "two overlapping dry runs of one user were never refused"
+    assert "already under way" in _error(refused, 429, "busy")
     assert done.status_code == 200 and done.json()["files"][0]["verdict"] == "pass", done.text
-    r = alice.post("/check", params={"project": "cardio-los"}, files={"file": Files.ok})
+    # once the slow one is answered, the next one runs
+    r = alice.post("/check", params={"project": "cardio-los"}, files={"file": Files.ok},
+                   timeout=180)
     assert r.status_code == 200, r.text
