@@ -176,7 +176,10 @@ def test_network_policy(settings, spec):
     assert pol["kind"] == "NetworkPolicy" and pol["metadata"]["namespace"] == "ecluse-covid-los"
     s = pol["spec"]
     assert s["policyTypes"] == ["Ingress", "Egress"]
-    assert s["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "ecluse-sandbox"}}
+    # workspaces only: one-shot pods (batch Jobs) have a deny-all policy of their own
+    assert s["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/component": "ecluse-sandbox"},
+        "matchExpressions": [{"key": "ecluse.io/one-shot", "operator": "NotIn", "values": ["1"]}]}
     (ing,) = s["ingress"]
     assert ing["ports"] == [{"protocol": "TCP", "port": 8888}]
     assert ing["from"][0]["podSelector"]["matchExpressions"][0]["values"] == ["hub", "proxy"]
