@@ -99,6 +99,10 @@ def make_app(
         # calls that run disclosure checks (an upload, an accepted proposal, a submit's
         # differencing) wait for a check sandbox: in threads of their own, so that they
         # never take every worker of the pool and hold up reads (issue 21 item 1)
+        # reads (GET) in threads of their own: writers queue on the database's write lock
+        # (one at a time), and a list never waits behind them for a thread
+        read_pool=ThreadPoolExecutor(
+            max(2, service.settings.workers), thread_name_prefix="airlock-reads"),
         check_pool=ThreadPoolExecutor(
             max(2, service.settings.workers), thread_name_prefix="airlock-checks"),
     )
@@ -153,5 +157,6 @@ async def serve(service: AirlockService, *, ip: str, port: int, state_dir: Path)
     await server.close_all_connections()
     app.settings["pool"].shutdown(wait=False)
     app.settings["check_pool"].shutdown(wait=False)
+    app.settings["read_pool"].shutdown(wait=False)
     service.close()
     log.info("airlock stopped")

@@ -62,6 +62,16 @@ class BaseHandler(HubServiceHandler[AirlockService, Identity]):
     cookies = True
     api = False
 
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking business logic in a worker thread: reads (GET, HEAD) in the reads'
+        own pool, so they never queue behind writers waiting their turn at the database's
+        write lock (issue 21 item 1: p99 of a list under load); the rest in the pool."""
+        pool = self.settings["pool"]
+        if self.request.method in ("GET", "HEAD"):
+            pool = self.settings.get("read_pool") or pool
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, lambda: fn(*args, **kwargs))
+
     async def run_checking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a call that may wait for a check sandbox (an upload's check, a submit's
         differencing) in the checks' own threads, not the pool reads use: waiting for
