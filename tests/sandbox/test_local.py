@@ -370,3 +370,41 @@ async def test_secrets_in_env_never_reach_the_host_process_table(backend, covid)
         assert b"LD_LIBRARY_PATH" not in bwrap_env  # the root-run launcher never sees it
     finally:
         await backend.stop(state)
+
+
+def _made_by_another_sandbox_first(made_by_root: bool):
+    """``os.mkdir`` as it fails when another sandbox of the project (a second batch run
+    started at the same moment) made the inbox's mount point just before: the folder
+    exists (root's, or a member's link made in between), then FileExistsError."""
+    real_mkdir = os.mkdir
+
+    def mkdir(path, mode=0o777, *a, **kw):
+        if str(path).endswith("/shared/inbox"):
+            if made_by_root:
+                real_mkdir(path, 0o755)
+            else:
+                os.symlink("/tmp", path)
+            raise FileExistsError(17, "File exists", str(path))
+        return real_mkdir(path, mode, *a, **kw)
+    return mkdir
+
+
+@pytest.mark.parametrize("made_by_root", [True, False])
+def test_two_sandboxes_preparing_the_inbox_at_once(tmp_path, monkeypatch, made_by_root):
+    """Two launches of one project at once both find no mount point and both make it:
+    the second accepts root's folder the first made, and refuses anything else (a link
+    there would redirect the mount). Found by the CI run: a batch run failed with
+    ``[Errno 17] File exists: …/shared/inbox``."""
+    from ecluse.sandbox.local import prepare_inbox
+
+    pdir = tmp_path / "cardio-los"
+    (pdir / "shared").mkdir(parents=True)
+    monkeypatch.setattr(os, "mkdir", _made_by_another_sandbox_first(made_by_root))
+    if made_by_root:
+        prepare_inbox(pdir, gid=os.getgid())
+        st = os.lstat(pdir / "shared" / "inbox")
+        assert stat.S_ISDIR(st.st_mode) and st.st_uid == 0
+    else:
+        with pytest.raises(FileExistsError):
+            prepare_inbox(pdir, gid=os.getgid())
+        assert (pdir / "shared" / "inbox").is_symlink()  # refused, never followed

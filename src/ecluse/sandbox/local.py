@@ -248,7 +248,14 @@ def prepare_inbox(pdir: Path, gid: int, owner: int = 0) -> None:
         os.rename(point, f"{point}.moved-{n}")
         st = None
     if st is None:
-        os.mkdir(point, 0o755)
+        try:
+            os.mkdir(point, 0o755)
+        except FileExistsError:
+            # another sandbox of the project (two batch runs at once) made it at the same
+            # moment: then it is root's folder; anything else made in between is refused
+            st = os.lstat(point)
+            if not (stat.S_ISDIR(st.st_mode) and st.st_uid == 0):
+                raise
     _own(point, 0, 0, 0o755)
 
 
