@@ -33,10 +33,9 @@ from typing import Any
 
 from ..auditevents import AuditEvent
 from . import ledger
-from .checks import unjudged
 from .errors import InvalidInput, PermissionDenied, QuotaExceeded, TooLarge
 from .permissions import Identity, require_create
-from .rules import EVENTS, Verdict
+from .rules import EVENTS
 from .storage import clean_filename
 
 log = logging.getLogger(__name__)
@@ -161,22 +160,8 @@ def require_dry_run(service: Any, user: Identity, project: Any) -> str:
 def _inspect(service: Any, path: Path, name: str, policy: Any) -> dict[str, Any]:
     """What the service's checker makes of a file under ``name`` (fail closed), as
     :meth:`~.service.AirlockService._inspect` normalises it for a request's file."""
-    try:
-        result = service.checker(path, name, policy, service.staging.tmp,
-                                 service.settings.preview_rows)
-    except Exception as e:
-        log.exception("dry-run inspection of %s failed", name)
-        result = unjudged(f"automatic check failed ({type(e).__name__}); review by hand")
-    report = result.get("report") if isinstance(result, dict) else None
-    preview = result.get("preview") if isinstance(result, dict) else None
-    if not isinstance(report, dict) or report.get("verdict") not in set(Verdict):
-        result = unjudged("automatic check gave no usable report; review by hand")
-        report, preview = result["report"], result["preview"]
-    if not isinstance(preview, dict):
-        preview = {"kind": "none"}
-    proposal = result.get("proposal") if report.get("verdict") == "fail" else None
-    return {"report": report, "preview": preview,
-            "proposal": proposal if isinstance(proposal, dict) else None}
+    report, preview, proposal = service.inspect_path(path, name, policy)
+    return {"report": report, "preview": preview, "proposal": proposal}
 
 
 def dry_run(service: Any, user: Identity, project: str,

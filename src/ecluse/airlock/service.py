@@ -803,9 +803,15 @@ class AirlockService:
     def _inspect(self, sha256: str, name: str, project: str) -> tuple[dict, dict, dict | None]:
         """Check a staged object and render its preview, once (fail closed: ``review``);
         with them, for a ``fail`` table, the fixed version the check proposes."""
+        return self.inspect_path(self.staging.path_for(sha256), name, self.policy_for(project))
+
+    def inspect_path(self, path: Any, name: str, policy: Any) -> tuple[dict, dict, dict | None]:
+        """The checker's report, preview and proposal for the file at ``path`` under
+        ``name`` and ``policy``, normalised and failing closed (``review``): uploads and
+        the dry run (:mod:`.dryrun`) alike."""
         try:
-            result = self.checker(self.staging.path_for(sha256), name, self.policy_for(project),
-                                  self.staging.tmp, self.settings.preview_rows)
+            result = self.checker(path, name, policy, self.staging.tmp,
+                                  self.settings.preview_rows)
         except Exception as e:
             log.exception("inspection of %s failed", name)
             result = unjudged(f"automatic check failed ({type(e).__name__}); review by hand")
