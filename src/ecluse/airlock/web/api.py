@@ -496,16 +496,17 @@ class FilesHandler(APIHandler):
         self.finish()
 
 
-class _MultipartFile:
-    """Streams the first part that has a filename into the handler's staging writer."""
+class MultipartParts:
+    """The header side of a streamed ``multipart/form-data`` body (``python_multipart``'s
+    callbacks): each part's headers, and its ``Content-Disposition`` filename parameter.
+    Subclasses say what becomes of a part (``headers_finished``, ``part_data``,
+    ``part_end``)."""
 
-    def __init__(self, handler: FilesHandler) -> None:
-        self.h = handler
+    def __init__(self) -> None:
         self.headers: dict[str, str] = {}
         self._field = b""
         self._value = b""
         self.active = False
-        self.done = False
 
     def callbacks(self) -> dict[str, Any]:
         return {
@@ -529,12 +530,35 @@ class _MultipartFile:
         self.headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
         self._field = self._value = b""
 
+    def filename_param(self) -> Any:
+        """The part's ``filename`` parameter as :mod:`email` gives it (a string, an RFC
+        2231 tuple, or ``None`` for a part that is not a file)."""
+        disp = Message()
+        disp["content-disposition"] = self.headers.get("content-disposition", "")
+        return disp.get_param("filename", header="content-disposition")
+
+    def headers_finished(self) -> None:
+        raise NotImplementedError
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        raise NotImplementedError
+
+    def part_end(self) -> None:
+        raise NotImplementedError
+
+
+class _MultipartFile(MultipartParts):
+    """Streams the first part that has a filename into the handler's staging writer."""
+
+    def __init__(self, handler: FilesHandler) -> None:
+        super().__init__()
+        self.h = handler
+        self.done = False
+
     def headers_finished(self) -> None:
         if self.done:
             return
-        disp = Message()
-        disp["content-disposition"] = self.headers.get("content-disposition", "")
-        filename = disp.get_param("filename", header="content-disposition")
+        filename = self.filename_param()
         if filename is None:
             return
         if isinstance(filename, tuple):  # RFC 2231 encoded

@@ -13,9 +13,8 @@ per user at a time (429 otherwise).
 
 from __future__ import annotations
 
-from email.message import Message
 from email.utils import collapse_rfc2231_value
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import unquote
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -23,7 +22,7 @@ from tornado import web
 
 from ..dryrun import DryRunFiles, dry_run, require_dry_run
 from ..errors import AirlockError, InvalidInput, TooLarge
-from .api import APIHandler, _strip_quotes
+from .api import APIHandler, MultipartParts, _strip_quotes
 from .openapi import errors, ok
 
 #: the slack above the files' bytes a multipart body may carry (part headers)
@@ -155,43 +154,16 @@ class CheckHandler(APIHandler):
         self.send(data)
 
 
-class _Parts:
+class _Parts(MultipartParts):
     """Streams each part that has a filename into the dry run's files (other parts
     are ignored)."""
 
     def __init__(self, files: DryRunFiles) -> None:
+        super().__init__()
         self.files = files
-        self.headers: dict[str, str] = {}
-        self._field = b""
-        self._value = b""
-        self.active = False
-
-    def callbacks(self) -> dict[str, Any]:
-        return {
-            "on_part_begin": self.part_begin,
-            "on_header_field": lambda d, s, e: self._acc("_field", d[s:e]),
-            "on_header_value": lambda d, s, e: self._acc("_value", d[s:e]),
-            "on_header_end": self.header_end,
-            "on_headers_finished": self.headers_finished,
-            "on_part_data": self.part_data,
-            "on_part_end": self.part_end,
-        }
-
-    def _acc(self, attr: str, data: bytes) -> None:
-        setattr(self, attr, getattr(self, attr) + data)
-
-    def part_begin(self) -> None:
-        self.headers = {}
-        self.active = False
-
-    def header_end(self) -> None:
-        self.headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
-        self._field = self._value = b""
 
     def headers_finished(self) -> None:
-        disp = Message()
-        disp["content-disposition"] = self.headers.get("content-disposition", "")
-        filename = disp.get_param("filename", header="content-disposition")
+        filename = self.filename_param()
         if filename is None:
             return
         # RFC 2231 (filename*=UTF-8''...): decoded in its charset
