@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from ecluse.sqlite import sqlite_pragmas, writer_lock
+from ecluse.sqlite import run_pragma, sqlite_pragmas, writer_lock
 
 
 def _engine(path: Path, busy_ms: int = 10000):
@@ -88,3 +90,57 @@ def test_readers_do_not_take_the_lock(tmp_path: Path) -> None:
             assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 0
     writer.dispose()
     reader.dispose()
+
+
+def _held_fresh_database(path: Path) -> sqlite3.Connection:
+    """A database in rollback-journal mode (as first created) with a writer inside a
+    transaction: what a service starting beside another one meets."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (n INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    return holder
+
+
+def test_the_wal_switch_waits_for_a_writer_instead_of_failing(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    holder = _held_fresh_database(path)
+    late = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+    # SQLite asks for the switch's lock once, busy timeout or not
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        late.execute("PRAGMA journal_mode=WAL")
+    release = threading.Timer(0.3, holder.execute, args=("COMMIT",))
+    release.start()
+    started = time.monotonic()
+    run_pragma(late, "journal_mode=WAL", 5)
+    release.join()
+    assert time.monotonic() - started >= 0.25  # it waited for the commit
+    assert late.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert late.execute("SELECT n FROM t").fetchall() == [(1,)]  # the writer's row kept
+    late.close()
+    holder.close()
+
+
+def test_the_wal_switch_gives_up_after_its_patience(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    holder = _held_fresh_database(path)
+    late = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        run_pragma(late, "journal_mode=WAL", 0.2)
+    assert time.monotonic() - started < 2  # never a wait without end
+    late.close()
+    holder.execute("ROLLBACK")
+    holder.close()
+
+
+def test_an_engine_opened_beside_a_writer_of_a_fresh_database_connects(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    holder = _held_fresh_database(path)
+    threading.Timer(0.2, holder.execute, args=("COMMIT",)).start()
+    engine = _engine(path)  # busy_timeout and the WAL switch on connect
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 1
+    engine.dispose()
+    holder.close()

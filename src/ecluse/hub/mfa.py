@@ -31,6 +31,7 @@ import pyotp
 from cryptography.fernet import Fernet, InvalidToken
 
 from ..secrets import hub_secrets
+from ..sqlite import run_pragma
 
 #: seconds of one TOTP time step, and digits of a code (what every authenticator app uses)
 STEP = 30
@@ -172,7 +173,7 @@ class TotpStore:
                 if self._conn is None:
                     db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
                                          check_same_thread=False)
-                    db.execute("PRAGMA journal_mode=WAL")
+                    run_pragma(db, "journal_mode=WAL", 10)
                     # WAL + NORMAL: a commit does not wait for fsync (a power cut may lose
                     # the last accepted step; that code's window has passed by reboot)
                     db.execute("PRAGMA synchronous=NORMAL")
