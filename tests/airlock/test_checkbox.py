@@ -9,11 +9,14 @@ tracked and checked gone afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,9 +30,16 @@ from ecluse.airlock.checkbox import (
 from ecluse.airlock.checkjob import LEDGER_DIR
 from ecluse.airlock.rules import State
 from ecluse.config import Dataset, LDAPSettings, Project, SandboxSettings, Settings
-from ecluse.sandbox.cgroups import Cgroups
+from ecluse.sandbox.cgroups import (
+    CHECKS_PARENT,
+    V1_SHARES_PER_CPU,
+    V2_WEIGHT_PER_CPU,
+    Cgroups,
+    list_ids,
+)
+from ecluse.sandbox.local import check_sandboxes
 from ecluse.sdc import DisclosurePolicy
-from ecluse.settings.airlock import AirlockSettings
+from ecluse.settings.airlock import AirlockSettings, airlock_settings
 from tests.airlock.conftest import Files, describe_all
 from tests.airlock.test_ledger import ADULTS, OLDER, OLDER_SAFE
 from tests.airlock.test_service_context import CONTRIBUTORS, MAGNITUDE
@@ -188,11 +198,104 @@ def test_a_checking_process_cannot_read_the_state_directory_secrets(deployment, 
     assert "TOP-SECRET" not in result.stdout + result.stderr
 
 
+class NappingJob(SandboxChecker):
+    """A reader that takes a few seconds (long enough to be seen from the host)."""
+
+    def job_command(self, job_path: str) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(4)"]
+
+
+def _deployed_job(cls: type[SandboxChecker], deployment: Settings,
+                  tmp_path: Path) -> tuple[SandboxChecker, Path, Path]:
+    """``cls`` on the check sandboxes as the launcher makes them (``check_sandboxes``),
+    its temporary folder, and a staged ``pass`` file."""
+    tmp = tmp_path / "staging" / "tmp"
+    tmp.mkdir(parents=True, mode=0o700)
+    job = cls(deployment, AirlockSettings(check_timeout=120, check_memory="512M"),
+              backend=check_sandboxes(deployment))
+    return job, tmp, _object(tmp_path, Files.ok[1])
+
+
+def test_checks_run_in_a_low_weight_cgroup_of_their_own(deployment, tmp_path):
+    """The checks yield the CPU to the API on a busy host (issue 21 item 1): the
+    sandboxes the launcher starts for the airlock share the ``ecluse-checks`` cgroup,
+    which weighs ``check_cpu_weight`` busy processes, not the workspaces' parent."""
+    weight = airlock_settings(deployment).check_cpu_weight
+    job, tmp, obj = _deployed_job(NappingJob, deployment, tmp_path)
+    name = Files.ok[0]
+    workspaces_before = list_ids("ecluse")
+    seen: list[tuple[str, int, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() and not seen:
+            for sid in list_ids(CHECKS_PARENT):
+                cg = Cgroups(sid, parent=CHECKS_PARENT)
+                if cg.pids():
+                    cpu = next(d for d in cg.dirs if "cpu" in d.parts) if cg.version == 1 \
+                        else cg.dirs[0]
+                    share = "cpu.shares" if cg.version == 1 else "cpu.weight"
+                    seen.append((sid, int((cpu.parent / share).read_text()),
+                                 int((cpu / share).read_text())))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = asyncio.run(job.run(obj, name, DisclosurePolicy(), tmp))
+    finally:
+        done.set()
+        watcher.join()
+    assert result.exit_code == 0, result.stderr
+    assert seen, "no check sandbox was seen in the ecluse-checks cgroup"
+    sid, parent_weight, own = seen[0]
+    per_cpu = V1_SHARES_PER_CPU if Cgroups(sid, parent=CHECKS_PARENT).version == 1 \
+        else V2_WEIGHT_PER_CPU
+    assert parent_weight == int(per_cpu * weight) < per_cpu  # less than one busy process
+    assert own == int(per_cpu * 1.0)  # each check in proportion to its check_cpu
+    assert sid not in list_ids("ecluse") and list_ids("ecluse") == workspaces_before
+    assert not Cgroups(sid, parent=CHECKS_PARENT).exists()  # removed with the sandbox
+    for parent in {d.parent for d in Cgroups(sid, parent=CHECKS_PARENT).dirs}:
+        with contextlib.suppress(OSError):  # the parent, once no other check uses it
+            parent.rmdir()
+
+
 class SleepingJob(SandboxChecker):
     """A reader stuck in a loop (a decompression bomb, a pathological regex)."""
 
     def job_command(self, job_path: str) -> list[str]:
         return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def test_a_stopping_airlock_stops_its_running_checks_and_leaves_nothing(deployment, tmp_path):
+    """A root airlock starts its check sandboxes itself: when it stops (``close``), the
+    checks running then are stopped and released, not left registered with their
+    network namespace and cgroups; the file is not ``pass`` (re-checked at the next
+    start, :mod:`ecluse.airlock.background`)."""
+    job, tmp, obj = _deployed_job(SleepingJob, deployment, tmp_path)
+    backend, name = job.backend, Files.ok[0]
+    out: dict = {}
+    worker = threading.Thread(
+        target=lambda: out.update(result=job(obj, name, DisclosurePolicy(), tmp)))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not (backend._children and all(Cgroups(s, parent=CHECKS_PARENT).pids()
+                                         for s in backend._children)):
+        assert time.monotonic() < deadline, "the check sandbox did not start"
+        time.sleep(0.05)
+    [sid] = list(backend._children)
+    stopping = time.monotonic()
+    job.shutdown()
+    worker.join(60)
+    assert not worker.is_alive() and time.monotonic() - stopping < 30
+    assert out["result"]["report"]["verdict"] == "review"  # never pass
+    assert not Path(f"/run/ecluse/sandboxes/{sid}").exists()
+    assert not Path(f"/run/netns/ecluse-{sid}").exists()
+    assert not Cgroups(sid, parent=CHECKS_PARENT).exists()
+    assert list(tmp.iterdir()) == []
+    for parent in {d.parent for d in Cgroups(sid, parent=CHECKS_PARENT).dirs}:
+        with contextlib.suppress(OSError):
+            parent.rmdir()
 
 
 class CrashingJob(SandboxChecker):

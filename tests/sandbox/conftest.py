@@ -54,7 +54,7 @@ import pytest
 from ecluse.config import Dataset, LDAPSettings, Project, Quota, SandboxSettings, Settings
 from ecluse.sandbox import SandboxSpec, UserIdentity
 from ecluse.sandbox import network as net
-from ecluse.sandbox.cgroups import Cgroups
+from ecluse.sandbox.cgroups import CHECKS_PARENT, Cgroups
 from ecluse.sandbox.docker import DockerSandbox
 from ecluse.sandbox.local import LocalSandbox, teardown_host_network
 from tests.support.sandboxes import CREATED, TrackingLocalSandbox
@@ -193,8 +193,9 @@ def _leak_check() -> Iterator[None]:
             problems.append(f"veth {net.veth_name(slot)}")
         if os.path.exists(net.netns_path(sid)):
             problems.append(f"network namespace {net.netns_name(sid)}")
-        if Cgroups(sid).exists():
-            problems.append(f"cgroup ecluse/{sid}")
+        for parent in ("ecluse", CHECKS_PARENT):  # workspaces', and checks'
+            if Cgroups(sid, parent=parent).exists():
+                problems.append(f"cgroup {parent}/{sid}")
         if Path(f"/run/ecluse/sandboxes/{sid}").exists():
             problems.append(f"runtime dir of {sid}")
         if Path(f"/run/ecluse/logs/{sid}").exists():

@@ -27,7 +27,7 @@ from ecluse.audit import AuditLog
 from ecluse.auditevents import AuditEvent
 from ecluse.config import Settings
 from ecluse.sandbox import sandbox_for
-from ecluse.sandbox.cgroups import Cgroups
+from ecluse.sandbox.cgroups import CHECKS_PARENT, Cgroups
 from ecluse.sandbox.launcher import REFUSED_EVENT, STARTED_EVENT, Launcher
 from ecluse.sandbox.local import LocalSandbox
 
@@ -421,9 +421,11 @@ def test_a_check_whose_caller_goes_away_is_stopped(launch_settings, launcher):
         while not check._children and time.monotonic() < deadline:
             time.sleep(0.05)
         [sid] = list(check._children)
-        while not Cgroups(sid).pids() and time.monotonic() < deadline:  # sleep is running
-            time.sleep(0.05)
-        assert Cgroups(sid).pids()
+        # in the checks' own cgroup, not the workspaces'
+        assert not Cgroups(sid).exists()
+        while not Cgroups(sid, parent=CHECKS_PARENT).pids() and time.monotonic() < deadline:
+            time.sleep(0.05)  # sleep is running
+        assert Cgroups(sid, parent=CHECKS_PARENT).pids()
     finally:
         client.kill()
         client.wait(10)
@@ -431,7 +433,7 @@ def test_a_check_whose_caller_goes_away_is_stopped(launch_settings, launcher):
     while Path(f"/run/ecluse/sandboxes/{sid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/run/ecluse/sandboxes/{sid}").exists()
-    assert not Cgroups(sid).exists()
+    assert not Cgroups(sid, parent=CHECKS_PARENT).exists()
     assert check._children == {}
 
 

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Project, Quota
-from ..sandbox import Mount, SandboxSpec, UserIdentity, backend_class
+from ..sandbox import Mount, SandboxSpec, UserIdentity
+from ..sandbox.local import check_sandboxes
 from ..sandbox.remote import LauncherSandbox
 from .checkjob import LEDGER_DIR, LEDGER_FILE, RESULT_MARK
 from .checks import unjudged
@@ -92,11 +93,22 @@ class SandboxChecker:
                     "sandbox.launcher_socket (the sandbox launcher), run the airlock "
                     "as root, or set airlock.check_runner: process (development only: the "
                     "service then parses untrusted files in its own processes)")
-            backend = backend_class("local")(settings=settings)
+            backend = check_sandboxes(settings)
         self.backend = backend
         self.user = UserIdentity(conf.check_user, conf.check_uid, conf.check_gid)
         self.timeout = conf.check_timeout
         self._slots = threading.BoundedSemaphore(max(1, concurrency or conf.check_processes or 1))
+
+    def shutdown(self) -> None:
+        """The airlock is stopping: stop the check sandboxes running now. Their threads
+        see them end and release them (the files stay ``checking``: the next start
+        checks them again). Through the launcher nothing is needed: it stops the
+        checks of a caller that goes away."""
+        kill = getattr(self.backend, "kill_running", None)
+        if kill is not None:
+            stopped = kill()
+            if stopped:
+                log.info("stopped %d running check sandbox(es)", len(stopped))
 
     # ----------------------------------------------------------- the job
 
@@ -248,9 +260,6 @@ class SandboxChecker:
         if isinstance(payload.get("proposal"), dict):
             out["proposal"] = payload["proposal"]
         return out
-
-    def shutdown(self) -> None:
-        """Nothing runs between calls (one sandbox per check)."""
 
 
 def _policy_data(policy: Any) -> Any:

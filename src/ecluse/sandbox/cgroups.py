@@ -26,6 +26,11 @@ V1_SHARES_PER_CPU = 1024
 V2_WEIGHT_PER_CPU = 100
 
 
+#: the parent cgroup of the airlock's one-shot check sandboxes, beside the workspaces'
+#: (``ecluse``): checks run in the background and weigh little (:class:`Cgroups`)
+CHECKS_PARENT = "ecluse-checks"
+
+
 def parent_cpu_cores() -> int:
     """The weight of the sandboxes' parent cgroup, in busy processes' worth.
 
@@ -65,13 +70,17 @@ class Cgroups:
     V1_CONTROLLERS = ("memory", "pids", "cpu")
 
     def __init__(self, sandbox_id: str, *, parent: str = "ecluse", root: Path = CGROUP_FS,
-                 version: int | None = None):
+                 version: int | None = None, parent_weight: float | None = None):
         if "/" in sandbox_id or sandbox_id in ("", ".", ".."):
             raise ValueError(f"bad sandbox id {sandbox_id!r}")
         self.id = sandbox_id
         self.root = Path(root)
         self.parent = parent
         self.version = version or detect(self.root)
+        #: the parent's CPU weight in busy processes' worth (None: one per core,
+        #: :func:`parent_cpu_cores`); the airlock's checks weigh a fraction of one
+        #: process, so that under contention the API answers first (issue 21 item 1)
+        self.parent_weight = parent_cpu_cores() if parent_weight is None else parent_weight
 
     # ------------------------------------------------------------------ paths
 
@@ -108,7 +117,8 @@ class Cgroups:
             d.mkdir()
         # CPU under contention: sandboxes together weigh one busy process per
         # core against the host; each sandbox in proportion to its quota
-        _write_if_changed(cpu.parent / "cpu.shares", V1_SHARES_PER_CPU * parent_cpu_cores())
+        _write_if_changed(cpu.parent / "cpu.shares",
+                          max(2, int(V1_SHARES_PER_CPU * self.parent_weight)))
         _write(cpu / "cpu.shares", max(2, int(limits.cpu * V1_SHARES_PER_CPU)))
         _write(mem / "memory.limit_in_bytes", limits.memory)
         if (mem / "memory.memsw.limit_in_bytes").exists():  # no swap beyond the limit
@@ -129,7 +139,7 @@ class Cgroups:
             parent.mkdir(exist_ok=True)
         _enable_controllers(self.root, parent)
         _write_if_changed(parent / "cpu.weight",
-                          min(10000, V2_WEIGHT_PER_CPU * parent_cpu_cores()))
+                          min(10000, max(1, int(V2_WEIGHT_PER_CPU * self.parent_weight))))
         d.mkdir()
         _write(d / "cpu.weight", min(10000, max(1, int(limits.cpu * V2_WEIGHT_PER_CPU))))
         _write(d / "memory.max", limits.memory)

@@ -75,8 +75,9 @@ from ..audit import AuditLog
 from ..auditevents import AuditEvent, is_event
 from ..config import Project, Quota
 from ..settings.airlock import airlock_settings
-from . import backend_class, get_backend, sandbox_python_env, user_site_venv_cfg
+from . import get_backend, sandbox_python_env, user_site_venv_cfg
 from .base import Mount, SandboxError, SandboxSpec, UserIdentity
+from .local import check_sandboxes
 
 log = logging.getLogger("ecluse.sandbox.launcher")
 
@@ -465,10 +466,7 @@ class Launcher:
             audit = AuditLog.from_settings(settings)
         self.audit = audit
         self.backend = backend or get_backend(settings)
-        # check sandboxes run the airlock's own code: this installation's environment
-        sb = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
-        self.check_backend = check_backend or backend_class("local")(
-            settings=settings.model_copy(update={"sandbox": sb}))
+        self.check_backend = check_backend or check_sandboxes(settings)
         self.owners: dict[str, tuple[str, dict[str, Any]]] = {}
         self.mount_fds: dict[str, list[int]] = {}
         self.handlers: set[asyncio.Task[Any]] = set()

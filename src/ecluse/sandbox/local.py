@@ -55,7 +55,7 @@ from .base import (
     planned_mounts,
     sandbox_env,
 )
-from .cgroups import CGROUP_FS, Cgroups, Limits, detect, list_ids
+from .cgroups import CGROUP_FS, CHECKS_PARENT, Cgroups, Limits, detect, list_ids
 from .network import Subnet
 from .quota import ensure_project_volume
 from .seccomp import build
@@ -108,6 +108,7 @@ def teardown_host_network(runtime_dir: str | os.PathLike = "/run/ecluse", *,
         if addr:
             network.delete_unreachable_route_for(addr)
         _remove_cgroup_parents(cgroup_parent)
+        _remove_cgroup_parents(CHECKS_PARENT)
         logs = rt / "logs"
         if os.path.isdir(logs):
             for sid in os.listdir(logs):
@@ -392,6 +393,11 @@ class LocalSandbox(Sandbox):
     setpriv = Unicode("/usr/bin/setpriv", help="util-linux setpriv, run inside.").tag(config=True)
     nsenter = Unicode("/usr/bin/nsenter", help="util-linux nsenter.").tag(config=True)
     cgroup_parent = Unicode("ecluse", help="Parent cgroup of all sandboxes.").tag(config=True)
+    cgroup_parent_weight = Float(
+        None, allow_none=True,
+        help="CPU weight of the parent cgroup, in busy processes' worth (None: one per "
+        "core). The airlock's check sandboxes weigh a fraction of one (check_cpu_weight).",
+    ).tag(config=True)
     etc_entries = List(
         Unicode(), default_value=DEFAULT_ETC,
         help="Host /etc entries bound read-only (never shadow, ldap, ssh, pam or secrets).",
@@ -453,7 +459,8 @@ class LocalSandbox(Sandbox):
             if not Path(m.source).exists():
                 raise SandboxError(f"{m.target} is unavailable",
                                    log_message=f"extra mount source {m.source} does not exist")
-        cg = Cgroups(sandbox_id, parent=self.cgroup_parent)
+        cg = Cgroups(sandbox_id, parent=self.cgroup_parent,
+                     parent_weight=self.cgroup_parent_weight)
         meta: dict[str, Any] = {
             "backend": "local",
             "id": sandbox_id,
@@ -762,6 +769,17 @@ class LocalSandbox(Sandbox):
 
     # ----------------------------------------------------------------- stop
 
+    def kill_running(self) -> list[str]:
+        """Kill every process of the sandboxes this instance started and still waits
+        for (from any thread): each waiting ``run`` then sees its sandbox end and
+        releases it as usual. For a service stopping (the root airlock's checks):
+        nothing is left registered behind it. Returns the ids."""
+        ids = list(self._children)
+        for sid in ids:
+            with contextlib.suppress(OSError):
+                Cgroups(sid, parent=self.cgroup_parent).kill_all()
+        return ids
+
     async def terminate(self, state: dict[str, Any], grace: float | None = None) -> None:
         """SIGTERM the command (PID 2 inside), wait ``grace``, then kill everything."""
         if grace is None:
@@ -892,18 +910,32 @@ class LocalSandbox(Sandbox):
                 slot = int(iface[len(network.VETH_PREFIX):] or -1)
                 if slot not in slots:
                     network.remove_allowed(iface)
-            for sid in list_ids(self.cgroup_parent):
-                if sid not in live:
-                    cg = Cgroups(sid, parent=self.cgroup_parent)
-                    cg.kill_all()
-                    cg.remove()
-                    removed.append(sid)
+            # the check sandboxes' parent too: one registry holds both kinds
+            for parent in dict.fromkeys((self.cgroup_parent, CHECKS_PARENT)):
+                for sid in list_ids(parent):
+                    if sid not in live:
+                        cg = Cgroups(sid, parent=parent)
+                        cg.kill_all()
+                        cg.remove()
+                        removed.append(sid)
             logs = self._rt / "logs"
             for name in os.listdir(logs) if logs.is_dir() else []:
                 if (logs / name).is_dir() and name not in live:
                     _remove_log_fs(self._rt, name)
             if not live:
                 network.delete_table()
+
+
+def check_sandboxes(settings: Any) -> LocalSandbox:
+    """The local backend of the airlock's one-shot check sandboxes: the checker is the
+    airlock's own code (this installation's Python), and the sandboxes share the
+    :data:`~ecluse.sandbox.cgroups.CHECKS_PARENT` cgroup, which weighs
+    ``airlock.check_cpu_weight`` busy processes: checks run in the background and, on
+    a busy host, yield the CPU to the API and the workspaces (issue 21 item 1)."""
+    sandbox = settings.sandbox.model_copy(update={"python_env": Path(sys.prefix)})
+    return LocalSandbox(settings=settings.model_copy(update={"sandbox": sandbox}),
+                        cgroup_parent=CHECKS_PARENT,
+                        cgroup_parent_weight=airlock_settings(settings).check_cpu_weight)
 
 
 def _own(path: Path, uid: int, gid: int, mode: int) -> None:

@@ -165,6 +165,13 @@ class AirlockSettings(BaseModel):
         64900, ge=1000, description="gid of the check sandbox (and of the file copy it reads)."
     )
     check_cpu: float = Field(1.0, gt=0, le=64, description="CPU cores of one check sandbox.")
+    check_cpu_weight: float = Field(
+        0.125, gt=0, le=64,
+        description="CPU weight of all check sandboxes together when the host is busy, in "
+        "busy processes' worth (the workspaces weigh one per core): checks run in the "
+        "background and yield to the API and the workspaces; alone they use check_cpu "
+        "each.",
+    )
     check_memory: int = Field(
         2 * 1024**3, ge=64 * 1024**2,
         description="Memory limit of one check sandbox in bytes, or with a unit (e.g. 2G); "
