@@ -4,7 +4,10 @@ Starts JupyterHub + configurable-http-proxy + the hub-managed airlock on
 loopback (the test stack of ``tests/airlock/hubstack.py``), then runs
 ``--clients`` concurrent clients (aiohttp), each doing ``--rounds`` rounds of:
 list its requests, create a request, upload a small CSV (checked by
-``ecluse.sdc``). Baseline: the same clients calling the hub's own
+``ecluse.sdc``). Each client is a researcher of their own (``--researchers``,
+default one per client); ``--researchers 2`` is the earlier workload, where the
+clients shared two researchers and each list carried eight clients' requests.
+Baseline: the same clients calling the hub's own
 token-authenticated ``GET /hub/api/user`` through the same proxy.
 
 Then (``--upload-mb``, default 1) the same clients upload a CSV table of that
@@ -26,9 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +47,15 @@ from tests.airlock.hubstack import AirlockHub  # noqa: E402
 
 CSV = b"sex,age_band,n\nF,18-40,25\nF,41-65,13\nM,18-40,31\nM,41-65,40\n"
 RESEARCHERS = ["alice", "bob"]
+
+
+def researchers(n: int) -> list[str]:
+    """``n`` researchers of the project: alice and bob, then r03, r04... added to the
+    stack's users (hub groups from the test double's table)."""
+    names = RESEARCHERS[:n] + [f"r{i:02d}" for i in range(len(RESEARCHERS) + 1, n + 1)]
+    for name in names:
+        hubstack.USERS.setdefault(name, ["cardio-los"])
+    return names
 
 
 def big_csv(mb: float) -> bytes:
@@ -127,24 +141,31 @@ async def airlock_client(base: str, token: str, rounds: int, samples: dict) -> N
                 headers={"Content-Type": "application/octet-stream"}))
 
 
-async def hub_client(url: str, token: str, rounds: int, samples: dict) -> None:
+async def hub_client(url: str, token: str, rounds: int, samples: dict,
+                     path: str = "/hub/api/user") -> None:
+    """``rounds`` x 3 GETs of ``url + path`` (the hub's own API), or one when 0."""
     async with aiohttp.ClientSession(headers={"Authorization": f"token {token}"}) as s:
-        for _ in range(rounds * 3):
-            await _timed(samples, "hub", s.get(f"{url}/hub/api/user"))
+        for _ in range(rounds * 3 or 1):
+            await _timed(samples, "hub", s.get(f"{url}{path}"))
 
 
 async def run(hub: AirlockHub, clients: int, rounds: int, big_rounds: int = 0,
-              upload_mb: float = 1.0) -> dict:
-    tokens = [hub.token(RESEARCHERS[i % len(RESEARCHERS)]) for i in range(clients)]
+              upload_mb: float = 1.0, settle: bool = True,
+              names: list[str] = RESEARCHERS) -> dict:
+    tokens = [hub.token(names[i % len(names)]) for i in range(clients)]
     base = f"{hub.airlock_url}/api/v1"
-    # warm-up (token caches, connections, first sdc import)
+    # warm-up: the first sdc import, and each client's token once (the airlock checks a
+    # token at the hub on its first use and then keeps it cached: a one-off round trip
+    # per token, which the steady state measured below does not have)
     await asyncio.gather(*(airlock_client(base, t, 1, {}) for t in tokens[:2]))
+    await asyncio.gather(*(hub_client(f"{base}/requests", t, 0, {}, path="") for t in tokens))
     out: dict = {}
     samples: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     await asyncio.gather(*(airlock_client(base, t, rounds, samples) for t in tokens))
     out["airlock_wall"] = time.perf_counter() - t0
-    out["settle"] = await _settle_all(base, samples.pop("rids", []))
+    rids = samples.pop("rids", [])
+    out["settle"] = await _settle_all(base, rids) if settle else None
     out["airlock"] = samples
     hub_samples: dict[str, list[float]] = {}
     t0 = time.perf_counter()
@@ -198,16 +219,37 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--upload-mb", type=float, default=1.0)
     ap.add_argument("--big-rounds", type=int, default=4)
+    ap.add_argument("--researchers", type=int, default=0,
+                    help="researchers the clients act for (default: one per client)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="the airlock's worker threads (airlock.workers; default: its own)")
+    ap.add_argument("--no-launcher", action="store_true",
+                    help="the airlock (root in this stack) starts the check sandboxes "
+                    "itself, in its own process, instead of asking the sandbox launcher")
+    ap.add_argument("--skip-settle", action="store_true",
+                    help="do not wait for the background checks' verdicts (quicker runs "
+                    "while tuning; the checks still run beside the API)")
     ap.add_argument("--check-before-answer", action="store_true",
                     help="check_in_background: false (each upload answers after its check)")
     args = ap.parse_args()
+    launcher_dir = None
+    if not args.no_launcher:
+        # as deployed: the airlock asks the sandbox launcher (its own process) for each
+        # check sandbox; without it the stack's root airlock starts them itself
+        launcher_dir = Path(tempfile.mkdtemp(prefix="ecluse-bench-launcher-"))
+        hubstack.ECLUSE_YAML["sandbox"] = {
+            "launcher_socket": str(launcher_dir / "launcher.sock"),
+            "launcher_callers": {"hub": "root", "airlock": "root"}}
     # every client's uploads must fit in the stack's per-user staging quota
     hubstack.ECLUSE_YAML["airlock"]["staging_quota_bytes"] = "64G"
+    if args.workers:
+        hubstack.ECLUSE_YAML["airlock"]["workers"] = args.workers
     # the deployment's default: uploads answer once stored, checked in the background
     # (the test stack turns it off for tests that read a verdict from the answer)
     hubstack.ECLUSE_YAML["airlock"]["check_in_background"] = not args.check_before_answer
     # a SIGTERM (timeout, kill) still stops the stack in the finally below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    names = researchers(args.researchers or args.clients)  # the hub's users, before it starts
     hub = AirlockHub()
     try:
         t0 = time.perf_counter()
@@ -219,13 +261,16 @@ def main() -> int:
               f"{conf.check_processes}, check_in_background={conf.check_in_background}, "
               f"group_cache_seconds={conf.group_cache_seconds}, workers={conf.workers}")
         res = asyncio.run(run(hub, args.clients, max(1, args.rounds), args.big_rounds,
-                              args.upload_mb))
+                              args.upload_mb, settle=not args.skip_settle,
+                              names=names))
     finally:
         hub.stop()
+        if launcher_dir is not None:
+            shutil.rmtree(launcher_dir, ignore_errors=True)
     n_air = sum(len(v) for v in res["airlock"].values())
     n_hub = len(res["hub"]["hub"])
     print(f"\nairlock API, {args.clients} concurrent clients x {args.rounds} rounds "
-          f"(list + create + upload):")
+          f"(list + create + upload), {len(names)} researchers:")
     print(f"{'operation':<10} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     for op in ("list", "create", "upload"):
         v = res["airlock"].get(op, [])
@@ -241,8 +286,9 @@ def main() -> int:
     all_air = [x for v in res["airlock"].values() for x in v]
     print(f"ratio airlock/hub: p50 latency x{pct(all_air, 50) / pct(hv, 50):.2f}, "
           f"throughput x{air_rps / hub_rps:.2f}")
-    print(f"every upload had its verdict {res['settle']:.1f}s after the last one answered "
-          "(background checks)")
+    if res["settle"] is not None:
+        print(f"every upload had its verdict {res['settle']:.1f}s after the last one answered "
+              "(background checks)")
     print(f"of which: one ecluse.sdc check of the uploaded CSV costs {sdc_cost_ms():.1f} ms CPU "
           f"({len(res['airlock'].get('upload', []))} uploads on {os.cpu_count()} cores)")
     if "big" in res:

@@ -64,6 +64,7 @@ from .auditkeys import (
     default_key_dir,
     ensure_keys,
     load_keys,
+    open_append,
     read_checkpoints,
 )
 from .sqlite import sqlite_pragmas
@@ -93,6 +94,12 @@ audit_table = Table(
 )
 
 FIELDS = ("seq", "ts", "event", "actor", "project", "outcome", "details", "prev_hash")
+
+#: the statements every record runs, built once: each writer of the platform holds its
+#: write lock while it records (issue 21 item 1: the airlock's throughput)
+_HEAD = (select(audit_table.c.seq, audit_table.c.hash)
+         .order_by(audit_table.c.seq.desc()).limit(1))
+_INSERT = audit_table.insert()
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ class AuditLog:
         self.engine = create_engine(database_url, future=True)
         self._sqlite = self.engine.dialect.name == "sqlite"
         if self._sqlite:
-            # busy_timeout first: switching to WAL waits for a writer starting alongside
+            # the WAL switch is retried while a writer starting alongside holds the file
             sqlite_pragmas(self.engine, "busy_timeout=10000", "journal_mode=WAL",
                            "synchronous=NORMAL", begin="BEGIN IMMEDIATE")
         metadata.create_all(self.engine)
@@ -305,11 +312,7 @@ class AuditLog:
 
     @staticmethod
     def _head(conn: Any) -> Any:
-        return conn.execute(
-            select(audit_table.c.seq, audit_table.c.hash)
-            .order_by(audit_table.c.seq.desc())
-            .limit(1)
-        ).first()
+        return conn.execute(_HEAD).first()
 
     def record(
         self,
@@ -356,19 +359,11 @@ class AuditLog:
         else:
             digest = record_mac(self.keys, rec)
         rec = AuditRecord(seq, ts, event, actor, project, outcome, details, prev, digest)
-        conn.execute(
-            audit_table.insert().values(
-                seq=seq,
-                ts=ts,
-                event=event,
-                actor=actor,
-                project=project,
-                outcome=outcome,
-                details=json.dumps(details, sort_keys=True, ensure_ascii=False),
-                prev_hash=prev,
-                hash=digest,
-            )
-        )
+        conn.execute(_INSERT, {
+            "seq": seq, "ts": ts, "event": event, "actor": actor, "project": project,
+            "outcome": outcome, "details": json.dumps(details, sort_keys=True, ensure_ascii=False),
+            "prev_hash": prev, "hash": digest,
+        })
         # mirror and checkpoint inside the transaction: their order follows the
         # chain, and a failed checkpoint rolls the record back (fail closed)
         self._mirror(rec)
@@ -389,8 +384,7 @@ class AuditLog:
     def _mirror(self, rec: AuditRecord) -> None:
         if not self.jsonl_path:
             return
-        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = open_append(self.jsonl_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, (json.dumps(rec.to_dict(), ensure_ascii=False) + "\n").encode())

@@ -340,6 +340,18 @@ class CheckpointSink:
         """Release what the sink holds open (nothing by default)."""
 
 
+def open_append(path: Path, folder_mode: int = 0o777) -> int:
+    """``path`` opened to append (0600), its folder made (``folder_mode``) only when
+    missing: one system call per record, not a ``mkdir`` each time (every writer of the
+    platform writes its audit record while it holds its write lock)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    try:
+        return os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=folder_mode)
+        return os.open(path, flags, 0o600)
+
+
 class FileCheckpointSink(CheckpointSink):
     """Appends one checkpoint per line to a file outside the state directory."""
 
@@ -348,8 +360,7 @@ class FileCheckpointSink(CheckpointSink):
 
     def write(self, line: str) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_append(self.path, folder_mode=0o700)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 data = (line + "\n").encode()

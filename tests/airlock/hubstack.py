@@ -80,7 +80,7 @@ def airlock_config(directory: Path) -> Path:
     # these tests read each upload's verdict from its answer: checked before it answers
     # (background checks: tests/airlock/test_service_background.py, the export flow)
     data["airlock"].setdefault("check_in_background", False)
-    data["sandbox"] = {"idle_timeout": 0}
+    data["sandbox"] = {"idle_timeout": 0, **data.get("sandbox", {})}
     data["dask"] = {"gateway": False}
     cfg = directory / "ecluse.yaml"
     cfg.write_text(yaml.safe_dump(data))

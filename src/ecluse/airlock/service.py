@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, bindparam, case, func, not_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload
 
@@ -106,6 +106,46 @@ class FileContent:
     size: int
     purpose: str
     chunks: Iterator[bytes]
+
+
+# The statements of the API's most frequent calls, built once with their parameters
+# bound at each call: an upload runs them inside the database's write lock (issue 21
+# item 1: throughput), where building a statement anew cost about as much as running it.
+
+_REQUEST = select(Request).where(Request.id == bindparam("request_id"))
+_LOCK_REQUEST = _REQUEST.with_for_update()
+
+#: how many files the current version has, and whether one is named ``name``
+_ROOM = select(
+    func.count(File.id), func.max(case((File.name == bindparam("name"), 1), else_=0))
+).where(File.request_id == bindparam("request_id"), File.version == bindparam("version"))
+
+_FILE_NAMED = select(File).where(
+    File.request_id == bindparam("request_id"), File.version == bindparam("version"),
+    File.name == bindparam("name"))
+
+
+def _staged(replacing: bool) -> Any:
+    """A user's staged bytes (:meth:`AirlockService._staged_bytes`): the distinct objects
+    of the files of ``user``'s open requests, without the file ``name`` of the current
+    version of request ``rid`` when ``replacing``; and whether ``sha256`` is one."""
+    held = [Request.requester == bindparam("user"),
+            Request.state.not_in([st.value for st in FINAL_STATES]),
+            Request.purged_at.is_(None)]
+    if replacing:
+        held.append(not_(and_(File.request_id == bindparam("rid"),
+                              File.name == bindparam("name"),
+                              File.version == Request.version)))
+    objects = (
+        select(File.sha256.label("sha256"), func.max(File.size).label("size"))
+        .join(Request, File.request_id == Request.id).where(*held)
+        .group_by(File.sha256).subquery()
+    )
+    return select(func.coalesce(func.sum(objects.c.size), 0),
+                  func.max(case((objects.c.sha256 == bindparam("sha256"), 1), else_=0)))
+
+
+_STAGED = {replacing: _staged(replacing) for replacing in (False, True)}
 
 
 class AirlockService:
@@ -329,10 +369,8 @@ class AirlockService:
     def _load(self, session: Session, request_id: str, *, lock: bool = False) -> Request:
         if not isinstance(request_id, str) or not request_id.startswith(REQUEST_ID_PREFIX):
             raise NotFound(f"no request {str(request_id)[:40]!r}")
-        q = select(Request).where(Request.id == request_id)
-        if lock:
-            q = q.with_for_update()
-        req = session.scalars(q).first()
+        req = session.scalars(_LOCK_REQUEST if lock else _REQUEST,
+                              {"request_id": request_id}).first()
         if req is None:
             raise NotFound(f"no request {request_id}")
         return req
@@ -358,13 +396,13 @@ class AirlockService:
     def _history(
         self, session: Session, req: Request, user: Identity, action: str, before: str,
         comment: str = "",
-    ) -> None:
-        session.add(
-            HistoryEntry(
-                request_id=req.id, actor=user.name, action=action, from_state=before,
-                to_state=req.state, version=req.version, comment=comment, ts=utcnow(),
-            )
+    ) -> HistoryEntry:
+        entry = HistoryEntry(
+            request_id=req.id, actor=user.name, action=action, from_state=before,
+            to_state=req.state, version=req.version, comment=comment, ts=utcnow(),
         )
+        session.add(entry)
+        return entry
 
     def _audit(self, event: str, user: Identity, req: Request | None, **details: Any) -> None:
         outcome = details.pop("outcome", "success")
@@ -412,16 +450,20 @@ class AirlockService:
             me = user.person
         now = utcnow()
         with self._tx() as s:
+            # its collections start empty, so the answer is built from this object
+            # without reading anything back (the API's most frequent write)
             req = Request(
                 id=REQUEST_ID_PREFIX + secrets.token_hex(8), project=project,
                 requester=user.name, requester_dn=me.dn, requester_uid_number=me.uid_number,
                 title=title, justification=justification,
                 state=State.DRAFT.value, version=1, created_at=now, updated_at=now,
+                files=[], reviews=[], history=[], file_decisions=[],
             )
             s.add(req)
-            self._history(s, req, user, "create", "", "")
+            req.history.append(self._history(s, req, user, "create", "", ""))
             self._later(s, EVENTS["create"], user, req, title=title)
-        return self.get_request(user, req.id, record_view=False)
+        # after the commit, outside the write lock: nothing here reads the database
+        return self._detail(req, user, require_view(user, req, self._project(req.project)))
 
     def list_requests(
         self, user: Identity, *, scope: str = "mine", state: str | None = None,
@@ -520,50 +562,59 @@ class AirlockService:
         ``expected_bytes`` (the body's length, when known) is checked against what is
         left of the user's staging quota; a user already at their quota is refused.
         """
+        return self._preflight(user, request_id, filename, expected_bytes)[0]
+
+    def start_upload(
+        self, user: Identity, request_id: str, filename: Any, *,
+        expected_bytes: int | None = None,
+    ) -> tuple[str, StagingWriter]:
+        """:meth:`check_can_add_file` and :meth:`upload_writer` in one read: the clean
+        name, and the writer for it (the API's upload asks both before the body)."""
+        name, used = self._preflight(user, request_id, filename, expected_bytes)
+        return name, self._writer(user, request_id, name, used)
+
+    def _preflight(
+        self, user: Identity, request_id: str, filename: Any, expected_bytes: int | None,
+    ) -> tuple[str, int]:
+        """The clean name and the bytes the user's open requests hold besides it."""
         name = clean_filename(filename)
         with self._guard(user, "add_file", request_id), self.sessions() as s:
             req = self._load(s, request_id)
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
             self._check_room(s, req, name)
-            used = sum(self._staged_by(s, user.name, (request_id, name)).values())
+            used, _ = self._staged_bytes(s, user.name, (request_id, name))
         incoming = max(expected_bytes or 0, 1)
         if used + incoming > self.settings.staging_quota_bytes:
             raise self._quota_refusal(user, request_id, name, used, incoming)
-        return name
+        return name, used
 
     # ------------------------------------------------------------ staging quota
 
     @staticmethod
-    def _staged_by(
-        s: Session, user_name: str, replacing: tuple[str, str] | None = None
-    ) -> dict[str, int]:
-        """What counts against a user's staging quota: sha256 -> size of the distinct
-        staged objects of the files (every version) of their open requests.
+    def _staged_bytes(
+        s: Session, user_name: str, replacing: tuple[str, str] | None = None,
+        sha256: str | None = None,
+    ) -> tuple[int, bool]:
+        """What counts against a user's staging quota, counted by the database: the bytes
+        of the distinct staged objects of the files (every version) of their open
+        requests, and whether ``sha256`` is one of them.
 
         Requests in a final state do not count: released files have left (their
         staged copy is the release record), withdrawn and rejected ones are deleted
         by the purge. Identical bytes count once (they are stored once).
         ``replacing`` (request id, file name): leave out the file of that name in the
-        request's current version, which the upload would replace."""
-        rows = s.execute(
-            select(File.sha256, File.size, File.request_id, File.name, File.version,
-                   Request.version)
-            .join(Request, File.request_id == Request.id).where(
-                Request.requester == user_name,
-                Request.state.not_in([st.value for st in FINAL_STATES]),
-                Request.purged_at.is_(None),
-            )
-        ).all()
-        return {
-            sha: int(size) for sha, size, rid, name, version, current in rows
-            if not (replacing == (rid, name) and version == current)
-        }
+        request's current version, which the upload would replace. One row whatever
+        the number of files: it runs inside every upload's write transaction."""
+        rid, name = replacing or ("", "")
+        used, seen = s.execute(_STAGED[replacing is not None], {
+            "user": user_name, "rid": rid, "name": name, "sha256": sha256 or ""}).one()
+        return int(used or 0), bool(seen)
 
     def staging_used(self, user: Identity) -> dict[str, int]:
         """The user's staging quota: ``{"quota", "used", "free"}`` in bytes."""
         with self.sessions() as s:
-            used = sum(self._staged_by(s, user.name).values())
+            used, _ = self._staged_bytes(s, user.name)
         quota = self.settings.staging_quota_bytes
         return {"quota": quota, "used": used, "free": max(0, quota - used)}
 
@@ -595,7 +646,10 @@ class AirlockService:
         """A staging writer for ``name`` that stops (and keeps nothing) as soon as the
         bytes received pass what is left of the user's staging quota."""
         with self.sessions() as s:
-            used = sum(self._staged_by(s, user.name, (request_id, name)).values())
+            used, _ = self._staged_bytes(s, user.name, (request_id, name))
+        return self._writer(user, request_id, name, used)
+
+    def _writer(self, user: Identity, request_id: str, name: str, used: int) -> StagingWriter:
         return self.staging.writer(
             max_bytes=self.settings.max_file_bytes,
             room=self.settings.staging_quota_bytes - used,
@@ -603,17 +657,9 @@ class AirlockService:
         )
 
     def _check_room(self, s: Session, req: Request, name: str) -> None:
-        count = s.scalar(
-            select(func.count(File.id)).where(
-                File.request_id == req.id, File.version == req.version
-            )
-        )
-        exists = s.scalar(
-            select(File.id).where(
-                File.request_id == req.id, File.version == req.version, File.name == name
-            )
-        )
-        if exists is None and (count or 0) >= self.settings.max_files_per_request:
+        count, exists = s.execute(
+            _ROOM, {"request_id": req.id, "version": req.version, "name": name}).one()
+        if not exists and (count or 0) >= self.settings.max_files_per_request:
             raise PolicyViolation(
                 f"request {req.id} already has {count} files (the most one request may carry)"
             )
@@ -657,20 +703,17 @@ class AirlockService:
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
             self._check_room(s, req, name)
-            staged = self._staged_by(s, user.name, (request_id, name))
-            if sha256 not in staged and sum(staged.values()) + size > (
+            used, staged = self._staged_bytes(s, user.name, (request_id, name), sha256)
+            if not staged and used + size > (
                     self.settings.staging_quota_bytes):  # concurrent uploads of one user
                 if s.scalar(select(File.id).where(File.sha256 == sha256).limit(1)) is None:
                     self.staging.delete(sha256)
-                raise self._quota_refusal(user, request_id, name, sum(staged.values()), size)
+                raise self._quota_refusal(user, request_id, name, used, size)
             if not self.staging.exists(sha256):  # purged while it was being checked
                 raise NotFound(f"the staged copy of {name} is gone; upload it again",
                                log_message=f"object {sha256} vanished before attach")
-            old = s.scalars(
-                select(File).where(
-                    File.request_id == req.id, File.version == req.version, File.name == name
-                )
-            ).first()
+            old = s.scalars(_FILE_NAMED, {"request_id": req.id, "version": req.version,
+                                          "name": name}).first()
             replaced_sha = old.sha256 if old is not None else None
             if replacing is not None and replaced_sha != replacing:
                 raise InvalidTransition(
@@ -693,7 +736,6 @@ class AirlockService:
             s.add(f)
             req.updated_at = utcnow()
             s.flush()
-            s.refresh(req, ["files"])
             fid = f.id
             self._later(
                 s, EVENTS["file_add"], user, req, version=req.version, file=name,
@@ -705,8 +747,9 @@ class AirlockService:
         if later:
             assert self.checks is not None
             self.checks.submit(fid, sha256)  # its end judges the set (_check_in_background)
-        else:
-            self._redifference(request_id)
+            # the file as recorded (``checking``), from the committed objects: no read
+            return self._file(f, file_views(user, req, self._project(req.project), f.version))
+        self._redifference(request_id)  # may change the file's verdict: read it back
         with self.sessions() as s:
             req = self._load(s, request_id)
             f = s.get(File, fid)
@@ -934,11 +977,8 @@ class AirlockService:
             req = self._load(s, request_id, lock=True)
             require_view(user, req, self._project(req.project))
             require_editable(user, req)
-            f = s.scalars(
-                select(File).where(
-                    File.request_id == req.id, File.version == req.version, File.name == name
-                )
-            ).first()
+            f = s.scalars(_FILE_NAMED, {"request_id": req.id, "version": req.version,
+                                        "name": name}).first()
             if f is None:
                 raise NotFound(f"request {req.id} has no file {name!r} in version {req.version}")
             sha = f.sha256

@@ -257,6 +257,11 @@ class HubServiceHandler(HubAuthFromSettings, HubAuthenticated, web.RequestHandle
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
 
+    def compute_etag(self) -> None:
+        """No ETag: every answer is ``Cache-Control: no-store``, so nobody revalidates,
+        and hashing each body cost the event loop time on every read (issue 21 item 1)."""
+        return None
+
     # ------------------------------------------------------------ errors
 
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[override]

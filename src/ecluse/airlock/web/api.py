@@ -440,12 +440,8 @@ class FilesHandler(APIHandler):
                     "multipart/form-data body)"
                 )
             raw = int(length) if length and length.isdigit() else None
-            self.filename = await self.run(
-                self.service.check_can_add_file, me, request_id, name, expected_bytes=raw
-            )
-            self.writer = await self.run(
-                self.service.upload_writer, me, request_id, self.filename
-            )
+            self.filename, self.writer = await self.run(
+                self.service.start_upload, me, request_id, name, expected_bytes=raw)
 
     def data_received(self, chunk: bytes) -> None:
         if self._upload_error is not None:
@@ -478,13 +474,17 @@ class FilesHandler(APIHandler):
             if self.writer is None or self.filename is None:
                 raise InvalidInput("body: the multipart body has no file part with a filename")
         assert self.writer is not None and self.filename is not None
-        sha, size = await self.run(self.writer.commit)
+        writer, name = self.writer, self.filename
+        supporting = self.get_query_argument("supporting", None)
+
+        def store() -> dict[str, Any]:  # one trip to a worker thread, not two
+            sha, size = writer.commit()
+            return self.service.attach_file(me, request_id, name, sha, size,
+                                            supporting=supporting)
+
         # with background checks the file is recorded ``checking`` and checked afterwards
         attach = self.run if self.service.checks is not None else self.run_checking
-        data = await attach(self.service.attach_file, me, request_id, self.filename,
-                                       sha, size,
-                                       supporting=self.get_query_argument("supporting", None))
-        self.send(data, 201)
+        self.send(await attach(store), 201)
 
     async def delete(self, request_id: str) -> None:
         me = self.require_identity()
@@ -565,12 +565,8 @@ class _MultipartFile(MultipartParts):
             filename = filename[2]
         filename = _strip_quotes(str(filename))
         me = self.h.require_identity()
-        self.h.filename = self.h.service.check_can_add_file(
-            me, self.h.path_kwargs["request_id"], filename
-        )
-        self.h.writer = self.h.service.upload_writer(
-            me, self.h.path_kwargs["request_id"], self.h.filename
-        )
+        self.h.filename, self.h.writer = self.h.service.start_upload(
+            me, self.h.path_kwargs["request_id"], filename)
         self.active = True
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
