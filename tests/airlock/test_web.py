@@ -229,6 +229,40 @@ def test_errors_are_json_with_precise_messages(airlock_hub):
                              "invalid_input")
 
 
+def _multipart(disposition: bytes, data: bytes) -> tuple[bytes, dict[str, str]]:
+    """A ``multipart/form-data`` body of one file part whose ``Content-Disposition``
+    ends with ``disposition`` (built by hand: clients differ in how they name a file)."""
+    boundary = "ecluse-boundary-7c1f"
+    body = (f"--{boundary}\r\n".encode()
+            + b'Content-Disposition: form-data; name="file"; ' + disposition + b"\r\n"
+            + b"Content-Type: text/csv\r\n\r\n" + data + f"\r\n--{boundary}--\r\n".encode())
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_multipart_file_name_keeps_its_accents_however_it_is_encoded(airlock_hub):
+    """RFC 2231 (``filename*=UTF-8''...``, as curl and Python's email send it) and a
+    quoted UTF-8 name (as browsers send it) both give résultats.csv, on the upload and on
+    the dry run alike: one parser of the part's headers serves both."""
+    alice = airlock_hub.api("alice")
+    rid = _create(alice)
+    for i, disposition in enumerate((b"filename*=UTF-8''r%C3%A9sultats-0.csv",
+                                     'filename="résultats-1.csv"'.encode())):
+        body, headers = _multipart(disposition, Files.ok[1])
+        r = alice.post(f"/requests/{rid}/files", data=body, headers=headers)
+        assert r.status_code == 201 and r.json()["name"] == f"résultats-{i}.csv", r.text
+        r = alice.post("/check", params={"project": "cardio-los"}, data=body, headers=headers,
+                       timeout=120)
+        assert r.status_code == 200, r.text
+        assert [f["name"] for f in r.json()["files"]] == [f"résultats-{i}.csv"]
+    names = sorted(f["name"] for f in alice.get(f"/requests/{rid}").json()["files"])
+    assert names == ["résultats-0.csv", "résultats-1.csv"]
+    # a charset nobody knows is not guessed at: the name stays as sent, and is refused
+    # or kept by the same rules as any other name
+    body, headers = _multipart(b"filename*=x-nowhere''plain.csv", Files.ok[1])
+    r = alice.post(f"/requests/{rid}/files", data=body, headers=headers)
+    assert r.status_code == 201 and r.json()["name"] == "plain.csv", r.text
+
+
 # ---------------------------------------------------------------- pages
 
 

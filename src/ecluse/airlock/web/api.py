@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from typing import Any
 from urllib.parse import unquote
 
@@ -530,12 +531,16 @@ class MultipartParts:
         self.headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
         self._field = self._value = b""
 
-    def filename_param(self) -> Any:
-        """The part's ``filename`` parameter as :mod:`email` gives it (a string, an RFC
-        2231 tuple, or ``None`` for a part that is not a file)."""
+    def filename_param(self) -> str | None:
+        """The part's ``filename`` parameter, decoded (``None`` for a part that is not a
+        file): a quoted name as sent (browsers send UTF-8), an RFC 2231 one
+        (``filename*=UTF-8''r%C3%A9sultats.csv``) in the charset it names."""
         disp = Message()
         disp["content-disposition"] = self.headers.get("content-disposition", "")
-        return disp.get_param("filename", header="content-disposition")
+        filename = disp.get_param("filename", header="content-disposition")
+        if filename is None:
+            return None
+        return _strip_quotes(collapse_rfc2231_value(filename))
 
     def headers_finished(self) -> None:
         raise NotImplementedError
@@ -561,9 +566,6 @@ class _MultipartFile(MultipartParts):
         filename = self.filename_param()
         if filename is None:
             return
-        if isinstance(filename, tuple):  # RFC 2231 encoded
-            filename = filename[2]
-        filename = _strip_quotes(str(filename))
         me = self.h.require_identity()
         self.h.filename, self.h.writer = self.h.service.start_upload(
             me, self.h.path_kwargs["request_id"], filename)

@@ -13,7 +13,6 @@ per user at a time (429 otherwise).
 
 from __future__ import annotations
 
-from email.utils import collapse_rfc2231_value
 from typing import ClassVar
 from urllib.parse import unquote
 
@@ -22,7 +21,7 @@ from tornado import web
 
 from ..dryrun import DryRunFiles, dry_run, require_dry_run
 from ..errors import AirlockError, InvalidInput, TooLarge
-from .api import APIHandler, MultipartParts, _strip_quotes
+from .api import APIHandler, MultipartParts
 from .openapi import errors, ok
 
 #: the slack above the files' bytes a multipart body may carry (part headers)
@@ -166,8 +165,7 @@ class _Parts(MultipartParts):
         filename = self.filename_param()
         if filename is None:
             return
-        # RFC 2231 (filename*=UTF-8''...): decoded in its charset
-        self.files.begin(_strip_quotes(collapse_rfc2231_value(filename)))
+        self.files.begin(filename)
         self.active = True
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
