@@ -153,28 +153,44 @@ def _is_veth_drop(rule: dict) -> bool:
     return f'"{network.VETH_PREFIX}*"' in text and '"drop"' in text and '"iifname"' in text
 
 
+#: a chain of the test's own in our table, before the host's routing decision
+PRE_CHAIN = "test_first_day_pre"
+
+
 @contextmanager
 def recorded_drops() -> Iterator[callable]:
-    """Record every IPv4 packet from a sandbox veth that reaches one of the veth drop
-    rules of our table (input: before ``iifname "eclv*" drop``; forward: first), as
-    ``veth . source . destination . protocol`` in a dynamic set of our table. Yields
-    ``seen(veth)``; removes the set and its rules afterwards."""
+    """Record every IPv4 packet from a sandbox veth that tries to leave the workspace, as
+    ``veth . source . destination . protocol`` in a dynamic set of our table: one to the
+    host that reaches the input chain's ``iifname "eclv*" drop``, and one to any address
+    that is not the host's, as it arrives (a chain of its own on the prerouting hook).
+
+    Not at the forward chain: a host that does not forward (``net.ipv4.ip_forward=0``,
+    Debian's default) drops such a packet at its routing decision, before the forward
+    hook, and the recording saw nothing (a CI machine booted that way). Yields
+    ``seen(veth)``; removes the set, the chain and the rules afterwards."""
     if not network.table_exists():
         pytest.fail(f"no nftables table inet {network.TABLE}: the stack is not up")
-    record = (f'iifname "{network.VETH_PREFIX}*" meta nfproto ipv4 '
-              f"add @{SET} {{ iifname . ip saddr . ip daddr . meta l4proto }}")
+    what = "{ iifname . ip saddr . ip daddr . meta l4proto }"
+    record = f'iifname "{network.VETH_PREFIX}*" meta nfproto ipv4 add @{SET} {what}'
     subprocess.run(["nft", "add", "set", "inet", network.TABLE, SET,
                     "{ type ifname . ipv4_addr . ipv4_addr . inet_proto; flags dynamic; }"],
                    check=True)
     added: list[tuple[str, int]] = []
+    chain_made = False
     try:
-        for chain in ("input", "forward"):
-            drop = next(r for r in _rules(chain) if _is_veth_drop(r))
-            subprocess.run(f"nft insert rule inet {network.TABLE} {chain} position "
-                           f"{drop['handle']} {record} comment \"test_first_day\"",
-                           shell=True, check=True)
-            mine = [r for r in _rules(chain) if r.get("comment") == "test_first_day"]
-            added += [(chain, r["handle"]) for r in mine]
+        drop = next(r for r in _rules("input") if _is_veth_drop(r))
+        subprocess.run(f"nft insert rule inet {network.TABLE} input position "
+                       f"{drop['handle']} {record} comment \"test_first_day\"",
+                       shell=True, check=True)
+        added += [("input", r["handle"]) for r in _rules("input")
+                  if r.get("comment") == "test_first_day"]
+        subprocess.run(f"nft add chain inet {network.TABLE} {PRE_CHAIN} "
+                       "'{ type filter hook prerouting priority raw; policy accept; }'",
+                       shell=True, check=True)
+        chain_made = True
+        subprocess.run(f'nft add rule inet {network.TABLE} {PRE_CHAIN} iifname '
+                       f'"{network.VETH_PREFIX}*" meta nfproto ipv4 fib daddr type != local '
+                       f"add @{SET} {what}", shell=True, check=True)
 
         def seen(veth: str) -> list[str]:
             out = subprocess.run(["nft", "-j", "list", "set", "inet", network.TABLE, SET],
@@ -188,6 +204,10 @@ def recorded_drops() -> Iterator[callable]:
         for chain, handle in added:
             subprocess.run(["nft", "delete", "rule", "inet", network.TABLE, chain,
                             "handle", str(handle)], check=False)
+        if chain_made:  # its rule refers to the set: the chain goes first
+            for verb in ("flush", "delete"):
+                subprocess.run(["nft", verb, "chain", "inet", network.TABLE, PRE_CHAIN],
+                               check=False)
         subprocess.run(["nft", "delete", "set", "inet", network.TABLE, SET], check=False)
 
 
